@@ -1,0 +1,34 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { checkNeeds } from "./gate.js";
+
+describe("checkNeeds", () => {
+  const ci = process.env["CI"];
+  afterEach(() => {
+    if (ci === undefined) delete process.env["CI"];
+    else process.env["CI"] = ci;
+  });
+
+  it("runs when nothing is needed", () => {
+    expect(checkNeeds({})).toEqual({ run: true });
+  });
+
+  it("skips a missing tool outside CI, naming it", () => {
+    delete process.env["CI"];
+    const r = checkNeeds({ tools: ["no-such-tool-ts-vmm"] });
+    expect(r.run).toBe(false);
+    if (!r.run) {
+      expect(r.mustFail).toBe(false);
+      expect(r.reason).toContain("no-such-tool-ts-vmm");
+    }
+  });
+
+  it("fails instead of skipping under CI=true", () => {
+    process.env["CI"] = "true";
+    const r = checkNeeds({ tools: ["no-such-tool-ts-vmm"] });
+    expect(r).toMatchObject({ run: false, mustFail: true });
+  });
+
+  it("finds a tool that is on PATH", () => {
+    expect(checkNeeds({ tools: ["sh"] })).toEqual({ run: true });
+  });
+});

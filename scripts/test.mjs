@@ -1,0 +1,34 @@
+// Runs every package's tests through turbo, then prints one closing line with the
+// totals from each package's vitest JSON report: "tests: N passed, N failed, N skipped".
+// Exits non-zero if any test failed, any package's test task failed, or no test ran.
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+
+const root = new URL("..", import.meta.url).pathname;
+const pkgsDir = join(root, "packages");
+const packages = readdirSync(pkgsDir).filter((d) => existsSync(join(pkgsDir, d, "package.json")));
+for (const p of packages) rmSync(join(pkgsDir, p, ".vitest-report.json"), { force: true });
+
+const cache = process.env.TS_VMM_CACHE ?? join(process.env.HOME ?? "/root", ".cache", "ts-vmm");
+const run = spawnSync(
+  "pnpm",
+  ["exec", "turbo", "run", "test", `--cache-dir=${cache}/turbo`, "--concurrency=1", "--continue", ...process.argv.slice(2)],
+  { cwd: root, stdio: "inherit" },
+);
+
+let passed = 0, failed = 0, skipped = 0;
+const rows = [];
+for (const p of packages) {
+  const f = join(pkgsDir, p, ".vitest-report.json");
+  if (!existsSync(f)) continue;
+  const r = JSON.parse(readFileSync(f, "utf8"));
+  passed += r.numPassedTests;
+  failed += r.numFailedTests + (r.numFailedTestSuites ?? 0);
+  skipped += r.numPendingTests + r.numTodoTests;
+  rows.push(`  ${p.padEnd(16)} ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped${r.numFailedTestSuites ? `, ${r.numFailedTestSuites} files failed to load` : ""}`);
+}
+console.log("\nper package:\n" + rows.join("\n"));
+console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+const ok = run.status === 0 && failed === 0 && passed > 0;
+process.exit(ok ? 0 : 1);
