@@ -1,1 +1,11 @@
-export {};
+export { GUEST_ADDRESS_LIMIT, bigintToGuestAddress, checkGuestAddress, checkLength, toGuestAddress } from "./address.js";
+export type { GuestAddress } from "./address.js";
+export { GuestMemoryError } from "./error.js";
+export type { GuestMemoryErrorCode } from "./error.js";
+export { DIRTY_PAGE_SIZE, DirtyBitmap } from "./dirty-bitmap.js";
+export type { GuestMemoryRegion } from "./region.js";
+export type { GuestMemory } from "./guest-memory.js";
+export { GuestMemoryBase } from "./guest-memory-base.js";
+export { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";
+export type { ArrayBufferMemoryOptions, ArrayBufferRegionSpec } from "./guest-memory-array-buffer.js";
+export type { GuestMemoryTransferable, TransferableRegion } from "./transferable.js";
