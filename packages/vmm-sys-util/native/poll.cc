@@ -1,0 +1,4 @@
+#include "common.h"
+namespace vsu {
+void InitPoll(Napi::Env env, Napi::Object exports) {}
+}

@@ -1,0 +1,4 @@
+#include "common.h"
+namespace vsu {
+void InitSignals(Napi::Env env, Napi::Object exports) {}
+}
