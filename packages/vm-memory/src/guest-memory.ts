@@ -98,4 +98,11 @@ export interface GuestMemory {
    * @throws {@link GuestMemoryError} `"AddressTooLarge"` if the value is ≥ 2^52; range errors as for reads.
    */
   readU64AsAddress(addr: GuestAddress): GuestAddress;
+  /**
+   * Marks `[addr, addr + len)` dirty after writing through a view (`slice`,
+   * an fd read into guest memory). Optional: a backend without dirty tracking
+   * may omit it.
+   * @throws {@link GuestMemoryError} if the range is not backed.
+   */
+  markDirty?(addr: GuestAddress, len: number): void;
 }

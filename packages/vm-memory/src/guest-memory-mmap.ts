@@ -1,0 +1,255 @@
+import { MmapRegion } from "@ts-vmm/vmm-sys-util";
+import type { GuestAddress } from "./address.js";
+import { DirtyBitmap } from "./dirty-bitmap.js";
+import { GuestMemoryError } from "./error.js";
+import { GuestMemoryBase } from "./guest-memory-base.js";
+import { BackedRegion } from "./region.js";
+import { type GuestMemoryTransferable, regionsFromTransferable, regionsToTransferable } from "./transferable.js";
+
+/** Guest page granularity of mmap memory: regions start and end on 4 KiB (KVM memslots need it). */
+const PAGE = 4096;
+
+/** A range of guest memory to map: where it goes and, for file-backed memory, what backs it. */
+export interface MmapRangeSpec {
+  /** Guest physical start, a multiple of 4096. */
+  readonly start: GuestAddress;
+  /** Size in bytes, a positive multiple of 4096. */
+  readonly size: number;
+  /**
+   * Back the range with this file (a snapshot, a shared-memory file, a
+   * guest_memfd) instead of fresh memory. The fd is not owned: the caller may
+   * close it once the memory is built (the mapping keeps the file alive).
+   */
+  readonly file?: {
+    readonly fd: number;
+    /** Offset in the file, a multiple of the page size. Default 0. */
+    readonly offset?: number;
+    /**
+     * MAP_SHARED (default true): guest writes reach the file. false: private
+     * copy-on-write, the file is never changed (restore a snapshot and run).
+     */
+    readonly shared?: boolean;
+  };
+}
+
+/** Options of {@link GuestMemoryMmap.fromRanges}. */
+export interface MmapMemoryOptions {
+  /**
+   * How ranges without `file` are backed: `"memfd"` (default; each region has
+   * an fd, shareable with a vhost-user peer or re-mappable) or `"anonymous"`.
+   */
+  readonly backing?: "memfd" | "anonymous";
+  /** Back fresh memory with pre-allocated huge pages (MAP_HUGETLB / MFD_HUGETLB). Fails if none are configured. */
+  readonly hugetlb?: boolean;
+  /** madvise(MADV_HUGEPAGE) every mapping (transparent huge pages). */
+  readonly madviseHugepage?: boolean;
+  /** Give every region a dirty bitmap. Default false. */
+  readonly dirtyTracking?: boolean;
+  /** memfd label, shown in /proc/self/fd. */
+  readonly name?: string;
+}
+
+/**
+ * {@link GuestMemory} over host mappings made by vmm-sys-util's `MmapRegion`:
+ * each region is one mapping exposed as a SharedArrayBuffer, with its host
+ * address (for KVM_SET_USER_MEMORY_REGION) and its backing fd.
+ *
+ * Lifetime: the mappings are unmapped only when the last SharedArrayBuffer
+ * over them (in any thread) is garbage collected, so a view handed out can
+ * never point at unmapped memory. `close()` closes the owned memfds and makes
+ * every later access through this object throw `"Closed"`.
+ */
+export class GuestMemoryMmap extends GuestMemoryBase {
+  readonly #owned: readonly MmapRegion[];
+
+  private constructor(regions: readonly BackedRegion[], owned: readonly MmapRegion[]) {
+    super(regions);
+    this.#owned = owned;
+  }
+
+  /**
+   * Maps fresh memory (memfd or anonymous) or files for each range.
+   *
+   * @example
+   * const mem = GuestMemoryMmap.fromRanges([{ start: 0, size: 0x800_0000 }], { dirtyTracking: true });
+   * const r = mem.regions[0]; // r.hostAddress for KVM_SET_USER_MEMORY_REGION
+   * @throws {@link GuestMemoryError} `"InvalidArgument"` for an unaligned or empty
+   *   range or a bad option; `"Overlap"` for overlapping ranges; `"AddressTooLarge"`
+   *   for a range ending above 2^52; `"Mmap"` if a mapping fails (`cause` is the
+   *   VmmSysError, e.g. `ENOMEM` with `hugetlb` and no huge pages, `MappingPastEof`
+   *   for a file too short). Nothing stays mapped after a failure.
+   */
+  static fromRanges(ranges: readonly MmapRangeSpec[], opts: MmapMemoryOptions = {}): GuestMemoryMmap {
+    const backing = opts.backing ?? "memfd";
+    if (backing !== "memfd" && backing !== "anonymous") {
+      throw new GuestMemoryError("InvalidArgument", `backing must be "memfd" or "anonymous", got ${String(backing)}`);
+    }
+    for (const s of ranges) checkSpec(s);
+    checkNoOverlap(ranges);
+    const owned: MmapRegion[] = [];
+    const regions: BackedRegion[] = [];
+    try {
+      for (const s of ranges) {
+        let m: MmapRegion;
+        let fd: number | null;
+        let fileOffset = 0;
+        const huge = opts.madviseHugepage === undefined ? {} : { madviseHugepage: opts.madviseHugepage };
+        try {
+          if (s.file !== undefined) {
+            fileOffset = s.file.offset ?? 0;
+            m = MmapRegion.fromFd(s.file.fd, s.size, { offset: fileOffset, shared: s.file.shared ?? true, ...huge });
+            fd = s.file.fd;
+          } else if (backing === "memfd") {
+            m = MmapRegion.memfd(s.size, {
+              ...(opts.name === undefined ? {} : { name: opts.name }),
+              ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }),
+              ...huge,
+            });
+            fd = m.fd;
+          } else {
+            m = MmapRegion.anonymous(s.size, { ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }), ...huge });
+            fd = null;
+          }
+        } catch (e) {
+          throw new GuestMemoryError(
+            "Mmap",
+            `mapping guest range [0x${s.start.toString(16)}, +0x${s.size.toString(16)}) failed: ${(e as Error).message}`,
+            { addr: s.start, len: s.size, cause: e },
+          );
+        }
+        owned.push(m);
+        regions.push(
+          new BackedRegion({
+            start: s.start,
+            size: s.size,
+            buffer: m.buffer,
+            byteOffset: 0,
+            hostAddress: m.address,
+            fd,
+            fileOffset,
+            ...(opts.dirtyTracking ? { dirty: new DirtyBitmap(s.size) } : {}),
+          }),
+        );
+      }
+      return new GuestMemoryMmap(regions, owned);
+    } catch (e) {
+      for (const m of owned) m.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Maps a whole memory image file (a snapshot written by `writeToFd` of each
+   * region, in order): range i is backed by the file from the sum of the sizes
+   * before it. With `shared: false` the guest runs on a private copy-on-write
+   * view and the file is never changed.
+   *
+   * @throws {@link GuestMemoryError} as {@link GuestMemoryMmap.fromRanges}.
+   */
+  static fromFile(
+    fd: number,
+    ranges: readonly { readonly start: GuestAddress; readonly size: number }[],
+    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean } = {},
+  ): GuestMemoryMmap {
+    let offset = 0;
+    const specs = ranges.map((r) => {
+      const spec: MmapRangeSpec = { start: r.start, size: r.size, file: { fd, offset, shared: opts.shared ?? true } };
+      offset += r.size;
+      return spec;
+    });
+    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+  }
+
+  /**
+   * Maps a guest_memfd (KVM_CREATE_GUEST_MEMFD with GUEST_MEMFD_FLAG_MMAP,
+   * Linux 6.18+) shared, so the VMM can access the guest's memory through it.
+   * This is `fromRanges` with every range backed by `fd` (shared), range i at
+   * file offset `offsets[i]` (default: consecutive). The caller creates the fd
+   * with kvm-ioctls; vm-memory does not depend on KVM.
+   *
+   * @throws {@link GuestMemoryError} as {@link GuestMemoryMmap.fromRanges} (`"Mmap"`
+   *   with `ENODEV`/`EINVAL` as cause if the kernel does not offer mmap of the fd).
+   */
+  static fromGuestMemfd(
+    fd: number,
+    ranges: readonly { readonly start: GuestAddress; readonly size: number; readonly offset?: number }[],
+    opts: { readonly dirtyTracking?: boolean } = {},
+  ): GuestMemoryMmap {
+    let next = 0;
+    const specs = ranges.map((r) => {
+      const offset = r.offset ?? next;
+      next = offset + r.size;
+      return { start: r.start, size: r.size, file: { fd, offset, shared: true } };
+    });
+    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+  }
+
+  /**
+   * A structured-cloneable description to post to a worker; rebuild it there
+   * with {@link GuestMemoryMmap.fromTransferable}. Both sides use the same
+   * mappings and dirty bitmaps.
+   * @throws {@link GuestMemoryError} `"Closed"` after `close`.
+   */
+  toTransferable(): GuestMemoryTransferable {
+    if (this.isClosed) throw new GuestMemoryError("Closed", "guest memory is closed");
+    return { kind: "mmap", regions: regionsToTransferable(this.backedRegions) };
+  }
+
+  /**
+   * Rebuilds a memory over the mappings described by `t` (in a worker). The
+   * result does not own the mappings: its `close` only stops access from this
+   * object; the mappings live while any thread holds their buffers.
+   * @throws {@link GuestMemoryError} `"InvalidArgument"` if `t` is malformed.
+   */
+  static fromTransferable(t: GuestMemoryTransferable): GuestMemoryMmap {
+    return new GuestMemoryMmap(regionsFromTransferable(t, "mmap"), []);
+  }
+
+  /**
+   * Closes the memfds this memory owns and makes later accesses throw
+   * `"Closed"`. Idempotent. Views already handed out stay valid memory (the
+   * mapping lives until its buffers are collected) but must not be used.
+   * @throws {@link GuestMemoryError} `"Mmap"` if closing an owned memfd fails (all are closed anyway).
+   */
+  close(): void {
+    if (this.isClosed) return;
+    this.dropRegions();
+    let first: unknown;
+    for (const m of this.#owned) {
+      try {
+        m.close();
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (first !== undefined) throw new GuestMemoryError("Mmap", "closing a mapping failed", { cause: first });
+  }
+}
+
+function checkSpec(s: MmapRangeSpec): void {
+  const ok = (v: number): boolean => Number.isSafeInteger(v) && v >= 0 && v % PAGE === 0;
+  if (!ok(s.start) || !ok(s.size) || s.size === 0) {
+    throw new GuestMemoryError(
+      "InvalidArgument",
+      `range start ${s.start} and size ${s.size} must be multiples of ${PAGE} (size > 0)`,
+      { addr: s.start, len: s.size },
+    );
+  }
+  if (s.start + s.size > 2 ** 52) {
+    throw new GuestMemoryError("AddressTooLarge", `range [${s.start}, +${s.size}) ends above 2^52`, { addr: s.start, len: s.size });
+  }
+}
+
+function checkNoOverlap(ranges: readonly MmapRangeSpec[]): void {
+  const sorted = [...ranges].sort((a, b) => a.start - b.start);
+  for (let i = 1; i < sorted.length; i++) {
+    const p = sorted[i - 1] as MmapRangeSpec;
+    const r = sorted[i] as MmapRangeSpec;
+    if (p.start + p.size > r.start) {
+      throw new GuestMemoryError("Overlap", `range at 0x${r.start.toString(16)} overlaps the one at 0x${p.start.toString(16)}`, {
+        addr: r.start,
+        len: r.size,
+      });
+    }
+  }
+}
