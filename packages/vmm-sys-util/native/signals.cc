@@ -1,4 +1,95 @@
+// Thread ids and the vCPU "kick" signal: a no-op handler installed without SA_RESTART, so a
+// thread blocked in a system call (KVM_RUN, poll, read) returns EINTR when signalled.
 #include "common.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 namespace vsu {
-void InitSignals(Napi::Env env, Napi::Object exports) {}
+
+namespace {
+
+void NoopHandler(int) {}
+
+bool ArgRtSignal(const Napi::CallbackInfo& info, size_t i, int* out) {
+  int64_t signo;
+  if (!ArgInt(info, i, 1, 64, &signo)) return false;
+  // Only real-time signals: a no-op handler on SIGSEGV or SIGTERM would change how the
+  // process fails or stops.
+  if (signo < SIGRTMIN || signo > SIGRTMAX) {
+    ThrowRange(info.Env(), "signal must be a real-time signal (SIGRTMIN..SIGRTMAX)");
+    return false;
+  }
+  *out = static_cast<int>(signo);
+  return true;
 }
+
+Napi::Value Gettid(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(syscall(SYS_gettid)));
+}
+
+Napi::Value Sigrtmin(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), SIGRTMIN); }
+Napi::Value Sigrtmax(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), SIGRTMAX); }
+
+// installNoopHandler(signo) -> 0 | -errno. Idempotent. Refuses (-EBUSY) to replace a handler
+// that someone else installed.
+Napi::Value InstallNoopHandler(const Napi::CallbackInfo& info) {
+  int signo;
+  if (!ArgRtSignal(info, 0, &signo)) return Napi::Value();
+  struct sigaction old;
+  if (sigaction(signo, nullptr, &old) != 0) return Errno(info.Env(), errno);
+  bool ours = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == NoopHandler;
+  if (!ours && !(old.sa_flags & SA_SIGINFO) && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
+    return Errno(info.Env(), EBUSY);
+  }
+  if (!ours && (old.sa_flags & SA_SIGINFO)) return Errno(info.Env(), EBUSY);
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = NoopHandler;
+  sa.sa_flags = 0;  // no SA_RESTART: blocked system calls return EINTR
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(signo, &sa, nullptr) != 0) return Errno(info.Env(), errno);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+// unblockSignal(signo) -> 0 | -errno: removes signo from the calling thread's mask.
+Napi::Value UnblockSignal(const Napi::CallbackInfo& info) {
+  int signo;
+  if (!ArgRtSignal(info, 0, &signo)) return Napi::Value();
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, signo);
+  int err = pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  if (err != 0) return Errno(info.Env(), err);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+// tgkill(tid, signo) -> 0 | -errno: signals one thread of this process (tgid = getpid()).
+Napi::Value Tgkill(const Napi::CallbackInfo& info) {
+  int64_t tid;
+  int signo;
+  if (!ArgInt(info, 0, 1, INT32_MAX, &tid)) return Napi::Value();
+  // Signal 0 only checks that the thread exists.
+  if (info.Length() > 1 && info[1].IsNumber() && info[1].As<Napi::Number>().DoubleValue() == 0) {
+    signo = 0;
+  } else if (!ArgRtSignal(info, 1, &signo)) {
+    return Napi::Value();
+  }
+  if (syscall(SYS_tgkill, getpid(), static_cast<pid_t>(tid), signo) != 0) return Errno(info.Env(), errno);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+}  // namespace
+
+void InitSignals(Napi::Env env, Napi::Object exports) {
+  exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
+  exports.Set("sigrtmin", Napi::Function::New(env, Sigrtmin, "sigrtmin"));
+  exports.Set("sigrtmax", Napi::Function::New(env, Sigrtmax, "sigrtmax"));
+  exports.Set("installNoopHandler", Napi::Function::New(env, InstallNoopHandler, "installNoopHandler"));
+  exports.Set("unblockSignal", Napi::Function::New(env, UnblockSignal, "unblockSignal"));
+  exports.Set("tgkill", Napi::Function::New(env, Tgkill, "tgkill"));
+}
+
+}  // namespace vsu

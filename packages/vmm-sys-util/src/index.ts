@@ -7,3 +7,8 @@ export { MmapRegion, pageSize, liveMappingCount } from "./mmap-region.js";
 export type { AnonymousRegionOptions, MemfdRegionOptions, FdRegionOptions, MadviseAdvice } from "./mmap-region.js";
 export { setNativeBinding } from "./native.js";
 export type { NativeBinding } from "./native.js";
+export { gettid, installKickSignal, tgkill, sigrtmin, sigrtmax } from "./signals.js";
+export { pollFd } from "./poll-fd.js";
+export type { PollEvents, PollResult } from "./poll-fd.js";
+export { EventFd } from "./event-fd.js";
+export type { EventFdOptions } from "./event-fd.js";
