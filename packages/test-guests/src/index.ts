@@ -1,1 +1,25 @@
-export {};
+export { buildMicroGuest, GUEST_CFLAGS, GUEST_SOURCE_DIR, PACKAGE_DIR } from "./build-guest.js";
+export type { BuildOptions, BuiltGuest } from "./build-guest.js";
+export { TestGuestsError } from "./error.js";
+export type { TestGuestsErrorCode } from "./error.js";
+export { DEVICE_KINDS } from "./launcher.js";
+export type {
+  DeviceKind,
+  DeviceSpec,
+  GuestIo,
+  InProcessPlan,
+  LaunchPlan,
+  LaunchSpec,
+  ProcessPlan,
+  ResolvedDevice,
+  RunningVm,
+  VmmLauncher,
+} from "./launcher.js";
+export { QEMU_BINARY, qemuArgs, qemuLauncher, qemuProvides } from "./qemu.js";
+export { runGuest } from "./run-guest.js";
+export type { GuestRun, RunGuestOptions } from "./run-guest.js";
+export { parseResults, tscHz } from "./results.js";
+export type { FailedCheck, GuestResults, ResultValue, SerialLine, SkippedCheck } from "./results.js";
+export { BASE_CHECKS, DEVICE_CHECKS, selftestProblems } from "./expect.js";
+export { startEchoServer } from "./echo-server.js";
+export type { EchoServer } from "./echo-server.js";

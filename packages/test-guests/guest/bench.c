@@ -1,0 +1,109 @@
+/* mode=bench-exits and mode=bench-blk. Times are TSC cycles; the harness converts them. */
+#include "virtio.h"
+
+int blk_io(struct vq *q, u32 type, u64 sector, void *buf, u32 len, u8 *status_out);
+
+static void report_tsc_khz(void) {
+	u32 a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+	u32 maxleaf = a;
+	if (maxleaf >= 0x15) {
+		__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x15), "c"(0));
+		if (a && b && c) { printf("RESULT tsc_khz=%u\n", (u64)c / 1000 * b / a); return; }
+	}
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000000), "c"(0));
+	if (a >= 0x40000010) {
+		__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000010), "c"(0));
+		if (a) { printf("RESULT tsc_khz=%u\n", (u64)a); return; }
+	}
+	print("RESULT tsc_khz=unknown\n");
+}
+
+int mode_bench_exits(void) {
+	u64 n = cmdline_u64("n", 20000), npio = cmdline_u64("npio", 2000);
+	report_tsc_khz();
+	printf("RESULT tsc_mark=%u\n", rdtsc());
+	volatile u32 *mmio = (volatile u32 *)(u64)BENCH_MMIO;
+	u64 t0 = rdtsc();
+	for (u64 i = 0; i < n; i++) *mmio = (u32)i;
+	u64 t1 = rdtsc();
+	printf("RESULT exits_mmio_write_n=%u\nRESULT exits_mmio_write_cycles=%u\n", n, t1 - t0);
+	t0 = rdtsc();
+	for (u64 i = 0; i < n; i++) (void)*mmio;
+	t1 = rdtsc();
+	printf("RESULT exits_mmio_read_n=%u\nRESULT exits_mmio_read_cycles=%u\n", n, t1 - t0);
+	/* PIO from CPL3: a raw OUT (trapped as #GP and replayed at CPL0 when IOPL is not honoured). */
+	u64 before = gp_replays;
+	t0 = rdtsc();
+	for (u64 i = 0; i < npio; i++) __asm__ volatile("outb %0, %1" ::"a"((u8)i), "Nd"((u16)BENCH_PORT));
+	t1 = rdtsc();
+	printf("RESULT exits_pio_raw_n=%u\nRESULT exits_pio_raw_cycles=%u\nRESULT exits_pio_raw_replayed=%u\n", npio, t1 - t0,
+	       gp_replays - before);
+	/* PIO through the syscall gate. */
+	t0 = rdtsc();
+	for (u64 i = 0; i < npio; i++) syscall3(SYS_OUTB, BENCH_PORT, (long)(i & 0xff), 0);
+	t1 = rdtsc();
+	printf("RESULT exits_pio_gate_n=%u\nRESULT exits_pio_gate_cycles=%u\n", npio, t1 - t0);
+	printf("RESULT tsc_mark=%u\n", rdtsc());
+	return 0;
+}
+
+struct blk_req { u32 type, reserved; u64 sector; };
+#define QD_MAX 32
+
+/* Random 4 KiB reads keeping `qd` requests in flight; descriptors 3k..3k+2 belong to slot k. */
+static int run_qd(struct vq *q, u64 blocks, u32 qd, u64 ops, u64 *cycles) {
+	struct blk_req *hdr = alloc(sizeof(struct blk_req) * QD_MAX, 64);
+	u8 *st = alloc(QD_MAX, 64);
+	u8 *buf = alloc(4096ull * QD_MAX, 4096);
+	u64 submitted = 0, done = 0;
+	u64 t0 = rdtsc();
+	for (u32 k = 0; k < qd && submitted < ops; k++, submitted++) {
+		hdr[k].type = 0;
+		hdr[k].sector = (rand64() % blocks) * 8;
+		st[k] = 0xff;
+		struct vbuf b[3] = {{(u64)&hdr[k], 16, 0}, {(u64)(buf + 4096ull * k), 4096, 1}, {(u64)&st[k], 1, 1}};
+		vq_add_at(q, (u16)(3 * k), b, 3);
+	}
+	vq_kick(q);
+	while (done < ops) {
+		u32 id, len;
+		int r = vq_poll(q, &id, &len, poll_budget);
+		if (r != 1) { fail("blk.bench", "poll %d after %u of %u", (i64)r, done, ops); return -1; }
+		u32 k = id / 3;
+		if (k >= qd || id % 3 || st[k] != 0) { fail("blk.bench", "used id %u status %u", (u64)id, (u64)(k < qd ? st[k] : 0)); return -1; }
+		done++;
+		if (submitted < ops) {
+			hdr[k].sector = (rand64() % blocks) * 8;
+			st[k] = 0xff;
+			vq_publish(q, (u16)(3 * k));
+			submitted++;
+			/* Batch notifies: kick when nothing else is already complete. */
+			if (__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE) == q->last_used) vq_kick(q);
+		}
+	}
+	*cycles = rdtsc() - t0;
+	return 0;
+}
+
+int mode_bench_blk(void) {
+	struct vdev *d = vdev_find(VIRTIO_ID_BLOCK, 0);
+	if (!d) { fail("blk.bench", "no virtio-blk device"); return 1; }
+	struct vq q;
+	int r = vdev_init(d, 0);
+	if (r || vq_setup(d, &q, 0, 128)) { fail("blk.init", "step %d", (i64)r); return 1; }
+	vdev_driver_ok(d);
+	u64 blocks = vcfg64(d, 0) / 8;
+	if (blocks < 1) { fail("blk.capacity", "too small"); return 1; }
+	report_tsc_khz();
+	printf("RESULT blk.blocks_4k=%u\n", blocks);
+	printf("RESULT tsc_mark=%u\n", rdtsc());
+	u64 ops1 = cmdline_u64("qd1_ops", 3000), ops32 = cmdline_u64("qd32_ops", 20000), cyc;
+	if (run_qd(&q, blocks, 1, ops1, &cyc)) return 1;
+	printf("RESULT blk_qd1_ops=%u\nRESULT blk_qd1_cycles=%u\n", ops1, cyc);
+	if (run_qd(&q, blocks, 32, ops32, &cyc)) return 1;
+	printf("RESULT blk_qd32_ops=%u\nRESULT blk_qd32_cycles=%u\n", ops32, cyc);
+	printf("RESULT tsc_mark=%u\n", rdtsc());
+	vdev_reset(d);
+	return 0;
+}

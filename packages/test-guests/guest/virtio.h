@@ -1,0 +1,105 @@
+/* virtio-mmio (version 2) transport and split virtqueues, per the virtio 1.2 spec (4.2.2, 2.7). */
+#ifndef TG_VIRTIO_H
+#define TG_VIRTIO_H
+#include "guest.h"
+
+#define VIRTIO_MMIO_MAGIC 0x000
+#define VIRTIO_MMIO_VERSION 0x004
+#define VIRTIO_MMIO_DEVICE_ID 0x008
+#define VIRTIO_MMIO_DEVICE_FEATURES 0x010
+#define VIRTIO_MMIO_DEVICE_FEATURES_SEL 0x014
+#define VIRTIO_MMIO_DRIVER_FEATURES 0x020
+#define VIRTIO_MMIO_DRIVER_FEATURES_SEL 0x024
+#define VIRTIO_MMIO_QUEUE_SEL 0x030
+#define VIRTIO_MMIO_QUEUE_NUM_MAX 0x034
+#define VIRTIO_MMIO_QUEUE_NUM 0x038
+#define VIRTIO_MMIO_QUEUE_READY 0x044
+#define VIRTIO_MMIO_QUEUE_NOTIFY 0x050
+#define VIRTIO_MMIO_INTERRUPT_STATUS 0x060
+#define VIRTIO_MMIO_INTERRUPT_ACK 0x064
+#define VIRTIO_MMIO_STATUS 0x070
+#define VIRTIO_MMIO_QUEUE_DESC_LOW 0x080
+#define VIRTIO_MMIO_QUEUE_DESC_HIGH 0x084
+#define VIRTIO_MMIO_QUEUE_AVAIL_LOW 0x090
+#define VIRTIO_MMIO_QUEUE_AVAIL_HIGH 0x094
+#define VIRTIO_MMIO_QUEUE_USED_LOW 0x0a0
+#define VIRTIO_MMIO_QUEUE_USED_HIGH 0x0a4
+#define VIRTIO_MMIO_CONFIG_GENERATION 0x0fc
+#define VIRTIO_MMIO_CONFIG 0x100
+
+#define VIRTIO_STATUS_ACK 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define VIRTIO_STATUS_FAILED 0x80
+
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+
+#define VIRTQ_DESC_F_NEXT 1
+#define VIRTQ_DESC_F_WRITE 2
+#define VIRTQ_DESC_F_INDIRECT 4
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+
+/* Device IDs (virtio 1.2, 5). */
+#define VIRTIO_ID_NET 1
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_CONSOLE 3
+#define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_BALLOON 5
+#define VIRTIO_ID_RTC 17
+#define VIRTIO_ID_VSOCK 19
+
+struct vring_desc { u64 addr; u32 len; u16 flags; u16 next; };
+struct vring_avail { u16 flags; u16 idx; u16 ring[]; };
+struct vring_used_elem { u32 id; u32 len; };
+struct vring_used { u16 flags; u16 idx; struct vring_used_elem ring[]; };
+
+struct vdev {
+	u64 base;
+	u32 size, irq;
+	u32 version, id;
+	u64 features;
+};
+
+struct vq {
+	struct vdev *dev;
+	u16 index, num;
+	volatile struct vring_desc *desc;
+	volatile struct vring_avail *avail;
+	volatile struct vring_used *used;
+	u16 avail_idx, last_used;
+	u16 next_desc; /* rotating descriptor cursor for vq_send */
+};
+
+/* One buffer of a chain. */
+struct vbuf { u64 addr; u32 len; int writable; };
+
+static inline u32 vr(const struct vdev *d, u32 off) { return *(volatile u32 *)(d->base + off); }
+static inline void vw(const struct vdev *d, u32 off, u32 v) { *(volatile u32 *)(d->base + off) = v; }
+static inline u8 vcfg8(const struct vdev *d, u32 off) { return *(volatile u8 *)(d->base + VIRTIO_MMIO_CONFIG + off); }
+static inline u32 vcfg32(const struct vdev *d, u32 off) { return *(volatile u32 *)(d->base + VIRTIO_MMIO_CONFIG + off); }
+static inline void vcfg32w(const struct vdev *d, u32 off, u32 v) { *(volatile u32 *)(d->base + VIRTIO_MMIO_CONFIG + off) = v; }
+u64 vcfg64(const struct vdev *d, u32 off);
+
+/* Discovery from virtio_mmio.device= entries; returns the nth device with this ID or NULL. */
+struct vdev *vdev_find(u32 id, int nth);
+int vdev_count(void);
+struct vdev *vdev_at(int i);
+void vdev_list(void);
+/* Reset and negotiate: VERSION_1 plus (want & offered). Returns 0 or a negative step number. */
+int vdev_init(struct vdev *d, u64 want);
+int vq_setup(struct vdev *d, struct vq *q, u16 index, u16 max_num);
+void vdev_driver_ok(struct vdev *d);
+void vdev_reset(struct vdev *d);
+u32 vdev_status(struct vdev *d);
+
+/* Writes a chain at descriptors head..head+n-1, publishes it (no notify). */
+void vq_add_at(struct vq *q, u16 head, const struct vbuf *b, int n);
+/* vq_add_at at the rotating cursor, then notify. Returns the head. */
+u16 vq_send(struct vq *q, const struct vbuf *b, int n);
+void vq_publish(struct vq *q, u16 head);
+void vq_kick(struct vq *q);
+/* Polls for one used element: 1 = got it, 0 = timeout, -1 = device needs reset. */
+int vq_poll(struct vq *q, u32 *id, u32 *len, u64 budget);
+#endif

@@ -1,0 +1,39 @@
+import type { DeviceKind } from "./launcher.js";
+import { DEVICE_KINDS } from "./launcher.js";
+import type { GuestRun } from "./run-guest.js";
+
+/** Checks every micro-guest selftest run must report regardless of devices. */
+export const BASE_CHECKS: readonly string[] = ["cpu.cpl3", "pio.scratch", "mem.rw"];
+
+/** The checks the selftest reports as PASS for each device kind it drives fully. */
+export const DEVICE_CHECKS: Readonly<Record<DeviceKind, readonly string[]>> = {
+  blk: ["blk.init", "blk.write-read", "blk.read-past-end"],
+  rng: ["rng.init", "rng.read"],
+  console: ["console.init", "console.write", "console.echo"],
+  net: ["net.init", "net.tx", "net.arp-reply"],
+  vsock: ["vsock.cid", "vsock.rst"],
+  balloon: ["balloon.init", "balloon.config-actual", "balloon.inflate-deflate"],
+  rtc: ["rtc.init"],
+};
+
+/**
+ * Compares a selftest run with what it should have reported: exit value 0,
+ * no FAIL line, every base check and every check of each attached device
+ * passed, and `SKIP <kind> absent` for every kind that was not attached.
+ * Returns the list of mismatches (empty when the run is as expected).
+ */
+export function selftestProblems(run: GuestRun, attached: readonly DeviceKind[]): string[] {
+  const problems: string[] = [];
+  const r = run.results;
+  if (run.exitCode !== 0) problems.push(`exit value ${String(run.exitCode)} (want 0)`);
+  if (r.values["exit"] !== "0") problems.push(`no "RESULT exit=0" line`);
+  for (const f of r.failed) problems.push(`FAIL ${f.check} ${f.detail}`);
+  const want = [...BASE_CHECKS];
+  for (const k of attached) want.push(...DEVICE_CHECKS[k]);
+  for (const c of want) if (!r.passed.includes(c)) problems.push(`missing PASS ${c}`);
+  for (const k of DEVICE_KINDS) {
+    if (attached.includes(k)) continue;
+    if (!r.skipped.some((s) => s.check === k && s.reason === "absent")) problems.push(`missing SKIP ${k} absent`);
+  }
+  return problems;
+}

@@ -1,0 +1,104 @@
+/**
+ * The seam between the harness and a VMM. QEMU implements it in qemu.ts; the
+ * ts-vmm reference VMM implements it when it can boot a PVH ELF. The harness
+ * owns everything around the launch: building the guest, backing files, the
+ * console echo socket, serial capture, timeouts, killing and clean-up.
+ */
+
+/** Kinds of virtio-mmio devices the micro-guest drives. */
+export type DeviceKind = "blk" | "net" | "console" | "rng" | "vsock" | "balloon" | "rtc";
+
+/** Every device kind, in the order the selftest visits them. */
+export const DEVICE_KINDS: readonly DeviceKind[] = ["blk", "rng", "console", "net", "vsock", "balloon", "rtc"];
+
+/** A device requested by a test. */
+export type DeviceSpec =
+  /** virtio-blk backed by a raw file (read-write unless readOnly). */
+  | { readonly kind: "blk"; readonly path: string; readonly readOnly?: boolean }
+  /** virtio-net: user-mode networking (answers ARP for 10.0.2.2) unless a tap is named. */
+  | { readonly kind: "net"; readonly tap?: string }
+  /** virtio-console port 0; the harness echoes back what the guest writes. */
+  | { readonly kind: "console" }
+  | { readonly kind: "rng" }
+  /** virtio-vsock with this guest CID (>= 3). */
+  | { readonly kind: "vsock"; readonly cid: number }
+  | { readonly kind: "balloon" }
+  | { readonly kind: "rtc" };
+
+/** A device after the harness prepared its host side. */
+export type ResolvedDevice =
+  | Exclude<DeviceSpec, { kind: "console" }>
+  /** The VMM connects to this Unix socket as a client; the harness echoes every byte. */
+  | { readonly kind: "console"; readonly socketPath: string };
+
+/** Everything a VMM needs to start the guest. All paths are absolute. */
+export interface LaunchSpec {
+  /** PVH ELF (the micro-guest, vmlinux) or bzImage. */
+  readonly kernel: string;
+  readonly initrd?: string;
+  /** Guest command line, without `virtio_mmio.device=` entries: the VMM appends those. */
+  readonly cmdline: string;
+  readonly memMiB: number;
+  readonly vcpus: number;
+  readonly devices: readonly ResolvedDevice[];
+  /** Extra VMM-specific arguments from the caller, appended last. */
+  readonly extraArgs: readonly string[];
+}
+
+/**
+ * How to start a VMM as a child process. The guest's 8250 serial output
+ * (port 0x3f8) must appear raw on the process's stdout; diagnostics go to
+ * stderr. The VMM must serve the debug-exit port 0xf4 (32-bit writes) by
+ * ending the run with that value as the guest's exit value.
+ */
+export interface ProcessPlan {
+  readonly kind: "process";
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
+  /**
+   * Maps the process's exit to the value the guest wrote to port 0xf4, or
+   * null if the guest did not exit that way (crash, timeout, power-off).
+   */
+  guestExitValue(code: number | null, signal: NodeJS.Signals | null): number | null;
+}
+
+/** Receives guest output from an in-process VMM. */
+export interface GuestIo {
+  /** Bytes the guest wrote to the serial port. */
+  serial(bytes: Uint8Array): void;
+}
+
+/** A VM started in-process. */
+export interface RunningVm {
+  /** Settles when the VM stops: the debug-exit value, or null (and why). */
+  readonly exited: Promise<{ readonly guestExitValue: number | null; readonly detail?: string }>;
+  /** Stops the VM (timeout or early stop); must be safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+/** How to start a VMM inside the test process (for example a ts-vmm Vmm object). */
+export interface InProcessPlan {
+  readonly kind: "in-process";
+  start(io: GuestIo): RunningVm | Promise<RunningVm>;
+}
+
+/** The launch plan a {@link VmmLauncher} returns. */
+export type LaunchPlan = ProcessPlan | InProcessPlan;
+
+/**
+ * The interface a VMM implements to run under the harness. QEMU's
+ * implementation is {@link qemuLauncher}; ts-vmm's reference VMM provides its
+ * own (`vmm-reference` exports one once it can boot a PVH ELF).
+ */
+export interface VmmLauncher {
+  /** Short name used in reports and benchmark keys ("qemu", "ours"). */
+  readonly name: string;
+  /** Device kinds this VMM can attach; the selftest expects SKIP for the rest. */
+  readonly provides: readonly DeviceKind[];
+  /**
+   * Builds the launch for one run. Called after the harness resolved the
+   * devices; must not start anything that outlives the returned plan.
+   */
+  plan(spec: LaunchSpec): LaunchPlan | Promise<LaunchPlan>;
+}
