@@ -1,0 +1,242 @@
+// Thin, mechanical KVM ioctl layer (better-sqlite3 style): unpack positional
+// arguments, check that every buffer the kernel will read or write is large
+// enough for the request, make the system call, return its result or -errno.
+// Struct layouts, defaults, options and messages live in TypeScript.
+//
+// Memory guard: for each ioctl whose argument is a pointer, the buffer must be
+// at least _IOC_SIZE(request) bytes, or, for variable-length structs, the size
+// implied by the count field the kernel will read (nent, nmsrs, n, nr). A
+// second buffer whose address is written into the struct (dirty bitmap,
+// ONE_REG value, device attribute value) is checked the same way.
+#include <napi.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+namespace {
+
+// Request numbers that need more than _IOC_SIZE (values from linux/kvm.h;
+// duplicated in src/generated/kvm-constants.ts, checked by the tests).
+constexpr unsigned long kGetMsrIndexList = 0xc004ae02;
+constexpr unsigned long kGetSupportedCpuid = 0xc008ae05;
+constexpr unsigned long kGetEmulatedCpuid = 0xc008ae09;
+constexpr unsigned long kGetMsrFeatureIndexList = 0xc004ae0a;
+constexpr unsigned long kSetGsiRouting = 0x4008ae6a;
+constexpr unsigned long kReinjectControl = 0x0000ae71;
+constexpr unsigned long kGetMsrs = 0xc008ae88;
+constexpr unsigned long kSetMsrs = 0x4008ae89;
+constexpr unsigned long kSetCpuid2 = 0x4008ae90;
+constexpr unsigned long kGetCpuid2 = 0xc008ae91;
+constexpr unsigned long kGetOneReg = 0x4010aeab;
+constexpr unsigned long kSetOneReg = 0x4010aeac;
+constexpr unsigned long kGetRegList = 0xc008aeb0;
+constexpr unsigned long kRun = 0x0000ae80;
+
+bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* len) {
+  if (v.IsTypedArray()) {
+    Napi::TypedArray ta = v.As<Napi::TypedArray>();
+    Napi::ArrayBuffer ab = ta.ArrayBuffer();
+    *data = static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset();
+    *len = ta.ByteLength();
+    return true;
+  }
+  if (v.IsArrayBuffer()) {
+    Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
+    *data = static_cast<uint8_t*>(ab.Data());
+    *len = ab.ByteLength();
+    return true;
+  }
+  return false;
+}
+
+bool GetFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
+  if (info.Length() <= i || !info[i].IsNumber()) return false;
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 0x7fffffff) || d != static_cast<int>(d)) return false;
+  *fd = static_cast<int>(d);
+  return true;
+}
+
+bool GetUlong(const Napi::CallbackInfo& info, size_t i, unsigned long* out) {
+  if (info.Length() <= i || !info[i].IsNumber()) return false;
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
+  *out = static_cast<unsigned long>(d);
+  return true;
+}
+
+Napi::Value Fail(Napi::Env env, const char* what) {
+  Napi::TypeError::New(env, what).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value Result(Napi::Env env, long r) {
+  return Napi::Number::New(env, r < 0 ? -static_cast<double>(errno) : static_cast<double>(r));
+}
+
+uint32_t ReadU32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+uint64_t ReadU64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+
+// Bytes the kernel may touch behind the pointer argument of `req`, given the
+// header already in `buf` (len >= 8 checked by the caller for the variable ones).
+// Returns false if the count field is beyond any sane limit.
+bool RequiredSize(unsigned long req, const uint8_t* buf, size_t len, size_t* need) {
+  size_t base = _IOC_SIZE(req);
+  switch (req) {
+    case kGetMsrIndexList:
+    case kGetMsrFeatureIndexList:
+      if (len < 4) { *need = 4; return true; }
+      *need = 4 + static_cast<size_t>(ReadU32(buf)) * 4;
+      return true;
+    case kGetSupportedCpuid:
+    case kGetEmulatedCpuid:
+    case kSetCpuid2:
+    case kGetCpuid2:
+      if (len < 8) { *need = 8; return true; }
+      *need = 8 + static_cast<size_t>(ReadU32(buf)) * 40;
+      return true;
+    case kGetMsrs:
+    case kSetMsrs:
+      if (len < 8) { *need = 8; return true; }
+      *need = 8 + static_cast<size_t>(ReadU32(buf)) * 16;
+      return true;
+    case kSetGsiRouting:
+      if (len < 8) { *need = 8; return true; }
+      *need = 8 + static_cast<size_t>(ReadU32(buf)) * 32;
+      return true;
+    case kGetRegList: {
+      if (len < 8) { *need = 8; return true; }
+      uint64_t n = ReadU64(buf);
+      if (n > (1u << 24)) return false;
+      *need = 8 + static_cast<size_t>(n) * 8;
+      return true;
+    }
+    case kReinjectControl:
+      *need = 32;  // struct kvm_reinject_control, passed to an _IO request
+      return true;
+    default:
+      *need = base;
+      return true;
+  }
+}
+
+// open(path) -> fd | -errno. O_RDWR | O_CLOEXEC.
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return Fail(env, "open(path: string)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  return Result(env, fd);
+}
+
+// close(fd) -> 0 | -errno
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return Fail(env, "close(fd: number)");
+  return Result(env, ::close(fd));
+}
+
+// ioctlVal(fd, request, arg: number) -> result | -errno, for _IO requests.
+Napi::Value IoctlVal(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  unsigned long req, arg;
+  if (!GetFd(info, 0, &fd) || !GetUlong(info, 1, &req) || !GetUlong(info, 2, &arg)) {
+    return Fail(env, "ioctlVal(fd: number, request: number, arg: number)");
+  }
+  if (_IOC_DIR(req) != _IOC_NONE || req == kReinjectControl) {
+    return Fail(env, "ioctlVal: request takes a pointer argument");
+  }
+  return Result(env, ::ioctl(fd, req, arg));
+}
+
+// ioctlBuf(fd, request, buf, minBytes) -> result | -errno
+Napi::Value IoctlBuf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  unsigned long req, extra = 0;
+  uint8_t* data;
+  size_t len;
+  if (!GetFd(info, 0, &fd) || !GetUlong(info, 1, &req) || info.Length() < 3 ||
+      !GetBytes(info[2], &data, &len) || (info.Length() > 3 && !GetUlong(info, 3, &extra))) {
+    return Fail(env, "ioctlBuf(fd: number, request: number, buf: Uint8Array, minBytes?: number)");
+  }
+  if (_IOC_DIR(req) == _IOC_NONE && req != kReinjectControl) {
+    return Fail(env, "ioctlBuf: request takes no pointer argument");
+  }
+  size_t need;
+  if (!RequiredSize(req, data, len, &need)) return Fail(env, "ioctlBuf: count field out of range");
+  if (extra > need) need = extra;
+  if (len < need || len == 0) {
+    Napi::RangeError::New(env, "ioctlBuf: buffer smaller than the kernel will access").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Result(env, ::ioctl(fd, req, data));
+}
+
+// ioctlBufPtr(fd, request, buf, ptrOffset, data, dataMinBytes) -> result | -errno.
+// Writes data's address as a u64 at buf[ptrOffset] first (dirty bitmap, ONE_REG
+// value, device attribute value).
+Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  unsigned long req, off, dmin;
+  uint8_t *buf, *data;
+  size_t len, dlen;
+  if (!GetFd(info, 0, &fd) || !GetUlong(info, 1, &req) || info.Length() < 6 ||
+      !GetBytes(info[2], &buf, &len) || !GetUlong(info, 3, &off) || !GetBytes(info[4], &data, &dlen) ||
+      !GetUlong(info, 5, &dmin)) {
+    return Fail(env, "ioctlBufPtr(fd, request, buf, ptrOffset, data, dataMinBytes)");
+  }
+  size_t need;
+  if (_IOC_DIR(req) == _IOC_NONE || !RequiredSize(req, buf, len, &need)) {
+    return Fail(env, "ioctlBufPtr: request takes no struct pointer");
+  }
+  if (len < need || off > len - 8) {
+    Napi::RangeError::New(env, "ioctlBufPtr: struct buffer too small").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (req == kGetOneReg || req == kSetOneReg) {
+    uint64_t id = ReadU64(buf);
+    size_t regSize = size_t{1} << ((id >> 52) & 0xf);
+    if (dmin < regSize) dmin = regSize;
+  }
+  if (dlen < dmin || dlen == 0) {
+    Napi::RangeError::New(env, "ioctlBufPtr: data buffer smaller than the kernel will access").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint64_t addr = reinterpret_cast<uintptr_t>(data);
+  std::memcpy(buf + off, &addr, 8);
+  long r = ::ioctl(fd, req, buf);
+  int e = errno;
+  std::memset(buf + off, 0, 8);  // do not leave a host address in JS-visible memory
+  errno = e;
+  return Result(env, r);
+}
+
+// run(fd) -> 0 | -errno: KVM_RUN, the hot path.
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return Fail(env, "run(fd: number)");
+  return Result(env, ::ioctl(fd, kRun, 0));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("open", Napi::Function::New(env, Open, "open"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("ioctlVal", Napi::Function::New(env, IoctlVal, "ioctlVal"));
+  exports.Set("ioctlBuf", Napi::Function::New(env, IoctlBuf, "ioctlBuf"));
+  exports.Set("ioctlBufPtr", Napi::Function::New(env, IoctlBufPtr, "ioctlBufPtr"));
+  exports.Set("run", Napi::Function::New(env, Run, "run"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(kvm_ioctls, Init)

@@ -1,0 +1,106 @@
+import { constants } from "node:os";
+
+/** Codes of checks made in TypeScript before any system call. */
+export type KvmCheckCode =
+  | "InvalidArgument"
+  | "Closed"
+  | "OutOfRange"
+  | "Unaligned"
+  | "TooLarge"
+  | "NotRegistered"
+  | "Unsupported";
+
+/** errno names a failed KVM ioctl can report (others appear as `"E<number>"`-free names from os.constants). */
+export type KvmErrnoCode =
+  | "EEXIST"
+  | "EINVAL"
+  | "EFAULT"
+  | "ENOENT"
+  | "ENOMEM"
+  | "ENXIO"
+  | "EBADF"
+  | "EBUSY"
+  | "E2BIG"
+  | "EINTR"
+  | "EAGAIN"
+  | "EPERM"
+  | "EACCES"
+  | "ENOTTY"
+  | "EOPNOTSUPP"
+  | "ENOSPC"
+  | "EIO"
+  | "ENODEV"
+  | "EHWPOISON"
+  | "EUNKNOWN";
+
+/** Every `code` a {@link KvmError} can carry. */
+export type KvmErrorCode = KvmCheckCode | KvmErrnoCode;
+
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, num] of Object.entries(constants.errno)) {
+  if (!ERRNO_NAMES.has(num)) ERRNO_NAMES.set(num, name);
+}
+
+/** The errno name of a positive errno number (`"EINVAL"`), `"EUNKNOWN"` if unknown. */
+export function errnoName(errno: number): KvmErrnoCode {
+  return (ERRNO_NAMES.get(errno) ?? "EUNKNOWN") as KvmErrnoCode;
+}
+
+/**
+ * The one error class of `@ts-vmm/kvm-ioctls`.
+ *
+ * - A check made before any system call has a PascalCase `code`
+ *   (`"InvalidArgument"`, `"Closed"`, `"OutOfRange"`, ...), and `errno`/`ioctl` unset.
+ * - A failed ioctl has the errno name as `code` (`"EEXIST"`), the positive
+ *   `errno`, the ioctl name in `ioctl` and `syscall`, and a message such as
+ *   `"KVM_CREATE_VCPU failed: EEXIST"`.
+ */
+export class KvmError extends Error {
+  override readonly name = "KvmError";
+  /** Condition or errno name. */
+  readonly code: KvmErrorCode;
+  /** Positive errno of a failed ioctl. */
+  readonly errno: number | undefined;
+  /** Name of the failed ioctl (`"KVM_RUN"`), also in `syscall`. */
+  readonly ioctl: string | undefined;
+  /** Same as `ioctl`, matching Node's SystemError field. */
+  readonly syscall: string | undefined;
+
+  constructor(code: KvmErrorCode, message: string, opts: { errno?: number; ioctl?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.code = code;
+    this.errno = opts.errno;
+    this.ioctl = opts.ioctl;
+    this.syscall = opts.ioctl;
+  }
+
+  /** A KvmError for ioctl `ioctl` that failed with positive `errno`. */
+  static fromErrno(ioctl: string, errno: number): KvmError {
+    const name = errnoName(errno);
+    return new KvmError(name, `${ioctl} failed: ${name}`, { errno, ioctl });
+  }
+}
+
+/** Throws `InvalidArgument` unless `cond`. @internal */
+export function check(cond: boolean, message: string, code: KvmCheckCode = "InvalidArgument"): asserts cond {
+  if (!cond) throw new KvmError(code, message);
+}
+
+/** Validates a non-negative integer below `limit` (exclusive) that fits a JS number exactly. @internal */
+export function checkUint(value: unknown, what: string, limit = 2 ** 32): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw new KvmError("InvalidArgument", `${what} must be a non-negative integer, got ${String(value)}`);
+  }
+  if (value >= limit) throw new KvmError("OutOfRange", `${what} must be below ${limit}, got ${value}`);
+  return value;
+}
+
+/** Validates a bigint or safe integer in [0, 2^64) and returns it as a bigint. @internal */
+export function checkU64(value: unknown, what: string): bigint {
+  let v: bigint;
+  if (typeof value === "bigint") v = value;
+  else if (typeof value === "number" && Number.isSafeInteger(value)) v = BigInt(value);
+  else throw new KvmError("InvalidArgument", `${what} must be a bigint or a safe integer, got ${typeof value}`);
+  if (v < 0n || v >= 1n << 64n) throw new KvmError("OutOfRange", `${what} must fit in 64 bits unsigned`);
+  return v;
+}

@@ -1,0 +1,63 @@
+import { installKickSignal, tgkill } from "@ts-vmm/vmm-sys-util";
+import { RUN } from "./layouts/kvm-run.js";
+
+/**
+ * What a vCPU needs in another thread: its fd, the shared kvm_run page, a
+ * cell holding the tid of the thread that runs it, and the kick signal.
+ * Plain data: pass it to a worker with postMessage (the SharedArrayBuffers
+ * are shared, not copied).
+ */
+export interface VcpuTransferable {
+  readonly fd: number;
+  readonly id: number;
+  /** The kvm_run mapping (MmapRegion.buffer); keeps the mapping alive. */
+  readonly run: SharedArrayBuffer;
+  /** Int32 cell: tid of the thread currently running the vCPU, 0 if none. */
+  readonly tid: SharedArrayBuffer;
+  /** Real-time signal that kicks the vCPU thread out of KVM_RUN. */
+  readonly kickSignal: number;
+  /** KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2), 0 if unsupported. */
+  readonly xsave2Size: number;
+}
+
+/**
+ * Kicks a vCPU out of KVM_RUN from any thread: sets kvm_run.immediate_exit,
+ * then sends the kick signal to the thread recorded in the tid cell.
+ *
+ * Race-free: if the vCPU thread is not in KVM_RUN yet, immediate_exit makes
+ * its next KVM_RUN return at once; if it is inside, the signal interrupts it.
+ * Either way run() returns `{ kind: "Intr" }` and clears immediate_exit.
+ * Kicks that arrive together coalesce into one Intr: after an Intr, check
+ * whatever request state the kick was about before running again.
+ */
+export class VcpuKicker {
+  readonly #run: Uint8Array;
+  readonly #tid: Int32Array;
+  readonly #signal: number;
+
+  constructor(t: VcpuTransferable) {
+    this.#run = new Uint8Array(t.run, 0, RUN.size);
+    this.#tid = new Int32Array(t.tid, 0, 1);
+    this.#signal = t.kickSignal;
+  }
+
+  /** @throws {@link VmmSysError} from tgkill for errors other than ESRCH (thread gone). */
+  kick(): void {
+    Atomics.store(this.#run, RUN.immediateExit, 1);
+    const tid = Atomics.load(this.#tid, 0);
+    if (tid <= 0) return;
+    try {
+      tgkill(tid, this.#signal);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "ESRCH") throw e;
+    }
+  }
+}
+
+let kickSignal: number | undefined;
+
+/** The process-wide kick signal, installing its (empty, non-restarting) handler once. @internal */
+export function ensureKickSignal(): number {
+  if (kickSignal === undefined) kickSignal = installKickSignal();
+  return kickSignal;
+}
