@@ -1,0 +1,179 @@
+import { Writer, fixChecksum, hex } from "../bytes.js";
+import { LoaderError } from "../error.js";
+import type { GuestWrite } from "../guest-writes.js";
+import { layout } from "../layout.js";
+import * as aml from "./aml.js";
+
+// Table layouts: ACPI 6.5, chapter 5.2 (RSDP 5.2.5, SDT header 5.2.6,
+// XSDT 5.2.8, FADT 5.2.9, MADT 5.2.12).
+
+const OEM_ID = "TSVMM ";
+const CREATOR_ID = "TSVM";
+/** FADT flag HW_REDUCED_ACPI (bit 20). */
+export const FADT_HW_REDUCED_ACPI = 1 << 20;
+/** IA-PC boot architecture flags (FADT offset 109). */
+export const IAPC_LEGACY_DEVICES = 1 << 0, IAPC_8042 = 1 << 1, IAPC_VGA_NOT_PRESENT = 1 << 2, IAPC_MSI_NOT_SUPPORTED = 1 << 3;
+
+/** A virtio-mmio device as the DSDT and the command line describe it. */
+export interface VirtioMmioDevice {
+  /** Base of the 4 KiB-or-so register window (below 4 GiB for Memory32Fixed). */
+  readonly addr: number;
+  /** Size of the register window (default 0x1000). */
+  readonly size?: number;
+  /** GSI (IOAPIC pin). */
+  readonly irq: number;
+}
+
+/** Options of {@link buildAcpiTables}. */
+export interface AcpiOptions {
+  /** Number of vCPUs; APIC ID = index. IDs above 254 get x2APIC entries. */
+  readonly cpus: number;
+  /** virtio-mmio devices, announced as `LNRO0005` devices in the DSDT. */
+  readonly virtioMmio?: readonly VirtioMmioDevice[];
+  /** Describe COM1 (PNP0501, I/O 0x3f8-0x3ff, IRQ 4). Default true. */
+  readonly com1?: boolean;
+  /** Claim an i8042 keyboard controller in the FADT (IAPC_BOOT_ARCH bit 1). Default true. */
+  readonly i8042?: boolean;
+  /** Virtio interrupts are edge-triggered (default true, as with KVM irqfd to the IOAPIC). */
+  readonly edgeInterrupts?: boolean;
+  /** Where the RSDP goes; the other tables follow it (default 0xe0000). */
+  readonly addr?: number;
+  /** End of the area the tables may use (default 0x100000). */
+  readonly limit?: number;
+}
+
+/** What {@link buildAcpiTables} produced. */
+export interface AcpiTables {
+  /** Address of the RSDP (for `boot_params.acpi_rsdp_addr` or PVH `rsdp_paddr`). */
+  readonly rsdpAddr: number;
+  /** Each table with its address, RSDP first. */
+  readonly writes: GuestWrite[];
+  /** The tables by signature, for tests and tools (`"RSDP"`, `"XSDT"`, `"FACP"`, `"APIC"`, `"DSDT"`). */
+  readonly tables: Readonly<Record<"RSDP" | "XSDT" | "FACP" | "APIC" | "DSDT", Uint8Array>>;
+}
+
+/** A System Description Table: 36-byte header then `body`, checksum set. */
+function sdt(signature: string, revision: number, body: Uint8Array): Uint8Array {
+  const w = new Writer(36 + body.byteLength);
+  w.ascii(0, signature).u32(4, 36 + body.byteLength).u8(8, revision).ascii(10, OEM_ID).ascii(16, `TSVM${signature}`).u32(24, 1).ascii(28, CREATOR_ID).u32(32, 1);
+  w.set(36, body);
+  fixChecksum(w.bytes, 9);
+  return w.bytes;
+}
+
+/** The DSDT body (AML) for the given devices. @throws LoaderError `InvalidArgument`, `TooManyEntries`. */
+export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edgeInterrupts">): Uint8Array {
+  const devs: aml.Aml[] = [];
+  if (options.com1 ?? true) {
+    devs.push(
+      aml.device("COM1", [
+        aml.name("_HID", aml.eisaId("PNP0501")),
+        aml.name("_UID", aml.integer(0)),
+        aml.name("_CRS", aml.resourceTemplate([aml.io(0x3f8, 0x3f8, 0, 8), aml.irqNoFlags([4])])),
+      ]),
+    );
+  }
+  const vm = options.virtioMmio ?? [];
+  if (vm.length > 0x1000) throw new LoaderError("TooManyEntries", `${vm.length} virtio-mmio devices; at most 4096 names V000..VFFF`);
+  vm.forEach((d, i) => {
+    devs.push(
+      aml.device(`V${i.toString(16).toUpperCase().padStart(3, "0")}`, [
+        aml.name("_HID", aml.string("LNRO0005")),
+        aml.name("_UID", aml.integer(i)),
+        aml.name("_CCA", aml.integer(1)),
+        aml.name(
+          "_CRS",
+          aml.resourceTemplate([aml.memory32Fixed(d.addr, d.size ?? 0x1000), aml.extendedInterrupt([d.irq], { edge: options.edgeInterrupts ?? true })]),
+        ),
+      ]),
+    );
+  });
+  return aml.termList([aml.scope("\\_SB_", devs)]);
+}
+
+function gasIo(w: Writer, o: number): void {
+  // An empty Generic Address Structure (5.2.3.2) is all zero.
+  w.u64(o, 0).u32(o + 8, 0);
+}
+
+/**
+ * Builds RSDP (revision 2), XSDT, FADT (revision 6.5, HW_REDUCED_ACPI, DSDT
+ * and X_DSDT set), MADT (a Local APIC entry per CPU with APIC ID ≤ 254, a
+ * Local x2APIC entry above, the IOAPIC (ID 0, as QEMU) at 0xfec00000 with GSI base 0, LINT1
+ * NMI) and a DSDT with COM1 and the virtio-mmio devices. All checksums are set.
+ *
+ * @throws LoaderError `InvalidArgument` (no CPUs, a device outside 32 bits),
+ * `TooManyEntries` (the tables do not fit between `addr` and `limit`).
+ */
+export function buildAcpiTables(options: AcpiOptions): AcpiTables {
+  const { cpus } = options;
+  const base = options.addr ?? layout.acpi;
+  const limit = options.limit ?? layout.acpiEnd;
+  if (!Number.isSafeInteger(cpus) || cpus < 1 || cpus > 0xffff_ffff) throw new LoaderError("InvalidArgument", `ACPI needs at least one CPU, got ${cpus}`);
+  if (!Number.isSafeInteger(base) || base % 16 !== 0 || base < 0 || base + 36 > 2 ** 32) {
+    throw new LoaderError("InvalidArgument", `ACPI tables address ${hex(base)} must be 16-byte aligned and below 4 GiB`);
+  }
+  const dsdt = sdt("DSDT", 2, dsdtAml(options));
+
+  // MADT
+  const madtEntries: Uint8Array[] = [];
+  for (let i = 0; i < cpus; i++) {
+    if (i <= 254) {
+      madtEntries.push(new Writer(8).u8(0, 0).u8(1, 8).u8(2, i & 0xff).u8(3, i).u32(4, 1).bytes);
+    } else {
+      madtEntries.push(new Writer(16).u8(0, 9).u8(1, 16).u32(4, i).u32(8, 1).u32(12, i).bytes);
+    }
+  }
+  madtEntries.push(new Writer(12).u8(0, 1).u8(1, 12).u8(2, 0).u32(4, layout.ioapic).u32(8, 0).bytes);
+  madtEntries.push(new Writer(6).u8(0, 4).u8(1, 6).u8(2, 0xff).u16(3, 0).u8(5, 1).bytes);
+  const madtBody = new Writer(8 + madtEntries.reduce((n, e) => n + e.byteLength, 0));
+  madtBody.u32(0, layout.lapic).u32(4, 0);
+  let o = 8;
+  for (const e of madtEntries) {
+    madtBody.set(o, e);
+    o += e.byteLength;
+  }
+  const madt = sdt("APIC", 5, madtBody.bytes);
+
+  // Addresses: RSDP, XSDT, FADT, MADT, DSDT, each 16-byte aligned.
+  const align = (n: number): number => Math.ceil(n / 16) * 16;
+  const xsdtAddr = align(base + 36);
+  const xsdtLen = 36 + 8 * 2;
+  const fadtAddr = align(xsdtAddr + xsdtLen);
+  const fadtLen = 276;
+  const madtAddr = align(fadtAddr + fadtLen);
+  const dsdtAddr = align(madtAddr + madt.byteLength);
+  const end = dsdtAddr + dsdt.byteLength;
+  if (end > limit || end > 2 ** 32) {
+    throw new LoaderError("TooManyEntries", `the ACPI tables need ${end - base} bytes from ${hex(base)}; only ${limit - base} are available`);
+  }
+
+  const fadtBody = new Writer(fadtLen - 36);
+  const f = (off: number): number => off - 36; // offsets below are from the table start (ACPI 6.5 table 5.9)
+  fadtBody.u32(f(40), dsdtAddr);
+  fadtBody.u16(f(109), IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | ((options.i8042 ?? true) ? IAPC_8042 : 0));
+  fadtBody.u32(f(112), FADT_HW_REDUCED_ACPI);
+  fadtBody.u8(f(131), 5); // FADT minor version: ACPI 6.5
+  fadtBody.u64(f(140), dsdtAddr); // X_DSDT
+  for (const g of [116, 148, 160, 172, 184, 196, 208, 220, 232, 244, 256]) gasIo(fadtBody, f(g));
+  const fadt = sdt("FACP", 6, fadtBody.bytes);
+
+  const xsdtBody = new Writer(16).u64(0, fadtAddr).u64(8, madtAddr);
+  const xsdt = sdt("XSDT", 1, xsdtBody.bytes);
+
+  const rsdp = new Writer(36).ascii(0, "RSD PTR ").ascii(9, OEM_ID).u8(15, 2).u32(16, 0).u32(20, 36).u64(24, xsdtAddr);
+  fixChecksum(rsdp.bytes, 8, 0, 20);
+  fixChecksum(rsdp.bytes, 32, 0, 36);
+
+  return {
+    rsdpAddr: base,
+    writes: [
+      { addr: base, data: rsdp.bytes, what: "ACPI RSDP" },
+      { addr: xsdtAddr, data: xsdt, what: "ACPI XSDT" },
+      { addr: fadtAddr, data: fadt, what: "ACPI FADT" },
+      { addr: madtAddr, data: madt, what: "ACPI MADT" },
+      { addr: dsdtAddr, data: dsdt, what: "ACPI DSDT" },
+    ],
+    tables: { RSDP: rsdp.bytes, XSDT: xsdt, FACP: fadt, APIC: madt, DSDT: dsdt },
+  };
+}

@@ -1,0 +1,197 @@
+import { Reader, hex } from "./bytes.js";
+import { LoaderError } from "./error.js";
+import type { GuestWrite } from "./guest-writes.js";
+import { commitWrites } from "./guest-writes.js";
+import { layout } from "./layout.js";
+import type { GuestMemory } from "./memory.js";
+import { HDR, HDRS_MAGIC, LoadFlags, XLoadFlags, decodeSetupHeader, type SetupHeader } from "./setup-header.js";
+
+/** Oldest boot protocol accepted: 2.06 is the first with `cmdline_size`. */
+export const MIN_BOOT_PROTOCOL = 0x206;
+/** Largest setup header length (0x1f1..0x290 is reserved for it in the zero page). */
+const MAX_HEADER_END = 0x290;
+
+/** Where a bzImage's protected-mode kernel went and how to enter it. */
+export interface BzImageLoad {
+  /** Guest physical address of the first byte of the protected-mode kernel. */
+  readonly loadAddress: number;
+  /** First address after the loaded bytes. */
+  readonly end: number;
+  /** 64-bit boot protocol entry: `loadAddress + 0x200` (startup_64). */
+  readonly entry64: number;
+  /** 32-bit boot protocol entry: `loadAddress` (startup_32). */
+  readonly entry32: number;
+  /**
+   * Start of the memory the kernel decompresses into and runs from:
+   * `max(loadAddress aligned up to kernel_alignment, pref_address)`.
+   */
+  readonly runtimeStart: number;
+  /** `init_size`: bytes from `runtimeStart` the kernel needs before it reads the memory map. */
+  readonly initSize: number;
+}
+
+/** Options for {@link BzImage.plan}. */
+export interface BzImageLoadOptions {
+  /**
+   * Where to put the protected-mode kernel (default 0x100000, `code32_start`,
+   * as QEMU and Firecracker do). A different address needs a relocatable kernel
+   * and must be 4 KiB aligned.
+   */
+  readonly loadAddress?: number;
+}
+
+/**
+ * A parsed and validated bzImage (Linux x86 boot protocol ≥ 2.06, 64-bit).
+ *
+ * `BzImage.parse` checks the header; `plan`/`load` put the protected-mode
+ * kernel in guest memory. The real-mode setup code is not loaded: the 64-bit
+ * boot protocol skips it, and the loader fills the zero page itself
+ * ({@link BootParams}).
+ */
+export class BzImage {
+  /** The whole file. */
+  readonly bytes: Uint8Array;
+  /** The decoded setup header. */
+  readonly header: SetupHeader;
+  /** Offset of the end of the setup header in the file (`0x202 + byte at 0x201`). */
+  readonly headerEnd: number;
+  /** Number of 512-byte setup sectors (0 in the file means 4). */
+  readonly setupSects: number;
+  /** Offset in the file where the protected-mode kernel starts: `(setupSects + 1) * 512`. */
+  readonly kernelOffset: number;
+
+  private constructor(bytes: Uint8Array, header: SetupHeader, headerEnd: number, setupSects: number) {
+    this.bytes = bytes;
+    this.header = header;
+    this.headerEnd = headerEnd;
+    this.setupSects = setupSects;
+    this.kernelOffset = (setupSects + 1) * 512;
+  }
+
+  /**
+   * Parses and validates a bzImage.
+   *
+   * @throws LoaderError `Truncated` (file shorter than the header or the
+   * kernel it declares), `BadMagic` (no 0xAA55 boot flag or `HdrS`),
+   * `ProtocolTooOld` (< 2.06), `Unsupported` (not a bzImage loaded high, no
+   * 64-bit entry), `InvalidHeader` (kernel_alignment not a power of two,
+   * cmdline_size 0).
+   */
+  static parse(bytes: Uint8Array): BzImage {
+    const r = new Reader(bytes, "bzImage");
+    if (r.u16(HDR.boot_flag, "boot_flag") !== 0xaa55) {
+      throw new LoaderError("BadMagic", `not a bzImage: boot_flag at 0x1fe is ${hex(r.u16(HDR.boot_flag, "boot_flag"))}, expected 0xaa55`);
+    }
+    if (r.u32(HDR.header, "header") !== HDRS_MAGIC) {
+      throw new LoaderError("BadMagic", `not a bzImage: no "HdrS" signature at 0x202`);
+    }
+    const version = r.u16(HDR.version, "version");
+    if (version < MIN_BOOT_PROTOCOL) {
+      throw new LoaderError(
+        "ProtocolTooOld",
+        `boot protocol ${version >> 8}.${(version & 0xff).toString().padStart(2, "0")} is older than 2.06`,
+      );
+    }
+    const headerEnd = 0x202 + r.u8(0x201, "jump");
+    if (headerEnd < HDR.cmdline_size + 4 || headerEnd > MAX_HEADER_END) {
+      throw new LoaderError("InvalidHeader", `the setup header ends at ${hex(headerEnd)}, outside 0x23c..0x290 for protocol ≥ 2.06`);
+    }
+    const header = decodeSetupHeader(bytes, headerEnd);
+    const setupSects = header.setup_sects === 0 ? 4 : header.setup_sects;
+    const img = new BzImage(bytes, header, headerEnd, setupSects);
+    r.need(img.kernelOffset, 1, `the protected-mode kernel (after ${setupSects} setup sectors)`);
+    const declared = header.syssize * 16;
+    if (declared > bytes.byteLength - img.kernelOffset) {
+      throw new LoaderError(
+        "Truncated",
+        `bzImage is truncated: syssize declares ${declared} bytes of kernel but only ${bytes.byteLength - img.kernelOffset} follow the setup code`,
+      );
+    }
+    if ((header.loadflags & LoadFlags.LoadedHigh) === 0) {
+      throw new LoaderError("Unsupported", "this is a zImage (LOADED_HIGH clear in loadflags); only bzImages are supported");
+    }
+    if ((header.xloadflags & XLoadFlags.Kernel64) === 0) {
+      throw new LoaderError("Unsupported", "the kernel has no 64-bit entry point (XLF_KERNEL_64 clear in xloadflags)");
+    }
+    const ka = header.kernel_alignment;
+    if (ka === 0 || (ka & (ka - 1)) !== 0) {
+      throw new LoaderError("InvalidHeader", `kernel_alignment ${hex(ka)} is not a power of two`);
+    }
+    if (header.cmdline_size === 0) {
+      throw new LoaderError("InvalidHeader", "cmdline_size is 0");
+    }
+    if (header.init_size === 0 && version >= 0x20a) {
+      throw new LoaderError("InvalidHeader", "init_size is 0");
+    }
+    return img;
+  }
+
+  /** Boot protocol version, e.g. `0x20f` for 2.15. */
+  get version(): number {
+    return this.header.version;
+  }
+
+  /** The setup header as bytes (`0x1f1` up to its declared end), to copy into the zero page. */
+  get setupHeaderBytes(): Uint8Array {
+    return this.bytes.subarray(HDR.setup_sects, this.headerEnd);
+  }
+
+  /** The protected-mode kernel (everything after the setup sectors). A view, not a copy. */
+  get protectedModeKernel(): Uint8Array {
+    return this.bytes.subarray(this.kernelOffset);
+  }
+
+  /** The compressed payload (`payload_offset`/`payload_length`, relative to the protected-mode kernel). */
+  get payload(): Uint8Array {
+    const k = this.protectedModeKernel;
+    const off = this.header.payload_offset;
+    const len = this.header.payload_length;
+    if (off + len > k.byteLength) {
+      throw new LoaderError("Truncated", `the payload (${len} bytes at ${hex(off)}) runs past the end of the kernel`);
+    }
+    return k.subarray(off, off + len);
+  }
+
+  /**
+   * Works out where the kernel goes, without touching memory.
+   *
+   * @throws LoaderError `InvalidArgument` (unaligned or low load address),
+   * `Unsupported` (moving a non-relocatable kernel), `Overflow`.
+   */
+  plan(options: BzImageLoadOptions = {}): { load: BzImageLoad; writes: GuestWrite[] } {
+    const h = this.header;
+    const addr = options.loadAddress ?? (h.code32_start || layout.kernel);
+    if (!Number.isSafeInteger(addr) || addr < layout.kernel || addr % 4096 !== 0) {
+      throw new LoaderError("InvalidArgument", `kernel load address ${hex(addr)} must be 4 KiB aligned and at least 1 MiB`);
+    }
+    if (addr !== h.code32_start && h.relocatable_kernel === 0) {
+      throw new LoaderError("Unsupported", `the kernel is not relocatable and must be loaded at ${hex(h.code32_start)}`);
+    }
+    const kernel = this.protectedModeKernel;
+    const ka = h.kernel_alignment;
+    const pref = h.pref_address > BigInt(2 ** 52) ? 2 ** 52 : Number(h.pref_address);
+    const aligned = Math.ceil(addr / ka) * ka;
+    const runtimeStart = h.relocatable_kernel ? Math.max(aligned, pref) : pref || addr;
+    const load: BzImageLoad = {
+      loadAddress: addr,
+      end: addr + kernel.byteLength,
+      entry64: addr + 0x200,
+      entry32: addr,
+      runtimeStart,
+      initSize: h.init_size,
+    };
+    return { load, writes: [{ addr, data: kernel, what: "bzImage protected-mode kernel" }] };
+  }
+
+  /**
+   * Validates, then copies the protected-mode kernel into guest memory.
+   *
+   * @throws LoaderError as {@link BzImage.plan}, plus `OutOfGuestMemory` /
+   * `InMmioHole` when the kernel does not fit; memory is then unchanged.
+   */
+  load(mem: GuestMemory, options: BzImageLoadOptions = {}): BzImageLoad {
+    const { load, writes } = this.plan(options);
+    commitWrites(mem, writes);
+    return load;
+  }
+}

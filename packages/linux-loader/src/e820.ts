@@ -1,0 +1,103 @@
+import { hex } from "./bytes.js";
+import { LoaderError } from "./error.js";
+import { layout, type RamRegion } from "./layout.js";
+
+/** e820 entry types (ACPI "address range types"). */
+export const E820Type = {
+  Ram: 1,
+  Reserved: 2,
+  Acpi: 3,
+  Nvs: 4,
+  Unusable: 5,
+} as const;
+/** One of {@link E820Type}'s values. */
+export type E820TypeValue = (typeof E820Type)[keyof typeof E820Type];
+
+/** One e820 entry: `[addr, addr + size)` of `type`. Numbers: addresses fit in 52 bits. */
+export interface E820Entry {
+  readonly addr: number;
+  readonly size: number;
+  readonly type: E820TypeValue;
+}
+
+/** The zero page holds at most 128 e820 entries (E820_MAX_ENTRIES_ZEROPAGE, asm/bootparam.h). */
+export const E820_MAX_ENTRIES = 128;
+
+/** Ranges below 1 MiB that our layout reserves (MP table in the EBDA, ACPI tables in the BIOS area). */
+export const DEFAULT_RESERVED: readonly E820Entry[] = [
+  { addr: layout.ebda, size: layout.legacyHoleStart - layout.ebda, type: E820Type.Reserved },
+  { addr: layout.acpi, size: layout.acpiEnd - layout.acpi, type: E820Type.Reserved },
+];
+
+/**
+ * Builds a sorted, non-overlapping e820 map from RAM regions and ranges
+ * carved out of them. RAM inside `[0xa0000, 0x100000)` (the legacy VGA and
+ * BIOS window) is never reported as RAM; a `reserved` range replaces any RAM
+ * under it. Adjacent RAM entries are merged.
+ *
+ * @param ram - guest RAM (usually {@link ramRegions})
+ * @param reserved - ranges to report with their own type (default {@link DEFAULT_RESERVED})
+ * @throws LoaderError `InvalidArgument` for a negative or non-integer range,
+ * `Overlap` when two `reserved` ranges overlap, `TooManyEntries` above 128 entries.
+ */
+export function buildE820(ram: readonly RamRegion[], reserved: readonly E820Entry[] = DEFAULT_RESERVED): E820Entry[] {
+  for (const r of [...ram.map((x) => ({ addr: x.start, size: x.size })), ...reserved]) {
+    if (!Number.isSafeInteger(r.addr) || !Number.isSafeInteger(r.size) || r.addr < 0 || r.size < 0 || r.addr + r.size > 2 ** 52) {
+      throw new LoaderError("InvalidArgument", `memory range ${r.addr}+${r.size} is not a valid guest range`);
+    }
+  }
+  const res = [...reserved].filter((r) => r.size > 0).sort((a, b) => a.addr - b.addr);
+  for (let i = 1; i < res.length; i++) {
+    const p = res[i - 1]!;
+    if (res[i]!.addr < p.addr + p.size) {
+      throw new LoaderError("Overlap", `reserved e820 range at ${hex(res[i]!.addr)} overlaps the one at ${hex(p.addr)}`);
+    }
+  }
+  // Holes in RAM: the reserved ranges plus the legacy window.
+  const cuts = [...res.map((r) => [r.addr, r.addr + r.size] as const), [layout.legacyHoleStart, layout.acpiEnd] as const].sort(
+    (a, b) => a[0] - b[0],
+  );
+  const out: E820Entry[] = [];
+  for (const region of [...ram].sort((a, b) => a.start - b.start)) {
+    let pieces: [number, number][] = [[region.start, region.start + region.size]];
+    for (const [cs, ce] of cuts) {
+      const next: [number, number][] = [];
+      for (const [s, e] of pieces) {
+        if (ce <= s || cs >= e) next.push([s, e]);
+        else {
+          if (s < cs) next.push([s, cs]);
+          if (ce < e) next.push([ce, e]);
+        }
+      }
+      pieces = next;
+    }
+    for (const [s, e] of pieces) if (e > s) out.push({ addr: s, size: e - s, type: E820Type.Ram });
+  }
+  out.push(...res);
+  out.sort((a, b) => a.addr - b.addr);
+  const merged: E820Entry[] = [];
+  for (const e of out) {
+    const last = merged[merged.length - 1];
+    if (last && last.type === e.type && last.addr + last.size === e.addr) {
+      merged[merged.length - 1] = { addr: last.addr, size: last.size + e.size, type: e.type };
+    } else merged.push(e);
+  }
+  if (merged.length > E820_MAX_ENTRIES) {
+    throw new LoaderError("TooManyEntries", `the e820 map has ${merged.length} entries; the zero page holds ${E820_MAX_ENTRIES}`);
+  }
+  return merged;
+}
+
+/**
+ * The RAM entries of an e820 map that lie below `limit`, as `[start, end)`
+ * pairs, for placing the initrd and other blobs.
+ */
+export function ramBelow(map: readonly E820Entry[], limit: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (const e of map) {
+    if (e.type !== E820Type.Ram) continue;
+    const end = Math.min(e.addr + e.size, limit);
+    if (end > e.addr) out.push([e.addr, end]);
+  }
+  return out;
+}
