@@ -1,0 +1,203 @@
+import type { GuestAddress, GuestMemory } from "@ts-vmm/vm-memory";
+import { VirtqueueError, isGuestMemoryError } from "./errors.js";
+
+/** Default cap of {@link DescriptorChain.readAll}: 16 MiB. */
+export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * One buffer of a chain as the driver described it. The address has been
+ * checked to be a {@link GuestAddress} (below 2^52); whether `[addr, addr+len)`
+ * is inside guest memory is checked only when the buffer is accessed.
+ */
+export interface Descriptor {
+  /** Guest physical address of the buffer. */
+  readonly addr: GuestAddress;
+  /** Length in bytes (a u32, may be 0). */
+  readonly len: number;
+  /** Whether the buffer is device-writable (otherwise device-readable). */
+  readonly writable: boolean;
+}
+
+/**
+ * A validated descriptor chain popped from a queue: its buffers in order,
+ * device-readable ones first, with lengths that add up to less than 2^32.
+ *
+ * The chain is a copy of what the guest wrote at pop time (the descriptors are
+ * not re-read), so a guest rewriting its descriptor table afterwards cannot
+ * change what the device sees. The buffers themselves stay in guest memory.
+ */
+export class DescriptorChain {
+  /** Split: index of the head descriptor. Packed: the buffer id. Pass it to `addUsed`. */
+  readonly head: number;
+  /** All buffers in chain order: `readableCount` readable ones, then writable ones. */
+  readonly descriptors: readonly Descriptor[];
+  /** How many leading buffers are device-readable. */
+  readonly readableCount: number;
+  /** Total bytes of the readable buffers. */
+  readonly readableLength: number;
+  /** Total bytes of the writable buffers. */
+  readonly writableLength: number;
+  /** Whether the chain went through an indirect table. */
+  readonly indirect: boolean;
+
+  /**
+   * Built by the queue; devices get chains from `Queue.popDescriptorChain`.
+   * @internal
+   */
+  constructor(
+    head: number,
+    descriptors: readonly Descriptor[],
+    readableCount: number,
+    readableLength: number,
+    writableLength: number,
+    indirect: boolean,
+  ) {
+    this.head = head;
+    this.descriptors = descriptors;
+    this.readableCount = readableCount;
+    this.readableLength = readableLength;
+    this.writableLength = writableLength;
+    this.indirect = indirect;
+  }
+
+  /** The device-readable buffers, in order. */
+  readable(): readonly Descriptor[] {
+    return this.readableCount === this.descriptors.length
+      ? this.descriptors
+      : this.descriptors.slice(0, this.readableCount);
+  }
+
+  /** The device-writable buffers, in order. */
+  writable(): readonly Descriptor[] {
+    return this.readableCount === 0 ? this.descriptors : this.descriptors.slice(this.readableCount);
+  }
+
+  /**
+   * Copies the readable part, starting `offset` bytes into it, into `dest`;
+   * stops at the end of `dest` or of the readable part.
+   *
+   * @returns the number of bytes copied.
+   * @throws {@link VirtqueueError} `"BufferOutOfBounds"` if a buffer it reaches
+   *   is not inside guest memory (`dest` may then be partly filled; guest
+   *   memory is untouched); `"InvalidArgument"` for a bad offset.
+   */
+  readInto(mem: GuestMemory, dest: Uint8Array, offset = 0): number {
+    if (!(Number.isSafeInteger(offset) && offset >= 0)) {
+      throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
+    }
+    const descs = this.descriptors;
+    const want = dest.length;
+    let skip = offset;
+    let done = 0;
+    for (let i = 0; i < this.readableCount && done < want; i++) {
+      const d = descs[i] as Descriptor;
+      if (skip >= d.len) {
+        skip -= d.len;
+        continue;
+      }
+      const n = Math.min(d.len - skip, want - done);
+      const addr = d.addr + skip;
+      try {
+        mem.read(addr, n === want ? dest : dest.subarray(done, done + n));
+      } catch (e) {
+        throw bufferError(e, addr, n, this.head);
+      }
+      done += n;
+      skip = 0;
+    }
+    return done;
+  }
+
+  /**
+   * Reads the whole readable part into a new array.
+   *
+   * @param maxLength - refuse chains whose readable part is larger (default 16 MiB):
+   *   the length is guest-chosen and may be up to 4 GiB.
+   * @throws {@link VirtqueueError} `"LimitExceeded"` above `maxLength`;
+   *   `"BufferOutOfBounds"` as {@link DescriptorChain.readInto}.
+   */
+  readAll(mem: GuestMemory, maxLength: number = DEFAULT_READ_LIMIT): Uint8Array {
+    if (this.readableLength > maxLength) {
+      throw new VirtqueueError(
+        "LimitExceeded",
+        `readable part is ${this.readableLength} bytes, above the limit of ${maxLength}`,
+        { head: this.head },
+      );
+    }
+    const out = new Uint8Array(this.readableLength);
+    this.readInto(mem, out);
+    return out;
+  }
+
+  /**
+   * Writes `src` into the writable part, starting `offset` bytes into it.
+   * Every target range is checked before anything is written, so the write is
+   * all-or-nothing.
+   *
+   * @returns `src.length`.
+   * @throws {@link VirtqueueError} `"BufferTooSmall"` if `offset + src.length`
+   *   exceeds the writable length; `"BufferOutOfBounds"` if a target buffer is
+   *   not inside guest memory; `"InvalidArgument"` for a bad offset.
+   */
+  writeFrom(mem: GuestMemory, src: Uint8Array, offset = 0): number {
+    if (!(Number.isSafeInteger(offset) && offset >= 0)) {
+      throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
+    }
+    const total = src.length;
+    if (offset + total > this.writableLength) {
+      throw new VirtqueueError(
+        "BufferTooSmall",
+        `writing ${total} bytes at offset ${offset} into a writable part of ${this.writableLength} bytes`,
+        { head: this.head },
+      );
+    }
+    if (total === 0) return 0;
+    const descs = this.descriptors;
+    const first = this.readableCount;
+    // Fast path: one buffer takes the whole write.
+    const d0 = descs[first] as Descriptor;
+    if (offset + total <= d0.len) {
+      try {
+        mem.write(d0.addr + offset, src);
+      } catch (e) {
+        throw bufferError(e, d0.addr + offset, total, this.head);
+      }
+      return total;
+    }
+    // Validate every piece, then write.
+    for (let pass = 0; pass < 2; pass++) {
+      let skip = offset;
+      let done = 0;
+      for (let i = first; i < descs.length && done < total; i++) {
+        const d = descs[i] as Descriptor;
+        if (skip >= d.len) {
+          skip -= d.len;
+          continue;
+        }
+        const n = Math.min(d.len - skip, total - done);
+        const addr = d.addr + skip;
+        if (pass === 0) {
+          if (!mem.checkRange(addr, n)) throw bufferError(undefined, addr, n, this.head);
+        } else {
+          try {
+            mem.write(addr, src.subarray(done, done + n));
+          } catch (e) {
+            throw bufferError(e, addr, n, this.head);
+          }
+        }
+        done += n;
+        skip = 0;
+      }
+    }
+    return total;
+  }
+}
+
+function bufferError(cause: unknown, addr: number, len: number, head: number): VirtqueueError {
+  if (cause !== undefined && !isGuestMemoryError(cause)) throw cause;
+  return new VirtqueueError(
+    "BufferOutOfBounds",
+    `buffer [0x${addr.toString(16)}, +${len}) of chain ${head} is not inside guest memory`,
+    { addr, head, cause },
+  );
+}

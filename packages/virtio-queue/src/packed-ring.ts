@@ -1,0 +1,300 @@
+// The packed virtqueue (virtio 1.2 §2.8, oasis-tcs/virtio-spec packed-ring.tex).
+// Layout, little-endian:
+//   descriptor ring: size x { le64 addr; le32 len; le16 id; le16 flags }          align 16
+//   driver area (driver event suppression, read by the device):  le16 off_wrap; le16 flags   align 4
+//   device area (device event suppression, written by the device): le16 off_wrap; le16 flags align 4
+// A descriptor is available when its AVAIL bit equals the driver wrap counter and
+// its USED bit does not; the device marks one used by setting both to its own wrap
+// counter. A list of N descriptors gets one used descriptor; both sides skip N slots.
+import type { GuestMemory } from "@ts-vmm/vm-memory";
+import { DescriptorChain, type Descriptor } from "./chain.js";
+import {
+  DESCRIPTOR_SIZE,
+  MAX_CHAIN_LENGTH,
+  MAX_INDIRECT_DESCRIPTORS,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_USED,
+  VIRTQ_DESC_F_WRITE,
+} from "./constants.js";
+import { VirtqueueError, wrapMemoryError } from "./errors.js";
+import type { QueueCore } from "./queue-core.js";
+import { guestAddress } from "./split-ring.js";
+
+/** Bytes of each packed event suppression structure. */
+export const PACKED_EVENT_SIZE = 4;
+
+function isAvailable(flags: number, wrap: boolean): boolean {
+  const avail = (flags & VIRTQ_DESC_F_AVAIL) !== 0;
+  const used = (flags & VIRTQ_DESC_F_USED) !== 0;
+  return avail === wrap && used !== wrap;
+}
+
+/**
+ * Pops the next available chain, or undefined if there is none.
+ * @throws {@link VirtqueueError} see `Queue.popDescriptorChain`.
+ */
+export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | undefined {
+  const size = q.size;
+  const ring = q.descTable;
+  const start = q.nextAvail;
+  let headFlags: number;
+  try {
+    headFlags = mem.loadU16Acquire(ring + start * DESCRIPTOR_SIZE + 14);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "reading the descriptor ring", { addr: ring + start * 16 });
+  }
+  if (!isAvailable(headFlags, q.availWrap)) return undefined;
+
+  // Pass 1: find where the list ends (its last descriptor holds the buffer id).
+  // The driver makes the head available last, so the rest is already written.
+  let count = 0;
+  let pos = start;
+  let flags = headFlags;
+  let id: number;
+  try {
+    for (;;) {
+      if (count === size) {
+        throw new VirtqueueError(
+          "ChainTooLong",
+          `descriptor list at ${start} has NEXT set on all ${size} ring slots: the queue is broken`,
+        );
+      }
+      count++;
+      if (!(flags & VIRTQ_DESC_F_NEXT)) {
+        id = mem.readU16(ring + pos * DESCRIPTOR_SIZE + 12);
+        break;
+      }
+      pos = pos + 1 === size ? 0 : pos + 1;
+      flags = mem.readU16(ring + pos * DESCRIPTOR_SIZE + 14);
+    }
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "reading the descriptor ring");
+  }
+
+  // The list is consumed from here on, whatever it holds.
+  const end = start + count;
+  if (end >= size) {
+    q.nextAvail = end - size;
+    q.availWrap = !q.availWrap;
+  } else {
+    q.nextAvail = end;
+  }
+  if (q.inFlight.has(id)) {
+    throw new VirtqueueError("BufferIdInUse", `buffer id ${id} is made available again while in flight`);
+  }
+  q.inFlight.set(id, count);
+
+  // Pass 2: read and check the descriptors.
+  return readPackedList(mem, ring, size, start, count, headFlags, id);
+}
+
+function readPackedList(
+  mem: GuestMemory,
+  ring: number,
+  size: number,
+  start: number,
+  count: number,
+  headFlags: number,
+  id: number,
+): DescriptorChain {
+  const acc = new ChainBuilder(id);
+  let pos = start;
+  for (let i = 0; i < count; i++) {
+    const base = ring + pos * DESCRIPTOR_SIZE;
+    let lo: number, hi: number, len: number, flags: number;
+    try {
+      const a = mem.readU64Split(base);
+      lo = a.lo;
+      hi = a.hi;
+      len = mem.readU32(base + 8);
+      flags = i === 0 ? headFlags : mem.readU16(base + 14);
+    } catch (e) {
+      throw wrapMemoryError(e, "RingOutOfBounds", `reading descriptor ${pos}`, { head: id, addr: base });
+    }
+    if (flags & VIRTQ_DESC_F_INDIRECT) {
+      if (count !== 1) {
+        throw new VirtqueueError(
+          "IndirectWithNext",
+          `buffer ${id}: an indirect descriptor is part of a list of ${count} linked by NEXT`,
+          { head: id },
+        );
+      }
+      return readIndirect(mem, id, lo, hi, len);
+    }
+    acc.add(guestAddress(lo, hi, id), len, (flags & VIRTQ_DESC_F_WRITE) !== 0);
+    pos = pos + 1 === size ? 0 : pos + 1;
+  }
+  return acc.build(false);
+}
+
+/** A packed indirect table: len/16 consecutive descriptors; only WRITE is meaningful in them. */
+function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len: number): DescriptorChain {
+  if (len === 0 || len % DESCRIPTOR_SIZE !== 0 || len / DESCRIPTOR_SIZE > MAX_INDIRECT_DESCRIPTORS) {
+    throw new VirtqueueError(
+      "InvalidIndirectLength",
+      `buffer ${id}: indirect table length ${len} is not a non-zero multiple of 16 up to ${MAX_INDIRECT_DESCRIPTORS} entries`,
+      { head: id },
+    );
+  }
+  const table = guestAddress(lo, hi, id);
+  if (!mem.checkRange(table, len)) {
+    throw new VirtqueueError(
+      "IndirectTableOutOfBounds",
+      `buffer ${id}: indirect table [0x${table.toString(16)}, +${len}) is not inside guest memory`,
+      { head: id, addr: table },
+    );
+  }
+  const acc = new ChainBuilder(id);
+  const n = len / DESCRIPTOR_SIZE;
+  for (let i = 0; i < n; i++) {
+    const base = table + i * DESCRIPTOR_SIZE;
+    let dlo: number, dhi: number, dlen: number, flags: number;
+    try {
+      const a = mem.readU64Split(base);
+      dlo = a.lo;
+      dhi = a.hi;
+      dlen = mem.readU32(base + 8);
+      flags = mem.readU16(base + 14);
+    } catch (e) {
+      throw wrapMemoryError(e, "IndirectTableOutOfBounds", `reading indirect descriptor ${i}`, { head: id, addr: base });
+    }
+    // NEXT, INDIRECT, AVAIL, USED and the id are reserved in an indirect table and ignored (§2.8.7).
+    acc.add(guestAddress(dlo, dhi, id), dlen, (flags & VIRTQ_DESC_F_WRITE) !== 0);
+  }
+  return acc.build(true);
+}
+
+/** Collects buffers with the ordering and length checks. */
+class ChainBuilder {
+  private readonly descs: Descriptor[] = [];
+  private readableCount = 0;
+  private readableLength = 0;
+  private writableLength = 0;
+
+  constructor(private readonly head: number) {}
+
+  add(addr: number, len: number, writable: boolean): void {
+    if (writable) {
+      this.writableLength += len;
+    } else {
+      if (this.readableCount !== this.descs.length) {
+        throw new VirtqueueError(
+          "WritableBeforeReadable",
+          `buffer ${this.head}: a device-readable descriptor follows a device-writable one`,
+          { head: this.head },
+        );
+      }
+      this.readableCount++;
+      this.readableLength += len;
+    }
+    if (this.readableLength + this.writableLength > MAX_CHAIN_LENGTH) {
+      throw new VirtqueueError("LengthOverflow", `buffer ${this.head}: lengths add up past 2^32 - 1`, {
+        head: this.head,
+      });
+    }
+    this.descs.push({ addr, len, writable });
+  }
+
+  build(indirect: boolean): DescriptorChain {
+    return new DescriptorChain(
+      this.head,
+      this.descs,
+      this.readableCount,
+      this.readableLength,
+      this.writableLength,
+      indirect,
+    );
+  }
+}
+
+/**
+ * Writes the used descriptor for buffer `id` at the device's position and skips
+ * the slots its list took.
+ * @throws {@link VirtqueueError} see `Queue.addUsed`.
+ */
+export function addUsedPacked(q: QueueCore, mem: GuestMemory, id: number, len: number): void {
+  const slots = q.inFlight.get(id);
+  if (slots === undefined) {
+    throw new VirtqueueError("UnknownBufferId", `buffer id ${id} is not in flight`);
+  }
+  const base = q.descTable + q.nextUsed * DESCRIPTOR_SIZE;
+  let flags = q.usedWrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0;
+  if (len > 0) flags |= VIRTQ_DESC_F_WRITE;
+  try {
+    mem.writeU32(base + 8, len);
+    mem.writeU16(base + 12, id);
+    // Release: id and len are visible before the flags that mark the descriptor used.
+    mem.storeU16Release(base + 14, flags);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "writing a used descriptor", { addr: base, head: id });
+  }
+  q.inFlight.delete(id);
+  const next = q.nextUsed + slots;
+  if (next >= q.size) {
+    q.nextUsed = next - q.size;
+    q.usedWrap = !q.usedWrap;
+  } else {
+    q.nextUsed = next;
+  }
+}
+
+/** The used position as one number in [0, 2*size): wrap counter 1 is the first half. */
+function usedPosition(q: QueueCore): number {
+  return q.nextUsed + (q.usedWrap ? 0 : q.size);
+}
+
+/**
+ * Whether the driver wants a used-buffer notification for what was used since
+ * the last call, from the driver event suppression structure (§2.8.10).
+ */
+export function needsNotificationPacked(q: QueueCore, mem: GuestMemory): boolean {
+  let word: number;
+  try {
+    // Sequentially consistent: ordered after the used flags stores.
+    word = mem.loadU32Acquire(q.availRing);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "reading the driver event suppression area");
+  }
+  const span = 2 * q.size;
+  const newPos = usedPosition(q);
+  const oldPos = q.signalledUsed;
+  q.signalledUsed = newPos;
+  const flags = (word >>> 16) & 3;
+  if (flags === RING_EVENT_FLAGS_DISABLE) return false;
+  if (flags !== RING_EVENT_FLAGS_DESC || !q.eventIdx) return true; // ENABLE, reserved, or DESC without EVENT_IDX
+  const off = word & 0x7fff;
+  if (off >= q.size) return true; // nonsense offset: a spurious notification is always safe
+  const event = off + ((word & 0x8000) !== 0 ? 0 : q.size);
+  // Was the event slot passed between oldPos and newPos (mod 2*size)?
+  const moved = (newPos - oldPos + span) % span;
+  const dist = (event - oldPos + span) % span;
+  return dist < moved;
+}
+
+/** Asks the driver for notifications; returns whether a chain is already waiting. */
+export function enableNotificationPacked(q: QueueCore, mem: GuestMemory): boolean {
+  const word = q.eventIdx
+    ? (q.nextAvail | (q.availWrap ? 0x8000 : 0)) | (RING_EVENT_FLAGS_DESC << 16)
+    : RING_EVENT_FLAGS_ENABLE << 16;
+  try {
+    mem.storeU32Release(q.usedRing, word >>> 0);
+    const flags = mem.loadU16Acquire(q.descTable + q.nextAvail * DESCRIPTOR_SIZE + 14);
+    return isAvailable(flags, q.availWrap);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "updating notification suppression");
+  }
+}
+
+/** Asks the driver not to notify. */
+export function disableNotificationPacked(q: QueueCore, mem: GuestMemory): void {
+  try {
+    mem.storeU32Release(q.usedRing, (RING_EVENT_FLAGS_DISABLE << 16) >>> 0);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "updating notification suppression");
+  }
+}

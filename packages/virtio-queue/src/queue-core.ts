@@ -1,0 +1,64 @@
+import type { GuestAddress } from "@ts-vmm/vm-memory";
+
+/**
+ * The mutable state of a queue, shared by `Queue` (configuration) and the ring
+ * engines in split-ring.ts and packed-ring.ts. Not exported from the package.
+ * @internal
+ */
+export class QueueCore {
+  /** Largest size the device offers. */
+  readonly maxSize: number;
+  size: number;
+  ready = false;
+  /** Descriptor area (table or ring). */
+  descTable: GuestAddress = 0;
+  /** Driver area (split avail ring or packed driver event suppression). */
+  availRing: GuestAddress = 0;
+  /** Device area (split used ring or packed device event suppression). */
+  usedRing: GuestAddress = 0;
+  eventIdx = false;
+  packed = false;
+  /** Split: free-running u16 avail index. Packed: ring position in [0, size). */
+  nextAvail = 0;
+  /** Split: free-running u16 used index. Packed: ring position in [0, size). */
+  nextUsed = 0;
+  /** Split: used entries added since the last `needsNotification`. */
+  numAdded = 0;
+  /** Split: last avail `idx` read from the ring (a cache; never saved). */
+  availIdxCache = 0;
+  /** Packed: the device's copy of the driver ring wrap counter. */
+  availWrap = true;
+  /** Packed: the device ring wrap counter. */
+  usedWrap = true;
+  /** Packed: used position (0..2*size) at the last `needsNotification`. */
+  signalledUsed = 0;
+  /** Packed: buffer id -> ring slots of chains popped and not yet returned. */
+  readonly inFlight = new Map<number, number>();
+
+  constructor(maxSize: number) {
+    this.maxSize = maxSize;
+    this.size = maxSize;
+  }
+
+  /** Back to the power-on state (the transport's queue reset). */
+  reset(): void {
+    this.size = this.maxSize;
+    this.ready = false;
+    this.descTable = 0;
+    this.availRing = 0;
+    this.usedRing = 0;
+    this.resetRuntime();
+  }
+
+  /** Ring positions back to zero (on reset and when the layout changes). */
+  resetRuntime(): void {
+    this.nextAvail = 0;
+    this.nextUsed = 0;
+    this.numAdded = 0;
+    this.availIdxCache = 0;
+    this.availWrap = true;
+    this.usedWrap = true;
+    this.signalledUsed = 0;
+    this.inFlight.clear();
+  }
+}

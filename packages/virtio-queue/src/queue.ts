@@ -1,0 +1,427 @@
+import { toGuestAddress, type GuestAddress, type GuestMemory } from "@ts-vmm/vm-memory";
+import type { DescriptorChain } from "./chain.js";
+import { DESCRIPTOR_SIZE, MAX_QUEUE_SIZE } from "./constants.js";
+import { VirtqueueError, wrapMemoryError } from "./errors.js";
+import {
+  PACKED_EVENT_SIZE,
+  addUsedPacked,
+  disableNotificationPacked,
+  enableNotificationPacked,
+  needsNotificationPacked,
+  popPacked,
+} from "./packed-ring.js";
+import { QueueCore } from "./queue-core.js";
+import {
+  addUsedSplit,
+  disableNotificationSplit,
+  enableNotificationSplit,
+  needsNotificationSplit,
+  popSplit,
+  splitAvailSize,
+  splitUsedSize,
+} from "./split-ring.js";
+import { applyRuntime, checkStateRuntime, checkStateShape, queueToState, type QueueState } from "./state.js";
+
+const TWO_32 = 2 ** 32;
+
+function isPowerOfTwo(n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0;
+}
+
+function isU32(n: unknown): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 0 && n < TWO_32;
+}
+
+/**
+ * Checks a queue size for a layout.
+ * @internal
+ */
+export function checkQueueSize(size: number, maxSize: number, packed: boolean): void {
+  if (!(Number.isInteger(size) && size >= 1 && size <= MAX_QUEUE_SIZE && size <= maxSize)) {
+    throw new VirtqueueError("InvalidQueueSize", `queue size ${String(size)} is not in [1, ${maxSize}]`);
+  }
+  if (!packed && !isPowerOfTwo(size)) {
+    throw new VirtqueueError("InvalidQueueSize", `split queue size ${size} is not a power of two`);
+  }
+}
+
+type AddressField = "descTable" | "availRing" | "usedRing";
+
+/**
+ * A virtqueue as the device sees it: configuration written by the driver
+ * through the transport, and the data path over guest memory. One class
+ * serves both layouts; {@link Queue.setRingPacked} picks packed once
+ * VIRTIO_F_RING_PACKED is negotiated (the transport registers are the same).
+ *
+ * Guest-driven setters (`setSize`, `set*Address`, `setReady`, `setEventIdx`,
+ * `setRingPacked`) never throw: a bad value is recorded in
+ * {@link Queue.lastError} and the state is left unchanged. The `trySet*`
+ * variants throw, for VMM and restore paths.
+ *
+ * Assumption: the device calls {@link Queue.isValid} (or `validate`) once the
+ * driver sets the queue ready, before the data path; `popDescriptorChain` on a
+ * queue whose rings are outside guest memory throws `"RingOutOfBounds"`.
+ * Not thread-safe: one thread owns the device side of a queue.
+ */
+export class Queue {
+  readonly #q: QueueCore;
+  #lastError: VirtqueueError | undefined;
+
+  /**
+   * @param maxSize - the largest size the device offers (a power of two in [1, 32768]);
+   *   the size starts there.
+   * @throws {@link VirtqueueError} `"InvalidQueueSize"` otherwise.
+   */
+  constructor(maxSize: number) {
+    if (!(Number.isInteger(maxSize) && isPowerOfTwo(maxSize) && maxSize <= MAX_QUEUE_SIZE)) {
+      throw new VirtqueueError("InvalidQueueSize", `max queue size ${String(maxSize)} is not a power of two in [1, 32768]`);
+    }
+    this.#q = new QueueCore(maxSize);
+  }
+
+  /** The largest size the device offers. */
+  get maxSize(): number {
+    return this.#q.maxSize;
+  }
+  /** The size the driver chose (starts at `maxSize`). */
+  get size(): number {
+    return this.#q.size;
+  }
+  /** Whether the driver set the queue ready. */
+  get ready(): boolean {
+    return this.#q.ready;
+  }
+  /** Descriptor area: split descriptor table, or packed descriptor ring. */
+  get descTable(): GuestAddress {
+    return this.#q.descTable;
+  }
+  /** Driver area: split avail ring, or packed driver event suppression. */
+  get availRing(): GuestAddress {
+    return this.#q.availRing;
+  }
+  /** Device area: split used ring, or packed device event suppression. */
+  get usedRing(): GuestAddress {
+    return this.#q.usedRing;
+  }
+  /** Whether VIRTIO_F_EVENT_IDX notification suppression is in use. */
+  get eventIdx(): boolean {
+    return this.#q.eventIdx;
+  }
+  /** Whether the queue uses the packed layout. */
+  get packed(): boolean {
+    return this.#q.packed;
+  }
+  /** Split: the device's free-running avail index. Packed: next ring position to read. */
+  get nextAvail(): number {
+    return this.#q.nextAvail;
+  }
+  /** Split: the device's free-running used index. Packed: next ring position to write. */
+  get nextUsed(): number {
+    return this.#q.nextUsed;
+  }
+  /** The last error a guest-driven setter recorded (cleared by `reset`). */
+  get lastError(): VirtqueueError | undefined {
+    return this.#lastError;
+  }
+
+  #guard<T extends unknown[]>(fn: (...args: T) => void, ...args: T): void {
+    try {
+      fn(...args);
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      this.#lastError = e;
+    }
+  }
+
+  #checkNotReady(what: string): void {
+    if (this.#q.ready) throw new VirtqueueError("QueueReady", `${what} changed while the queue is ready`);
+  }
+
+  /**
+   * Sets the queue size (guest-driven). Never throws; see {@link Queue.trySetSize}.
+   * @returns whether the value was taken.
+   */
+  setSize(size: number): boolean {
+    const before = this.#lastError;
+    this.#guard((s: number) => this.trySetSize(s), size);
+    return this.#lastError === before;
+  }
+
+  /**
+   * Sets the queue size.
+   * @throws {@link VirtqueueError} `"InvalidQueueSize"` if zero, above `maxSize`
+   *   or (split) not a power of two; `"QueueReady"` if the queue is ready.
+   */
+  trySetSize(size: number): void {
+    this.#checkNotReady("size");
+    checkQueueSize(size, this.#q.maxSize, this.#q.packed);
+    this.#q.size = size;
+  }
+
+  /** Sets the ready bit (guest-driven; never fails). Clearing it keeps ring positions. */
+  setReady(ready: boolean): void {
+    this.#q.ready = ready === true;
+  }
+
+  #setAddress(field: AddressField, lo: number | undefined, hi: number | undefined, align: number): void {
+    this.#checkNotReady("address");
+    const cur = this.#q[field];
+    const curLo = cur % TWO_32;
+    const curHi = Math.floor(cur / TWO_32);
+    const l = lo ?? curLo;
+    const h = hi ?? curHi;
+    if (!isU32(l) || !isU32(h)) {
+      throw new VirtqueueError("InvalidArgument", `address halves must be u32: lo=${String(lo)} hi=${String(hi)}`);
+    }
+    let addr: number;
+    try {
+      addr = toGuestAddress(l, h);
+    } catch (e) {
+      throw wrapMemoryError(e, "AddressTooLarge", "ring address");
+    }
+    if (addr % align !== 0) {
+      throw new VirtqueueError("Unaligned", `ring address 0x${addr.toString(16)} is not ${align}-byte aligned`, { addr });
+    }
+    this.#q[field] = addr;
+  }
+
+  #alignOf(field: AddressField): number {
+    if (field === "descTable") return 16;
+    if (this.#q.packed) return 4;
+    return field === "availRing" ? 2 : 4;
+  }
+
+  /**
+   * Sets the descriptor area address from the transport's low and/or high
+   * register (an omitted half keeps its value). Guest-driven: never throws.
+   * @returns whether the value was taken.
+   */
+  setDescTableAddress(lo?: number, hi?: number): boolean {
+    return this.#setGuarded("descTable", lo, hi);
+  }
+  /** Sets the driver area address (split avail ring). Guest-driven: never throws. @returns whether taken. */
+  setAvailRingAddress(lo?: number, hi?: number): boolean {
+    return this.#setGuarded("availRing", lo, hi);
+  }
+  /** Sets the device area address (split used ring). Guest-driven: never throws. @returns whether taken. */
+  setUsedRingAddress(lo?: number, hi?: number): boolean {
+    return this.#setGuarded("usedRing", lo, hi);
+  }
+
+  #setGuarded(field: AddressField, lo: number | undefined, hi: number | undefined): boolean {
+    const before = this.#lastError;
+    this.#guard(() => this.#setAddress(field, lo, hi, this.#alignOf(field)));
+    return this.#lastError === before;
+  }
+
+  /**
+   * Sets the descriptor area address.
+   * @throws {@link VirtqueueError} `"AddressTooLarge"` (≥ 2^52), `"Unaligned"`
+   *   (not 16-aligned), `"InvalidArgument"` (a half is not a u32), `"QueueReady"`.
+   */
+  trySetDescTableAddress(lo?: number, hi?: number): void {
+    this.#setAddress("descTable", lo, hi, 16);
+  }
+  /**
+   * Sets the driver area address.
+   * @throws {@link VirtqueueError} as {@link Queue.trySetDescTableAddress}; alignment 2 (split) or 4 (packed).
+   */
+  trySetAvailRingAddress(lo?: number, hi?: number): void {
+    this.#setAddress("availRing", lo, hi, this.#alignOf("availRing"));
+  }
+  /**
+   * Sets the device area address.
+   * @throws {@link VirtqueueError} as {@link Queue.trySetDescTableAddress}; alignment 4.
+   */
+  trySetUsedRingAddress(lo?: number, hi?: number): void {
+    this.#setAddress("usedRing", lo, hi, 4);
+  }
+
+  /**
+   * Turns VIRTIO_F_EVENT_IDX suppression on or off (from negotiated features).
+   * Guest-driven: never throws; refused while ready. @returns whether taken.
+   */
+  setEventIdx(enabled: boolean): boolean {
+    const before = this.#lastError;
+    this.#guard(() => {
+      this.#checkNotReady("event index");
+      this.#q.eventIdx = enabled === true;
+    });
+    return this.#lastError === before;
+  }
+
+  /**
+   * Selects the packed (true) or split (false) layout (from VIRTIO_F_RING_PACKED).
+   * Resets ring positions. Guest-driven: never throws; refused while ready.
+   * @returns whether taken.
+   */
+  setRingPacked(packed: boolean): boolean {
+    const before = this.#lastError;
+    this.#guard(() => {
+      this.#checkNotReady("layout");
+      if (this.#q.packed !== (packed === true)) {
+        this.#q.packed = packed === true;
+        this.#q.resetRuntime();
+      }
+    });
+    return this.#lastError === before;
+  }
+
+  /** Back to the power-on state: size = maxSize, not ready, addresses 0, positions 0; keeps the layout and event-index choice. */
+  reset(): void {
+    this.#q.reset();
+    this.#lastError = undefined;
+  }
+
+  /**
+   * Checks that the queue is ready, its size fits the layout, and every ring
+   * area is aligned and inside guest memory.
+   * @throws {@link VirtqueueError} `"NotReady"`, `"InvalidQueueSize"`, `"Unaligned"` or `"RingOutOfBounds"`.
+   */
+  validate(mem: GuestMemory): void {
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "the queue is not ready");
+    checkQueueSize(q.size, q.maxSize, q.packed);
+    const areas: [string, number, number, number][] = q.packed
+      ? [
+          ["descriptor ring", q.descTable, DESCRIPTOR_SIZE * q.size, 16],
+          ["driver event area", q.availRing, PACKED_EVENT_SIZE, 4],
+          ["device event area", q.usedRing, PACKED_EVENT_SIZE, 4],
+        ]
+      : [
+          ["descriptor table", q.descTable, DESCRIPTOR_SIZE * q.size, 16],
+          ["avail ring", q.availRing, splitAvailSize(q.size), 2],
+          ["used ring", q.usedRing, splitUsedSize(q.size), 4],
+        ];
+    for (const [name, addr, len, align] of areas) {
+      if (addr % align !== 0) {
+        throw new VirtqueueError("Unaligned", `${name} at 0x${addr.toString(16)} is not ${align}-byte aligned`, { addr });
+      }
+      if (!mem.checkRange(addr, len)) {
+        throw new VirtqueueError(
+          "RingOutOfBounds",
+          `${name} [0x${addr.toString(16)}, +${len}) is not inside guest memory`,
+          { addr },
+        );
+      }
+    }
+  }
+
+  /** Whether {@link Queue.validate} passes. Never throws. */
+  isValid(mem: GuestMemory): boolean {
+    try {
+      this.validate(mem);
+      return true;
+    } catch (e) {
+      if (e instanceof VirtqueueError) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Takes the next chain the driver made available, validated (see DESIGN.md).
+   *
+   * @returns the chain, or undefined if none is available or the queue is not ready.
+   * @throws {@link VirtqueueError} for a malformed ring or chain. If `head` is
+   *   set on the error, the chain was consumed and may be returned with
+   *   `addUsed(mem, err.head, 0)`; otherwise (`"AvailIndexAhead"`,
+   *   packed `"ChainTooLong"`, `"RingOutOfBounds"` before consuming) the queue is
+   *   left as it was and is broken: the device should set DEVICE_NEEDS_RESET.
+   */
+  popDescriptorChain(mem: GuestMemory): DescriptorChain | undefined {
+    const q = this.#q;
+    if (!q.ready) return undefined;
+    return q.packed ? popPacked(q, mem) : popSplit(q, mem);
+  }
+
+  /**
+   * Iterates over the available chains, popping each (ends when none is left).
+   * @throws {@link VirtqueueError} from the iteration, as {@link Queue.popDescriptorChain}.
+   */
+  *iter(mem: GuestMemory): Generator<DescriptorChain, void, undefined> {
+    for (;;) {
+      const c = this.popDescriptorChain(mem);
+      if (c === undefined) return;
+      yield c;
+    }
+  }
+
+  /**
+   * Returns a chain to the driver with `len` bytes written into it, publishing
+   * it with release ordering.
+   *
+   * @param head - `chain.head`: the split head index or the packed buffer id.
+   * @param len - bytes written into the writable part (a u32).
+   * @throws {@link VirtqueueError} `"NotReady"`; `"InvalidArgument"` for a bad
+   *   `len`; `"InvalidDescriptorIndex"` (split, head ≥ size) or
+   *   `"UnknownBufferId"` (packed, id not in flight); `"RingOutOfBounds"`.
+   */
+  addUsed(mem: GuestMemory, head: number, len: number): void {
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "addUsed on a queue that is not ready", { head });
+    if (!isU32(len)) throw new VirtqueueError("InvalidArgument", `used length ${String(len)} is not a u32`, { head });
+    if (q.packed) addUsedPacked(q, mem, head, len);
+    else addUsedSplit(q, mem, head, len);
+  }
+
+  /**
+   * Whether the driver should get a used-buffer notification (an interrupt)
+   * for the chains returned since the last call, per `flags` or `used_event`
+   * (split) or the driver event suppression area (packed).
+   * @throws {@link VirtqueueError} `"NotReady"`, `"RingOutOfBounds"`.
+   */
+  needsNotification(mem: GuestMemory): boolean {
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "needsNotification on a queue that is not ready");
+    return q.packed ? needsNotificationPacked(q, mem) : needsNotificationSplit(q, mem);
+  }
+
+  /**
+   * Asks the driver to notify on new buffers (`avail_event` = next index with
+   * EVENT_IDX). Call it before sleeping, then pop again if it returns true.
+   * @returns whether chains are already available.
+   * @throws {@link VirtqueueError} `"NotReady"`, `"RingOutOfBounds"`.
+   */
+  enableNotification(mem: GuestMemory): boolean {
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "enableNotification on a queue that is not ready");
+    return q.packed ? enableNotificationPacked(q, mem) : enableNotificationSplit(q, mem);
+  }
+
+  /**
+   * Asks the driver not to notify on new buffers (while the device is polling).
+   * @throws {@link VirtqueueError} `"NotReady"`, `"RingOutOfBounds"`.
+   */
+  disableNotification(mem: GuestMemory): void {
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "disableNotification on a queue that is not ready");
+    if (q.packed) disableNotificationPacked(q, mem);
+    else disableNotificationSplit(q, mem);
+  }
+
+  /** The queue's state as plain JSON data, for snapshots. */
+  state(): QueueState {
+    return queueToState(this.#q);
+  }
+
+  /**
+   * Rebuilds a queue from {@link Queue.state} output, re-running every `trySet*` check.
+   * @throws {@link VirtqueueError} `"InvalidState"` for a malformed state, or the
+   *   code of the failed check (`"InvalidQueueSize"`, `"Unaligned"`, `"AddressTooLarge"`).
+   */
+  static fromState(state: QueueState): Queue {
+    checkStateShape(state);
+    const queue = new Queue(state.maxSize);
+    queue.#q.packed = state.packed;
+    queue.#q.eventIdx = state.eventIdx;
+    queue.trySetSize(state.size);
+    const half = (a: number): [number, number] => [a % TWO_32, Math.floor(a / TWO_32)];
+    queue.trySetDescTableAddress(...half(state.descTable));
+    queue.trySetAvailRingAddress(...half(state.availRing));
+    queue.trySetUsedRingAddress(...half(state.usedRing));
+    checkStateRuntime(state);
+    applyRuntime(queue.#q, state);
+    queue.#q.ready = state.ready;
+    return queue;
+  }
+}

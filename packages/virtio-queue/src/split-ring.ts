@@ -1,0 +1,249 @@
+// The split virtqueue (virtio 1.2 §2.7, oasis-tcs/virtio-spec split-ring.tex).
+// Layout, little-endian:
+//   descriptor table: size x { le64 addr; le32 len; le16 flags; le16 next }   align 16
+//   avail ring:       le16 flags; le16 idx; le16 ring[size]; le16 used_event align 2
+//   used ring:        le16 flags; le16 idx; {le32 id; le32 len}[size]; le16 avail_event  align 4
+import { toGuestAddress, type GuestMemory } from "@ts-vmm/vm-memory";
+import { DescriptorChain, type Descriptor } from "./chain.js";
+import {
+  DESCRIPTOR_SIZE,
+  MAX_CHAIN_LENGTH,
+  MAX_INDIRECT_DESCRIPTORS,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+  vringNeedEvent,
+} from "./constants.js";
+import { VirtqueueError, wrapMemoryError } from "./errors.js";
+import type { QueueCore } from "./queue-core.js";
+
+/** Bytes of the avail ring for `size` entries, `used_event` included. */
+export function splitAvailSize(size: number): number {
+  return 6 + 2 * size;
+}
+
+/** Bytes of the used ring for `size` entries, `avail_event` included. */
+export function splitUsedSize(size: number): number {
+  return 6 + 8 * size;
+}
+
+/**
+ * Pops the next available chain, or undefined if there is none.
+ * @throws {@link VirtqueueError} see `Queue.popDescriptorChain`.
+ */
+export function popSplit(q: QueueCore, mem: GuestMemory): DescriptorChain | undefined {
+  const size = q.size;
+  let pending = (q.availIdxCache - q.nextAvail) & 0xffff;
+  if (pending === 0) {
+    let idx: number;
+    try {
+      idx = mem.loadU16Acquire(q.availRing + 2);
+    } catch (e) {
+      throw wrapMemoryError(e, "RingOutOfBounds", "reading the avail index", { addr: q.availRing + 2 });
+    }
+    pending = (idx - q.nextAvail) & 0xffff;
+    if (pending === 0) return undefined;
+    if (pending > size) {
+      throw new VirtqueueError(
+        "AvailIndexAhead",
+        `avail idx ${idx} is ${pending} entries ahead of the device (${q.nextAvail}), more than the queue size ${size}`,
+      );
+    }
+    q.availIdxCache = idx;
+  }
+  const slotAddr = q.availRing + 4 + 2 * (q.nextAvail & (size - 1));
+  let head: number;
+  try {
+    head = mem.readU16(slotAddr);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "reading the avail ring", { addr: slotAddr });
+  }
+  // The entry is consumed from here on, whatever the chain holds.
+  q.nextAvail = (q.nextAvail + 1) & 0xffff;
+  if (head >= size) {
+    throw new VirtqueueError("InvalidDescriptorIndex", `avail ring entry ${head} is outside a table of ${size}`);
+  }
+  return walkSplitChain(q, mem, head);
+}
+
+/** Follows a chain from `head`, through at most one indirect table. */
+function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): DescriptorChain {
+  const descs: Descriptor[] = [];
+  let table = q.descTable;
+  let tableLen = q.size;
+  let idx = head;
+  let ttl = q.size;
+  let indirect = false;
+  let readableCount = 0;
+  let readableLength = 0;
+  let writableLength = 0;
+  for (;;) {
+    if (ttl-- === 0) {
+      throw new VirtqueueError(
+        "ChainTooLong",
+        `chain ${head} is longer than its ${indirect ? "indirect table" : "queue"} (${tableLen}): a loop`,
+        { head },
+      );
+    }
+    const base = table + idx * DESCRIPTOR_SIZE;
+    let lo: number, hi: number, len: number, flags: number, next: number;
+    try {
+      const a = mem.readU64Split(base);
+      lo = a.lo;
+      hi = a.hi;
+      len = mem.readU32(base + 8);
+      flags = mem.readU16(base + 12);
+      next = mem.readU16(base + 14);
+    } catch (e) {
+      throw wrapMemoryError(
+        e,
+        indirect ? "IndirectTableOutOfBounds" : "RingOutOfBounds",
+        `reading descriptor ${idx} of chain ${head}`,
+        { head, addr: base },
+      );
+    }
+    if (flags & VIRTQ_DESC_F_INDIRECT) {
+      if (indirect) {
+        throw new VirtqueueError("NestedIndirect", `chain ${head} has an indirect descriptor inside an indirect table`, {
+          head,
+        });
+      }
+      if (flags & VIRTQ_DESC_F_NEXT) {
+        throw new VirtqueueError("IndirectWithNext", `chain ${head}: descriptor ${idx} has both INDIRECT and NEXT`, {
+          head,
+        });
+      }
+      if (len === 0 || len % DESCRIPTOR_SIZE !== 0 || len / DESCRIPTOR_SIZE > MAX_INDIRECT_DESCRIPTORS) {
+        throw new VirtqueueError(
+          "InvalidIndirectLength",
+          `chain ${head}: indirect table length ${len} is not a non-zero multiple of 16 up to ${MAX_INDIRECT_DESCRIPTORS} entries`,
+          { head },
+        );
+      }
+      const taddr = guestAddress(lo, hi, head);
+      if (!mem.checkRange(taddr, len)) {
+        throw new VirtqueueError(
+          "IndirectTableOutOfBounds",
+          `chain ${head}: indirect table [0x${taddr.toString(16)}, +${len}) is not inside guest memory`,
+          { head, addr: taddr },
+        );
+      }
+      indirect = true;
+      table = taddr;
+      tableLen = len / DESCRIPTOR_SIZE;
+      ttl = tableLen;
+      idx = 0;
+      continue;
+    }
+    const addr = guestAddress(lo, hi, head);
+    if (flags & VIRTQ_DESC_F_WRITE) {
+      writableLength += len;
+      descs.push({ addr, len, writable: true });
+    } else {
+      if (readableCount !== descs.length) {
+        throw new VirtqueueError(
+          "WritableBeforeReadable",
+          `chain ${head}: a device-readable descriptor follows a device-writable one`,
+          { head },
+        );
+      }
+      readableLength += len;
+      readableCount++;
+      descs.push({ addr, len, writable: false });
+    }
+    if (readableLength + writableLength > MAX_CHAIN_LENGTH) {
+      throw new VirtqueueError("LengthOverflow", `chain ${head}: lengths add up past 2^32 - 1`, { head });
+    }
+    if (!(flags & VIRTQ_DESC_F_NEXT)) break;
+    if (next >= tableLen) {
+      throw new VirtqueueError(
+        "InvalidDescriptorIndex",
+        `chain ${head}: next ${next} is outside its ${indirect ? "indirect " : ""}table of ${tableLen}`,
+        { head },
+      );
+    }
+    idx = next;
+  }
+  return new DescriptorChain(head, descs, readableCount, readableLength, writableLength, indirect);
+}
+
+/**
+ * A guest-written u64 as an address.
+ * @internal
+ */
+export function guestAddress(lo: number, hi: number, head: number): number {
+  if (hi < 0x10_0000) return hi * 0x1_0000_0000 + lo;
+  try {
+    return toGuestAddress(lo, hi);
+  } catch (e) {
+    throw wrapMemoryError(e, "AddressTooLarge", `chain ${head}: descriptor address`, { head });
+  }
+}
+
+/**
+ * Puts `head` with `len` written bytes in the used ring and publishes it.
+ * @throws {@link VirtqueueError} see `Queue.addUsed`.
+ */
+export function addUsedSplit(q: QueueCore, mem: GuestMemory, head: number, len: number): void {
+  if (!(Number.isInteger(head) && head >= 0 && head < q.size)) {
+    throw new VirtqueueError("InvalidDescriptorIndex", `head ${head} is not below the queue size ${q.size}`);
+  }
+  const next = (q.nextUsed + 1) & 0xffff;
+  const entry = q.usedRing + 4 + 8 * (q.nextUsed & (q.size - 1));
+  try {
+    mem.writeU32(entry, head);
+    mem.writeU32(entry + 4, len);
+    // Release: the entry is visible before the index that publishes it.
+    mem.storeU16Release(q.usedRing + 2, next);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "writing the used ring", { addr: entry, head });
+  }
+  q.nextUsed = next;
+  q.numAdded = (q.numAdded + 1) & 0xffff;
+}
+
+/**
+ * Whether the driver wants a used-buffer notification for the entries added
+ * since the last call (virtio 1.2 §2.7.7).
+ */
+export function needsNotificationSplit(q: QueueCore, mem: GuestMemory): boolean {
+  try {
+    if (q.eventIdx) {
+      // The used idx store was sequentially consistent, so this load is ordered after it.
+      const usedEvent = mem.loadU16Acquire(q.availRing + 4 + 2 * q.size);
+      const newIdx = q.nextUsed;
+      const oldIdx = (newIdx - q.numAdded) & 0xffff;
+      q.numAdded = 0;
+      return vringNeedEvent(usedEvent, newIdx, oldIdx);
+    }
+    q.numAdded = 0;
+    return (mem.loadU16Acquire(q.availRing) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "reading the avail ring");
+  }
+}
+
+/** Asks the driver for notifications; returns whether chains are already waiting. */
+export function enableNotificationSplit(q: QueueCore, mem: GuestMemory): boolean {
+  try {
+    if (q.eventIdx) mem.storeU16Release(q.usedRing + 4 + 8 * q.size, q.nextAvail);
+    else mem.storeU16Release(q.usedRing, 0);
+    // Sequentially consistent store then load: no notification can be lost in between.
+    const idx = mem.loadU16Acquire(q.availRing + 2);
+    return idx !== q.nextAvail;
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "updating notification suppression");
+  }
+}
+
+/** Asks the driver not to notify (without EVENT_IDX; with it, the driver stops once avail_event is passed). */
+export function disableNotificationSplit(q: QueueCore, mem: GuestMemory): void {
+  if (q.eventIdx) return;
+  try {
+    mem.storeU16Release(q.usedRing, VIRTQ_USED_F_NO_NOTIFY);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "updating notification suppression");
+  }
+}

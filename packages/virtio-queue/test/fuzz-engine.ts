@@ -1,0 +1,192 @@
+// Random descriptor tables against the device side of the queue. Shared by the
+// bounded fuzz run in `pnpm test` and the long one in `pnpm fuzz`.
+import { GuestMemoryArrayBuffer, type GuestMemory } from "@ts-vmm/vm-memory";
+import { Queue, VirtqueueError, type DescriptorChain } from "../src/index.js";
+
+/** What a fuzz run saw. */
+export interface FuzzStats {
+  tables: number;
+  chains: number;
+  typedErrors: Map<string, number>;
+  /** Anything thrown that is not a VirtqueueError, or a popped chain that breaks an invariant. */
+  failures: { seed: number; error: unknown }[];
+}
+
+export function newStats(): FuzzStats {
+  return { tables: 0, chains: 0, typedErrors: new Map(), failures: [] };
+}
+
+/** A small fast PRNG (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+}
+
+interface Layout {
+  readonly mem: GuestMemory;
+  readonly start: number;
+  readonly size: number;
+  readonly bytes: Uint8Array;
+}
+
+/** Memories sized exactly: any access past them throws from the backend. */
+function layouts(): Layout[] {
+  const mk = (start: number, size: number): Layout => ({
+    mem: GuestMemoryArrayBuffer.fromRanges([{ start, size }], { shared: false }),
+    start,
+    size,
+    bytes: new Uint8Array(size),
+  });
+  return [mk(0, 1024), mk(0, 4096), mk(0x10000, 2048), mk(0xfff0_0000, 4096)];
+}
+
+let cached: Layout[] | undefined;
+
+function note(stats: FuzzStats, code: string): void {
+  stats.typedErrors.set(code, (stats.typedErrors.get(code) ?? 0) + 1);
+}
+
+function checkChain(c: DescriptorChain): string | undefined {
+  if (c.descriptors.length === 0) return "empty chain";
+  let r = 0;
+  let w = 0;
+  let seenW = false;
+  for (const d of c.descriptors) {
+    if (!(Number.isSafeInteger(d.addr) && d.addr >= 0 && d.addr < 2 ** 52)) return `bad addr ${d.addr}`;
+    if (d.writable) {
+      seenW = true;
+      w += d.len;
+    } else {
+      if (seenW) return "readable after writable";
+      r += d.len;
+    }
+  }
+  if (r !== c.readableLength || w !== c.writableLength) return "length mismatch";
+  if (r + w > 0xffff_ffff) return "lengths past 2^32";
+  return undefined;
+}
+
+/**
+ * One random table: random memory contents (biased towards plausible
+ * descriptors), a queue configured through the guest-driven setters, and
+ * every data-path call a device makes.
+ */
+export function fuzzOne(seed: number, stats: FuzzStats): void {
+  const layoutsList = (cached ??= layouts());
+  const next = rng(seed);
+  const pick = (n: number): number => next() % n;
+  const L = layoutsList[pick(layoutsList.length)] as Layout;
+  const { mem, start, size: memSize, bytes } = L;
+  const packed = pick(2) === 0;
+  const qsize = packed ? 1 + pick(16) : 1 << pick(5);
+  const eventIdx = pick(2) === 0;
+
+  // Random bytes everywhere.
+  for (let i = 0; i < memSize; i += 4) {
+    const v = next();
+    bytes[i] = v;
+    bytes[i + 1] = v >>> 8;
+    bytes[i + 2] = v >>> 16;
+    bytes[i + 3] = v >>> 24;
+  }
+  const align = (v: number, a: number): number => v - (v % a);
+  const inMem = (a: number): number => start + align(pick(memSize), a);
+  const desc = inMem(16);
+  const avail = pick(8) === 0 ? start + pick(memSize + 64) : inMem(4);
+  const used = pick(8) === 0 ? start + pick(memSize + 64) : inMem(4);
+  // Plausible descriptors half of the time: small lengths, addresses in memory, nearby next.
+  const plausible = pick(2) === 0;
+  const dv = new DataView(bytes.buffer);
+  if (plausible) {
+    for (let i = 0; i < qsize; i++) {
+      const at = desc - start + i * 16;
+      if (at + 16 > memSize) break;
+      const big = pick(32) === 0;
+      dv.setUint32(at, big ? next() : inMem(1), true);
+      dv.setUint32(at + 4, big ? next() : start > 0xffff_ffff ? 1 : 0, true);
+      dv.setUint32(at + 8, pick(16) === 0 ? next() : pick(4) === 0 ? 16 * (1 + pick(4)) : pick(300), true);
+      let flags = pick(8);
+      if (packed) flags |= pick(2) === 0 ? 0x80 : 0x8000;
+      dv.setUint16(at + 12, packed ? pick(qsize + 2) : flags, true);
+      dv.setUint16(at + 14, packed ? flags : pick(qsize + 2), true);
+    }
+    if (!packed && avail - start + 4 + 2 * qsize <= memSize) {
+      dv.setUint16(avail - start + 2, pick(qsize + 3), true);
+      for (let i = 0; i < qsize; i++) dv.setUint16(avail - start + 4 + 2 * i, pick(qsize + 1), true);
+    }
+  }
+  mem.write(start, bytes);
+
+  const q = new Queue(32);
+  q.setRingPacked(packed);
+  q.setEventIdx(eventIdx);
+  q.setSize(qsize);
+  q.setDescTableAddress(desc % 2 ** 32, Math.floor(desc / 2 ** 32));
+  q.setAvailRingAddress(avail % 2 ** 32, Math.floor(avail / 2 ** 32));
+  q.setUsedRingAddress(used % 2 ** 32, Math.floor(used / 2 ** 32));
+  q.setReady(true);
+  stats.tables++;
+
+  const guard = (fn: () => void): boolean => {
+    try {
+      fn();
+      return true;
+    } catch (e) {
+      if (e instanceof VirtqueueError) {
+        note(stats, e.code);
+        return false;
+      }
+      stats.failures.push({ seed, error: e });
+      return false;
+    }
+  };
+  q.isValid(mem);
+  const scratch = new Uint8Array(64);
+  for (let n = 0; n < 2 * qsize + 2; n++) {
+    let chain: DescriptorChain | undefined;
+    let stop = false;
+    guard(() => {
+      try {
+        chain = q.popDescriptorChain(mem);
+        if (chain === undefined) stop = true;
+      } catch (e) {
+        if (e instanceof VirtqueueError && e.head === undefined) stop = true;
+        if (e instanceof VirtqueueError && e.head !== undefined && pick(2) === 0) q.addUsed(mem, e.head, 0);
+        throw e;
+      }
+    });
+    if (chain !== undefined) {
+      stats.chains++;
+      const c = chain;
+      const bad = checkChain(c);
+      if (bad !== undefined) stats.failures.push({ seed, error: new Error(bad) });
+      guard(() => void c.readAll(mem, 1 << 16));
+      guard(() => void c.readInto(mem, scratch, pick(64)));
+      guard(() => void c.writeFrom(mem, scratch.subarray(0, pick(64)), pick(8)));
+      guard(() => q.addUsed(mem, c.head, pick(4) === 0 ? next() : pick(64)));
+    }
+    if (pick(4) === 0) guard(() => void q.needsNotification(mem));
+    if (stop) break;
+  }
+  guard(() => void q.enableNotification(mem));
+  guard(() => q.disableNotification(mem));
+  guard(() => void q.needsNotification(mem));
+  guard(() => void Queue.fromState(q.state()));
+}
+
+/** Runs until `count` tables or `ms` milliseconds, whichever comes first. */
+export function fuzzRun(firstSeed: number, count: number, ms: number): FuzzStats & { elapsedMs: number } {
+  const stats = newStats();
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    fuzzOne((firstSeed + i) >>> 0, stats);
+    if ((i & 1023) === 0 && performance.now() - t0 > ms) break;
+  }
+  return { ...stats, elapsedMs: performance.now() - t0 };
+}
