@@ -12,3 +12,5 @@ export { pollFd } from "./poll-fd.js";
 export type { PollEvents, PollResult } from "./poll-fd.js";
 export { EventFd } from "./event-fd.js";
 export type { EventFdOptions } from "./event-fd.js";
+export { FdWatcher } from "./fd-watcher.js";
+export type { WatchEvents, WatchEvent, WatchCallback } from "./fd-watcher.js";

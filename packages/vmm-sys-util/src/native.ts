@@ -47,9 +47,16 @@ export interface TapConstants {
   readonly IFNAMSIZ: number;
 }
 
+/** libuv's poll event bits (uv.h). */
+export interface UvConstants {
+  readonly UV_READABLE: number;
+  readonly UV_WRITABLE: number;
+  readonly UV_DISCONNECT: number;
+}
+
 /** A uv_poll_t owned by the addon (see fd-watcher.ts). */
 export interface NativePollHandle {
-  /** Starts or changes the watched events (UV_READABLE=1 | UV_WRITABLE=2); 0 or -errno. */
+  /** Starts or changes the watched events (UV_READABLE | UV_WRITABLE); 0 or -errno. */
   start(events: number): number;
   ref(): void;
   unref(): void;
@@ -89,6 +96,7 @@ export interface NativeBinding {
   tgkill(tid: number, signo: number): number;
   // poll.cc
   pollCreate(fd: number, cb: (status: number, events: number) => void): NativePollHandle | number;
+  readonly uvConstants: UvConstants;
   // tap.cc
   openTap(name: string, flags: number, nonBlocking: boolean): [number, string] | number;
   tapSetOffload(fd: number, flags: number): number;
