@@ -244,7 +244,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   }
 
   writeU8(addr: GuestAddress, value: number): void {
-    if ((value & 0xff) !== value) throw badValue(value, "u8");
+    if (typeof value !== "number" || (value & 0xff) !== value) throw badValue(value, "u8");
     const r = this.last;
     const off = addr - r.start;
     if (off >= 0 && off < r.size && Number.isInteger(off)) {
@@ -257,7 +257,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   }
 
   writeU16(addr: GuestAddress, value: number): void {
-    if ((value & 0xffff) !== value) throw badValue(value, "u16");
+    if (typeof value !== "number" || (value & 0xffff) !== value) throw badValue(value, "u16");
     const r = this.last;
     const off = addr - r.start;
     if (off >= 0 && off <= r.size - 2 && Number.isInteger(off)) {
@@ -270,7 +270,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   }
 
   writeU32(addr: GuestAddress, value: number): void {
-    if (value >>> 0 !== value) throw badValue(value, "u32");
+    if (typeof value !== "number" || value >>> 0 !== value) throw badValue(value, "u32");
     const r = this.last;
     const off = addr - r.start;
     if (off >= 0 && off <= r.size - 4 && Number.isInteger(off)) {
@@ -351,7 +351,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   }
 
   storeU16Release(addr: GuestAddress, value: number): void {
-    if ((value & 0xffff) !== value) throw badValue(value, "u16");
+    if (typeof value !== "number" || (value & 0xffff) !== value) throw badValue(value, "u16");
     let r = this.last;
     let off = addr - r.start;
     if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
@@ -373,7 +373,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   }
 
   storeU32Release(addr: GuestAddress, value: number): void {
-    if (value >>> 0 !== value) throw badValue(value, "u32");
+    if (typeof value !== "number" || value >>> 0 !== value) throw badValue(value, "u32");
     let r = this.last;
     let off = addr - r.start;
     if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 3) === 0)) {

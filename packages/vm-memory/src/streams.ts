@@ -73,6 +73,9 @@ export interface GuestMemoryReadableOptions {
  * Safety: by default the chunks are Buffers viewing guest memory, not copies:
  * the guest can change them until the consumer has used them. Pass
  * `copy: true` if that matters.
+ *
+ * Consume it with `pipe`/`pipeline` or `'data'` events to keep it zero-copy:
+ * `read()` without a size (and so `for await`) may concatenate buffered chunks.
  */
 export class GuestMemoryReadable extends Readable {
   readonly #views: Uint8Array[];
@@ -97,23 +100,19 @@ export class GuestMemoryReadable extends Readable {
   }
 
   override _read(): void {
-    for (;;) {
-      const v = this.#views[this.#view];
-      if (v === undefined) {
-        this.push(null);
-        return;
-      }
-      const n = Math.min(this.#chunk, v.length - this.#off);
-      const part = v.subarray(this.#off, this.#off + n);
-      this.#off += n;
-      if (this.#off === v.length) {
-        this.#view++;
-        this.#off = 0;
-      }
-      const buf = this.#copy
-        ? Buffer.from(part)
-        : Buffer.from(part.buffer as ArrayBuffer, part.byteOffset, part.byteLength);
-      if (!this.push(buf)) return;
+    // One chunk per call, so a consumer reading on demand gets views, not a concatenation.
+    const v = this.#views[this.#view];
+    if (v === undefined) {
+      this.push(null);
+      return;
     }
+    const n = Math.min(this.#chunk, v.length - this.#off);
+    const part = v.subarray(this.#off, this.#off + n);
+    this.#off += n;
+    if (this.#off === v.length) {
+      this.#view++;
+      this.#off = 0;
+    }
+    this.push(this.#copy ? Buffer.from(part) : Buffer.from(part.buffer as ArrayBuffer, part.byteOffset, part.byteLength));
   }
 }
