@@ -215,7 +215,8 @@ describe("GuestMemory against a reference model", () => {
                   const host = GUARD + r.skew + (op.a - r.start);
                   if (op.a % op.w !== 0 || host % op.w !== 0) exp = "Unaligned";
                 }
-                const v = op.w === 2 ? op.v : op.v * 65537;
+                const raw = op.k === "atomicStore" ? op.v : 0;
+                const v = op.w === 2 ? raw : raw * 65537;
                 const got = outcome(() =>
                   op.k === "atomicLoad"
                     ? op.w === 2
