@@ -62,6 +62,12 @@ export interface VcpuBootState {
 // Control register and EFER bits (Intel SDM vol. 3, 2.5 and 2.2.1).
 /** CR0.PE, CR0.ET, CR0.PG; CR4.PAE; EFER.LME, EFER.LMA. */
 export const CR0_PE = 1n, CR0_ET = 0x10n, CR0_PG = 0x8000_0000n, CR4_PAE = 0x20n, EFER_LME = 0x100n, EFER_LMA = 0x400n;
+/**
+ * CR0 in long mode: the kernel's own CR0_STATE (PE | MP | ET | NE | WP | AM | PG,
+ * arch/x86/include/uapi/asm/processor-flags.h), which its startup_32 loads
+ * before entering startup_64; so our 64-bit entry sees what QEMU's does.
+ */
+export const CR0_STATE = 0x8005_0033n;
 /** Selectors: the Linux boot protocol's __BOOT_CS (0x10) and __BOOT_DS (0x18); the TSS at 0x20. */
 export const BOOT_CS = 0x10, BOOT_DS = 0x18, BOOT_TSS = 0x20;
 
@@ -117,7 +123,7 @@ export const IDENTITY_MAP_GIB = 4;
  * "64-bit Boot Protocol"): long mode with paging, the first 4 GiB identity
  * mapped with 2 MiB pages (PML4 at 0x9000, PDPT at 0xa000, PDs at 0xb000..0xefff),
  * a GDT at 0x500 with a flat 64-bit `__BOOT_CS` (0x10) and flat `__BOOT_DS`
- * (0x18), interrupts off, RSI = zero page, RIP = the 64-bit entry
+ * (0x18), CR0 = CR0_STATE, CR4 = PAE, EFER = LME | LMA, interrupts off, RSI = zero page, RIP = the 64-bit entry
  * (`load address + 0x200` for a bzImage, `e_entry` for a vmlinux).
  *
  * @throws LoaderError `InvalidArgument` when `entry` or `zeroPage` is not
@@ -151,7 +157,7 @@ export function longModeState(entry: number, zeroPage: number = layout.zeroPage)
       cs: code, ds: data, es: data, fs: data, gs: data, ss: data, tr: TSS, ldt: LDT,
       gdt: { base: BigInt(layout.gdt), limit: 39 },
       idt: { base: BigInt(layout.idt), limit: 7 },
-      cr0: CR0_PE | CR0_ET | CR0_PG,
+      cr0: CR0_STATE,
       cr2: 0n,
       cr3: BigInt(layout.pml4),
       cr4: CR4_PAE,
