@@ -14,3 +14,5 @@ export { EventFd } from "./event-fd.js";
 export type { EventFdOptions } from "./event-fd.js";
 export { FdWatcher } from "./fd-watcher.js";
 export type { WatchEvents, WatchEvent, WatchCallback } from "./fd-watcher.js";
+export { openTap, tapSetOffload, tapSetVnetHdrSize, TUN_F } from "./tap.js";
+export type { TapOptions, Tap } from "./tap.js";

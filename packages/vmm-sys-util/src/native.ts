@@ -98,7 +98,7 @@ export interface NativeBinding {
   pollCreate(fd: number, cb: (status: number, events: number) => void): NativePollHandle | number;
   readonly uvConstants: UvConstants;
   // tap.cc
-  openTap(name: string, flags: number, nonBlocking: boolean): [number, string] | number;
+  tunSetIff(fd: number, name: string, flags: number): string | number;
   tapSetOffload(fd: number, flags: number): number;
   tapSetVnetHdrSize(fd: number, size: number): number;
   readonly tapConstants: TapConstants;
