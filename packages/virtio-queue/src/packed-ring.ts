@@ -108,9 +108,8 @@ function readPackedList(
     const base = ring + pos * DESCRIPTOR_SIZE;
     let lo: number, hi: number, len: number, flags: number;
     try {
-      const a = mem.readU64Split(base);
-      lo = a.lo;
-      hi = a.hi;
+      lo = mem.readU32(base);
+      hi = mem.readU32(base + 4);
       len = mem.readU32(base + 8);
       flags = i === 0 ? headFlags : mem.readU16(base + 14);
     } catch (e) {
@@ -155,9 +154,8 @@ function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len:
     const base = table + i * DESCRIPTOR_SIZE;
     let dlo: number, dhi: number, dlen: number, flags: number;
     try {
-      const a = mem.readU64Split(base);
-      dlo = a.lo;
-      dhi = a.hi;
+      dlo = mem.readU32(base);
+      dhi = mem.readU32(base + 4);
       dlen = mem.readU32(base + 8);
       flags = mem.readU16(base + 14);
     } catch (e) {

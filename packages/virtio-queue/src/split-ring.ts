@@ -90,9 +90,8 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
     const base = table + idx * DESCRIPTOR_SIZE;
     let lo: number, hi: number, len: number, flags: number, next: number;
     try {
-      const a = mem.readU64Split(base);
-      lo = a.lo;
-      hi = a.hi;
+      lo = mem.readU32(base);
+      hi = mem.readU32(base + 4);
       len = mem.readU32(base + 8);
       flags = mem.readU16(base + 12);
       next = mem.readU16(base + 14);

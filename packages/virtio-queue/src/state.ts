@@ -83,8 +83,12 @@ export function checkStateShape(s: QueueState): void {
   for (const k of ["ready", "eventIdx", "packed", "availWrapCounter", "usedWrapCounter"] as const) {
     if (typeof s[k] !== "boolean") throw bad(`${k} is not a boolean`);
   }
-  for (const k of ["maxSize", "size", "descTable", "availRing", "usedRing"] as const) {
+  for (const k of ["maxSize", "size"] as const) {
     if (!isInt(s[k], 0, Number.MAX_SAFE_INTEGER)) throw bad(`${k} is not a non-negative integer`);
+  }
+  // Addresses: any non-negative integer here; the address setters reject ≥ 2^52.
+  for (const k of ["descTable", "availRing", "usedRing"] as const) {
+    if (!isInt(s[k], 0, Infinity)) throw bad(`${k} is not a non-negative integer`);
   }
   if (!Array.isArray(s.inFlight)) throw bad("inFlight is not an array");
 }

@@ -33,16 +33,21 @@ interface Layout {
   readonly start: number;
   readonly size: number;
   readonly bytes: Uint8Array;
+  readonly words: Uint32Array;
 }
 
 /** Memories sized exactly: any access past them throws from the backend. */
 function layouts(): Layout[] {
-  const mk = (start: number, size: number): Layout => ({
-    mem: GuestMemoryArrayBuffer.fromRanges([{ start, size }], { shared: false }),
-    start,
-    size,
-    bytes: new Uint8Array(size),
-  });
+  const mk = (start: number, size: number): Layout => {
+    const bytes = new Uint8Array(size);
+    return {
+      mem: GuestMemoryArrayBuffer.fromRanges([{ start, size }], { shared: false }),
+      start,
+      size,
+      bytes,
+      words: new Uint32Array(bytes.buffer),
+    };
+  };
   return [mk(0, 1024), mk(0, 4096), mk(0x10000, 2048), mk(0xfff0_0000, 4096)];
 }
 
@@ -88,13 +93,8 @@ export function fuzzOne(seed: number, stats: FuzzStats): void {
   const eventIdx = pick(2) === 0;
 
   // Random bytes everywhere.
-  for (let i = 0; i < memSize; i += 4) {
-    const v = next();
-    bytes[i] = v;
-    bytes[i + 1] = v >>> 8;
-    bytes[i + 2] = v >>> 16;
-    bytes[i + 3] = v >>> 24;
-  }
+  const words = L.words;
+  for (let i = 0; i < words.length; i++) words[i] = next();
   const align = (v: number, a: number): number => v - (v % a);
   const inMem = (a: number): number => start + align(pick(memSize), a);
   const desc = inMem(16);

@@ -1,0 +1,116 @@
+import { describe, expect, it } from "vitest";
+import { makeMemory } from "../test/memory.js";
+import { Queue, VirtqueueError, type VirtqueueErrorCode } from "./index.js";
+
+function expectCode(fn: () => unknown, code: VirtqueueErrorCode): void {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(VirtqueueError);
+  expect((err as VirtqueueError).code).toBe(code);
+}
+
+describe("Queue configuration", () => {
+  it("takes a power-of-two max size in [1, 32768]", () => {
+    for (const bad of [0, 3, 65536, 32769, -1, 1.5, NaN]) expectCode(() => new Queue(bad), "InvalidQueueSize");
+    expect(new Queue(32768).size).toBe(32768);
+    expect(new Queue(1).maxSize).toBe(1);
+  });
+
+  it("setSize (guest-driven) records bad sizes and leaves the size unchanged", () => {
+    const q = new Queue(256);
+    for (const bad of [0, 3, 100, 512, 32768 * 2, -4, 2.5]) {
+      expect(q.setSize(bad)).toBe(false);
+      expect(q.lastError?.code).toBe("InvalidQueueSize");
+      expect(q.size).toBe(256);
+    }
+    expect(q.setSize(64)).toBe(true);
+    expect(q.size).toBe(64);
+  });
+
+  it("trySetSize throws the same codes", () => {
+    const q = new Queue(256);
+    expectCode(() => q.trySetSize(0), "InvalidQueueSize");
+    expectCode(() => q.trySetSize(6), "InvalidQueueSize");
+    expectCode(() => q.trySetSize(512), "InvalidQueueSize");
+  });
+
+  it("addresses come in two u32 halves, each settable alone", () => {
+    const q = new Queue(16);
+    expect(q.setDescTableAddress(0x1000)).toBe(true);
+    expect(q.setDescTableAddress(undefined, 0x2)).toBe(true);
+    expect(q.descTable).toBe(0x2_0000_1000);
+    expect(q.setDescTableAddress(0x2000)).toBe(true);
+    expect(q.descTable).toBe(0x2_0000_2000);
+  });
+
+  it("rejects guest addresses at or above 2^52 without rounding; state unchanged", () => {
+    const q = new Queue(16);
+    q.setUsedRingAddress(0x100, 0);
+    expect(q.setUsedRingAddress(0, 0x10_0000)).toBe(false); // 2^52
+    expect(q.lastError?.code).toBe("AddressTooLarge");
+    expect(q.setUsedRingAddress(0xffff_fffc, 0xffff_ffff)).toBe(false);
+    expect(q.usedRing).toBe(0x100);
+    expect(q.setUsedRingAddress(0xffff_fffc, 0xf_ffff)).toBe(true);
+    expect(q.usedRing).toBe(2 ** 52 - 4);
+    expectCode(() => q.trySetAvailRingAddress(0, 0x10_0000), "AddressTooLarge");
+    expectCode(() => q.trySetAvailRingAddress(-1, 0), "InvalidArgument");
+    expectCode(() => q.trySetAvailRingAddress(2 ** 32, 0), "InvalidArgument");
+  });
+
+  it("checks alignment: descriptors 16, split avail 2 and used 4, packed areas 4", () => {
+    const q = new Queue(16);
+    expectCode(() => q.trySetDescTableAddress(0x1008, 0), "Unaligned");
+    expectCode(() => q.trySetAvailRingAddress(0x1001, 0), "Unaligned");
+    q.trySetAvailRingAddress(0x1002, 0);
+    expectCode(() => q.trySetUsedRingAddress(0x1002, 0), "Unaligned");
+    expect(q.setDescTableAddress(0x1004, 0)).toBe(false);
+    expect(q.lastError?.code).toBe("Unaligned");
+    q.setRingPacked(true);
+    expectCode(() => q.trySetAvailRingAddress(0x1002, 0), "Unaligned");
+  });
+
+  it("refuses configuration changes while ready", () => {
+    const q = new Queue(16);
+    q.setReady(true);
+    expect(q.setSize(8)).toBe(false);
+    expect(q.lastError?.code).toBe("QueueReady");
+    expect(q.setDescTableAddress(0x2000, 0)).toBe(false);
+    expect(q.setEventIdx(true)).toBe(false);
+    expect(q.setRingPacked(true)).toBe(false);
+    expect([q.size, q.descTable, q.eventIdx, q.packed]).toEqual([16, 0, false, false]);
+    expectCode(() => q.trySetSize(8), "QueueReady");
+  });
+
+  it("validate names what is wrong; isValid is its boolean", () => {
+    const mem = makeMemory(0x10000);
+    const q = new Queue(16);
+    expectCode(() => q.validate(mem), "NotReady");
+    expect(q.isValid(mem)).toBe(false);
+    q.setDescTableAddress(0x1000, 0);
+    q.setAvailRingAddress(0x2000, 0);
+    q.setUsedRingAddress(0x3000, 0);
+    q.setReady(true);
+    expect(q.isValid(mem)).toBe(true);
+    // A packed-valid size that a split queue does not accept.
+    q.setReady(false);
+    q.setRingPacked(true);
+    q.setSize(12);
+    q.setRingPacked(false);
+    q.setReady(true);
+    expectCode(() => q.validate(mem), "InvalidQueueSize");
+  });
+
+  it("reset goes back to the power-on state", () => {
+    const q = new Queue(16);
+    q.setSize(4);
+    q.setDescTableAddress(0x1000, 0);
+    q.setSize(3);
+    q.setReady(true);
+    q.reset();
+    expect([q.size, q.ready, q.descTable, q.lastError]).toEqual([16, false, 0, undefined]);
+  });
+});
