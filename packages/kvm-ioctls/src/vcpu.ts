@@ -2,7 +2,7 @@ import { MmapRegion, gettid } from "@ts-vmm/vmm-sys-util";
 import { KvmError, check, checkU64, checkUint } from "./errors.js";
 import { ExitDecoder, INTR_EXIT, type VcpuExit } from "./exits.js";
 import { FdHandle } from "./fd.js";
-import { KVM_DIRTY_GFN_F_DIRTY, KVM_DIRTY_GFN_F_RESET, KVM_DIRTY_LOG_PAGE_OFFSET } from "./generated/kvm-constants.js";
+import { KVM_COALESCED_MMIO_PAGE_OFFSET, KVM_DIRTY_GFN_F_DIRTY, KVM_DIRTY_GFN_F_RESET, KVM_DIRTY_LOG_PAGE_OFFSET } from "./generated/kvm-constants.js";
 import { type VcpuTransferable, VcpuKicker, ensureKickSignal } from "./kick.js";
 import { view } from "./layouts/bytes.js";
 import {
@@ -51,6 +51,14 @@ const PAGE = 4096;
 const MAX_CPUID = 256;
 /** Most MSRs in one KVM_GET/SET_MSRS (MAX_IO_MSRS). */
 const MAX_MSRS = 256;
+
+/** One write taken from the coalesced MMIO ring. */
+export interface CoalescedWrite {
+  readonly address: number;
+  readonly len: number;
+  readonly pio: boolean;
+  readonly data: Uint8Array;
+}
 
 /** One harvested dirty-ring entry: page `offset` of memory slot `slot`. */
 export interface DirtyGfn {
@@ -481,6 +489,39 @@ export class VcpuFd {
   /** KVM_KVMCLOCK_CTRL: tells the guest it was paused (avoids soft-lockup warnings). @throws {@link KvmError} `EINVAL` if kvmclock is off. */
   kvmclockCtrl(): void {
     this.#h.val("KVM_KVMCLOCK_CTRL");
+  }
+
+  /**
+   * Takes the writes buffered in the coalesced MMIO/PIO ring (page
+   * KVM_COALESCED_MMIO_PAGE_OFFSET of the vCPU mapping; the ring is shared by
+   * the VM and read here through this vCPU) and advances its `first` index.
+   * Ring indices are checked against the ring size, so a corrupt ring yields
+   * an error, not an out-of-bounds read.
+   * @throws {@link KvmError} `Unsupported` if the mapping has no ring page, `OutOfRange` for corrupt indices.
+   */
+  drainCoalescedMmio(): CoalescedWrite[] {
+    const base = KVM_COALESCED_MMIO_PAGE_OFFSET * PAGE;
+    check(this.#run.byteLength >= base + PAGE, "no coalesced MMIO page in the vCPU mapping", "Unsupported");
+    const u32 = new Uint32Array(this.#run, base, 2);
+    const dv = new DataView(this.#run, base, PAGE);
+    const max = Math.floor((PAGE - 8) / 24);
+    let first = Atomics.load(u32, 0);
+    const last = Atomics.load(u32, 1);
+    check(first < max && last < max, "coalesced ring indices out of range", "OutOfRange");
+    const out: CoalescedWrite[] = [];
+    while (first !== last) {
+      const o = 8 + first * 24;
+      const len = Math.min(dv.getUint32(o + 8, true), 8);
+      out.push({
+        address: Number(dv.getBigUint64(o, true)),
+        len,
+        pio: dv.getUint32(o + 12, true) !== 0,
+        data: new Uint8Array(this.#run, base + o + 16, len).slice(),
+      });
+      first = (first + 1) % max;
+    }
+    Atomics.store(u32, 0, first);
+    return out;
   }
 
   #mapRing(bytes: number): void {

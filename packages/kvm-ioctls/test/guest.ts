@@ -55,14 +55,24 @@ export function enterLongMode(vcpu: VcpuFd, cpl: 0 | 3, rip = CODE): void {
 }
 
 /** A VM with 2 MiB of memory at 0, page tables, one vCPU in long mode at `cpl`, and `code` at CODE. */
-export function makeVm(code: readonly number[], opts: { cpl?: 0 | 3; irqchip?: boolean; setup?: (vm: VmFd, mem: MmapRegion) => void } = {}): TestVm {
+export interface MakeVmOptions {
+  cpl?: 0 | 3;
+  irqchip?: boolean;
+  /** Runs before the vCPU is created. */
+  setup?: (vm: VmFd, mem: MmapRegion) => void;
+  /** Replaces the default single slot 0 covering all memory. */
+  slots?: (vm: VmFd, mem: MmapRegion) => void;
+}
+
+export function makeVm(code: readonly number[], opts: MakeVmOptions = {}): TestVm {
   const kvm = new Kvm();
   const vm = kvm.createVm();
   const mem = MmapRegion.anonymous(MEM_SIZE);
   const bytes = new Uint8Array(mem.buffer);
   writePageTables(bytes);
   bytes.set(code, CODE);
-  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem });
+  if (opts.slots) opts.slots(vm, mem);
+  else vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem });
   if (opts.irqchip) vm.createIrqChip();
   opts.setup?.(vm, mem);
   const vcpu = vm.createVcpu(0);

@@ -95,11 +95,11 @@ export function encodeMsi(m: MsiMessage): Uint8Array {
   return buf;
 }
 
-/** A GSI routing entry (struct kvm_irq_routing_entry, 32 bytes). */
+/** A GSI routing entry (struct kvm_irq_routing_entry, 48 bytes). */
 export type IrqRoutingEntry =
   | { gsi: number; type: "irqchip"; irqchip: number; pin: number }
   | { gsi: number; type: "msi"; address: bigint; data: number; devid?: number };
-export const IRQ_ROUTING = { header: 8, entrySize: 32, gsi: 0, type: 4, flags: 8, u: 16 } as const;
+export const IRQ_ROUTING = { header: 8, entrySize: 48, gsi: 0, type: 4, flags: 8, u: 16 } as const;
 
 export function encodeIrqRouting(entries: readonly IrqRoutingEntry[]): Uint8Array {
   const buf = new Uint8Array(IRQ_ROUTING.header + entries.length * IRQ_ROUTING.entrySize);

@@ -1,0 +1,24 @@
+// Worker side of exit-roundtrip.mjs: runs the vCPU the main thread built
+// (passed as a VcpuTransferable) and times vcpu.run() until shutdown.
+import { parentPort, workerData } from "node:worker_threads";
+import { VcpuFd } from "../dist/index.js";
+
+try {
+  const vcpu = VcpuFd.fromTransferable(workerData.vcpu);
+  let exits = 0;
+  const t0 = process.hrtime.bigint();
+  for (;;) {
+    const e = vcpu.run();
+    if (e.kind === "IoOut" || e.kind === "MmioWrite") {
+      exits++;
+      continue;
+    }
+    if (e.kind === "Shutdown") break;
+    throw new Error(`unexpected exit ${JSON.stringify(e, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}`);
+  }
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  vcpu.close();
+  parentPort.postMessage({ exits, seconds });
+} catch (e) {
+  parentPort.postMessage({ error: String(e?.stack ?? e) });
+}

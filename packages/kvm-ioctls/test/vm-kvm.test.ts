@@ -1,0 +1,276 @@
+// VM ioctls on real /dev/kvm: ioeventfd, irqfd, GSI routing, MSI, irq line,
+// irqchip, PIT, clock, dirty log and ring, coalesced MMIO, devices, guest_memfd.
+import { EventFd, MmapRegion } from "@ts-vmm/vmm-sys-util";
+import { describeKvm } from "@ts-vmm/test-utils";
+import { afterEach, expect, it } from "vitest";
+import { type TestVm, MMIO_BASE, asm, makeVm } from "./guest.js";
+import {
+  Cap,
+  GUEST_MEMFD_FLAG_MMAP,
+  KVM_DEV_TYPE_VFIO,
+  KVM_DEV_VFIO_FILE,
+  KVM_DEV_VFIO_FILE_ADD,
+  KVM_X86_SW_PROTECTED_VM,
+  Kvm,
+  KvmError,
+  dirtyPages,
+} from "../src/index.js";
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  while (cleanups.length) cleanups.pop()!();
+});
+function vmWith(code: number[], opts: Parameters<typeof makeVm>[1] = {}): TestVm {
+  const g = makeVm(code, opts);
+  cleanups.push(() => g.close());
+  return g;
+}
+function efd(): EventFd {
+  const e = new EventFd({ nonBlocking: true });
+  cleanups.push(() => e.close());
+  return e;
+}
+
+/** Guest: ecx = n; loop { eax = ecx & 1; mov [rdi], eax } ; ud2 */
+function mmioLoop(n: number, addr: number): number[] {
+  const code = [...asm.movEcx(n), ...asm.movRdi(addr)];
+  const loop = code.length;
+  code.push(0x89, 0xc8, 0x83, 0xe0, 0x01, ...asm.movMemRdiEax, ...asm.decEcx);
+  code.push(...asm.jnz(code.length, loop), ...asm.ud2);
+  return code;
+}
+
+function waitFor(cond: () => boolean): boolean {
+  const end = Date.now() + 2000;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+  }
+  return cond();
+}
+
+function lapicIrr(lapic: Uint8Array, vector: number): boolean {
+  const off = 0x200 + (vector >> 5) * 0x10;
+  const word = new DataView(lapic.buffer, lapic.byteOffset).getUint32(off, true);
+  return ((word >>> (vector & 31)) & 1) === 1;
+}
+
+describeKvm("VmFd on /dev/kvm", () => {
+  it("ioeventfd on MMIO counts every guest write without exits", () => {
+    const g = vmWith(mmioLoop(25, MMIO_BASE + 0x100));
+    const e = efd();
+    g.vm.registerIoevent(e, { kind: "mmio", address: MMIO_BASE + 0x100 }, { len: 4 });
+    expect(g.vcpu.run().kind).toBe("Shutdown");
+    expect(e.read()).toBe(25n);
+    g.vm.unregisterIoevent(e, { kind: "mmio", address: MMIO_BASE + 0x100 }, { len: 4 });
+    expect(() => g.vm.unregisterIoevent(e, { kind: "mmio", address: MMIO_BASE + 0x100 }, { len: 4 })).toThrow(KvmError);
+  });
+
+  it("ioeventfd with datamatch counts only matching writes; the rest exit", () => {
+    const g = vmWith(mmioLoop(10, MMIO_BASE + 0x100));
+    const e = efd();
+    g.vm.registerIoevent(e, { kind: "mmio", address: MMIO_BASE + 0x100 }, { len: 4, datamatch: 1 });
+    let exits = 0;
+    for (;;) {
+      const x = g.vcpu.run();
+      if (x.kind !== "MmioWrite") {
+        expect(x.kind).toBe("Shutdown");
+        break;
+      }
+      expect([...x.data]).toEqual([0, 0, 0, 0]);
+      exits++;
+    }
+    expect(exits).toBe(5);
+    expect(e.read()).toBe(5n);
+  });
+
+  it("ioeventfd on a port", () => {
+    const code = [...asm.movEcx(7), ...asm.movDx(0x510)];
+    const loop = code.length;
+    code.push(...asm.outDxAl, ...asm.decEcx, ...asm.jnz(code.length + 3, loop), ...asm.ud2);
+    const g = vmWith(code);
+    const e = efd();
+    g.vm.registerIoevent(e, { kind: "pio", address: 0x510 });
+    expect(g.vcpu.run().kind).toBe("Shutdown");
+    expect(e.read()).toBe(7n);
+  });
+
+  it("irqfd through an MSI route sets the vector in the LAPIC IRR; signalMsi too", () => {
+    const g = vmWith([...asm.ud2], { irqchip: true });
+    const lapic = g.vcpu.getLapic();
+    const dv = new DataView(lapic.buffer);
+    dv.setUint32(0xf0, dv.getUint32(0xf0, true) | 0x100, true); // SVR: software-enable the APIC
+    g.vcpu.setLapic(lapic);
+    g.vm.setGsiRouting([
+      { gsi: 10, type: "msi", address: 0xfee00000n, data: 0x45 },
+      { gsi: 4, type: "irqchip", irqchip: 0, pin: 4 },
+    ]);
+    const e = efd();
+    g.vm.registerIrqfd(e, 10);
+    expect(lapicIrr(g.vcpu.getLapic(), 0x45)).toBe(false);
+    e.write(1);
+    expect(waitFor(() => lapicIrr(g.vcpu.getLapic(), 0x45))).toBe(true);
+    g.vm.unregisterIrqfd(e, 10);
+
+    expect(g.vm.signalMsi({ address: 0xfee00000n, data: 0x46 })).toBeGreaterThan(0);
+    expect(lapicIrr(g.vcpu.getLapic(), 0x46)).toBe(true);
+  });
+
+  it("irqfd with a resample fd registers on a level route", () => {
+    const g = vmWith([...asm.ud2], { irqchip: true });
+    const e = efd();
+    const r = efd();
+    g.vm.registerIrqfd(e, 5, { resampleFd: r });
+    g.vm.unregisterIrqfd(e, 5);
+  });
+
+  it("setIrqLine raises the PIC's IRR; get/setIrqchip round-trip", () => {
+    const g = vmWith([...asm.ud2], { irqchip: true });
+    g.vm.setIrqLine(3, true);
+    const pic = g.vm.getIrqchip(0);
+    expect(pic[1]! & 0x08).toBe(0x08); // kvm_pic_state.irr
+    g.vm.setIrqLine(3, false);
+    pic[2] = 0xa5; // imr
+    g.vm.setIrqchip(0, pic);
+    expect(g.vm.getIrqchip(0)[2]).toBe(0xa5);
+    const ioapic = g.vm.getIrqchip(2);
+    expect(new DataView(ioapic.buffer).getBigUint64(0, true)).toBe(0xfec00000n); // base_address
+  });
+
+  it("split irqchip via enableCap", () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm();
+    cleanups.push(() => { vm.close(); kvm.close(); });
+    vm.enableSplitIrqchip(24);
+    expect(() => vm.createIrqChip()).toThrow(KvmError);
+  });
+
+  it("PIT: createPit2, state round trip, reinject control", () => {
+    const g = vmWith([...asm.ud2], { irqchip: true, setup: (vm) => vm.createPit2({ speakerDummy: true }) });
+    const st = g.vm.getPit2();
+    expect(st.byteLength).toBe(112);
+    g.vm.setPit2(st);
+    g.vm.setPitReinject(false);
+    g.vm.setPitReinject(true);
+    const err = (() => { try { g.vm.createPit2(); } catch (e) { return e as KvmError; } return undefined; })();
+    expect(err?.code).toBe("EEXIST");
+    expect(err?.message).toBe("KVM_CREATE_PIT2 failed: EEXIST");
+  });
+
+  it("kvmclock get/set", () => {
+    const g = vmWith([...asm.ud2]);
+    const c = g.vm.getClock();
+    expect(c.clock).toBeGreaterThanOrEqual(0n);
+    g.vm.setClock({ clock: 5_000_000_000n, flags: 0, realtime: 0n, hostTsc: 0n });
+    const c2 = g.vm.getClock();
+    expect(c2.clock).toBeGreaterThanOrEqual(5_000_000_000n);
+    expect(c2.clock).toBeLessThan(6_000_000_000n);
+  });
+
+  it("dirty log shows exactly the pages the guest wrote", () => {
+    const pages = [0, 3, 7, 200];
+    const code: number[] = [];
+    for (const p of pages) code.push(...asm.movRdi(0x100000 + p * 4096 + 8), ...asm.movMemRdiAl);
+    code.push(...asm.ud2);
+    const g = vmWith(code, {
+      slots: (vm, mem) => {
+        vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, size: 0x100000 });
+        vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x100000, memory: mem, memoryOffset: 0x100000, size: 0x100000, logDirtyPages: true });
+      },
+    });
+    expect(dirtyPages(g.vm.getDirtyLog(1))).toEqual([]);
+    expect(g.vcpu.run().kind).toBe("Shutdown");
+    const bitmap = g.vm.getDirtyLog(1);
+    expect(bitmap.byteLength).toBe(32); // 256 pages
+    expect(dirtyPages(bitmap)).toEqual(pages);
+    expect(dirtyPages(g.vm.getDirtyLog(1))).toEqual([]);
+    expect(() => g.vm.getDirtyLog(0)).toThrow(expect.objectContaining({ code: "NotRegistered" }));
+  });
+
+  it("dirty ring: harvest the written pages, then reset", () => {
+    const kvm = new Kvm();
+    const ok = kvm.checkExtension(Cap.DIRTY_LOG_RING_ACQ_REL) > 0 || kvm.checkExtension(Cap.DIRTY_LOG_RING) > 0;
+    kvm.close();
+    expect(ok).toBe(true); // the probes found it on this machine kind
+    const pages = [1, 2, 9];
+    const code: number[] = [];
+    for (const p of pages) code.push(...asm.movRdi(0x100000 + p * 4096), ...asm.movMemRdiAl);
+    code.push(...asm.ud2);
+    const g = vmWith(code, {
+      setup: (vm) => vm.enableDirtyRing(65536),
+      slots: (vm, mem) => {
+        vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, size: 0x100000 });
+        vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x100000, memory: mem, memoryOffset: 0x100000, size: 0x100000, logDirtyPages: true });
+      },
+    });
+    expect(g.vcpu.run().kind).toBe("Shutdown");
+    const got = g.vcpu.harvestDirtyRing().filter((d) => d.slot === 1).map((d) => Number(d.offset));
+    expect(got.sort((a, b) => a - b)).toEqual(pages);
+    expect(g.vm.resetDirtyRings()).toBeGreaterThanOrEqual(pages.length);
+    expect(g.vcpu.harvestDirtyRing()).toEqual([]);
+  });
+
+  it("coalesced MMIO: writes are buffered in the ring, not exits", () => {
+    const code: number[] = [...asm.movRdi(MMIO_BASE + 0x200)];
+    for (let i = 1; i <= 3; i++) code.push(...asm.movEax(i * 0x11), ...asm.movMemRdiEax);
+    code.push(...asm.ud2);
+    const g = vmWith(code);
+    g.vm.registerCoalescedMmio(MMIO_BASE + 0x200, 0x100);
+    expect(g.vcpu.run().kind).toBe("Shutdown");
+    const w = g.vcpu.drainCoalescedMmio();
+    expect(w.map((x) => [x.address, x.len, x.data[0]])).toEqual([
+      [MMIO_BASE + 0x200, 4, 0x11],
+      [MMIO_BASE + 0x200, 4, 0x22],
+      [MMIO_BASE + 0x200, 4, 0x33],
+    ]);
+    expect(g.vcpu.drainCoalescedMmio()).toEqual([]);
+    g.vm.unregisterCoalescedMmio(MMIO_BASE + 0x200, 0x100);
+  });
+
+  it("setTssAddress and setIdentityMapAddress", () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm();
+    cleanups.push(() => { vm.close(); kvm.close(); });
+    vm.setTssAddress(0xfffbd000);
+    vm.setIdentityMapAddress(0xfffbc000);
+  });
+
+  it("createDevice (VFIO) and device attributes", () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm();
+    cleanups.push(() => { vm.close(); kvm.close(); });
+    expect(vm.createDevice({ type: KVM_DEV_TYPE_VFIO, test: true })).toBeUndefined();
+    const dev = vm.createDevice({ type: KVM_DEV_TYPE_VFIO })!;
+    cleanups.push(() => dev.close());
+    expect(dev.hasDeviceAttr({ group: KVM_DEV_VFIO_FILE, attr: KVM_DEV_VFIO_FILE_ADD })).toBe(true);
+    expect(dev.hasDeviceAttr({ group: 99, attr: 0 })).toBe(false);
+    const fd = new Uint8Array(4);
+    new DataView(fd.buffer).setInt32(0, 0x7ffffff0, true); // not an open fd
+    expect(() => dev.setDeviceAttr({ group: KVM_DEV_VFIO_FILE, attr: KVM_DEV_VFIO_FILE_ADD }, fd)).toThrow(expect.objectContaining({ code: "EBADF" }));
+    expect(() => dev.getDeviceAttr({ group: KVM_DEV_VFIO_FILE, attr: KVM_DEV_VFIO_FILE_ADD })).toThrow(KvmError);
+    expect(() => vm.createDevice({ type: 0xffff })).toThrow(KvmError);
+  });
+
+  it("guest_memfd and setUserMemoryRegion2", () => {
+    const kvm = new Kvm();
+    cleanups.push(() => kvm.close());
+    expect(kvm.checkExtension(Cap.GUEST_MEMFD)).toBeGreaterThan(0);
+    const types = kvm.checkExtension(Cap.VM_TYPES);
+    const type = types & (1 << KVM_X86_SW_PROTECTED_VM) ? KVM_X86_SW_PROTECTED_VM : 0;
+    const vm = kvm.createVm({ type });
+    cleanups.push(() => vm.close());
+    let gmem: number;
+    if (type === 0) {
+      // A default VM gets guest_memfd only with GUEST_MEMFD_FLAG_MMAP (Linux 6.18).
+      gmem = vm.createGuestMemfd(0x200000, GUEST_MEMFD_FLAG_MMAP);
+    } else {
+      gmem = vm.createGuestMemfd(0x200000);
+    }
+    expect(gmem).toBeGreaterThan(2);
+    const mem = MmapRegion.anonymous(0x200000);
+    cleanups.push(() => mem.close());
+    vm.setUserMemoryRegion2({ slot: 0, guestPhysAddr: 0, memory: mem, guestMemfd: { fd: gmem } });
+    cleanups.push(() => { vm.removeUserMemoryRegion(0); });
+    expect(() => vm.createGuestMemfd(4095)).toThrow(expect.objectContaining({ code: "Unaligned" }));
+  });
+});
