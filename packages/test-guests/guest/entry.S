@@ -78,6 +78,20 @@ enter_user:
 	pushq %rdi
 	iretq
 
+/* void enter_user_arg(rip, rsp, rflags, arg): as enter_user, with rdi = arg at CPL3. */
+	.globl enter_user_arg
+enter_user_arg:
+	movl $UDATA, %eax
+	movl %eax, %ds
+	movl %eax, %es
+	pushq $UDATA
+	pushq %rsi
+	pushq %rdx
+	pushq $UCODE64
+	pushq %rdi
+	movq %rcx, %rdi
+	iretq
+
 /* Exception and syscall stubs: push a uniform frame, call trap(frame). */
 .macro STUB vec, haserr
 	.globl isr\vec
@@ -220,3 +234,76 @@ syscall3:
 	movq %rcx, %rdx
 	int $0x80
 	ret
+
+/*
+ * AP start-up trampoline, copied to AP_TRAMP (0x8000) by mode=smp and entered
+ * in real mode at 0800:0000 by the SIPI (vector 0x08). It loads the BSP's GDT
+ * and page tables, enters long mode and jumps to ap_long at CPL0.
+ */
+#define AP_TRAMP 0x8000
+#define TR(x) (AP_TRAMP + (x) - ap_tramp_start)
+	.section .rodata.tramp, "a"
+	.code16
+	.globl ap_tramp_start, ap_tramp_end
+ap_tramp_start:
+	cli
+	xorw %ax, %ax
+	movw %ax, %ds
+	lgdtl TR(ap_gdt_ptr)
+	movl %cr0, %eax
+	orl $1, %eax
+	movl %eax, %cr0
+	ljmpl $KCODE32, $TR(ap_pm)
+	.code32
+ap_pm:
+	movl $KDATA, %eax
+	movl %eax, %ds
+	movl %eax, %es
+	movl %eax, %ss
+	movl %cr4, %eax
+	orl $0x20, %eax
+	movl %eax, %cr4
+	movl $pml4, %eax
+	movl %eax, %cr3
+	movl $0xc0000080, %ecx
+	rdmsr
+	orl $0x100, %eax
+	wrmsr
+	movl %cr0, %eax
+	orl $0x80000001, %eax
+	andl $0x9fffffff, %eax
+	movl %eax, %cr0
+	ljmp $KCODE64, $ap_long
+	.balign 8
+ap_gdt_ptr:
+	.word gdt_end - gdt - 1
+	.long gdt
+ap_tramp_end:
+
+	.text
+	.code64
+ap_long:
+	movl $KDATA, %eax
+	movl %eax, %ds
+	movl %eax, %es
+	movl %eax, %ss
+	movl $1, %eax
+	lock xaddl %eax, ap_next(%rip)  /* eax = this AP's index, from 1 */
+	movl %eax, %edi
+	movq %rdi, %rax
+	shlq $12, %rax
+	leaq ap_stacks(%rip), %rsp
+	addq %rax, %rsp                 /* top of the 4 KiB stack of slot index-1 */
+	call ap_main
+1:	hlt
+	jmp 1b
+
+	.data
+	.balign 4
+	.globl ap_next
+ap_next:
+	.long 1
+	.bss
+	.balign 4096
+ap_stacks:
+	.skip 4096 * 64

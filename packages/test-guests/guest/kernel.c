@@ -54,8 +54,28 @@ static inline u8 inb(u16 p) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "N
 static inline u16 inw(u16 p) { u16 v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(p)); return v; }
 static inline u32 inl(u16 p) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(p)); return v; }
 
+/*
+ * Serial output honours flow control: wait for LSR.THRE (transmitter empty),
+ * then send one FIFO's worth (16 bytes on a 16550A with its FIFO enabled,
+ * else 1) with a single rep outsb. QEMU drops bytes written to THR while its
+ * chardev is blocked, so writing without this check loses output.
+ */
+static u64 uart_chunk = 1;
+static void uart_init(void) {
+	outb(SERIAL_PORT + 1, 0x00); /* IER: no interrupts */
+	outb(SERIAL_PORT + 3, 0x03); /* LCR: 8N1 */
+	outb(SERIAL_PORT + 2, 0x07); /* FCR: enable and clear FIFOs */
+	if ((inb(SERIAL_PORT + 2) & 0xc0) == 0xc0) uart_chunk = 16; /* IIR says FIFOs are on */
+}
 static void kwrite(const char *s, u64 n) {
-	__asm__ volatile("rep outsb" : "+S"(s), "+c"(n) : "d"(SERIAL_PORT) : "memory");
+	while (n) {
+		/* Bounded wait (~100k exits): a stalled reader must not hang the guest forever. */
+		for (u32 spins = 0; !(inb(SERIAL_PORT + 5) & 0x20) && spins < 100000; spins++)
+			;
+		u64 c = n < uart_chunk ? n : uart_chunk;
+		n -= c;
+		__asm__ volatile("rep outsb" : "+S"(s), "+c"(c) : "d"(SERIAL_PORT) : "memory");
+	}
 }
 
 static void khex(u64 v) {
@@ -134,6 +154,7 @@ void trap(struct trap_frame *f) {
 }
 
 void kmain(void) {
+	uart_init();
 	/* TSS: RSP0 for traps from CPL3; I/O bitmap offset past the limit (none). */
 	tss.rsp0 = (u64)kstack_top;
 	tss.iopb = sizeof(tss);

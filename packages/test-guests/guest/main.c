@@ -16,6 +16,8 @@ void user_main(void) {
 	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
 	printf("ts-vmm micro-guest: mode=%s cpl=%u\n", mode, cs & 3);
 	printf("RESULT cmdline=\"%s\"\n", cmdline());
+	const struct hvm_start_info *si = (const struct hvm_start_info *)(u64)start_info_paddr;
+	printf("RESULT start_info=0x%x cmdline_paddr=0x%x\n", (u64)start_info_paddr, si ? si->cmdline_paddr : 0);
 	int rc;
 	if (!strncmp(mode, "hello", 6)) {
 		print("hello from the ts-vmm micro-guest\n");

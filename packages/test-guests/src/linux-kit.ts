@@ -1,0 +1,172 @@
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { promisify } from "node:util";
+import { cacheDir, debianKernel } from "@ts-vmm/test-utils";
+import { TestGuestsError } from "./error.js";
+
+const run = promisify(execFile);
+
+/** The line /init prints once userspace runs (the full-boot test waits for it). */
+export const INIT_MARKER = "TS-VMM-INIT-OK";
+
+/**
+ * Kernel options for early-boot runs on a host whose KVM emulates CPL0 (the
+ * development machine): keep the emulator away from XSAVE/XRSTOR,
+ * CMPXCHG16B, VEX-encoded and MOVBE instructions it cannot execute.
+ */
+export const EARLY_BOOT_CMDLINE = "console=ttyS0 earlyprintk=ttyS0 noxsave clearcpuid=cx16,bmi1,bmi2,avx,avx2,movbe";
+
+/** The serial line that marks how far the Debian kernel gets under emulation here. */
+export const EARLY_BOOT_MARKER = "x86/fpu: x87 FPU will use FXSAVE";
+
+/**
+ * Modules /init loads, in order. In Debian's 6.12 cloud config virtio,
+ * virtio_ring, virtio_console and the 8250 are built in (=y); virtio_mmio,
+ * virtio_blk, virtio_net (with failover, net_failover), virtio-rng,
+ * virtio_balloon and the vsock transport are modules (=m).
+ */
+export const LINUX_GUEST_MODULES: readonly string[] = [
+  "virtio_mmio", "virtio_blk", "failover", "net_failover", "virtio_net", "virtio-rng", "virtio_balloon",
+  "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
+];
+
+/** A Linux guest ready to boot: Debian's kernel plus the busybox initramfs. */
+export interface LinuxGuest {
+  readonly version: string;
+  readonly bzImage: string;
+  readonly vmlinux: string;
+  /** gzip-compressed newc cpio archive. */
+  readonly initramfs: string;
+}
+
+/** Options of {@link buildInitramfs}. */
+export interface InitramfsOptions {
+  /** `lib/modules/<version>` of the kernel (from debianKernel()). */
+  readonly modulesDir: string;
+  /** busybox-static binary (default /bin/busybox, installed by scripts/setup.sh). */
+  readonly busybox?: string;
+  /** Where to keep the image (default `cacheDir("initramfs")`). */
+  readonly outDir?: string;
+}
+
+const INIT_SCRIPT = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /etc/modules-load); do insmod /lib/modules/$m.ko 2>/dev/null || echo "init: insmod $m failed"; done
+echo "${INIT_MARKER} kernel=$(uname -r) virtio=$(ls /sys/bus/virtio/devices 2>/dev/null | wc -l)"
+if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi
+echo 'echo ${INIT_MARKER}-SHELL' | sh
+poweroff -f
+`;
+
+async function need(tool: string): Promise<void> {
+  try {
+    await run("sh", ["-c", `command -v ${tool}`]);
+  } catch (cause) {
+    throw new TestGuestsError("MissingTool", `${tool} is needed to build the initramfs (scripts/setup.sh installs it)`, { cause });
+  }
+}
+
+/** Finds `name.ko[.xz|.zst|.gz]` under the modules directory via modules.order. */
+function findModule(modulesDir: string, name: string): string | undefined {
+  const order = readFileSync(join(modulesDir, "modules.order"), "utf8").split("\n");
+  const want = name.replace(/-/g, "_");
+  const rel = order.find((l) => basename(l).replace(/\.ko.*$/, "").replace(/-/g, "_") === want);
+  if (!rel) return undefined;
+  for (const ext of ["", ".xz", ".zst", ".gz"]) {
+    const p = join(modulesDir, rel + ext);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+async function decompressModule(src: string, dst: string): Promise<void> {
+  if (src.endsWith(".ko")) return copyFileSync(src, dst);
+  const tool = src.endsWith(".xz") ? "xz" : src.endsWith(".zst") ? "zstd" : "gzip";
+  await run("sh", ["-c", `${tool} -d -q -c "$1" > "$2"`, "sh", src, dst]);
+}
+
+/**
+ * Builds a gzip'd newc initramfs with busybox-static, an /init that loads the
+ * virtio modules, prints {@link INIT_MARKER} and powers off (or execs a shell
+ * with `tsvmm.shell` on the kernel command line), and the modules of
+ * {@link LINUX_GUEST_MODULES} that this kernel has as loadable modules,
+ * decompressed. Cached by content hash of busybox, modules and /init.
+ *
+ * @throws {@link TestGuestsError} `MissingTool` if cpio, gzip or xz is
+ *   missing, `DownloadFailed` if busybox is not installed.
+ */
+export async function buildInitramfs(options: InitramfsOptions): Promise<string> {
+  const busybox = options.busybox ?? "/bin/busybox";
+  if (!existsSync(busybox)) {
+    throw new TestGuestsError("DownloadFailed", `${busybox} not found: install busybox-static (scripts/setup.sh)`);
+  }
+  for (const t of ["cpio", "gzip", "xz"]) await need(t);
+  const mods = LINUX_GUEST_MODULES.flatMap((m) => {
+    const p = findModule(options.modulesDir, m);
+    return p ? [[m, p] as const] : [];
+  });
+  const h = createHash("sha256");
+  h.update(readFileSync(busybox));
+  h.update(INIT_SCRIPT);
+  for (const [m, p] of mods) h.update(`${m}\0${p}\0`);
+  const hash = h.digest("hex").slice(0, 16);
+  const outDir = options.outDir ?? cacheDir("initramfs");
+  const out = join(outDir, `initramfs-${hash}.cpio.gz`);
+  if (existsSync(out)) return out;
+
+  const stage = join(outDir, `.stage-${process.pid}-${Date.now()}`);
+  try {
+    for (const d of ["bin", "etc", "lib/modules", "proc", "sys", "dev", "tmp"]) mkdirSync(join(stage, d), { recursive: true });
+    copyFileSync(busybox, join(stage, "bin", "busybox"));
+    chmodSync(join(stage, "bin", "busybox"), 0o755);
+    writeFileSync(join(stage, "init"), INIT_SCRIPT, { mode: 0o755 });
+    for (const [m, p] of mods) await decompressModule(p, join(stage, "lib", "modules", `${m}.ko`));
+    writeFileSync(join(stage, "etc", "modules-load"), mods.map(([m]) => m).join("\n") + "\n");
+    const tmp = `${out}.tmp-${process.pid}`;
+    await run("sh", ["-c", `cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | gzip -9 > "$2"`, "sh", stage, tmp], {
+      maxBuffer: 16 << 20,
+    });
+    renameSync(tmp, out);
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
+  return out;
+}
+
+/**
+ * Obtains Debian's 6.12 cloud kernel (through `debianKernel()` of
+ * @ts-vmm/test-utils: apt-get download, cached in `cacheDir("kernel")`) and
+ * builds the busybox initramfs for it.
+ *
+ * @throws {@link TestGuestsError} as {@link buildInitramfs}; `DownloadFailed`
+ *   (with the cause) if the kernel package cannot be fetched.
+ */
+export async function linuxGuest(): Promise<LinuxGuest> {
+  let k;
+  try {
+    k = await debianKernel();
+  } catch (cause) {
+    throw new TestGuestsError("DownloadFailed", `could not obtain the Debian kernel: ${String(cause)}`, { cause });
+  }
+  const initramfs = await buildInitramfs({ modulesDir: k.modulesDir });
+  return { version: k.version, bzImage: k.bzImage, vmlinux: k.vmlinux, initramfs };
+}
+
+/**
+ * True if the host CPU can run a Linux guest at full speed: /proc/cpuinfo
+ * lists `vmx` or `svm`. (The development machine's nested PVM KVM has
+ * neither, and emulates all guest CPL0 code.)
+ */
+export function hostHasVirtualizationExtensions(): boolean {
+  try {
+    return /^flags\s*:.*\b(vmx|svm)\b/m.test(readFileSync("/proc/cpuinfo", "utf8"));
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,107 @@
+import { describeWith } from "@ts-vmm/test-utils";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { buildMicroGuest, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
+import { allDevices, tempDisk } from "./helpers.js";
+
+const FUZZ_CASES = [
+  "next_out_of_table", "loop", "nested_indirect", "indirect_len_not_multiple_of_16", "indirect_len_zero",
+  "indirect_with_next", "indirect_table_outside_memory", "len_sum_past_4g", "buffer_outside_memory",
+  "buffer_wraps_2_64", "header_device_writable", "avail_idx_ahead", "desc_table_outside_memory",
+  "queue_size_not_power_of_2",
+];
+
+function explain(r: GuestRun): string {
+  return `exit=${String(r.exitCode)} vmm=${JSON.stringify(r.vmmExit)} timedOut=${r.timedOut}\n--- serial\n${r.serial}\n--- vmm log\n${r.vmmLog}`;
+}
+
+describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-guest under QEMU microvm (KVM)", () => {
+  let elf = "";
+  let disk: ReturnType<typeof tempDisk>;
+  beforeAll(async () => {
+    elf = (await buildMicroGuest()).elf;
+    disk = tempDisk(64);
+  });
+  afterAll(() => disk?.remove());
+
+  it("hello: boots from the PVH entry to CPL3, prints its line and exits 0 through port 0xf4", async () => {
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=hello", timeoutMs: 20_000 });
+    expect(r.serial, explain(r)).toContain("hello from the ts-vmm micro-guest");
+    expect(r.serial).toContain("cpl=3");
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.values["exit"]).toBe("0");
+    expect(r.firstSerialByteMs).not.toBeNull();
+    console.log(`[qemu] hello: process start -> first serial byte ${r.firstSerialByteMs?.toFixed(1)} ms, wall ${r.wallMs.toFixed(1)} ms`);
+  });
+
+  it("selftest: every device QEMU provides passes write/read-back, the others report absent", async () => {
+    const kinds = qemuProvides();
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest", devices: allDevices(kinds, disk.path), timeoutMs: 30_000 });
+    expect(selftestProblems(r, kinds), explain(r)).toEqual([]);
+    expect(r.results.passed).toContain("blk.write-read");
+    expect(r.results.skipped).toContainEqual({ check: "rtc", reason: "absent" });
+  });
+
+  it("selftest without devices: reports every device kind absent and still passes the CPU checks", async () => {
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest", timeoutMs: 20_000 });
+    expect(selftestProblems(r, []), explain(r)).toEqual([]);
+  });
+
+  it("an unknown mode fails with exit value 2", async () => {
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=nonsense", timeoutMs: 20_000 });
+    expect(r.exitCode, explain(r)).toBe(2);
+    expect(r.results.failed[0]?.check).toBe("mode");
+  });
+
+  it("bench-exits: times MMIO and PIO exits from CPL3", async () => {
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=bench-exits n=500 npio=100", timeoutMs: 30_000 });
+    expect(r.exitCode, explain(r)).toBe(0);
+    for (const k of ["exits_mmio_write", "exits_mmio_read", "exits_pio_raw", "exits_pio_gate"]) {
+      expect(Number(r.results.values[`${k}_cycles`]), k).toBeGreaterThan(0);
+    }
+    expect(r.results.values["exits_mmio_write_n"]).toBe("500");
+    const hz = tscHz(r.results);
+    expect(hz).not.toBeNull();
+    expect(hz!).toBeGreaterThan(1e8);
+  });
+
+  it("bench-blk: random 4 KiB reads at queue depth 1 and 32 all complete", async () => {
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=bench-blk qd1_ops=200 qd32_ops=1000",
+      devices: [{ kind: "blk", path: disk.path }], timeoutMs: 30_000,
+    });
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.values["blk_qd1_ops"]).toBe("200");
+    expect(r.results.values["blk_qd32_ops"]).toBe("1000");
+    expect(Number(r.results.values["blk_qd32_cycles"])).toBeGreaterThan(0);
+  });
+
+  it("fuzz: QEMU's reaction to every malformed chain is recorded; valid requests between them stay correct", async () => {
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=fuzz", memMiB: 64, devices: [{ kind: "blk", path: disk.path }], timeoutMs: 60_000,
+    });
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.failed, explain(r)).toEqual([]);
+    expect(r.results.passed).toContain("fuzz.recovers-after-reset");
+    const table: string[] = [];
+    for (const c of FUZZ_CASES) {
+      const reaction = r.results.values[`fuzz.${c}`];
+      expect(reaction, `no reaction recorded for ${c}`).toBeDefined();
+      table.push(`${c.padEnd(34)} ${reaction ?? ""}  after=${r.results.values[`fuzz.${c}.after`] ?? "-"}`);
+    }
+    console.log(`[qemu] fuzz reactions:\n${table.join("\n")}\n[qemu] log:\n${r.vmmLog}`);
+  });
+
+  it("smp: INIT-SIPI starts every AP and each counts at CPL3 (2 vCPUs)", async () => {
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=smp cpus=2", vcpus: 2, timeoutMs: 30_000 });
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.values["smp.started"]).toBe("1");
+    expect(r.results.passed).toEqual(expect.arrayContaining(["smp.started", "smp.counting"]));
+    expect(Number(r.results.values["smp.ap1_count_delta"])).toBeGreaterThan(0);
+  });
+
+  it("smp: reports a missing AP as FAIL (cpus=3 with 2 vCPUs)", async () => {
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=smp cpus=3 ap_wait=400000000", vcpus: 2, timeoutMs: 60_000 });
+    expect(r.exitCode, explain(r)).toBe(1);
+    expect(r.results.failed.map((f) => f.check)).toEqual(["smp.started"]);
+  });
+});
