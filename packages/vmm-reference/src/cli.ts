@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { debugExitStatus } from "./devices/debug-exit.js";
+import { VmmError } from "./error.js";
+import { Vmm } from "./vmm.js";
+
+const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--mem MiB] [--timeout SECONDS]
+
+Boots a PVH ELF or bzImage with one vCPU, COM1 on stdout and the debug-exit
+port 0xf4. The exit status is (value << 1) | 1 when the guest writes value to
+port 0xf4 (as QEMU's isa-debug-exit), 0 when it shuts down, 2 on a VMM error,
+124 on timeout.`;
+
+/**
+ * Runs the `ts-vmm` command line. Resolves to the process exit status.
+ * Serial output goes to `stdout`, diagnostics to `stderr`.
+ */
+export async function runCli(
+  argv: readonly string[],
+  stdout: { write(b: Uint8Array | string): unknown } = process.stdout,
+  stderr: { write(s: string): unknown } = process.stderr,
+): Promise<number> {
+  let values;
+  let positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: {
+        kernel: { type: "string" },
+        initrd: { type: "string" },
+        cmdline: { type: "string" },
+        mem: { type: "string" },
+        timeout: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    stderr.write(`${(e as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    stdout.write(USAGE + "\n");
+    return 0;
+  }
+  if (positionals[0] !== "run" || positionals.length !== 1 || values.kernel === undefined) {
+    stderr.write(USAGE + "\n");
+    return 2;
+  }
+  const memMiB = values.mem === undefined ? 256 : Number(values.mem);
+  const timeout = values.timeout === undefined ? 0 : Number(values.timeout);
+  if (!Number.isFinite(timeout) || timeout < 0) {
+    stderr.write(`--timeout must be a number of seconds, got ${values.timeout}\n`);
+    return 2;
+  }
+  let vmm: Vmm;
+  try {
+    vmm = Vmm.create({
+      kernel: values.kernel,
+      ...(values.initrd !== undefined ? { initrd: values.initrd } : {}),
+      ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
+      memMiB,
+    });
+  } catch (e) {
+    const err = e as Error;
+    const cause = err.cause instanceof Error ? `\n  caused by: ${err.cause.message}` : "";
+    stderr.write(`ts-vmm: ${err.message}${cause}\n`);
+    return e instanceof VmmError ? 2 : 70;
+  }
+  let timedOut = false;
+  const timer = timeout > 0 ? setTimeout(() => { timedOut = true; vmm.stop(); }, timeout * 1000) : undefined;
+  const result = await vmm.run({ serial: (b) => stdout.write(b) });
+  if (timer) clearTimeout(timer);
+  vmm.close();
+  switch (result.reason) {
+    case "DebugExit":
+      return debugExitStatus(result.guestExitValue ?? 0);
+    case "Shutdown":
+    case "SystemEvent":
+      stderr.write(`ts-vmm: ${result.detail ?? result.reason}\n`);
+      return 0;
+    case "Stopped":
+      stderr.write(timedOut ? `ts-vmm: timed out after ${timeout} s\n` : "ts-vmm: stopped\n");
+      return timedOut ? 124 : 0;
+    case "Error":
+      stderr.write(`ts-vmm: ${result.detail ?? "error"}\n`);
+      return 2;
+  }
+}
+
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) {
+  runCli(process.argv.slice(2)).then((code) => process.exit(code), (e: unknown) => {
+    process.stderr.write(`ts-vmm: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(70);
+  });
+}

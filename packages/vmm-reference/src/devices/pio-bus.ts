@@ -1,0 +1,61 @@
+/** A device on the port I/O bus. `offset` is relative to the base it was inserted at. */
+export interface PioDevice {
+  /** Fills `data` (1, 2 or 4 bytes) with the value read at `offset`. */
+  read(offset: number, data: Uint8Array): void;
+  /** Handles the `data` the guest wrote at `offset`. */
+  write(offset: number, data: Uint8Array): void;
+}
+
+interface Range {
+  readonly base: number;
+  readonly len: number;
+  readonly device: PioDevice;
+}
+
+/**
+ * Port I/O dispatch: a sorted set of non-overlapping port ranges. Reads of a
+ * port nothing claims return all ones (as on a PC's floating bus); writes to
+ * such ports are dropped and counted.
+ */
+export class PioBus {
+  readonly #ranges: Range[] = [];
+  /** Accesses to ports that no device claims. */
+  unclaimed = 0;
+
+  /**
+   * Adds a device for ports [base, base + len).
+   * @throws RangeError when the range is outside 0..0xffff or overlaps another.
+   */
+  insert(base: number, len: number, device: PioDevice): void {
+    if (!Number.isInteger(base) || !Number.isInteger(len) || len < 1 || base < 0 || base + len > 0x10000) {
+      throw new RangeError(`port range ${base}+${len} is outside 0..0xffff`);
+    }
+    for (const r of this.#ranges) {
+      if (base < r.base + r.len && r.base < base + len) throw new RangeError(`port range 0x${base.toString(16)}+${len} overlaps 0x${r.base.toString(16)}+${r.len}`);
+    }
+    this.#ranges.push({ base, len, device });
+    this.#ranges.sort((a, b) => a.base - b.base);
+  }
+
+  #find(port: number): Range | undefined {
+    for (const r of this.#ranges) if (port >= r.base && port < r.base + r.len) return r;
+    return undefined;
+  }
+
+  /** Dispatches a guest read of `data.length` bytes at `port`. */
+  read(port: number, data: Uint8Array): void {
+    const r = this.#find(port);
+    if (r) r.device.read(port - r.base, data);
+    else {
+      this.unclaimed++;
+      data.fill(0xff);
+    }
+  }
+
+  /** Dispatches a guest write at `port`. */
+  write(port: number, data: Uint8Array): void {
+    const r = this.#find(port);
+    if (r) r.device.write(port - r.base, data);
+    else this.unclaimed++;
+  }
+}

@@ -1,0 +1,21 @@
+/** Why a {@link VmmError} was thrown. */
+export type VmmErrorCode =
+  /** A configuration value is missing, of the wrong type or out of range. */
+  | "InvalidConfig"
+  /** A file named in the configuration could not be read. */
+  | "FileNotReadable"
+  /** Building the VM failed in a lower layer (KVM, guest memory, the loader); see `cause`. */
+  | "SetupFailed"
+  /** The VM was used after close(), or started twice. */
+  | "InvalidState";
+
+/** The reference VMM's error. Errors of the lower packages are wrapped as `cause`. */
+export class VmmError extends Error {
+  override readonly name = "VmmError";
+  readonly code: VmmErrorCode;
+
+  constructor(code: VmmErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}

@@ -1,0 +1,10 @@
+export { Vmm } from "./vmm.js";
+export type { VmConfig, VmIo } from "./vmm.js";
+export type { RunResult, StopReason } from "./run-result.js";
+export { VmmError } from "./error.js";
+export type { VmmErrorCode } from "./error.js";
+export { PioBus } from "./devices/pio-bus.js";
+export type { PioDevice } from "./devices/pio-bus.js";
+export { Serial8250 } from "./devices/serial.js";
+export { DebugExit, DEBUG_EXIT_PORT, debugExitStatus } from "./devices/debug-exit.js";
+export { runCli } from "./cli.js";

@@ -1,0 +1,160 @@
+import { readFileSync } from "node:fs";
+import { Worker } from "node:worker_threads";
+import { Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
+import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
+import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { VmmError } from "./error.js";
+import type { RunResult } from "./run-result.js";
+import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
+
+/** What to boot. */
+export interface VmConfig {
+  /** A PVH ELF (vmlinux, a micro-guest) or a bzImage: a path or the bytes. */
+  readonly kernel: string | Uint8Array;
+  /** An initrd: a path or the bytes. */
+  readonly initrd?: string | Uint8Array;
+  /** The kernel command line. */
+  readonly cmdline?: string;
+  /** Guest RAM in MiB (default 256, at least 2). */
+  readonly memMiB?: number;
+}
+
+/** Where the guest's serial output goes. */
+export interface VmIo {
+  /** Bytes the guest wrote to COM1. */
+  serial(bytes: Uint8Array): void;
+}
+
+const MiB = 1024 * 1024;
+/** Where KVM puts the real-mode TSS and identity map on Intel hosts: just below 4 GiB, inside our MMIO hole. */
+const TSS_ADDR = 0xfffb_d000;
+
+function bytesOf(what: string, v: string | Uint8Array): Uint8Array {
+  if (typeof v !== "string") return v;
+  try {
+    return readFileSync(v);
+  } catch (e) {
+    throw new VmmError("FileNotReadable", `cannot read the ${what} ${v}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** The vCPU worker's compiled entry: dist/ holds it whether this module runs from src/ or dist/. */
+const WORKER_URL = new URL("../dist/vcpu-worker.js", import.meta.url);
+
+/**
+ * A one-vCPU virtual machine: guest memory, the loaded kernel and a vCPU
+ * running in a worker thread with a serial port (COM1) and the debug-exit
+ * port. This is the reference VMM's first slice: virtio-mmio devices,
+ * interrupts from devices, SMP, the API socket and snapshots come with the
+ * packages that provide them.
+ */
+export class Vmm {
+  readonly #kvm: Kvm;
+  readonly #vm: VmFd;
+  readonly #mem: GuestMemoryMmap;
+  readonly #vcpu: VcpuFd;
+  readonly #stop = new SharedArrayBuffer(4);
+  #worker: Worker | undefined;
+  #closed = false;
+  /** The boot layout the loader wrote. */
+  readonly boot: LinuxBoot;
+
+  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpu: VcpuFd, boot: LinuxBoot) {
+    this.#kvm = kvm;
+    this.#vm = vm;
+    this.#mem = mem;
+    this.#vcpu = vcpu;
+    this.boot = boot;
+  }
+
+  /**
+   * Creates the VM, loads the kernel and sets up the boot vCPU. Nothing runs
+   * until {@link Vmm.run}.
+   * @throws {@link VmmError} `InvalidConfig`, `FileNotReadable`, or `SetupFailed`
+   * wrapping a KvmError, GuestMemoryError or LoaderError.
+   */
+  static create(config: VmConfig): Vmm {
+    const memMiB = config.memMiB ?? 256;
+    if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
+      throw new VmmError("InvalidConfig", `memMiB must be a whole number from 2 to 1048576, got ${String(memMiB)}`);
+    }
+    const kernel = bytesOf("kernel", config.kernel);
+    const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd);
+    let kvm: Kvm | undefined;
+    let vm: VmFd | undefined;
+    let mem: GuestMemoryMmap | undefined;
+    try {
+      kvm = new Kvm();
+      vm = kvm.createVm();
+      vm.setTssAddress(TSS_ADDR);
+      vm.createIrqChip();
+      mem = GuestMemoryMmap.fromRanges(ramRegions(memMiB * MiB), { name: "guest-ram" });
+      mem.regions.forEach((r, slot) => {
+        if (r.hostAddress === undefined) throw new VmmError("SetupFailed", "guest memory region has no host mapping");
+        vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size } });
+      });
+      const boot = loadLinux(mem, {
+        kernel,
+        ...(initrd ? { initrd } : {}),
+        cmdline: config.cmdline ?? "",
+        cpus: 1,
+      });
+      const vcpu = vm.createVcpu(0);
+      vcpu.setCpuid2(kvm.getSupportedCpuid());
+      vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
+      vcpu.setRegs(boot.cpu.regs);
+      return new Vmm(kvm, vm, mem, vcpu, boot);
+    } catch (e) {
+      mem?.close();
+      vm?.close();
+      kvm?.close();
+      if (e instanceof VmmError) throw e;
+      throw new VmmError("SetupFailed", `setting up the VM failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /**
+   * Runs the guest until it exits through the debug-exit port, shuts down,
+   * fails, or {@link Vmm.stop} is called. Serial output goes to `io`.
+   * @throws {@link VmmError} `InvalidState` if the VM already ran or was closed.
+   */
+  run(io: VmIo): Promise<RunResult> {
+    if (this.#closed || this.#worker) throw new VmmError("InvalidState", "a Vmm runs once; create another to boot again");
+    const data: VcpuWorkerData = { vcpu: this.#vcpu.toTransferable(), stop: this.#stop };
+    // The worker is compiled JS that imports the packages' dist builds: do not
+    // inherit flags such as a test runner's --conditions pointing at sources.
+    const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
+    this.#worker = worker;
+    return new Promise<RunResult>((resolve) => {
+      let done = false;
+      const settle = (r: RunResult): void => {
+        if (done) return;
+        done = true;
+        void worker.terminate();
+        resolve(r);
+      };
+      worker.on("message", (m: VcpuWorkerMessage) => {
+        if (m.type === "serial") io.serial(m.bytes);
+        else settle(m.result);
+      });
+      worker.on("error", (e) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker failed: ${e.message}`, exits: {} }));
+      worker.on("exit", (code) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker exited with ${code} before the VM stopped`, exits: {} }));
+    });
+  }
+
+  /** Asks the vCPU to stop: run() then resolves with reason `Stopped`. Safe to call more than once. */
+  stop(): void {
+    Atomics.store(new Int32Array(this.#stop), 0, 1);
+    if (!this.#closed) this.#vcpu.kick();
+  }
+
+  /** Releases the vCPU, the VM, guest memory and /dev/kvm. Call after run() settled. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#vcpu.close();
+    this.#vm.close();
+    this.#mem.close();
+    this.#kvm.close();
+  }
+}
