@@ -43,7 +43,7 @@ void Deleter(void* data, size_t length, void* deleter_data) {
 
 // mmap(fd, length, prot, flags, offset, ownFd) -> [SharedArrayBuffer, address: bigint] | -errno
 // fd is -1 for an anonymous mapping. MAP_FIXED is refused: it could replace memory the
-// process is using. If ownFd is true, the fd is closed when the mapping is unmapped
+// process is using, and prot must be read-write. If ownFd is true, the fd is closed when the mapping is unmapped
 // (even if mmap fails the caller keeps ownership).
 Napi::Value Mmap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -55,7 +55,14 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   if (length == 0) return ThrowRange(env, "length must be positive");
-  if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) return ThrowRange(env, "MAP_FIXED is not allowed");
+  // The result is a SharedArrayBuffer that JS may read and write anywhere: anything but a
+  // readable and writable mapping would turn an ordinary store into SIGSEGV.
+  if (prot != (PROT_READ | PROT_WRITE)) return ThrowRange(env, "prot must be PROT_READ | PROT_WRITE");
+  // MAP_FIXED could replace memory the process is using; other flags (MAP_GROWSDOWN, ...)
+  // have no use here. MAP_HUGE_* size bits (MAP_HUGE_SHIFT..+5) are allowed with MAP_HUGETLB.
+  constexpr int64_t kAllowed = MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB |
+                               MAP_POPULATE | (static_cast<int64_t>(MAP_HUGE_MASK) << MAP_HUGE_SHIFT);
+  if (flags & ~kAllowed) return ThrowRange(env, "mmap flags outside the allowed set (no MAP_FIXED)");
 
   void* addr = mmap(nullptr, length, static_cast<int>(prot), static_cast<int>(flags), static_cast<int>(fd),
                     static_cast<off_t>(offset));
@@ -104,6 +111,15 @@ Napi::Value Madvise(const Napi::CallbackInfo& info) {
   size_t length;
   int64_t advice;
   if (!ArgRange(info, &start, &length) || !ArgInt(info, 3, 0, INT32_MAX, &advice)) return Napi::Value();
+  // Only advice that keeps every byte readable and writable: MADV_HWPOISON, MADV_GUARD_INSTALL
+  // and the like would turn a later access through the buffer into SIGBUS/SIGSEGV.
+  switch (advice) {
+    case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED: case MADV_DONTNEED:
+    case MADV_REMOVE: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE: case MADV_DONTDUMP: case MADV_DODUMP:
+      break;
+    default:
+      return ThrowRange(info.Env(), "madvise advice outside the allowed set");
+  }
   if (madvise(start, length, static_cast<int>(advice)) != 0) return Errno(info.Env(), errno);
   return Napi::Number::New(info.Env(), 0);
 }
@@ -114,6 +130,7 @@ Napi::Value Msync(const Napi::CallbackInfo& info) {
   size_t length;
   int64_t flags;
   if (!ArgRange(info, &start, &length) || !ArgInt(info, 3, 0, INT32_MAX, &flags)) return Napi::Value();
+  if (flags & ~(MS_SYNC | MS_ASYNC | MS_INVALIDATE)) return ThrowRange(info.Env(), "msync flags outside MS_SYNC|MS_ASYNC|MS_INVALIDATE");
   if (msync(start, length, static_cast<int>(flags)) != 0) return Errno(info.Env(), errno);
   return Napi::Number::New(info.Env(), 0);
 }

@@ -294,6 +294,9 @@ describe("MmapRegion", () => {
     const r = MmapRegion.anonymous(PAGE);
     expect(() => n.madvise(r.buffer, PAGE, 1, 4)).toThrow(RangeError);
     expect(() => n.msync(r.buffer, 0, PAGE + 1, 4)).toThrow(RangeError);
+    expect(() => n.madvise(r.buffer, 0, PAGE, 100 /* MADV_HWPOISON */)).toThrow(RangeError);
+    expect(() => n.mmap(-1, PAGE, 1 /* PROT_READ only */, 0x21, 0, false)).toThrow(RangeError);
+    expect(() => n.mmap(-1, PAGE, 3, 0x21 | 0x100 /* MAP_GROWSDOWN */, 0, false)).toThrow(RangeError);
     r.close();
   });
 });
