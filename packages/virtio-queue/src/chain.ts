@@ -6,7 +6,7 @@ export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
 
 /**
  * One buffer of a chain as the driver described it. The address has been
- * checked to be a {@link GuestAddress} (below 2^52); whether `[addr, addr+len)`
+ * checked to be a `GuestAddress` (below 2^52); whether `[addr, addr+len)`
  * is inside guest memory is checked only when the buffer is accessed.
  */
 export interface Descriptor {

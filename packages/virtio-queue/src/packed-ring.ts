@@ -52,6 +52,9 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
 
   // Pass 1: find where the list ends (its last descriptor holds the buffer id).
   // The driver makes the head available last, so the rest is already written.
+  // Each descriptor's flags are read once, here; pass 2 uses these copies.
+  const flagList = q.flagScratch;
+  flagList.length = 0;
   let count = 0;
   let pos = start;
   let flags = headFlags;
@@ -65,6 +68,7 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
         );
       }
       count++;
+      flagList.push(flags);
       if (!(flags & VIRTQ_DESC_F_NEXT)) {
         id = mem.readU16(ring + pos * DESCRIPTOR_SIZE + 12);
         break;
@@ -90,7 +94,7 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
   q.inFlight.set(id, count);
 
   // Pass 2: read and check the descriptors.
-  return readPackedList(mem, ring, size, start, count, headFlags, id);
+  return readPackedList(mem, ring, size, start, flagList, id);
 }
 
 function readPackedList(
@@ -98,20 +102,20 @@ function readPackedList(
   ring: number,
   size: number,
   start: number,
-  count: number,
-  headFlags: number,
+  flagList: readonly number[],
   id: number,
 ): DescriptorChain {
+  const count = flagList.length;
   const acc = new ChainBuilder(id);
   let pos = start;
   for (let i = 0; i < count; i++) {
     const base = ring + pos * DESCRIPTOR_SIZE;
-    let lo: number, hi: number, len: number, flags: number;
+    const flags = flagList[i] as number;
+    let lo: number, hi: number, len: number;
     try {
       lo = mem.readU32(base);
       hi = mem.readU32(base + 4);
       len = mem.readU32(base + 8);
-      flags = i === 0 ? headFlags : mem.readU16(base + 14);
     } catch (e) {
       throw wrapMemoryError(e, "RingOutOfBounds", `reading descriptor ${pos}`, { head: id, addr: base });
     }

@@ -34,6 +34,8 @@ export class QueueCore {
   signalledUsed = 0;
   /** Packed: buffer id -> ring slots of chains popped and not yet returned. */
   readonly inFlight = new Map<number, number>();
+  /** Packed: scratch list of the flags of the list being popped. */
+  readonly flagScratch: number[] = [];
 
   constructor(maxSize: number) {
     this.maxSize = maxSize;
@@ -47,6 +49,8 @@ export class QueueCore {
     this.descTable = 0;
     this.availRing = 0;
     this.usedRing = 0;
+    this.eventIdx = false;
+    this.packed = false;
     this.resetRuntime();
   }
 

@@ -108,9 +108,13 @@ describe("Queue configuration", () => {
     const q = new Queue(16);
     q.setSize(4);
     q.setDescTableAddress(0x1000, 0);
+    q.setRingPacked(true);
+    q.setEventIdx(true);
     q.setSize(3);
     q.setReady(true);
+    q.setSize(4); // refused: recorded
+    expect(q.lastError?.code).toBe("QueueReady");
     q.reset();
-    expect([q.size, q.ready, q.descTable, q.lastError]).toEqual([16, false, 0, undefined]);
+    expect([q.size, q.ready, q.descTable, q.lastError, q.packed, q.eventIdx]).toEqual([16, false, 0, undefined, false, false]);
   });
 });

@@ -267,7 +267,10 @@ export class Queue {
     return this.#lastError === before;
   }
 
-  /** Back to the power-on state: size = maxSize, not ready, addresses 0, positions 0; keeps the layout and event-index choice. */
+  /**
+   * Back to the power-on state (device reset): size = maxSize, not ready,
+   * addresses 0, positions 0, split layout, no event index, no recorded error.
+   */
   reset(): void {
     this.#q.reset();
     this.#lastError = undefined;

@@ -17,9 +17,25 @@ import { Scratch, alignUp, writeAddr, type MockBuffer, type MockQueueOptions, ty
 export interface RawPackedDescriptor {
   /** Address; a bigint may be any 64-bit value. */
   readonly addr: number | bigint;
+  /** Length (u32). */
   readonly len: number;
+  /** Buffer id (u16). */
   readonly id: number;
   /** NEXT / WRITE / INDIRECT bits. */
+  readonly flags: number;
+}
+
+/** A ring position with its wrap counter. */
+export interface MockRingPosition {
+  /** Offset in the ring, in descriptors. */
+  readonly offset: number;
+  /** Wrap counter. */
+  readonly wrap: boolean;
+}
+
+/** A packed event suppression structure, decoded. */
+export interface MockEventState extends MockRingPosition {
+  /** RING_EVENT_FLAGS_ENABLE, _DISABLE or _DESC. */
   readonly flags: number;
 }
 
@@ -62,7 +78,7 @@ export class MockPackedQueue {
 
   /**
    * Lays out and zeroes the ring and event areas.
-   * @throws {@link VirtqueueError} `"InvalidQueueSize"` if `size` is not in [1, 32768];
+   * @throws `VirtqueueError` `"InvalidQueueSize"` if `size` is not in [1, 32768];
    *   a `GuestMemoryError` if they do not fit in `mem`.
    */
   constructor(mem: GuestMemory, size: number, opts: MockQueueOptions = {}) {
@@ -105,7 +121,7 @@ export class MockPackedQueue {
    * Makes a list of `buffers` available (head flags written last, with release).
    * @param opts.indirect - put the buffers in an indirect table (one ring slot).
    * @returns the buffer id.
-   * @throws {@link VirtqueueError} `"QueueFull"` if slots, ids or scratch memory run out.
+   * @throws `VirtqueueError` `"QueueFull"` if slots, ids or scratch memory run out.
    */
   addChain(buffers: readonly MockBuffer[], opts: { indirect?: boolean } = {}): number {
     if (buffers.length === 0) throw new VirtqueueError("InvalidArgument", "a chain needs at least one buffer");
@@ -145,7 +161,7 @@ export class MockPackedQueue {
   /**
    * Writes raw descriptors at the next ring slots, with AVAIL/USED set for the
    * driver wrap counter, the head's flags last; no validation (for malformed lists).
-   * @throws {@link VirtqueueError} `"QueueFull"` if more slots than are free.
+   * @throws `VirtqueueError` `"QueueFull"` if more slots than are free.
    */
   addRawChain(descs: readonly RawPackedDescriptor[]): void {
     if (descs.length > this.freeSlots) throw new VirtqueueError("QueueFull", `mock needs ${descs.length} ring slots`);
@@ -206,13 +222,13 @@ export class MockPackedQueue {
   }
 
   /** The device event suppression structure as the device wrote it. */
-  deviceEventState(): { flags: number; offset: number; wrap: boolean } {
+  deviceEventState(): MockEventState {
     const off = this.mem.readU16(this.deviceEvent);
     return { flags: this.mem.readU16(this.deviceEvent + 2), offset: off & 0x7fff, wrap: (off & 0x8000) !== 0 };
   }
 
   /** The driver's next ring position and wrap counter. */
-  get availPosition(): { offset: number; wrap: boolean } {
+  get availPosition(): MockRingPosition {
     return { offset: this.nextAvail, wrap: this.availWrap };
   }
 

@@ -14,8 +14,11 @@ import { Scratch, alignUp, writeAddr, type MockBuffer, type MockQueueOptions, ty
 export interface RawSplitDescriptor {
   /** Address; a bigint may be any 64-bit value. */
   readonly addr: number | bigint;
+  /** Length (u32). */
   readonly len: number;
+  /** NEXT / WRITE / INDIRECT bits, or anything else for malformed tables. */
   readonly flags: number;
+  /** Next index (u16), used when NEXT is set. */
   readonly next: number;
 }
 
@@ -48,7 +51,7 @@ export class MockSplitQueue {
 
   /**
    * Lays out and zeroes the rings.
-   * @throws {@link VirtqueueError} `"InvalidQueueSize"` if `size` is not a power of two in [1, 32768];
+   * @throws `VirtqueueError` `"InvalidQueueSize"` if `size` is not a power of two in [1, 32768];
    *   a `GuestMemoryError` if the rings do not fit in `mem`.
    */
   constructor(mem: GuestMemory, size: number, opts: MockQueueOptions = {}) {
@@ -89,7 +92,7 @@ export class MockSplitQueue {
    * Makes a chain of `buffers` available and bumps the avail index.
    * @param opts.indirect - put the buffers in an indirect table (one ring descriptor).
    * @returns the head index.
-   * @throws {@link VirtqueueError} `"QueueFull"` if descriptors or scratch memory run out.
+   * @throws `VirtqueueError` `"QueueFull"` if descriptors or scratch memory run out.
    */
   addChain(buffers: readonly MockBuffer[], opts: { indirect?: boolean } = {}): number {
     if (buffers.length === 0) throw new VirtqueueError("InvalidArgument", "a chain needs at least one buffer");
@@ -115,12 +118,18 @@ export class MockSplitQueue {
     return this.freeDescs.splice(this.freeDescs.length - n, n).reverse();
   }
 
-  /** Writes descriptor `index` of the table as given (no bookkeeping). */
+  /**
+   * Writes descriptor `index` of the table as given (no bookkeeping).
+   * @throws `GuestMemoryError` if the write falls outside guest memory.
+   */
   writeDescriptor(index: number, d: RawSplitDescriptor): void {
     this.writeAt(this.descTable + index * DESCRIPTOR_SIZE, d);
   }
 
-  /** Writes a raw descriptor at any address (e.g. into an indirect table). */
+  /**
+   * Writes a raw descriptor at any address (e.g. into an indirect table).
+   * @throws `GuestMemoryError` if the write falls outside guest memory.
+   */
   writeAt(at: GuestAddress, d: RawSplitDescriptor): void {
     writeAddr(this.mem, at, d.addr);
     this.mem.writeU32(at + 8, d.len);
