@@ -173,6 +173,31 @@ export abstract class GuestMemoryBase implements GuestMemory {
     }
   }
 
+  /**
+   * Second-level lookup (the last-hit region missed): binary search for a
+   * region holding all of `[addr, addr + n)`. Returns null when there is none,
+   * or when `addr` is malformed; the caller then takes the checked slow path.
+   */
+  private find(addr: number, n: number): BackedRegion | null {
+    const regs = this.regs;
+    let lo = 0;
+    let hi = regs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const r = regs[mid] as BackedRegion;
+      if (addr < r.start) hi = mid - 1;
+      else if (addr >= r.end) lo = mid + 1;
+      else {
+        if (addr + n <= r.end && Number.isInteger(addr)) {
+          this.last = r;
+          return r;
+        }
+        return null;
+      }
+    }
+    return null;
+  }
+
   /** Slow path of scalar reads: validate, and gather across regions if needed. */
   private readScalar(addr: number, n: number): DataView {
     const i = this.resolve(addr, n);
@@ -187,38 +212,60 @@ export abstract class GuestMemoryBase implements GuestMemory {
   }
 
   readU8(addr: GuestAddress): number {
-    const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off < r.size && Number.isInteger(off)) return r.bytes[off] as number;
-    return this.readScalar(addr, 1).getUint8(0);
+    let r = this.last;
+    let off = addr - r.start;
+    if (!(off >= 0 && off < r.size && Number.isInteger(off))) {
+      const f = this.find(addr, 1);
+      if (f === null) return this.readScalar(addr, 1).getUint8(0);
+      r = f;
+      off = addr - r.start;
+    }
+    return r.bytes[off] as number;
   }
 
   readU16(addr: GuestAddress): number {
-    const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off <= r.size - 2 && Number.isInteger(off)) return r.dv.getUint16(off, true);
-    return this.readScalar(addr, 2).getUint16(0, true);
+    let r = this.last;
+    let off = addr - r.start;
+    if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(off))) {
+      const f = this.find(addr, 2);
+      if (f === null) return this.readScalar(addr, 2).getUint16(0, true);
+      r = f;
+      off = addr - r.start;
+    }
+    return r.dv.getUint16(off, true);
   }
 
   readU32(addr: GuestAddress): number {
-    const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off <= r.size - 4 && Number.isInteger(off)) return r.dv.getUint32(off, true);
-    return this.readScalar(addr, 4).getUint32(0, true);
+    let r = this.last;
+    let off = addr - r.start;
+    if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(off))) {
+      const f = this.find(addr, 4);
+      if (f === null) return this.readScalar(addr, 4).getUint32(0, true);
+      r = f;
+      off = addr - r.start;
+    }
+    return r.dv.getUint32(off, true);
   }
 
   readU64(addr: GuestAddress): bigint {
-    const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off <= r.size - 8 && Number.isInteger(off)) return r.dv.getBigUint64(off, true);
-    return this.readScalar(addr, 8).getBigUint64(0, true);
+    let r = this.last;
+    let off = addr - r.start;
+    if (!(off >= 0 && off <= r.size - 8 && Number.isInteger(off))) {
+      const f = this.find(addr, 8);
+      if (f === null) return this.readScalar(addr, 8).getBigUint64(0, true);
+      r = f;
+      off = addr - r.start;
+    }
+    return r.dv.getBigUint64(off, true);
   }
 
   readU64Split(addr: GuestAddress): { lo: number; hi: number } {
     const r = this.last;
     const off = addr - r.start;
-    if (off >= 0 && off <= r.size - 8 && Number.isInteger(off)) {
-      return { lo: r.dv.getUint32(off, true), hi: r.dv.getUint32(off + 4, true) };
+    const f = off >= 0 && off <= r.size - 8 && Number.isInteger(off) ? r : this.find(addr, 8);
+    if (f !== null) {
+      const o = addr - f.start;
+      return { lo: f.dv.getUint32(o, true), hi: f.dv.getUint32(o + 4, true) };
     }
     const dv = this.readScalar(addr, 8);
     return { lo: dv.getUint32(0, true), hi: dv.getUint32(4, true) };
@@ -229,9 +276,11 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const off = addr - r.start;
     let lo: number;
     let hi: number;
-    if (off >= 0 && off <= r.size - 8 && Number.isInteger(off)) {
-      lo = r.dv.getUint32(off, true);
-      hi = r.dv.getUint32(off + 4, true);
+    const f = off >= 0 && off <= r.size - 8 && Number.isInteger(off) ? r : this.find(addr, 8);
+    if (f !== null) {
+      const o = addr - f.start;
+      lo = f.dv.getUint32(o, true);
+      hi = f.dv.getUint32(o + 4, true);
     } else {
       const dv = this.readScalar(addr, 8);
       lo = dv.getUint32(0, true);
@@ -246,10 +295,11 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU8(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || (value & 0xff) !== value) throw badValue(value, "u8");
     const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off < r.size && Number.isInteger(off)) {
-      r.bytes[off] = value;
-      if (r.dirty !== undefined) r.dirty.mark(off, 1);
+    const f = addr - r.start >= 0 && addr - r.start < r.size && Number.isInteger(addr) ? r : this.find(addr, 1);
+    if (f !== null) {
+      const off = addr - f.start;
+      f.bytes[off] = value;
+      if (f.dirty !== undefined) f.dirty.mark(off, 1);
       return;
     }
     this.scratch[0] = value;
@@ -259,10 +309,11 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU16(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || (value & 0xffff) !== value) throw badValue(value, "u16");
     const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off <= r.size - 2 && Number.isInteger(off)) {
-      r.dv.setUint16(off, value, true);
-      if (r.dirty !== undefined) r.dirty.mark(off, 2);
+    const f = addr - r.start >= 0 && addr - r.start <= r.size - 2 && Number.isInteger(addr) ? r : this.find(addr, 2);
+    if (f !== null) {
+      const off = addr - f.start;
+      f.dv.setUint16(off, value, true);
+      if (f.dirty !== undefined) f.dirty.mark(off, 2);
       return;
     }
     this.scratchDv.setUint16(0, value, true);
@@ -272,10 +323,11 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU32(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || value >>> 0 !== value) throw badValue(value, "u32");
     const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off <= r.size - 4 && Number.isInteger(off)) {
-      r.dv.setUint32(off, value, true);
-      if (r.dirty !== undefined) r.dirty.mark(off, 4);
+    const f = addr - r.start >= 0 && addr - r.start <= r.size - 4 && Number.isInteger(addr) ? r : this.find(addr, 4);
+    if (f !== null) {
+      const off = addr - f.start;
+      f.dv.setUint32(off, value, true);
+      if (f.dirty !== undefined) f.dirty.mark(off, 4);
       return;
     }
     this.scratchDv.setUint32(0, value, true);
@@ -285,10 +337,11 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU64(addr: GuestAddress, value: bigint): void {
     if (typeof value !== "bigint" || value < 0n || value > U64_MAX) throw badValue(value, "u64");
     const r = this.last;
-    const off = addr - r.start;
-    if (off >= 0 && off <= r.size - 8 && Number.isInteger(off)) {
-      r.dv.setBigUint64(off, value, true);
-      if (r.dirty !== undefined) r.dirty.mark(off, 8);
+    const f = addr - r.start >= 0 && addr - r.start <= r.size - 8 && Number.isInteger(addr) ? r : this.find(addr, 8);
+    if (f !== null) {
+      const off = addr - f.start;
+      f.dv.setBigUint64(off, value, true);
+      if (f.dirty !== undefined) f.dirty.mark(off, 8);
       return;
     }
     this.scratchDv.setBigUint64(0, value, true);
@@ -299,8 +352,10 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = dest.length;
     const r = this.last;
     const off = addr - r.start;
-    if (off >= 0 && off + len <= r.size && Number.isInteger(off) && len > 0) {
-      dest.set(r.bytes.subarray(off, off + len));
+    const f = off >= 0 && off + len <= r.size && Number.isInteger(off) ? r : this.find(addr, len);
+    if (f !== null && len > 0) {
+      const o = addr - f.start;
+      dest.set(f.bytes.subarray(o, o + len));
       return;
     }
     this.copyOut(this.resolve(addr, len), addr, dest, len);
@@ -310,9 +365,11 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = src.length;
     const r = this.last;
     const off = addr - r.start;
-    if (off >= 0 && off + len <= r.size && Number.isInteger(off) && len > 0) {
-      r.bytes.set(src, off);
-      if (r.dirty !== undefined) r.dirty.mark(off, len);
+    const f = off >= 0 && off + len <= r.size && Number.isInteger(off) ? r : this.find(addr, len);
+    if (f !== null && len > 0) {
+      const o = addr - f.start;
+      f.bytes.set(src, o);
+      if (f.dirty !== undefined) f.dirty.mark(o, len);
       return;
     }
     this.copyIn(this.resolve(addr, len), addr, src, len);
@@ -344,7 +401,8 @@ export abstract class GuestMemoryBase implements GuestMemory {
     let r = this.last;
     let off = addr - r.start;
     if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
-      r = this.atomicRegion(addr, 2);
+      const f = this.find(addr, 2);
+      r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 1) === 0 ? f : this.atomicRegion(addr, 2);
       off = addr - r.start;
     }
     return Atomics.load(r.u16, (r.hostOffset + off) / 2);
@@ -355,7 +413,8 @@ export abstract class GuestMemoryBase implements GuestMemory {
     let r = this.last;
     let off = addr - r.start;
     if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
-      r = this.atomicRegion(addr, 2);
+      const f = this.find(addr, 2);
+      r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 1) === 0 ? f : this.atomicRegion(addr, 2);
       off = addr - r.start;
     }
     Atomics.store(r.u16, (r.hostOffset + off) / 2, value);
@@ -366,7 +425,8 @@ export abstract class GuestMemoryBase implements GuestMemory {
     let r = this.last;
     let off = addr - r.start;
     if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
-      r = this.atomicRegion(addr, 4);
+      const f = this.find(addr, 4);
+      r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 3) === 0 ? f : this.atomicRegion(addr, 4);
       off = addr - r.start;
     }
     return Atomics.load(r.u32, (r.hostOffset + off) / 4);
@@ -377,7 +437,8 @@ export abstract class GuestMemoryBase implements GuestMemory {
     let r = this.last;
     let off = addr - r.start;
     if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
-      r = this.atomicRegion(addr, 4);
+      const f = this.find(addr, 4);
+      r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 3) === 0 ? f : this.atomicRegion(addr, 4);
       off = addr - r.start;
     }
     Atomics.store(r.u32, (r.hostOffset + off) / 4, value);
