@@ -23,3 +23,13 @@ export type { FailedCheck, GuestResults, ResultValue, SerialLine, SkippedCheck }
 export { BASE_CHECKS, DEVICE_CHECKS, selftestProblems } from "./expect.js";
 export { startEchoServer } from "./echo-server.js";
 export type { EchoServer } from "./echo-server.js";
+export {
+  buildInitramfs,
+  EARLY_BOOT_CMDLINE,
+  EARLY_BOOT_MARKER,
+  hostHasVirtualizationExtensions,
+  INIT_MARKER,
+  LINUX_GUEST_MODULES,
+  linuxGuest,
+} from "./linux-kit.js";
+export type { InitramfsOptions, LinuxGuest } from "./linux-kit.js";

@@ -3,10 +3,26 @@ import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
-import { cacheDir, debianKernel } from "@ts-vmm/test-utils";
 import { TestGuestsError } from "./error.js";
 
 const run = promisify(execFile);
+
+/**
+ * @ts-vmm/test-utils, loaded on first use: its index also exports the vitest
+ * test gate, which throws when imported outside a vitest run, so importing it
+ * at the top would break this package's CLI and benchmarks.
+ */
+async function testUtils(): Promise<typeof import("@ts-vmm/test-utils")> {
+  try {
+    return await import("@ts-vmm/test-utils");
+  } catch (cause) {
+    throw new TestGuestsError(
+      "MissingTool",
+      "@ts-vmm/test-utils (debianKernel, cacheDir) can only be loaded inside vitest for now, because its index also exports the vitest test gate; run `pnpm run linux-kit` (a vitest run) instead",
+      { cause },
+    );
+  }
+}
 
 /** The line /init prints once userspace runs (the full-boot test waits for it). */
 export const INIT_MARKER = "TS-VMM-INIT-OK";
@@ -57,7 +73,14 @@ const INIT_SCRIPT = `#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in $(cat /etc/modules-load); do insmod /lib/modules/$m.ko 2>/dev/null || echo "init: insmod $m failed"; done
+# insmod (unlike modprobe) does not apply module.param= from the kernel command line:
+# pass the virtio_mmio.device= entries the VMM appended to virtio_mmio by hand.
+mmio=""
+for w in $(cat /proc/cmdline); do case "$w" in virtio_mmio.device=*) mmio="$mmio device=\${w#virtio_mmio.device=}";; esac; done
+for m in $(cat /etc/modules-load); do
+  a=""; [ "$m" = virtio_mmio ] && a="$mmio"
+  insmod /lib/modules/$m.ko $a || echo "init: insmod $m failed"
+done
 echo "${INIT_MARKER} kernel=$(uname -r) virtio=$(ls /sys/bus/virtio/devices 2>/dev/null | wc -l)"
 if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi
 echo 'echo ${INIT_MARKER}-SHELL' | sh
@@ -116,7 +139,7 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
   h.update(INIT_SCRIPT);
   for (const [m, p] of mods) h.update(`${m}\0${p}\0`);
   const hash = h.digest("hex").slice(0, 16);
-  const outDir = options.outDir ?? cacheDir("initramfs");
+  const outDir = options.outDir ?? (await testUtils()).cacheDir("initramfs");
   const out = join(outDir, `initramfs-${hash}.cpio.gz`);
   if (existsSync(out)) return out;
 
@@ -150,7 +173,7 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
 export async function linuxGuest(): Promise<LinuxGuest> {
   let k;
   try {
-    k = await debianKernel();
+    k = await (await testUtils()).debianKernel();
   } catch (cause) {
     throw new TestGuestsError("DownloadFailed", `could not obtain the Debian kernel: ${String(cause)}`, { cause });
   }
