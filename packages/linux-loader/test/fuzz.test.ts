@@ -11,7 +11,7 @@ import { describe, expect, it } from "vitest";
 import { BootParams, BzImage, Elf, LoaderError, planLinuxBoot } from "../src/index.js";
 import { makeBzImage, makeElf, memory, pvhNote } from "./fixtures.js";
 
-const BUDGET_MS = 2500;
+const BUDGET_MS = 1500;
 const MEM = memory(128 << 20);
 
 /** Runs every parser and the whole boot plan; returns false when a LoaderError was thrown. */
