@@ -2,6 +2,7 @@
 // Each figure is the median of several runs; the copy figure is compared with a
 // plain Buffer.copy of the same size measured in the same run. The last line is
 // the JSON summary.
+import os from "node:os";
 import { GuestMemoryArrayBuffer, type GuestMemory } from "@ts-vmm/vm-memory";
 import { MockPackedQueue, MockSplitQueue } from "../src/mock/index.js";
 import type { Queue } from "../src/index.js";
@@ -16,10 +17,17 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] as number;
 }
 
-/** Runs `batch` (which does `perBatch` operations) for about RUN_MS; returns ops/s. */
-function rate(batch: () => void, perBatch: number): number {
+/** Ops per CPU-second of this process, per measurement: less sensitive to a loaded machine than wall time. */
+const cpuRates: Record<string, number[]> = {};
+
+/**
+ * Runs `batch` (which does `perBatch` operations) for about RUN_MS; returns
+ * ops per wall-clock second, and records ops per CPU second under `name`.
+ */
+function rate(name: string, batch: () => void, perBatch: number): number {
   for (let i = 0; i < 50; i++) batch(); // warm-up
   let n = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   let t = t0;
   while (t - t0 < RUN_MS) {
@@ -27,6 +35,8 @@ function rate(batch: () => void, perBatch: number): number {
     n += 16;
     t = performance.now();
   }
+  const cpu = process.cpuUsage(c0);
+  (cpuRates[name] ??= []).push((n * perBatch) / ((cpu.user + cpu.system) / 1e6));
   return (n * perBatch) / ((t - t0) / 1000);
 }
 
@@ -138,12 +148,12 @@ const s3 = splitBench(3);
 const p1 = packedBench();
 const cp = copyBench();
 for (let r = 0; r < RUNS; r++) {
-  results.split1!.push(rate(s1, SIZE));
-  results.split3!.push(rate(s3, 64));
-  results.packed1!.push(rate(p1, SIZE));
+  results.split1!.push(rate("split1", s1, SIZE));
+  results.split3!.push(rate("split3", s3, 64));
+  results.packed1!.push(rate("packed1", p1, SIZE));
   // GB/s: two 4 KiB copies per call.
-  results.copy!.push((rate(cp.chain, 1) * 8192) / 1e9);
-  results.memcpy!.push((rate(cp.memcpy, 1) * 8192) / 1e9);
+  results.copy!.push((rate("copy", cp.chain, 1) * 8192) / 1e9);
+  results.memcpy!.push((rate("memcpy", cp.memcpy, 1) * 8192) / 1e9);
   console.error(
     `run ${r + 1}/${RUNS}: split1 ${(results.split1!.at(-1)! / 1e6).toFixed(2)} M/s, split3 ${(results.split3!.at(-1)! / 1e6).toFixed(2)} M/s, packed1 ${(results.packed1!.at(-1)! / 1e6).toFixed(2)} M/s, copy ${results.copy!.at(-1)!.toFixed(2)} GB/s, memcpy ${results.memcpy!.at(-1)!.toFixed(2)} GB/s`,
   );
@@ -156,6 +166,11 @@ const out = {
   copy_4k_gbps: Number(median(results.copy!).toFixed(3)),
   memcpy_4k_gbps: Number(median(results.memcpy!).toFixed(3)),
 };
+const cpuMed = (k: string): number => median(cpuRates[k] ?? [0]);
+console.log(
+  `per CPU-second of this process (medians): split1 ${(cpuMed("split1") / 1e6).toFixed(2)} M/s, split3 ${(cpuMed("split3") / 1e6).toFixed(2)} M/s, packed1 ${(cpuMed("packed1") / 1e6).toFixed(2)} M/s, copy ${((cpuMed("copy") * 8192) / 1e9).toFixed(2)} GB/s, memcpy ${((cpuMed("memcpy") * 8192) / 1e9).toFixed(2)} GB/s`,
+);
+console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} CPUs`);
 console.log(
   `copy/memcpy ratio ${(out.copy_4k_gbps / out.memcpy_4k_gbps).toFixed(2)} (target >= 0.5); split 1-desc target >= 2e6/s`,
 );

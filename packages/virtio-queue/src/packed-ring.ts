@@ -54,7 +54,6 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
   // The driver makes the head available last, so the rest is already written.
   // Each descriptor's flags are read once, here; pass 2 uses these copies.
   const flagList = q.flagScratch;
-  flagList.length = 0;
   let count = 0;
   let pos = start;
   let flags = headFlags;
@@ -67,8 +66,7 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
           `descriptor list at ${start} has NEXT set on all ${size} ring slots: the queue is broken`,
         );
       }
-      count++;
-      flagList.push(flags);
+      flagList[count++] = flags;
       if (!(flags & VIRTQ_DESC_F_NEXT)) {
         id = mem.readU16(ring + pos * DESCRIPTOR_SIZE + 12);
         break;
@@ -88,13 +86,13 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
   } else {
     q.nextAvail = end;
   }
-  if (q.inFlight.has(id)) {
+  if (q.inFlight.get(id) !== undefined) {
     throw new VirtqueueError("BufferIdInUse", `buffer id ${id} is made available again while in flight`);
   }
   q.inFlight.set(id, count);
 
   // Pass 2: read and check the descriptors.
-  return readPackedList(mem, ring, size, start, flagList, id);
+  return readPackedList(mem, ring, size, start, flagList, count, id);
 }
 
 function readPackedList(
@@ -103,9 +101,9 @@ function readPackedList(
   size: number,
   start: number,
   flagList: readonly number[],
+  count: number,
   id: number,
 ): DescriptorChain {
-  const count = flagList.length;
   const acc = new ChainBuilder(id);
   let pos = start;
   for (let i = 0; i < count; i++) {

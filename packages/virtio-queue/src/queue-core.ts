@@ -33,8 +33,8 @@ export class QueueCore {
   /** Packed: used position (0..2*size) at the last `needsNotification`. */
   signalledUsed = 0;
   /** Packed: buffer id -> ring slots of chains popped and not yet returned. */
-  readonly inFlight = new Map<number, number>();
-  /** Packed: scratch list of the flags of the list being popped. */
+  readonly inFlight = new InFlight();
+  /** Packed: scratch list of the flags of the list being popped (valid up to the list's length). */
   readonly flagScratch: number[] = [];
 
   constructor(maxSize: number) {
@@ -64,5 +64,54 @@ export class QueueCore {
     this.usedWrap = true;
     this.signalledUsed = 0;
     this.inFlight.clear();
+  }
+}
+
+/**
+ * Packed in-flight buffers: ring slots taken by each buffer id (0 = not in
+ * flight), in a 128 KiB table allocated on first use.
+ * @internal
+ */
+export class InFlight {
+  private slots: Uint16Array | undefined;
+  private count = 0;
+
+  /** Slots of `id`, or undefined if it is not in flight. */
+  get(id: number): number | undefined {
+    const v = this.slots?.[id];
+    return v === undefined || v === 0 ? undefined : v;
+  }
+
+  has(id: number): boolean {
+    return this.get(id) !== undefined;
+  }
+
+  /** Records `id` (a u16) as taking `slots` (1..32768) ring slots. */
+  set(id: number, slots: number): void {
+    const t = (this.slots ??= new Uint16Array(0x10000));
+    if (t[id] === 0) this.count++;
+    t[id] = slots;
+  }
+
+  delete(id: number): void {
+    const t = this.slots;
+    if (t !== undefined && t[id] !== 0) {
+      t[id] = 0;
+      this.count--;
+    }
+  }
+
+  clear(): void {
+    if (this.count > 0) this.slots?.fill(0);
+    this.count = 0;
+  }
+
+  /** `[id, slots]` pairs in id order. */
+  entries(): [number, number][] {
+    const out: [number, number][] = [];
+    const t = this.slots;
+    if (t === undefined || this.count === 0) return out;
+    for (let id = 0; id < t.length; id++) if (t[id] !== 0) out.push([id, t[id] as number]);
+    return out;
   }
 }

@@ -61,7 +61,7 @@ export function queueToState(q: QueueCore): QueueState {
     availWrapCounter: q.availWrap,
     usedWrapCounter: q.usedWrap,
     signalledUsed: q.signalledUsed,
-    inFlight: [...q.inFlight.entries()].map(([id, slots]) => [id, slots] as const),
+    inFlight: q.inFlight.entries(),
   };
 }
 

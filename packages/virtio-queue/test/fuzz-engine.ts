@@ -2,6 +2,7 @@
 // bounded fuzz run in `pnpm test` and the long one in `pnpm fuzz`.
 import { GuestMemoryArrayBuffer, type GuestMemory } from "@ts-vmm/vm-memory";
 import { Queue, VirtqueueError, type DescriptorChain } from "../src/index.js";
+import { MockPackedQueue, MockSplitQueue } from "../src/mock/index.js";
 
 /** What a fuzz run saw. */
 export interface FuzzStats {
@@ -77,22 +78,11 @@ function checkChain(c: DescriptorChain): string | undefined {
   return undefined;
 }
 
-/**
- * One random table: random memory contents (biased towards plausible
- * descriptors), a queue configured through the guest-driven setters, and
- * every data-path call a device makes.
- */
-export function fuzzOne(seed: number, stats: FuzzStats): void {
-  const layoutsList = (cached ??= layouts());
-  const next = rng(seed);
-  const pick = (n: number): number => next() % n;
-  const L = layoutsList[pick(layoutsList.length)] as Layout;
+/** Random bytes (biased towards plausible descriptors half of the time) as rings and tables. */
+function garbageQueue(L: Layout, next: () => number, pick: (n: number) => number): Queue {
   const { mem, start, size: memSize, bytes } = L;
   const packed = pick(2) === 0;
   const qsize = packed ? 1 + pick(16) : 1 << pick(5);
-  const eventIdx = pick(2) === 0;
-
-  // Random bytes everywhere.
   const words = L.words;
   for (let i = 0; i < words.length; i++) words[i] = next();
   const align = (v: number, a: number): number => v - (v % a);
@@ -100,16 +90,15 @@ export function fuzzOne(seed: number, stats: FuzzStats): void {
   const desc = inMem(16);
   const avail = pick(8) === 0 ? start + pick(memSize + 64) : inMem(4);
   const used = pick(8) === 0 ? start + pick(memSize + 64) : inMem(4);
-  // Plausible descriptors half of the time: small lengths, addresses in memory, nearby next.
-  const plausible = pick(2) === 0;
   const dv = new DataView(bytes.buffer);
-  if (plausible) {
+  if (pick(2) === 0) {
+    // Plausible: small lengths, addresses in memory, nearby next, small avail idx.
     for (let i = 0; i < qsize; i++) {
       const at = desc - start + i * 16;
       if (at + 16 > memSize) break;
       const big = pick(32) === 0;
-      dv.setUint32(at, big ? next() : inMem(1), true);
-      dv.setUint32(at + 4, big ? next() : start > 0xffff_ffff ? 1 : 0, true);
+      dv.setUint32(at, big ? next() : inMem(1) % 2 ** 32, true);
+      dv.setUint32(at + 4, big ? next() : Math.floor(start / 2 ** 32), true);
       dv.setUint32(at + 8, pick(16) === 0 ? next() : pick(4) === 0 ? 16 * (1 + pick(4)) : pick(300), true);
       let flags = pick(8);
       if (packed) flags |= pick(2) === 0 ? 0x80 : 0x8000;
@@ -122,16 +111,70 @@ export function fuzzOne(seed: number, stats: FuzzStats): void {
     }
   }
   mem.write(start, bytes);
-
   const q = new Queue(32);
   q.setRingPacked(packed);
-  q.setEventIdx(eventIdx);
+  q.setEventIdx(pick(2) === 0);
   q.setSize(qsize);
   q.setDescTableAddress(desc % 2 ** 32, Math.floor(desc / 2 ** 32));
   q.setAvailRingAddress(avail % 2 ** 32, Math.floor(avail / 2 ** 32));
   q.setUsedRingAddress(used % 2 ** 32, Math.floor(used / 2 ** 32));
   q.setReady(true);
+  return q;
+}
+
+/** Valid chains laid out by the mock driver, then a few bytes flipped. */
+function mutatedQueue(L: Layout, next: () => number, pick: (n: number) => number): Queue {
+  const { mem, start, size: memSize, bytes } = L;
+  bytes.fill(0);
+  mem.write(start, bytes);
+  const packed = pick(2) === 0;
+  const qsize = packed ? 1 + pick(8) : 1 << pick(4);
+  const base = start + 16 * pick(8);
+  const ringEnd = base + 16 * qsize + 16 + 8 * qsize + 16;
+  const opts = { base, eventIdx: pick(2) === 0, scratch: [ringEnd, start + memSize] as const };
+  const mock = packed ? new MockPackedQueue(mem, qsize, opts) : new MockSplitQueue(mem, qsize, opts);
+  const chains = 1 + pick(qsize);
+  try {
+    for (let c = 0; c < chains; c++) {
+      const n = 1 + pick(4);
+      const bufs = Array.from({ length: n }, (_, i) => ({
+        addr: start + pick(memSize),
+        len: pick(200),
+        writable: i >= n / 2,
+      }));
+      mock.addChain(bufs, { indirect: pick(3) === 0 });
+    }
+  } catch (e) {
+    if (!(e instanceof VirtqueueError && e.code === "QueueFull")) throw e;
+  }
+  const flips = 1 + pick(4);
+  const span = Math.min(memSize, ringEnd - start + 256);
+  for (let i = 0; i < flips; i++) {
+    const at = start + pick(span);
+    mem.writeU8(at, pick(3) === 0 ? next() & 0xff : mem.readU8(at) ^ (1 << pick(8)));
+  }
+  return mock.createQueue();
+}
+
+/**
+ * One random table: random or mutated ring contents, a queue configured
+ * through the guest-driven setters, and every data-path call a device makes.
+ */
+export function fuzzOne(seed: number, stats: FuzzStats): void {
+  const layoutsList = (cached ??= layouts());
+  const next = rng(seed);
+  const pick = (n: number): number => next() % n;
+  const L = layoutsList[pick(layoutsList.length)] as Layout;
+  const { mem } = L;
+  let q: Queue;
+  try {
+    q = pick(3) === 0 ? mutatedQueue(L, next, pick) : garbageQueue(L, next, pick);
+  } catch (e) {
+    stats.failures.push({ seed, error: e });
+    return;
+  }
   stats.tables++;
+  const qsize = q.size;
 
   const guard = (fn: () => void): boolean => {
     try {
