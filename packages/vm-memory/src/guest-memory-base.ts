@@ -1,7 +1,7 @@
 import { GUEST_ADDRESS_LIMIT, checkGuestAddress, checkLength, type GuestAddress } from "./address.js";
 import { DIRTY_PAGE_SIZE } from "./dirty-bitmap.js";
 import { GuestMemoryError } from "./error.js";
-import type { GuestMemory } from "./guest-memory.js";
+import type { GuestMemory, U64Halves } from "./guest-memory.js";
 import { BackedRegion, EMPTY_REGION, type GuestMemoryRegion } from "./region.js";
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
@@ -9,9 +9,11 @@ const TWO_32 = 2 ** 32;
 const HI_LIMIT = 2 ** 20;
 
 /**
- * The shared implementation of {@link GuestMemory} over {@link BackedRegion}s;
- * `GuestMemoryMmap` and `GuestMemoryArrayBuffer` differ only in how they get
- * their buffers. Hot paths check the last region hit first and use one
+ * The shared implementation of {@link GuestMemory}; `GuestMemoryMmap` and
+ * `GuestMemoryArrayBuffer` extend it and differ only in how they get their
+ * buffers. Exported for `instanceof` checks and for the extras it adds to the
+ * interface (`markDirty`, `dirtyPages`, `clearDirty`, `isClosed`); it cannot
+ * be extended outside this package. Hot paths check the last region hit first and use one
  * DataView per region, allocating nothing for u8..u32 and the atomics.
  */
 export abstract class GuestMemoryBase implements GuestMemory {
@@ -25,6 +27,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   readonly size: number;
 
   /**
+   * @internal
    * @throws {@link GuestMemoryError} `"Overlap"` if two regions overlap;
    *   `"InvalidArgument"` if a region is empty.
    */
@@ -58,7 +61,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     return this.closed;
   }
 
-  /** The regions with their internal views, for subclasses. */
+  /** The regions with their internal views, for subclasses. @internal */
   protected get backedRegions(): readonly BackedRegion[] {
     return this.regs;
   }
@@ -259,7 +262,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     return r.dv.getBigUint64(off, true);
   }
 
-  readU64Split(addr: GuestAddress): { lo: number; hi: number } {
+  readU64Split(addr: GuestAddress): U64Halves {
     const r = this.last;
     const off = addr - r.start;
     const f = off >= 0 && off <= r.size - 8 && Number.isInteger(off) ? r : this.find(addr, 8);

@@ -21,6 +21,7 @@ export interface MmapRangeSpec {
    * close it once the memory is built (the mapping keeps the file alive).
    */
   readonly file?: {
+    /** An open descriptor, readable (and writable for a shared mapping). */
     readonly fd: number;
     /** Offset in the file, a multiple of the page size. Default 0. */
     readonly offset?: number;

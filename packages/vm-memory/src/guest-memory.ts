@@ -1,6 +1,14 @@
 import type { GuestAddress } from "./address.js";
 import type { GuestMemoryRegion } from "./region.js";
 
+/** A 64-bit value as its two u32 halves. */
+export interface U64Halves {
+  /** Bits 31..0. */
+  lo: number;
+  /** Bits 63..32. */
+  hi: number;
+}
+
 /**
  * Guest physical memory: a sorted, non-overlapping set of regions with
  * bounds-checked little-endian access. This is the seam consumers
@@ -91,7 +99,7 @@ export interface GuestMemory {
    * number of it (see `toGuestAddress`).
    * @throws {@link GuestMemoryError} if not backed or malformed.
    */
-  readU64Split(addr: GuestAddress): { lo: number; hi: number };
+  readU64Split(addr: GuestAddress): U64Halves;
   /**
    * Reads a guest-written u64 that must be an address or a length, without
    * allocating: the value if it is below 2^52.

@@ -52,6 +52,8 @@ describe("readObj / writeObj", () => {
     const d = readObj(m, 0x100, VirtqDesc);
     expect(d).toEqual({ addr: 0x000f_0000_1234_5678, len: 0x200, flags: 3, next: 7 });
     const n: number = d.addr; // typed as number
+    const l: number = d.len;
+    expect(l).toBe(0x200);
     expect(n).toBe(d.addr);
   });
   it("refuses an addr field at or above 2^52 read from the guest", () => {
@@ -75,7 +77,8 @@ describe("readObj / writeObj", () => {
     expect(m.readU32(20)).toBe(0);
     expect(m.readU8(4)).toBe(0);
     const v = readObj(m, 0, Mixed);
-    expect(v.raw).toBe(0xffff_ffff_ffff_fffen);
+    const raw: bigint = v.raw; // typed as bigint
+    expect(raw).toBe(0xffff_ffff_ffff_fffen);
     expect([...v.tag]).toEqual([9, 8, 7]);
     v.tag[0] = 0;
     expect(m.readU8(1)).toBe(9); // a copy, not a view

@@ -14,14 +14,19 @@ export type ScalarType = "u8" | "u16" | "u32" | "u64" | "addr";
 
 /** A scalar field: its type and byte offset in the layout. */
 export interface ScalarField {
+  /** The field's type. */
   readonly type: ScalarType;
+  /** Byte offset in the structure. */
   readonly offset: number;
 }
 
 /** A fixed-length byte array field (read as a copy, written from a Uint8Array). */
 export interface BytesField {
+  /** Marks a byte array. */
   readonly type: "bytes";
+  /** Byte offset in the structure. */
   readonly offset: number;
+  /** Length in bytes (> 0). */
   readonly length: number;
 }
 
@@ -31,7 +36,7 @@ export type FieldSpec = ScalarField | BytesField;
 /** The JS type of a field's value. */
 export type FieldValue<F extends FieldSpec> = F extends BytesField
   ? Uint8Array
-  : F extends { type: "u64" }
+  : F["type"] extends "u64"
     ? bigint
     : number;
 

@@ -27,6 +27,7 @@ export interface TranslateOptions {
 
 /** A successful translation. */
 export interface TranslateOk {
+  /** Discriminant: the translation succeeded. */
   readonly ok: true;
   /** The guest physical address. */
   readonly gpa: number;
@@ -54,8 +55,11 @@ export type TranslateFaultKind = "NotPresent" | "ReservedBit" | "NonCanonical" |
 
 /** A failed translation: what and at which level (5 = PML5, 4 = PML4, 3 = PDPT, 2 = PD, 1 = PT). */
 export interface TranslateFault {
+  /** Discriminant: the translation failed. */
   readonly ok: false;
+  /** What failed. */
   readonly fault: TranslateFaultKind;
+  /** The paging level where it failed (5..1). */
   readonly level: number;
   /** Guest physical address of the entry that faulted, when there is one. */
   readonly entryAddr?: number;

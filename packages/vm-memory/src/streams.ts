@@ -33,6 +33,7 @@ export class GuestMemoryWritable extends Writable {
     return this.#written;
   }
 
+  /** @internal */
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     if (chunk.length > this.#len - this.#written) {
       cb(
@@ -99,6 +100,7 @@ export class GuestMemoryReadable extends Readable {
     this.#copy = opts.copy ?? false;
   }
 
+  /** @internal */
   override _read(): void {
     // One chunk per call, so a consumer reading on demand gets views, not a concatenation.
     const v = this.#views[this.#view];

@@ -5,14 +5,19 @@ import { BackedRegion } from "./region.js";
 
 /** One region of a {@link GuestMemoryTransferable}. */
 export interface TransferableRegion {
+  /** Guest physical start address. */
   readonly start: GuestAddress;
+  /** Size in bytes. */
   readonly size: number;
   /** The shared buffer holding the region (the mapping, for mmap memory). */
   readonly buffer: SharedArrayBuffer;
   /** Byte offset of the region in `buffer`. */
   readonly byteOffset: number;
+  /** Host virtual address of the mapping (mmap memory). */
   readonly hostAddress?: bigint;
+  /** Backing fd, as in the source region (the number is valid in every thread of the process). */
   readonly fd?: number | null;
+  /** Offset of the region in `fd`. */
   readonly fileOffset?: number;
   /** The dirty bitmap's shared storage, when tracking is on. */
   readonly dirty?: SharedArrayBuffer;
@@ -26,7 +31,9 @@ export interface TransferableRegion {
  * bytes (and the same dirty bitmaps); nothing is copied.
  */
 export interface GuestMemoryTransferable {
+  /** Which backend made it (and must rebuild it). */
   readonly kind: "mmap" | "arraybuffer";
+  /** The regions, in order. */
   readonly regions: readonly TransferableRegion[];
 }
 
