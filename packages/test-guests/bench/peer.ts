@@ -7,7 +7,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
-import { cpus, release, tmpdir } from "node:os";
+import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { buildMicroGuest, PACKAGE_DIR, runGuest, tscHz, type GuestRun, type VmmLauncher } from "../src/index.js";
@@ -111,7 +111,7 @@ async function main(): Promise<void> {
     const ratio = ours?.iopsQd32 && qemu.iopsQd32 ? Number((ours.iopsQd32 / qemu.iopsQd32).toFixed(3)) : null;
 
     const qemuVersion = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0] ?? "";
-    const machine = `${cpus()[0]?.model ?? "?"} x${cpus().length}, Linux ${release()}`;
+    const machine = `${cpus()[0]?.model ?? "?"} x${cpus().length}, Linux ${release()}, load average ${loadavg()[0]?.toFixed(1)}`;
     const date = new Date().toISOString().slice(0, 16).replace("T", " ");
     const row = (name: string, n: VmmNumbers): string =>
       `| ${name} | ${r1(n.firstByteMs)} | ${r1(n.helloWallMs)} | ${r1(n.mmioWriteUs)} | ${r1(n.mmioReadUs)} | ${r1(n.pioRawUs)} | ${r1(n.pioGateUs)} | ${r1(n.iopsQd1, 0)} | ${r1(n.iopsQd32, 0)} |`;
@@ -125,19 +125,18 @@ async function main(): Promise<void> {
       "",
       `Guest: PVH micro-guest at CPL3; ${QD1_OPS} QD1 and ${QD32_OPS} QD32 random 4 KiB reads over a 64 MiB raw file (page cache warm). µs from TSC cycles, TSC rate calibrated from serial-line arrival times.`,
     ].join("\n");
-    console.log(table);
-    appendBenchmarks(table);
-    console.log(`first serial byte: qemu ${r1(qemu.firstByteMs)} ms, ours ${ours ? r1(ours.firstByteMs) : "null"}`);
-    console.log(
-      JSON.stringify({
+    const json = JSON.stringify({
         bench: "peer",
         qemu_blk_iops_qd1: round(qemu.iopsQd1),
         qemu_blk_iops_qd32: round(qemu.iopsQd32),
         ours_blk_iops_qd1: round(ours?.iopsQd1),
         ours_blk_iops_qd32: round(ours?.iopsQd32),
         ratio_qd32: ratio,
-      }),
-    );
+      });
+    console.log(table);
+    appendBenchmarks(`${table}\n\n\`\`\`\n${json}\n\`\`\``);
+    console.log(`first serial byte: qemu ${r1(qemu.firstByteMs)} ms, ours ${ours ? r1(ours.firstByteMs) : "null"}`);
+    console.log(json);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

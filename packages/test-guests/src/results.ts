@@ -8,20 +8,26 @@ export interface SerialLine {
 
 /** A `FAIL <check> <detail>` line. */
 export interface FailedCheck {
+  /** The check's name, e.g. `blk.write-read`. */
   readonly check: string;
+  /** The rest of the line: what the guest saw. */
   readonly detail: string;
 }
 
 /** A `SKIP <check> <reason>` line (for example a device the VMM does not provide). */
 export interface SkippedCheck {
+  /** The check or device kind, e.g. `rtc`. */
   readonly check: string;
+  /** Why it was skipped, e.g. `absent`. */
   readonly reason: string;
 }
 
 /** A `RESULT key=value` line. */
 export interface ResultValue {
   readonly key: string;
+  /** Everything after the first `=`, unparsed. */
   readonly value: string;
+  /** Host arrival time of the line, ms since the VMM started. */
   readonly tMs: number;
 }
 
@@ -29,7 +35,9 @@ export interface ResultValue {
 export interface GuestResults {
   /** Checks reported as `PASS <check>`, in order. */
   readonly passed: readonly string[];
+  /** `FAIL` lines, in order. */
   readonly failed: readonly FailedCheck[];
+  /** `SKIP` lines, in order. */
   readonly skipped: readonly SkippedCheck[];
   /** Every `RESULT` line in order (keys may repeat, e.g. `tsc_mark`). */
   readonly all: readonly ResultValue[];

@@ -37,12 +37,15 @@ export interface GuestRun {
   readonly exitCode: number | null;
   /** The VMM process's own exit (null for in-process VMMs). */
   readonly vmmExit: { readonly code: number | null; readonly signal: string | null } | null;
+  /** True if the harness killed the VMM because {@link RunGuestOptions.timeoutMs} passed. */
   readonly timedOut: boolean;
   /** True if the run was ended by {@link RunGuestOptions.stopOnSerial}. */
   readonly stoppedOnSerial: boolean;
   /** Everything the guest wrote to its serial port, decoded as latin1. */
   readonly serial: string;
+  /** The serial output split into lines, each with its host arrival time. */
   readonly lines: readonly SerialLine[];
+  /** The micro-guest's PASS/FAIL/SKIP/RESULT lines, parsed (empty for other guests). */
   readonly results: GuestResults;
   /** Start of the VMM process to its end, in ms. */
   readonly wallMs: number;
