@@ -2,6 +2,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { GuestMemoryError } from "./error.js";
 import { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";
+import type { GuestMemory } from "./guest-memory.js";
+import { GuestMemoryMmap } from "./guest-memory-mmap.js";
 
 // Random region layouts and random (often hostile) accesses, checked against a
 // byte-map reference model: every access either succeeds and matches the model
@@ -15,25 +17,32 @@ interface Layout {
   regions: { start: number; size: number; skew: number }[];
 }
 
-const layoutArb: fc.Arbitrary<Layout> = fc
-  .record({
-    base: fc.oneof(fc.nat(0x1000), fc.constant(2 ** 52 - 0x400)),
-    parts: fc.array(fc.record({ gap: fc.oneof(fc.constant(0), fc.nat(40)), size: fc.integer({ min: 1, max: 64 }), skew: fc.nat(7) }), {
-      minLength: 1,
-      maxLength: 6,
-    }),
-  })
-  .map(({ base, parts }) => {
-    let at = base;
-    const regions: Layout["regions"] = [];
-    for (const p of parts) {
-      at += p.gap;
-      if (at + p.size > 2 ** 52) break;
-      regions.push({ start: at, size: p.size, skew: p.skew });
-      at += p.size;
-    }
-    return { regions: regions.length ? regions : [{ start: base, size: 1, skew: 0 }] };
-  });
+/** Random layouts: region sizes and gaps in multiples of `unit` (1 byte, or 4 KiB for mmap). */
+function layoutArb(unit: number, maxUnits: number, top: number): fc.Arbitrary<Layout> {
+  return fc
+    .record({
+      base: fc.oneof(fc.nat(0x1000 / unit).map((n) => n * unit), fc.constant(top)),
+      parts: fc.array(
+        fc.record({
+          gap: fc.oneof(fc.constant(0), fc.nat(40).map((n) => Math.ceil(n / unit) * unit)),
+          size: fc.integer({ min: 1, max: maxUnits }).map((n) => n * unit),
+          skew: unit === 1 ? fc.nat(7) : fc.constant(0),
+        }),
+        { minLength: 1, maxLength: 6 },
+      ),
+    })
+    .map(({ base, parts }) => {
+      let at = base;
+      const regions: Layout["regions"] = [];
+      for (const p of parts) {
+        at += p.gap;
+        if (at + p.size > 2 ** 52) break;
+        regions.push({ start: at, size: p.size, skew: p.skew });
+        at += p.size;
+      }
+      return { regions: regions.length ? regions : [{ start: base, size: unit, skew: 0 }] };
+    });
+}
 
 type Op =
   | { k: "read"; w: 1 | 2 | 4 | 8; a: number }
@@ -49,7 +58,11 @@ type Op =
 function opArb(layout: Layout): fc.Arbitrary<Op> {
   const r0 = layout.regions[0] as { start: number };
   const last = layout.regions[layout.regions.length - 1] as { start: number; size: number };
-  const near = fc.integer({ min: Math.max(0, r0.start - 12), max: last.start + last.size + 12 });
+  const edges = layout.regions.flatMap((r) => [r.start, r.start + r.size]);
+  const near = fc.oneof(
+    fc.integer({ min: Math.max(0, r0.start - 12), max: last.start + last.size + 12 }),
+    fc.tuple(fc.constantFrom(...edges), fc.integer({ min: -12, max: 12 })).map(([e, d]) => Math.max(0, e + d)),
+  );
   const hostile = fc.constantFrom(-1, Number.NaN, 0.5, r0.start + 0.5, 2 ** 52, 2 ** 53, 2 ** 64, Number.POSITIVE_INFINITY, -0);
   const addr = fc.oneof({ weight: 12, arbitrary: near }, { weight: 1, arbitrary: hostile });
   const width = fc.constantFrom(1 as const, 2 as const, 4 as const, 8 as const);
@@ -109,11 +122,12 @@ function outcome(fn: () => unknown): { ok: true; value: unknown } | { ok: false;
   }
 }
 
-describe("GuestMemory against a reference model", () => {
-  it("every access matches the model or throws the predicted GuestMemoryError", () => {
+type Backend = (layout: Layout, buffers: SharedArrayBuffer[]) => { mem: GuestMemory; close(): void };
+
+function checkAgainstModel(layouts: fc.Arbitrary<Layout>, backend: Backend, guarded: boolean, numRuns: number): void {
     fc.assert(
       fc.property(
-        layoutArb.chain((layout) => fc.tuple(fc.constant(layout), fc.array(opArb(layout), { minLength: 1, maxLength: 60 }))),
+        layouts.chain((layout) => fc.tuple(fc.constant(layout), fc.array(opArb(layout), { minLength: 1, maxLength: 60 }))),
         ([layout, ops]) => {
           const buffers = layout.regions.map((r) => new SharedArrayBuffer(r.size + r.skew + 2 * GUARD));
           buffers.forEach((b, i) => {
@@ -122,9 +136,8 @@ describe("GuestMemory against a reference model", () => {
             u.fill(GUARD_BYTE, 0, GUARD + r.skew);
             u.fill(GUARD_BYTE, GUARD + r.skew + r.size);
           });
-          const mem = GuestMemoryArrayBuffer.fromRanges(
-            layout.regions.map((r, i) => ({ start: r.start, size: r.size, buffer: buffers[i] as SharedArrayBuffer, byteOffset: GUARD + r.skew })),
-          );
+          const { mem, close } = backend(layout, buffers);
+          try {
           const model = new Model(layout);
           for (const op of ops) {
             switch (op.k) {
@@ -251,17 +264,50 @@ describe("GuestMemory against a reference model", () => {
             expect(mem.checkRange(op.a, n)).toBe(model.rangeError(op.a, n) === undefined);
           }
           // nothing outside the regions was touched
-          buffers.forEach((b, i) => {
+          if (guarded) buffers.forEach((b, i) => {
             const r = layout.regions[i] as Layout["regions"][number];
             const u = new Uint8Array(b);
             for (let j = 0; j < GUARD + r.skew; j++) expect(u[j]).toBe(GUARD_BYTE);
             for (let j = GUARD + r.skew + r.size; j < u.length; j++) expect(u[j]).toBe(GUARD_BYTE);
           });
           // and the memory holds exactly the model's bytes
-          for (const [a, b] of model.bytes) expect(mem.readU8(a)).toBe(b);
+          const mismatches: number[] = [];
+          for (const [a, b] of model.bytes) if (mem.readU8(a) !== b) mismatches.push(a);
+          expect(mismatches).toEqual([]);
+          } finally {
+            close();
+          }
         },
       ),
-      { numRuns: Number(process.env["VM_MEMORY_FC_RUNS"] ?? 200) },
+      { numRuns },
+    );
+}
+
+const RUNS = Number(process.env["VM_MEMORY_FC_RUNS"] ?? 200);
+
+describe("GuestMemory against a reference model", () => {
+  it("GuestMemoryArrayBuffer: every access matches the model or throws the predicted GuestMemoryError", () => {
+    checkAgainstModel(
+      layoutArb(1, 64, 2 ** 52 - 0x400),
+      (layout, buffers) => {
+        const mem = GuestMemoryArrayBuffer.fromRanges(
+          layout.regions.map((r, i) => ({ start: r.start, size: r.size, buffer: buffers[i] as SharedArrayBuffer, byteOffset: GUARD + r.skew })),
+        );
+        return { mem, close: () => mem.close() };
+      },
+      true,
+      RUNS,
+    );
+  }, 600_000);
+  it("GuestMemoryMmap: the same, over real mappings (an access outside one would throw RangeError)", () => {
+    checkAgainstModel(
+      layoutArb(4096, 2, 2 ** 52 - 0x4000),
+      (layout) => {
+        const mem = GuestMemoryMmap.fromRanges(layout.regions.map((r) => ({ start: r.start, size: r.size })), { backing: "anonymous" });
+        return { mem, close: () => mem.close() };
+      },
+      false,
+      Math.ceil(RUNS / 4),
     );
   }, 600_000);
 });
