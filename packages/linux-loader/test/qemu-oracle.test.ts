@@ -26,7 +26,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { debianKernel, describeWith, startQemu, type DebianKernel, type QemuInstance } from "@ts-vmm/test-utils";
 import type { GuestMemory } from "@ts-vmm/vm-memory";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BootParams, BzImage, Elf, HDR, loadLinux, type LinuxBoot, type Segment } from "../src/index.js";
 import { GdbRemote } from "./gdb-remote.js";
 import { memory } from "./fixtures.js";
@@ -121,9 +121,10 @@ describeWith({ tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "zstd"] }, "
 
   beforeAll(async () => {
     k = await debianKernel();
-    initrdPath = join(k.root, "..", `oracle-initrd-${process.pid}.bin`);
+    initrdPath = join(tmpdir(), `ts-vmm-oracle-initrd-${process.pid}.bin`);
     writeFileSync(initrdPath, initrd);
   }, 600_000);
+  afterAll(() => rmSync(initrdPath, { force: true }));
 
   describe("bzImage, 64-bit boot protocol", () => {
     let ours: LinuxBoot;
