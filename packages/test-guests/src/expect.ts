@@ -37,3 +37,31 @@ export function selftestProblems(run: GuestRun, attached: readonly DeviceKind[])
   }
   return problems;
 }
+
+/** The malformed-queue cases the micro-guest's `fuzz` mode sends, in order. */
+export const FUZZ_CASES: readonly string[] = [
+  "next_out_of_table", "loop", "nested_indirect", "indirect_len_not_multiple_of_16", "indirect_len_zero",
+  "indirect_with_next", "indirect_table_outside_memory", "len_sum_past_4g", "buffer_outside_memory",
+  "buffer_wraps_2_64", "header_device_writable", "avail_idx_ahead", "desc_table_outside_memory",
+  "queue_size_not_power_of_2",
+];
+
+/** How a device reacted to one fuzz case. */
+export interface FuzzReaction {
+  readonly case: string;
+  /**
+   * `completed …` (the chain came back on the used ring, with len and blk status),
+   * `needs_reset …` (the device set DEVICE_NEEDS_RESET), `no_response …`, or for the
+   * queue-size case `accepted_and_works` / `accepted_then_stalled` / `rejected`;
+   * undefined if the guest never reported the case.
+   */
+  readonly reaction: string | undefined;
+  /** `ok`, `needs_reset` or `stalled …`: whether a valid request worked afterwards. */
+  readonly after: string | undefined;
+}
+
+/** Collects the per-case reactions from a `fuzz` run, in {@link FUZZ_CASES} order. */
+export function fuzzReactions(run: GuestRun): FuzzReaction[] {
+  const v = run.results.values;
+  return FUZZ_CASES.map((c) => ({ case: c, reaction: v[`fuzz.${c}`], after: v[`fuzz.${c}.after`] }));
+}

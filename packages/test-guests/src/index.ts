@@ -20,7 +20,8 @@ export { runGuest } from "./run-guest.js";
 export type { GuestRun, RunGuestOptions } from "./run-guest.js";
 export { parseResults, tscHz } from "./results.js";
 export type { FailedCheck, GuestResults, ResultValue, SerialLine, SkippedCheck } from "./results.js";
-export { BASE_CHECKS, DEVICE_CHECKS, selftestProblems } from "./expect.js";
+export { BASE_CHECKS, DEVICE_CHECKS, FUZZ_CASES, fuzzReactions, selftestProblems } from "./expect.js";
+export type { FuzzReaction } from "./expect.js";
 export { startEchoServer } from "./echo-server.js";
 export type { EchoServer } from "./echo-server.js";
 export {

@@ -1,14 +1,8 @@
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { buildMicroGuest, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
+import { buildMicroGuest, fuzzReactions, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
 import { allDevices, tempDisk } from "./helpers.js";
 
-const FUZZ_CASES = [
-  "next_out_of_table", "loop", "nested_indirect", "indirect_len_not_multiple_of_16", "indirect_len_zero",
-  "indirect_with_next", "indirect_table_outside_memory", "len_sum_past_4g", "buffer_outside_memory",
-  "buffer_wraps_2_64", "header_device_writable", "avail_idx_ahead", "desc_table_outside_memory",
-  "queue_size_not_power_of_2",
-];
 
 function explain(r: GuestRun): string {
   return `exit=${String(r.exitCode)} vmm=${JSON.stringify(r.vmmExit)} timedOut=${r.timedOut}\n--- serial\n${r.serial}\n--- vmm log\n${r.vmmLog}`;
@@ -44,6 +38,15 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
   it("selftest without devices: reports every device kind absent and still passes the CPU checks", async () => {
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest", timeoutMs: 20_000 });
     expect(selftestProblems(r, []), explain(r)).toEqual([]);
+  });
+
+  it("selftest reports a legacy (version 1) virtio-mmio transport as FAIL instead of driving it", async () => {
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=selftest", devices: [{ kind: "rng" }], timeoutMs: 20_000,
+      extraArgs: ["-global", "virtio-mmio.force-legacy=true"], // the last -global wins
+    });
+    expect(r.exitCode, explain(r)).toBe(1);
+    expect(r.results.failed).toEqual([{ check: "rng", detail: "virtio-mmio version 1 (want 2)" }]);
   });
 
   it("an unknown mode fails with exit value 2", async () => {
@@ -83,10 +86,9 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     expect(r.results.failed, explain(r)).toEqual([]);
     expect(r.results.passed).toContain("fuzz.recovers-after-reset");
     const table: string[] = [];
-    for (const c of FUZZ_CASES) {
-      const reaction = r.results.values[`fuzz.${c}`];
-      expect(reaction, `no reaction recorded for ${c}`).toBeDefined();
-      table.push(`${c.padEnd(34)} ${reaction ?? ""}  after=${r.results.values[`fuzz.${c}.after`] ?? "-"}`);
+    for (const f of fuzzReactions(r)) {
+      expect(f.reaction, `no reaction recorded for ${f.case}`).toBeDefined();
+      table.push(`${f.case.padEnd(34)} ${f.reaction ?? ""}  after=${f.after ?? "-"}`);
     }
     console.log(`[qemu] fuzz reactions:\n${table.join("\n")}\n[qemu] log:\n${r.vmmLog}`);
   });
