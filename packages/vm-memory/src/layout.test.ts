@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { GuestMemoryError } from "./error.js";
 import { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";
@@ -113,5 +114,26 @@ describe("readObj / writeObj", () => {
     expect(code(() => writeObj(m, 0xf8, VirtqDesc, { addr: 1, len: 1, flags: 1, next: 1 }))).toBe("OutOfBounds");
     expect(code(() => readObj(m, 0x100, VirtqDesc))).toBe("Hole");
     expect(m.readU64(0xf8)).toBe(0n);
+  });
+});
+
+describe("readObj on hostile bytes", () => {
+  it("decodes anything the guest wrote, or refuses an addr >= 2^52, nothing else", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (bytes) => {
+        const m = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 16 }]);
+        m.write(0, bytes);
+        const hi = bytes[4]! | (bytes[5]! << 8) | (bytes[6]! << 16) | (bytes[7]! << 24);
+        const lo = (bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0;
+        if (hi >>> 0 >= 2 ** 20) {
+          expect(code(() => readObj(m, 0, VirtqDesc))).toBe("AddressTooLarge");
+        } else {
+          const d = readObj(m, 0, VirtqDesc);
+          expect(d.addr).toBe((hi >>> 0) * 2 ** 32 + lo);
+          expect(Number.isSafeInteger(d.addr)).toBe(true);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });
