@@ -31,25 +31,57 @@ export function rng(seed: number): () => number {
 
 interface Layout {
   readonly mem: GuestMemory;
+  /** First address of the span the fuzzer writes into. */
   readonly start: number;
+  /** Bytes from `start` to the end of the last region (holes included). */
   readonly size: number;
+  /** End of the first region: the mock's rings and scratch stay below it. */
+  readonly firstEnd: number;
+  readonly regions: readonly { start: number; size: number }[];
   readonly bytes: Uint8Array;
   readonly words: Uint32Array;
 }
 
-/** Memories sized exactly: any access past them throws from the backend. */
+/**
+ * Memories sized exactly, so that any access past them throws in the backend:
+ * single regions (one above 4 GiB), two contiguous regions, and two regions
+ * with a hole between them.
+ */
 function layouts(): Layout[] {
-  const mk = (start: number, size: number): Layout => {
+  const mk = (regions: { start: number; size: number }[]): Layout => {
+    const start = regions[0]!.start;
+    const last = regions[regions.length - 1]!;
+    const size = last.start + last.size - start;
     const bytes = new Uint8Array(size);
     return {
-      mem: GuestMemoryArrayBuffer.fromRanges([{ start, size }], { shared: false }),
+      mem: GuestMemoryArrayBuffer.fromRanges(regions, { shared: false }),
       start,
       size,
+      firstEnd: start + regions[0]!.size,
+      regions,
       bytes,
       words: new Uint32Array(bytes.buffer),
     };
   };
-  return [mk(0, 1024), mk(0, 4096), mk(0x10000, 2048), mk(0xfff0_0000, 4096)];
+  return [
+    mk([{ start: 0, size: 1024 }]),
+    mk([{ start: 0, size: 4096 }]),
+    mk([{ start: 0x10000, size: 2048 }]),
+    mk([{ start: 0xfff0_0000, size: 4096 }]),
+    mk([
+      { start: 0x2000, size: 1024 },
+      { start: 0x2400, size: 1024 },
+    ]),
+    mk([
+      { start: 0x4000, size: 1024 },
+      { start: 0x4800, size: 1024 },
+    ]),
+  ];
+}
+
+/** Copies the span's bytes into each region (the holes stay unbacked). */
+function store(L: Layout): void {
+  for (const r of L.regions) L.mem.write(r.start, L.bytes.subarray(r.start - L.start, r.start - L.start + r.size));
 }
 
 let cached: Layout[] | undefined;
@@ -80,7 +112,7 @@ function checkChain(c: DescriptorChain): string | undefined {
 
 /** Random bytes (biased towards plausible descriptors half of the time) as rings and tables. */
 function garbageQueue(L: Layout, next: () => number, pick: (n: number) => number): Queue {
-  const { mem, start, size: memSize, bytes } = L;
+  const { start, size: memSize, bytes } = L;
   const packed = pick(2) === 0;
   const qsize = packed ? 1 + pick(16) : 1 << pick(5);
   const words = L.words;
@@ -110,7 +142,7 @@ function garbageQueue(L: Layout, next: () => number, pick: (n: number) => number
       for (let i = 0; i < qsize; i++) dv.setUint16(avail - start + 4 + 2 * i, pick(qsize + 1), true);
     }
   }
-  mem.write(start, bytes);
+  store(L);
   const q = new Queue(32);
   q.setRingPacked(packed);
   q.setEventIdx(pick(2) === 0);
@@ -126,12 +158,12 @@ function garbageQueue(L: Layout, next: () => number, pick: (n: number) => number
 function mutatedQueue(L: Layout, next: () => number, pick: (n: number) => number): Queue {
   const { mem, start, size: memSize, bytes } = L;
   bytes.fill(0);
-  mem.write(start, bytes);
+  store(L);
   const packed = pick(2) === 0;
   const qsize = packed ? 1 + pick(8) : 1 << pick(4);
   const base = start + 16 * pick(8);
   const ringEnd = base + 16 * qsize + 16 + 8 * qsize + 16;
-  const opts = { base, eventIdx: pick(2) === 0, scratch: [ringEnd, start + memSize] as const };
+  const opts = { base, eventIdx: pick(2) === 0, scratch: [ringEnd, L.firstEnd] as const };
   const mock = packed ? new MockPackedQueue(mem, qsize, opts) : new MockSplitQueue(mem, qsize, opts);
   const chains = 1 + pick(qsize);
   try {
@@ -148,7 +180,7 @@ function mutatedQueue(L: Layout, next: () => number, pick: (n: number) => number
     if (!(e instanceof VirtqueueError && e.code === "QueueFull")) throw e;
   }
   const flips = 1 + pick(4);
-  const span = Math.min(memSize, ringEnd - start + 256);
+  const span = Math.min(L.firstEnd - start, ringEnd - start + 256);
   for (let i = 0; i < flips; i++) {
     const at = start + pick(span);
     mem.writeU8(at, pick(3) === 0 ? next() & 0xff : mem.readU8(at) ^ (1 << pick(8)));
