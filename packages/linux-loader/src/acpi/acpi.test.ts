@@ -97,6 +97,14 @@ describe("buildAcpiTables", () => {
     expect(s).toContain("V001");
   });
 
+  it("uses the given _UIDs and refuses duplicates", () => {
+    const d = buildAcpiTables({ cpus: 1, com1: false, virtioMmio: [{ addr: 0xd0000000, irq: 5, uid: 7 }] }).tables.DSDT;
+    expect(Buffer.from(d).includes(Buffer.from([0x08, 0x5f, 0x55, 0x49, 0x44, 0x0a, 0x07]))).toBe(true); // Name(_UID, 7)
+    expect(() => buildAcpiTables({ cpus: 1, virtioMmio: [{ addr: 0xd0000000, irq: 5, uid: 1 }, { addr: 0xd0001000, irq: 6 }] })).toThrow(
+      expect.objectContaining({ code: "InvalidArgument" }),
+    );
+  });
+
   it("refuses tables that do not fit", () => {
     expect(() => buildAcpiTables({ cpus: 20000 })).toThrow(expect.objectContaining({ code: "TooManyEntries" }));
     expect(() => buildAcpiTables({ cpus: 0 })).toThrow(expect.objectContaining({ code: "InvalidArgument" }));

@@ -22,6 +22,8 @@ export interface VirtioMmioDevice {
   readonly size?: number;
   /** GSI (IOAPIC pin). */
   readonly irq: number;
+  /** `_UID` in the DSDT (default: the device's index in the list). Must be unique. */
+  readonly uid?: number;
 }
 
 /** Options of {@link buildAcpiTables}. */
@@ -68,18 +70,20 @@ export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edge
     devs.push(
       aml.device("COM1", [
         aml.name("_HID", aml.eisaId("PNP0501")),
-        aml.name("_UID", aml.integer(0)),
+        aml.name("_UID", aml.integer(1)), // as QEMU's DSDT: COM1 is _UID 1
         aml.name("_CRS", aml.resourceTemplate([aml.io(0x3f8, 0x3f8, 0, 8), aml.irqNoFlags([4])])),
       ]),
     );
   }
   const vm = options.virtioMmio ?? [];
   if (vm.length > 0x1000) throw new LoaderError("TooManyEntries", `${vm.length} virtio-mmio devices; at most 4096 names V000..VFFF`);
+  const uids = vm.map((d, i) => d.uid ?? i);
+  if (new Set(uids).size !== uids.length) throw new LoaderError("InvalidArgument", `virtio-mmio _UIDs must be unique, got ${uids.join(", ")}`);
   vm.forEach((d, i) => {
     devs.push(
       aml.device(`V${i.toString(16).toUpperCase().padStart(3, "0")}`, [
         aml.name("_HID", aml.string("LNRO0005")),
-        aml.name("_UID", aml.integer(i)),
+        aml.name("_UID", aml.integer(uids[i]!)),
         aml.name("_CCA", aml.integer(1)),
         aml.name(
           "_CRS",
