@@ -40,7 +40,7 @@ import {
   encodeVcpuEvents,
   encodeXcrs,
 } from "./layouts/vcpu-state.js";
-import { DIRTY_GFN, LAPIC_STATE, ONE_REG, XSAVE } from "./layouts/vm-structs.js";
+import { DIRTY_GFN, LAPIC_STATE, ONE_REG, XSAVE, encodeEnableCap } from "./layouts/vm-structs.js";
 import { native } from "./native.js";
 import { oneRegSize } from "./one-reg.js";
 
@@ -457,6 +457,15 @@ export class VcpuFd {
     const buf = regListBuffer(n);
     this.#h.buf("KVM_GET_REG_LIST", buf);
     return decodeRegList(buf);
+  }
+
+  /**
+   * KVM_ENABLE_CAP on the vCPU (KVM_CAP_ENABLE_CAP; for example Hyper-V SynIC).
+   * @throws {@link KvmError} `EINVAL` if the cap cannot be enabled per vCPU.
+   */
+  enableCap(cap: number, args: readonly (bigint | number)[] = [], flags = 0): number {
+    check(Array.isArray(args) && args.length <= 4, "args: at most 4 values");
+    return this.#h.buf("KVM_ENABLE_CAP", encodeEnableCap(checkUint(cap, "cap"), checkUint(flags, "flags"), args.map((a) => checkU64(a, "arg"))));
   }
 
   /** KVM_GET_TSC_KHZ. @throws {@link KvmError} */

@@ -2,7 +2,7 @@
 import { describeKvm } from "@ts-vmm/test-utils";
 import { afterEach, expect, it } from "vitest";
 import { type TestVm, MMIO_BASE, asm, makeVm } from "./guest.js";
-import { KVM_INTERNAL_ERROR_EMULATION, type VcpuExit } from "../src/index.js";
+import { Cap, KVM_INTERNAL_ERROR_EMULATION, KVM_MSR_EXIT_REASON_UNKNOWN, type VcpuExit } from "../src/index.js";
 
 let g: TestVm | undefined;
 afterEach(() => {
@@ -84,6 +84,24 @@ describeKvm("exits from micro-guests", () => {
     expect(e.exception).toBe(1); // #DB
     expect(e.pc).toBe(0x1002n);
     g.vcpu.setGuestDebug({ control: 0 });
+    expectKind(g.vcpu.run(), "Shutdown");
+  });
+
+  it("X86Rdmsr / X86Wrmsr with user-space MSR exits; the guest reads the answer", () => {
+    // CPL0 (emulated): rdmsr 0xdead; out 0x3f8, eax; wrmsr 0xdead; ud2
+    g = makeVm([...asm.movEcx(0xdead), 0x0f, 0x32, ...asm.movDx(0x3f8), ...asm.outDxEax, 0x0f, 0x30, ...asm.ud2], {
+      cpl: 0,
+      setup: (vm) => vm.enableCap(Cap.X86_USER_SPACE_MSR, [KVM_MSR_EXIT_REASON_UNKNOWN]),
+    });
+    const rd = expectKind(g.vcpu.run(), "X86Rdmsr");
+    expect(rd).toMatchObject({ index: 0xdead, reason: KVM_MSR_EXIT_REASON_UNKNOWN });
+    g.vcpu.setMsrExitResult(0x1234n);
+    const out = expectKind(g.vcpu.run(), "IoOut");
+    expect([...out.data]).toEqual([0x34, 0x12, 0, 0]);
+    const wr = expectKind(g.vcpu.run(), "X86Wrmsr");
+    expect(wr.index).toBe(0xdead);
+    expect(wr.data & 0xffffffffn).toBe(0x1234n); // eax written back; edx holds the port
+    g.vcpu.setMsrExitResult(0n, true); // refuse: the guest takes #GP, and with no IDT shuts down
     expectKind(g.vcpu.run(), "Shutdown");
   });
 

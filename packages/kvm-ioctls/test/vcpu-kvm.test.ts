@@ -240,6 +240,11 @@ describeKvm("VcpuFd state on /dev/kvm", () => {
     expect(() => g!.vcpu.kvmclockCtrl()).toThrow(expect.objectContaining({ code: "EINVAL" }));
   });
 
+  it("enableCap on a vCPU: an unknown capability is EINVAL", () => {
+    g = makeVm([...asm.ud2]);
+    expect(() => g!.vcpu.enableCap(9999)).toThrow(expect.objectContaining({ code: "EINVAL", ioctl: "KVM_ENABLE_CAP" }));
+  });
+
   it("immediate exit: set before run returns Intr and is cleared", () => {
     g = makeVm([...asm.jmpSelf]);
     g.vcpu.setImmediateExit(true);

@@ -1,11 +1,12 @@
 // VM ioctls on real /dev/kvm: ioeventfd, irqfd, GSI routing, MSI, irq line,
 // irqchip, PIT, clock, dirty log and ring, coalesced MMIO, devices, guest_memfd.
-import { EventFd, MmapRegion } from "@ts-vmm/vmm-sys-util";
+import { EventFd, MmapRegion, closeFd } from "@ts-vmm/vmm-sys-util";
 import { describeKvm } from "@ts-vmm/test-utils";
 import { afterEach, expect, it } from "vitest";
 import { type TestVm, MMIO_BASE, asm, makeVm } from "./guest.js";
 import {
   Cap,
+  GUEST_MEMFD_FLAG_INIT_SHARED,
   GUEST_MEMFD_FLAG_MMAP,
   KVM_DEV_TYPE_VFIO,
   KVM_DEV_VFIO_FILE,
@@ -267,10 +268,33 @@ describeKvm("VmFd on /dev/kvm", () => {
       gmem = vm.createGuestMemfd(0x200000);
     }
     expect(gmem).toBeGreaterThan(2);
+    cleanups.push(() => closeFd(gmem));
     const mem = MmapRegion.anonymous(0x200000);
     cleanups.push(() => mem.close());
     vm.setUserMemoryRegion2({ slot: 0, guestPhysAddr: 0, memory: mem, guestMemfd: { fd: gmem } });
     cleanups.push(() => { vm.removeUserMemoryRegion(0); });
     expect(() => vm.createGuestMemfd(4095)).toThrow(expect.objectContaining({ code: "Unaligned" }));
+  });
+
+  it("a guest_memfd (GUEST_MEMFD_FLAG_MMAP, Linux 6.18) backs guest memory: guest writes land in it", () => {
+    const kvm = new Kvm();
+    const flags = kvm.checkExtension(Cap.GUEST_MEMFD_FLAGS);
+    kvm.close();
+    expect(BigInt(flags) & GUEST_MEMFD_FLAG_MMAP).toBe(GUEST_MEMFD_FLAG_MMAP);
+    let gmem = -1;
+    const g = vmWith([...asm.movRdi(0x100000 + 0x10), ...asm.movAl(0x55), ...asm.movMemRdiAl, ...asm.ud2], {
+      slots: (vm, mem) => {
+        vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem, size: 0x100000 });
+        gmem = vm.createGuestMemfd(0x100000, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+        const fd = gmem;
+        cleanups.push(() => closeFd(fd));
+        vm.setUserMemoryRegion2({ slot: 1, guestPhysAddr: 0x100000, memory: mem, memoryOffset: 0x100000, guestMemfd: { fd: gmem } });
+      },
+    });
+    expect(g.vcpu.run().kind).toBe("Shutdown");
+    const view = MmapRegion.fromFd(gmem, 0x100000, { shared: true });
+    cleanups.push(() => view.close());
+    expect(new Uint8Array(view.buffer)[0x10]).toBe(0x55);
+    expect(g.bytes[0x100000 + 0x10]).toBe(0); // not the user-space mapping
   });
 });
