@@ -1,8 +1,12 @@
 import { describeWith } from "@ts-vmm/test-utils";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { buildMicroGuest, fuzzReactions, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
 import { allDevices, tempDisk } from "./helpers.js";
 
+
+// Each run has its own runGuest timeout (<= 60 s); vitest's must be longer so the harness,
+// not vitest, ends a hung VMM (and kills its process group).
+vi.setConfig({ testTimeout: 90_000 });
 
 function explain(r: GuestRun): string {
   return `exit=${String(r.exitCode)} vmm=${JSON.stringify(r.vmmExit)} timedOut=${r.timedOut}\n--- serial\n${r.serial}\n--- vmm log\n${r.vmmLog}`;
