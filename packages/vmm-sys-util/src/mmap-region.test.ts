@@ -1,4 +1,5 @@
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, fstatSync, readSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, readvSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -166,7 +167,7 @@ describe("MmapRegion", () => {
     r.close();
   });
 
-  it("lets fs.readSync/writeSync move data straight into views over the mapping", () => {
+  it("lets fs.readSync/writeSync move data straight into views over the mapping", async () => {
     const path = join(dir, "io.bin");
     writeFileSync(path, Buffer.from("hello guest"));
     const r = MmapRegion.memfd(PAGE);
@@ -178,7 +179,17 @@ describe("MmapRegion", () => {
     view.set(Buffer.from("HELLO"));
     expect(writeSync(fd, view, 0, 11, 0)).toBe(11);
     expect(readFileSync(path).toString()).toBe("HELLO guest");
+    // Scatter/gather and the async (thread-pool) API work the same way.
+    const a = new Uint8Array(r.buffer, 1024, 5);
+    const b = new Uint8Array(r.buffer, 2048, 6);
+    expect(readvSync(fd, [a, b], 0)).toBe(11);
+    expect(Buffer.from(b).toString()).toBe(" guest");
     closeSync(fd);
+    const fh = await open(path, "r");
+    const c = new Uint8Array(r.buffer, 3000, 11);
+    expect((await fh.read(c, 0, 11, 0)).bytesRead).toBe(11);
+    await fh.close();
+    expect(Buffer.from(c).toString()).toBe("HELLO guest");
     r.close();
   });
 

@@ -2,55 +2,93 @@ import { createRequire } from "node:module";
 
 /** Constants read by the addon from the system headers (sys/mman.h). */
 export interface MmapConstants {
+  /** PROT_READ */
   readonly PROT_READ: number;
+  /** PROT_WRITE */
   readonly PROT_WRITE: number;
+  /** MAP_SHARED */
   readonly MAP_SHARED: number;
+  /** MAP_PRIVATE */
   readonly MAP_PRIVATE: number;
+  /** MAP_ANONYMOUS */
   readonly MAP_ANONYMOUS: number;
+  /** MAP_NORESERVE */
   readonly MAP_NORESERVE: number;
+  /** MAP_HUGETLB */
   readonly MAP_HUGETLB: number;
+  /** MADV_DONTNEED */
   readonly MADV_DONTNEED: number;
+  /** MADV_REMOVE */
   readonly MADV_REMOVE: number;
+  /** MADV_HUGEPAGE */
   readonly MADV_HUGEPAGE: number;
+  /** MADV_NOHUGEPAGE */
   readonly MADV_NOHUGEPAGE: number;
+  /** MADV_WILLNEED */
   readonly MADV_WILLNEED: number;
+  /** MS_SYNC */
   readonly MS_SYNC: number;
+  /** MS_ASYNC */
   readonly MS_ASYNC: number;
 }
 
 /** Constants read by the addon from sys/mman.h, sys/eventfd.h and poll.h. */
 export interface FdConstants {
+  /** MFD_CLOEXEC */
   readonly MFD_CLOEXEC: number;
+  /** MFD_ALLOW_SEALING */
   readonly MFD_ALLOW_SEALING: number;
+  /** MFD_HUGETLB */
   readonly MFD_HUGETLB: number;
+  /** EFD_CLOEXEC */
   readonly EFD_CLOEXEC: number;
+  /** EFD_NONBLOCK */
   readonly EFD_NONBLOCK: number;
+  /** EFD_SEMAPHORE */
   readonly EFD_SEMAPHORE: number;
+  /** POLLIN */
   readonly POLLIN: number;
+  /** POLLOUT */
   readonly POLLOUT: number;
+  /** POLLERR */
   readonly POLLERR: number;
+  /** POLLHUP */
   readonly POLLHUP: number;
+  /** POLLNVAL */
   readonly POLLNVAL: number;
 }
 
 /** Constants read by the addon from linux/if_tun.h and signal.h. */
 export interface TapConstants {
+  /** IFF_TAP */
   readonly IFF_TAP: number;
+  /** IFF_NO_PI */
   readonly IFF_NO_PI: number;
+  /** IFF_VNET_HDR */
   readonly IFF_VNET_HDR: number;
+  /** IFF_MULTI_QUEUE */
   readonly IFF_MULTI_QUEUE: number;
+  /** TUN_F_CSUM */
   readonly TUN_F_CSUM: number;
+  /** TUN_F_TSO4 */
   readonly TUN_F_TSO4: number;
+  /** TUN_F_TSO6 */
   readonly TUN_F_TSO6: number;
+  /** TUN_F_TSO_ECN */
   readonly TUN_F_TSO_ECN: number;
+  /** TUN_F_UFO */
   readonly TUN_F_UFO: number;
+  /** IFNAMSIZ */
   readonly IFNAMSIZ: number;
 }
 
 /** libuv's poll event bits (uv.h). */
 export interface UvConstants {
+  /** UV_READABLE */
   readonly UV_READABLE: number;
+  /** UV_WRITABLE */
   readonly UV_WRITABLE: number;
+  /** UV_DISCONNECT */
   readonly UV_DISCONNECT: number;
 }
 
@@ -58,7 +96,9 @@ export interface UvConstants {
 export interface NativePollHandle {
   /** Starts or changes the watched events (UV_READABLE | UV_WRITABLE); 0 or -errno. */
   start(events: number): number;
+  /** uv_ref: keep the loop alive. */
   ref(): void;
+  /** uv_unref: do not keep the loop alive. */
   unref(): void;
   /** Stops the watcher and closes the handle; idempotent. */
   close(): void;
@@ -67,40 +107,63 @@ export interface NativePollHandle {
 /**
  * The addon's exports. Every function takes positional arguments and returns a negative errno
  * (a number below zero) when its system call fails; argument type errors throw TypeError or
- * RangeError and never reach a system call.
+ * RangeError and never reach a system call. Prefer the typed API: this is the seam for
+ * {@link setNativeBinding}.
  */
 export interface NativeBinding {
+  /** sysconf(_SC_PAGESIZE). */
   pageSize(): number;
-  // mmap.cc
+  /** mmap(2) (fd -1: anonymous) → [buffer, host address]; ownFd: close fd with the mapping. */
   mmap(fd: number, length: number, prot: number, flags: number, offset: number, ownFd: boolean): [SharedArrayBuffer, bigint] | number;
+  /** madvise(2) on [offset, offset+length) of a buffer made by {@link NativeBinding.mmap}. */
   madvise(buffer: SharedArrayBuffer, offset: number, length: number, advice: number): number;
+  /** msync(2) on [offset, offset+length) of a buffer made by {@link NativeBinding.mmap}. */
   msync(buffer: SharedArrayBuffer, offset: number, length: number, flags: number): number;
+  /** Takes the owned fd away from a mapping (returns it, or -1 if none). */
   disownFd(buffer: SharedArrayBuffer): number;
+  /** Mappings whose backing store has not been released, process-wide. */
   liveMappingCount(): number;
+  /** sys/mman.h constants. */
   readonly mmapConstants: MmapConstants;
-  // fd.cc
+  /** memfd_create(2) → fd. */
   memfdCreate(name: string, flags: number): number;
+  /** close(2). */
   close(fd: number): number;
+  /** ftruncate(2). */
   ftruncate(fd: number, size: number): number;
+  /** eventfd(2) → fd. */
   eventfd(initval: number, flags: number): number;
+  /** read(2) of an eventfd's 8-byte counter. */
   eventfdRead(fd: number): bigint | number;
+  /** write(2) of 8 bytes to an eventfd. */
   eventfdWrite(fd: number, value: bigint): number;
+  /** poll(2) of one fd → revents (0 on timeout). */
   poll(fd: number, events: number, timeoutMs: number): number;
+  /** eventfd, memfd and poll constants. */
   readonly fdConstants: FdConstants;
-  // signals.cc
+  /** gettid(2). */
   gettid(): number;
+  /** SIGRTMIN. */
   sigrtmin(): number;
+  /** SIGRTMAX. */
   sigrtmax(): number;
+  /** sigaction(2): a no-op handler without SA_RESTART (-EBUSY if another handler is set). */
   installNoopHandler(signo: number): number;
+  /** pthread_sigmask(SIG_UNBLOCK) in the calling thread. */
   unblockSignal(signo: number): number;
+  /** tgkill(2) within this process. */
   tgkill(tid: number, signo: number): number;
-  // poll.cc
+  /** uv_poll_init on the calling thread's loop; the callback gets (status, UV_* events). */
   pollCreate(fd: number, cb: (status: number, events: number) => void): NativePollHandle | number;
+  /** uv.h poll event bits. */
   readonly uvConstants: UvConstants;
-  // tap.cc
+  /** ioctl(TUNSETIFF) → the interface name. */
   tunSetIff(fd: number, name: string, flags: number): string | number;
+  /** ioctl(TUNSETOFFLOAD). */
   tapSetOffload(fd: number, flags: number): number;
+  /** ioctl(TUNSETVNETHDRSZ). */
   tapSetVnetHdrSize(fd: number, size: number): number;
+  /** linux/if_tun.h constants. */
   readonly tapConstants: TapConstants;
 }
 
@@ -125,6 +188,7 @@ export function native(): NativeBinding {
  * another path. Pass a path to a `.node` file, a binding object, or `undefined` to go back to
  * the default.
  * @param override - the binding or the path of the `.node` file to load
+ * @throws Error from `require` if a path is given and the file cannot be loaded
  */
 export function setNativeBinding(override: NativeBinding | string | undefined): void {
   if (typeof override === "string") {
