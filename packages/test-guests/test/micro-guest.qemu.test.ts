@@ -60,9 +60,11 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
   });
 
   it("bench-exits: times MMIO and PIO exits from CPL3", async () => {
-    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=bench-exits n=500 npio=100", timeoutMs: 30_000 });
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=bench-exits n=500 npio=100", devices: [{ kind: "blk", path: disk.path }], timeoutMs: 30_000,
+    });
     expect(r.exitCode, explain(r)).toBe(0);
-    for (const k of ["exits_mmio_write", "exits_mmio_read", "exits_pio_raw", "exits_pio_gate"]) {
+    for (const k of ["exits_mmio_write", "exits_mmio_read", "exits_pio_raw", "exits_pio_gate", "exits_notify"]) {
       expect(Number(r.results.values[`${k}_cycles`]), k).toBeGreaterThan(0);
     }
     expect(r.results.values["exits_mmio_write_n"]).toBe("500");
