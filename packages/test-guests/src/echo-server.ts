@@ -5,9 +5,11 @@ import { join } from "node:path";
 
 /** A Unix-socket server that sends back every byte it receives (the console peer). */
 export interface EchoServer {
+  /** Absolute path of the listening Unix socket. */
   readonly socketPath: string;
   /** Bytes echoed so far. */
   readonly echoed: () => number;
+  /** Closes the server and its connections and removes the socket's directory. */
   close(): Promise<void>;
 }
 

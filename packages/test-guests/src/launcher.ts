@@ -35,11 +35,15 @@ export type ResolvedDevice =
 export interface LaunchSpec {
   /** PVH ELF (the micro-guest, vmlinux) or bzImage. */
   readonly kernel: string;
+  /** Initial ramdisk, for Linux guests. */
   readonly initrd?: string;
   /** Guest command line, without `virtio_mmio.device=` entries: the VMM appends those. */
   readonly cmdline: string;
+  /** Guest RAM in MiB (validated: 2..65536). */
   readonly memMiB: number;
+  /** Number of vCPUs (validated: 1..64). */
   readonly vcpus: number;
+  /** Devices in the order the caller listed them, host sides prepared. */
   readonly devices: readonly ResolvedDevice[];
   /** Extra VMM-specific arguments from the caller, appended last. */
   readonly extraArgs: readonly string[];
@@ -53,8 +57,10 @@ export interface LaunchSpec {
  */
 export interface ProcessPlan {
   readonly kind: "process";
+  /** Program to run (looked up on PATH). */
   readonly file: string;
   readonly args: readonly string[];
+  /** Variables added to the harness's environment. */
   readonly env?: Readonly<Record<string, string>>;
   /**
    * Maps the process's exit to the value the guest wrote to port 0xf4, or
@@ -80,6 +86,7 @@ export interface RunningVm {
 /** How to start a VMM inside the test process (for example a ts-vmm Vmm object). */
 export interface InProcessPlan {
   readonly kind: "in-process";
+  /** Creates and starts the VM; guest serial output goes to `io`. */
   start(io: GuestIo): RunningVm | Promise<RunningVm>;
 }
 

@@ -13,6 +13,7 @@ export interface RunGuestOptions {
   readonly vmm: "qemu" | VmmLauncher;
   /** PVH ELF (see buildMicroGuest) or bzImage. */
   readonly kernel: string;
+  /** Initial ramdisk (Linux guests). */
   readonly initrd?: string;
   /** Guest command line (the VMM appends `virtio_mmio.device=` entries). Default "". */
   readonly cmdline?: string;
@@ -20,6 +21,7 @@ export interface RunGuestOptions {
   readonly memMiB?: number;
   /** vCPUs, 1..64 (default 1). */
   readonly vcpus?: number;
+  /** virtio-mmio devices to attach; each kind must be in the launcher's `provides`. */
   readonly devices?: readonly DeviceSpec[];
   /** Hard limit on the run; the VMM's process group is killed after it. Default 30 s. */
   readonly timeoutMs?: number;
