@@ -152,6 +152,13 @@ describe("FdWatcher", () => {
     await again.terminate();
   });
 
+  it("an exception in the callback is an uncaught exception, not a crash", () => {
+    const script = new URL("../test/fixtures/throw-main.ts", import.meta.url).pathname;
+    const r = spawnSync(process.execPath, ["--import", "tsx", script], { encoding: "utf8", timeout: 20_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe("caught: boom from the callback");
+  });
+
   it("unref lets the process exit; ref keeps it alive", () => {
     const script = new URL("../test/fixtures/unref-main.ts", import.meta.url).pathname;
     const run = (mode: string): { out: string; ms: number; status: number | null } => {
