@@ -33,9 +33,9 @@ export interface BzImageLoad {
 /** Options for {@link BzImage.plan}. */
 export interface BzImageLoadOptions {
   /**
-   * Where to put the protected-mode kernel (default 0x100000, `code32_start`,
-   * as QEMU and Firecracker do). A different address needs a relocatable kernel
-   * and must be 4 KiB aligned.
+   * Where to put the protected-mode kernel (default 0x100000, where the boot
+   * protocol puts a bzImage and QEMU and Firecracker load it). A different
+   * address needs a relocatable kernel and must be 4 KiB aligned.
    */
   readonly loadAddress?: number;
 }
@@ -160,17 +160,18 @@ export class BzImage {
    */
   plan(options: BzImageLoadOptions = {}): { load: BzImageLoad; writes: GuestWrite[] } {
     const h = this.header;
-    const addr = options.loadAddress ?? (h.code32_start || layout.kernel);
+    const addr = options.loadAddress ?? layout.kernel;
     if (!Number.isSafeInteger(addr) || addr < layout.kernel || addr % 4096 !== 0) {
       throw new LoaderError("InvalidArgument", `kernel load address ${hex(addr)} must be 4 KiB aligned and at least 1 MiB`);
     }
-    if (addr !== h.code32_start && h.relocatable_kernel === 0) {
-      throw new LoaderError("Unsupported", `the kernel is not relocatable and must be loaded at ${hex(h.code32_start)}`);
+    if (addr !== layout.kernel && h.relocatable_kernel === 0) {
+      throw new LoaderError("Unsupported", `the kernel is not relocatable and must be loaded at ${hex(layout.kernel)}`);
     }
     const kernel = this.protectedModeKernel;
     const ka = h.kernel_alignment;
     const pref = h.pref_address > BigInt(2 ** 52) ? 2 ** 52 : Number(h.pref_address);
     const aligned = Math.ceil(addr / ka) * ka;
+    // A non-relocatable kernel runs at pref_address (protocol 2.10+) or where it was loaded.
     const runtimeStart = h.relocatable_kernel ? Math.max(aligned, pref) : pref || addr;
     const load: BzImageLoad = {
       loadAddress: addr,

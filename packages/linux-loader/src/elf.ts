@@ -148,8 +148,8 @@ export class Elf {
       zeroFill: s.memSize - s.fileSize,
       what: `ELF segment ${i}`,
     }));
-    const start = Math.min(...this.segments.map((s) => s.paddr));
-    const end = Math.max(...this.segments.map((s) => s.paddr + s.memSize));
+    const start = this.segments.reduce((m, s) => Math.min(m, s.paddr), Infinity);
+    const end = this.segments.reduce((m, s) => Math.max(m, s.paddr + s.memSize), 0);
     return { load: { entry: this.entry, pvhEntry: this.pvhEntry, start, end }, writes };
   }
 
@@ -171,7 +171,8 @@ function toAddr(v: bigint, field: string): number {
   return Number(v);
 }
 
-const align4 = (n: number): number => (n + 3) & ~3;
+/** Rounds up to a multiple of 4 (arithmetic, not `& ~3`, which would wrap above 2^31). */
+const align4 = (n: number): number => Math.ceil(n / 4) * 4;
 
 /** Walks the notes in `[off, off + len)` and returns the PVH entry if there is one. */
 function findPvhEntry(r: Reader, off: number, len: number): number | undefined {
