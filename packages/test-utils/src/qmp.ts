@@ -211,9 +211,13 @@ export interface QemuInstance {
 }
 
 /**
- * Starts `qemu-system-x86_64` with `args` plus `-qmp unix:<dir>/qmp.sock`,
- * `-display none` and `-nodefaults`-free defaults left to the caller, and
- * connects QMP. Pass `-S` to start paused.
+ * Starts `qemu-system-x86_64` with `args` plus `-qmp unix:<dir>/qmp.sock` and
+ * `-display none` (everything else, such as `-nodefaults`, `-accel` or `-S` to
+ * start paused, is the caller's), and connects QMP.
+ *
+ * @example
+ * const q = await startQemu(["-S", "-M", "microvm", "-accel", "tcg", "-m", "64", "-nodefaults"]);
+ * try { console.log(await q.qmp.hmp("info registers")); } finally { await q.stop(); }
  *
  * @throws Error when QEMU exits or QMP does not come up within `timeoutMs`.
  */
