@@ -8,7 +8,20 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(import.meta.url);
-const gyp = join(dirname(require.resolve("node-gyp/package.json")), "bin", "node-gyp.js");
+
+// node-gyp: this package's devDependency in the workspace; when installed as a dependency,
+// the one npm/pnpm provides (npm_config_node_gyp).
+function findGyp() {
+  try {
+    return join(dirname(require.resolve("node-gyp/package.json")), "bin", "node-gyp.js");
+  } catch {
+    const fromPm = process.env["npm_config_node_gyp"];
+    if (fromPm && existsSync(fromPm)) return fromPm;
+    console.error("vmm-sys-util: node-gyp not found (install it, or set npm_config_node_gyp)");
+    process.exit(1);
+  }
+}
+const gyp = findGyp();
 
 // The repo's .npmrc sets nodedir=/usr (this machine ships Node's headers in /usr/include/node,
 // and only the npm registry is reachable). pnpm passes it as npm_config_nodedir; when the
