@@ -8,8 +8,6 @@
  *       --devices all|none|k,k  devices to attach (default: all QEMU provides)
  *       --vcpus N --mem MiB --timeout ms --append "extra cmdline"
  *   linux-kit                   fetch Debian's 6.12 cloud kernel, build the initramfs, print paths
- *                               (needs @ts-vmm/test-utils loadable outside vitest; until then use
- *                               `pnpm run linux-kit`, which does the same inside a vitest run)
  *
  * `run --mode selftest` exits 0 only if the selftest reported exactly what it
  * should for the attached devices.

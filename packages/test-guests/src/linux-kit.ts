@@ -3,26 +3,10 @@ import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
+import { cacheDir, debianKernel } from "@ts-vmm/test-utils/node";
 import { TestGuestsError } from "./error.js";
 
 const run = promisify(execFile);
-
-/**
- * @ts-vmm/test-utils, loaded on first use: its index also exports the vitest
- * test gate, which throws when imported outside a vitest run, so importing it
- * at the top would break this package's CLI and benchmarks.
- */
-async function testUtils(): Promise<typeof import("@ts-vmm/test-utils")> {
-  try {
-    return await import("@ts-vmm/test-utils");
-  } catch (cause) {
-    throw new TestGuestsError(
-      "MissingTool",
-      "@ts-vmm/test-utils (debianKernel, cacheDir) can only be loaded inside vitest for now, because its index also exports the vitest test gate; run `pnpm run linux-kit` (a vitest run) instead",
-      { cause },
-    );
-  }
-}
 
 /** The line /init prints once userspace runs (the full-boot test waits for it). */
 export const INIT_MARKER = "TS-VMM-INIT-OK";
@@ -139,7 +123,7 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
   h.update(INIT_SCRIPT);
   for (const [m, p] of mods) h.update(`${m}\0${p}\0`);
   const hash = h.digest("hex").slice(0, 16);
-  const outDir = options.outDir ?? (await testUtils()).cacheDir("initramfs");
+  const outDir = options.outDir ?? cacheDir("initramfs");
   const out = join(outDir, `initramfs-${hash}.cpio.gz`);
   if (existsSync(out)) return out;
 
@@ -173,7 +157,7 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
 export async function linuxGuest(): Promise<LinuxGuest> {
   let k;
   try {
-    k = await (await testUtils()).debianKernel();
+    k = await debianKernel();
   } catch (cause) {
     throw new TestGuestsError("DownloadFailed", `could not obtain the Debian kernel: ${String(cause)}`, { cause });
   }

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { checkNeeds } from "./gate.js";
+import { checkNeeds } from "./needs.js";
 
 describe("checkNeeds", () => {
   const ci = process.env["CI"];

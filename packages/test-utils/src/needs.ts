@@ -1,0 +1,50 @@
+import { accessSync, constants, existsSync } from "node:fs";
+import { delimiter, join } from "node:path";
+
+/** What a group of tests needs from the machine. */
+export interface Needs {
+  /** Read-write access to /dev/kvm. */
+  readonly kvm?: boolean;
+  /** Programs that must be on PATH (for example `qemu-system-x86_64`, `iasl`). */
+  readonly tools?: readonly string[];
+  /** Root privileges (network namespaces, tap devices). */
+  readonly root?: boolean;
+}
+
+/** The outcome of checking {@link Needs} against this machine. */
+export type GateResult =
+  | { readonly run: true }
+  | { readonly run: false; readonly reason: string; readonly mustFail: boolean };
+
+function onPath(tool: string): boolean {
+  for (const dir of (process.env["PATH"] ?? "").split(delimiter)) {
+    if (dir && existsSync(join(dir, tool))) return true;
+  }
+  return false;
+}
+
+/**
+ * Checks what a test group needs. Under CI (`CI=true`) a missing tool or an
+ * unusable /dev/kvm that exists is a failure, never a skip: .ci/run installs
+ * every tool, and a skipped KVM test must not turn a red run green.
+ */
+export function checkNeeds(needs: Needs): GateResult {
+  const ci = process.env["CI"] === "true";
+  const missing: string[] = [];
+  if (needs.kvm) {
+    if (!existsSync("/dev/kvm")) {
+      return { run: false, reason: "/dev/kvm does not exist on this machine", mustFail: false };
+    }
+    try {
+      accessSync("/dev/kvm", constants.R_OK | constants.W_OK);
+    } catch {
+      missing.push("read-write access to /dev/kvm (run as root or join the kvm group)");
+    }
+  }
+  if (needs.root && process.getuid?.() !== 0) missing.push("root privileges");
+  for (const tool of needs.tools ?? []) {
+    if (!onPath(tool)) missing.push(`${tool} on PATH (scripts/setup.sh installs it)`);
+  }
+  if (missing.length === 0) return { run: true };
+  return { run: false, reason: `needs ${missing.join(", ")}`, mustFail: ci };
+}
