@@ -23,3 +23,6 @@ export const oursLauncher: VmmLauncher = {
     };
   },
 };
+
+/** The name `pnpm bench:peer` looks for (TS_VMM_OURS_LAUNCHER points at this module). */
+export const launcher: VmmLauncher = oursLauncher;
