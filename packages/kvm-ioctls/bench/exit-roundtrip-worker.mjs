@@ -7,6 +7,7 @@ try {
   const vcpu = VcpuFd.fromTransferable(workerData.vcpu);
   let exits = 0;
   const t0 = process.hrtime.bigint();
+  const c0 = process.cpuUsage();
   for (;;) {
     const e = vcpu.run();
     if (e.kind === "IoOut" || e.kind === "MmioWrite") {
@@ -17,8 +18,10 @@ try {
     throw new Error(`unexpected exit ${JSON.stringify(e, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}`);
   }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c = process.cpuUsage(c0);
+  const cpu = (c.user + c.system) / 1e6; // whole process: the main thread only waits meanwhile
   vcpu.close();
-  parentPort.postMessage({ exits, seconds });
+  parentPort.postMessage({ exits, seconds, cpu });
 } catch (e) {
   parentPort.postMessage({ error: String(e?.stack ?? e) });
 }

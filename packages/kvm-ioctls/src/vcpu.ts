@@ -85,6 +85,10 @@ export class VcpuFd {
   readonly #kickSignal: number;
   readonly #xsave2Size: number;
   readonly #dec: ExitDecoder;
+  /** The fd while open, -1 after close: read on the hot path instead of the handle's getter. */
+  #runFd: number;
+  /** The addon, captured once (setNativeBinding applies to VcpuFds created afterwards). */
+  readonly #native: ReturnType<typeof native>;
   #tidRecorded = false;
   #kicker: VcpuKicker | undefined;
   #ring: MmapRegion | undefined;
@@ -103,6 +107,8 @@ export class VcpuFd {
     this.#kickSignal = kickSignal;
     this.#xsave2Size = xsave2Size;
     this.#dec = new ExitDecoder(run);
+    this.#runFd = fd;
+    this.#native = native();
   }
 
   /** @internal Used by {@link VmFd.createVcpu}. */
@@ -179,12 +185,14 @@ export class VcpuFd {
    * @throws {@link KvmError} `Closed`; errno of KVM_RUN (`EFAULT`, `ENOEXEC`, ...) except EINTR.
    */
   run(): VcpuExit {
+    const fd = this.#runFd;
+    if (fd < 0) throw new KvmError("Closed", "VcpuFd is closed");
     if (!this.#tidRecorded) {
       Atomics.store(this.#tid, 0, gettid());
       this.#tidRecorded = true;
     }
-    const r = native().run(this.#h.fd);
-    if (r < 0) {
+    const r = this.#native.run(fd);
+    if (r !== 0) {
       if (r === -EINTR) {
         Atomics.store(this.#runU8, RUN.immediateExit, 0);
         return INTR_EXIT;
@@ -207,6 +215,19 @@ export class VcpuFd {
   /** Sets or clears kvm_run.immediate_exit. */
   setImmediateExit(on: boolean): void {
     Atomics.store(this.#runU8, RUN.immediateExit, on ? 1 : 0);
+  }
+
+  /**
+   * kvm_run.request_interrupt_window: with no in-kernel irqchip, KVM exits
+   * with `IrqWindowOpen` as soon as the guest can take an interrupt.
+   */
+  setRequestInterruptWindow(on: boolean): void {
+    Atomics.store(this.#runU8, RUN.requestInterruptWindow, on ? 1 : 0);
+  }
+
+  /** kvm_run.ready_for_interrupt_injection after the last exit. */
+  get readyForInterruptInjection(): boolean {
+    return this.#runU8[RUN.readyForInterruptInjection] !== 0;
   }
 
   /** Answers an X86Rdmsr/X86Wrmsr exit: `data` for reads, `error` injects #GP. */
@@ -571,6 +592,7 @@ export class VcpuFd {
    */
   close(): void {
     if (this.#h.closed) return;
+    this.#runFd = -1;
     if (this.#h.owned) Atomics.store(this.#tid, 0, 0);
     this.#ring?.close();
     this.#region?.close();

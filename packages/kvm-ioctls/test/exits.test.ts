@@ -105,6 +105,19 @@ describeKvm("exits from micro-guests", () => {
     expectKind(g.vcpu.run(), "Shutdown");
   });
 
+  it("IrqWindowOpen when an interrupt window is requested and IF=1", () => {
+    g = makeVm([...asm.jmpSelf]);
+    const r = g.vcpu.getRegs();
+    r.rflags |= 0x200n; // IF
+    g.vcpu.setRegs(r);
+    g.vcpu.setRequestInterruptWindow(true);
+    expectKind(g.vcpu.run(), "IrqWindowOpen");
+    expect(g.vcpu.readyForInterruptInjection).toBe(true);
+    g.vcpu.interrupt(0x20); // with no IDT the guest then shuts down
+    g.vcpu.setRequestInterruptWindow(false);
+    expectKind(g.vcpu.run(), "Shutdown");
+  });
+
   it("many exits in a row reuse views and keep data correct", () => {
     const code = [...asm.movEcx(50), ...asm.movDx(0x3f8)];
     const loop = code.length;

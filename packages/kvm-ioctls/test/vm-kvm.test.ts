@@ -211,6 +211,40 @@ describeKvm("VmFd on /dev/kvm", () => {
     expect(g.vcpu.harvestDirtyRing()).toEqual([]);
   });
 
+  it("DirtyRingFull when the guest dirties more pages than the ring holds", () => {
+    // ecx = 512; rdi = 0x200000; loop { mov [rdi], al; add rdi, 4096; dec ecx; jnz } ; ud2
+    const code = [...asm.movEcx(512), ...asm.movRdi(0x200000)];
+    const loop = code.length;
+    code.push(...asm.movMemRdiAl, 0x48, 0x81, 0xc7, 0x00, 0x10, 0x00, 0x00, ...asm.decEcx);
+    code.push(...asm.jnz(code.length, loop), ...asm.ud2);
+    const mem2 = MmapRegion.anonymous(0x200000);
+    cleanups.push(() => mem2.close());
+    const g = vmWith(code, {
+      setup: (vm) => vm.enableDirtyRing(4096),
+      slots: (vm, mem) => {
+        vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memory: mem });
+        vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x200000, memory: mem2, logDirtyPages: true });
+      },
+    });
+    // Map 2-4 MiB too: PD[1] = 2 MiB page at 0x200000.
+    new DataView(g.bytes.buffer).setBigUint64(0xb008, 0x200000n | 0x87n, true);
+    const seen = new Set<number>();
+    let fulls = 0;
+    for (;;) {
+      const e = g.vcpu.run();
+      for (const d of g.vcpu.harvestDirtyRing()) if (d.slot === 1) seen.add(Number(d.offset));
+      g.vm.resetDirtyRings();
+      if (e.kind === "DirtyRingFull") {
+        fulls++;
+        continue;
+      }
+      expect(e.kind).toBe("Shutdown");
+      break;
+    }
+    expect(fulls).toBeGreaterThan(0);
+    expect(seen.size).toBe(512);
+  });
+
   it("coalesced MMIO: writes are buffered in the ring, not exits", () => {
     const code: number[] = [...asm.movRdi(MMIO_BASE + 0x200)];
     for (let i = 1; i <= 3; i++) code.push(...asm.movEax(i * 0x11), ...asm.movMemRdiEax);
