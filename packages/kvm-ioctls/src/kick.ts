@@ -41,7 +41,7 @@ export class VcpuKicker {
     this.#signal = t.kickSignal;
   }
 
-  /** @throws {@link VmmSysError} from tgkill for errors other than ESRCH (thread gone). */
+  /** Sets immediate_exit, then signals the vCPU thread. @throws `VmmSysError` (from `@ts-vmm/vmm-sys-util`) if tgkill fails other than with ESRCH (thread gone). */
   kick(): void {
     Atomics.store(this.#run, RUN.immediateExit, 1);
     const tid = Atomics.load(this.#tid, 0);
