@@ -1,5 +1,7 @@
 // Worker side of exit-roundtrip.mjs: runs the vCPU the main thread built
 // (passed as a VcpuTransferable) and times vcpu.run() until shutdown.
+// RAW=1 times a bare loop over the addon's run() instead (no exit decoding): the
+// floor that vcpu.run() is compared with in BENCHMARKS.md.
 import { parentPort, workerData } from "node:worker_threads";
 import { VcpuFd } from "../dist/index.js";
 
@@ -8,7 +10,21 @@ try {
   let exits = 0;
   const t0 = process.hrtime.bigint();
   const c0 = process.cpuUsage();
-  for (;;) {
+  if (process.env.RAW) {
+    const { native } = await import("../dist/native.js");
+    const run = native().run;
+    const fd = vcpu.fd;
+    const u32 = new Uint32Array(vcpu.runBuffer, 0, 4);
+    for (;;) {
+      run(fd);
+      const r = u32[2]; // exit_reason
+      if (r === 2 || r === 6) {
+        exits++;
+        continue;
+      }
+      break;
+    }
+  } else for (;;) {
     const e = vcpu.run();
     if (e.kind === "IoOut" || e.kind === "MmioWrite") {
       exits++;

@@ -121,7 +121,7 @@ export class ExitDecoder {
     const u32 = this.#u32;
     const reason = u32[RUN.exitReason >>> 2]!;
     switch (reason) {
-      case ExitReason.IO: {
+      case 2 /* ExitReason.IO */: {
         const u8 = this.#u8;
         const size = u8[RUN_EXIT.ioSize]!;
         const count = u32[RUN_EXIT.ioCount >>> 2]!;
@@ -142,7 +142,7 @@ export class ExitDecoder {
           ? { kind: "IoOut", port, size, count, data }
           : { kind: "IoIn", port, size, count, data };
       }
-      case ExitReason.MMIO: {
+      case 6 /* ExitReason.MMIO */: {
         const lo = u32[RUN_EXIT.mmioPhysAddr >>> 2]!;
         const hi = u32[(RUN_EXIT.mmioPhysAddr >>> 2) + 1]!;
         const len = Math.min(u32[RUN_EXIT.mmioLen >>> 2]!, 8);

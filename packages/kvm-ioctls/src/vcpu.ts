@@ -87,8 +87,8 @@ export class VcpuFd {
   readonly #dec: ExitDecoder;
   /** The fd while open, -1 after close: read on the hot path instead of the handle's getter. */
   #runFd: number;
-  /** The addon, captured once (setNativeBinding applies to VcpuFds created afterwards). */
-  readonly #native: ReturnType<typeof native>;
+  /** The addon's run(), captured once (setNativeBinding applies to VcpuFds created afterwards). */
+  readonly #runFn: (fd: number) => number;
   #tidRecorded = false;
   #kicker: VcpuKicker | undefined;
   #ring: MmapRegion | undefined;
@@ -108,7 +108,7 @@ export class VcpuFd {
     this.#xsave2Size = xsave2Size;
     this.#dec = new ExitDecoder(run);
     this.#runFd = fd;
-    this.#native = native();
+    this.#runFn = native().run;
   }
 
   /** @internal Used by {@link VmFd.createVcpu}. */
@@ -191,7 +191,7 @@ export class VcpuFd {
       Atomics.store(this.#tid, 0, gettid());
       this.#tidRecorded = true;
     }
-    const r = this.#native.run(fd);
+    const r = this.#runFn(fd);
     if (r !== 0) {
       if (r === -EINTR) {
         Atomics.store(this.#runU8, RUN.immediateExit, 0);
