@@ -3,7 +3,7 @@ export type { CreateVmOptions } from "./kvm.js";
 export { VmFd, dirtyPages, MAX_IRQ_ROUTES } from "./vm.js";
 export type { HostMemory, UserMemoryRegion, UserMemoryRegion2, IoEventAddress, IoeventOptions, CreateDeviceOptions } from "./vm.js";
 export { VcpuFd } from "./vcpu.js";
-export type { DirtyGfn, CoalescedWrite } from "./vcpu.js";
+export type { DirtyGfn, CoalescedWrite, Translation } from "./vcpu.js";
 export { DeviceFd } from "./device.js";
 export type { DeviceAttr } from "./device.js";
 export { VcpuKicker } from "./kick.js";

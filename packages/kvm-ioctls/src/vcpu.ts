@@ -52,6 +52,15 @@ const MAX_CPUID = 256;
 /** Most MSRs in one KVM_GET/SET_MSRS (MAX_IO_MSRS). */
 const MAX_MSRS = 256;
 
+/** Result of {@link VcpuFd.translate} (struct kvm_translation). */
+export interface Translation {
+  readonly physicalAddress: bigint;
+  readonly valid: boolean;
+  readonly writeable: boolean;
+  /** Always false on x86: KVM does not report it. */
+  readonly usermode: boolean;
+}
+
 /** One write taken from the coalesced MMIO ring. */
 export interface CoalescedWrite {
   readonly address: number;
@@ -497,6 +506,19 @@ export class VcpuFd {
   /** KVM_SET_TSC_KHZ (KVM_CAP_TSC_CONTROL). @throws {@link KvmError} `EINVAL`/`EIO` for an unsupported rate. */
   setTscKhz(khz: number): void {
     this.#h.val("KVM_SET_TSC_KHZ", checkUint(khz, "khz"));
+  }
+
+  /**
+   * KVM_TRANSLATE: the guest-physical address of guest-virtual `gva` under the
+   * vCPU's current page tables.
+   * @throws {@link KvmError} `OutOfRange` for a gva above 2^64.
+   */
+  translate(gva: bigint): Translation {
+    const buf = new Uint8Array(24);
+    const dv = view(buf);
+    dv.setBigUint64(0, checkU64(gva, "gva"), true);
+    this.#h.buf("KVM_TRANSLATE", buf);
+    return { physicalAddress: dv.getBigUint64(8, true), valid: buf[16] !== 0, writeable: buf[17] !== 0, usermode: buf[18] !== 0 };
   }
 
   /** KVM_NMI: queues an NMI. @throws {@link KvmError} */

@@ -240,6 +240,14 @@ describeKvm("VcpuFd state on /dev/kvm", () => {
     expect(() => g!.vcpu.kvmclockCtrl()).toThrow(expect.objectContaining({ code: "EINVAL" }));
   });
 
+  it("KVM_TRANSLATE walks the guest page tables", () => {
+    g = makeVm([...asm.ud2]);
+    const t = g.vcpu.translate(0x1234n);
+    // x86 KVM always reports usermode 0.
+    expect(t).toMatchObject({ physicalAddress: 0x1234n, valid: true, writeable: true });
+    expect(g.vcpu.translate(0x40000000n).valid).toBe(false); // PDPT[1] is not present
+  });
+
   it("enableCap on a vCPU: an unknown capability is EINVAL", () => {
     g = makeVm([...asm.ud2]);
     expect(() => g!.vcpu.enableCap(9999)).toThrow(expect.objectContaining({ code: "EINVAL", ioctl: "KVM_ENABLE_CAP" }));
