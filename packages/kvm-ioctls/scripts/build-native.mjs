@@ -11,5 +11,10 @@ import { fileURLToPath } from "node:url";
 const pkg = join(dirname(fileURLToPath(import.meta.url)), "..");
 const gyp = createRequire(import.meta.url).resolve("node-gyp/bin/node-gyp.js");
 const run = (...args) => execFileSync(process.execPath, [gyp, ...args, "--loglevel=warn"], { cwd: pkg, stdio: "inherit" });
-if (process.argv.includes("--rebuild") || !existsSync(join(pkg, "build", "Makefile"))) run("configure");
+// Use the Node headers this machine ships (the repo's .npmrc says nodedir=/usr, but
+// only pnpm/npm pass that on); node-gyp would otherwise try to download them.
+const nodedir = process.env.npm_config_nodedir ?? (existsSync("/usr/include/node/node_api.h") ? "/usr" : undefined);
+if (process.argv.includes("--rebuild") || !existsSync(join(pkg, "build", "Makefile"))) {
+  run("configure", ...(nodedir ? [`--nodedir=${nodedir}`] : []));
+}
 run("build");
