@@ -1,6 +1,8 @@
-// Runs every package's tests through turbo, then prints one closing line with the
-// totals from each package's vitest JSON report: "tests: N passed, N failed, N skipped".
-// Exits non-zero if any test failed, any package's test task failed, or no test ran.
+// Runs every package's tests through turbo, plus the API docs build (typedoc with its
+// validation as errors: an export without TSDoc or a broken doc link fails the run),
+// then prints one closing line with the totals from each package's vitest JSON report:
+// "tests: N passed, N failed, N skipped".
+// Exits non-zero if any test failed, any turbo task failed, or no test ran.
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -13,7 +15,7 @@ for (const p of packages) rmSync(join(pkgsDir, p, ".vitest-report.json"), { forc
 const cache = process.env.TS_VMM_CACHE ?? join(process.env.HOME ?? "/root", ".cache", "ts-vmm");
 const run = spawnSync(
   "pnpm",
-  ["exec", "turbo", "run", "test", `--cache-dir=${cache}/turbo`, "--concurrency=1", "--continue", ...process.argv.slice(2)],
+  ["exec", "turbo", "run", "test", "docs:api", `--cache-dir=${cache}/turbo`, "--concurrency=1", "--continue", ...process.argv.slice(2)],
   { cwd: root, stdio: "inherit" },
 );
 
