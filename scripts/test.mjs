@@ -1,4 +1,4 @@
-// Runs every package's tests through turbo, plus the API docs build (typedoc with its
+// Runs every package's typecheck (sources and tests) and tests through turbo, plus the API docs build (typedoc with its
 // validation as errors: an export without TSDoc or a broken doc link fails the run)
 // and publint on what each published package would ship,
 // then prints one closing line with the totals from each package's vitest JSON report:
@@ -16,7 +16,7 @@ for (const p of packages) rmSync(join(pkgsDir, p, ".vitest-report.json"), { forc
 const cache = process.env.TS_VMM_CACHE ?? join(process.env.HOME ?? "/root", ".cache", "ts-vmm");
 const run = spawnSync(
   "pnpm",
-  ["exec", "turbo", "run", "test", "docs:api", "publint", `--cache-dir=${cache}/turbo`, "--concurrency=1", "--continue", ...process.argv.slice(2)],
+  ["exec", "turbo", "run", "typecheck", "test", "docs:api", "publint", `--cache-dir=${cache}/turbo`, "--concurrency=1", "--continue", ...process.argv.slice(2)],
   { cwd: root, stdio: "inherit" },
 );
 
