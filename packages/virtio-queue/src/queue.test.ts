@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { makeMemory } from "../test/memory.js";
-import { Queue, VirtqueueError, type VirtqueueErrorCode } from "./index.js";
+import { MockPackedQueue, MockSplitQueue } from "./mock/index.js";
+import { Queue, VirtqueueError, type QueueState, type VirtqueueErrorCode } from "./index.js";
 
 function expectCode(fn: () => unknown, code: VirtqueueErrorCode): void {
   let err: unknown;
@@ -102,6 +103,48 @@ describe("Queue configuration", () => {
     q.setRingPacked(false);
     q.setReady(true);
     expectCode(() => q.validate(mem), "InvalidQueueSize");
+  });
+
+  it("a new size restarts the ring positions: packed positions stay inside the smaller ring", () => {
+    const mem = makeMemory(0x40000);
+    const mock = new MockPackedQueue(mem, 8, { base: 0x1000 });
+    const q = mock.createQueue();
+    for (let i = 0; i < 6; i++) {
+      const id = mock.addChain([{ addr: 0x8000, len: 4, writable: true }]);
+      q.addUsed(mem, q.popDescriptorChain(mem)!.head, 4);
+      expect(id).toBe(mock.takeUsed()[0]!.id);
+    }
+    expect([q.nextAvail, q.nextUsed]).toEqual([6, 6]);
+    // The driver stops the queue, shrinks it and starts it again (same addresses).
+    q.setReady(false);
+    expect(q.setSize(4)).toBe(true);
+    q.setReady(true);
+    expect(q.isValid(mem)).toBe(true);
+    expect([q.nextAvail, q.nextUsed]).toEqual([0, 0]);
+    const s = q.state();
+    expect(s.signalledUsed).toBeLessThan(2 * s.size);
+    expect(Queue.fromState(JSON.parse(JSON.stringify(s)) as QueueState).state()).toEqual(s);
+    // The device only touches the 4-slot ring now: slot 6 (outside it) is never read or written.
+    const slot6 = mem.slice(0x1000 + 6 * 16, 16).slice();
+    mem.writeU16(0x1000 + 14, 0x80); // slot 0 available, wrap 1
+    mem.writeU16(0x1000 + 12, 3);
+    mem.writeU32(0x1000 + 8, 4);
+    expect(q.popDescriptorChain(mem)!.head).toBe(3);
+    q.addUsed(mem, 3, 0);
+    expect(mem.slice(0x1000 + 6 * 16, 16)).toEqual(slot6);
+  });
+
+  it("a new size restarts a split queue's cached avail index too (AvailIndexAhead is not bypassed)", () => {
+    const mem = makeMemory(0x40000);
+    const mock = new MockSplitQueue(mem, 256, { base: 0x1000 });
+    const q = mock.createQueue();
+    mock.setAvailIdx(200);
+    q.popDescriptorChain(mem);
+    q.setReady(false);
+    expect(q.setSize(16)).toBe(true);
+    q.setReady(true);
+    // 200 entries for a 16-entry ring: the ring is broken, not 199 re-reads of 16 slots.
+    expectCode(() => q.popDescriptorChain(mem), "AvailIndexAhead");
   });
 
   it("reset goes back to the power-on state", () => {

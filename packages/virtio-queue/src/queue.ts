@@ -148,17 +148,22 @@ export class Queue {
   }
 
   /**
-   * Sets the queue size.
+   * Sets the queue size. A different size is a new ring: the ring positions
+   * restart at zero (packed positions must stay below the size, and a split
+   * queue's cached avail index belongs to the old ring).
    * @throws {@link VirtqueueError} `"InvalidQueueSize"` if zero, above `maxSize`
    *   or (split) not a power of two; `"QueueReady"` if the queue is ready.
    */
   trySetSize(size: number): void {
     this.#checkNotReady("size");
     checkQueueSize(size, this.#q.maxSize, this.#q.packed);
-    this.#q.size = size;
+    if (size !== this.#q.size) {
+      this.#q.size = size;
+      this.#q.resetRuntime();
+    }
   }
 
-  /** Sets the ready bit (guest-driven; never fails). Clearing it keeps ring positions. */
+  /** Sets the ready bit (guest-driven; never fails). Clearing it keeps ring positions (a new size resets them). */
   setReady(ready: boolean): void {
     this.#q.ready = ready === true;
   }
