@@ -20,7 +20,8 @@ import { GuestMemoryError } from "@ts-vmm/vm-memory";
  *
  * Guest-written rings and chains (data path):
  * - `"AvailIndexAhead"`: the split avail index is more than the queue size ahead
- *   of the device (the entry is not consumed; the queue is broken).
+ *   of the device, or a packed list is made available over ring slots still in
+ *   flight (nothing is consumed; the queue is broken).
  * - `"InvalidDescriptorIndex"`: a head or `next` index outside its table (or a
  *   head given to `addUsed` that is not below the queue size).
  * - `"ChainTooLong"`: a chain longer than the queue size (or than its indirect

@@ -8,8 +8,10 @@ import {
   RING_EVENT_FLAGS_ENABLE,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
   VirtqueueError,
+  type QueueState,
   type VirtqueueErrorCode,
 } from "./index.js";
 
@@ -174,6 +176,31 @@ describe("packed queue validation", () => {
     expectCode(() => q.addUsed(mem, 5, 0), "UnknownBufferId");
     q.addUsed(mem, 4, 0);
     expectCode(() => q.addUsed(mem, 4, 0), "UnknownBufferId");
+  });
+
+  it("AvailIndexAhead: a list made available over slots still in flight; nothing consumed, state still restorable", () => {
+    const { mem, mock, q } = setup(4);
+    const ring = mock.descRing;
+    for (let i = 0; i < 4; i++) mock.addChain([{ addr: 0x8000, len: 4, writable: true }]);
+    expect([...q.iter(mem)]).toHaveLength(4);
+    // A hostile driver reuses slot 0 (next lap: AVAIL clear, USED set) before any buffer came back.
+    mem.writeU32(ring, 0x8000);
+    mem.writeU32(ring + 4, 0);
+    mem.writeU32(ring + 8, 4);
+    mem.writeU16(ring + 12, 9);
+    mem.writeU16(ring + 14, VIRTQ_DESC_F_USED | VIRTQ_DESC_F_WRITE);
+    const e = expectCode(() => q.popDescriptorChain(mem), "AvailIndexAhead");
+    expect(e.head).toBeUndefined();
+    expect(q.nextAvail).toBe(0);
+    expectCode(() => q.popDescriptorChain(mem), "AvailIndexAhead");
+    // What is in flight still fits the ring, so a snapshot restores.
+    const r = Queue.fromState(JSON.parse(JSON.stringify(q.state())) as QueueState);
+    expect(r.state().inFlight).toHaveLength(4);
+    // Once a buffer is returned (its used descriptor goes to slot 0), the driver may reuse slot 0.
+    q.addUsed(mem, 0, 4);
+    mem.writeU16(ring + 12, 9);
+    mem.writeU16(ring + 14, VIRTQ_DESC_F_USED | VIRTQ_DESC_F_WRITE);
+    expect(q.popDescriptorChain(mem)!.head).toBe(9);
   });
 });
 

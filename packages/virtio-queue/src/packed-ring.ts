@@ -78,6 +78,17 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
     throw wrapMemoryError(e, "RingOutOfBounds", "reading the descriptor ring");
   }
 
+  // A driver reuses a slot only once a buffer that took it came back, so what
+  // is in flight never takes more slots than the ring has (Linux's num_free
+  // accounting). A list over slots still in flight is the packed form of an
+  // avail index too far ahead: the ring is broken, nothing is consumed.
+  if (q.inFlight.totalSlots + count > size) {
+    throw new VirtqueueError(
+      "AvailIndexAhead",
+      `list of ${count} at ${start} is made available over ring slots still in flight (${q.inFlight.totalSlots} of ${size})`,
+    );
+  }
+
   // The list is consumed from here on, whatever it holds.
   const end = start + count;
   if (end >= size) {

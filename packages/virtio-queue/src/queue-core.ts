@@ -75,6 +75,13 @@ export class QueueCore {
 export class InFlight {
   private slots: Uint16Array | undefined;
   private count = 0;
+  /** Sum of the ring slots of every buffer in flight. */
+  private total = 0;
+
+  /** Ring slots taken by all buffers in flight. */
+  get totalSlots(): number {
+    return this.total;
+  }
 
   /** Slots of `id`, or undefined if it is not in flight. */
   get(id: number): number | undefined {
@@ -90,12 +97,14 @@ export class InFlight {
   set(id: number, slots: number): void {
     const t = (this.slots ??= new Uint16Array(0x10000));
     if (t[id] === 0) this.count++;
+    this.total += slots - (t[id] as number);
     t[id] = slots;
   }
 
   delete(id: number): void {
     const t = this.slots;
     if (t !== undefined && t[id] !== 0) {
+      this.total -= t[id] as number;
       t[id] = 0;
       this.count--;
     }
@@ -104,6 +113,7 @@ export class InFlight {
   clear(): void {
     if (this.count > 0) this.slots?.fill(0);
     this.count = 0;
+    this.total = 0;
   }
 
   /** `[id, slots]` pairs in id order. */
