@@ -62,4 +62,22 @@ describe("queue state save/restore", () => {
     expect(codeOf(() => Queue.fromState({ ...packed, inFlight: [[1, 6], [1, 6]] }))).toBe("InvalidState");
     expect(codeOf(() => Queue.fromState({ ...packed, inFlight: [[1, 7], [2, 6]] }))).toBe("InvalidState");
   });
+
+  it("fromState checks every field whatever the layout (no garbage carried into state())", () => {
+    const split = new Queue(16).state();
+    const packed = { ...split, packed: true, size: 12 };
+    for (const s of [split, packed]) {
+      for (const bad of [Number.NaN, -1, 0.5, 2 * s.size, 1e300, "0", null]) {
+        expect(codeOf(() => Queue.fromState({ ...s, signalledUsed: bad as number }))).toBe("InvalidState");
+      }
+      for (const bad of [Number.NaN, -1, 0.5, 0x10000, "0", null]) {
+        expect(codeOf(() => Queue.fromState({ ...s, numAdded: bad as number }))).toBe("InvalidState");
+        expect(codeOf(() => Queue.fromState({ ...s, nextUsed: bad as number }))).toBe("InvalidState");
+      }
+      for (const bad of [Number.NaN, -8, 8.5, Infinity, "4096", null]) {
+        expect(codeOf(() => Queue.fromState({ ...s, descTable: bad as number }))).toBe("InvalidState");
+      }
+      expect(codeOf(() => Queue.fromState({ ...s, inFlight: {} as [] }))).toBe("InvalidState");
+    }
+  });
 });

@@ -99,10 +99,11 @@ export function checkStateShape(s: QueueState): void {
  */
 export function checkStateRuntime(s: QueueState): void {
   if (!isInt(s.numAdded, 0, 0xffff)) throw bad("numAdded is not a u16");
+  // Checked for both layouts: a split queue does not use it, but would carry it into state().
+  if (!isInt(s.signalledUsed, 0, 2 * s.size - 1)) throw bad("signalledUsed is out of range");
   if (s.packed) {
     if (!isInt(s.nextAvail, 0, s.size - 1)) throw bad("nextAvail is not a ring position");
     if (!isInt(s.nextUsed, 0, s.size - 1)) throw bad("nextUsed is not a ring position");
-    if (!isInt(s.signalledUsed, 0, 2 * s.size - 1)) throw bad("signalledUsed is out of range");
     let slots = 0;
     const seen = new Set<number>();
     for (const e of s.inFlight) {
