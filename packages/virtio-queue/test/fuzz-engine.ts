@@ -252,7 +252,13 @@ export function fuzzOne(seed: number, stats: FuzzStats): void {
   guard(() => void q.enableNotification(mem));
   guard(() => q.disableNotification(mem));
   guard(() => void q.needsNotification(mem));
-  guard(() => void Queue.fromState(q.state()));
+  // Whatever the guest did, the queue's own state must restore (a typed error here is a failure too).
+  try {
+    const json = JSON.stringify(q.state());
+    if (JSON.stringify(Queue.fromState(JSON.parse(json)).state()) !== json) throw new Error("state changed on restore");
+  } catch (e) {
+    stats.failures.push({ seed, error: e });
+  }
 }
 
 /** Runs until `count` tables or `ms` milliseconds, whichever comes first. */
