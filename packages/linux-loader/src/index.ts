@@ -22,6 +22,6 @@ export type { PvhModule, StartInfoBlobs, StartInfoInput } from "./pvh.js";
 export * as mptable from "./mptable-namespace.js";
 export type { MpTableOptions } from "./mptable.js";
 export * as acpi from "./acpi/index.js";
-export type { AcpiOptions, AcpiTables, VirtioMmioDevice } from "./acpi/index.js";
+export type { AcpiOptions, AcpiTables, VirtioMmioDevice, VirtioMmioLimits } from "./acpi/index.js";
 export { loadLinux, planLinuxBoot } from "./linux-boot.js";
 export type { BootProtocol, LinuxBoot, LinuxBootOptions } from "./linux-boot.js";

@@ -11,7 +11,7 @@ import { layout, ramRegions, MMIO_HOLE_START } from "./layout.js";
 import type { GuestMemory } from "./memory.js";
 import { buildMpTable } from "./mptable.js";
 import { buildStartInfo } from "./pvh.js";
-import { buildAcpiTables, type VirtioMmioDevice } from "./acpi/tables.js";
+import { buildAcpiTables, checkVirtioMmio, type VirtioMmioDevice } from "./acpi/tables.js";
 
 /** How the kernel is entered. */
 export type BootProtocol = "linux64" | "pvh";
@@ -73,8 +73,11 @@ const isElf = (b: Uint8Array): boolean => b.byteLength >= 4 && b[0] === 0x7f && 
  * checks every write against `mem`, the MMIO hole and each other.
  *
  * @throws LoaderError any code of the image parsers; `InvalidArgument` (guest
- * memory not laid out as {@link ramRegions}, PVH asked of an image without a
- * note); `InitrdTooLarge`; `CmdlineTooLong`/`CmdlineInvalid`;
+ * memory not laid out as {@link ramRegions}; a bad virtio-mmio device list:
+ * overlapping windows, a window outside the MMIO hole, an IRQ that is not an
+ * IOAPIC pin); `Unsupported` (PVH asked of an image without a note or of a
+ * bzImage, the 64-bit protocol asked of an ELF32); `InitrdTooLarge`;
+ * `CmdlineTooLong`/`CmdlineInvalid`;
  * `OutOfGuestMemory` (kernel or its decompression area past the end of RAM);
  * `InMmioHole`; `Overlap`.
  */
@@ -105,7 +108,11 @@ export function planLinuxBoot(mem: GuestMemory, options: LinuxBootOptions): Linu
     if (protocol === "pvh") {
       if (elf.pvhEntry === undefined) throw new LoaderError("Unsupported", "PVH boot needs an ELF note XEN_ELFNOTE_PHYS32_ENTRY; this image has none");
       entry = elf.pvhEntry;
-    } else entry = elf.entry;
+    } else {
+      // The 64-bit protocol enters e_entry in long mode: an ELF32 holds 32-bit code.
+      if (elf.bits !== 64) throw new LoaderError("Unsupported", "the 64-bit boot protocol needs an ELF64 kernel; this ELF32 image can only be entered through a PVH note");
+      entry = elf.entry;
+    }
     kernelEnd = p.load.end;
   } else {
     bz = BzImage.parse(options.kernel);
@@ -115,7 +122,8 @@ export function planLinuxBoot(mem: GuestMemory, options: LinuxBootOptions): Linu
     kernel = p.load;
     writes.push(...p.writes);
     entry = p.load.entry64;
-    cmdlineCapacity = bz.header.cmdline_size;
+    // The kernel's limit, but never more than the layout's command line slot (64 KiB with the NUL).
+    cmdlineCapacity = Math.min(bz.header.cmdline_size, layout.cmdlineMax - 1);
     initrdMax = bz.header.initrd_addr_max;
     kernelEnd = Math.max(p.load.end, p.load.runtimeStart + p.load.initSize);
     if (p.load.runtimeStart + p.load.initSize > lowEnd) {
@@ -132,6 +140,7 @@ export function planLinuxBoot(mem: GuestMemory, options: LinuxBootOptions): Linu
       ? Cmdline.parse(options.cmdline.toString(), cmdlineCapacity)
       : Cmdline.parse(options.cmdline ?? "", cmdlineCapacity);
   const acpiOn = options.acpi ?? true;
+  checkVirtioMmio(options.virtioMmio ?? []);
   if (options.virtioMmioOnCmdline ?? !acpiOn) {
     for (const d of options.virtioMmio ?? []) cmdline.addVirtioMmioDevice({ size: d.size ?? 0x1000, addr: d.addr, irq: d.irq });
   }

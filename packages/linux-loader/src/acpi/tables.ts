@@ -95,6 +95,55 @@ export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edge
   return aml.termList([aml.scope("\\_SB_", devs)]);
 }
 
+/** GSIs the MADT's one IOAPIC (GSI base 0) has: KVM's in-kernel IOAPIC has 24 pins. */
+export const IOAPIC_PINS = 24;
+
+/** Bounds for {@link checkVirtioMmio}. */
+export interface VirtioMmioLimits {
+  /** IRQs must be below this (default {@link IOAPIC_PINS}). */
+  readonly irqLimit?: number;
+  /** Windows must start at or above this (default: the start of the 32-bit MMIO hole, 3 GiB). */
+  readonly windowStart?: number;
+  /** Windows must end at or below this (default: the end of the 32-bit MMIO hole, 4 GiB). */
+  readonly windowEnd?: number;
+}
+
+/**
+ * Checks a virtio-mmio device list: each window a positive size inside
+ * `[windowStart, windowEnd)` (default the 32-bit MMIO hole) and clear of the
+ * IOAPIC and local APIC pages, no two windows overlapping, and each IRQ below
+ * `irqLimit` (default 24, the pins of KVM's in-kernel IOAPIC, the one IOAPIC
+ * our MADT and MP table describe). Devices may share an IRQ (virtio-mmio
+ * requests it shared).
+ *
+ * @throws LoaderError `InvalidArgument` naming the first bad device.
+ */
+export function checkVirtioMmio(devices: readonly VirtioMmioDevice[], limits: VirtioMmioLimits = {}): void {
+  const irqLimit = limits.irqLimit ?? IOAPIC_PINS;
+  const lo = limits.windowStart ?? layout.mmioHoleStart;
+  const hi = limits.windowEnd ?? layout.mmioHoleEnd;
+  const fixed = [
+    { start: layout.ioapic, end: layout.ioapic + 0x1000, what: "the IOAPIC" },
+    { start: layout.lapic, end: layout.lapic + 0x1000, what: "the local APIC" },
+  ];
+  const seen: { start: number; end: number; what: string }[] = [];
+  devices.forEach((d, i) => {
+    const size = d.size ?? 0x1000;
+    const what = `virtio-mmio device ${i} (${Number.isFinite(d.addr) ? hex(d.addr) : String(d.addr)}, size ${String(size)}, IRQ ${String(d.irq)})`;
+    if (!Number.isSafeInteger(d.addr) || !Number.isSafeInteger(size) || size <= 0 || d.addr < lo || d.addr + size > hi) {
+      throw new LoaderError("InvalidArgument", `${what}: the register window must have a positive size and lie inside ${hex(lo)}..${hex(hi)}`);
+    }
+    if (!Number.isInteger(d.irq) || d.irq < 0 || d.irq >= irqLimit) {
+      throw new LoaderError("InvalidArgument", `${what}: the IRQ must be an IOAPIC pin 0..${irqLimit - 1}`);
+    }
+    const r = { start: d.addr, end: d.addr + size, what: `virtio-mmio device ${i}` };
+    for (const o of [...fixed, ...seen]) {
+      if (r.start < o.end && o.start < r.end) throw new LoaderError("InvalidArgument", `${what} overlaps ${o.what} at ${hex(o.start)}..${hex(o.end)}`);
+    }
+    seen.push(r);
+  });
+}
+
 function gasIo(w: Writer, o: number): void {
   // An empty Generic Address Structure (5.2.3.2) is all zero.
   w.u64(o, 0).u32(o + 8, 0);
@@ -106,17 +155,31 @@ function gasIo(w: Writer, o: number): void {
  * Local x2APIC entry above, the IOAPIC (ID 0, as QEMU) at 0xfec00000 with GSI base 0, LINT1
  * NMI) and a DSDT with COM1 and the virtio-mmio devices. All checksums are set.
  *
- * @throws LoaderError `InvalidArgument` (no CPUs, a device outside 32 bits),
- * `TooManyEntries` (the tables do not fit between `addr` and `limit`).
+ * @throws LoaderError `InvalidArgument` (no CPUs; a device window outside 32
+ * bits, of size 0 or overlapping another or the IOAPIC / local APIC), `TooManyEntries` (the tables do not fit between
+ * `addr` and `limit`; a CPU count too large for the MADT is refused before
+ * anything is built).
  */
 export function buildAcpiTables(options: AcpiOptions): AcpiTables {
   const { cpus } = options;
   const base = options.addr ?? layout.acpi;
   const limit = options.limit ?? layout.acpiEnd;
+  if (!Number.isSafeInteger(limit)) throw new LoaderError("InvalidArgument", `ACPI tables limit ${String(limit)} is not an address`);
   if (!Number.isSafeInteger(cpus) || cpus < 1 || cpus > 0xffff_ffff) throw new LoaderError("InvalidArgument", `ACPI needs at least one CPU, got ${cpus}`);
   if (!Number.isSafeInteger(base) || base % 16 !== 0 || base < 0 || base + 36 > 2 ** 32) {
     throw new LoaderError("InvalidArgument", `ACPI tables address ${hex(base)} must be 16-byte aligned and below 4 GiB`);
   }
+  // The MADT alone (header, LAPIC address and flags, a Local APIC entry per CPU
+  // up to ID 254 and a 16-byte x2APIC entry above, IOAPIC, LINT1 NMI) must fit:
+  // checked before building it, so that a huge CPU count fails at once instead
+  // of allocating millions of entries.
+  const madtSize = 36 + 8 + Math.min(cpus, 255) * 8 + Math.max(cpus - 255, 0) * 16 + 12 + 6;
+  if (base + madtSize > limit) {
+    throw new LoaderError("TooManyEntries", `the MADT for ${cpus} CPUs is ${madtSize} bytes; only ${limit - base} bytes are available from ${hex(base)}`);
+  }
+  // Any 32-bit window and GSI here (a VMM may describe another machine's
+  // devices, as the QEMU microvm comparison does); planLinuxBoot checks ours.
+  checkVirtioMmio(options.virtioMmio ?? [], { irqLimit: 2 ** 32, windowStart: 0, windowEnd: 2 ** 32 });
   const dsdt = sdt("DSDT", 2, dsdtAml(options));
 
   // MADT
