@@ -6,6 +6,9 @@ import { debugExitStatus } from "./devices/debug-exit.js";
 import { VmmError } from "./error.js";
 import { Vmm } from "./vmm.js";
 
+/** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--mem MiB] [--timeout SECONDS]
 
 Boots a PVH ELF or bzImage with one vCPU, COM1 on stdout and the debug-exit
@@ -51,8 +54,9 @@ export async function runCli(
   }
   const memMiB = values.mem === undefined ? 256 : Number(values.mem);
   const timeout = values.timeout === undefined ? 0 : Number(values.timeout);
-  if (!Number.isFinite(timeout) || timeout < 0) {
-    stderr.write(`--timeout must be a number of seconds, got ${values.timeout}\n`);
+  // setTimeout takes at most 2^31 - 1 ms; a longer delay would fire after 1 ms.
+  if (!Number.isFinite(timeout) || timeout < 0 || timeout * 1000 > MAX_TIMER_MS) {
+    stderr.write(`--timeout must be a number of seconds from 0 to ${MAX_TIMER_MS / 1000}, got ${values.timeout}\n`);
     return 2;
   }
   let vmm: Vmm;

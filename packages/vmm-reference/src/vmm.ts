@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
@@ -29,12 +29,48 @@ const MiB = 1024 * 1024;
 /** Where KVM puts the real-mode TSS and identity map on Intel hosts: just below 4 GiB, inside our MMIO hole. */
 const TSS_ADDR = 0xfffb_d000;
 
-function bytesOf(what: string, v: string | Uint8Array): Uint8Array {
-  if (typeof v !== "string") return v;
+/**
+ * Reads a kernel or initrd, at most `limit` bytes: neither can be larger than
+ * guest memory, and a file that never ends (/dev/zero, a FIFO) must not be
+ * read forever.
+ */
+function bytesOf(what: string, v: string | Uint8Array, limit: number): Uint8Array {
+  if (typeof v !== "string") {
+    if (v.byteLength > limit) throw new VmmError("InvalidConfig", `the ${what} (${v.byteLength} bytes) is larger than guest memory (${limit} bytes)`);
+    return v;
+  }
+  const tooLarge = (): VmmError => new VmmError("InvalidConfig", `the ${what} ${v} is larger than guest memory (${limit} bytes)`);
+  let fd: number;
   try {
-    return readFileSync(v);
+    fd = openSync(v, "r");
   } catch (e) {
     throw new VmmError("FileNotReadable", `cannot read the ${what} ${v}: ${(e as Error).message}`, { cause: e });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw new VmmError("FileNotReadable", `cannot read the ${what} ${v}: it is a directory`);
+    if (st.isFile() && st.size > limit) throw tooLarge();
+    // Regular files: their size; anything else: read until EOF, at most limit + 1 bytes.
+    let buf = new Uint8Array(st.isFile() ? st.size : Math.min(limit + 1, 1 << 20));
+    let n = 0;
+    for (;;) {
+      if (n === buf.byteLength) {
+        if (st.isFile() || n > limit) break;
+        const bigger = new Uint8Array(Math.min(limit + 1, buf.byteLength * 2));
+        bigger.set(buf);
+        buf = bigger;
+      }
+      const got = readSync(fd, buf, n, buf.byteLength - n, null);
+      if (got === 0) break;
+      n += got;
+    }
+    if (n > limit) throw tooLarge();
+    return buf.subarray(0, n);
+  } catch (e) {
+    if (e instanceof VmmError) throw e;
+    throw new VmmError("FileNotReadable", `cannot read the ${what} ${v}: ${(e as Error).message}`, { cause: e });
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -55,7 +91,12 @@ export class Vmm {
   readonly #vcpu: VcpuFd;
   readonly #stop = new SharedArrayBuffer(4);
   #worker: Worker | undefined;
+  /** close() was called. */
   #closed = false;
+  /** The fds are closed (at close(), or when the run in flight settles). */
+  #released = false;
+  /** A run is in flight: its worker may still call KVM_RUN on the vCPU fd. */
+  #running = false;
   /** The boot layout the loader wrote. */
   readonly boot: LinuxBoot;
 
@@ -78,11 +119,12 @@ export class Vmm {
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
       throw new VmmError("InvalidConfig", `memMiB must be a whole number from 2 to 1048576, got ${String(memMiB)}`);
     }
-    const kernel = bytesOf("kernel", config.kernel);
-    const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd);
+    const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
+    const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
     let kvm: Kvm | undefined;
     let vm: VmFd | undefined;
     let mem: GuestMemoryMmap | undefined;
+    let vcpu: VcpuFd | undefined;
     try {
       kvm = new Kvm();
       vm = kvm.createVm();
@@ -99,12 +141,13 @@ export class Vmm {
         cmdline: config.cmdline ?? "",
         cpus: 1,
       });
-      const vcpu = vm.createVcpu(0);
+      vcpu = vm.createVcpu(0);
       vcpu.setCpuid2(kvm.getSupportedCpuid());
       vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
       vcpu.setRegs(boot.cpu.regs);
       return new Vmm(kvm, vm, mem, vcpu, boot);
     } catch (e) {
+      vcpu?.close();
       mem?.close();
       vm?.close();
       kvm?.close();
@@ -125,12 +168,16 @@ export class Vmm {
     // inherit flags such as a test runner's --conditions pointing at sources.
     const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
     this.#worker = worker;
+    this.#running = true;
     return new Promise<RunResult>((resolve) => {
       let done = false;
       const settle = (r: RunResult): void => {
         if (done) return;
         done = true;
+        // The worker has left its KVM_RUN loop (it sent its result, or it is gone).
+        this.#running = false;
         void worker.terminate();
+        if (this.#closed) this.#release();
         resolve(r);
       };
       worker.on("message", (m: VcpuWorkerMessage) => {
@@ -145,13 +192,28 @@ export class Vmm {
   /** Asks the vCPU to stop: run() then resolves with reason `Stopped`. Safe to call more than once. */
   stop(): void {
     Atomics.store(new Int32Array(this.#stop), 0, 1);
-    if (!this.#closed) this.#vcpu.kick();
+    if (!this.#released) this.#vcpu.kick();
   }
 
-  /** Releases the vCPU, the VM, guest memory and /dev/kvm. Call after run() settled. */
+  /**
+   * Releases the vCPU, the VM, guest memory and /dev/kvm. Idempotent. Called
+   * while a run is in flight, it stops the vCPU first (run() resolves with
+   * `Stopped`) and releases everything once the worker has left KVM_RUN, so
+   * the worker never runs a closed (or reused) fd number.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#running) {
+      this.stop();
+      return;
+    }
+    this.#release();
+  }
+
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
     this.#vcpu.close();
     this.#vm.close();
     this.#mem.close();

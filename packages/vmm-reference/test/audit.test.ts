@@ -1,0 +1,219 @@
+// Adversarial audit of the reference VMM: hostile guests (hand-assembled,
+// entered by linux-loader's 64-bit protocol at CPL0, so every instruction
+// goes through KVM's emulator here: keep them short), hostile CLI arguments,
+// and resource leaks on every path.
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describeWith } from "@ts-vmm/test-utils";
+import { describe, expect, it } from "vitest";
+import { runCli } from "../src/cli.js";
+import { Vmm, VmmError } from "../src/index.js";
+
+const LOAD = 0x100000;
+
+/** A minimal ELF64 x86-64 executable: one PT_LOAD of `code` at 1 MiB (no PVH note: entered in long mode). */
+function rawElf(code: readonly number[], data: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const body = new Uint8Array(code.length + data.byteLength);
+  body.set(code, 0);
+  body.set(data, code.length);
+  const off = 0x1000;
+  const b = new Uint8Array(off + body.byteLength);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, 0x464c457f, true);
+  b[4] = 2;
+  b[5] = 1;
+  b[6] = 1;
+  v.setUint16(16, 2, true); // ET_EXEC
+  v.setUint16(18, 62, true); // EM_X86_64
+  v.setUint32(20, 1, true);
+  v.setBigUint64(24, BigInt(LOAD), true);
+  v.setBigUint64(32, 64n, true);
+  v.setUint16(52, 64, true);
+  v.setUint16(54, 56, true);
+  v.setUint16(56, 1, true);
+  v.setUint32(64, 1, true); // PT_LOAD
+  v.setUint32(68, 7, true);
+  v.setBigUint64(64 + 8, BigInt(off), true);
+  v.setBigUint64(64 + 16, BigInt(LOAD), true);
+  v.setBigUint64(64 + 24, BigInt(LOAD), true);
+  v.setBigUint64(64 + 32, BigInt(body.byteLength), true);
+  v.setBigUint64(64 + 40, BigInt(body.byteLength), true);
+  b.set(body, off);
+  return b;
+}
+
+const le32 = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
+/** out 0xf4, al with al = v */
+const exitByte = (v: number): number[] => [0xb0, v & 0xff, 0xe6, 0xf4];
+/** rep outsb of `count` bytes at guest address `addr` to COM1. */
+const repOutsb = (addr: number, count: number): number[] => [
+  0xbe, ...le32(addr), // mov esi, addr
+  0xb9, ...le32(count), // mov ecx, count
+  0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+  0xf3, 0x6e, // rep outsb
+];
+
+interface Run {
+  reason: string;
+  value: number | null;
+  serial: Uint8Array;
+  chunks: number;
+  detail: string | undefined;
+  exits: Readonly<Record<string, number>>;
+}
+
+async function run(kernel: Uint8Array, memMiB = 16): Promise<Run> {
+  const vmm = Vmm.create({ kernel, memMiB });
+  const parts: Uint8Array[] = [];
+  try {
+    const r = await vmm.run({ serial: (b) => parts.push(b.slice()) });
+    return { reason: r.reason, value: r.guestExitValue, serial: Buffer.concat(parts), chunks: parts.length, detail: r.detail, exits: r.exits };
+  } finally {
+    vmm.close();
+  }
+}
+
+const openFds = (): number => readdirSync("/proc/self/fd").length;
+
+describeWith({ kvm: true }, "hostile guests", () => {
+  it("debug-exit with 1-, 2- and 4-byte writes", async () => {
+    expect(await run(rawElf(exitByte(0x12)))).toMatchObject({ reason: "DebugExit", value: 0x12 });
+    const w16 = [0x66, 0xb8, 0x34, 0x12, 0x66, 0xe7, 0xf4]; // mov ax, 0x1234; out 0xf4, ax
+    expect(await run(rawElf(w16))).toMatchObject({ reason: "DebugExit", value: 0x1234 });
+    const w32 = [0xb8, ...le32(0xf2345678), 0xe7, 0xf4]; // mov eax, 0xf2345678; out 0xf4, eax
+    expect(await run(rawElf(w32))).toMatchObject({ reason: "DebugExit", value: 0xf2345678 });
+  }, 30_000);
+
+  it("a triple fault ends the run with Shutdown", async () => {
+    // ud2 with an empty IDT: #UD -> #GP -> #DF -> shutdown.
+    const r = await run(rawElf([0x0f, 0x0b]));
+    expect(r.reason).toBe("Shutdown");
+    expect(r.detail).toMatch(/triple fault/);
+  }, 30_000);
+
+  it("string I/O to COM1 (rep outsb, count > 1) sends every byte, in order", async () => {
+    const msg = Buffer.from("rep outsb to COM1\nsecond line\n");
+    const code = [...repOutsb(0, msg.length), ...exitByte(7)];
+    code.splice(1, 4, ...le32(LOAD + code.length)); // the message follows the code
+    const r = await run(rawElf(code, msg));
+    expect(r).toMatchObject({ reason: "DebugExit", value: 7 });
+    expect(Buffer.from(r.serial).toString("latin1")).toBe(msg.toString("latin1"));
+  }, 30_000);
+
+  it("a serial flood of newlines is batched per exit, not one message per byte", async () => {
+    const n = 4096;
+    const code = [...repOutsb(0, n), ...exitByte(0)];
+    code.splice(1, 4, ...le32(LOAD + code.length));
+    const r = await run(rawElf(code, new Uint8Array(n).fill(0x0a)));
+    expect(r).toMatchObject({ reason: "DebugExit", value: 0 });
+    expect(r.serial.byteLength).toBe(n);
+    const ioExits = r.exits["IoOut"] ?? 0;
+    // One message per string-I/O exit at most (KVM splits rep outsb into page-sized exits).
+    expect(r.chunks).toBeLessThanOrEqual(ioExits);
+  }, 30_000);
+
+  it("MMIO to an unclaimed address reads all ones and drops writes", async () => {
+    // mov rbx, 0xd0000000; mov [rbx], eax; mov eax, [rbx]; out 0xf4, al
+    const code = [0x48, 0xbb, ...le32(0xd000_0000), 0, 0, 0, 0, 0x89, 0x03, 0x8b, 0x03, 0xe6, 0xf4];
+    const r = await run(rawElf(code));
+    expect(r).toMatchObject({ reason: "DebugExit", value: 0xff });
+    expect(r.exits).toMatchObject({ MmioWrite: 1, MmioRead: 1 });
+  }, 30_000);
+
+  it("close() after a failed run, twice, and stop() after close are safe", async () => {
+    const vmm = Vmm.create({ kernel: rawElf([0x0f, 0x0b]), memMiB: 16 });
+    const r = await vmm.run({ serial: () => {} });
+    expect(r.reason).toBe("Shutdown");
+    vmm.close();
+    vmm.close();
+    vmm.stop();
+    expect(() => vmm.run({ serial: () => {} })).toThrow(expect.objectContaining({ code: "InvalidState" }) as Error);
+  }, 30_000);
+
+  it("close() while the vCPU is running stops it first: the worker never runs a closed (or reused) fd", async () => {
+    // jmp $ : spins until stopped.
+    const vmm = Vmm.create({ kernel: rawElf([0xeb, 0xfe]), memMiB: 16 });
+    const p = vmm.run({ serial: () => {} });
+    await new Promise((res) => setTimeout(res, 200));
+    vmm.close();
+    const r = await p;
+    expect(r.reason).toBe("Stopped");
+    vmm.close();
+  }, 30_000);
+
+  it("creating, running and closing many VMs leaks no file descriptors", async () => {
+    const kernel = rawElf(exitByte(3));
+    await run(kernel); // warm up: the kick signal, worker machinery
+    const before = openFds();
+    for (let i = 0; i < 15; i++) expect((await run(kernel)).value).toBe(3);
+    // A run that fails and VMs that are never run.
+    for (let i = 0; i < 5; i++) await run(rawElf([0x0f, 0x0b]));
+    for (let i = 0; i < 5; i++) Vmm.create({ kernel, memMiB: 16 }).close();
+    expect(openFds()).toBeLessThanOrEqual(before);
+  }, 120_000);
+
+  it("a setup failure after the vCPU was created closes it too", async () => {
+    const kvm = await import("@ts-vmm/kvm-ioctls");
+    const kernel = rawElf(exitByte(3));
+    Vmm.create({ kernel, memMiB: 16 }).close();
+    const before = openFds();
+    const orig = kvm.VcpuFd.prototype.setRegs;
+    kvm.VcpuFd.prototype.setRegs = function () {
+      throw new Error("injected setRegs failure");
+    };
+    try {
+      for (let i = 0; i < 3; i++) expect(() => Vmm.create({ kernel, memMiB: 16 })).toThrow(expect.objectContaining({ code: "SetupFailed" }) as Error);
+    } finally {
+      kvm.VcpuFd.prototype.setRegs = orig;
+    }
+    expect(openFds()).toBeLessThanOrEqual(before);
+  }, 30_000);
+});
+
+describe("hostile CLI arguments", () => {
+  const cli = async (...args: string[]): Promise<{ code: number; err: string }> => {
+    let err = "";
+    const code = await runCli(args, { write: () => true }, { write: (s: string) => { err += s; return true; } });
+    return { code, err };
+  };
+
+  it("--mem negative, NaN, fractional, empty, huge: exit 2 with a sentence", async () => {
+    for (const mem of ["-4", "NaN", "1.5", "", "abc", "1e400", "1048577"]) {
+      const r = await cli("run", "--kernel", "/nonexistent", "--mem", mem);
+      expect(r.code, mem).toBe(2);
+      expect(r.err, mem).toMatch(/mem/i);
+    }
+  });
+
+  it("--timeout negative, NaN, or too large for a timer: exit 2 with a sentence", async () => {
+    for (const t of ["-1", "NaN", "abc", "Infinity", "1e10"]) {
+      const r = await cli("run", "--kernel", "/nonexistent", "--timeout", t);
+      expect(r.code, t).toBe(2);
+      expect(r.err, t).toMatch(/timeout/);
+    }
+  });
+
+  it("missing kernel, a directory as kernel or initrd: exit 2, FileNotReadable", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-audit-"));
+    for (const args of [["--kernel", "/nonexistent/k"], ["--kernel", dir], ["--kernel", "/dev/null", "--initrd", dir]]) {
+      const r = await cli("run", ...args);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.err).toMatch(/cannot read|not a regular|ts-vmm/);
+    }
+    expect(() => Vmm.create({ kernel: dir })).toThrow(expect.objectContaining({ code: "FileNotReadable" }) as Error);
+  });
+
+  it("an endless kernel file (/dev/zero) is refused, not read forever", () => {
+    const t0 = Date.now();
+    expect(() => Vmm.create({ kernel: "/dev/zero", memMiB: 16 })).toThrow(VmmError);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  }, 30_000);
+
+  it("a kernel larger than guest memory is refused before KVM is touched", () => {
+    const f = join(mkdtempSync(join(tmpdir(), "ts-vmm-audit-")), "big");
+    writeFileSync(f, new Uint8Array(17 * 1024 * 1024));
+    expect(() => Vmm.create({ kernel: f, memMiB: 16 })).toThrow(expect.objectContaining({ code: "InvalidConfig" }) as Error);
+    expect(() => Vmm.create({ kernel: new Uint8Array(17 * 1024 * 1024), memMiB: 16 })).toThrow(expect.objectContaining({ code: "InvalidConfig" }) as Error);
+  });
+});
