@@ -206,3 +206,127 @@ describe("translate: hostile tables", () => {
     );
   });
 });
+
+/**
+ * An independent reference walker over bigints, written from the SDM (4.5 and
+ * 4.6) rather than from page-walk.ts: the whole entry as one u64, masks built
+ * from bit positions.
+ */
+function referenceWalk(
+  mem: GuestMemoryArrayBuffer,
+  cr3: bigint,
+  va: bigint,
+  o: { la57: boolean; nxe: boolean; wp: boolean; user: boolean; access?: "read" | "write" | "execute"; maxPhysAddr: number; pdpe1gb: boolean },
+): Record<string, unknown> {
+  const bit = (n: number): bigint => 1n << BigInt(n);
+  const bits = (hi: number, lo: number): bigint => (bit(hi + 1) - 1n) & ~(bit(lo) - 1n);
+  const top = o.la57 ? 5 : 4;
+  const vaBits = o.la57 ? 57 : 48;
+  const sign = (va >> BigInt(vaBits - 1)) & 1n;
+  const high = va >> BigInt(vaBits);
+  if (high !== (sign === 1n ? bit(64 - vaBits) - 1n : 0n)) return { ok: false, fault: "NonCanonical", level: top };
+  const rsvdPhys = o.maxPhysAddr < 52 ? bits(51, o.maxPhysAddr) : 0n;
+  if ((cr3 & rsvdPhys) !== 0n) return { ok: false, fault: "ReservedBit", level: top };
+  let table = cr3 & bits(51, 12);
+  let rw = true;
+  let us = true;
+  let xd = false;
+  for (let level = top; level >= 1; level--) {
+    const shift = 12 + 9 * (level - 1);
+    const entryAddr = Number(table + ((va >> BigInt(shift)) & 0x1ffn) * 8n);
+    if (!mem.checkRange(entryAddr, 8)) return { ok: false, fault: "MemoryError", level, entryAddr };
+    const e = mem.readU64(entryAddr);
+    if ((e & 1n) === 0n) return { ok: false, fault: "NotPresent", level, entryAddr };
+    const ps = (e & bit(7)) !== 0n;
+    const leaf = level === 1 || (ps && (level === 2 || (level === 3 && o.pdpe1gb)));
+    let reserved = (e & rsvdPhys) !== 0n || (!o.nxe && (e & bit(63)) !== 0n);
+    if (ps && level >= 4) reserved = true;
+    if (ps && level === 3 && !o.pdpe1gb) reserved = true;
+    if (leaf && level > 1 && (e & bits(shift - 1, 13)) !== 0n) reserved = true;
+    if (reserved) return { ok: false, fault: "ReservedBit", level, entryAddr };
+    rw &&= (e & bit(1)) !== 0n;
+    us &&= (e & bit(2)) !== 0n;
+    xd ||= o.nxe && (e & bit(63)) !== 0n;
+    if (leaf) {
+      const writable = o.user ? us && rw : o.wp ? rw : true;
+      const executable = !xd && (!o.user || us);
+      const readable = !o.user || us;
+      if ((o.access === "write" && !writable) || (o.access === "execute" && !executable) || (o.access === "read" && !readable)) {
+        return { ok: false, fault: "Protection", level, entryAddr };
+      }
+      const gpa = (e & bits(51, shift)) | (va & (bit(shift) - 1n));
+      return { ok: true, gpa: Number(gpa), pageSize: 2 ** shift, writable, user: us, executable, entryAddr };
+    }
+    table = e & bits(51, 12);
+  }
+  throw new Error("unreachable");
+}
+
+describe("translate: property against a reference walker", () => {
+  it("random tables, addresses and modes give exactly the reference result, and never throw", () => {
+    const PAGES = 8;
+    fc.assert(
+      fc.property(
+        fc.integer(),
+        fc.nat(PAGES - 1),
+        fc.bigInt(0n, (1n << 64n) - 1n),
+        fc.boolean(),
+        fc.record({
+          la57: fc.boolean(),
+          nxe: fc.boolean(),
+          wp: fc.boolean(),
+          user: fc.boolean(),
+          access: fc.constantFrom(undefined, "read" as const, "write" as const, "execute" as const),
+          maxPhysAddr: fc.constantFrom(32, 36, 40, 46, 52),
+          pdpe1gb: fc.boolean(),
+        }),
+        (seed, rootPage, rawVa, canonical, o) => {
+          // Tables from a seeded PRNG (mulberry32) in 8 pages, two at each GiB (so a
+          // table address has no bits set in 29..13 unless an entry adds them). Entries are
+          // mostly present and point at one of the pages (self-references included), with
+          // random flag bits (PS less often, then sometimes with a bit in 29..13), and
+          // sometimes random address bits, bits 51..32 or bits 63..52.
+          let a = seed >>> 0;
+          const next = (): number => {
+            a = (a + 0x6d2b79f5) >>> 0;
+            let t = Math.imul(a ^ (a >>> 15), a | 1);
+            t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+            return (t ^ (t >>> 14)) >>> 0;
+          };
+          const pageAddr = (k: number): number => (k >> 1) * 2 ** 30 + (k & 1) * 0x1000;
+          const mem = GuestMemoryArrayBuffer.fromRanges(
+            [0, 1, 2, 3].map((g) => ({ start: g * 2 ** 30, size: 0x2000 })),
+            { shared: false },
+          );
+          for (let k = 0; k < PAGES; k++) {
+            for (let i = 0; i < 512; i++) {
+              const r = next();
+              let low = next() & 0xfff;
+              if (r % 8 === 0) low &= ~1;
+              else low |= 1;
+              if (r % 4 !== 1) low &= ~0x80;
+              let lo = (pageAddr(next() % PAGES) + low) >>> 0;
+              if (r % 8 === 2) lo = (lo | (next() & 0xfffff000)) >>> 0;
+              if (r % 4 === 1 && (r & 0x100) !== 0) lo = (lo | (1 << (13 + (next() % 17)))) >>> 0; // a large page's reserved bits
+              let hi = r % 8 === 3 ? next() & 0xfffff : 0;
+              if (r % 4 === 3) hi = (hi | (next() & 0xfff00000)) >>> 0;
+              mem.writeU32(pageAddr(k) + i * 8, lo);
+              mem.writeU32(pageAddr(k) + i * 8 + 4, hi);
+            }
+          }
+          const vaBits = o.la57 ? 57n : 48n;
+          let va = rawVa;
+          if (canonical) {
+            const low = rawVa & ((1n << vaBits) - 1n);
+            va = (low >> (vaBits - 1n)) & 1n ? low | (((1n << 64n) - 1n) ^ ((1n << vaBits) - 1n)) : low;
+          }
+          const cr3 = BigInt(pageAddr(rootPage)) | (rawVa & 0xfffn);
+          const { access, ...rest } = o;
+          const opts = access === undefined ? rest : { ...rest, access };
+          expect(translate(mem, cr3, va, opts)).toEqual(referenceWalk(mem, cr3, va, opts));
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+});
