@@ -40,8 +40,8 @@ import { GuestMemoryError } from "@ts-vmm/vm-memory";
  *
  * Buffers (checked when accessed):
  * - `"BufferOutOfBounds"`: a descriptor's buffer is not inside guest memory.
- * - `"BufferTooSmall"`: more bytes were written than the writable part holds,
- *   or a read started past the readable part.
+ * - `"BufferTooSmall"`: more bytes were written than the writable part holds
+ *   (`writeFrom`; a `readInto` past the readable part returns 0 instead).
  * - `"LimitExceeded"`: the readable part is larger than the caller's limit.
  *
  * Mock driver only:
