@@ -18,11 +18,18 @@ port 0xf4 (as QEMU's isa-debug-exit), 0 when it shuts down, 2 on a VMM error,
 
 /**
  * Runs the `ts-vmm` command line. Resolves to the process exit status.
- * Serial output goes to `stdout`, diagnostics to `stderr`.
+ * Serial output goes to `stdout`, diagnostics to `stderr`. If `stdout`
+ * reports an error (EPIPE when the reader went away), the VM is stopped and
+ * the status is 2.
  */
 export async function runCli(
   argv: readonly string[],
-  stdout: { write(b: Uint8Array | string): unknown } = process.stdout,
+  stdout: {
+    write(b: Uint8Array | string): unknown;
+    /** A stream's 'error' events (EPIPE) are handled: the VM is stopped and the status is 2. */
+    on?(event: "error", listener: (e: Error) => void): unknown;
+    off?(event: "error", listener: (e: Error) => void): unknown;
+  } = process.stdout,
   stderr: { write(s: string): unknown } = process.stderr,
 ): Promise<number> {
   let values;
@@ -75,9 +82,28 @@ export async function runCli(
   }
   let timedOut = false;
   const timer = timeout > 0 ? setTimeout(() => { timedOut = true; vmm.stop(); }, timeout * 1000) : undefined;
-  const result = await vmm.run({ serial: (b) => stdout.write(b) });
-  if (timer) clearTimeout(timer);
-  vmm.close();
+  // If the serial output goes away (`ts-vmm run | head`: EPIPE), stop the VM
+  // instead of dying of an unhandled 'error' event, and write no more.
+  let outputError: Error | undefined;
+  const onOutputError = (e: Error): void => {
+    if (outputError) return;
+    outputError = e;
+    vmm.stop();
+  };
+  stdout.on?.("error", onOutputError);
+  let result;
+  try {
+    result = await vmm.run({ serial: (b) => { if (!outputError) stdout.write(b); } });
+  } finally {
+    if (timer) clearTimeout(timer);
+    vmm.close();
+  }
+  if (outputError) {
+    // Stay subscribed: the stream may report the same failure again; it is already handled.
+    stderr.write(`ts-vmm: serial output failed (${outputError.message}); stopped the VM\n`);
+    return 2;
+  }
+  stdout.off?.("error", onOutputError);
   switch (result.reason) {
     case "DebugExit":
       return debugExitStatus(result.guestExitValue ?? 0);

@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
+import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { runCli } from "../src/cli.js";
 import { Vmm, VmmError } from "../src/index.js";
@@ -168,6 +169,39 @@ describeWith({ kvm: true }, "hostile guests", () => {
       kvm.VcpuFd.prototype.setRegs = orig;
     }
     expect(openFds()).toBeLessThanOrEqual(before);
+  }, 30_000);
+});
+
+describeWith({ kvm: true }, "CLI output", () => {
+  it("stdout closing under a flood (ts-vmm run | head) stops the VM with exit 2 instead of an unhandled EPIPE", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-audit-"));
+    const n = 3000;
+    const code = [...repOutsb(0, n), ...exitByte(5)];
+    code.splice(1, 4, ...le32(LOAD + code.length));
+    const kernel = join(dir, "flood.elf");
+    writeFileSync(kernel, rawElf(code, new Uint8Array(n).map((_, i) => (i % 40 === 39 ? 10 : 65 + (i % 26)))));
+    let writes = 0;
+    const stdout = new Writable({
+      write(_chunk, _enc, cb) {
+        writes++;
+        const e = Object.assign(new Error("write EPIPE"), { code: "EPIPE" });
+        cb(writes > 2 ? e : null);
+      },
+    });
+    let err = "";
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown): void => { uncaught.push(e); };
+    process.on("uncaughtException", onUncaught);
+    try {
+      const status = await runCli(["run", "--kernel", kernel, "--mem", "16"], stdout, { write: (s: string) => { err += s; return true; } });
+      await new Promise((res) => setTimeout(res, 50));
+      expect(uncaught).toEqual([]);
+      expect(status).toBe(2);
+      expect(err).toMatch(/EPIPE/);
+      expect(writes).toBeLessThan(50); // stopped writing once the output was gone
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
   }, 30_000);
 });
 
