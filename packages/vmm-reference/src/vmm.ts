@@ -158,7 +158,8 @@ export class Vmm {
 
   /**
    * Runs the guest until it exits through the debug-exit port, shuts down,
-   * fails, or {@link Vmm.stop} is called. Serial output goes to `io`.
+   * fails, or {@link Vmm.stop} is called. Serial output goes to `io`; if
+   * `io.serial` throws, the VM is stopped and the run ends with reason `Error`.
    * @throws {@link VmmError} `InvalidState` if the VM already ran or was closed.
    */
   run(io: VmIo): Promise<RunResult> {
@@ -180,9 +181,21 @@ export class Vmm {
         if (this.#closed) this.#release();
         resolve(r);
       };
+      // A throwing io.serial would be an uncaught exception in this event
+      // handler: stop the VM instead and report it as the run's error.
+      let ioError: unknown;
       worker.on("message", (m: VcpuWorkerMessage) => {
-        if (m.type === "serial") io.serial(m.bytes);
-        else settle(m.result);
+        if (m.type === "serial") {
+          if (ioError !== undefined) return;
+          try {
+            io.serial(m.bytes);
+          } catch (e) {
+            ioError = e ?? new Error(String(e));
+            this.stop();
+          }
+        } else if (ioError !== undefined) {
+          settle({ reason: "Error", guestExitValue: null, detail: `the serial output callback threw: ${ioError instanceof Error ? ioError.message : String(ioError)}`, exits: m.result.exits });
+        } else settle(m.result);
       });
       worker.on("error", (e) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker failed: ${e.message}`, exits: {} }));
       worker.on("exit", (code) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker exited with ${code} before the VM stopped`, exits: {} }));

@@ -143,6 +143,38 @@ describeWith({ kvm: true }, "hostile guests", () => {
     vmm.close();
   }, 30_000);
 
+  it("stop() before run(), and stop() of a guest halted with interrupts off", async () => {
+    const early = Vmm.create({ kernel: rawElf([0xeb, 0xfe]), memMiB: 16 });
+    early.stop();
+    expect((await early.run({ serial: () => {} })).reason).toBe("Stopped");
+    early.close();
+    const halted = Vmm.create({ kernel: rawElf([0xfa, 0xf4, 0xeb, 0xfd]), memMiB: 16 }); // cli; hlt; jmp hlt
+    const p = halted.run({ serial: () => {} });
+    setTimeout(() => halted.stop(), 200);
+    expect((await p).reason).toBe("Stopped");
+    halted.close();
+  }, 30_000);
+
+  it("a serial callback that throws ends the run with Error, not an uncaught exception", async () => {
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown): void => { uncaught.push(e); };
+    process.on("uncaughtException", onUncaught);
+    try {
+      const msg = Buffer.from("x\n");
+      const code = [...repOutsb(0, msg.length), ...exitByte(7)];
+      code.splice(1, 4, ...le32(LOAD + code.length));
+      const vmm = Vmm.create({ kernel: rawElf(code, msg), memMiB: 16 });
+      const r = await vmm.run({ serial: () => { throw new Error("consumer failed"); } });
+      vmm.close();
+      await new Promise((res) => setTimeout(res, 50));
+      expect(uncaught).toEqual([]);
+      expect(r.reason).toBe("Error");
+      expect(r.detail).toMatch(/consumer failed/);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+  }, 30_000);
+
   it("creating, running and closing many VMs leaks no file descriptors", async () => {
     const kernel = rawElf(exitByte(3));
     await run(kernel); // warm up: the kick signal, worker machinery
