@@ -11,6 +11,9 @@
 #include <napi.h>
 #include <v8.h>
 
+#include <cpuid.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -36,13 +39,67 @@ constexpr unsigned long kGetOneReg = 0x4010aeab;
 constexpr unsigned long kSetOneReg = 0x4010aeac;
 constexpr unsigned long kGetRegList = 0xc008aeb0;
 constexpr unsigned long kRun = 0x0000ae80;
+constexpr unsigned long kGetXsave2 = 0x9000aecf;
+constexpr unsigned long kSetXsave = 0x5000aea5;
+constexpr unsigned long kGetSupportedHvCpuid = 0xc008aec1;  // struct kvm_cpuid2 + nent entries
+constexpr unsigned long kSetCpuid = 0x4008ae8a;             // struct kvm_cpuid + nent 24-byte entries
+constexpr unsigned long kGetNestedState = 0xc080aebe;       // kernel reads/writes `size` (u32 at 4) bytes
+constexpr unsigned long kSetNestedState = 0x4080aebf;
+constexpr unsigned long kSetPmuEventFilter = 0x4020aeb2;    // 32-byte header + nevents (u32 at 4) u64s
+constexpr unsigned long kSetSignalMask = 0x4004ae8b;        // u32 len + len bytes of sigset
+constexpr unsigned long kGetDirtyLog = 0x4010ae42;
+constexpr unsigned long kClearDirtyLog = 0xc018aec0;        // reads ALIGN(num_pages (u32 at 4), 64) / 8 bytes
+constexpr unsigned long kSetDeviceAttr = 0x4018aee1;
+constexpr unsigned long kGetDeviceAttr = 0x4018aee2;
+constexpr unsigned long kX86SetMsrFilter = 0x4188aec6;
+constexpr unsigned long kMemoryEncryptOp = 0xc008aeba;
+constexpr unsigned long kMemoryEncryptRegRegion = 0x8010aebb;
+constexpr unsigned long kMemoryEncryptUnregRegion = 0x8010aebc;
+constexpr unsigned long kKvmIo = 0xae;  // _IOC_TYPE of every KVM request (linux/kvm.h KVMIO)
+
+// Requests whose struct holds a host address the kernel reads or writes through.
+// ioctlBuf refuses them: the address would be whatever the caller wrote into the
+// bytes. ioctlBufPtr writes a size-checked buffer's address instead.
+bool CarriesPointer(unsigned long req) {
+  switch (req) {
+    case kGetOneReg: case kSetOneReg: case kGetDirtyLog: case kClearDirtyLog: case kSetDeviceAttr:
+    case kGetDeviceAttr: case kX86SetMsrFilter: case kMemoryEncryptOp: case kMemoryEncryptRegRegion:
+    case kMemoryEncryptUnregRegion:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A KVM request: the kernel takes the request as a 32-bit unsigned int, so a
+// larger number would be truncated to a different request than the one checked;
+// a request of another driver (FIONREAD, TCGETS, ...) does not follow the
+// _IOC size encoding the checks rely on.
+bool IsKvmRequest(unsigned long req) { return req <= 0xffffffffUL && _IOC_TYPE(req) == kKvmIo; }
+
+// The largest XSAVE area the CPU supports (CPUID.(EAX=0DH,ECX=0):ECX), at least
+// 4096: KVM_GET_XSAVE2 writes and KVM_SET_XSAVE reads the vCPU's uabi size,
+// which can exceed struct kvm_xsave (AMX).
+size_t XsaveBytes() {
+  static const size_t bytes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    size_t n = 4096;
+    if (__get_cpuid_count(0xd, 0, &a, &b, &c, &d) && c > n) n = c;
+    return n;
+  }();
+  return bytes;
+}
 
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* len) {
   if (v.IsTypedArray()) {
+    // napi_get_typedarray_info's data pointer, not the ArrayBuffer's: a view of a
+    // SharedArrayBuffer has no napi ArrayBuffer (Data() was NULL, so the kernel
+    // got NULL + byteOffset).
     Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    Napi::ArrayBuffer ab = ta.ArrayBuffer();
-    *data = static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset();
-    *len = ta.ByteLength();
+    void* p = nullptr;
+    if (napi_get_typedarray_info(v.Env(), v, nullptr, nullptr, &p, nullptr, nullptr) != napi_ok) return false;
+    *data = static_cast<uint8_t*>(p);
+    *len = p == nullptr ? 0 : ta.ByteLength();
     return true;
   }
   if (v.IsArrayBuffer()) {
@@ -95,6 +152,7 @@ bool RequiredSize(unsigned long req, const uint8_t* buf, size_t len, size_t* nee
       return true;
     case kGetSupportedCpuid:
     case kGetEmulatedCpuid:
+    case kGetSupportedHvCpuid:
     case kSetCpuid2:
     case kGetCpuid2:
       if (len < 8) { *need = 8; return true; }
@@ -118,6 +176,27 @@ bool RequiredSize(unsigned long req, const uint8_t* buf, size_t len, size_t* nee
     }
     case kReinjectControl:
       *need = 32;  // struct kvm_reinject_control, passed to an _IO request
+      return true;
+    case kSetCpuid:
+      if (len < 8) { *need = 8; return true; }
+      *need = 8 + static_cast<size_t>(ReadU32(buf)) * 24;
+      return true;
+    case kGetNestedState:
+    case kSetNestedState:
+      if (len < 8) { *need = base; return true; }
+      *need = std::max(base, static_cast<size_t>(ReadU32(buf + 4)));
+      return true;
+    case kSetPmuEventFilter:
+      if (len < 8) { *need = base; return true; }
+      *need = base + static_cast<size_t>(ReadU32(buf + 4)) * 8;
+      return true;
+    case kSetSignalMask:
+      if (len < 4) { *need = 4; return true; }
+      *need = 4 + static_cast<size_t>(ReadU32(buf));
+      return true;
+    case kGetXsave2:
+    case kSetXsave:
+      *need = std::max(base, XsaveBytes());
       return true;
     default:
       *need = base;
@@ -150,6 +229,7 @@ Napi::Value IoctlVal(const Napi::CallbackInfo& info) {
   if (!GetFd(info, 0, &fd) || !GetUlong(info, 1, &req) || !GetUlong(info, 2, &arg)) {
     return Fail(env, "ioctlVal(fd: number, request: number, arg: number)");
   }
+  if (!IsKvmRequest(req)) return Fail(env, "ioctlVal: not a KVM request");
   if (_IOC_DIR(req) != _IOC_NONE || req == kReinjectControl) {
     return Fail(env, "ioctlVal: request takes a pointer argument");
   }
@@ -167,9 +247,11 @@ Napi::Value IoctlBuf(const Napi::CallbackInfo& info) {
       !GetBytes(info[2], &data, &len) || (info.Length() > 3 && !GetUlong(info, 3, &extra))) {
     return Fail(env, "ioctlBuf(fd: number, request: number, buf: Uint8Array, minBytes?: number)");
   }
+  if (!IsKvmRequest(req)) return Fail(env, "ioctlBuf: not a KVM request");
   if (_IOC_DIR(req) == _IOC_NONE && req != kReinjectControl) {
     return Fail(env, "ioctlBuf: request takes no pointer argument");
   }
+  if (CarriesPointer(req)) return Fail(env, "ioctlBuf: the struct holds a host address (use ioctlBufPtr)");
   size_t need;
   if (!RequiredSize(req, data, len, &need)) return Fail(env, "ioctlBuf: count field out of range");
   if (extra > need) need = extra;
@@ -195,10 +277,12 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
     return Fail(env, "ioctlBufPtr(fd, request, buf, ptrOffset, data, dataMinBytes)");
   }
   size_t need;
+  if (!IsKvmRequest(req)) return Fail(env, "ioctlBufPtr: not a KVM request");
   if (_IOC_DIR(req) == _IOC_NONE || !RequiredSize(req, buf, len, &need)) {
     return Fail(env, "ioctlBufPtr: request takes no struct pointer");
   }
-  if (len < need || off > len - 8) {
+  // len < 8 first: `len - 8` would wrap and let `off` point anywhere.
+  if (len < need || len < 8 || off > len - 8) {
     Napi::RangeError::New(env, "ioctlBufPtr: struct buffer too small").ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -206,6 +290,10 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
     uint64_t id = ReadU64(buf);
     size_t regSize = size_t{1} << ((id >> 52) & 0xf);
     if (dmin < regSize) dmin = regSize;
+  }
+  if (req == kClearDirtyLog && len >= 8) {
+    size_t bitmap = (static_cast<size_t>(ReadU32(buf + 4)) + 63) / 64 * 8;
+    if (dmin < bitmap) dmin = bitmap;
   }
   if (dlen < dmin || dlen == 0) {
     Napi::RangeError::New(env, "ioctlBufPtr: data buffer smaller than the kernel will access").ThrowAsJavaScriptException();

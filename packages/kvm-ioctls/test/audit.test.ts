@@ -1,0 +1,120 @@
+// Adversarial calls of the raw addon found by the 2026-11-22 audit: each one
+// made the kernel or the addon touch memory outside the buffers it was given.
+// Crashing cases run in a child process so a segfault is a failed assertion.
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { MmapRegion } from "@ts-vmm/vmm-sys-util";
+import { describeKvm } from "@ts-vmm/test-utils";
+import { afterEach, expect, it } from "vitest";
+import { type TestVm, asm, makeVm } from "./guest.js";
+import { Ioctl, x86MsrRegId } from "../src/index.js";
+import { native } from "../src/native.js";
+
+let g: TestVm | undefined;
+afterEach(() => {
+  g?.close();
+  g = undefined;
+});
+
+const addon = fileURLToPath(new URL("../build/Release/kvm_ioctls.node", import.meta.url));
+
+/** Runs `body` (CommonJS, with `n` = the addon and `vcpu`, `vm`, `kvm` fds) in a child node. */
+function child(body: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+  const src = `const n = require(${JSON.stringify(addon)});
+const kvm = n.open("/dev/kvm"); const vm = n.ioctlVal(kvm, 0xae01, 0); const vcpu = n.ioctlVal(vm, 0xae41, 0);
+${body}`;
+  const r = spawnSync(process.execPath, ["-e", src], { encoding: "utf8", timeout: 30_000 });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+describeKvm("raw addon: memory outside the buffers", () => {
+  it("ioctlBufPtr refuses a struct buffer shorter than 8 bytes (the pointer offset check underflowed: SIGSEGV)", () => {
+    const r = child(`
+try { n.ioctlBufPtr(vcpu, 0xc000aeff, new Uint8Array(4), 2 ** 40, new Uint8Array(8), 8); console.log("called"); }
+catch (e) { console.log(e.name); }`);
+    expect({ status: r.status, signal: r.signal, stdout: r.stdout.trim() }).toEqual({ status: 0, signal: null, stdout: "RangeError" });
+  });
+
+  it("ioctlBufPtr does not write the pointer outside a view with a byteOffset", () => {
+    g = makeVm([...asm.ud2]);
+    const ab = new ArrayBuffer(64);
+    const big = new Uint8Array(ab).fill(0xaa);
+    const small = new Uint8Array(ab, 0, 4);
+    expect(() => native().ioctlBufPtr(g!.vcpu.fd, 0xc000aeff, small, 32, new Uint8Array(8), 8)).toThrow(RangeError);
+    expect(big.every((b) => b === 0xaa)).toBe(true);
+  });
+
+  it("views over a SharedArrayBuffer pass their real address (was NULL + byteOffset)", () => {
+    g = makeVm([...asm.ud2]);
+    const sab = new SharedArrayBuffer(4096);
+    const regs = new Uint8Array(sab, 1024, 144);
+    expect(native().ioctlBuf(g.vcpu.fd, Ioctl.KVM_GET_REGS, regs)).toBe(0);
+    // rip of the test guest (CODE = 0x1000) at offset 128 of struct kvm_regs
+    expect(new DataView(sab, 1024).getBigUint64(128, true)).toBe(0x1000n);
+    const oneReg = new Uint8Array(16);
+    new DataView(oneReg.buffer).setBigUint64(0, x86MsrRegId(0x174), true);
+    expect(native().ioctlBufPtr(g.vcpu.fd, Ioctl.KVM_GET_ONE_REG, oneReg, 8, new Uint8Array(sab, 2048, 8), 8)).toBe(0);
+  });
+
+  it("ioctlBuf refuses requests whose struct carries a host pointer (the kernel wrote through any address)", () => {
+    g = makeVm([...asm.ud2]);
+    const target = MmapRegion.anonymous(4096);
+    const bytes = new Uint8Array(target.buffer).fill(0xaa);
+    const n = native();
+    const st = new Uint8Array(16);
+    const dv = new DataView(st.buffer);
+    dv.setBigUint64(0, x86MsrRegId(0x174), true); // MSR_IA32_SYSENTER_CS
+    dv.setBigUint64(8, target.address + 8n, true);
+    expect(() => n.ioctlBuf(g!.vcpu.fd, Ioctl.KVM_GET_ONE_REG, st)).toThrow(TypeError);
+    for (const req of [Ioctl.KVM_SET_ONE_REG, Ioctl.KVM_GET_DIRTY_LOG, Ioctl.KVM_CLEAR_DIRTY_LOG, Ioctl.KVM_GET_DEVICE_ATTR, Ioctl.KVM_SET_DEVICE_ATTR]) {
+      expect(() => n.ioctlBuf(g!.vcpu.fd, req, new Uint8Array(64))).toThrow(TypeError);
+    }
+    expect(bytes.every((b) => b === 0xaa)).toBe(true);
+    target.close();
+  });
+
+  it("only KVM requests: a non-KVM ioctl with a pointer argument is refused (FIONREAD wrote through any address)", () => {
+    const n = native();
+    const target = MmapRegion.anonymous(4096);
+    const bytes = new Uint8Array(target.buffer).fill(0xaa);
+    const r = child(`
+const fs = require("node:fs"); const os = require("node:os"); const path = require("node:path");
+const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "kvm-audit-")), "x");
+fs.writeFileSync(f, "hello");
+const fd = fs.openSync(f, "r");
+for (const c of [() => n.ioctlVal(fd, 0x541b, 0x1000), () => n.ioctlBuf(fd, 0x80085401, new Uint8Array(64))]) {
+  try { console.log(c()); } catch (e) { console.log(e.name); }
+}`);
+    expect({ status: r.status, stdout: r.stdout.trim().split("\n") }).toEqual({ status: 0, stdout: ["TypeError", "TypeError"] });
+    expect(() => n.ioctlVal(0, 0x541b, Number(target.address))).toThrow(TypeError);
+    // The kernel truncates the request to 32 bits: 2^32 + KVM_GET_SUPPORTED_CPUID was
+    // sized as an unknown 8-byte request, then ran as KVM_GET_SUPPORTED_CPUID (nent x 40 bytes).
+    const cpuid = new Uint8Array(8);
+    new DataView(cpuid.buffer).setUint32(0, 100, true);
+    expect(() => n.ioctlBuf(0, 2 ** 32 + Ioctl.KVM_GET_SUPPORTED_CPUID, cpuid)).toThrow(TypeError);
+    expect(() => n.ioctlVal(0, 2 ** 32 + Ioctl.KVM_REINJECT_CONTROL, Number(target.address))).toThrow(TypeError);
+    expect(bytes.every((b) => b === 0xaa)).toBe(true);
+    target.close();
+  });
+
+  it("variable-length requests the addon did not size (HV CPUID, nested state, KVM_SET_CPUID, PMU filter, signal mask)", () => {
+    g = makeVm([...asm.ud2]);
+    const n = native();
+    const fd = g.vcpu.fd;
+    const claim = (size: number, off: number, count: number) => {
+      const b = new Uint8Array(size);
+      new DataView(b.buffer).setUint32(off, count, true);
+      return b;
+    };
+    expect(() => n.ioctlBuf(fd, 0xc008aec1, claim(8, 0, 100))).toThrow(RangeError); // KVM_GET_SUPPORTED_HV_CPUID
+    expect(() => n.ioctlBuf(g!.kvm.fd, 0xc008aec1, claim(8, 0, 100))).toThrow(RangeError);
+    expect(() => n.ioctlBuf(fd, 0xc080aebe, claim(128, 4, 65536))).toThrow(RangeError); // KVM_GET_NESTED_STATE
+    expect(() => n.ioctlBuf(fd, 0x4080aebf, claim(128, 4, 65536))).toThrow(RangeError); // KVM_SET_NESTED_STATE
+    expect(() => n.ioctlBuf(fd, 0x4008ae8a, claim(8, 0, 100))).toThrow(RangeError); // KVM_SET_CPUID
+    expect(() => n.ioctlBuf(g!.vm.fd, 0x4020aeb2, claim(32, 4, 100))).toThrow(RangeError); // KVM_SET_PMU_EVENT_FILTER
+    expect(() => n.ioctlBuf(fd, 0x4004ae8b, claim(4, 0, 8))).toThrow(RangeError); // KVM_SET_SIGNAL_MASK
+    // Well-sized versions reach the kernel.
+    expect(typeof n.ioctlBuf(fd, 0xc008aec1, claim(8 + 100 * 40, 0, 100))).toBe("number");
+    expect(typeof n.ioctlBuf(fd, 0xc080aebe, claim(4096, 4, 4096))).toBe("number");
+  });
+});
