@@ -217,7 +217,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   readU8(addr: GuestAddress): number {
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off < r.size && Number.isInteger(off))) {
+    if (!(off >= 0 && off < r.size && Number.isInteger(addr))) {
       const f = this.find(addr, 1);
       if (f === null) return this.readScalar(addr, 1).getUint8(0);
       r = f;
@@ -229,7 +229,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   readU16(addr: GuestAddress): number {
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(off))) {
+    if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(addr))) {
       const f = this.find(addr, 2);
       if (f === null) return this.readScalar(addr, 2).getUint16(0, true);
       r = f;
@@ -241,7 +241,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   readU32(addr: GuestAddress): number {
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(off))) {
+    if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(addr))) {
       const f = this.find(addr, 4);
       if (f === null) return this.readScalar(addr, 4).getUint32(0, true);
       r = f;
@@ -253,7 +253,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   readU64(addr: GuestAddress): bigint {
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off <= r.size - 8 && Number.isInteger(off))) {
+    if (!(off >= 0 && off <= r.size - 8 && Number.isInteger(addr))) {
       const f = this.find(addr, 8);
       if (f === null) return this.readScalar(addr, 8).getBigUint64(0, true);
       r = f;
@@ -265,7 +265,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   readU64Split(addr: GuestAddress): U64Halves {
     const r = this.last;
     const off = addr - r.start;
-    const f = off >= 0 && off <= r.size - 8 && Number.isInteger(off) ? r : this.find(addr, 8);
+    const f = off >= 0 && off <= r.size - 8 && Number.isInteger(addr) ? r : this.find(addr, 8);
     if (f !== null) {
       const o = addr - f.start;
       return { lo: f.dv.getUint32(o, true), hi: f.dv.getUint32(o + 4, true) };
@@ -279,7 +279,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const off = addr - r.start;
     let lo: number;
     let hi: number;
-    const f = off >= 0 && off <= r.size - 8 && Number.isInteger(off) ? r : this.find(addr, 8);
+    const f = off >= 0 && off <= r.size - 8 && Number.isInteger(addr) ? r : this.find(addr, 8);
     if (f !== null) {
       const o = addr - f.start;
       lo = f.dv.getUint32(o, true);
@@ -355,7 +355,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = dest.length;
     const r = this.last;
     const off = addr - r.start;
-    const f = off >= 0 && off + len <= r.size && Number.isInteger(off) ? r : this.find(addr, len);
+    const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
       dest.set(f.bytes.subarray(o, o + len));
@@ -368,7 +368,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = src.length;
     const r = this.last;
     const off = addr - r.start;
-    const f = off >= 0 && off + len <= r.size && Number.isInteger(off) ? r : this.find(addr, len);
+    const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
       f.bytes.set(src, o);
@@ -381,7 +381,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   slice(addr: GuestAddress, len: number): Uint8Array {
     const r = this.last;
     const off = addr - r.start;
-    if (off >= 0 && off + len <= r.size && Number.isInteger(off) && Number.isInteger(len) && len > 0) {
+    if (off >= 0 && off + len <= r.size && Number.isInteger(addr) && Number.isInteger(len) && len > 0) {
       return r.bytes.subarray(off, off + len);
     }
     const r2 = this.resolveOne(addr, len);
@@ -403,7 +403,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   loadU16Acquire(addr: GuestAddress): number {
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
+    if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
       const f = this.find(addr, 2);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 1) === 0 ? f : this.atomicRegion(addr, 2);
       off = addr - r.start;
@@ -415,7 +415,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     if (typeof value !== "number" || (value & 0xffff) !== value) throw badValue(value, "u16");
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
+    if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
       const f = this.find(addr, 2);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 1) === 0 ? f : this.atomicRegion(addr, 2);
       off = addr - r.start;
@@ -427,7 +427,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   loadU32Acquire(addr: GuestAddress): number {
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
+    if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
       const f = this.find(addr, 4);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 3) === 0 ? f : this.atomicRegion(addr, 4);
       off = addr - r.start;
@@ -439,7 +439,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     if (typeof value !== "number" || value >>> 0 !== value) throw badValue(value, "u32");
     let r = this.last;
     let off = addr - r.start;
-    if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(off) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
+    if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
       const f = this.find(addr, 4);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 3) === 0 ? f : this.atomicRegion(addr, 4);
       off = addr - r.start;

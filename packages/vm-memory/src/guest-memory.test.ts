@@ -148,6 +148,37 @@ describe("scalar access", () => {
     expect(code(() => m.slice(4096.5, 1))).toBe("InvalidArgument");
     expect(code(() => m.read(4096.5, new Uint8Array(4)))).toBe("InvalidArgument");
   });
+  it("refuses non-number addresses on every path, never coercing them (a string or null from a restored JSON)", () => {
+    const m = mem3(true);
+    m.write(0x1010, new Uint8Array([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]));
+    m.clearDirty();
+    for (const bad of [null, true, "4112", "0x1010", [0x1010], { valueOf: () => 0x1010 }] as unknown as number[]) {
+      m.readU8(0x1000); // prime the last-region cache: the fast paths are the ones that coerced
+      const ops: [string, () => unknown][] = [
+        ["readU8", () => m.readU8(bad)],
+        ["readU16", () => m.readU16(bad)],
+        ["readU32", () => m.readU32(bad)],
+        ["readU64", () => m.readU64(bad)],
+        ["readU64Split", () => m.readU64Split(bad)],
+        ["readU64AsAddress", () => m.readU64AsAddress(bad)],
+        ["read", () => m.read(bad, new Uint8Array(2))],
+        ["slice", () => m.slice(bad, 2)],
+        ["loadU16Acquire", () => m.loadU16Acquire(bad)],
+        ["loadU32Acquire", () => m.loadU32Acquire(bad)],
+        ["write", () => m.write(bad, new Uint8Array([1]))],
+        ["storeU16Release", () => m.storeU16Release(bad, 1)],
+        ["storeU32Release", () => m.storeU32Release(bad, 1)],
+        ["writeU8", () => m.writeU8(bad, 1)],
+        ["writeU16", () => m.writeU16(bad, 1)],
+        ["writeU32", () => m.writeU32(bad, 1)],
+        ["writeU64", () => m.writeU64(bad, 1n)],
+      ];
+      for (const [name, op] of ops) expect([name, JSON.stringify(bad), code(op)]).toEqual([name, JSON.stringify(bad), "InvalidArgument"]);
+    }
+    expect(m.readU64(0x1010)).toBe(0x8877665544332211n);
+    expect(m.readU64(0x1000)).toBe(0n);
+    expect([...m.dirtyPages()]).toEqual([]);
+  });
   it("rejects values out of the type's range (never truncates)", () => {
     const m = mem3();
     expect(code(() => m.writeU8(0x1000, 256))).toBe("InvalidArgument");
