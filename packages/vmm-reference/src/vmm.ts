@@ -205,7 +205,10 @@ export class Vmm {
   /** Asks the vCPU to stop: run() then resolves with reason `Stopped`. Safe to call more than once. */
   stop(): void {
     Atomics.store(new Int32Array(this.#stop), 0, 1);
-    if (!this.#released) this.#vcpu.kick();
+    // Kick only a run in flight, or one not started yet (immediate_exit makes
+    // its first KVM_RUN return). After the run the worker's recorded tid is
+    // stale and may name another thread of this process by now.
+    if (!this.#released && (this.#running || this.#worker === undefined)) this.#vcpu.kick();
   }
 
   /**

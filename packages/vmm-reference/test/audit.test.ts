@@ -186,6 +186,25 @@ describeWith({ kvm: true }, "hostile guests", () => {
     expect(openFds()).toBeLessThanOrEqual(before);
   }, 120_000);
 
+  it("stop() after the run settled sends no kick (the worker's recorded tid may belong to another thread by then)", async () => {
+    const kvm = await import("@ts-vmm/kvm-ioctls");
+    const vmm = Vmm.create({ kernel: rawElf(exitByte(1)), memMiB: 16 });
+    expect((await vmm.run({ serial: () => {} })).reason).toBe("DebugExit");
+    const orig = kvm.VcpuFd.prototype.kick;
+    let kicks = 0;
+    kvm.VcpuFd.prototype.kick = function (this: import("@ts-vmm/kvm-ioctls").VcpuFd) {
+      kicks++;
+      orig.call(this);
+    };
+    try {
+      vmm.stop();
+    } finally {
+      kvm.VcpuFd.prototype.kick = orig;
+    }
+    vmm.close();
+    expect(kicks).toBe(0);
+  }, 30_000);
+
   it("a setup failure after the vCPU was created closes it too", async () => {
     const kvm = await import("@ts-vmm/kvm-ioctls");
     const kernel = rawElf(exitByte(3));
