@@ -178,6 +178,17 @@ describe("packed queue validation", () => {
     expectCode(() => q.addUsed(mem, 4, 0), "UnknownBufferId");
   });
 
+  it("UnknownBufferId for an id that is not a number (a string key from a device's own map), nothing written", () => {
+    const { mem, mock, q } = setup(8);
+    mock.addRawChain([{ addr: 0x8000, len: 1, id: 5, flags: 0 }]);
+    expect(q.popDescriptorChain(mem)!.head).toBe(5);
+    const before = mem.slice(mock.descRing, 16).slice();
+    for (const bad of ["5", [5], 5.5, -0.5, null] as unknown as number[]) expectCode(() => q.addUsed(mem, bad, 1), "UnknownBufferId");
+    expect(mem.slice(mock.descRing, 16)).toEqual(before);
+    q.addUsed(mem, 5, 1);
+    expect(mock.takeUsed().map((u) => [u.id, u.len])).toEqual([[5, 1]]);
+  });
+
   it("AvailIndexAhead: a list made available over slots still in flight; nothing consumed, state still restorable", () => {
     const { mem, mock, q } = setup(4);
     const ring = mock.descRing;

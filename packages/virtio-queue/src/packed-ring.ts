@@ -229,7 +229,8 @@ class ChainBuilder {
  * @throws {@link VirtqueueError} see `Queue.addUsed`.
  */
 export function addUsedPacked(q: QueueCore, mem: GuestMemory, id: number, len: number): void {
-  const slots = q.inFlight.get(id);
+  // Number.isInteger first: a typed array would also take "5" or [5] as index 5.
+  const slots = Number.isInteger(id) ? q.inFlight.get(id) : undefined;
   if (slots === undefined) {
     throw new VirtqueueError("UnknownBufferId", `buffer id ${id} is not in flight`);
   }
