@@ -7,6 +7,7 @@
 #include "common.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -64,6 +65,15 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
                                MAP_POPULATE | (static_cast<int64_t>(MAP_HUGE_MASK) << MAP_HUGE_SHIFT);
   if (flags & ~kAllowed) return ThrowRange(env, "mmap flags outside the allowed set (no MAP_FIXED)");
 
+  // Pages of a regular file past its end raise SIGBUS when touched: refuse such a mapping
+  // (MmapRegion.fromFd reports MappingPastEof before getting here).
+  if (fd >= 0) {
+    struct stat st;
+    if (fstat(static_cast<int>(fd), &st) != 0) return Errno(env, errno);
+    if (S_ISREG(st.st_mode) && (offset > static_cast<uint64_t>(st.st_size) || length > static_cast<uint64_t>(st.st_size) - offset)) {
+      return ThrowRange(env, "mapping extends past the end of the file");
+    }
+  }
   void* addr = mmap(nullptr, length, static_cast<int>(prot), static_cast<int>(flags), static_cast<int>(fd),
                     static_cast<off_t>(offset));
   if (addr == MAP_FAILED) return Errno(env, errno);

@@ -9,6 +9,8 @@
 //   (a worker exits without closing its watchers); libuv's loop cannot close with open handles.
 #include "common.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <uv.h>
 
 namespace vsu {
@@ -20,6 +22,7 @@ class PollHandle;
 struct UvPoll {
   uv_poll_t poll;
   PollHandle* owner;                          // null once the owner is closed
+  int fd;                                     // our duplicate of the watched fd, closed in OnClosed
   napi_async_cleanup_hook_handle hook_done;   // set when closing from the env cleanup hook
 };
 
@@ -44,10 +47,20 @@ class PollHandle : public Napi::ObjectWrap<PollHandle> {
       init_error_ = EINVAL;
       return;
     }
+    // libuv watches a duplicate the caller cannot close: closing the caller's fd between
+    // start() and the loop's next epoll_ctl made libuv abort() (EBADF), and a reused fd
+    // number would have been watched in place of the original file.
+    int dup_fd = fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) {
+      init_error_ = errno;
+      return;
+    }
     uv_ = new UvPoll{};
-    int r = uv_poll_init(loop, &uv_->poll, static_cast<int>(fd));
+    uv_->fd = dup_fd;
+    int r = uv_poll_init(loop, &uv_->poll, dup_fd);
     if (r < 0) {
       // Never registered with the loop, so it can be freed directly.
+      close(dup_fd);
       delete uv_;
       uv_ = nullptr;
       init_error_ = -r;
@@ -127,6 +140,7 @@ class PollHandle : public Napi::ObjectWrap<PollHandle> {
   static void OnClosed(uv_handle_t* h) {
     UvPoll* uv = static_cast<UvPoll*>(h->data);
     if (uv->hook_done != nullptr) napi_remove_async_cleanup_hook(uv->hook_done);
+    close(uv->fd);
     delete uv;
   }
 

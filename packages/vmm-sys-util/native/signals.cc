@@ -77,6 +77,14 @@ Napi::Value Tgkill(const Napi::CallbackInfo& info) {
   } else if (!ArgRtSignal(info, 1, &signo)) {
     return Napi::Value();
   }
+  // A real-time signal whose disposition is still SIG_DFL terminates the whole process:
+  // refuse it (-EINVAL, which tgkill itself cannot return for a valid signal) until a
+  // handler is installed (installNoopHandler, or anyone else's).
+  if (signo != 0) {
+    struct sigaction old;
+    if (sigaction(signo, nullptr, &old) != 0) return Errno(info.Env(), errno);
+    if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL) return Errno(info.Env(), EINVAL);
+  }
   if (syscall(SYS_tgkill, getpid(), static_cast<pid_t>(tid), signo) != 0) return Errno(info.Env(), errno);
   return Napi::Number::New(info.Env(), 0);
 }

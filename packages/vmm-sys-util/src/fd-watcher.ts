@@ -1,3 +1,4 @@
+import { constants } from "node:os";
 import { VmmSysError, check, closedError, invalid } from "./errors.js";
 import { type NativePollHandle, native } from "./native.js";
 import { boolOpt, fdArg, optionsArg } from "./validate.js";
@@ -25,6 +26,11 @@ export type WatchCallback = (ev: WatchEvent) => void;
 
 const constructToken = Symbol("FdWatcher");
 
+// fd numbers with an open watcher on this thread's loop. The addon watches a duplicate of
+// the fd (so closing the caller's fd cannot break libuv), which libuv can no longer see as
+// watched twice; this keeps the one-watcher-per-fd rule (EEXIST) that libuv enforced.
+const watched = new Set<number>();
+
 /**
  * Readiness of a file descriptor on the calling thread's libuv loop, without polling: one
  * uv_poll_t (epoll) per fd. This is how the main thread follows many ioeventfds, tap fds and
@@ -34,9 +40,10 @@ const constructToken = Symbol("FdWatcher");
  * ready, so it must consume the readiness (read the eventfd, drain the tap).
  *
  * An active watcher keeps itself alive (it is not garbage collected while watching) and, unless
- * {@link FdWatcher.unref} is called, keeps the event loop alive. Close it before closing its fd:
- * the kernel reuses fd numbers. Only one watcher per fd per thread (libuv refuses a second one
- * with `EEXIST`). Regular files cannot be watched (epoll refuses them with `EPERM`).
+ * {@link FdWatcher.unref} is called, keeps the event loop alive. The watcher watches a duplicate
+ * of `fd` it owns, so it keeps following the same file even if `fd` is closed (and its number
+ * reused) first; close the watcher to release that file. Only one watcher per fd per thread
+ * (a second one is refused with `EEXIST`). Regular files cannot be watched (epoll refuses them with `EPERM`).
  */
 export class FdWatcher {
   /** The watched file descriptor (not owned: closing the watcher does not close it). */
@@ -69,6 +76,7 @@ export class FdWatcher {
     const uv = native().uvConstants;
     const mask = (boolOpt("readable", e.readable, false) ? uv.UV_READABLE : 0) | (boolOpt("writable", e.writable, false) ? uv.UV_WRITABLE : 0);
     if (mask === 0) throw invalid("events must set readable or writable");
+    if (watched.has(fd)) throw VmmSysError.fromErrno("uv_poll_init", constants.errno.EEXIST, `fd ${fd}`);
     let watcher: FdWatcher | undefined;
     const onPoll = (status: number, bits: number): void => {
       if (status < 0) {
@@ -86,6 +94,7 @@ export class FdWatcher {
       throw VmmSysError.fromErrno("uv_poll_start", -started, `fd ${fd}`);
     }
     watcher = new FdWatcher(constructToken, fd, handle);
+    watched.add(fd);
     return watcher;
   }
 
@@ -116,6 +125,7 @@ export class FdWatcher {
     const h = this.#native;
     if (h === null) return;
     this.#native = null;
+    watched.delete(this.fd);
     h.close();
   }
 

@@ -1,4 +1,5 @@
-import { check } from "./errors.js";
+import { constants } from "node:os";
+import { check, invalid } from "./errors.js";
 import { native } from "./native.js";
 import { intArg } from "./validate.js";
 
@@ -67,11 +68,16 @@ export function installKickSignal(signo?: number): number {
  *
  * @param tid - the target's kernel thread id, from {@link gettid} in that thread
  * @param signo - a real-time signal, or 0
- * @throws VmmSysError `InvalidArgument` for a bad tid or a signal that is not real-time;
+ * @throws VmmSysError `InvalidArgument` for a bad tid, a signal that is not real-time, or one
+ *   with no handler installed (the signal would kill the process; nothing is sent);
  *   `ESRCH` if no such thread exists in this process
  */
 export function tgkill(tid: number, signo: number): void {
   intArg("tid", tid, 1, 0x7fff_ffff);
   if (signo !== 0) rtSignal(signo);
-  check("tgkill", native().tgkill(tid, signo), `thread ${tid}`);
+  const r = native().tgkill(tid, signo);
+  // The addon refuses (-EINVAL) a signal whose disposition is still the default: it would
+  // terminate the process.
+  if (r === -constants.errno.EINVAL) throw invalid(`no handler is installed for signal ${signo}: call installKickSignal first`);
+  check("tgkill", r, `thread ${tid}`);
 }
