@@ -14,6 +14,10 @@ export interface VcpuWorkerData {
   readonly vcpu: VcpuTransferable;
   /** Int32 cell: non-zero asks the worker to stop at its next Intr exit. */
   readonly stop: SharedArrayBuffer;
+  /** Int32 cell: serial bytes posted and not yet consumed by the main thread (it subtracts and notifies). */
+  readonly serialPending: SharedArrayBuffer;
+  /** Most serial bytes in flight before the worker waits for the main thread. */
+  readonly serialBacklog: number;
 }
 
 /** Messages from a vCPU worker. */
@@ -28,8 +32,17 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   const stop = new Int32Array(data.stop);
   const exits: Record<string, number> = {};
   let out: number[] = [];
+  const pending = new Int32Array(data.serialPending);
   const flush = (): void => {
     if (out.length === 0) return;
+    // Flow control: wait while the main thread has a backlog, unless asked to stop
+    // (then post anyway: the run ends at the next KVM_RUN).
+    for (;;) {
+      const p = Atomics.load(pending, 0);
+      if (p + out.length <= data.serialBacklog || p === 0 || Atomics.load(stop, 0) !== 0) break;
+      Atomics.wait(pending, 0, p, 50);
+    }
+    Atomics.add(pending, 0, out.length);
     port.postMessage({ type: "serial", bytes: Uint8Array.from(out) } satisfies VcpuWorkerMessage);
     out = [];
   };

@@ -17,6 +17,13 @@ export interface VmConfig {
   readonly cmdline?: string;
   /** Guest RAM in MiB (default 256, at least 2). */
   readonly memMiB?: number;
+  /**
+   * Serial output flow control: at most this many bytes of COM1 output are
+   * waiting for `io.serial` at a time; beyond it the vCPU waits (as behind a
+   * UART with flow control), so a guest flooding the serial port cannot grow
+   * the VMM's memory without bound. Default 1 MiB.
+   */
+  readonly serialBacklogBytes?: number;
 }
 
 /** Where the guest's serial output goes. */
@@ -100,7 +107,12 @@ export class Vmm {
   /** The boot layout the loader wrote. */
   readonly boot: LinuxBoot;
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpu: VcpuFd, boot: LinuxBoot) {
+  readonly #backlog: number;
+  /** Int32 cell: serial bytes posted by the worker and not yet consumed by io.serial. */
+  readonly #serialPending = new SharedArrayBuffer(4);
+
+  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpu: VcpuFd, boot: LinuxBoot, backlog: number) {
+    this.#backlog = backlog;
     this.#kvm = kvm;
     this.#vm = vm;
     this.#mem = mem;
@@ -118,6 +130,10 @@ export class Vmm {
     const memMiB = config.memMiB ?? 256;
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
       throw new VmmError("InvalidConfig", `memMiB must be a whole number from 2 to 1048576, got ${String(memMiB)}`);
+    }
+    const backlog = config.serialBacklogBytes ?? 1 << 20;
+    if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
+      throw new VmmError("InvalidConfig", `serialBacklogBytes must be a whole number from 1024 to 2^30, got ${String(backlog)}`);
     }
     const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
@@ -145,7 +161,7 @@ export class Vmm {
       vcpu.setCpuid2(kvm.getSupportedCpuid());
       vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
       vcpu.setRegs(boot.cpu.regs);
-      return new Vmm(kvm, vm, mem, vcpu, boot);
+      return new Vmm(kvm, vm, mem, vcpu, boot, backlog);
     } catch (e) {
       vcpu?.close();
       mem?.close();
@@ -164,7 +180,8 @@ export class Vmm {
    */
   run(io: VmIo): Promise<RunResult> {
     if (this.#closed || this.#worker) throw new VmmError("InvalidState", "a Vmm runs once; create another to boot again");
-    const data: VcpuWorkerData = { vcpu: this.#vcpu.toTransferable(), stop: this.#stop };
+    const data: VcpuWorkerData = { vcpu: this.#vcpu.toTransferable(), stop: this.#stop, serialPending: this.#serialPending, serialBacklog: this.#backlog };
+    const pending = new Int32Array(this.#serialPending);
     // The worker is compiled JS that imports the packages' dist builds: do not
     // inherit flags such as a test runner's --conditions pointing at sources.
     const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
@@ -186,12 +203,15 @@ export class Vmm {
       let ioError: unknown;
       worker.on("message", (m: VcpuWorkerMessage) => {
         if (m.type === "serial") {
-          if (ioError !== undefined) return;
           try {
-            io.serial(m.bytes);
+            if (ioError === undefined) io.serial(m.bytes);
           } catch (e) {
             ioError = e ?? new Error(String(e));
             this.stop();
+          } finally {
+            // Consumed: give the worker its credit back.
+            Atomics.sub(pending, 0, m.bytes.byteLength);
+            Atomics.notify(pending, 0);
           }
         } else if (ioError !== undefined) {
           settle({ reason: "Error", guestExitValue: null, detail: `the serial output callback threw: ${ioError instanceof Error ? ioError.message : String(ioError)}`, exits: m.result.exits });

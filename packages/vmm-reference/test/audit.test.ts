@@ -114,6 +114,32 @@ describeWith({ kvm: true }, "hostile guests", () => {
     expect(r.chunks).toBeLessThanOrEqual(ioExits);
   }, 30_000);
 
+  it("serial output is flow-controlled: a consumer that falls behind pauses the guest instead of queueing without bound", async () => {
+    const n = 20000;
+    const code = [...repOutsb(0, n), ...exitByte(0)];
+    code.splice(1, 4, ...le32(LOAD + code.length));
+    const vmm = Vmm.create({ kernel: rawElf(code, new Uint8Array(n).fill(0x41)), memMiB: 16, serialBacklogBytes: 4096 });
+    let bytes = 0;
+    let first = true;
+    const r = await vmm.run({
+      serial: (b) => {
+        bytes += b.byteLength;
+        if (first) {
+          // A consumer stuck for a while (a slow pipe): without flow control the guest
+          // would finish its whole flood meanwhile and everything would pile up here.
+          first = false;
+          const until = Date.now() + 1500;
+          while (Date.now() < until) { /* busy: blocks the main thread like a synchronous write */ }
+          vmm.stop();
+        }
+      },
+    });
+    vmm.close();
+    expect(r.reason).toBe("Stopped");
+    expect(bytes).toBeLessThan(4096 + 2 * 1024 + 1);
+    expect(() => Vmm.create({ kernel: rawElf(code), serialBacklogBytes: 0 })).toThrow(expect.objectContaining({ code: "InvalidConfig" }) as Error);
+  }, 30_000);
+
   it("MMIO to an unclaimed address reads all ones and drops writes", async () => {
     // mov rbx, 0xd0000000; mov [rbx], eax; mov eax, [rbx]; out 0xf4, al
     const code = [0x48, 0xbb, ...le32(0xd000_0000), 0, 0, 0, 0, 0x89, 0x03, 0x8b, 0x03, 0xe6, 0xf4];
