@@ -66,8 +66,8 @@ export function regionsFromTransferable(t: GuestMemoryTransferable, kind: GuestM
   if (typeof t !== "object" || t === null || t.kind !== kind || !Array.isArray(t.regions)) {
     throw new GuestMemoryError("InvalidArgument", `not a transferable ${kind} guest memory`);
   }
-  return t.regions.map((r) => {
-    if (!(r.buffer instanceof SharedArrayBuffer)) {
+  return t.regions.map((r: TransferableRegion | null | undefined) => {
+    if (typeof r !== "object" || r === null || !(r.buffer instanceof SharedArrayBuffer)) {
       throw new GuestMemoryError("InvalidArgument", "transferable region without a SharedArrayBuffer");
     }
     return new BackedRegion({

@@ -82,4 +82,16 @@ describe("worker-thread sharing", () => {
       }),
     ).toThrow(GuestMemoryError);
   });
+  it("refuses a description with a missing or non-object region as InvalidArgument, not a TypeError", () => {
+    for (const bad of [null, undefined, 5, "region"]) {
+      let err: unknown;
+      try {
+        GuestMemoryArrayBuffer.fromTransferable({ kind: "arraybuffer", regions: [bad as never] });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(GuestMemoryError);
+      expect((err as GuestMemoryError).code).toBe("InvalidArgument");
+    }
+  });
 });
