@@ -97,7 +97,26 @@ export interface CreateDeviceOptions {
 interface SlotInfo {
   readonly size: number;
   readonly logDirty: boolean;
+  /** The slot's `memory` and its buffer, held so GC cannot unmap what the guest still maps. */
+  readonly keep: readonly unknown[];
 }
+
+/**
+ * The buffer of a HostMemory that has one (MmapRegion.buffer, a SharedArrayBuffer). Holding it
+ * holds the mapping itself: MmapRegion.close() drops only the region's own reference, and the
+ * mapping is unmapped when the last buffer referencing it is collected.
+ */
+function bufferOf(mem: HostMemory): unknown {
+  try {
+    const b = (mem as { readonly buffer?: unknown }).buffer;
+    return b instanceof SharedArrayBuffer || b instanceof ArrayBuffer ? b : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** vCPU → the slot table of its VM: a VM's memory stays mapped while a vCPU can still run it. */
+const vcpuSlots = new WeakMap<VcpuFd, Map<number, SlotInfo>>();
 
 /**
  * A VM fd: memory slots, vCPUs, in-kernel irqchip and PIT, irqfd/ioeventfd,
@@ -164,7 +183,7 @@ export class VmFd {
       userspaceAddr: mem.address + BigInt(offset), guestMemfd: gmemFd, guestMemfdOffset: gmemOff,
     }, v2);
     this.#h.buf(v2 ? "KVM_SET_USER_MEMORY_REGION2" : "KVM_SET_USER_MEMORY_REGION", buf);
-    this.#slots.set(slot, { size, logDirty: !!r.logDirtyPages });
+    this.#slots.set(slot, { size, logDirty: !!r.logDirtyPages, keep: [mem, bufferOf(mem)] });
   }
 
   /**
@@ -173,8 +192,10 @@ export class VmFd {
    * `memory`.
    *
    * Safety: the guest reads and writes `memory` for as long as the slot
-   * exists; keep the mapping alive until {@link VmFd.removeUserMemoryRegion}
-   * or close.
+   * exists. An `MmapRegion` (anything with a `buffer`) is kept mapped by this
+   * VmFd and its vCPUs until the slot is removed or replaced, even if it is
+   * closed or dropped; for other `HostMemory`, keep the mapping alive until
+   * {@link VmFd.removeUserMemoryRegion} or close.
    * @throws {@link KvmError} `Unaligned`, `OutOfRange`, `InvalidArgument` before the call; `EEXIST` (overlap), `EINVAL` from KVM.
    */
   setUserMemoryRegion(region: UserMemoryRegion): void {
@@ -218,7 +239,9 @@ export class VmFd {
     checkUint(id, "vcpu id");
     const fd = this.#h.val("KVM_CREATE_VCPU", id);
     this.#xsave2Size ??= this.checkExtension(Cap.XSAVE2);
-    return VcpuFd.create(fd, id, this.#mmapSize, this.#xsave2Size, this.#dirtyRingBytes);
+    const vcpu = VcpuFd.create(fd, id, this.#mmapSize, this.#xsave2Size, this.#dirtyRingBytes);
+    vcpuSlots.set(vcpu, this.#slots);
+    return vcpu;
   }
 
   /** KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs. Call before creating vCPUs. @throws {@link KvmError} */

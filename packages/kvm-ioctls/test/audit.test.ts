@@ -118,3 +118,17 @@ for (const c of [() => n.ioctlVal(fd, 0x541b, 0x1000), () => n.ioctlBuf(fd, 0x80
     expect(typeof n.ioctlBuf(fd, 0xc080aebe, claim(4096, 4, 4096))).toBe("number");
   });
 });
+
+describeKvm("memory slots keep their mapping alive", () => {
+  const script = fileURLToPath(new URL("./fixtures/slot-lifetime.mjs", import.meta.url));
+  for (const mode of ["drop", "close"]) {
+    it(`a slot's MmapRegion that is ${mode === "drop" ? "dropped" : "closed"} and collected stays mapped for the guest`, () => {
+      const r = spawnSync(process.execPath, ["--expose-gc", script, mode], { encoding: "utf8", timeout: 60_000 });
+      expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: "" });
+      const out = JSON.parse(r.stdout) as { before: number; after: number; exit: string; hit: boolean };
+      // Before the fix the mapping was unmapped by GC, the next mmap reused its address and
+      // the guest wrote into that unrelated host mapping (hit: true).
+      expect(out).toMatchObject({ after: out.before, exit: "IoOut", hit: false });
+    });
+  }
+});
