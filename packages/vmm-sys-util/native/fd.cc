@@ -1,6 +1,7 @@
 // File-descriptor primitives: memfd_create, close, ftruncate, eventfd, blocking poll.
 #include "common.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -35,6 +36,14 @@ Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
   uint64_t size;
   if (!ArgInt(info, 0, 0, INT32_MAX, &fd) || !ArgSize(info, 1, &size)) return Napi::Value();
   if (ftruncate(static_cast<int>(fd), static_cast<off_t>(size)) != 0) return Errno(info.Env(), errno);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+// addSeals(fd, seals) -> 0 | -errno: fcntl(F_ADD_SEALS) on a memfd made with MFD_ALLOW_SEALING.
+Napi::Value AddSeals(const Napi::CallbackInfo& info) {
+  int64_t fd, seals;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd) || !ArgInt(info, 1, 0, INT32_MAX, &seals)) return Napi::Value();
+  if (fcntl(static_cast<int>(fd), F_ADD_SEALS, static_cast<int>(seals)) != 0) return Errno(info.Env(), errno);
   return Napi::Number::New(info.Env(), 0);
 }
 
@@ -91,6 +100,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));
+  exports.Set("addSeals", Napi::Function::New(env, AddSeals, "addSeals"));
   exports.Set("eventfd", Napi::Function::New(env, EventfdCreate, "eventfd"));
   exports.Set("eventfdRead", Napi::Function::New(env, EventfdRead, "eventfdRead"));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventfdWrite, "eventfdWrite"));
@@ -99,6 +109,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   VSU_CONST(c, MFD_CLOEXEC);
   VSU_CONST(c, MFD_ALLOW_SEALING);
   VSU_CONST(c, MFD_HUGETLB);
+  VSU_CONST(c, F_SEAL_SHRINK);
   VSU_CONST(c, EFD_CLOEXEC);
   VSU_CONST(c, EFD_NONBLOCK);
   VSU_CONST(c, EFD_SEMAPHORE);

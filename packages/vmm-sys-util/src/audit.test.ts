@@ -68,4 +68,16 @@ setTimeout(() => { console.log(b.fd === fd ? "reused" : "not reused", events); w
     // The watcher watches the file it was given (a's eventfd), not whatever gets its number later.
     expect(r.out[0]).toMatch(/ 0$/);
   });
+
+  it("a memfd region's own fd cannot be shrunk under the mapping (touching it was SIGBUS)", () => {
+    const r = child(`
+const region = m.MmapRegion.memfd(8192);
+console.log(codeOf(() => m.ftruncate(region.fd, 0)));
+console.log(codeOf(() => m.ftruncate(region.fd, 4096)));
+console.log(codeOf(() => m.ftruncate(region.fd, 16384))); // growing stays allowed
+new Uint8Array(region.buffer)[8191] = 1;
+region.close();
+console.log("alive");`);
+    expect({ status: r.status, signal: r.signal, out: r.out }).toEqual({ status: 0, signal: null, out: ["EPERM", "EPERM", "ok", "alive"] });
+  });
 });

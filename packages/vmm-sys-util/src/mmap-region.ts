@@ -104,6 +104,8 @@ export class MmapRegion {
    * Creates a memfd of `size` bytes and maps it MAP_SHARED. The region owns the memfd: it is
    * available as {@link MmapRegion.fd} (to pass to a vhost-user peer, or to map again) and is
    * closed by {@link MmapRegion.close}, or when the mapping is collected if close is never called.
+   * The memfd is sealed against shrinking (`F_SEAL_SHRINK`): a shrunk file would make touching
+   * the mapping raise SIGBUS. It can still grow.
    * @param size - length in bytes, a positive safe integer
    * @param opts - see {@link MemfdRegionOptions}
    * @returns the region
@@ -117,10 +119,13 @@ export class MmapRegion {
     const name = o.name ?? "ts-vmm-memory";
     const hugetlb = boolOpt("hugetlb", o.hugetlb, false);
     const hugepage = boolOpt("madviseHugepage", o.madviseHugepage, false);
-    const fd = memfdCreate(name, { cloexec: true, hugetlb });
+    const fd = memfdCreate(name, { cloexec: true, hugetlb, allowSealing: true });
     let region: MmapRegion;
     try {
       ftruncate(fd, size);
+      // Nobody holding the fd (this process, a vhost-user peer) may shrink the file under the
+      // mapping: touching the lost pages would raise SIGBUS and kill the process.
+      check("fcntl(F_ADD_SEALS)", native().addSeals(fd, native().fdConstants.F_SEAL_SHRINK), `memfd ${name}`);
       const c = native().mmapConstants;
       region = map(fd, size, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED, 0, true, `memfd ${name}`);
     } catch (err) {

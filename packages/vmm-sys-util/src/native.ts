@@ -40,6 +40,8 @@ export interface FdConstants {
   readonly MFD_ALLOW_SEALING: number;
   /** MFD_HUGETLB */
   readonly MFD_HUGETLB: number;
+  /** F_SEAL_SHRINK (fcntl F_ADD_SEALS) */
+  readonly F_SEAL_SHRINK: number;
   /** EFD_CLOEXEC */
   readonly EFD_CLOEXEC: number;
   /** EFD_NONBLOCK */
@@ -131,6 +133,8 @@ export interface NativeBinding {
   close(fd: number): number;
   /** ftruncate(2). */
   ftruncate(fd: number, size: number): number;
+  /** fcntl(fd, F_ADD_SEALS, seals). */
+  addSeals(fd: number, seals: number): number;
   /** eventfd(2) → fd. */
   eventfd(initval: number, flags: number): number;
   /** read(2) of an eventfd's 8-byte counter. */
