@@ -50,6 +50,11 @@ export interface HostMemory {
   readonly address: bigint;
   /** Bytes mapped. */
   readonly size: number;
+  /**
+   * The buffer that owns the mapping (`MmapRegion.buffer`), if any: a slot holds it until the
+   * slot is removed or replaced, so GC cannot unmap memory the guest still maps.
+   */
+  readonly buffer?: SharedArrayBuffer | ArrayBuffer;
 }
 
 /** A memory slot for {@link VmFd.setUserMemoryRegion}. */
@@ -108,7 +113,7 @@ interface SlotInfo {
  */
 function bufferOf(mem: HostMemory): unknown {
   try {
-    const b = (mem as { readonly buffer?: unknown }).buffer;
+    const b: unknown = mem.buffer;
     return b instanceof SharedArrayBuffer || b instanceof ArrayBuffer ? b : undefined;
   } catch {
     return undefined;
