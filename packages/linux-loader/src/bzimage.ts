@@ -156,7 +156,8 @@ export class BzImage {
    * Works out where the kernel goes, without touching memory.
    *
    * @throws LoaderError `InvalidArgument` (unaligned or low load address),
-   * `Unsupported` (moving a non-relocatable kernel), `Overflow`.
+   * `Unsupported` (moving a non-relocatable kernel), `InvalidHeader` (a
+   * non-relocatable kernel whose pref_address is below 1 MiB), `Overflow`.
    */
   plan(options: BzImageLoadOptions = {}): { load: BzImageLoad; writes: GuestWrite[] } {
     const h = this.header;
@@ -173,6 +174,10 @@ export class BzImage {
     const aligned = Math.ceil(addr / ka) * ka;
     // A non-relocatable kernel runs at pref_address (protocol 2.10+) or where it was loaded.
     const runtimeStart = h.relocatable_kernel ? Math.max(aligned, pref) : pref || addr;
+    if (runtimeStart < layout.kernel) {
+      // It would decompress over the zero page, GDT and page tables below 1 MiB.
+      throw new LoaderError("InvalidHeader", `the kernel is not relocatable and its pref_address ${hex(runtimeStart)} is below 1 MiB, where the boot structures are`);
+    }
     const load: BzImageLoad = {
       loadAddress: addr,
       end: addr + kernel.byteLength,

@@ -142,6 +142,14 @@ describe("hostile bzImages", () => {
     refusesUntouched({ kernel: makeBzImage({ cmdlineSize: 0 }) }, "InvalidHeader");
   });
 
+  it("a non-relocatable kernel whose pref_address would put its decompression area over the boot structures below 1 MiB", () => {
+    // It would decompress over the zero page, page tables and GDT it is about to read.
+    refusesUntouched({ kernel: makeBzImage({ relocatable: 0, prefAddress: 0x1000n }) }, "InvalidHeader");
+    refusesUntouched({ kernel: makeBzImage({ relocatable: 0, prefAddress: 0x80000n }) }, "InvalidHeader");
+    const mem = memory(32 * MiB);
+    expect(loadLinux(mem, { kernel: makeBzImage({ relocatable: 0, prefAddress: 0x100000n, initSize: 0x100000 }) }).entry).toBe(0x100200);
+  });
+
   it("initrd_addr_max below the kernel, or 0", () => {
     const initrd = new Uint8Array(0x10000).fill(1);
     refusesUntouched({ kernel: makeBzImage({ initrdAddrMax: 0x80000 }), initrd }, "InitrdTooLarge");
