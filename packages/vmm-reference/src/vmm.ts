@@ -67,7 +67,8 @@ function bytesOf(what: string, v: string | Uint8Array, limit: number): Uint8Arra
         bigger.set(buf);
         buf = bigger;
       }
-      const got = readSync(fd, buf, n, buf.byteLength - n, null);
+      // At most 1 GiB per read(2): Node refuses lengths above 2^31 - 1.
+      const got = readSync(fd, buf, n, Math.min(buf.byteLength - n, 1 << 30), null);
       if (got === 0) break;
       n += got;
     }
