@@ -206,6 +206,8 @@ export class Cmdline {
   addInitArg(arg: string): this {
     checkText(arg, "an init argument");
     if (arg === "" || arg.includes(" ")) throw new LoaderError("CmdlineInvalid", `init argument "${arg}" must be one non-empty word`);
+    // The kernel's next_arg() would take '"' as a quote and join the words after it.
+    if (arg.includes('"')) throw new LoaderError("CmdlineInvalid", `init argument ${arg} contains '"', which the kernel would read as a quote`);
     this.#commit(this.#entries, [...this.#init, arg]);
     return this;
   }

@@ -172,6 +172,14 @@ describe("hostile command lines", () => {
     refusesUntouched({ kernel: k(), cmdline: "\u{1f600}" }, "CmdlineInvalid");
     refusesUntouched({ kernel: k(), cmdline: "a=\"b" }, "CmdlineInvalid");
   });
+  it("an init argument with a double quote is refused when added (it would not round-trip through parse)", async () => {
+    const { Cmdline } = await import("../src/index.js");
+    const c = new Cmdline(2047).add("console", "ttyS0");
+    expect(() => c.addInitArg('a"b')).toThrow(expect.objectContaining({ code: "CmdlineInvalid" }) as Error);
+    expect(c.toString()).toBe("console=ttyS0");
+    c.addInitArg("single");
+    expect(Cmdline.parse(c.toString(), 2047).toString()).toBe(c.toString());
+  });
   it("exactly the limit, and one over", () => {
     const mem = memory(32 * MiB);
     const b = loadLinux(mem, { kernel: k(), cmdline: "x".repeat(16) });
