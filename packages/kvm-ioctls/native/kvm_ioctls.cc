@@ -17,11 +17,17 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <utility>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 namespace {
+
+uint32_t ReadU32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+uint64_t ReadU64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
 
 // Request numbers that need more than _IOC_SIZE (values from linux/kvm.h;
 // duplicated in src/generated/kvm-constants.ts, checked by the tests).
@@ -55,7 +61,42 @@ constexpr unsigned long kX86SetMsrFilter = 0x4188aec6;
 constexpr unsigned long kMemoryEncryptOp = 0xc008aeba;
 constexpr unsigned long kMemoryEncryptRegRegion = 0x8010aebb;
 constexpr unsigned long kMemoryEncryptUnregRegion = 0x8010aebc;
-constexpr unsigned long kKvmIo = 0xae;  // _IOC_TYPE of every KVM request (linux/kvm.h KVMIO)
+constexpr unsigned long kSetUserMemoryRegion = 0x4020ae46;   // slot u32 @0, memory_size u64 @16
+constexpr unsigned long kSetUserMemoryRegion2 = 0x40a0ae49;  // same prefix
+constexpr unsigned long kKvmIo = 0xae;
+
+// Pages of each memory slot set through this addon, by (VM fd, slot): KVM_GET_DIRTY_LOG
+// writes ALIGN(pages, 64) / 8 bytes, a size only the slot knows. Shared by every thread
+// (the addon is loaded once per process). Entries of an fd go when the addon closes it; a
+// stale entry (fd closed elsewhere, number reused) is replaced when the new VM sets that
+// slot, and a slot the new VM never set has no bitmap for the kernel to write.
+std::mutex g_slots_mutex;
+std::map<std::pair<int, uint32_t>, uint64_t> g_slot_pages;
+
+void RecordSlot(int fd, const uint8_t* region) {
+  uint32_t slot = ReadU32(region);
+  uint64_t size = ReadU64(region + 16);
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  if (size == 0) {
+    g_slot_pages.erase({fd, slot});
+  } else {
+    g_slot_pages[{fd, slot}] = size / 4096;
+  }
+}
+
+void ForgetFd(int fd) {
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  g_slot_pages.erase(g_slot_pages.lower_bound({fd, 0}), g_slot_pages.upper_bound({fd, UINT32_MAX}));
+}
+
+// Bitmap bytes KVM_GET_DIRTY_LOG writes for (fd, slot); false if the slot is unknown.
+bool DirtyBitmapBytes(int fd, uint32_t slot, size_t* bytes) {
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  auto it = g_slot_pages.find({fd, slot});
+  if (it == g_slot_pages.end()) return false;
+  *bytes = static_cast<size_t>((it->second + 63) / 64 * 8);
+  return true;
+}  // _IOC_TYPE of every KVM request (linux/kvm.h KVMIO)
 
 // Requests whose struct holds a host address the kernel reads or writes through.
 // ioctlBuf refuses them: the address would be whatever the caller wrote into the
@@ -136,8 +177,6 @@ Napi::Value Result(Napi::Env env, long r) {
   return Napi::Number::New(env, r < 0 ? -static_cast<double>(errno) : static_cast<double>(r));
 }
 
-uint32_t ReadU32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
-uint64_t ReadU64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
 
 // Bytes the kernel may touch behind the pointer argument of `req`, given the
 // header already in `buf` (len >= 8 checked by the caller for the variable ones).
@@ -218,6 +257,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!GetFd(info, 0, &fd)) return Fail(env, "close(fd: number)");
+  ForgetFd(fd);
   return Result(env, ::close(fd));
 }
 
@@ -259,7 +299,9 @@ Napi::Value IoctlBuf(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "ioctlBuf: buffer smaller than the kernel will access").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  return Result(env, ::ioctl(fd, req, data));
+  long r = ::ioctl(fd, req, data);
+  if (r == 0 && (req == kSetUserMemoryRegion || req == kSetUserMemoryRegion2)) RecordSlot(fd, data);
+  return Result(env, r);
 }
 
 // ioctlBufPtr(fd, request, buf, ptrOffset, data, dataMinBytes) -> result | -errno.
@@ -290,6 +332,14 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
     uint64_t id = ReadU64(buf);
     size_t regSize = size_t{1} << ((id >> 52) & 0xf);
     if (dmin < regSize) dmin = regSize;
+  }
+  if (req == kGetDirtyLog) {
+    size_t bitmap;
+    if (!DirtyBitmapBytes(fd, ReadU32(buf), &bitmap)) {
+      Napi::RangeError::New(env, "ioctlBufPtr: KVM_GET_DIRTY_LOG of a slot not set through this addon").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (dmin < bitmap) dmin = bitmap;
   }
   if (req == kClearDirtyLog && len >= 8) {
     size_t bitmap = (static_cast<size_t>(ReadU32(buf + 4)) + 63) / 64 * 8;

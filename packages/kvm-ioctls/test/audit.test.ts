@@ -132,3 +132,39 @@ describeKvm("memory slots keep their mapping alive", () => {
     });
   }
 });
+
+describeKvm("raw addon: dirty bitmap size", () => {
+  it("ioctlBufPtr sizes KVM_GET_DIRTY_LOG's bitmap from the slot, not from dataMinBytes (the kernel overflowed an 8-byte buffer)", () => {
+    const n = native();
+    const kvm = n.open("/dev/kvm");
+    const vm = n.ioctlVal(kvm, Ioctl.KVM_CREATE_VM, 0);
+    const mem = MmapRegion.anonymous(0x200000); // 512 pages: a 64-byte bitmap
+    const region = new Uint8Array(32);
+    const rv = new DataView(region.buffer);
+    rv.setUint32(0, 3, true); // slot
+    rv.setUint32(4, 1, true); // KVM_MEM_LOG_DIRTY_PAGES
+    rv.setBigUint64(16, 0x200000n, true);
+    rv.setBigUint64(24, mem.address, true);
+    expect(n.ioctlBuf(vm, Ioctl.KVM_SET_USER_MEMORY_REGION, region)).toBe(0);
+    const log = new Uint8Array(16);
+    new DataView(log.buffer).setUint32(0, 3, true);
+    const ab = new ArrayBuffer(128);
+    const all = new Uint8Array(ab).fill(0xaa);
+    expect(() => n.ioctlBufPtr(vm, Ioctl.KVM_GET_DIRTY_LOG, log, 8, new Uint8Array(ab, 0, 8), 8)).toThrow(RangeError);
+    expect(all.every((b) => b === 0xaa)).toBe(true);
+    // A slot the addon never saw registered is refused too; the right size works.
+    new DataView(log.buffer).setUint32(0, 4, true);
+    expect(() => n.ioctlBufPtr(vm, Ioctl.KVM_GET_DIRTY_LOG, log, 8, new Uint8Array(ab), 128)).toThrow(RangeError);
+    new DataView(log.buffer).setUint32(0, 3, true);
+    expect(n.ioctlBufPtr(vm, Ioctl.KVM_GET_DIRTY_LOG, log, 8, new Uint8Array(ab, 0, 64), 64)).toBe(0);
+    expect(all.subarray(0, 64).every((b) => b === 0)).toBe(true);
+    expect(all.subarray(64).every((b) => b === 0xaa)).toBe(true);
+    // Deleting the slot forgets its size.
+    rv.setBigUint64(16, 0n, true);
+    expect(n.ioctlBuf(vm, Ioctl.KVM_SET_USER_MEMORY_REGION, region)).toBe(0);
+    expect(() => n.ioctlBufPtr(vm, Ioctl.KVM_GET_DIRTY_LOG, log, 8, new Uint8Array(ab, 0, 64), 64)).toThrow(RangeError);
+    n.close(vm);
+    n.close(kvm);
+    mem.close();
+  });
+});
