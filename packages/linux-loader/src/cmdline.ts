@@ -227,7 +227,9 @@ export class Cmdline {
 
   static #render(entries: readonly CmdlineEntry[], init: readonly string[]): string {
     const words = entries.map(render);
-    if (init.length > 0) words.push("--", ...init);
+    // Init arguments are split by the kernel's next_arg() too: keep a parsed
+    // word with spaces (or an empty one) as one argument by quoting it.
+    if (init.length > 0) words.push("--", ...init.map((a) => (a === "" || /\s/.test(a) ? `"${a}"` : a)));
     return words.join(" ");
   }
 

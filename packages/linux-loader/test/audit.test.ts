@@ -180,6 +180,16 @@ describe("hostile command lines", () => {
     c.addInitArg("single");
     expect(Cmdline.parse(c.toString(), 2047).toString()).toBe(c.toString());
   });
+  it("quoted init arguments keep their quotes: the guest's init gets the same argv", async () => {
+    const { Cmdline } = await import("../src/index.js");
+    const line = 'console=ttyS0 -- "hello world" x ""';
+    expect(Cmdline.parse(line, 2047).toString()).toBe(line);
+    const mem = memory(32 * MiB);
+    const b = loadLinux(mem, { kernel: makeBzImage(), cmdline: line });
+    const got = new Uint8Array(line.length);
+    mem.read(b.cmdlineAddr, got);
+    expect(Buffer.from(got).toString("latin1")).toBe(line);
+  });
   it("exactly the limit, and one over", () => {
     const mem = memory(32 * MiB);
     const b = loadLinux(mem, { kernel: k(), cmdline: "x".repeat(16) });
