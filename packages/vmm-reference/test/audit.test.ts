@@ -205,11 +205,26 @@ describeWith({ kvm: true }, "hostile guests", () => {
     const kernel = rawElf(exitByte(3));
     await run(kernel); // warm up: the kick signal, worker machinery
     const before = openFds();
+    const threadsBefore = readdirSync("/proc/self/task").length;
     for (let i = 0; i < 15; i++) expect((await run(kernel)).value).toBe(3);
     // A run that fails and VMs that are never run.
     for (let i = 0; i < 5; i++) await run(rawElf([0x0f, 0x0b]));
     for (let i = 0; i < 5; i++) Vmm.create({ kernel, memMiB: 16 }).close();
+    // VMs closed in the middle of a run, and stopped ones.
+    for (let i = 0; i < 3; i++) {
+      const vmm = Vmm.create({ kernel: rawElf([0xeb, 0xfe]), memMiB: 16 });
+      const p = vmm.run({ serial: () => {} });
+      await new Promise((res) => setTimeout(res, 20));
+      if (i % 2 === 0) vmm.close();
+      else vmm.stop();
+      expect((await p).reason).toBe("Stopped");
+      vmm.close();
+    }
     expect(openFds()).toBeLessThanOrEqual(before);
+    // And no vCPU worker thread stays behind (terminate() is asynchronous: give it a moment).
+    const deadline = Date.now() + 5000;
+    while (readdirSync("/proc/self/task").length > threadsBefore && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    expect(readdirSync("/proc/self/task").length).toBeLessThanOrEqual(threadsBefore);
   }, 120_000);
 
   it("stop() after the run settled sends no kick (the worker's recorded tid may belong to another thread by then)", async () => {
