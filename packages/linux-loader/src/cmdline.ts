@@ -87,7 +87,8 @@ export class Cmdline {
    * words after a lone `--` are arguments for init.
    *
    * @throws LoaderError `CmdlineInvalid` (NUL, control characters, an
-   * unterminated quote), `CmdlineTooLong`.
+   * unterminated quote, a quote inside a word where the kernel would keep it),
+   * `CmdlineTooLong`.
    */
   static parse(text: string, capacity: number): Cmdline {
     checkText(text, "the command line");
@@ -96,14 +97,30 @@ export class Cmdline {
     let cur = "";
     let inQuote = false;
     let started = false;
+    // The kernel's next_arg() strips a quote only at the start of a word or of
+    // its value (and the matching one at the word's end); a quote anywhere
+    // else stays in the value. Such a line would not mean the same once
+    // re-rendered, so it is refused.
+    let closed = false;
+    const misplaced = (): LoaderError =>
+      new LoaderError("CmdlineInvalid", `the command line has a '"' inside a word, which the kernel keeps as part of the value; quote the whole value (key="a b") instead`);
     for (const ch of text) {
+      if (closed && ch !== " ") throw misplaced();
       if (ch === '"') {
-        inQuote = !inQuote;
+        if (inQuote) {
+          inQuote = false;
+          closed = true;
+        } else {
+          const eq = cur.indexOf("=");
+          if (started && !(eq >= 0 && eq === cur.length - 1)) throw misplaced();
+          inQuote = true;
+        }
         started = true;
       } else if (ch === " " && !inQuote) {
         if (started) words.push(cur);
         cur = "";
         started = false;
+        closed = false;
       } else {
         cur += ch;
         started = true;

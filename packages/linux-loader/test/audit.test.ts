@@ -190,6 +190,16 @@ describe("hostile command lines", () => {
     mem.read(b.cmdlineAddr, got);
     expect(Buffer.from(got).toString("latin1")).toBe(line);
   });
+  it("a quote inside a word (which the kernel keeps in the value) is refused, not silently re-quoted", async () => {
+    const { Cmdline } = await import("../src/index.js");
+    for (const bad of ['a=b"c d"', 'a"b"', 'a="b"c', 'a=b="c d"', '"a"=b', '-- x"y z"']) {
+      refusesUntouched({ kernel: makeBzImage(), cmdline: bad }, "CmdlineInvalid");
+    }
+    for (const good of ['a="b c"', '"a=b c"', 'a=""', '-- "x y"', 'x="" y']) {
+      expect(() => Cmdline.parse(good, 2047), good).not.toThrow();
+    }
+    expect(Cmdline.parse('"a=b c"', 2047).get("a")).toBe("b c");
+  });
   it("exactly the limit, and one over", () => {
     const mem = memory(32 * MiB);
     const b = loadLinux(mem, { kernel: k(), cmdline: "x".repeat(16) });
