@@ -251,6 +251,11 @@ describe("hostile table inputs", () => {
     acpi.buildAcpiTables({ cpus: 1, virtioMmio: [d(0xfeb0_2a00, 45, 0x200), d(0xfeb0_2c00, 46, 0x200)] });
     loaderError(() => acpi.buildAcpiTables({ cpus: 1, virtioMmio: [d(0xfeb0_2a00, 45, 0x400), d(0xfeb0_2c00, 46, 0x200)] }), "InvalidArgument");
     loaderError(() => acpi.buildAcpiTables({ cpus: 1, virtioMmio: [d(0xfee0_0000, 5)] }), "InvalidArgument");
+    // _UIDs that are not integers (BigInt() of them used to throw a RangeError).
+    for (const uid of [1.5, Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      refusesUntouched({ kernel: kernel(), virtioMmio: [{ addr: 0xd000_0000, irq: 5, uid }] }, "InvalidArgument");
+      loaderError(() => acpi.aml.integer(uid), "InvalidArgument");
+    }
     // Shared IRQs are legal (virtio-mmio requests IRQF_SHARED).
     const mem = memory(32 * MiB);
     loadLinux(mem, { kernel: kernel(), virtioMmio: [d(0xd000_0000, 5), d(0xd000_1000, 5)] });

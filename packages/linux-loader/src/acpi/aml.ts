@@ -75,8 +75,9 @@ export function nameString(name: string): Uint8Array {
  * @throws LoaderError `InvalidArgument` for a negative or non-integer value or one above 2^64 - 1.
  */
 export function integer(v: number | bigint): Aml {
-  const n = BigInt(v);
+  // Checked before BigInt(), which throws a RangeError for 1.5, NaN or Infinity.
   if (typeof v === "number" && !Number.isSafeInteger(v)) throw new LoaderError("InvalidArgument", `AML integer ${v} is not a safe integer`);
+  const n = BigInt(v);
   if (n < 0n || n >= 1n << 64n) throw new LoaderError("InvalidArgument", `AML integer ${v} is out of range`);
   if (n === 0n) return Uint8Array.of(0x00);
   if (n === 1n) return Uint8Array.of(0x01);
