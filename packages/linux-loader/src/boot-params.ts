@@ -1,6 +1,6 @@
 import { Reader, Writer, hex } from "./bytes.js";
 import type { BzImage } from "./bzimage.js";
-import { E820_MAX_ENTRIES, type E820Entry } from "./e820.js";
+import { E820_MAX_ENTRIES, checkE820Entries, type E820Entry } from "./e820.js";
 import { LoaderError } from "./error.js";
 import { HDR, HDRS_MAGIC, HDR_WIDTH, LoadFlags, decodeSetupHeader, type SetupHeader, type SetupHeaderField } from "./setup-header.js";
 
@@ -96,6 +96,8 @@ export class BootParams {
    */
   setField(name: SetupHeaderField, value: number | bigint): this {
     const w = HDR_WIDTH[name];
+    // Checked before BigInt(), which throws a RangeError for 1.5, NaN or Infinity.
+    if (typeof value === "number" && !Number.isSafeInteger(value)) throw new LoaderError("InvalidArgument", `${name} = ${value} is not an integer`);
     const v = BigInt(value);
     if (v < 0n || v >= 1n << BigInt(8 * w)) throw new LoaderError("InvalidArgument", `${name} = ${value} does not fit in ${w} bytes`);
     const off = HDR[name];
@@ -137,12 +139,14 @@ export class BootParams {
   /**
    * Writes the memory map into `e820_table` and `e820_entries`.
    *
-   * @throws LoaderError `TooManyEntries` above 128 entries.
+   * @throws LoaderError `TooManyEntries` above 128 entries, `InvalidArgument`
+   * for an entry whose address or size is not an integer inside 2^52.
    */
   setE820(entries: readonly E820Entry[]): this {
     if (entries.length > E820_MAX_ENTRIES) {
       throw new LoaderError("TooManyEntries", `${entries.length} e820 entries; the zero page holds ${E820_MAX_ENTRIES}`);
     }
+    checkE820Entries(entries);
     this.bytes.fill(0, ZP.e820_table, ZP.e820_table + 20 * E820_MAX_ENTRIES);
     entries.forEach((e, i) => {
       const o = ZP.e820_table + 20 * i;

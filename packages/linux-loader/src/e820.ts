@@ -89,6 +89,21 @@ export function buildE820(ram: readonly RamRegion[], reserved: readonly E820Entr
 }
 
 /**
+ * Checks entries a caller hands to a table writer (zero page, PVH memory map):
+ * integer address and size with `addr + size` inside 2^52, a 32-bit type.
+ *
+ * @throws LoaderError `InvalidArgument` naming the first bad entry.
+ */
+export function checkE820Entries(entries: readonly E820Entry[]): void {
+  entries.forEach((e, i) => {
+    const ok = Number.isSafeInteger(e.addr) && Number.isSafeInteger(e.size) && e.addr >= 0 && e.size >= 0 && e.addr + e.size <= 2 ** 52;
+    if (!ok || !Number.isInteger(e.type) || e.type < 0 || e.type > 0xffff_ffff) {
+      throw new LoaderError("InvalidArgument", `memory map entry ${i} (${String(e.addr)}+${String(e.size)}, type ${String(e.type)}) is not a valid guest range`);
+    }
+  });
+}
+
+/**
  * The RAM entries of an e820 map that lie below `limit`, as `[start, end)`
  * pairs, for placing the initrd and other blobs.
  */

@@ -1,5 +1,5 @@
 import { Writer } from "./bytes.js";
-import type { E820Entry } from "./e820.js";
+import { checkE820Entries, type E820Entry } from "./e820.js";
 import { LoaderError } from "./error.js";
 
 // struct hvm_start_info and friends, xen/include/public/arch-x86/hvm/start_info.h.
@@ -45,7 +45,8 @@ export interface StartInfoBlobs {
  * Builds `hvm_start_info` version 1 (magic 0x336ec578), its module list and
  * its memory map table (e820 types, as the PVH ABI specifies).
  *
- * @throws LoaderError `InvalidArgument` for addresses outside 2^52,
+ * @throws LoaderError `InvalidArgument` for addresses outside 2^52 (memory
+ * map entries included),
  * `TooManyEntries` above 128 memory map entries or 16 modules.
  */
 export function buildStartInfo(input: StartInfoInput): StartInfoBlobs {
@@ -54,6 +55,7 @@ export function buildStartInfo(input: StartInfoInput): StartInfoBlobs {
   }
   if (input.memmap.length > 128) throw new LoaderError("TooManyEntries", `${input.memmap.length} PVH memory map entries; at most 128`);
   if (input.modules.length > 16) throw new LoaderError("TooManyEntries", `${input.modules.length} PVH modules; at most 16`);
+  checkE820Entries(input.memmap);
   const si = new Writer(START_INFO_SIZE)
     .u32(0, XEN_HVM_START_MAGIC)
     .u32(4, 1)

@@ -2,7 +2,7 @@
 // must end in a LoaderError (never another exception) and leave guest memory
 // exactly as it was.
 import { describe, expect, it } from "vitest";
-import { BzImage, Elf, LoaderError, acpi, loadLinux, mptable, planLinuxBoot, type LinuxBootOptions } from "../src/index.js";
+import { BootParams, BzImage, Elf, LoaderError, acpi, loadLinux, mptable, planLinuxBoot, pvh, type E820Entry, type LinuxBootOptions } from "../src/index.js";
 import { makeBzImage, makeElf, memHash, memory, pvhNote } from "./fixtures.js";
 
 const MiB = 1 << 20;
@@ -275,5 +275,27 @@ describe("memory sizes", () => {
   });
   it("a bzImage whose init_size does not fit a 2 MiB guest", () => {
     refusesUntouched({ kernel: makeBzImage({ initSize: 0x200000 }) }, "OutOfGuestMemory", 2 * MiB);
+  });
+});
+
+describe("public builders with numbers that are not integers", () => {
+  it("BootParams.setField / setE820 and pvh.buildStartInfo: InvalidArgument, never a RangeError", () => {
+    const bp = BootParams.minimal();
+    for (const v of [1.5, Number.NaN, -1, Number.POSITIVE_INFINITY]) loaderError(() => bp.setField("cmdline_size", v), "InvalidArgument");
+    const bad: E820Entry[][] = [
+      [{ addr: 0.5, size: 4096, type: 1 }],
+      [{ addr: 0, size: Number.NaN, type: 1 }],
+      [{ addr: -4096, size: 4096, type: 1 }],
+      [{ addr: 0, size: 2 ** 60, type: 1 }],
+    ];
+    const before = bp.bytes.slice();
+    for (const map of bad) {
+      loaderError(() => bp.setE820(map), "InvalidArgument");
+      loaderError(
+        () => pvh.buildStartInfo({ cmdlineAddr: 0, rsdpAddr: 0, modlistAddr: 0, modules: [], memmapAddr: 0x6100, memmap: map }),
+        "InvalidArgument",
+      );
+    }
+    expect(bp.bytes).toEqual(before);
   });
 });
