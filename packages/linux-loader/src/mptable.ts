@@ -31,7 +31,8 @@ export interface MpTableOptions {
  * cpus), an I/O interrupt entry per ISA IRQ, ExtINT on LINT0 and NMI on
  * LINT1; both checksums set. For kernels that do not read ACPI.
  *
- * @throws LoaderError `InvalidArgument` (no CPUs, more than 24 IRQs),
+ * @throws LoaderError `InvalidArgument` (no CPUs, more than 24 IRQs, an
+ * address that is not 16-byte aligned or puts the table above 4 GiB),
  * `TooManyEntries` (APIC IDs above 254 cannot be expressed, or the table
  * does not fit the 1 KiB EBDA slot).
  */
@@ -46,6 +47,10 @@ export function buildMpTable(options: MpTableOptions): GuestWrite {
   const size = FPS_SIZE + HEADER_SIZE + cpus * CPU_ENTRY + (entries - cpus) * SMALL_ENTRY;
   if (addr === layout.mptable && size > MPTABLE_MAX_SIZE) {
     throw new LoaderError("TooManyEntries", `the MP table for ${cpus} CPUs is ${size} bytes; the EBDA slot holds ${MPTABLE_MAX_SIZE}`);
+  }
+  // The floating pointer holds the configuration table's 32-bit physical address.
+  if (!Number.isSafeInteger(addr) || addr < 0 || addr % 16 !== 0 || addr + size > 2 ** 32) {
+    throw new LoaderError("InvalidArgument", `MP table address ${String(addr)} must be 16-byte aligned with the ${size}-byte table below 4 GiB`);
   }
   const w = new Writer(size);
   const cfg = FPS_SIZE;

@@ -231,6 +231,8 @@ describe("hostile table inputs", () => {
   it("mptable with cpus out of range", () => {
     for (const cpus of [0, -1, Number.NaN]) loaderError(() => mptable.build({ cpus }), "InvalidArgument");
     loaderError(() => mptable.build({ cpus: 1000 }), "TooManyEntries");
+    // The floating pointer holds a 32-bit physical address of the table.
+    for (const addr of [2 ** 33, -16, 1.5, Number.NaN, 0xffff_fff0]) loaderError(() => mptable.build({ cpus: 1, addr }), "InvalidArgument");
   });
   it("virtio-mmio devices: overlapping windows, IRQs outside the IOAPIC, windows outside the MMIO hole", () => {
     const d = (addr: number, irq: number, size?: number) => ({ addr, irq, ...(size === undefined ? {} : { size }) });
