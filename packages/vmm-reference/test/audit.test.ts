@@ -2,7 +2,7 @@
 // entered by linux-loader's 64-bit protocol at CPL0, so every instruction
 // goes through KVM's emulator here: keep them short), hostile CLI arguments,
 // and resource leaks on every path.
-import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
@@ -76,6 +76,15 @@ async function run(kernel: Uint8Array, memMiB = 16): Promise<Run> {
 }
 
 const openFds = (): number => readdirSync("/proc/self/fd").length;
+/** Threads of this process, without KVM's kernel tasks (their comm starts with "kvm-"). */
+const userThreads = (): number =>
+  readdirSync("/proc/self/task").filter((t) => {
+    try {
+      return !readFileSync(`/proc/self/task/${t}/comm`, "latin1").startsWith("kvm-");
+    } catch {
+      return false; // gone meanwhile
+    }
+  }).length;
 
 describeWith({ kvm: true }, "hostile guests", () => {
   it("debug-exit with 1-, 2- and 4-byte writes", async () => {
@@ -205,7 +214,7 @@ describeWith({ kvm: true }, "hostile guests", () => {
     const kernel = rawElf(exitByte(3));
     await run(kernel); // warm up: the kick signal, worker machinery
     const before = openFds();
-    const threadsBefore = readdirSync("/proc/self/task").length;
+    const threadsBefore = userThreads();
     for (let i = 0; i < 15; i++) expect((await run(kernel)).value).toBe(3);
     // A run that fails and VMs that are never run.
     for (let i = 0; i < 5; i++) await run(rawElf([0x0f, 0x0b]));
@@ -220,11 +229,15 @@ describeWith({ kvm: true }, "hostile guests", () => {
       expect((await p).reason).toBe("Stopped");
       vmm.close();
     }
+    // Worker threads end asynchronously (terminate()), and each holds its own event
+    // loop's fds until it has: give them a moment on a loaded machine, then insist.
+    // KVM's per-VM kernel tasks (kvm-nx-lpage-recovery) are not counted: they live
+    // until the VM's last mapping (kvm_run, guest RAM) is garbage collected.
+    const deadline = Date.now() + 10_000;
+    const settled = (): boolean => openFds() <= before && userThreads() <= threadsBefore;
+    while (!settled() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
     expect(openFds()).toBeLessThanOrEqual(before);
-    // And no vCPU worker thread stays behind (terminate() is asynchronous: give it a moment).
-    const deadline = Date.now() + 5000;
-    while (readdirSync("/proc/self/task").length > threadsBefore && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
-    expect(readdirSync("/proc/self/task").length).toBeLessThanOrEqual(threadsBefore);
+    expect(userThreads()).toBeLessThanOrEqual(threadsBefore);
   }, 120_000);
 
   it("stop() after the run settled sends no kick (the worker's recorded tid may belong to another thread by then)", async () => {
