@@ -609,13 +609,19 @@ export class VcpuFd {
 
   /**
    * Closes the vCPU fd (if owned) and unmaps its kvm_run page from this
-   * VcpuFd. Stop the thread running it first. Idempotent.
+   * VcpuFd. A borrowed VcpuFd (see {@link VcpuFd.fromTransferable}) clears the
+   * kick target if it still names this thread, so kicks after the close do not
+   * signal a thread id the system may have reused. Stop the thread running it
+   * first. Idempotent.
    * @throws {@link KvmError}
    */
   close(): void {
     if (this.#h.closed) return;
     this.#runFd = -1;
+    // Forget the running thread so a later kick() cannot signal a reused tid:
+    // the owner always, a borrower (a worker) only if the cell still names it.
     if (this.#h.owned) Atomics.store(this.#tid, 0, 0);
+    else if (this.#tidRecorded) Atomics.compareExchange(this.#tid, 0, gettid(), 0);
     this.#ring?.close();
     this.#region?.close();
     this.#h.close();

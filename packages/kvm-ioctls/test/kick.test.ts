@@ -63,4 +63,18 @@ describeKvm("kick() from another thread", () => {
     expect(r.exits.map((e) => e.kind)).toEqual(["Intr"]);
     expect(r.exits[0]!.ms).toBeLessThan(100);
   });
+
+  it("a worker's close() of its borrowed vCPU clears the kick target, so later kicks signal nobody", async () => {
+    g = makeVm([...asm.jmpSelf]);
+    const t = g.vcpu.toTransferable();
+    const tid = new Int32Array(t.tid, 0, 1);
+    let seen = 0;
+    const w = new Worker(worker, { workerData: { vcpu: t, runs: 1 }, execArgv: [] });
+    w.on("message", (m: { ready?: boolean }) => {
+      if (m.ready) setTimeout(() => { seen = Atomics.load(tid, 0); g!.vcpu.kick(); }, 150);
+    });
+    await new Promise((res) => w.on("exit", res));
+    expect(seen).toBeGreaterThan(0); // the worker's thread was the kick target while it ran
+    expect(Atomics.load(tid, 0)).toBe(0); // and its close() cleared it
+  });
 });
