@@ -56,6 +56,9 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
 
   const finish = (r: Omit<RunResult, "exits">): void => {
     flush();
+    // Leaving KVM_RUN for good: closing the borrowed vCPU clears the kick target,
+    // so no later kick() can signal this thread's id after the worker is gone.
+    vcpu.close();
     port.postMessage({ type: "stopped", result: { ...r, exits } } satisfies VcpuWorkerMessage);
   };
 

@@ -150,7 +150,9 @@ export class Vmm {
       mem = GuestMemoryMmap.fromRanges(ramRegions(memMiB * MiB), { name: "guest-ram" });
       mem.regions.forEach((r, slot) => {
         if (r.hostAddress === undefined) throw new VmmError("SetupFailed", "guest memory region has no host mapping");
-        vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size } });
+        // `buffer` (the mapping's SharedArrayBuffer) makes the slot hold the mapping alive:
+        // KVM keeps only its address, and GC must not unmap memory the guest still maps.
+        vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer } });
       });
       const boot = loadLinux(mem, {
         kernel,
