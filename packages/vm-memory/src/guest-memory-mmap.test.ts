@@ -1,9 +1,9 @@
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { GuestMemoryError } from "./error.js";
-import { GuestMemoryMmap } from "./guest-memory-mmap.js";
+import { GuestMemoryMmap, MAX_REGION_SIZE } from "./guest-memory-mmap.js";
 import { writeToFd } from "./fd-io.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vm-memory-mmap-"));
@@ -170,5 +170,58 @@ describe("GuestMemoryMmap", () => {
     expect(err(() => mem.toTransferable()).code).toBe("Closed");
     // the mapping itself lives as long as the view: reading it does not crash
     expect(view[0]).toBe(0);
+  });
+});
+
+describe("ranges larger than one mapping can back", () => {
+  // V8 caps typed arrays at 2^32 elements: a 5 GiB range used to fail with a
+  // plain RangeError. It is now backed by contiguous regions of at most
+  // MAX_REGION_SIZE (the pages are never touched, so this costs no memory).
+  it("splits a 5 GiB range into contiguous regions that reads and writes span", () => {
+    const GiB = 2 ** 30;
+    const mem = GuestMemoryMmap.fromRanges([{ start: 0x1_0000_0000, size: 5 * GiB }], { backing: "anonymous" });
+    try {
+      expect(mem.regions.map((r) => [r.start, r.size])).toEqual([
+        [0x1_0000_0000, MAX_REGION_SIZE],
+        [0x1_0000_0000 + MAX_REGION_SIZE, MAX_REGION_SIZE],
+        [0x1_0000_0000 + 2 * MAX_REGION_SIZE, GiB],
+      ]);
+      expect(mem.size).toBe(5 * GiB);
+      expect(mem.checkRange(0x1_0000_0000, 5 * GiB)).toBe(true);
+      const seam = 0x1_0000_0000 + MAX_REGION_SIZE - 4;
+      mem.write(seam, Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]));
+      const back = new Uint8Array(8);
+      mem.read(seam, back);
+      expect([...back]).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      mem.writeU64(0x1_0000_0000 + 5 * GiB - 8, 0x1122334455667788n);
+      expect(mem.readU64(0x1_0000_0000 + 5 * GiB - 8)).toBe(0x1122334455667788n);
+      expect(err(() => mem.readU8(0x1_0000_0000 + 5 * GiB)).code).toBe("Hole");
+    } finally {
+      mem.close();
+    }
+  });
+
+  it("advances the file offset of each piece of a file-backed range", () => {
+    const path = join(dir, "big-sparse");
+    const fd = openSync(path, "w+");
+    try {
+      const size = MAX_REGION_SIZE + 0x10000;
+      // A sparse file: write one marker just past the split point.
+      const marker = Buffer.from("after-split");
+      ftruncateSync(fd, size);
+      writeSync(fd, marker, 0, marker.length, MAX_REGION_SIZE + 16);
+      const mem = GuestMemoryMmap.fromRanges([{ start: 0, size, file: { fd, shared: true } }]);
+      try {
+        expect(mem.regions.length).toBe(2);
+        expect(mem.regions[1]!.fileOffset).toBe(MAX_REGION_SIZE);
+        const got = new Uint8Array(marker.length);
+        mem.read(MAX_REGION_SIZE + 16, got);
+        expect(Buffer.from(got).toString()).toBe("after-split");
+      } finally {
+        mem.close();
+      }
+    } finally {
+      closeSync(fd);
+    }
   });
 });

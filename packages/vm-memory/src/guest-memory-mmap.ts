@@ -74,6 +74,10 @@ export class GuestMemoryMmap extends GuestMemoryBase {
    * @example
    * const mem = GuestMemoryMmap.fromRanges([{ start: 0, size: 0x800_0000 }], { dirtyTracking: true });
    * const r = mem.regions[0]; // r.hostAddress for KVM_SET_USER_MEMORY_REGION
+   *
+   * A range larger than {@link MAX_REGION_SIZE} is backed by several
+   * contiguous regions (one mapping each), so `regions` may be longer than
+   * `ranges`.
    * @throws {@link GuestMemoryError} `"InvalidArgument"` for an unaligned or empty
    *   range or a bad option; `"Overlap"` for overlapping ranges; `"AddressTooLarge"`
    *   for a range ending above 2^52; `"Mmap"` if a mapping fails (`cause` is the
@@ -90,7 +94,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
     const owned: MmapRegion[] = [];
     const regions: BackedRegion[] = [];
     try {
-      for (const s of ranges) {
+      for (const s of ranges.flatMap(splitRange)) {
         let m: MmapRegion;
         let fd: number | null;
         let fileOffset = 0;
@@ -239,6 +243,25 @@ function checkSpec(s: MmapRangeSpec): void {
   if (s.start + s.size > 2 ** 52) {
     throw new GuestMemoryError("AddressTooLarge", `range [${s.start}, +${s.size}) ends above 2^52`, { addr: s.start, len: s.size });
   }
+}
+
+/**
+ * The largest range one mapping backs. V8 refuses typed arrays over 2^32
+ * elements, so a larger range becomes several contiguous regions (and, in a
+ * VMM, several KVM slots); `read`, `write` and `checkRange` span them.
+ */
+export const MAX_REGION_SIZE = 2 ** 31;
+
+/** Cuts a range into pieces of at most MAX_REGION_SIZE, advancing the file offset with them. */
+function splitRange(s: MmapRangeSpec): MmapRangeSpec[] {
+  if (s.size <= MAX_REGION_SIZE) return [s];
+  const out: MmapRangeSpec[] = [];
+  for (let off = 0; off < s.size; off += MAX_REGION_SIZE) {
+    const size = Math.min(MAX_REGION_SIZE, s.size - off);
+    const file = s.file === undefined ? {} : { file: { ...s.file, offset: (s.file.offset ?? 0) + off } };
+    out.push({ start: s.start + off, size, ...file });
+  }
+  return out;
 }
 
 function checkNoOverlap(ranges: readonly MmapRangeSpec[]): void {
