@@ -168,3 +168,11 @@ describeKvm("raw addon: dirty bitmap size", () => {
     mem.close();
   });
 });
+
+describeKvm("MmapRegion over a vCPU fd (vmm-sys-util audit, tested here where KVM is)", () => {
+  it("a mapping larger than the kvm_run area is refused with EFAULT instead of SIGBUS on touch", () => {
+    const script = fileURLToPath(new URL("./fixtures/vcpu-oversized-map.mjs", import.meta.url));
+    const r = spawnSync(process.execPath, [script], { encoding: "utf8", timeout: 30_000 });
+    expect({ status: r.status, signal: r.signal, out: r.stdout.trim().split("\n") }).toEqual({ status: 0, signal: null, out: ["EFAULT", "alive"] });
+  });
+});
