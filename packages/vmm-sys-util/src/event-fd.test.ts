@@ -1,15 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { EventFd, VmmSysError, pollFd } from "./index.js";
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(VmmSysError);
-    return (err as VmmSysError).code;
-  }
-  return undefined;
-}
+import { EventFd, pollFd } from "./index.js";
+import { codeOf } from "../test/code-of.js";
 
 describe("EventFd", () => {
   it("counts writes and resets on read", () => {

@@ -4,17 +4,8 @@ import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
 import { gcUntil } from "../test/fixtures/gc.js";
 import { tsWorker } from "../test/fixtures/worker.js";
-import { EventFd, FdWatcher, VmmSysError, type WatchEvent } from "./index.js";
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(VmmSysError);
-    return (err as VmmSysError).code;
-  }
-  return undefined;
-}
+import { EventFd, FdWatcher, type WatchEvent } from "./index.js";
+import { codeOf } from "../test/code-of.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

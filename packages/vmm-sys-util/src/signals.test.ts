@@ -1,16 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { tsWorker } from "../test/fixtures/worker.js";
-import { EventFd, VmmSysError, gettid, installKickSignal, sigrtmax, sigrtmin, tgkill } from "./index.js";
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(VmmSysError);
-    return (err as VmmSysError).code;
-  }
-  return undefined;
-}
+import { EventFd, gettid, installKickSignal, sigrtmax, sigrtmin, tgkill } from "./index.js";
+import { codeOf } from "../test/code-of.js";
 
 /** Sends the kick every 20 ms until `done` settles (the signal may land before the block). */
 async function kickUntil<T>(tid: number, signo: number, done: Promise<T>): Promise<T> {

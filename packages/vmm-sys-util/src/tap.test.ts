@@ -2,16 +2,7 @@ import { spawnSync } from "node:child_process";
 import { describeWith } from "@ts-vmm/test-utils";
 import { describe, expect, it } from "vitest";
 import { EventFd, TUN_F, VmmSysError, openTap, tapSetOffload, tapSetVnetHdrSize } from "./index.js";
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(VmmSysError);
-    return (err as VmmSysError).code;
-  }
-  return undefined;
-}
+import { codeOf } from "../test/code-of.js";
 
 describe("tap arguments", () => {
   it("rejects bad names and options before any syscall", () => {
