@@ -14,6 +14,7 @@
 #include <cpuid.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <utility>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace {
@@ -118,17 +120,39 @@ bool CarriesPointer(unsigned long req) {
 // _IOC size encoding the checks rely on.
 bool IsKvmRequest(unsigned long req) { return req <= 0xffffffffUL && _IOC_TYPE(req) == kKvmIo; }
 
-// The largest XSAVE area the CPU supports (CPUID.(EAX=0DH,ECX=0):ECX), at least
-// 4096: KVM_GET_XSAVE2 writes and KVM_SET_XSAVE reads the vCPU's uabi size,
-// which can exceed struct kvm_xsave (AMX).
+// The XSAVE area KVM_GET_XSAVE2 writes and KVM_SET_XSAVE reads: the vCPU's
+// uabi size, fixed when the vCPU was created from the process's guest XSAVE
+// permission (arch/x86/kernel/fpu/xstate.c). It is the standard-format size of
+// the permitted features: max(offset + size) over CPUID.(0DH, i) for every
+// permitted i >= 2, at least 576 (legacy area + header) and never less than
+// struct kvm_xsave (4096). Permission only grows, so today's permission bounds
+// every existing vCPU. Sizing from CPUID.(0DH,0):ECX instead demanded 11008
+// bytes on AMX hosts, where a vCPU without AMX permission uses 4096.
 size_t XsaveBytes() {
-  static const size_t bytes = [] {
+  struct Leaf { uint32_t size, offset; };
+  static const std::array<Leaf, 64> leaves = [] {
+    std::array<Leaf, 64> l{};
     unsigned a = 0, b = 0, c = 0, d = 0;
-    size_t n = 4096;
-    if (__get_cpuid_count(0xd, 0, &a, &b, &c, &d) && c > n) n = c;
-    return n;
+    for (unsigned i = 2; i < 64; i++) {
+      if (__get_cpuid_count(0xd, i, &a, &b, &c, &d)) l[i] = {a, b};
+    }
+    return l;
   }();
-  return bytes;
+  static const size_t cpuidMax = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(0xd, 0, &a, &b, &c, &d) ? static_cast<size_t>(c) : 0;
+  }();
+  constexpr long kArchGetXcompGuestPerm = 0x1024;
+  uint64_t perm = 0;
+  size_t n = 576;
+  if (syscall(SYS_arch_prctl, kArchGetXcompGuestPerm, &perm) == 0) {
+    for (unsigned i = 2; i < 64; i++) {
+      if ((perm >> i) & 1) n = std::max(n, static_cast<size_t>(leaves[i].offset) + leaves[i].size);
+    }
+  } else {
+    n = std::max(n, cpuidMax);  // no permission API (kernel < 5.16): the CPU's largest area
+  }
+  return std::max<size_t>(n, 4096);
 }
 
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* len) {
