@@ -1,12 +1,17 @@
 // Entry point of a vCPU's worker thread: runs KVM_RUN in a loop and serves the
-// exits that need user space. Port I/O devices live here (the serial port and
-// the debug-exit port), so a PIO exit costs no thread hop; serial output is
-// batched to the main thread.
+// exits that need user space. Port I/O devices live here (the 16550A, the
+// i8042, the ACPI sleep/reset registers and the debug-exit port) so a PIO exit
+// costs no thread hop; the UART's and i8042's registers are in shared memory,
+// the same device for every vCPU. Serial output goes to the main thread after
+// each exit that produced some.
+import { writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
+import { ACPI_PM_PORT, ACPI_PM_PORTS, AcpiPm, type AcpiPmEvent } from "./devices/acpi-pm.js";
 import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
+import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from "./devices/i8042.js";
 import { PioBus } from "./devices/pio-bus.js";
-import { Serial8250 } from "./devices/serial.js";
+import { Serial16550 } from "./devices/serial.js";
 import type { RunResult } from "./run-result.js";
 
 /** What the main thread sends a vCPU worker at start. */
@@ -18,17 +23,41 @@ export interface VcpuWorkerData {
   readonly serialPending: SharedArrayBuffer;
   /** Most serial bytes in flight before the worker waits for the main thread. */
   readonly serialBacklog: number;
+  /** The 16550A's shared registers (serialState()). */
+  readonly serial: SharedArrayBuffer;
+  /** The i8042's shared registers (i8042State()). */
+  readonly i8042: SharedArrayBuffer;
+  /** irqfd (an eventfd number) of IRQ 4, COM1. */
+  readonly serialIrqFd: number;
+  /** irqfd of IRQ 1, the keyboard. */
+  readonly kbdIrqFd: number;
 }
 
 /** Messages from a vCPU worker. */
 export type VcpuWorkerMessage =
   | { readonly type: "serial"; readonly bytes: Uint8Array }
+  /** The guest took a byte from the receive FIFO after the host had more input than room. */
+  | { readonly type: "rxSpace" }
   | { readonly type: "stopped"; readonly result: RunResult };
 
 const COM1 = 0x3f8;
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+/** KVM_INTERNAL_ERROR_* suberrors (include/uapi/linux/kvm.h). */
+const INTERNAL_ERRORS: Readonly<Record<number, string>> = {
+  1: "emulation failure",
+  2: "simultaneous exceptions",
+  3: "event delivery failed",
+  4: "unexpected exit reason",
+};
+/** KVM_SYSTEM_EVENT_* types. */
+const SYSTEM_EVENT_SHUTDOWN = 1, SYSTEM_EVENT_RESET = 2, SYSTEM_EVENT_CRASH = 3;
+
+const hex = (v: number | bigint): string => `0x${v.toString(16)}`;
 
 function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void {
   const vcpu = VcpuFd.fromTransferable(data.vcpu);
+  const id = data.vcpu.id;
   const stop = new Int32Array(data.stop);
   const exits: Record<string, number> = {};
   let out: number[] = [];
@@ -46,11 +75,35 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     port.postMessage({ type: "serial", bytes: Uint8Array.from(out) } satisfies VcpuWorkerMessage);
     out = [];
   };
+  const pulse = (fd: number): void => {
+    try {
+      writeSync(fd, ONE);
+    } catch {
+      // EAGAIN: the counter is about to overflow, so an interrupt is pending anyway.
+    }
+  };
   let debugValue: number | null = null;
+  let pmEvent: AcpiPmEvent | null = null;
+  let pmSource = "";
   const bus = new PioBus();
-  bus.insert(COM1, 8, new Serial8250((b) => {
-    out.push(b);
-    if (b === 0x0a || out.length >= 1024) flush();
+  bus.insert(COM1, 8, new Serial16550(data.serial, {
+    out: (b) => {
+      out.push(b);
+      if (out.length >= 1024) flush();
+    },
+    irq: (level) => { if (level) pulse(data.serialIrqFd); },
+    rxSpace: () => port.postMessage({ type: "rxSpace" } satisfies VcpuWorkerMessage),
+  }));
+  const kbc = new I8042(data.i8042, {
+    reset: () => { pmEvent = "Reset"; pmSource = "the i8042 reset line (command 0xFE or output port)"; },
+    kbdIrq: () => pulse(data.kbdIrqFd),
+  });
+  // Ports 0x60 and 0x64 only: 0x61 (port B, the PIT speaker gate) is KVM's, with the PIT's speaker dummy.
+  bus.insert(I8042_DATA_PORT, 1, kbc);
+  bus.insert(I8042_COMMAND_PORT, 1, { read: (_o, d) => kbc.read(4, d), write: (_o, d) => kbc.write(4, d) });
+  bus.insert(ACPI_PM_PORT, ACPI_PM_PORTS, new AcpiPm((e) => {
+    pmEvent = e;
+    pmSource = e === "PowerOff" ? "ACPI S5 (SLP_EN, SLP_TYP 5)" : "the ACPI reset register";
   }));
   bus.insert(DEBUG_EXIT_PORT, 4, new DebugExit((v) => { debugValue = v; }));
 
@@ -61,13 +114,20 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     vcpu.close();
     port.postMessage({ type: "stopped", result: { ...r, exits } } satisfies VcpuWorkerMessage);
   };
+  const rip = (): string => {
+    try {
+      return hex(vcpu.getRegs().rip);
+    } catch {
+      return "unknown";
+    }
+  };
 
   for (;;) {
     let exit: VcpuExit;
     try {
       exit = vcpu.run();
     } catch (e) {
-      finish({ reason: "Error", guestExitValue: null, detail: `KVM_RUN failed: ${(e as Error).message}` });
+      finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: KVM_RUN failed: ${(e as Error).message}` });
       return;
     }
     exits[exit.kind] = (exits[exit.kind] ?? 0) + 1;
@@ -80,14 +140,19 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
           if (exit.kind === "IoOut") bus.write(p, chunk);
           else bus.read(p, chunk);
         }
+        flush();
         if (debugValue !== null) {
           finish({ reason: "DebugExit", guestExitValue: debugValue });
+          return;
+        }
+        if (pmEvent !== null) {
+          finish({ reason: pmEvent, guestExitValue: null, detail: `vCPU ${id}: ${pmEvent === "PowerOff" ? "the guest powered off" : "the guest asked for a reset"} through ${pmSource}` });
           return;
         }
         break;
       }
       case "MmioRead":
-        exit.data.fill(0xff); // No MMIO devices yet: the bus floats high.
+        exit.data.fill(0xff); // No MMIO devices here: the bus floats high.
         break;
       case "MmioWrite":
         break;
@@ -98,19 +163,23 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         }
         break;
       case "Shutdown":
-        finish({ reason: "Shutdown", guestExitValue: null, detail: "the guest shut down (triple fault or reset)" });
+        finish({ reason: "Shutdown", guestExitValue: null, detail: `vCPU ${id}: triple fault (KVM_EXIT_SHUTDOWN) at RIP ${rip()}` });
         return;
       case "SystemEvent":
-        finish({ reason: "SystemEvent", guestExitValue: null, detail: `system event type ${exit.type}` });
+        if (exit.type === SYSTEM_EVENT_SHUTDOWN) finish({ reason: "PowerOff", guestExitValue: null, detail: `vCPU ${id}: KVM system event shutdown` });
+        else if (exit.type === SYSTEM_EVENT_RESET) finish({ reason: "Reset", guestExitValue: null, detail: `vCPU ${id}: KVM system event reset` });
+        else finish({ reason: "SystemEvent", guestExitValue: null, detail: `vCPU ${id}: KVM system event ${exit.type === SYSTEM_EVENT_CRASH ? "crash" : `type ${exit.type}`}` });
         return;
-      case "InternalError":
-        finish({ reason: "Error", guestExitValue: null, detail: `KVM internal error, suberror ${exit.suberror}, data [${exit.data.map((d) => "0x" + d.toString(16)).join(", ")}]` });
+      case "InternalError": {
+        const what = INTERNAL_ERRORS[exit.suberror] ?? `internal error suberror ${exit.suberror}`;
+        finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: KVM ${what} at RIP ${rip()} (suberror ${exit.suberror}, data [${exit.data.map(hex).join(", ")}])` });
         return;
+      }
       case "FailEntry":
-        finish({ reason: "Error", guestExitValue: null, detail: `VM entry failed, hardware reason 0x${exit.hardwareEntryFailureReason.toString(16)}` });
+        finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: VM entry failed at RIP ${rip()}, hardware reason ${hex(exit.hardwareEntryFailureReason)}` });
         return;
       default:
-        finish({ reason: "Error", guestExitValue: null, detail: `unhandled exit ${JSON.stringify(exit, (_k, v: unknown) => (typeof v === "bigint" ? `0x${v.toString(16)}` : v))}` });
+        finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: unhandled exit ${JSON.stringify(exit, (_k, v: unknown) => (typeof v === "bigint" ? hex(v) : v))} at RIP ${rip()}` });
         return;
     }
   }
