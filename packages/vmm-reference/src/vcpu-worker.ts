@@ -12,6 +12,7 @@ import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from "./devices/i8042.js";
 import { PioBus } from "./devices/pio-bus.js";
 import { Serial16550 } from "./devices/serial.js";
+import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult } from "./run-result.js";
 
 /** What the main thread sends a vCPU worker at start. */
@@ -42,16 +43,6 @@ export type VcpuWorkerMessage =
 
 const COM1 = 0x3f8;
 const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
-
-/** KVM_INTERNAL_ERROR_* suberrors (include/uapi/linux/kvm.h). */
-const INTERNAL_ERRORS: Readonly<Record<number, string>> = {
-  1: "emulation failure",
-  2: "simultaneous exceptions",
-  3: "event delivery failed",
-  4: "unexpected exit reason",
-};
-/** KVM_SYSTEM_EVENT_* types. */
-const SYSTEM_EVENT_SHUTDOWN = 1, SYSTEM_EVENT_RESET = 2, SYSTEM_EVENT_CRASH = 3;
 
 const hex = (v: number | bigint): string => `0x${v.toString(16)}`;
 
@@ -127,7 +118,17 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     try {
       exit = vcpu.run();
     } catch (e) {
-      finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: KVM_RUN failed: ${(e as Error).message}` });
+      // An AP that was waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED) comes back with
+      // EAGAIN once its state changed: run it again, as QEMU does.
+      if ((e as { code?: unknown }).code === "EAGAIN") {
+        exits["Again"] = (exits["Again"] ?? 0) + 1;
+        if (Atomics.load(stop, 0) !== 0) {
+          finish({ reason: "Stopped", guestExitValue: null });
+          return;
+        }
+        continue;
+      }
+      finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: ${(e as Error).message}` });
       return;
     }
     exits[exit.kind] = (exits[exit.kind] ?? 0) + 1;
@@ -162,25 +163,13 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
           return;
         }
         break;
-      case "Shutdown":
-        finish({ reason: "Shutdown", guestExitValue: null, detail: `vCPU ${id}: triple fault (KVM_EXIT_SHUTDOWN) at RIP ${rip()}` });
-        return;
-      case "SystemEvent":
-        if (exit.type === SYSTEM_EVENT_SHUTDOWN) finish({ reason: "PowerOff", guestExitValue: null, detail: `vCPU ${id}: KVM system event shutdown` });
-        else if (exit.type === SYSTEM_EVENT_RESET) finish({ reason: "Reset", guestExitValue: null, detail: `vCPU ${id}: KVM system event reset` });
-        else finish({ reason: "SystemEvent", guestExitValue: null, detail: `vCPU ${id}: KVM system event ${exit.type === SYSTEM_EVENT_CRASH ? "crash" : `type ${exit.type}`}` });
-        return;
-      case "InternalError": {
-        const what = INTERNAL_ERRORS[exit.suberror] ?? `internal error suberror ${exit.suberror}`;
-        finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: KVM ${what} at RIP ${rip()} (suberror ${exit.suberror}, data [${exit.data.map(hex).join(", ")}])` });
-        return;
+      default: {
+        const end = terminalExit(id, exit, rip);
+        if (end) {
+          finish(end);
+          return;
+        }
       }
-      case "FailEntry":
-        finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: VM entry failed at RIP ${rip()}, hardware reason ${hex(exit.hardwareEntryFailureReason)}` });
-        return;
-      default:
-        finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: unhandled exit ${JSON.stringify(exit, (_k, v: unknown) => (typeof v === "bigint" ? hex(v) : v))} at RIP ${rip()}` });
-        return;
     }
   }
 }

@@ -255,6 +255,18 @@ export class Vmm {
   }
 
   /**
+   * KVM_GET_CPUID2 of vCPU `id`: the table KVM holds for it (a read-back of
+   * what setup set, for tests and the cpu-features report).
+   * @throws {@link VmmError} `InvalidState` after close(); `InvalidConfig` for an id out of range.
+   */
+  readCpuid(id: number): CpuidEntry[] {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    const v = this.#vcpus[id];
+    if (v === undefined) throw new VmmError("InvalidConfig", `no vCPU ${String(id)}; this VM has ${this.#vcpus.length}`);
+    return v.getCpuid2();
+  }
+
+  /**
    * Input for COM1, as from a terminal: the bytes enter the UART's 16-byte
    * receive FIFO as the guest makes room (the rest waits here, in order), with
    * the received-data interrupt. Ignored after the run or close().

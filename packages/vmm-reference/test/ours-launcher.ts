@@ -5,13 +5,13 @@ const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`. It provides no virtio devices yet.
+ * running `ts-vmm run`. It provides no virtio devices yet; `spec.vcpus` becomes `--vcpus`.
  */
 export const oursLauncher: VmmLauncher = {
   name: "ours",
   provides: [],
   plan(spec) {
-    const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
+    const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB), "--vcpus", String(spec.vcpus)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);
     args.push(...spec.extraArgs);
     return {
