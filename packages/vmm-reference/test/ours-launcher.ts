@@ -5,14 +5,16 @@ const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`. It provides no virtio devices yet; `spec.vcpus` becomes `--vcpus`.
+ * running `ts-vmm run`. It provides no virtio devices yet.
  */
 export const oursLauncher: VmmLauncher = {
   name: "ours",
   provides: [],
   plan(spec) {
-    const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB), "--vcpus", String(spec.vcpus)];
+    const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);
+    // Only when asked: the CLI has no --vcpus flag yet (issue 10 adds it), and 1 is its default.
+    if (spec.vcpus !== 1) args.push("--vcpus", String(spec.vcpus));
     args.push(...spec.extraArgs);
     return {
       kind: "process",
