@@ -12,6 +12,7 @@ import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from "./devices/i8042.js";
 import { PioBus } from "./devices/pio-bus.js";
 import { Serial16550 } from "./devices/serial.js";
+import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult } from "./run-result.js";
 
@@ -20,10 +21,8 @@ export interface VcpuWorkerData {
   readonly vcpu: VcpuTransferable;
   /** Int32 cell: non-zero asks the worker to stop at its next Intr exit. */
   readonly stop: SharedArrayBuffer;
-  /** Int32 cell: serial bytes posted and not yet consumed by the main thread (it subtracts and notifies). */
-  readonly serialPending: SharedArrayBuffer;
-  /** Most serial bytes in flight before the worker waits for the main thread. */
-  readonly serialBacklog: number;
+  /** The serial output ring's buffer (SerialOutputRing). */
+  readonly serialOut: SharedArrayBuffer;
   /** The 16550A's shared registers (serialState()). */
   readonly serial: SharedArrayBuffer;
   /** The i8042's shared registers (i8042State()). */
@@ -36,7 +35,8 @@ export interface VcpuWorkerData {
 
 /** Messages from a vCPU worker. */
 export type VcpuWorkerMessage =
-  | { readonly type: "serial"; readonly bytes: Uint8Array }
+  /** There are bytes in the serial output ring (posted only when no wake-up is pending). */
+  | { readonly type: "serialWake" }
   /** The guest took a byte from the receive FIFO after the host had more input than room. */
   | { readonly type: "rxSpace" }
   | { readonly type: "stopped"; readonly result: RunResult };
@@ -51,20 +51,17 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   const id = data.vcpu.id;
   const stop = new Int32Array(data.stop);
   const exits: Record<string, number> = {};
-  let out: number[] = [];
-  const pending = new Int32Array(data.serialPending);
+  // Bytes the guest transmitted during the current exit; they go to the ring after it.
+  const out = new Uint8Array(1024);
+  let outLen = 0;
+  const ring = new SerialOutputRing(data.serialOut, true);
+  const stopping = (): boolean => Atomics.load(stop, 0) !== 0;
+  const wake = (): void => port.postMessage({ type: "serialWake" } satisfies VcpuWorkerMessage);
   const flush = (): void => {
-    if (out.length === 0) return;
-    // Flow control: wait while the main thread has a backlog, unless asked to stop
-    // (then post anyway: the run ends at the next KVM_RUN).
-    for (;;) {
-      const p = Atomics.load(pending, 0);
-      if (p + out.length <= data.serialBacklog || p === 0 || Atomics.load(stop, 0) !== 0) break;
-      Atomics.wait(pending, 0, p, 50);
-    }
-    Atomics.add(pending, 0, out.length);
-    port.postMessage({ type: "serial", bytes: Uint8Array.from(out) } satisfies VcpuWorkerMessage);
-    out = [];
+    if (outLen === 0) return;
+    // Flow control: waits while the ring is full (the vCPU pauses), unless the VM is stopping.
+    ring.write(out, outLen, stopping, wake);
+    outLen = 0;
   };
   const pulse = (fd: number): void => {
     try {
@@ -73,14 +70,16 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
       // EAGAIN: the counter is about to overflow, so an interrupt is pending anyway.
     }
   };
+  let pendingFlush = false;
   let debugValue: number | null = null;
   let pmEvent: AcpiPmEvent | null = null;
   let pmSource = "";
   const bus = new PioBus();
   bus.insert(COM1, 8, new Serial16550(data.serial, {
     out: (b) => {
-      out.push(b);
-      if (out.length >= 1024) flush();
+      // Called under the UART's lock: only buffer here, the ring write (which may wait) comes after.
+      out[outLen++] = b;
+      if (outLen === out.byteLength) pendingFlush = true;
     },
     irq: (level) => { if (level) pulse(data.serialIrqFd); },
     rxSpace: () => port.postMessage({ type: "rxSpace" } satisfies VcpuWorkerMessage),
@@ -140,6 +139,10 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
           const chunk = bytes.subarray(i * size, (i + 1) * size);
           if (exit.kind === "IoOut") bus.write(p, chunk);
           else bus.read(p, chunk);
+          if (pendingFlush) {
+            pendingFlush = false;
+            flush();
+          }
         }
         flush();
         if (debugValue !== null) {

@@ -7,6 +7,7 @@ import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
 import { i8042State } from "./devices/i8042.js";
 import { Serial16550, serialState } from "./devices/serial.js";
+import { SerialOutputRing } from "./devices/serial-output.js";
 import { VmmError } from "./error.js";
 import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
 import type { RunResult, StopReason } from "./run-result.js";
@@ -140,12 +141,11 @@ export class Vmm {
   /** What each vCPU was set up with (index = vCPU id = APIC id). */
   readonly vcpuSetup: readonly VcpuSetup[];
 
-  readonly #backlog: number;
-  /** Int32 cell: serial bytes posted by the workers and not yet consumed by io.serial. */
-  readonly #serialPending = new SharedArrayBuffer(4);
+  /** Serial output from the workers (flow-controlled at serialBacklogBytes). */
+  readonly #serialOut: SerialOutputRing;
 
   private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number) {
-    this.#backlog = backlog;
+    this.#serialOut = new SerialOutputRing(backlog);
     this.#kvm = kvm;
     this.#vm = vm;
     this.#mem = mem;
@@ -299,7 +299,6 @@ export class Vmm {
    */
   run(io: VmIo): Promise<RunResult> {
     if (this.#closed || this.#workers) throw new VmmError("InvalidState", "a Vmm runs once; create another to boot again");
-    const pending = new Int32Array(this.#serialPending);
     const workers: Worker[] = [];
     this.#workers = workers;
     this.#running = true;
@@ -310,6 +309,18 @@ export class Vmm {
       // A throwing io.serial would be an uncaught exception in this event
       // handler: stop the VM instead and report it as the run's error.
       let ioError: unknown;
+      let drainTimer: ReturnType<typeof setTimeout> | undefined;
+      const drain = (): void => {
+        // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
+        const bytes = this.#serialOut.drain();
+        if (bytes === undefined || ioError !== undefined) return;
+        try {
+          io.serial(bytes);
+        } catch (e) {
+          ioError = e ?? new Error(String(e));
+          this.stop();
+        }
+      };
       const vcpuEnded = (id: number, r: RunResult): void => {
         if (this.#done[id]) return;
         this.#done[id] = true;
@@ -319,7 +330,9 @@ export class Vmm {
         this.stop();
         void workers[id]?.terminate();
         if (--left > 0) return;
-        // Every worker has left its KVM_RUN loop.
+        // Every worker has left its KVM_RUN loop; take what the ring still holds.
+        if (drainTimer !== undefined) clearTimeout(drainTimer);
+        drain();
         this.#running = false;
         if (this.#closed) this.#release();
         const base = ioError !== undefined
@@ -331,8 +344,7 @@ export class Vmm {
         const data: VcpuWorkerData = {
           vcpu: vcpu.toTransferable(),
           stop: this.#stop,
-          serialPending: this.#serialPending,
-          serialBacklog: this.#backlog,
+          serialOut: this.#serialOut.buffer,
           serial: this.#serialState,
           i8042: this.#i8042State,
           serialIrqFd: this.#irqs[0]!.fd,
@@ -343,18 +355,15 @@ export class Vmm {
         const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
         workers.push(worker);
         worker.on("message", (m: VcpuWorkerMessage) => {
-          if (m.type === "serial") {
-            try {
-              if (ioError === undefined) io.serial(m.bytes);
-            } catch (e) {
-              ioError = e ?? new Error(String(e));
-              this.stop();
-            } finally {
-              // Consumed: give the workers their credit back.
-              Atomics.sub(pending, 0, m.bytes.byteLength);
-              Atomics.notify(pending, 0);
-            }
-          } else if (m.type === "rxSpace") this.#feed();
+          if (m.type === "serialWake") {
+            // Gather for a millisecond: while the wake-up flag stays set, the workers post
+            // nothing, so a guest printing a byte per exit costs a message per millisecond.
+            drainTimer ??= setTimeout(() => {
+              drainTimer = undefined;
+              drain();
+            }, 1);
+          }
+          else if (m.type === "rxSpace") this.#feed();
           else vcpuEnded(id, m.result);
         });
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
