@@ -153,6 +153,7 @@ export class Serial16550 implements PioDevice {
   write(offset: number, data: Uint8Array): void {
     const v = data[0] ?? 0;
     let outByte = -1;
+    let space = false;
     this.#lock.with(() => {
       const s = this.#s;
       const dlab = (s[S_LCR]! & LCR_DLAB) !== 0;
@@ -179,6 +180,11 @@ export class Serial16550 implements PioDevice {
           if (v & FCR_CLEAR_RX || !(v & FCR_ENABLE)) {
             s[S_RX_HEAD] = 0;
             s[S_RX_COUNT] = 0;
+            // The FIFO has room again: input the host holds back must not wait for a read that never comes.
+            if (s[S_HOST_WAITING]) {
+              s[S_HOST_WAITING] = 0;
+              space = true;
+            }
           }
           break;
         case LCR: s[S_LCR] = v; break;
@@ -189,13 +195,14 @@ export class Serial16550 implements PioDevice {
       if (outByte >= 0) this.#hooks.out(outByte);
       this.#updateIrq();
     });
+    if (space) this.#hooks.rxSpace?.();
   }
 
   /**
    * Host input: moves bytes from `bytes` into the receive FIFO while it has
    * room and raises the received-data interrupt. Returns how many bytes were
    * taken; if fewer than offered, `hooks.rxSpace` is called (in the thread of
-   * the vCPU that read) once the guest has taken a byte.
+   * the vCPU that made room) once the guest has taken a byte or cleared the FIFO.
    */
   enqueue(bytes: Uint8Array): number {
     return this.#lock.with(() => {
