@@ -1,6 +1,7 @@
 // The legacy devices on real KVM, with hand-assembled guests (CPL0, so every
 // instruction goes through KVM's emulator on this host: they are short).
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Writable } from "node:stream";
@@ -101,4 +102,110 @@ describeWith({ kvm: true }, "legacy devices on KVM", () => {
     expect(err.text).toContain("powered off");
     rmSync(dir, { recursive: true, force: true });
   }, 60_000);
+});
+
+/**
+ * Interrupts from the 16550A through the in-kernel IOAPIC: the guest routes pin
+ * 4 to vector 0x30, enables IER.THRI and halts; its ISR sees IIR = THRE, switches
+ * IER to received data, and on the next interrupt (IIR = RDI) reads the byte the
+ * host sent and ends the VM with it through debug-exit. Assembled at test time.
+ */
+const IRQ_GUEST = `.code64
+.globl _start
+_start:
+	mov $0x180000, %rsp
+	# IDT at 0x160000: vector 0x30 -> isr (64-bit interrupt gate, selector 0x10)
+	lea isr(%rip), %rax
+	mov $0x160300, %rdi
+	mov %ax, (%rdi)
+	movw $0x10, 2(%rdi)
+	movw $0x8e00, 4(%rdi)
+	shr $16, %rax
+	mov %ax, 6(%rdi)
+	shr $16, %rax
+	mov %eax, 8(%rdi)
+	movl $0, 12(%rdi)
+	movw $0xfff, 0x15fff0
+	movq $0x160000, 0x15fff2
+	lidt 0x15fff0
+	# mask the legacy PIC: only the IOAPIC delivers
+	mov $0xff, %al
+	out %al, $0x21
+	out %al, $0xa1
+	# IOAPIC pin 4: vector 0x30, fixed, physical, edge, active high, unmasked, to APIC 0
+	mov $0xfec00000, %rbx
+	movl $0x19, (%rbx)
+	movl $0, 0x10(%rbx)
+	movl $0x18, (%rbx)
+	movl $0x30, 0x10(%rbx)
+	# local APIC software-enabled, spurious vector 0xff
+	mov $0xfee00000, %rbx
+	movl $0x1ff, 0xf0(%rbx)
+	# UART: THR-empty interrupt on
+	mov $0x3f9, %dx
+	mov $0x02, %al
+	out %al, %dx
+	sti
+1:	hlt
+	cmpb $0, 0x170000
+	je 1b
+	# THRE arrived (the ISR switched IER to received-data); wait for a received byte
+2:	hlt
+	cmpb $0, 0x170001
+	je 2b
+	mov 0x170002, %al
+	out %al, $0xf4
+3:	hlt
+	jmp 3b
+
+isr:
+	push %rax
+	push %rdx
+	push %rbx
+	mov $0x3fa, %dx
+	in %dx, %al
+	and $0x0f, %al
+	cmp $0x02, %al
+	jne 4f
+	incb 0x170000
+	mov $0x3f9, %dx
+	mov $0x01, %al
+	out %al, %dx
+	jmp 9f
+4:	cmp $0x04, %al
+	jne 9f
+	mov $0x3f8, %dx
+	in %dx, %al
+	mov %al, 0x170002
+	incb 0x170001
+9:	mov $0xfee00000, %rbx
+	movl $0, 0xb0(%rbx)
+	pop %rbx
+	pop %rdx
+	pop %rax
+	iretq
+`;
+
+describeWith({ kvm: true, tools: ["as", "ld"] }, "16550A interrupts on KVM", () => {
+  it("THR-empty and received-data interrupts reach the guest on IRQ 4 through the IOAPIC", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-irq-"));
+    let code: number[];
+    try {
+      writeFileSync(join(dir, "irq.S"), IRQ_GUEST);
+      execFileSync("as", ["--64", "-o", join(dir, "irq.o"), join(dir, "irq.S")]);
+      execFileSync("ld", ["-Ttext=0x100000", "-e", "_start", "--oformat", "binary", "-o", join(dir, "irq.bin"), join(dir, "irq.o")]);
+      code = [...readFileSync(join(dir, "irq.bin"))];
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const vmm = Vmm.create({ kernel: rawElf(code), memMiB: 16 });
+    const p = vmm.run({ serial: () => {} });
+    // Bounded: a guest that never gets its interrupt halts forever.
+    const guard = setTimeout(() => vmm.stop(), 20_000);
+    setTimeout(() => vmm.sendSerialInput(Buffer.from("Z")), 100);
+    const r = await p;
+    clearTimeout(guard);
+    vmm.close();
+    expect(r).toMatchObject({ reason: "DebugExit", guestExitValue: 0x5a });
+  }, 30_000);
 });
