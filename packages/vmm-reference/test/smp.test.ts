@@ -1,7 +1,7 @@
 import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest, runGuest } from "@ts-vmm/test-guests";
 import { beforeAll, expect, it } from "vitest";
-import { Vmm } from "../src/index.js";
+import { runCli, Vmm } from "../src/index.js";
 import { oursLauncher } from "./ours-launcher.js";
 
 const needs = { kvm: true, tools: ["gcc", "ld"] } as const;
@@ -71,9 +71,15 @@ describeWith(needs, "SMP on the reference VMM", () => {
     expect(() => vmm.readCpuid(0)).toThrow(expect.objectContaining({ code: "InvalidState" }) as Error);
   });
 
-  it("refuses vCPU counts out of range", () => {
+  it("refuses vCPU counts out of range, in the API and on the command line", async () => {
     for (const vcpus of [0, 255, 1.5]) {
       expect(() => Vmm.create({ kernel: elf, vcpus })).toThrow(expect.objectContaining({ code: "InvalidConfig" }) as Error);
+    }
+    for (const [arg, msg] of [["x", "--vcpus must be a whole number"], ["0", "--vcpus must be a whole number"], ["300", "vcpus must be a whole number from 1 to 254, got 300"]] as const) {
+      let err = "";
+      const code = await runCli(["run", "--kernel", elf, "--vcpus", arg], { write: () => true }, { write: (t: string) => { err += t; } });
+      expect([arg, code]).toEqual([arg, 2]);
+      expect(err).toContain(msg);
     }
   });
 });
