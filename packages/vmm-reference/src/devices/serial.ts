@@ -3,8 +3,8 @@ import { SharedLock } from "./shared-lock.js";
 
 // Register offsets and bits of the 16550A UART (National Semiconductor PC16550D data sheet).
 const RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
-const IER_RDI = 0x01, IER_THRI = 0x02, IER_RLSI = 0x04, IER_MSI = 0x08;
-const IIR_NONE = 0x01, IIR_MSI = 0x00, IIR_THRI = 0x02, IIR_RDI = 0x04, IIR_RLSI = 0x06, IIR_FIFO = 0xc0;
+const IER_RDI = 0x01, IER_THRI = 0x02, IER_RLSI = 0x04;
+const IIR_NONE = 0x01, IIR_THRI = 0x02, IIR_RDI = 0x04, IIR_RLSI = 0x06, IIR_FIFO = 0xc0;
 const FCR_ENABLE = 0x01, FCR_CLEAR_RX = 0x02;
 const LCR_DLAB = 0x80;
 const MCR_LOOP = 0x10;
@@ -83,7 +83,7 @@ export class Serial16550 implements PioDevice {
     if (ier & IER_RLSI && s[S_OVERRUN]) return IIR_RLSI | fifo;
     if (ier & IER_RDI && s[S_RX_COUNT]! > 0) return IIR_RDI | fifo;
     if (ier & IER_THRI && s[S_THRE_PENDING]) return IIR_THRI | fifo;
-    void IER_MSI; // modem status never changes: no MSI source
+    // No modem-status source (IER bit 3): the modem lines never change.
     return IIR_NONE | fifo;
   }
 
