@@ -362,8 +362,7 @@ export class Vmm {
               drainTimer = undefined;
               drain();
             }, 1);
-          }
-          else if (m.type === "rxSpace") this.#feed();
+          } else if (m.type === "rxSpace") this.#feed();
           else vcpuEnded(id, m.result);
         });
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
