@@ -41,6 +41,10 @@ export interface LinuxBootOptions {
   readonly mptable?: boolean;
   /** Describe COM1 in the DSDT (default true). */
   readonly com1?: boolean;
+  /** Describe an i8042 (FADT IAPC_8042, PNP0303 in the DSDT; default true). */
+  readonly i8042?: boolean;
+  /** ACPI sleep control/status and reset registers and `\\_S5` (see AcpiOptions.powerManagement; default true). */
+  readonly acpiPowerManagement?: boolean;
 }
 
 /** The plan (and, after {@link loadLinux}, the record) of a boot. */
@@ -167,7 +171,13 @@ export function planLinuxBoot(mem: GuestMemory, options: LinuxBootOptions): Linu
   const e820 = buildE820(regions);
   let rsdpAddr: number | undefined;
   if (acpiOn) {
-    const t = buildAcpiTables({ cpus, virtioMmio: options.virtioMmio ?? [], com1: options.com1 ?? true });
+    const t = buildAcpiTables({
+      cpus,
+      virtioMmio: options.virtioMmio ?? [],
+      com1: options.com1 ?? true,
+      i8042: options.i8042 ?? true,
+      powerManagement: options.acpiPowerManagement ?? true,
+    });
     writes.push(...t.writes);
     rsdpAddr = t.rsdpAddr;
   }

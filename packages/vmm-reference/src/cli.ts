@@ -9,12 +9,14 @@ import { Vmm } from "./vmm.js";
 /** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--mem MiB] [--timeout SECONDS]
+const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--mem MiB] [--vcpus N] [--timeout SECONDS]
 
-Boots a PVH ELF or bzImage with one vCPU, COM1 on stdout and the debug-exit
-port 0xf4. The exit status is (value << 1) | 1 when the guest writes value to
-port 0xf4 (as QEMU's isa-debug-exit), 0 when it shuts down, 2 on a VMM error,
-124 on timeout.`;
+Boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin/stdout and
+the debug-exit port 0xf4. The exit status is (value << 1) | 1 when the guest
+writes value to port 0xf4 (as QEMU's isa-debug-exit), 0 when it powers off or
+resets (there is no reboot), 2 on a VMM error or when KVM cannot run the guest
+(emulation failure, failed VM entry), 4 when the guest triple-faults or
+crashes, 124 on timeout.`;
 
 /**
  * Runs the `ts-vmm` command line. Resolves to the process exit status.
@@ -31,6 +33,8 @@ export async function runCli(
     off?(event: "error", listener: (e: Error) => void): unknown;
   } = process.stdout,
   stderr: { write(s: string): unknown } = process.stderr,
+  /** Serial input (the CLI passes process.stdin); none by default. */
+  stdin?: { on(event: "data", listener: (b: Buffer) => void): unknown; off(event: "data", listener: (b: Buffer) => void): unknown; pause?(): unknown },
 ): Promise<number> {
   let values;
   let positionals;
@@ -43,6 +47,7 @@ export async function runCli(
         initrd: { type: "string" },
         cmdline: { type: "string" },
         mem: { type: "string" },
+        vcpus: { type: "string" },
         timeout: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -66,6 +71,11 @@ export async function runCli(
     stderr.write(`--timeout must be a number of seconds from 0 to ${MAX_TIMER_MS / 1000}, got ${values.timeout}\n`);
     return 2;
   }
+  const vcpus = values.vcpus === undefined ? 1 : Number(values.vcpus);
+  if (!Number.isInteger(vcpus) || vcpus < 1) {
+    stderr.write(`--vcpus must be a whole number of vCPUs from 1, got ${values.vcpus}\n`);
+    return 2;
+  }
   let vmm: Vmm;
   try {
     vmm = Vmm.create({
@@ -73,6 +83,7 @@ export async function runCli(
       ...(values.initrd !== undefined ? { initrd: values.initrd } : {}),
       ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
       memMiB,
+      vcpus,
     });
   } catch (e) {
     const err = e as Error;
@@ -91,10 +102,14 @@ export async function runCli(
     vmm.stop();
   };
   stdout.on?.("error", onOutputError);
+  const onInput = (b: Buffer): void => vmm.sendSerialInput(b);
+  stdin?.on("data", onInput);
   let result;
   try {
     result = await vmm.run({ serial: (b) => { if (!outputError) stdout.write(b); } });
   } finally {
+    stdin?.off("data", onInput);
+    stdin?.pause?.();
     if (timer) clearTimeout(timer);
     vmm.close();
   }
@@ -107,10 +122,14 @@ export async function runCli(
   switch (result.reason) {
     case "DebugExit":
       return debugExitStatus(result.guestExitValue ?? 0);
+    case "PowerOff":
+    case "Reset":
+      stderr.write(`ts-vmm: ${result.detail ?? result.reason}\n`);
+      return 0;
     case "Shutdown":
     case "SystemEvent":
       stderr.write(`ts-vmm: ${result.detail ?? result.reason}\n`);
-      return 0;
+      return 4;
     case "Stopped":
       stderr.write(timedOut ? `ts-vmm: timed out after ${timeout} s\n` : "ts-vmm: stopped\n");
       return timedOut ? 124 : 0;
@@ -122,7 +141,7 @@ export async function runCli(
 
 const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
 if (invokedDirectly) {
-  runCli(process.argv.slice(2)).then((code) => process.exit(code), (e: unknown) => {
+  runCli(process.argv.slice(2), process.stdout, process.stderr, process.stdin).then((code) => process.exit(code), (e: unknown) => {
     process.stderr.write(`ts-vmm: ${(e as Error).stack ?? String(e)}\n`);
     process.exit(70);
   });

@@ -2,9 +2,13 @@
 export type StopReason =
   /** The guest wrote the debug-exit port; `guestExitValue` holds the value. */
   | "DebugExit"
-  /** The guest triple-faulted or asked for a reset. */
+  /** The guest powered off: ACPI S5 (SLP_EN with SLP_TYP 5), or a KVM system event of type shutdown. */
+  | "PowerOff"
+  /** The guest asked for a reset (ACPI reset register, i8042 0xFE, a KVM reset event). The VMM does not reboot. */
+  | "Reset"
+  /** The guest triple-faulted (KVM_EXIT_SHUTDOWN); `detail` has the vCPU and RIP. */
   | "Shutdown"
-  /** A SystemEvent exit: the guest powered off or reset through firmware interfaces. */
+  /** Another KVM system event (crash, …); see `detail`. */
   | "SystemEvent"
   /** KVM could not run the guest (FailEntry, InternalError, an unexpected exit or ioctl error); see `detail`. */
   | "Error"
@@ -16,8 +20,8 @@ export interface RunResult {
   readonly reason: StopReason;
   /** The value written to the debug-exit port, or null. */
   readonly guestExitValue: number | null;
-  /** Human-readable detail for Shutdown, SystemEvent and Error. */
+  /** Human-readable detail for Shutdown, SystemEvent, Reset and Error (which vCPU, what happened, at which RIP). */
   readonly detail?: string;
-  /** Exits handled in user space, by kind. */
+  /** Exits handled in user space, by kind, summed over all vCPUs. */
   readonly exits: Readonly<Record<string, number>>;
 }

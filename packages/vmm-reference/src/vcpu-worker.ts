@@ -1,12 +1,19 @@
 // Entry point of a vCPU's worker thread: runs KVM_RUN in a loop and serves the
-// exits that need user space. Port I/O devices live here (the serial port and
-// the debug-exit port), so a PIO exit costs no thread hop; serial output is
-// batched to the main thread.
+// exits that need user space. Port I/O devices live here (the 16550A, the
+// i8042, the ACPI sleep/reset registers and the debug-exit port) so a PIO exit
+// costs no thread hop; the UART's and i8042's registers are in shared memory,
+// the same device for every vCPU. Serial output goes to the main thread after
+// each exit that produced some.
+import { writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
+import { ACPI_PM_PORT, ACPI_PM_PORTS, AcpiPm, type AcpiPmEvent } from "./devices/acpi-pm.js";
 import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
+import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from "./devices/i8042.js";
 import { PioBus } from "./devices/pio-bus.js";
-import { Serial8250 } from "./devices/serial.js";
+import { Serial16550 } from "./devices/serial.js";
+import { SerialOutputRing } from "./devices/serial-output.js";
+import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult } from "./run-result.js";
 
 /** What the main thread sends a vCPU worker at start. */
@@ -14,43 +21,79 @@ export interface VcpuWorkerData {
   readonly vcpu: VcpuTransferable;
   /** Int32 cell: non-zero asks the worker to stop at its next Intr exit. */
   readonly stop: SharedArrayBuffer;
-  /** Int32 cell: serial bytes posted and not yet consumed by the main thread (it subtracts and notifies). */
-  readonly serialPending: SharedArrayBuffer;
-  /** Most serial bytes in flight before the worker waits for the main thread. */
-  readonly serialBacklog: number;
+  /** The serial output ring's buffer (SerialOutputRing). */
+  readonly serialOut: SharedArrayBuffer;
+  /** The 16550A's shared registers (serialState()). */
+  readonly serial: SharedArrayBuffer;
+  /** The i8042's shared registers (i8042State()). */
+  readonly i8042: SharedArrayBuffer;
+  /** irqfd (an eventfd number) of IRQ 4, COM1. */
+  readonly serialIrqFd: number;
+  /** irqfd of IRQ 1, the keyboard. */
+  readonly kbdIrqFd: number;
 }
 
 /** Messages from a vCPU worker. */
 export type VcpuWorkerMessage =
-  | { readonly type: "serial"; readonly bytes: Uint8Array }
+  /** There are bytes in the serial output ring (posted only when no wake-up is pending). */
+  | { readonly type: "serialWake" }
+  /** The guest took a byte from the receive FIFO after the host had more input than room. */
+  | { readonly type: "rxSpace" }
   | { readonly type: "stopped"; readonly result: RunResult };
 
 const COM1 = 0x3f8;
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+const hex = (v: number | bigint): string => `0x${v.toString(16)}`;
 
 function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void {
   const vcpu = VcpuFd.fromTransferable(data.vcpu);
+  const id = data.vcpu.id;
   const stop = new Int32Array(data.stop);
   const exits: Record<string, number> = {};
-  let out: number[] = [];
-  const pending = new Int32Array(data.serialPending);
+  // Bytes the guest transmitted during the current exit; they go to the ring after it.
+  const out = new Uint8Array(1024);
+  let outLen = 0;
+  const ring = new SerialOutputRing(data.serialOut, true);
+  const stopping = (): boolean => Atomics.load(stop, 0) !== 0;
+  const wake = (): void => port.postMessage({ type: "serialWake" } satisfies VcpuWorkerMessage);
   const flush = (): void => {
-    if (out.length === 0) return;
-    // Flow control: wait while the main thread has a backlog, unless asked to stop
-    // (then post anyway: the run ends at the next KVM_RUN).
-    for (;;) {
-      const p = Atomics.load(pending, 0);
-      if (p + out.length <= data.serialBacklog || p === 0 || Atomics.load(stop, 0) !== 0) break;
-      Atomics.wait(pending, 0, p, 50);
-    }
-    Atomics.add(pending, 0, out.length);
-    port.postMessage({ type: "serial", bytes: Uint8Array.from(out) } satisfies VcpuWorkerMessage);
-    out = [];
+    if (outLen === 0) return;
+    // Flow control: waits while the ring is full (the vCPU pauses), unless the VM is stopping.
+    ring.write(out, outLen, stopping, wake);
+    outLen = 0;
   };
+  const pulse = (fd: number): void => {
+    try {
+      writeSync(fd, ONE);
+    } catch {
+      // EAGAIN: the counter is about to overflow, so an interrupt is pending anyway.
+    }
+  };
+  let pendingFlush = false;
   let debugValue: number | null = null;
+  let pmEvent: AcpiPmEvent | null = null;
+  let pmSource = "";
   const bus = new PioBus();
-  bus.insert(COM1, 8, new Serial8250((b) => {
-    out.push(b);
-    if (b === 0x0a || out.length >= 1024) flush();
+  bus.insert(COM1, 8, new Serial16550(data.serial, {
+    out: (b) => {
+      // Called under the UART's lock: only buffer here, the ring write (which may wait) comes after.
+      out[outLen++] = b;
+      if (outLen === out.byteLength) pendingFlush = true;
+    },
+    irq: (level) => { if (level) pulse(data.serialIrqFd); },
+    rxSpace: () => port.postMessage({ type: "rxSpace" } satisfies VcpuWorkerMessage),
+  }));
+  const kbc = new I8042(data.i8042, {
+    reset: () => { pmEvent = "Reset"; pmSource = "the i8042 reset line (command 0xFE or output port)"; },
+    kbdIrq: () => pulse(data.kbdIrqFd),
+  });
+  // Ports 0x60 and 0x64 only: 0x61 (port B, the PIT speaker gate) is KVM's, with the PIT's speaker dummy.
+  bus.insert(I8042_DATA_PORT, 1, kbc);
+  bus.insert(I8042_COMMAND_PORT, 1, { read: (_o, d) => kbc.read(4, d), write: (_o, d) => kbc.write(4, d) });
+  bus.insert(ACPI_PM_PORT, ACPI_PM_PORTS, new AcpiPm((e) => {
+    pmEvent = e;
+    pmSource = e === "PowerOff" ? "ACPI S5 (SLP_EN, SLP_TYP 5)" : "the ACPI reset register";
   }));
   bus.insert(DEBUG_EXIT_PORT, 4, new DebugExit((v) => { debugValue = v; }));
 
@@ -61,13 +104,30 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     vcpu.close();
     port.postMessage({ type: "stopped", result: { ...r, exits } } satisfies VcpuWorkerMessage);
   };
+  const rip = (): string => {
+    try {
+      return hex(vcpu.getRegs().rip);
+    } catch {
+      return "unknown";
+    }
+  };
 
   for (;;) {
     let exit: VcpuExit;
     try {
       exit = vcpu.run();
     } catch (e) {
-      finish({ reason: "Error", guestExitValue: null, detail: `KVM_RUN failed: ${(e as Error).message}` });
+      // An AP that was waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED) comes back with
+      // EAGAIN once its state changed: run it again, as QEMU does.
+      if ((e as { code?: unknown }).code === "EAGAIN") {
+        exits["Again"] = (exits["Again"] ?? 0) + 1;
+        if (Atomics.load(stop, 0) !== 0) {
+          finish({ reason: "Stopped", guestExitValue: null });
+          return;
+        }
+        continue;
+      }
+      finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: ${(e as Error).message}` });
       return;
     }
     exits[exit.kind] = (exits[exit.kind] ?? 0) + 1;
@@ -79,15 +139,24 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
           const chunk = bytes.subarray(i * size, (i + 1) * size);
           if (exit.kind === "IoOut") bus.write(p, chunk);
           else bus.read(p, chunk);
+          if (pendingFlush) {
+            pendingFlush = false;
+            flush();
+          }
         }
+        flush();
         if (debugValue !== null) {
           finish({ reason: "DebugExit", guestExitValue: debugValue });
+          return;
+        }
+        if (pmEvent !== null) {
+          finish({ reason: pmEvent, guestExitValue: null, detail: `vCPU ${id}: ${pmEvent === "PowerOff" ? "the guest powered off" : "the guest asked for a reset"} through ${pmSource}` });
           return;
         }
         break;
       }
       case "MmioRead":
-        exit.data.fill(0xff); // No MMIO devices yet: the bus floats high.
+        exit.data.fill(0xff); // No MMIO devices here: the bus floats high.
         break;
       case "MmioWrite":
         break;
@@ -97,21 +166,13 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
           return;
         }
         break;
-      case "Shutdown":
-        finish({ reason: "Shutdown", guestExitValue: null, detail: "the guest shut down (triple fault or reset)" });
-        return;
-      case "SystemEvent":
-        finish({ reason: "SystemEvent", guestExitValue: null, detail: `system event type ${exit.type}` });
-        return;
-      case "InternalError":
-        finish({ reason: "Error", guestExitValue: null, detail: `KVM internal error, suberror ${exit.suberror}, data [${exit.data.map((d) => "0x" + d.toString(16)).join(", ")}]` });
-        return;
-      case "FailEntry":
-        finish({ reason: "Error", guestExitValue: null, detail: `VM entry failed, hardware reason 0x${exit.hardwareEntryFailureReason.toString(16)}` });
-        return;
-      default:
-        finish({ reason: "Error", guestExitValue: null, detail: `unhandled exit ${JSON.stringify(exit, (_k, v: unknown) => (typeof v === "bigint" ? `0x${v.toString(16)}` : v))}` });
-        return;
+      default: {
+        const end = terminalExit(id, exit, rip);
+        if (end) {
+          finish(end);
+          return;
+        }
+      }
     }
   }
 }

@@ -1,10 +1,16 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { Worker } from "node:worker_threads";
-import { Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
+import { Cap, Kvm, type CpuidEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { EventFd } from "@ts-vmm/vmm-sys-util";
+import { normalizeCpuid } from "./cpu/normalize.js";
+import { i8042State } from "./devices/i8042.js";
+import { Serial16550, serialState } from "./devices/serial.js";
+import { SerialOutputRing } from "./devices/serial-output.js";
 import { VmmError } from "./error.js";
-import type { RunResult } from "./run-result.js";
+import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
+import type { RunResult, StopReason } from "./run-result.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
 
 /** What to boot. */
@@ -18,6 +24,11 @@ export interface VmConfig {
   /** Guest RAM in MiB (default 256, at least 2). */
   readonly memMiB?: number;
   /**
+   * vCPUs (default 1, at most 254). vCPU i has APIC id i; vCPU 0 boots, the
+   * others wait for INIT-SIPI from the guest on the in-kernel local APIC.
+   */
+  readonly vcpus?: number;
+  /**
    * Serial output flow control: at most this many bytes of COM1 output are
    * waiting for `io.serial` at a time; beyond it the vCPU waits (as behind a
    * UART with flow control), so a guest flooding the serial port cannot grow
@@ -28,13 +39,19 @@ export interface VmConfig {
 
 /** Where the guest's serial output goes. */
 export interface VmIo {
-  /** Bytes the guest wrote to COM1. */
+  /** Bytes the guest wrote to COM1, as soon as the vCPU's exit that wrote them is handled. */
   serial(bytes: Uint8Array): void;
 }
 
+/** What one vCPU's setup did, for tests and tools. */
+export interface VcpuSetup {
+  /** The CPUID table set with KVM_SET_CPUID2. */
+  readonly cpuid: readonly CpuidEntry[];
+  /** Boot MSRs KVM refused (index), if any. */
+  readonly msrsRefused: readonly number[];
+}
+
 const MiB = 1024 * 1024;
-/** Where KVM puts the real-mode TSS and identity map on Intel hosts: just below 4 GiB, inside our MMIO hole. */
-const TSS_ADDR = 0xfffb_d000;
 
 /**
  * Reads a kernel or initrd, at most `limit` bytes: neither can be larger than
@@ -85,44 +102,72 @@ function bytesOf(what: string, v: string | Uint8Array, limit: number): Uint8Arra
 /** The vCPU worker's compiled entry: dist/ holds it whether this module runs from src/ or dist/. */
 const WORKER_URL = new URL("../dist/vcpu-worker.js", import.meta.url);
 
+
+/** Orders the reasons when several vCPUs stop on their own: the first guest-caused end wins over a VMM stop. */
+const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
+
 /**
- * A one-vCPU virtual machine: guest memory, the loaded kernel and a vCPU
- * running in a worker thread with a serial port (COM1) and the debug-exit
- * port. This is the reference VMM's first slice: virtio-mmio devices,
- * interrupts from devices, SMP, the API socket and snapshots come with the
- * packages that provide them.
+ * A virtual machine: guest memory, the loaded kernel, the in-kernel irqchip
+ * and PIT (reinjection off), and N vCPUs, each in its own worker thread, with
+ * the legacy devices a PC's Linux expects: a 16550A on COM1 (IRQ 4), an
+ * i8042 (IRQ 1, reset), the HW-reduced ACPI sleep and reset registers, and the
+ * debug-exit port. The end of one vCPU (debug-exit, power-off, reset, a triple
+ * fault, an error) stops all of them.
  */
 export class Vmm {
   readonly #kvm: Kvm;
   readonly #vm: VmFd;
   readonly #mem: GuestMemoryMmap;
-  readonly #vcpu: VcpuFd;
+  readonly #vcpus: readonly VcpuFd[];
+  readonly #irqs: readonly EventFd[];
   readonly #stop = new SharedArrayBuffer(4);
-  #worker: Worker | undefined;
+  readonly #serialState = serialState();
+  readonly #i8042State = i8042State();
+  /** The main thread's view of the UART: host input goes in here. */
+  readonly #serial: Serial16550;
+  /** Host input the receive FIFO had no room for yet. */
+  #rxQueue: Uint8Array[] = [];
+  #workers: Worker[] | undefined;
+  /** vCPUs whose worker has reported its end (no more KVM_RUN on them). */
+  readonly #done: boolean[];
   /** close() was called. */
   #closed = false;
   /** The fds are closed (at close(), or when the run in flight settles). */
   #released = false;
-  /** A run is in flight: its worker may still call KVM_RUN on the vCPU fd. */
+  /** A run is in flight: its workers may still call KVM_RUN on the vCPU fds. */
   #running = false;
   /** The boot layout the loader wrote. */
   readonly boot: LinuxBoot;
+  /** What each vCPU was set up with (index = vCPU id = APIC id). */
+  readonly vcpuSetup: readonly VcpuSetup[];
 
-  readonly #backlog: number;
-  /** Int32 cell: serial bytes posted by the worker and not yet consumed by io.serial. */
-  readonly #serialPending = new SharedArrayBuffer(4);
+  /** Serial output from the workers (flow-controlled at serialBacklogBytes). */
+  readonly #serialOut: SerialOutputRing;
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpu: VcpuFd, boot: LinuxBoot, backlog: number) {
-    this.#backlog = backlog;
+  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number) {
+    this.#serialOut = new SerialOutputRing(backlog);
     this.#kvm = kvm;
     this.#vm = vm;
     this.#mem = mem;
-    this.#vcpu = vcpu;
+    this.#vcpus = vcpus;
+    this.#irqs = irqs;
+    this.#done = vcpus.map(() => false);
     this.boot = boot;
+    this.vcpuSetup = setup;
+    const serialIrq = irqs[0]!;
+    this.#serial = new Serial16550(this.#serialState, {
+      out: () => {}, // the main thread never writes THR
+      irq: (level) => { if (level && !serialIrq.closed) serialIrq.write(1); },
+    }, false);
+  }
+
+  /** Number of vCPUs. */
+  get vcpuCount(): number {
+    return this.#vcpus.length;
   }
 
   /**
-   * Creates the VM, loads the kernel and sets up the boot vCPU. Nothing runs
+   * Creates the VM, loads the kernel and sets up the vCPUs. Nothing runs
    * until {@link Vmm.run}.
    * @throws {@link VmmError} `InvalidConfig`, `FileNotReadable`, or `SetupFailed`
    * wrapping a KvmError, GuestMemoryError or LoaderError.
@@ -131,6 +176,10 @@ export class Vmm {
     const memMiB = config.memMiB ?? 256;
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
       throw new VmmError("InvalidConfig", `memMiB must be a whole number from 2 to 1048576, got ${String(memMiB)}`);
+    }
+    const vcpuCount = config.vcpus ?? 1;
+    if (!Number.isInteger(vcpuCount) || vcpuCount < 1 || vcpuCount > MAX_VCPUS) {
+      throw new VmmError("InvalidConfig", `vcpus must be a whole number from 1 to ${MAX_VCPUS}, got ${String(vcpuCount)}`);
     }
     const backlog = config.serialBacklogBytes ?? 1 << 20;
     if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
@@ -141,12 +190,22 @@ export class Vmm {
     let kvm: Kvm | undefined;
     let vm: VmFd | undefined;
     let mem: GuestMemoryMmap | undefined;
-    let vcpu: VcpuFd | undefined;
+    const vcpus: VcpuFd[] = [];
+    const irqs: EventFd[] = [];
     try {
       kvm = new Kvm();
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
       vm.createIrqChip();
+      // The i8254 in the kernel, its speaker port (0x61) too; reinjection of
+      // missed ticks off: it inhibits APICv/AVIC, and Linux does not need it.
+      vm.createPit2({ speakerDummy: true });
+      vm.setPitReinject(false);
+      for (const gsi of [COM1_IRQ, KBD_IRQ]) {
+        const e = new EventFd();
+        irqs.push(e);
+        vm.registerIrqfd(e, gsi);
+      }
       mem = GuestMemoryMmap.fromRanges(ramRegions(memMiB * MiB), { name: "guest-ram" });
       mem.regions.forEach((r, slot) => {
         if (r.hostAddress === undefined) throw new VmmError("SetupFailed", "guest memory region has no host mapping");
@@ -158,15 +217,35 @@ export class Vmm {
         kernel,
         ...(initrd ? { initrd } : {}),
         cmdline: config.cmdline ?? "",
-        cpus: 1,
+        cpus: vcpuCount,
       });
-      vcpu = vm.createVcpu(0);
-      vcpu.setCpuid2(kvm.getSupportedCpuid());
-      vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
-      vcpu.setRegs(boot.cpu.regs);
-      return new Vmm(kvm, vm, mem, vcpu, boot, backlog);
+      const supported = kvm.getSupportedCpuid();
+      const tscDeadline = vm.checkExtension(Cap.TSC_DEADLINE_TIMER) > 0;
+      const setup: VcpuSetup[] = [];
+      for (let id = 0; id < vcpuCount; id++) {
+        const vcpu = vm.createVcpu(id);
+        vcpus.push(vcpu);
+        let tscKhz: number | undefined;
+        try {
+          const k = vcpu.getTscKhz();
+          if (k > 0) tscKhz = k;
+        } catch {
+          tscKhz = undefined; // KVM_GET_TSC_KHZ unsupported: no timing leaf
+        }
+        const cpuid = normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline });
+        vcpu.setCpuid2(cpuid);
+        // One at a time: KVM_SET_MSRS stops at the first MSR it refuses.
+        const msrsRefused = BOOT_MSRS.filter((m) => vcpu.setMsrs([m]) !== 1).map((m) => m.index);
+        if (id === 0) {
+          vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
+          vcpu.setRegs(boot.cpu.regs);
+        }
+        setup.push({ cpuid, msrsRefused });
+      }
+      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog);
     } catch (e) {
-      vcpu?.close();
+      for (const v of vcpus) v.close();
+      for (const i of irqs) i.close();
       mem?.close();
       vm?.close();
       kvm?.close();
@@ -176,69 +255,139 @@ export class Vmm {
   }
 
   /**
-   * Runs the guest until it exits through the debug-exit port, shuts down,
-   * fails, or {@link Vmm.stop} is called. Serial output goes to `io`; if
-   * `io.serial` throws, the VM is stopped and the run ends with reason `Error`.
-   * @throws {@link VmmError} `InvalidState` if the VM already ran or was closed.
+   * KVM_GET_CPUID2 of vCPU `id`: the table KVM holds for it (a read-back of
+   * what setup set, for tests and the cpu-features report).
+   * @throws {@link VmmError} `InvalidState` after close(); `InvalidConfig` for an id out of range.
    */
-  run(io: VmIo): Promise<RunResult> {
-    if (this.#closed || this.#worker) throw new VmmError("InvalidState", "a Vmm runs once; create another to boot again");
-    const data: VcpuWorkerData = { vcpu: this.#vcpu.toTransferable(), stop: this.#stop, serialPending: this.#serialPending, serialBacklog: this.#backlog };
-    const pending = new Int32Array(this.#serialPending);
-    // The worker is compiled JS that imports the packages' dist builds: do not
-    // inherit flags such as a test runner's --conditions pointing at sources.
-    const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
-    this.#worker = worker;
-    this.#running = true;
-    return new Promise<RunResult>((resolve) => {
-      let done = false;
-      const settle = (r: RunResult): void => {
-        if (done) return;
-        done = true;
-        // The worker has left its KVM_RUN loop (it sent its result, or it is gone).
-        this.#running = false;
-        void worker.terminate();
-        if (this.#closed) this.#release();
-        resolve(r);
-      };
-      // A throwing io.serial would be an uncaught exception in this event
-      // handler: stop the VM instead and report it as the run's error.
-      let ioError: unknown;
-      worker.on("message", (m: VcpuWorkerMessage) => {
-        if (m.type === "serial") {
-          try {
-            if (ioError === undefined) io.serial(m.bytes);
-          } catch (e) {
-            ioError = e ?? new Error(String(e));
-            this.stop();
-          } finally {
-            // Consumed: give the worker its credit back.
-            Atomics.sub(pending, 0, m.bytes.byteLength);
-            Atomics.notify(pending, 0);
-          }
-        } else if (ioError !== undefined) {
-          settle({ reason: "Error", guestExitValue: null, detail: `the serial output callback threw: ${ioError instanceof Error ? ioError.message : String(ioError)}`, exits: m.result.exits });
-        } else settle(m.result);
-      });
-      worker.on("error", (e) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker failed: ${e.message}`, exits: {} }));
-      worker.on("exit", (code) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker exited with ${code} before the VM stopped`, exits: {} }));
-    });
-  }
-
-  /** Asks the vCPU to stop: run() then resolves with reason `Stopped`. Safe to call more than once. */
-  stop(): void {
-    Atomics.store(new Int32Array(this.#stop), 0, 1);
-    // Kick only a run in flight, or one not started yet (immediate_exit makes
-    // its first KVM_RUN return). After the run the worker's recorded tid is
-    // stale and may name another thread of this process by now.
-    if (!this.#released && (this.#running || this.#worker === undefined)) this.#vcpu.kick();
+  readCpuid(id: number): CpuidEntry[] {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    const v = this.#vcpus[id];
+    if (v === undefined) throw new VmmError("InvalidConfig", `no vCPU ${String(id)}; this VM has ${this.#vcpus.length}`);
+    return v.getCpuid2();
   }
 
   /**
-   * Releases the vCPU, the VM, guest memory and /dev/kvm. Idempotent. Called
-   * while a run is in flight, it stops the vCPU first (run() resolves with
-   * `Stopped`) and releases everything once the worker has left KVM_RUN, so
-   * the worker never runs a closed (or reused) fd number.
+   * Input for COM1, as from a terminal: the bytes enter the UART's 16-byte
+   * receive FIFO as the guest makes room (the rest waits here, in order), with
+   * the received-data interrupt. Ignored after the run or close().
+   */
+  sendSerialInput(bytes: Uint8Array): void {
+    if (this.#released || bytes.byteLength === 0) return;
+    this.#rxQueue.push(Uint8Array.from(bytes));
+    this.#feed();
+  }
+
+  #feed(): void {
+    while (this.#rxQueue.length > 0 && !this.#released) {
+      const head = this.#rxQueue[0]!;
+      const n = this.#serial.enqueue(head);
+      if (n === head.byteLength) this.#rxQueue.shift();
+      else {
+        this.#rxQueue[0] = head.subarray(n);
+        return; // the FIFO is full: a worker says rxSpace when the guest reads
+      }
+    }
+  }
+
+  /**
+   * Runs the guest until a vCPU exits through the debug-exit port, the guest
+   * powers off or resets, a vCPU fails, or {@link Vmm.stop} is called; then
+   * every vCPU is stopped and the first vCPU's reason is the result. Serial
+   * output goes to `io`; if `io.serial` throws, the VM is stopped and the run
+   * ends with reason `Error`.
+   * @throws {@link VmmError} `InvalidState` if the VM already ran or was closed.
+   */
+  run(io: VmIo): Promise<RunResult> {
+    if (this.#closed || this.#workers) throw new VmmError("InvalidState", "a Vmm runs once; create another to boot again");
+    const workers: Worker[] = [];
+    this.#workers = workers;
+    this.#running = true;
+    return new Promise<RunResult>((resolve) => {
+      let first: RunResult | undefined;
+      const exits: Record<string, number> = {};
+      let left = this.#vcpus.length;
+      // A throwing io.serial would be an uncaught exception in this event
+      // handler: stop the VM instead and report it as the run's error.
+      let ioError: unknown;
+      let drainTimer: ReturnType<typeof setTimeout> | undefined;
+      const drain = (): void => {
+        // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
+        const bytes = this.#serialOut.drain();
+        if (bytes === undefined || ioError !== undefined) return;
+        try {
+          io.serial(bytes);
+        } catch (e) {
+          ioError = e ?? new Error(String(e));
+          this.stop();
+        }
+      };
+      const vcpuEnded = (id: number, r: RunResult): void => {
+        if (this.#done[id]) return;
+        this.#done[id] = true;
+        for (const [k, n] of Object.entries(r.exits)) exits[k] = (exits[k] ?? 0) + n;
+        if (first === undefined || (!isGuestEnd(first.reason) && isGuestEnd(r.reason))) first = r;
+        // The end of one vCPU ends the VM.
+        this.stop();
+        void workers[id]?.terminate();
+        if (--left > 0) return;
+        // Every worker has left its KVM_RUN loop; take what the ring still holds.
+        if (drainTimer !== undefined) clearTimeout(drainTimer);
+        drain();
+        this.#running = false;
+        if (this.#closed) this.#release();
+        const base = ioError !== undefined
+          ? { reason: "Error" as const, guestExitValue: null, detail: `the serial output callback threw: ${ioError instanceof Error ? ioError.message : String(ioError)}` }
+          : first;
+        resolve({ ...base, exits });
+      };
+      this.#vcpus.forEach((vcpu, id) => {
+        const data: VcpuWorkerData = {
+          vcpu: vcpu.toTransferable(),
+          stop: this.#stop,
+          serialOut: this.#serialOut.buffer,
+          serial: this.#serialState,
+          i8042: this.#i8042State,
+          serialIrqFd: this.#irqs[0]!.fd,
+          kbdIrqFd: this.#irqs[1]!.fd,
+        };
+        // The worker is compiled JS that imports the packages' dist builds: do not
+        // inherit flags such as a test runner's --conditions pointing at sources.
+        const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
+        workers.push(worker);
+        worker.on("message", (m: VcpuWorkerMessage) => {
+          if (m.type === "serialWake") {
+            // Gather for a millisecond: while the wake-up flag stays set, the workers post
+            // nothing, so a guest printing a byte per exit costs a message per millisecond.
+            drainTimer ??= setTimeout(() => {
+              drainTimer = undefined;
+              drain();
+            }, 1);
+          } else if (m.type === "rxSpace") this.#feed();
+          else vcpuEnded(id, m.result);
+        });
+        worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
+        worker.on("exit", (code) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker exited with ${code} before the VM stopped`, exits: {} }));
+      });
+    });
+  }
+
+  /** Asks every vCPU to stop: run() then resolves (with `Stopped` unless a vCPU ended first). Safe to call more than once. */
+  stop(): void {
+    Atomics.store(new Int32Array(this.#stop), 0, 1);
+    if (this.#released) return;
+    // Kick only vCPUs of a run in flight whose worker has not left, or of a run
+    // not started yet (immediate_exit makes the first KVM_RUN return). After a
+    // worker has left, its recorded tid is stale and may name another thread.
+    this.#vcpus.forEach((v, id) => {
+      if (this.#workers === undefined || (this.#running && !this.#done[id])) v.kick();
+    });
+  }
+
+  /**
+   * Releases the vCPUs, the VM, guest memory and /dev/kvm. Idempotent. Called
+   * while a run is in flight, it stops the vCPUs first (run() resolves with
+   * `Stopped`) and releases everything once every worker has left KVM_RUN, so
+   * no worker runs a closed (or reused) fd number.
    */
   close(): void {
     if (this.#closed) return;
@@ -253,7 +402,9 @@ export class Vmm {
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    this.#vcpu.close();
+    this.#rxQueue = [];
+    for (const v of this.#vcpus) v.close();
+    for (const i of this.#irqs) i.close();
     this.#vm.close();
     this.#mem.close();
     this.#kvm.close();

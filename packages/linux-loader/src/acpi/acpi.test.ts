@@ -79,6 +79,23 @@ describe("buildAcpiTables", () => {
     expect(Math.max(...t.writes.map((w) => w.addr + w.data.byteLength))).toBeLessThanOrEqual(0x100000);
   });
 
+  it("names the sleep control, sleep status and reset registers in the FADT (SystemIO, 8 bit), with RESET_REG_SUP", () => {
+    const f = new DataView(t.tables.FACP.buffer);
+    const gas = (o: number): number[] => [f.getUint8(o), f.getUint8(o + 1), f.getUint8(o + 2), f.getUint8(o + 3), Number(f.getBigUint64(o + 4, true))];
+    expect(gas(116)).toEqual([1, 8, 0, 1, 0x3c2]);
+    expect(f.getUint8(128)).toBe(1);
+    expect(gas(244)).toEqual([1, 8, 0, 1, 0x3c0]);
+    expect(gas(256)).toEqual([1, 8, 0, 1, 0x3c1]);
+    expect(f.getUint32(112, true) & (1 << 10)).toBe(1 << 10);
+    expect(f.getUint16(109, true) & 2).toBe(2); // IAPC_8042, backed by PNP0303 in the DSDT
+    const off = buildAcpiTables({ cpus: 1, powerManagement: false, i8042: false });
+    const g = new DataView(off.tables.FACP.buffer);
+    expect([g.getUint32(112, true) & (1 << 10), g.getUint8(244), g.getUint8(116), g.getUint16(109, true) & 2]).toEqual([0, 0, 0, 0]);
+    const d = Buffer.from(off.tables.DSDT).toString("latin1");
+    expect(d).not.toContain("_S5_");
+    expect(d).not.toContain("KBD_");
+  });
+
   it("uses Local APIC entries up to ID 254 and x2APIC entries above", () => {
     const m = buildAcpiTables({ cpus: 300 }).tables.APIC;
     const types: number[] = [];

@@ -38,6 +38,11 @@ describeWith({ tools: ["iasl"] }, "ACPI tables through iasl", () => {
   it("shows the LNRO0005 devices and COM1 in the DSDT, and compiles it back", () => {
     const { dsl } = disassemble("DSDT");
     expect(dsl.match(/Name \(_HID, "LNRO0005"\)/g)).toHaveLength(3);
+    const kbd = dsl.slice(dsl.indexOf("Device (KBD)"), dsl.indexOf("Device (COM1)"));
+    expect(kbd).toContain('EisaId ("PNP0303")');
+    expect(kbd).toMatch(/IO \(Decode16,\s*0x0060,[^)]*\)\s*IO \(Decode16,\s*0x0064,/);
+    expect(kbd).toMatch(/IRQNoFlags \(\)\s*\{1\}/);
+    expect(dsl).toMatch(/Name \(\\_S5, Package \(0x04\)[^{]*\{\s*0x05,\s*Zero,\s*Zero,\s*Zero\s*\}\)/);
     const com1 = dsl.slice(dsl.indexOf("Device (COM1)"), dsl.indexOf("Device (V000)"));
     expect(com1).toContain('EisaId ("PNP0501")');
     expect(com1).toMatch(/IO \(Decode16,\s*0x03F8,\s*\/\/ Range Minimum\s*0x03F8,\s*\/\/ Range Maximum\s*0x00,\s*\/\/ Alignment\s*0x08,/);
@@ -47,6 +52,15 @@ describeWith({ tools: ["iasl"] }, "ACPI tables through iasl", () => {
     expect(v2).toMatch(/Interrupt \(ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, \)\s*\{\s*0x00000007,/);
     const out = iasl(["-p", join(dir, "recompiled"), join(dir, "DSDT.dsl")]);
     expect(out).toMatch(/Compilation successful\. 0 Errors, 0 Warnings/);
+  });
+
+  it("shows the reset and sleep registers in the FADT", () => {
+    const { dsl } = disassemble("FACP");
+    expect(dsl).toMatch(/Reset Register Supported[^\n]*: 1/);
+    expect(dsl).toMatch(/Reset Register : \[Generic Address Structure\][\s\S]*?Space ID : 01 \[SystemIO\][\s\S]*?Address : 00000000000003C2/);
+    expect(dsl).toMatch(/Value to cause reset : 01/);
+    expect(dsl).toMatch(/Sleep Control Register[\s\S]*?Space ID : 01 \[SystemIO\][\s\S]*?Bit Width : 08[\s\S]*?Address : 00000000000003C0/);
+    expect(dsl).toMatch(/Sleep Status Register[\s\S]*?Address : 00000000000003C1/);
   });
 
   it("would notice a wrong checksum (the assertions above can fail)", () => {

@@ -14,6 +14,19 @@ export const FADT_HW_REDUCED_ACPI = 1 << 20;
 /** IA-PC boot architecture flags (FADT offset 109). */
 export const IAPC_LEGACY_DEVICES = 1 << 0, IAPC_8042 = 1 << 1, IAPC_VGA_NOT_PRESENT = 1 << 2, IAPC_MSI_NOT_SUPPORTED = 1 << 3;
 
+/** HW-reduced ACPI sleep control register (SystemIO, 8 bit): SLP_TYP in bits 2-4, SLP_EN bit 5. */
+export const ACPI_SLEEP_CONTROL_PORT = 0x3c0;
+/** HW-reduced ACPI sleep status register (SystemIO, 8 bit): WAK_STS bit 7. */
+export const ACPI_SLEEP_STATUS_PORT = 0x3c1;
+/** ACPI reset register (SystemIO, 8 bit); the reset value is {@link ACPI_RESET_VALUE}. */
+export const ACPI_RESET_PORT = 0x3c2;
+/** What the guest writes to {@link ACPI_RESET_PORT} to reset. */
+export const ACPI_RESET_VALUE = 1;
+/** SLP_TYP of `\_S5` (soft off) in the DSDT. */
+export const ACPI_SLP_TYP_S5 = 5;
+/** FADT flag RESET_REG_SUP (bit 10). */
+export const FADT_RESET_REG_SUP = 1 << 10;
+
 /** A virtio-mmio device as the DSDT and the command line describe it. */
 export interface VirtioMmioDevice {
   /** Base of the 4 KiB-or-so register window (below 4 GiB for Memory32Fixed). */
@@ -34,8 +47,19 @@ export interface AcpiOptions {
   readonly virtioMmio?: readonly VirtioMmioDevice[];
   /** Describe COM1 (PNP0501, I/O 0x3f8-0x3ff, IRQ 4). Default true. */
   readonly com1?: boolean;
-  /** Claim an i8042 keyboard controller in the FADT (IAPC_BOOT_ARCH bit 1). Default true. */
+  /**
+   * An i8042 keyboard controller: claimed in the FADT (IAPC_BOOT_ARCH bit 1)
+   * and described in the DSDT (PNP0303, I/O 0x60 and 0x64, IRQ 1). Default true.
+   */
   readonly i8042?: boolean;
+  /**
+   * HW-reduced ACPI power management: SLEEP_CONTROL_REG / SLEEP_STATUS_REG at
+   * SystemIO {@link ACPI_SLEEP_CONTROL_PORT} / {@link ACPI_SLEEP_STATUS_PORT},
+   * RESET_REG at {@link ACPI_RESET_PORT} with RESET_VALUE 1 and RESET_REG_SUP,
+   * and `\_S5` (SLP_TYP 5) in the DSDT, so the guest can power off and reset.
+   * Default true.
+   */
+  readonly powerManagement?: boolean;
   /** Virtio interrupts are edge-triggered (default true, as with KVM irqfd to the IOAPIC). */
   readonly edgeInterrupts?: boolean;
   /** Where the RSDP goes; the other tables follow it (default 0xe0000). */
@@ -64,8 +88,16 @@ function sdt(signature: string, revision: number, body: Uint8Array): Uint8Array 
 }
 
 /** The DSDT body (AML) for the given devices. @throws LoaderError `InvalidArgument`, `TooManyEntries`. */
-export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edgeInterrupts">): Uint8Array {
+export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edgeInterrupts" | "i8042" | "powerManagement">): Uint8Array {
   const devs: aml.Aml[] = [];
+  if (options.i8042 ?? true) {
+    devs.push(
+      aml.device("KBD_", [
+        aml.name("_HID", aml.eisaId("PNP0303")),
+        aml.name("_CRS", aml.resourceTemplate([aml.io(0x60, 0x60, 1, 1), aml.io(0x64, 0x64, 1, 1), aml.irqNoFlags([1])])),
+      ]),
+    );
+  }
   if (options.com1 ?? true) {
     devs.push(
       aml.device("COM1", [
@@ -92,7 +124,12 @@ export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edge
       ]),
     );
   });
-  return aml.termList([aml.scope("\\_SB_", devs)]);
+  const root: aml.Aml[] = [aml.scope("\\_SB_", devs)];
+  if (options.powerManagement ?? true) {
+    // \_S5: SLP_TYPa, SLP_TYPb, two reserved (ACPI 6.5, 7.4.2). HW-reduced ACPI uses SLP_TYPa only.
+    root.push(aml.name("\\_S5_", aml.pkg([aml.integer(ACPI_SLP_TYP_S5), aml.integer(0), aml.integer(0), aml.integer(0)])));
+  }
+  return aml.termList(root);
 }
 
 /** GSIs the MADT's one IOAPIC (GSI base 0) has: KVM's in-kernel IOAPIC has 24 pins. */
@@ -144,16 +181,19 @@ export function checkVirtioMmio(devices: readonly VirtioMmioDevice[], limits: Vi
   });
 }
 
-function gasIo(w: Writer, o: number): void {
-  // An empty Generic Address Structure (5.2.3.2) is all zero.
-  w.u64(o, 0).u32(o + 8, 0);
+function gasIo(w: Writer, o: number, port?: number): void {
+  // An empty Generic Address Structure (5.2.3.2) is all zero. A port: SystemIO (1), 8 bits at offset 0, byte access (1).
+  if (port === undefined) w.u64(o, 0).u32(o + 8, 0);
+  else w.u8(o, 1).u8(o + 1, 8).u8(o + 2, 0).u8(o + 3, 1).u64(o + 4, port);
 }
 
 /**
  * Builds RSDP (revision 2), XSDT, FADT (revision 6.5, HW_REDUCED_ACPI, DSDT
  * and X_DSDT set), MADT (a Local APIC entry per CPU with APIC ID ≤ 254, a
  * Local x2APIC entry above, the IOAPIC (ID 0, as QEMU) at 0xfec00000 with GSI base 0, LINT1
- * NMI) and a DSDT with COM1 and the virtio-mmio devices. All checksums are set.
+ * NMI) and a DSDT with COM1, the i8042, the virtio-mmio devices and `\_S5`; with
+ * `powerManagement` the FADT names the sleep control/status and reset registers.
+ * All checksums are set.
  *
  * @throws LoaderError `InvalidArgument` (no CPUs; a device window outside 32
  * bits, of size 0 or overlapping another or the IOAPIC / local APIC), `TooManyEntries` (the tables do not fit between
@@ -219,10 +259,17 @@ export function buildAcpiTables(options: AcpiOptions): AcpiTables {
   const f = (off: number): number => off - 36; // offsets below are from the table start (ACPI 6.5 table 5.9)
   fadtBody.u32(f(40), dsdtAddr);
   fadtBody.u16(f(109), IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | ((options.i8042 ?? true) ? IAPC_8042 : 0));
-  fadtBody.u32(f(112), FADT_HW_REDUCED_ACPI);
+  const pm = options.powerManagement ?? true;
+  fadtBody.u32(f(112), FADT_HW_REDUCED_ACPI | (pm ? FADT_RESET_REG_SUP : 0));
   fadtBody.u8(f(131), 5); // FADT minor version: ACPI 6.5
   fadtBody.u64(f(140), dsdtAddr); // X_DSDT
   for (const g of [116, 148, 160, 172, 184, 196, 208, 220, 232, 244, 256]) gasIo(fadtBody, f(g));
+  if (pm) {
+    gasIo(fadtBody, f(116), ACPI_RESET_PORT); // RESET_REG
+    fadtBody.u8(f(128), ACPI_RESET_VALUE);
+    gasIo(fadtBody, f(244), ACPI_SLEEP_CONTROL_PORT); // SLEEP_CONTROL_REG
+    gasIo(fadtBody, f(256), ACPI_SLEEP_STATUS_PORT); // SLEEP_STATUS_REG
+  }
   const fadt = sdt("FACP", 6, fadtBody.bytes);
 
   const xsdtBody = new Writer(16).u64(0, fadtAddr).u64(8, madtAddr);
