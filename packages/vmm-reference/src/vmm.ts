@@ -1,9 +1,13 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { Worker } from "node:worker_threads";
-import { Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
+import { release } from "node:os";
+import { Kvm, type CpuidEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { VmmError } from "./error.js";
+import type { InterruptConfig } from "./cpu/inhibits.js";
+import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
+import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
 import type { RunResult } from "./run-result.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
 
@@ -24,6 +28,27 @@ export interface VmConfig {
    * the VMM's memory without bound. Default 1 MiB.
    */
   readonly serialBacklogBytes?: number;
+  /**
+   * The CPU template: a built-in name (`host`, the default, or `baseline`),
+   * the path of a JSON template, or a parsed {@link CpuTemplate}.
+   */
+  readonly cpuTemplate?: string | CpuTemplate;
+  /**
+   * Per-feature switches applied after the template: `"+shstk,-x2apic"` or
+   * parsed switches. A feature KVM cannot provide is refused before the VM
+   * runs (`CpuFeatureRefused`, one sentence naming what is missing).
+   */
+  readonly cpuFeatures?: string | readonly FeatureSwitch[];
+}
+
+/**
+ * How {@link Vmm.create} sets up interrupt controllers and timers, as the
+ * APICv/AVIC inhibit check sees it (`ts-vmm cpu-features`). Keep it in step
+ * with create(): today KVM_CREATE_IRQCHIP (LAPIC, IOAPIC and PIC in the
+ * kernel, so the PIC can deliver ExtINT) and no in-kernel PIT.
+ */
+export function vmInterruptConfig(vcpus: number, x2apic: boolean, nestedVirt: boolean): InterruptConfig {
+  return { irqchip: "full", pit: undefined, extInt: true, vcpus, x2apic, nestedVirt, hypervSynic: false, guestDebugBlockIrq: false, sev: false };
 }
 
 /** Where the guest's serial output goes. */
@@ -82,6 +107,23 @@ function bytesOf(what: string, v: string | Uint8Array, limit: number): Uint8Arra
   }
 }
 
+/**
+ * Opens /dev/kvm; a permission error says so and how to fix it.
+ * @throws {@link VmmError} `KvmPermissionDenied`; `SetupFailed` for other errors.
+ */
+export function openKvm(path = "/dev/kvm"): Kvm {
+  try {
+    return new Kvm(path);
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "EACCES" || code === "EPERM") {
+      throw new VmmError("KvmPermissionDenied", `cannot open ${path}: permission denied; add your user to the kvm group (sudo usermod -aG kvm "$USER", then log in again) or run as root`, { cause: e });
+    }
+    if (code === "ENOENT") throw new VmmError("SetupFailed", `cannot open ${path}: it does not exist (is the kvm module loaded, and does the CPU have VMX or SVM?)`, { cause: e });
+    throw new VmmError("SetupFailed", `cannot open ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
 /** The vCPU worker's compiled entry: dist/ holds it whether this module runs from src/ or dist/. */
 const WORKER_URL = new URL("../dist/vcpu-worker.js", import.meta.url);
 
@@ -136,6 +178,8 @@ export class Vmm {
     if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
       throw new VmmError("InvalidConfig", `serialBacklogBytes must be a whole number from 1024 to 2^30, got ${String(backlog)}`);
     }
+    const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
+    const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
     const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
     let kvm: Kvm | undefined;
@@ -143,7 +187,7 @@ export class Vmm {
     let mem: GuestMemoryMmap | undefined;
     let vcpu: VcpuFd | undefined;
     try {
-      kvm = new Kvm();
+      kvm = openKvm();
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
       vm.createIrqChip();
@@ -161,7 +205,11 @@ export class Vmm {
         cpus: 1,
       });
       vcpu = vm.createVcpu(0);
-      vcpu.setCpuid2(kvm.getSupportedCpuid());
+      const supported = kvm.getSupportedCpuid();
+      // normalizeCpuid() (hypervisor bit, KVM leaves, topology) runs here, before the policy.
+      const cpu = applyCpuPolicy(supported, { template, switches, host: { supported, kernelRelease: release() }, vcpus: 1 });
+      if (!cpu.ok) throw new VmmError("CpuFeatureRefused", cpu.refusal.message);
+      vcpu.setCpuid2(cpu.entries);
       vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
       vcpu.setRegs(boot.cpu.regs);
       return new Vmm(kvm, vm, mem, vcpu, boot, backlog);
@@ -223,6 +271,19 @@ export class Vmm {
       worker.on("error", (e) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker failed: ${e.message}`, exits: {} }));
       worker.on("exit", (code) => settle({ reason: "Error", guestExitValue: null, detail: `vCPU worker exited with ${code} before the VM stopped`, exits: {} }));
     });
+  }
+
+  /**
+   * The CPUID table of vCPU 0 as KVM holds it (KVM_GET_CPUID2).
+   * @throws {@link VmmError} `InvalidState` after close(); `SetupFailed` wrapping a KvmError.
+   */
+  cpuid(): CpuidEntry[] {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    try {
+      return this.#vcpu.getCpuid2();
+    } catch (e) {
+      throw new VmmError("SetupFailed", `KVM_GET_CPUID2 failed: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   /** Asks the vCPU to stop: run() then resolves with reason `Stopped`. Safe to call more than once. */
