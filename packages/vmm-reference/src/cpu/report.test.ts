@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { FIXTURE_NAMES, fixture } from "../../test/cpu-fixtures.js";
 import { vmInterruptConfig } from "../vmm.js";
-import { apicvInhibits, configInhibits, type InterruptConfig } from "./inhibits.js";
+import { apicvInhibits, configInhibits, type AccelerationHost, type InterruptConfig } from "./inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches } from "./policy.js";
 import { REPORT_FEATURES, cpuFeatureReport, formatCpuFeatureReport } from "./report.js";
 import { loadCpuTemplate } from "./templates.js";
 
 const split: InterruptConfig = { irqchip: "split", pit: { reinject: false }, extInt: false, vcpus: 2, x2apic: true, nestedVirt: false, hypervSynic: false, guestDebugBlockIrq: false, sev: false };
-const amd = { vendor: "amd" as const, enabled: true, enabledBy: "kvm_amd.avic", x2avic: true };
+const amd: AccelerationHost = { vendor: "amd", enabled: true, enabledBy: "kvm_amd.avic", x2avic: true };
 const status = (c: InterruptConfig, h = amd): Record<string, string> => Object.fromEntries(apicvInhibits(c, h).map((r) => [r.inhibit, r.status]));
 
 describe("APICv/AVIC inhibits", () => {
