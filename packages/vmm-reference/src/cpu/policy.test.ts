@@ -148,6 +148,9 @@ describe("switches", () => {
     expect(refused(apply(fixture("zen4-genoa"), hostT, "+avic")).message).toMatch(/^\+avic cannot be switched per VM: .* kvm_amd's avic module parameter/);
     expect(refused(apply(fixture("zen4-genoa"), hostT, "-cet_u")).message).toBe("-cet_u follows the CET features: switch -shstk or -ibt instead.");
   });
+  it("-apic is refused: KVM derives that bit from the in-kernel LAPIC", () => {
+    expect(refused(apply(fixture("zen4-genoa"), hostT, "-apic")).missing).toBe("a user-space local APIC");
+  });
   it("parse errors name the item", () => {
     expect(() => parseFeatureSwitches("+shstk,,-x2apic")).toThrow(VmmError);
     expect(() => parseFeatureSwitches("+warp")).toThrow(/unknown feature "warp"/);

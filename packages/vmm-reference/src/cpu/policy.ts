@@ -149,6 +149,9 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
     if (feat.kind === "vcpu-state" || feat.name === "cet_u" || feat.name === "cet_s") {
       return refuse(feat.name, "shstk or ibt", `${sign}${feat.name} follows the CET features: switch ${sign}shstk or ${sign}ibt instead.`);
     }
+    if (feat.name === "apic" && !s.on) {
+      return refuse("apic", "a user-space local APIC", "-apic cannot be honoured: KVM sets CPUID.1:EDX[9] itself from the in-kernel local APIC's base MSR (kvm_update_cpuid_runtime).");
+    }
     const bit = feat.bit!;
     if (s.on) {
       if (feat.name === "shstk" || feat.name === "ibt") {

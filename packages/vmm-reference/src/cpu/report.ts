@@ -17,8 +17,13 @@ export interface CpuFeatureReportInput {
   readonly hostFlags?: readonly string[] | undefined;
   /** The KVM modules and their parameters. */
   readonly modules: KvmModules;
-  /** The table the VM would get (the policy's result), or the policy's refusal. */
-  readonly vm: { readonly entries: readonly CpuidEntry[] } | { readonly refusal: CpuRefusal };
+  /**
+   * The table the VM would get, or the policy's refusal. `entries` is what the
+   * `exposed` column shows: the policy's table, or better what KVM holds after
+   * KVM_SET_CPUID2 (KVM_GET_CPUID2); then `policy` is the policy's table and
+   * the report lists the features where the two differ.
+   */
+  readonly vm: { readonly entries: readonly CpuidEntry[]; readonly policy?: readonly CpuidEntry[] } | { readonly refusal: CpuRefusal };
   /** The template's name and the switches, for the header. */
   readonly template: string;
   /** The `--cpu-features` text, if any. */
@@ -67,6 +72,10 @@ export interface CpuFeatureReport {
   readonly features: readonly FeatureRow[];
   /** Every APICv/AVIC inhibit with its status for this configuration. */
   readonly inhibits: readonly InhibitStatus[];
+  /** Where source of the `exposed` column is: KVM_GET_CPUID2 after setting the policy's table, or the policy's table. */
+  readonly exposedSource: "KVM_GET_CPUID2" | "policy" | "none";
+  /** Features whose bit KVM changed when the table was set (`kvm` is what KVM holds). */
+  readonly kvmChanged: readonly { readonly feature: string; readonly policy: boolean; readonly kvm: boolean }[];
   /** The inhibits this configuration raises itself (should be empty). */
   readonly raisedByConfig: readonly ApicvInhibit[];
   /** MSRs that hold CET state when shstk/ibt is exposed (hex). */
@@ -105,6 +114,14 @@ export function cpuFeatureReport(input: CpuFeatureReportInput): CpuFeatureReport
   });
   const raised = configInhibits(inhibits);
   const names = input.all ? CPU_FEATURES.map((f) => f.name) : REPORT_FEATURES;
+  const policyTable = "entries" in input.vm ? input.vm.policy : undefined;
+  const kvmChanged = vm && policyTable
+    ? CPU_FEATURES.filter((f) => f.kind === "cpuid" && hasBit(vm, f.bit!) !== hasBit(policyTable, f.bit!)).map((f) => ({ feature: f.name, policy: hasBit(policyTable, f.bit!), kvm: hasBit(vm, f.bit!) }))
+    : [];
+  const changedNote = (name: string): string => {
+    const c = kvmChanged.find((x) => x.feature === name);
+    return c === undefined ? "" : c.kvm ? "; KVM turned it on although the policy hid it" : "; KVM dropped it although the policy exposed it";
+  };
   const rows = names.map((name): FeatureRow => {
     const feat = featureByName(name)!;
     const exposedBit = (): boolean | null => (vm && feat.bit ? hasBit(vm, feat.bit) : null);
@@ -112,7 +129,7 @@ export function cpuFeatureReport(input: CpuFeatureReportInput): CpuFeatureReport
       const cet = name === "shstk" || name === "ibt";
       const kvmBit = hasBit(host.supported, feat.bit!);
       const note = cet && !cetKernel ? `${feat.description}; KVM virtualizes it from Linux ${CET_MIN_KERNEL.join(".")}` : feat.description;
-      return { name, kind: feat.kind, hostCpu: hostHas(feat), kvm: cet ? kvmBit && cetKernel : kvmBit, exposed: exposedBit(), note };
+      return { name, kind: feat.kind, hostCpu: hostHas(feat), kvm: cet ? kvmBit && cetKernel : kvmBit, exposed: exposedBit(), note: note + changedNote(name) };
     }
     if (feat.kind === "vcpu-state") {
       const shstk = featureByName("shstk")!;
@@ -147,6 +164,8 @@ export function cpuFeatureReport(input: CpuFeatureReportInput): CpuFeatureReport
     moduleParams: modules.params,
     features: rows,
     inhibits,
+    exposedSource: vm === undefined ? "none" : policyTable ? "KVM_GET_CPUID2" : "policy",
+    kvmChanged,
     raisedByConfig: raised.map((r) => r.inhibit),
     cetStateMsrs: CET_STATE_MSRS.map((m) => `0x${m.toString(16)}`),
     guestSspRegId: `0x${GUEST_SSP_REG_ID.toString(16)}`,
@@ -161,6 +180,14 @@ export function formatCpuFeatureReport(r: CpuFeatureReport): string {
   lines.push(`host kernel ${r.kernel}, ${r.vendor} CPU, KVM module ${r.kvmModule ?? "none"}; host column from ${r.hostSource === "cpuid" ? "the CPUID instruction (/dev/cpu/0/cpuid)" : r.hostSource === "cpuinfo" ? "/proc/cpuinfo flags" : "nowhere (unknown)"}`);
   lines.push(`template ${r.template}${r.switches ? `, --cpu-features ${r.switches}` : ""}`);
   if (r.refusal) lines.push(`refused: ${r.refusal.message}`);
+  else lines.push(`exposed column from ${r.exposedSource === "KVM_GET_CPUID2" ? "KVM_GET_CPUID2 after setting the policy's table" : "the policy's table"}`);
+  if (r.kvmChanged.length > 0) {
+    const on = r.kvmChanged.filter((c) => c.kvm).map((c) => c.feature);
+    const off = r.kvmChanged.filter((c) => !c.kvm).map((c) => c.feature);
+    const parts = [on.length ? `turned on ${on.join(" ")}` : "", off.length ? `dropped ${off.join(" ")}` : ""].filter((x) => x !== "");
+    const why = r.kvmModule === "kvm_pvm" ? " (kvm_pvm cannot hide features that CPL3 code sees natively)" : "";
+    lines.push(`KVM did not keep the table as set: ${parts.join("; ")}${why}`);
+  }
   lines.push("");
   const w = Math.max(...r.features.map((f) => f.name.length), 7);
   lines.push(`${"feature".padEnd(w)}  host CPU  KVM  exposed  note`);

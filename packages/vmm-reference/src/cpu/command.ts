@@ -1,0 +1,80 @@
+// `ts-vmm cpu-features`: gathers the live inputs (KVM, the host's CPUID, the
+// module parameters) and builds the report with the pure functions.
+import type { CpuidEntry, Kvm } from "@ts-vmm/kvm-ioctls";
+import { openKvm, vmInterruptConfig } from "../vmm.js";
+import { hasBit } from "./cpuid-table.js";
+import { featureByName } from "./features.js";
+import { hostKernelRelease, readCpuinfoFlags, readHostCpuid, readKvmModules } from "./host.js";
+import { applyCpuPolicy, parseFeatureSwitches } from "./policy.js";
+import { cpuFeatureReport, type CpuFeatureReport } from "./report.js";
+import { loadCpuTemplate } from "./templates.js";
+
+/** Options of {@link liveCpuFeatureReport}. */
+export interface LiveReportOptions {
+  /** Template name or path (default `host`, as `ts-vmm run`). */
+  readonly template?: string | undefined;
+  /** `--cpu-features` text. */
+  readonly switches?: string | undefined;
+  /** vCPUs the VM would have (default 1). */
+  readonly vcpus?: number | undefined;
+  /** Every feature of the model. */
+  readonly all?: boolean | undefined;
+}
+
+/**
+ * The report for this host, as `ts-vmm run` with the same options would set
+ * the VM up: opens /dev/kvm for KVM_GET_SUPPORTED_CPUID, reads the host's
+ * CPUID from /dev/cpu/0/cpuid (else /proc/cpuinfo flags) and the kvm_amd /
+ * kvm_intel parameters from /sys/module.
+ * @throws {@link VmmError} `KvmPermissionDenied`, `SetupFailed`, or `InvalidConfig` for a bad template or switch.
+ */
+export function liveCpuFeatureReport(opts: LiveReportOptions = {}): CpuFeatureReport {
+  const template = loadCpuTemplate(opts.template ?? "host");
+  const switches = opts.switches === undefined ? [] : parseFeatureSwitches(opts.switches);
+  const kvm = openKvm();
+  let supported: CpuidEntry[];
+  const hostCpuid = readHostCpuid();
+  const vcpus = opts.vcpus ?? 1;
+  let r;
+  let held: CpuidEntry[] | undefined;
+  let host;
+  try {
+    supported = kvm.getSupportedCpuid();
+    host = { supported, kernelRelease: hostKernelRelease(), hostCpuid };
+    r = applyCpuPolicy(supported, { template, switches, host, vcpus });
+    // What KVM keeps of the table: set it on a scratch vCPU and read it back.
+    if (r.ok) held = readBack(kvm, r.entries);
+  } finally {
+    kvm.close();
+  }
+  const table = held ?? (r.ok ? r.entries : undefined);
+  const on = (name: string): boolean => table !== undefined && hasBit(table, featureByName(name)!.bit!);
+  return cpuFeatureReport({
+    host,
+    hostFlags: hostCpuid ? undefined : readCpuinfoFlags(),
+    modules: readKvmModules(),
+    vm: r.ok ? (held ? { entries: held, policy: r.entries } : { entries: r.entries }) : { refusal: r.refusal },
+    template: template.name,
+    switches: opts.switches,
+    interrupts: vmInterruptConfig(vcpus, on("x2apic"), on("svm") || on("vmx")),
+    all: opts.all ?? false,
+  });
+}
+
+/** KVM_SET_CPUID2 then KVM_GET_CPUID2 on vCPU 0 of a scratch VM; undefined if KVM refuses the table. */
+function readBack(kvm: Kvm, entries: readonly CpuidEntry[]): CpuidEntry[] | undefined {
+  const vm = kvm.createVm();
+  try {
+    const vcpu = vm.createVcpu(0);
+    try {
+      vcpu.setCpuid2(entries);
+      return vcpu.getCpuid2();
+    } catch {
+      return undefined;
+    } finally {
+      vcpu.close();
+    }
+  } finally {
+    vm.close();
+  }
+}
