@@ -61,9 +61,19 @@ export interface ParsedCommand {
  * @throws {@link UsageError} for an unknown option or subcommand, a missing value, or an option the subcommand does not take.
  */
 export function parseCommand(argv: readonly string[]): ParsedCommand {
+  // `--cpu-features -x2apic`: a value that starts with "-" would read as an option; join it.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a === "--cpu-features" && next !== undefined && /^-[a-z0-9]/i.test(next) && !next.startsWith("--")) {
+      args.push(`${a}=${next}`);
+      i++;
+    } else args.push(a);
+  }
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], allowPositionals: true, strict: true, options: OPTIONS });
+    parsed = parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
   } catch (e) {
     const err = e as Error & { code?: string };
     const opt = /'(-[^' ]+)/.exec(err.message)?.[1];
