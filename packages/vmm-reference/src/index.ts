@@ -8,6 +8,7 @@ export type { PioDevice } from "./devices/pio-bus.js";
 export { Serial8250 } from "./devices/serial.js";
 export { DebugExit, DEBUG_EXIT_PORT, debugExitStatus } from "./devices/debug-exit.js";
 export { runCli } from "./cli.js";
+export type { CliStdout, CliHooks } from "./cli.js";
 export { vmInterruptConfig, openKvm } from "./vmm.js";
 export { CPU_FEATURES, CET_STATE_MSRS, MSR_IA32_XSS, XSS_CET_U, XSS_CET_S, XCR0_COMPONENTS, featureByName } from "./cpu/features.js";
 export type { CpuFeature, FeatureKind } from "./cpu/features.js";
