@@ -134,6 +134,41 @@ describeKvm("ts-vmm with KVM", () => {
   }, 20_000);
 });
 
+// A real pseudo-terminal (python3's pty module) on the CLI's stdin and stdout.
+const PTY_DRIVER = String.raw`
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+time.sleep(1.5)
+os.write(fd, b"abc\x01x")
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(repr(out) + "\n" + str(os.waitstatus_to_exitcode(status)) + "\n")
+`;
+
+describeWith({ kvm: true, tools: ["python3"] }, "serial on a terminal", () => {
+  it("stdin in raw mode: Ctrl-A x quits with status 0 and says so", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-pty-"));
+    const spin = join(dir, "spin.elf");
+    writeFileSync(spin, tinyElf(SPIN));
+    const r = spawnSync("python3", ["-c", PTY_DRIVER, process.execPath, CLI, "run", "--kernel", spin, "--memory", "16"], { encoding: "utf8", timeout: 20_000 });
+    const [out, code] = r.stdout.trim().split("\n");
+    expect(code).toBe("0");
+    expect(out).toContain("ts-vmm: quit (Ctrl-A x)");
+    // Raw mode: the typed keys were not echoed by the terminal.
+    expect(out).not.toContain("abc");
+  }, 30_000);
+});
+
 describeWith({ kvm: true, root: true, tools: ["setpriv"] }, "/dev/kvm permission errors", () => {
   const asNobody = (args: string[]) => spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, ...args], { encoding: "utf8", timeout: 20_000 });
   it("openKvm on a node this user cannot open: KvmPermissionDenied suggesting the kvm group", () => {
