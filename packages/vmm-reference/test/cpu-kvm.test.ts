@@ -17,6 +17,11 @@ const REGS = ["eax", "ebx", "ecx", "edx"] as const;
 function dynamicMask(e: CpuidEntry, reg: (typeof REGS)[number]): number {
   if (e.function === 1 && reg === "ecx") return 1 << 27;
   if (e.function === 1 && reg === "edx") return 1 << 9;
+  // kvm_pvm returns the APIC id of the physical CPU the vCPU thread last ran on
+  // (1.EBX[31:24], the x2APIC id in 0xB/0x1F EDX, 0x8000001E EAX), not the one we set.
+  if (PVM && e.function === 1 && reg === "ebx") return 0xff00_0000;
+  if (PVM && (e.function === 0xb || e.function === 0x1f) && reg === "edx") return 0xffff_ffff;
+  if (PVM && e.function === 0x8000001e && reg === "eax") return 0xffff_ffff;
   if (e.function === 7 && e.index === 0 && reg === "ecx") return 1 << 4;
   if (e.function === 0xd && e.index <= 1 && reg === "ebx") return 0xffff_ffff;
   return 0;
