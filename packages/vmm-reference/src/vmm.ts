@@ -188,6 +188,15 @@ export class Vmm {
     let vcpu: VcpuFd | undefined;
     try {
       kvm = openKvm();
+      // The CPU policy first: a refused feature should not wait for guest memory and the kernel.
+      const supported = kvm.getSupportedCpuid();
+      // normalizeCpuid() (hypervisor bit, KVM leaves, topology) runs here, before the policy.
+      const cpu = applyCpuPolicy(supported, {
+        template, switches, vcpus: 1,
+        host: { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 },
+      });
+      if (!cpu.ok) throw new VmmError("CpuFeatureRefused", cpu.refusal.message);
+      const cpuid = cpu.entries;
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
       vm.createIrqChip();
@@ -205,11 +214,7 @@ export class Vmm {
         cpus: 1,
       });
       vcpu = vm.createVcpu(0);
-      const supported = kvm.getSupportedCpuid();
-      // normalizeCpuid() (hypervisor bit, KVM leaves, topology) runs here, before the policy.
-      const cpu = applyCpuPolicy(supported, { template, switches, host: { supported, kernelRelease: release() }, vcpus: 1 });
-      if (!cpu.ok) throw new VmmError("CpuFeatureRefused", cpu.refusal.message);
-      vcpu.setCpuid2(cpu.entries);
+      vcpu.setCpuid2(cpuid);
       vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
       vcpu.setRegs(boot.cpu.regs);
       return new Vmm(kvm, vm, mem, vcpu, boot, backlog);

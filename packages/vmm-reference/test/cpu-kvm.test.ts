@@ -67,8 +67,9 @@ function compare(got: readonly CpuidEntry[], want: readonly CpuidEntry[], hostCp
 describeKvm("CPU policy on this host's KVM", () => {
   const kvm = new Kvm();
   const supported = kvm.getSupportedCpuid();
+  // As Vmm.create: TSC-deadline counts as supported with KVM_CAP_TSC_DEADLINE_TIMER.
+  const host = { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 };
   kvm.close();
-  const host = { supported, kernelRelease: release() };
   const hostCpuid = readHostCpuid() ?? [];
 
   const readBack = (cpuTemplate: string, cpuFeatures = ""): CpuidEntry[] => {

@@ -1,6 +1,6 @@
 // `ts-vmm cpu-features`: gathers the live inputs (KVM, the host's CPUID, the
 // module parameters) and builds the report with the pure functions.
-import type { CpuidEntry, Kvm } from "@ts-vmm/kvm-ioctls";
+import { Kvm as KvmClass, type CpuidEntry, type Kvm } from "@ts-vmm/kvm-ioctls";
 import { openKvm, vmInterruptConfig } from "../vmm.js";
 import { hasBit } from "./cpuid-table.js";
 import { featureByName } from "./features.js";
@@ -40,7 +40,7 @@ export function liveCpuFeatureReport(opts: LiveReportOptions = {}): CpuFeatureRe
   let host;
   try {
     supported = kvm.getSupportedCpuid();
-    host = { supported, kernelRelease: hostKernelRelease(), hostCpuid };
+    host = { supported, kernelRelease: hostKernelRelease(), hostCpuid, tscDeadlineCap: kvm.checkExtension(KvmClass.Cap.TSC_DEADLINE_TIMER) > 0 };
     r = applyCpuPolicy(supported, { template, switches, host, vcpus });
     // What KVM keeps of the table: set it on a scratch vCPU and read it back.
     if (r.ok) held = readBack(kvm, r.entries);

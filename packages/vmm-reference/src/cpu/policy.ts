@@ -22,6 +22,18 @@ export interface HostKvmFacts {
   readonly kernelRelease: string;
   /** The host's own CPUID (the instruction's view), if known: refusals then say whether the CPU lacks the feature too. */
   readonly hostCpuid?: readonly CpuidEntry[] | undefined;
+  /**
+   * KVM_CAP_TSC_DEADLINE_TIMER: KVM emulates the LAPIC's TSC-deadline mode but
+   * does not put CPUID.1:ECX[24] into KVM_GET_SUPPORTED_CPUID (real KVM; kvm_pvm
+   * does); with the capability the policy treats the bit as supported.
+   */
+  readonly tscDeadlineCap?: boolean | undefined;
+}
+
+/** KVM's table as the policy sees it: KVM_GET_SUPPORTED_CPUID plus TSC-deadline when the capability says so. */
+export function effectiveSupported(host: HostKvmFacts): CpuidEntry[] {
+  const tsc = featureByName("tsc-deadline")!.bit!;
+  return host.tscDeadlineCap ? withBit(host.supported, tsc, true).entries : host.supported.map((e) => ({ ...e }));
 }
 
 /** Inputs of {@link applyCpuPolicy}. */
@@ -116,7 +128,7 @@ const exposed = (entries: readonly CpuidEntry[], name: string): boolean => {
 /**
  * Applies a CPU template and feature switches to a CPUID table (normally the
  * normalized KVM_GET_SUPPORTED_CPUID of the VM). Never adds a bit KVM does
- * not support: `+name` for such a feature is a refusal, as is `+shstk`/`+ibt`
+ * not support (TSC-deadline counts as supported with KVM_CAP_TSC_DEADLINE_TIMER): `+name` for such a feature is a refusal, as is `+shstk`/`+ibt`
  * where KVM lacks CET (see {@link CpuRefusal}). Features whose requirements
  * were turned off are turned off too, with a note; an explicit `+name` whose
  * requirement is off is a refusal. XSAVE components (CPUID.0xD) follow the
@@ -124,9 +136,12 @@ const exposed = (entries: readonly CpuidEntry[], name: string): boolean => {
  * ibt is exposed.
  */
 export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy): CpuPolicyResult {
-  const { template: t, host } = policy;
+  const { template: t } = policy;
+  const host: HostKvmFacts = { ...policy.host, supported: effectiveSupported(policy.host) };
   const notes: string[] = [];
+  const tsc = featureByName("tsc-deadline")!.bit!;
   let e: CpuidEntry[] = entries.map((x) => ({ ...x }));
+  if (policy.host.tscDeadlineCap) e = withBit(e, tsc, true).entries;
   // 1. The template: in masked registers only the template's features survive.
   for (const m of t.mask) {
     let allowed = 0;

@@ -7,7 +7,7 @@ import { hasBit, vendorOf, type CpuVendor } from "./cpuid-table.js";
 import { CET_STATE_MSRS, CPU_FEATURES, featureByName, type CpuFeature, type FeatureKind } from "./features.js";
 import { apicvInhibits, configInhibits, type ApicvInhibit, type InhibitStatus, type InterruptConfig } from "./inhibits.js";
 import type { KvmModules } from "./host.js";
-import { CET_MIN_KERNEL, kernelVersion, type CpuRefusal, type HostKvmFacts } from "./policy.js";
+import { CET_MIN_KERNEL, effectiveSupported, kernelVersion, type CpuRefusal, type HostKvmFacts } from "./policy.js";
 
 /** Inputs of {@link cpuFeatureReport}. */
 export interface CpuFeatureReportInput {
@@ -93,13 +93,14 @@ const on = (v: string | undefined): boolean | undefined => (v === undefined ? un
 export function cpuFeatureReport(input: CpuFeatureReportInput): CpuFeatureReport {
   const { host, modules } = input;
   const vendor = vendorOf(host.supported);
+  const supported = effectiveSupported(host);
   const vm = "entries" in input.vm ? input.vm.entries : undefined;
   const kv = kernelVersion(host.kernelRelease);
   const cetKernel = kv !== undefined && (kv[0] > CET_MIN_KERNEL[0] || (kv[0] === CET_MIN_KERNEL[0] && kv[1] >= CET_MIN_KERNEL[1]));
   const hostSource = host.hostCpuid ? "cpuid" : input.hostFlags ? "cpuinfo" : "none";
   const hostHas = (feat: CpuFeature): boolean | null => {
     if (host.hostCpuid && feat.bit) return hasBit(host.hostCpuid, feat.bit);
-    if (input.hostFlags && feat.kind === "cpuid") {
+    if (input.hostFlags && (feat.kind === "cpuid" || feat.bit !== undefined)) {
       const names = feat.cpuinfo ?? [feat.name];
       if (feat.name === "cet_u" || feat.name === "cet_s") return null;
       return names.some((n) => input.hostFlags!.includes(n));
@@ -127,14 +128,14 @@ export function cpuFeatureReport(input: CpuFeatureReportInput): CpuFeatureReport
     const exposedBit = (): boolean | null => (vm && feat.bit ? hasBit(vm, feat.bit) : null);
     if (feat.kind === "cpuid") {
       const cet = name === "shstk" || name === "ibt";
-      const kvmBit = hasBit(host.supported, feat.bit!);
+      const kvmBit = hasBit(supported, feat.bit!);
       const note = cet && !cetKernel ? `${feat.description}; KVM virtualizes it from Linux ${CET_MIN_KERNEL.join(".")}` : feat.description;
       return { name, kind: feat.kind, hostCpu: hostHas(feat), kvm: cet ? kvmBit && cetKernel : kvmBit, exposed: exposedBit(), note: note + changedNote(name) };
     }
     if (feat.kind === "vcpu-state") {
       const shstk = featureByName("shstk")!;
       return {
-        name, kind: feat.kind, hostCpu: hostHas(shstk), kvm: cetKernel && hasBit(host.supported, shstk.bit!),
+        name, kind: feat.kind, hostCpu: hostHas(shstk), kvm: cetKernel && hasBit(supported, shstk.bit!),
         exposed: vm ? hasBit(vm, shstk.bit!) : null, note: `${feat.description}; id 0x${GUEST_SSP_REG_ID.toString(16)}`,
       };
     }
