@@ -116,6 +116,15 @@ describe("templates", () => {
     expect(findEntry(e, 0xd, 0)!.eax).toBe(hasBit(fx.kvmSupported, featureByName("xsave")!.bit!) ? 3 : 0);
     expect(sub(e)).toEqual([]);
   });
+  it.each(["tcg-l1-epyc", "zen4-genoa", "sapphire-rapids"] as const)("host on %s (a consistent KVM table) is KVM's table, unchanged", (name) => {
+    const fx = fixture(name);
+    expect(ok(apply(fx, hostT))).toEqual(fx.kvmSupported);
+  });
+  it("host on this machine: kvm_pvm reports XCR0 components without XSAVE, so CPUID.0xD is emptied (kvm_pvm puts it back)", () => {
+    const e = ok(apply(fixture("this-machine"), hostT));
+    expect(findEntry(e, 0xd, 0)!.eax).toBe(0);
+    expect(sub(e)).toEqual([]);
+  });
   it("+avx on baseline brings the AVX XSAVE component back from KVM's table", () => {
     const e = ok(apply(fixture("sapphire-rapids"), baseline, "+avx"));
     expect(findEntry(e, 0xd, 0)!.eax).toBe(7);
