@@ -120,16 +120,22 @@ describeKvm("ts-vmm with KVM", () => {
     expect(r.code).toBe(2);
     expect(r.out).toMatch(/^refused: \+shstk needs /m);
   });
-  it.each(["SIGTERM", "SIGINT"] as const)("%s stops the vCPU, says so and exits 130", async (sig) => {
-    const child = spawn(process.execPath, [CLI, "run", "--kernel", spin, "--memory", "16"], { stdio: ["ignore", "pipe", "pipe"] });
+  // Prints "partial" without a newline (so it sits in the worker's line buffer), then spins.
+  const partial = join(dir, "partial.elf");
+  writeFileSync(partial, tinyElf([0x66, 0xba, 0xf8, 0x03, ...[..."partial"].flatMap((c) => [0xb0, c.charCodeAt(0), 0xee]), ...SPIN]));
+  it.each(["SIGTERM", "SIGINT"] as const)("%s stops the vCPU, flushes COM1, says so and exits 130", async (sig) => {
+    const child = spawn(process.execPath, [CLI, "run", "--kernel", partial, "--memory", "16"], { stdio: ["ignore", "pipe", "pipe"] });
     let err = "";
+    let out = "";
     child.stderr.on("data", (b: Buffer) => { err += b.toString(); });
+    child.stdout.on("data", (b: Buffer) => { out += b.toString(); });
     await new Promise((r) => setTimeout(r, 1500)); // the guest is spinning in KVM_RUN by now
     const t0 = Date.now();
     child.kill(sig);
     const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
     expect(code).toBe(130);
     expect(err).toContain(`ts-vmm: stopped by ${sig}`);
+    expect(out).toBe("partial");
     expect(Date.now() - t0).toBeLessThan(5000);
   }, 20_000);
 });

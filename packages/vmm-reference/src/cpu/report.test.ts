@@ -34,8 +34,11 @@ describe("APICv/AVIC inhibits", () => {
     expect(rows.find((r) => r.inhibit === "DISABLED")).toMatchObject({ status: "raised", reason: "kvm_amd.avic is off" });
     expect(apicvInhibits(split, { ...amd, enabled: undefined }).find((r) => r.inhibit === "DISABLED")!.reason).toBe("kvm_amd is not loaded, so KVM here has no APIC acceleration");
   });
-  it("the VMM's configuration today (full in-kernel irqchip) raises IRQWIN transiently and nothing else", () => {
-    expect(configInhibits(apicvInhibits(vmInterruptConfig(1, true, false), amd)).map((r) => r.inhibit)).toEqual(["IRQWIN"]);
+  it("the VMM's own configuration raises nothing but IRQWIN, and that only while it uses the in-kernel PIC", () => {
+    for (const vcpus of [1, 2, 255, 256, 511]) {
+      const cfg = vmInterruptConfig(vcpus, true, false);
+      expect([vcpus, configInhibits(apicvInhibits(cfg, amd)).map((r) => r.inhibit)]).toEqual([vcpus, cfg.extInt ? ["IRQWIN"] : []]);
+    }
   });
 });
 
