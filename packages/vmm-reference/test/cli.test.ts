@@ -105,7 +105,7 @@ describeKvm("ts-vmm with KVM", () => {
   it("cpu-features --json: every feature with its three columns, the module parameters and the inhibits", async () => {
     const r = await cli("cpu-features", "--json");
     expect(r.code).toBe(0);
-    const j = JSON.parse(r.out) as { features: { name: string; hostCpu: unknown; kvm: unknown; exposed: unknown }[]; inhibits: { inhibit: string; status: string; reason: string }[]; moduleParams: object; raisedByConfig: string[]; exposedSource: string };
+    const j = JSON.parse(r.out) as { features: { name: string; hostCpu: unknown; kvm: unknown; exposed: unknown }[]; inhibits: { inhibit: string; status: string; reason: string }[]; moduleParams: object; raisedByConfig: string[]; exposedSource: string; vcpuState: { guestSspReadable: boolean; readableCetMsrs: string[] } };
     expect(j.features.map((f) => f.name)).toEqual(REPORT_FEATURES);
     for (const f of j.features) for (const k of ["hostCpu", "kvm", "exposed"] as const) expect(f).toHaveProperty(k);
     expect(j.inhibits.map((i) => i.inhibit)).toContain("PIT_REINJ");
@@ -113,6 +113,8 @@ describeKvm("ts-vmm with KVM", () => {
     expect(j.exposedSource).toBe("KVM_GET_CPUID2");
     expect(j.features.find((f) => f.name === "x2apic")!.exposed).toBe(true);
     expect(typeof j.moduleParams).toBe("object");
+    // Measured on a vCPU: GUEST_SSP is vCPU state exactly when shadow stacks are exposed.
+    expect(j.vcpuState.guestSspReadable).toBe(j.features.find((f) => f.name === "shstk")!.exposed);
   });
   it("cpu-features --cpu-features +shstk: the report carries the refusal and exits 2", async () => {
     const r = await cli("cpu-features", "--cpu-features", "+shstk");

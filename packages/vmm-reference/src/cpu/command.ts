@@ -1,6 +1,7 @@
 // `ts-vmm cpu-features`: gathers the live inputs (KVM, the host's CPUID, the
 // module parameters) and builds the report with the pure functions.
-import { Kvm as KvmClass, type CpuidEntry, type Kvm } from "@ts-vmm/kvm-ioctls";
+import { GUEST_SSP_REG_ID, Kvm as KvmClass, type CpuidEntry, type Kvm } from "@ts-vmm/kvm-ioctls";
+import { CET_STATE_MSRS } from "./features.js";
 import { openKvm, vmInterruptConfig } from "../vmm.js";
 import { hasBit } from "./cpuid-table.js";
 import { featureByName } from "./features.js";
@@ -36,7 +37,7 @@ export function liveCpuFeatureReport(opts: LiveReportOptions = {}): CpuFeatureRe
   const hostCpuid = readHostCpuid();
   const vcpus = opts.vcpus ?? 1;
   let r;
-  let held: CpuidEntry[] | undefined;
+  let held: VcpuProbe | undefined;
   let host;
   try {
     supported = kvm.getSupportedCpuid();
@@ -47,13 +48,14 @@ export function liveCpuFeatureReport(opts: LiveReportOptions = {}): CpuFeatureRe
   } finally {
     kvm.close();
   }
-  const table = held ?? (r.ok ? r.entries : undefined);
+  const table = held?.entries ?? (r.ok ? r.entries : undefined);
   const on = (name: string): boolean => table !== undefined && hasBit(table, featureByName(name)!.bit!);
   return cpuFeatureReport({
     host,
     hostFlags: hostCpuid ? undefined : readCpuinfoFlags(),
     modules: readKvmModules(),
-    vm: r.ok ? (held ? { entries: held, policy: r.entries } : { entries: r.entries }) : { refusal: r.refusal },
+    vm: r.ok ? (held ? { entries: held.entries, policy: r.entries } : { entries: r.entries }) : { refusal: r.refusal },
+    vcpuState: held ? { guestSspReadable: held.guestSspReadable, readableCetMsrs: held.readableCetMsrs } : undefined,
     template: template.name,
     switches: opts.switches,
     interrupts: vmInterruptConfig(vcpus, on("x2apic"), on("svm") || on("vmx")),
@@ -61,14 +63,37 @@ export function liveCpuFeatureReport(opts: LiveReportOptions = {}): CpuFeatureRe
   });
 }
 
-/** KVM_SET_CPUID2 then KVM_GET_CPUID2 on vCPU 0 of a scratch VM; undefined if KVM refuses the table. */
-function readBack(kvm: Kvm, entries: readonly CpuidEntry[]): CpuidEntry[] | undefined {
+/** What a scratch vCPU with the policy's table shows. */
+interface VcpuProbe {
+  /** KVM_GET_CPUID2 after KVM_SET_CPUID2. */
+  readonly entries: CpuidEntry[];
+  /** KVM_GET_ONE_REG of GUEST_SSP succeeded. */
+  readonly guestSspReadable: boolean;
+  /** The CET state MSRs (and IA32_XSS) KVM_GET_MSRS reads, one at a time. */
+  readonly readableCetMsrs: number[];
+}
+
+/** KVM_SET_CPUID2 then KVM_GET_CPUID2, GUEST_SSP and the CET MSRs on vCPU 0 of a scratch VM; undefined if KVM refuses the table. */
+function readBack(kvm: Kvm, entries: readonly CpuidEntry[]): VcpuProbe | undefined {
   const vm = kvm.createVm();
   try {
     const vcpu = vm.createVcpu(0);
     try {
       vcpu.setCpuid2(entries);
-      return vcpu.getCpuid2();
+      let guestSspReadable = true;
+      try {
+        vcpu.getOneReg(GUEST_SSP_REG_ID);
+      } catch {
+        guestSspReadable = false;
+      }
+      const readableCetMsrs = CET_STATE_MSRS.filter((m) => {
+        try {
+          return vcpu.getMsrs([m]).length === 1;
+        } catch {
+          return false;
+        }
+      });
+      return { entries: vcpu.getCpuid2(), guestSspReadable, readableCetMsrs };
     } catch {
       return undefined;
     } finally {

@@ -30,6 +30,8 @@ export interface CpuFeatureReportInput {
   readonly switches?: string | undefined;
   /** How interrupts are set up (decides the inhibits). */
   readonly interrupts: InterruptConfig;
+  /** Measured on a scratch vCPU holding the VM's table: is GUEST_SSP readable (ONE_REG), which CET MSRs KVM_GET_MSRS reads. */
+  readonly vcpuState?: { readonly guestSspReadable: boolean; readonly readableCetMsrs: readonly number[] } | undefined;
   /** Every feature of the model instead of the CET/APIC set. */
   readonly all?: boolean;
 }
@@ -82,6 +84,8 @@ export interface CpuFeatureReport {
   readonly cetStateMsrs: readonly string[];
   /** The ONE_REG id of GUEST_SSP (hex). */
   readonly guestSspRegId: string;
+  /** Measured on a scratch vCPU with the VM's table (null when not measured): GUEST_SSP readable, CET MSRs readable (hex). */
+  readonly vcpuState: { readonly guestSspReadable: boolean; readonly readableCetMsrs: readonly string[] } | null;
 }
 
 /** Features the report shows without `all`. */
@@ -136,7 +140,8 @@ export function cpuFeatureReport(input: CpuFeatureReportInput): CpuFeatureReport
       const shstk = featureByName("shstk")!;
       return {
         name, kind: feat.kind, hostCpu: hostHas(shstk), kvm: cetKernel && hasBit(supported, shstk.bit!),
-        exposed: vm ? hasBit(vm, shstk.bit!) : null, note: `${feat.description}; id 0x${GUEST_SSP_REG_ID.toString(16)}`,
+        exposed: vm ? hasBit(vm, shstk.bit!) : null,
+        note: `${feat.description}; id 0x${GUEST_SSP_REG_ID.toString(16)}${input.vcpuState ? `; KVM_GET_ONE_REG on a vCPU with this table: ${input.vcpuState.guestSspReadable ? "readable" : "refused"}` : ""}`,
       };
     }
     // acceleration
@@ -170,6 +175,7 @@ export function cpuFeatureReport(input: CpuFeatureReportInput): CpuFeatureReport
     raisedByConfig: raised.map((r) => r.inhibit),
     cetStateMsrs: CET_STATE_MSRS.map((m) => `0x${m.toString(16)}`),
     guestSspRegId: `0x${GUEST_SSP_REG_ID.toString(16)}`,
+    vcpuState: input.vcpuState ? { guestSspReadable: input.vcpuState.guestSspReadable, readableCetMsrs: input.vcpuState.readableCetMsrs.map((m) => `0x${m.toString(16)}`) } : null,
   };
 }
 
@@ -197,6 +203,7 @@ export function formatCpuFeatureReport(r: CpuFeatureReport): string {
   const params = Object.entries(r.moduleParams);
   lines.push(`module parameters: ${params.length === 0 ? "none of kvm_amd/kvm_intel's (module not loaded)" : params.map(([k, v]) => `${k}=${v}`).join(" ")}`);
   lines.push(`CET state: MSRs ${r.cetStateMsrs.join(" ")} and ONE_REG GUEST_SSP ${r.guestSspRegId}`);
+  if (r.vcpuState) lines.push(`  on a vCPU with this table: GUEST_SSP ${r.vcpuState.guestSspReadable ? "readable" : "refused"}; KVM_GET_MSRS reads ${r.vcpuState.readableCetMsrs.length === 0 ? "none of them" : r.vcpuState.readableCetMsrs.join(" ")}`);
   lines.push("");
   lines.push(`APICv/AVIC inhibits (raised by this configuration: ${r.raisedByConfig.length === 0 ? "none" : r.raisedByConfig.join(", ")})`);
   const iw = Math.max(...r.inhibits.map((i) => i.inhibit.length));
