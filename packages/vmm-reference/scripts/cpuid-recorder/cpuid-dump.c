@@ -43,7 +43,8 @@ static void host_range(unsigned base) {
   unsigned a, b, c, d;
   __cpuid_count(base, 0, a, b, c, d);
   unsigned max = a;
-  if (base != 0 && (max < base || max > base + 0xff)) { entry(base, 0, 0, a, b, c, d); return; }
+  /* No such range (no hypervisor, or an old CPU): nothing to dump. */
+  if (base != 0 && (max < base || max > base + 0xff)) return;
   for (unsigned fn = base; fn <= max; fn++) {
     unsigned n = subleaves(fn);
     if (n == 0) {

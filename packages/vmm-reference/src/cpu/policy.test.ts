@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FIXTURE_NAMES, fixture, type CpuidFixture } from "../../test/cpu-fixtures.js";
 import { VmmError } from "../error.js";
@@ -135,6 +138,21 @@ describe("templates", () => {
     const e = ok(apply(fx, hostT));
     expect(hasBit(e, featureByName("x2apic")!.bit!)).toBe(true);
     for (const f of CPU_FEATURES) if (f.kind === "cpuid" && f.name !== "cet_u" && f.name !== "cet_s") expect([f.name, hasBit(e, f.bit!)]).toEqual([f.name, hasBit(fx.kvmSupported, f.bit!)]);
+  });
+  it("a template from a JSON file: only its features survive in its masked registers", () => {
+    const file = join(mkdtempSync(join(tmpdir(), "ts-vmm-tpl-")), "tiny.json");
+    writeFileSync(file, JSON.stringify({ name: "tiny", features: ["x2apic", "sse4_2"], mask: [{ function: 1, index: 0, register: "ecx" }] }));
+    const t = loadCpuTemplate(file);
+    expect(t.name).toBe("tiny");
+    const fx = fixture("sapphire-rapids");
+    const e = ok(apply(fx, t));
+    expect(findEntry(e, 1, 0)!.ecx).toBe((1 << 21) | (1 << 20));
+    // Leaf 7 is not masked, but what needs the masked-out AVX and XSAVE goes with them.
+    const r = apply(fx, t);
+    expect(r.ok && r.notes).toEqual(expect.arrayContaining(["avx2 turned off: it needs avx, which is not exposed", "xsaves turned off: it needs xsave, which is not exposed", "shstk turned off: it needs xsaves, which is not exposed"]));
+    expect(exposedFeatures(e)).toEqual(expect.arrayContaining(["bmi2", "smep", "x2apic", "sse4_2"]));
+    expect(exposedFeatures(e)).not.toContain("avx512f");
+    expect(() => loadCpuTemplate(join(tmpdir(), "no-such-template.json"))).toThrow(expect.objectContaining({ code: "FileNotReadable" }) as Error);
   });
   it("a template file with an unknown feature or a bad register is InvalidConfig naming it", () => {
     expect(() => parseCpuTemplate({ name: "x", features: ["warp-drive"] })).toThrow(/unknown CPUID feature "warp-drive"/);
