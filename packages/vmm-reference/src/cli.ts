@@ -69,7 +69,8 @@ export async function runCli(
       return 2;
     }
     const err = e as Error;
-    const cause = e instanceof VmmError && e.code === "SetupFailed" && err.cause instanceof Error ? `\n  caused by: ${err.cause.message}` : "";
+    // One line: the cause only when the message does not already say it.
+    const cause = e instanceof VmmError && err.cause instanceof Error && !err.message.includes(err.cause.message) ? ` (caused by: ${err.cause.message})` : "";
     stderr.write(`ts-vmm: ${err.message}${cause}\n`);
     return e instanceof VmmError ? 2 : 70;
   };

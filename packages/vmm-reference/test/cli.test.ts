@@ -95,6 +95,11 @@ describeKvm("ts-vmm with KVM", () => {
     expect(r.code).toBe(2);
     expect(oneLine(r.err)).toMatch(/^ts-vmm: \+shstk needs (SHSTK \(CPUID\.7\.0:ECX\[7\]\) in KVM_GET_SUPPORTED_CPUID|a host kernel 6\.18)/);
   });
+  it("a setup failure in a lower layer is one line too", async () => {
+    const r = await cli("run", "--kernel", "/dev/null", "--memory", "16");
+    expect(r.code).toBe(2);
+    expect(oneLine(r.err)).toBe("ts-vmm: setting up the VM failed: bzImage is truncated: boot_flag needs bytes 510..512 but the file has 0");
+  });
   it("a triple fault exits 4 with the reason", async () => {
     const tf = join(dir, "ud2.elf");
     writeFileSync(tf, tinyElf([0x0f, 0x0b]));
