@@ -1,8 +1,8 @@
 // Parsing and checking of `ts-vmm` arguments: node:util parseArgs for the
 // syntax, then one check per flag that names the flag and the bad value.
-import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { readSmallFile } from "./small-file.js";
 
 /** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -112,7 +112,7 @@ const PATH_KEYS = new Set(["kernel", "initrd"]);
 export function readConfigFile(path: string): Record<string, string> {
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(path, "utf8"));
+    json = JSON.parse(readSmallFile(path));
   } catch (e) {
     throw new UsageError(`--config ${path}: ${(e as Error).message}`);
   }

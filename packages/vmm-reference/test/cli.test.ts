@@ -74,6 +74,9 @@ describe("ts-vmm flags (no KVM needed)", () => {
     expect(oneLine((await cli("run", "--config", good)).err)).toMatch(/--memory must be .* got "lots"/);
     const r = await cli("run", "--config", good, "--memory", "64");
     expect(oneLine(r.err)).toBe(`ts-vmm: cannot read the kernel ${join(dir, "bzImage")}: ENOENT: no such file or directory, open '${join(dir, "bzImage")}'`);
+    expect(oneLine((await cli("run", "--config", "/dev/zero")).err)).toBe("ts-vmm: --config /dev/zero: it is larger than 1048576 bytes");
+    expect(oneLine((await cli("run", "--kernel", "k", "--cpu-template", "/dev/zero")).err)).toBe("ts-vmm: cannot read the CPU template /dev/zero: it is larger than 1048576 bytes");
+    expect(oneLine((await cli("run", "--config", dir)).err)).toBe(`ts-vmm: --config ${dir}: it is a directory`);
     writeFileSync(bad, "{ not json");
     expect((await cli("run", "--config", bad)).err).toMatch(/^ts-vmm: --config .*bad\.json: /);
   });

@@ -1,6 +1,6 @@
 // CPU templates: JSON files that say which CPUID bits a VM may see.
-import { readFileSync } from "node:fs";
 import { VmmError } from "../error.js";
+import { readSmallFile } from "../small-file.js";
 import type { CpuidRegister } from "./cpuid-table.js";
 import { featureByName } from "./features.js";
 
@@ -97,7 +97,7 @@ export function loadCpuTemplate(nameOrPath: string): CpuTemplate {
   const file = isPath ? nameOrPath : new URL(`../../cpu-templates/${nameOrPath}.json`, import.meta.url);
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readSmallFile(file);
   } catch (e) {
     throw new VmmError("FileNotReadable", `cannot read the CPU template ${String(nameOrPath)}: ${(e as Error).message}`, { cause: e });
   }
