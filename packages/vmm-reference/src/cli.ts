@@ -166,8 +166,11 @@ async function runCommand(
       ctrlA = b === 0x01 && !ctrlA;
     }
   };
+  // Even if the process dies on the way, leave the terminal as we found it.
+  const restoreTty = (): void => { tty?.setRawMode(false); };
   if (tty) {
     tty.setRawMode(true);
+    process.on("exit", restoreTty);
     tty.on("data", onKey);
     tty.resume();
   }
@@ -182,7 +185,8 @@ async function runCommand(
     }
     if (tty) {
       tty.off("data", onKey);
-      tty.setRawMode(false);
+      restoreTty();
+      process.off("exit", restoreTty);
       tty.pause();
     }
     vmm.close();

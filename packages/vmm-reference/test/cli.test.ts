@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { describeKvm, describeWith } from "@ts-vmm/test-utils";
 import { describe, expect, it } from "vitest";
 import { runCli } from "../src/cli.js";
-import { REPORT_FEATURES } from "../src/index.js";
+import { CPU_FEATURES, REPORT_FEATURES } from "../src/index.js";
 import { SPIN, exitWith, tinyElf } from "./tiny-elf.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -123,6 +123,11 @@ describeKvm("ts-vmm with KVM", () => {
     expect(typeof j.moduleParams).toBe("object");
     // Measured on a vCPU: GUEST_SSP is vCPU state exactly when shadow stacks are exposed.
     expect(j.vcpuState.guestSspReadable).toBe(j.features.find((f) => f.name === "shstk")!.exposed);
+  });
+  it("cpu-features --all --json lists every feature of the model", async () => {
+    const r = await cli("cpu-features", "--all", "--json");
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.out) as { features: { name: string }[] }).features.map((f) => f.name)).toEqual(CPU_FEATURES.map((f) => f.name));
   });
   it("cpu-features --cpu-features +shstk: the report carries the refusal and exits 2", async () => {
     const r = await cli("cpu-features", "--cpu-features", "+shstk");
