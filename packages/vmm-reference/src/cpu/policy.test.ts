@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FIXTURE_NAMES, fixture, type CpuidFixture } from "../../test/cpu-fixtures.js";
 import { VmmError } from "../error.js";
-import { findEntry, hasBit } from "./cpuid-table.js";
+import { findEntry, hasBit, withBit } from "./cpuid-table.js";
 import { CPU_FEATURES, XSS_CET_S, XSS_CET_U, featureByName } from "./features.js";
 import { applyCpuPolicy, exposedFeatures, parseFeatureSwitches, type CpuPolicyResult } from "./policy.js";
 import { loadCpuTemplate, parseCpuTemplate } from "./templates.js";
@@ -174,6 +174,18 @@ describe("switches", () => {
   it("acceleration and derived features are not per-VM switches", () => {
     expect(refused(apply(fixture("zen4-genoa"), hostT, "+avic")).message).toMatch(/^\+avic cannot be switched per VM: .* kvm_amd's avic module parameter/);
     expect(refused(apply(fixture("zen4-genoa"), hostT, "-cet_u")).message).toBe("-cet_u follows the CET features: switch -shstk or -ibt instead.");
+  });
+  it("a bit that normalization added (the hypervisor bit, absent from the L1's KVM table) can be switched", () => {
+    const fx = fixture("tcg-l1-epyc");
+    const hv = featureByName("hypervisor")!.bit!;
+    expect(hasBit(fx.kvmSupported, hv)).toBe(false);
+    const normalized = withBit(fx.kvmSupported, hv, true).entries;
+    const host = { supported: fx.kvmSupported, kernelRelease: fx.kernel };
+    const on = applyCpuPolicy(normalized, { template: baseline, switches: parseFeatureSwitches("+hypervisor"), host });
+    expect(on.ok && hasBit(on.entries, hv)).toBe(true);
+    const off = applyCpuPolicy(normalized, { template: hostT, switches: parseFeatureSwitches("-hypervisor"), host });
+    expect(off.ok && hasBit(off.entries, hv)).toBe(false);
+    expect(refused(applyCpuPolicy(fx.kvmSupported, { template: hostT, switches: parseFeatureSwitches("+hypervisor"), host })).missing).toBe("hypervisor in KVM_GET_SUPPORTED_CPUID");
   });
   it("-apic is refused: KVM derives that bit from the in-kernel LAPIC", () => {
     expect(refused(apply(fixture("zen4-genoa"), hostT, "-apic")).missing).toBe("a user-space local APIC");

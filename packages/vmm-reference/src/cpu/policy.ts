@@ -172,7 +172,9 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
       if (feat.name === "shstk" || feat.name === "ibt") {
         const r = cetRefusal(feat, host);
         if (r) return { ok: false, refusal: r };
-      } else if (!hasBit(host.supported, bit)) {
+      } else if (!hasBit(host.supported, bit) && !hasBit(entries, bit)) {
+        // A bit of the (normalized) input table counts as available too: normalization
+        // adds bits KVM does not report but the VMM provides (the hypervisor bit).
         const cpu = host.hostCpuid === undefined ? "" : hasBit(host.hostCpuid, bit) ? " although the host CPU has it" : " (the host CPU does not have it either)";
         return refuse(feat.name, `${feat.name} in KVM_GET_SUPPORTED_CPUID`, `+${feat.name} needs ${bitName(bit)} in KVM_GET_SUPPORTED_CPUID, and this host's KVM does not report it${cpu}.`);
       }
