@@ -127,9 +127,10 @@ const exposed = (entries: readonly CpuidEntry[], name: string): boolean => {
 
 /**
  * Applies a CPU template and feature switches to a CPUID table (normally the
- * normalized KVM_GET_SUPPORTED_CPUID of the VM). Never adds a bit KVM does
- * not support (TSC-deadline counts as supported with KVM_CAP_TSC_DEADLINE_TIMER): `+name` for such a feature is a refusal, as is `+shstk`/`+ibt`
- * where KVM lacks CET (see {@link CpuRefusal}). Features whose requirements
+ * normalized KVM_GET_SUPPORTED_CPUID of the VM). Never adds a bit that
+ * neither KVM nor the input table has (TSC-deadline counts as supported with
+ * KVM_CAP_TSC_DEADLINE_TIMER): `+name` for such a feature is a refusal, as is
+ * `+shstk`/`+ibt` where KVM lacks CET (see {@link CpuRefusal}). Features whose requirements
  * were turned off are turned off too, with a note; an explicit `+name` whose
  * requirement is off is a refusal. XSAVE components (CPUID.0xD) follow the
  * exposed features: CET_U/CET_S and subleaves 11 and 12 exactly when shstk or
@@ -206,7 +207,8 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
   // 4. x2APIC: APIC ids above 254 exist only in x2APIC mode.
   const vcpus = policy.vcpus ?? 1;
   if (vcpus > 255 && !exposed(e, "x2apic")) {
-    return refuse("x2apic", "x2apic", `${vcpus} vCPUs need x2APIC (APIC ids above 254), and this configuration hides it (remove -x2apic).`);
+    const why = (policy.switches ?? []).some((x) => x.name === "x2apic" && !x.on) ? "this configuration hides it (remove -x2apic)" : "this configuration does not expose it";
+    return refuse("x2apic", "x2apic", `${vcpus} vCPUs need x2APIC (APIC ids above 254), and ${why}.`);
   }
   e = reconcileXsave(e, host.supported, t, explicitOn);
   return { ok: true, entries: e, notes };
