@@ -24,9 +24,9 @@ export interface LiveReportOptions {
 
 /**
  * The report for this host, as `ts-vmm run` with the same options would set
- * the VM up: opens /dev/kvm for KVM_GET_SUPPORTED_CPUID, reads the host's
- * CPUID from /dev/cpu/0/cpuid (else /proc/cpuinfo flags) and the kvm_amd /
- * kvm_intel parameters from /sys/module.
+ * the VM up: opens /dev/kvm for KVM_GET_SUPPORTED_CPUID, runs the CPUID
+ * instruction for the host column (else /proc/cpuinfo flags) and reads the
+ * kvm_amd / kvm_intel parameters from /sys/module.
  * @throws {@link VmmError} `KvmPermissionDenied`, `SetupFailed`, or `InvalidConfig` for a bad template or switch.
  */
 export function liveCpuFeatureReport(opts: LiveReportOptions = {}): CpuFeatureReport {

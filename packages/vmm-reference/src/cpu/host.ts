@@ -1,7 +1,7 @@
 // What the host tells about its CPU and KVM modules, read from Linux's files.
-import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { release } from "node:os";
-import type { CpuidEntry } from "@ts-vmm/kvm-ioctls";
+import { hostCpuid, type CpuidEntry, type CpuidRegisters } from "@ts-vmm/kvm-ioctls";
 
 /** Leaves with subleaves, and how many the reader asks for (as scripts/cpuid-recorder/cpuid-dump.c). */
 function subleaves(fn: number): number {
@@ -14,42 +14,24 @@ function subleaves(fn: number): number {
 }
 
 /**
- * The host's CPUID as the instruction returns it on CPU 0, through Linux's
- * cpuid driver (`/dev/cpu/0/cpuid`: a 16-byte pread at offset
- * `subleaf << 32 | leaf` runs CPUID there). Undefined when the driver is
- * absent or not readable (CONFIG_X86_CPUID=n, no root).
+ * The host's CPUID as the instruction returns it (kvm-ioctls' `hostCpuid`,
+ * on whichever CPU this thread runs: APIC id fields are that CPU's), with the
+ * subleaves of the indexed leaves. Undefined if `query` fails.
  */
-export function readHostCpuid(path = "/dev/cpu/0/cpuid"): CpuidEntry[] | undefined {
-  let fd: number;
+export function readHostCpuid(query: (leaf: number, subleaf: number) => CpuidRegisters = hostCpuid): CpuidEntry[] | undefined {
   try {
-    fd = openSync(path, "r");
-  } catch {
-    return undefined;
-  }
-  try {
-    const buf = Buffer.alloc(16);
-    const q = (fn: number, idx: number): [number, number, number, number] => {
-      const n = readSync(fd, buf, 0, 16, (BigInt(idx) << 32n) | BigInt(fn));
-      if (n !== 16) throw new Error(`short read of ${path}`);
-      return [buf.readUInt32LE(0), buf.readUInt32LE(4), buf.readUInt32LE(8), buf.readUInt32LE(12)];
-    };
     const out: CpuidEntry[] = [];
     for (const base of [0, 0x4000_0000, 0x8000_0000]) {
-      const max = q(base, 0)[0];
+      const max = query(base, 0).eax;
       if (base !== 0 && (max < base || max > base + 0xff)) continue;
       for (let fn = base; fn <= max; fn++) {
         const n = subleaves(fn);
-        for (let i = 0; i < Math.max(n, 1); i++) {
-          const [eax, ebx, ecx, edx] = q(fn, i);
-          out.push({ function: fn, index: i, flags: n > 0 ? 1 : 0, eax, ebx, ecx, edx });
-        }
+        for (let i = 0; i < Math.max(n, 1); i++) out.push({ function: fn, index: i, flags: n > 0 ? 1 : 0, ...query(fn, i) });
       }
     }
     return out;
   } catch {
     return undefined;
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -184,7 +184,7 @@ const cell = (v: boolean | null): string => (v === null ? "?" : v ? "yes" : "no"
 /** The report as a text table for a terminal. */
 export function formatCpuFeatureReport(r: CpuFeatureReport): string {
   const lines: string[] = [];
-  lines.push(`host kernel ${r.kernel}, ${r.vendor} CPU, KVM module ${r.kvmModule ?? "none"}; host column from ${r.hostSource === "cpuid" ? "the CPUID instruction (/dev/cpu/0/cpuid)" : r.hostSource === "cpuinfo" ? "/proc/cpuinfo flags" : "nowhere (unknown)"}`);
+  lines.push(`host kernel ${r.kernel}, ${r.vendor} CPU, KVM module ${r.kvmModule ?? "none"}; host column from ${r.hostSource === "cpuid" ? "the CPUID instruction" : r.hostSource === "cpuinfo" ? "/proc/cpuinfo flags" : "nowhere (unknown)"}`);
   lines.push(`template ${r.template}${r.switches ? `, --cpu-features ${r.switches}` : ""}`);
   if (r.refusal) lines.push(`refused: ${r.refusal.message}`);
   else lines.push(`exposed column from ${r.exposedSource === "KVM_GET_CPUID2" ? "KVM_GET_CPUID2 after setting the policy's table" : "the policy's table"}`);
