@@ -142,9 +142,11 @@ export const CPU_FEATURES: readonly CpuFeature[] = [
   f("lm", b(0x80000001, 0, "edx", 29), "long mode"),
 ];
 
+const BY_NAME: ReadonlyMap<string, CpuFeature> = new Map(CPU_FEATURES.map((x) => [x.name, x]));
+
 /** The feature called `name`, if the model knows it. */
 export function featureByName(name: string): CpuFeature | undefined {
-  return CPU_FEATURES.find((x) => x.name === name);
+  return BY_NAME.get(name);
 }
 
 /**

@@ -2,7 +2,7 @@
 // consistency, on top of the normalized CPUID table. Pure functions.
 import type { CpuidEntry } from "@ts-vmm/kvm-ioctls";
 import { VmmError } from "../error.js";
-import { bitName, findEntry, hasBit, maskRegister, vendorOf, withBit } from "./cpuid-table.js";
+import { bitName, findEntry, hasBit, vendorOf, withBit, type CpuidBit } from "./cpuid-table.js";
 import { CPU_FEATURES, XCR0_COMPONENTS, XSS_CET_S, XSS_CET_U, featureByName, type CpuFeature } from "./features.js";
 import type { CpuTemplate } from "./templates.js";
 
@@ -91,6 +91,12 @@ export function parseFeatureSwitches(spec: string): FeatureSwitch[] {
   });
 }
 
+/** Sets or clears a bit in the policy's private copy (no copying per switch). */
+function setBit(entries: CpuidEntry[], b: CpuidBit, on: boolean): void {
+  const mask = (1 << b.bit) >>> 0;
+  for (const e of entries) if (e.function === b.function && e.index === b.index) e[b.register] = (on ? e[b.register] | mask : e[b.register] & ~mask) >>> 0;
+}
+
 const refuse = (feature: string, missing: string, message: string): CpuPolicyResult => ({ ok: false, refusal: { feature, missing, message } });
 
 /** Why `+name` (shstk or ibt) cannot be honoured on this host, or undefined. */
@@ -141,8 +147,8 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
   const host: HostKvmFacts = { ...policy.host, supported: effectiveSupported(policy.host) };
   const notes: string[] = [];
   const tsc = featureByName("tsc-deadline")!.bit!;
-  let e: CpuidEntry[] = entries.map((x) => ({ ...x }));
-  if (policy.host.tscDeadlineCap) e = withBit(e, tsc, true).entries;
+  const e: CpuidEntry[] = entries.map((x) => ({ ...x }));
+  if (policy.host.tscDeadlineCap) setBit(e, tsc, true);
   // 1. The template: in masked registers only the template's features survive.
   for (const m of t.mask) {
     let allowed = 0;
@@ -150,7 +156,7 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
       const bit = featureByName(name)?.bit;
       if (bit && bit.function === m.function && bit.index === m.index && bit.register === m.register) allowed |= 1 << bit.bit;
     }
-    e = maskRegister(e, m.function, m.index, m.register, allowed >>> 0);
+    for (const x of e) if (x.function === m.function && x.index === m.index) x[m.register] = (x[m.register] & allowed) >>> 0;
   }
   // 2. Switches, in order.
   const explicitOn = new Set<string>();
@@ -187,7 +193,7 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
     } else {
       explicitOn.delete(feat.name);
     }
-    e = withBit(e, bit, s.on).entries;
+    setBit(e, bit, s.on);
   }
   // 3. Requirements: an explicit +X whose requirement is off is refused; anything else is turned off with it.
   for (let changed = true; changed; ) {
@@ -199,7 +205,7 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
       if (explicitOn.has(feat.name)) {
         return refuse(feat.name, missing, `+${feat.name} needs ${missing}, which this configuration does not expose (add +${missing}).`);
       }
-      e = withBit(e, feat.bit!, false).entries;
+      setBit(e, feat.bit!, false);
       notes.push(`${feat.name} turned off: it needs ${missing}, which is not exposed`);
       changed = true;
     }
@@ -210,8 +216,7 @@ export function applyCpuPolicy(entries: readonly CpuidEntry[], policy: CpuPolicy
     const why = (policy.switches ?? []).some((x) => x.name === "x2apic" && !x.on) ? "this configuration hides it (remove -x2apic)" : "this configuration does not expose it";
     return refuse("x2apic", "x2apic", `${vcpus} vCPUs need x2APIC (APIC ids above 254), and ${why}.`);
   }
-  e = reconcileXsave(e, host.supported, t, explicitOn);
-  return { ok: true, entries: e, notes };
+  return { ok: true, entries: reconcileXsave(e, host.supported, t, explicitOn), notes };
 }
 
 /**
