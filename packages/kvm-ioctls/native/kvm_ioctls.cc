@@ -382,6 +382,31 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
   return Result(env, r);
 }
 
+// cpuid(leaf, subleaf, out) -> 0: the CPUID instruction on the calling
+// thread's CPU, EAX/EBX/ECX/EDX into out (a Uint32Array of at least 4
+// elements). Not an ioctl: the host-CPU side of CPU-feature reports, without
+// the privileges /dev/cpu/N/cpuid needs.
+Napi::Value Cpuid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
+    Napi::TypeError::New(env, "cpuid(leaf: number, subleaf: number, out: Uint32Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_uint32_array || ta.ElementLength() < 4) {
+    Napi::RangeError::New(env, "cpuid: out must be a Uint32Array of at least 4 elements").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  unsigned a, b, c, d;
+  __cpuid_count(info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value(), a, b, c, d);
+  Napi::Uint32Array out = info[2].As<Napi::Uint32Array>();
+  out[0] = a;
+  out[1] = b;
+  out[2] = c;
+  out[3] = d;
+  return Napi::Number::New(env, 0);
+}
+
 // run(fd) -> 0 | -errno: KVM_RUN, the hot path. This one function uses the V8
 // API directly instead of N-API: after each exit the CPU's caches and branch
 // predictors are cold (the guest ran in between), and N-API's callback wrapper
@@ -406,6 +431,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ioctlVal", Napi::Function::New(env, IoctlVal, "ioctlVal"));
   exports.Set("ioctlBuf", Napi::Function::New(env, IoctlBuf, "ioctlBuf"));
   exports.Set("ioctlBufPtr", Napi::Function::New(env, IoctlBufPtr, "ioctlBufPtr"));
+  exports.Set("cpuid", Napi::Function::New(env, Cpuid, "cpuid"));
   // A napi_value is a v8::Local's slot pointer in Node's implementation
   // (v8impl::JsValueFromV8LocalValue); vmm-sys-util relies on the same.
   v8::Isolate* isolate = v8::Isolate::GetCurrent();

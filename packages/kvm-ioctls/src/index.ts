@@ -13,6 +13,8 @@ export { KvmError, errnoName } from "./errors.js";
 export type { KvmErrorCode, KvmCheckCode, KvmErrnoCode } from "./errors.js";
 export { x86MsrRegId, x86KvmRegId, oneRegSize, GUEST_SSP_REG_ID } from "./one-reg.js";
 export { setNativeBinding } from "./native.js";
+export { hostCpuid } from "./host-cpuid.js";
+export type { CpuidRegisters } from "./host-cpuid.js";
 export type { KvmNative } from "./native.js";
 export type { Regs } from "./layouts/regs.js";
 export type { Segment, Dtable, Sregs, Sregs2 } from "./layouts/sregs.js";

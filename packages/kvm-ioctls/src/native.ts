@@ -20,6 +20,8 @@ export interface KvmNative {
   ioctlBufPtr(fd: number, request: number, buf: Uint8Array, ptrOffset: number, data: Uint8Array, dataMinBytes: number): number;
   /** ioctl(fd, KVM_RUN, 0). */
   run(fd: number): number;
+  /** The CPUID instruction (leaf, subleaf) on this thread's CPU; EAX..EDX into out[0..3]. Optional so that fakes may leave it out. */
+  cpuid?(leaf: number, subleaf: number, out: Uint32Array): number;
 }
 
 let override: KvmNative | undefined;

@@ -1,95 +1,152 @@
 #!/usr/bin/env node
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { UsageError, parseCommand, runArgs, withConfig, parseWhole, MAX_VCPUS } from "./cli-args.js";
+import { liveCpuFeatureReport } from "./cpu/command.js";
+import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "./devices/debug-exit.js";
 import { VmmError } from "./error.js";
 import { Vmm } from "./vmm.js";
 
-/** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
+                  [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
+                  [--config FILE.json] [--timeout SECONDS]
+       ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
+       ts-vmm --version | --help
 
-const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--mem MiB] [--vcpus N] [--timeout SECONDS]
+run boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin and
+stdout, and the debug-exit port 0xf4. --memory takes MiB (or 512M, 2G; --mem is an alias). --config reads the
+same settings from JSON (kernel, initrd, cmdline, memory, vcpus, cpuTemplate,
+cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
+Ctrl-A x quits, as in QEMU.
 
-Boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin/stdout and
-the debug-exit port 0xf4. The exit status is (value << 1) | 1 when the guest
-writes value to port 0xf4 (as QEMU's isa-debug-exit), 0 when it powers off or
-resets (there is no reboot), 2 on a VMM error or when KVM cannot run the guest
-(emulation failure, failed VM entry), 4 when the guest triple-faults or
-crashes, 124 on timeout.`;
+cpu-features prints, per CPU feature, whether the host CPU has it, KVM
+supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
+the APICv/AVIC inhibits the configuration would raise.
+
+Exit status: (value << 1) | 1 when the guest writes value to port 0xf4 (as
+QEMU's isa-debug-exit); 0 when it powers off or resets (there is no reboot)
+or is stopped; 2 on a usage or VMM error, a refused CPU feature, or when KVM
+cannot run the guest (emulation failure, failed VM entry); 4 when the guest
+triple-faults or crashes; 124 on
+--timeout; 130 when stopped by SIGINT or SIGTERM (even, because odd statuses
+belong to debug-exit).`;
+
+/** Where the CLI writes: serial output to `stdout`, diagnostics to `stderr`. */
+export interface CliStdout {
+  write(b: Uint8Array | string): unknown;
+  /** A stream's 'error' events (EPIPE) are handled: the VM is stopped and the status is 2. */
+  on?(event: "error", listener: (e: Error) => void): unknown;
+  off?(event: "error", listener: (e: Error) => void): unknown;
+}
+
+/** Process-level hooks of {@link runCli}; the `ts-vmm` binary passes all of them, tests pass some. */
+export interface CliHooks {
+  /** SIGINT/SIGTERM stop the VM (status 130, with a message). */
+  readonly signals?: boolean;
+  /**
+   * COM1's input (the binary passes process.stdin). A terminal is put in raw
+   * mode while the VM runs, and Ctrl-A x stops it; every other byte goes to
+   * the guest's UART.
+   */
+  readonly stdin?: CliStdin | undefined;
+}
+
+/** The input stream {@link CliHooks.stdin} takes: process.stdin, or any readable with these members. */
+export interface CliStdin {
+  on(event: "data", listener: (b: Buffer) => void): unknown;
+  off(event: "data", listener: (b: Buffer) => void): unknown;
+  pause?(): unknown;
+  resume?(): unknown;
+  /** True for a terminal: raw mode and Ctrl-A x. */
+  readonly isTTY?: boolean;
+  setRawMode?(raw: boolean): unknown;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
 
 /**
  * Runs the `ts-vmm` command line. Resolves to the process exit status.
- * Serial output goes to `stdout`, diagnostics to `stderr`. If `stdout`
- * reports an error (EPIPE when the reader went away), the VM is stopped and
- * the status is 2.
+ * Serial output goes to `stdout`, diagnostics to `stderr` (one line per
+ * error, naming the bad flag and value). If `stdout` reports an error (EPIPE
+ * when the reader went away), the VM is stopped and the status is 2.
  */
 export async function runCli(
   argv: readonly string[],
-  stdout: {
-    write(b: Uint8Array | string): unknown;
-    /** A stream's 'error' events (EPIPE) are handled: the VM is stopped and the status is 2. */
-    on?(event: "error", listener: (e: Error) => void): unknown;
-    off?(event: "error", listener: (e: Error) => void): unknown;
-  } = process.stdout,
+  stdout: CliStdout = process.stdout,
   stderr: { write(s: string): unknown } = process.stderr,
-  /** Serial input (the CLI passes process.stdin); none by default. */
-  stdin?: { on(event: "data", listener: (b: Buffer) => void): unknown; off(event: "data", listener: (b: Buffer) => void): unknown; pause?(): unknown },
+  hooks: CliHooks = {},
 ): Promise<number> {
-  let values;
-  let positionals;
+  const fail = (e: unknown): number => {
+    if (e instanceof UsageError) {
+      stderr.write(`ts-vmm: ${e.message}\n`);
+      return 2;
+    }
+    const err = e as Error;
+    // One line: the cause only when the message does not already say it.
+    const cause = e instanceof VmmError && err.cause instanceof Error && !err.message.includes(err.cause.message) ? ` (caused by: ${err.cause.message})` : "";
+    stderr.write(`ts-vmm: ${err.message}${cause}\n`);
+    return e instanceof VmmError ? 2 : 70;
+  };
+  let cmd;
   try {
-    ({ values, positionals } = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      options: {
-        kernel: { type: "string" },
-        initrd: { type: "string" },
-        cmdline: { type: "string" },
-        mem: { type: "string" },
-        vcpus: { type: "string" },
-        timeout: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
+    cmd = parseCommand(argv);
   } catch (e) {
-    stderr.write(`${(e as Error).message}\n${USAGE}\n`);
-    return 2;
+    return fail(e);
   }
-  if (values.help) {
+  if (cmd.command === "version") {
+    stdout.write(`ts-vmm ${version()}\n`);
+    return 0;
+  }
+  if (cmd.command === "help") {
     stdout.write(USAGE + "\n");
     return 0;
   }
-  if (positionals[0] !== "run" || positionals.length !== 1 || values.kernel === undefined) {
-    stderr.write(USAGE + "\n");
-    return 2;
+  if (cmd.command === "cpu-features") {
+    try {
+      const v = withConfig(cmd.values);
+      const s = (k: string): string | undefined => (typeof v[k] === "string" ? (v[k] as string) : undefined);
+      const report = liveCpuFeatureReport({
+        template: s("cpu-template"),
+        switches: s("cpu-features"),
+        vcpus: s("vcpus") === undefined ? 1 : parseWhole("--vcpus", s("vcpus")!, 1, MAX_VCPUS),
+        all: v["all"] === true,
+      });
+      stdout.write(v["json"] === true ? JSON.stringify(report, null, 2) + "\n" : formatCpuFeatureReport(report));
+      return report.refusal ? 2 : 0;
+    } catch (e) {
+      return fail(e);
+    }
   }
-  const memMiB = values.mem === undefined ? 256 : Number(values.mem);
-  const timeout = values.timeout === undefined ? 0 : Number(values.timeout);
-  // setTimeout takes at most 2^31 - 1 ms; a longer delay would fire after 1 ms.
-  if (!Number.isFinite(timeout) || timeout < 0 || timeout * 1000 > MAX_TIMER_MS) {
-    stderr.write(`--timeout must be a number of seconds from 0 to ${MAX_TIMER_MS / 1000}, got ${values.timeout}\n`);
-    return 2;
-  }
-  const vcpus = values.vcpus === undefined ? 1 : Number(values.vcpus);
-  if (!Number.isInteger(vcpus) || vcpus < 1) {
-    stderr.write(`--vcpus must be a whole number of vCPUs from 1, got ${values.vcpus}\n`);
-    return 2;
-  }
+  return runCommand(cmd.values, stdout, stderr, hooks, fail);
+}
+
+async function runCommand(
+  values: Readonly<Record<string, string | boolean | undefined>>,
+  stdout: CliStdout,
+  stderr: { write(s: string): unknown },
+  hooks: CliHooks,
+  fail: (e: unknown) => number,
+): Promise<number> {
   let vmm: Vmm;
+  let timeout: number;
   try {
+    const a = runArgs(values);
+    timeout = a.timeoutS;
     vmm = Vmm.create({
-      kernel: values.kernel,
-      ...(values.initrd !== undefined ? { initrd: values.initrd } : {}),
-      ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
-      memMiB,
-      vcpus,
+      kernel: a.kernel,
+      ...(a.initrd !== undefined ? { initrd: a.initrd } : {}),
+      ...(a.cmdline !== undefined ? { cmdline: a.cmdline } : {}),
+      memMiB: a.memMiB,
+      vcpus: a.vcpus,
+      ...(a.cpuTemplate !== undefined ? { cpuTemplate: a.cpuTemplate } : {}),
+      ...(a.cpuFeatures !== undefined ? { cpuFeatures: a.cpuFeatures } : {}),
     });
   } catch (e) {
-    const err = e as Error;
-    const cause = err.cause instanceof Error ? `\n  caused by: ${err.cause.message}` : "";
-    stderr.write(`ts-vmm: ${err.message}${cause}\n`);
-    return e instanceof VmmError ? 2 : 70;
+    return fail(e);
   }
   let timedOut = false;
   const timer = timeout > 0 ? setTimeout(() => { timedOut = true; vmm.stop(); }, timeout * 1000) : undefined;
@@ -102,15 +159,67 @@ export async function runCli(
     vmm.stop();
   };
   stdout.on?.("error", onOutputError);
-  const onInput = (b: Buffer): void => vmm.sendSerialInput(b);
-  stdin?.on("data", onInput);
+  let signal: NodeJS.Signals | undefined;
+  const onSignal = (s: NodeJS.Signals): void => {
+    signal ??= s;
+    vmm.stop();
+  };
+  if (hooks.signals) {
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  }
+  // stdin feeds COM1. A terminal goes to raw mode, so Ctrl-C reaches the guest
+  // as a byte, and Ctrl-A x quits (as QEMU); Ctrl-A Ctrl-A sends one Ctrl-A.
+  let quitByKey = false;
+  const input = hooks.stdin;
+  const tty = input?.isTTY === true && input.setRawMode !== undefined ? input : undefined;
+  let ctrlA = false;
+  const onInput = (chunk: Buffer): void => {
+    if (!tty) {
+      vmm.sendSerialInput(chunk);
+      return;
+    }
+    const pass: number[] = [];
+    for (const b of chunk) {
+      if (ctrlA) {
+        ctrlA = false;
+        if (b === 0x78 || b === 0x58) {
+          quitByKey = true;
+          vmm.stop();
+        } else if (b === 0x01) pass.push(0x01);
+        // any other key after Ctrl-A is dropped, as QEMU's escape does
+      } else if (b === 0x01) ctrlA = true;
+      else pass.push(b);
+    }
+    if (pass.length > 0) vmm.sendSerialInput(Uint8Array.from(pass));
+  };
+  // Even if the process dies on the way, leave the terminal as we found it.
+  const restoreTty = (): void => { tty?.setRawMode?.(false); };
+  if (tty) {
+    tty.setRawMode?.(true);
+    process.on("exit", restoreTty);
+  }
+  if (input) {
+    input.on("data", onInput);
+    input.resume?.();
+  }
   let result;
   try {
     result = await vmm.run({ serial: (b) => { if (!outputError) stdout.write(b); } });
   } finally {
-    stdin?.off("data", onInput);
-    stdin?.pause?.();
     if (timer) clearTimeout(timer);
+    if (hooks.signals) {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
+    if (input) {
+      input.off("data", onInput);
+      input.pause?.();
+    }
+    if (tty) {
+      restoreTty();
+      process.off("exit", restoreTty);
+    }
     vmm.close();
   }
   if (outputError) {
@@ -124,13 +233,21 @@ export async function runCli(
       return debugExitStatus(result.guestExitValue ?? 0);
     case "PowerOff":
     case "Reset":
+    case "SystemEvent":
       stderr.write(`ts-vmm: ${result.detail ?? result.reason}\n`);
       return 0;
     case "Shutdown":
-    case "SystemEvent":
-      stderr.write(`ts-vmm: ${result.detail ?? result.reason}\n`);
+      stderr.write(`ts-vmm: ${result.detail ?? "the guest shut down (triple fault)"}\n`);
       return 4;
     case "Stopped":
+      if (signal) {
+        stderr.write(`\nts-vmm: stopped by ${signal}\n`);
+        return 130;
+      }
+      if (quitByKey) {
+        stderr.write("\r\nts-vmm: quit (Ctrl-A x)\r\n");
+        return 0;
+      }
       stderr.write(timedOut ? `ts-vmm: timed out after ${timeout} s\n` : "ts-vmm: stopped\n");
       return timedOut ? 124 : 0;
     case "Error":
@@ -141,8 +258,12 @@ export async function runCli(
 
 const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
 if (invokedDirectly) {
-  runCli(process.argv.slice(2), process.stdout, process.stderr, process.stdin).then((code) => process.exit(code), (e: unknown) => {
-    process.stderr.write(`ts-vmm: ${(e as Error).stack ?? String(e)}\n`);
-    process.exit(70);
-  });
+  runCli(process.argv.slice(2), process.stdout, process.stderr, { signals: true, stdin: process.stdin }).then(
+    // Exit once stdout has taken everything written so far (a pipe or file may lag).
+    (code) => { process.stdout.write("", () => process.exit(code)); },
+    (e: unknown) => {
+      process.stderr.write(`ts-vmm: ${(e as Error).stack ?? String(e)}\n`);
+      process.exit(70);
+    },
+  );
 }

@@ -6,6 +6,10 @@ export type VmmErrorCode =
   | "FileNotReadable"
   /** Building the VM failed in a lower layer (KVM, guest memory, the loader); see `cause`. */
   | "SetupFailed"
+  /** The CPU template or a `+feature` switch asks for something this host's KVM cannot provide. */
+  | "CpuFeatureRefused"
+  /** /dev/kvm cannot be opened by this user (EACCES/EPERM). */
+  | "KvmPermissionDenied"
   /** The VM was used after close(), or started twice. */
   | "InvalidState";
 

@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { Worker } from "node:worker_threads";
+import { release } from "node:os";
 import { Cap, Kvm, type CpuidEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
@@ -11,6 +12,9 @@ import { SerialOutputRing } from "./devices/serial-output.js";
 import { VmmError } from "./error.js";
 import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
 import type { RunResult, StopReason } from "./run-result.js";
+import type { InterruptConfig } from "./cpu/inhibits.js";
+import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
+import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
 
 /** What to boot. */
@@ -35,6 +39,27 @@ export interface VmConfig {
    * the VMM's memory without bound. Default 1 MiB.
    */
   readonly serialBacklogBytes?: number;
+  /**
+   * The CPU template: a built-in name (`host`, the default, or `baseline`),
+   * the path of a JSON template, or a parsed {@link CpuTemplate}.
+   */
+  readonly cpuTemplate?: string | CpuTemplate;
+  /**
+   * Per-feature switches applied after the template: `"+shstk,-x2apic"` or
+   * parsed switches. A feature KVM cannot provide is refused before the VM
+   * runs (`CpuFeatureRefused`, one sentence naming what is missing).
+   */
+  readonly cpuFeatures?: string | readonly FeatureSwitch[];
+}
+
+/**
+ * How {@link Vmm.create} sets up interrupt controllers and timers, as the
+ * APICv/AVIC inhibit check sees it (`ts-vmm cpu-features`). Keep it in step
+ * with create(): today KVM_CREATE_IRQCHIP (LAPIC, IOAPIC and PIC in the
+ * kernel, so the PIC can deliver ExtINT) and no in-kernel PIT.
+ */
+export function vmInterruptConfig(vcpus: number, x2apic: boolean, nestedVirt: boolean): InterruptConfig {
+  return { irqchip: "full", pit: undefined, extInt: true, vcpus, x2apic, nestedVirt, hypervSynic: false, guestDebugBlockIrq: false, sev: false };
 }
 
 /** Where the guest's serial output goes. */
@@ -96,6 +121,23 @@ function bytesOf(what: string, v: string | Uint8Array, limit: number): Uint8Arra
     throw new VmmError("FileNotReadable", `cannot read the ${what} ${v}: ${(e as Error).message}`, { cause: e });
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Opens /dev/kvm; a permission error says so and how to fix it.
+ * @throws {@link VmmError} `KvmPermissionDenied`; `SetupFailed` for other errors.
+ */
+export function openKvm(path = "/dev/kvm"): Kvm {
+  try {
+    return new Kvm(path);
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "EACCES" || code === "EPERM") {
+      throw new VmmError("KvmPermissionDenied", `cannot open ${path}: permission denied; add your user to the kvm group (sudo usermod -aG kvm "$USER", then log in again) or run as root`, { cause: e });
+    }
+    if (code === "ENOENT") throw new VmmError("SetupFailed", `cannot open ${path}: it does not exist (is the kvm module loaded, and does the CPU have VMX or SVM?)`, { cause: e });
+    throw new VmmError("SetupFailed", `cannot open ${path}: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -185,6 +227,8 @@ export class Vmm {
     if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
       throw new VmmError("InvalidConfig", `serialBacklogBytes must be a whole number from 1024 to 2^30, got ${String(backlog)}`);
     }
+    const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
+    const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
     const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
     let kvm: Kvm | undefined;
@@ -193,7 +237,17 @@ export class Vmm {
     const vcpus: VcpuFd[] = [];
     const irqs: EventFd[] = [];
     try {
-      kvm = new Kvm();
+      kvm = openKvm();
+      const supported = kvm.getSupportedCpuid();
+      const cpuPolicy = {
+        template, switches, vcpus: vcpuCount,
+        host: { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 },
+      };
+      // The CPU policy first, on the normalized table of vCPU 0: a refused feature
+      // should not wait for guest memory and the kernel. Each vCPU's own table is
+      // normalized and checked again below (its APIC id and TSC rate differ).
+      const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap }), cpuPolicy);
+      if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
       vm.createIrqChip();
@@ -219,7 +273,6 @@ export class Vmm {
         cmdline: config.cmdline ?? "",
         cpus: vcpuCount,
       });
-      const supported = kvm.getSupportedCpuid();
       const tscDeadline = vm.checkExtension(Cap.TSC_DEADLINE_TIMER) > 0;
       const setup: VcpuSetup[] = [];
       for (let id = 0; id < vcpuCount; id++) {
@@ -232,7 +285,10 @@ export class Vmm {
         } catch {
           tscKhz = undefined; // KVM_GET_TSC_KHZ unsupported: no timing leaf
         }
-        const cpuid = normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline });
+        // Normalization (hypervisor bit, KVM leaves, topology) first, then the template and switches.
+        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline }), cpuPolicy);
+        if (!policy.ok) throw new VmmError("CpuFeatureRefused", policy.refusal.message);
+        const cpuid = policy.entries;
         vcpu.setCpuid2(cpuid);
         // One at a time: KVM_SET_MSRS stops at the first MSR it refuses.
         const msrsRefused = BOOT_MSRS.filter((m) => vcpu.setMsrs([m]) !== 1).map((m) => m.index);

@@ -72,7 +72,7 @@ describeWith({ kvm: true }, "legacy devices on KVM", () => {
     const stdin = new PassThrough();
     const out = sink();
     const err = sink();
-    const code = runCli(["run", "--kernel", kernel, "--mem", "16"], out, err, stdin);
+    const code = runCli(["run", "--kernel", kernel, "--mem", "16"], out, err, { stdin });
     stdin.write("hi there\n");
     setTimeout(() => stdin.write("q"), 200);
     expect(await code).toBe((0x71 << 1 | 1) & 0xff);

@@ -20,7 +20,7 @@ export const oursLauncher: VmmLauncher = {
       kind: "process",
       file: process.execPath,
       args,
-      // Odd statuses are (value << 1) | 1 from the debug-exit port; 0, 2, 70 and 124 are the VMM's own.
+      // Odd statuses are (value << 1) | 1 from the debug-exit port; 0, 2, 4, 70, 124 and 130 are the VMM's own.
       guestExitValue: (code) => (code !== null && (code & 1) === 1 ? code >> 1 : null),
     };
   },

@@ -1,0 +1,191 @@
+// Parsing and checking of `ts-vmm` arguments: node:util parseArgs for the
+// syntax, then one check per flag that names the flag and the bad value.
+import { dirname, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { readSmallFile } from "./small-file.js";
+
+/** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Most vCPUs `--vcpus` accepts (KVM_MAX_VCPUS on x86 is 4096). */
+export const MAX_VCPUS = 4096;
+
+/** A usage error: exit status 2, message printed as `ts-vmm: <message>`. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+/** What `ts-vmm run` was asked to do, checked. */
+export interface RunArgs {
+  readonly kernel: string;
+  readonly initrd?: string | undefined;
+  readonly cmdline?: string | undefined;
+  readonly memMiB: number;
+  readonly vcpus: number;
+  readonly cpuTemplate?: string | undefined;
+  readonly cpuFeatures?: string | undefined;
+  readonly timeoutS: number;
+}
+
+/** Every option of every subcommand (parseArgs is strict: anything else is an error). */
+const OPTIONS = {
+  kernel: { type: "string" },
+  initrd: { type: "string" },
+  cmdline: { type: "string" },
+  memory: { type: "string" },
+  mem: { type: "string" },
+  vcpus: { type: "string" },
+  "cpu-template": { type: "string" },
+  "cpu-features": { type: "string" },
+  config: { type: "string" },
+  timeout: { type: "string" },
+  json: { type: "boolean" },
+  all: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/** Which options each subcommand takes. */
+const ALLOWED: Record<string, readonly string[]> = {
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout"],
+  "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config"],
+};
+
+/** The parsed command line: a subcommand and its raw option values. */
+export interface ParsedCommand {
+  readonly command: "run" | "cpu-features" | "help" | "version";
+  readonly values: Readonly<Record<string, string | boolean | undefined>>;
+}
+
+/**
+ * Splits argv into a subcommand and options.
+ * @throws {@link UsageError} for an unknown option or subcommand, a missing value, or an option the subcommand does not take.
+ */
+export function parseCommand(argv: readonly string[]): ParsedCommand {
+  // `--cpu-features -x2apic`: a value that starts with "-" would read as an option; join it.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a === "--cpu-features" && next !== undefined && /^-[a-z0-9]/i.test(next) && !next.startsWith("--")) {
+      args.push(`${a}=${next}`);
+      i++;
+    } else args.push(a);
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    const opt = /'(-[^' ]+)/.exec(err.message)?.[1];
+    if (err.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError(`unknown option ${opt ?? err.message} (ts-vmm --help lists the options)`);
+    if (err.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") throw new UsageError(`${opt ?? "an option"} needs a value`);
+    if (err.code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") throw new UsageError(err.message);
+    throw new UsageError(err.message);
+  }
+  const { values, positionals } = parsed;
+  if (values.version) return { command: "version", values };
+  if (values.help) return { command: "help", values };
+  if (positionals.length === 0) throw new UsageError("missing command: use run or cpu-features (ts-vmm --help)");
+  const cmd = positionals[0]!;
+  if (cmd !== "run" && cmd !== "cpu-features") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run or cpu-features (ts-vmm --help)`);
+  if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])} after ${cmd}`);
+  for (const [k, v] of Object.entries(values)) {
+    if (v !== undefined && !ALLOWED[cmd]!.includes(k)) throw new UsageError(`${cmd} does not take --${k}`);
+  }
+  return { command: cmd, values };
+}
+
+/** The keys a `--config` file may hold, and the flag each stands for. */
+const CONFIG_KEYS: Record<string, string> = {
+  kernel: "kernel", initrd: "initrd", cmdline: "cmdline", memory: "memory", vcpus: "vcpus",
+  cpuTemplate: "cpu-template", cpuFeatures: "cpu-features", timeout: "timeout",
+};
+const PATH_KEYS = new Set(["kernel", "initrd"]);
+
+/**
+ * Reads a `--config` JSON file: an object with the keys `kernel`, `initrd`,
+ * `cmdline`, `memory`, `vcpus`, `cpuTemplate`, `cpuFeatures`, `timeout`
+ * (strings or numbers), returned as flag values. Relative `kernel`/`initrd`
+ * paths, and a `cpuTemplate` that is a path, are relative to the file.
+ * @throws {@link UsageError} naming the file and the bad key.
+ */
+export function readConfigFile(path: string): Record<string, string> {
+  let json: unknown;
+  try {
+    json = JSON.parse(readSmallFile(path));
+  } catch (e) {
+    throw new UsageError(`--config ${path}: ${(e as Error).message}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new UsageError(`--config ${path}: must be a JSON object`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(json)) {
+    const flag = CONFIG_KEYS[k];
+    if (!flag) throw new UsageError(`--config ${path}: unknown key ${JSON.stringify(k)} (known: ${Object.keys(CONFIG_KEYS).join(", ")})`);
+    if (typeof v !== "string" && typeof v !== "number") throw new UsageError(`--config ${path}: ${k} must be a string or a number, got ${JSON.stringify(v)}`);
+    let s = String(v);
+    if (PATH_KEYS.has(k) || (k === "cpuTemplate" && (s.includes("/") || s.endsWith(".json")))) s = resolve(dirname(path), s);
+    out[flag] = s;
+  }
+  return out;
+}
+
+/**
+ * `--memory`: MiB as a whole number, or with a suffix M or G (as QEMU's -m).
+ * @throws {@link UsageError} naming the flag and the value.
+ */
+export function parseMemory(flag: string, v: string): number {
+  const m = /^(\d+)([mMgG]?)$/.exec(v.trim());
+  const n = m ? Number(m[1]) * (m[2]!.toLowerCase() === "g" ? 1024 : 1) : NaN;
+  if (!Number.isSafeInteger(n) || n < 2 || n > 1024 * 1024) {
+    throw new UsageError(`${flag} must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+/** A whole number in [min, max]. @throws {@link UsageError} naming the flag and value. */
+export function parseWhole(flag: string, v: string, min: number, max: number, unit = ""): number {
+  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be a whole number${unit} from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/**
+ * `--timeout`: seconds, 0 (none) up to what setTimeout can hold.
+ * @throws {@link UsageError}
+ */
+export function parseTimeout(v: string | undefined): number {
+  if (v === undefined) return 0;
+  const t = v.trim() === "" ? NaN : Number(v);
+  if (!Number.isFinite(t) || t < 0 || t * 1000 > MAX_TIMER_MS) throw new UsageError(`--timeout must be a number of seconds from 0 to ${MAX_TIMER_MS / 1000}, got ${JSON.stringify(v)}`);
+  return t;
+}
+
+/** Merges `--config` (if any) under the flags: flags win. @throws {@link UsageError} */
+export function withConfig(values: Readonly<Record<string, string | boolean | undefined>>): Record<string, string | boolean | undefined> {
+  const path = values["config"];
+  const fromFile = typeof path === "string" ? readConfigFile(path) : {};
+  const merged: Record<string, string | boolean | undefined> = { ...fromFile };
+  for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
+  if (typeof values["mem"] === "string" && values["memory"] !== undefined) throw new UsageError("--mem is an alias of --memory: give one of them");
+  if (typeof values["mem"] === "string") merged["memory"] = values["mem"];
+  return merged;
+}
+
+/** Checks the options of `ts-vmm run`. @throws {@link UsageError} */
+export function runArgs(values: Readonly<Record<string, string | boolean | undefined>>): RunArgs {
+  const v = withConfig(values);
+  const s = (k: string): string | undefined => (typeof v[k] === "string" ? (v[k] as string) : undefined);
+  const kernel = s("kernel");
+  if (kernel === undefined) throw new UsageError("run needs --kernel PATH (a bzImage or a PVH ELF)");
+  const flagOfMemory = typeof values["mem"] === "string" ? "--mem" : "--memory";
+  return {
+    kernel,
+    initrd: s("initrd"),
+    cmdline: s("cmdline"),
+    memMiB: s("memory") === undefined ? 256 : parseMemory(flagOfMemory, s("memory")!),
+    vcpus: s("vcpus") === undefined ? 1 : parseWhole("--vcpus", s("vcpus")!, 1, MAX_VCPUS),
+    cpuTemplate: s("cpu-template"),
+    cpuFeatures: s("cpu-features"),
+    timeoutS: parseTimeout(s("timeout")),
+  };
+}
