@@ -6,8 +6,10 @@ import { readSmallFile } from "./small-file.js";
 
 /** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Most vCPUs `--vcpus` accepts (KVM_MAX_VCPUS on x86 is 4096). */
-export const MAX_VCPUS = 4096;
+import { MAX_VCPUS } from "./machine/layout.js";
+
+/** Most vCPUs `--vcpus` accepts: the machine's limit (APIC ids up to 254; x2APIC ids above that are not wired in yet). */
+export { MAX_VCPUS };
 
 /** A usage error: exit status 2, message printed as `ts-vmm: <message>`. */
 export class UsageError extends Error {

@@ -9,6 +9,7 @@ import {
   CPU_FEATURES, Vmm, VmmError, applyCpuPolicy, featureByName, findEntry, hasBit, loadCpuTemplate, parseFeatureSwitches, readHostCpuid, readCpuinfoFlags, vendorOf,
 } from "../src/index.js";
 import { SPIN, tinyElf } from "./tiny-elf.js";
+import { normalizeCpuid } from "../src/cpu/normalize.js";
 
 const kernel = tinyElf(SPIN);
 const key = (e: CpuidEntry): string => `${e.function}.${e.index}`;
@@ -72,6 +73,15 @@ describeKvm("CPU policy on this host's KVM", () => {
   kvm.close();
   const hostCpuid = readHostCpuid() ?? [];
 
+  // The TSC rate goes into 0x40000010 through normalizeCpuid; read it once as Vmm.create does.
+  const tscKhz = ((): number | undefined => {
+    const vmm = Vmm.create({ kernel, memMiB: 16 });
+    try {
+      return vmm.vcpuSetup[0]!.cpuid.find((e) => e.function === 0x4000_0010)?.eax;
+    } finally {
+      vmm.close();
+    }
+  })();
   const readBack = (cpuTemplate: string, cpuFeatures = ""): CpuidEntry[] => {
     const vmm = Vmm.create({ kernel, memMiB: 16, cpuTemplate, ...(cpuFeatures ? { cpuFeatures } : {}) });
     try {
@@ -80,8 +90,10 @@ describeKvm("CPU policy on this host's KVM", () => {
       vmm.close();
     }
   };
+  // What Vmm.create sets: the normalized table of vCPU 0 of 1, then the policy.
+  const normalized = normalizeCpuid(supported, { vcpuCount: 1, vcpuId: 0, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline: host.tscDeadlineCap });
   const expected = (t: string, s = ""): CpuidEntry[] => {
-    const r = applyCpuPolicy(supported, { template: loadCpuTemplate(t), switches: s ? parseFeatureSwitches(s) : [], host });
+    const r = applyCpuPolicy(normalized, { template: loadCpuTemplate(t), switches: s ? parseFeatureSwitches(s) : [], host });
     if (!r.ok) throw new Error(r.refusal.message);
     return r.entries;
   };
