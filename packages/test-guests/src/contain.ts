@@ -1,0 +1,94 @@
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { constants } from "node:os";
+import { delimiter, join } from "node:path";
+
+/**
+ * How the harness keeps a VMM's descendants from outliving a run.
+ *
+ * - `pid-namespace`: the VMM runs as the only child of a reaper that is pid 1
+ *   of a fresh pid namespace (`unshare --pid --fork --kill-child`, needs root).
+ *   When the reaper exits, or is killed with the `unshare` process above it,
+ *   the kernel kills every process left in the namespace, whatever process
+ *   group or session it moved to and whether or not the VMM already exited.
+ * - `process-group`: the fallback without root or util-linux: the VMM leads
+ *   its own process group and the group is killed. A descendant that calls
+ *   setsid() or setpgid() escapes it.
+ */
+export type Containment = "pid-namespace" | "process-group";
+
+/**
+ * The reaper, pid 1 of the namespace (perl is in every Debian base system).
+ * It forks the VMM with stdin/stdout/stderr inherited, waits for it, and
+ * reports the VMM's exact wait status on fd 3 (`status <n>`, or
+ * `exec-failed <why>`) so a signal death stays distinguishable from an exit
+ * status (unshare itself turns a child killed by SIGKILL into status 1).
+ * The VMM does not inherit fd 3. The reaper then exits, which ends the
+ * namespace.
+ */
+const REAPER = [
+  "use Fcntl;",
+  'open(my $st, ">&=", 3) or die "fd 3: $!";',
+  "fcntl($st, F_SETFD, FD_CLOEXEC);",
+  "my $p = fork();",
+  'die "fork: $!" unless defined $p;',
+  'if (!$p) { exec { $ARGV[0] } @ARGV; syswrite($st, "exec-failed $!\\n"); exit 127 }',
+  "waitpid($p, 0);",
+  'syswrite($st, "status $?\\n");',
+  "exit 0",
+].join(" ");
+
+function onPath(tool: string): boolean {
+  return (process.env["PATH"] ?? "").split(delimiter).some((d) => d !== "" && existsSync(join(d, tool)));
+}
+
+let cached: Containment | undefined;
+
+/**
+ * The containment this machine supports (probed once: root, `unshare` and
+ * `perl` on PATH, and one trial run of the reaper).
+ */
+export function containment(): Containment {
+  if (cached !== undefined) return cached;
+  cached = "process-group";
+  if (process.getuid?.() === 0 && onPath("unshare") && onPath("perl")) {
+    const r = spawnSync("unshare", ["--pid", "--fork", "--kill-child", "perl", "-e", REAPER, "true"], {
+      stdio: ["ignore", "ignore", "ignore", "pipe"],
+      timeout: 10_000,
+    });
+    const out = (r.output?.[3] as Buffer | null | undefined)?.toString("latin1") ?? "";
+    if (r.status === 0 && out.trim() === "status 0") cached = "pid-namespace";
+  }
+  return cached;
+}
+
+/** The command that runs `file args` under the given containment. */
+export function containedCommand(file: string, args: readonly string[], how: Containment): { file: string; args: string[] } {
+  if (how === "process-group") return { file, args: [...args] };
+  return { file: "unshare", args: ["--pid", "--fork", "--kill-child", "perl", "-e", REAPER, file, ...args] };
+}
+
+const signalNames = new Map<number, NodeJS.Signals>(
+  Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
+);
+
+/** What the reaper reported on fd 3. */
+export type ReaperReport =
+  | { readonly kind: "status"; readonly code: number | null; readonly signal: NodeJS.Signals | null }
+  | { readonly kind: "exec-failed"; readonly reason: string }
+  | { readonly kind: "none" };
+
+/** Decodes the reaper's fd-3 line (a raw wait status, as perl's `$?`). */
+export function parseReaperReport(text: string): ReaperReport {
+  const line = text.split("\n")[0] ?? "";
+  const st = /^status (\d+)$/.exec(line);
+  if (st) {
+    const s = Number(st[1]);
+    const sig = s & 0x7f;
+    if (sig === 0) return { kind: "status", code: (s >> 8) & 0xff, signal: null };
+    return { kind: "status", code: null, signal: signalNames.get(sig) ?? (`SIG${sig}` as NodeJS.Signals) };
+  }
+  const ex = /^exec-failed (.*)$/.exec(line);
+  if (ex) return { kind: "exec-failed", reason: ex[1] ?? "" };
+  return { kind: "none" };
+}
