@@ -19,6 +19,9 @@ export const oursLauncher: VmmLauncher = {
       file: process.execPath,
       args,
       // Odd statuses are (value << 1) | 1 from the debug-exit port; 0, 2, 70 and 124 are the VMM's own.
+      // Status 1 is also Node's own for an uncaught exception or a missing script: the harness
+      // counts a guest exit only with the guest's RESULT exit= line (GuestRun.guestExit).
+      exitValueBits: 7,
       guestExitValue: (code) => (code !== null && (code & 1) === 1 ? code >> 1 : null),
     };
   },
