@@ -4,13 +4,16 @@ import { constants } from "node:os";
 import { delimiter, join } from "node:path";
 
 /**
- * How the harness keeps a VMM's descendants from outliving a run.
+ * How the harness keeps a VMM's descendants from outliving a run (and the
+ * harness itself).
  *
  * - `pid-namespace`: the VMM runs as the only child of a reaper that is pid 1
  *   of a fresh pid namespace (`unshare --pid --fork --kill-child`, needs root).
  *   When the reaper exits, or is killed with the `unshare` process above it,
  *   the kernel kills every process left in the namespace, whatever process
  *   group or session it moved to and whether or not the VMM already exited.
+ *   `unshare` itself is started by `setpriv --pdeathsig KILL`, so it dies with
+ *   the harness's Node process even when that is SIGKILLed (no exit hook runs).
  * - `process-group`: the fallback without root or util-linux: the VMM leads
  *   its own process group and the group is killed. A descendant that calls
  *   setsid() or setpgid() escapes it.
@@ -45,14 +48,15 @@ function onPath(tool: string): boolean {
 let cached: Containment | undefined;
 
 /**
- * The containment this machine supports (probed once: root, `unshare` and
- * `perl` on PATH, and one trial run of the reaper).
+ * The containment this machine supports (probed once: root, `setpriv`,
+ * `unshare` and `perl` on PATH, and one trial run of the reaper).
  */
 export function containment(): Containment {
   if (cached !== undefined) return cached;
   cached = "process-group";
-  if (process.getuid?.() === 0 && onPath("unshare") && onPath("perl")) {
-    const r = spawnSync("unshare", ["--pid", "--fork", "--kill-child", "perl", "-e", REAPER, "true"], {
+  if (process.getuid?.() === 0 && onPath("setpriv") && onPath("unshare") && onPath("perl")) {
+    const probe = containedCommand("true", [], "pid-namespace");
+    const r = spawnSync(probe.file, probe.args, {
       stdio: ["ignore", "ignore", "ignore", "pipe"],
       timeout: 10_000,
     });
@@ -65,7 +69,10 @@ export function containment(): Containment {
 /** The command that runs `file args` under the given containment. */
 export function containedCommand(file: string, args: readonly string[], how: Containment): { file: string; args: string[] } {
   if (how === "process-group") return { file, args: [...args] };
-  return { file: "unshare", args: ["--pid", "--fork", "--kill-child", "perl", "-e", REAPER, file, ...args] };
+  return {
+    file: "setpriv",
+    args: ["--pdeathsig", "KILL", "unshare", "--pid", "--fork", "--kill-child", "perl", "-e", REAPER, file, ...args],
+  };
 }
 
 const signalNames = new Map<number, NodeJS.Signals>(

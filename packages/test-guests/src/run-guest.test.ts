@@ -1,4 +1,8 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { connect } from "node:net";
 import { performance } from "node:perf_hooks";
 import { describeWith } from "@ts-vmm/test-utils";
@@ -239,7 +243,7 @@ describe("the exit verdict needs the guest's own RESULT exit= line", () => {
   });
 });
 
-describeWith({ root: true, tools: ["unshare", "perl"] }, "no descendant of the VMM outlives runGuest (pid namespace)", () => {
+describeWith({ root: true, tools: ["setpriv", "unshare", "perl"] }, "no descendant of the VMM outlives runGuest (pid namespace)", () => {
   it("is the containment used on this machine", () => {
     expect(containment()).toBe("pid-namespace");
   });
@@ -292,6 +296,37 @@ describeWith({ root: true, tools: ["unshare", "perl"] }, "no descendant of the V
     expect((err as Error).message).toBe("caller bug");
     expect(sleepers(held)).toEqual([]);
   });
+
+  it("a harness process killed with SIGKILL (no exit hook runs) leaves no VMM or grandchild behind", async () => {
+    const vmmSleep = uniqueSleep();
+    const grandchild = uniqueSleep();
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-harness-kill-"));
+    try {
+      const script = join(dir, "run.mts");
+      const runGuestTs = fileURLToPath(new URL("./run-guest.ts", import.meta.url));
+      writeFileSync(
+        script,
+        `import { runGuest } from ${JSON.stringify(runGuestTs)};\n` +
+          `await runGuest({ vmm: { name: "sh", provides: [], plan: () => ({ kind: "process", file: "sh", args: ["-c", "setsid sleep ${grandchild} </dev/null >/dev/null 2>&1 & echo up; exec sleep ${vmmSleep}"], guestExitValue: () => null }) }, kernel: "/x", timeoutMs: 60000, onSerial: () => console.log("up") });\n`,
+      );
+      const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: fileURLToPath(new URL("..", import.meta.url)), stdio: ["ignore", "pipe", "inherit"] });
+      await new Promise<void>((res, rej) => {
+        child.stdout.on("data", () => res());
+        child.once("exit", (c) => rej(new Error(`harness child exited early (${String(c)})`)));
+      });
+      // Both sleeps run now; the harness dies without running any hook.
+      for (let i = 0; i < 50 && (sleepers(vmmSleep).length === 0 || sleepers(grandchild).length === 0); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(sleepers(vmmSleep).length).toBe(1);
+      expect(sleepers(grandchild).length).toBe(1);
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+      for (let i = 0; i < 50 && (sleepers(vmmSleep).length > 0 || sleepers(grandchild).length > 0); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(sleepers(vmmSleep)).toEqual([]);
+      expect(sleepers(grandchild)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   it("a VMM killed by a signal is reported as that signal (not unshare's status 1)", async () => {
     const r = await runGuest({ vmm: debugExitVmm("sh", ["-c", "echo 'RESULT exit=0'; kill -SEGV $$"]), kernel: "/x" });

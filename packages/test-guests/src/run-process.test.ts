@@ -46,8 +46,8 @@ describe("the reaper's report", () => {
   it("wraps the command only for pid-namespace containment", () => {
     expect(containedCommand("qemu", ["-m", "64M"], "process-group")).toEqual({ file: "qemu", args: ["-m", "64M"] });
     const c = containedCommand("qemu", ["-m", "64M"], "pid-namespace");
-    expect(c.file).toBe("unshare");
-    expect(c.args.slice(0, 4)).toEqual(["--pid", "--fork", "--kill-child", "perl"]);
+    expect(c.file).toBe("setpriv");
+    expect(c.args.slice(0, 7)).toEqual(["--pdeathsig", "KILL", "unshare", "--pid", "--fork", "--kill-child", "perl"]);
     expect(c.args.slice(-3)).toEqual(["qemu", "-m", "64M"]);
   });
 });
