@@ -41,7 +41,11 @@ export interface RunGuestOptions {
   readonly stopTimeoutMs?: number;
   /** Stop the VMM as soon as the serial output matches (the early-boot test's marker). */
   readonly stopOnSerial?: string | RegExp;
-  /** Called with each chunk of serial output as it arrives (for progress logs). */
+  /**
+   * Called with each chunk of serial output as it arrives (for progress logs).
+   * If it throws, the run is ended (every VMM process killed) and runGuest
+   * rejects with that error.
+   */
   readonly onSerial?: (text: string) => void;
   /** VMM-specific arguments appended last (QEMU: extra flags). */
   readonly extraArgs?: readonly string[];
