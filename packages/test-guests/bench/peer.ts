@@ -161,6 +161,15 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 
+  // Cycles are comparable only if every guest's TSC ran at the host's rate: a VMM that set
+  // KVM_SET_TSC_KHZ would show here as a calibration far from KVM's rate.
+  for (const s of vmms) {
+    for (const x of [...s.calibratedHz.exits, ...s.calibratedHz.blk]) {
+      if (Math.abs(x / hz - 1) > 0.02) {
+        throw new Error(`${s.name}: the guest's TSC ran at ${(x / 1e6).toFixed(1)} MHz by serial arrival times, not at the host's ${(hz / 1e6).toFixed(1)} MHz: its cycles are not comparable`);
+      }
+    }
+  }
   const figures = vmms.map((s) => new Map(METRICS.map((m) => [m.key, figure(s, m, hz, RUNS)] as const)));
   const qemuVersion = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0] ?? "";
   const machine = `${cpus()[0]?.model ?? "?"} x${cpus().length}, Linux ${release()}, load average ${loadavg()[0]?.toFixed(1)}`;
