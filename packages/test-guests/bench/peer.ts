@@ -211,6 +211,18 @@ async function main(): Promise<void> {
     });
   }
   json["null_reasons"] = nullReasons;
+  // The keys earlier rows used: IOPS medians and ours / qemu IOPS (> 1: ours faster).
+  const iops = (i: number, key: string): number | null => {
+    const f = figures[i]?.get(key);
+    return f?.spread ? Math.round(f.spread.median) : null;
+  };
+  for (const qd of ["qd1", "qd32"]) {
+    const q = iops(0, `blk_${qd}`);
+    const o = iops(1, `blk_${qd}`);
+    json[`qemu_blk_iops_${qd}`] = q;
+    json[`ours_blk_iops_${qd}`] = o;
+    json[`ratio_${qd}`] = q !== null && o !== null ? Number((o / q).toFixed(3)) : null;
+  }
 
   // The old method, for comparison: how far the serial-arrival calibration was from KVM's rate.
   lines.push("");
