@@ -179,7 +179,7 @@ async function main(): Promise<void> {
   const lines = [
     `### ${date} UTC — ${machine}; ${qemuVersion}; ${RUNS} interleaved runs (${names.join(", ")}, …)`,
     "",
-    `TSC ${(hz / 1e6).toFixed(1)} MHz from KVM_GET_TSC_KHZ. Cells: median (min–max).${ratioCol ? ` Ratio: ${names[1]} / qemu of the medians (time: cycles per operation; IOPS: rate), > 1 means ${names[1]} is slower.` : ""}`,
+    `TSC ${(hz / 1e6).toFixed(1)} MHz from KVM_GET_TSC_KHZ. Cells: median (min–max).${ratioCol ? ` Ratio (JSON `slowdown_<figure>`): how many times slower ${names[1]} is than qemu, from the medians (time: cycles per operation; IOPS: the inverse rate).` : ""}`,
     "",
     `| figure | ${names.join(" | ")}${ratioCol ? " | ratio |" : ""}`,
     `|---|${names.map(() => "---|").join("")}${ratioCol ? "---|" : ""}`,
@@ -195,10 +195,10 @@ async function main(): Promise<void> {
       if (q.spread && o.spread) {
         const r = m.lowerIsBetter ? o.spread.median / q.spread.median : q.spread.median / o.spread.median;
         ratio = ` ${r.toFixed(2)} |`;
-        json[`ratio_${m.key}`] = Number(r.toFixed(3));
+        json[`slowdown_${m.key}`] = Number(r.toFixed(3));
       } else {
         ratio = " null |";
-        json[`ratio_${m.key}`] = null;
+        json[`slowdown_${m.key}`] = null;
       }
     }
     lines.push(`| ${m.label} (${m.unit}) | ${cells.join(" | ")} |${ratio}`);
