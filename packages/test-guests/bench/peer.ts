@@ -179,7 +179,7 @@ async function main(): Promise<void> {
   const lines = [
     `### ${date} UTC — ${machine}; ${qemuVersion}; ${RUNS} interleaved runs (${names.join(", ")}, …)`,
     "",
-    `TSC ${(hz / 1e6).toFixed(1)} MHz from KVM_GET_TSC_KHZ. Cells: median (min–max).${ratioCol ? ` Ratio (JSON `slowdown_<figure>`): how many times slower ${names[1]} is than qemu, from the medians (time: cycles per operation; IOPS: the inverse rate).` : ""}`,
+    `TSC ${(hz / 1e6).toFixed(1)} MHz from KVM_GET_TSC_KHZ. Cells: median (min–max).${ratioCol ? ` Ratio (JSON slowdown_<figure>): how many times slower ${names[1]} is than qemu, from the medians (time: cycles per operation; IOPS: the inverse rate).` : ""}`,
     "",
     `| figure | ${names.join(" | ")}${ratioCol ? " | ratio |" : ""}`,
     `|---|${names.map(() => "---|").join("")}${ratioCol ? "---|" : ""}`,
