@@ -240,7 +240,7 @@ async function main(): Promise<void> {
   }
   lines.push(
     "",
-    `Guest: PVH micro-guest at CPL3; bench-exits n=${EXITS_N} npio=${EXITS_NPIO}; ${QD1_OPS} QD1 and ${QD32_OPS} QD32 random 4 KiB reads over a 64 MiB raw file (page cache warm). Each VMM process runs in its own pid namespace (unshare + a perl reaper: a few ms of the start-up figures, the same for both).`,
+    `Guest: PVH micro-guest at CPL3; bench-exits n=${EXITS_N} npio=${EXITS_NPIO}; ${QD1_OPS} QD1 and ${QD32_OPS} QD32 random 4 KiB reads over a 64 MiB raw file (page cache warm). Each VMM process runs in its own pid namespace (setpriv + unshare + a perl reaper: 5–15 ms of the start-up figures here, the same for both).`,
   );
   const table = lines.join("\n");
   console.log(table);
