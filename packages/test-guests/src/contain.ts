@@ -22,17 +22,22 @@ export type Containment = "pid-namespace" | "process-group";
 
 /**
  * The reaper, pid 1 of the namespace (perl is in every Debian base system).
- * It forks the VMM with stdin/stdout/stderr inherited, waits for it, and
- * reports the VMM's exact wait status on fd 3 (`status <n>`, or
- * `exec-failed <why>`) so a signal death stays distinguishable from an exit
- * status (unshare itself turns a child killed by SIGKILL into status 1).
- * The VMM does not inherit fd 3. The reaper then exits, which ends the
- * namespace.
+ * It first reports its own pid as the host sees it (`pid <n>`: /proc is the
+ * host's, so /proc/self names the host pid), so the harness can end a run by
+ * killing the reaper; then it forks the VMM with stdin/stdout/stderr
+ * inherited, waits for it, and reports the VMM's exact wait status on fd 3
+ * (`status <n>`, or `exec-failed <why>`) so a signal death stays
+ * distinguishable from an exit status (unshare itself turns a child killed by
+ * SIGKILL into status 1). The VMM does not inherit fd 3. The reaper then
+ * exits, which ends the namespace: the kernel kills every process left in it
+ * and the reaper's exit completes only once they are all gone, so when
+ * `unshare` (which waits for the reaper) exits, nothing of the run is left.
  */
 const REAPER = [
   "use Fcntl;",
   'open(my $st, ">&=", 3) or die "fd 3: $!";',
   "fcntl($st, F_SETFD, FD_CLOEXEC);",
+  'syswrite($st, "pid " . readlink("/proc/self") . "\\n");',
   "my $p = fork();",
   'die "fork: $!" unless defined $p;',
   'if (!$p) { exec { $ARGV[0] } @ARGV; syswrite($st, "exec-failed $!\\n"); exit 127 }',
@@ -61,7 +66,8 @@ export function containment(): Containment {
       timeout: 10_000,
     });
     const out = (r.output?.[3] as Buffer | null | undefined)?.toString("latin1") ?? "";
-    if (r.status === 0 && out.trim() === "status 0") cached = "pid-namespace";
+    const rep = parseReaperReport(out);
+    if (r.status === 0 && reaperPid(out) !== null && rep.kind === "status" && rep.code === 0) cached = "pid-namespace";
   }
   return cached;
 }
@@ -79,15 +85,21 @@ const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
 );
 
-/** What the reaper reported on fd 3. */
+/** What the reaper reported on fd 3 about the VMM. */
 export type ReaperReport =
   | { readonly kind: "status"; readonly code: number | null; readonly signal: NodeJS.Signals | null }
   | { readonly kind: "exec-failed"; readonly reason: string }
   | { readonly kind: "none" };
 
-/** Decodes the reaper's fd-3 line (a raw wait status, as perl's `$?`). */
+/** The reaper's host pid from its fd-3 report, once it has arrived (else null). */
+export function reaperPid(text: string): number | null {
+  const m = /^pid (\d+)\n/.exec(text);
+  return m ? Number(m[1]) : null;
+}
+
+/** Decodes the reaper's fd-3 report about the VMM (a raw wait status, as perl's `$?`). */
 export function parseReaperReport(text: string): ReaperReport {
-  const line = text.split("\n")[0] ?? "";
+  const line = text.split("\n").find((l) => !l.startsWith("pid ")) ?? "";
   const st = /^status (\d+)$/.exec(line);
   if (st) {
     const s = Number(st[1]);
