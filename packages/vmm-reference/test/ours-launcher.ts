@@ -15,13 +15,14 @@ export const oursLauncher: VmmLauncher = {
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);
     args.push(...spec.extraArgs);
     return {
+      // 7 bits of the guest's value survive in (value << 1) | 1. Status 1 is also Node's own
+      // for an uncaught exception or a missing script: the harness counts a guest exit only
+      // with the guest's RESULT exit= line (GuestRun.guestExit).
+      exitValueBits: 7,
       kind: "process",
       file: process.execPath,
       args,
       // Odd statuses are (value << 1) | 1 from the debug-exit port; 0, 2, 70 and 124 are the VMM's own.
-      // Status 1 is also Node's own for an uncaught exception or a missing script: the harness
-      // counts a guest exit only with the guest's RESULT exit= line (GuestRun.guestExit).
-      exitValueBits: 7,
       guestExitValue: (code) => (code !== null && (code & 1) === 1 ? code >> 1 : null),
     };
   },
