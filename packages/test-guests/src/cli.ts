@@ -84,14 +84,14 @@ async function main(argv: string[]): Promise<number> {
     });
     if (r.vmmLog) process.stderr.write(`--- qemu stderr\n${r.vmmLog}`);
     console.error(
-      `--- exit value ${String(r.exitCode)}, wall ${r.wallMs.toFixed(0)} ms, first serial byte ${r.firstSerialByteMs?.toFixed(0) ?? "-"} ms${r.timedOut ? ", TIMED OUT" : ""}`,
+      `--- guest exit ${String(r.guestExit)}${r.exitProblem ? ` (${r.exitProblem})` : ""}, wall ${r.wallMs.toFixed(0)} ms, first serial byte ${r.firstSerialByteMs?.toFixed(0) ?? "-"} ms${r.timedOut ? ", TIMED OUT" : ""}`,
     );
     if (values.mode === "selftest") {
       const problems = selftestProblems(r, kinds);
       console.error(problems.length === 0 ? `selftest OK: ${r.results.passed.length} checks passed, absent: ${r.results.skipped.map((s) => s.check).join(" ")}` : `selftest FAILED:\n  ${problems.join("\n  ")}`);
       return problems.length === 0 ? 0 : 1;
     }
-    return r.exitCode === 0 ? 0 : 1;
+    return r.guestExit === 0 ? 0 : 1;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

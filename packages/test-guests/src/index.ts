@@ -17,6 +17,10 @@ export type {
 } from "./launcher.js";
 export { QEMU_BINARY, qemuArgs, qemuLauncher, qemuProvides } from "./qemu.js";
 export { runGuest } from "./run-guest.js";
+export { containment } from "./contain.js";
+export type { Containment } from "./contain.js";
+export { guestVerdict } from "./verdict.js";
+export type { Verdict, VerdictInput } from "./verdict.js";
 export type { GuestRun, RunGuestOptions } from "./run-guest.js";
 export { parseResults, tscHz } from "./results.js";
 export type { FailedCheck, GuestResults, ResultValue, SerialLine, SkippedCheck } from "./results.js";

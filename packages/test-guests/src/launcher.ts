@@ -64,9 +64,18 @@ export interface ProcessPlan {
   readonly env?: Readonly<Record<string, string>>;
   /**
    * Maps the process's exit to the value the guest wrote to port 0xf4, or
-   * null if the guest did not exit that way (crash, timeout, power-off).
+   * null if the status cannot be one (crash, timeout, power-off). This is
+   * the VMM's side only: the harness counts a guest exit only when the
+   * guest's own `RESULT exit=<v>` line agrees (see `GuestRun.guestExit`),
+   * because a VMM that fails on its own may exit with a status that decodes
+   * as a guest value (exit status 1 as "the guest wrote 0").
    */
   guestExitValue(code: number | null, signal: NodeJS.Signals | null): number | null;
+  /**
+   * How many low bits of the guest's value survive in the exit status
+   * (7 for `(value << 1) | 1` in an 8-bit status). Default 32.
+   */
+  readonly exitValueBits?: number;
 }
 
 /** Receives guest output from an in-process VMM. */
@@ -77,9 +86,17 @@ export interface GuestIo {
 
 /** A VM started in-process. */
 export interface RunningVm {
-  /** Settles when the VM stops: the debug-exit value, or null (and why). */
+  /**
+   * Settles when the VM stops: the debug-exit value, or null (and why). As
+   * for a process, the harness counts it only when the guest's own
+   * `RESULT exit=<v>` line agrees.
+   */
   readonly exited: Promise<{ readonly guestExitValue: number | null; readonly detail?: string }>;
-  /** Stops the VM (timeout or early stop); must be safe to call more than once. */
+  /**
+   * Stops the VM (timeout or early stop); must be safe to call more than once.
+   * The harness waits for it (and then for `exited`) at most
+   * `RunGuestOptions.stopTimeoutMs` and reports one that does not settle.
+   */
   stop(): Promise<void>;
 }
 
@@ -101,7 +118,11 @@ export type LaunchPlan = ProcessPlan | InProcessPlan;
 export interface VmmLauncher {
   /** Short name used in reports and benchmark keys ("qemu", "ours"). */
   readonly name: string;
-  /** Device kinds this VMM can attach; the selftest expects SKIP for the rest. */
+  /**
+   * Device kinds this VMM can attach; the selftest expects SKIP for the rest,
+   * and benchmarks report the figures of the rest as "not provided" (an
+   * explicit null with that reason), never as a measurement.
+   */
   readonly provides: readonly DeviceKind[];
   /**
    * Builds the launch for one run. Called after the harness resolved the

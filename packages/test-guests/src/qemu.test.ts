@@ -57,5 +57,6 @@ describe("qemuLauncher", () => {
     expect(plan.guestExitValue(0xff, null)).toBe(0x7f);
     expect(plan.guestExitValue(0, null)).toBeNull();
     expect(plan.guestExitValue(null, "SIGKILL")).toBeNull();
+    expect(plan.exitValueBits).toBe(7); // (value << 1) | 1 in an 8-bit status
   });
 });

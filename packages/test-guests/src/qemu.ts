@@ -73,8 +73,9 @@ export function qemuArgs(spec: LaunchSpec): string[] {
  * The QEMU implementation of {@link VmmLauncher}. isa-debug-exit makes QEMU
  * exit with `(value << 1) | 1`, so an odd exit code carries the guest's value;
  * an even code (0 on power-off) or a signal maps to null. Exit code 1 is
- * ambiguous (guest value 0, or QEMU's own start-up error): callers that care
- * check the guest's `RESULT exit=` line, as the micro-guest tests do.
+ * ambiguous (guest value 0, or QEMU's own start-up error, a missing kernel
+ * for one): runGuest only counts it together with the guest's own
+ * `RESULT exit=0` line (`GuestRun.guestExit`).
  */
 export const qemuLauncher: VmmLauncher = {
   name: "qemu",
@@ -86,6 +87,7 @@ export const qemuLauncher: VmmLauncher = {
       kind: "process",
       file: QEMU_BINARY,
       args: qemuArgs(spec),
+      exitValueBits: 7,
       guestExitValue(code) {
         if (code === null || (code & 1) === 0) return null;
         return code >> 1;

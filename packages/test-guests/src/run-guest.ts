@@ -1,11 +1,15 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
 import { performance } from "node:perf_hooks";
+import type { Containment } from "./contain.js";
 import { startEchoServer, type EchoServer } from "./echo-server.js";
 import { TestGuestsError } from "./error.js";
-import type { DeviceSpec, GuestIo, LaunchSpec, ResolvedDevice, RunningVm, VmmLauncher } from "./launcher.js";
+import type { DeviceSpec, LaunchPlan, LaunchSpec, ResolvedDevice, VmmLauncher } from "./launcher.js";
 import { qemuLauncher } from "./qemu.js";
 import { parseResults, type GuestResults, type SerialLine } from "./results.js";
+import { runInProcess } from "./run-in-process.js";
+import { runProcess } from "./run-process.js";
+import { SerialSink } from "./serial-sink.js";
+import { guestVerdict } from "./verdict.js";
 
 /** Options of {@link runGuest}. */
 export interface RunGuestOptions {
@@ -23,11 +27,25 @@ export interface RunGuestOptions {
   readonly vcpus?: number;
   /** virtio-mmio devices to attach; each kind must be in the launcher's `provides`. */
   readonly devices?: readonly DeviceSpec[];
-  /** Hard limit on the run; the VMM's process group is killed after it. Default 30 s. */
+  /**
+   * Hard limit on the run, `start()` of an in-process plan included; every
+   * process the VMM started is killed after it. Default 30 s.
+   */
   readonly timeoutMs?: number;
+  /**
+   * How long ending a run may take before the harness gives up on it and
+   * reports it in {@link GuestRun.harnessProblems}: an in-process `stop()` or
+   * `exited`, a late `start()`, or a process's stdio closing after SIGKILL.
+   * Default 5 s.
+   */
+  readonly stopTimeoutMs?: number;
   /** Stop the VMM as soon as the serial output matches (the early-boot test's marker). */
   readonly stopOnSerial?: string | RegExp;
-  /** Called with each chunk of serial output as it arrives (for progress logs). */
+  /**
+   * Called with each chunk of serial output as it arrives (for progress logs).
+   * If it throws, the run is ended (every VMM process killed) and runGuest
+   * rejects with that error.
+   */
   readonly onSerial?: (text: string) => void;
   /** VMM-specific arguments appended last (QEMU: extra flags). */
   readonly extraArgs?: readonly string[];
@@ -35,14 +53,41 @@ export interface RunGuestOptions {
 
 /** How a {@link runGuest} run ended. */
 export interface GuestRun {
-  /** The value the guest wrote to debug-exit port 0xf4, or null if it did not exit that way. */
+  /**
+   * The harness's verdict: the guest's exit value, non-null only when the
+   * guest's own last `RESULT exit=<v>` serial line and the VMM's exit agree
+   * (and the harness did not end the run). The VMM's status alone never
+   * counts: a VMM that dies with status 1 reads as null here, not as 0.
+   * {@link GuestRun.exitProblem} says why it is null.
+   */
+  readonly guestExit: number | null;
+  /** Why {@link GuestRun.guestExit} is null, as a sentence (null when it is set). */
+  readonly exitProblem: string | null;
+  /**
+   * The same value as {@link GuestRun.guestExit}.
+   * @deprecated use `guestExit`; kept so that older callers read the verdict, never the raw status.
+   */
   readonly exitCode: number | null;
+  /**
+   * What the VMM's exit alone decodes to (the launcher's `guestExitValue`, or
+   * the in-process `exited` value). Untrusted on its own: QEMU and ours both
+   * exit 1 on their own errors, which decodes as 0.
+   */
+  readonly vmmExitValue: number | null;
   /** The VMM process's own exit (null for in-process VMMs). */
   readonly vmmExit: { readonly code: number | null; readonly signal: string | null } | null;
-  /** True if the harness killed the VMM because {@link RunGuestOptions.timeoutMs} passed. */
+  /** True if the harness ended the run because {@link RunGuestOptions.timeoutMs} passed. */
   readonly timedOut: boolean;
   /** True if the run was ended by {@link RunGuestOptions.stopOnSerial}. */
   readonly stoppedOnSerial: boolean;
+  /**
+   * What went wrong while ending the run (a `stop()` or `start()` that did not
+   * settle, a VMM whose stdio stayed open after SIGKILL, a reaper that reported
+   * no status); empty when the run ended cleanly.
+   */
+  readonly harnessProblems: readonly string[];
+  /** How the VMM's descendants were contained (`in-process` for in-process plans). */
+  readonly containment: Containment | "in-process";
   /** Everything the guest wrote to its serial port, decoded as latin1. */
   readonly serial: string;
   /** The serial output split into lines, each with its host arrival time. */
@@ -59,21 +104,6 @@ export interface GuestRun {
   readonly vmm: string;
 }
 
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, "SIGKILL");
-  } catch {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      /* already gone */
-    }
-  }
-}
-
 function checkInt(name: string, v: number, lo: number, hi: number): void {
   if (!Number.isInteger(v) || v < lo || v > hi) {
     throw new TestGuestsError("InvalidArgument", `${name} must be an integer in ${lo}..${hi}, got ${v}`);
@@ -83,10 +113,12 @@ function checkInt(name: string, v: number, lo: number, hi: number): void {
 /**
  * Runs a guest under a VMM and returns what it printed and how it ended.
  * Devices are validated against the launcher's `provides` before anything
- * starts; the console's echo peer is created here; the VMM process runs in
- * its own process group and the whole group is killed on timeout, on
- * `stopOnSerial`, and if the Node process exits first. Everything the run
- * created is removed before this resolves.
+ * starts; the console's echo peer is created here; a VMM process runs in a
+ * pid namespace of its own where the machine allows it (see
+ * {@link containment}), and it and every process it started are killed on
+ * timeout, on `stopOnSerial`, on an error, and if the Node process exits
+ * first. Everything the run created is removed before this resolves. The
+ * exit verdict is {@link GuestRun.guestExit}.
  *
  * @throws {@link TestGuestsError} `InvalidArgument` for out-of-range options,
  *   `Unsupported` if the VMM cannot provide a requested device, `SpawnFailed`
@@ -97,9 +129,11 @@ export async function runGuest(options: RunGuestOptions): Promise<GuestRun> {
   const memMiB = options.memMiB ?? 64;
   const vcpus = options.vcpus ?? 1;
   const timeoutMs = options.timeoutMs ?? 30_000;
+  const stopTimeoutMs = options.stopTimeoutMs ?? 5_000;
   checkInt("memMiB", memMiB, 2, 65536);
   checkInt("vcpus", vcpus, 1, 64);
   checkInt("timeoutMs", timeoutMs, 1, 3_600_000);
+  checkInt("stopTimeoutMs", stopTimeoutMs, 1, 600_000);
   const devices = options.devices ?? [];
   const provided = launcher.provides;
   for (const d of devices) {
@@ -136,144 +170,53 @@ export async function runGuest(options: RunGuestOptions): Promise<GuestRun> {
       extraArgs: options.extraArgs ?? [],
     };
     const plan = await launcher.plan(spec);
-    return await execute(launcher.name, plan, options, timeoutMs);
+    return await execute(launcher.name, plan, options, timeoutMs, stopTimeoutMs);
   } finally {
     await echo?.close();
   }
 }
 
-/** Collects serial output into lines with arrival times. */
-class SerialSink {
-  readonly lines: SerialLine[] = [];
-  private partial = "";
-  serial = "";
-  firstByteMs: number | null = null;
-  constructor(private readonly t0: number, private readonly onText?: (t: string) => void) {}
-  push(bytes: Uint8Array): void {
-    const now = performance.now() - this.t0;
-    if (this.firstByteMs === null && bytes.length > 0) this.firstByteMs = now;
-    const text = Buffer.from(bytes).toString("latin1");
-    this.serial += text;
-    this.onText?.(text);
-    const parts = (this.partial + text).split("\n");
-    this.partial = parts.pop() ?? "";
-    for (const p of parts) this.lines.push({ text: p.replace(/\r$/, ""), tMs: now });
-  }
-  finish(now: number): void {
-    if (this.partial) this.lines.push({ text: this.partial.replace(/\r$/, ""), tMs: now });
-    this.partial = "";
-  }
-}
-
 async function execute(
   name: string,
-  plan: Awaited<ReturnType<VmmLauncher["plan"]>>,
+  plan: LaunchPlan,
   options: RunGuestOptions,
   timeoutMs: number,
+  stopTimeoutMs: number,
 ): Promise<GuestRun> {
   const t0 = performance.now();
   const sink = new SerialSink(t0, options.onSerial);
   const stop = options.stopOnSerial;
   const matches = (): boolean =>
     stop === undefined ? false : typeof stop === "string" ? sink.serial.includes(stop) : stop.test(sink.serial);
-  let timedOut = false;
-  let stoppedOnSerial = false;
-
-  if (plan.kind === "in-process") {
-    let vm: RunningVm | undefined;
-    const io: GuestIo = {
-      serial: (b) => {
-        sink.push(b);
-        if (!stoppedOnSerial && matches()) {
-          stoppedOnSerial = true;
-          void vm?.stop();
-        }
-      },
-    };
-    vm = await plan.start(io);
-    const timer = setTimeout(() => {
-      timedOut = true;
-      void vm?.stop();
-    }, timeoutMs);
-    let exited: { guestExitValue: number | null; detail?: string };
-    try {
-      exited = await vm.exited;
-    } finally {
-      clearTimeout(timer);
-      await vm.stop();
-    }
-    const end = performance.now() - t0;
-    sink.finish(end);
-    return {
-      exitCode: timedOut || stoppedOnSerial ? null : exited.guestExitValue,
-      vmmExit: null,
-      timedOut,
-      stoppedOnSerial,
-      serial: sink.serial,
-      lines: sink.lines,
-      results: parseResults(sink.lines),
-      wallMs: end,
-      firstSerialByteMs: sink.firstByteMs,
-      vmmLog: exited.detail ?? "",
-      vmm: name,
-    };
-  }
-
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on("exit", () => {
-      for (const c of live) killGroup(c);
-    });
-  }
-  let child: ChildProcess;
-  try {
-    child = spawn(plan.file, [...plan.args], {
-      detached: true, // own process group, killed as a whole
-      stdio: ["ignore", "pipe", "pipe"],
-      env: plan.env ? { ...process.env, ...plan.env } : process.env,
-    });
-  } catch (cause) {
-    throw new TestGuestsError("SpawnFailed", `could not start ${plan.file}`, { cause });
-  }
-  live.add(child);
-  let stderr = "";
-  child.stderr?.on("data", (b: Buffer) => {
-    if (stderr.length < 1 << 20) stderr += b.toString("utf8");
+  const ctl = { sink, matches, timeoutMs, stopTimeoutMs };
+  const ended =
+    plan.kind === "in-process" ? { ...(await runInProcess(plan, ctl)), containment: "in-process" as const } : await runProcess(plan, ctl);
+  const end = performance.now() - t0;
+  sink.finish(end);
+  const results = parseResults(sink.lines);
+  const verdict = guestVerdict({
+    vmmExitValue: ended.vmmExitValue,
+    ...(ended.valueBits !== undefined ? { valueBits: ended.valueBits } : {}),
+    results,
+    timedOut: ended.timedOut,
+    stoppedOnSerial: ended.stoppedOnSerial,
   });
-  child.stdout?.on("data", (b: Buffer) => {
-    sink.push(b);
-    if (!stoppedOnSerial && matches()) {
-      stoppedOnSerial = true;
-      killGroup(child);
-    }
-  });
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup(child);
-  }, timeoutMs);
-  try {
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res, rej) => {
-      child.once("error", (cause) => rej(new TestGuestsError("SpawnFailed", `could not start ${plan.file}: ${cause.message}`, { cause })));
-      child.once("close", (c, s) => res([c, s]));
-    });
-    const end = performance.now() - t0;
-    sink.finish(end);
-    return {
-      exitCode: timedOut || stoppedOnSerial ? null : plan.guestExitValue(code, signal),
-      vmmExit: { code, signal },
-      timedOut,
-      stoppedOnSerial,
-      serial: sink.serial,
-      lines: sink.lines,
-      results: parseResults(sink.lines),
-      wallMs: end,
-      firstSerialByteMs: sink.firstByteMs,
-      vmmLog: stderr,
-      vmm: name,
-    };
-  } finally {
-    clearTimeout(timer);
-    killGroup(child);
-    live.delete(child);
-  }
+  return {
+    guestExit: verdict.guestExit,
+    exitProblem: verdict.problem,
+    exitCode: verdict.guestExit,
+    vmmExitValue: ended.vmmExitValue,
+    vmmExit: ended.vmmExit,
+    timedOut: ended.timedOut,
+    stoppedOnSerial: ended.stoppedOnSerial,
+    harnessProblems: ended.problems,
+    containment: ended.containment,
+    serial: sink.serial,
+    lines: sink.lines,
+    results,
+    wallMs: end,
+    firstSerialByteMs: sink.firstByteMs,
+    vmmLog: ended.vmmLog,
+    vmm: name,
+  };
 }

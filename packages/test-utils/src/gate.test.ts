@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { checkNeeds } from "./needs.js";
+import { existsSync } from "node:fs";
+import { checkNeeds, KVM_DEVICE } from "./needs.js";
 
 describe("checkNeeds", () => {
   const ci = process.env["CI"];
@@ -26,6 +27,25 @@ describe("checkNeeds", () => {
     process.env["CI"] = "true";
     const r = checkNeeds({ tools: ["no-such-tool-ts-vmm"] });
     expect(r).toMatchObject({ run: false, mustFail: true });
+  });
+
+  it("fails a missing /dev/kvm under CI=true instead of skipping it", () => {
+    process.env["CI"] = "true";
+    const r = checkNeeds({ kvm: true }, "/nonexistent/ts-vmm-kvm");
+    expect(r).toMatchObject({ run: false, mustFail: true });
+    if (!r.run) expect(r.reason).toContain("/nonexistent/ts-vmm-kvm");
+  });
+
+  it("skips a missing /dev/kvm outside CI, naming it", () => {
+    delete process.env["CI"];
+    const r = checkNeeds({ kvm: true }, "/nonexistent/ts-vmm-kvm");
+    expect(r).toMatchObject({ run: false, mustFail: false });
+  });
+
+  it("checks /dev/kvm by default", () => {
+    delete process.env["CI"];
+    const r = checkNeeds({ kvm: true });
+    expect(r.run).toBe(existsSync(KVM_DEVICE));
   });
 
   it("finds a tool that is on PATH", () => {

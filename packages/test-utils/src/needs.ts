@@ -23,22 +23,28 @@ function onPath(tool: string): boolean {
   return false;
 }
 
+/** Where {@link checkNeeds} looks for KVM (a seam for tests). */
+export const KVM_DEVICE = "/dev/kvm";
+
 /**
- * Checks what a test group needs. Under CI (`CI=true`) a missing tool or an
- * unusable /dev/kvm that exists is a failure, never a skip: .ci/run installs
- * every tool, and a skipped KVM test must not turn a red run green.
+ * Checks what a test group needs. Under CI (`CI=true`) anything missing is a
+ * failure, never a skip: a missing tool, a /dev/kvm without read-write
+ * access, and a missing /dev/kvm too (CI runs on KVM hosts; a runner without
+ * it must turn the run red, not skip its KVM tests into a green one).
+ * `kvmDevice` is the device path to check (default {@link KVM_DEVICE}).
  */
-export function checkNeeds(needs: Needs): GateResult {
+export function checkNeeds(needs: Needs, kvmDevice: string = KVM_DEVICE): GateResult {
   const ci = process.env["CI"] === "true";
   const missing: string[] = [];
   if (needs.kvm) {
-    if (!existsSync("/dev/kvm")) {
-      return { run: false, reason: "/dev/kvm does not exist on this machine", mustFail: false };
-    }
-    try {
-      accessSync("/dev/kvm", constants.R_OK | constants.W_OK);
-    } catch {
-      missing.push("read-write access to /dev/kvm (run as root or join the kvm group)");
+    if (!existsSync(kvmDevice)) {
+      missing.push(`${kvmDevice} (it does not exist on this machine)`);
+    } else {
+      try {
+        accessSync(kvmDevice, constants.R_OK | constants.W_OK);
+      } catch {
+        missing.push(`read-write access to ${kvmDevice} (run as root or join the kvm group)`);
+      }
     }
   }
   if (needs.root && process.getuid?.() !== 0) missing.push("root privileges");

@@ -1,7 +1,7 @@
 // The parts of test-utils that do not need vitest: usable from plain Node
 // scripts and CLIs (the Linux guest kit, benchmarks). The "." entry adds the
 // vitest test gate on top of these.
-export { checkNeeds } from "./needs.js";
+export { checkNeeds, KVM_DEVICE } from "./needs.js";
 export type { GateResult, Needs } from "./needs.js";
 export { cacheDir } from "./cache.js";
 export { debianKernel, extractVmlinux } from "./debian-kernel.js";

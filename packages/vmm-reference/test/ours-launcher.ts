@@ -17,6 +17,10 @@ export const oursLauncher: VmmLauncher = {
     if (spec.vcpus !== 1) args.push("--vcpus", String(spec.vcpus));
     args.push(...spec.extraArgs);
     return {
+      // 7 bits of the guest's value survive in (value << 1) | 1. Status 1 is also Node's own
+      // for an uncaught exception or a missing script: the harness counts a guest exit only
+      // with the guest's RESULT exit= line (GuestRun.guestExit).
+      exitValueBits: 7,
       kind: "process",
       file: process.execPath,
       args,
