@@ -126,6 +126,20 @@ isr\vec:
 	STUB 21,1
 	STUB 128,0
 
+/* External interrupts and IPIs, vectors 0x20-0xff: one 16-byte stub each at
+ * irq_stubs + 16 * (vector - 0x20), so kmain can fill the IDT with a loop. */
+	.balign 16
+	.globl irq_stubs
+irq_stubs:
+	.set v, 0x20
+	.rept 0xe0
+	.balign 16
+	pushq $0
+	pushq $v
+	jmp isr_common
+	.set v, v + 1
+	.endr
+
 isr_common:
 	pushq %rax
 	pushq %rbx

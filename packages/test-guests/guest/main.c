@@ -8,6 +8,7 @@ int mode_bench_exits(void);
 int mode_bench_blk(void);
 int mode_fuzz(void);
 int mode_smp(void);
+int mode_bench_irq(void);
 
 void user_main(void) {
 	char mode[32];
@@ -25,6 +26,7 @@ void user_main(void) {
 	} else if (!strncmp(mode, "selftest", 9)) rc = mode_selftest();
 	else if (!strncmp(mode, "bench-exits", 12)) rc = mode_bench_exits();
 	else if (!strncmp(mode, "bench-blk", 10)) rc = mode_bench_blk();
+	else if (!strncmp(mode, "bench-irq", 10)) rc = mode_bench_irq();
 	else if (!strncmp(mode, "fuzz", 5)) rc = mode_fuzz();
 	else if (!strncmp(mode, "smp", 4)) rc = mode_smp();
 	else { fail("mode", "unknown mode %s", mode); rc = 2; }

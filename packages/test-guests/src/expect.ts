@@ -17,19 +17,47 @@ export const DEVICE_CHECKS: Readonly<Record<DeviceKind, readonly string[]>> = {
 };
 
 /**
+ * Device kinds whose selftest sends requests, so that (with interrupts on) it
+ * must also report `PASS <kind>.irq`: completions announced by interrupts.
+ */
+export const IRQ_CHECKED_KINDS: readonly DeviceKind[] = ["blk", "rng", "console", "net", "vsock", "balloon"];
+
+/** What a selftest run was asked to do (see {@link selftestProblems}). */
+export interface SelftestExpectation {
+  /**
+   * True (the selftest's default) when the guest ran with interrupts: then
+   * `PASS irq.setup` and `PASS <kind>.irq` for every attached kind in
+   * {@link IRQ_CHECKED_KINDS} are required. False for `irq=0` (polling): then
+   * `SKIP irq polling (irq=0)` is required instead.
+   */
+  readonly interrupts?: boolean;
+}
+
+/**
  * Compares a selftest run with what it should have reported: exit value 0,
  * no FAIL line, every base check and every check of each attached device
- * passed, and `SKIP <kind> absent` for every kind that was not attached.
+ * passed (with interrupts, also `irq.setup` and `<kind>.irq`), and
+ * `SKIP <kind> absent` for every kind that was not attached.
  * Returns the list of mismatches (empty when the run is as expected).
  */
-export function selftestProblems(run: GuestRun, attached: readonly DeviceKind[]): string[] {
+export function selftestProblems(
+  run: GuestRun,
+  attached: readonly DeviceKind[],
+  expectation: SelftestExpectation = {},
+): string[] {
   const problems: string[] = [];
   const r = run.results;
+  const interrupts = expectation.interrupts ?? true;
   if (run.exitCode !== 0) problems.push(`exit value ${String(run.exitCode)} (want 0)`);
   if (r.values["exit"] !== "0") problems.push(`no "RESULT exit=0" line`);
   for (const f of r.failed) problems.push(`FAIL ${f.check} ${f.detail}`);
   const want = [...BASE_CHECKS];
-  for (const k of attached) want.push(...DEVICE_CHECKS[k]);
+  if (interrupts) want.push("irq.setup");
+  else if (!r.skipped.some((s) => s.check === "irq" && s.reason === "polling (irq=0)")) problems.push("missing SKIP irq polling (irq=0)");
+  for (const k of attached) {
+    want.push(...DEVICE_CHECKS[k]);
+    if (interrupts && IRQ_CHECKED_KINDS.includes(k)) want.push(`${k}.irq`);
+  }
   for (const c of want) if (!r.passed.includes(c)) problems.push(`missing PASS ${c}`);
   for (const k of DEVICE_KINDS) {
     if (attached.includes(k)) continue;

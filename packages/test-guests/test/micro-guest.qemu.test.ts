@@ -39,6 +39,40 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     expect(r.results.skipped).toContainEqual({ check: "rtc", reason: "absent" });
   });
 
+  it("selftest is interrupt-driven by default: IOAPIC + LAPIC programmed, every device's completions announced by an interrupt", async () => {
+    const kinds = qemuProvides();
+    for (const apic of ["x2apic=1", "x2apic=0"]) {
+      const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: `mode=selftest ${apic}`, devices: allDevices(kinds, disk.path), timeoutMs: 30_000 });
+      expect(selftestProblems(r, kinds), explain(r)).toEqual([]);
+      expect(r.results.values["irq.apic"], explain(r)).toMatch(apic === "x2apic=1" ? /^x2apic / : /^xapic /);
+      for (const k of kinds) {
+        const m = /^count:(\d+),used:(\d+),config:\d+,empty:\d+,status_or:0x[0-9a-f]+,missing:0$/.exec(r.results.values[`irq.${k}`] ?? "");
+        expect(m, `irq.${k}\n${explain(r)}`).not.toBeNull();
+        expect(Number(m![2])).toBeGreaterThan(0);
+      }
+      expect(r.results.values["irq.other"]).toBe("0 last=0x0 spurious=0");
+    }
+  });
+
+  it("selftest irq=0 keeps polling as a mode, and the interrupt checks are not required there", async () => {
+    const kinds = qemuProvides();
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest irq=0", devices: allDevices(kinds, disk.path), timeoutMs: 30_000 });
+    expect(selftestProblems(r, kinds, { interrupts: false }), explain(r)).toEqual([]);
+    // the same run does not satisfy the default (interrupt-driven) expectation
+    expect(selftestProblems(r, kinds)).toContain("missing PASS blk.irq");
+  });
+
+  it("a device whose interrupt does not arrive (advertised GSI not the wired one) fails the selftest", async () => {
+    // irq_pin_skew=1 routes pin irq+1: the device completes requests but its interrupt goes nowhere.
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=selftest irq_pin_skew=1", devices: [{ kind: "rng" }], timeoutMs: 30_000,
+    });
+    const problems = selftestProblems(r, ["rng"]);
+    expect(problems, explain(r)).toContain("missing PASS rng.irq");
+    expect(r.results.failed.map((f) => f.check), explain(r)).toContain("rng.irq");
+    expect(r.exitCode).toBe(1);
+  });
+
   it("selftest without devices: reports every device kind absent and still passes the CPU checks", async () => {
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest", timeoutMs: 20_000 });
     expect(selftestProblems(r, []), explain(r)).toEqual([]);
@@ -71,6 +105,18 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     const hz = tscHz(r.results);
     expect(hz).not.toBeNull();
     expect(hz!).toBeGreaterThan(1e8);
+  });
+
+  it("bench-irq: every self-IPI arrives; interrupt-driven GET_ID round trips all complete", async () => {
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=bench-irq n=200", devices: [{ kind: "blk", path: disk.path }], timeoutMs: 30_000,
+    });
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.values["irq_ipi_n"]).toBe("200");
+    expect(r.results.values["blk_irq_n"]).toBe("200");
+    const hz = tscHz(r.results)!;
+    const us = (k: string): number => (Number(r.results.values[`${k}_cycles`]) / Number(r.results.values[`${k}_n`]) / hz) * 1e6;
+    console.log(`[qemu] bench-irq µs/op: ipi ${us("irq_ipi").toFixed(1)} null ${us("irq_null").toFixed(1)} blk_poll ${us("blk_poll").toFixed(1)} blk_irq ${us("blk_irq").toFixed(1)}`);
   });
 
   it("bench-blk: random 4 KiB reads at queue depth 1 and 32 all complete", async () => {
