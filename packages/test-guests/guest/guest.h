@@ -115,4 +115,5 @@ extern int failures;
 
 /* Timing: a TSC-cycle budget for polls; see main.c */
 extern u64 poll_budget;
+extern u64 ram_top;
 #endif

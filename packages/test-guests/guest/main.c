@@ -2,6 +2,7 @@
 #include "guest.h"
 
 u64 poll_budget = 4000000000ull; /* TSC cycles a poll may wait (~1-2 s) */
+u64 ram_top; /* end of the highest RAM range in the PVH memory map (0 if none given) */
 
 int mode_selftest(void);
 int mode_bench_exits(void);
@@ -19,6 +20,15 @@ void user_main(void) {
 	printf("RESULT cmdline=\"%s\"\n", cmdline());
 	const struct hvm_start_info *si = (const struct hvm_start_info *)(u64)start_info_paddr;
 	printf("RESULT start_info=0x%x cmdline_paddr=0x%x\n", (u64)start_info_paddr, si ? si->cmdline_paddr : 0);
+	if (si && si->version >= 1 && si->memmap_paddr) {
+		/* struct hvm_memmap_table_entry { u64 addr, size; u32 type, reserved; } */
+		const u64 *m = (const u64 *)si->memmap_paddr;
+		for (u32 i = 0; i < si->memmap_entries && i < 16; i++) {
+			u64 a = m[3 * i], sz = m[3 * i + 1], ty = (u32)m[3 * i + 2];
+			if (ty == 1 && a + sz > ram_top) ram_top = a + sz;
+		}
+	}
+	printf("RESULT start_info.version=%u ram_top=0x%x\n", si ? (u64)si->version : 0, ram_top);
 	int rc;
 	if (!strncmp(mode, "hello", 6)) {
 		print("hello from the ts-vmm micro-guest\n");

@@ -49,35 +49,9 @@ int blk_io(struct vq *q, u32 type, u64 sector, void *buf, u32 len, u8 *status_ou
 	return r;
 }
 
-static void selftest_blk(struct vdev *d) {
-	int r = vdev_init(d, 0);
-	struct vq q;
-	if (r || vq_setup(d, &q, 0, 128)) { fail("blk.init", "step %d status 0x%x", (i64)r, (u64)vdev_status(d)); return; }
-	vdev_driver_ok(d);
-	u64 cap = vcfg64(d, 0);
-	printf("RESULT blk.capacity_sectors=%u\n", cap);
-	if (cap < 16) { fail("blk.capacity", "%u sectors", cap); return; }
-	pass("blk.init");
-	u8 *w = alloc(4096, 4096), *rd = alloc(4096, 4096);
-	u64 seed = rdtsc();
-	for (int i = 0; i < 4096; i++) w[i] = (u8)(seed >> ((i & 7) * 8)) ^ (u8)i;
-	u64 sector = (rand64() % (cap / 8)) * 8;
-	u8 st;
-	r = blk_io(&q, BLK_T_OUT, sector, w, 4096, &st);
-	if (r != 1 || st != 0) { fail("blk.write", "poll %d status %u", (i64)r, (u64)st); return; }
-	r = blk_io(&q, BLK_T_IN, sector, rd, 4096, &st);
-	if (r != 1 || st != 0) { fail("blk.read", "poll %d status %u", (i64)r, (u64)st); return; }
-	if (memcmp(w, rd, 4096)) fail("blk.write-read", "data differs at sector %u", sector);
-	else pass("blk.write-read");
-	/* A read past the end must fail with an I/O error status, not succeed. */
-	r = blk_io(&q, BLK_T_IN, cap, rd, 4096, &st);
-	if (r == 1 && st == 1) pass("blk.read-past-end");
-	else fail("blk.read-past-end", "poll %d status %u", (i64)r, (u64)st);
-	char *id = alloc(20, 1);
-	r = blk_io(&q, BLK_T_GET_ID, 0, id, 20, &st);
-	if (r == 1 && st == 0) printf("RESULT blk.id=\"%s\"\n", id);
-	vdev_reset(d);
-}
+void selftest_blk(struct vdev *d);
+void selftest_blk_ro(struct vdev *d);
+extern u64 blk_seed;
 
 /* ---- virtio-rng ---- */
 static void selftest_rng(struct vdev *d) {
@@ -303,7 +277,12 @@ static void check_irq(const char *kind, struct vdev *d, u64 missing_before) {
 	else pass(name);
 }
 
+static struct vdev *blk_rw;
+
 int mode_selftest(void) {
+	blk_seed = cmdline_u64("seed", rdtsc());
+	srand64(blk_seed);
+	printf("RESULT seed=%u\n", blk_seed);
 	check_cpu();
 	vdev_list();
 	int use_irq = (int)cmdline_u64("irq", 1);
@@ -313,6 +292,13 @@ int mode_selftest(void) {
 	} else skip("irq", "polling (irq=0)");
 	for (usize k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
 		struct vdev *d = vdev_find(kinds[k].id, 0);
+		if (kinds[k].id == VIRTIO_ID_BLOCK) {
+			/* blk: the first disk that does not offer VIRTIO_BLK_F_RO (read-only ones are checked below). */
+			struct vdev *e;
+			for (int n = 0; (e = vdev_find(VIRTIO_ID_BLOCK, n)); n++)
+				if (e->version == 2 && !vdev_offers(e, 5)) { d = e; break; }
+			blk_rw = d;
+		}
 		if (!d) { skip(kinds[k].name, "absent"); continue; }
 		if (d->version != 2) { fail(kinds[k].name, "virtio-mmio version %u (want 2)", (u64)d->version); continue; }
 		u64 missing = vq_missing_irqs;
@@ -321,6 +307,11 @@ int mode_selftest(void) {
 		if (use_irq && kinds[k].id == VIRTIO_ID_RTC) skip("rtc.irq", "no requests are sent to rtc");
 		else if (use_irq) check_irq(kinds[k].name, d, missing);
 		if (use_irq) irq_unroute(d);
+	}
+	/* Further blk disks: read-only ones (VIRTIO_BLK_F_RO offered) get the refusal checks. */
+	for (int n = 0; vdev_find(VIRTIO_ID_BLOCK, n); n++) {
+		struct vdev *ro = vdev_find(VIRTIO_ID_BLOCK, n);
+		if (ro->version == 2 && ro != blk_rw) selftest_blk_ro(ro);
 	}
 	if (use_irq) {
 		printf("RESULT irq.other=%u last=0x%x spurious=%u\n", irq_counts.other, irq_counts.last_other, irq_counts.spurious);

@@ -68,6 +68,11 @@ u64 vcfg64(const struct vdev *d, u32 off) {
 	return ((u64)hi << 32) | lo;
 }
 
+int vdev_offers(struct vdev *d, u32 bit) {
+	vw(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, bit / 32);
+	return (vr(d, VIRTIO_MMIO_DEVICE_FEATURES) >> (bit % 32)) & 1;
+}
+
 u32 vdev_status(struct vdev *d) { return vr(d, VIRTIO_MMIO_STATUS); }
 
 void vdev_reset(struct vdev *d) {

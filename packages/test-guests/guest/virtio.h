@@ -128,6 +128,8 @@ int vq_poll(struct vq *q, u32 *id, u32 *len, u64 budget);
  */
 int vq_wait(struct vq *q, u32 *id, u32 *len, u64 budget);
 int vdev_index(const struct vdev *d);
+/* Reads one bit of DEVICE_FEATURES (no negotiation). */
+int vdev_offers(struct vdev *d, u32 bit);
 
 /* irq.c */
 int irq_setup(int want_x2apic);

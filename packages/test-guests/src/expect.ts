@@ -7,7 +7,11 @@ export const BASE_CHECKS: readonly string[] = ["cpu.cpl3", "pio.scratch", "mem.r
 
 /** The checks the selftest reports as PASS for each device kind it drives fully. */
 export const DEVICE_CHECKS: Readonly<Record<DeviceKind, readonly string[]>> = {
-  blk: ["blk.init", "blk.write-read", "blk.read-past-end"],
+  blk: [
+    "blk.init", "blk.get-id", "blk.write-read", "blk.multi-segment", "blk.flush", "blk.unsupported-type",
+    "blk.read-past-end", "blk.read-straddling-end", "blk.write-straddling-end", "blk.reset-in-flight",
+    "blk.after-reset", "blk.wrap",
+  ],
   rng: ["rng.init", "rng.read"],
   console: ["console.init", "console.write", "console.echo"],
   net: ["net.init", "net.tx", "net.arp-reply"],
@@ -31,6 +35,10 @@ export interface SelftestExpectation {
    * `SKIP irq polling (irq=0)` is required instead.
    */
   readonly interrupts?: boolean;
+  /** RAM reaches above 4 GiB: `PASS blk.high-buffer` is required (a blk buffer above 4 GiB and one across 2 GiB). */
+  readonly highMemory?: boolean;
+  /** A second, read-only blk disk is attached: `PASS blk.ro.feature`, `blk.ro.write-refused`, `blk.ro.read` are required. */
+  readonly readOnlyBlk?: boolean;
 }
 
 /**
@@ -57,6 +65,11 @@ export function selftestProblems(
   for (const k of attached) {
     want.push(...DEVICE_CHECKS[k]);
     if (interrupts && IRQ_CHECKED_KINDS.includes(k)) want.push(`${k}.irq`);
+  }
+  if (attached.includes("blk")) {
+    if (interrupts) want.push("blk.event-idx");
+    if (expectation.highMemory) want.push("blk.high-buffer");
+    if (expectation.readOnlyBlk) want.push("blk.ro.feature", "blk.ro.write-refused", "blk.ro.read");
   }
   for (const c of want) if (!r.passed.includes(c)) problems.push(`missing PASS ${c}`);
   for (const k of DEVICE_KINDS) {

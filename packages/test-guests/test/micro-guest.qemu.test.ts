@@ -1,6 +1,7 @@
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { buildMicroGuest, fuzzReactions, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
+import { blkImageProblems, blkSectorImage } from "../src/blk-image.js";
 import { allDevices, tempDisk } from "./helpers.js";
 
 
@@ -71,6 +72,80 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     expect(problems, explain(r)).toContain("missing PASS rng.irq");
     expect(r.results.failed.map((f) => f.check), explain(r)).toContain("rng.irq");
     expect(r.exitCode).toBe(1);
+  });
+
+  it("blk proves its data: the seed is settable and printed, the host re-reads the image and finds every sector the guest wrote", async () => {
+    const d = tempDisk(64);
+    try {
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=selftest seed=424242 blk_serial=tsvmm-blk-7",
+        devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000, extraArgs: ["-global", "virtio-blk-device.serial=tsvmm-blk-7"],
+      });
+      expect(selftestProblems(r, ["blk"]), explain(r)).toEqual([]);
+      expect(r.results.values["seed"]).toBe("424242");
+      expect(r.results.values["blk.id"]).toBe('"tsvmm-blk-7"');
+      expect(blkImageProblems(r.results, d.path)).toEqual([]);
+      const wrote = r.results.all.filter((x) => x.key === "blk.wrote").map((x) => Number(x.value.split(":")[0]));
+      // spread over the whole disk: every 16th of it has a written range
+      expect(new Set(wrote.map((s) => Math.floor(s / (131072 / 16))))).toEqual(new Set([...Array(16).keys()]));
+    } finally {
+      d.remove();
+    }
+  });
+
+  it("blk double: QEMU with -snapshot keeps writes out of the image; the guest's own read-back passes, the host image check catches it", async () => {
+    const d = tempDisk(64);
+    try {
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=selftest blk_wrap=0", devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000,
+        extraArgs: ["-snapshot"],
+      });
+      expect(r.results.failed, explain(r)).toEqual([]);
+      const problems = blkImageProblems(r.results, d.path);
+      expect(problems.length).toBeGreaterThanOrEqual(18 * 8);
+      expect(problems[0]).toMatch(/^sector 0 \(blk.wrote=0:8\) does not hold the guest's data$/);
+    } finally {
+      d.remove();
+    }
+  });
+
+  it("blk: a read-only second disk offers VIRTIO_BLK_F_RO and refuses writes; its image is unchanged", async () => {
+    const a = tempDisk(64), b = tempDisk(16);
+    try {
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=selftest blk_wrap=0",
+        devices: [{ kind: "blk", path: b.path, readOnly: true }, { kind: "blk", path: a.path }], timeoutMs: 30_000,
+      });
+      expect(selftestProblems(r, ["blk"], { readOnlyBlk: true }).filter((p) => p !== "missing PASS blk.wrap"), explain(r)).toEqual([]);
+      expect(blkImageProblems(r.results, a.path)).toEqual([]);
+      expect(blkImageProblems(r.results, b.path, { disk: "blk.ro" })).toEqual([]);
+      // the checker itself catches a refused write that landed
+      const [, s] = /^(\d+):8$/.exec(r.results.values["blk.ro.refused"] ?? "") ?? [];
+      expect(s).toBeDefined();
+      const { openSync, writeSync, closeSync } = await import("node:fs");
+      const fd = openSync(b.path, "r+");
+      writeSync(fd, blkSectorImage(424242n, BigInt(s!) + 3n, 2n), 0, 512, (Number(s) + 3) * 512);
+      closeSync(fd);
+      expect(blkImageProblems({ ...r.results, values: { ...r.results.values, seed: "424242" } }, b.path, { disk: "blk.ro" })).toEqual([
+        `sector ${BigInt(s!) + 3n} holds the data of a write that was refused (blk.ro.refused=${s}:8)`,
+      ]);
+    } finally {
+      a.remove();
+      b.remove();
+    }
+  });
+
+  it("blk with RAM above 4 GiB: a buffer above 4 GiB and one across 2 GiB carry the data", async () => {
+    const d = tempDisk(64);
+    try {
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=selftest blk_wrap=0", memMiB: 5000, devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000,
+      });
+      expect(selftestProblems(r, ["blk"], { highMemory: true }).filter((p) => p !== "missing PASS blk.wrap"), explain(r)).toEqual([]);
+      expect(blkImageProblems(r.results, d.path)).toEqual([]);
+    } finally {
+      d.remove();
+    }
   });
 
   it("selftest without devices: reports every device kind absent and still passes the CPU checks", async () => {
