@@ -20,8 +20,19 @@ export { runGuest } from "./run-guest.js";
 export type { GuestRun, RunGuestOptions } from "./run-guest.js";
 export { parseResults, tscHz } from "./results.js";
 export type { FailedCheck, GuestResults, ResultValue, SerialLine, SkippedCheck } from "./results.js";
-export { BASE_CHECKS, DEVICE_CHECKS, FUZZ_CASES, fuzzReactions, selftestProblems } from "./expect.js";
-export type { FuzzReaction } from "./expect.js";
+export {
+  BASE_CHECKS,
+  DEVICE_CHECKS,
+  FUZZ_CASES,
+  fuzzProblems,
+  fuzzReactions,
+  IRQ_CHECKED_KINDS,
+  QEMU_FUZZ_DEFECTS,
+  selftestProblems,
+} from "./expect.js";
+export type { FuzzReaction, SelftestExpectation } from "./expect.js";
+export { blkImageProblems, blkPattern, blkSectorImage, reportedRanges } from "./blk-image.js";
+export type { BlkImageCheck, SectorRange } from "./blk-image.js";
 export { startEchoServer } from "./echo-server.js";
 export type { EchoServer } from "./echo-server.js";
 export {
