@@ -97,6 +97,9 @@ static void selftest_console(struct vdev *d) {
 	usize n = strlen(m);
 	memcpy(msg, m, n);
 	msg[27] = (char)('a' + rdtsc() % 26); /* vary per run */
+	msg[n - 1] = 0;
+	printf("RESULT console.sent=\"%s\"\n", msg); /* the host checks its peer received exactly this */
+	msg[n - 1] = '\n';
 	struct vbuf tb = {(u64)msg, (u32)n, 0};
 	vq_send(&tx, &tb, 1);
 	if (vq_wait(&tx, NULL, NULL, poll_budget) != 1) { fail("console.write", "tx not used"); return; }
@@ -184,16 +187,37 @@ static void selftest_balloon(struct vdev *d) {
 	u32 actual = vcfg32(d, 4);
 	if (actual == 1) pass("balloon.config-actual");
 	else fail("balloon.config-actual", "wrote 1, read %u", (u64)actual);
-	u8 *page = alloc(4096, 4096);
-	u32 *pfns = alloc(4, 4);
-	pfns[0] = (u32)((u64)page >> 12);
-	struct vbuf b = {(u64)pfns, 4, 0};
+	/*
+	 * Inflate BALLOON_BYTES of touched RAM at 32 MiB (free in selftest), then
+	 * deflate and reuse it. The marker lines let the host sample the VMM's RSS
+	 * (src/peer-checks.ts watchBalloon); the guest waits after each so the
+	 * sample sees the right state.
+	 */
+	u64 bytes = cmdline_u64("balloon_mib", 16) << 20;
+	u8 *region = (u8 *)(32ull << 20);
+	if (ram_top && ram_top < (32ull << 20) + bytes) bytes = 0;
+	u32 npages = (u32)(bytes >> 12);
+	u32 *pfns = alloc(4ull * (npages ? npages : 1), 4096);
+	if (!npages) { pfns[0] = (u32)((u64)alloc(4096, 4096) >> 12); npages = 1; region = NULL; }
+	else for (u32 i = 0; i < npages; i++) { memset(region + 4096ull * i, (int)(i | 1), 4096); pfns[i] = (u32)(((u64)region >> 12) + i); }
+	printf("RESULT balloon.touched=%u\n", (u64)npages * 4096);
+	u64 t = rdtsc();
+	while (rdtsc() - t < 250000000ull) pause_();
+	struct vbuf b = {(u64)pfns, 4 * npages, 0};
 	vq_send(&inf, &b, 1);
 	int ri = vq_wait(&inf, NULL, NULL, poll_budget);
+	printf("RESULT balloon.inflated=%u\n", (u64)npages * 4096);
+	t = rdtsc();
+	while (rdtsc() - t < 250000000ull) pause_();
 	vq_send(&def, &b, 1);
 	int rd = vq_wait(&def, NULL, NULL, poll_budget);
-	if (ri == 1 && rd == 1) pass("balloon.inflate-deflate");
-	else fail("balloon.inflate-deflate", "poll %d/%d", (i64)ri, (i64)rd);
+	int reuse_bad = 0;
+	if (region) {
+		for (u32 i = 0; i < npages; i += 17) region[4096ull * i + 5] = (u8)i;
+		for (u32 i = 0; i < npages; i += 17) reuse_bad += region[4096ull * i + 5] != (u8)i;
+	}
+	if (ri == 1 && rd == 1 && !reuse_bad) pass("balloon.inflate-deflate");
+	else fail("balloon.inflate-deflate", "wait %d/%d, %u pages unusable after deflate", (i64)ri, (i64)rd, (u64)reuse_bad);
 	vcfg32w(d, 4, 0);
 	vdev_reset(d);
 }

@@ -2,6 +2,9 @@ import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { buildMicroGuest, fuzzProblems, fuzzReactions, QEMU_FUZZ_DEFECTS, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
 import { blkImageProblems, blkSectorImage } from "../src/blk-image.js";
+import { consoleProblems, smpProblems, watchBalloon, withConsolePeer } from "../src/peer-checks.js";
+import { startEchoServer } from "../src/echo-server.js";
+import { qemuLauncher } from "../src/qemu.js";
 import { allDevices, tempDisk } from "./helpers.js";
 
 
@@ -148,6 +151,56 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     }
   });
 
+  it("console: the host's echo peer received exactly what the guest sent", async () => {
+    const peer = await startEchoServer();
+    try {
+      const r = await runGuest({ vmm: withConsolePeer(qemuLauncher, peer.socketPath), kernel: elf, cmdline: "mode=selftest", devices: [{ kind: "console" }], timeoutMs: 30_000 });
+      expect(selftestProblems(r, ["console"]), explain(r)).toEqual([]);
+      expect(consoleProblems(r, peer.received())).toEqual([]);
+    } finally {
+      await peer.close();
+    }
+  });
+
+  it("console double: a VMM looping tx to rx without the host (here: the echo comes from another peer) passes the guest's check, fails the host's", async () => {
+    const recorder = await startEchoServer(); // the peer the harness would check
+    const loop = await startEchoServer(); // what the looping VMM answers from
+    try {
+      const r = await runGuest({ vmm: withConsolePeer(qemuLauncher, loop.socketPath), kernel: elf, cmdline: "mode=selftest", devices: [{ kind: "console" }], timeoutMs: 30_000 });
+      expect(r.results.passed, explain(r)).toContain("console.echo");
+      expect(consoleProblems(r, recorder.received())).toEqual(["the host's console peer received nothing"]);
+      expect(consoleProblems(r, Buffer.from("something else\n"))[0]).toMatch(/^the host's console peer received "something else\\n", the guest sent "ts-vmm virtio-console echo/);
+    } finally {
+      await recorder.close();
+      await loop.close();
+    }
+  });
+
+  it("balloon: the inflate really releases the guest's pages in the VMM process (RSS sampled by the host)", async () => {
+    const name = `tsvmm-balloon-${process.pid}-${Date.now()}`;
+    const w = watchBalloon(name);
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=selftest", devices: [{ kind: "balloon" }], timeoutMs: 30_000, onSerial: w.onSerial,
+      extraArgs: ["-name", name],
+    });
+    expect(selftestProblems(r, ["balloon"]), explain(r)).toEqual([]);
+    expect(w.problems(r), JSON.stringify(w.samples)).toEqual([]);
+    console.log(`[qemu] balloon: RSS ${w.samples.touched} -> ${w.samples.inflated} bytes around a 16 MiB inflate`);
+  });
+
+  it("balloon double: QEMU with its RAM mlock'ed completes the inflate without releasing anything; the RSS check catches it", async () => {
+    const name = `tsvmm-balloon-locked-${process.pid}-${Date.now()}`;
+    const w = watchBalloon(name);
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=selftest", devices: [{ kind: "balloon" }], timeoutMs: 30_000, onSerial: w.onSerial,
+      extraArgs: ["-name", name, "-overcommit", "mem-lock=on"],
+    });
+    expect(r.results.passed, explain(r)).toContain("balloon.inflate-deflate");
+    const problems = w.problems(r);
+    expect(problems, JSON.stringify(w.samples)).toHaveLength(1);
+    expect(problems[0]).toMatch(/^the VMM's RSS went from \d+ to \d+ bytes: -?\d+ released of 16777216 ballooned$/);
+  });
+
   it("selftest without devices: reports every device kind absent and still passes the CPU checks", async () => {
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest", timeoutMs: 20_000 });
     expect(selftestProblems(r, []), explain(r)).toEqual([]);
@@ -236,12 +289,26 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     expect(fuzzProblems(r, QEMU_FUZZ_DEFECTS, true), explain(r)).toEqual([]);
   });
 
-  it("smp: INIT-SIPI starts every AP and each counts at CPL3 (2 vCPUs)", async () => {
+  it("smp: INIT-SIPI starts every AP and each counts at CPL3 (2 and 4 vCPUs)", async () => {
+    for (const n of [2, 4]) {
+      const q = await runGuest({ vmm: "qemu", kernel: elf, cmdline: `mode=smp cpus=${n}`, vcpus: n, timeoutMs: 30_000 });
+      expect(smpProblems(q, n), explain(q)).toEqual([]);
+    }
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=smp cpus=2", vcpus: 2, timeoutMs: 30_000 });
     expect(r.exitCode, explain(r)).toBe(0);
     expect(r.results.values["smp.started"]).toBe("1");
     expect(r.results.passed).toEqual(expect.arrayContaining(["smp.started", "smp.counting"]));
     expect(Number(r.results.values["smp.ap1_count_delta"])).toBeGreaterThan(0);
+  });
+
+  it("smp: a run that was not asked for every vCPU does not pass (cpus=1 or no cpus= with 2 vCPUs)", async () => {
+    const one = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=smp cpus=1", vcpus: 2, timeoutMs: 30_000 });
+    expect(one.exitCode, explain(one)).toBe(1); // the guest sees an AP it did not expect
+    expect(one.results.failed.map((f) => f.check)).toEqual(["smp.started"]);
+    expect(smpProblems(one, 2)).toContain("the guest was not told cpus=2");
+    const none = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=smp", vcpus: 2, timeoutMs: 30_000 });
+    expect(none.exitCode, explain(none)).toBe(1);
+    expect(none.results.failed.map((f) => f.check)).toEqual(["smp.cpus"]);
   });
 
   it("smp: reports a missing AP as FAIL (cpus=3 with 2 vCPUs)", async () => {
