@@ -307,6 +307,7 @@ void selftest_blk(struct vdev *d) {
 	else if (check(rd, cap - 8, 8, 0) >= 0) fail("blk.write-straddling-end", "the refused write changed the last sectors");
 	else pass("blk.write-straddling-end");
 
+	printf("RESULT blk.kicks=%u suppressed=%u\n", q.kicks, q.kicks_suppressed); /* NO_NOTIFY / avail_event honoured */
 	event_idx(&q);
 	high_buffers(&q, 8 + rand64() % (cap - 24));
 	reset_in_flight(d, &q, cap, want);

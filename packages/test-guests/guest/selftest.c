@@ -183,6 +183,26 @@ static void selftest_balloon(struct vdev *d) {
 	vdev_driver_ok(d);
 	pass("balloon.init");
 	printf("RESULT balloon.num_pages=%u\n", (u64)vcfg32(d, 0));
+	/*
+	 * Configuration-change interrupt: with balloon_config_wait=1 the host
+	 * changes the balloon target (QEMU: QMP `balloon`) when it sees the line
+	 * below; the device must raise INTERRUPT_STATUS bit 1 and num_pages must
+	 * change. Without it nothing on the host side would change the config.
+	 */
+	if (cmdline_u64("balloon_config_wait", 0)) {
+		volatile struct irq_dev *s = irq_of(d);
+		u32 n0 = vcfg32(d, 0), gen0 = vr(d, VIRTIO_MMIO_CONFIG_GENERATION);
+		u64 c0 = s ? s->config : 0;
+		print("RESULT balloon.config-wait=1\n");
+		u64 t = rdtsc();
+		if (s) while (s->config == c0 && rdtsc() - t < 2 * poll_budget) pause_();
+		else while (vcfg32(d, 0) == n0 && rdtsc() - t < 2 * poll_budget) pause_();
+		u32 n1 = vcfg32(d, 0), gen1 = vr(d, VIRTIO_MMIO_CONFIG_GENERATION);
+		printf("RESULT balloon.num_pages_after=%u config_irqs=%u generation=%u->%u\n", (u64)n1, s ? s->config - c0 : 0, (u64)gen0, (u64)gen1);
+		if (n1 == n0) fail("balloon.config-change", "num_pages stayed %u", (u64)n0);
+		else if (s && s->config == c0) fail("balloon.config-change", "num_pages changed to %u without a configuration-change interrupt", (u64)n1);
+		else pass("balloon.config-change");
+	} else skip("balloon.config-change", "the host changes no config (balloon_config_wait=1 asks it to)");
 	vcfg32w(d, 4, 1);
 	u32 actual = vcfg32(d, 4);
 	if (actual == 1) pass("balloon.config-actual");
@@ -307,6 +327,7 @@ int mode_selftest(void) {
 	blk_seed = cmdline_u64("seed", rdtsc());
 	srand64(blk_seed);
 	printf("RESULT seed=%u\n", blk_seed);
+	vq_honour_no_notify = 1;
 	check_cpu();
 	vdev_list();
 	int use_irq = (int)cmdline_u64("irq", 1);

@@ -42,6 +42,7 @@ static void discover(void) {
 }
 
 int vq_use_irq;
+int vq_honour_no_notify;
 u64 vq_missing_irqs;
 
 int vdev_index(const struct vdev *d) { return d >= devs && d < devs + MAX_DEVS ? (int)(d - devs) : -1; }
@@ -166,7 +167,7 @@ void vq_kick(struct vq *q) {
 		u16 ev = VQ_AVAIL_EVENT(q), nw = q->avail_idx, old = q->kicked;
 		q->kicked = nw;
 		if ((u16)(nw - ev - 1) >= (u16)(nw - old)) { q->kicks_suppressed++; return; }
-	} else if (__atomic_load_n(&q->used->flags, __ATOMIC_ACQUIRE) & VRING_USED_F_NO_NOTIFY) {
+	} else if (vq_honour_no_notify && (__atomic_load_n(&q->used->flags, __ATOMIC_ACQUIRE) & VRING_USED_F_NO_NOTIFY)) {
 		/* The device said it does not need this notification (it is still processing). */
 		q->kicks_suppressed++;
 		return;

@@ -87,6 +87,8 @@ struct vq {
 
 /* Set by selftest (irq=1, the default there): queues set up afterwards wait for interrupts. */
 extern int vq_use_irq;
+/* Set by selftest: skip a notification while the device's used->flags has VRING_USED_F_NO_NOTIFY (bench modes always notify). */
+extern int vq_honour_no_notify;
 /* Counters of completions seen without an interrupt (vq_wait gave up waiting for one). */
 extern u64 vq_missing_irqs;
 

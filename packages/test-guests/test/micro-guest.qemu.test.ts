@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { buildMicroGuest, fuzzProblems, fuzzReactions, QEMU_FUZZ_DEFECTS, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
@@ -6,6 +9,7 @@ import { consoleProblems, smpProblems, watchBalloon, withConsolePeer } from "../
 import { startEchoServer } from "../src/echo-server.js";
 import { qemuLauncher } from "../src/qemu.js";
 import { allDevices, tempDisk } from "./helpers.js";
+import { qmp } from "./qmp.js";
 
 
 // Each run has its own runGuest timeout (<= 60 s); vitest's must be longer so the harness,
@@ -199,6 +203,30 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     const problems = w.problems(r);
     expect(problems, JSON.stringify(w.samples)).toHaveLength(1);
     expect(problems[0]).toMatch(/^the VMM's RSS went from \d+ to \d+ bytes: -?\d+ released of 16777216 ballooned$/);
+  });
+
+  it("balloon: a configuration change (QMP balloon target) arrives as a config-change interrupt and num_pages follows", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-qmp-"));
+    try {
+      const sock = join(dir, "qmp.sock");
+      let sent: Promise<unknown[]> | undefined;
+      let pending = "";
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=selftest balloon_config_wait=1", devices: [{ kind: "balloon" }], timeoutMs: 30_000,
+        extraArgs: ["-qmp", `unix:${sock},server=on,wait=off`],
+        onSerial: (t) => {
+          pending += t;
+          if (!sent && pending.includes("RESULT balloon.config-wait=1")) sent = qmp(sock, [{ execute: "balloon", arguments: { value: 48 << 20 } }]);
+        },
+      });
+      expect(await sent).toEqual([{ return: {} }]);
+      expect(selftestProblems(r, ["balloon"]), explain(r)).toEqual([]);
+      expect(r.results.passed).toContain("balloon.config-change");
+      expect(r.results.values["balloon.num_pages_after"], explain(r)).toMatch(/^4096 config_irqs=[1-9]\d* /);
+      expect(r.results.values["irq.balloon"]).toMatch(/config:[1-9]/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("selftest without devices: reports every device kind absent and still passes the CPU checks", async () => {
