@@ -86,7 +86,17 @@ static void khex(u64 v) {
 	kwrite(b, 19);
 }
 
+/* Every exit goes through here: the `RESULT exit=<v>` marker, then the outl to 0xf4. */
 __attribute__((noreturn)) static void kexit(u32 v) {
+	char b[24] = "RESULT exit=";
+	int n = 12;
+	char d[10];
+	int k = 0;
+	u32 x = v;
+	do { d[k++] = (char)('0' + x % 10); } while ((x /= 10) && k < 10);
+	while (k) b[n++] = d[--k];
+	b[n++] = '\n';
+	kwrite(b, (u64)n);
 	for (;;) outl(DEBUG_EXIT_PORT, v);
 }
 

@@ -243,6 +243,16 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     expect(r.results.failed).toEqual([{ check: "rng", detail: "virtio-mmio version 1 (want 2)" }]);
   });
 
+  it("every exit path prints RESULT exit=<v> right before the outl to 0xf4 (trap: 127, out of heap: 3)", async () => {
+    for (const [mode, v] of [["trap", 127], ["out-of-heap", 3], ["hello", 0]] as const) {
+      const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: `mode=${mode}`, timeoutMs: 20_000 });
+      expect(r.exitCode, explain(r)).toBe(v);
+      const last = r.lines.filter((l) => l.text.trim() !== "").at(-1)?.text;
+      expect(last, explain(r)).toBe(`RESULT exit=${v}`);
+      expect(r.results.all.filter((x) => x.key === "exit")).toHaveLength(1);
+    }
+  });
+
   it("an unknown mode fails with exit value 2", async () => {
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=nonsense", timeoutMs: 20_000 });
     expect(r.exitCode, explain(r)).toBe(2);
