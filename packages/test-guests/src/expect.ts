@@ -39,6 +39,8 @@ export interface SelftestExpectation {
   readonly highMemory?: boolean;
   /** A second, read-only blk disk is attached: `PASS blk.ro.feature`, `blk.ro.write-refused`, `blk.ro.read` are required. */
   readonly readOnlyBlk?: boolean;
+  /** The blk device offers VIRTIO_F_RING_PACKED (QEMU: `-global virtio-blk-device.packed=on`): `PASS blk.packed` is required. */
+  readonly packedRing?: boolean;
 }
 
 /**
@@ -70,6 +72,7 @@ export function selftestProblems(
     if (interrupts) want.push("blk.event-idx");
     if (expectation.highMemory) want.push("blk.high-buffer");
     if (expectation.readOnlyBlk) want.push("blk.ro.feature", "blk.ro.write-refused", "blk.ro.read");
+    if (expectation.packedRing) want.push("blk.packed");
   }
   for (const c of want) if (!r.passed.includes(c)) problems.push(`missing PASS ${c}`);
   for (const k of DEVICE_KINDS) {

@@ -142,6 +142,24 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     }
   });
 
+  it("blk on a packed ring (a mode): wrap counters wrap, 7-descriptor chains, 16 requests in flight, interrupt-driven; data on the image", async () => {
+    const d = tempDisk(64);
+    try {
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=selftest blk_wrap=0", devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000,
+        extraArgs: ["-global", "virtio-blk-device.packed=on"],
+      });
+      expect(selftestProblems(r, ["blk"], { packedRing: true }).filter((p) => p !== "missing PASS blk.wrap"), explain(r)).toEqual([]);
+      expect(blkImageProblems(r.results, d.path, { minRanges: 18 + 48 })).toEqual([]);
+      // without packed=on the check is skipped, and then a packed expectation is not met
+      const plain = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest blk_wrap=0", devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000 });
+      expect(plain.results.skipped).toContainEqual({ check: "blk.packed", reason: "VIRTIO_F_RING_PACKED not offered" });
+      expect(selftestProblems(plain, ["blk"], { packedRing: true })).toContain("missing PASS blk.packed");
+    } finally {
+      d.remove();
+    }
+  });
+
   it("blk with RAM above 4 GiB: a buffer above 4 GiB and one across 2 GiB carry the data", async () => {
     const d = tempDisk(64);
     try {
