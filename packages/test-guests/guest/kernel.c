@@ -97,6 +97,10 @@ __attribute__((noreturn)) static void kexit(u32 v) {
 	while (k) b[n++] = d[--k];
 	b[n++] = '\n';
 	kwrite(b, (u64)n);
+	/* Let the UART drain (LSR.TEMT: FIFO and shift register empty) before the VMM exits:
+	 * QEMU drops what is still in the transmit FIFO when the guest ends the run. Bounded. */
+	for (u32 spins = 0; !(inb(SERIAL_PORT + 5) & 0x40) && spins < 100000; spins++)
+		;
 	for (;;) outl(DEBUG_EXIT_PORT, v);
 }
 
