@@ -33,6 +33,8 @@ export {
 export type { FuzzReaction, SelftestExpectation } from "./expect.js";
 export { blkImageProblems, blkPattern, blkSectorImage, reportedRanges } from "./blk-image.js";
 export type { BlkImageCheck, SectorRange } from "./blk-image.js";
+export { consoleProblems, findProcess, processRss, smpProblems, watchBalloon, withConsolePeer } from "./peer-checks.js";
+export type { BalloonWatch } from "./peer-checks.js";
 export { startEchoServer } from "./echo-server.js";
 export type { EchoServer } from "./echo-server.js";
 export {
