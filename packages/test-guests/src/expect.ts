@@ -69,7 +69,7 @@ export function selftestProblems(
     if (interrupts && IRQ_CHECKED_KINDS.includes(k)) want.push(`${k}.irq`);
   }
   if (attached.includes("blk")) {
-    if (interrupts) want.push("blk.event-idx");
+    if (interrupts) want.push("blk.event-idx", "blk.no-interrupt");
     if (expectation.highMemory) want.push("blk.high-buffer");
     if (expectation.readOnlyBlk) want.push("blk.ro.feature", "blk.ro.write-refused", "blk.ro.read");
     if (expectation.packedRing) want.push("blk.packed");
