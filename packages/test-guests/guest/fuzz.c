@@ -137,6 +137,10 @@ static void chain3(struct ctx *c, u64 daddr, u32 dlen, u16 hflags) {
 }
 static void c_buffer_outside_memory(struct ctx *c) { chain3(c, FAR, 4096, 0); }
 static void c_buffer_wraps_2_64(struct ctx *c) { chain3(c, 0xfffffffffffff000ull, 0x2000, 0); }
+/* Verdict self-check (fuzz_selfcheck=1 only): a valid read whose buffer is the end of the
+ * guard page before c->data, so a correct device writes "outside the buffers" as the
+ * checker sees them; the verdict must be fail. */
+static void c_selfcheck_guard(struct ctx *c) { chain3(c, (u64)c->data - 512, 512, 0); }
 static void c_header_device_writable(struct ctx *c) { chain3(c, (u64)c->data, 512, VIRTQ_DESC_F_WRITE); }
 static void c_avail_idx_ahead(struct ctx *c) {
 	c->q->avail_idx = (u16)(c->q->avail_idx + c->q->num + 3);
@@ -158,6 +162,7 @@ static void c_desc_table_outside_memory(struct ctx *c) {
 #define OK_DATA 4
 #define IND 1   /* needs VIRTIO_F_INDIRECT_DESC */
 #define WRITE 2 /* the case writes c->data to c->wsector: OK_DATA means it is on the disk */
+#define SELFCHECK 4 /* only with fuzz_selfcheck=1: tests the verdict logic, must fail */
 /* data_len: bytes of c->data the chain reads from sector 0 (compared for OK_DATA). */
 static const struct { const char *name; void (*fn)(struct ctx *); int accept; int flags; u32 data_len; } cases[] = {
 	{"next_out_of_table", c_next_out_of_table, ERR | RESET, 0, 0},
@@ -176,6 +181,7 @@ static const struct { const char *name; void (*fn)(struct ctx *); int accept; in
 	{"desc_table_outside_memory", c_desc_table_outside_memory, ERR | RESET, 0, 0},
 	{"valid_indirect_read", c_valid_indirect_read, OK_DATA, IND, 4096},
 	{"valid_indirect_write", c_valid_indirect_write, OK_DATA, IND | WRITE, 0},
+	{"selfcheck_guard", c_selfcheck_guard, ERR | RESET | OK_DATA, SELFCHECK, 0},
 };
 
 static int fuzz_failed;
@@ -233,6 +239,7 @@ int mode_fuzz(void) {
 	int ncases = 0;
 	for (usize i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		const char *name = cases[i].name;
+		if ((cases[i].flags & SELFCHECK) && !cmdline_u64("fuzz_selfcheck", 0)) continue;
 		if ((cases[i].flags & IND) && !indirect) {
 			printf("SKIP fuzz.%s VIRTIO_F_INDIRECT_DESC not offered\nRESULT fuzz.%s.verdict=skip\n", name, name);
 			continue;

@@ -333,6 +333,15 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     console.log(`[qemu] fuzz verdicts:\n${table.join("\n")}`);
   });
 
+  it("fuzz verdict self-check: a device write outside the chain's buffers (here: a buffer inside the guard page) is a FAIL", async () => {
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=fuzz fuzz_selfcheck=1", memMiB: 64, devices: [{ kind: "blk", path: disk.path }], timeoutMs: 60_000,
+    });
+    expect(r.results.values["fuzz.selfcheck_guard.verdict"], explain(r)).toBe("fail");
+    expect(r.results.failed.find((f) => f.check === "fuzz.selfcheck_guard")?.detail).toBe("the device wrote outside the chain's buffers");
+    expect(fuzzProblems(r, QEMU_FUZZ_DEFECTS)).toEqual([expect.stringMatching(/^FAIL fuzz.selfcheck_guard /)]);
+  });
+
   it("fuzz without INDIRECT offered: indirect cases are skipped, not sent un-negotiated", async () => {
     const r = await runGuest({
       vmm: "qemu", kernel: elf, cmdline: "mode=fuzz", memMiB: 64, devices: [{ kind: "blk", path: disk.path }], timeoutMs: 60_000,
