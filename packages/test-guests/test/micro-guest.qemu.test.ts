@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
+import { Qmp } from "@ts-vmm/test-utils/node";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { buildMicroGuest, fuzzProblems, fuzzReactions, QEMU_FUZZ_DEFECTS, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
 import { blkImageProblems, blkSectorImage } from "../src/blk-image.js";
@@ -9,7 +10,6 @@ import { consoleProblems, smpProblems, watchBalloon, withConsolePeer } from "../
 import { startEchoServer } from "../src/echo-server.js";
 import { qemuLauncher } from "../src/qemu.js";
 import { allDevices, tempDisk } from "./helpers.js";
-import { qmp } from "./qmp.js";
 
 
 // Each run has its own runGuest timeout (<= 60 s); vitest's must be longer so the harness,
@@ -210,19 +210,6 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     console.log(`[qemu] balloon: RSS ${w.samples.touched} -> ${w.samples.inflated} bytes around a 16 MiB inflate`);
   });
 
-  it("balloon double: QEMU with its RAM mlock'ed completes the inflate without releasing anything; the RSS check catches it", async () => {
-    const name = `tsvmm-balloon-locked-${process.pid}-${Date.now()}`;
-    const w = watchBalloon(name);
-    const r = await runGuest({
-      vmm: "qemu", kernel: elf, cmdline: "mode=selftest", devices: [{ kind: "balloon" }], timeoutMs: 30_000, onSerial: w.onSerial,
-      extraArgs: ["-name", name, "-overcommit", "mem-lock=on"],
-    });
-    expect(r.results.passed, explain(r)).toContain("balloon.inflate-deflate");
-    const problems = w.problems(r);
-    expect(problems, JSON.stringify(w.samples)).toHaveLength(1);
-    expect(problems[0]).toMatch(/^the VMM's RSS went from \d+ to \d+ bytes: -?\d+ released of 16777216 ballooned$/);
-  });
-
   it("balloon: a configuration change (QMP balloon target) arrives as a config-change interrupt and num_pages follows", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ts-vmm-qmp-"));
     try {
@@ -234,10 +221,19 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
         extraArgs: ["-qmp", `unix:${sock},server=on,wait=off`],
         onSerial: (t) => {
           pending += t;
-          if (!sent && pending.includes("RESULT balloon.config-wait=1")) sent = qmp(sock, [{ execute: "balloon", arguments: { value: 48 << 20 } }]);
+          if (!sent && pending.includes("RESULT balloon.config-wait=1")) {
+            sent = (async () => {
+              const q = await Qmp.connect(sock);
+              try {
+                return [await q.execute("balloon", { value: 48 << 20 })];
+              } finally {
+                q.close();
+              }
+            })();
+          }
         },
       });
-      expect(await sent).toEqual([{ return: {} }]);
+      expect(await sent).toEqual([{}]);
       expect(selftestProblems(r, ["balloon"]), explain(r)).toEqual([]);
       expect(r.results.passed).toContain("balloon.config-change");
       expect(r.results.values["balloon.num_pages_after"], explain(r)).toMatch(/^4096 config_irqs=[1-9]\d* /);
@@ -380,5 +376,26 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=smp cpus=3 ap_wait=400000000", vcpus: 2, timeoutMs: 60_000 });
     expect(r.exitCode, explain(r)).toBe(1);
     expect(r.results.failed.map((f) => f.check)).toEqual(["smp.started"]);
+  });
+});
+
+// mlockall needs CAP_IPC_LOCK (or a memlock limit above the guest's RAM): root.
+describeWith({ kvm: true, root: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "balloon double under QEMU (root: mlock)", () => {
+  let elf = "";
+  beforeAll(async () => {
+    elf = (await buildMicroGuest()).elf;
+  });
+
+  it("balloon double: QEMU with its RAM mlock'ed completes the inflate without releasing anything; the RSS check catches it", async () => {
+    const name = `tsvmm-balloon-locked-${process.pid}-${Date.now()}`;
+    const w = watchBalloon(name);
+    const r = await runGuest({
+      vmm: "qemu", kernel: elf, cmdline: "mode=selftest", devices: [{ kind: "balloon" }], timeoutMs: 30_000, onSerial: w.onSerial,
+      extraArgs: ["-name", name, "-overcommit", "mem-lock=on"],
+    });
+    expect(r.results.passed, explain(r)).toContain("balloon.inflate-deflate");
+    const problems = w.problems(r);
+    expect(problems, JSON.stringify(w.samples)).toHaveLength(1);
+    expect(problems[0]).toMatch(/^the VMM's RSS went from \d+ to \d+ bytes: -?\d+ released of 16777216 ballooned$/);
   });
 });
