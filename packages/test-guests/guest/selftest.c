@@ -208,8 +208,10 @@ static void selftest_balloon(struct vdev *d) {
 	if (actual == 1) pass("balloon.config-actual");
 	else fail("balloon.config-actual", "wrote 1, read %u", (u64)actual);
 	/*
-	 * Inflate BALLOON_BYTES of touched RAM at 32 MiB (free in selftest), then
-	 * deflate and reuse it. The marker lines let the host sample the VMM's RSS
+	 * Inflate balloon_mib= (default 16) MiB of touched RAM at 32 MiB (free in
+	 * selftest; one heap page instead when the PVH memory map says RAM ends
+	 * below; without a memory map the guest assumes the harness's 64 MiB),
+	 * then deflate and reuse it. The marker lines let the host sample the VMM's RSS
 	 * (src/peer-checks.ts watchBalloon); the guest waits after each so the
 	 * sample sees the right state.
 	 */
