@@ -224,13 +224,13 @@ static void selftest_balloon(struct vdev *d) {
 	else for (u32 i = 0; i < npages; i++) { memset(region + 4096ull * i, (int)(i | 1), 4096); pfns[i] = (u32)(((u64)region >> 12) + i); }
 	printf("RESULT balloon.touched=%u\n", (u64)npages * 4096);
 	u64 t = rdtsc();
-	while (rdtsc() - t < 250000000ull) pause_();
+	while (rdtsc() - t < 650000000ull) pause_(); /* ~0.25 s for the host to sample */
 	struct vbuf b = {(u64)pfns, 4 * npages, 0};
 	vq_send(&inf, &b, 1);
 	int ri = vq_wait(&inf, NULL, NULL, poll_budget);
 	printf("RESULT balloon.inflated=%u\n", (u64)npages * 4096);
 	t = rdtsc();
-	while (rdtsc() - t < 250000000ull) pause_();
+	while (rdtsc() - t < 650000000ull) pause_(); /* ~0.25 s for the host to sample */
 	vq_send(&def, &b, 1);
 	int rd = vq_wait(&def, NULL, NULL, poll_budget);
 	int reuse_bad = 0;
