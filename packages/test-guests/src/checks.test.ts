@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { blkImageProblems, blkPattern, blkSectorImage } from "./blk-image.js";
 import { fuzzProblems, QEMU_FUZZ_DEFECTS, FUZZ_CASES, selftestProblems } from "./expect.js";
-import { consoleProblems, smpProblems } from "./peer-checks.js";
+import { spawn } from "node:child_process";
+import { consoleProblems, findProcess, processRss, smpProblems, watchBalloon } from "./peer-checks.js";
 import { parseResults } from "./results.js";
 import type { GuestRun } from "./run-guest.js";
 
@@ -107,5 +108,27 @@ describe("selftestProblems and fuzzProblems", () => {
     // a verdict logic that stops catching a defect
     const lenient = lines.map((l) => l.replace("buffer_wraps_2_64.verdict=fail", "buffer_wraps_2_64.verdict=pass")).filter((l) => !l.startsWith("FAIL fuzz.buffer_wraps"));
     expect(fuzzProblems(run(1, ...lenient), QEMU_FUZZ_DEFECTS)).toEqual(["buffer_wraps_2_64: verdict pass, want fail"]);
+  });
+});
+
+describe("watchBalloon", () => {
+  it("finds the VMM process by a marker in its command line and samples its RSS at the guest's markers", async () => {
+    const marker = `ts-vmm-marker-${process.pid}-${Date.now()}`;
+    const child = spawn("sh", ["-c", "sleep 5", marker], { stdio: "ignore" });
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(findProcess(marker)).toBe(child.pid);
+      expect(processRss(child.pid!)).toBeGreaterThan(0);
+      const w = watchBalloon(marker);
+      w.onSerial("RESULT balloon.touched=4096\nRESULT balloon.inf");
+      w.onSerial("lated=4096\n");
+      expect(w.samples.touched).toBeGreaterThan(0);
+      expect(w.samples.inflated).toBeGreaterThan(0);
+      // the shell released nothing between the two samples: a 16 MiB inflate would not be believed
+      expect(w.problems(run(0, "RESULT balloon.inflated=16777216"))[0]).toMatch(/^the VMM's RSS went from \d+ to \d+ bytes/);
+      expect(watchBalloon("no-such-marker-x").problems(run(0))).toEqual([`no "RESULT balloon.inflated=" line`, "RSS not sampled at both markers"]);
+    } finally {
+      child.kill();
+    }
   });
 });
