@@ -79,8 +79,11 @@ int irq_route(struct vdev *d) {
 	irq_devs[i].base = d->base;
 	u32 vec = IRQ_VEC_DEV + (u32)i;
 	ioapic_write(0x10 + 2 * pin + 1, apic_id << 24);
-	ioapic_write(0x10 + 2 * pin, vec); /* fixed, physical, active high, edge, unmasked */
-	return ioapic_read(0x10 + 2 * pin) == vec ? 0 : -1;
+	/* fixed, physical, active high, unmasked; edge (default) or level (irq_level=1: the
+	 * line must drop once INTERRUPT_ACK clears the status, or the pin fires again after EOI) */
+	u32 lo = vec | (cmdline_u64("irq_level", 0) ? 1u << 15 : 0);
+	ioapic_write(0x10 + 2 * pin, lo);
+	return (ioapic_read(0x10 + 2 * pin) & 0x1ffff) == lo ? 0 : -1;
 }
 
 void irq_unroute(struct vdev *d) {
