@@ -14,6 +14,7 @@ int mode_bench_irq(void);
 void user_main(void) {
 	char mode[32];
 	if (!cmdline_get("mode", mode, sizeof mode)) memcpy(mode, "hello", 6);
+	poll_budget = cmdline_u64("poll_budget", poll_budget); /* tests that expect a timeout shorten it */
 	u64 cs;
 	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
 	printf("ts-vmm micro-guest: mode=%s cpl=%u\n", mode, cs & 3);

@@ -73,7 +73,7 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
   it("a device whose interrupt does not arrive (advertised GSI not the wired one) fails the selftest", async () => {
     // irq_pin_skew=1 routes pin irq+1: the device completes requests but its interrupt goes nowhere.
     const r = await runGuest({
-      vmm: "qemu", kernel: elf, cmdline: "mode=selftest irq_pin_skew=1", devices: [{ kind: "rng" }], timeoutMs: 30_000,
+      vmm: "qemu", kernel: elf, cmdline: "mode=selftest irq_pin_skew=1 poll_budget=400000000", devices: [{ kind: "rng" }], timeoutMs: 30_000,
     });
     const problems = selftestProblems(r, ["rng"]);
     expect(problems, explain(r)).toContain("missing PASS rng.irq");
