@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
@@ -129,7 +129,6 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
       // the checker itself catches a refused write that landed
       const [, s] = /^(\d+):8$/.exec(r.results.values["blk.ro.refused"] ?? "") ?? [];
       expect(s).toBeDefined();
-      const { openSync, writeSync, closeSync } = await import("node:fs");
       const fd = openSync(b.path, "r+");
       writeSync(fd, blkSectorImage(424242n, BigInt(s!) + 3n, 2n), 0, 512, (Number(s) + 3) * 512);
       closeSync(fd);
