@@ -331,6 +331,29 @@ static void packed_check(struct vdev *d, u64 cap) {
 	pass("blk.packed");
 }
 
+/*
+ * Configuration change (blk_config_wait=1): the host resizes the disk (QEMU:
+ * QMP block_resize) when it sees the line below; the device must raise a
+ * configuration-change interrupt and report the new capacity.
+ */
+static void config_change(struct vdev *d, u64 want, u64 cap) {
+	struct vq q;
+	if (vdev_init(d, want) || vq_setup(d, &q, 0, 64)) { fail("blk.config-change", "init"); return; }
+	vdev_driver_ok(d);
+	volatile struct irq_dev *s = irq_of(d);
+	u64 c0 = s ? s->config : 0;
+	print("RESULT blk.config-wait=1\n");
+	u64 t = rdtsc();
+	if (s) while (s->config == c0 && rdtsc() - t < 2 * poll_budget) pause_();
+	else while (vcfg64(d, 0) == cap && rdtsc() - t < 2 * poll_budget) pause_();
+	u64 cap1 = vcfg64(d, 0);
+	printf("RESULT blk.capacity_after=%u config_irqs=%u\n", cap1, s ? s->config - c0 : 0);
+	if (cap1 == cap) fail("blk.config-change", "capacity stayed %u sectors", cap);
+	else if (s && s->config == c0) fail("blk.config-change", "capacity changed to %u without a configuration-change interrupt", cap1);
+	else pass("blk.config-change");
+	vdev_reset(d);
+}
+
 void selftest_blk(struct vdev *d) {
 	u64 want = BLK_F_FLUSH | BLK_F_RO | VIRTIO_F_EVENT_IDX;
 	int r = vdev_init(d, want);
@@ -445,6 +468,8 @@ void selftest_blk(struct vdev *d) {
 	vdev_reset(d);
 	packed_check(d, cap);
 	vdev_reset(d);
+	if (cmdline_u64("blk_config_wait", 0)) config_change(d, want, cap);
+	else skip("blk.config-change", "the host changes no config (blk_config_wait=1 asks it to)");
 	u64 nwrap = cmdline_u64("blk_wrap", 66000);
 	if (nwrap) wrap(d, want, nwrap);
 	else skip("blk.wrap", "blk_wrap=0");

@@ -242,6 +242,40 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     }
   });
 
+  it("blk: a resize on the host (QMP block_resize) arrives as a config-change interrupt with the new capacity", async () => {
+    const d = tempDisk(64);
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-qmp-"));
+    try {
+      const sock = join(dir, "qmp.sock");
+      let sent: Promise<unknown> | undefined;
+      let pending = "";
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=selftest blk_wrap=0 blk_config_wait=1", devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000,
+        extraArgs: ["-qmp", `unix:${sock},server=on,wait=off`],
+        onSerial: (t) => {
+          pending += t;
+          if (!sent && pending.includes("RESULT blk.config-wait=1")) {
+            sent = (async () => {
+              const q = await Qmp.connect(sock);
+              try {
+                return await q.execute("block_resize", { device: "blk0", size: 96 << 20 });
+              } finally {
+                q.close();
+              }
+            })();
+          }
+        },
+      });
+      expect(await sent).toEqual({});
+      expect(r.results.passed, explain(r)).toContain("blk.config-change");
+      expect(r.results.values["blk.capacity_after"]).toMatch(/^196608 config_irqs=[1-9]/);
+      expect(blkImageProblems(r.results, d.path)).toEqual(["the last sector was not written"]); // the disk grew after the writes
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      d.remove();
+    }
+  });
+
   it("selftest without devices: reports every device kind absent and still passes the CPU checks", async () => {
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest", timeoutMs: 20_000 });
     expect(selftestProblems(r, []), explain(r)).toEqual([]);
