@@ -126,6 +126,20 @@ isr\vec:
 	STUB 21,1
 	STUB 128,0
 
+/* External interrupts and IPIs, vectors 0x20-0xff: one 16-byte stub each at
+ * irq_stubs + 16 * (vector - 0x20), so kmain can fill the IDT with a loop. */
+	.balign 16
+	.globl irq_stubs
+irq_stubs:
+	.set v, 0x20
+	.rept 0xe0
+	.balign 16
+	pushq $0
+	pushq $v
+	jmp isr_common
+	.set v, v + 1
+	.endr
+
 isr_common:
 	pushq %rax
 	pushq %rbx
@@ -186,7 +200,7 @@ gdt_ptr:
 start_info_paddr:
 	.long 0, 0
 
-/* Identity map of 0..4 GiB with 2 MiB pages, user-accessible (US), writable.
+/* Identity map of 0..8 GiB with 2 MiB pages, user-accessible (US), writable.
  * The top GiB (MMIO: virtio-mmio, IOAPIC, LAPIC) is mapped uncached (PCD|PWT). */
 	.balign 4096
 	.globl pml4
@@ -195,11 +209,14 @@ pml4:
 	.fill 511, 8, 0
 pdpt:
 	.quad pd0 + 0x7, pd1 + 0x7, pd2 + 0x7, pd3 + 0x7
-	.fill 508, 8, 0
+	.quad pd4 + 0x7, pd5 + 0x7, pd6 + 0x7, pd7 + 0x7
+	.fill 504, 8, 0
+/* 0-8 GiB: RAM below 3 GiB, the MMIO hole 3-4 GiB, RAM above 4 GiB (VMMs put
+ * RAM beyond 3 GiB there; blk's high-buffer check uses it). */
 pd0:
 	.set i, 0
-	.rept 2048
-	.if i >= 1536
+	.rept 4096
+	.if i >= 1536 && i < 2048
 	.quad (i << 21) | 0x9f
 	.else
 	.quad (i << 21) | 0x87
@@ -209,6 +226,10 @@ pd0:
 pd1 = pd0 + 4096
 pd2 = pd0 + 8192
 pd3 = pd0 + 12288
+pd4 = pd0 + 16384
+pd5 = pd0 + 20480
+pd6 = pd0 + 24576
+pd7 = pd0 + 28672
 
 	.bss
 	.balign 4096

@@ -25,6 +25,28 @@ typedef unsigned long usize;
 #define SYS_OUTB 3    /* outb(port, value) */
 #define SYS_INB 4     /* inb(port) -> rax */
 #define SYS_OUTL 5    /* outl(port, value) */
+#define SYS_RDMSR 6   /* rdmsr(msr) -> rax */
+#define SYS_WRMSR 7   /* wrmsr(msr, value) */
+#define SYS_CPUID 8   /* cpuid(leaf, u32 out[4]) at CPL0: the VMM's CPUID, not the host's */
+
+/* Interrupt vectors (irq.c programs the IOAPIC and LAPIC, kernel.c handles them). */
+#define IRQ_VEC_DEV 0x30       /* + index of the device in the virtio_mmio.device= list */
+#define IRQ_MAX_DEVS 32
+#define IRQ_VEC_IPI 0xf0       /* self-IPI (bench-irq) */
+#define IRQ_VEC_SPURIOUS 0xff
+/* Per-device interrupt record, written by the CPL0 handler, read at CPL3. */
+struct irq_dev {
+	u64 base;      /* virtio-mmio window (set by irq.c); 0 = vector not routed */
+	u64 count;     /* interrupts taken */
+	u64 used;      /* with INTERRUPT_STATUS bit 0 (used buffer) */
+	u64 config;    /* with bit 1 (configuration change) */
+	u64 empty;     /* with INTERRUPT_STATUS 0 (spurious for this device) */
+	u64 status_or; /* OR of every status read */
+};
+struct irq_counts { u64 ipi, spurious, other, last_other; };
+extern volatile struct irq_dev irq_devs[IRQ_MAX_DEVS];
+extern volatile struct irq_counts irq_counts;
+extern volatile u32 apic_mode; /* 0 not set up, 1 xAPIC, 2 x2APIC (read by the handler for EOI) */
 
 /* Xen's struct hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h). */
 struct hvm_start_info {
@@ -93,4 +115,5 @@ extern int failures;
 
 /* Timing: a TSC-cycle budget for polls; see main.c */
 extern u64 poll_budget;
+extern u64 ram_top;
 #endif

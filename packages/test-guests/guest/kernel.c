@@ -86,8 +86,24 @@ static void khex(u64 v) {
 	kwrite(b, 19);
 }
 
+/* Every exit goes through here: the `RESULT exit=<v>` marker, then the outl to 0xf4. */
 __attribute__((noreturn)) static void kexit(u32 v) {
-	for (;;) outl(DEBUG_EXIT_PORT, v);
+	char b[24] = "RESULT exit=";
+	int n = 12;
+	char d[10];
+	int k = 0;
+	u32 x = v;
+	do { d[k++] = (char)('0' + x % 10); } while ((x /= 10) && k < 10);
+	while (k) b[n++] = d[--k];
+	b[n++] = '\n';
+	kwrite(b, (u64)n);
+	/* Let the UART drain (LSR.TEMT: FIFO and shift register empty) before the VMM exits:
+	 * QEMU drops what is still in the transmit FIFO when the guest ends the run. Bounded. */
+	for (u32 spins = 0; !(inb(SERIAL_PORT + 5) & 0x40) && spins < 100000; spins++)
+		;
+	outl(DEBUG_EXIT_PORT, v);
+	/* A VMM that did not end the run here: stop (one outl per RESULT exit= line). */
+	for (;;) __asm__ volatile("cli; hlt");
 }
 
 /* Replays an IN/OUT that faulted at CPL3 (IOPL from iretq is not honoured
@@ -119,6 +135,44 @@ static int replay_pio(struct trap_frame *f) {
 
 u64 ud_syscalls;
 
+/*
+ * Interrupts (vectors 0x20-0xff). The CPL3 side (irq.c) programs the LAPIC and
+ * IOAPIC and fills irq_devs[]; this handler only acknowledges: for a device
+ * vector it reads the device's INTERRUPT_STATUS, writes the same bits to
+ * INTERRUPT_ACK and counts; then it signals EOI (x2APIC: MSR 0x80b, xAPIC: MMIO).
+ * Every instruction here is emulated on the development machine, so it is short.
+ */
+volatile struct irq_dev irq_devs[IRQ_MAX_DEVS];
+volatile struct irq_counts irq_counts;
+volatile u32 apic_mode;
+
+static inline void wrmsr(u32 msr, u64 v) {
+	__asm__ volatile("wrmsr" ::"c"(msr), "a"((u32)v), "d"((u32)(v >> 32)));
+}
+static inline u64 rdmsr(u32 msr) {
+	u32 lo, hi;
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return ((u64)hi << 32) | lo;
+}
+
+static void irq(u64 vec) {
+	if (vec == IRQ_VEC_SPURIOUS) { irq_counts.spurious++; return; } /* no EOI for spurious */
+	u64 i = vec - IRQ_VEC_DEV;
+	if (vec >= IRQ_VEC_DEV && i < IRQ_MAX_DEVS && irq_devs[i].base) {
+		volatile struct irq_dev *d = &irq_devs[i];
+		u32 st = *(volatile u32 *)(d->base + 0x60); /* INTERRUPT_STATUS */
+		*(volatile u32 *)(d->base + 0x64) = st;     /* INTERRUPT_ACK */
+		d->status_or |= st;
+		if (st & 1) d->used++;
+		if (st & 2) d->config++;
+		if (!st) d->empty++;
+		d->count++;
+	} else if (vec == IRQ_VEC_IPI) irq_counts.ipi++;
+	else { irq_counts.other++; irq_counts.last_other = vec; }
+	if (apic_mode == 2) wrmsr(0x80b, 0);
+	else *(volatile u32 *)0xfee000b0ull = 0;
+}
+
 void trap(struct trap_frame *f) {
 	/* On the development machine (kvm_pvm) `int $0x80` at CPL3 raises #UD
 	 * instead of going through the DPL3 gate: treat that #UD as the syscall. */
@@ -135,9 +189,17 @@ void trap(struct trap_frame *f) {
 		case SYS_OUTB: outb((u16)f->rdi, (u8)f->rsi); return;
 		case SYS_INB: f->rax = inb((u16)f->rdi); return;
 		case SYS_OUTL: outl((u16)f->rdi, (u32)f->rsi); return;
+		case SYS_RDMSR: f->rax = rdmsr((u32)f->rdi); return;
+		case SYS_WRMSR: wrmsr((u32)f->rdi, f->rsi); return;
+		case SYS_CPUID: {
+			u32 *o = (u32 *)f->rsi;
+			__asm__ volatile("cpuid" : "=a"(o[0]), "=b"(o[1]), "=c"(o[2]), "=d"(o[3]) : "a"((u32)f->rdi), "c"(0));
+			return;
+		}
 		default: f->rax = (u64)-1; return;
 		}
 	}
+	if (f->vec >= 0x20) { irq(f->vec); return; }
 	if (f->vec == 13 && (f->cs & 3) == 3 && replay_pio(f)) return;
 	kwrite("\nFAIL trap vector=", 18);
 	khex(f->vec);
@@ -164,9 +226,13 @@ void kmain(void) {
 	gdt_tss[1] = base >> 32;
 	__asm__ volatile("ltr %w0" ::"r"(0x30));
 	for (int v = 0; v < 22; v++) set_gate(v, isrs[v], 0);
+	extern u8 irq_stubs[];
+	for (int v = 0x20; v < 256; v++) set_gate(v, (void (*)(void))(irq_stubs + 16 * (v - 0x20)), 0);
 	set_gate(128, isr128, 3);
 	struct { u16 limit; u64 base; } __attribute__((packed)) idtr = {sizeof(idt) - 1, (u64)idt};
 	__asm__ volatile("lidt %0" ::"m"(idtr));
-	/* RFLAGS for CPL3: IF=0, IOPL=3 (requested; not honoured on every host). */
-	enter_user((u64)user_entry, (u64)(ustack + sizeof(ustack)), 0x3002);
+	/* RFLAGS for CPL3: IF=1 (no source is unmasked until irq.c programs the
+	 * APICs; IF reads as 1 at CPL3 on the development machine anyway), IOPL=3
+	 * (requested; not honoured on every host). */
+	enter_user((u64)user_entry, (u64)(ustack + sizeof(ustack)), 0x3202);
 }

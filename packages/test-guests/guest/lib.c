@@ -96,7 +96,9 @@ void fail(const char *check, const char *fmt, ...) {
 }
 void skip(const char *check, const char *reason) { printf("SKIP %s %s\n", check, reason); }
 
+/* Ends the run: the CPL0 side prints `RESULT exit=<value>` on a line of its own, then writes 0xf4. */
 __attribute__((noreturn)) void guest_exit(u32 value) {
+	if (outlen && outbuf[outlen - 1] != '\n') putc_('\n');
 	flush();
 	syscall3(SYS_EXIT, value, 0, 0);
 	for (;;) ;

@@ -46,8 +46,9 @@ static void icr_send(u32 lo) {
 }
 
 int mode_smp(void) {
-	u64 cpus = cmdline_u64("cpus", 1);
-	if (cpus < 1 || cpus > MAX_APS + 1) { fail("smp.cpus", "cpus=%u out of range", cpus); return 1; }
+	/* cpus= is required: without it a VMM that starts no AP would pass with "0 of 0". */
+	u64 cpus = cmdline_u64("cpus", 0);
+	if (cpus < 1 || cpus > MAX_APS + 1) { fail("smp.cpus", "cpus=%u missing or out of range", cpus); return 1; }
 	memcpy((void *)AP_TRAMP, ap_tramp_start, (usize)(ap_tramp_end - ap_tramp_start));
 	printf("RESULT smp.lapic_id=%u\n", (u64)(lapic_r(0x20) >> 24));
 	lapic_w(LAPIC_SVR, 0x1ff); /* software-enable the BSP's APIC, spurious vector 0xff */
@@ -60,6 +61,9 @@ int mode_smp(void) {
 	u64 want = cpus - 1, t0 = rdtsc();
 	u64 wait = cmdline_u64("ap_wait", poll_budget * 4);
 	while (ap_next - 1 < want && rdtsc() - t0 < wait) pause_();
+	/* Wait a little longer: an AP beyond cpus - 1 is as wrong as a missing one. */
+	u64 extra_t = rdtsc();
+	while (rdtsc() - extra_t < 50000000ull) pause_();
 	u64 started = ap_next - 1;
 	printf("RESULT smp.started=%u\n", started);
 	if (started != want) { fail("smp.started", "%u of %u APs started", started, want); return 1; }

@@ -41,6 +41,11 @@ static void discover(void) {
 	}
 }
 
+int vq_use_irq;
+int vq_honour_no_notify;
+u64 vq_missing_irqs;
+
+int vdev_index(const struct vdev *d) { return d >= devs && d < devs + MAX_DEVS ? (int)(d - devs) : -1; }
 int vdev_count(void) { if (ndevs < 0) discover(); return ndevs; }
 struct vdev *vdev_at(int i) { return i < vdev_count() ? &devs[i] : NULL; }
 struct vdev *vdev_find(u32 id, int nth) {
@@ -62,6 +67,11 @@ u64 vcfg64(const struct vdev *d, u32 off) {
 		hi = vcfg32(d, off + 4);
 	} while (gen != vr(d, VIRTIO_MMIO_CONFIG_GENERATION));
 	return ((u64)hi << 32) | lo;
+}
+
+int vdev_offers(struct vdev *d, u32 bit) {
+	vw(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, bit / 32);
+	return (vr(d, VIRTIO_MMIO_DEVICE_FEATURES) >> (bit % 32)) & 1;
 }
 
 u32 vdev_status(struct vdev *d) { return vr(d, VIRTIO_MMIO_STATUS); }
@@ -111,7 +121,11 @@ int vq_setup(struct vdev *d, struct vq *q, u16 index, u16 max_num) {
 	q->desc = (volatile struct vring_desc *)mem;
 	q->avail = (volatile struct vring_avail *)(mem + dsz);
 	q->used = (volatile struct vring_used *)(mem + ((dsz + asz + 4095) & ~4095ull));
-	q->avail->flags = VRING_AVAIL_F_NO_INTERRUPT; /* we poll */
+	q->irq = vq_use_irq && irq_of(d) != NULL;
+	q->event_idx = (d->features & VIRTIO_F_EVENT_IDX) != 0;
+	q->avail->flags = q->irq ? 0 : VRING_AVAIL_F_NO_INTERRUPT; /* polling: no interrupts */
+	if (q->irq) q->irq_seen = irq_of(d)->count;
+	if (q->event_idx) VQ_USED_EVENT(q) = q->irq ? 0 : 0x8000; /* polling: as far away as possible */
 	vw(d, VIRTIO_MMIO_QUEUE_NUM, num);
 	vw(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (u32)(u64)q->desc);
 	vw(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (u32)((u64)q->desc >> 32));
@@ -148,6 +162,17 @@ void vq_publish(struct vq *q, u16 head) {
 
 void vq_kick(struct vq *q) {
 	mb();
+	if (q->event_idx) {
+		/* virtio 1.2, 2.7.10: notify only if avail_event lies in [kicked, avail_idx). */
+		u16 ev = VQ_AVAIL_EVENT(q), nw = q->avail_idx, old = q->kicked;
+		q->kicked = nw;
+		if ((u16)(nw - ev - 1) >= (u16)(nw - old)) { q->kicks_suppressed++; return; }
+	} else if (vq_honour_no_notify && (__atomic_load_n(&q->used->flags, __ATOMIC_ACQUIRE) & VRING_USED_F_NO_NOTIFY)) {
+		/* The device said it does not need this notification (it is still processing). */
+		q->kicks_suppressed++;
+		return;
+	}
+	q->kicks++;
 	vw(q->dev, VIRTIO_MMIO_QUEUE_NOTIFY, q->index);
 }
 
@@ -176,6 +201,41 @@ int vq_poll(struct vq *q, u32 *id, u32 *len, u64 budget) {
 			/* Only look at the status register (an exit) once the wait is long. */
 			if (dt > 20000000ull && (vr(q->dev, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET)) return -1;
 			if (dt > budget) return 0;
+		}
+		pause_();
+	}
+}
+
+int vq_wait(struct vq *q, u32 *id, u32 *len, u64 budget) {
+	if (!q->irq) {
+		int r = vq_poll(q, id, len, budget);
+		if (r == 1 && q->event_idx) VQ_USED_EVENT(q) = (u16)(q->last_used + 0x8000);
+		return r;
+	}
+	volatile struct irq_dev *s = irq_of(q->dev);
+	u64 t0 = rdtsc();
+	u32 spins = 0;
+	for (;;) {
+		u64 c = s->count;
+		if (c != q->irq_seen) {
+			q->irq_seen = c;
+			q->covered = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
+		}
+		if (q->covered != q->last_used) {
+			volatile struct vring_used_elem *e = &q->used->ring[q->last_used % q->num];
+			if (id) *id = e->id;
+			if (len) *len = e->len;
+			q->last_used++;
+			if (q->event_idx) VQ_USED_EVENT(q) = q->last_used; /* interrupt for the next one */
+			return 1;
+		}
+		if ((++spins & 1023) == 0) {
+			u64 dt = rdtsc() - t0;
+			if (dt > budget) {
+				if (__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE) != q->last_used) { vq_missing_irqs++; return -2; }
+				return 0;
+			}
+			if (dt > 20000000ull && (vr(q->dev, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET)) return -1;
 		}
 		pause_();
 	}

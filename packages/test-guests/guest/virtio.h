@@ -34,7 +34,11 @@
 #define VIRTIO_STATUS_NEEDS_RESET 0x40
 #define VIRTIO_STATUS_FAILED 0x80
 
+#define VIRTIO_F_INDIRECT_DESC (1ull << 28)
+#define VIRTIO_F_EVENT_IDX (1ull << 29)
 #define VIRTIO_F_VERSION_1 (1ull << 32)
+#define VIRTIO_F_RING_PACKED (1ull << 34)
+#define VRING_USED_F_NO_NOTIFY 1
 
 #define VIRTQ_DESC_F_NEXT 1
 #define VIRTQ_DESC_F_WRITE 2
@@ -70,7 +74,23 @@ struct vq {
 	volatile struct vring_used *used;
 	u16 avail_idx, last_used;
 	u16 next_desc; /* rotating descriptor cursor for vq_send */
+	/* Interrupt-driven completion (vq_wait): set by vq_setup when vq_use_irq and the device is routed. */
+	int irq;
+	u64 irq_seen;  /* the device's interrupt count last looked at */
+	u16 covered;   /* used->idx when that interrupt was seen: entries before it were announced */
+	int event_idx; /* VIRTIO_F_EVENT_IDX negotiated: used_event/avail_event are honoured */
+	u16 kicked;    /* avail_idx at the last notification (event-idx kick suppression) */
+	u64 kicks, kicks_suppressed;
 };
+#define VQ_USED_EVENT(q) (*(volatile u16 *)&(q)->avail->ring[(q)->num])
+#define VQ_AVAIL_EVENT(q) (*(volatile u16 *)((volatile u8 *)(q)->used + 4 + 8ull * (q)->num))
+
+/* Set by selftest (irq=1, the default there): queues set up afterwards wait for interrupts. */
+extern int vq_use_irq;
+/* Set by selftest: skip a notification while the device's used->flags has VRING_USED_F_NO_NOTIFY (bench modes always notify). */
+extern int vq_honour_no_notify;
+/* Counters of completions seen without an interrupt (vq_wait gave up waiting for one). */
+extern u64 vq_missing_irqs;
 
 /* One buffer of a chain. */
 struct vbuf { u64 addr; u32 len; int writable; };
@@ -102,4 +122,23 @@ void vq_publish(struct vq *q, u16 head);
 void vq_kick(struct vq *q);
 /* Polls for one used element: 1 = got it, 0 = timeout, -1 = device needs reset. */
 int vq_poll(struct vq *q, u32 *id, u32 *len, u64 budget);
+/*
+ * Waits for one used element the way the queue was set up: polling, or (q->irq)
+ * spinning on the device's interrupt count until an interrupt announced it.
+ * 1 = got it, 0 = timeout, -1 = needs reset, -2 = the element was in the used
+ * ring but no interrupt came within the budget (counted in vq_missing_irqs).
+ */
+int vq_wait(struct vq *q, u32 *id, u32 *len, u64 budget);
+int vdev_index(const struct vdev *d);
+/* Reads one bit of DEVICE_FEATURES (no negotiation). */
+int vdev_offers(struct vdev *d, u32 bit);
+
+/* irq.c */
+int irq_setup(int want_x2apic);
+int irq_route(struct vdev *d);
+void irq_unroute(struct vdev *d);
+volatile struct irq_dev *irq_of(const struct vdev *d);
+void irq_self_ipi(void);
+void irq_null_write(void);
+void cpuid0(u32 leaf, u32 out[4]);
 #endif

@@ -10,14 +10,18 @@
  *   linux-kit                   fetch Debian's 6.12 cloud kernel, build the initramfs, print paths
  *
  * `run --mode selftest` exits 0 only if the selftest reported exactly what it
- * should for the attached devices.
+ * should for the attached devices, the disk image holds what the guest wrote,
+ * and the console peer received what the guest sent.
  */
 import { parseArgs } from "node:util";
 import { buildMicroGuest } from "./build-guest.js";
+import { blkImageProblems } from "./blk-image.js";
+import { startEchoServer } from "./echo-server.js";
 import { selftestProblems } from "./expect.js";
+import { consoleProblems, withConsolePeer } from "./peer-checks.js";
 import { DEVICE_KINDS, type DeviceKind, type DeviceSpec } from "./launcher.js";
 import { linuxGuest } from "./linux-kit.js";
-import { qemuProvides } from "./qemu.js";
+import { qemuLauncher, qemuProvides } from "./qemu.js";
 import { runGuest } from "./run-guest.js";
 import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -72,8 +76,10 @@ async function main(argv: string[]): Promise<number> {
     );
     const vcpus = Number(values.vcpus);
     const cmdline = `mode=${values.mode}${values.mode === "smp" ? ` cpus=${vcpus}` : ""} ${values.append}`.trim();
+    // selftest: the console talks to a peer whose record is checked here; the disk image is re-read after the run
+    const peer = values.mode === "selftest" && kinds.includes("console") ? await startEchoServer() : undefined;
     const r = await runGuest({
-      vmm: "qemu",
+      vmm: peer ? withConsolePeer(qemuLauncher, peer.socketPath) : "qemu",
       kernel: g.elf,
       cmdline,
       devices,
@@ -81,13 +87,15 @@ async function main(argv: string[]): Promise<number> {
       memMiB: Number(values.mem),
       timeoutMs: Number(values.timeout),
       onSerial: (t) => process.stdout.write(t),
-    });
+    }).finally(() => peer?.close());
     if (r.vmmLog) process.stderr.write(`--- qemu stderr\n${r.vmmLog}`);
     console.error(
       `--- guest exit ${String(r.guestExit)}${r.exitProblem ? ` (${r.exitProblem})` : ""}, wall ${r.wallMs.toFixed(0)} ms, first serial byte ${r.firstSerialByteMs?.toFixed(0) ?? "-"} ms${r.timedOut ? ", TIMED OUT" : ""}`,
     );
     if (values.mode === "selftest") {
-      const problems = selftestProblems(r, kinds);
+      const problems = selftestProblems(r, kinds, { interrupts: !/(^|\s)irq=0(\s|$)/.test(values.append) });
+      if (kinds.includes("blk")) problems.push(...blkImageProblems(r.results, disk).map((p) => `disk image: ${p}`));
+      if (peer) problems.push(...consoleProblems(r, peer.received()).map((p) => `console peer: ${p}`));
       console.error(problems.length === 0 ? `selftest OK: ${r.results.passed.length} checks passed, absent: ${r.results.skipped.map((s) => s.check).join(" ")}` : `selftest FAILED:\n  ${problems.join("\n  ")}`);
       return problems.length === 0 ? 0 : 1;
     }

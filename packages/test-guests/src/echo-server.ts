@@ -3,12 +3,14 @@ import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/** A Unix-socket server that sends back every byte it receives (the console peer). */
+/** A Unix-socket server that sends back every byte it receives (the console peer) and records them (the first MiB). */
 export interface EchoServer {
   /** Absolute path of the listening Unix socket. */
   readonly socketPath: string;
   /** Bytes echoed so far. */
   readonly echoed: () => number;
+  /** Every byte received so far, in order (the record a console check compares with what the guest sent). */
+  readonly received: () => Buffer;
   /** Closes the server and its connections and removes the socket's directory. */
   close(): Promise<void>;
 }
@@ -24,10 +26,12 @@ export async function startEchoServer(): Promise<EchoServer> {
   const socketPath = join(dir, "console.sock");
   const sockets = new Set<Socket>();
   let count = 0;
+  const chunks: Buffer[] = [];
   const server: Server = createServer((s) => {
     sockets.add(s);
     s.on("data", (b) => {
       count += b.length;
+      if (count <= 1 << 20) chunks.push(Buffer.from(b));
       s.write(b);
     });
     s.on("error", () => s.destroy());
@@ -40,6 +44,7 @@ export async function startEchoServer(): Promise<EchoServer> {
   return {
     socketPath,
     echoed: () => count,
+    received: () => Buffer.concat(chunks),
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((res) => server.close(() => res()));

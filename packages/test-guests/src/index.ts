@@ -24,8 +24,21 @@ export type { Verdict, VerdictInput } from "./verdict.js";
 export type { GuestRun, RunGuestOptions } from "./run-guest.js";
 export { parseResults, tscHz } from "./results.js";
 export type { FailedCheck, GuestResults, ResultValue, SerialLine, SkippedCheck } from "./results.js";
-export { BASE_CHECKS, DEVICE_CHECKS, FUZZ_CASES, fuzzReactions, selftestProblems } from "./expect.js";
-export type { FuzzReaction } from "./expect.js";
+export {
+  BASE_CHECKS,
+  DEVICE_CHECKS,
+  FUZZ_CASES,
+  fuzzProblems,
+  fuzzReactions,
+  IRQ_CHECKED_KINDS,
+  QEMU_FUZZ_DEFECTS,
+  selftestProblems,
+} from "./expect.js";
+export type { FuzzReaction, SelftestExpectation } from "./expect.js";
+export { blkImageProblems, blkPattern, blkSectorImage, reportedRanges } from "./blk-image.js";
+export type { BlkImageCheck, SectorRange } from "./blk-image.js";
+export { consoleProblems, findProcess, processRss, smpProblems, watchBalloon, withConsolePeer } from "./peer-checks.js";
+export type { BalloonWatch } from "./peer-checks.js";
 export { startEchoServer } from "./echo-server.js";
 export type { EchoServer } from "./echo-server.js";
 export {
