@@ -11,6 +11,9 @@ const run = promisify(execFile);
 /** The line /init prints once userspace runs (the full-boot test waits for it). */
 export const INIT_MARKER = "TS-VMM-INIT-OK";
 
+/** The line /init prints after {@link INIT_MARKER}: `cpus=N flags : fpu vme …` from /proc/cpuinfo. */
+export const CPU_MARKER = "TS-VMM-CPU";
+
 /**
  * Kernel options for early-boot runs on a host whose KVM emulates CPL0 (the
  * development machine): keep the emulator away from XSAVE/XRSTOR,
@@ -66,6 +69,7 @@ for m in $(cat /etc/modules-load); do
   insmod /lib/modules/$m.ko $a || echo "init: insmod $m failed"
 done
 echo "${INIT_MARKER} kernel=$(uname -r) virtio=$(ls /sys/bus/virtio/devices 2>/dev/null | wc -l)"
+echo "${CPU_MARKER} cpus=$(grep -c ^processor /proc/cpuinfo) $(grep -m1 ^flags /proc/cpuinfo | tr -s ' \\t' ' ')"
 if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi
 echo 'echo ${INIT_MARKER}-SHELL' | sh
 poweroff -f
