@@ -1,13 +1,24 @@
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { debianKernel, describeWith } from "@ts-vmm/test-utils";
 import {
+  CPU_MARKER,
   EARLY_BOOT_CMDLINE,
   EARLY_BOOT_MARKER,
   INIT_MARKER,
   hostHasVirtualizationExtensions,
   linuxGuest,
   runGuest,
+  runNested,
+  type DeviceKind,
+  type DeviceSpec,
+  type GuestRun,
+  type LinuxGuest,
+  type NestedRun,
 } from "@ts-vmm/test-guests";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { oursLauncher } from "./ours-launcher.js";
 
 /*
@@ -39,32 +50,133 @@ describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb"] }, "Debian 6.12 kernel 
   }, EARLY_LIMIT_MS);
 });
 
-const FULL = "full Linux boot to the busybox shell on the reference VMM (runs only where /proc/cpuinfo has vmx or svm)";
+/*
+ * The full boot: the Debian bzImage with the busybox initramfs on our VMM's
+ * CLI, to /init's shell, then `poweroff -f` in the guest ends the VMM with
+ * status 0. What the guest must show: the kernel version, one virtio device
+ * per device we attach (those of blk/rng/net that our launcher provides),
+ * the vCPU count (and "Brought up 1 node, N CPUs"), and the CPU features we
+ * expose in /proc/cpuinfo (x2apic, hypervisor).
+ *
+ * Where /proc/cpuinfo lists vmx or svm, the VMM runs on the host's KVM.
+ * Elsewhere (this machine) it runs in the nested tier: one L1 boot
+ * (QEMU TCG with emulated SVM, -smp 2) runs the 1-vCPU and the 2-vCPU guest
+ * one after the other, our CLI from the built workspace (dist/ and the addon).
+ */
+const FULL_CMDLINE = "console=ttyS0 rdinit=/init panic=-1";
+const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
+/** Inside L1 each guest is killed after this (QEMU+KVM reaches the shell in 15-25 s there). */
+const NESTED_GUEST_TIMEOUT_MS = 90_000;
+const VCPU_COUNTS = [1, 2] as const;
 
-function fullBoot(): void {
-  it("boots the Debian bzImage with the initramfs and reaches /init's shell", async () => {
-    const g = await linuxGuest();
-    const r = await runGuest({
-      vmm: oursLauncher,
-      kernel: g.bzImage,
-      initrd: g.initramfs,
-      cmdline: "console=ttyS0 rdinit=/init panic=-1",
-      memMiB: 256,
-      stopOnSerial: `${INIT_MARKER}-SHELL`,
-      timeoutMs: 120_000,
-    });
-    expect(r.stoppedOnSerial, r.serial.slice(-3000)).toBe(true);
-    const line = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.text ?? "";
-    expect(line).toContain(`kernel=${g.version}`);
-    // No virtio devices in the reference VMM yet.
-    expect(Number(/virtio=(\d+)/.exec(line)?.[1])).toBe(0);
-  }, 180_000);
+/**
+ * TEMPORARY GATE (issue 10), remove when the reference VMM boots Linux:
+ * today our VMM gets to "tsc: Marking TSC unstable due to could not calculate
+ * TSC khz" and hangs (no PIT/timer source, no ACPI poweroff, one vCPU only,
+ * no `--vcpus`), so the full-boot assertions below are expected to FAIL and
+ * run as `it.fails`. When the VMM reaches the shell, `it.fails` itself fails
+ * and this must be flipped to `it`. The separate "gets as far as" test
+ * records the serial log each run.
+ */
+const itUntilOurVmmBootsLinux = it.fails;
+
+const BOOT_DEVICES: readonly DeviceKind[] = ["blk", "rng", "net"];
+
+function devicesFor(disk: string): DeviceSpec[] {
+  return BOOT_DEVICES.filter((k) => oursLauncher.provides.includes(k)).map((k): DeviceSpec =>
+    k === "blk" ? { kind: "blk", path: disk } : k === "net" ? { kind: "net" } : { kind: "rng" },
+  );
+}
+
+function tempDisk(): { path: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "ts-vmm-disk-"));
+  const path = join(dir, "disk.img");
+  const fd = openSync(path, "w");
+  ftruncateSync(fd, 16 << 20);
+  closeSync(fd);
+  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function checkFullBoot(r: GuestRun, g: LinuxGuest, vcpus: number, devices: number, poweredOff: boolean): void {
+  const why = `last output:\n${r.serial.slice(-3000)}\n--- vmm:\n${r.vmmLog}`;
+  expect(r.serial, why).toContain(`${INIT_MARKER}-SHELL`);
+  const line = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.text ?? "";
+  expect(line).toContain(`kernel=${g.version}`);
+  expect(Number(/virtio=(\d+)/.exec(line)?.[1])).toBe(devices);
+  const cpu = r.lines.find((l) => l.text.startsWith(CPU_MARKER))?.text ?? "";
+  expect(Number(/cpus=(\d+)/.exec(cpu)?.[1]), cpu).toBe(vcpus);
+  const flags = cpu.split(/\s+/);
+  expect(flags, cpu).toContain("hypervisor");
+  expect(flags, cpu).toContain("x2apic");
+  if (vcpus > 1) expect(r.serial).toMatch(new RegExp(`smp: Brought up 1 node, ${vcpus} CPUs`));
+  // `poweroff -f` in the guest ends the VMM with status 0.
+  expect(poweredOff, why).toBe(true);
 }
 
 if (hostHasVirtualizationExtensions()) {
-  describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz"] }, FULL, fullBoot);
+  describeWith(
+    { kvm: true, tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz"] },
+    "full Linux boot to the busybox shell on the reference VMM, on this host's KVM (vmx/svm present)",
+    () => {
+      for (const vcpus of VCPU_COUNTS) {
+        itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, async () => {
+          const g = await linuxGuest();
+          const disk = tempDisk();
+          try {
+            const devices = devicesFor(disk.path);
+            const r = await runGuest({
+              vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
+              memMiB: 256, vcpus, devices, timeoutMs: 120_000,
+            });
+            checkFullBoot(r, g, vcpus, devices.length, !r.timedOut && r.vmmExit?.code === 0);
+          } finally {
+            disk.remove();
+          }
+        }, 180_000);
+      }
+    },
+  );
 } else {
-  const reason = "this CPU has neither vmx nor svm in /proc/cpuinfo, so guest kernel code would only run through KVM's emulator";
-  console.warn(`[skipped] ${FULL}: ${reason}`);
-  describe.skip(`${FULL} (skipped: ${reason})`, fullBoot);
+  describeWith(
+    { tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox"] },
+    "full Linux boot on the reference VMM inside a TCG L1 with emulated SVM (nested tier: no vmx/svm on this host)",
+    () => {
+      let g: LinuxGuest;
+      let run: NestedRun;
+      let disk: { path: string; remove: () => void } | undefined;
+      const deviceCount = { n: 0 };
+      beforeAll(async () => {
+        g = await linuxGuest();
+        disk = tempDisk();
+        const devices = devicesFor(disk.path);
+        deviceCount.n = devices.length;
+        run = await runNested({
+          l1Vcpus: 2,
+          packages: [PACKAGE_DIR],
+          guests: VCPU_COUNTS.map((vcpus) => ({
+            name: `ours-${vcpus}`, vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
+            memMiB: 256, vcpus, devices, timeoutMs: NESTED_GUEST_TIMEOUT_MS,
+          })),
+        });
+      }, 150_000 + VCPU_COUNTS.length * (NESTED_GUEST_TIMEOUT_MS + 5_000) + 30_000);
+      afterAll(() => disk?.remove());
+
+      it("runs our CLI in L1 on its /dev/kvm, and the Debian kernel starts (how far it gets is logged)", () => {
+        expect(run.problem, `L1 console:\n${run.l1Serial.slice(-3000)}\n--- L1 qemu:\n${run.l1Log}`).toBeNull();
+        for (const r of run.guests) {
+          const tail = r.lines.slice(-8).map((l) => `    ${l.text}`).join("\n");
+          console.log(`[ours nested] ${r.name}: ended by ${r.end} (status ${String(r.status)}) after ${(r.wallMs / 1000).toFixed(1)} s; last lines:\n${tail}${r.vmmLog ? `\n  vmm stderr: ${r.vmmLog.slice(0, 500)}` : ""}`);
+        }
+        // The 1-vCPU guest: the CLI accepted the launch and the kernel printed its banner on COM1.
+        expect(run.guests[0]!.serial, run.guests[0]!.vmmLog).toContain("Linux version 6.12");
+      });
+
+      VCPU_COUNTS.forEach((vcpus, i) => {
+        itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, () => {
+          const r = run.guests[i]!;
+          checkFullBoot(r, g, vcpus, deviceCount.n, r.end === "exit" && r.status === 0);
+        });
+      });
+    },
+  );
 }

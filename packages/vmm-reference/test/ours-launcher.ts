@@ -13,6 +13,8 @@ export const oursLauncher: VmmLauncher = {
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);
+    // Only when asked: the CLI has no --vcpus flag yet (issue 10 adds it), and 1 is its default.
+    if (spec.vcpus !== 1) args.push("--vcpus", String(spec.vcpus));
     args.push(...spec.extraArgs);
     return {
       kind: "process",
