@@ -29,6 +29,7 @@ import {
   statSync,
   symlinkSync,
   unlinkSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { basename, delimiter, dirname, isAbsolute, join, resolve } from "node:path";
@@ -40,19 +41,27 @@ const run = promisify(execFile);
 
 /** One entry of a layer: a file copied from the host, inline content, a symlink or a directory. */
 export type LayerEntry =
+  /** A copy of host file `from` (mode: given, else the host file's). */
   | { readonly path: string; readonly from: string; readonly mode?: number }
+  /** A file with this content (mode default 0644). */
   | { readonly path: string; readonly content: string | Uint8Array; readonly mode?: number }
+  /** A symbolic link to `symlink` (kept as is, relative or absolute). */
   | { readonly path: string; readonly symlink: string }
+  /** An (empty) directory. */
   | { readonly path: string; readonly dir: true };
 
 /** A layer: a name (the cache file's prefix) and its entries, paths absolute inside L1. */
 export interface Layer {
+  /** Prefix of the cache file (`<name>-<hash>.cpio.zst`); also what pruning groups by. */
   readonly name: string;
+  /** The files, links and directories, at their absolute paths inside L1. */
   readonly entries: readonly LayerEntry[];
 }
 
-/** Layers kept per name in the cache (older ones are deleted when a new one is built). */
-const KEEP_PER_NAME = 2;
+/** Layers kept per name in the cache when a new one is built (the newest ones, by last use). */
+const KEEP_PER_NAME = 3;
+/** A layer used within this long is never pruned (another worktree's run may be about to read it). */
+const PRUNE_MIN_AGE_MS = 60 * 60 * 1000;
 
 function hashFile(h: ReturnType<typeof createHash>, file: string): void {
   h.update(readFileSync(file));
@@ -117,7 +126,11 @@ function stageLayer(stage: string, layer: Layer): void {
 export async function buildLayer(layer: Layer, outDir: string = cacheDir("nested")): Promise<string> {
   const hash = layerHash(layer);
   const out = join(outDir, `${layer.name}-${hash}.cpio.zst`);
-  if (existsSync(out)) return out;
+  if (existsSync(out)) {
+    const now = new Date();
+    utimesSync(out, now, now); // last use, for pruning
+    return out;
+  }
   for (const t of ["cpio", "zstd"]) await need(t);
   const stage = join(outDir, `.stage-${layer.name}-${process.pid}-${Date.now()}`);
   const tmp = `${out}.tmp-${process.pid}`;
@@ -144,7 +157,8 @@ function pruneLayers(dir: string, name: string, keep: string): void {
     .filter((f) => re.test(f) && join(dir, f) !== keep)
     .map((f) => ({ f: join(dir, f), t: statSync(join(dir, f)).mtimeMs }))
     .sort((a, b) => b.t - a.t);
-  for (const o of olds.slice(KEEP_PER_NAME - 1)) rmSync(o.f, { force: true });
+  const now = Date.now();
+  for (const o of olds.slice(KEEP_PER_NAME - 1)) if (now - o.t > PRUNE_MIN_AGE_MS) rmSync(o.f, { force: true });
 }
 
 /**
