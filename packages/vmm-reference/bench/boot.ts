@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   const line =
     `- ${when} UTC — ${cpu} x${cpus().length}, Linux ${release()}, load average ${loadavg()[0]!.toFixed(1)}; ${qemuVersion}; ` +
     `${RUNS} run(s) in one L1 boot (L1 /dev/kvm after ${((run.l1KvmMs ?? NaN) / 1000).toFixed(1)} s, L1 run ${(run.wallMs / 1000).toFixed(0)} s): ` +
-    `QEMU microvm ${round(qemuMs)} ms; ours ${oursMs === null ? `n/a — ${oursReason}` : `${round(oursMs)} ms, ratio ${ratio}`}`;
+    `QEMU microvm ${round(qemuMs)} ms (runs: ${q.map((x) => Math.round(x)).join(", ")}); ours ${oursMs === null ? `n/a — ${oursReason}` : `${round(oursMs)} ms, ratio ${ratio}`}`;
   console.log(line);
   appendToBenchmarks(line);
   console.log(JSON.stringify({
