@@ -27,6 +27,9 @@ export type { EchoServer } from "./echo-server.js";
 export {
   buildInitramfs,
   CPU_MARKER,
+  dataDisk,
+  DISK_FILE,
+  DISK_MARKER,
   EARLY_BOOT_CMDLINE,
   EARLY_BOOT_MARKER,
   hostHasVirtualizationExtensions,
@@ -34,7 +37,7 @@ export {
   LINUX_GUEST_MODULES,
   linuxGuest,
 } from "./linux-kit.js";
-export type { InitramfsOptions, LinuxGuest } from "./linux-kit.js";
+export type { DataDisk, InitramfsOptions, LinuxGuest } from "./linux-kit.js";
 export { l1QemuArgs, NESTED_MARKERS, nestedCacheDir, runNested, shq } from "./nested.js";
 export type { NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
 export {

@@ -1,8 +1,11 @@
+import { randomBytes } from "node:crypto";
 import { describeWith } from "@ts-vmm/test-utils";
 import { expect, it } from "vitest";
 import {
   CPU_MARKER,
+  DISK_MARKER,
   INIT_MARKER,
+  dataDisk,
   hostHasVirtualizationExtensions,
   linuxGuest,
   runGuest,
@@ -10,11 +13,11 @@ import {
   type GuestRun,
   type LinuxGuest,
 } from "../src/index.js";
-import { tempDisk } from "./helpers.js";
 
 /*
  * The Debian 6.12 bzImage with the busybox initramfs, booted by QEMU with KVM
- * to /init's shell, with virtio-blk, -rng and -net found by Linux's drivers,
+ * to /init's shell, with virtio-blk, -rng and -net found by Linux's drivers
+ * (/init mounts the ext2 disk on virtio-blk and prints a file from it),
  * the vCPUs and the CPU flags in /proc/cpuinfo, and `poweroff -f` ending QEMU
  * with status 0 (the same checks the reference VMM's full-boot test makes).
  *
@@ -33,7 +36,7 @@ const QEMU_EXTRA = ["-M", "acpi=on", "-no-reboot"];
 const CMDLINE = "console=ttyS0 rdinit=/init panic=-1";
 const L2_TIMEOUT_MS = 150_000;
 
-function checkBoot(r: GuestRun, g: LinuxGuest, vcpus: number, poweredOff: boolean, context: string): void {
+function checkBoot(r: GuestRun, g: LinuxGuest, vcpus: number, token: string, poweredOff: boolean, context: string): void {
   const why = `${context}; last output:\n${r.serial.slice(-3000)}\n--- vmm:\n${r.vmmLog}`;
   expect(r.serial, why).toContain(SHELL);
   const line = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.text ?? "";
@@ -42,9 +45,11 @@ function checkBoot(r: GuestRun, g: LinuxGuest, vcpus: number, poweredOff: boolea
   const cpu = r.lines.find((l) => l.text.startsWith(CPU_MARKER))?.text ?? "";
   expect(Number(/cpus=(\d+)/.exec(cpu)?.[1]), cpu).toBe(vcpus);
   const flags = cpu.split(/\s+/);
-  expect(flags).toContain("hypervisor");
-  expect(flags).toContain("x2apic");
+  expect(flags, cpu).toContain("hypervisor");
+  expect(flags, cpu).toContain("x2apic");
   if (vcpus > 1) expect(r.serial).toMatch(new RegExp(`smp: Brought up 1 node, ${vcpus} CPUs`));
+  // /init mounted the ext2 disk from virtio-blk and printed the file on it.
+  expect(r.lines.map((l) => l.text)).toContain(`${DISK_MARKER} ${token}`);
   // /init ends with `poweroff -f`: through microvm's ACPI, QEMU exits with 0.
   expect(poweredOff, why).toBe(true);
   const t = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.tMs ?? NaN;
@@ -53,13 +58,14 @@ function checkBoot(r: GuestRun, g: LinuxGuest, vcpus: number, poweredOff: boolea
 
 if (DIRECT) {
   describeWith(
-    { kvm: true, tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "gzip", "xz"] },
+    { kvm: true, tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "gzip", "xz", "mke2fs"] },
     "full Linux boot to the busybox shell, QEMU on this host's KVM (vmx/svm present)",
     () => {
       for (const vcpus of [1, 2]) {
         it(`boots the Debian kernel with ${vcpus} vCPU(s), loads the virtio modules and reaches /init's shell`, async () => {
           const g = await linuxGuest();
-          const disk = tempDisk(16);
+          const token = randomBytes(8).toString("hex");
+          const disk = await dataDisk(token);
           try {
             const r = await runGuest({
               vmm: "qemu",
@@ -72,7 +78,7 @@ if (DIRECT) {
               timeoutMs: 120_000,
               extraArgs: QEMU_EXTRA,
             });
-            checkBoot(r, g, vcpus, !r.timedOut && r.vmmExit?.code === 0, "direct");
+            checkBoot(r, g, vcpus, token, !r.timedOut && r.vmmExit?.code === 0, "direct");
           } finally {
             disk.remove();
           }
@@ -82,13 +88,14 @@ if (DIRECT) {
   );
 } else {
   describeWith(
-    { tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox"] },
+    { tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox", "mke2fs"] },
     "full Linux boot to the busybox shell, QEMU+KVM inside a TCG L1 with emulated SVM (nested tier: no vmx/svm on this host)",
     () => {
       for (const [l1Vcpus, vcpus] of [[1, 1], [2, 2]] as const) {
         it(`L1 -smp ${l1Vcpus}: boots the Debian kernel with ${vcpus} vCPU(s) on KVM in L1, loads the virtio modules and reaches /init's shell`, async () => {
           const g = await linuxGuest();
-          const disk = tempDisk(16);
+          const token = randomBytes(8).toString("hex");
+          const disk = await dataDisk(token);
           try {
             const run = await runNested({
               l1Vcpus,
@@ -107,7 +114,7 @@ if (DIRECT) {
             });
             expect(run.problem, `L1 problem; L1 console:\n${run.l1Serial.slice(-3000)}\n--- L1 qemu:\n${run.l1Log}`).toBeNull();
             const r = run.guests[0]!;
-            checkBoot(r, g, vcpus, r.end === "exit" && r.status === 0, `nested, L1 -smp ${l1Vcpus}, /dev/kvm after ${((run.l1KvmMs ?? NaN) / 1000).toFixed(1)} s, L1 run ${(run.wallMs / 1000).toFixed(1)} s, image ${(run.image.bytes / 1e6).toFixed(1)} MB`);
+            checkBoot(r, g, vcpus, token, r.end === "exit" && r.status === 0, `nested, L1 -smp ${l1Vcpus}, /dev/kvm after ${((run.l1KvmMs ?? NaN) / 1000).toFixed(1)} s, L1 run ${(run.wallMs / 1000).toFixed(1)} s, image ${(run.image.bytes / 1e6).toFixed(1)} MB`);
           } finally {
             disk.remove();
           }

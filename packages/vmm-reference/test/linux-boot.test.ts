@@ -1,10 +1,9 @@
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { debianKernel, describeWith } from "@ts-vmm/test-utils";
 import {
   CPU_MARKER,
+  DISK_MARKER,
   EARLY_BOOT_CMDLINE,
   EARLY_BOOT_MARKER,
   INIT_MARKER,
@@ -12,6 +11,8 @@ import {
   linuxGuest,
   runGuest,
   runNested,
+  dataDisk,
+  type DataDisk,
   type DeviceKind,
   type DeviceSpec,
   type GuestRun,
@@ -54,7 +55,8 @@ describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb"] }, "Debian 6.12 kernel 
  * The full boot: the Debian bzImage with the busybox initramfs on our VMM's
  * CLI, to /init's shell, then `poweroff -f` in the guest ends the VMM with
  * status 0. What the guest must show: the kernel version, one virtio device
- * per device we attach (those of blk/rng/net that our launcher provides),
+ * per device we attach (those of blk/rng/net that our launcher provides; with
+ * blk, /init mounts the ext2 disk and prints the file on it),
  * the vCPU count (and "Brought up 1 node, N CPUs"), and the CPU features we
  * expose in /proc/cpuinfo (x2apic, hypervisor).
  *
@@ -88,47 +90,41 @@ function devicesFor(disk: string): DeviceSpec[] {
   );
 }
 
-function tempDisk(): { path: string; remove: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), "ts-vmm-disk-"));
-  const path = join(dir, "disk.img");
-  const fd = openSync(path, "w");
-  ftruncateSync(fd, 16 << 20);
-  closeSync(fd);
-  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-function checkFullBoot(r: GuestRun, g: LinuxGuest, vcpus: number, devices: number, poweredOff: boolean): void {
+function checkFullBoot(r: GuestRun, g: LinuxGuest, vcpus: number, devices: readonly DeviceSpec[], token: string, poweredOff: boolean): void {
   const why = `last output:\n${r.serial.slice(-3000)}\n--- vmm:\n${r.vmmLog}`;
   expect(r.serial, why).toContain(`${INIT_MARKER}-SHELL`);
   const line = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.text ?? "";
   expect(line).toContain(`kernel=${g.version}`);
-  expect(Number(/virtio=(\d+)/.exec(line)?.[1])).toBe(devices);
+  expect(Number(/virtio=(\d+)/.exec(line)?.[1])).toBe(devices.length);
   const cpu = r.lines.find((l) => l.text.startsWith(CPU_MARKER))?.text ?? "";
   expect(Number(/cpus=(\d+)/.exec(cpu)?.[1]), cpu).toBe(vcpus);
   const flags = cpu.split(/\s+/);
   expect(flags, cpu).toContain("hypervisor");
   expect(flags, cpu).toContain("x2apic");
   if (vcpus > 1) expect(r.serial).toMatch(new RegExp(`smp: Brought up 1 node, ${vcpus} CPUs`));
+  // With virtio-blk, /init mounts its ext2 disk and prints the file on it.
+  if (devices.some((d) => d.kind === "blk")) expect(r.lines.map((l) => l.text)).toContain(`${DISK_MARKER} ${token}`);
   // `poweroff -f` in the guest ends the VMM with status 0.
   expect(poweredOff, why).toBe(true);
 }
 
 if (hostHasVirtualizationExtensions()) {
   describeWith(
-    { kvm: true, tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz"] },
+    { kvm: true, tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz", "mke2fs"] },
     "full Linux boot to the busybox shell on the reference VMM, on this host's KVM (vmx/svm present)",
     () => {
       for (const vcpus of VCPU_COUNTS) {
         itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, async () => {
           const g = await linuxGuest();
-          const disk = tempDisk();
+          const token = randomBytes(8).toString("hex");
+          const disk = await dataDisk(token);
           try {
             const devices = devicesFor(disk.path);
             const r = await runGuest({
               vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
               memMiB: 256, vcpus, devices, timeoutMs: 120_000,
             });
-            checkFullBoot(r, g, vcpus, devices.length, !r.timedOut && r.vmmExit?.code === 0);
+            checkFullBoot(r, g, vcpus, devices, token, !r.timedOut && r.vmmExit?.code === 0);
           } finally {
             disk.remove();
           }
@@ -138,18 +134,18 @@ if (hostHasVirtualizationExtensions()) {
   );
 } else {
   describeWith(
-    { tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox"] },
+    { tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox", "mke2fs"] },
     "full Linux boot on the reference VMM inside a TCG L1 with emulated SVM (nested tier: no vmx/svm on this host)",
     () => {
       let g: LinuxGuest;
       let run: NestedRun;
-      let disk: { path: string; remove: () => void } | undefined;
-      const deviceCount = { n: 0 };
+      let disk: DataDisk | undefined;
+      let devices: DeviceSpec[] = [];
+      const token = randomBytes(8).toString("hex");
       beforeAll(async () => {
         g = await linuxGuest();
-        disk = tempDisk();
-        const devices = devicesFor(disk.path);
-        deviceCount.n = devices.length;
+        disk = await dataDisk(token);
+        devices = devicesFor(disk.path);
         run = await runNested({
           l1Vcpus: 2,
           packages: [PACKAGE_DIR],
@@ -174,7 +170,7 @@ if (hostHasVirtualizationExtensions()) {
       VCPU_COUNTS.forEach((vcpus, i) => {
         itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, () => {
           const r = run.guests[i]!;
-          checkFullBoot(r, g, vcpus, deviceCount.n, r.end === "exit" && r.status === 0);
+          checkFullBoot(r, g, vcpus, devices, token, r.end === "exit" && r.status === 0);
         });
       });
     },
