@@ -8,7 +8,7 @@
  * L1 once and runs every requested L2 guest in it, one after the other.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
@@ -195,6 +195,11 @@ async function baseLayer(k: DebianKernel, busybox = "/bin/busybox"): Promise<Lay
   return { name: "base", entries };
 }
 
+/** A short tag for a set of paths (layer names). */
+function pathsTag(paths: readonly string[]): string {
+  return createHash("sha256").update([...paths].sort().join("\0")).digest("hex").slice(0, 8);
+}
+
 /** Shell-quotes one word. */
 export function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
@@ -270,7 +275,7 @@ async function prepare(g: NestedGuest): Promise<{ prepared: Prepared; files: str
     if (d.kind === "console" || d.kind === "vsock") {
       throw new TestGuestsError("Unsupported", `${g.name}: a ${d.kind} device is not available inside L1 (its host side lives outside)`);
     }
-    if (launcher !== qemuLauncher && !launcher.provides.includes(d.kind)) {
+    if (!launcher.provides.includes(d.kind)) {
       throw new TestGuestsError("Unsupported", `${launcher.name} does not provide a ${d.kind} device`);
     }
     if (d.kind === "blk") {
@@ -461,11 +466,15 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
     if (name.startsWith("qemu-system-")) layers.push({ name: "qemu", entries: await qemuEntries(exe) });
     else layers.push({ name: exe === process.execPath ? "node" : `exe-${name}`, entries: await executableEntries(exe) });
   }
+  // Layers whose paths depend on the caller are named by a hash of those paths, so that
+  // different worktrees and guest sets never prune each other's cache files.
   if (options.packages && options.packages.length > 0) {
-    layers.push({ name: "workspace", entries: await workspacePackageEntries(options.packages) });
+    const dirs = options.packages.map((d) => resolve(d));
+    layers.push({ name: `workspace-${pathsTag(dirs)}`, entries: await workspacePackageEntries(dirs) });
   }
-  const l2 = dedupe(l2Files.filter((f) => !blkFiles.has(f)).map((f): LayerEntry => ({ path: f, from: f, mode: 0o644 })));
-  if (l2.length > 0) layers.push({ name: "l2", entries: l2 });
+  const l2Paths = [...new Set(l2Files.filter((f) => !blkFiles.has(f)))];
+  const l2 = dedupe(l2Paths.map((f): LayerEntry => ({ path: f, from: f, mode: 0o644 })));
+  if (l2.length > 0) layers.push({ name: `l2-${pathsTag(l2Paths)}`, entries: l2 });
 
   const work = mkdtempSync(join(tmpdir(), "ts-vmm-nested-"));
   const nonce = randomBytes(6).toString("hex");
