@@ -44,7 +44,7 @@ export interface NestedGuest {
   readonly cmdline?: string;
   /** L2 RAM in MiB (default 256). */
   readonly memMiB?: number;
-  /** L2 vCPUs (default 1; at most the L1 vCPU count times 4). */
+  /** L2 vCPUs, 1..32 (default 1; more than L1's vCPU count works but is slow under TCG). */
   readonly vcpus?: number;
   /** Devices; `console` and `vsock` are not available inside L1. blk files are copied into L1 at the same path. */
   readonly devices?: readonly DeviceSpec[];
@@ -458,6 +458,9 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
     for (const d of g.devices ?? []) if (d.kind === "blk") blkFiles.add(resolve(d.path));
   }
 
+  const timeoutMs = options.timeoutMs ?? 150_000 + steps.reduce((a, s) => a + s.timeoutMs + 5_000, 0);
+  checkInt("timeoutMs", timeoutMs, 1000, 4 * 3_600_000);
+
   // Layers: big and stable first, per-run last.
   const layers: Layer[] = [await baseLayer(k)];
   const exes = new Set(steps.map((s) => which(s.plan.file)));
@@ -494,7 +497,6 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
     concatLayers(files, initrd);
     const bytes = statSync(initrd).size;
 
-    const timeoutMs = options.timeoutMs ?? 150_000 + steps.reduce((a, s) => a + s.timeoutMs + 5_000, 0);
     const args = l1QemuArgs(k.bzImage, initrd, l1Vcpus, l1MemMiB);
     if (!exitHook) {
       exitHook = true;

@@ -93,11 +93,14 @@ describe("sharedLibraries", () => {
 
 describe("runNested option checks (before anything starts)", () => {
   const guest = { name: "g", vmm: "qemu" as const, kernel: "/nonexistent" };
-  it("rejects an empty guest list, bad L1 sizes and duplicate names", async () => {
+  it("rejects an empty guest list, bad sizes and timeouts, duplicate names, and devices L1 cannot have", async () => {
     await expect(runNested({ guests: [] })).rejects.toMatchObject({ code: "InvalidArgument" });
     await expect(runNested({ guests: [guest], l1Vcpus: 0 })).rejects.toMatchObject({ code: "InvalidArgument" });
     await expect(runNested({ guests: [guest], l1MemMiB: 100 })).rejects.toMatchObject({ code: "InvalidArgument" });
     await expect(runNested({ guests: [guest, guest] })).rejects.toBeInstanceOf(TestGuestsError);
+    await expect(runNested({ guests: [{ ...guest, timeoutMs: 10 }] })).rejects.toMatchObject({ code: "InvalidArgument" });
+    await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "console" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
+    await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "rtc" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
   });
 });
 
