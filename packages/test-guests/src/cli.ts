@@ -8,6 +8,8 @@
  *       --devices all|none|k,k  devices to attach (default: all QEMU provides)
  *       --vcpus N --mem MiB --timeout ms --append "extra cmdline"
  *   linux-kit                   fetch Debian's 6.12 cloud kernel, build the initramfs, print paths
+ *   linux-nested [options]      the nested tier: boot that kernel under QEMU+KVM inside a TCG L1
+ *       --l1-vcpus N --vcpus N  L1 -smp and L2 vCPUs (default 1 and 1); streams L1's console
  *
  * `run --mode selftest` exits 0 only if the selftest reported exactly what it
  * should for the attached devices, the disk image holds what the guest wrote,
@@ -20,7 +22,8 @@ import { startEchoServer } from "./echo-server.js";
 import { selftestProblems } from "./expect.js";
 import { consoleProblems, withConsolePeer } from "./peer-checks.js";
 import { DEVICE_KINDS, type DeviceKind, type DeviceSpec } from "./launcher.js";
-import { linuxGuest } from "./linux-kit.js";
+import { INIT_MARKER, linuxGuest } from "./linux-kit.js";
+import { runNested } from "./nested.js";
 import { qemuLauncher, qemuProvides } from "./qemu.js";
 import { runGuest } from "./run-guest.js";
 import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from "node:fs";
@@ -39,8 +42,28 @@ async function main(argv: string[]): Promise<number> {
     console.log(JSON.stringify(g, null, 2));
     return 0;
   }
+  if (cmd === "linux-nested") {
+    const { values } = parseArgs({ args: rest, options: { "l1-vcpus": { type: "string", default: "1" }, vcpus: { type: "string", default: "1" } } });
+    const g = await linuxGuest();
+    const run = await runNested({
+      l1Vcpus: Number(values["l1-vcpus"]),
+      guests: [{
+        name: "qemu", vmm: "qemu", kernel: g.bzImage, initrd: g.initramfs, cmdline: "console=ttyS0 rdinit=/init panic=-1",
+        vcpus: Number(values.vcpus), devices: [{ kind: "rng" }, { kind: "net" }], extraArgs: ["-M", "acpi=on", "-no-reboot"],
+        timeoutMs: 150_000,
+      }],
+      onSerial: (t) => process.stdout.write(t),
+    });
+    const r = run.guests[0]!;
+    const t = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.tMs;
+    console.error(
+      `--- L1: /dev/kvm after ${run.l1KvmMs?.toFixed(0) ?? "-"} ms, whole run ${run.wallMs.toFixed(0)} ms, image ${run.image.bytes} bytes (${run.image.layers.join(" + ")})` +
+        `\n--- L2: ended by ${r.end} (status ${String(r.status)}), /init marker after ${t?.toFixed(0) ?? "-"} ms${run.problem ? `\n--- problem: ${run.problem}` : ""}`,
+    );
+    return run.problem === null && r.end === "exit" && r.status === 0 && t !== undefined ? 0 : 1;
+  }
   if (cmd !== "run") {
-    console.error("usage: ts-vmm-test-guests build-guest | run [--mode M] [--devices all|none|k,k] [--vcpus N] [--mem MiB] [--timeout ms] [--append S] | linux-kit");
+    console.error("usage: ts-vmm-test-guests build-guest | run [--mode M] [--devices all|none|k,k] [--vcpus N] [--mem MiB] [--timeout ms] [--append S] | linux-kit | linux-nested [--l1-vcpus N] [--vcpus N]");
     return 2;
   }
   const { values } = parseArgs({

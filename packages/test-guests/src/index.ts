@@ -43,6 +43,10 @@ export { startEchoServer } from "./echo-server.js";
 export type { EchoServer } from "./echo-server.js";
 export {
   buildInitramfs,
+  CPU_MARKER,
+  dataDisk,
+  DISK_FILE,
+  DISK_MARKER,
   EARLY_BOOT_CMDLINE,
   EARLY_BOOT_MARKER,
   hostHasVirtualizationExtensions,
@@ -50,4 +54,17 @@ export {
   LINUX_GUEST_MODULES,
   linuxGuest,
 } from "./linux-kit.js";
-export type { InitramfsOptions, LinuxGuest } from "./linux-kit.js";
+export type { DataDisk, InitramfsOptions, LinuxGuest } from "./linux-kit.js";
+export { l1QemuArgs, NESTED_MARKERS, nestedCacheDir, runNested, shq } from "./nested.js";
+export type { NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
+export {
+  buildLayer,
+  concatLayers,
+  executableEntries,
+  layerHash,
+  QEMU_FIRMWARE,
+  qemuEntries,
+  sharedLibraries,
+  workspacePackageEntries,
+} from "./l1-image.js";
+export type { Layer, LayerEntry } from "./l1-image.js";

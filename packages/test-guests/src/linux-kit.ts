@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { cacheDir, debianKernel } from "@ts-vmm/test-utils/node";
@@ -10,6 +11,19 @@ const run = promisify(execFile);
 
 /** The line /init prints once userspace runs (the full-boot test waits for it). */
 export const INIT_MARKER = "TS-VMM-INIT-OK";
+
+/** The line /init prints after {@link INIT_MARKER}: `cpus=N flags : fpu vme …` from /proc/cpuinfo. */
+export const CPU_MARKER = "TS-VMM-CPU";
+
+/**
+ * The line /init prints when /dev/vda exists: `TS-VMM-DISK <content>` of
+ * {@link DISK_FILE} on it (mounted read-only as ext2/ext4), or
+ * `TS-VMM-DISK unmountable`.
+ */
+export const DISK_MARKER = "TS-VMM-DISK";
+
+/** The file /init reads from the root of /dev/vda (see {@link dataDisk}). */
+export const DISK_FILE = "tsvmm.txt";
 
 /**
  * Kernel options for early-boot runs on a host whose KVM emulates CPL0 (the
@@ -65,7 +79,20 @@ for m in $(cat /etc/modules-load); do
   a=""; [ "$m" = virtio_mmio ] && a="$mmio"
   insmod /lib/modules/$m.ko $a || echo "init: insmod $m failed"
 done
+# From here on only /init writes to the console: kernel messages (late driver probes on
+# another vCPU) would otherwise land in the middle of the marker lines.
+dmesg -n 1
 echo "${INIT_MARKER} kernel=$(uname -r) virtio=$(ls /sys/bus/virtio/devices 2>/dev/null | wc -l)"
+echo "${CPU_MARKER} cpus=$(grep -c ^processor /proc/cpuinfo) $(grep -m1 ^flags /proc/cpuinfo | tr -s ' \\t' ' ')"
+if [ -b /dev/vda ]; then
+  mkdir -p /mnt
+  if mount -t ext4 -o ro /dev/vda /mnt 2>/dev/null; then
+    echo "${DISK_MARKER} $(cat /mnt/${DISK_FILE} 2>/dev/null || echo no-file)"
+    umount /mnt
+  else
+    echo "${DISK_MARKER} unmountable"
+  fi
+fi
 if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi
 echo 'echo ${INIT_MARKER}-SHELL' | sh
 poweroff -f
@@ -163,6 +190,42 @@ export async function linuxGuest(): Promise<LinuxGuest> {
   }
   const initramfs = await buildInitramfs({ modulesDir: k.modulesDir });
   return { version: k.version, bzImage: k.bzImage, vmlinux: k.vmlinux, initramfs };
+}
+
+/** A disk image in a fresh temp directory; `remove()` deletes both. */
+export interface DataDisk {
+  /** The raw ext2 image. */
+  readonly path: string;
+  /** Deletes the image and its directory. */
+  remove(): void;
+}
+
+/**
+ * Makes a small raw ext2 disk (`mke2fs -d`, no root needed) whose root holds
+ * {@link DISK_FILE} with `text`, for /init to mount from virtio-blk and print.
+ *
+ * @throws {@link TestGuestsError} `MissingTool` if mke2fs (e2fsprogs) is
+ *   missing, `InvalidArgument` for a size outside 1..1024 MiB.
+ */
+export async function dataDisk(text: string, sizeMiB = 16): Promise<DataDisk> {
+  if (!Number.isInteger(sizeMiB) || sizeMiB < 1 || sizeMiB > 1024) {
+    throw new TestGuestsError("InvalidArgument", `sizeMiB must be an integer in 1..1024, got ${sizeMiB}`);
+  }
+  await need("mke2fs");
+  const dir = mkdtempSync(join(tmpdir(), "ts-vmm-datadisk-"));
+  const remove = (): void => rmSync(dir, { recursive: true, force: true });
+  try {
+    const root = join(dir, "root");
+    mkdirSync(root);
+    writeFileSync(join(root, DISK_FILE), text);
+    const path = join(dir, "disk.img");
+    await run("mke2fs", ["-q", "-F", "-t", "ext2", "-d", root, path, `${sizeMiB}M`]);
+    rmSync(root, { recursive: true, force: true });
+    return { path, remove };
+  } catch (e) {
+    remove();
+    throw e instanceof TestGuestsError ? e : new TestGuestsError("MissingTool", `mke2fs failed: ${String(e)}`, { cause: e });
+  }
 }
 
 /**

@@ -1,7 +1,8 @@
 import { execFileSync } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
 import { describeWith } from "@ts-vmm/test-utils";
 import { expect, it } from "vitest";
-import { LINUX_GUEST_MODULES, linuxGuest } from "../src/index.js";
+import { DISK_FILE, LINUX_GUEST_MODULES, dataDisk, linuxGuest } from "../src/index.js";
 
 describeWith({ tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz", "busybox"] }, "Linux guest kit (Debian 6.12 cloud kernel + busybox initramfs)", () => {
   it("builds a cached initramfs with busybox, /init and the virtio modules the kernel lacks built in", async () => {
@@ -18,4 +19,21 @@ describeWith({ tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz", "busybox"] }
     const again = await linuxGuest();
     expect(again.initramfs).toBe(g.initramfs);
   }, 300_000);
+});
+
+describeWith({ tools: ["mke2fs", "debugfs"] }, "dataDisk (the ext2 disk /init mounts from virtio-blk)", () => {
+  it("holds the file with the text at the root, and remove() deletes it", async () => {
+    const d = await dataDisk("hello from the host\n", 8);
+    try {
+      const out = execFileSync("debugfs", ["-R", `cat /${DISK_FILE}`, d.path], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+      expect(out).toBe("hello from the host\n");
+      expect(statSync(d.path).size).toBe(8 << 20);
+    } finally {
+      d.remove();
+    }
+    expect(existsSync(d.path)).toBe(false);
+  });
+  it("refuses a size out of range before running anything", async () => {
+    await expect(dataDisk("x", 0)).rejects.toMatchObject({ code: "InvalidArgument" });
+  });
 });

@@ -1,13 +1,26 @@
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import { debianKernel, describeWith } from "@ts-vmm/test-utils";
 import {
+  CPU_MARKER,
+  DISK_MARKER,
   EARLY_BOOT_CMDLINE,
   EARLY_BOOT_MARKER,
   INIT_MARKER,
   hostHasVirtualizationExtensions,
   linuxGuest,
   runGuest,
+  runNested,
+  dataDisk,
+  type DataDisk,
+  type DeviceKind,
+  type DeviceSpec,
+  type GuestRun,
+  type LinuxGuest,
+  type NestedGuestRun,
+  type NestedRun,
 } from "@ts-vmm/test-guests";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { oursLauncher } from "./ours-launcher.js";
 
 /*
@@ -39,32 +52,160 @@ describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb"] }, "Debian 6.12 kernel 
   }, EARLY_LIMIT_MS);
 });
 
-const FULL = "full Linux boot to the busybox shell on the reference VMM (runs only where /proc/cpuinfo has vmx or svm)";
+/*
+ * The full boot: the Debian bzImage with the busybox initramfs on our VMM's
+ * CLI, to /init's shell, then `poweroff -f` in the guest ends the VMM with
+ * status 0. What the guest must show: the kernel version, one virtio device
+ * per device we attach (those of blk/rng/net that our launcher provides; with
+ * blk, /init mounts the ext2 disk and prints the file on it),
+ * the vCPU count (and "Brought up 1 node, N CPUs"), and the CPU features we
+ * expose in /proc/cpuinfo (x2apic, hypervisor).
+ *
+ * Where /proc/cpuinfo lists vmx or svm, the VMM runs on the host's KVM.
+ * Elsewhere (this machine) it runs in the nested tier: one L1 boot
+ * (QEMU TCG with emulated SVM, -smp 2) runs, one after the other, QEMU
+ * microvm with KVM (the reference: the same checks must pass for it) and our
+ * CLI from the built workspace (dist/ and the addon) with 1 and 2 vCPUs.
+ */
+const FULL_CMDLINE = "console=ttyS0 rdinit=/init panic=-1";
+const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
+/**
+ * Inside L1 each guest is killed after this: QEMU+KVM reaches the shell in 25-55 s there
+ * (2 vCPUs, depending on the machine's load); ours must not be slower (bench:boot).
+ */
+const NESTED_GUEST_TIMEOUT_MS = 120_000;
+/** The QEMU reference gets more room: it must not make the run flaky on a loaded machine. */
+const NESTED_REFERENCE_TIMEOUT_MS = 150_000;
+const VCPU_COUNTS = [1, 2] as const;
 
-function fullBoot(): void {
-  it("boots the Debian bzImage with the initramfs and reaches /init's shell", async () => {
-    const g = await linuxGuest();
-    const r = await runGuest({
-      vmm: oursLauncher,
-      kernel: g.bzImage,
-      initrd: g.initramfs,
-      cmdline: "console=ttyS0 rdinit=/init panic=-1",
-      memMiB: 256,
-      stopOnSerial: `${INIT_MARKER}-SHELL`,
-      timeoutMs: 120_000,
-    });
-    expect(r.stoppedOnSerial, r.serial.slice(-3000)).toBe(true);
-    const line = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.text ?? "";
-    expect(line).toContain(`kernel=${g.version}`);
-    // No virtio devices in the reference VMM yet.
-    expect(Number(/virtio=(\d+)/.exec(line)?.[1])).toBe(0);
-  }, 180_000);
+/**
+ * TEMPORARY GATE (issue 10), remove when the reference VMM boots Linux:
+ * today our VMM gets to "tsc: Marking TSC unstable due to could not calculate
+ * TSC khz" and hangs (no PIT/timer source, no ACPI poweroff, one vCPU only,
+ * no `--vcpus`), so the full-boot assertions below are expected to FAIL and
+ * run as `it.fails`. When the VMM reaches the shell, `it.fails` itself fails
+ * and this must be flipped to `it`. The separate "gets as far as" test
+ * records the serial log each run.
+ */
+const itUntilOurVmmBootsLinux = it.fails;
+
+const BOOT_DEVICES: readonly DeviceKind[] = ["blk", "rng", "net"];
+
+function referenceDevices(disk: string): DeviceSpec[] {
+  return [{ kind: "blk", path: disk }, { kind: "rng" }, { kind: "net" }];
+}
+
+function devicesFor(disk: string): DeviceSpec[] {
+  return BOOT_DEVICES.filter((k) => oursLauncher.provides.includes(k)).map((k): DeviceSpec =>
+    k === "blk" ? { kind: "blk", path: disk } : k === "net" ? { kind: "net" } : { kind: "rng" },
+  );
+}
+
+function checkFullBoot(r: GuestRun, g: LinuxGuest, vcpus: number, devices: readonly DeviceSpec[], token: string, poweredOff: boolean): void {
+  const why = `last output:\n${r.serial.slice(-3000)}\n--- vmm:\n${r.vmmLog}`;
+  expect(r.serial, why).toContain(`${INIT_MARKER}-SHELL`);
+  const line = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.text ?? "";
+  expect(line).toContain(`kernel=${g.version}`);
+  expect(Number(/virtio=(\d+)/.exec(line)?.[1])).toBe(devices.length);
+  const cpu = r.lines.find((l) => l.text.startsWith(CPU_MARKER))?.text ?? "";
+  expect(Number(/cpus=(\d+)/.exec(cpu)?.[1]), cpu).toBe(vcpus);
+  const flags = cpu.split(/\s+/);
+  expect(flags, cpu).toContain("hypervisor");
+  expect(flags, cpu).toContain("x2apic");
+  if (vcpus > 1) expect(r.serial).toMatch(new RegExp(`smp: Brought up 1 node, ${vcpus} CPUs`));
+  // With virtio-blk, /init mounts its ext2 disk and prints the file on it.
+  if (devices.some((d) => d.kind === "blk")) expect(r.lines.map((l) => l.text)).toContain(`${DISK_MARKER} ${token}`);
+  // `poweroff -f` in the guest ends the VMM with status 0.
+  expect(poweredOff, why).toBe(true);
 }
 
 if (hostHasVirtualizationExtensions()) {
-  describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz"] }, FULL, fullBoot);
+  describeWith(
+    { kvm: true, tools: ["apt-get", "dpkg-deb", "cpio", "gzip", "xz", "mke2fs"] },
+    "full Linux boot to the busybox shell on the reference VMM, on this host's KVM (vmx/svm present)",
+    () => {
+      for (const vcpus of VCPU_COUNTS) {
+        itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, async () => {
+          const g = await linuxGuest();
+          const token = randomBytes(8).toString("hex");
+          const disk = await dataDisk(token);
+          try {
+            const devices = devicesFor(disk.path);
+            const r = await runGuest({
+              vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
+              memMiB: 256, vcpus, devices, timeoutMs: 120_000,
+            });
+            checkFullBoot(r, g, vcpus, devices, token, !r.timedOut && r.vmmExit?.code === 0);
+          } finally {
+            disk.remove();
+          }
+        }, 180_000);
+      }
+    },
+  );
 } else {
-  const reason = "this CPU has neither vmx nor svm in /proc/cpuinfo, so guest kernel code would only run through KVM's emulator";
-  console.warn(`[skipped] ${FULL}: ${reason}`);
-  describe.skip(`${FULL} (skipped: ${reason})`, fullBoot);
+  describeWith(
+    { tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox", "mke2fs"] },
+    "full Linux boot on the reference VMM inside a TCG L1 with emulated SVM (nested tier: no vmx/svm on this host)",
+    () => {
+      let g: LinuxGuest;
+      let run: NestedRun;
+      let disk: DataDisk | undefined;
+      let devices: DeviceSpec[] = [];
+      const token = randomBytes(8).toString("hex");
+      beforeAll(async () => {
+        g = await linuxGuest();
+        disk = await dataDisk(token);
+        devices = devicesFor(disk.path);
+        run = await runNested({
+          l1Vcpus: 2,
+          packages: [PACKAGE_DIR],
+          guests: [
+            // The reference: QEMU microvm with KVM, same L1, same guest, every device (ACPI on:
+            // this kernel finds virtio-mmio devices only through the DSDT).
+            {
+              name: "qemu-2", vmm: "qemu", kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
+              memMiB: 256, vcpus: 2, devices: referenceDevices(disk.path), timeoutMs: NESTED_REFERENCE_TIMEOUT_MS,
+              extraArgs: ["-M", "acpi=on", "-no-reboot"],
+            },
+            ...VCPU_COUNTS.map((vcpus) => ({
+              name: `ours-${vcpus}`, vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
+              memMiB: 256, vcpus, devices, timeoutMs: NESTED_GUEST_TIMEOUT_MS,
+            })),
+          ],
+        });
+      }, 150_000 + NESTED_REFERENCE_TIMEOUT_MS + VCPU_COUNTS.length * (NESTED_GUEST_TIMEOUT_MS + 5_000) + 30_000);
+      afterAll(() => disk?.remove());
+      const guest = (name: string): NestedGuestRun => {
+        const r = run.guests.find((x) => x.name === name);
+        if (!r) throw new Error(`no guest ${name} in the nested run`);
+        return r;
+      };
+
+      it("runs our CLI in L1 on its /dev/kvm, and the Debian kernel starts (how far it gets is logged)", () => {
+        expect(run.problem, `L1 console:\n${run.l1Serial.slice(-3000)}\n--- L1 qemu:\n${run.l1Log}`).toBeNull();
+        for (const r of run.guests) {
+          const tail = r.lines.slice(-8).map((l) => `    ${l.text}`).join("\n");
+          console.log(`[nested] ${r.name}: ended by ${r.end} (status ${String(r.status)}) after ${(r.wallMs / 1000).toFixed(1)} s; last lines:\n${tail}${r.vmmLog ? `\n  vmm stderr: ${r.vmmLog.slice(0, 500)}` : ""}`);
+        }
+        // The 1-vCPU guest: the CLI accepted the launch and the kernel printed its banner on COM1.
+        const first = guest("ours-1");
+        expect(first.serial, first.vmmLog).toContain("Linux version 6.12");
+      });
+
+      it("the same checks pass for QEMU microvm+KVM in the same L1 (so they can pass, and give the time to beat)", () => {
+        const r = guest("qemu-2");
+        checkFullBoot(r, g, 2, referenceDevices(disk!.path), token, r.end === "exit" && r.status === 0);
+        const t = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.tMs ?? NaN;
+        console.log(`[qemu nested] 2 vCPUs: /init marker after ${(t / 1000).toFixed(1)} s, powered off after ${(r.wallMs / 1000).toFixed(1)} s`);
+      });
+
+      VCPU_COUNTS.forEach((vcpus) => {
+        itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, () => {
+          const r = guest(`ours-${vcpus}`);
+          checkFullBoot(r, g, vcpus, devices, token, r.end === "exit" && r.status === 0);
+        });
+      });
+    },
+  );
 }

@@ -1,0 +1,595 @@
+/**
+ * The nested tier (shared/DESIGN-NOTES.md, tier 3b): a full Linux boot on a
+ * machine whose KVM cannot run guest kernel code natively. QEMU's TCG
+ * emulates AMD SVM with nested paging, so an L1 Linux booted under
+ * `qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt` loads kvm-amd and has a
+ * hardware-style /dev/kvm; the VMM under test runs inside L1 and boots the L2
+ * guest on it. {@link runNested} builds the L1 image (see l1-image.ts), boots
+ * L1 once and runs every requested L2 guest in it, one after the other.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import { cacheDir, debianKernel, type DebianKernel } from "@ts-vmm/test-utils/node";
+import { TestGuestsError } from "./error.js";
+import {
+  buildLayer,
+  concatLayers,
+  decompressModuleTo,
+  dedupe,
+  executableEntries,
+  layerLabel,
+  qemuEntries,
+  workspacePackageEntries,
+  which,
+  type Layer,
+  type LayerEntry,
+} from "./l1-image.js";
+import type { DeviceSpec, LaunchSpec, ProcessPlan, ResolvedDevice, VmmLauncher } from "./launcher.js";
+import { qemuLauncher } from "./qemu.js";
+import { parseResults, type SerialLine } from "./results.js";
+import type { GuestRun } from "./run-guest.js";
+
+/** One L2 guest to run inside L1 (the options of `runGuest`, for a VMM that runs as a process). */
+export interface NestedGuest {
+  /** Label in reports (unique within a run). */
+  readonly name: string;
+  /** `"qemu"` (QEMU with KVM, inside L1) or a launcher whose plan is a {@link ProcessPlan}. */
+  readonly vmm: "qemu" | VmmLauncher;
+  readonly kernel: string;
+  readonly initrd?: string;
+  readonly cmdline?: string;
+  /** L2 RAM in MiB (default 256). */
+  readonly memMiB?: number;
+  /** L2 vCPUs, 1..32 (default 1; more than L1's vCPU count works but is slow under TCG). */
+  readonly vcpus?: number;
+  /** Devices; `console` and `vsock` are not available inside L1. blk files are copied into L1 at the same path. */
+  readonly devices?: readonly DeviceSpec[];
+  /** Inside L1, the VMM is killed after this many ms (default 120 s). */
+  readonly timeoutMs?: number;
+  /** Inside L1, the VMM is killed once a serial line contains this text. */
+  readonly stopOnSerial?: string;
+  readonly extraArgs?: readonly string[];
+}
+
+/** Options of {@link runNested}. */
+export interface NestedOptions {
+  /** The L2 guests, run in this order in one L1 boot. */
+  readonly guests: readonly NestedGuest[];
+  /** L1 vCPUs (`-smp`), 1..8, default 1. */
+  readonly l1Vcpus?: number;
+  /** L1 RAM in MiB (default 4096). */
+  readonly l1MemMiB?: number;
+  /**
+   * Built workspace package directories to put in L1 (with their run-time
+   * workspace dependencies), for a VMM that runs on Node.
+   */
+  readonly packages?: readonly string[];
+  /** Extra host files to mirror into L1 at the same paths. */
+  readonly files?: readonly string[];
+  /** Hard limit on the whole L1 run (default: 150 s plus every guest's timeout). */
+  readonly timeoutMs?: number;
+  /** Called with each chunk of L1 serial output (progress logs). */
+  readonly onSerial?: (text: string) => void;
+  /** The L1 kernel (default: debianKernel(), whose modules provide kvm). */
+  readonly l1Kernel?: DebianKernel;
+}
+
+/** How one L2 guest ended inside L1. */
+export type NestedEnd =
+  /** The VMM process exited by itself. */
+  | "exit"
+  /** Killed after {@link NestedGuest.timeoutMs}. */
+  | "timeout"
+  /** Killed because {@link NestedGuest.stopOnSerial} appeared. */
+  | "marker"
+  /** Never started or never finished (L1 failed first; see {@link NestedRun.problem}). */
+  | "missing";
+
+/** One L2 guest's run: a {@link GuestRun} (times measured on the host, from the step's start marker). */
+export interface NestedGuestRun extends GuestRun {
+  /** The guest's {@link NestedGuest.name}. */
+  readonly name: string;
+  /** How it ended. */
+  readonly end: NestedEnd;
+  /** The VMM's exit status inside L1 (137 when killed), or null if it never ended. */
+  readonly status: number | null;
+}
+
+/** The result of {@link runNested}. */
+export interface NestedRun {
+  /** Per guest, in order. */
+  readonly guests: readonly NestedGuestRun[];
+  /** What went wrong with L1 itself (null if L1 ran every guest and powered off). */
+  readonly problem: string | null;
+  /** Everything L1 wrote to its serial console (L2 serial output included). */
+  readonly l1Serial: string;
+  /** The L1 QEMU's stderr. */
+  readonly l1Log: string;
+  /** L1 QEMU start to its exit, ms. */
+  readonly wallMs: number;
+  /** L1 QEMU start to L1's /init running, ms (null if never). */
+  readonly l1InitMs: number | null;
+  /** L1 QEMU start to /dev/kvm ready in L1, ms (null if never). */
+  readonly l1KvmMs: number | null;
+  /** True if the host killed L1 after {@link NestedOptions.timeoutMs}. */
+  readonly timedOut: boolean;
+  /** The layers of the L1 initramfs (cache files) and the total size in bytes. */
+  readonly image: { readonly layers: readonly string[]; readonly bytes: number };
+}
+
+/** The L1 machine: the recipe of shared/DESIGN-NOTES.md tier 3b. */
+export function l1QemuArgs(kernel: string, initrd: string, vcpus: number, memMiB: number): string[] {
+  return [
+    "-accel", "tcg", "-cpu", "EPYC,+svm,+npt", "-m", String(memMiB), "-smp", String(vcpus),
+    "-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initrd,
+    "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
+  ];
+}
+
+/** Markers L1's /init prints on its console (one per line). */
+export const NESTED_MARKERS = {
+  up: "TSVMM-L1 up",
+  kvm: "TSVMM-L1 kvm=",
+  begin: "TSVMM-STEP-BEGIN ",
+  end: "TSVMM-STEP-END ",
+  logBegin: "TSVMM-STEP-LOG-BEGIN ",
+  logEnd: "TSVMM-STEP-LOG-END ",
+  done: "TSVMM-L1 done",
+} as const;
+
+const L1_INIT = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "${NESTED_MARKERS.up} uptime=$(cut -d' ' -f1 /proc/uptime) cpus=$(grep -c ^processor /proc/cpuinfo)"
+mod=kvm-amd
+grep -q '^flags.* vmx' /proc/cpuinfo && mod=kvm-intel
+for m in irqbypass kvm $mod; do insmod /tsvmm/modules/$m.ko || echo "TSVMM-L1 insmod $m failed"; done
+if [ -c /dev/kvm ]; then
+  echo "${NESTED_MARKERS.kvm}ok module=$mod uptime=$(cut -d' ' -f1 /proc/uptime)"
+  . /tsvmm/job.sh
+else
+  echo "${NESTED_MARKERS.kvm}missing module=$mod"
+  dmesg | tail -n 20
+fi
+echo "${NESTED_MARKERS.done}"
+poweroff -f
+`;
+
+function findModule(modulesDir: string, name: string): string {
+  const order = readFileSync(join(modulesDir, "modules.order"), "utf8").split("\n");
+  const rel = order.find((l) => basename(l).replace(/\.ko.*$/, "") === name);
+  if (rel) {
+    for (const ext of ["", ".xz", ".zst", ".gz"]) {
+      const p = join(modulesDir, rel + ext);
+      if (existsSync(p)) return p;
+    }
+  }
+  throw new TestGuestsError("DownloadFailed", `${name}.ko is not in ${modulesDir}`);
+}
+
+/** The base layer: busybox-static, /init and the KVM modules (decompressed) of the L1 kernel. */
+async function baseLayer(k: DebianKernel, busybox = "/bin/busybox"): Promise<Layer> {
+  if (!existsSync(busybox)) throw new TestGuestsError("MissingTool", `${busybox} not found: install busybox-static (scripts/setup.sh)`);
+  const dir = cacheDir("nested", "modules", k.version);
+  const entries: LayerEntry[] = [
+    { path: "/bin/busybox", from: busybox, mode: 0o755 },
+    { path: "/init", content: L1_INIT, mode: 0o755 },
+  ];
+  for (const m of ["irqbypass", "kvm", "kvm-amd", "kvm-intel"]) {
+    const out = join(dir, `${m}.ko`);
+    if (!existsSync(out)) {
+      const tmp = `${out}.tmp-${process.pid}`;
+      await decompressModuleTo(findModule(k.modulesDir, m), tmp);
+      renameSync(tmp, out);
+    }
+    entries.push({ path: `/tsvmm/modules/${m}.ko`, from: out, mode: 0o644 });
+  }
+  return { name: "base", entries };
+}
+
+/** A short tag for a set of paths (layer names). */
+function pathsTag(paths: readonly string[]): string {
+  return createHash("sha256").update([...paths].sort().join("\0")).digest("hex").slice(0, 8);
+}
+
+/** Shell-quotes one word. */
+export function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function checkInt(name: string, v: number, lo: number, hi: number): void {
+  if (!Number.isInteger(v) || v < lo || v > hi) {
+    throw new TestGuestsError("InvalidArgument", `${name} must be an integer in ${lo}..${hi}, got ${v}`);
+  }
+}
+
+interface Prepared {
+  readonly guest: NestedGuest;
+  readonly plan: ProcessPlan;
+  readonly launcher: string;
+  readonly timeoutMs: number;
+}
+
+/**
+ * The job script: one block per guest, markers around its serial output and
+ * its stderr. Step markers carry the run's nonce, so a guest cannot end its
+ * block early by printing one. Each VMM runs in its own session (setsid),
+ * and the watchdog and the stop marker kill its whole process group.
+ */
+function jobScript(steps: readonly Prepared[], nonce: string): string {
+  const M = NESTED_MARKERS;
+  const lines = ["# generated by runNested"];
+  steps.forEach((s, i) => {
+    const env = Object.entries(s.plan.env ?? {}).map(([k, v]) => shq(`${k}=${v}`));
+    const cmd = ["setsid", ...(env.length ? ["env", ...env] : []), shq(which(s.plan.file)), ...s.plan.args.map(shq)].join(" ");
+    const secs = Math.max(1, Math.ceil(s.timeoutMs / 1000));
+    const stop = s.guest.stopOnSerial;
+    const kill = "{ kill -9 -$pid || kill -9 $pid; } 2>/dev/null";
+    const id = `${i}#${nonce}`;
+    lines.push(
+      `rm -f /tmp/fifo-${i}; mkfifo /tmp/fifo-${i}`,
+      `echo "${M.begin}${id} uptime=$(cut -d' ' -f1 /proc/uptime)"`,
+      `${cmd} </dev/null >/tmp/fifo-${i} 2>/tmp/err-${i} &`,
+      `pid=$!`,
+      `( sleep ${secs}; [ -e /tmp/done-${i} ] || { echo timeout > /tmp/why-${i}; ${kill}; } ) >/dev/null 2>&1 &`,
+      `while IFS= read -r l || [ -n "$l" ]; do`,
+      `  printf '%s\\n' "$l"`,
+      ...(stop !== undefined
+        ? [`  case "$l" in *${shq(stop)}*) [ -e /tmp/why-${i} ] || { echo marker > /tmp/why-${i}; ${kill}; } ;; esac`]
+        : []),
+      `  l=""`,
+      `done < /tmp/fifo-${i}`,
+      `{ wait $pid; } 2>/dev/null; st=$?`,
+      `touch /tmp/done-${i}`,
+      `why=exit; [ -e /tmp/why-${i} ] && why=$(cat /tmp/why-${i})`,
+      `echo; echo "${M.end}${id} status=$st reason=$why uptime=$(cut -d' ' -f1 /proc/uptime)"`,
+      // At most 64 KiB of stderr travels over the console.
+      `echo "${M.logBegin}${id}"; tail -c 65536 /tmp/err-${i}; echo; echo "${M.logEnd}${id}"`,
+    );
+  });
+  return lines.join("\n") + "\n";
+}
+
+const MAX_BLK_BYTES = 512 << 20;
+
+async function prepare(g: NestedGuest): Promise<{ prepared: Prepared; files: string[] }> {
+  const launcher = g.vmm === "qemu" ? qemuLauncher : g.vmm;
+  const memMiB = g.memMiB ?? 256;
+  const vcpus = g.vcpus ?? 1;
+  const timeoutMs = g.timeoutMs ?? 120_000;
+  checkInt(`${g.name}: memMiB`, memMiB, 2, 3072);
+  checkInt(`${g.name}: vcpus`, vcpus, 1, 32);
+  checkInt(`${g.name}: timeoutMs`, timeoutMs, 1000, 3_600_000);
+  const files = [resolve(g.kernel)];
+  if (g.initrd !== undefined) files.push(resolve(g.initrd));
+  const resolved: ResolvedDevice[] = [];
+  for (const d of g.devices ?? []) {
+    if (d.kind === "console" || d.kind === "vsock") {
+      throw new TestGuestsError("Unsupported", `${g.name}: a ${d.kind} device is not available inside L1 (its host side lives outside)`);
+    }
+    if (!launcher.provides.includes(d.kind)) {
+      throw new TestGuestsError("Unsupported", `${launcher.name} does not provide a ${d.kind} device`);
+    }
+    if (d.kind === "blk") {
+      const p = resolve(d.path);
+      if (statSync(p).size > MAX_BLK_BYTES) throw new TestGuestsError("InvalidArgument", `${g.name}: ${p} is larger than ${MAX_BLK_BYTES} bytes`);
+      files.push(p);
+      resolved.push({ ...d, path: p });
+    } else resolved.push(d);
+  }
+  const spec: LaunchSpec = {
+    kernel: resolve(g.kernel),
+    ...(g.initrd !== undefined ? { initrd: resolve(g.initrd) } : {}),
+    cmdline: g.cmdline ?? "",
+    memMiB,
+    vcpus,
+    devices: resolved,
+    extraArgs: g.extraArgs ?? [],
+  };
+  const plan = await launcher.plan(spec);
+  if (plan.kind !== "process") throw new TestGuestsError("Unsupported", `${g.name}: ${launcher.name} runs in-process; inside L1 only process plans run`);
+  return { prepared: { guest: g, plan, launcher: launcher.name, timeoutMs }, files };
+}
+
+/**
+ * Collects L1's console stream into per-guest blocks (see NESTED_MARKERS).
+ * Line times are host times (performance.now()) relative to each step's
+ * start marker. Exported for unit tests.
+ *
+ * @internal
+ */
+export class L1Parser {
+  serial = "";
+  private partial = "";
+  initMs: number | null = null;
+  kvmMs: number | null = null;
+  kvmMissing = false;
+  done = false;
+  private cur: { i: number; t0: number; lines: SerialLine[]; serial: string[] } | null = null;
+  private log: { i: number; lines: string[] } | null = null;
+  readonly ends = new Map<number, { status: number; reason: string; lines: SerialLine[]; serial: string; wallMs: number; log: string }>();
+  private readonly partialSteps = new Map<number, { t0: number; lines: SerialLine[]; serial: string }>();
+
+  /**
+   * @param t0 - host time of L1's start
+   * @param nonce - the run's nonce, which every step marker carries
+   */
+  constructor(
+    private readonly t0: number,
+    private readonly nonce: string,
+  ) {}
+
+  /** Feeds a chunk of console output received at host time `now`. */
+  push(text: string, now: number = performance.now()): void {
+    this.serial += text;
+    const parts = (this.partial + text).split("\n");
+    this.partial = parts.pop() ?? "";
+    for (const p of parts) this.line(p.replace(/\r+$/, ""), now);
+  }
+
+  /** Ends the stream (L1 exited): a trailing partial line and an unfinished block are kept. */
+  finish(now: number = performance.now()): void {
+    if (this.partial) this.line(this.partial.replace(/\r+$/, ""), now);
+    this.partial = "";
+    if (this.cur) this.partialSteps.set(this.cur.i, { t0: this.cur.t0, lines: this.cur.lines, serial: this.cur.serial.join("\n") });
+  }
+
+  private line(text: string, now: number): void {
+    const M = NESTED_MARKERS;
+    if (this.log) {
+      if (text === `${M.logEnd}${this.log.i}#${this.nonce}`) {
+        const e = this.ends.get(this.log.i);
+        if (e) e.log = this.log.lines.join("\n").trim();
+        this.log = null;
+      } else this.log.lines.push(text);
+      return;
+    }
+    if (this.cur) {
+      const end = new RegExp(`^${M.end}${this.cur.i}#${this.nonce} status=(\\d+) reason=(\\w+)`).exec(text);
+      if (end) {
+        // The job prints an empty line before the end marker (the guest's last line may lack a newline).
+        const lines = this.cur.lines;
+        if (lines.length > 0 && lines.at(-1)!.text === "") lines.pop();
+        this.ends.set(this.cur.i, {
+          status: Number(end[1]),
+          reason: end[2]!,
+          lines,
+          serial: lines.map((l) => l.text).join("\n"),
+          wallMs: now - this.cur.t0,
+          log: "",
+        });
+        this.cur = null;
+        return;
+      }
+      this.cur.lines.push({ text, tMs: now - this.cur.t0 });
+      this.cur.serial.push(text);
+      return;
+    }
+    // Outside a guest's block, markers may follow firmware or terminal escape bytes on their line.
+    const at = (m: string): string | null => {
+      const k = text.indexOf(m);
+      return k < 0 ? null : text.slice(k + m.length);
+    };
+    let rest: string | null;
+    if (at(M.up) !== null) this.initMs ??= now - this.t0;
+    else if ((rest = at(M.kvm)) !== null) {
+      if (rest.startsWith("ok")) this.kvmMs = now - this.t0;
+      else this.kvmMissing = true;
+    } else if (at(M.done) !== null) this.done = true;
+    else if ((rest = at(M.begin)) !== null) {
+      const [i, n] = (rest.split(" ")[0] ?? "").split("#");
+      if (n === this.nonce) this.cur = { i: Number(i), t0: now, lines: [], serial: [] };
+    } else if ((rest = at(M.logBegin)) !== null) {
+      const [i, n] = rest.trim().split("#");
+      if (n === this.nonce) this.log = { i: Number(i), lines: [] };
+    }
+  }
+
+  /** The lines of guest `i` if its block never ended. */
+  unfinished(i: number): { t0: number; lines: SerialLine[]; serial: string } | undefined {
+    return this.partialSteps.get(i);
+  }
+}
+
+const live = new Set<ChildProcess>();
+let exitHook = false;
+function killGroup(c: ChildProcess): void {
+  if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
+  try {
+    process.kill(-c.pid, "SIGKILL");
+  } catch {
+    try {
+      c.kill("SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/**
+ * Boots L1 (`qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt`, the Debian
+ * cloud kernel of `debianKernel()`) with an initramfs holding busybox, the
+ * kernel's irqbypass/kvm/kvm-amd modules, each guest's VMM (QEMU with its
+ * libraries and firmware, or node with its libraries plus
+ * {@link NestedOptions.packages}), the L2 kernels, initramfs images and
+ * disks; L1's /init loads the modules, checks /dev/kvm, runs the guests one
+ * after the other (each bounded by its timeout inside L1) and powers off.
+ * The L1 QEMU runs in its own process group and is killed on the overall
+ * timeout and if Node exits first; the per-run initramfs is deleted at the
+ * end, the cached layers stay.
+ *
+ * @throws {@link TestGuestsError} `InvalidArgument` for bad options,
+ *   `Unsupported` for devices or launchers that cannot run inside L1,
+ *   `MissingTool` when busybox, cpio, zstd or a VMM binary is missing,
+ *   `DownloadFailed` if the kernel cannot be fetched, `SpawnFailed` if QEMU
+ *   cannot start.
+ */
+export async function runNested(options: NestedOptions): Promise<NestedRun> {
+  const l1Vcpus = options.l1Vcpus ?? 1;
+  const l1MemMiB = options.l1MemMiB ?? 4096;
+  checkInt("l1Vcpus", l1Vcpus, 1, 8);
+  checkInt("l1MemMiB", l1MemMiB, 512, 16384);
+  if (options.guests.length === 0) throw new TestGuestsError("InvalidArgument", "runNested needs at least one guest");
+  if (new Set(options.guests.map((g) => g.name)).size !== options.guests.length) {
+    throw new TestGuestsError("InvalidArgument", "guest names must be unique");
+  }
+  let k: DebianKernel;
+  try {
+    k = options.l1Kernel ?? (await debianKernel());
+  } catch (cause) {
+    throw new TestGuestsError("DownloadFailed", `could not obtain the Debian kernel: ${String(cause)}`, { cause });
+  }
+
+  const steps: Prepared[] = [];
+  const l2Files: string[] = [...(options.files ?? []).map((f) => resolve(f))];
+  const blkFiles = new Set<string>();
+  for (const g of options.guests) {
+    const { prepared, files } = await prepare(g);
+    steps.push(prepared);
+    for (const f of files) l2Files.push(f);
+    for (const d of g.devices ?? []) if (d.kind === "blk") blkFiles.add(resolve(d.path));
+  }
+
+  const timeoutMs = options.timeoutMs ?? 150_000 + steps.reduce((a, s) => a + s.timeoutMs + 5_000, 0);
+  checkInt("timeoutMs", timeoutMs, 1000, 4 * 3_600_000);
+
+  // Layers: big and stable first, per-run last.
+  const layers: Layer[] = [await baseLayer(k)];
+  const exes = new Set(steps.map((s) => which(s.plan.file)));
+  for (const exe of exes) {
+    const name = basename(exe);
+    if (name.startsWith("qemu-system-")) layers.push({ name: "qemu", entries: await qemuEntries(exe) });
+    else layers.push({ name: exe === process.execPath ? "node" : `exe-${name}`, entries: await executableEntries(exe) });
+  }
+  // Layers whose paths depend on the caller are named by a hash of those paths, so that
+  // different worktrees and guest sets never prune each other's cache files.
+  if (options.packages && options.packages.length > 0) {
+    const dirs = options.packages.map((d) => resolve(d));
+    layers.push({ name: `workspace-${pathsTag(dirs)}`, entries: await workspacePackageEntries(dirs) });
+  }
+  const l2Paths = [...new Set(l2Files.filter((f) => !blkFiles.has(f)))];
+  const l2 = dedupe(l2Paths.map((f): LayerEntry => ({ path: f, from: f, mode: 0o644 })));
+  if (l2.length > 0) layers.push({ name: `l2-${pathsTag(l2Paths)}`, entries: l2 });
+
+  const work = mkdtempSync(join(tmpdir(), "ts-vmm-nested-"));
+  const nonce = randomBytes(6).toString("hex");
+  let child: ChildProcess | undefined;
+  try {
+    const job: Layer = {
+      name: "job",
+      entries: [
+        { path: "/tsvmm/job.sh", content: jobScript(steps, nonce), mode: 0o755 },
+        ...[...blkFiles].map((f): LayerEntry => ({ path: f, from: f, mode: 0o644 })),
+      ],
+    };
+    const files: string[] = [];
+    for (const l of layers) files.push(await buildLayer(l));
+    files.push(await buildLayer(job, work));
+    const initrd = join(work, "l1-initrd");
+    concatLayers(files, initrd);
+    const bytes = statSync(initrd).size;
+
+    const args = l1QemuArgs(k.bzImage, initrd, l1Vcpus, l1MemMiB);
+    if (!exitHook) {
+      exitHook = true;
+      process.on("exit", () => {
+        for (const c of live) killGroup(c);
+      });
+    }
+    const t0 = performance.now();
+    const parser = new L1Parser(t0, nonce);
+    let stderr = "";
+    let timedOut = false;
+    try {
+      child = spawn(which("qemu-system-x86_64"), args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    } catch (cause) {
+      throw new TestGuestsError("SpawnFailed", "could not start qemu-system-x86_64 for L1", { cause });
+    }
+    live.add(child);
+    const c = child;
+    c.stdout?.on("data", (b: Buffer) => {
+      const t = b.toString("latin1");
+      parser.push(t);
+      options.onSerial?.(t);
+    });
+    c.stderr?.on("data", (b: Buffer) => {
+      if (stderr.length < 1 << 20) stderr += b.toString("utf8");
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(c);
+    }, timeoutMs);
+    let code: number | null;
+    let signal: NodeJS.Signals | null;
+    try {
+      [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res, rej) => {
+        c.once("error", (cause) => rej(new TestGuestsError("SpawnFailed", `could not start L1 QEMU: ${cause.message}`, { cause })));
+        c.once("close", (cc, s) => res([cc, s]));
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    const wallMs = performance.now() - t0;
+    parser.finish();
+
+    const guests = steps.map((s, i): NestedGuestRun => {
+      const e = parser.ends.get(i);
+      const u = e ? undefined : parser.unfinished(i);
+      const lines = e?.lines ?? u?.lines ?? [];
+      const end: NestedEnd = e ? (e.reason === "timeout" ? "timeout" : e.reason === "marker" ? "marker" : "exit") : "missing";
+      const status = e ? e.status : null;
+      const signalled = status !== null && status > 128;
+      return {
+        name: s.guest.name,
+        end,
+        status,
+        exitCode: end === "exit" && status !== null ? s.plan.guestExitValue(signalled ? null : status, signalled ? "SIGKILL" : null) : null,
+        vmmExit: status === null ? null : { code: signalled ? null : status, signal: signalled ? "SIGKILL" : null },
+        timedOut: end === "timeout",
+        stoppedOnSerial: end === "marker",
+        serial: e?.serial ?? u?.serial ?? "",
+        lines,
+        results: parseResults(lines),
+        wallMs: e?.wallMs ?? 0,
+        firstSerialByteMs: lines[0]?.tMs ?? null,
+        vmmLog: e?.log ?? "",
+        vmm: s.launcher,
+      };
+    });
+    let problem: string | null = null;
+    if (timedOut) problem = `L1 did not finish within ${timeoutMs} ms (killed)`;
+    else if (parser.initMs === null) problem = `L1 never ran /init (QEMU exit ${String(code ?? signal)})`;
+    else if (parser.kvmMissing || parser.kvmMs === null) problem = "/dev/kvm did not appear in L1 (kvm modules failed to load)";
+    else if (!parser.done) problem = `L1 stopped before its /init finished (QEMU exit ${String(code ?? signal)})`;
+    return {
+      guests,
+      problem,
+      l1Serial: parser.serial,
+      l1Log: stderr,
+      wallMs,
+      l1InitMs: parser.initMs,
+      l1KvmMs: parser.kvmMs,
+      timedOut,
+      image: { layers: files.map(layerLabel), bytes },
+    };
+  } finally {
+    if (child) {
+      killGroup(child);
+      live.delete(child);
+    }
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The layers cache directory (for size reports). */
+export function nestedCacheDir(): string {
+  return cacheDir("nested");
+}

@@ -1,0 +1,181 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { describeWith } from "@ts-vmm/test-utils";
+import { afterAll, describe, expect, it } from "vitest";
+import { L1Parser } from "../src/nested.js";
+import {
+  buildLayer,
+  concatLayers,
+  layerHash,
+  NESTED_MARKERS,
+  runNested,
+  sharedLibraries,
+  shq,
+  TestGuestsError,
+  workspacePackageEntries,
+  type Layer,
+  type VmmLauncher,
+} from "../src/index.js";
+
+const work = mkdtempSync(join(tmpdir(), "ts-vmm-nested-test-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe("layerHash", () => {
+  const a: Layer = { name: "t", entries: [{ path: "/a", content: "x", mode: 0o644 }, { path: "/b", symlink: "a" }] };
+  it("does not depend on entry order", () => {
+    expect(layerHash({ name: "t", entries: [...a.entries].reverse() })).toBe(layerHash(a));
+  });
+  it("changes with content, mode and symlink target", () => {
+    const h = layerHash(a);
+    expect(layerHash({ name: "t", entries: [{ path: "/a", content: "y", mode: 0o644 }, a.entries[1]!] })).not.toBe(h);
+    expect(layerHash({ name: "t", entries: [{ path: "/a", content: "x", mode: 0o755 }, a.entries[1]!] })).not.toBe(h);
+    expect(layerHash({ name: "t", entries: [a.entries[0]!, { path: "/b", symlink: "c" }] })).not.toBe(h);
+  });
+});
+
+describe("shq", () => {
+  it.each(["plain", "with space", "it's", "$HOME `x` \"q\" \\ *", "", "a\nb"])("quotes %j so sh sees it unchanged", (s) => {
+    expect(execFileSync("sh", ["-c", `printf %s ${shq(s)}`], { encoding: "utf8" })).toBe(s);
+  });
+});
+
+describe("buildLayer / concatLayers", () => {
+  it("writes a zstd newc archive with the entries at their paths, reuses it by hash, and concatenates with 4-byte padding", async () => {
+    const layer: Layer = {
+      name: "unit",
+      entries: [
+        { path: "/etc/x.txt", content: "hello\n", mode: 0o600 },
+        { path: "/etc/link", symlink: "x.txt" },
+        { path: "/empty", dir: true },
+      ],
+    };
+    const f = await buildLayer(layer, work);
+    expect(await buildLayer(layer, work)).toBe(f);
+    const list = execFileSync("sh", ["-c", `zstd -dc "$1" | cpio -t --quiet`, "sh", f], { encoding: "utf8" }).split("\n");
+    expect(list).toEqual(expect.arrayContaining(["etc/x.txt", "etc/link", "empty"]));
+    const out = join(work, "cat");
+    concatLayers([f, f], out);
+    const n = readFileSync(f).byteLength;
+    const pad = (4 - (n % 4)) % 4;
+    expect(readFileSync(out).byteLength).toBe(2 * (n + pad));
+  });
+});
+
+describe("workspacePackageEntries", () => {
+  it("takes a package's dist, addons and run-time workspace dependencies with their links, and nothing else", async () => {
+    const ref = resolve(import.meta.dirname, "..", "..", "vmm-reference");
+    const entries = await workspacePackageEntries([ref]);
+    const paths = entries.map((e) => e.path);
+    const pkgs = resolve(ref, "..");
+    expect(paths).toContain(join(ref, "package.json"));
+    expect(paths).toContain(join(ref, "dist", "cli.js"));
+    expect(paths).toContain(join(pkgs, "kvm-ioctls", "build", "Release", "kvm_ioctls.node"));
+    const link = entries.find((e) => e.path === join(ref, "node_modules", "@ts-vmm", "kvm-ioctls"));
+    expect(link && "symlink" in link ? link.symlink : null).toBe("../../../kvm-ioctls");
+    // devDependencies (test-guests, test-utils) and source maps stay out.
+    expect(paths.some((p) => p.includes(join(pkgs, "test-guests")))).toBe(false);
+    expect(paths.some((p) => p.endsWith(".map"))).toBe(false);
+  });
+  it("refuses a directory without package.json", async () => {
+    await expect(workspacePackageEntries([work])).rejects.toMatchObject({ code: "InvalidArgument" });
+  });
+});
+
+describe("sharedLibraries", () => {
+  it("lists the C library and the ELF interpreter of node", async () => {
+    const libs = await sharedLibraries(process.execPath);
+    expect(libs.some((l) => /\/libc\.so\.6$/.test(l))).toBe(true);
+    expect(libs.some((l) => /ld-linux-x86-64\.so\.2$/.test(l))).toBe(true);
+  });
+});
+
+describe("runNested option checks (before anything starts)", () => {
+  const guest = { name: "g", vmm: "qemu" as const, kernel: "/nonexistent" };
+  it("rejects an empty guest list, bad sizes and timeouts, duplicate names, and devices L1 cannot have", async () => {
+    await expect(runNested({ guests: [] })).rejects.toMatchObject({ code: "InvalidArgument" });
+    await expect(runNested({ guests: [guest], l1Vcpus: 0 })).rejects.toMatchObject({ code: "InvalidArgument" });
+    await expect(runNested({ guests: [guest], l1MemMiB: 100 })).rejects.toMatchObject({ code: "InvalidArgument" });
+    await expect(runNested({ guests: [guest, guest] })).rejects.toBeInstanceOf(TestGuestsError);
+    await expect(runNested({ guests: [{ ...guest, timeoutMs: 10 }] })).rejects.toMatchObject({ code: "InvalidArgument" });
+    await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "console" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
+    await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "rtc" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
+  });
+});
+
+describe("L1Parser (the console protocol of L1's /init)", () => {
+  const M = NESTED_MARKERS;
+  const stream = [
+    "\x1b[2J\x1b[01;01H", `${M.up} uptime=1.20 cpus=1\r\n`,
+    `${M.kvm}ok module=kvm-amd uptime=1.9\r\n`,
+    `${M.begin}0#n0nce uptime=2.0\r\n`, "Linux version 6.12\r\r\n", "TS-VMM-INIT-", "OK kernel=x\r\n", "no newline at the end",
+    // A guest printing an end marker without the nonce does not end its block.
+    `\r\n${M.end}0#guess status=0 reason=exit\r\n`,
+    `\r\n\r\n${M.end}0#n0nce status=137 reason=marker uptime=9\r\n`,
+    `${M.logBegin}0#n0nce\r\n`, "warn: a\r\nwarn: b\r\n\r\n", `${M.logEnd}0#n0nce\r\n`,
+    `${M.begin}1#n0nce uptime=10\r\n`, "half a line",
+  ];
+  it("splits guest blocks, keeps their lines with host times from the step start, and collects stderr", () => {
+    const p = new L1Parser(0, "n0nce");
+    stream.forEach((chunk, i) => p.push(chunk, 100 * i));
+    p.finish(5000);
+    expect(p.initMs).toBe(100);
+    expect(p.kvmMs).toBe(200);
+    const e = p.ends.get(0)!;
+    expect(e.status).toBe(137);
+    expect(e.reason).toBe("marker");
+    expect(e.lines.map((l) => l.text)).toEqual([
+      "Linux version 6.12", "TS-VMM-INIT-OK kernel=x", "no newline at the end", `${M.end}0#guess status=0 reason=exit`, "",
+    ]);
+    expect(e.lines[1]!.tMs).toBe(300); // arrived at 600, step began at 300
+    expect(e.log).toBe("warn: a\nwarn: b");
+    expect(p.done).toBe(false);
+    expect(p.ends.has(1)).toBe(false);
+    expect(p.unfinished(1)?.lines.map((l) => l.text)).toEqual(["half a line"]);
+  });
+  it("sees a missing /dev/kvm and the final marker", () => {
+    const p = new L1Parser(0, "n");
+    p.push(`${M.up}\n${M.kvm}missing module=kvm-amd\n${M.done}\n`, 10);
+    expect(p.kvmMissing).toBe(true);
+    expect(p.kvmMs).toBeNull();
+    expect(p.done).toBe(true);
+  });
+});
+
+/** A launcher whose "VMM" is a busybox shell command: exercises L1's job protocol without an L2. */
+function shellLauncher(script: string): VmmLauncher {
+  return {
+    name: "sh",
+    provides: [],
+    plan: () => ({ kind: "process", file: "busybox", args: ["sh", "-c", script], guestExitValue: (c) => c }),
+  };
+}
+
+describeWith({ tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox"] }, "runNested in a real L1 (no L2: shell commands as the VMM)", () => {
+  it("reports exit status and stderr, kills at the timeout and at the stop marker, and has /dev/kvm", async () => {
+    // The "kernel" is only carried into L1 (a stable file, so its cached layer is reused).
+    const dummy = join(import.meta.dirname, "helpers.ts");
+    const run = await runNested({
+      guests: [
+        { name: "exit3", vmm: shellLauncher("echo out-1; echo err-1 >&2; printf tail; exit 3"), kernel: dummy, timeoutMs: 20_000 },
+        { name: "hang", vmm: shellLauncher("echo started; sleep 600"), kernel: dummy, timeoutMs: 2_000 },
+        { name: "stop", vmm: shellLauncher("echo a; echo STOP-HERE now; sleep 600"), kernel: dummy, stopOnSerial: "STOP-HERE", timeoutMs: 20_000 },
+        { name: "kvm", vmm: shellLauncher("ls -l /dev/kvm; grep -c svm /proc/cpuinfo"), kernel: dummy, timeoutMs: 20_000 },
+      ],
+    });
+    expect(run.problem, run.l1Serial.slice(-2000) + run.l1Log).toBeNull();
+    const [a, b, c, d] = run.guests;
+    expect(a).toMatchObject({ end: "exit", status: 3, exitCode: 3, vmmLog: "err-1" });
+    expect(a!.lines.map((l) => l.text)).toEqual(["out-1", "tail"]);
+    expect(b).toMatchObject({ end: "timeout", status: 137, timedOut: true, exitCode: null });
+    expect(b!.serial).toBe("started");
+    expect(b!.wallMs).toBeGreaterThanOrEqual(1500);
+    expect(c).toMatchObject({ end: "marker", stoppedOnSerial: true });
+    expect(c!.wallMs).toBeLessThan(15_000);
+    expect(d).toMatchObject({ end: "exit", status: 0 });
+    expect(d!.serial).toMatch(/^c.* \/dev\/kvm/m);
+    expect(run.image.layers).toEqual(["base", "exe-busybox", expect.stringMatching(/^l2-[0-9a-f]{8}$/), "job"]);
+    console.log(`[nested] L1 /init after ${((run.l1InitMs ?? NaN) / 1000).toFixed(1)} s, /dev/kvm after ${((run.l1KvmMs ?? NaN) / 1000).toFixed(1)} s, whole run ${(run.wallMs / 1000).toFixed(1)} s`);
+  }, 180_000);
+});
