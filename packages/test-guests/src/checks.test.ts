@@ -12,8 +12,9 @@ import type { GuestRun } from "./run-guest.js";
 function run(exitCode: number | null, ...text: string[]): GuestRun {
   const lines = text.map((t, i) => ({ text: t, tMs: i }));
   return {
-    exitCode, vmmExit: null, timedOut: false, stoppedOnSerial: false, serial: text.join("\n"), lines,
-    results: parseResults(lines), wallMs: 1, firstSerialByteMs: 0, vmmLog: "", vmm: "test",
+    guestExit: exitCode, exitProblem: exitCode === null ? "test run without an exit" : null, exitCode, vmmExitValue: exitCode,
+    vmmExit: null, timedOut: false, stoppedOnSerial: false, harnessProblems: [], containment: "process-group",
+    serial: text.join("\n"), lines, results: parseResults(lines), wallMs: 1, firstSerialByteMs: 0, vmmLog: "", vmm: "test",
   };
 }
 

@@ -32,6 +32,7 @@ import type { DeviceSpec, LaunchSpec, ProcessPlan, ResolvedDevice, VmmLauncher }
 import { qemuLauncher } from "./qemu.js";
 import { parseResults, type SerialLine } from "./results.js";
 import type { GuestRun } from "./run-guest.js";
+import { guestVerdict } from "./verdict.js";
 
 /** One L2 guest to run inside L1 (the options of `runGuest`, for a VMM that runs as a process). */
 export interface NestedGuest {
@@ -547,17 +548,31 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
       const end: NestedEnd = e ? (e.reason === "timeout" ? "timeout" : e.reason === "marker" ? "marker" : "exit") : "missing";
       const status = e ? e.status : null;
       const signalled = status !== null && status > 128;
+      const vmmExitValue = end === "exit" && status !== null ? s.plan.guestExitValue(signalled ? null : status, signalled ? "SIGKILL" : null) : null;
+      const results = parseResults(lines);
+      // The same rule as runGuest: a guest value only when the guest printed it and the VMM's status agrees.
+      const verdict = guestVerdict({
+        vmmExitValue, results, timedOut: end === "timeout", stoppedOnSerial: end === "marker",
+        ...(s.plan.exitValueBits !== undefined ? { valueBits: s.plan.exitValueBits } : {}),
+      });
       return {
         name: s.guest.name,
         end,
         status,
-        exitCode: end === "exit" && status !== null ? s.plan.guestExitValue(signalled ? null : status, signalled ? "SIGKILL" : null) : null,
+        guestExit: verdict.guestExit,
+        exitProblem: verdict.problem,
+        exitCode: verdict.guestExit,
+        vmmExitValue,
         vmmExit: status === null ? null : { code: signalled ? null : status, signal: signalled ? "SIGKILL" : null },
         timedOut: end === "timeout",
         stoppedOnSerial: end === "marker",
+        // Inside L1 each guest runs in its own process group, killed at its timeout or marker;
+        // the whole L1 (and so every guest process) is killed at the overall timeout.
+        harnessProblems: [],
+        containment: "process-group",
         serial: e?.serial ?? u?.serial ?? "",
         lines,
-        results: parseResults(lines),
+        results,
         wallMs: e?.wallMs ?? 0,
         firstSerialByteMs: lines[0]?.tMs ?? null,
         vmmLog: e?.log ?? "",
