@@ -78,16 +78,6 @@ const NESTED_GUEST_TIMEOUT_MS = 120_000;
 const NESTED_REFERENCE_TIMEOUT_MS = 150_000;
 const VCPU_COUNTS = [1, 2] as const;
 
-/**
- * TEMPORARY GATE (issue 10), remove when the reference VMM boots Linux:
- * today our VMM gets to "tsc: Marking TSC unstable due to could not calculate
- * TSC khz" and hangs (no PIT/timer source, no ACPI poweroff, one vCPU only,
- * no `--vcpus`), so the full-boot assertions below are expected to FAIL and
- * run as `it.fails`. When the VMM reaches the shell, `it.fails` itself fails
- * and this must be flipped to `it`. The separate "gets as far as" test
- * records the serial log each run.
- */
-const itUntilOurVmmBootsLinux = it.fails;
 
 const BOOT_DEVICES: readonly DeviceKind[] = ["blk", "rng", "net"];
 
@@ -125,7 +115,7 @@ if (hostHasVirtualizationExtensions()) {
     "full Linux boot to the busybox shell on the reference VMM, on this host's KVM (vmx/svm present)",
     () => {
       for (const vcpus of VCPU_COUNTS) {
-        itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, async () => {
+        it(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, async () => {
           const g = await linuxGuest();
           const token = randomBytes(8).toString("hex");
           const disk = await dataDisk(token);
@@ -201,7 +191,7 @@ if (hostHasVirtualizationExtensions()) {
       });
 
       VCPU_COUNTS.forEach((vcpus) => {
-        itUntilOurVmmBootsLinux(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, () => {
+        it(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, () => {
           const r = guest(`ours-${vcpus}`);
           checkFullBoot(r, g, vcpus, devices, token, r.end === "exit" && r.status === 0);
         });

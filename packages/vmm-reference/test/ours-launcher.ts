@@ -13,8 +13,7 @@ export const oursLauncher: VmmLauncher = {
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);
-    // Only when asked: the CLI has no --vcpus flag yet (issue 10 adds it), and 1 is its default.
-    if (spec.vcpus !== 1) args.push("--vcpus", String(spec.vcpus));
+    args.push("--vcpus", String(spec.vcpus));
     args.push(...spec.extraArgs);
     return {
       // 7 bits of the guest's value survive in (value << 1) | 1. Status 1 is also Node's own
