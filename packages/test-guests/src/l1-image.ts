@@ -238,6 +238,7 @@ export async function qemuEntries(binary = "qemu-system-x86_64"): Promise<LayerE
 interface PackageJson {
   readonly name?: string;
   readonly dependencies?: Readonly<Record<string, string>>;
+  readonly files?: readonly string[];
 }
 
 function walk(dir: string, keep: (file: string) => boolean, out: string[]): void {
@@ -275,6 +276,14 @@ export async function workspacePackageEntries(packageDirs: readonly string[]): P
     entries.push({ path: pj, from: pj, mode: 0o644 });
     const files: string[] = [];
     walk(join(dir, "dist"), (f) => !/\.(map|d\.ts|tsbuildinfo)$/.test(f) && !/\.test\.js$/.test(f), files);
+    // The rest of what the package publishes (`files`: data such as vmm-reference's cpu-templates/).
+    for (const name of pkg.files ?? []) {
+      if (name === "dist" || /[*?]/.test(name)) continue;
+      const p = join(dir, name);
+      if (!existsSync(p)) continue;
+      if (statSync(p).isDirectory()) walk(p, (f) => !/\.(map|tsbuildinfo)$/.test(f), files);
+      else files.push(p);
+    }
     for (const f of files) entries.push({ path: f, from: f, mode: 0o644 });
     const rel = join(dir, "build", "Release");
     if (existsSync(rel)) {
