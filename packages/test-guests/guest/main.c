@@ -8,6 +8,7 @@ int mode_bench_exits(void);
 int mode_bench_blk(void);
 int mode_fuzz(void);
 int mode_smp(void);
+int mode_blk_durability(void);
 
 void user_main(void) {
 	char mode[32];
@@ -27,6 +28,7 @@ void user_main(void) {
 	else if (!strncmp(mode, "bench-blk", 10)) rc = mode_bench_blk();
 	else if (!strncmp(mode, "fuzz", 5)) rc = mode_fuzz();
 	else if (!strncmp(mode, "smp", 4)) rc = mode_smp();
+	else if (!strncmp(mode, "blk-durability", 15)) rc = mode_blk_durability();
 	else { fail("mode", "unknown mode %s", mode); rc = 2; }
 	printf("RESULT exit=%u\n", (u64)rc);
 	guest_exit((u32)rc);

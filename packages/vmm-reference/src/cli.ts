@@ -3,6 +3,7 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { debugExitStatus } from "./devices/debug-exit.js";
+import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { Vmm } from "./vmm.js";
 
@@ -10,9 +11,13 @@ import { Vmm } from "./vmm.js";
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--mem MiB] [--timeout SECONDS]
+                  [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
 
 Boots a PVH ELF or bzImage with one vCPU, COM1 on stdout and the debug-exit
-port 0xf4. The exit status is (value << 1) | 1 when the guest writes value to
+port 0xf4, and virtio-mmio devices: --disk (virtio-blk on a raw image,
+repeatable), --rng (virtio-rng), --console (virtio-console on stdin/stdout) or
+--console-socket (virtio-console on a Unix socket the VMM connects to).
+The exit status is (value << 1) | 1 when the guest writes value to
 port 0xf4 (as QEMU's isa-debug-exit), 0 when it shuts down, 2 on a VMM error,
 124 on timeout.`;
 
@@ -44,6 +49,10 @@ export async function runCli(
         cmdline: { type: "string" },
         mem: { type: "string" },
         timeout: { type: "string" },
+        disk: { type: "string", multiple: true },
+        rng: { type: "boolean" },
+        console: { type: "boolean" },
+        "console-socket": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -66,6 +75,22 @@ export async function runCli(
     stderr.write(`--timeout must be a number of seconds from 0 to ${MAX_TIMER_MS / 1000}, got ${values.timeout}\n`);
     return 2;
   }
+  const virtio: VirtioDeviceConfig[] = [];
+  for (const d of values.disk ?? []) {
+    const m = /^(.+?)(,ro)?$/.exec(d);
+    if (!m || m[1] === "") {
+      stderr.write(`--disk takes PATH or PATH,ro, got ${d}\n`);
+      return 2;
+    }
+    virtio.push({ kind: "blk", path: m[1]!, readOnly: m[2] !== undefined });
+  }
+  if (values.rng) virtio.push({ kind: "rng" });
+  if (values.console && values["console-socket"] !== undefined) {
+    stderr.write("--console and --console-socket are exclusive\n");
+    return 2;
+  }
+  if (values.console) virtio.push({ kind: "console" });
+  if (values["console-socket"] !== undefined) virtio.push({ kind: "console", socketPath: values["console-socket"] });
   let vmm: Vmm;
   try {
     vmm = Vmm.create({
@@ -73,6 +98,7 @@ export async function runCli(
       ...(values.initrd !== undefined ? { initrd: values.initrd } : {}),
       ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
       memMiB,
+      virtio,
     });
   } catch (e) {
     const err = e as Error;

@@ -5,6 +5,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
 import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
+import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
 import { PioBus } from "./devices/pio-bus.js";
 import { Serial8250 } from "./devices/serial.js";
 import type { RunResult } from "./run-result.js";
@@ -18,6 +19,10 @@ export interface VcpuWorkerData {
   readonly serialPending: SharedArrayBuffer;
   /** Most serial bytes in flight before the worker waits for the main thread. */
   readonly serialBacklog: number;
+  /** MMIO exits inside `mmioWindows` go to the main thread through this mailbox. */
+  readonly mmioMailbox?: SharedArrayBuffer;
+  /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows). */
+  readonly mmioWindows?: readonly (readonly [number, number])[];
 }
 
 /** Messages from a vCPU worker. */
@@ -47,6 +52,12 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     out = [];
   };
   let debugValue: number | null = null;
+  const windows = data.mmioWindows ?? [];
+  const mailbox = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop) : undefined;
+  const forwarded = (addr: number): boolean => {
+    for (const [s, e] of windows) if (addr >= s && addr < e) return true;
+    return false;
+  };
   const bus = new PioBus();
   bus.insert(COM1, 8, new Serial8250((b) => {
     out.push(b);
@@ -87,9 +98,11 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         break;
       }
       case "MmioRead":
-        exit.data.fill(0xff); // No MMIO devices yet: the bus floats high.
+        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
+        else exit.data.fill(0xff); // nothing there: the bus floats high
         break;
       case "MmioWrite":
+        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
         break;
       case "Intr":
         if (Atomics.load(stop, 0) !== 0) {

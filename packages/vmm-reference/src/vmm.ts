@@ -3,6 +3,8 @@ import { Worker } from "node:worker_threads";
 import { Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
+import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import type { RunResult } from "./run-result.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
@@ -24,6 +26,8 @@ export interface VmConfig {
    * the VMM's memory without bound. Default 1 MiB.
    */
   readonly serialBacklogBytes?: number;
+  /** virtio-mmio devices, in the order they get windows and IRQs (see devices/virtio-manager.ts). */
+  readonly virtio?: readonly VirtioDeviceConfig[];
 }
 
 /** Where the guest's serial output goes. */
@@ -111,8 +115,12 @@ export class Vmm {
   readonly #backlog: number;
   /** Int32 cell: serial bytes posted by the worker and not yet consumed by io.serial. */
   readonly #serialPending = new SharedArrayBuffer(4);
+  /** The virtio devices (served on this thread). */
+  readonly virtio: VirtioManager;
+  readonly #mmioMailbox = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpu: VcpuFd, boot: LinuxBoot, backlog: number) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpu: VcpuFd, boot: LinuxBoot, backlog: number, virtio: VirtioManager) {
+    this.virtio = virtio;
     this.#backlog = backlog;
     this.#kvm = kvm;
     this.#vm = vm;
@@ -142,6 +150,7 @@ export class Vmm {
     let vm: VmFd | undefined;
     let mem: GuestMemoryMmap | undefined;
     let vcpu: VcpuFd | undefined;
+    let virtio: VirtioManager | undefined;
     try {
       kvm = new Kvm();
       vm = kvm.createVm();
@@ -154,7 +163,10 @@ export class Vmm {
         // KVM keeps only its address, and GC must not unmap memory the guest still maps.
         vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer } });
       });
+      virtio = VirtioManager.create(vm, mem, config.virtio ?? []);
       const boot = loadLinux(mem, {
+        virtioMmio: virtio.mmioDevices,
+        virtioMmioOnCmdline: true,
         kernel,
         ...(initrd ? { initrd } : {}),
         cmdline: config.cmdline ?? "",
@@ -164,8 +176,9 @@ export class Vmm {
       vcpu.setCpuid2(kvm.getSupportedCpuid());
       vcpu.setSregs({ ...vcpu.getSregs(), ...boot.cpu.sregs });
       vcpu.setRegs(boot.cpu.regs);
-      return new Vmm(kvm, vm, mem, vcpu, boot, backlog);
+      return new Vmm(kvm, vm, mem, vcpu, boot, backlog, virtio);
     } catch (e) {
+      virtio?.close();
       vcpu?.close();
       mem?.close();
       vm?.close();
@@ -183,7 +196,15 @@ export class Vmm {
    */
   run(io: VmIo): Promise<RunResult> {
     if (this.#closed || this.#worker) throw new VmmError("InvalidState", "a Vmm runs once; create another to boot again");
-    const data: VcpuWorkerData = { vcpu: this.#vcpu.toTransferable(), stop: this.#stop, serialPending: this.#serialPending, serialBacklog: this.#backlog };
+    const data: VcpuWorkerData = {
+      vcpu: this.#vcpu.toTransferable(),
+      stop: this.#stop,
+      serialPending: this.#serialPending,
+      serialBacklog: this.#backlog,
+      mmioMailbox: this.#mmioMailbox,
+      mmioWindows: this.virtio.windows,
+    };
+    this.virtio.serve(this.#mmioMailbox);
     const pending = new Int32Array(this.#serialPending);
     // The worker is compiled JS that imports the packages' dist builds: do not
     // inherit flags such as a test runner's --conditions pointing at sources.
@@ -253,6 +274,7 @@ export class Vmm {
   #release(): void {
     if (this.#released) return;
     this.#released = true;
+    this.virtio.close();
     this.#vcpu.close();
     this.#vm.close();
     this.#mem.close();

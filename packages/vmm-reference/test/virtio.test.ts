@@ -1,0 +1,100 @@
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describeWith } from "@ts-vmm/test-utils";
+import { buildMicroGuest, fuzzReactions, runGuest, selftestProblems, type GuestRun } from "@ts-vmm/test-guests";
+import { afterAll, beforeAll, expect, it, vi } from "vitest";
+import { oursLauncher } from "./ours-launcher.js";
+
+vi.setConfig({ testTimeout: 90_000 });
+
+function explain(r: GuestRun): string {
+  return `exit=${String(r.exitCode)} vmm=${JSON.stringify(r.vmmExit)} timedOut=${r.timedOut}\n--- serial\n${r.serial}\n--- vmm log\n${r.vmmLog}`;
+}
+
+describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the reference VMM (micro-guest)", () => {
+  let elf = "";
+  let dir = "";
+  const disk = (mib: number): string => {
+    const p = join(dir, `disk-${Math.random().toString(36).slice(2)}.img`);
+    const fd = openSync(p, "w");
+    ftruncateSync(fd, mib << 20);
+    closeSync(fd);
+    return p;
+  };
+  beforeAll(async () => {
+    elf = (await buildMicroGuest()).elf;
+    dir = mkdtempSync(join(tmpdir(), "ts-vmm-virtio-"));
+  }, 120_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("selftest: blk, rng and console pass; the other kinds report absent", async () => {
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "blk", path: disk(64) }, { kind: "rng" }, { kind: "console" }],
+    });
+    expect(selftestProblems(r, ["blk", "rng", "console"]), explain(r)).toEqual([]);
+    expect(r.results.passed).toEqual(expect.arrayContaining(["blk.write-read", "blk.read-past-end", "rng.read", "console.echo"]));
+    expect(r.exitCode, explain(r)).toBe(0);
+  });
+
+  it("selftest on a read-only disk: the write fails with an error status instead of succeeding", async () => {
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "blk", path: disk(16), readOnly: true }],
+    });
+    expect(r.results.failed.map((f) => f.check), explain(r)).toEqual(["blk.write"]);
+    expect(r.results.failed[0]?.detail).toMatch(/status 1/);
+  });
+
+  it("fuzz: every malformed chain ends in an error status or NEEDS_RESET, never OK; valid requests stay correct", async () => {
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: "mode=fuzz", memMiB: 64, timeoutMs: 60_000,
+      devices: [{ kind: "blk", path: disk(64) }],
+    });
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.failed, explain(r)).toEqual([]);
+    expect(r.results.passed).toContain("fuzz.recovers-after-reset");
+    const table: string[] = [];
+    for (const f of fuzzReactions(r)) {
+      expect(f.reaction, `no reaction for ${f.case}\n${explain(r)}`).toBeDefined();
+      const reaction = f.reaction!;
+      table.push(`${f.case.padEnd(34)} ${reaction}  after=${f.after ?? "-"}`);
+      if (f.case === "queue_size_not_power_of_2") {
+        expect(reaction, f.case).toMatch(/^rejected/);
+        continue;
+      }
+      // Completed with an error status (1 IOERR, 2 UNSUPP), or the device asked for a reset.
+      expect(reaction, f.case).toMatch(/^(needs_reset|completed id=\d+ len=\d+ blk_status=[12])\b/);
+      expect(f.after, f.case).toMatch(/^(ok|needs_reset)$/);
+    }
+    console.log(`[ours] fuzz reactions:\n${table.join("\n")}`);
+  });
+
+  it("kill -9: every write acknowledged after a flush is on the disk", async () => {
+    const path = disk(4);
+    const salt = Math.floor(Math.random() * 0xffff_fff0) + 1;
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: `mode=blk-durability salt=${salt}`, memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "blk", path }],
+      stopOnSerial: /durable=(2\d\d)\n/, // SIGKILL to the VMM's process group mid-stream
+    });
+    expect(r.stoppedOnSerial, explain(r)).toBe(true);
+    expect(r.vmmExit.signal, explain(r)).toBe("SIGKILL");
+    const durable = [...r.serial.matchAll(/RESULT durable=(\d+)/g)].map((m) => Number(m[1]));
+    const last = Math.max(...durable);
+    expect(last).toBeGreaterThanOrEqual(200);
+    const fd = openSync(path, "r");
+    const b = Buffer.alloc(4096);
+    try {
+      for (let i = 0; i <= last; i++) {
+        readSync(fd, b, 0, 4096, i * 4096);
+        expect(b.readUInt32LE(0), `block ${i}`).toBe(i);
+        expect(b.readUInt32LE(4), `block ${i} salt`).toBe(salt);
+        expect(b[100], `block ${i} body`).toBe((i * 7 + 100) & 0xff);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
