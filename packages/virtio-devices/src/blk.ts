@@ -190,7 +190,7 @@ export class VirtioBlock implements VirtioDevice {
     data.set(this.#config.subarray(offset, Math.min(CONFIG_SIZE, offset + data.length)));
   }
 
-  /** {@inheritDoc VirtioDevice.writeConfig} Every field is read-only here (no CONFIG_WCE). */
+  /** Config writes are ignored: every field is read-only here (no CONFIG_WCE). */
   writeConfig(_offset: number, _data: Uint8Array): void {}
 
   /** {@inheritDoc VirtioDevice.activate} */

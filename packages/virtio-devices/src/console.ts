@@ -42,7 +42,7 @@ export class VirtioConsole implements VirtioDevice {
   readonly queueMaxSizes: readonly number[] = [64, 64];
   /** {@inheritDoc VirtioDevice.deviceFeatures} */
   readonly deviceFeatures = 0n;
-  /** {@inheritDoc VirtioDevice.configSize} cols, rows, max_nr_ports, emerg_wr */
+  /** Bytes of config space: cols, rows, max_nr_ports, emerg_wr. */
   readonly configSize = 12;
   readonly #streams: ConsoleStreams;
   readonly #pending: Uint8Array[] = [];
@@ -76,7 +76,7 @@ export class VirtioConsole implements VirtioDevice {
     new DataView(cfg.buffer).setUint32(4, 1, true); // max_nr_ports = 1 (meaningful only with MULTIPORT)
     if (offset >= 0 && offset < 12) data.set(cfg.subarray(offset, Math.min(12, offset + data.length)));
   }
-  /** {@inheritDoc VirtioDevice.writeConfig} emerg_wr is not offered: writes are ignored. */
+  /** Config writes are ignored (emerg_wr is not offered). */
   writeConfig(_offset: number, _data: Uint8Array): void {}
 
   /** {@inheritDoc VirtioDevice.activate} */
@@ -86,7 +86,7 @@ export class VirtioConsole implements VirtioDevice {
     this.#active = { ctx, rx, tx, broken: false };
     this.#deliver();
   }
-  /** {@inheritDoc VirtioDevice.reset} Buffered host input is kept for the next activation. */
+  /** Stops the data path; buffered host input is kept for the next activation. */
   reset(): void {
     this.#active = undefined;
   }
@@ -94,7 +94,7 @@ export class VirtioConsole implements VirtioDevice {
   busy(): boolean {
     return false;
   }
-  /** {@inheritDoc VirtioDevice.state} Buffered host input is not saved. */
+  /** The device state (buffered host input is not saved). */
   state(): DeviceState {
     return { deviceType: VIRTIO_ID_CONSOLE };
   }

@@ -17,7 +17,7 @@ export class EventFdIrqLine implements IrqLine {
     this.eventFd = eventFd;
   }
 
-  /** {@inheritDoc IrqLine.trigger} A full counter (EAGAIN) still means an interrupt is pending: ignored. */
+  /** Raises the line: one eventfd write (a full counter, EAGAIN, means an interrupt is already pending and is ignored). */
   trigger(): void {
     this.count++;
     try {

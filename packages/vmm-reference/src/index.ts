@@ -8,3 +8,6 @@ export type { PioDevice } from "./devices/pio-bus.js";
 export { Serial8250 } from "./devices/serial.js";
 export { DebugExit, DEBUG_EXIT_PORT, debugExitStatus } from "./devices/debug-exit.js";
 export { runCli } from "./cli.js";
+export { VirtioManager, connectIrq, VIRTIO_MMIO_FIRST, VIRTIO_MMIO_STRIDE } from "./devices/virtio-manager.js";
+export type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
+export type { MmioRequest } from "./devices/mmio-mailbox.js";
