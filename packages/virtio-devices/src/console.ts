@@ -164,7 +164,8 @@ export class VirtioConsole implements VirtioDevice {
     let used = false;
     try {
       let chain: DescriptorChain | undefined;
-      while ((chain = a.tx.popDescriptorChain(mem)) !== undefined) {
+      let budget = a.tx.size * 4;
+      while (budget-- > 0 && (chain = a.tx.popDescriptorChain(mem)) !== undefined) {
         const n = Math.min(chain.readableLength, CONSOLE_TX_MAX_CHAIN_BYTES);
         if (n < chain.readableLength) {
           this.stats.txDropped += chain.readableLength - n;
@@ -185,6 +186,7 @@ export class VirtioConsole implements VirtioDevice {
           break;
         }
       }
+      if (budget < 0 && !this.#waitingDrain) setImmediate(() => this.#transmit()); // a guest refilling as fast as we go: yield
       if (used && a.tx.needsNotification(mem)) a.ctx.interrupt.signalUsedQueue(1);
     } catch (e) {
       this.#fail(a, e);

@@ -62,7 +62,9 @@ export class VirtioRng implements VirtioDevice {
     const { mem } = a.ctx;
     try {
       let chain: DescriptorChain | undefined;
+      let budget = a.queue.size * 4;
       while ((chain = a.queue.popDescriptorChain(mem)) !== undefined) {
+        if (--budget === 0) setImmediate(() => this.queueNotify(0)); // finish this one, then yield
         let left = Math.min(chain.writableLength, RNG_MAX_BYTES_PER_REQUEST);
         const views: Uint8Array[] = [];
         const dirty: [number, number][] = [];
@@ -81,6 +83,7 @@ export class VirtioRng implements VirtioDevice {
         for (const [addr, n] of dirty) mem.markDirty?.(addr, n);
         this.bytesServed += written;
         a.queue.addUsed(mem, chain.head, written);
+        if (budget <= 0) break;
       }
       if (a.queue.needsNotification(mem)) a.ctx.interrupt.signalUsedQueue(0);
     } catch (e) {
