@@ -121,6 +121,7 @@ async function main(): Promise<void> {
     const ours = oursL ? await measure(oursL, elf, disk) : null;
     const round = (x: number | null | undefined): number | null => (x === null || x === undefined ? null : Math.round(x));
     const ratio = ours?.iopsQd32 && qemu.iopsQd32 ? Number((ours.iopsQd32 / qemu.iopsQd32).toFixed(3)) : null;
+    const ratioQd1 = ours?.iopsQd1 && qemu.iopsQd1 ? Number((ours.iopsQd1 / qemu.iopsQd1).toFixed(3)) : null;
 
     const qemuVersion = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0] ?? "";
     const machine = `${cpus()[0]?.model ?? "?"} x${cpus().length}, Linux ${release()}, load average ${loadavg()[0]?.toFixed(1)}`;
@@ -143,6 +144,7 @@ async function main(): Promise<void> {
         qemu_blk_iops_qd32: round(qemu.iopsQd32),
         ours_blk_iops_qd1: round(ours?.iopsQd1),
         ours_blk_iops_qd32: round(ours?.iopsQd32),
+        ratio_qd1: ratioQd1,
         ratio_qd32: ratio,
       });
     console.log(table);
