@@ -77,12 +77,13 @@ export async function runCli(
   }
   const virtio: VirtioDeviceConfig[] = [];
   for (const d of values.disk ?? []) {
-    const m = /^(.+?)(,ro)?$/.exec(d);
-    if (!m || m[1] === "") {
+    const readOnly = d.endsWith(",ro");
+    const path = readOnly ? d.slice(0, -3) : d;
+    if (path === "") {
       stderr.write(`--disk takes PATH or PATH,ro, got ${d}\n`);
       return 2;
     }
-    virtio.push({ kind: "blk", path: m[1]!, readOnly: m[2] !== undefined });
+    virtio.push({ kind: "blk", path, readOnly });
   }
   if (values.rng) virtio.push({ kind: "rng" });
   if (values.console && values["console-socket"] !== undefined) {

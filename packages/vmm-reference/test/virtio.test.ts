@@ -1,9 +1,10 @@
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest, fuzzReactions, runGuest, selftestProblems, type GuestRun } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
+import { Vmm, runCli } from "../src/index.js";
 import { oursLauncher } from "./ours-launcher.js";
 
 vi.setConfig({ testTimeout: 90_000 });
@@ -95,6 +96,44 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
       }
     } finally {
       closeSync(fd);
+    }
+  });
+
+  it("in-process: Vmm.create with devices runs the selftest, and create/close with devices leaks no fds", async () => {
+    const path = disk(16);
+    const vmm = Vmm.create({ kernel: elf, cmdline: "mode=selftest", memMiB: 64, virtio: [{ kind: "blk", path }, { kind: "rng" }] });
+    expect(vmm.virtio.mmioDevices).toEqual([
+      { addr: 0xd000_1000, size: 0x1000, irq: 5 },
+      { addr: 0xd000_2000, size: 0x1000, irq: 6 },
+    ]);
+    expect(vmm.boot.cmdline).toContain("virtio_mmio.device=4K@0xd0001000:5");
+    let serial = "";
+    const r = await vmm.run({ serial: (b) => void (serial += Buffer.from(b).toString("latin1")) });
+    vmm.close();
+    expect(r.guestExitValue, serial).toBe(0);
+    expect(serial).toContain("PASS blk.write-read");
+    expect(serial).toContain("PASS rng.read");
+    const fds = (): number => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    for (let i = 0; i < 5; i++) Vmm.create({ kernel: elf, memMiB: 16, virtio: [{ kind: "blk", path, readOnly: true }, { kind: "rng" }] }).close();
+    // Watchers release their duplicate fds on libuv's close callback: give the loop a moment.
+    const deadline = Date.now() + 5000;
+    while (fds() > before && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    expect(fds()).toBeLessThanOrEqual(before);
+  });
+
+  it("CLI: bad device flags are refused with status 2 before anything runs", async () => {
+    const cases: [string[], RegExp][] = [
+      [["--disk", ",ro"], /--disk takes PATH/],
+      [["--disk", join(dir, "missing.img")], /cannot open disk image/],
+      [["--console", "--console-socket", join(dir, "s")], /exclusive/],
+      [["--disk", dir], /cannot open disk image .*EISDIR|not a regular file/],
+    ];
+    for (const [flags, msg] of cases) {
+      let err = "";
+      const code = await runCli(["run", "--kernel", elf, "--mem", "16", ...flags], { write: () => true }, { write: (s: string) => ((err += s), true) });
+      expect(code, err).toBe(2);
+      expect(err).toMatch(msg);
     }
   });
 });
