@@ -3,7 +3,8 @@ export { VirtioDeviceError } from "./errors.js";
 export type { VirtioDeviceErrorCode } from "./errors.js";
 export { EventFdIrqLine } from "./irq.js";
 export { MmioTransport } from "./mmio-transport.js";
-export type { MmioTransportOptions, MmioTransportState } from "./mmio-transport.js";
+export type { MmioTransportOptions } from "./mmio-transport.js";
+export type { MmioTransportState } from "./mmio-state.js";
 export {
   BLK_MAX_REQUEST_BYTES,
   VIRTIO_BLK_F_BLK_SIZE,
