@@ -1,4 +1,5 @@
 import { describeWith } from "@ts-vmm/test-utils";
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { buildMicroGuest, fuzzReactions, qemuProvides, runGuest, selftestProblems, tscHz, type GuestRun } from "../src/index.js";
 import { allDevices, tempDisk } from "./helpers.js";
@@ -97,6 +98,26 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
       table.push(`${f.case.padEnd(34)} ${f.reaction ?? ""}  after=${f.after ?? "-"}`);
     }
     console.log(`[qemu] fuzz reactions:\n${table.join("\n")}\n[qemu] log:\n${r.vmmLog}`);
+  });
+
+  it("blk-durability: writes + flushes until killed; every block reported flushed is on the image", async () => {
+    const d = tempDisk(4);
+    try {
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=blk-durability salt=77", devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000,
+        stopOnSerial: /durable=(5\d)\n/,
+      });
+      expect(r.stoppedOnSerial, explain(r)).toBe(true);
+      const last = Math.max(...[...r.serial.matchAll(/RESULT durable=(\d+)/g)].map((m) => Number(m[1])));
+      expect(last).toBeGreaterThanOrEqual(50);
+      const img = readFileSync(d.path);
+      for (let i = 0; i <= last; i++) {
+        expect(img.readUInt32LE(i * 4096), `block ${i}`).toBe(i);
+        expect(img.readUInt32LE(i * 4096 + 4), `block ${i} salt`).toBe(77);
+      }
+    } finally {
+      d.remove();
+    }
   });
 
   it("smp: INIT-SIPI starts every AP and each counts at CPL3 (2 vCPUs)", async () => {
