@@ -18,8 +18,10 @@ struct blk_req { u32 type, reserved; u64 sector; };
 static u64 cap;
 static int corrupt;
 
+static u64 fuzz_features; /* fuzz_features= on the command line, e.g. 0x10000000 for INDIRECT_DESC */
+
 static int setup(struct vdev *d, struct vq *q) {
-	if (vdev_init(d, 0) || vq_setup(d, q, 0, 64)) return -1;
+	if (vdev_init(d, fuzz_features) || vq_setup(d, q, 0, 64)) return -1;
 	vdev_driver_ok(d);
 	return 0;
 }
@@ -152,7 +154,7 @@ static void case_queue_size(struct vdev *d) {
 	struct vq q;
 	if (setup(d, &q)) { fail("fuzz.setup", "queue_size_not_power_of_2"); return; }
 	vdev_reset(d);
-	vdev_init(d, 0);
+	vdev_init(d, fuzz_features);
 	u16 num = 100;
 	u8 *mem = alloc(16384, 4096);
 	q.num = num; q.avail_idx = 0; q.last_used = 0; q.next_desc = 0;
@@ -178,6 +180,7 @@ int mode_fuzz(void) {
 	struct vdev *d = vdev_find(VIRTIO_ID_BLOCK, 0);
 	if (!d) { fail("fuzz", "needs a virtio-blk device"); return 1; }
 	u64 budget = cmdline_u64("fuzz_budget", 300000000ull);
+	fuzz_features = cmdline_u64("fuzz_features", 0);
 	srand64(cmdline_u64("seed", rdtsc()));
 	int ncases = 0;
 	for (usize i = 0; i < sizeof cases / sizeof cases[0]; i++) {

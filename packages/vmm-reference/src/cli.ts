@@ -131,6 +131,8 @@ export async function runCli(
     return 2;
   }
   stdout.off?.("error", onOutputError);
+  // What the devices refused or reset for (as QEMU logs its virtio errors), at most 20 lines.
+  for (const v of vmm.virtio.violations.slice(0, 20)) stderr.write(`ts-vmm: virtio: ${v}\n`);
   switch (result.reason) {
     case "DebugExit":
       return debugExitStatus(result.guestExitValue ?? 0);

@@ -48,9 +48,12 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     expect(r.results.failed[0]?.detail).toMatch(/status 1/);
   });
 
-  it("fuzz: every malformed chain ends in an error status or NEEDS_RESET, never OK; valid requests stay correct", async () => {
+  it.each([
+    ["no features", ""],
+    ["INDIRECT_DESC negotiated", " fuzz_features=0x10000000"],
+  ])("fuzz (%s): every malformed chain ends in an error status or NEEDS_RESET, never OK; valid requests stay correct", async (_name, extra) => {
     const r = await runGuest({
-      vmm: oursLauncher, kernel: elf, cmdline: "mode=fuzz", memMiB: 64, timeoutMs: 60_000,
+      vmm: oursLauncher, kernel: elf, cmdline: `mode=fuzz${extra}`, memMiB: 64, timeoutMs: 60_000,
       devices: [{ kind: "blk", path: disk(64) }],
     });
     expect(r.exitCode, explain(r)).toBe(0);
@@ -69,7 +72,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
       expect(reaction, f.case).toMatch(/^(needs_reset|completed id=\d+ len=\d+ blk_status=[12])\b/);
       expect(f.after, f.case).toMatch(/^(ok|needs_reset)$/);
     }
-    console.log(`[ours] fuzz reactions:\n${table.join("\n")}`);
+    console.log(`[ours] fuzz reactions (${_name}):\n${table.join("\n")}\n[ours] log:\n${r.vmmLog}`);
   });
 
   it("kill -9: every write acknowledged after a flush is on the disk", async () => {
