@@ -138,6 +138,18 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     expect(r.exits["MmioWrite"] ?? 0).toBeLessThan(60);
   });
 
+  it("async blk engine through KVM: selftest and bench-blk at QD32 complete with the right data", async () => {
+    const path = disk(16);
+    for (const cmdline of ["mode=selftest", "mode=bench-blk qd1_ops=100 qd32_ops=2000"]) {
+      const vmm = Vmm.create({ kernel: elf, cmdline, memMiB: 64, virtio: [{ kind: "blk", path, engine: "async" }] });
+      let serial = "";
+      const r = await vmm.run({ serial: (b) => void (serial += Buffer.from(b).toString("latin1")) });
+      vmm.close();
+      expect(r.guestExitValue, serial).toBe(0);
+      expect(serial).not.toContain("FAIL");
+    }
+  });
+
   it("CLI: bad device flags are refused with status 2 before anything runs", async () => {
     const cases: [string[], RegExp][] = [
       [["--disk", ",ro"], /--disk takes PATH/],
