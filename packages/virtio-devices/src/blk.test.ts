@@ -327,6 +327,32 @@ describe("virtio-blk bad input: error status or NEEDS_RESET, never OK", () => {
   });
 });
 
+describe("virtio-blk persist", () => {
+  it("a transport saved with requests done restores onto the same image and keeps serving; another image is refused", async () => {
+    const { MmioTransport } = await import("./index.js");
+    const b = blk();
+    expect(submit(b, VIRTIO_BLK_T_IN, 1n, [{ addr: DATA, len: 512, writable: true }])).toEqual([VIRTIO_BLK_S_OK, 513]);
+    const saved = JSON.parse(JSON.stringify(b.t.state())) as ReturnType<typeof b.t.state>;
+    expect(saved.device).toEqual({ deviceType: 2, capacity: String(SECTORS), readOnly: false });
+    const dev2 = VirtioBlock.open(b.path);
+    const t2 = MmioTransport.fromState(saved, dev2, { mem: b.mem, irq: b.irq });
+    const b2 = { ...b, t: t2, dev: dev2 };
+    expect(submit(b2, VIRTIO_BLK_T_IN, 2n, [{ addr: DATA, len: 512, writable: true }])).toEqual([VIRTIO_BLK_S_OK, 513]);
+    const other = join(dir, "other.raw");
+    writeFileSync(other, new Uint8Array(4096));
+    expect(() => MmioTransport.fromState(saved, VirtioBlock.open(other), { mem: b.mem, irq: b.irq })).toThrow(expect.objectContaining({ code: "InvalidState" }));
+    expect(() => MmioTransport.fromState(saved, VirtioBlock.open(b.path, { readOnly: true }), { mem: b.mem, irq: b.irq })).toThrow(VirtioDeviceError);
+  });
+
+  it("state() refuses while async requests are in flight", () => {
+    const b = blk({ engine: "async" });
+    header(b, VIRTIO_BLK_T_IN, 0n);
+    b.q.addChain([{ addr: HDR, len: 16 }, { addr: DATA, len: 4096, writable: true }, { addr: STATUS, len: 1, writable: true }]);
+    b.t.notify(0);
+    expect(() => b.t.state()).toThrow(expect.objectContaining({ code: "Busy" }));
+  });
+});
+
 describe("VirtioBlock.open", () => {
   it("refuses a directory, a missing file and bad options", () => {
     expect(() => VirtioBlock.open(dir)).toThrow(VirtioDeviceError);
