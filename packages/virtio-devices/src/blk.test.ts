@@ -327,6 +327,26 @@ describe("virtio-blk bad input: error status or NEEDS_RESET, never OK", () => {
   });
 });
 
+describe("virtio-blk fairness", () => {
+  it("one notification handles at most 16 MiB (or 256 requests), then yields to the event loop and finishes the rest", async () => {
+    const path = image();
+    const dev = VirtioBlock.open(path);
+    const r = rig(dev);
+    const b: Blk = { ...r, dev, q: bringUp(r, VIRTIO_F_VERSION_1, [256])[0]!, path };
+    header(b, VIRTIO_BLK_T_IN, 0n);
+    // A hostile guest may publish the same chain over and over: 130 reads of 128 KiB.
+    b.q.writeDescriptor(0, { addr: HDR, len: 16, flags: 1, next: 1 });
+    b.q.writeDescriptor(1, { addr: DATA, len: 128 * 1024, flags: 3, next: 2 });
+    b.q.writeDescriptor(2, { addr: STATUS, len: 1, flags: 2, next: 0 });
+    for (let i = 0; i < 130; i++) b.q.publish(0);
+    b.t.notify(0);
+    expect(b.q.takeUsed()).toHaveLength(128);
+    await new Promise((r) => setImmediate(r));
+    expect(b.q.takeUsed()).toHaveLength(2);
+    expect(b.dev.stats.ok).toBe(130);
+  });
+});
+
 describe("virtio-blk persist", () => {
   it("a transport saved with requests done restores onto the same image and keeps serving; another image is refused", async () => {
     const { MmioTransport } = await import("./index.js");

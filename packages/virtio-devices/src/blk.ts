@@ -47,6 +47,9 @@ const SEG_MAX = BLK_MAX_REQUEST_BYTES / SIZE_MAX;
 const MAX_DISCARD_SEG = 16;
 const MAX_DISCARD_SECTORS = 0x3f_ffff; // 2 GiB - 512 per segment
 const CONFIG_SIZE = 60;
+/** One notification handles at most this many requests, or this many bytes, before yielding to the event loop. */
+const BATCH_REQUESTS = 256;
+const BATCH_BYTES = 16 * 1024 * 1024;
 const ID_BYTES = 20;
 const WRITE_ZEROES_F_UNMAP = 1;
 
@@ -236,6 +239,7 @@ export class VirtioBlock implements VirtioDevice {
     if (index !== 0 || a === undefined || a.broken || !a.queue.ready) return;
     const { mem } = a.ctx;
     let n = 0;
+    let bytes = 0;
     for (;;) {
       let chain: DescriptorChain | undefined;
       try {
@@ -250,10 +254,12 @@ export class VirtioBlock implements VirtioDevice {
         if (a.queue.eventIdx && this.#enableNotification(a)) continue;
         break;
       }
+      bytes += chain.readableLength + chain.writableLength;
       this.#handle(a, chain);
       if (a.broken || this.#active !== a) break;
-      if (++n >= a.queue.size * 4) {
-        // A guest refilling as fast as we complete must not starve the event loop.
+      if (++n >= BATCH_REQUESTS || bytes >= BATCH_BYTES) {
+        // Yield to the event loop (other devices, MMIO exits, timers), then go on:
+        // a guest refilling as fast as we complete must not starve them.
         setImmediate(() => this.queueNotify(0));
         break;
       }

@@ -164,8 +164,10 @@ export class VirtioConsole implements VirtioDevice {
     let used = false;
     try {
       let chain: DescriptorChain | undefined;
-      let budget = a.tx.size * 4;
-      while (budget-- > 0 && (chain = a.tx.popDescriptorChain(mem)) !== undefined) {
+      // At most 64 chains or 1 MiB per turn of the event loop.
+      let budget = 64;
+      let taken = 0;
+      while (budget-- > 0 && taken < CONSOLE_TX_MAX_CHAIN_BYTES && (chain = a.tx.popDescriptorChain(mem)) !== undefined) {
         const n = Math.min(chain.readableLength, CONSOLE_TX_MAX_CHAIN_BYTES);
         if (n < chain.readableLength) {
           this.stats.txDropped += chain.readableLength - n;
@@ -173,6 +175,7 @@ export class VirtioConsole implements VirtioDevice {
         }
         const bytes = new Uint8Array(n);
         chain.readInto(mem, bytes);
+        taken += n;
         a.tx.addUsed(mem, chain.head, 0);
         used = true;
         this.stats.txBytes += n;
@@ -186,7 +189,7 @@ export class VirtioConsole implements VirtioDevice {
           break;
         }
       }
-      if (budget < 0 && !this.#waitingDrain) setImmediate(() => this.#transmit()); // a guest refilling as fast as we go: yield
+      if ((budget < 0 || taken >= CONSOLE_TX_MAX_CHAIN_BYTES) && !this.#waitingDrain) setImmediate(() => this.#transmit()); // a guest refilling as fast as we go: yield
       if (used && a.tx.needsNotification(mem)) a.ctx.interrupt.signalUsedQueue(1);
     } catch (e) {
       this.#fail(a, e);

@@ -62,7 +62,8 @@ export class VirtioRng implements VirtioDevice {
     const { mem } = a.ctx;
     try {
       let chain: DescriptorChain | undefined;
-      let budget = a.queue.size * 4;
+      // At most 64 requests (4 MiB) per turn of the event loop.
+      let budget = 64;
       while ((chain = a.queue.popDescriptorChain(mem)) !== undefined) {
         if (--budget === 0) setImmediate(() => this.queueNotify(0)); // finish this one, then yield
         let left = Math.min(chain.writableLength, RNG_MAX_BYTES_PER_REQUEST);
