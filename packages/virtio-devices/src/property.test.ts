@@ -16,7 +16,8 @@ type Op =
   | { readonly k: "w"; readonly off: number; readonly v: number; readonly width: number }
   | { readonly k: "r"; readonly off: number; readonly width: number }
   | { readonly k: "notify"; readonly q: number }
-  | { readonly k: "mem"; readonly at: number; readonly bytes: Uint8Array };
+  | { readonly k: "mem"; readonly at: number; readonly bytes: Uint8Array }
+  | { readonly k: "kick"; readonly idx: number };
 
 const REGS = Object.values(MMIO);
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -25,6 +26,8 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ k: fc.constant("notify" as const), q: fc.integer({ min: -1, max: 3 }) }),
   // Rings of the bring-up live at 0x10000..0x50000; requests point anywhere below 16 MiB or far outside.
   fc.record({ k: fc.constant("mem" as const), at: fc.integer({ min: 0x10000, max: 0x4fff0 }), bytes: fc.uint8Array({ minLength: 1, maxLength: 64 }) }),
+  // Queue 0's avail idx (split layout of the bring-up: ring at 0x10400 for 64 entries), then a notify.
+  fc.record({ k: fc.constant("kick" as const), idx: fc.integer({ min: 0, max: 0xffff }) }),
 );
 
 /** How many runs reached the data path's error handling (so the property is not vacuous). */
@@ -42,6 +45,9 @@ function runOps(dev: VirtioDevice, features: bigint | undefined, ops: readonly O
       r.t.read(o.off, new Uint8Array(o.width));
     } else if (o.k === "notify") {
       r.t.notify(o.q);
+    } else if (o.k === "kick") {
+      r.mem.writeU16(0x10402, o.idx);
+      r.t.notify(0);
     } else {
       r.mem.write(o.at, o.bytes);
     }
