@@ -381,6 +381,16 @@ describe("VirtioBlock.open", () => {
     expect(() => VirtioBlock.open(image(), { engine: "fast" as "sync" })).toThrow(expect.objectContaining({ code: "InvalidArgument" }));
   });
 
+  it("the default GET_ID is the file name cut to 20 bytes, non-ASCII replaced (any file name opens)", () => {
+    const p = join(dir, "a-very-long-disk-image-name-\u00e9t\u00e9.raw");
+    writeFileSync(p, new Uint8Array(4096));
+    const b = blk({}, VIRTIO_F_VERSION_1, p);
+    expect(submit(b, VIRTIO_BLK_T_GET_ID, 0n, [{ addr: DATA, len: 20, writable: true }])).toEqual([VIRTIO_BLK_S_OK, 21]);
+    const id = new Uint8Array(20);
+    b.mem.read(DATA, id);
+    expect(new TextDecoder().decode(id)).toBe("a-very-long-disk-ima");
+  });
+
   it("capacity rounds the image size down to whole sectors", () => {
     const p = join(dir, "odd.raw");
     const fd = openSync(p, "w");

@@ -57,7 +57,7 @@ const WRITE_ZEROES_F_UNMAP = 1;
 export interface VirtioBlockOptions {
   /** Open the image read-only and offer VIRTIO_BLK_F_RO. Default false. */
   readonly readOnly?: boolean;
-  /** GET_ID string (ASCII, at most 20 bytes). Default: the file name, truncated. */
+  /** GET_ID string (printable ASCII, at most 20 bytes). Default: the file name, non-ASCII as "?", cut to 20 bytes. */
   readonly id?: string;
   /**
    * `"sync"` (default): each request's file I/O runs on the device thread before
@@ -152,7 +152,8 @@ export class VirtioBlock implements VirtioDevice {
     if (typeof readOnly !== "boolean" || (engine !== "sync" && engine !== "async")) {
       throw new VirtioDeviceError("InvalidArgument", "readOnly must be a boolean and engine \"sync\" or \"async\"");
     }
-    const id = opts.id ?? basename(path);
+    // Default: the file name, with anything but printable ASCII as "?", cut to 20 bytes.
+    const id = opts.id ?? basename(path).replace(/[^\x20-\x7e]/g, "?").slice(0, ID_BYTES);
     if (typeof id !== "string" || !/^[\x20-\x7e]*$/.test(id) || id.length > ID_BYTES) {
       throw new VirtioDeviceError("InvalidArgument", `id must be at most ${ID_BYTES} printable ASCII characters`);
     }
