@@ -150,6 +150,19 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     }
   });
 
+  it("CLI --console on stdin/stdout: guest output reaches stdout, stdin bytes reach the guest", async () => {
+    const { spawn } = await import("node:child_process");
+    const cli = new URL("../dist/cli.js", import.meta.url).pathname;
+    const child = spawn(process.execPath, [cli, "run", "--kernel", elf, "--cmdline", "mode=selftest", "--mem", "64", "--console"], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString("latin1")));
+    child.stdin.end("input\n"); // 6 bytes: the selftest expects its own 44-byte line echoed and reports what it got
+    const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
+    expect(out).toMatch(/ts-vmm virtio-console echo [a-z]123456789abcdef/); // the guest's transmitq, on stdout
+    expect(out).toContain("FAIL console.echo got 6 of 44 bytes back"); // our stdin, in the guest's receiveq
+    expect(code).toBe((1 << 1) | 1);
+  });
+
   it("CLI: bad device flags are refused with status 2 before anything runs", async () => {
     const cases: [string[], RegExp][] = [
       [["--disk", ",ro"], /--disk takes PATH/],
