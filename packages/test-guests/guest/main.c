@@ -10,6 +10,7 @@ int mode_bench_blk(void);
 int mode_fuzz(void);
 int mode_smp(void);
 int mode_bench_irq(void);
+int mode_blk_durability(void);
 
 void user_main(void) {
 	char mode[32];
@@ -43,6 +44,7 @@ void user_main(void) {
 	else if (!strncmp(mode, "out-of-heap", 12)) { alloc(1ull << 30, 4096); rc = 1; }
 	else if (!strncmp(mode, "fuzz", 5)) rc = mode_fuzz();
 	else if (!strncmp(mode, "smp", 4)) rc = mode_smp();
+	else if (!strncmp(mode, "blk-durability", 15)) rc = mode_blk_durability();
 	else { fail("mode", "unknown mode %s", mode); rc = 2; }
 	guest_exit((u32)rc); /* prints RESULT exit=<rc> (kernel.c kexit) */
 }

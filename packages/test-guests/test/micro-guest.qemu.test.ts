@@ -1,4 +1,4 @@
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
@@ -381,6 +381,26 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     expect(skipped).toEqual(["nested_indirect", "indirect_len_not_multiple_of_16", "indirect_len_zero", "indirect_with_next",
       "indirect_table_outside_memory", "len_sum_past_4g", "valid_indirect_read", "valid_indirect_write"]);
     expect(fuzzProblems(r, QEMU_FUZZ_DEFECTS, true), explain(r)).toEqual([]);
+  });
+
+  it("blk-durability: writes + flushes until killed; every block reported flushed is on the image", async () => {
+    const d = tempDisk(4);
+    try {
+      const r = await runGuest({
+        vmm: "qemu", kernel: elf, cmdline: "mode=blk-durability salt=77", devices: [{ kind: "blk", path: d.path }], timeoutMs: 30_000,
+        stopOnSerial: /durable=(5\d)\n/,
+      });
+      expect(r.stoppedOnSerial, explain(r)).toBe(true);
+      const last = Math.max(...[...r.serial.matchAll(/RESULT durable=(\d+)/g)].map((m) => Number(m[1])));
+      expect(last).toBeGreaterThanOrEqual(50);
+      const img = readFileSync(d.path);
+      for (let i = 0; i <= last; i++) {
+        expect(img.readUInt32LE(i * 4096), `block ${i}`).toBe(i);
+        expect(img.readUInt32LE(i * 4096 + 4), `block ${i} salt`).toBe(77);
+      }
+    } finally {
+      d.remove();
+    }
   });
 
   it("smp: INIT-SIPI starts every AP and each counts at CPL3 (2 and 4 vCPUs)", async () => {

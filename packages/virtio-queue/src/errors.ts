@@ -32,6 +32,9 @@ import { GuestMemoryError } from "@ts-vmm/vm-memory";
  * - `"InvalidIndirectLength"`: an indirect table length that is zero, not a
  *   multiple of 16, or above 32768 entries.
  * - `"IndirectTableOutOfBounds"`: an indirect table not inside guest memory.
+ * - `"IndirectNotNegotiated"`: an indirect descriptor on a queue whose
+ *   transport turned indirect descriptors off (VIRTIO_F_INDIRECT_DESC not
+ *   negotiated; see `Queue.setIndirectDesc`).
  * - `"LengthOverflow"`: the chain's lengths add up past 2^32 - 1.
  * - `"WritableBeforeReadable"`: a device-readable descriptor after a
  *   device-writable one.
@@ -63,6 +66,7 @@ export type VirtqueueErrorCode =
   | "IndirectWithNext"
   | "InvalidIndirectLength"
   | "IndirectTableOutOfBounds"
+  | "IndirectNotNegotiated"
   | "LengthOverflow"
   | "WritableBeforeReadable"
   | "BufferIdInUse"

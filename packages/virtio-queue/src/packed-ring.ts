@@ -103,7 +103,7 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
   q.inFlight.set(id, count);
 
   // Pass 2: read and check the descriptors.
-  return readPackedList(mem, ring, size, start, flagList, count, id);
+  return readPackedList(mem, ring, size, start, flagList, count, id, q.indirectDesc);
 }
 
 function readPackedList(
@@ -114,6 +114,7 @@ function readPackedList(
   flagList: readonly number[],
   count: number,
   id: number,
+  indirectDesc: boolean,
 ): DescriptorChain {
   const acc = new ChainBuilder(id);
   let pos = start;
@@ -129,6 +130,11 @@ function readPackedList(
       throw wrapMemoryError(e, "RingOutOfBounds", `reading descriptor ${pos}`, { head: id, addr: base });
     }
     if (flags & VIRTQ_DESC_F_INDIRECT) {
+      if (!indirectDesc) {
+        throw new VirtqueueError("IndirectNotNegotiated", `buffer ${id}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`, {
+          head: id,
+        });
+      }
       if (count !== 1) {
         throw new VirtqueueError(
           "IndirectWithNext",

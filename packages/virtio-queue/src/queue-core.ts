@@ -18,6 +18,8 @@ export class QueueCore {
   usedRing: GuestAddress = 0;
   eventIdx = false;
   packed = false;
+  /** Whether indirect descriptors are accepted (VIRTIO_F_INDIRECT_DESC negotiated). */
+  indirectDesc = true;
   /** Split: free-running u16 avail index. Packed: ring position in [0, size). */
   nextAvail = 0;
   /** Split: free-running u16 used index. Packed: ring position in [0, size). */
@@ -51,6 +53,7 @@ export class QueueCore {
     this.usedRing = 0;
     this.eventIdx = false;
     this.packed = false;
+    this.indirectDesc = true;
     this.resetRuntime();
   }
 

@@ -107,6 +107,10 @@ export class Queue {
   get eventIdx(): boolean {
     return this.#q.eventIdx;
   }
+  /** Whether indirect descriptors are accepted (VIRTIO_F_INDIRECT_DESC negotiated; true until a transport says otherwise). */
+  get indirectDesc(): boolean {
+    return this.#q.indirectDesc;
+  }
   /** Whether the queue uses the packed layout. */
   get packed(): boolean {
     return this.#q.packed;
@@ -256,6 +260,22 @@ export class Queue {
   }
 
   /**
+   * Accepts (true, the power-on default) or refuses (false) indirect
+   * descriptors, from whether VIRTIO_F_INDIRECT_DESC was negotiated. When
+   * refused, a chain with an indirect descriptor is consumed and fails with
+   * `"IndirectNotNegotiated"` (with `head`). Guest-driven: never throws;
+   * refused while ready. @returns whether taken.
+   */
+  setIndirectDesc(enabled: boolean): boolean {
+    const before = this.#lastError;
+    this.#guard(() => {
+      this.#checkNotReady("indirect descriptors");
+      this.#q.indirectDesc = enabled === true;
+    });
+    return this.#lastError === before;
+  }
+
+  /**
    * Selects the packed (true) or split (false) layout (from VIRTIO_F_RING_PACKED).
    * Resets ring positions. Guest-driven: never throws; refused while ready.
    * @returns whether taken.
@@ -274,7 +294,8 @@ export class Queue {
 
   /**
    * Back to the power-on state (device reset): size = maxSize, not ready,
-   * addresses 0, positions 0, split layout, no event index, no recorded error.
+   * addresses 0, positions 0, split layout, no event index, indirect
+   * descriptors accepted, no recorded error.
    */
   reset(): void {
     this.#q.reset();
@@ -422,6 +443,7 @@ export class Queue {
     const queue = new Queue(state.maxSize);
     queue.#q.packed = state.packed;
     queue.#q.eventIdx = state.eventIdx;
+    queue.#q.indirectDesc = state.indirectDesc ?? true;
     queue.trySetSize(state.size);
     const half = (a: number): [number, number] => [a % TWO_32, Math.floor(a / TWO_32)];
     queue.trySetDescTableAddress(...half(state.descTable));

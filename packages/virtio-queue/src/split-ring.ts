@@ -104,6 +104,11 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
       );
     }
     if (flags & VIRTQ_DESC_F_INDIRECT) {
+      if (!q.indirectDesc) {
+        throw new VirtqueueError("IndirectNotNegotiated", `chain ${head}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`, {
+          head,
+        });
+      }
       if (indirect) {
         throw new VirtqueueError("NestedIndirect", `chain ${head} has an indirect descriptor inside an indirect table`, {
           head,

@@ -24,6 +24,8 @@ export interface QueueState {
   readonly eventIdx: boolean;
   /** Packed layout in use. */
   readonly packed: boolean;
+  /** Indirect descriptors accepted (absent in older states: true). */
+  readonly indirectDesc?: boolean;
   /** Split: free-running u16 index. Packed: ring position below `size`. */
   readonly nextAvail: number;
   /** Split: free-running u16 index. Packed: ring position below `size`. */
@@ -55,6 +57,7 @@ export function queueToState(q: QueueCore): QueueState {
     usedRing: q.usedRing,
     eventIdx: q.eventIdx,
     packed: q.packed,
+    indirectDesc: q.indirectDesc,
     nextAvail: q.nextAvail,
     nextUsed: q.nextUsed,
     numAdded: q.numAdded,
@@ -90,6 +93,7 @@ export function checkStateShape(s: QueueState): void {
   for (const k of ["descTable", "availRing", "usedRing"] as const) {
     if (!isInt(s[k], 0, Infinity)) throw bad(`${k} is not a non-negative integer`);
   }
+  if (s.indirectDesc !== undefined && typeof s.indirectDesc !== "boolean") throw bad("indirectDesc is not a boolean");
   if (!Array.isArray(s.inFlight)) throw bad("inFlight is not an array");
 }
 

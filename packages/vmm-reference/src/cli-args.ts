@@ -2,6 +2,7 @@
 // syntax, then one check per flag that names the flag and the bad value.
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { readSmallFile } from "./small-file.js";
 
 /** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
@@ -26,6 +27,8 @@ export interface RunArgs {
   readonly cpuTemplate?: string | undefined;
   readonly cpuFeatures?: string | undefined;
   readonly timeoutS: number;
+  /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, in that order. */
+  readonly virtio: VirtioDeviceConfig[];
 }
 
 /** Every option of every subcommand (parseArgs is strict: anything else is an error). */
@@ -40,6 +43,10 @@ const OPTIONS = {
   "cpu-features": { type: "string" },
   config: { type: "string" },
   timeout: { type: "string" },
+  disk: { type: "string", multiple: true },
+  rng: { type: "boolean" },
+  console: { type: "boolean" },
+  "console-socket": { type: "string" },
   json: { type: "boolean" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -48,14 +55,17 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config"],
 };
+
+/** One option's raw value: a string, a flag, or the values of a repeatable option (`--disk`). */
+export type OptionValue = string | boolean | readonly string[] | undefined;
 
 /** The parsed command line: a subcommand and its raw option values. */
 export interface ParsedCommand {
   readonly command: "run" | "cpu-features" | "help" | "version";
-  readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  readonly values: Readonly<Record<string, OptionValue>>;
 }
 
 /**
@@ -163,10 +173,10 @@ export function parseTimeout(v: string | undefined): number {
 }
 
 /** Merges `--config` (if any) under the flags: flags win. @throws {@link UsageError} */
-export function withConfig(values: Readonly<Record<string, string | boolean | undefined>>): Record<string, string | boolean | undefined> {
+export function withConfig(values: Readonly<Record<string, OptionValue>>): Record<string, OptionValue> {
   const path = values["config"];
   const fromFile = typeof path === "string" ? readConfigFile(path) : {};
-  const merged: Record<string, string | boolean | undefined> = { ...fromFile };
+  const merged: Record<string, OptionValue> = { ...fromFile };
   for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
   if (typeof values["mem"] === "string" && values["memory"] !== undefined) throw new UsageError("--mem is an alias of --memory: give one of them");
   if (typeof values["mem"] === "string") merged["memory"] = values["mem"];
@@ -174,7 +184,7 @@ export function withConfig(values: Readonly<Record<string, string | boolean | un
 }
 
 /** Checks the options of `ts-vmm run`. @throws {@link UsageError} */
-export function runArgs(values: Readonly<Record<string, string | boolean | undefined>>): RunArgs {
+export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs {
   const v = withConfig(values);
   const s = (k: string): string | undefined => (typeof v[k] === "string" ? (v[k] as string) : undefined);
   const kernel = s("kernel");
@@ -189,5 +199,24 @@ export function runArgs(values: Readonly<Record<string, string | boolean | undef
     cpuTemplate: s("cpu-template"),
     cpuFeatures: s("cpu-features"),
     timeoutS: parseTimeout(s("timeout")),
+    virtio: virtioArgs(v),
   };
+}
+
+/** `--disk PATH[,ro]` (repeatable), `--rng`, `--console` or `--console-socket PATH`. @throws {@link UsageError} */
+export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDeviceConfig[] {
+  const out: VirtioDeviceConfig[] = [];
+  const disks = v["disk"];
+  for (const d of typeof disks === "string" ? [disks] : Array.isArray(disks) ? disks : []) {
+    const readOnly = d.endsWith(",ro");
+    const path = readOnly ? d.slice(0, -3) : d;
+    if (path === "" || path.includes(",")) throw new UsageError(`--disk takes PATH or PATH,ro, got ${JSON.stringify(d)}`);
+    out.push({ kind: "blk", path, readOnly });
+  }
+  if (v["rng"] === true) out.push({ kind: "rng" });
+  const socket = v["console-socket"];
+  if (v["console"] === true && socket !== undefined) throw new UsageError("--console and --console-socket are exclusive");
+  if (v["console"] === true) out.push({ kind: "console" });
+  if (typeof socket === "string") out.push({ kind: "console", socketPath: socket });
+  return out;
 }

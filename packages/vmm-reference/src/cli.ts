@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { UsageError, parseCommand, runArgs, withConfig, parseWhole, MAX_VCPUS } from "./cli-args.js";
+import { UsageError, parseCommand, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue } from "./cli-args.js";
 import { liveCpuFeatureReport } from "./cpu/command.js";
 import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "./devices/debug-exit.js";
+import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { Vmm } from "./vmm.js";
 
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS]
+                  [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
        ts-vmm --version | --help
 
@@ -18,7 +20,10 @@ run boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin and
 stdout, and the debug-exit port 0xf4. --memory takes MiB (or 512M, 2G; --mem is an alias). --config reads the
 same settings from JSON (kernel, initrd, cmdline, memory, vcpus, cpuTemplate,
 cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
-Ctrl-A x quits, as in QEMU.
+Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
+image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
+(virtio-console on stdin/stdout instead of COM1's input) or --console-socket
+(virtio-console on a Unix socket the VMM connects to).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
@@ -125,7 +130,7 @@ export async function runCli(
 }
 
 async function runCommand(
-  values: Readonly<Record<string, string | boolean | undefined>>,
+  values: Readonly<Record<string, OptionValue>>,
   stdout: CliStdout,
   stderr: { write(s: string): unknown },
   hooks: CliHooks,
@@ -133,9 +138,11 @@ async function runCommand(
 ): Promise<number> {
   let vmm: Vmm;
   let timeout: number;
+  let consoleOnStdio = false;
   try {
     const a = runArgs(values);
     timeout = a.timeoutS;
+    consoleOnStdio = a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined);
     vmm = Vmm.create({
       kernel: a.kernel,
       ...(a.initrd !== undefined ? { initrd: a.initrd } : {}),
@@ -144,6 +151,7 @@ async function runCommand(
       vcpus: a.vcpus,
       ...(a.cpuTemplate !== undefined ? { cpuTemplate: a.cpuTemplate } : {}),
       ...(a.cpuFeatures !== undefined ? { cpuFeatures: a.cpuFeatures } : {}),
+      virtio: a.virtio,
     });
   } catch (e) {
     return fail(e);
@@ -171,7 +179,8 @@ async function runCommand(
   // stdin feeds COM1. A terminal goes to raw mode, so Ctrl-C reaches the guest
   // as a byte, and Ctrl-A x quits (as QEMU); Ctrl-A Ctrl-A sends one Ctrl-A.
   let quitByKey = false;
-  const input = hooks.stdin;
+  // With a virtio-console on stdio, stdin is the console's (VirtioConsole reads it), not COM1's.
+  const input = consoleOnStdio ? undefined : hooks.stdin;
   const tty = input?.isTTY === true && input.setRawMode !== undefined ? input : undefined;
   let ctrlA = false;
   const onInput = (chunk: Buffer): void => {
@@ -228,6 +237,8 @@ async function runCommand(
     return 2;
   }
   stdout.off?.("error", onOutputError);
+  // What the devices refused or reset for (as QEMU logs its virtio errors), at most 20 lines.
+  for (const v of vmm.virtio.violations.slice(0, 20)) stderr.write(`ts-vmm: virtio: ${v}\n`);
   switch (result.reason) {
     case "DebugExit":
       return debugExitStatus(result.guestExitValue ?? 0);

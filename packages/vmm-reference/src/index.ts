@@ -33,3 +33,6 @@ export { readHostCpuid, readCpuinfoFlags, readKvmModules, hostKernelRelease, ACC
 export type { KvmModules } from "./cpu/host.js";
 export { cpuFeatureReport, formatCpuFeatureReport, REPORT_FEATURES } from "./cpu/report.js";
 export type { CpuFeatureReport, CpuFeatureReportInput, FeatureRow } from "./cpu/report.js";
+export { VirtioManager, connectIrq, VIRTIO_MMIO_FIRST, VIRTIO_MMIO_STRIDE } from "./devices/virtio-manager.js";
+export type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
+export type { MmioRequest } from "./devices/mmio-mailbox.js";

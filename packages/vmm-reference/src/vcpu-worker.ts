@@ -10,6 +10,7 @@ import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls
 import { ACPI_PM_PORT, ACPI_PM_PORTS, AcpiPm, type AcpiPmEvent } from "./devices/acpi-pm.js";
 import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from "./devices/i8042.js";
+import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
 import { PioBus } from "./devices/pio-bus.js";
 import { Serial16550 } from "./devices/serial.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
@@ -31,6 +32,10 @@ export interface VcpuWorkerData {
   readonly serialIrqFd: number;
   /** irqfd of IRQ 1, the keyboard. */
   readonly kbdIrqFd: number;
+  /** MMIO exits inside `mmioWindows` go to the main thread through this mailbox (one per vCPU). */
+  readonly mmioMailbox?: SharedArrayBuffer;
+  /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows). */
+  readonly mmioWindows?: readonly (readonly [number, number])[];
 }
 
 /** Messages from a vCPU worker. */
@@ -74,6 +79,12 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   let debugValue: number | null = null;
   let pmEvent: AcpiPmEvent | null = null;
   let pmSource = "";
+  const windows = data.mmioWindows ?? [];
+  const mailbox = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop) : undefined;
+  const forwarded = (addr: number): boolean => {
+    for (const [s, e] of windows) if (addr >= s && addr < e) return true;
+    return false;
+  };
   const bus = new PioBus();
   bus.insert(COM1, 8, new Serial16550(data.serial, {
     out: (b) => {
@@ -156,9 +167,11 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         break;
       }
       case "MmioRead":
-        exit.data.fill(0xff); // No MMIO devices here: the bus floats high.
+        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
+        else exit.data.fill(0xff); // nothing there: the bus floats high
         break;
       case "MmioWrite":
+        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
         break;
       case "Intr":
         if (Atomics.load(stop, 0) !== 0) {

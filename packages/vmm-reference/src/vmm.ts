@@ -9,6 +9,8 @@ import { normalizeCpuid } from "./cpu/normalize.js";
 import { i8042State } from "./devices/i8042.js";
 import { Serial16550, serialState } from "./devices/serial.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
+import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
+import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
 import type { RunResult, StopReason } from "./run-result.js";
@@ -50,6 +52,8 @@ export interface VmConfig {
    * runs (`CpuFeatureRefused`, one sentence naming what is missing).
    */
   readonly cpuFeatures?: string | readonly FeatureSwitch[];
+  /** virtio-mmio devices, in the order they get windows and IRQs (see devices/virtio-manager.ts). */
+  readonly virtio?: readonly VirtioDeviceConfig[];
 }
 
 /**
@@ -185,9 +189,15 @@ export class Vmm {
 
   /** Serial output from the workers (flow-controlled at serialBacklogBytes). */
   readonly #serialOut: SerialOutputRing;
+  /** The virtio devices (served on this thread). */
+  readonly virtio: VirtioManager;
+  /** One MMIO mailbox per vCPU: each worker forwards its virtio-mmio register exits through its own. */
+  readonly #mmioMailboxes: SharedArrayBuffer[];
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager) {
     this.#serialOut = new SerialOutputRing(backlog);
+    this.virtio = virtio;
+    this.#mmioMailboxes = vcpus.map(() => new SharedArrayBuffer(MMIO_MAILBOX_BYTES));
     this.#kvm = kvm;
     this.#vm = vm;
     this.#mem = mem;
@@ -236,6 +246,7 @@ export class Vmm {
     let mem: GuestMemoryMmap | undefined;
     const vcpus: VcpuFd[] = [];
     const irqs: EventFd[] = [];
+    let virtio: VirtioManager | undefined;
     try {
       kvm = openKvm();
       const supported = kvm.getSupportedCpuid();
@@ -267,7 +278,10 @@ export class Vmm {
         // KVM keeps only its address, and GC must not unmap memory the guest still maps.
         vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer } });
       });
+      virtio = VirtioManager.create(vm, mem, config.virtio ?? []);
       const boot = loadLinux(mem, {
+        virtioMmio: virtio.mmioDevices,
+        virtioMmioOnCmdline: true,
         kernel,
         ...(initrd ? { initrd } : {}),
         cmdline: config.cmdline ?? "",
@@ -298,8 +312,9 @@ export class Vmm {
         }
         setup.push({ cpuid, msrsRefused });
       }
-      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog);
+      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog, virtio);
     } catch (e) {
+      virtio?.close();
       for (const v of vcpus) v.close();
       for (const i of irqs) i.close();
       mem?.close();
@@ -405,7 +420,10 @@ export class Vmm {
           i8042: this.#i8042State,
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
+          mmioMailbox: this.#mmioMailboxes[id]!,
+          mmioWindows: this.virtio.windows,
         };
+        this.virtio.serve(this.#mmioMailboxes[id]!);
         // The worker is compiled JS that imports the packages' dist builds: do not
         // inherit flags such as a test runner's --conditions pointing at sources.
         const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
@@ -458,6 +476,7 @@ export class Vmm {
   #release(): void {
     if (this.#released) return;
     this.#released = true;
+    this.virtio.close();
     this.#rxQueue = [];
     for (const v of this.#vcpus) v.close();
     for (const i of this.#irqs) i.close();

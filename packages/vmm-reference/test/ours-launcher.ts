@@ -1,19 +1,34 @@
 import { fileURLToPath } from "node:url";
-import type { VmmLauncher } from "@ts-vmm/test-guests";
+import type { ResolvedDevice, VmmLauncher } from "@ts-vmm/test-guests";
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
+/** The `ts-vmm run` flags for one device the harness prepared. */
+function deviceFlags(d: ResolvedDevice): string[] {
+  switch (d.kind) {
+    case "blk":
+      return ["--disk", d.readOnly ? `${d.path},ro` : d.path];
+    case "rng":
+      return ["--rng"];
+    case "console":
+      return ["--console-socket", d.socketPath];
+    default:
+      throw new Error(`the reference VMM has no ${d.kind} device`);
+  }
+}
+
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`. It provides no virtio devices yet.
+ * running `ts-vmm run`, with virtio-blk, virtio-rng and virtio-console.
  */
 export const oursLauncher: VmmLauncher = {
   name: "ours",
-  provides: [],
+  provides: ["blk", "rng", "console"],
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);
     args.push("--vcpus", String(spec.vcpus));
+    for (const d of spec.devices) args.push(...deviceFlags(d));
     args.push(...spec.extraArgs);
     return {
       // 7 bits of the guest's value survive in (value << 1) | 1. Status 1 is also Node's own
@@ -29,5 +44,5 @@ export const oursLauncher: VmmLauncher = {
   },
 };
 
-/** The name `pnpm bench:peer` looks for (TS_VMM_OURS_LAUNCHER points at this module). */
+/** The name `pnpm bench:peer` looks for (TS_VMM_OURS_LAUNCHER=<this module>). */
 export const launcher: VmmLauncher = oursLauncher;

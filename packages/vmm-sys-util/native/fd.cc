@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -36,6 +37,18 @@ Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
   uint64_t size;
   if (!ArgInt(info, 0, 0, INT32_MAX, &fd) || !ArgSize(info, 1, &size)) return Napi::Value();
   if (ftruncate(static_cast<int>(fd), static_cast<off_t>(size)) != 0) return Errno(info.Env(), errno);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+// fallocate(fd, mode, offset, len) -> 0 | -errno. mode is FALLOC_FL_* bits, passed through.
+Napi::Value Fallocate(const Napi::CallbackInfo& info) {
+  int64_t fd, mode;
+  uint64_t offset, len;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd) || !ArgInt(info, 1, 0, INT32_MAX, &mode) || !ArgSize(info, 2, &offset) ||
+      !ArgSize(info, 3, &len))
+    return Napi::Value();
+  if (fallocate(static_cast<int>(fd), static_cast<int>(mode), static_cast<off_t>(offset), static_cast<off_t>(len)) != 0)
+    return Errno(info.Env(), errno);
   return Napi::Number::New(info.Env(), 0);
 }
 
@@ -100,6 +113,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));
+  exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
   exports.Set("addSeals", Napi::Function::New(env, AddSeals, "addSeals"));
   exports.Set("eventfd", Napi::Function::New(env, EventfdCreate, "eventfd"));
   exports.Set("eventfdRead", Napi::Function::New(env, EventfdRead, "eventfdRead"));
@@ -110,6 +124,9 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   VSU_CONST(c, MFD_ALLOW_SEALING);
   VSU_CONST(c, MFD_HUGETLB);
   VSU_CONST(c, F_SEAL_SHRINK);
+  VSU_CONST(c, FALLOC_FL_KEEP_SIZE);
+  VSU_CONST(c, FALLOC_FL_PUNCH_HOLE);
+  VSU_CONST(c, FALLOC_FL_ZERO_RANGE);
   VSU_CONST(c, EFD_CLOEXEC);
   VSU_CONST(c, EFD_NONBLOCK);
   VSU_CONST(c, EFD_SEMAPHORE);

@@ -5,6 +5,8 @@ export type { ErrnoName } from "./generated/errno.js";
 // Memory
 export { memfdCreate, closeFd, ftruncate } from "./memfd.js";
 export type { MemfdOptions } from "./memfd.js";
+export { fallocate } from "./fallocate.js";
+export type { FallocateMode } from "./fallocate.js";
 export { MmapRegion, pageSize, liveMappingCount } from "./mmap-region.js";
 export type { AnonymousRegionOptions, MemfdRegionOptions, FdRegionOptions, MadviseAdvice } from "./mmap-region.js";
 // Threads and signals

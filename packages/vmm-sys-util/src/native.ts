@@ -42,6 +42,12 @@ export interface FdConstants {
   readonly MFD_HUGETLB: number;
   /** F_SEAL_SHRINK (fcntl F_ADD_SEALS) */
   readonly F_SEAL_SHRINK: number;
+  /** FALLOC_FL_KEEP_SIZE (fallocate) */
+  readonly FALLOC_FL_KEEP_SIZE: number;
+  /** FALLOC_FL_PUNCH_HOLE (fallocate) */
+  readonly FALLOC_FL_PUNCH_HOLE: number;
+  /** FALLOC_FL_ZERO_RANGE (fallocate) */
+  readonly FALLOC_FL_ZERO_RANGE: number;
   /** EFD_CLOEXEC */
   readonly EFD_CLOEXEC: number;
   /** EFD_NONBLOCK */
@@ -133,6 +139,8 @@ export interface NativeBinding {
   close(fd: number): number;
   /** ftruncate(2). */
   ftruncate(fd: number, size: number): number;
+  /** fallocate(2) with FALLOC_FL_* mode bits. */
+  fallocate(fd: number, mode: number, offset: number, len: number): number;
   /** fcntl(fd, F_ADD_SEALS, seals). */
   addSeals(fd: number, seals: number): number;
   /** eventfd(2) → fd. */

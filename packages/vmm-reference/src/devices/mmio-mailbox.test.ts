@@ -1,0 +1,70 @@
+import { Worker } from "node:worker_threads";
+import { describe, expect, it } from "vitest";
+import { MMIO_MAILBOX_BYTES, MmioMailboxServer, type MmioRequest } from "./mmio-mailbox.js";
+
+// The client runs in a real worker thread (as in the VMM) from the compiled dist/.
+const CLIENT = new URL("../../dist/devices/mmio-mailbox.js", import.meta.url).href;
+
+function worker(script: string, data: unknown): Promise<unknown> {
+  const w = new Worker(
+    `import { workerData, parentPort } from "node:worker_threads";
+     import { MmioMailboxClient } from ${JSON.stringify(CLIENT)};
+     const { sab, stop } = workerData;
+     const c = new MmioMailboxClient(sab, new Int32Array(stop));
+     ${script}`,
+    { eval: true, workerData: data },
+  );
+  return new Promise((res, rej) => {
+    w.once("message", (m) => {
+      res(m);
+      void w.terminate();
+    });
+    w.once("error", rej);
+  });
+}
+
+describe("MMIO mailbox between a worker and the device owner", () => {
+  it("forwards reads and writes of every width with addresses above 4 GiB, in order", async () => {
+    const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
+    const stop = new SharedArrayBuffer(4);
+    const seen: MmioRequest[] = [];
+    const server = new MmioMailboxServer(sab, (r) => {
+      seen.push({ address: r.address, write: r.write, data: r.data.slice() });
+      if (!r.write) r.data.forEach((_, i) => (r.data[i] = (r.address + i) & 0xff));
+    });
+    const out = (await worker(
+      `const reads = [];
+       for (let i = 0; i < 200; i++) {
+         const len = [1, 2, 4, 8][i % 4];
+         const d = new Uint8Array(len);
+         c.call(0x1_2345_6000 + i, false, d);
+         reads.push([...d]);
+         c.call(0xd000_1000 + i, true, new Uint8Array(len).fill(i & 0xff));
+       }
+       parentPort.postMessage(reads);`,
+      { sab, stop },
+    )) as number[][];
+    server.close();
+    expect(out).toHaveLength(200);
+    expect(out[5]).toEqual([0x05, 0x06]);
+    expect(out[3]).toEqual([3, 4, 5, 6, 7, 8, 9, 10].map((x) => x & 0xff));
+    expect(seen).toHaveLength(400);
+    expect(seen[0]).toMatchObject({ address: 0x1_2345_6000, write: false });
+    expect(seen[1]).toMatchObject({ address: 0xd000_1000, write: true });
+    expect([...seen[399]!.data]).toEqual(new Array(8).fill(199));
+    expect(server.served).toBe(400);
+  });
+
+  it("a worker whose owner stopped answering gives up once the VM is stopping (reads float high)", async () => {
+    const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
+    const stop = new SharedArrayBuffer(4);
+    setTimeout(() => Atomics.store(new Int32Array(stop), 0, 1), 100);
+    const out = (await worker(
+      `const d = new Uint8Array(4);
+       const ok = c.call(0xd000_1000, false, d);
+       parentPort.postMessage({ ok, d: [...d] });`,
+      { sab, stop },
+    )) as { ok: boolean; d: number[] };
+    expect(out).toEqual({ ok: false, d: [0xff, 0xff, 0xff, 0xff] });
+  });
+});

@@ -1,0 +1,192 @@
+// The reference VMM's virtio devices: one virtio-mmio window per device in
+// the 32-bit hole, queue notifications through ioeventfds watched on the main
+// thread's event loop, interrupts through irqfds on IOAPIC pins, and MMIO
+// register exits forwarded from the vCPU worker through a mailbox.
+import { connect, type Socket } from "node:net";
+import type { VmFd } from "@ts-vmm/kvm-ioctls";
+import { layout, type VirtioMmioDevice } from "@ts-vmm/linux-loader";
+import type { GuestMemory } from "@ts-vmm/vm-memory";
+import {
+  EventFdIrqLine,
+  MmioTransport,
+  VirtioBlock,
+  VirtioConsole,
+  VirtioRng,
+  type IrqLine,
+  type VirtioDevice,
+} from "@ts-vmm/virtio-devices";
+import { EventFd, FdWatcher } from "@ts-vmm/vmm-sys-util";
+import { VmmError } from "../error.js";
+import { MmioMailboxServer, type MmioRequest } from "./mmio-mailbox.js";
+
+/** A virtio device the VMM attaches. */
+export type VirtioDeviceConfig =
+  /** virtio-blk on a raw image. */
+  | { readonly kind: "blk"; readonly path: string; readonly readOnly?: boolean; readonly engine?: "sync" | "async" }
+  /** virtio-rng from the host CSPRNG. */
+  | { readonly kind: "rng" }
+  /** virtio-console port 0: on this process's stdin/stdout, or a Unix socket the VMM connects to. */
+  | { readonly kind: "console"; readonly socketPath?: string };
+
+/**
+ * First window: one page above the layout's virtio base, so 0xd000_0000 stays
+ * unassigned (the micro-guest's bench-exits times plain MMIO exits there).
+ */
+export const VIRTIO_MMIO_FIRST = layout.virtioMmioBase + 0x1000;
+/** Window stride. */
+export const VIRTIO_MMIO_STRIDE = 0x1000;
+/** IOAPIC pins for virtio devices: ISA-free pins (not 0-4, 8, 12, 13), as many as Firecracker-style setups use. */
+const VIRTIO_GSIS = [5, 6, 7, 9, 10, 11, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23];
+
+/**
+ * Connects an interrupt line to `gsi`: the one place that knows how device
+ * interrupts reach the guest (today an irqfd on the in-kernel IOAPIC; with a
+ * split irqchip this becomes a GSI route to an MSI).
+ */
+export function connectIrq(vm: VmFd, gsi: number): IrqLine & { close(): void } {
+  const line = new EventFdIrqLine(new EventFd({ nonBlocking: true }));
+  vm.registerIrqfd(line.eventFd, gsi);
+  return line;
+}
+
+interface Slot {
+  readonly base: number;
+  readonly gsi: number;
+  readonly transport: MmioTransport;
+  readonly device: VirtioDevice;
+  readonly irq: IrqLine & { close(): void };
+  readonly notifiers: { readonly fd: EventFd; readonly watcher: FdWatcher }[];
+}
+
+/** Owns the virtio devices of one VM (on the main thread). */
+export class VirtioManager {
+  readonly #slots: Slot[] = [];
+  readonly #vm: VmFd;
+  readonly #sockets: Socket[] = [];
+  /** One server per vCPU mailbox. */
+  readonly #mailboxes: MmioMailboxServer[] = [];
+  #closed = false;
+  /** Transport rule violations, for diagnostics (bounded). */
+  readonly violations: string[] = [];
+
+  private constructor(vm: VmFd) {
+    this.#vm = vm;
+  }
+
+  /**
+   * Creates the devices and wires them to KVM: an irqfd per device, an
+   * ioeventfd per queue (datamatch = queue index on QueueNotify).
+   * @throws {@link VmmError} `InvalidConfig` (too many devices, a disk that cannot be opened)
+   *   or `SetupFailed` (a KVM registration failed).
+   */
+  static create(vm: VmFd, mem: GuestMemory, configs: readonly VirtioDeviceConfig[]): VirtioManager {
+    if (configs.length > VIRTIO_GSIS.length) throw new VmmError("InvalidConfig", `at most ${VIRTIO_GSIS.length} virtio devices`);
+    const m = new VirtioManager(vm);
+    try {
+      configs.forEach((c, i) => m.#add(mem, c, VIRTIO_MMIO_FIRST + i * VIRTIO_MMIO_STRIDE, VIRTIO_GSIS[i]!));
+    } catch (e) {
+      m.close();
+      if (e instanceof VmmError) throw e;
+      const msg = (e as Error).message;
+      const code = (e as { code?: string }).code === "Io" || (e as { code?: string }).code === "InvalidArgument" ? "InvalidConfig" : "SetupFailed";
+      throw new VmmError(code, `virtio device setup failed: ${msg}`, { cause: e });
+    }
+    return m;
+  }
+
+  #device(c: VirtioDeviceConfig): VirtioDevice {
+    switch (c.kind) {
+      case "blk":
+        return VirtioBlock.open(c.path, { readOnly: c.readOnly ?? false, engine: c.engine ?? "sync" });
+      case "rng":
+        return new VirtioRng();
+      case "console": {
+        if (c.socketPath === undefined) return new VirtioConsole({ input: process.stdin, output: process.stdout });
+        const sock = connect(c.socketPath);
+        sock.on("error", (e) => this.#note(`console socket ${c.socketPath}: ${e.message}`));
+        this.#sockets.push(sock);
+        return new VirtioConsole({ input: sock, output: sock, onViolation: (r) => this.#note(r) });
+      }
+    }
+  }
+
+  #note(reason: string): void {
+    if (this.violations.length < 256) this.violations.push(reason);
+  }
+
+  #add(mem: GuestMemory, c: VirtioDeviceConfig, base: number, gsi: number): void {
+    const device = this.#device(c);
+    const irq = connectIrq(this.#vm, gsi);
+    const transport = new MmioTransport(device, { mem, irq, onViolation: (r) => this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`) });
+    const slot: Slot = { base, gsi, transport, device, irq, notifiers: [] };
+    this.#slots.push(slot);
+    for (let q = 0; q < transport.queueCount; q++) {
+      const fd = new EventFd({ nonBlocking: true });
+      this.#vm.registerIoevent(fd, { kind: "mmio", address: base + MmioTransport.notifyOffset }, { datamatch: q, len: 4 });
+      const watcher = FdWatcher.watch(fd.fd, { readable: true }, () => {
+        if (fd.tryRead() !== null) transport.notify(q);
+      });
+      watcher.unref();
+      slot.notifiers.push({ fd, watcher });
+    }
+  }
+
+  /** The windows and IRQs, for the command line and the DSDT. */
+  get mmioDevices(): VirtioMmioDevice[] {
+    return this.#slots.map((s) => ({ addr: s.base, size: VIRTIO_MMIO_STRIDE, irq: s.gsi }));
+  }
+
+  /** `[start, end)` of every window, for the vCPU worker to forward. */
+  get windows(): [number, number][] {
+    return this.#slots.map((s) => [s.base, s.base + VIRTIO_MMIO_STRIDE]);
+  }
+
+  /** The transports, in device order. */
+  get transports(): MmioTransport[] {
+    return this.#slots.map((s) => s.transport);
+  }
+
+  /** Serves one MMIO access inside a window. @returns false if no window holds it. */
+  handle(req: MmioRequest): boolean {
+    for (const s of this.#slots) {
+      if (req.address >= s.base && req.address < s.base + VIRTIO_MMIO_STRIDE) {
+        if (req.write) s.transport.write(req.address - s.base, req.data);
+        else s.transport.read(req.address - s.base, req.data);
+        return true;
+      }
+    }
+    if (!req.write) req.data.fill(0xff);
+    return false;
+  }
+
+  /** Serves a vCPU worker's mailbox until close(); called once per vCPU, each with its own mailbox. */
+  serve(mailbox: SharedArrayBuffer): void {
+    this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void this.handle(r)));
+  }
+
+  /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const m of this.#mailboxes) m.close();
+    for (const s of this.#slots) {
+      for (const n of s.notifiers) {
+        n.watcher.close();
+        try {
+          this.#vm.unregisterIoevent(n.fd, { kind: "mmio", address: s.base + MmioTransport.notifyOffset }, { datamatch: s.notifiers.indexOf(n), len: 4 });
+        } catch {
+          // the VM may already be closed
+        }
+        n.fd.close();
+      }
+      try {
+        this.#vm.unregisterIrqfd(s.irq instanceof EventFdIrqLine ? s.irq.eventFd : 0, s.gsi);
+      } catch {
+        // the VM may already be closed
+      }
+      s.irq.close();
+      if (s.device instanceof VirtioBlock) s.device.close();
+    }
+    for (const sock of this.#sockets) sock.destroy();
+  }
+}

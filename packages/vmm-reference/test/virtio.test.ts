@@ -1,0 +1,180 @@
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describeWith } from "@ts-vmm/test-utils";
+import { buildMicroGuest, fuzzReactions, runGuest, selftestProblems, type GuestRun } from "@ts-vmm/test-guests";
+import { afterAll, beforeAll, expect, it, vi } from "vitest";
+import { Vmm, runCli } from "../src/index.js";
+import { oursLauncher } from "./ours-launcher.js";
+
+vi.setConfig({ testTimeout: 90_000 });
+
+function explain(r: GuestRun): string {
+  return `exit=${String(r.exitCode)} vmm=${JSON.stringify(r.vmmExit)} timedOut=${r.timedOut}\n--- serial\n${r.serial}\n--- vmm log\n${r.vmmLog}`;
+}
+
+describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the reference VMM (micro-guest)", () => {
+  let elf = "";
+  let dir = "";
+  const disk = (mib: number): string => {
+    const p = join(dir, `disk-${Math.random().toString(36).slice(2)}.img`);
+    const fd = openSync(p, "w");
+    ftruncateSync(fd, mib << 20);
+    closeSync(fd);
+    return p;
+  };
+  beforeAll(async () => {
+    elf = (await buildMicroGuest()).elf;
+    dir = mkdtempSync(join(tmpdir(), "ts-vmm-virtio-"));
+  }, 120_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("selftest: blk, rng and console pass; the other kinds report absent", async () => {
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "blk", path: disk(64) }, { kind: "rng" }, { kind: "console" }],
+    });
+    expect(selftestProblems(r, ["blk", "rng", "console"]), explain(r)).toEqual([]);
+    expect(r.results.passed).toEqual(expect.arrayContaining(["blk.write-read", "blk.read-past-end", "rng.read", "console.echo"]));
+    expect(r.exitCode, explain(r)).toBe(0);
+  });
+
+  it("selftest on a read-only disk: the write fails with an error status instead of succeeding", async () => {
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "blk", path: disk(16), readOnly: true }],
+    });
+    expect(r.results.failed.map((f) => f.check), explain(r)).toEqual(["blk.write"]);
+    expect(r.results.failed[0]?.detail).toMatch(/status 1/);
+  });
+
+  it.each([
+    ["no features", ""],
+    ["INDIRECT_DESC negotiated", " fuzz_features=0x10000000"],
+  ])("fuzz (%s): every malformed chain ends in an error status or NEEDS_RESET, never OK; valid requests stay correct", async (_name, extra) => {
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: `mode=fuzz${extra}`, memMiB: 64, timeoutMs: 60_000,
+      devices: [{ kind: "blk", path: disk(64) }],
+    });
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.failed, explain(r)).toEqual([]);
+    expect(r.results.passed).toContain("fuzz.recovers-after-reset");
+    const table: string[] = [];
+    for (const f of fuzzReactions(r)) {
+      expect(f.reaction, `no reaction for ${f.case}\n${explain(r)}`).toBeDefined();
+      const reaction = f.reaction!;
+      table.push(`${f.case.padEnd(34)} ${reaction}  after=${f.after ?? "-"}`);
+      if (f.case === "queue_size_not_power_of_2") {
+        expect(reaction, f.case).toMatch(/^rejected/);
+        continue;
+      }
+      // Completed with an error status (1 IOERR, 2 UNSUPP), or the device asked for a reset.
+      expect(reaction, f.case).toMatch(/^(needs_reset|completed id=\d+ len=\d+ blk_status=[12])\b/);
+      expect(f.after, f.case).toMatch(/^(ok|needs_reset)$/);
+    }
+    console.log(`[ours] fuzz reactions (${_name}):\n${table.join("\n")}\n[ours] log:\n${r.vmmLog}`);
+  });
+
+  it("kill -9: every write acknowledged after a flush is on the disk", async () => {
+    const path = disk(4);
+    const salt = Math.floor(Math.random() * 0xffff_fff0) + 1;
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: `mode=blk-durability salt=${salt}`, memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "blk", path }],
+      stopOnSerial: /durable=(2\d\d)\n/, // SIGKILL to the VMM's process group mid-stream
+    });
+    expect(r.stoppedOnSerial, explain(r)).toBe(true);
+    expect(r.vmmExit?.signal, explain(r)).toBe("SIGKILL");
+    const durable = [...r.serial.matchAll(/RESULT durable=(\d+)/g)].map((m) => Number(m[1]));
+    const last = Math.max(...durable);
+    expect(last).toBeGreaterThanOrEqual(200);
+    const fd = openSync(path, "r");
+    const b = Buffer.alloc(4096);
+    try {
+      for (let i = 0; i <= last; i++) {
+        readSync(fd, b, 0, 4096, i * 4096);
+        expect(b.readUInt32LE(0), `block ${i}`).toBe(i);
+        expect(b.readUInt32LE(4), `block ${i} salt`).toBe(salt);
+        expect(b[100], `block ${i} body`).toBe((i * 7 + 100) & 0xff);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it("in-process: Vmm.create with devices runs the selftest, and create/close with devices leaks no fds", async () => {
+    const path = disk(16);
+    const vmm = Vmm.create({ kernel: elf, cmdline: "mode=selftest", memMiB: 64, virtio: [{ kind: "blk", path }, { kind: "rng" }] });
+    expect(vmm.virtio.mmioDevices).toEqual([
+      { addr: 0xd000_1000, size: 0x1000, irq: 5 },
+      { addr: 0xd000_2000, size: 0x1000, irq: 6 },
+    ]);
+    expect(vmm.boot.cmdline).toContain("virtio_mmio.device=4K@0xd0001000:5");
+    let serial = "";
+    const r = await vmm.run({ serial: (b) => void (serial += Buffer.from(b).toString("latin1")) });
+    vmm.close();
+    expect(r.guestExitValue, serial).toBe(0);
+    expect(serial).toContain("PASS blk.write-read");
+    expect(serial).toContain("PASS rng.read");
+    const fds = (): number => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    for (let i = 0; i < 5; i++) Vmm.create({ kernel: elf, memMiB: 16, virtio: [{ kind: "blk", path, readOnly: true }, { kind: "rng" }] }).close();
+    // Watchers release their duplicate fds on libuv's close callback: give the loop a moment.
+    const deadline = Date.now() + 5000;
+    while (fds() > before && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    expect(fds()).toBeLessThanOrEqual(before);
+  });
+
+  it("queue notifications take the ioeventfd, not an MMIO exit: 1200 requests, only setup writes exit", async () => {
+    const path = disk(16);
+    const vmm = Vmm.create({ kernel: elf, cmdline: "mode=bench-blk qd1_ops=200 qd32_ops=1000", memMiB: 64, virtio: [{ kind: "blk", path }] });
+    let serial = "";
+    const r = await vmm.run({ serial: (b) => void (serial += Buffer.from(b).toString("latin1")) });
+    vmm.close();
+    expect(r.guestExitValue, serial).toBe(0);
+    expect(serial).toContain("RESULT blk_qd32_ops=1000");
+    // Device init, queue setup and the reset: a few dozen register writes; every kick went to the ioeventfd.
+    expect(r.exits["MmioWrite"] ?? 0).toBeGreaterThan(5);
+    expect(r.exits["MmioWrite"] ?? 0).toBeLessThan(60);
+  });
+
+  it("async blk engine through KVM: selftest and bench-blk at QD32 complete with the right data", async () => {
+    const path = disk(16);
+    for (const cmdline of ["mode=selftest", "mode=bench-blk qd1_ops=100 qd32_ops=2000"]) {
+      const vmm = Vmm.create({ kernel: elf, cmdline, memMiB: 64, virtio: [{ kind: "blk", path, engine: "async" }] });
+      let serial = "";
+      const r = await vmm.run({ serial: (b) => void (serial += Buffer.from(b).toString("latin1")) });
+      vmm.close();
+      expect(r.guestExitValue, serial).toBe(0);
+      expect(serial).not.toContain("FAIL");
+    }
+  });
+
+  it("CLI --console on stdin/stdout: guest output reaches stdout, stdin bytes reach the guest", async () => {
+    const { spawn } = await import("node:child_process");
+    const cli = new URL("../dist/cli.js", import.meta.url).pathname;
+    const child = spawn(process.execPath, [cli, "run", "--kernel", elf, "--cmdline", "mode=selftest", "--mem", "64", "--console"], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString("latin1")));
+    child.stdin.end("input\n"); // 6 bytes: the selftest expects its own 44-byte line echoed and reports what it got
+    const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
+    expect(out).toMatch(/ts-vmm virtio-console echo [a-z]123456789abcdef/); // the guest's transmitq, on stdout
+    expect(out).toContain("FAIL console.echo got 6 of 44 bytes back"); // our stdin, in the guest's receiveq
+    expect(code).toBe((1 << 1) | 1);
+  });
+
+  it("CLI: bad device flags are refused with status 2 before anything runs", async () => {
+    const cases: [string[], RegExp][] = [
+      [["--disk", ",ro"], /--disk takes PATH/],
+      [["--disk", join(dir, "missing.img")], /cannot open disk image/],
+      [["--console", "--console-socket", join(dir, "s")], /exclusive/],
+      [["--disk", dir], /cannot open disk image .*EISDIR|not a regular file/],
+    ];
+    for (const [flags, msg] of cases) {
+      let err = "";
+      const code = await runCli(["run", "--kernel", elf, "--mem", "16", ...flags], { write: () => true }, { write: (s: string) => ((err += s), true) });
+      expect(code, err).toBe(2);
+      expect(err).toMatch(msg);
+    }
+  });
+});
