@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, describe, expect, it } from "vitest";
-import { L1Parser } from "../src/nested.js";
+import { L1Parser, l1PanickedEarly } from "../src/nested.js";
 import {
   buildLayer,
   concatLayers,
@@ -101,6 +101,35 @@ describe("runNested option checks (before anything starts)", () => {
     await expect(runNested({ guests: [{ ...guest, timeoutMs: 10 }] })).rejects.toMatchObject({ code: "InvalidArgument" });
     await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "console" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
     await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "rtc" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
+  });
+});
+
+describe("l1PanickedEarly (the one L1 retry)", () => {
+  // What the L1 kernel printed once under multi-threaded TCG while kvm-amd loaded (2026-12-01).
+  const oops = "[    6.080347] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI\r\n[    6.080730] Kernel panic - not syncing: Fatal exception in interrupt\r\n";
+  it("is true for a panic before any guest step started", () => {
+    const p = new L1Parser(0, "n0nce");
+    p.push(`${NESTED_MARKERS.up} uptime=1.2 cpus=2\r\n`);
+    p.push(oops);
+    p.finish();
+    expect(l1PanickedEarly(p)).toBe(true);
+  });
+  it("is false once a guest started, after /init finished, and without a panic", () => {
+    const started = new L1Parser(0, "n0nce");
+    started.push(`${NESTED_MARKERS.begin}0#n0nce uptime=2.0\r\n`);
+    started.push(oops);
+    started.finish();
+    expect(l1PanickedEarly(started)).toBe(false);
+    const done = new L1Parser(0, "n0nce");
+    done.push(oops);
+    done.push(`${NESTED_MARKERS.done}\r\n`);
+    done.finish();
+    expect(done.done).toBe(true);
+    expect(l1PanickedEarly(done)).toBe(false);
+    const quiet = new L1Parser(0, "n0nce");
+    quiet.push(`${NESTED_MARKERS.up} uptime=1.2 cpus=2\r\n`);
+    quiet.finish();
+    expect(l1PanickedEarly(quiet)).toBe(false);
   });
 });
 
