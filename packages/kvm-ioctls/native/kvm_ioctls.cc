@@ -20,6 +20,7 @@
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -63,6 +64,11 @@ constexpr unsigned long kMemoryEncryptRegRegion = 0x8010aebb;
 constexpr unsigned long kMemoryEncryptUnregRegion = 0x8010aebc;
 constexpr unsigned long kSetUserMemoryRegion = 0x4020ae46;   // slot u32 @0, memory_size u64 @16
 constexpr unsigned long kSetUserMemoryRegion2 = 0x40a0ae49;  // same prefix
+constexpr unsigned long kXenHvmConfig = 0x4038ae7a;        // blob_addr_32/64: host addresses
+constexpr unsigned long kXenHvmGetAttr = 0xc048aec8;       // attribute unions with host addresses (HVAs)
+constexpr unsigned long kXenHvmSetAttr = 0x4048aec9;
+constexpr unsigned long kXenVcpuGetAttr = 0xc048aeca;
+constexpr unsigned long kXenVcpuSetAttr = 0x4048aecb;
 constexpr unsigned long kKvmIo = 0xae;
 
 // Pages of each memory slot set through this addon, by (VM fd, slot): KVM_GET_DIRTY_LOG
@@ -105,7 +111,48 @@ bool CarriesPointer(unsigned long req) {
   switch (req) {
     case kGetOneReg: case kSetOneReg: case kGetDirtyLog: case kClearDirtyLog: case kSetDeviceAttr:
     case kGetDeviceAttr: case kX86SetMsrFilter: case kMemoryEncryptOp: case kMemoryEncryptRegRegion:
-    case kMemoryEncryptUnregRegion:
+    case kMemoryEncryptUnregRegion: case kXenHvmConfig: case kXenHvmGetAttr: case kXenHvmSetAttr:
+    case kXenVcpuGetAttr: case kXenVcpuSetAttr:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The requests ioctlBufPtr accepts, each with the offset of the struct's one host
+// pointer field and the struct size. The size of the pointed-to buffer is computed per
+// request in IoctlBufPtr (ONE_REG: from the register id; dirty logs: from the slot or
+// num_pages; device attributes: at least a u64). Every other request is refused: a
+// caller-chosen offset let the kernel write through whatever address sat at the
+// struct's real pointer field. KVM_X86_SET_MSR_FILTER (16 bitmap pointers) and the
+// SEV/Xen requests (nested pointers) are in neither path.
+struct PtrRequest { unsigned long req; size_t ptrOffset; size_t structBytes; };
+constexpr PtrRequest kPtrRequests[] = {
+    {kGetOneReg, 8, 16},      // struct kvm_one_reg { u64 id; u64 addr; }
+    {kSetOneReg, 8, 16},
+    {kGetDirtyLog, 8, 16},    // struct kvm_dirty_log { u32 slot; u32 pad; u64 dirty_bitmap; }
+    {kClearDirtyLog, 16, 24}, // struct kvm_clear_dirty_log { u32 slot, num_pages; u64 first_page; u64 dirty_bitmap; }
+    {kSetDeviceAttr, 16, 24}, // struct kvm_device_attr { u32 flags, group; u64 attr; u64 addr; }
+    {kGetDeviceAttr, 16, 24},
+};
+
+const PtrRequest* FindPtrRequest(unsigned long req) {
+  for (const PtrRequest& p : kPtrRequests) {
+    if (p.req == req) return &p;
+  }
+  return nullptr;
+}
+
+// Requests whose checked size depends on a count field in the struct (or whose struct
+// is recorded after the call). The kernel reads that field again after the addon's
+// check; in a SharedArrayBuffer view another thread could change it in between. They
+// run on a private copy of the checked bytes, copied back afterwards.
+bool CountCarrying(unsigned long req) {
+  switch (req) {
+    case kGetMsrIndexList: case kGetMsrFeatureIndexList: case kGetSupportedCpuid: case kGetEmulatedCpuid:
+    case kGetSupportedHvCpuid: case kSetCpuid2: case kGetCpuid2: case kGetMsrs: case kSetMsrs:
+    case kSetGsiRouting: case kGetRegList: case kSetCpuid: case kGetNestedState: case kSetNestedState:
+    case kSetPmuEventFilter: case kSetSignalMask: case kSetUserMemoryRegion: case kSetUserMemoryRegion2:
       return true;
     default:
       return false;
@@ -299,8 +346,16 @@ Napi::Value IoctlBuf(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "ioctlBuf: buffer smaller than the kernel will access").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  long r = ::ioctl(fd, req, data);
-  if (r == 0 && (req == kSetUserMemoryRegion || req == kSetUserMemoryRegion2)) RecordSlot(fd, data);
+  if (!CountCarrying(req)) return Result(env, ::ioctl(fd, req, data));
+  // The kernel sees a private copy whose count field is the one checked above.
+  std::vector<uint8_t> copy(data, data + need);
+  long r = ::ioctl(fd, req, copy.data());
+  int e = errno;
+  if (r == 0 && (req == kSetUserMemoryRegion || req == kSetUserMemoryRegion2)) RecordSlot(fd, copy.data());
+  if (_IOC_DIR(req) & _IOC_READ || req == kGetMsrIndexList || req == kGetMsrFeatureIndexList) {
+    std::memcpy(data, copy.data(), need);
+  }
+  errno = e;
   return Result(env, r);
 }
 
@@ -318,42 +373,53 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
       !GetUlong(info, 5, &dmin)) {
     return Fail(env, "ioctlBufPtr(fd, request, buf, ptrOffset, data, dataMinBytes)");
   }
-  size_t need;
   if (!IsKvmRequest(req)) return Fail(env, "ioctlBufPtr: not a KVM request");
-  if (_IOC_DIR(req) == _IOC_NONE || !RequiredSize(req, buf, len, &need)) {
-    return Fail(env, "ioctlBufPtr: request takes no struct pointer");
-  }
-  // len < 8 first: `len - 8` would wrap and let `off` point anywhere.
-  if (len < need || len < 8 || off > len - 8) {
+  const PtrRequest* pr = FindPtrRequest(req);
+  if (pr == nullptr) return Fail(env, "ioctlBufPtr: request not in the pointer table");
+  if (len < pr->structBytes) {
     Napi::RangeError::New(env, "ioctlBufPtr: struct buffer too small").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  if (off != pr->ptrOffset) return Fail(env, "ioctlBufPtr: ptrOffset is not the request's pointer field");
+  // Private copy: the kernel reads the fields checked below (register id, slot,
+  // num_pages) from this copy, which no other thread can change.
+  uint8_t st[24];
+  std::memcpy(st, buf, pr->structBytes);
   if (req == kGetOneReg || req == kSetOneReg) {
-    uint64_t id = ReadU64(buf);
+    uint64_t id = ReadU64(st);
     size_t regSize = size_t{1} << ((id >> 52) & 0xf);
     if (dmin < regSize) dmin = regSize;
   }
   if (req == kGetDirtyLog) {
     size_t bitmap;
-    if (!DirtyBitmapBytes(fd, ReadU32(buf), &bitmap)) {
+    if (!DirtyBitmapBytes(fd, ReadU32(st), &bitmap)) {
       Napi::RangeError::New(env, "ioctlBufPtr: KVM_GET_DIRTY_LOG of a slot not set through this addon").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     if (dmin < bitmap) dmin = bitmap;
   }
-  if (req == kClearDirtyLog && len >= 8) {
-    size_t bitmap = (static_cast<size_t>(ReadU32(buf + 4)) + 63) / 64 * 8;
+  if (req == kClearDirtyLog) {
+    size_t bitmap = (static_cast<size_t>(ReadU32(st + 4)) + 63) / 64 * 8;
     if (dmin < bitmap) dmin = bitmap;
+  }
+  if (req == kGetDeviceAttr || req == kSetDeviceAttr) {
+    // x86 attributes are u64s (system, VM and vCPU groups); the one exception is
+    // KVM_SET_DEVICE_ATTR of KVM_DEV_VFIO_FILE (group 1) ADD/DEL, which reads an s32 fd.
+    uint32_t group = ReadU32(st + 4);
+    uint64_t attr = ReadU64(st + 8);
+    size_t least = req == kSetDeviceAttr && group == 1 && (attr == 1 || attr == 2) ? 4 : 8;
+    if (dmin < least) dmin = least;
   }
   if (dlen < dmin || dlen == 0) {
     Napi::RangeError::New(env, "ioctlBufPtr: data buffer smaller than the kernel will access").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   uint64_t addr = reinterpret_cast<uintptr_t>(data);
-  std::memcpy(buf + off, &addr, 8);
-  long r = ::ioctl(fd, req, buf);
+  std::memcpy(st + off, &addr, 8);
+  long r = ::ioctl(fd, req, st);
   int e = errno;
-  std::memset(buf + off, 0, 8);  // do not leave a host address in JS-visible memory
+  std::memset(st + off, 0, 8);  // do not leave a host address in JS-visible memory
+  std::memcpy(buf, st, pr->structBytes);
   errno = e;
   return Result(env, r);
 }
