@@ -273,6 +273,28 @@ export class Queue {
   }
 
   /**
+   * The most descriptors one chain may have, direct and indirect together
+   * (device-set; default: the queue size, the spec's bound). A longer chain is
+   * `"ChainTooLong"` (consumed, `head` set); an indirect table is checked against
+   * it before any entry is read, so one pop costs at most this many descriptor reads.
+   */
+  get maxChainLength(): number {
+    return this.#q.chainLimit();
+  }
+
+  /**
+   * Sets the chain limit of {@link Queue.maxChainLength} (a device choice, kept
+   * across reset); `0` restores the default (the queue size).
+   * @throws {@link VirtqueueError} `"InvalidArgument"` unless `n` is an integer in [0, 65536].
+   */
+  setMaxChainLength(n: number): void {
+    if (!(Number.isInteger(n) && n >= 0 && n <= 0x10000)) {
+      throw new VirtqueueError("InvalidArgument", `chain limit ${String(n)} is not an integer in [0, 65536]`);
+    }
+    this.#q.maxChainLength = n;
+  }
+
+  /**
    * Back to the power-on state (device reset): size = maxSize, not ready,
    * addresses 0, positions 0, split layout, no event index, no recorded error.
    */

@@ -134,6 +134,11 @@ export function applyRuntime(q: QueueCore, s: QueueState): void {
   q.availWrap = s.availWrapCounter;
   q.usedWrap = s.usedWrapCounter;
   q.signalledUsed = s.signalledUsed;
+  // Not saved (the format is unchanged): the distance from signalledUsed to the used
+  // position. It under-counts only if 2*size slots were used since the last check
+  // before the snapshot; the first check after restore then misses that event.
+  const span = 2 * s.size;
+  q.usedSinceSignal = s.packed ? (s.nextUsed + (s.usedWrapCounter ? 0 : s.size) - s.signalledUsed + span) % span : 0;
   q.inFlight.clear();
   for (const [id, slots] of s.inFlight) q.inFlight.set(id, slots);
 }
