@@ -21,8 +21,11 @@
 #include <mutex>
 #include <utility>
 #include <vector>
+#include <atomic>
+#include <csignal>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace {
@@ -424,6 +427,97 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
   return Result(env, r);
 }
 
+// Threads inside KVM_RUN, for kickRunning: Node joins a worker on process.exit() and on
+// worker.terminate(), and a worker blocked in KVM_RUN under a spinning guest never
+// returns to JavaScript, so neither ever finished (issue 14 item 4). Each thread that
+// runs a vCPU takes a slot (kernel tid, Node threadId) on its first run; run() marks
+// the slot running around the ioctl and returns -EINTR at once if its thread is
+// being stopped. The flags are seq_cst: either run() sees `stop`, or the kicker sees
+// `running` and signals the thread (again, until it is out).
+struct RunSlot {
+  std::atomic<int> tid{0};
+  std::atomic<int> nodeThread{-1};
+  std::atomic<int> running{0};
+  std::atomic<int> stop{0};
+};
+constexpr int kRunSlots = 256;
+RunSlot g_run_slots[kRunSlots];
+std::atomic<int> g_stop_all{0};
+thread_local int t_node_thread = -1;
+
+// Frees the thread's slot when the thread ends.
+struct SlotOwner {
+  RunSlot* slot = nullptr;
+  ~SlotOwner() {
+    if (slot != nullptr) {
+      slot->running.store(0);
+      slot->nodeThread.store(-1);
+      slot->tid.store(0);
+    }
+  }
+};
+thread_local SlotOwner t_slot;
+
+// The calling thread's slot, taken on first use; nullptr if all are taken (that
+// thread's runs are then not kicked on exit/terminate).
+RunSlot* ThreadSlot() {
+  if (t_slot.slot != nullptr) return t_slot.slot;
+  int tid = static_cast<int>(::syscall(SYS_gettid));
+  for (RunSlot& s : g_run_slots) {
+    int expected = 0;
+    if (s.tid.compare_exchange_strong(expected, tid)) {
+      s.stop.store(0);
+      s.running.store(0);
+      s.nodeThread.store(t_node_thread);
+      t_slot.slot = &s;
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+// setThreadId(threadId): records the calling thread's worker_threads.threadId.
+Napi::Value SetThreadId(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return Fail(env, "setThreadId(threadId: number)");
+  t_node_thread = info[0].As<Napi::Number>().Int32Value();
+  if (t_slot.slot != nullptr) t_slot.slot->nodeThread.store(t_node_thread);
+  return env.Undefined();
+}
+
+// kickRunning(signo, threadId) -> vCPU threads still in KVM_RUN after ~2 s (0 normally),
+// or -EINVAL if signo has no handler. threadId -1: every thread (process exit); else
+// the threads whose Node threadId it is (worker.terminate). Marks them stopping (their
+// later runs return EINTR at once), then signals each running one every millisecond
+// until none is left in KVM_RUN.
+Napi::Value KickRunning(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) return Fail(env, "kickRunning(signo, threadId)");
+  int signo = info[0].As<Napi::Number>().Int32Value();
+  int node = info[1].As<Napi::Number>().Int32Value();
+  struct sigaction old {};
+  if (signo <= 0 || signo >= 65 || sigaction(signo, nullptr, &old) != 0 || old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN) {
+    return Napi::Number::New(env, -EINVAL);
+  }
+  auto matches = [node](RunSlot& s) { return s.tid.load() != 0 && (node == -1 || s.nodeThread.load() == node); };
+  if (node == -1) g_stop_all.store(1);
+  for (RunSlot& s : g_run_slots) {
+    if (matches(s)) s.stop.store(1);
+  }
+  int left = 0;
+  for (int round = 0; round < 2000; round++) {
+    left = 0;
+    for (RunSlot& s : g_run_slots) {
+      if (!matches(s) || s.running.load() == 0) continue;
+      left++;
+      ::syscall(SYS_tgkill, getpid(), s.tid.load(), signo);
+    }
+    if (left == 0) break;
+    usleep(1000);
+  }
+  return Napi::Number::New(env, left);
+}
+
 // run(fd) -> 0 | -errno: KVM_RUN, the hot path. This one function uses the V8
 // API directly instead of N-API: after each exit the CPU's caches and branch
 // predictors are cold (the guest ran in between), and N-API's callback wrapper
@@ -438,8 +532,19 @@ void RunV8(const v8::FunctionCallbackInfo<v8::Value>& info) {
     isolate->ThrowException(v8::Exception::TypeError(v8::String::NewFromUtf8Literal(isolate, "run(fd: number)")));
     return;
   }
+  RunSlot* slot = ThreadSlot();
+  if (slot != nullptr) {
+    slot->running.store(1);
+    if (slot->stop.load() != 0 || g_stop_all.load() != 0) {
+      slot->running.store(0);
+      info.GetReturnValue().Set(static_cast<int32_t>(-EINTR));
+      return;
+    }
+  }
   int r = ::ioctl(arg.As<v8::Int32>()->Value(), kRun, 0);
-  info.GetReturnValue().Set(static_cast<int32_t>(r < 0 ? -errno : r));
+  int e = errno;
+  if (slot != nullptr) slot->running.store(0);
+  info.GetReturnValue().Set(static_cast<int32_t>(r < 0 ? -e : r));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -448,6 +553,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ioctlVal", Napi::Function::New(env, IoctlVal, "ioctlVal"));
   exports.Set("ioctlBuf", Napi::Function::New(env, IoctlBuf, "ioctlBuf"));
   exports.Set("ioctlBufPtr", Napi::Function::New(env, IoctlBufPtr, "ioctlBufPtr"));
+  exports.Set("setThreadId", Napi::Function::New(env, SetThreadId, "setThreadId"));
+  exports.Set("kickRunning", Napi::Function::New(env, KickRunning, "kickRunning"));
   // A napi_value is a v8::Local's slot pointer in Node's implementation
   // (v8impl::JsValueFromV8LocalValue); vmm-sys-util relies on the same.
   v8::Isolate* isolate = v8::Isolate::GetCurrent();

@@ -20,6 +20,13 @@ export interface KvmNative {
   ioctlBufPtr(fd: number, request: number, buf: Uint8Array, ptrOffset: number, data: Uint8Array, dataMinBytes: number): number;
   /** ioctl(fd, KVM_RUN, 0). */
   run(fd: number): number;
+  /** Records the calling thread's `worker_threads.threadId` (for kickRunning). Absent in injected bindings. */
+  setThreadId?(threadId: number): void;
+  /**
+   * Marks the threads of `threadId` (-1: all) stopping and signals those inside KVM_RUN
+   * until none is; returns how many were still inside after ~2 s, or -EINVAL. Absent in injected bindings.
+   */
+  kickRunning?(signo: number, threadId: number): number;
 }
 
 let override: KvmNative | undefined;

@@ -3,7 +3,7 @@ import { KvmError, check, checkU64, checkUint } from "./errors.js";
 import { ExitDecoder, INTR_EXIT, type VcpuExit } from "./exits.js";
 import { FdHandle } from "./fd.js";
 import { KVM_COALESCED_MMIO_PAGE_OFFSET, KVM_DIRTY_GFN_F_DIRTY, KVM_DIRTY_GFN_F_RESET, KVM_DIRTY_LOG_PAGE_OFFSET } from "./generated/kvm-constants.js";
-import { type VcpuTransferable, VcpuKicker, ensureKickSignal } from "./kick.js";
+import { type VcpuTransferable, VcpuKicker, ensureKickSignal, recordRunThread } from "./kick.js";
 import { view } from "./layouts/bytes.js";
 import {
   type CpuidEntry,
@@ -199,6 +199,7 @@ export class VcpuFd {
     if (!this.#tidRecorded) {
       Atomics.store(this.#tid, 0, gettid());
       this.#tidRecorded = true;
+      recordRunThread();
     }
     const r = this.#runFn(fd);
     if (r !== 0) {
