@@ -117,6 +117,11 @@ export class ExitDecoder {
     return this.#u32[RUN.exitReason >>> 2]!;
   }
 
+  /** Sets exit_reason to KVM_EXIT_UNKNOWN (0), so a stale reason is not decoded twice. */
+  clearReason(): void {
+    this.#u32[RUN.exitReason >>> 2] = 0;
+  }
+
   decode(): VcpuExit {
     const u32 = this.#u32;
     const reason = u32[RUN.exitReason >>> 2]!;

@@ -1,5 +1,6 @@
 import { Worker, isMainThread, threadId } from "node:worker_threads";
 import { installKickSignal, tgkill } from "@ts-vmm/vmm-sys-util";
+import { type KvmError, fromSysError } from "./errors.js";
 import { RUN } from "./layouts/kvm-run.js";
 import { native } from "./native.js";
 
@@ -43,7 +44,7 @@ export class VcpuKicker {
     this.#signal = t.kickSignal;
   }
 
-  /** Sets immediate_exit, then signals the vCPU thread. @throws `VmmSysError` (from `@ts-vmm/vmm-sys-util`) if tgkill fails other than with ESRCH (thread gone). */
+  /** Sets immediate_exit, then signals the vCPU thread. @throws {@link KvmError} if tgkill fails other than with ESRCH (thread gone). */
   kick(): void {
     Atomics.store(this.#run, RUN.immediateExit, 1);
     const tid = Atomics.load(this.#tid, 0);
@@ -51,7 +52,7 @@ export class VcpuKicker {
     try {
       tgkill(tid, this.#signal);
     } catch (e) {
-      if ((e as { code?: string }).code !== "ESRCH") throw e;
+      if ((e as { code?: string }).code !== "ESRCH") throw fromSysError(e, "tgkill");
     }
   }
 }

@@ -242,8 +242,9 @@ export class VmFd {
    */
   createVcpu(id: number): VcpuFd {
     checkUint(id, "vcpu id");
-    const fd = this.#h.val("KVM_CREATE_VCPU", id);
+    // Before KVM_CREATE_VCPU: a failure here must not leak the vCPU fd.
     this.#xsave2Size ??= this.checkExtension(Cap.XSAVE2);
+    const fd = this.#h.val("KVM_CREATE_VCPU", id);
     const vcpu = VcpuFd.create(fd, id, this.#mmapSize, this.#xsave2Size, this.#dirtyRingBytes);
     vcpuSlots.set(vcpu, this.#slots);
     return vcpu;
