@@ -168,17 +168,34 @@ bool CountCarrying(unsigned long req) {
 // _IOC size encoding the checks rely on.
 bool IsKvmRequest(unsigned long req) { return req <= 0xffffffffUL && _IOC_TYPE(req) == kKvmIo; }
 
-// The largest XSAVE area the CPU supports (CPUID.(EAX=0DH,ECX=0):ECX), at least
-// 4096: KVM_GET_XSAVE2 writes and KVM_SET_XSAVE reads the vCPU's uabi size,
-// which can exceed struct kvm_xsave (AMX).
-size_t XsaveBytes() {
-  static const size_t bytes = [] {
+// Bytes KVM_GET_XSAVE2 writes and KVM_SET_XSAVE reads: the vCPU's uabi size, which
+// is at most the uncompacted XSAVE size of the features the process may give guests
+// (ARCH_GET_XCOMP_GUEST_PERM), and at least struct kvm_xsave (4096). On AMX hosts the
+// CPU's largest area (CPUID.(0xD,0).ECX, 11008 on Sapphire Rapids) includes XTILE_DATA,
+// which KVM only uses once the process requested ARCH_REQ_XCOMP_GUEST_PERM; demanding
+// it made getXsave2()/setXsave() throw against the KVM_CAP_XSAVE2-sized buffers
+// (issue 14 item 3). Falls back to the CPU's largest area if the permission is unknown.
+size_t XsaveSizeForMask(uint64_t mask) {
+  size_t end = 512 + 64;  // legacy area + XSAVE header
+  for (unsigned i = 2; i < 64; i++) {
+    if (!(mask & (uint64_t{1} << i))) continue;
     unsigned a = 0, b = 0, c = 0, d = 0;
-    size_t n = 4096;
-    if (__get_cpuid_count(0xd, 0, &a, &b, &c, &d) && c > n) n = c;
-    return n;
-  }();
-  return bytes;
+    if (!__get_cpuid_count(0xd, i, &a, &b, &c, &d)) continue;
+    if (b + a > end) end = b + a;  // offset (EBX) + size (EAX), uncompacted
+  }
+  return end;
+}
+
+size_t XsaveBytes() {
+  constexpr long kArchGetXcompGuestPerm = 0x1024;
+  uint64_t perm = 0;
+  size_t n = 4096;
+  if (::syscall(SYS_arch_prctl, kArchGetXcompGuestPerm, &perm) == 0) {
+    return std::max(n, XsaveSizeForMask(perm));  // a few CPUID calls; XSAVE calls are rare
+  }
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(0xd, 0, &a, &b, &c, &d) && c > n) n = c;
+  return n;
 }
 
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* len) {
