@@ -89,6 +89,13 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
     );
   }
 
+  // A reused id is refused before anything moves (like AvailIndexAhead: the ring is
+  // broken): a consumed list that is not in flight would leave the avail position ahead
+  // of the used one by slots nobody returns, the invariant fromState checks.
+  if (q.inFlight.get(id) !== undefined) {
+    throw new VirtqueueError("BufferIdInUse", `buffer id ${id} is made available again while in flight`);
+  }
+
   // The list is consumed from here on, whatever it holds.
   const end = start + count;
   if (end >= size) {
@@ -96,9 +103,6 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
     q.availWrap = !q.availWrap;
   } else {
     q.nextAvail = end;
-  }
-  if (q.inFlight.get(id) !== undefined) {
-    throw new VirtqueueError("BufferIdInUse", `buffer id ${id} is made available again while in flight`);
   }
   q.inFlight.set(id, count);
 

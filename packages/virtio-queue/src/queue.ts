@@ -1,7 +1,7 @@
 import { toGuestAddress, type GuestAddress, type GuestMemory } from "@ts-vmm/vm-memory";
 import type { DescriptorChain } from "./chain.js";
 import { DESCRIPTOR_SIZE, MAX_QUEUE_SIZE } from "./constants.js";
-import { VirtqueueError, wrapMemoryError } from "./errors.js";
+import { VirtqueueError, markConsumed, wrapMemoryError } from "./errors.js";
 import {
   PACKED_EVENT_SIZE,
   addUsedPacked,
@@ -264,6 +264,9 @@ export class Queue {
     const before = this.#lastError;
     this.#guard(() => {
       this.#checkNotReady("layout");
+      // A packed-only size (not a power of two) is refused for split: the queue keeps
+      // its layout and size (issue 14 item 12).
+      if (packed !== true && this.#q.packed) checkQueueSize(this.#q.size, this.#q.maxSize, false);
       if (this.#q.packed !== (packed === true)) {
         this.#q.packed = packed === true;
         this.#q.resetRuntime();
@@ -361,7 +364,14 @@ export class Queue {
   popDescriptorChain(mem: GuestMemory): DescriptorChain | undefined {
     const q = this.#q;
     if (!q.ready) return undefined;
-    return q.packed ? popPacked(q, mem) : popSplit(q, mem);
+    const before = q.nextAvail;
+    const wrap = q.availWrap;
+    try {
+      return q.packed ? popPacked(q, mem) : popSplit(q, mem);
+    } catch (e) {
+      if (e instanceof VirtqueueError) markConsumed(e, q.nextAvail !== before || q.availWrap !== wrap);
+      throw e;
+    }
   }
 
   /**

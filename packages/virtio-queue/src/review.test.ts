@@ -109,3 +109,52 @@ describe("packed EVENT_IDX across 2 x size used slots (item 9)", () => {
     expect(q.needsNotification(mem)).toBe(false);
   });
 });
+
+describe("restore checks the packed position invariant (item 11)", () => {
+  it("nextAvail - nextUsed (with wraps) must equal the slots in flight", () => {
+    const mem = makeMemory(0x40000);
+    const mock = new MockPackedQueue(mem, 8, { base: 0x1000 });
+    const q = mock.createQueue();
+    mock.addChain([{ addr: 0x8000, len: 1 }, { addr: 0x8000, len: 1 }]);
+    q.popDescriptorChain(mem);
+    const good = q.state();
+    expect(good).toMatchObject({ nextAvail: 2, nextUsed: 0, inFlight: [[expect.any(Number), 2]] });
+    expect(Queue.fromState(good).state()).toEqual(good);
+    expectCode(() => Queue.fromState({ ...good, nextAvail: 5 }), "InvalidState");
+    expectCode(() => Queue.fromState({ ...good, inFlight: [] }), "InvalidState");
+    expectCode(() => Queue.fromState({ ...good, availWrapCounter: false }), "InvalidState");
+    // Across a wrap: avail at 1 (wrap 0), used at 7 (wrap 1), 2 slots in flight.
+    expect(Queue.fromState({ ...good, nextAvail: 1, availWrapCounter: false, nextUsed: 7 }).nextAvail).toBe(1);
+  });
+});
+
+describe("layout and consumed flag (item 12)", () => {
+  it("setRingPacked(false) refuses a packed-only size", () => {
+    const q = new Queue(256);
+    q.setRingPacked(true);
+    expect(q.setSize(100)).toBe(true);
+    expect(q.setRingPacked(false)).toBe(false);
+    expect(q.lastError?.code).toBe("InvalidQueueSize");
+    expect({ packed: q.packed, size: q.size }).toEqual({ packed: true, size: 100 });
+    expect(q.setSize(64)).toBe(true);
+    expect(q.setRingPacked(false)).toBe(true);
+    expect(q.packed).toBe(false);
+  });
+
+  it("consumed tells whether the entry was taken: a descriptor outside memory consumes, an avail index ahead does not", () => {
+    const mem = makeMemory(0x40000);
+    const mock = new MockSplitQueue(mem, 8, { base: 0x1000 });
+    const q = mock.createQueue();
+    // Head descriptor inside the table, indirect table outside memory: consumed, head set.
+    mock.writeDescriptor(0, { addr: 0x100000, len: 32, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+    mock.publish(0);
+    const e1 = expectCode(() => q.popDescriptorChain(mem), "IndirectTableOutOfBounds");
+    expect({ consumed: e1.consumed, head: e1.head }).toEqual({ consumed: true, head: 0 });
+    // Avail index too far ahead: nothing taken.
+    mock.setAvailIdx(100);
+    const e2 = expectCode(() => q.popDescriptorChain(mem), "AvailIndexAhead");
+    expect(e2.consumed).toBe(false);
+    // Errors of other calls are never consumed.
+    expect(new VirtqueueError("InvalidArgument", "x").consumed).toBe(false);
+  });
+});
