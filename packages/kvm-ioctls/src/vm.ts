@@ -123,6 +123,13 @@ function bufferOf(mem: HostMemory): unknown {
 /** vCPU → the slot table of its VM: a VM's memory stays mapped while a vCPU can still run it. */
 const vcpuSlots = new WeakMap<VcpuFd, Map<number, SlotInfo>>();
 
+/** KVM_CAP_X2APIC_API flag: 32-bit x2APIC IDs in routes and KVM_SIGNAL_MSI (api.rst 7.19). */
+export const KVM_X2APIC_API_USE_32BIT_IDS = 1;
+/** KVM_CAP_X2APIC_API flag: no broadcast quirk for x2APIC ID 0xff (api.rst 7.19). */
+export const KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK = 2;
+/** Hypercall number for KVM_CAP_EXIT_HYPERCALL's argument mask (`1 << KVM_HC_MAP_GPA_RANGE`). */
+export const KVM_HC_MAP_GPA_RANGE = 12;
+
 /**
  * A VM fd: memory slots, vCPUs, in-kernel irqchip and PIT, irqfd/ioeventfd,
  * GSI routing, clocks, dirty logging and devices. Mirrors rust-vmm `VmFd`.

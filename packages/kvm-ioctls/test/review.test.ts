@@ -3,7 +3,10 @@ import { closeSync, openSync } from "node:fs";
 import { describeKvm } from "@ts-vmm/test-utils";
 import { afterEach, describe, expect, it } from "vitest";
 import { type TestVm, asm, makeVm } from "./guest.js";
-import { Ioctl, Kvm, KvmError, errnoName, setNativeBinding } from "../src/index.js";
+import {
+  Cap, Ioctl, KVM_HC_MAP_GPA_RANGE, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS, Kvm, KvmError,
+  errnoName, setNativeBinding,
+} from "../src/index.js";
 import { type KvmNative, native } from "../src/native.js";
 
 let g: TestVm | undefined;
@@ -107,6 +110,23 @@ describe("one error class (item 6)", () => {
     } finally {
       setNativeBinding(undefined);
       closeSync(devNull); // the fake close() only records
+    }
+  });
+});
+
+describeKvm("capability flag constants (item 7)", () => {
+  it("KVM_CAP_X2APIC_API takes the named flags on a VM before vCPUs exist", () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm();
+    try {
+      const supported = vm.checkExtension(Cap.X2APIC_API);
+      expect(supported & (KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK)).toBe(3);
+      vm.enableSplitIrqchip(24);
+      expect(vm.enableCap(Cap.X2APIC_API, [KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK])).toBe(0);
+      expect(KVM_HC_MAP_GPA_RANGE).toBe(12);
+    } finally {
+      vm.close();
+      kvm.close();
     }
   });
 });
