@@ -1,5 +1,7 @@
 // Regression tests for kvm-ioctls defects of issue 14 (items 2, 5, 6).
+import { spawnSync } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describeKvm } from "@ts-vmm/test-utils";
 import { afterEach, describe, expect, it } from "vitest";
 import { type TestVm, asm, makeVm } from "./guest.js";
@@ -128,5 +130,16 @@ describeKvm("capability flag constants (item 7)", () => {
       vm.close();
       kvm.close();
     }
+  });
+});
+
+describeKvm("dropped fd objects (item 7)", () => {
+  it("VmFd/VcpuFd objects dropped without close() give their fds back when collected", () => {
+    const script = fileURLToPath(new URL("./fixtures/dropped-fds.mjs", import.meta.url));
+    const r = spawnSync(process.execPath, ["--expose-gc", script], { encoding: "utf8", timeout: 60_000 });
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: "" });
+    const out = JSON.parse(r.stdout) as { leaked: number; after: number };
+    expect(out.leaked).toBeGreaterThanOrEqual(100); // they really were open
+    expect(out.after).toBeLessThanOrEqual(2);
   });
 });
