@@ -257,9 +257,36 @@ export class VmFd {
     return vcpu;
   }
 
-  /** KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs. Call before creating vCPUs. @throws {@link KvmError} */
-  createIrqChip(): void {
+  /**
+   * KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs. Call before creating vCPUs.
+   * Spelled like {@link VmFd.getIrqchip} / {@link VmFd.enableSplitIrqchip}.
+   * @throws {@link KvmError}
+   */
+  createIrqchip(): void {
     this.#h.val("KVM_CREATE_IRQCHIP");
+  }
+
+  /**
+   * KVM_SET_MEMORY_ATTRIBUTES: sets `attributes` (e.g. `KVM_MEMORY_ATTRIBUTE_PRIVATE`) on
+   * the page-aligned guest-physical range `[address, address + size)`.
+   * @throws {@link KvmError} `Unaligned`, `OutOfRange`; from KVM `EINVAL`/`ENOTTY` where the
+   *   VM type has no memory attributes (KVM_CAP_MEMORY_ATTRIBUTES 0, as on this host).
+   */
+  setMemoryAttributes(address: number, size: number, attributes: bigint): void {
+    checkUint(address, "address", 2 ** 52);
+    checkUint(size, "size", 2 ** 52);
+    check(address % PAGE === 0 && size % PAGE === 0 && size > 0, "address and size must be page-aligned, size > 0", "Unaligned");
+    const buf = new Uint8Array(32);
+    const dv = view(buf);
+    dv.setBigUint64(0, BigInt(address), true);
+    dv.setBigUint64(8, BigInt(size), true);
+    dv.setBigUint64(16, checkU64(attributes, "attributes"), true);
+    this.#h.buf("KVM_SET_MEMORY_ATTRIBUTES", buf);
+  }
+
+  /** @deprecated Use {@link VmFd.createIrqchip} (one spelling with getIrqchip/setIrqchip). @throws {@link KvmError} */
+  createIrqChip(): void {
+    this.createIrqchip();
   }
 
   /**

@@ -6,7 +6,7 @@ import { describeKvm } from "@ts-vmm/test-utils";
 import { afterEach, describe, expect, it } from "vitest";
 import { type TestVm, asm, makeVm } from "./guest.js";
 import {
-  Cap, Ioctl, KVM_HC_MAP_GPA_RANGE, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS, Kvm, KvmError,
+  Cap, Ioctl, KVM_HC_MAP_GPA_RANGE, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS, Kvm, KvmError,
   errnoName, setNativeBinding,
 } from "../src/index.js";
 import { type KvmNative, native } from "../src/native.js";
@@ -45,7 +45,7 @@ describeKvm("KVM_EXIT_MEMORY_FAULT on the KVM_RUN error path (item 2)", () => {
 
   it("EFAULT with exit_reason MEMORY_FAULT is a MemoryFault exit, not a thrown EFAULT", () => {
     faultingRun(14, 39);
-    expect(g!.vcpu.run()).toEqual({ kind: "MemoryFault", flags: 8n, gpa: 0x200000n, size: 4096n });
+    expect(g!.vcpu.run()).toEqual({ kind: "MemoryFault", flags: 8n, gpa: 0x200000, size: 4096 });
   });
 
   it("EHWPOISON too; a stale reason is not decoded twice", () => {
@@ -141,5 +141,41 @@ describeKvm("dropped fd objects (item 7)", () => {
     const out = JSON.parse(r.stdout) as { leaked: number; after: number };
     expect(out.leaked).toBeGreaterThanOrEqual(100); // they really were open
     expect(out.after).toBeLessThanOrEqual(2);
+  });
+});
+
+describeKvm("API additions (item 7)", () => {
+  it("createIrqchip (one spelling) creates the in-kernel irqchip; createIrqChip is its alias", () => {
+    const kvm = new Kvm();
+    const a = kvm.createVm();
+    const b = kvm.createVm();
+    try {
+      a.createIrqchip();
+      expect(a.getIrqchip(2).byteLength).toBeGreaterThan(0);
+      expect(() => a.createIrqchip()).toThrow(expect.objectContaining({ code: "EEXIST" }));
+      b.createIrqChip();
+      expect(() => b.createIrqchip()).toThrow(expect.objectContaining({ code: "EEXIST" }));
+    } finally {
+      a.close();
+      b.close();
+      kvm.close();
+    }
+  });
+
+  it("setMemoryAttributes checks alignment, then reaches KVM (typed refusal where the VM has no attributes)", () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm();
+    try {
+      expect(() => vm.setMemoryAttributes(0x1001, 0x1000, KVM_MEMORY_ATTRIBUTE_PRIVATE)).toThrow(expect.objectContaining({ code: "Unaligned" }));
+      const supported = vm.checkExtension(Cap.MEMORY_ATTRIBUTES);
+      if (supported === 0) {
+        expect(() => vm.setMemoryAttributes(0, 0x1000, KVM_MEMORY_ATTRIBUTE_PRIVATE)).toThrow(KvmError);
+      } else {
+        vm.setMemoryAttributes(0, 0x1000, 0n);
+      }
+    } finally {
+      vm.close();
+      kvm.close();
+    }
   });
 });
