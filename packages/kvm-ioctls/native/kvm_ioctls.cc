@@ -72,6 +72,7 @@ constexpr unsigned long kXenHvmGetAttr = 0xc048aec8;       // attribute unions w
 constexpr unsigned long kXenHvmSetAttr = 0x4048aec9;
 constexpr unsigned long kXenVcpuGetAttr = 0xc048aeca;
 constexpr unsigned long kXenVcpuSetAttr = 0x4048aecb;
+constexpr unsigned long kCreateVcpu = 0xae41;
 constexpr unsigned long kKvmIo = 0xae;
 
 // Pages of each memory slot set through this addon, by (VM fd, slot): KVM_GET_DIRTY_LOG
@@ -93,9 +94,32 @@ void RecordSlot(int fd, const uint8_t* region) {
   }
 }
 
+// XSAVE bytes of each vCPU created through this addon: the VM's KVM_CAP_XSAVE2 at
+// KVM_CREATE_VCPU (the guest permission is locked once a VM exists, so the vCPU's uabi
+// size never grows past it). Guarded by g_slots_mutex.
+std::map<int, size_t> g_xsave_bytes;
+
 void ForgetFd(int fd) {
   std::lock_guard<std::mutex> lock(g_slots_mutex);
   g_slot_pages.erase(g_slot_pages.lower_bound({fd, 0}), g_slot_pages.upper_bound({fd, UINT32_MAX}));
+  g_xsave_bytes.erase(fd);
+}
+
+void RecordVcpuXsave(int vmFd, int vcpuFd) {
+  constexpr unsigned long kCheckExtension = 0xae03;
+  constexpr unsigned long kCapXsave2 = 208;
+  long r = ::ioctl(vmFd, kCheckExtension, kCapXsave2);
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  if (r > 0) g_xsave_bytes[vcpuFd] = std::max<size_t>(4096, static_cast<size_t>(r));
+  else g_xsave_bytes.erase(vcpuFd);
+}
+
+bool RecordedXsave(int fd, size_t* bytes) {
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  auto it = g_xsave_bytes.find(fd);
+  if (it == g_xsave_bytes.end()) return false;
+  *bytes = it->second;
+  return true;
 }
 
 // Bitmap bytes KVM_GET_DIRTY_LOG writes for (fd, slot); false if the slot is unknown.
@@ -168,8 +192,9 @@ bool CountCarrying(unsigned long req) {
 // _IOC size encoding the checks rely on.
 bool IsKvmRequest(unsigned long req) { return req <= 0xffffffffUL && _IOC_TYPE(req) == kKvmIo; }
 
-// Bytes KVM_GET_XSAVE2 writes and KVM_SET_XSAVE reads: the vCPU's uabi size, which
-// is at most the uncompacted XSAVE size of the features the process may give guests
+// Fallback (a vCPU fd not created through this addon) for the bytes KVM_GET_XSAVE2
+// writes and KVM_SET_XSAVE reads: the vCPU's uabi size, which is at most the
+// uncompacted XSAVE size of the features the process may give guests
 // (ARCH_GET_XCOMP_GUEST_PERM), and at least struct kvm_xsave (4096). On AMX hosts the
 // CPU's largest area (CPUID.(0xD,0).ECX, 11008 on Sapphire Rapids) includes XTILE_DATA,
 // which KVM only uses once the process requested ARCH_REQ_XCOMP_GUEST_PERM; demanding
@@ -303,7 +328,7 @@ bool RequiredSize(unsigned long req, const uint8_t* buf, size_t len, size_t* nee
     case kGetXsave2:
     case kSetXsave:
       *need = std::max(base, XsaveBytes());
-      return true;
+      return true;  // IoctlBuf uses the vCPU's recorded size instead when it has one
     default:
       *need = base;
       return true;
@@ -340,7 +365,11 @@ Napi::Value IoctlVal(const Napi::CallbackInfo& info) {
   if (_IOC_DIR(req) != _IOC_NONE || req == kReinjectControl) {
     return Fail(env, "ioctlVal: request takes a pointer argument");
   }
-  return Result(env, ::ioctl(fd, req, arg));
+  long r = ::ioctl(fd, req, arg);
+  int e = errno;
+  if (req == kCreateVcpu && r >= 0) RecordVcpuXsave(fd, static_cast<int>(r));
+  errno = e;
+  return Result(env, r);
 }
 
 // ioctlBuf(fd, request, buf, minBytes) -> result | -errno
@@ -361,6 +390,8 @@ Napi::Value IoctlBuf(const Napi::CallbackInfo& info) {
   if (CarriesPointer(req)) return Fail(env, "ioctlBuf: the struct holds a host address (use ioctlBufPtr)");
   size_t need;
   if (!RequiredSize(req, data, len, &need)) return Fail(env, "ioctlBuf: count field out of range");
+  size_t recorded;
+  if ((req == kGetXsave2 || req == kSetXsave) && RecordedXsave(fd, &recorded)) need = recorded;
   if (extra > need) need = extra;
   if (len < need || len == 0) {
     Napi::RangeError::New(env, "ioctlBuf: buffer smaller than the kernel will access").ThrowAsJavaScriptException();
@@ -535,6 +566,18 @@ Napi::Value KickRunning(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, left);
 }
 
+// requestGuestXcompPerm(feature) -> 0 | -errno: arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM,
+// feature), e.g. 18 (XTILE_DATA) before exposing AMX to guests. Process-wide; vCPUs
+// created afterwards get the larger XSAVE size (KVM_CAP_XSAVE2 reports it).
+Napi::Value RequestGuestXcompPerm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return Fail(env, "requestGuestXcompPerm(feature: number)");
+  int feature = info[0].As<Napi::Number>().Int32Value();
+  if (feature < 0 || feature > 63) return Fail(env, "requestGuestXcompPerm: feature is not an XSAVE feature number");
+  constexpr long kArchReqXcompGuestPerm = 0x1025;
+  return Result(env, ::syscall(SYS_arch_prctl, kArchReqXcompGuestPerm, static_cast<unsigned long>(feature)));
+}
+
 // run(fd) -> 0 | -errno: KVM_RUN, the hot path. This one function uses the V8
 // API directly instead of N-API: after each exit the CPU's caches and branch
 // predictors are cold (the guest ran in between), and N-API's callback wrapper
@@ -572,6 +615,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ioctlBufPtr", Napi::Function::New(env, IoctlBufPtr, "ioctlBufPtr"));
   exports.Set("setThreadId", Napi::Function::New(env, SetThreadId, "setThreadId"));
   exports.Set("kickRunning", Napi::Function::New(env, KickRunning, "kickRunning"));
+  exports.Set("requestGuestXcompPerm", Napi::Function::New(env, RequestGuestXcompPerm, "requestGuestXcompPerm"));
   // A napi_value is a v8::Local's slot pointer in Node's implementation
   // (v8impl::JsValueFromV8LocalValue); vmm-sys-util relies on the same.
   v8::Isolate* isolate = v8::Isolate::GetCurrent();

@@ -27,6 +27,8 @@ export interface KvmNative {
    * until none is; returns how many were still inside after ~2 s, or -EINVAL. Absent in injected bindings.
    */
   kickRunning?(signo: number, threadId: number): number;
+  /** arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, feature). Absent in injected bindings. */
+  requestGuestXcompPerm?(feature: number): number;
 }
 
 let override: KvmNative | undefined;
