@@ -284,6 +284,15 @@ export class VmFd {
     this.#h.buf("KVM_SET_MEMORY_ATTRIBUTES", buf);
   }
 
+  /**
+   * KVM_SET_BOOT_CPU_ID: which vCPU id is the boot processor (default 0). Call before
+   * creating any vCPU.
+   * @throws {@link KvmError} `OutOfRange`; `EBUSY` once vCPUs exist, `EINVAL` from KVM.
+   */
+  setBootCpuId(id: number): void {
+    this.#h.val("KVM_SET_BOOT_CPU_ID", checkUint(id, "boot vCPU id", 2 ** 32));
+  }
+
   /** @deprecated Use {@link VmFd.createIrqchip} (one spelling with getIrqchip/setIrqchip). @throws {@link KvmError} */
   createIrqChip(): void {
     this.createIrqchip();

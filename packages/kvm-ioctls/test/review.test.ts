@@ -162,6 +162,20 @@ describeKvm("API additions (item 7)", () => {
     }
   });
 
+  it("setBootCpuId before vCPUs, EBUSY after", () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm();
+    try {
+      vm.setBootCpuId(1);
+      const v = vm.createVcpu(0);
+      expect(() => vm.setBootCpuId(0)).toThrow(expect.objectContaining({ code: "EBUSY" }));
+      v.close();
+    } finally {
+      vm.close();
+      kvm.close();
+    }
+  });
+
   it("setMemoryAttributes checks alignment, then reaches KVM (typed refusal where the VM has no attributes)", () => {
     const kvm = new Kvm();
     const vm = kvm.createVm();
