@@ -14,13 +14,15 @@
 #include <cpuid.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
+#include <atomic>
+#include <csignal>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -65,6 +67,12 @@ constexpr unsigned long kMemoryEncryptRegRegion = 0x8010aebb;
 constexpr unsigned long kMemoryEncryptUnregRegion = 0x8010aebc;
 constexpr unsigned long kSetUserMemoryRegion = 0x4020ae46;   // slot u32 @0, memory_size u64 @16
 constexpr unsigned long kSetUserMemoryRegion2 = 0x40a0ae49;  // same prefix
+constexpr unsigned long kXenHvmConfig = 0x4038ae7a;        // blob_addr_32/64: host addresses
+constexpr unsigned long kXenHvmGetAttr = 0xc048aec8;       // attribute unions with host addresses (HVAs)
+constexpr unsigned long kXenHvmSetAttr = 0x4048aec9;
+constexpr unsigned long kXenVcpuGetAttr = 0xc048aeca;
+constexpr unsigned long kXenVcpuSetAttr = 0x4048aecb;
+constexpr unsigned long kCreateVcpu = 0xae41;
 constexpr unsigned long kKvmIo = 0xae;
 
 // Pages of each memory slot set through this addon, by (VM fd, slot): KVM_GET_DIRTY_LOG
@@ -86,9 +94,32 @@ void RecordSlot(int fd, const uint8_t* region) {
   }
 }
 
+// XSAVE bytes of each vCPU created through this addon: the VM's KVM_CAP_XSAVE2 at
+// KVM_CREATE_VCPU (the guest permission is locked once a VM exists, so the vCPU's uabi
+// size never grows past it). Guarded by g_slots_mutex.
+std::map<int, size_t> g_xsave_bytes;
+
 void ForgetFd(int fd) {
   std::lock_guard<std::mutex> lock(g_slots_mutex);
   g_slot_pages.erase(g_slot_pages.lower_bound({fd, 0}), g_slot_pages.upper_bound({fd, UINT32_MAX}));
+  g_xsave_bytes.erase(fd);
+}
+
+void RecordVcpuXsave(int vmFd, int vcpuFd) {
+  constexpr unsigned long kCheckExtension = 0xae03;
+  constexpr unsigned long kCapXsave2 = 208;
+  long r = ::ioctl(vmFd, kCheckExtension, kCapXsave2);
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  if (r > 0) g_xsave_bytes[vcpuFd] = std::max<size_t>(4096, static_cast<size_t>(r));
+  else g_xsave_bytes.erase(vcpuFd);
+}
+
+bool RecordedXsave(int fd, size_t* bytes) {
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  auto it = g_xsave_bytes.find(fd);
+  if (it == g_xsave_bytes.end()) return false;
+  *bytes = it->second;
+  return true;
 }
 
 // Bitmap bytes KVM_GET_DIRTY_LOG writes for (fd, slot); false if the slot is unknown.
@@ -107,7 +138,48 @@ bool CarriesPointer(unsigned long req) {
   switch (req) {
     case kGetOneReg: case kSetOneReg: case kGetDirtyLog: case kClearDirtyLog: case kSetDeviceAttr:
     case kGetDeviceAttr: case kX86SetMsrFilter: case kMemoryEncryptOp: case kMemoryEncryptRegRegion:
-    case kMemoryEncryptUnregRegion:
+    case kMemoryEncryptUnregRegion: case kXenHvmConfig: case kXenHvmGetAttr: case kXenHvmSetAttr:
+    case kXenVcpuGetAttr: case kXenVcpuSetAttr:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The requests ioctlBufPtr accepts, each with the offset of the struct's one host
+// pointer field and the struct size. The size of the pointed-to buffer is computed per
+// request in IoctlBufPtr (ONE_REG: from the register id; dirty logs: from the slot or
+// num_pages; device attributes: at least a u64). Every other request is refused: a
+// caller-chosen offset let the kernel write through whatever address sat at the
+// struct's real pointer field. KVM_X86_SET_MSR_FILTER (16 bitmap pointers) and the
+// SEV/Xen requests (nested pointers) are in neither path.
+struct PtrRequest { unsigned long req; size_t ptrOffset; size_t structBytes; };
+constexpr PtrRequest kPtrRequests[] = {
+    {kGetOneReg, 8, 16},      // struct kvm_one_reg { u64 id; u64 addr; }
+    {kSetOneReg, 8, 16},
+    {kGetDirtyLog, 8, 16},    // struct kvm_dirty_log { u32 slot; u32 pad; u64 dirty_bitmap; }
+    {kClearDirtyLog, 16, 24}, // struct kvm_clear_dirty_log { u32 slot, num_pages; u64 first_page; u64 dirty_bitmap; }
+    {kSetDeviceAttr, 16, 24}, // struct kvm_device_attr { u32 flags, group; u64 attr; u64 addr; }
+    {kGetDeviceAttr, 16, 24},
+};
+
+const PtrRequest* FindPtrRequest(unsigned long req) {
+  for (const PtrRequest& p : kPtrRequests) {
+    if (p.req == req) return &p;
+  }
+  return nullptr;
+}
+
+// Requests whose checked size depends on a count field in the struct (or whose struct
+// is recorded after the call). The kernel reads that field again after the addon's
+// check; in a SharedArrayBuffer view another thread could change it in between. They
+// run on a private copy of the checked bytes, copied back afterwards.
+bool CountCarrying(unsigned long req) {
+  switch (req) {
+    case kGetMsrIndexList: case kGetMsrFeatureIndexList: case kGetSupportedCpuid: case kGetEmulatedCpuid:
+    case kGetSupportedHvCpuid: case kSetCpuid2: case kGetCpuid2: case kGetMsrs: case kSetMsrs:
+    case kSetGsiRouting: case kGetRegList: case kSetCpuid: case kGetNestedState: case kSetNestedState:
+    case kSetPmuEventFilter: case kSetSignalMask: case kSetUserMemoryRegion: case kSetUserMemoryRegion2:
       return true;
     default:
       return false;
@@ -120,39 +192,35 @@ bool CarriesPointer(unsigned long req) {
 // _IOC size encoding the checks rely on.
 bool IsKvmRequest(unsigned long req) { return req <= 0xffffffffUL && _IOC_TYPE(req) == kKvmIo; }
 
-// The XSAVE area KVM_GET_XSAVE2 writes and KVM_SET_XSAVE reads: the vCPU's
-// uabi size, fixed when the vCPU was created from the process's guest XSAVE
-// permission (arch/x86/kernel/fpu/xstate.c). It is the standard-format size of
-// the permitted features: max(offset + size) over CPUID.(0DH, i) for every
-// permitted i >= 2, at least 576 (legacy area + header) and never less than
-// struct kvm_xsave (4096). Permission only grows, so today's permission bounds
-// every existing vCPU. Sizing from CPUID.(0DH,0):ECX instead demanded 11008
-// bytes on AMX hosts, where a vCPU without AMX permission uses 4096.
+// Fallback (a vCPU fd not created through this addon) for the bytes KVM_GET_XSAVE2
+// writes and KVM_SET_XSAVE reads: the vCPU's uabi size, which is at most the
+// uncompacted XSAVE size of the features the process may give guests
+// (ARCH_GET_XCOMP_GUEST_PERM), and at least struct kvm_xsave (4096). On AMX hosts the
+// CPU's largest area (CPUID.(0xD,0).ECX, 11008 on Sapphire Rapids) includes XTILE_DATA,
+// which KVM only uses once the process requested ARCH_REQ_XCOMP_GUEST_PERM; demanding
+// it made getXsave2()/setXsave() throw against the KVM_CAP_XSAVE2-sized buffers
+// (issue 14 item 3). Falls back to the CPU's largest area if the permission is unknown.
+size_t XsaveSizeForMask(uint64_t mask) {
+  size_t end = 512 + 64;  // legacy area + XSAVE header
+  for (unsigned i = 2; i < 64; i++) {
+    if (!(mask & (uint64_t{1} << i))) continue;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(0xd, i, &a, &b, &c, &d)) continue;
+    if (b + a > end) end = b + a;  // offset (EBX) + size (EAX), uncompacted
+  }
+  return end;
+}
+
 size_t XsaveBytes() {
-  struct Leaf { uint32_t size, offset; };
-  static const std::array<Leaf, 64> leaves = [] {
-    std::array<Leaf, 64> l{};
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    for (unsigned i = 2; i < 64; i++) {
-      if (__get_cpuid_count(0xd, i, &a, &b, &c, &d)) l[i] = {a, b};
-    }
-    return l;
-  }();
-  static const size_t cpuidMax = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid_count(0xd, 0, &a, &b, &c, &d) ? static_cast<size_t>(c) : 0;
-  }();
   constexpr long kArchGetXcompGuestPerm = 0x1024;
   uint64_t perm = 0;
-  size_t n = 576;
-  if (syscall(SYS_arch_prctl, kArchGetXcompGuestPerm, &perm) == 0) {
-    for (unsigned i = 2; i < 64; i++) {
-      if ((perm >> i) & 1) n = std::max(n, static_cast<size_t>(leaves[i].offset) + leaves[i].size);
-    }
-  } else {
-    n = std::max(n, cpuidMax);  // no permission API (kernel < 5.16): the CPU's largest area
+  size_t n = 4096;
+  if (::syscall(SYS_arch_prctl, kArchGetXcompGuestPerm, &perm) == 0) {
+    return std::max(n, XsaveSizeForMask(perm));  // a few CPUID calls; XSAVE calls are rare
   }
-  return std::max<size_t>(n, 4096);
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(0xd, 0, &a, &b, &c, &d) && c > n) n = c;
+  return n;
 }
 
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* len) {
@@ -260,7 +328,7 @@ bool RequiredSize(unsigned long req, const uint8_t* buf, size_t len, size_t* nee
     case kGetXsave2:
     case kSetXsave:
       *need = std::max(base, XsaveBytes());
-      return true;
+      return true;  // IoctlBuf uses the vCPU's recorded size instead when it has one
     default:
       *need = base;
       return true;
@@ -297,7 +365,11 @@ Napi::Value IoctlVal(const Napi::CallbackInfo& info) {
   if (_IOC_DIR(req) != _IOC_NONE || req == kReinjectControl) {
     return Fail(env, "ioctlVal: request takes a pointer argument");
   }
-  return Result(env, ::ioctl(fd, req, arg));
+  long r = ::ioctl(fd, req, arg);
+  int e = errno;
+  if (req == kCreateVcpu && r >= 0) RecordVcpuXsave(fd, static_cast<int>(r));
+  errno = e;
+  return Result(env, r);
 }
 
 // ioctlBuf(fd, request, buf, minBytes) -> result | -errno
@@ -318,13 +390,23 @@ Napi::Value IoctlBuf(const Napi::CallbackInfo& info) {
   if (CarriesPointer(req)) return Fail(env, "ioctlBuf: the struct holds a host address (use ioctlBufPtr)");
   size_t need;
   if (!RequiredSize(req, data, len, &need)) return Fail(env, "ioctlBuf: count field out of range");
+  size_t recorded;
+  if ((req == kGetXsave2 || req == kSetXsave) && RecordedXsave(fd, &recorded)) need = recorded;
   if (extra > need) need = extra;
   if (len < need || len == 0) {
     Napi::RangeError::New(env, "ioctlBuf: buffer smaller than the kernel will access").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  long r = ::ioctl(fd, req, data);
-  if (r == 0 && (req == kSetUserMemoryRegion || req == kSetUserMemoryRegion2)) RecordSlot(fd, data);
+  if (!CountCarrying(req)) return Result(env, ::ioctl(fd, req, data));
+  // The kernel sees a private copy whose count field is the one checked above.
+  std::vector<uint8_t> copy(data, data + need);
+  long r = ::ioctl(fd, req, copy.data());
+  int e = errno;
+  if (r == 0 && (req == kSetUserMemoryRegion || req == kSetUserMemoryRegion2)) RecordSlot(fd, copy.data());
+  if (_IOC_DIR(req) & _IOC_READ || req == kGetMsrIndexList || req == kGetMsrFeatureIndexList) {
+    std::memcpy(data, copy.data(), need);
+  }
+  errno = e;
   return Result(env, r);
 }
 
@@ -342,44 +424,158 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
       !GetUlong(info, 5, &dmin)) {
     return Fail(env, "ioctlBufPtr(fd, request, buf, ptrOffset, data, dataMinBytes)");
   }
-  size_t need;
   if (!IsKvmRequest(req)) return Fail(env, "ioctlBufPtr: not a KVM request");
-  if (_IOC_DIR(req) == _IOC_NONE || !RequiredSize(req, buf, len, &need)) {
-    return Fail(env, "ioctlBufPtr: request takes no struct pointer");
-  }
-  // len < 8 first: `len - 8` would wrap and let `off` point anywhere.
-  if (len < need || len < 8 || off > len - 8) {
+  const PtrRequest* pr = FindPtrRequest(req);
+  if (pr == nullptr) return Fail(env, "ioctlBufPtr: request not in the pointer table");
+  if (len < pr->structBytes) {
     Napi::RangeError::New(env, "ioctlBufPtr: struct buffer too small").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  if (off != pr->ptrOffset) return Fail(env, "ioctlBufPtr: ptrOffset is not the request's pointer field");
+  // Private copy: the kernel reads the fields checked below (register id, slot,
+  // num_pages) from this copy, which no other thread can change.
+  uint8_t st[24];
+  std::memcpy(st, buf, pr->structBytes);
   if (req == kGetOneReg || req == kSetOneReg) {
-    uint64_t id = ReadU64(buf);
+    uint64_t id = ReadU64(st);
     size_t regSize = size_t{1} << ((id >> 52) & 0xf);
     if (dmin < regSize) dmin = regSize;
   }
   if (req == kGetDirtyLog) {
     size_t bitmap;
-    if (!DirtyBitmapBytes(fd, ReadU32(buf), &bitmap)) {
+    if (!DirtyBitmapBytes(fd, ReadU32(st), &bitmap)) {
       Napi::RangeError::New(env, "ioctlBufPtr: KVM_GET_DIRTY_LOG of a slot not set through this addon").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     if (dmin < bitmap) dmin = bitmap;
   }
-  if (req == kClearDirtyLog && len >= 8) {
-    size_t bitmap = (static_cast<size_t>(ReadU32(buf + 4)) + 63) / 64 * 8;
+  if (req == kClearDirtyLog) {
+    size_t bitmap = (static_cast<size_t>(ReadU32(st + 4)) + 63) / 64 * 8;
     if (dmin < bitmap) dmin = bitmap;
+  }
+  if (req == kGetDeviceAttr || req == kSetDeviceAttr) {
+    // x86 attributes are u64s (system, VM and vCPU groups); the one exception is
+    // KVM_SET_DEVICE_ATTR of KVM_DEV_VFIO_FILE (group 1) ADD/DEL, which reads an s32 fd.
+    uint32_t group = ReadU32(st + 4);
+    uint64_t attr = ReadU64(st + 8);
+    size_t least = req == kSetDeviceAttr && group == 1 && (attr == 1 || attr == 2) ? 4 : 8;
+    if (dmin < least) dmin = least;
   }
   if (dlen < dmin || dlen == 0) {
     Napi::RangeError::New(env, "ioctlBufPtr: data buffer smaller than the kernel will access").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   uint64_t addr = reinterpret_cast<uintptr_t>(data);
-  std::memcpy(buf + off, &addr, 8);
-  long r = ::ioctl(fd, req, buf);
+  std::memcpy(st + off, &addr, 8);
+  long r = ::ioctl(fd, req, st);
   int e = errno;
-  std::memset(buf + off, 0, 8);  // do not leave a host address in JS-visible memory
+  std::memset(st + off, 0, 8);  // do not leave a host address in JS-visible memory
+  std::memcpy(buf, st, pr->structBytes);
   errno = e;
   return Result(env, r);
+}
+
+// Threads inside KVM_RUN, for kickRunning: Node joins a worker on process.exit() and on
+// worker.terminate(), and a worker blocked in KVM_RUN under a spinning guest never
+// returns to JavaScript, so neither ever finished (issue 14 item 4). Each thread that
+// runs a vCPU takes a slot (kernel tid, Node threadId) on its first run; run() marks
+// the slot running around the ioctl and returns -EINTR at once if its thread is
+// being stopped. The flags are seq_cst: either run() sees `stop`, or the kicker sees
+// `running` and signals the thread (again, until it is out).
+struct RunSlot {
+  std::atomic<int> tid{0};
+  std::atomic<int> nodeThread{-1};
+  std::atomic<int> running{0};
+  std::atomic<int> stop{0};
+};
+constexpr int kRunSlots = 256;
+RunSlot g_run_slots[kRunSlots];
+std::atomic<int> g_stop_all{0};
+thread_local int t_node_thread = -1;
+
+// Frees the thread's slot when the thread ends.
+struct SlotOwner {
+  RunSlot* slot = nullptr;
+  ~SlotOwner() {
+    if (slot != nullptr) {
+      slot->running.store(0);
+      slot->nodeThread.store(-1);
+      slot->tid.store(0);
+    }
+  }
+};
+thread_local SlotOwner t_slot;
+
+// The calling thread's slot, taken on first use; nullptr if all are taken (that
+// thread's runs are then not kicked on exit/terminate).
+RunSlot* ThreadSlot() {
+  if (t_slot.slot != nullptr) return t_slot.slot;
+  int tid = static_cast<int>(::syscall(SYS_gettid));
+  for (RunSlot& s : g_run_slots) {
+    int expected = 0;
+    if (s.tid.compare_exchange_strong(expected, tid)) {
+      s.stop.store(0);
+      s.running.store(0);
+      s.nodeThread.store(t_node_thread);
+      t_slot.slot = &s;
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+// setThreadId(threadId): records the calling thread's worker_threads.threadId.
+Napi::Value SetThreadId(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return Fail(env, "setThreadId(threadId: number)");
+  t_node_thread = info[0].As<Napi::Number>().Int32Value();
+  if (t_slot.slot != nullptr) t_slot.slot->nodeThread.store(t_node_thread);
+  return env.Undefined();
+}
+
+// kickRunning(signo, threadId) -> vCPU threads still in KVM_RUN after ~2 s (0 normally),
+// or -EINVAL if signo has no handler. threadId -1: every thread (process exit); else
+// the threads whose Node threadId it is (worker.terminate). Marks them stopping (their
+// later runs return EINTR at once), then signals each running one every millisecond
+// until none is left in KVM_RUN.
+Napi::Value KickRunning(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) return Fail(env, "kickRunning(signo, threadId)");
+  int signo = info[0].As<Napi::Number>().Int32Value();
+  int node = info[1].As<Napi::Number>().Int32Value();
+  struct sigaction old {};
+  if (signo <= 0 || signo >= 65 || sigaction(signo, nullptr, &old) != 0 || old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN) {
+    return Napi::Number::New(env, -EINVAL);
+  }
+  auto matches = [node](RunSlot& s) { return s.tid.load() != 0 && (node == -1 || s.nodeThread.load() == node); };
+  if (node == -1) g_stop_all.store(1);
+  for (RunSlot& s : g_run_slots) {
+    if (matches(s)) s.stop.store(1);
+  }
+  int left = 0;
+  for (int round = 0; round < 2000; round++) {
+    left = 0;
+    for (RunSlot& s : g_run_slots) {
+      if (!matches(s) || s.running.load() == 0) continue;
+      left++;
+      ::syscall(SYS_tgkill, getpid(), s.tid.load(), signo);
+    }
+    if (left == 0) break;
+    usleep(1000);
+  }
+  return Napi::Number::New(env, left);
+}
+
+// requestGuestXcompPerm(feature) -> 0 | -errno: arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM,
+// feature), e.g. 18 (XTILE_DATA) before exposing AMX to guests. Process-wide; vCPUs
+// created afterwards get the larger XSAVE size (KVM_CAP_XSAVE2 reports it).
+Napi::Value RequestGuestXcompPerm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return Fail(env, "requestGuestXcompPerm(feature: number)");
+  int feature = info[0].As<Napi::Number>().Int32Value();
+  if (feature < 0 || feature > 63) return Fail(env, "requestGuestXcompPerm: feature is not an XSAVE feature number");
+  constexpr long kArchReqXcompGuestPerm = 0x1025;
+  return Result(env, ::syscall(SYS_arch_prctl, kArchReqXcompGuestPerm, static_cast<unsigned long>(feature)));
 }
 
 // cpuid(leaf, subleaf, out) -> 0: the CPUID instruction on the calling
@@ -421,8 +617,19 @@ void RunV8(const v8::FunctionCallbackInfo<v8::Value>& info) {
     isolate->ThrowException(v8::Exception::TypeError(v8::String::NewFromUtf8Literal(isolate, "run(fd: number)")));
     return;
   }
+  RunSlot* slot = ThreadSlot();
+  if (slot != nullptr) {
+    slot->running.store(1);
+    if (slot->stop.load() != 0 || g_stop_all.load() != 0) {
+      slot->running.store(0);
+      info.GetReturnValue().Set(static_cast<int32_t>(-EINTR));
+      return;
+    }
+  }
   int r = ::ioctl(arg.As<v8::Int32>()->Value(), kRun, 0);
-  info.GetReturnValue().Set(static_cast<int32_t>(r < 0 ? -errno : r));
+  int e = errno;
+  if (slot != nullptr) slot->running.store(0);
+  info.GetReturnValue().Set(static_cast<int32_t>(r < 0 ? -e : r));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -432,6 +639,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ioctlBuf", Napi::Function::New(env, IoctlBuf, "ioctlBuf"));
   exports.Set("ioctlBufPtr", Napi::Function::New(env, IoctlBufPtr, "ioctlBufPtr"));
   exports.Set("cpuid", Napi::Function::New(env, Cpuid, "cpuid"));
+  exports.Set("setThreadId", Napi::Function::New(env, SetThreadId, "setThreadId"));
+  exports.Set("kickRunning", Napi::Function::New(env, KickRunning, "kickRunning"));
+  exports.Set("requestGuestXcompPerm", Napi::Function::New(env, RequestGuestXcompPerm, "requestGuestXcompPerm"));
   // A napi_value is a v8::Local's slot pointer in Node's implementation
   // (v8impl::JsValueFromV8LocalValue); vmm-sys-util relies on the same.
   v8::Isolate* isolate = v8::Isolate::GetCurrent();

@@ -68,6 +68,7 @@ const IOCTLS = [
   ["KVM_UNREGISTER_COALESCED_MMIO", "W", 0x68, "kvm_coalesced_mmio_zone", "VM: remove a coalesced zone"],
   ["KVM_SET_GSI_ROUTING", "W", 0x6a, "kvm_irq_routing", "VM: GSI routing table"],
   ["KVM_REINJECT_CONTROL", "", 0x71, null, "VM: PIT reinjection (arg points to kvm_reinject_control)"],
+  ["KVM_SET_BOOT_CPU_ID", "", 0x78, null, "VM: vCPU id of the boot CPU (before any vCPU)"],
   ["KVM_IRQFD", "W", 0x76, "kvm_irqfd", "VM: bind an eventfd to a GSI"],
   ["KVM_CREATE_PIT2", "W", 0x77, "kvm_pit_config", "VM: in-kernel i8254"],
   ["KVM_IOEVENTFD", "W", 0x79, "kvm_ioeventfd", "VM: bind an eventfd to a PIO/MMIO address"],

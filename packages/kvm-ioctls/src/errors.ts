@@ -10,7 +10,10 @@ export type KvmCheckCode =
   | "NotRegistered"
   | "Unsupported";
 
-/** errno names a failed KVM ioctl can report (others appear as `"E<number>"`-free names from os.constants). */
+/**
+ * errno names a failed KVM ioctl can report. Any other errno is `"EUNKNOWN"`, with the
+ * number kept in {@link KvmError.errno}.
+ */
 export type KvmErrnoCode =
   | "EEXIST"
   | "EINVAL"
@@ -31,6 +34,13 @@ export type KvmErrnoCode =
   | "EIO"
   | "ENODEV"
   | "EHWPOISON"
+  | "EMFILE"
+  | "ENFILE"
+  | "ENOEXEC"
+  | "ESRCH"
+  | "ENOSYS"
+  | "ERANGE"
+  | "EOVERFLOW"
   | "EUNKNOWN";
 
 /** Every `code` a {@link KvmError} can carry. */
@@ -41,9 +51,38 @@ for (const [name, num] of Object.entries(constants.errno)) {
   if (!ERRNO_NAMES.has(num)) ERRNO_NAMES.set(num, name);
 }
 
-/** The errno name of a positive errno number (`"EINVAL"`), `"EUNKNOWN"` if unknown. */
+const KNOWN_ERRNO_CODES: ReadonlySet<string> = new Set<KvmErrnoCode>([
+  "EEXIST", "EINVAL", "EFAULT", "ENOENT", "ENOMEM", "ENXIO", "EBADF", "EBUSY", "E2BIG", "EINTR",
+  "EAGAIN", "EPERM", "EACCES", "ENOTTY", "EOPNOTSUPP", "ENOSPC", "EIO", "ENODEV", "EHWPOISON", "EMFILE",
+  "ENFILE", "ENOEXEC", "ESRCH", "ENOSYS", "ERANGE", "EOVERFLOW", "EUNKNOWN",
+]);
+
+/**
+ * The errno name of a positive errno number (`"EINVAL"`) if it is one of
+ * {@link KvmErrnoCode}, else `"EUNKNOWN"` (the union is closed: `ESRCH` and the like
+ * are not cast into it).
+ */
 export function errnoName(errno: number): KvmErrnoCode {
-  return (ERRNO_NAMES.get(errno) ?? "EUNKNOWN") as KvmErrnoCode;
+  const name = ERRNO_NAMES.get(errno);
+  if (errno === 133) return "EHWPOISON"; // not in os.constants.errno
+  return name !== undefined && KNOWN_ERRNO_CODES.has(name) ? (name as KvmErrnoCode) : "EUNKNOWN";
+}
+
+/**
+ * Re-types an error of `@ts-vmm/vmm-sys-util` (mmap of kvm_run, tgkill) as a
+ * {@link KvmError} with its errno name and number; anything else is returned as is.
+ * @internal
+ */
+export function fromSysError(e: unknown, what: string): unknown {
+  if (e instanceof KvmError) return e;
+  const errno = (e as { errno?: unknown } | null)?.errno;
+  const isSys = e instanceof Error && e.name === "VmmSysError";
+  if (!isSys) return e;
+  if (typeof errno === "number" && errno > 0) {
+    const name = errnoName(errno);
+    return new KvmError(name, `${what} failed: ${name}`, { errno, ioctl: (e as { syscall?: string }).syscall ?? what, cause: e });
+  }
+  return new KvmError("InvalidArgument", `${what}: ${e.message}`, { cause: e });
 }
 
 /**

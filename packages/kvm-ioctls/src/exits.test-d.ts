@@ -15,7 +15,7 @@ if (e.kind === "IoIn") {
   expectTypeOf(e.port).toEqualTypeOf<number>();
 }
 if (e.kind === "MmioWrite") expectTypeOf(e.address).toEqualTypeOf<number>();
-if (e.kind === "MemoryFault") expectTypeOf(e.gpa).toEqualTypeOf<bigint>();
+if (e.kind === "MemoryFault") expectTypeOf(e.gpa).toEqualTypeOf<number>();
 if (e.kind === "Unknown") expectTypeOf(e.reason).toEqualTypeOf<number>();
 if (e.kind === "Hlt") {
   // @ts-expect-error: Hlt carries no data

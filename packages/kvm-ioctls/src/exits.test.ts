@@ -71,11 +71,18 @@ describe("ExitDecoder on synthetic kvm_run pages", () => {
       [ExitReason.X86_RDMSR, (dv) => { dv.setUint32(44, 0x10, true); dv.setUint32(40, 2, true); }, { kind: "X86Rdmsr", index: 0x10, reason: 2, data: 0n }],
       [ExitReason.X86_WRMSR, (dv) => { dv.setUint32(44, 0x10, true); dv.setBigUint64(48, 99n, true); }, { kind: "X86Wrmsr", index: 0x10, data: 99n }],
       [ExitReason.DEBUG, (dv) => { dv.setUint32(32, 1, true); dv.setBigUint64(40, 0x1000n, true); }, { kind: "Debug", exception: 1, pc: 0x1000n }],
-      [ExitReason.MEMORY_FAULT, (dv) => { dv.setBigUint64(32, 8n, true); dv.setBigUint64(40, 0x200000n, true); dv.setBigUint64(48, 4096n, true); }, { kind: "MemoryFault", flags: 8n, gpa: 0x200000n, size: 4096n }],
-      [12345, (dv) => { dv.setBigUint64(32, 77n, true); }, { kind: "Unknown", reason: 12345, hardwareExitReason: 77n }],
+      [ExitReason.MEMORY_FAULT, (dv) => { dv.setBigUint64(32, 8n, true); dv.setBigUint64(40, 0x200000n, true); dv.setBigUint64(48, 4096n, true); }, { kind: "MemoryFault", flags: 8n, gpa: 0x200000, size: 4096 }],
+      [12345, (dv) => { dv.setBigUint64(32, 77n, true); }, { kind: "Unknown", reason: 12345 }],
+      [0, (dv) => { dv.setBigUint64(32, 77n, true); }, { kind: "Unknown", reason: 0, hardwareExitReason: 77n }],
+      [27, (dv) => { dv.setBigUint64(32, 77n, true); }, { kind: "Unknown", reason: 27 }], // Hyper-V: raw reason, no stray union bytes
     ];
     for (const [reason, fill, want] of cases) {
       expect(new ExitDecoder(page(reason, fill)).decode()).toMatchObject(want);
+    }
+    // Reasons the decoder does not know carry only the raw reason (issue 14 item 7:
+    // Hyper-V, Xen, bus-lock, notify and TPR exits got a meaningless hardwareExitReason).
+    for (const reason of [12, 27, 33, 34, 37]) {
+      expect(new ExitDecoder(page(reason, (dv) => dv.setBigUint64(32, 77n, true))).decode()).toStrictEqual({ kind: "Unknown", reason });
     }
   });
 

@@ -29,8 +29,14 @@ export type VcpuExit =
   | MsrExit<"X86Rdmsr">
   | MsrExit<"X86Wrmsr">
   | { readonly kind: "Debug"; readonly exception: number; readonly pc: bigint; readonly dr6: bigint; readonly dr7: bigint }
-  | { readonly kind: "MemoryFault"; readonly flags: bigint; readonly gpa: bigint; readonly size: bigint }
-  | { readonly kind: "Unknown"; readonly reason: number; readonly hardwareExitReason: bigint };
+  | { readonly kind: "MemoryFault"; readonly flags: bigint; readonly gpa: number; readonly size: number }
+  | {
+      readonly kind: "Unknown";
+      /** The raw kvm_run.exit_reason (Hyper-V 27, Xen 34, bus lock 33, notify 37, TPR access 12, ...). */
+      readonly reason: number;
+      /** kvm_run.hw.hardware_exit_reason: only for KVM_EXIT_UNKNOWN (reason 0), where KVM fills it. */
+      readonly hardwareExitReason?: bigint;
+    };
 
 /** Port I/O exit. `data` holds `size * count` bytes (count > 1 for string I/O). */
 export interface IoExit<K extends "IoOut" | "IoIn"> {
@@ -117,6 +123,11 @@ export class ExitDecoder {
     return this.#u32[RUN.exitReason >>> 2]!;
   }
 
+  /** Sets exit_reason to KVM_EXIT_UNKNOWN (0), so a stale reason is not decoded twice. */
+  clearReason(): void {
+    this.#u32[RUN.exitReason >>> 2] = 0;
+  }
+
   decode(): VcpuExit {
     const u32 = this.#u32;
     const reason = u32[RUN.exitReason >>> 2]!;
@@ -129,7 +140,7 @@ export class ExitDecoder {
         const offHi = u32[(RUN_EXIT.ioDataOffset >>> 2) + 1]!;
         const len = size * count;
         if (offHi !== 0 || off + len > this.#size || len === 0) {
-          return { kind: "Unknown", reason, hardwareExitReason: 0n };
+          return { kind: "Unknown", reason };
         }
         let data = this.#ioView;
         if (off !== this.#ioOff || len !== this.#ioLen || data === undefined) {
@@ -203,11 +214,15 @@ export class ExitDecoder {
         return {
           kind: "MemoryFault",
           flags: this.#u64(RUN_EXIT.memoryFaultFlags),
-          gpa: this.#u64(RUN_EXIT.memoryFaultGpa),
-          size: this.#u64(RUN_EXIT.memoryFaultSize),
+          // Numbers, like every guest-physical address in this package (below 2^52).
+          gpa: Number(this.#u64(RUN_EXIT.memoryFaultGpa)),
+          size: Number(this.#u64(RUN_EXIT.memoryFaultSize)),
         };
-      default:
+      case 0 /* KVM_EXIT_UNKNOWN */:
         return { kind: "Unknown", reason, hardwareExitReason: this.#u64(RUN_EXIT.hwExitReason) };
+      default:
+        // Not decoded: the union member hw.hardware_exit_reason means nothing here.
+        return { kind: "Unknown", reason };
     }
   }
 

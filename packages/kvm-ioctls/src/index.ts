@@ -1,6 +1,6 @@
 export { Kvm, MAX_CPUID_ENTRIES, MAX_IO_MSRS } from "./kvm.js";
 export type { CreateVmOptions } from "./kvm.js";
-export { VmFd, dirtyPages, MAX_IRQ_ROUTES } from "./vm.js";
+export { VmFd, dirtyPages, MAX_IRQ_ROUTES, KVM_X2APIC_API_USE_32BIT_IDS, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_HC_MAP_GPA_RANGE } from "./vm.js";
 export type { HostMemory, UserMemoryRegion, UserMemoryRegion2, IoEventAddress, IoeventOptions, CreateDeviceOptions } from "./vm.js";
 export { VcpuFd } from "./vcpu.js";
 export type { DirtyGfn, CoalescedWrite, Translation } from "./vcpu.js";

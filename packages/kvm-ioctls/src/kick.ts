@@ -1,5 +1,8 @@
+import { Worker, isMainThread, threadId } from "node:worker_threads";
 import { installKickSignal, tgkill } from "@ts-vmm/vmm-sys-util";
+import { type KvmError, fromSysError } from "./errors.js";
 import { RUN } from "./layouts/kvm-run.js";
+import { native } from "./native.js";
 
 /**
  * What a vCPU needs in another thread: its fd, the shared kvm_run page, a
@@ -41,7 +44,7 @@ export class VcpuKicker {
     this.#signal = t.kickSignal;
   }
 
-  /** Sets immediate_exit, then signals the vCPU thread. @throws `VmmSysError` (from `@ts-vmm/vmm-sys-util`) if tgkill fails other than with ESRCH (thread gone). */
+  /** Sets immediate_exit, then signals the vCPU thread. @throws {@link KvmError} if tgkill fails other than with ESRCH (thread gone). */
   kick(): void {
     Atomics.store(this.#run, RUN.immediateExit, 1);
     const tid = Atomics.load(this.#tid, 0);
@@ -49,7 +52,7 @@ export class VcpuKicker {
     try {
       tgkill(tid, this.#signal);
     } catch (e) {
-      if ((e as { code?: string }).code !== "ESRCH") throw e;
+      if ((e as { code?: string }).code !== "ESRCH") throw fromSysError(e, "tgkill");
     }
   }
 }
@@ -61,3 +64,45 @@ export function ensureKickSignal(): number {
   if (kickSignal === undefined) kickSignal = installKickSignal();
   return kickSignal;
 }
+
+let threadRecorded = false;
+
+/**
+ * Records this thread's `threadId` in the addon, once per thread, before its first
+ * vCPU run (so `worker.terminate()` in another thread can find its vCPUs). @internal
+ */
+export function recordRunThread(): void {
+  if (threadRecorded) return;
+  threadRecorded = true;
+  native().setThreadId?.(threadId);
+}
+
+const TERMINATE_KICK = Symbol.for("@ts-vmm/kvm-ioctls.terminate-kick");
+
+/**
+ * Teardown kicks (issue 14 item 4): Node joins worker threads on `process.exit()` and
+ * in `worker.terminate()`, and a worker blocked in KVM_RUN under a spinning guest never
+ * comes back to JavaScript, so both hung. Importing this package therefore (a) in the
+ * main thread adds a `process.on("exit")` listener that kicks every vCPU thread of the
+ * process out of KVM_RUN and keeps it out, and (b) in every thread wraps
+ * `Worker.prototype.terminate` to do the same for that worker's threads first. Each waits
+ * at most ~2 s. Without the real addon (an injected binding) both do nothing.
+ */
+function installTeardownKicks(): void {
+  const kickAll = (id: number): void => {
+    const n = native();
+    if (typeof n.kickRunning !== "function") return;
+    n.kickRunning(ensureKickSignal(), id);
+  };
+  if (isMainThread) process.on("exit", () => kickAll(-1));
+  const proto = Worker.prototype as unknown as Record<symbol, unknown> & { terminate: (this: Worker) => Promise<number> };
+  if (proto[TERMINATE_KICK] === true) return;
+  const terminate = proto.terminate;
+  proto.terminate = function (this: Worker): Promise<number> {
+    if (this.threadId >= 0) kickAll(this.threadId);
+    return terminate.call(this);
+  };
+  proto[TERMINATE_KICK] = true;
+}
+
+installTeardownKicks();

@@ -14,6 +14,9 @@ import {
 import { native } from "./native.js";
 import { VmFd } from "./vm.js";
 
+/** XSAVE feature number of AMX tile data (XFEATURE_XTILE_DATA). */
+const XFEATURE_XTILE_DATA = 18;
+
 /** Most CPUID entries KVM accepts in one table (KVM_MAX_CPUID_ENTRIES in the kernel). */
 export const MAX_CPUID_ENTRIES = 256;
 /** Most MSRs KVM reads or writes in one KVM_GET/SET_MSRS (MAX_IO_MSRS in the kernel). */
@@ -146,6 +149,21 @@ export class Kvm {
   /** True if this fd was closed. */
   get closed(): boolean {
     return this.#h.closed;
+  }
+
+  /**
+   * Asks Linux to let this process give guests the AMX tile data state
+   * (`arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, XFEATURE_XTILE_DATA)`), which KVM needs
+   * before a vCPU's CPUID may expose AMX. Process-wide and permanent; VMs and vCPUs
+   * created afterwards report and use the larger XSAVE size (KVM_CAP_XSAVE2, 11008 on
+   * Sapphire Rapids), and `getXsave2()`/`setXsave()` buffers follow it.
+   * @throws {@link KvmError} from arch_prctl (`EINVAL`/`EOPNOTSUPP` without AMX), `Unsupported` without the addon call.
+   */
+  static requestAmxGuestPermission(): void {
+    const n = native();
+    if (typeof n.requestGuestXcompPerm !== "function") throw new KvmError("Unsupported", "the addon has no requestGuestXcompPerm");
+    const r = n.requestGuestXcompPerm(XFEATURE_XTILE_DATA);
+    if (r < 0) throw KvmError.fromErrno("arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)", -r);
   }
 
   /** Closes /dev/kvm; VMs created from it stay valid. Idempotent. @throws {@link KvmError} */

@@ -22,6 +22,15 @@ export interface KvmNative {
   run(fd: number): number;
   /** The CPUID instruction (leaf, subleaf) on this thread's CPU; EAX..EDX into out[0..3]. Optional so that fakes may leave it out. */
   cpuid?(leaf: number, subleaf: number, out: Uint32Array): number;
+  /** Records the calling thread's `worker_threads.threadId` (for kickRunning). Absent in injected bindings. */
+  setThreadId?(threadId: number): void;
+  /**
+   * Marks the threads of `threadId` (-1: all) stopping and signals those inside KVM_RUN
+   * until none is; returns how many were still inside after ~2 s, or -EINVAL. Absent in injected bindings.
+   */
+  kickRunning?(signo: number, threadId: number): number;
+  /** arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, feature). Absent in injected bindings. */
+  requestGuestXcompPerm?(feature: number): number;
 }
 
 let override: KvmNative | undefined;

@@ -1,9 +1,9 @@
 import { MmapRegion, gettid } from "@ts-vmm/vmm-sys-util";
-import { KvmError, check, checkU64, checkUint } from "./errors.js";
+import { KvmError, check, checkU64, checkUint, fromSysError } from "./errors.js";
 import { ExitDecoder, INTR_EXIT, type VcpuExit } from "./exits.js";
 import { FdHandle } from "./fd.js";
 import { KVM_COALESCED_MMIO_PAGE_OFFSET, KVM_DIRTY_GFN_F_DIRTY, KVM_DIRTY_GFN_F_RESET, KVM_DIRTY_LOG_PAGE_OFFSET } from "./generated/kvm-constants.js";
-import { type VcpuTransferable, VcpuKicker, ensureKickSignal } from "./kick.js";
+import { type VcpuTransferable, VcpuKicker, ensureKickSignal, recordRunThread } from "./kick.js";
 import { view } from "./layouts/bytes.js";
 import {
   type CpuidEntry,
@@ -46,11 +46,15 @@ import { oneRegSize } from "./one-reg.js";
 
 const EINTR = 4;
 const E2BIG = 7;
+const EFAULT = 14;
+const EHWPOISON = 133;
+/** KVM_EXIT_MEMORY_FAULT: the one exit reported with KVM_RUN failing (EFAULT / EHWPOISON). */
+const EXIT_MEMORY_FAULT = 39;
 const PAGE = 4096;
 /** Most CPUID entries in one table (KVM_MAX_CPUID_ENTRIES). */
 const MAX_CPUID = 256;
-/** Most MSRs in one KVM_GET/SET_MSRS (MAX_IO_MSRS). */
-const MAX_MSRS = 256;
+/** Most MSRs in one KVM_GET/SET_MSRS: the kernel refuses nmsrs >= MAX_IO_MSRS (256) with E2BIG. */
+const MAX_MSRS = 255;
 
 /** Result of {@link VcpuFd.translate} (struct kvm_translation). */
 export interface Translation {
@@ -127,11 +131,22 @@ export class VcpuFd {
       region = MmapRegion.fromFd(fd, mmapSize, { shared: true });
     } catch (e) {
       native().close(fd);
-      throw new KvmError("EUNKNOWN", `mapping kvm_run of vCPU ${id} failed`, { cause: e });
+      throw fromSysError(e, `mmap of vCPU ${id}'s kvm_run`);
     }
-    const v = new VcpuFd(fd, true, id, region, region.buffer, new SharedArrayBuffer(4), ensureKickSignal(), xsave2Size);
-    if (dirtyRingBytes > 0) v.#mapRing(dirtyRingBytes);
-    return v;
+    let v: VcpuFd | undefined;
+    try {
+      v = new VcpuFd(fd, true, id, region, region.buffer, new SharedArrayBuffer(4), ensureKickSignal(), xsave2Size);
+      if (dirtyRingBytes > 0) v.#mapRing(dirtyRingBytes);
+      return v;
+    } catch (e) {
+      // Neither the fd nor the mapping may outlive a failed create.
+      if (v !== undefined) v.close();
+      else {
+        region.close();
+        native().close(fd);
+      }
+      throw fromSysError(e, `setting up vCPU ${id}`);
+    }
   }
 
   /**
@@ -191,7 +206,10 @@ export class VcpuFd {
    * KVM_RUN until the next exit, decoded. Records the calling thread's tid
    * for kick() on first use. Returns `{ kind: "Intr" }` when a signal or
    * immediate_exit ended the run (and clears immediate_exit).
-   * @throws {@link KvmError} `Closed`; errno of KVM_RUN (`EFAULT`, `ENOEXEC`, ...) except EINTR.
+   * A `MemoryFault` exit is returned although KVM_RUN failed (it is reported with
+   * EFAULT or EHWPOISON).
+   * @throws {@link KvmError} `Closed`; errno of KVM_RUN (`EFAULT`, `ENOEXEC`, ...) except
+   *   EINTR and a memory fault.
    */
   run(): VcpuExit {
     const fd = this.#runFd;
@@ -199,12 +217,21 @@ export class VcpuFd {
     if (!this.#tidRecorded) {
       Atomics.store(this.#tid, 0, gettid());
       this.#tidRecorded = true;
+      recordRunThread();
     }
     const r = this.#runFn(fd);
     if (r !== 0) {
       if (r === -EINTR) {
         Atomics.store(this.#runU8, RUN.immediateExit, 0);
         return INTR_EXIT;
+      }
+      // KVM_EXIT_MEMORY_FAULT comes with KVM_RUN failing (api.rst: exit_reason is only
+      // meaningful for EFAULT / EHWPOISON). The reason is reset after decoding so that a
+      // later EFAULT without a new memory fault is not read as a stale one.
+      if ((r === -EFAULT || r === -EHWPOISON) && this.#dec.reason() === EXIT_MEMORY_FAULT) {
+        const exit = this.#dec.decode();
+        this.#dec.clearReason();
+        return exit;
       }
       throw KvmError.fromErrno("KVM_RUN", -r);
     }
@@ -341,7 +368,7 @@ export class VcpuFd {
   /**
    * KVM_GET_MSRS for `indices`.
    * @returns the entries KVM read, a prefix of `indices` (it stops at the first MSR it cannot read).
-   * @throws {@link KvmError} `TooLarge` above 256 indices.
+   * @throws {@link KvmError} `TooLarge` above 255 indices (the kernel refuses 256).
    */
   getMsrs(indices: readonly number[]): MsrEntry[] {
     check(Array.isArray(indices), "indices must be an array");
@@ -353,7 +380,7 @@ export class VcpuFd {
   /**
    * KVM_SET_MSRS.
    * @returns how many were written (a prefix; the first unwritable MSR stops it).
-   * @throws {@link KvmError} `TooLarge` above 256 entries.
+   * @throws {@link KvmError} `TooLarge` above 255 entries (the kernel refuses 256).
    */
   setMsrs(entries: readonly MsrEntry[]): number {
     check(Array.isArray(entries), "entries must be an array");

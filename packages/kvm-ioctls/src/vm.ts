@@ -123,6 +123,13 @@ function bufferOf(mem: HostMemory): unknown {
 /** vCPU → the slot table of its VM: a VM's memory stays mapped while a vCPU can still run it. */
 const vcpuSlots = new WeakMap<VcpuFd, Map<number, SlotInfo>>();
 
+/** KVM_CAP_X2APIC_API flag: 32-bit x2APIC IDs in routes and KVM_SIGNAL_MSI (api.rst 7.19). */
+export const KVM_X2APIC_API_USE_32BIT_IDS = 1;
+/** KVM_CAP_X2APIC_API flag: no broadcast quirk for x2APIC ID 0xff (api.rst 7.19). */
+export const KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK = 2;
+/** Hypercall number for KVM_CAP_EXIT_HYPERCALL's argument mask (`1 << KVM_HC_MAP_GPA_RANGE`). */
+export const KVM_HC_MAP_GPA_RANGE = 12;
+
 /**
  * A VM fd: memory slots, vCPUs, in-kernel irqchip and PIT, irqfd/ioeventfd,
  * GSI routing, clocks, dirty logging and devices. Mirrors rust-vmm `VmFd`.
@@ -242,16 +249,53 @@ export class VmFd {
    */
   createVcpu(id: number): VcpuFd {
     checkUint(id, "vcpu id");
-    const fd = this.#h.val("KVM_CREATE_VCPU", id);
+    // Before KVM_CREATE_VCPU: a failure here must not leak the vCPU fd.
     this.#xsave2Size ??= this.checkExtension(Cap.XSAVE2);
+    const fd = this.#h.val("KVM_CREATE_VCPU", id);
     const vcpu = VcpuFd.create(fd, id, this.#mmapSize, this.#xsave2Size, this.#dirtyRingBytes);
     vcpuSlots.set(vcpu, this.#slots);
     return vcpu;
   }
 
-  /** KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs. Call before creating vCPUs. @throws {@link KvmError} */
-  createIrqChip(): void {
+  /**
+   * KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs. Call before creating vCPUs.
+   * Spelled like {@link VmFd.getIrqchip} / {@link VmFd.enableSplitIrqchip}.
+   * @throws {@link KvmError}
+   */
+  createIrqchip(): void {
     this.#h.val("KVM_CREATE_IRQCHIP");
+  }
+
+  /**
+   * KVM_SET_MEMORY_ATTRIBUTES: sets `attributes` (e.g. `KVM_MEMORY_ATTRIBUTE_PRIVATE`) on
+   * the page-aligned guest-physical range `[address, address + size)`.
+   * @throws {@link KvmError} `Unaligned`, `OutOfRange`; from KVM `EINVAL`/`ENOTTY` where the
+   *   VM type has no memory attributes (KVM_CAP_MEMORY_ATTRIBUTES 0, as on this host).
+   */
+  setMemoryAttributes(address: number, size: number, attributes: bigint): void {
+    checkUint(address, "address", 2 ** 52);
+    checkUint(size, "size", 2 ** 52);
+    check(address % PAGE === 0 && size % PAGE === 0 && size > 0, "address and size must be page-aligned, size > 0", "Unaligned");
+    const buf = new Uint8Array(32);
+    const dv = view(buf);
+    dv.setBigUint64(0, BigInt(address), true);
+    dv.setBigUint64(8, BigInt(size), true);
+    dv.setBigUint64(16, checkU64(attributes, "attributes"), true);
+    this.#h.buf("KVM_SET_MEMORY_ATTRIBUTES", buf);
+  }
+
+  /**
+   * KVM_SET_BOOT_CPU_ID: which vCPU id is the boot processor (default 0). Call before
+   * creating any vCPU.
+   * @throws {@link KvmError} `OutOfRange`; `EBUSY` once vCPUs exist, `EINVAL` from KVM.
+   */
+  setBootCpuId(id: number): void {
+    this.#h.val("KVM_SET_BOOT_CPU_ID", checkUint(id, "boot vCPU id", 2 ** 32));
+  }
+
+  /** @deprecated Use {@link VmFd.createIrqchip} (one spelling with getIrqchip/setIrqchip). @throws {@link KvmError} */
+  createIrqChip(): void {
+    this.createIrqchip();
   }
 
   /**

@@ -117,12 +117,20 @@ describeKvm("VmFd on /dev/kvm", () => {
     expect(lapicIrr(g.vcpu.getLapic(), 0x46)).toBe(true);
   });
 
-  it("irqfd with a resample fd registers on a level route", () => {
+  it("irqfd with a resample fd holds the line asserted until it is unregistered", () => {
+    // kvm_ioapic_state.irr (u32 at 16). A resample irqfd asserts GSI 5 and keeps it
+    // asserted until the guest EOIs (no guest here) or the irqfd is removed, which
+    // de-asserts it (a plain irqfd only pulses it).
+    const irr5 = (g: TestVm): boolean => (new DataView(g.vm.getIrqchip(2).buffer).getUint32(16, true) & (1 << 5)) !== 0;
     const g = vmWith([...asm.ud2], { irqchip: true });
     const e = efd();
     const r = efd();
     g.vm.registerIrqfd(e, 5, { resampleFd: r });
+    expect(irr5(g)).toBe(false);
+    e.write(1);
+    expect(waitFor(() => irr5(g))).toBe(true);
     g.vm.unregisterIrqfd(e, 5);
+    expect(waitFor(() => !irr5(g))).toBe(true);
   });
 
   it("setIrqLine raises the PIC's IRR; get/setIrqchip round-trip", () => {
@@ -144,6 +152,17 @@ describeKvm("VmFd on /dev/kvm", () => {
     cleanups.push(() => { vm.close(); kvm.close(); });
     vm.enableSplitIrqchip(24);
     expect(() => vm.createIrqChip()).toThrow(KvmError);
+    // The local APIC is in the kernel (KVM_GET_LAPIC works, and fails without any
+    // irqchip); the PIC and IOAPIC are not (KVM_GET_IRQCHIP fails).
+    const vcpu = vm.createVcpu(0);
+    cleanups.unshift(() => vcpu.close());
+    expect(vcpu.getLapic().byteLength).toBe(1024);
+    expect(() => vm.getIrqchip(2)).toThrow(KvmError);
+    const plain = kvm.createVm();
+    const v2 = plain.createVcpu(0);
+    expect(() => v2.getLapic()).toThrow(KvmError);
+    v2.close();
+    plain.close();
   });
 
   it("PIT: createPit2, state round trip, reinject control", () => {

@@ -47,6 +47,16 @@ export class BootParams {
   static fromBzImage(image: BzImage): BootParams {
     const bp = new BootParams();
     bp.bytes.set(image.setupHeaderBytes, HDR.setup_sects);
+    // Fields boot.rst makes the loader's to write start at 0, whatever the file holds:
+    // a file's ramdisk_image/size (no initrd given), setup_data chain, command line
+    // pointer or hardware_subarch (2 = Xen) must not reach the guest.
+    bp.#w
+      .u32(HDR.ramdisk_image, 0)
+      .u32(HDR.ramdisk_size, 0)
+      .u32(HDR.cmd_line_ptr, 0)
+      .u32(HDR.hardware_subarch, 0)
+      .u64(HDR.hardware_subarch_data, 0n)
+      .u64(HDR.setup_data, 0n);
     bp.#w.u8(HDR.type_of_loader, LOADER_TYPE_UNDEFINED);
     bp.#w.u8(HDR.loadflags, image.header.loadflags | LoadFlags.LoadedHigh);
     return bp;

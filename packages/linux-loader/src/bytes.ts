@@ -47,10 +47,6 @@ export class Reader {
     this.need(o, 8, field);
     return this.#view.getBigUint64(o, true);
   }
-  sub(o: number, len: number, field: string): Uint8Array {
-    this.need(o, len, field);
-    return this.bytes.subarray(o, o + len);
-  }
 }
 
 /** Little-endian writes into a fresh zero-filled buffer (tables the loader builds). */
@@ -87,14 +83,6 @@ export class Writer {
     this.bytes.set(b, o);
     return this;
   }
-}
-
-/** Converts a u64 read from a file to a number, or throws `Overflow` above 2^52. */
-export function u64ToNumber(v: bigint, field: string): number {
-  if (v >= BigInt(MAX_GUEST_ADDRESS)) {
-    throw new LoaderError("Overflow", `${field} is 0x${v.toString(16)}, above the 2^52 guest address space`);
-  }
-  return Number(v);
 }
 
 /** Sum of bytes modulo 256. */

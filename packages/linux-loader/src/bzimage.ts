@@ -41,7 +41,7 @@ export interface BzImageLoadOptions {
 }
 
 /**
- * A parsed and validated bzImage (Linux x86 boot protocol ≥ 2.06, 64-bit).
+ * A parsed and validated bzImage (Linux x86 boot protocol ≥ 2.12 with XLF_KERNEL_64: the 64-bit entry).
  *
  * `BzImage.parse` checks the header; `plan`/`load` put the protected-mode
  * kernel in guest memory. The real-mode setup code is not loaded: the 64-bit

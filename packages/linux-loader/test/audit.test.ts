@@ -67,6 +67,29 @@ describe("hostile ELF images", () => {
     refusesUntouched({ kernel: k }, "InvalidElf");
   });
 
+  it("65535 PT_NOTE headers over one 64 KiB block of notes parse in bounded time (was ~30 s)", () => {
+    const ehsize = 64;
+    const phnum = 65535;
+    const blockOff = BigInt(ehsize + 56 * phnum); // the PT_LOAD's zeroed data: 5461 empty 12-byte notes
+    const note = { type: 4, paddr: 0n, offset: blockOff, filesz: 65532n, memsz: 0n, data: new Uint8Array(0) };
+    const k = makeElf({ segments: [{ paddr: 0x100000n, filesz: 65536n, memsz: 65536n, data: new Uint8Array(65536) }, ...Array.from({ length: phnum - 1 }, () => note)] });
+    expect(k.byteLength).toBeGreaterThan(3_600_000);
+    const t0 = performance.now();
+    const e = Elf.parse(k);
+    const ms = performance.now() - t0;
+    expect(e.segments).toHaveLength(1);
+    expect(ms).toBeLessThan(1500);
+    // Distinct but overlapping PT_NOTE ranges that add up past the file length are refused.
+    const small = makeElf({
+      segments: [
+        { paddr: 0x100000n, filesz: 4096n, memsz: 4096n, data: new Uint8Array(4096) },
+        { type: 4, paddr: 0n, offset: BigInt(ehsize + 56 * 3), filesz: 4092n, memsz: 0n },
+        { type: 4, paddr: 0n, offset: BigInt(ehsize + 56 * 3 + 12), filesz: 4080n, memsz: 0n },
+      ],
+    });
+    expect(loaderError(() => Elf.parse(small), "InvalidElf").message).toMatch(/PT_NOTE/);
+  });
+
   it("PT_NOTE with namesz / descsz near 2^32, and PVH notes of size 4, 8 and others", () => {
     const noteElf = (namesz: number, descsz: number): Uint8Array => {
       const k = makeElf({ segments: [{ paddr: 0x100000n, filesz: 0x10n, memsz: 0x10n }], notes: [pvhNote(0x100000, 8)] });

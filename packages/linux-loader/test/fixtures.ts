@@ -130,7 +130,8 @@ export function makeElf(opts: { bits?: 32 | 64; entry?: bigint; segments: ElfSeg
   v.setUint16(16, 2, true);
   v.setUint16(18, w ? 62 : 3, true);
   v.setUint32(20, 1, true);
-  const entry = opts.entry ?? 0x100000n;
+  // Default entry: the start of the first PT_LOAD (the loader refuses an entry outside every segment).
+  const entry = opts.entry ?? opts.segments.find((s) => (s.type ?? 1) === 1)?.paddr ?? 0x100000n;
   if (w) {
     v.setBigUint64(24, entry, true);
     v.setBigUint64(32, BigInt(ehsize), true);

@@ -13,6 +13,22 @@ import { makeBzImage, makeElf, memory, pvhNote } from "./fixtures.js";
 
 /** Milliseconds per fuzz pass: 1.5 s in `pnpm test`, longer with `pnpm fuzz` (TS_VMM_FUZZ_MS). */
 const BUDGET_MS = Number(process.env["TS_VMM_FUZZ_MS"] ?? 1500);
+/**
+ * Deadline of one case: a case slower than this fails the pass (the pass budget alone
+ * let a slow input eat the budget and pass with fewer runs). Checked when the case
+ * returns: the loader is synchronous, so a case that never returns is still caught
+ * only by vitest's test timeout.
+ */
+const CASE_MS = Number(process.env["TS_VMM_FUZZ_CASE_MS"] ?? 2000);
+
+/** Runs `exercise` and fails if that one case took longer than CASE_MS. */
+function timedExercise(image: Uint8Array): boolean {
+  const t0 = performance.now();
+  const ok = exercise(image);
+  const ms = performance.now() - t0;
+  if (ms > CASE_MS) throw new Error(`one fuzz case took ${ms.toFixed(0)} ms (deadline ${CASE_MS} ms); image of ${image.byteLength} bytes`);
+  return ok;
+}
 const MEM = memory(128 << 20);
 
 /** Runs every parser and the whole boot plan; returns false when a LoaderError was thrown. */
@@ -57,7 +73,7 @@ function mutateLoop(image: Uint8Array, windows: readonly [number, number][], bud
     runs++;
     if (rnd(20) === 0) {
       const [lo, hi] = windows[rnd(windows.length)]!;
-      if (exercise(image.subarray(0, lo + rnd(hi - lo)))) accepted++;
+      if (timedExercise(image.subarray(0, lo + rnd(hi - lo)))) accepted++;
       continue;
     }
     const saved: [number, number][] = [];
@@ -72,7 +88,7 @@ function mutateLoop(image: Uint8Array, windows: readonly [number, number][], bud
       }
     }
     try {
-      if (exercise(image)) accepted++;
+      if (timedExercise(image)) accepted++;
     } finally {
       for (const [o, v] of saved.reverse()) image[o] = v;
     }
@@ -94,7 +110,7 @@ describe("fuzz: synthetic images", () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 4096 }), fc.boolean(), (bytes, elfMagic) => {
         if (elfMagic && bytes.length >= 4) bytes.set([0x7f, 0x45, 0x4c, 0x46]);
-        exercise(bytes);
+        timedExercise(bytes);
       }),
       { numRuns: 500 },
     );

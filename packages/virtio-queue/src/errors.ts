@@ -88,6 +88,8 @@ export interface VirtqueueErrorDetails {
   readonly addr?: number;
   /** The lower-level error (typically a `GuestMemoryError`). */
   readonly cause?: unknown;
+  /** See {@link VirtqueueError.consumed}. */
+  readonly consumed?: boolean;
 }
 
 /**
@@ -105,6 +107,14 @@ export class VirtqueueError extends Error {
   readonly head?: number;
   /** The guest address involved, when there is one. */
   readonly addr?: number;
+  /**
+   * From `popDescriptorChain`: whether the device's position moved past the entry
+   * (split avail entry or packed list) although the chain is malformed. When true and
+   * `head` is set, return the chain with `addUsed(mem, head, 0)`; when true without
+   * `head`, nothing can be returned; when false the queue is as it was (the ring is
+   * broken: set DEVICE_NEEDS_RESET). False on errors of other calls.
+   */
+  readonly consumed: boolean;
 
   /**
    * @param code - the condition.
@@ -117,7 +127,16 @@ export class VirtqueueError extends Error {
     this.code = code;
     if (details.head !== undefined) this.head = details.head;
     if (details.addr !== undefined) this.addr = details.addr;
+    this.consumed = details.consumed === true;
   }
+}
+
+/**
+ * Sets {@link VirtqueueError.consumed} on an error from a pop.
+ * @internal
+ */
+export function markConsumed(e: VirtqueueError, consumed: boolean): void {
+  (e as { consumed: boolean }).consumed = consumed;
 }
 
 /**

@@ -173,6 +173,8 @@ describe("packed queue validation", () => {
     expect(q.popDescriptorChain(mem)!.head).toBe(4);
     const e = expectCode(() => q.popDescriptorChain(mem), "BufferIdInUse");
     expect(e.head).toBeUndefined();
+    expect(e.consumed).toBe(false); // the ring is broken; nothing moved
+    expect(q.nextAvail).toBe(1);
     expectCode(() => q.addUsed(mem, 5, 0), "UnknownBufferId");
     q.addUsed(mem, 4, 0);
     expectCode(() => q.addUsed(mem, 4, 0), "UnknownBufferId");

@@ -23,7 +23,7 @@ import {
 } from "./constants.js";
 import { VirtqueueError, wrapMemoryError } from "./errors.js";
 import type { QueueCore } from "./queue-core.js";
-import { guestAddress } from "./split-ring.js";
+import { chainTooLong, guestAddress } from "./split-ring.js";
 
 /** Bytes of each packed event suppression structure. */
 export const PACKED_EVENT_SIZE = 4;
@@ -89,6 +89,13 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
     );
   }
 
+  // A reused id is refused before anything moves (like AvailIndexAhead: the ring is
+  // broken): a consumed list that is not in flight would leave the avail position ahead
+  // of the used one by slots nobody returns, the invariant fromState checks.
+  if (q.inFlight.get(id) !== undefined) {
+    throw new VirtqueueError("BufferIdInUse", `buffer id ${id} is made available again while in flight`);
+  }
+
   // The list is consumed from here on, whatever it holds.
   const end = start + count;
   if (end >= size) {
@@ -97,13 +104,13 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
   } else {
     q.nextAvail = end;
   }
-  if (q.inFlight.get(id) !== undefined) {
-    throw new VirtqueueError("BufferIdInUse", `buffer id ${id} is made available again while in flight`);
-  }
   q.inFlight.set(id, count);
 
+  const limit = q.chainLimit();
+  if (count > limit) throw chainTooLong(id, limit);
+
   // Pass 2: read and check the descriptors.
-  return readPackedList(mem, ring, size, start, flagList, count, id, q.indirectDesc);
+  return readPackedList(mem, ring, size, start, flagList, count, id, q.indirectDesc, limit);
 }
 
 function readPackedList(
@@ -115,6 +122,7 @@ function readPackedList(
   count: number,
   id: number,
   indirectDesc: boolean,
+  limit: number,
 ): DescriptorChain {
   const acc = new ChainBuilder(id);
   let pos = start;
@@ -142,7 +150,7 @@ function readPackedList(
           { head: id },
         );
       }
-      return readIndirect(mem, id, lo, hi, len);
+      return readIndirect(mem, id, lo, hi, len, limit);
     }
     acc.add(guestAddress(lo, hi, id), len, (flags & VIRTQ_DESC_F_WRITE) !== 0);
     pos = pos + 1 === size ? 0 : pos + 1;
@@ -151,7 +159,7 @@ function readPackedList(
 }
 
 /** A packed indirect table: len/16 consecutive descriptors; only WRITE is meaningful in them. */
-function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len: number): DescriptorChain {
+function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len: number, limit: number): DescriptorChain {
   if (len === 0 || len % DESCRIPTOR_SIZE !== 0 || len / DESCRIPTOR_SIZE > MAX_INDIRECT_DESCRIPTORS) {
     throw new VirtqueueError(
       "InvalidIndirectLength",
@@ -159,6 +167,8 @@ function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len:
       { head: id },
     );
   }
+  // Checked before any entry is read: a guest cannot make one pop walk more than the limit.
+  if (len / DESCRIPTOR_SIZE > limit) throw chainTooLong(id, limit);
   const table = guestAddress(lo, hi, id);
   if (!mem.checkRange(table, len)) {
     throw new VirtqueueError(
@@ -252,6 +262,7 @@ export function addUsedPacked(q: QueueCore, mem: GuestMemory, id: number, len: n
     throw wrapMemoryError(e, "RingOutOfBounds", "writing a used descriptor", { addr: base, head: id });
   }
   q.inFlight.delete(id);
+  q.usedSinceSignal = Math.min(q.usedSinceSignal + slots, 2 * q.size);
   const next = q.nextUsed + slots;
   if (next >= q.size) {
     q.nextUsed = next - q.size;
@@ -281,15 +292,20 @@ export function needsNotificationPacked(q: QueueCore, mem: GuestMemory): boolean
   const span = 2 * q.size;
   const newPos = usedPosition(q);
   const oldPos = q.signalledUsed;
+  // Slots used since the last check, counted (not the position difference, which
+  // aliases to 0 once 2*size slots were used in between: a lost interrupt).
+  const moved = q.usedSinceSignal;
   q.signalledUsed = newPos;
+  q.usedSinceSignal = 0;
   const flags = (word >>> 16) & 3;
   if (flags === RING_EVENT_FLAGS_DISABLE) return false;
   if (flags !== RING_EVENT_FLAGS_DESC || !q.eventIdx) return true; // ENABLE, reserved, or DESC without EVENT_IDX
   const off = word & 0x7fff;
   if (off >= q.size) return true; // nonsense offset: a spurious notification is always safe
   const event = off + ((word & 0x8000) !== 0 ? 0 : q.size);
+  // Every position was passed, the event's included.
+  if (moved >= span) return true;
   // Was the event slot passed between oldPos and newPos (mod 2*size)?
-  const moved = (newPos - oldPos + span) % span;
   const dist = (event - oldPos + span) % span;
   return dist < moved;
 }

@@ -34,6 +34,13 @@ export class QueueCore {
   usedWrap = true;
   /** Packed: used position (0..2*size) at the last `needsNotification`. */
   signalledUsed = 0;
+  /**
+   * Device-set cap on the descriptors of one chain, direct and indirect together;
+   * 0 means the queue size (the spec's bound). Kept across reset.
+   */
+  maxChainLength = 0;
+  /** Packed: used ring slots advanced since the last `needsNotification` (capped at 2*size). */
+  usedSinceSignal = 0;
   /** Packed: buffer id -> ring slots of chains popped and not yet returned. */
   readonly inFlight = new InFlight();
   /** Packed: scratch list of the flags of the list being popped (valid up to the list's length). */
@@ -42,6 +49,11 @@ export class QueueCore {
   constructor(maxSize: number) {
     this.maxSize = maxSize;
     this.size = maxSize;
+  }
+
+  /** The descriptors one chain may have: {@link QueueCore.maxChainLength}, or the size. */
+  chainLimit(): number {
+    return this.maxChainLength === 0 ? this.size : Math.min(this.maxChainLength, 0x10000);
   }
 
   /** Back to the power-on state (the transport's queue reset). */
@@ -66,6 +78,7 @@ export class QueueCore {
     this.availWrap = true;
     this.usedWrap = true;
     this.signalledUsed = 0;
+    this.usedSinceSignal = 0;
     this.inFlight.clear();
   }
 }

@@ -96,13 +96,13 @@ describe("Queue configuration", () => {
     q.setUsedRingAddress(0x3000, 0);
     q.setReady(true);
     expect(q.isValid(mem)).toBe(true);
-    // A packed-valid size that a split queue does not accept.
+    // A packed-valid size that a split queue does not accept: the switch back is refused.
     q.setReady(false);
     q.setRingPacked(true);
     q.setSize(12);
-    q.setRingPacked(false);
-    q.setReady(true);
-    expectCode(() => q.validate(mem), "InvalidQueueSize");
+    expect(q.setRingPacked(false)).toBe(false);
+    expect(q.lastError?.code).toBe("InvalidQueueSize");
+    expect(q.packed).toBe(true);
   });
 
   it("a new size restarts the ring positions: packed positions stay inside the smaller ring", () => {

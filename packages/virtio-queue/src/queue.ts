@@ -1,7 +1,7 @@
 import { toGuestAddress, type GuestAddress, type GuestMemory } from "@ts-vmm/vm-memory";
 import type { DescriptorChain } from "./chain.js";
 import { DESCRIPTOR_SIZE, MAX_QUEUE_SIZE } from "./constants.js";
-import { VirtqueueError, wrapMemoryError } from "./errors.js";
+import { VirtqueueError, markConsumed, wrapMemoryError } from "./errors.js";
 import {
   PACKED_EVENT_SIZE,
   addUsedPacked,
@@ -284,12 +284,37 @@ export class Queue {
     const before = this.#lastError;
     this.#guard(() => {
       this.#checkNotReady("layout");
+      // A packed-only size (not a power of two) is refused for split: the queue keeps
+      // its layout and size (issue 14 item 12).
+      if (packed !== true && this.#q.packed) checkQueueSize(this.#q.size, this.#q.maxSize, false);
       if (this.#q.packed !== (packed === true)) {
         this.#q.packed = packed === true;
         this.#q.resetRuntime();
       }
     });
     return this.#lastError === before;
+  }
+
+  /**
+   * The most descriptors one chain may have, direct and indirect together
+   * (device-set; default: the queue size, the spec's bound). A longer chain is
+   * `"ChainTooLong"` (consumed, `head` set); an indirect table is checked against
+   * it before any entry is read, so one pop costs at most this many descriptor reads.
+   */
+  get maxChainLength(): number {
+    return this.#q.chainLimit();
+  }
+
+  /**
+   * Sets the chain limit of {@link Queue.maxChainLength} (a device choice, kept
+   * across reset); `0` restores the default (the queue size).
+   * @throws {@link VirtqueueError} `"InvalidArgument"` unless `n` is an integer in [0, 65536].
+   */
+  setMaxChainLength(n: number): void {
+    if (!(Number.isInteger(n) && n >= 0 && n <= 0x10000)) {
+      throw new VirtqueueError("InvalidArgument", `chain limit ${String(n)} is not an integer in [0, 65536]`);
+    }
+    this.#q.maxChainLength = n;
   }
 
   /**
@@ -360,7 +385,14 @@ export class Queue {
   popDescriptorChain(mem: GuestMemory): DescriptorChain | undefined {
     const q = this.#q;
     if (!q.ready) return undefined;
-    return q.packed ? popPacked(q, mem) : popSplit(q, mem);
+    const before = q.nextAvail;
+    const wrap = q.availWrap;
+    try {
+      return q.packed ? popPacked(q, mem) : popSplit(q, mem);
+    } catch (e) {
+      if (e instanceof VirtqueueError) markConsumed(e, q.nextAvail !== before || q.availWrap !== wrap);
+      throw e;
+    }
   }
 
   /**

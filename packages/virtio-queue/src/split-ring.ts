@@ -79,7 +79,9 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
   let readableCount = 0;
   let readableLength = 0;
   let writableLength = 0;
+  const limit = q.chainLimit();
   for (;;) {
+    if (descs.length >= limit) throw chainTooLong(head, limit);
     if (ttl-- === 0) {
       throw new VirtqueueError(
         "ChainTooLong",
@@ -134,6 +136,8 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
           { head, addr: taddr },
         );
       }
+      // Checked before any entry is read: a guest cannot make one pop walk more than the limit.
+      if (descs.length + len / DESCRIPTOR_SIZE > limit) throw chainTooLong(head, limit);
       indirect = true;
       table = taddr;
       tableLen = len / DESCRIPTOR_SIZE;
@@ -171,6 +175,16 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
     idx = next;
   }
   return new DescriptorChain(head, descs, readableCount, readableLength, writableLength, indirect);
+}
+
+/**
+ * A chain over the queue's chain limit.
+ * @internal
+ */
+export function chainTooLong(head: number, limit: number): VirtqueueError {
+  return new VirtqueueError("ChainTooLong", `chain ${head} has more than ${limit} descriptors (the chain limit)`, {
+    head,
+  });
 }
 
 /**

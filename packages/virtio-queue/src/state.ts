@@ -119,6 +119,15 @@ export function checkStateRuntime(s: QueueState): void {
       slots += e[1];
     }
     if (slots > s.size) throw bad("in-flight chains take more slots than the ring has");
+    // The device's avail position is ahead of its used position by exactly the slots in
+    // flight (positions in [0, 2*size) with the wrap counters): otherwise used
+    // descriptors would later overwrite slots the device has not read.
+    const span = 2 * s.size;
+    const availPos = s.nextAvail + (s.availWrapCounter ? 0 : s.size);
+    const usedPos = s.nextUsed + (s.usedWrapCounter ? 0 : s.size);
+    if ((availPos - usedPos + span) % span !== slots) {
+      throw bad(`nextAvail/nextUsed (with wraps) are ${(availPos - usedPos + span) % span} slots apart, but ${slots} are in flight`);
+    }
   } else {
     if (!isInt(s.nextAvail, 0, 0xffff)) throw bad("nextAvail is not a u16");
     if (!isInt(s.nextUsed, 0, 0xffff)) throw bad("nextUsed is not a u16");
@@ -138,6 +147,11 @@ export function applyRuntime(q: QueueCore, s: QueueState): void {
   q.availWrap = s.availWrapCounter;
   q.usedWrap = s.usedWrapCounter;
   q.signalledUsed = s.signalledUsed;
+  // Not saved (the format is unchanged): the distance from signalledUsed to the used
+  // position. It under-counts only if 2*size slots were used since the last check
+  // before the snapshot; the first check after restore then misses that event.
+  const span = 2 * s.size;
+  q.usedSinceSignal = s.packed ? (s.nextUsed + (s.usedWrapCounter ? 0 : s.size) - s.signalledUsed + span) % span : 0;
   q.inFlight.clear();
   for (const [id, slots] of s.inFlight) q.inFlight.set(id, slots);
 }

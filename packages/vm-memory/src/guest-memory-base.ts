@@ -182,6 +182,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
    * or when `addr` is malformed; the caller then takes the checked slow path.
    */
   private find(addr: number, n: number): BackedRegion | null {
+    if (typeof addr !== "number") return null;
     const regs = this.regs;
     let lo = 0;
     let hi = regs.length - 1;
@@ -191,7 +192,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
       if (addr < r.start) hi = mid - 1;
       else if (addr >= r.end) lo = mid + 1;
       else {
-        if (addr + n <= r.end && Number.isInteger(addr)) {
+        if (Number.isInteger(addr) && addr + n <= r.end) {
           this.last = r;
           return r;
         }
@@ -216,7 +217,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   readU8(addr: GuestAddress): number {
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off < r.size && Number.isInteger(addr))) {
       const f = this.find(addr, 1);
       if (f === null) return this.readScalar(addr, 1).getUint8(0);
@@ -228,7 +229,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   readU16(addr: GuestAddress): number {
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(addr))) {
       const f = this.find(addr, 2);
       if (f === null) return this.readScalar(addr, 2).getUint16(0, true);
@@ -240,7 +241,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   readU32(addr: GuestAddress): number {
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(addr))) {
       const f = this.find(addr, 4);
       if (f === null) return this.readScalar(addr, 4).getUint32(0, true);
@@ -252,7 +253,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   readU64(addr: GuestAddress): bigint {
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off <= r.size - 8 && Number.isInteger(addr))) {
       const f = this.find(addr, 8);
       if (f === null) return this.readScalar(addr, 8).getBigUint64(0, true);
@@ -264,7 +265,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   readU64Split(addr: GuestAddress): U64Halves {
     const r = this.last;
-    const off = addr - r.start;
+    const off = num(addr) - r.start;
     const f = off >= 0 && off <= r.size - 8 && Number.isInteger(addr) ? r : this.find(addr, 8);
     if (f !== null) {
       const o = addr - f.start;
@@ -276,7 +277,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   readU64AsAddress(addr: GuestAddress): GuestAddress {
     const r = this.last;
-    const off = addr - r.start;
+    const off = num(addr) - r.start;
     let lo: number;
     let hi: number;
     const f = off >= 0 && off <= r.size - 8 && Number.isInteger(addr) ? r : this.find(addr, 8);
@@ -298,7 +299,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU8(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || (value & 0xff) !== value) throw badValue(value, "u8");
     const r = this.last;
-    const f = addr - r.start >= 0 && addr - r.start < r.size && Number.isInteger(addr) ? r : this.find(addr, 1);
+    const f = num(addr) - r.start >= 0 && num(addr) - r.start < r.size && Number.isInteger(addr) ? r : this.find(addr, 1);
     if (f !== null) {
       const off = addr - f.start;
       f.bytes[off] = value;
@@ -312,7 +313,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU16(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || (value & 0xffff) !== value) throw badValue(value, "u16");
     const r = this.last;
-    const f = addr - r.start >= 0 && addr - r.start <= r.size - 2 && Number.isInteger(addr) ? r : this.find(addr, 2);
+    const f = num(addr) - r.start >= 0 && num(addr) - r.start <= r.size - 2 && Number.isInteger(addr) ? r : this.find(addr, 2);
     if (f !== null) {
       const off = addr - f.start;
       f.dv.setUint16(off, value, true);
@@ -326,7 +327,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU32(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || value >>> 0 !== value) throw badValue(value, "u32");
     const r = this.last;
-    const f = addr - r.start >= 0 && addr - r.start <= r.size - 4 && Number.isInteger(addr) ? r : this.find(addr, 4);
+    const f = num(addr) - r.start >= 0 && num(addr) - r.start <= r.size - 4 && Number.isInteger(addr) ? r : this.find(addr, 4);
     if (f !== null) {
       const off = addr - f.start;
       f.dv.setUint32(off, value, true);
@@ -340,7 +341,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   writeU64(addr: GuestAddress, value: bigint): void {
     if (typeof value !== "bigint" || value < 0n || value > U64_MAX) throw badValue(value, "u64");
     const r = this.last;
-    const f = addr - r.start >= 0 && addr - r.start <= r.size - 8 && Number.isInteger(addr) ? r : this.find(addr, 8);
+    const f = num(addr) - r.start >= 0 && num(addr) - r.start <= r.size - 8 && Number.isInteger(addr) ? r : this.find(addr, 8);
     if (f !== null) {
       const off = addr - f.start;
       f.dv.setBigUint64(off, value, true);
@@ -354,7 +355,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   read(addr: GuestAddress, dest: Uint8Array): void {
     const len = dest.length;
     const r = this.last;
-    const off = addr - r.start;
+    const off = num(addr) - r.start;
     const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
@@ -367,7 +368,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   write(addr: GuestAddress, src: Uint8Array): void {
     const len = src.length;
     const r = this.last;
-    const off = addr - r.start;
+    const off = num(addr) - r.start;
     const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
@@ -380,7 +381,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   slice(addr: GuestAddress, len: number): Uint8Array {
     const r = this.last;
-    const off = addr - r.start;
+    const off = num(addr) - r.start;
     if (off >= 0 && off + len <= r.size && Number.isInteger(addr) && Number.isInteger(len) && len > 0) {
       return r.bytes.subarray(off, off + len);
     }
@@ -402,7 +403,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   loadU16Acquire(addr: GuestAddress): number {
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
       const f = this.find(addr, 2);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 1) === 0 ? f : this.atomicRegion(addr, 2);
@@ -414,7 +415,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   storeU16Release(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || (value & 0xffff) !== value) throw badValue(value, "u16");
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off <= r.size - 2 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 1) === 0)) {
       const f = this.find(addr, 2);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 1) === 0 ? f : this.atomicRegion(addr, 2);
@@ -426,7 +427,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
 
   loadU32Acquire(addr: GuestAddress): number {
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
       const f = this.find(addr, 4);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 3) === 0 ? f : this.atomicRegion(addr, 4);
@@ -438,7 +439,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
   storeU32Release(addr: GuestAddress, value: number): void {
     if (typeof value !== "number" || value >>> 0 !== value) throw badValue(value, "u32");
     let r = this.last;
-    let off = addr - r.start;
+    let off = num(addr) - r.start;
     if (!(off >= 0 && off <= r.size - 4 && Number.isInteger(addr) && ((addr | (r.hostOffset + off)) & 3) === 0)) {
       const f = this.find(addr, 4);
       r = f !== null && ((addr | (f.hostOffset + addr - f.start)) & 3) === 0 ? f : this.atomicRegion(addr, 4);
@@ -482,6 +483,15 @@ export abstract class GuestMemoryBase implements GuestMemory {
   clearDirty(): void {
     for (const r of this.regs) r.dirty?.clear();
   }
+}
+
+/**
+ * `addr` as a number for the fast paths' arithmetic, NaN for anything else (a bigint
+ * there threw a plain TypeError before the typed check; NaN falls through to the
+ * checked slow path, which throws a `GuestMemoryError`).
+ */
+function num(addr: unknown): number {
+  return typeof addr === "number" ? addr : NaN;
 }
 
 function badValue(value: unknown, type: string): GuestMemoryError {

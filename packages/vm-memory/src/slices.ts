@@ -12,7 +12,7 @@ import type { GuestMemory } from "./guest-memory.js";
  * change them at any time, writes through them are not dirty-tracked (call
  * `markDirty`), and they must not be used after the memory is closed.
  *
- * @throws {@link GuestMemoryError} `"Hole"` if `addr` is not backed,
+ * @throws {@link GuestMemoryError} `"Closed"` after the memory was closed, `"Hole"` if `addr` is not backed,
  *   `"OutOfBounds"` if the range runs past backed memory, `"InvalidArgument"`
  *   / `"AddressTooLarge"` for malformed input.
  */
@@ -20,7 +20,14 @@ export function sliceRange(mem: GuestMemory, addr: GuestAddress, len: number): U
   checkGuestAddress(addr);
   checkLength(len);
   const first = mem.findRegion(addr);
-  if (first === undefined) throw new GuestMemoryError("Hole", `address 0x${addr.toString(16)} is not in guest memory`, { addr, len });
+  if (first === undefined) {
+    // A closed memory has no regions: say so instead of "Hole" (readFromFd, writeToFd and
+    // the streams go through here too).
+    if ((mem as { readonly isClosed?: unknown }).isClosed === true) {
+      throw new GuestMemoryError("Closed", "guest memory is closed", { addr, len });
+    }
+    throw new GuestMemoryError("Hole", `address 0x${addr.toString(16)} is not in guest memory`, { addr, len });
+  }
   const out: Uint8Array[] = [];
   let cur = addr;
   let left = len;

@@ -261,7 +261,7 @@ export class Vmm {
       if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
-      vm.createIrqChip();
+      vm.createIrqchip();
       // The i8254 in the kernel, its speaker port (0x61) too; reinjection of
       // missed ticks off: it inhibits APICv/AVIC, and Linux does not need it.
       vm.createPit2({ speakerDummy: true });

@@ -50,6 +50,8 @@ export const Ioctl = {
   KVM_SET_GSI_ROUTING: 0x4008ae6a,
   /** VM: PIT reinjection (arg points to kvm_reinject_control) */
   KVM_REINJECT_CONTROL: 0x0000ae71,
+  /** VM: vCPU id of the boot CPU (before any vCPU) */
+  KVM_SET_BOOT_CPU_ID: 0x0000ae78,
   /** VM: bind an eventfd to a GSI (struct kvm_irqfd, 32 bytes) */
   KVM_IRQFD: 0x4020ae76,
   /** VM: in-kernel i8254 (struct kvm_pit_config, 64 bytes) */
