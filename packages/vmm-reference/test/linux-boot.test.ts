@@ -148,7 +148,7 @@ if (hostHasVirtualizationExtensions()) {
         disk = await dataDisk(token);
         devices = devicesFor(disk.path);
         run = await runNested({
-          l1Vcpus: 1,
+          l1Vcpus: 2,
           packages: [PACKAGE_DIR],
           guests: [
             // The reference: QEMU microvm with KVM, same L1, same guest, every device (ACPI on:
