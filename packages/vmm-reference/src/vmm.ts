@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { release } from "node:os";
-import { Cap, Kvm, type CpuidEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
+import { Cap, Kvm, type CpuidEntry, type IrqRoutingEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
@@ -18,6 +18,27 @@ import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
 import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
+
+/** KVM's irqchip numbers in routing entries (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC). */
+const IRQCHIP_PIC_MASTER = 0;
+const IRQCHIP_IOAPIC = 2;
+/** GSIs that also reach the legacy 8259 (the PIT, the i8042, the cascade, COM2/COM1). */
+const PIC_GSIS = 5;
+
+/**
+ * The GSI routing table: GSI n is IOAPIC pin n (0–23), and only GSIs 0–4 also
+ * reach the 8259. KVM's default routes GSIs 0–15 to both; then a virtio
+ * device on GSI 5 or above also raised the never-programmed 8259 of a guest
+ * that uses only the IOAPIC, whose reset vector base 0 delivered it through
+ * LVT0's ExtINT as vector 5 (the micro-guest's fuzz mode died of "trap
+ * vector=5"). Linux with our HW-reduced ACPI uses the IOAPIC only.
+ */
+export function gsiRoutes(): IrqRoutingEntry[] {
+  const routes: IrqRoutingEntry[] = [];
+  for (let gsi = 0; gsi < 24; gsi++) routes.push({ gsi, type: "irqchip", irqchip: IRQCHIP_IOAPIC, pin: gsi });
+  for (let gsi = 0; gsi < PIC_GSIS; gsi++) routes.push({ gsi, type: "irqchip", irqchip: IRQCHIP_PIC_MASTER, pin: gsi });
+  return routes;
+}
 
 /** What to boot. */
 export interface VmConfig {
@@ -262,6 +283,7 @@ export class Vmm {
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
       vm.createIrqchip();
+      vm.setGsiRouting(gsiRoutes());
       // The i8254 in the kernel, its speaker port (0x61) too; reinjection of
       // missed ticks off: it inhibits APICv/AVIC, and Linux does not need it.
       vm.createPit2({ speakerDummy: true });

@@ -89,9 +89,11 @@ describeWith({ kvm: true }, "hostile guests", () => {
     const r = await run(rawElf(code, data));
     expect(r).toMatchObject({ reason: "DebugExit", value: 0 });
     expect(Buffer.from(r.serial).equals(Buffer.from(data))).toBe(true);
-    // One message per line, one per full KiB of the unterminated tail, one final flush.
-    expect(r.chunks).toBeLessThanOrEqual(lines + Math.ceil(2000 / 1024) + 1);
-    expect(r.chunks).toBeGreaterThanOrEqual(lines); // each line is posted when it is complete, not held back
+    // The workers write into a shared ring and wake the main thread at most once per
+    // millisecond; io.serial gets what gathered meanwhile. Per-byte delivery would be 8000
+    // calls here; a drain per ms of a run of 8000 exits stays far below n / 8.
+    expect(r.chunks).toBeLessThanOrEqual(n / 8);
+    expect(r.chunks).toBeGreaterThanOrEqual(1);
   }, 30_000);
 
   it("serial output is flow-controlled: a consumer that falls behind pauses the guest instead of queueing without bound", async () => {

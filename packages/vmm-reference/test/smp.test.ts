@@ -75,7 +75,7 @@ describeWith(needs, "SMP on the reference VMM", () => {
     for (const vcpus of [0, 255, 1.5]) {
       expect(() => Vmm.create({ kernel: elf, vcpus })).toThrow(expect.objectContaining({ code: "InvalidConfig" }) as Error);
     }
-    for (const [arg, msg] of [["x", "--vcpus must be a whole number"], ["0", "--vcpus must be a whole number"], ["300", "vcpus must be a whole number from 1 to 254, got 300"]] as const) {
+    for (const [arg, msg] of [["x", "--vcpus must be a whole number"], ["0", "--vcpus must be a whole number"], ["300", '--vcpus must be a whole number from 1 to 254, got "300"']] as const) {
       let err = "";
       const code = await runCli(["run", "--kernel", elf, "--vcpus", arg], { write: () => true }, { write: (t: string) => { err += t; } });
       expect([arg, code]).toEqual([arg, 2]);

@@ -1,8 +1,8 @@
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readSync, rmSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
-import { buildMicroGuest, fuzzReactions, runGuest, selftestProblems, type GuestRun } from "@ts-vmm/test-guests";
+import { buildMicroGuest, fuzzProblems, fuzzReactions, runGuest, selftestProblems, type GuestRun } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { Vmm, runCli } from "../src/index.js";
 import { oursLauncher } from "./ours-launcher.js";
@@ -39,40 +39,28 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     expect(r.exitCode, explain(r)).toBe(0);
   });
 
-  it("selftest on a read-only disk: the write fails with an error status instead of succeeding", async () => {
+  it("selftest with a second, read-only disk: VIRTIO_BLK_F_RO offered, the write refused with an error status, nothing written", async () => {
+    const ro = disk(16);
     const r = await runGuest({
-      vmm: oursLauncher, kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
-      devices: [{ kind: "blk", path: disk(16), readOnly: true }],
+      vmm: oursLauncher, kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 60_000,
+      devices: [{ kind: "blk", path: disk(64) }, { kind: "blk", path: ro, readOnly: true }],
     });
-    expect(r.results.failed.map((f) => f.check), explain(r)).toEqual(["blk.write"]);
-    expect(r.results.failed[0]?.detail).toMatch(/status 1/);
+    expect(selftestProblems(r, ["blk"]), explain(r)).toEqual([]);
+    expect(r.results.passed).toEqual(expect.arrayContaining(["blk.ro.feature", "blk.ro.write-refused", "blk.ro.read"]));
+    // The image was never written: a 16 MiB file of zeros stays all zeros.
+    expect(readFileSync(ro).every((b) => b === 0)).toBe(true);
   });
 
-  it.each([
-    ["no features", ""],
-    ["INDIRECT_DESC negotiated", " fuzz_features=0x10000000"],
-  ])("fuzz (%s): every malformed chain ends in an error status or NEEDS_RESET, never OK; valid requests stay correct", async (_name, extra) => {
+  it("fuzz: every malformed chain gets its accepted verdict (error status or NEEDS_RESET, never OK for an impossible request); valid requests stay correct", async () => {
     const r = await runGuest({
-      vmm: oursLauncher, kernel: elf, cmdline: `mode=fuzz${extra}`, memMiB: 64, timeoutMs: 60_000,
+      vmm: oursLauncher, kernel: elf, cmdline: "mode=fuzz", memMiB: 64, timeoutMs: 60_000,
       devices: [{ kind: "blk", path: disk(64) }],
     });
-    expect(r.exitCode, explain(r)).toBe(0);
-    expect(r.results.failed, explain(r)).toEqual([]);
-    expect(r.results.passed).toContain("fuzz.recovers-after-reset");
-    const table: string[] = [];
-    for (const f of fuzzReactions(r)) {
-      expect(f.reaction, `no reaction for ${f.case}\n${explain(r)}`).toBeDefined();
-      const reaction = f.reaction!;
-      table.push(`${f.case.padEnd(34)} ${reaction}  after=${f.after ?? "-"}`);
-      if (f.case === "queue_size_not_power_of_2") {
-        expect(reaction, f.case).toMatch(/^rejected/);
-        continue;
-      }
-      // Completed with an error status (1 IOERR, 2 UNSUPP), or the device asked for a reset.
-      expect(reaction, f.case).toMatch(/^(needs_reset|completed id=\d+ len=\d+ blk_status=[12])\b/);
-      expect(f.after, f.case).toMatch(/^(ok|needs_reset)$/);
-    }
-    console.log(`[ours] fuzz reactions (${_name}):\n${table.join("\n")}\n[ours] log:\n${r.vmmLog}`);
+    // No known defects: unlike QEMU 7.2, ours must not complete buffers outside guest memory with status OK.
+    expect(fuzzProblems(r), explain(r)).toEqual([]);
+    expect(r.results.values["fuzz.indirect_offered"], explain(r)).toBe("1");
+    const table = fuzzReactions(r).map((f) => `${f.case.padEnd(34)} ${(f.reaction ?? "").padEnd(40)} after=${f.after ?? "-"} verdict=${f.verdict ?? "-"}`);
+    console.log(`[ours] fuzz verdicts (INDIRECT_DESC negotiated in the indirect cases):\n${table.join("\n")}\n[ours] log:\n${r.vmmLog}`);
   });
 
   it("kill -9: every write acknowledged after a flush is on the disk", async () => {

@@ -32,14 +32,14 @@ for lib in $(ldd "$node" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); d
   cp -L "$lib" "$root$lib"
 done
 # The packages the reference VMM loads at run time: package.json, dist/, native addons, templates.
-for p in vmm-sys-util kvm-ioctls vm-memory linux-loader vmm-reference; do
+for p in vmm-sys-util kvm-ioctls vm-memory virtio-queue virtio-devices linux-loader vmm-reference; do
   d=$root/app/packages/$p
   mkdir -p "$d/node_modules/@ts-vmm"
   cp "$pkgs/$p/package.json" "$d/"
   cp -r "$pkgs/$p/dist" "$d/"
   [ -d "$pkgs/$p/build/Release" ] && mkdir -p "$d/build/Release" && cp "$pkgs/$p/build/Release/"*.node "$d/build/Release/"
   [ -d "$pkgs/$p/cpu-templates" ] && cp -r "$pkgs/$p/cpu-templates" "$d/"
-  for dep in vmm-sys-util kvm-ioctls vm-memory linux-loader; do
+  for dep in vmm-sys-util kvm-ioctls vm-memory virtio-queue virtio-devices linux-loader; do
     [ "$dep" != "$p" ] && ln -s "../../../$dep" "$d/node_modules/@ts-vmm/$dep"
   done
 done
