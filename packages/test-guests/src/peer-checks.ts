@@ -49,16 +49,23 @@ export function processRss(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
-/** The pid of the process whose command line contains `marker` (e.g. a unique QEMU `-name`), or null. */
+/** The pid of the process whose command line contains `marker` (e.g. a unique QEMU `-name`), the innermost when wrappers carry the same arguments, or null. */
 export function findProcess(marker: string): number | null {
+  // Wrappers (the harness's setpriv/unshare/reaper chain) carry the VMM's argv too:
+  // take the innermost match, the one that is no other match's parent.
+  const matches = new Map<number, number>(); // pid -> ppid
   for (const e of readdirSync("/proc")) {
     if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${e}/cmdline`, "latin1").split("\0").includes(marker)) return Number(e);
+      if (!readFileSync(`/proc/${e}/cmdline`, "latin1").split("\0").includes(marker)) continue;
+      const ppid = Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${e}/status`, "latin1"))?.[1] ?? -1);
+      matches.set(Number(e), ppid);
     } catch {
       /* gone, or not ours to read */
     }
   }
+  const parents = new Set(matches.values());
+  for (const pid of matches.keys()) if (!parents.has(pid)) return pid;
   return null;
 }
 
