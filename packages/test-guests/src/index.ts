@@ -55,7 +55,7 @@ export {
   linuxGuest,
 } from "./linux-kit.js";
 export type { DataDisk, InitramfsOptions, LinuxGuest } from "./linux-kit.js";
-export { l1QemuArgs, NESTED_MARKERS, nestedCacheDir, runNested, shq } from "./nested.js";
+export { l1QemuArgs, NESTED_MARKERS, nestedCacheDir, runNested, runNestedUntilSound, shq } from "./nested.js";
 export type { NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
 export {
   buildLayer,

@@ -10,7 +10,7 @@ import {
   hostHasVirtualizationExtensions,
   linuxGuest,
   runGuest,
-  runNested,
+  runNestedUntilSound,
   dataDisk,
   type DataDisk,
   type DeviceKind,
@@ -147,7 +147,11 @@ if (hostHasVirtualizationExtensions()) {
         g = await linuxGuest();
         disk = await dataDisk(token);
         devices = devicesFor(disk.path);
-        run = await runNested({
+        // Retried once only when the environment failed: an L1 problem, or the QEMU reference
+        // not reaching the shell (seen: QEMU's own 2-vCPU L2 reset mid-boot under MTTCG).
+        // A failure of ours alone is never retried.
+        let discarded: readonly string[];
+        ({ run, discarded } = await runNestedUntilSound({
           l1Vcpus: 2,
           packages: [PACKAGE_DIR],
           guests: [
@@ -163,8 +167,9 @@ if (hostHasVirtualizationExtensions()) {
               memMiB: 256, vcpus, devices, timeoutMs: NESTED_GUEST_TIMEOUT_MS,
             })),
           ],
-        });
-      }, 150_000 + NESTED_REFERENCE_TIMEOUT_MS + VCPU_COUNTS.length * (NESTED_GUEST_TIMEOUT_MS + 5_000) + 30_000);
+        }, (x) => x.problem ?? (x.guests.find((y) => y.name === "qemu-2")?.serial.includes(`${INIT_MARKER}-SHELL`) ? null : "the QEMU reference did not reach the shell")));
+        if (discarded.length > 0) console.warn(`[nested] discarded runs: ${discarded.join("; ")}`);
+      }, 2 * (150_000 + NESTED_REFERENCE_TIMEOUT_MS + VCPU_COUNTS.length * (NESTED_GUEST_TIMEOUT_MS + 5_000) + 30_000)); // at most two L1 runs
       afterAll(() => disk?.remove());
       const guest = (name: string): NestedGuestRun => {
         const r = run.guests.find((x) => x.name === name);
