@@ -26,10 +26,16 @@ for (const p of packages) {
   const f = join(pkgsDir, p, ".vitest-report.json");
   if (!existsSync(f)) continue;
   const r = JSON.parse(readFileSync(f, "utf8"));
+  // A file that failed with no failing test in it did not load (or failed in a hook outside
+  // any test): count it as a failure of its own. (numFailedTestSuites counts describe blocks
+  // too, so a failing test inside a describe would be counted twice.)
+  const loadFailures = (r.testResults ?? []).filter(
+    (t) => t.status === "failed" && !(t.assertionResults ?? []).some((a) => a.status === "failed"),
+  ).length;
   passed += r.numPassedTests;
-  failed += r.numFailedTests + (r.numFailedTestSuites ?? 0);
+  failed += r.numFailedTests + loadFailures;
   skipped += r.numPendingTests + r.numTodoTests;
-  rows.push(`  ${p.padEnd(16)} ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped${r.numFailedTestSuites ? `, ${r.numFailedTestSuites} files failed to load` : ""}`);
+  rows.push(`  ${p.padEnd(16)} ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped${loadFailures ? `, ${loadFailures} files failed outside any test` : ""}`);
 }
 console.log("\nper package:\n" + rows.join("\n"));
 console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
