@@ -8,6 +8,7 @@ import { debugExitStatus } from "./devices/debug-exit.js";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { Vmm } from "./vmm.js";
+import type { RunResult } from "./run-result.js";
 
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
@@ -253,6 +254,7 @@ async function runCommand(
     case "Stopped":
       if (signal) {
         stderr.write(`\nts-vmm: stopped by ${signal}\n`);
+        writeVcpuStates(stderr, result.vcpus);
         return 130;
       }
       if (quitByKey) {
@@ -260,10 +262,22 @@ async function runCommand(
         return 0;
       }
       stderr.write(timedOut ? `ts-vmm: timed out after ${timeout} s\n` : "ts-vmm: stopped\n");
+      if (timedOut) writeVcpuStates(stderr, result.vcpus);
       return timedOut ? 124 : 0;
     case "Error":
       stderr.write(`ts-vmm: ${result.detail ?? "error"}\n`);
       return 2;
+  }
+}
+
+const MP_STATES = ["runnable", "uninitialized", "init-received", "halted", "sipi-received", "stopped", "check-stop", "operating", "load"];
+
+/** After a stop from outside (signal, timeout): one line per vCPU saying where it was, for a guest that hung. */
+function writeVcpuStates(stderr: { write(s: string): unknown }, states: RunResult["vcpus"]): void {
+  for (const v of states ?? []) {
+    const exits = Object.entries(v.exits).map(([k, n]) => `${k}=${n}`).join(" ");
+    const mp = v.mpState === null ? "unknown" : (MP_STATES[v.mpState] ?? String(v.mpState));
+    stderr.write(`ts-vmm: vCPU ${v.id}: rip=${v.rip} rflags=${v.rflags} cr0=${v.cr0} mp_state=${mp}; exits: ${exits || "none"}\n`);
   }
 }
 

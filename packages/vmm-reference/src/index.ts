@@ -1,6 +1,6 @@
 export { Vmm } from "./vmm.js";
 export type { VmConfig, VmIo, VcpuSetup } from "./vmm.js";
-export type { RunResult, StopReason } from "./run-result.js";
+export type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 export { VmmError } from "./error.js";
 export type { VmmErrorCode } from "./error.js";
 export { PioBus } from "./devices/pio-bus.js";

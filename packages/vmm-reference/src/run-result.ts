@@ -24,4 +24,23 @@ export interface RunResult {
   readonly detail?: string;
   /** Exits handled in user space, by kind, summed over all vCPUs. */
   readonly exits: Readonly<Record<string, number>>;
+  /**
+   * Where each vCPU was when it left KVM_RUN for good, by vCPU id (what a
+   * stopped or hung guest was doing). Absent for a vCPU whose worker failed.
+   */
+  readonly vcpus?: readonly VcpuEndState[];
+}
+
+/** A vCPU's state when its run loop ended. */
+export interface VcpuEndState {
+  /** The vCPU id (= APIC id). */
+  readonly id: number;
+  /** RIP, RFLAGS and CR0 as hex strings, or "unknown" if KVM could not read them. */
+  readonly rip: string;
+  readonly rflags: string;
+  readonly cr0: string;
+  /** KVM_GET_MP_STATE (0 runnable, 1 uninitialized, 2 init received, 3 halted, 4 SIPI received), or null. */
+  readonly mpState: number | null;
+  /** Exits handled in user space by this vCPU, by kind. */
+  readonly exits: Readonly<Record<string, number>>;
 }

@@ -15,7 +15,7 @@ import { PioBus } from "./devices/pio-bus.js";
 import { Serial16550 } from "./devices/serial.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
-import type { RunResult } from "./run-result.js";
+import type { RunResult, VcpuEndState } from "./run-result.js";
 
 /** What the main thread sends a vCPU worker at start. */
 export interface VcpuWorkerData {
@@ -108,12 +108,26 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   }));
   bus.insert(DEBUG_EXIT_PORT, 4, new DebugExit((v) => { debugValue = v; }));
 
+  const endState = (): VcpuEndState => {
+    let rip = "unknown", rflags = "unknown", cr0 = "unknown", mpState: number | null = null;
+    try {
+      const regs = vcpu.getRegs();
+      rip = hex(regs.rip);
+      rflags = hex(regs.rflags);
+      cr0 = hex(vcpu.getSregs().cr0);
+      mpState = vcpu.getMpState();
+    } catch {
+      // the vCPU fd is unusable: report what was read
+    }
+    return { id, rip, rflags, cr0, mpState, exits: { ...exits } };
+  };
   const finish = (r: Omit<RunResult, "exits">): void => {
     flush();
+    const state = endState();
     // Leaving KVM_RUN for good: closing the borrowed vCPU clears the kick target,
     // so no later kick() can signal this thread's id after the worker is gone.
     vcpu.close();
-    port.postMessage({ type: "stopped", result: { ...r, exits } } satisfies VcpuWorkerMessage);
+    port.postMessage({ type: "stopped", result: { ...r, exits, vcpus: [state] } } satisfies VcpuWorkerMessage);
   };
   const rip = (): string => {
     try {

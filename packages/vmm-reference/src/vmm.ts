@@ -13,7 +13,7 @@ import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
-import type { RunResult, StopReason } from "./run-result.js";
+import type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
 import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
@@ -398,6 +398,7 @@ export class Vmm {
     return new Promise<RunResult>((resolve) => {
       let first: RunResult | undefined;
       const exits: Record<string, number> = {};
+      const states: VcpuEndState[] = [];
       let left = this.#vcpus.length;
       // A throwing io.serial would be an uncaught exception in this event
       // handler: stop the VM instead and report it as the run's error.
@@ -418,6 +419,7 @@ export class Vmm {
         if (this.#done[id]) return;
         this.#done[id] = true;
         for (const [k, n] of Object.entries(r.exits)) exits[k] = (exits[k] ?? 0) + n;
+        for (const v of r.vcpus ?? []) states.push(v);
         if (first === undefined || (!isGuestEnd(first.reason) && isGuestEnd(r.reason))) first = r;
         // The end of one vCPU ends the VM.
         this.stop();
@@ -431,7 +433,7 @@ export class Vmm {
         const base = ioError !== undefined
           ? { reason: "Error" as const, guestExitValue: null, detail: `the serial output callback threw: ${ioError instanceof Error ? ioError.message : String(ioError)}` }
           : first;
-        resolve({ ...base, exits });
+        resolve({ ...base, exits, vcpus: states.sort((a, b) => a.id - b.id) });
       };
       this.#vcpus.forEach((vcpu, id) => {
         const data: VcpuWorkerData = {

@@ -150,6 +150,8 @@ describeKvm("ts-vmm with KVM", () => {
     const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
     expect(code).toBe(130);
     expect(err).toContain(`ts-vmm: stopped by ${sig}`);
+    // Where the vCPU was: in the spin loop after its 7 port writes (what a hung guest was doing).
+    expect(err).toMatch(/ts-vmm: vCPU 0: rip=0x[0-9a-f]+ rflags=0x[0-9a-f]+ cr0=0x[0-9a-f]+ mp_state=runnable; exits: IoOut=7( |$)/m);
     expect(out).toBe("partial");
     expect(Date.now() - t0).toBeLessThan(5000);
   }, 20_000);
