@@ -13,6 +13,7 @@ describe("terminalExit", () => {
 
   it("maps a triple fault to Shutdown, system events to PowerOff / Reset / SystemEvent", () => {
     expect(terminalExit(0, { kind: "Shutdown" }, rip)).toMatchObject({ reason: "Shutdown", detail: "vCPU 0: triple fault (KVM_EXIT_SHUTDOWN) at RIP 0xffffffff81000123" });
+    expect(terminalExit(1, { kind: "Shutdown" }, () => "0xfff0")).toMatchObject({ reason: "Shutdown", detail: "vCPU 1: triple fault (KVM_EXIT_SHUTDOWN) (RIP reads 0xfff0: KVM reset the vCPU before reporting it, as it does on AMD)" });
     expect(terminalExit(1, { kind: "SystemEvent", type: 1, data: [] }, rip)?.reason).toBe("PowerOff");
     expect(terminalExit(1, { kind: "SystemEvent", type: 2, data: [] }, rip)?.reason).toBe("Reset");
     expect(terminalExit(1, { kind: "SystemEvent", type: 3, data: [] }, rip)).toMatchObject({ reason: "SystemEvent", detail: "vCPU 1: KVM system event crash" });

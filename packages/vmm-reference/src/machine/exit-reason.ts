@@ -30,8 +30,13 @@ export function terminalExit(vcpuId: number, exit: VcpuExit, rip: () => string):
     case "MmioWrite":
     case "Intr":
       return undefined;
-    case "Shutdown":
-      return { reason: "Shutdown", guestExitValue: null, detail: `${at} triple fault (KVM_EXIT_SHUTDOWN) at RIP ${rip()}` };
+    case "Shutdown": {
+      // On AMD, KVM resets the vCPU before it reports the shutdown, so RIP reads as the
+      // reset vector: say so rather than name it as where the fault happened.
+      const r = rip();
+      const where = r === "0xfff0" ? `(RIP reads ${r}: KVM reset the vCPU before reporting it, as it does on AMD)` : `at RIP ${r}`;
+      return { reason: "Shutdown", guestExitValue: null, detail: `${at} triple fault (KVM_EXIT_SHUTDOWN) ${where}` };
+    }
     case "SystemEvent":
       if (exit.type === SYSTEM_EVENT_SHUTDOWN) return { reason: "PowerOff", guestExitValue: null, detail: `${at} KVM system event shutdown` };
       if (exit.type === SYSTEM_EVENT_RESET) return { reason: "Reset", guestExitValue: null, detail: `${at} KVM system event reset` };
