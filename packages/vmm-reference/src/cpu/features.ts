@@ -140,6 +140,19 @@ export const CPU_FEATURES: readonly CpuFeature[] = [
   f("pdpe1gb", b(0x80000001, 0, "edx", 26), "1 GiB pages"),
   f("rdtscp", b(0x80000001, 0, "edx", 27), "RDTSCP"),
   f("lm", b(0x80000001, 0, "edx", 29), "long mode"),
+  // KVM paravirtual features (CPUID 0x40000001 EAX, Linux's Documentation/virt/kvm/x86/cpuid.rst),
+  // named as QEMU's -cpu flags. The normalized table offers what KVM supports.
+  f("kvmclock", b(0x40000001, 0, "eax", 3), "kvmclock (the new MSRs 0x4b564d00/01)"),
+  f("kvm-nopiodelay", b(0x40000001, 0, "eax", 1), "no delay needed on port I/O"),
+  f("kvm-asyncpf", b(0x40000001, 0, "eax", 4), "asynchronous page faults"),
+  f("kvm-steal-time", b(0x40000001, 0, "eax", 5), "steal time accounting (and the preempted flag PV TLB flush reads)"),
+  f("kvm-pv-eoi", b(0x40000001, 0, "eax", 6), "paravirtual end of interrupt"),
+  f("kvm-pv-unhalt", b(0x40000001, 0, "eax", 7), "paravirtual spinlocks: waiters halt, the releaser kicks them (KVM_HC_KICK_CPU)"),
+  f("kvm-pv-tlb-flush", b(0x40000001, 0, "eax", 9), "TLB flush of preempted vCPUs without an IPI", { requires: ["kvm-steal-time"] }),
+  f("kvm-pv-ipi", b(0x40000001, 0, "eax", 11), "IPIs to many vCPUs in one hypercall (KVM_HC_SEND_IPI)"),
+  f("kvm-poll-control", b(0x40000001, 0, "eax", 12), "guest control of host halt polling"),
+  f("kvm-pv-sched-yield", b(0x40000001, 0, "eax", 13), "yield to a preempted IPI target (KVM_HC_SCHED_YIELD)"),
+  f("kvm-asyncpf-int", b(0x40000001, 0, "eax", 14), "asynchronous page fault completion by interrupt", { requires: ["kvm-asyncpf"] }),
 ];
 
 const BY_NAME: ReadonlyMap<string, CpuFeature> = new Map(CPU_FEATURES.map((x) => [x.name, x]));
