@@ -6,6 +6,7 @@ import { FIXTURE_NAMES, fixture, type CpuidFixture } from "../../test/cpu-fixtur
 import { VmmError } from "../error.js";
 import { findEntry, hasBit, withBit } from "./cpuid-table.js";
 import { CPU_FEATURES, XSS_CET_S, XSS_CET_U, featureByName } from "./features.js";
+import { normalizeCpuid } from "./normalize.js";
 import { applyCpuPolicy, exposedFeatures, parseFeatureSwitches, type CpuPolicyResult } from "./policy.js";
 import { loadCpuTemplate, parseCpuTemplate } from "./templates.js";
 
@@ -186,6 +187,22 @@ describe("switches", () => {
     const off = applyCpuPolicy(normalized, { template: hostT, switches: parseFeatureSwitches("-hypervisor"), host });
     expect(off.ok && hasBit(off.entries, hv)).toBe(false);
     expect(refused(applyCpuPolicy(fx.kvmSupported, { template: hostT, switches: parseFeatureSwitches("+hypervisor"), host })).missing).toBe("hypervisor in KVM_GET_SUPPORTED_CPUID");
+  });
+  it("KVM's paravirtual features (leaf 0x40000001) are switched on the normalized table, as QEMU's kvm-pv-* flags", () => {
+    const fx = fixture("tcg-l1-epyc");
+    const normalized = normalizeCpuid(fx.kvmSupported, { vcpuCount: 2, vcpuId: 0 });
+    const pv = (e: Parameters<typeof findEntry>[0]): number => findEntry(e, 0x40000001, 0)!.eax;
+    const host = { supported: fx.kvmSupported, kernelRelease: fx.kernel };
+    // The recorded L1's KVM offers PV unhalt (7) and PV IPIs (11).
+    expect(pv(normalized) & ((1 << 7) | (1 << 11))).toBe((1 << 7) | (1 << 11));
+    const r = applyCpuPolicy(normalized, { template: hostT, switches: parseFeatureSwitches("-kvm-pv-unhalt,-kvm-pv-ipi"), host });
+    const after = ok(r);
+    expect(pv(after)).toBe(pv(normalized) & ~((1 << 7) | (1 << 11)));
+    expect(exposedFeatures(after)).not.toContain("kvm-pv-ipi");
+    expect(exposedFeatures(ok(applyCpuPolicy(normalized, { template: hostT, switches: [], host })))).toEqual(expect.arrayContaining(["kvmclock", "kvm-pv-unhalt", "kvm-pv-ipi"]));
+    // -kvm-steal-time takes PV TLB flush with it (it reads the preempted flag in the steal-time area).
+    const st = applyCpuPolicy(normalized, { template: hostT, switches: parseFeatureSwitches("-kvm-steal-time"), host });
+    expect(st.ok && exposedFeatures(st.entries)).not.toContain("kvm-pv-tlb-flush");
   });
   it("-apic is refused: KVM derives that bit from the in-kernel LAPIC", () => {
     expect(refused(apply(fixture("zen4-genoa"), hostT, "-apic")).missing).toBe("a user-space local APIC");
