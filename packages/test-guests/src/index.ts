@@ -55,8 +55,8 @@ export {
   linuxGuest,
 } from "./linux-kit.js";
 export type { DataDisk, InitramfsOptions, LinuxGuest } from "./linux-kit.js";
-export { l1QemuArgs, NESTED_MARKERS, nestedCacheDir, runNested, runNestedUntilSound, shq } from "./nested.js";
-export type { NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
+export { guestHasL1State, l1QemuArgs, L1_KERNEL_FAULT, NESTED_MARKERS, nestedCacheDir, runNested, runNestedUntilSound, shq } from "./nested.js";
+export type { L1Module, NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
 export {
   buildLayer,
   concatLayers,

@@ -7,11 +7,12 @@
  * guest on it. {@link runNested} builds the L1 image (see l1-image.ts), boots
  * L1 once and runs every requested L2 guest in it, one after the other.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { cacheDir, debianKernel, type DebianKernel } from "@ts-vmm/test-utils/node";
 import { TestGuestsError } from "./error.js";
@@ -96,7 +97,7 @@ export interface NestedGuestRun extends GuestRun {
   readonly name: string;
   /** How it ended. */
   readonly end: NestedEnd;
-  /** The VMM's exit status inside L1 (137 when killed), or null if it never ended. */
+  /** The VMM's exit status inside L1 (137 when killed; at a timeout, what it returned on SIGTERM if it ended within 5 s), or null if it never ended. */
   readonly status: number | null;
 }
 
@@ -116,6 +117,8 @@ export interface NestedRun {
   readonly l1InitMs: number | null;
   /** L1 QEMU start to /dev/kvm ready in L1, ms (null if never). */
   readonly l1KvmMs: number | null;
+  /** L1's loaded modules, as its /init listed them once KVM was in. */
+  readonly l1Modules: readonly L1Module[];
   /** True if the host killed L1 after {@link NestedOptions.timeoutMs}. */
   readonly timedOut: boolean;
   /** The layers of the L1 initramfs (cache files) and the total size in bytes. */
@@ -127,6 +130,42 @@ export interface NestedRun {
   readonly l1Attempts: number;
   /** The first L1's last console lines when it was retried, else null. */
   readonly l1RetriedAfter: string | null;
+}
+
+/** How long past a guest's timeout its block may stay open before L1 counts as frozen. */
+const L1_FREEZE_GRACE_MS = 30_000;
+
+/** A module loaded in L1 (from /proc/modules). */
+export interface L1Module {
+  readonly name: string;
+  readonly start: bigint;
+  readonly size: number;
+}
+
+/**
+ * A fault report of L1's own kernel (an oops, a WARN, a panic with a
+ * backtrace): only L1 is the i440FX machine; the guests it runs (our VMM,
+ * QEMU microvm) report no such hardware name. L1's kernel messages
+ * interleave with the guests' output on its console, so this is how they
+ * are told apart.
+ */
+export const L1_KERNEL_FAULT = /Hardware name: QEMU Standard PC \(i440FX[^\n]*/;
+
+/**
+ * Whether a guest run shows the emulator handing it L1's state: the VMM (ours
+ * prints where each vCPU was when it stopped on a signal or timeout) reports
+ * a vCPU RIP inside one of L1's modules, code the guest cannot have. Seen
+ * under QEMU 7.2's multi-threaded TCG with two L2 vCPUs running at once:
+ * the L2 vCPU resumed at an address in L1's kvm_amd. Returns the line that
+ * shows it, or null.
+ */
+export function guestHasL1State(run: Pick<NestedRun, "l1Modules">, guest: Pick<NestedGuestRun, "vmmLog">): string | null {
+  for (const m of guest.vmmLog.matchAll(/vCPU (\d+): rip=0x([0-9a-f]+)/g)) {
+    const rip = BigInt(`0x${m[2]!}`);
+    const mod = run.l1Modules.find((x) => rip >= x.start && rip < x.start + BigInt(x.size));
+    if (mod) return `vCPU ${m[1]} of the guest was at 0x${m[2]}, inside L1's ${mod.name}`;
+  }
+  return null;
 }
 
 /**
@@ -155,7 +194,8 @@ export function l1QemuArgs(kernel: string, initrd: string, vcpus: number, memMiB
   return [
     "-accel", "tcg", "-cpu", "EPYC,+svm,+npt", "-m", String(memMiB), "-smp", String(vcpus),
     "-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initrd,
-    "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
+    // maxcpus=1: /init brings the other CPUs online once KVM is loaded and its anchor VM open.
+    "-append", "console=ttyS0 quiet panic=-1 rdinit=/init maxcpus=1",
   ];
 }
 
@@ -163,6 +203,7 @@ export function l1QemuArgs(kernel: string, initrd: string, vcpus: number, memMiB
 export const NESTED_MARKERS = {
   up: "TSVMM-L1 up",
   kvm: "TSVMM-L1 kvm=",
+  module: "TSVMM-L1 module ",
   begin: "TSVMM-STEP-BEGIN ",
   end: "TSVMM-STEP-END ",
   logBegin: "TSVMM-STEP-LOG-BEGIN ",
@@ -182,7 +223,17 @@ mod=kvm-amd
 grep -q '^flags.* vmx' /proc/cpuinfo && mod=kvm-intel
 for m in irqbypass kvm $mod; do insmod /tsvmm/modules/$m.ko || echo "TSVMM-L1 insmod $m failed"; done
 if [ -c /dev/kvm ]; then
-  echo "${NESTED_MARKERS.kvm}ok module=$mod uptime=$(cut -d' ' -f1 /proc/uptime)"
+  # L1 booted with maxcpus=1: the modules are in and the anchor VM is open (see
+  # kvm-anchor.c) before the other CPUs come online, so no later VM start or end
+  # patches kernel text while another L1 vCPU runs.
+  /tsvmm/kvm-anchor >/tmp/anchor.log 2>&1 &
+  i=0; while ! grep -q ready /tmp/anchor.log && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+  anchor=ok; grep -q ready /tmp/anchor.log || anchor=failed
+  for c in /sys/devices/system/cpu/cpu*/online; do [ -e "$c" ] && echo 1 > "$c"; done
+  # Where L1's modules are: a guest vCPU found at one of these addresses was handed L1 state.
+  while read -r name size _ _ _ addr; do echo "${NESTED_MARKERS.module}$name $addr $size"; done < /proc/modules
+  echo "${NESTED_MARKERS.kvm}ok module=$mod cpus=$(grep -c ^processor /proc/cpuinfo) anchor=$anchor uptime=$(cut -d' ' -f1 /proc/uptime)"
+  [ $anchor = ok ] || { echo "TSVMM-L1 kvm-anchor: $(cat /tmp/anchor.log)"; }
   . /tsvmm/job.sh
 else
   echo "${NESTED_MARKERS.kvm}missing module=$mod"
@@ -204,6 +255,22 @@ function findModule(modulesDir: string, name: string): string {
   throw new TestGuestsError("DownloadFailed", `${name}.ko is not in ${modulesDir}`);
 }
 
+const ANCHOR_SOURCE = fileURLToPath(new URL("../nested/kvm-anchor.c", import.meta.url));
+
+/** Builds nested/kvm-anchor.c (static, so L1 needs no libc) into the cache, keyed by its source. */
+function buildAnchor(): string {
+  const src = readFileSync(ANCHOR_SOURCE);
+  const out = join(cacheDir("nested", "anchor"), `kvm-anchor-${createHash("sha256").update(src).digest("hex").slice(0, 16)}`);
+  if (existsSync(out)) return out;
+  const tmp = `${out}.tmp-${process.pid}`;
+  const r = spawnSync("gcc", ["-static", "-O2", "-Wall", "-Werror", "-o", tmp, ANCHOR_SOURCE], { encoding: "utf8" });
+  if (r.error || r.status !== 0) {
+    throw new TestGuestsError("MissingTool", `gcc -static could not build ${ANCHOR_SOURCE}: ${r.error?.message ?? r.stderr.trim()}`);
+  }
+  renameSync(tmp, out);
+  return out;
+}
+
 /** The base layer: busybox-static, /init and the KVM modules (decompressed) of the L1 kernel. */
 async function baseLayer(k: DebianKernel, busybox = "/bin/busybox"): Promise<Layer> {
   if (!existsSync(busybox)) throw new TestGuestsError("MissingTool", `${busybox} not found: install busybox-static (scripts/setup.sh)`);
@@ -211,6 +278,7 @@ async function baseLayer(k: DebianKernel, busybox = "/bin/busybox"): Promise<Lay
   const entries: LayerEntry[] = [
     { path: "/bin/busybox", from: busybox, mode: 0o755 },
     { path: "/init", content: L1_INIT, mode: 0o755 },
+    { path: "/tsvmm/kvm-anchor", from: buildAnchor(), mode: 0o755 },
   ];
   for (const m of ["irqbypass", "kvm", "kvm-amd", "kvm-intel"]) {
     const out = join(dir, `${m}.ko`);
@@ -268,7 +336,8 @@ function jobScript(steps: readonly Prepared[], nonce: string): string {
       `echo "${M.begin}${id} uptime=$(cut -d' ' -f1 /proc/uptime)"`,
       `${cmd} </dev/null >/tmp/fifo-${i} 2>/tmp/err-${i} &`,
       `pid=$!`,
-      `( sleep ${secs}; [ -e /tmp/done-${i} ] || { echo timeout > /tmp/why-${i}; ${kill}; } ) >/dev/null 2>&1 &`,
+      // At the timeout the VMM gets SIGTERM first (ours then says where each vCPU was), SIGKILL 5 s later.
+      `( sleep ${secs}; [ -e /tmp/done-${i} ] || { echo timeout > /tmp/why-${i}; { kill -TERM -$pid || kill -TERM $pid; } 2>/dev/null; sleep 5; ${kill}; } ) >/dev/null 2>&1 &`,
       `while IFS= read -r l || [ -n "$l" ]; do`,
       `  printf '%s\\n' "$l"`,
       ...(stop !== undefined
@@ -341,6 +410,12 @@ export class L1Parser {
   initMs: number | null = null;
   kvmMs: number | null = null;
   kvmMissing = false;
+  /** L1 CPUs online once /init brought them up, from the kvm marker (null before it). */
+  l1Cpus: number | null = null;
+  /** False if L1's kvm-anchor could not open its VM (see nested/kvm-anchor.c). */
+  anchorOk = true;
+  /** L1's loaded modules (name, start address, size), as /init listed them. */
+  readonly l1Modules: L1Module[] = [];
   done = false;
   /** Guest steps whose start marker was seen. */
   started = 0;
@@ -412,8 +487,15 @@ export class L1Parser {
     let rest: string | null;
     if (at(M.up) !== null) this.initMs ??= now - this.t0;
     else if ((rest = at(M.kvm)) !== null) {
-      if (rest.startsWith("ok")) this.kvmMs = now - this.t0;
-      else this.kvmMissing = true;
+      if (rest.startsWith("ok")) {
+        this.kvmMs = now - this.t0;
+        const cpus = /\bcpus=(\d+)/.exec(rest);
+        if (cpus) this.l1Cpus = Number(cpus[1]);
+        if (/\banchor=failed\b/.test(rest)) this.anchorOk = false;
+      } else this.kvmMissing = true;
+    } else if ((rest = at(M.module)) !== null) {
+      const m = /^(\S+) 0x([0-9a-f]+) (\d+)/.exec(rest);
+      if (m) this.l1Modules.push({ name: m[1]!, start: BigInt(`0x${m[2]!}`), size: Number(m[3]) });
     } else if (at(M.done) !== null) this.done = true;
     else if ((rest = at(M.begin)) !== null) {
       const [i, n] = (rest.split(" ")[0] ?? "").split("#");
@@ -423,6 +505,11 @@ export class L1Parser {
       const [i, n] = rest.trim().split("#");
       if (n === this.nonce) this.log = { i: Number(i), lines: [] };
     }
+  }
+
+  /** The guest block open now: its step index and the host time its start marker arrived. */
+  current(): { readonly i: number; readonly t0: number } | null {
+    return this.cur ? { i: this.cur.i, t0: this.cur.t0 } : null;
   }
 
   /** The lines of guest `i` if its block never ended. */
@@ -490,7 +577,7 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
     for (const d of g.devices ?? []) if (d.kind === "blk") blkFiles.add(resolve(d.path));
   }
 
-  const timeoutMs = options.timeoutMs ?? 150_000 + steps.reduce((a, s) => a + s.timeoutMs + 5_000, 0);
+  const timeoutMs = options.timeoutMs ?? 150_000 + steps.reduce((a, s) => a + s.timeoutMs + 10_000, 0);
   checkInt("timeoutMs", timeoutMs, 1000, 4 * 3_600_000);
 
   // Layers: big and stable first, per-run last.
@@ -561,6 +648,21 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
         timedOut = true;
         killGroup(c);
       }, timeoutMs);
+      // L1's own watchdog ends each guest at its timeout (SIGTERM, SIGKILL 5 s later). A block
+      // still open well past that means L1 itself stopped (seen once in ~20 guest runs under
+      // QEMU 7.2's multi-threaded TCG: its console and timers froze): kill it now rather than at
+      // the overall limit.
+      let frozen: string | null = null;
+      const watchdog = setInterval(() => {
+        const cur = parser.current();
+        const step = cur ? steps[cur.i] : undefined;
+        if (!cur || !step) return;
+        const over = performance.now() - cur.t0 - step.timeoutMs;
+        if (over > L1_FREEZE_GRACE_MS) {
+          frozen = `L1 stopped responding: guest ${step.guest.name} had no end marker ${Math.round((step.timeoutMs + over) / 1000)} s after it started (its limit: ${step.timeoutMs / 1000} s); killed`;
+          killGroup(c);
+        }
+      }, 1000);
       let code: number | null;
       let signal: NodeJS.Signals | null;
       try {
@@ -570,6 +672,7 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
         });
       } finally {
         clearTimeout(timer);
+        clearInterval(watchdog);
       }
       const wallMs = performance.now() - t0;
       parser.finish();
@@ -621,9 +724,13 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
         continue;
       }
       let problem: string | null = null;
-      if (timedOut) problem = `L1 did not finish within ${timeoutMs} ms (killed)`;
+      if (frozen !== null) problem = frozen;
+      else if (timedOut) problem = `L1 did not finish within ${timeoutMs} ms (killed)`;
       else if (parser.initMs === null) problem = `L1 never ran /init (QEMU exit ${String(code ?? signal)})`;
       else if (parser.kvmMissing || parser.kvmMs === null) problem = "/dev/kvm did not appear in L1 (kvm modules failed to load)";
+      else if (!parser.anchorOk) problem = "L1's kvm-anchor could not open its VM (see its line on the L1 console)";
+      else if (parser.l1Cpus !== null && parser.l1Cpus !== l1Vcpus) problem = `L1 brought ${parser.l1Cpus} of its ${l1Vcpus} CPUs online`;
+      else if (L1_KERNEL_FAULT.test(parser.serial)) problem = `L1's kernel failed: ${L1_KERNEL_FAULT.exec(parser.serial)![0]}`;
       else if (!parser.done) problem = `L1 stopped before its /init finished (QEMU exit ${String(code ?? signal)})`;
       return {
         guests,
@@ -633,6 +740,7 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
         wallMs,
         l1InitMs: parser.initMs,
         l1KvmMs: parser.kvmMs,
+        l1Modules: parser.l1Modules,
         timedOut,
         image: { layers: files.map(layerLabel), bytes },
         l1Attempts: attempt + 1,

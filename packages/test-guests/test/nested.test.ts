@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, describe, expect, it } from "vitest";
-import { L1Parser, l1PanickedEarly } from "../src/nested.js";
+import { guestHasL1State, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly } from "../src/nested.js";
 import {
   buildLayer,
   concatLayers,
@@ -163,6 +163,35 @@ describe("L1Parser (the console protocol of L1's /init)", () => {
     expect(p.ends.has(1)).toBe(false);
     expect(p.unfinished(1)?.lines.map((l) => l.text)).toEqual(["half a line"]);
   });
+  it("reads the L1 CPUs brought online, the anchor's state and L1's modules", () => {
+    const ok = new L1Parser(0, "n");
+    ok.push(`${M.module}kvm_amd 0xffffffffc04a0000 200704\n${M.module}kvm 0xffffffffc0100000 1400832\n`, 5);
+    ok.push(`${M.kvm}ok module=kvm-amd cpus=2 anchor=ok uptime=3.1\n`, 10);
+    expect(ok.l1Cpus).toBe(2);
+    expect(ok.anchorOk).toBe(true);
+    expect(ok.l1Modules).toEqual([
+      { name: "kvm_amd", start: 0xffffffffc04a0000n, size: 200704 },
+      { name: "kvm", start: 0xffffffffc0100000n, size: 1400832 },
+    ]);
+    const bad = new L1Parser(0, "n");
+    bad.push(`${M.kvm}ok module=kvm-amd cpus=1 anchor=failed uptime=3.1\n`, 10);
+    expect(bad.l1Cpus).toBe(1);
+    expect(bad.anchorOk).toBe(false);
+  });
+  it("guestHasL1State: a guest vCPU stopped inside an L1 module is the emulator's fault; elsewhere it is not", () => {
+    const run = { l1Modules: [{ name: "kvm_amd", start: 0xffffffffc04a0000n, size: 0x31000 }] };
+    const at = (rip: string): { vmmLog: string } => ({ vmmLog: `ts-vmm: stopped by SIGTERM\nts-vmm: vCPU 0: rip=0xffffffff81000000 rflags=0x2\nts-vmm: vCPU 1: rip=${rip} rflags=0x10246` });
+    expect(guestHasL1State(run, at("0xffffffffc04c45b0"))).toBe("vCPU 1 of the guest was at 0xffffffffc04c45b0, inside L1's kvm_amd");
+    expect(guestHasL1State(run, at("0xffffffffc04d1000"))).toBeNull(); // one past the end
+    expect(guestHasL1State(run, at("0xffffffffc049ffff"))).toBeNull();
+    expect(guestHasL1State(run, { vmmLog: "" })).toBeNull();
+    expect(guestHasL1State({ l1Modules: [] }, at("0xffffffffc04c45b0"))).toBeNull();
+  });
+  it("L1_KERNEL_FAULT matches L1's own oops (the i440FX machine), not a guest's", () => {
+    expect(L1_KERNEL_FAULT.test("[ 33.8] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2\n")).toBe(true);
+    expect(L1_KERNEL_FAULT.test("[ 0.1] DMI not present or invalid.\n[ 2.4] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/fpu/xstate.c:605\n")).toBe(false);
+    expect(L1_KERNEL_FAULT.test("Hardware name: QEMU Standard PC (microvm)")).toBe(false);
+  });
   it("sees a missing /dev/kvm and the final marker", () => {
     const p = new L1Parser(0, "n");
     p.push(`${M.up}\n${M.kvm}missing module=kvm-amd\n${M.done}\n`, 10);
@@ -189,18 +218,25 @@ describeWith({ tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zst
       guests: [
         { name: "exit3", vmm: shellLauncher("echo out-1; echo err-1 >&2; printf tail; exit 3"), kernel: dummy, timeoutMs: 20_000 },
         { name: "hang", vmm: shellLauncher("echo started; sleep 600"), kernel: dummy, timeoutMs: 2_000 },
+        // Ignores the SIGTERM sent at the timeout: SIGKILL follows 5 s later.
+        { name: "deaf", vmm: shellLauncher("trap '' TERM; echo deaf; sleep 600"), kernel: dummy, timeoutMs: 2_000 },
         { name: "stop", vmm: shellLauncher("echo a; echo STOP-HERE now; sleep 600"), kernel: dummy, stopOnSerial: "STOP-HERE", timeoutMs: 20_000 },
         { name: "kvm", vmm: shellLauncher("ls -l /dev/kvm; grep -c svm /proc/cpuinfo"), kernel: dummy, timeoutMs: 20_000 },
       ],
     });
     expect(run.problem, run.l1Serial.slice(-2000) + run.l1Log).toBeNull();
-    const [a, b, c, d] = run.guests;
+    const [a, b, deaf, c, d] = run.guests;
     // The status alone decodes as 3, but the "guest" printed no RESULT exit= line: no verdict (runGuest's rule).
     expect(a).toMatchObject({ end: "exit", status: 3, vmmExitValue: 3, guestExit: null, exitCode: null, vmmLog: "err-1" });
     expect(a!.lines.map((l) => l.text)).toEqual(["out-1", "tail"]);
-    expect(b).toMatchObject({ end: "timeout", status: 137, timedOut: true, exitCode: null });
+    // At the timeout the VMM gets SIGTERM (status 128+15)...
+    expect(b).toMatchObject({ end: "timeout", status: 143, timedOut: true, exitCode: null });
     expect(b!.serial).toBe("started");
     expect(b!.wallMs).toBeGreaterThanOrEqual(1500);
+    // ...and SIGKILL 5 s later if it is still there.
+    expect(deaf).toMatchObject({ end: "timeout", status: 137, timedOut: true });
+    expect(deaf!.serial).toBe("deaf");
+    expect(deaf!.wallMs).toBeGreaterThanOrEqual(6500);
     expect(c).toMatchObject({ end: "marker", stoppedOnSerial: true });
     expect(c!.wallMs).toBeLessThan(15_000);
     expect(d).toMatchObject({ end: "exit", status: 0 });
