@@ -11,6 +11,7 @@ import {
   linuxGuest,
   runGuest,
   runNestedUntilSound,
+  guestHasL1State,
   dataDisk,
   type DataDisk,
   type DeviceKind,
@@ -68,6 +69,14 @@ describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb"] }, "Debian 6.12 kernel 
  * CLI from the built workspace (dist/ and the addon) with 1 and 2 vCPUs.
  */
 const FULL_CMDLINE = "console=ttyS0 rdinit=/init panic=-1";
+/**
+ * The nested tier's 2-vCPU boots run quiet: with two L2 vCPUs running at once,
+ * QEMU 7.2's multi-threaded TCG sometimes hands an L2 vCPU L1's state (see
+ * test-guests' guestHasL1State), and the chance grows with the VM exits; the
+ * kernel's ~15 KB of boot messages cost ~30 000 port exits on a 16550A. The
+ * 1-vCPU boot keeps every message (the serial path at volume).
+ */
+const QUIET_CMDLINE = `${FULL_CMDLINE} quiet`;
 const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
 /**
  * Inside L1 each guest is killed after this: QEMU+KVM reaches the shell in 25-55 s there
@@ -91,7 +100,7 @@ function devicesFor(disk: string): DeviceSpec[] {
   );
 }
 
-function checkFullBoot(r: GuestRun, g: LinuxGuest, vcpus: number, devices: readonly DeviceSpec[], token: string, poweredOff: boolean): void {
+function checkFullBoot(r: GuestRun, g: LinuxGuest, vcpus: number, devices: readonly DeviceSpec[], token: string, poweredOff: boolean, quiet = false): void {
   const why = `last output:\n${r.serial.slice(-3000)}\n--- vmm:\n${r.vmmLog}`;
   expect(r.serial, why).toContain(`${INIT_MARKER}-SHELL`);
   const line = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.text ?? "";
@@ -102,7 +111,7 @@ function checkFullBoot(r: GuestRun, g: LinuxGuest, vcpus: number, devices: reado
   const flags = cpu.split(/\s+/);
   expect(flags, cpu).toContain("hypervisor");
   expect(flags, cpu).toContain("x2apic");
-  if (vcpus > 1) expect(r.serial).toMatch(new RegExp(`smp: Brought up 1 node, ${vcpus} CPUs`));
+  if (vcpus > 1 && !quiet) expect(r.serial).toMatch(new RegExp(`smp: Brought up 1 node, ${vcpus} CPUs`));
   // With virtio-blk, /init mounts its ext2 disk and prints the file on it.
   if (devices.some((d) => d.kind === "blk")) expect(r.lines.map((l) => l.text)).toContain(`${DISK_MARKER} ${token}`);
   // `poweroff -f` in the guest ends the VMM with status 0.
@@ -147,9 +156,11 @@ if (hostHasVirtualizationExtensions()) {
         g = await linuxGuest();
         disk = await dataDisk(token);
         devices = devicesFor(disk.path);
-        // Retried once only when the environment failed: an L1 problem, or the QEMU reference
-        // not reaching the shell (seen: QEMU's own 2-vCPU L2 reset mid-boot under MTTCG).
-        // A failure of ours alone is never retried.
+        // Retried (at most three runs) only when the environment failed: an L1 problem (its
+        // kernel's own oops included), the QEMU reference not reaching the shell (seen: QEMU's
+        // own 2-vCPU L2 reset mid-boot under MTTCG), or one of our guests stopped with a vCPU
+        // inside L1's modules (the emulator handed it L1's state). Any other failure of ours
+        // is never retried.
         let discarded: readonly string[];
         ({ run, discarded } = await runNestedUntilSound({
           l1Vcpus: 2,
@@ -158,18 +169,21 @@ if (hostHasVirtualizationExtensions()) {
             // The reference: QEMU microvm with KVM, same L1, same guest, every device (ACPI on:
             // this kernel finds virtio-mmio devices only through the DSDT).
             {
-              name: "qemu-2", vmm: "qemu", kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
+              name: "qemu-2", vmm: "qemu", kernel: g.bzImage, initrd: g.initramfs, cmdline: QUIET_CMDLINE,
               memMiB: 256, vcpus: 2, devices: referenceDevices(disk.path), timeoutMs: NESTED_REFERENCE_TIMEOUT_MS,
               extraArgs: ["-M", "acpi=on", "-no-reboot"],
             },
             ...VCPU_COUNTS.map((vcpus) => ({
-              name: `ours-${vcpus}`, vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: FULL_CMDLINE,
+              name: `ours-${vcpus}`, vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: vcpus > 1 ? QUIET_CMDLINE : FULL_CMDLINE,
               memMiB: 256, vcpus, devices, timeoutMs: NESTED_GUEST_TIMEOUT_MS,
             })),
           ],
-        }, (x) => x.problem ?? (x.guests.find((y) => y.name === "qemu-2")?.serial.includes(`${INIT_MARKER}-SHELL`) ? null : "the QEMU reference did not reach the shell")));
+        }, (x) => x.problem
+          ?? (x.guests.find((y) => y.name === "qemu-2")?.serial.includes(`${INIT_MARKER}-SHELL`) ? null : "the QEMU reference did not reach the shell")
+          ?? x.guests.map((y) => guestHasL1State(x, y)).find((why) => why !== null)
+          ?? null, 3));
         if (discarded.length > 0) console.warn(`[nested] discarded runs: ${discarded.join("; ")}`);
-      }, 2 * (150_000 + NESTED_REFERENCE_TIMEOUT_MS + VCPU_COUNTS.length * (NESTED_GUEST_TIMEOUT_MS + 5_000) + 30_000)); // at most two L1 runs
+      }, 3 * (150_000 + NESTED_REFERENCE_TIMEOUT_MS + VCPU_COUNTS.length * (NESTED_GUEST_TIMEOUT_MS + 10_000) + 30_000)); // at most three L1 runs
       afterAll(() => disk?.remove());
       const guest = (name: string): NestedGuestRun => {
         const r = run.guests.find((x) => x.name === name);
@@ -190,7 +204,7 @@ if (hostHasVirtualizationExtensions()) {
 
       it("the same checks pass for QEMU microvm+KVM in the same L1 (so they can pass, and give the time to beat)", () => {
         const r = guest("qemu-2");
-        checkFullBoot(r, g, 2, referenceDevices(disk!.path), token, r.end === "exit" && r.status === 0);
+        checkFullBoot(r, g, 2, referenceDevices(disk!.path), token, r.end === "exit" && r.status === 0, true);
         const t = r.lines.find((l) => l.text.startsWith(INIT_MARKER))?.tMs ?? NaN;
         console.log(`[qemu nested] 2 vCPUs: /init marker after ${(t / 1000).toFixed(1)} s, powered off after ${(r.wallMs / 1000).toFixed(1)} s`);
       });
@@ -198,7 +212,7 @@ if (hostHasVirtualizationExtensions()) {
       VCPU_COUNTS.forEach((vcpus) => {
         it(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, () => {
           const r = guest(`ours-${vcpus}`);
-          checkFullBoot(r, g, vcpus, devices, token, r.end === "exit" && r.status === 0);
+          checkFullBoot(r, g, vcpus, devices, token, r.end === "exit" && r.status === 0, vcpus > 1);
         });
       });
     },
