@@ -1,18 +1,26 @@
 // Entry point of a vCPU's worker thread: runs KVM_RUN in a loop and serves the
-// exits that need user space. Port I/O devices live here (the 16550A, the
-// i8042, the ACPI sleep/reset registers and the debug-exit port) so a PIO exit
-// costs no thread hop; the UART's and i8042's registers are in shared memory,
-// the same device for every vCPU. Serial output goes to the main thread after
+// exits that need user space. Port I/O devices (from @ts-vmm/virtio-devices/legacy)
+// live here (the 16550A, the i8042, the ACPI sleep/reset registers and the
+// debug-exit port) so a PIO exit costs no thread hop; the UART's and i8042's
+// registers are in shared memory, the same device for every vCPU. Serial output goes to the main thread after
 // each exit that produced some.
 import { writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
-import { ACPI_PM_PORT, ACPI_PM_PORTS, AcpiPm, type AcpiPmEvent } from "./devices/acpi-pm.js";
-import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
-import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from "./devices/i8042.js";
+import {
+  ACPI_PM_PORT,
+  ACPI_PM_PORTS,
+  AcpiPm,
+  type AcpiPmEvent,
+  DEBUG_EXIT_PORT,
+  DebugExit,
+  I8042,
+  I8042_COMMAND_PORT,
+  I8042_DATA_PORT,
+  PioBus,
+  Serial16550,
+} from "@ts-vmm/virtio-devices/legacy";
 import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
-import { PioBus } from "./devices/pio-bus.js";
-import { Serial16550 } from "./devices/serial.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult } from "./run-result.js";
