@@ -6,7 +6,7 @@ import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
-import { i8042State, Serial16550, serialState } from "@ts-vmm/virtio-devices/legacy";
+import { I8042, i8042State, Serial16550, serialState } from "@ts-vmm/virtio-devices/legacy";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
@@ -176,8 +176,8 @@ const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
  * A virtual machine: guest memory, the loaded kernel, the in-kernel irqchip
  * and PIT (reinjection off), and N vCPUs, each in its own worker thread, with
  * the legacy devices a PC's Linux expects: a 16550A on COM1 (IRQ 4), an
- * i8042 (IRQ 1, reset), the HW-reduced ACPI sleep and reset registers, and the
- * debug-exit port. The end of one vCPU (debug-exit, power-off, reset, a triple
+ * i8042 (IRQ 1, reset, Ctrl-Alt-Del injection), the HW-reduced ACPI sleep and
+ * reset registers, and the debug-exit port (all from @ts-vmm/virtio-devices/legacy). The end of one vCPU (debug-exit, power-off, reset, a triple
  * fault, an error) stops all of them.
  */
 export class Vmm {
@@ -189,6 +189,8 @@ export class Vmm {
   readonly #stop = new SharedArrayBuffer(4);
   readonly #serialState = serialState();
   readonly #i8042State = i8042State();
+  /** The main thread's view of the i8042: injected keys go in here. */
+  readonly #i8042: I8042;
   /** The main thread's view of the UART: host input goes in here. */
   readonly #serial: Serial16550;
   /** Host input the receive FIFO had no room for yet. */
@@ -230,6 +232,11 @@ export class Vmm {
     this.#serial = new Serial16550(this.#serialState, {
       out: () => {}, // the main thread never writes THR
       irq: (level) => { if (level && !serialIrq.closed) serialIrq.write(1); },
+    }, false);
+    const kbdIrq = irqs[1]!;
+    this.#i8042 = new I8042(this.#i8042State, {
+      reset: () => {}, // only guest writes (in the workers) reset
+      kbdIrq: () => { if (!kbdIrq.closed) kbdIrq.write(1); },
     }, false);
   }
 
@@ -367,6 +374,19 @@ export class Vmm {
     if (this.#released || bytes.byteLength === 0) return;
     this.#rxQueue.push(Uint8Array.from(bytes));
     this.#feed();
+  }
+
+  /**
+   * Presses and releases Ctrl-Alt-Del on the i8042 keyboard (IRQ 1), as a
+   * user at the console would: Linux reboots (or signals init, per its
+   * ctrl-alt-del setting) and the run ends with `Reset` when it resets
+   * through the i8042 or the ACPI reset register. Returns false if nothing was
+   * injected: the guest disabled the keyboard, its output queue is full, or
+   * the VM is closed.
+   */
+  sendCtrlAltDel(): boolean {
+    if (this.#released) return false;
+    return this.#i8042.ctrlAltDel();
   }
 
   #feed(): void {

@@ -80,6 +80,27 @@ describeWith({ kvm: true }, "legacy devices on KVM", () => {
     rmSync(dir, { recursive: true, force: true });
   }, 30_000);
 
+  it("Ctrl-Alt-Del injected on the main thread reaches the guest's i8042 polling loop (set 1 codes)", async () => {
+    // Poll the status port for OBF, read the data port until Del's make code (0x53), exit with it.
+    const code = [
+      0xe4, 0x64, //  0: in al, 0x64
+      0xa8, 0x01, //  2: test al, 1
+      0x74, 0xfa, //  4: jz 0
+      0xe4, 0x60, //  6: in al, 0x60
+      0x3c, 0x53, //  8: cmp al, 0x53
+      0x75, 0xf4, // 10: jne 0
+      0xe6, 0xf4, // 12: out 0xf4, al
+      0xeb, 0xfe,
+    ];
+    const vmm = Vmm.create({ kernel: rawElf(code), memMiB: 16 });
+    const p = vmm.run({ serial: () => {} });
+    expect(vmm.sendCtrlAltDel()).toBe(true);
+    const r = await p;
+    vmm.close();
+    expect(r).toMatchObject({ reason: "DebugExit", guestExitValue: 0x53 });
+    expect(vmm.sendCtrlAltDel()).toBe(false); // closed
+  }, 30_000);
+
   it("ACPI S5 powers off (CLI status 0), the ACPI reset register and the i8042 reset", async () => {
     const run = async (code: number[]): Promise<{ reason: string; detail: string | undefined }> => {
       const vmm = Vmm.create({ kernel: rawElf(code), memMiB: 16 });

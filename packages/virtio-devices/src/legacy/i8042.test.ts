@@ -51,4 +51,40 @@ describe("I8042", () => {
     k.write(0, b(0x03));
     expect(resets).toEqual([1, 1]);
   });
+
+  it("injects Ctrl-Alt-Del as set 1 make and break codes with one interrupt per byte", () => {
+    const { k, irqs } = kbc();
+    expect(k.ctrlAltDel()).toBe(true);
+    expect(irqs).toEqual([1]);
+    const got: number[] = [];
+    while (rd(k, 4) & 1) got.push(rd(k, 0));
+    expect(got).toEqual([0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d]);
+    expect(irqs.length).toBe(8);
+  });
+
+  it("injects set 2 codes with translation off, no interrupt with KBDINT off, nothing while the keyboard is disabled", () => {
+    const { k, irqs } = kbc();
+    k.write(4, b(0x60));
+    k.write(0, b(0x04)); // SYS only: no translation, no keyboard interrupt
+    expect(k.ctrlAltDel()).toBe(true);
+    expect(irqs).toEqual([]);
+    const got: number[] = [];
+    while (rd(k, 4) & 1) got.push(rd(k, 0));
+    expect(got).toEqual([0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14]);
+    k.write(4, b(0xad));
+    expect(k.ctrlAltDel()).toBe(false);
+    expect(rd(k, 4) & 1).toBe(0);
+    k.write(4, b(0xae));
+    expect(k.ctrlAltDel()).toBe(true);
+  });
+
+  it("does not split a sequence when the output queue is short of room", () => {
+    const { k } = kbc();
+    expect(k.ctrlAltDel()).toBe(true);
+    expect(k.ctrlAltDel()).toBe(true); // 16 bytes: full
+    expect(k.ctrlAltDel()).toBe(false);
+    let n = 0;
+    while (rd(k, 4) & 1) { rd(k, 0); n++; }
+    expect(n).toBe(16);
+  });
 });
