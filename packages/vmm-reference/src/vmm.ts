@@ -6,7 +6,7 @@ import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
-import { I8042, i8042State, Serial16550, serialState } from "@ts-vmm/virtio-devices/legacy";
+import { BootTimer, bootTimerState, I8042, i8042State, Serial16550, serialState, type BootTimerReport } from "@ts-vmm/virtio-devices/legacy";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
@@ -177,8 +177,9 @@ const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
  * and PIT (reinjection off), and N vCPUs, each in its own worker thread, with
  * the legacy devices a PC's Linux expects: a 16550A on COM1 (IRQ 4), an
  * i8042 (IRQ 1, reset, Ctrl-Alt-Del injection), the HW-reduced ACPI sleep and
- * reset registers, and the debug-exit port (all from @ts-vmm/virtio-devices/legacy). The end of one vCPU (debug-exit, power-off, reset, a triple
- * fault, an error) stops all of them.
+ * reset registers, the debug-exit port and the boot-timer port (all from
+ * @ts-vmm/virtio-devices/legacy). The end of one vCPU (debug-exit, power-off,
+ * reset, a triple fault, an error) stops all of them.
  */
 export class Vmm {
   readonly #kvm: Kvm;
@@ -191,6 +192,9 @@ export class Vmm {
   readonly #i8042State = i8042State();
   /** The main thread's view of the i8042: injected keys go in here. */
   readonly #i8042: I8042;
+  readonly #bootTimerState = bootTimerState();
+  /** The main thread's view of the boot timer (the workers record into the same list). */
+  readonly #bootTimer = new BootTimer(this.#bootTimerState, { canWait: false });
   /** The main thread's view of the UART: host input goes in here. */
   readonly #serial: Serial16550;
   /** Host input the receive FIFO had no room for yet. */
@@ -389,6 +393,16 @@ export class Vmm {
     return this.#i8042.ctrlAltDel();
   }
 
+  /**
+   * The milestones the guest marked on the boot-timer port (0x440, see
+   * `BootTimer` in @ts-vmm/virtio-devices): each 1-, 2- or 4-byte write with
+   * its host time in microseconds since {@link Vmm.run} started; at most 64,
+   * later writes counted in `dropped`. Empty before the run.
+   */
+  bootMilestones(): BootTimerReport {
+    return this.#bootTimer.report();
+  }
+
   #feed(): void {
     while (this.#rxQueue.length > 0 && !this.#released) {
       const head = this.#rxQueue[0]!;
@@ -414,6 +428,7 @@ export class Vmm {
     const workers: Worker[] = [];
     this.#workers = workers;
     this.#running = true;
+    this.#bootTimer.restart();
     return new Promise<RunResult>((resolve) => {
       let first: RunResult | undefined;
       const exits: Record<string, number> = {};
@@ -459,6 +474,7 @@ export class Vmm {
           serialOut: this.#serialOut.buffer,
           serial: this.#serialState,
           i8042: this.#i8042State,
+          bootTimer: this.#bootTimerState,
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,
