@@ -146,7 +146,6 @@ export class BootTimer implements PioDevice {
     }
     let value = 0;
     for (let i = width - 1; i >= 0; i--) value = value * 256 + (data[i] ?? 0);
-    const now = this.#clock();
     this.#lock.with(() => {
       const s = this.#s;
       const n = s[S_COUNT]!;
@@ -154,7 +153,8 @@ export class BootTimer implements PioDevice {
         s[S_DROPPED] = (s[S_DROPPED]! + 1) | 0;
         return;
       }
-      const micros = now - this.#f[F_ORIGIN]!;
+      // Read under the lock, so that the list's order is the order of the times (vCPUs race here).
+      const micros = this.#clock() - this.#f[F_ORIGIN]!;
       const e = (HEADER_BYTES + n * ENTRY_BYTES) / 4;
       this.#f[e / 2] = Number.isFinite(micros) && micros > 0 ? micros : 0;
       this.#u[e + 2] = value;
