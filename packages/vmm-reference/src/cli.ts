@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { UsageError, parseCommand, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue } from "./cli-args.js";
 import { liveCpuFeatureReport } from "./cpu/command.js";
 import { formatCpuFeatureReport } from "./cpu/report.js";
-import { debugExitStatus } from "./devices/debug-exit.js";
+import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { Vmm } from "./vmm.js";

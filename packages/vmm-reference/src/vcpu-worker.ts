@@ -1,18 +1,30 @@
 // Entry point of a vCPU's worker thread: runs KVM_RUN in a loop and serves the
-// exits that need user space. Port I/O devices live here (the 16550A, the
-// i8042, the ACPI sleep/reset registers and the debug-exit port) so a PIO exit
-// costs no thread hop; the UART's and i8042's registers are in shared memory,
+// exits that need user space. Port I/O devices (from @ts-vmm/virtio-devices/legacy)
+// live here (the 16550A, the i8042, the ACPI sleep/reset registers, the
+// debug-exit port and the boot timer) so a PIO exit costs no thread hop; the
+// UART's and i8042's registers and the boot timer's list are in shared memory,
 // the same device for every vCPU. Serial output goes to the main thread after
 // each exit that produced some.
 import { writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
-import { ACPI_PM_PORT, ACPI_PM_PORTS, AcpiPm, type AcpiPmEvent } from "./devices/acpi-pm.js";
-import { DEBUG_EXIT_PORT, DebugExit } from "./devices/debug-exit.js";
-import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from "./devices/i8042.js";
+import {
+  ACPI_PM_PORT,
+  ACPI_PM_PORTS,
+  AcpiPm,
+  type AcpiPmEvent,
+  BOOT_TIMER_PORT,
+  BOOT_TIMER_PORTS,
+  BootTimer,
+  DEBUG_EXIT_PORT,
+  DebugExit,
+  I8042,
+  I8042_COMMAND_PORT,
+  I8042_DATA_PORT,
+  PioBus,
+  Serial16550,
+} from "@ts-vmm/virtio-devices/legacy";
 import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
-import { PioBus } from "./devices/pio-bus.js";
-import { Serial16550 } from "./devices/serial.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult, VcpuEndState } from "./run-result.js";
@@ -28,6 +40,8 @@ export interface VcpuWorkerData {
   readonly serial: SharedArrayBuffer;
   /** The i8042's shared registers (i8042State()). */
   readonly i8042: SharedArrayBuffer;
+  /** The boot timer's shared milestone list (bootTimerState()). */
+  readonly bootTimer: SharedArrayBuffer;
   /** irqfd (an eventfd number) of IRQ 4, COM1. */
   readonly serialIrqFd: number;
   /** irqfd of IRQ 1, the keyboard. */
@@ -107,6 +121,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     pmSource = e === "PowerOff" ? "ACPI S5 (SLP_EN, SLP_TYP 5)" : "the ACPI reset register";
   }));
   bus.insert(DEBUG_EXIT_PORT, 4, new DebugExit((v) => { debugValue = v; }));
+  bus.insert(BOOT_TIMER_PORT, BOOT_TIMER_PORTS, new BootTimer(data.bootTimer));
 
   const endState = (): VcpuEndState => {
     let rip = "unknown", rflags = "unknown", cr0 = "unknown", mpState: number | null = null;

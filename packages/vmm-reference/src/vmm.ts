@@ -6,8 +6,7 @@ import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
-import { i8042State } from "./devices/i8042.js";
-import { Serial16550, serialState } from "./devices/serial.js";
+import { BootTimer, bootTimerState, I8042, i8042State, Serial16550, serialState, type BootTimerReport } from "@ts-vmm/virtio-devices/legacy";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
@@ -177,9 +176,10 @@ const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
  * A virtual machine: guest memory, the loaded kernel, the in-kernel irqchip
  * and PIT (reinjection off), and N vCPUs, each in its own worker thread, with
  * the legacy devices a PC's Linux expects: a 16550A on COM1 (IRQ 4), an
- * i8042 (IRQ 1, reset), the HW-reduced ACPI sleep and reset registers, and the
- * debug-exit port. The end of one vCPU (debug-exit, power-off, reset, a triple
- * fault, an error) stops all of them.
+ * i8042 (IRQ 1, reset, Ctrl-Alt-Del injection), the HW-reduced ACPI sleep and
+ * reset registers, the debug-exit port and the boot-timer port (all from
+ * @ts-vmm/virtio-devices/legacy). The end of one vCPU (debug-exit, power-off,
+ * reset, a triple fault, an error) stops all of them.
  */
 export class Vmm {
   readonly #kvm: Kvm;
@@ -190,6 +190,11 @@ export class Vmm {
   readonly #stop = new SharedArrayBuffer(4);
   readonly #serialState = serialState();
   readonly #i8042State = i8042State();
+  /** The main thread's view of the i8042: injected keys go in here. */
+  readonly #i8042: I8042;
+  readonly #bootTimerState = bootTimerState();
+  /** The main thread's view of the boot timer (the workers record into the same list). */
+  readonly #bootTimer = new BootTimer(this.#bootTimerState, { canWait: false });
   /** The main thread's view of the UART: host input goes in here. */
   readonly #serial: Serial16550;
   /** Host input the receive FIFO had no room for yet. */
@@ -231,6 +236,11 @@ export class Vmm {
     this.#serial = new Serial16550(this.#serialState, {
       out: () => {}, // the main thread never writes THR
       irq: (level) => { if (level && !serialIrq.closed) serialIrq.write(1); },
+    }, false);
+    const kbdIrq = irqs[1]!;
+    this.#i8042 = new I8042(this.#i8042State, {
+      reset: () => {}, // only guest writes (in the workers) reset
+      kbdIrq: () => { if (!kbdIrq.closed) kbdIrq.write(1); },
     }, false);
   }
 
@@ -370,6 +380,29 @@ export class Vmm {
     this.#feed();
   }
 
+  /**
+   * Presses and releases Ctrl-Alt-Del on the i8042 keyboard (IRQ 1), as a
+   * user at the console would: Linux reboots (or signals init, per its
+   * ctrl-alt-del setting) and the run ends with `Reset` when it resets
+   * through the i8042 or the ACPI reset register. Returns false if nothing was
+   * injected: the guest disabled the keyboard, its output queue is full, or
+   * the VM is closed.
+   */
+  sendCtrlAltDel(): boolean {
+    if (this.#released) return false;
+    return this.#i8042.ctrlAltDel();
+  }
+
+  /**
+   * The milestones the guest marked on the boot-timer port (0x440, see
+   * `BootTimer` in @ts-vmm/virtio-devices): each 1-, 2- or 4-byte write with
+   * its host time in microseconds since {@link Vmm.run} started; at most 64,
+   * later writes counted in `dropped`. Empty before the run.
+   */
+  bootMilestones(): BootTimerReport {
+    return this.#bootTimer.report();
+  }
+
   #feed(): void {
     while (this.#rxQueue.length > 0 && !this.#released) {
       const head = this.#rxQueue[0]!;
@@ -395,6 +428,7 @@ export class Vmm {
     const workers: Worker[] = [];
     this.#workers = workers;
     this.#running = true;
+    this.#bootTimer.restart();
     return new Promise<RunResult>((resolve) => {
       let first: RunResult | undefined;
       const exits: Record<string, number> = {};
@@ -442,6 +476,7 @@ export class Vmm {
           serialOut: this.#serialOut.buffer,
           serial: this.#serialState,
           i8042: this.#i8042State,
+          bootTimer: this.#bootTimerState,
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,

@@ -80,6 +80,54 @@ describeWith({ kvm: true }, "legacy devices on KVM", () => {
     rmSync(dir, { recursive: true, force: true });
   }, 30_000);
 
+  it("Ctrl-Alt-Del injected on the main thread reaches the guest's i8042 polling loop (set 1 codes)", async () => {
+    // Poll the status port for OBF, read the data port until Del's make code (0x53), exit with it.
+    const code = [
+      0xe4, 0x64, //  0: in al, 0x64
+      0xa8, 0x01, //  2: test al, 1
+      0x74, 0xfa, //  4: jz 0
+      0xe4, 0x60, //  6: in al, 0x60
+      0x3c, 0x53, //  8: cmp al, 0x53
+      0x75, 0xf4, // 10: jne 0
+      0xe6, 0xf4, // 12: out 0xf4, al
+      0xeb, 0xfe,
+    ];
+    const vmm = Vmm.create({ kernel: rawElf(code), memMiB: 16 });
+    const p = vmm.run({ serial: () => {} });
+    expect(vmm.sendCtrlAltDel()).toBe(true);
+    const r = await p;
+    vmm.close();
+    expect(r).toMatchObject({ reason: "DebugExit", guestExitValue: 0x53 });
+    expect(vmm.sendCtrlAltDel()).toBe(false); // closed
+  }, 30_000);
+
+  it("the boot-timer port records the guest's 8-, 16- and 32-bit milestones with host times", async () => {
+    const code = [
+      0x66, 0xba, 0x40, 0x04, //       mov dx, 0x440
+      0xb0, 0x01, //                   mov al, 1
+      0xee, //                         out dx, al
+      0x66, 0xb8, 0x34, 0x12, //       mov ax, 0x1234
+      0x66, 0xef, //                   out dx, ax
+      0xb8, 0xef, 0xbe, 0xad, 0xde, // mov eax, 0xdeadbeef
+      0xef, //                         out dx, eax
+      ...exitByte(0),
+    ];
+    const vmm = Vmm.create({ kernel: rawElf(code), memMiB: 16 });
+    expect(vmm.bootMilestones().milestones).toEqual([]);
+    const started = process.hrtime.bigint();
+    const r = await vmm.run({ serial: () => {} });
+    const elapsedUs = Number((process.hrtime.bigint() - started) / 1000n);
+    vmm.close();
+    expect(r).toMatchObject({ reason: "DebugExit", guestExitValue: 0 });
+    const { milestones, dropped, ignored } = vmm.bootMilestones();
+    expect(milestones.map((m) => [m.value, m.width])).toEqual([[1, 1], [0x1234, 2], [0xdeadbeef, 4]]);
+    expect({ dropped, ignored }).toEqual({ dropped: 0, ignored: 0 });
+    const times = milestones.map((m) => m.micros);
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+    expect(times[0]!).toBeGreaterThan(0);
+    expect(times[2]!).toBeLessThanOrEqual(elapsedUs);
+  }, 30_000);
+
   it("ACPI S5 powers off (CLI status 0), the ACPI reset register and the i8042 reset", async () => {
     const run = async (code: number[]): Promise<{ reason: string; detail: string | undefined }> => {
       const vmm = Vmm.create({ kernel: rawElf(code), memMiB: 16 });

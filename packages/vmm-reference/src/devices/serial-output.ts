@@ -1,4 +1,4 @@
-import { SharedLock } from "./shared-lock.js";
+import { SharedLock } from "@ts-vmm/virtio-devices/legacy";
 
 // Header cells (Int32) before the data bytes.
 const H_LOCK = 0, H_HEAD = 1, H_TAIL = 2, H_WAKE = 3, H_DROPPED = 4;

@@ -10,8 +10,13 @@ export const I8042_COMMAND_PORT = 0x64;
 const ST_OBF = 0x01, ST_SYS = 0x04, ST_CMD = 0x08, ST_UNLOCKED = 0x10;
 // Command byte (CTR) bits.
 const CTR_KBDINT = 0x01, CTR_SYS = 0x04, CTR_KBDDIS = 0x10, CTR_AUXDIS = 0x20, CTR_XLATE = 0x40;
-/** Output queue length (the controller answers at most a few bytes per command). */
-const QUEUE = 8;
+/** Output queue length: a few bytes per command, or one whole injected key sequence (11 bytes in set 2). */
+const QUEUE = 16;
+
+/** Ctrl, Alt, Del pressed and released in scan code set 1 (what the guest reads with translation on). */
+const CTRL_ALT_DEL_SET1 = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d];
+/** The same keys in scan code set 2 (translation off). */
+const CTRL_ALT_DEL_SET2 = [0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14];
 
 // Shared state cells.
 const S_LOCK = 0, S_CTR = 1, S_STATUS = 2, S_PENDING = 3, S_Q_HEAD = 4, S_Q_COUNT = 5, S_OUTPORT = 6;
@@ -37,9 +42,11 @@ export interface I8042Hooks {
 }
 
 /**
- * An i8042 keyboard controller with a keyboard that answers but never types:
- * enough for Linux's i8042 and atkbd drivers to probe it without timeouts,
- * and for the classic reboot path (command 0xFE on port 0x64). There is no AUX
+ * An i8042 keyboard controller with a keyboard that answers but types only
+ * what the VMM injects ({@link I8042.ctrlAltDel}): enough for Linux's i8042
+ * and atkbd drivers to probe it without timeouts, for the classic reboot path
+ * (command 0xFE on port 0x64), and for asking the guest to reboot itself the
+ * way a user at the console would (Ctrl-Alt-Del). There is no AUX
  * (mouse) port: the DSDT announces only PNP0303. State lives in a
  * SharedArrayBuffer so that any vCPU may access it.
  *
@@ -69,7 +76,7 @@ export class I8042 implements PioDevice {
     this.#hooks = hooks;
   }
 
-  /** Queues a byte for the data port; returns true if it raised keyboard data that should interrupt. */
+  /** Queues a byte for the data port (dropped if the queue is full); `kbd` marks keyboard data, which may interrupt. */
   #queue(v: number, kbd: boolean): void {
     const s = this.#s;
     const n = s[S_Q_COUNT]!;
@@ -110,6 +117,31 @@ export class I8042 implements PioDevice {
       return v;
     });
     if (irq) this.#hooks.kbdIrq();
+  }
+
+  /**
+   * Injects Ctrl-Alt-Del: queues the make and break codes of Ctrl, Alt and
+   * Del for the data port (scan code set 1 while the command byte's
+   * translation bit is set, as Linux leaves it; set 2 otherwise) and raises
+   * the keyboard interrupt if it is enabled. Linux's keyboard driver answers
+   * with `ctrl_alt_del()` (a reboot, or a signal to init). Does nothing and
+   * returns false while the keyboard is disabled (command 0xAD) or the output
+   * queue has no room for the whole sequence; a guest's command answers are
+   * never split by it.
+   */
+  ctrlAltDel(): boolean {
+    let irq = false;
+    const queued = this.#lock.with(() => {
+      const s = this.#s;
+      if (s[S_CTR]! & CTR_KBDDIS) return false;
+      const codes = s[S_CTR]! & CTR_XLATE ? CTRL_ALT_DEL_SET1 : CTRL_ALT_DEL_SET2;
+      if (s[S_Q_COUNT]! + codes.length > QUEUE) return false;
+      for (const c of codes) this.#queue(c, true);
+      irq = this.#refill();
+      return true;
+    });
+    if (irq) this.#hooks.kbdIrq();
+    return queued;
   }
 
   write(offset: number, data: Uint8Array): void {
