@@ -2,6 +2,7 @@ import { Writer, fixChecksum, hex } from "../bytes.js";
 import { LoaderError } from "../error.js";
 import type { GuestWrite } from "../guest-writes.js";
 import { IOAPIC_ID, layout } from "../layout.js";
+import { overlaps } from "../ranges.js";
 import * as aml from "./aml.js";
 
 // Table layouts: ACPI 6.5, chapter 5.2 (RSDP 5.2.5, SDT header 5.2.6,
@@ -177,7 +178,7 @@ export function checkVirtioMmio(devices: readonly VirtioMmioDevice[], limits: Vi
     }
     const r = { start: d.addr, end: d.addr + size, what: `virtio-mmio device ${i}` };
     for (const o of [...fixed, ...seen]) {
-      if (r.start < o.end && o.start < r.end) throw new LoaderError("InvalidArgument", `${what} overlaps ${o.what} at ${hex(o.start)}..${hex(o.end)}`);
+      if (overlaps(r.start, r.end, o.start, o.end)) throw new LoaderError("InvalidArgument", `${what} overlaps ${o.what} at ${hex(o.start)}..${hex(o.end)}`);
     }
     seen.push(r);
   });
