@@ -151,8 +151,8 @@ bool CarriesPointer(unsigned long req) {
 // request in IoctlBufPtr (ONE_REG: from the register id; dirty logs: from the slot or
 // num_pages; device attributes: at least a u64). Every other request is refused: a
 // caller-chosen offset let the kernel write through whatever address sat at the
-// struct's real pointer field. KVM_X86_SET_MSR_FILTER (16 bitmap pointers) and the
-// SEV/Xen requests (nested pointers) are in neither path.
+// struct's real pointer field. KVM_X86_SET_MSR_FILTER (16 bitmap pointers) has its
+// own function, ioctlMsrFilter; the SEV/Xen requests (nested pointers) are in no path.
 struct PtrRequest { unsigned long req; size_t ptrOffset; size_t structBytes; };
 constexpr PtrRequest kPtrRequests[] = {
     {kGetOneReg, 8, 16},      // struct kvm_one_reg { u64 id; u64 addr; }
@@ -475,6 +475,60 @@ Napi::Value IoctlBufPtr(const Napi::CallbackInfo& info) {
   return Result(env, r);
 }
 
+// ioctlMsrFilter(fd, filter, bitmaps) -> result | -errno: KVM_X86_SET_MSR_FILTER.
+// `filter` holds struct kvm_msr_filter (392 bytes: u32 flags, then 16 ranges of
+// { u32 flags, nmsrs, base; u8 *bitmap } at 8 + 24 * i); `bitmaps` is an array of
+// at most 16 byte buffers, bitmaps[i] for range i. The kernel copies
+// BITS_TO_LONGS(nmsrs) * sizeof(long) bytes from each range with nmsrs != 0 and
+// ignores the others, so such a range needs a bitmaps[i] of at least that many
+// bytes; the addon writes the 16 pointers itself (a range with nmsrs 0 gets NULL)
+// into a private copy of the struct, which no other thread can change after the check.
+Napi::Value IoctlMsrFilter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  constexpr size_t kFilterBytes = 392, kRanges = 16, kRangeBytes = 24, kRangesAt = 8;
+  int fd;
+  uint8_t* buf;
+  size_t len;
+  if (!GetFd(info, 0, &fd) || info.Length() < 3 || !GetBytes(info[1], &buf, &len) || !info[2].IsArray()) {
+    return Fail(env, "ioctlMsrFilter(fd: number, filter: Uint8Array, bitmaps: Uint8Array[])");
+  }
+  if (len < kFilterBytes || buf == nullptr) {
+    Napi::RangeError::New(env, "ioctlMsrFilter: filter smaller than struct kvm_msr_filter").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array bitmaps = info[2].As<Napi::Array>();
+  if (bitmaps.Length() > kRanges) {
+    Napi::RangeError::New(env, "ioctlMsrFilter: more than 16 bitmaps").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint8_t st[kFilterBytes];
+  std::memcpy(st, buf, kFilterBytes);
+  for (size_t i = 0; i < kRanges; i++) {
+    uint8_t* range = st + kRangesAt + i * kRangeBytes;
+    uint64_t addr = 0;
+    uint32_t nmsrs = ReadU32(range + 4);
+    if (nmsrs != 0) {
+      size_t need = (static_cast<size_t>(nmsrs) + 63) / 64 * 8;
+      uint8_t* data = nullptr;
+      size_t dlen = 0;
+      if (i >= bitmaps.Length() || !GetBytes(bitmaps.Get(static_cast<uint32_t>(i)), &data, &dlen)) {
+        return Fail(env, "ioctlMsrFilter: a range with nmsrs > 0 has no bitmap buffer");
+      }
+      if (data == nullptr || dlen < need) {
+        Napi::RangeError::New(env, "ioctlMsrFilter: bitmap smaller than the kernel will read").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      addr = reinterpret_cast<uintptr_t>(data);
+    }
+    std::memcpy(range + 16, &addr, 8);
+  }
+  long r = ::ioctl(fd, kX86SetMsrFilter, st);
+  int e = errno;
+  std::memset(st, 0, kFilterBytes);
+  errno = e;
+  return Result(env, r);
+}
+
 // Threads inside KVM_RUN, for kickRunning: Node joins a worker on process.exit() and on
 // worker.terminate(), and a worker blocked in KVM_RUN under a spinning guest never
 // returns to JavaScript, so neither ever finished (issue 14 item 4). Each thread that
@@ -638,6 +692,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ioctlVal", Napi::Function::New(env, IoctlVal, "ioctlVal"));
   exports.Set("ioctlBuf", Napi::Function::New(env, IoctlBuf, "ioctlBuf"));
   exports.Set("ioctlBufPtr", Napi::Function::New(env, IoctlBufPtr, "ioctlBufPtr"));
+  exports.Set("ioctlMsrFilter", Napi::Function::New(env, IoctlMsrFilter, "ioctlMsrFilter"));
   exports.Set("cpuid", Napi::Function::New(env, Cpuid, "cpuid"));
   exports.Set("setThreadId", Napi::Function::New(env, SetThreadId, "setThreadId"));
   exports.Set("kickRunning", Napi::Function::New(env, KickRunning, "kickRunning"));

@@ -40,7 +40,7 @@ const S = {
   kvm_mp_state: 4, kvm_guest_debug: 72, kvm_vcpu_events: 64, kvm_debugregs: 128,
   kvm_enable_cap: 104, kvm_xsave: 4096, kvm_xcrs: 392, kvm_one_reg: 16, kvm_reg_list: 8,
   kvm_sregs2: 320, kvm_create_guest_memfd: 64, kvm_clear_dirty_log: 24,
-  kvm_memory_attributes: 32, kvm_pre_fault_memory: 64,
+  kvm_memory_attributes: 32, kvm_pre_fault_memory: 64, kvm_nested_state: 128, kvm_msr_filter: 392,
 };
 
 // [name, dir ("" | "R" | "W" | "WR"), nr, struct or null, doc]
@@ -116,7 +116,10 @@ const IOCTLS = [
   ["KVM_KVMCLOCK_CTRL", "", 0xad, null, "vCPU: tell the guest it was paused"],
   ["KVM_GET_REG_LIST", "WR", 0xb0, "kvm_reg_list", "vCPU: ids for ONE_REG"],
   ["KVM_SMI", "", 0xb7, null, "vCPU: inject an SMI"],
+  ["KVM_GET_NESTED_STATE", "WR", 0xbe, "kvm_nested_state", "vCPU: nested virtualization state (header + `size` bytes)"],
+  ["KVM_SET_NESTED_STATE", "W", 0xbf, "kvm_nested_state", "vCPU: nested virtualization state (header + `size` bytes)"],
   ["KVM_CLEAR_DIRTY_LOG", "WR", 0xc0, "kvm_clear_dirty_log", "VM: clear dirty bits (manual protect)"],
+  ["KVM_X86_SET_MSR_FILTER", "W", 0xc6, "kvm_msr_filter", "VM: MSR filter, up to 16 ranges with bitmap pointers"],
   ["KVM_RESET_DIRTY_RINGS", "", 0xc7, null, "VM: reset harvested dirty ring entries"],
   ["KVM_GET_SREGS2", "R", 0xcc, "kvm_sregs2", "vCPU: special registers with PDPTRs"],
   ["KVM_SET_SREGS2", "W", 0xcd, "kvm_sregs2", "vCPU: special registers with PDPTRs"],
@@ -215,6 +218,12 @@ const MISC = [
   ["KVM_X86_DISABLE_EXITS_MWAIT", 1], ["KVM_X86_DISABLE_EXITS_HLT", 2],
   ["KVM_X86_DISABLE_EXITS_PAUSE", 4], ["KVM_X86_DISABLE_EXITS_CSTATE", 8],
   ["KVM_MSR_FILTER_READ", 1], ["KVM_MSR_FILTER_WRITE", 2],
+  ["KVM_MSR_FILTER_DEFAULT_ALLOW", 0], ["KVM_MSR_FILTER_DEFAULT_DENY", 1],
+  ["KVM_MSR_FILTER_MAX_RANGES", 16], ["KVM_MSR_FILTER_MAX_BITMAP_SIZE", 0x600],
+  ["KVM_STATE_NESTED_FORMAT_VMX", 0], ["KVM_STATE_NESTED_FORMAT_SVM", 1],
+  ["KVM_STATE_NESTED_GUEST_MODE", 1], ["KVM_STATE_NESTED_RUN_PENDING", 2],
+  ["KVM_STATE_NESTED_EVMCS", 4], ["KVM_STATE_NESTED_MTF_PENDING", 8], ["KVM_STATE_NESTED_GIF_SET", 0x100],
+  ["KVM_STATE_NESTED_VMX_VMCS_SIZE", 0x1000], ["KVM_STATE_NESTED_SVM_VMCB_SIZE", 0x1000],
   ["KVM_REG_X86", "0x2000000000000000n"], ["KVM_REG_SIZE_SHIFT", 52],
   ["KVM_REG_SIZE_MASK", "0x00f0000000000000n"], ["KVM_REG_SIZE_U64", "0x0030000000000000n"],
   ["KVM_X86_REG_TYPE_MSR", 2], ["KVM_X86_REG_TYPE_KVM", 3], ["KVM_REG_GUEST_SSP", 0],

@@ -1,7 +1,7 @@
 export { Kvm, MAX_CPUID_ENTRIES, MAX_IO_MSRS } from "./kvm.js";
 export type { CreateVmOptions } from "./kvm.js";
 export { VmFd, dirtyPages, MAX_IRQ_ROUTES, KVM_X2APIC_API_USE_32BIT_IDS, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_HC_MAP_GPA_RANGE } from "./vm.js";
-export type { HostMemory, UserMemoryRegion, UserMemoryRegion2, IoEventAddress, IoeventOptions, CreateDeviceOptions } from "./vm.js";
+export type { MsrFilter, MsrFilterRange, HostMemory, UserMemoryRegion, UserMemoryRegion2, IoEventAddress, IoeventOptions, CreateDeviceOptions } from "./vm.js";
 export { VcpuFd } from "./vcpu.js";
 export type { DirtyGfn, CoalescedWrite, Translation } from "./vcpu.js";
 export { DeviceFd } from "./device.js";
@@ -21,4 +21,5 @@ export type { Segment, Dtable, Sregs, Sregs2 } from "./layouts/sregs.js";
 export type { Fpu, VcpuEvents, DebugRegs, Xcr, GuestDebug } from "./layouts/vcpu-state.js";
 export type { CpuidEntry, MsrEntry } from "./layouts/cpuid-msr.js";
 export type { ClockData, IrqRoutingEntry, MsiMessage } from "./layouts/vm-structs.js";
+export type { NestedStateHeader } from "./layouts/nested-state.js";
 export * from "./generated/kvm-constants.js";

@@ -21,6 +21,8 @@ export interface VcpuTransferable {
   readonly kickSignal: number;
   /** KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2), 0 if unsupported. */
   readonly xsave2Size: number;
+  /** KVM_CHECK_EXTENSION(KVM_CAP_NESTED_STATE) of the VM, 0 (the default) if unsupported. */
+  readonly nestedStateSize?: number;
 }
 
 /**

@@ -18,6 +18,13 @@ export interface KvmNative {
   ioctlBuf(fd: number, request: number, buf: Uint8Array, minBytes?: number): number;
   /** Writes data's address at buf[ptrOffset] (u64), then ioctl(fd, request, buf). */
   ioctlBufPtr(fd: number, request: number, buf: Uint8Array, ptrOffset: number, data: Uint8Array, dataMinBytes: number): number;
+  /**
+   * KVM_X86_SET_MSR_FILTER: `filter` is struct kvm_msr_filter (392 bytes); the addon writes the
+   * address of `bitmaps[i]` into range i (NULL where nmsrs is 0) after checking that it holds
+   * the `ceil(nmsrs / 64) * 8` bytes the kernel copies. At most 16 bitmaps. Optional so that
+   * fakes written before it may leave it out.
+   */
+  ioctlMsrFilter?(fd: number, filter: Uint8Array, bitmaps: readonly Uint8Array[]): number;
   /** ioctl(fd, KVM_RUN, 0). */
   run(fd: number): number;
   /** The CPUID instruction (leaf, subleaf) on this thread's CPU; EAX..EDX into out[0..3]. Optional so that fakes may leave it out. */

@@ -41,6 +41,7 @@ import {
   encodeXcrs,
 } from "./layouts/vcpu-state.js";
 import { DIRTY_GFN, LAPIC_STATE, ONE_REG, XSAVE, encodeEnableCap } from "./layouts/vm-structs.js";
+import { type NestedStateHeader, NESTED_STATE, decodeNestedStateHeader } from "./layouts/nested-state.js";
 import { native } from "./native.js";
 import { oneRegSize } from "./one-reg.js";
 
@@ -97,6 +98,7 @@ export class VcpuFd {
   readonly #tid: Int32Array;
   readonly #kickSignal: number;
   readonly #xsave2Size: number;
+  readonly #nestedStateSize: number;
   readonly #dec: ExitDecoder;
   /** The fd while open, -1 after close: read on the hot path instead of the handle's getter. */
   #runFd: number;
@@ -109,7 +111,7 @@ export class VcpuFd {
   #ringU32: Uint32Array | undefined;
   #ringIndex = 0;
 
-  private constructor(fd: number, owned: boolean, id: number, region: MmapRegion | undefined, run: SharedArrayBuffer, tid: SharedArrayBuffer, kickSignal: number, xsave2Size: number) {
+  private constructor(fd: number, owned: boolean, id: number, region: MmapRegion | undefined, run: SharedArrayBuffer, tid: SharedArrayBuffer, kickSignal: number, xsave2Size: number, nestedStateSize: number) {
     this.#h = new FdHandle(fd, owned, "VcpuFd");
     this.#id = id;
     this.#region = region;
@@ -119,13 +121,14 @@ export class VcpuFd {
     this.#tid = new Int32Array(tid, 0, 1);
     this.#kickSignal = kickSignal;
     this.#xsave2Size = xsave2Size;
+    this.#nestedStateSize = nestedStateSize;
     this.#dec = new ExitDecoder(run);
     this.#runFd = fd;
     this.#runFn = native().run;
   }
 
   /** @internal Used by {@link VmFd.createVcpu}. */
-  static create(fd: number, id: number, mmapSize: number, xsave2Size: number, dirtyRingBytes: number): VcpuFd {
+  static create(fd: number, id: number, mmapSize: number, xsave2Size: number, dirtyRingBytes: number, nestedStateSize = 0): VcpuFd {
     let region: MmapRegion;
     try {
       region = MmapRegion.fromFd(fd, mmapSize, { shared: true });
@@ -135,7 +138,7 @@ export class VcpuFd {
     }
     let v: VcpuFd | undefined;
     try {
-      v = new VcpuFd(fd, true, id, region, region.buffer, new SharedArrayBuffer(4), ensureKickSignal(), xsave2Size);
+      v = new VcpuFd(fd, true, id, region, region.buffer, new SharedArrayBuffer(4), ensureKickSignal(), xsave2Size, nestedStateSize);
       if (dirtyRingBytes > 0) v.#mapRing(dirtyRingBytes);
       return v;
     } catch (e) {
@@ -160,12 +163,12 @@ export class VcpuFd {
     check(t.run instanceof SharedArrayBuffer && t.run.byteLength >= RUN.size, "run must be the kvm_run SharedArrayBuffer");
     check(t.tid instanceof SharedArrayBuffer && t.tid.byteLength >= 4, "tid must be a 4-byte SharedArrayBuffer");
     checkUint(t.fd, "fd", 2 ** 31);
-    return new VcpuFd(t.fd, false, checkUint(t.id, "id"), undefined, t.run, t.tid, checkUint(t.kickSignal, "kickSignal", 65), checkUint(t.xsave2Size ?? 0, "xsave2Size"));
+    return new VcpuFd(t.fd, false, checkUint(t.id, "id"), undefined, t.run, t.tid, checkUint(t.kickSignal, "kickSignal", 65), checkUint(t.xsave2Size ?? 0, "xsave2Size"), checkUint(t.nestedStateSize ?? 0, "nestedStateSize"));
   }
 
   /** Plain data to rebuild this vCPU in another thread (see {@link VcpuTransferable}). @throws {@link KvmError} `Closed` */
   toTransferable(): VcpuTransferable {
-    return { fd: this.#h.fd, id: this.#id, run: this.#run, tid: this.#tidBuf, kickSignal: this.#kickSignal, xsave2Size: this.#xsave2Size };
+    return { fd: this.#h.fd, id: this.#id, run: this.#run, tid: this.#tidBuf, kickSignal: this.#kickSignal, xsave2Size: this.#xsave2Size, nestedStateSize: this.#nestedStateSize };
   }
 
   /** A kicker for this vCPU usable from this thread (for other threads, build one from the transferable). */
@@ -350,6 +353,48 @@ export class VcpuFd {
   setXsave(area: Uint8Array): void {
     check(area instanceof Uint8Array && area.byteLength === this.xsaveSize, `XSAVE area must be ${this.xsaveSize} bytes`);
     this.#h.buf("KVM_SET_XSAVE", area.slice(), this.xsaveSize);
+  }
+
+  /** The largest nested state of this vCPU's VM: KVM_CHECK_EXTENSION(KVM_CAP_NESTED_STATE), 0 if unsupported. */
+  get nestedStateSize(): number {
+    return this.#nestedStateSize;
+  }
+
+  /**
+   * KVM_GET_NESTED_STATE: the nested-virtualization state (the L2 guest's VMCS/VMCB when the
+   * vCPU runs one), for snapshots. `blob` is struct kvm_nested_state, `size` bytes: pass it to
+   * {@link VcpuFd.setNestedState} unchanged. The buffer handed to the kernel holds
+   * {@link VcpuFd.nestedStateSize} bytes, the most KVM reports for the VM.
+   * @throws {@link KvmError} `Unsupported` when KVM_CAP_NESTED_STATE is 0 (no nested
+   *   virtualization: the kernel would answer EINVAL); `E2BIG` if the state outgrew the
+   *   capability; `EINVAL` from KVM.
+   */
+  getNestedState(): NestedStateHeader & { readonly blob: Uint8Array } {
+    const max = this.#nestedStateSize;
+    check(max >= NESTED_STATE.header, "KVM_CAP_NESTED_STATE is 0: the kernel has no nested state for this VM", "Unsupported");
+    const buf = new Uint8Array(max);
+    view(buf).setUint32(NESTED_STATE.size, max, true);
+    this.#h.buf("KVM_GET_NESTED_STATE", buf, max);
+    const h = decodeNestedStateHeader(buf);
+    check(h.size >= NESTED_STATE.header && h.size <= max, `KVM_GET_NESTED_STATE reported size ${h.size}, outside 128..${max}`, "OutOfRange");
+    return { ...h, blob: buf.slice(0, h.size) };
+  }
+
+  /**
+   * KVM_SET_NESTED_STATE from a blob of {@link VcpuFd.getNestedState}. Checked before the call:
+   * at least the 128-byte header, a `size` field of at least 128 that the blob holds, and at
+   * most {@link VcpuFd.nestedStateSize}. The kernel gets a copy of exactly `size` bytes.
+   * @throws {@link KvmError} `Unsupported` (KVM_CAP_NESTED_STATE 0), `InvalidArgument`,
+   *   `TooLarge`; `EINVAL` from KVM (flags, format or contents it refuses).
+   */
+  setNestedState(blob: Uint8Array): void {
+    check(this.#nestedStateSize >= NESTED_STATE.header, "KVM_CAP_NESTED_STATE is 0: the kernel has no nested state for this VM", "Unsupported");
+    check(blob instanceof Uint8Array && blob.byteLength >= NESTED_STATE.header, `nested state must be a Uint8Array of at least ${NESTED_STATE.header} bytes`);
+    const { size } = decodeNestedStateHeader(blob);
+    check(size >= NESTED_STATE.header, `nested state size field ${size} is below the ${NESTED_STATE.header}-byte header`);
+    check(size <= blob.byteLength, `nested state size field ${size} exceeds the ${blob.byteLength}-byte blob`);
+    check(size <= this.#nestedStateSize, `nested state of ${size} bytes exceeds KVM_CAP_NESTED_STATE ${this.#nestedStateSize}`, "TooLarge");
+    this.#h.buf("KVM_SET_NESTED_STATE", blob.slice(0, size), size);
   }
 
   /** KVM_GET_XCRS. @throws {@link KvmError} */

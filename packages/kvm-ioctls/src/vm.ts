@@ -12,6 +12,9 @@ import {
   KVM_MEM_GUEST_MEMFD,
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY,
+  KVM_MSR_FILTER_DEFAULT_DENY,
+  KVM_MSR_FILTER_MAX_BITMAP_SIZE,
+  KVM_MSR_FILTER_MAX_RANGES,
   KVM_PIT_SPEAKER_DUMMY,
 } from "./generated/kvm-constants.js";
 import { view } from "./layouts/bytes.js";
@@ -37,6 +40,8 @@ import {
   encodeMemRegion,
   encodeMsi,
 } from "./layouts/vm-structs.js";
+import { encodeMsrFilter, msrFilterBitmapBytes } from "./layouts/msr-filter.js";
+import { native } from "./native.js";
 import { VcpuFd } from "./vcpu.js";
 
 const PAGE = 4096;
@@ -99,6 +104,30 @@ export interface CreateDeviceOptions {
   readonly test?: boolean;
 }
 
+/** One range of an {@link MsrFilter}: which accesses of MSRs `base`..`base + nmsrs - 1` are allowed. */
+export interface MsrFilterRange {
+  /** The accesses this range rules: `KVM_MSR_FILTER_READ`, `KVM_MSR_FILTER_WRITE` or both. */
+  readonly flags: number;
+  /** First MSR index of the range (u32). */
+  readonly base: number;
+  /** MSRs in the range, 1 to 12288 (the kernel's 0x600-byte bitmap limit). */
+  readonly nmsrs: number;
+  /**
+   * One bit per MSR, at least `ceil(nmsrs / 8)` bytes: bit `i % 8` of byte `i / 8` is MSR
+   * `base + i`; 1 allows the access, 0 denies it. Copied (and zero-padded to the 8-byte
+   * words the kernel reads) before the call.
+   */
+  readonly bitmap: Uint8Array;
+}
+
+/** Argument of {@link VmFd.setMsrFilter} (struct kvm_msr_filter). */
+export interface MsrFilter {
+  /** Deny MSR accesses no range matches (KVM_MSR_FILTER_DEFAULT_DENY); default false: allow. */
+  readonly defaultDeny?: boolean;
+  /** At most 16 ranges (KVM_MSR_FILTER_MAX_RANGES); an empty list with default allow removes the filter. */
+  readonly ranges: readonly MsrFilterRange[];
+}
+
 interface SlotInfo {
   readonly size: number;
   readonly logDirty: boolean;
@@ -139,6 +168,7 @@ export class VmFd {
   readonly #mmapSize: number;
   readonly #slots = new Map<number, SlotInfo>();
   #xsave2Size: number | undefined;
+  #nestedStateSize: number | undefined;
   #dirtyRingBytes = 0;
 
   /** @internal Use {@link Kvm.createVm}. */
@@ -251,8 +281,9 @@ export class VmFd {
     checkUint(id, "vcpu id");
     // Before KVM_CREATE_VCPU: a failure here must not leak the vCPU fd.
     this.#xsave2Size ??= this.checkExtension(Cap.XSAVE2);
+    this.#nestedStateSize ??= this.checkExtension(Cap.NESTED_STATE);
     const fd = this.#h.val("KVM_CREATE_VCPU", id);
-    const vcpu = VcpuFd.create(fd, id, this.#mmapSize, this.#xsave2Size, this.#dirtyRingBytes);
+    const vcpu = VcpuFd.create(fd, id, this.#mmapSize, this.#xsave2Size, this.#dirtyRingBytes, this.#nestedStateSize);
     vcpuSlots.set(vcpu, this.#slots);
     return vcpu;
   }
@@ -291,6 +322,44 @@ export class VmFd {
    */
   setBootCpuId(id: number): void {
     this.#h.val("KVM_SET_BOOT_CPU_ID", checkUint(id, "boot vCPU id", 2 ** 32));
+  }
+
+  /**
+   * KVM_X86_SET_MSR_FILTER (KVM_CAP_X86_MSR_FILTER): replaces the VM's MSR filter. A denied
+   * access makes the guest take #GP, or, with `enableCap(Cap.X86_USER_SPACE_MSR,
+   * [KVM_MSR_EXIT_REASON_FILTER])`, exits to user space as `X86Rdmsr`/`X86Wrmsr` with
+   * reason `KVM_MSR_EXIT_REASON_FILTER`. Each bitmap is copied into a buffer of the size
+   * the kernel reads; the addon writes the bitmap pointers itself.
+   * @throws {@link KvmError} `TooLarge` above 16 ranges, `InvalidArgument` (flags, a bitmap
+   *   shorter than `ceil(nmsrs / 8)` bytes), `OutOfRange` (nmsrs, base); `Unsupported` when the
+   *   binding has no `ioctlMsrFilter`; from KVM `EINVAL` (default deny with no ranges),
+   *   `EBUSY` while vCPUs run.
+   */
+  setMsrFilter(filter: MsrFilter): void {
+    check(filter !== null && typeof filter === "object" && Array.isArray(filter.ranges), "filter must be { defaultDeny?, ranges: [] }");
+    const ranges = filter.ranges;
+    check(ranges.length <= KVM_MSR_FILTER_MAX_RANGES, `at most ${KVM_MSR_FILTER_MAX_RANGES} MSR filter ranges`, "TooLarge");
+    const maxMsrs = KVM_MSR_FILTER_MAX_BITMAP_SIZE * 8;
+    const bitmaps: Uint8Array[] = [];
+    const fields = ranges.map((r, i) => {
+      check(r !== null && typeof r === "object", `range ${i} must be an object`);
+      const flags = checkUint(r.flags, `range ${i} flags`);
+      check(flags >= 1 && flags <= 3, `range ${i} flags must be KVM_MSR_FILTER_READ and/or KVM_MSR_FILTER_WRITE`);
+      const nmsrs = checkUint(r.nmsrs, `range ${i} nmsrs`, maxMsrs + 1);
+      check(nmsrs > 0, `range ${i} nmsrs must be at least 1`, "OutOfRange");
+      const base = checkUint(r.base, `range ${i} base`, 2 ** 32);
+      const used = Math.ceil(nmsrs / 8);
+      check(r.bitmap instanceof Uint8Array && r.bitmap.byteLength >= used, `range ${i} bitmap must hold ceil(nmsrs / 8) = ${used} bytes`);
+      const copy = new Uint8Array(msrFilterBitmapBytes(nmsrs));
+      copy.set(r.bitmap.subarray(0, used));
+      bitmaps.push(copy);
+      return { flags, nmsrs, base };
+    });
+    const buf = encodeMsrFilter(filter.defaultDeny ? KVM_MSR_FILTER_DEFAULT_DENY : 0, fields);
+    const n = native();
+    check(typeof n.ioctlMsrFilter === "function", "the native binding has no ioctlMsrFilter", "Unsupported");
+    const r = n.ioctlMsrFilter(this.#h.fd, buf, bitmaps);
+    if (r < 0) throw KvmError.fromErrno("KVM_X86_SET_MSR_FILTER", -r);
   }
 
   /** @deprecated Use {@link VmFd.createIrqchip} (one spelling with getIrqchip/setIrqchip). @throws {@link KvmError} */

@@ -2,6 +2,7 @@ import { Reader, Writer, hex } from "./bytes.js";
 import type { BzImage } from "./bzimage.js";
 import { E820_MAX_ENTRIES, checkE820Entries, type E820Entry } from "./e820.js";
 import { LoaderError } from "./error.js";
+import { isGuestAddress } from "./ranges.js";
 import { HDR, HDRS_MAGIC, HDR_WIDTH, LoadFlags, decodeSetupHeader, type SetupHeader, type SetupHeaderField } from "./setup-header.js";
 
 // struct boot_params offsets (asm/bootparam.h, "the so-called zeropage").
@@ -198,5 +199,5 @@ export class BootParams {
 }
 
 function checkAddr(v: number, what: string): void {
-  if (!Number.isSafeInteger(v) || v < 0 || v >= 2 ** 52) throw new LoaderError("InvalidArgument", `${what} ${hex(v)} is not a guest address`);
+  if (!isGuestAddress(v)) throw new LoaderError("InvalidArgument", `${what} ${hex(v)} is not a guest address`);
 }

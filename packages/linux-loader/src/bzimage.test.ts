@@ -62,7 +62,8 @@ describe("BzImage.load", () => {
     const img = makeBzImage({ kernelSize: 0x8000 });
     const mem = memory(64 << 20);
     const load = BzImage.parse(img).load(mem);
-    expect(load).toMatchObject({ loadAddress: 0x100000, entry64: 0x100200, entry32: 0x100000, end: 0x108000 });
+    expect(load).toMatchObject({ loadAddress: 0x100000, entry64: 0x100200, end: 0x108000 });
+    expect(load).not.toHaveProperty("entry32"); // no 32-bit entry: the package boots only the 64-bit protocol
     expect(load.runtimeStart).toBe(0x1000000); // max(align(1 MiB, 2 MiB), pref_address)
     const got = new Uint8Array(0x8000);
     mem.read(0x100000, got);

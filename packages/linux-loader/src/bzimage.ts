@@ -6,7 +6,11 @@ import { layout } from "./layout.js";
 import type { GuestMemory } from "./memory.js";
 import { HDR, HDRS_MAGIC, LoadFlags, XLoadFlags, decodeSetupHeader, type SetupHeader } from "./setup-header.js";
 
-/** Oldest boot protocol accepted: 2.06 is the first with `cmdline_size`. */
+/**
+ * Oldest boot protocol whose header is parsed: 2.06, the first with `cmdline_size`. Loading
+ * also needs `XLF_KERNEL_64` in `xloadflags`, which exists from 2.12, so a 2.06–2.11 image
+ * is `Unsupported` and the protocol this package boots is ≥ 2.12.
+ */
 export const MIN_BOOT_PROTOCOL = 0x206;
 /** Largest setup header length (0x1f1..0x290 is reserved for it in the zero page). */
 const MAX_HEADER_END = 0x290;
@@ -19,8 +23,6 @@ export interface BzImageLoad {
   readonly end: number;
   /** 64-bit boot protocol entry: `loadAddress + 0x200` (startup_64). */
   readonly entry64: number;
-  /** 32-bit boot protocol entry: `loadAddress` (startup_32). */
-  readonly entry32: number;
   /**
    * Start of the memory the kernel decompresses into and runs from:
    * `max(loadAddress aligned up to kernel_alignment, pref_address)`.
@@ -182,7 +184,6 @@ export class BzImage {
       loadAddress: addr,
       end: addr + kernel.byteLength,
       entry64: addr + 0x200,
-      entry32: addr,
       runtimeStart,
       initSize: h.init_size,
     };

@@ -1,6 +1,7 @@
 import { hex } from "./bytes.js";
 import { LoaderError } from "./error.js";
 import { layout, type RamRegion } from "./layout.js";
+import { firstOverlap, isGuestRange } from "./ranges.js";
 
 /** e820 entry types (ACPI "address range types"). */
 export const E820Type = {
@@ -42,17 +43,13 @@ export const DEFAULT_RESERVED: readonly E820Entry[] = [
  */
 export function buildE820(ram: readonly RamRegion[], reserved: readonly E820Entry[] = DEFAULT_RESERVED): E820Entry[] {
   for (const r of [...ram.map((x) => ({ addr: x.start, size: x.size })), ...reserved]) {
-    if (!Number.isSafeInteger(r.addr) || !Number.isSafeInteger(r.size) || r.addr < 0 || r.size < 0 || r.addr + r.size > 2 ** 52) {
+    if (!isGuestRange(r.addr, r.size)) {
       throw new LoaderError("InvalidArgument", `memory range ${r.addr}+${r.size} is not a valid guest range`);
     }
   }
+  const clash = firstOverlap(reserved, (r) => r.addr, (r) => r.addr + r.size);
+  if (clash) throw new LoaderError("Overlap", `reserved e820 range at ${hex(clash[1].addr)} overlaps the one at ${hex(clash[0].addr)}`);
   const res = [...reserved].filter((r) => r.size > 0).sort((a, b) => a.addr - b.addr);
-  for (let i = 1; i < res.length; i++) {
-    const p = res[i - 1]!;
-    if (res[i]!.addr < p.addr + p.size) {
-      throw new LoaderError("Overlap", `reserved e820 range at ${hex(res[i]!.addr)} overlaps the one at ${hex(p.addr)}`);
-    }
-  }
   // Holes in RAM: the reserved ranges plus the legacy window.
   const cuts = [...res.map((r) => [r.addr, r.addr + r.size] as const), [layout.legacyHoleStart, layout.acpiEnd] as const].sort(
     (a, b) => a[0] - b[0],
@@ -96,8 +93,7 @@ export function buildE820(ram: readonly RamRegion[], reserved: readonly E820Entr
  */
 export function checkE820Entries(entries: readonly E820Entry[]): void {
   entries.forEach((e, i) => {
-    const ok = Number.isSafeInteger(e.addr) && Number.isSafeInteger(e.size) && e.addr >= 0 && e.size >= 0 && e.addr + e.size <= 2 ** 52;
-    if (!ok || !Number.isInteger(e.type) || e.type < 0 || e.type > 0xffff_ffff) {
+    if (!isGuestRange(e.addr, e.size) || !Number.isInteger(e.type) || e.type < 0 || e.type > 0xffff_ffff) {
       throw new LoaderError("InvalidArgument", `memory map entry ${i} (${String(e.addr)}+${String(e.size)}, type ${String(e.type)}) is not a valid guest range`);
     }
   });

@@ -2,6 +2,7 @@ import { MAX_GUEST_ADDRESS, Reader, hex } from "./bytes.js";
 import { LoaderError } from "./error.js";
 import { commitWrites, type GuestWrite } from "./guest-writes.js";
 import type { GuestMemory } from "./memory.js";
+import { firstOverlap, overlaps } from "./ranges.js";
 
 // ELF constants from the System V ABI (elf.h).
 const PT_LOAD = 1;
@@ -139,7 +140,8 @@ export class Elf {
       if (paddr + memsz > BigInt(MAX_GUEST_ADDRESS)) {
         throw new LoaderError("Overflow", `program header ${i}: p_paddr ${hex(paddr)} + p_memsz ${hex(memsz)} exceeds the 2^52 guest address space`);
       }
-      if (paddr < BigInt(LEGACY_HOLE_END) && paddr + memsz > BigInt(LEGACY_HOLE_START)) {
+      // Exact as numbers: paddr + memsz ≤ 2^52 was checked above.
+      if (overlaps(Number(paddr), Number(paddr + memsz), LEGACY_HOLE_START, LEGACY_HOLE_END)) {
         throw new LoaderError(
           "OutOfGuestMemory",
           `program header ${i}: [${hex(paddr)}, +${hex(memsz)}) overlaps [0xa0000, 0x100000), which the e820 map reserves (VGA and BIOS)`,
@@ -154,13 +156,8 @@ export class Elf {
     if (pvhEntry !== undefined && !inSegment(pvhEntry)) {
       throw new LoaderError("InvalidElf", `the PVH entry ${hex(pvhEntry)} is not inside a PT_LOAD segment`);
     }
-    const sorted = [...segments].sort((a, b) => a.paddr - b.paddr);
-    for (let i = 1; i < sorted.length; i++) {
-      const p = sorted[i - 1]!;
-      if (sorted[i]!.paddr < p.paddr + p.memSize) {
-        throw new LoaderError("InvalidElf", `segments at ${hex(p.paddr)} and ${hex(sorted[i]!.paddr)} overlap`);
-      }
-    }
+    const clash = firstOverlap(segments, (s) => s.paddr, (s) => s.paddr + s.memSize);
+    if (clash) throw new LoaderError("InvalidElf", `segments at ${hex(clash[0].paddr)} and ${hex(clash[1].paddr)} overlap`);
     return new Elf(bytes, bits, entry, segments, pvhEntry);
   }
 

@@ -1,7 +1,8 @@
-import { MAX_GUEST_ADDRESS, hex } from "./bytes.js";
+import { hex } from "./bytes.js";
 import { LoaderError } from "./error.js";
 import type { GuestMemory } from "./memory.js";
 import { MMIO_HOLE_END, MMIO_HOLE_START } from "./layout.js";
+import { firstOverlap, isGuestRange, overlaps } from "./ranges.js";
 
 /** One block of bytes the loader wants in guest memory. */
 export interface GuestWrite {
@@ -32,12 +33,12 @@ function writeEnd(w: GuestWrite): number {
 export function validateWrites(mem: GuestMemory, writes: readonly GuestWrite[]): void {
   for (const w of writes) {
     const len = w.data.byteLength + (w.zeroFill ?? 0);
-    if (!Number.isSafeInteger(w.addr) || w.addr < 0 || !Number.isSafeInteger(len) || w.addr + len > MAX_GUEST_ADDRESS) {
+    if (!isGuestRange(w.addr, len)) {
       throw new LoaderError("Overflow", `${w.what} at ${hex(w.addr)} (${len} bytes) is outside the 2^52 guest address space`);
     }
     if (len === 0) continue;
     const end = w.addr + len;
-    if (w.addr < MMIO_HOLE_END && end > MMIO_HOLE_START) {
+    if (overlaps(w.addr, end, MMIO_HOLE_START, MMIO_HOLE_END)) {
       throw new LoaderError(
         "InMmioHole",
         `${w.what} at ${hex(w.addr)}..${hex(end)} overlaps the MMIO hole ${hex(MMIO_HOLE_START)}..${hex(MMIO_HOLE_END)}`,
@@ -50,16 +51,10 @@ export function validateWrites(mem: GuestMemory, writes: readonly GuestWrite[]):
       );
     }
   }
-  const sorted = writes.filter((w) => writeEnd(w) > w.addr).sort((a, b) => a.addr - b.addr);
-  for (let i = 1; i < sorted.length; i++) {
-    const prev = sorted[i - 1]!;
-    const cur = sorted[i]!;
-    if (cur.addr < writeEnd(prev)) {
-      throw new LoaderError(
-        "Overlap",
-        `${cur.what} at ${hex(cur.addr)} overlaps ${prev.what} at ${hex(prev.addr)}..${hex(writeEnd(prev))}`,
-      );
-    }
+  const clash = firstOverlap(writes, (w) => w.addr, writeEnd);
+  if (clash) {
+    const [prev, cur] = clash;
+    throw new LoaderError("Overlap", `${cur.what} at ${hex(cur.addr)} overlaps ${prev.what} at ${hex(prev.addr)}..${hex(writeEnd(prev))}`);
   }
 }
 

@@ -1,6 +1,6 @@
 export { LoaderError } from "./error.js";
 export type { LoaderErrorCode } from "./error.js";
-export { layout, ramRegions, MMIO_HOLE_START, MMIO_HOLE_END } from "./layout.js";
+export { layout, ramRegions, IOAPIC_ID, MMIO_HOLE_START, MMIO_HOLE_END } from "./layout.js";
 export type { RamRegion } from "./layout.js";
 export { commitWrites, validateWrites } from "./guest-writes.js";
 export type { GuestWrite } from "./guest-writes.js";

@@ -46,6 +46,13 @@ export const layout = {
   highRam: 0x1_0000_0000,
 } as const;
 
+/**
+ * The IOAPIC's ID in both the MP table and the MADT (they must agree: Linux matches the
+ * MP table's I/O interrupt entries and the MADT's interrupt overrides to an IOAPIC by
+ * this ID). 0, the value KVM's in-kernel IOAPIC resets its ID register to, as QEMU's MADT.
+ */
+export const IOAPIC_ID = 0;
+
 /** First address of the 32-bit MMIO hole (3 GiB). */
 export const MMIO_HOLE_START = layout.mmioHoleStart;
 /** First address after the 32-bit MMIO hole (4 GiB). */

@@ -4,6 +4,7 @@ import { makeBzImage, makeElf, memHash, memory, pvhNote } from "../test/fixtures
 import { BootParams } from "./boot-params.js";
 import { Cmdline } from "./cmdline.js";
 import { LoaderError } from "./error.js";
+import { IOAPIC_ID } from "./layout.js";
 import { loadLinux, planLinuxBoot, type LinuxBootOptions } from "./linux-boot.js";
 
 const MB = 1 << 20;
@@ -20,6 +21,20 @@ function failsWith(size: number, opts: LinuxBootOptions): string {
     return e.code;
   } 
 }
+
+describe("MP table and MADT describe the same IOAPIC", () => {
+  it("planLinuxBoot writes both with the IOAPIC ID IOAPIC_ID", () => {
+    const b = planLinuxBoot(memory(64 * MB), { kernel: makeBzImage({ kernelSize: 0x10000, initSize: 0x400000 }), cpus: 4, mptable: true });
+    const mp = b.writes.find((w) => w.what.startsWith("MP table"))!.data.subarray(16);
+    const mpIoapic = mp.subarray(44 + 4 * 20 + 8);
+    expect(mpIoapic[0]).toBe(2); // MP IOAPIC entry
+    const madt = b.writes.find((w) => w.what === "ACPI MADT")!.data;
+    let madtId: number | undefined;
+    for (let o = 44; o < madt.byteLength; o += madt[o + 1]!) if (madt[o] === 1) madtId = madt[o + 2];
+    expect(madtId).toBe(IOAPIC_ID);
+    expect(mpIoapic[1]).toBe(madtId); // before: MP table 4 (= cpus), MADT 0
+  });
+});
 
 describe("loadLinux with a bzImage", () => {
   const kernel = makeBzImage({ kernelSize: 0x10000, initSize: 0x400000 });

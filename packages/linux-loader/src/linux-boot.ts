@@ -7,7 +7,7 @@ import { buildE820, type E820Entry } from "./e820.js";
 import { Elf, type ElfLoad } from "./elf.js";
 import { LoaderError } from "./error.js";
 import { commitWrites, validateWrites, type GuestWrite } from "./guest-writes.js";
-import { layout, ramRegions, MMIO_HOLE_START } from "./layout.js";
+import { IOAPIC_ID, layout, ramRegions, MMIO_HOLE_START } from "./layout.js";
 import type { GuestMemory } from "./memory.js";
 import { buildMpTable } from "./mptable.js";
 import { buildStartInfo } from "./pvh.js";
@@ -177,11 +177,12 @@ export function planLinuxBoot(mem: GuestMemory, options: LinuxBootOptions): Linu
       com1: options.com1 ?? true,
       i8042: options.i8042 ?? true,
       powerManagement: options.acpiPowerManagement ?? true,
+      ioapicId: IOAPIC_ID,
     });
     writes.push(...t.writes);
     rsdpAddr = t.rsdpAddr;
   }
-  if (options.mptable ?? cpus <= 32) writes.push(buildMpTable({ cpus }));
+  if (options.mptable ?? cpus <= 32) writes.push(buildMpTable({ cpus, ioapicId: IOAPIC_ID }));
 
   let cpu: VcpuBootState;
   let bootParams: BootParams | undefined;

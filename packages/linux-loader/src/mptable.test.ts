@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { byteSum } from "./bytes.js";
+import { IOAPIC_ID } from "./layout.js";
 import { MPTABLE_MAX_SIZE, buildMpTable } from "./mptable.js";
 
 describe("buildMpTable", () => {
@@ -31,6 +32,19 @@ describe("buildMpTable", () => {
     expect(String.fromCharCode(...cfg.subarray(bus + 2, bus + 8))).toBe("ISA   ");
     expect(cfg[bus + 8]).toBe(2); // IOAPIC entry
     expect(cv.getUint32(bus + 12, true)).toBe(0xfec00000);
+  });
+
+  it("gives the IOAPIC entry and every I/O interrupt entry the ID IOAPIC_ID, or the one asked for", () => {
+    const ids = (cfg: Uint8Array, cpus: number) => {
+      const ioapic = 44 + cpus * 20 + 8;
+      expect(cfg[ioapic]).toBe(2);
+      const irqIds = Array.from({ length: 24 }, (_, i) => cfg[ioapic + 8 + i * 8 + 6]);
+      return { ioapic: cfg[ioapic + 1], irqs: [...new Set(irqIds)] };
+    };
+    // cpus 4: before, the IOAPIC got ID = cpus (4) while the MADT said 0
+    expect(ids(buildMpTable({ cpus: 4 }).data.subarray(16), 4)).toEqual({ ioapic: IOAPIC_ID, irqs: [IOAPIC_ID] });
+    expect(ids(buildMpTable({ cpus: 2, ioapicId: 7 }).data.subarray(16), 2)).toEqual({ ioapic: 7, irqs: [7] });
+    expect(() => buildMpTable({ cpus: 2, ioapicId: 255 })).toThrow(expect.objectContaining({ code: "InvalidArgument" }));
   });
 
   it("refuses what it cannot express", () => {

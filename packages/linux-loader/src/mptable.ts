@@ -1,7 +1,7 @@
 import { Writer, fixChecksum, hex } from "./bytes.js";
 import { LoaderError } from "./error.js";
 import type { GuestWrite } from "./guest-writes.js";
-import { layout } from "./layout.js";
+import { IOAPIC_ID, layout } from "./layout.js";
 
 // Intel MultiProcessor Specification 1.4, chapter 4 (MP configuration table).
 const FPS_SIZE = 16;
@@ -23,16 +23,18 @@ export interface MpTableOptions {
   readonly irqs?: number;
   /** Where the floating pointer goes (default 0x9fc00, the EBDA); the config table follows it. */
   readonly addr?: number;
+  /** The IOAPIC's ID, 0..254 (default {@link IOAPIC_ID}, the one the MADT uses too). */
+  readonly ioapicId?: number;
 }
 
 /**
  * Builds an MP floating pointer and MP configuration table (spec 1.4):
- * one processor entry per vCPU, an ISA bus, the IOAPIC at 0xfec00000 (ID =
- * cpus), an I/O interrupt entry per ISA IRQ, ExtINT on LINT0 and NMI on
+ * one processor entry per vCPU, an ISA bus, the IOAPIC at 0xfec00000 (ID
+ * `ioapicId`, default {@link IOAPIC_ID} as in the MADT), an I/O interrupt entry per ISA IRQ, ExtINT on LINT0 and NMI on
  * LINT1; both checksums set. For kernels that do not read ACPI.
  *
- * @throws LoaderError `InvalidArgument` (no CPUs, more than 24 IRQs, an
- * address that is not 16-byte aligned or puts the table above 4 GiB),
+ * @throws LoaderError `InvalidArgument` (no CPUs, more than 24 IRQs, an IOAPIC ID
+ * outside 0..254, an address that is not 16-byte aligned or puts the table above 4 GiB),
  * `TooManyEntries` (APIC IDs above 254 cannot be expressed, or the table
  * does not fit the 1 KiB EBDA slot).
  */
@@ -42,6 +44,8 @@ export function buildMpTable(options: MpTableOptions): GuestWrite {
   const addr = options.addr ?? layout.mptable;
   if (!Number.isSafeInteger(cpus) || cpus < 1) throw new LoaderError("InvalidArgument", `MP table needs at least one CPU, got ${cpus}`);
   if (!Number.isSafeInteger(irqs) || irqs < 0 || irqs > 24) throw new LoaderError("InvalidArgument", `MP table IRQ count ${irqs} must be 0..24`);
+  const ioapicId = options.ioapicId ?? IOAPIC_ID;
+  if (!Number.isInteger(ioapicId) || ioapicId < 0 || ioapicId > 254) throw new LoaderError("InvalidArgument", `MP table IOAPIC ID ${String(ioapicId)} must be 0..254`);
   if (cpus > 254) throw new LoaderError("TooManyEntries", `the MP table's 8-bit APIC IDs cannot describe ${cpus} CPUs (and the IOAPIC); use ACPI`);
   const entries = cpus + 1 + 1 + irqs + 2;
   const size = FPS_SIZE + HEADER_SIZE + cpus * CPU_ENTRY + (entries - cpus) * SMALL_ENTRY;
@@ -60,7 +64,6 @@ export function buildMpTable(options: MpTableOptions): GuestWrite {
   // Configuration table header; length and count filled below.
   w.ascii(cfg, "PCMP").u8(cfg + 6, 4).ascii(cfg + 8, "TSVMM   ").ascii(cfg + 16, "000000000000").u32(cfg + 36, layout.lapic);
   let o = cfg + HEADER_SIZE;
-  const ioapicId = cpus;
   for (let i = 0; i < cpus; i++) {
     w.u8(o, 0).u8(o + 1, i).u8(o + 2, APIC_VERSION).u8(o + 3, 1 | (i === 0 ? 2 : 0)).u32(o + 4, CPU_SIGNATURE).u32(o + 8, CPU_FEATURES);
     o += CPU_ENTRY;

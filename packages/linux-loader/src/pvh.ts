@@ -1,6 +1,7 @@
 import { Writer } from "./bytes.js";
 import { checkE820Entries, type E820Entry } from "./e820.js";
 import { LoaderError } from "./error.js";
+import { isGuestAddress } from "./ranges.js";
 
 // struct hvm_start_info and friends, xen/include/public/arch-x86/hvm/start_info.h.
 /** `hvm_start_info.magic` ("xEn3" with the high bit of the 'x' set). */
@@ -51,7 +52,7 @@ export interface StartInfoBlobs {
  */
 export function buildStartInfo(input: StartInfoInput): StartInfoBlobs {
   for (const v of [input.cmdlineAddr, input.rsdpAddr, input.modlistAddr, input.memmapAddr, ...input.modules.flatMap((m) => [m.addr, m.size, m.cmdlineAddr ?? 0])]) {
-    if (!Number.isSafeInteger(v) || v < 0 || v >= 2 ** 52) throw new LoaderError("InvalidArgument", `PVH address or size ${v} is not a guest address`);
+    if (!isGuestAddress(v)) throw new LoaderError("InvalidArgument", `PVH address or size ${v} is not a guest address`);
   }
   if (input.memmap.length > 128) throw new LoaderError("TooManyEntries", `${input.memmap.length} PVH memory map entries; at most 128`);
   if (input.modules.length > 16) throw new LoaderError("TooManyEntries", `${input.modules.length} PVH modules; at most 16`);

@@ -26,6 +26,8 @@ describe("generated constants", () => {
       ["kGetMsrs", "KVM_GET_MSRS"], ["kSetMsrs", "KVM_SET_MSRS"], ["kSetCpuid2", "KVM_SET_CPUID2"],
       ["kGetCpuid2", "KVM_GET_CPUID2"], ["kGetOneReg", "KVM_GET_ONE_REG"], ["kSetOneReg", "KVM_SET_ONE_REG"],
       ["kGetRegList", "KVM_GET_REG_LIST"], ["kRun", "KVM_RUN"],
+      ["kGetNestedState", "KVM_GET_NESTED_STATE"], ["kSetNestedState", "KVM_SET_NESTED_STATE"],
+      ["kX86SetMsrFilter", "KVM_X86_SET_MSR_FILTER"],
     ];
     for (const [c, ts] of pairs) {
       const m = new RegExp(`${c} = (0x[0-9a-f]+);`).exec(cc);

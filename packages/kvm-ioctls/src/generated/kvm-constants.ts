@@ -146,8 +146,14 @@ export const Ioctl = {
   KVM_GET_REG_LIST: 0xc008aeb0,
   /** vCPU: inject an SMI */
   KVM_SMI: 0x0000aeb7,
+  /** vCPU: nested virtualization state (header + `size` bytes) (struct kvm_nested_state, 128 bytes) */
+  KVM_GET_NESTED_STATE: 0xc080aebe,
+  /** vCPU: nested virtualization state (header + `size` bytes) (struct kvm_nested_state, 128 bytes) */
+  KVM_SET_NESTED_STATE: 0x4080aebf,
   /** VM: clear dirty bits (manual protect) (struct kvm_clear_dirty_log, 24 bytes) */
   KVM_CLEAR_DIRTY_LOG: 0xc018aec0,
+  /** VM: MSR filter, up to 16 ranges with bitmap pointers (struct kvm_msr_filter, 392 bytes) */
+  KVM_X86_SET_MSR_FILTER: 0x4188aec6,
   /** VM: reset harvested dirty ring entries */
   KVM_RESET_DIRTY_RINGS: 0x0000aec7,
   /** vCPU: special registers with PDPTRs (struct kvm_sregs2, 320 bytes) */
@@ -401,6 +407,19 @@ export const KVM_X86_DISABLE_EXITS_PAUSE = 4;
 export const KVM_X86_DISABLE_EXITS_CSTATE = 8;
 export const KVM_MSR_FILTER_READ = 1;
 export const KVM_MSR_FILTER_WRITE = 2;
+export const KVM_MSR_FILTER_DEFAULT_ALLOW = 0;
+export const KVM_MSR_FILTER_DEFAULT_DENY = 1;
+export const KVM_MSR_FILTER_MAX_RANGES = 16;
+export const KVM_MSR_FILTER_MAX_BITMAP_SIZE = 1536;
+export const KVM_STATE_NESTED_FORMAT_VMX = 0;
+export const KVM_STATE_NESTED_FORMAT_SVM = 1;
+export const KVM_STATE_NESTED_GUEST_MODE = 1;
+export const KVM_STATE_NESTED_RUN_PENDING = 2;
+export const KVM_STATE_NESTED_EVMCS = 4;
+export const KVM_STATE_NESTED_MTF_PENDING = 8;
+export const KVM_STATE_NESTED_GIF_SET = 256;
+export const KVM_STATE_NESTED_VMX_VMCS_SIZE = 4096;
+export const KVM_STATE_NESTED_SVM_VMCB_SIZE = 4096;
 export const KVM_REG_X86 = 0x2000000000000000n;
 export const KVM_REG_SIZE_SHIFT = 52;
 export const KVM_REG_SIZE_MASK = 0x00f0000000000000n;

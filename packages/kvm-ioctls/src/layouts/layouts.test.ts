@@ -11,6 +11,8 @@ import { describeWith } from "@ts-vmm/test-utils";
 import { expect, it } from "vitest";
 import { KVM_CPUID2_HEADER, KVM_CPUID_ENTRY2_SIZE, CPUID_ENTRY_OFF, KVM_MSR_ENTRY_SIZE, KVM_MSRS_HEADER } from "./cpuid-msr.js";
 import { RUN, RUN_EXIT } from "./kvm-run.js";
+import { MSR_FILTER } from "./msr-filter.js";
+import { NESTED_STATE } from "./nested-state.js";
 import { KVM_REGS_SIZE, REGS_FIELDS } from "./regs.js";
 import { KVM_SREGS2_SIZE, KVM_SREGS_SIZE, SEGMENT_OFF, SREGS_OFF } from "./sregs.js";
 import { DEBUGREGS_OFF, FPU_OFF, KVM_DEBUGREGS_SIZE, KVM_FPU_SIZE, KVM_GUEST_DEBUG_SIZE, KVM_VCPU_EVENTS_SIZE, KVM_XCRS_SIZE, VCPU_EVENTS_OFF } from "./vcpu-state.js";
@@ -172,6 +174,21 @@ const checks: [string, number][] = [
   ["offsetof(struct kvm_run, msr.index)", RUN_EXIT.msrIndex],
   ["offsetof(struct kvm_run, msr.data)", RUN_EXIT.msrData],
   ["offsetof(struct kvm_run, notify.flags)", RUN_EXIT.notifyFlags],
+  ["sizeof(struct kvm_nested_state)", NESTED_STATE.header],
+  ["offsetof(struct kvm_nested_state, flags)", NESTED_STATE.flags],
+  ["offsetof(struct kvm_nested_state, format)", NESTED_STATE.format],
+  ["offsetof(struct kvm_nested_state, size)", NESTED_STATE.size],
+  ["offsetof(struct kvm_nested_state, hdr)", NESTED_STATE.hdr],
+  ["offsetof(struct kvm_nested_state, data)", NESTED_STATE.data],
+  ["sizeof(struct kvm_msr_filter)", MSR_FILTER.size],
+  ["offsetof(struct kvm_msr_filter, flags)", MSR_FILTER.flags],
+  ["offsetof(struct kvm_msr_filter, ranges)", MSR_FILTER.ranges],
+  ["sizeof(((struct kvm_msr_filter *)0)->ranges) / sizeof(struct kvm_msr_filter_range)", MSR_FILTER.maxRanges],
+  ["sizeof(struct kvm_msr_filter_range)", MSR_FILTER.rangeSize],
+  ["offsetof(struct kvm_msr_filter_range, flags)", MSR_FILTER.rangeFlags],
+  ["offsetof(struct kvm_msr_filter_range, nmsrs)", MSR_FILTER.rangeNmsrs],
+  ["offsetof(struct kvm_msr_filter_range, base)", MSR_FILTER.rangeBase],
+  ["offsetof(struct kvm_msr_filter_range, bitmap)", MSR_FILTER.rangeBitmap],
 ];
 
 describeWith({ tools: ["gcc"] }, "struct layouts match the installed Linux headers", () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { byteSum } from "../bytes.js";
 import * as aml from "./aml.js";
+import { IOAPIC_ID } from "../layout.js";
 import { FADT_HW_REDUCED_ACPI, buildAcpiTables } from "./tables.js";
 
 const hexs = (b: Uint8Array): string => Buffer.from(b).toString("hex");
@@ -94,6 +95,44 @@ describe("buildAcpiTables", () => {
     const d = Buffer.from(off.tables.DSDT).toString("latin1");
     expect(d).not.toContain("_S5_");
     expect(d).not.toContain("KBD_");
+  });
+
+  /** The MADT's interrupt controller structures, decoded from the bytes (ACPI 6.5 5.2.12). */
+  const madtEntries = (m: Uint8Array): { type: number; bytes: Uint8Array }[] => {
+    const out: { type: number; bytes: Uint8Array }[] = [];
+    for (let o = 44; o < m.byteLength; o += m[o + 1]!) {
+      expect(m[o + 1]).toBeGreaterThan(1);
+      out.push({ type: m[o]!, bytes: m.subarray(o, o + m[o + 1]!) });
+    }
+    return out;
+  };
+
+  it("with x2APIC IDs (≥ 255) adds one Local x2APIC NMI (type 0xA) for all processors on LINT1", () => {
+    const m = buildAcpiTables({ cpus: 300 }).tables.APIC;
+    const e = madtEntries(m);
+    const x2 = e.filter((x) => x.type === 9).map((x) => new DataView(x.bytes.buffer, x.bytes.byteOffset, x.bytes.byteLength));
+    expect(x2.map((d) => d.getUint32(4, true))).toEqual(Array.from({ length: 45 }, (_, i) => 255 + i)); // x2APIC IDs
+    expect(x2.every((d) => d.byteLength === 16 && d.getUint32(8, true) === 1)).toBe(true); // enabled
+    const nmi = e.filter((x) => x.type === 0xa);
+    expect(nmi).toHaveLength(1);
+    const d = new DataView(nmi[0]!.bytes.buffer, nmi[0]!.bytes.byteOffset, 12);
+    expect(nmi[0]!.bytes.byteLength).toBe(12);
+    expect({ flags: d.getUint16(2, true), uid: d.getUint32(4, true), lint: d.getUint8(8), reserved: [...nmi[0]!.bytes.subarray(9, 12)] })
+      .toEqual({ flags: 0, uid: 0xffff_ffff, lint: 1, reserved: [0, 0, 0] });
+    // the xAPIC NMI entry stays for the processors with 8-bit IDs
+    const lnmi = e.filter((x) => x.type === 4);
+    expect(lnmi.map((x) => [x.bytes[2], x.bytes[5]])).toEqual([[0xff, 1]]);
+    expect(byteSum(m)).toBe(0);
+    // 255 CPUs (IDs 0..254) need no x2APIC structures at all
+    expect(madtEntries(buildAcpiTables({ cpus: 255 }).tables.APIC).filter((x) => x.type === 9 || x.type === 0xa)).toEqual([]);
+    expect(madtEntries(buildAcpiTables({ cpus: 256 }).tables.APIC).filter((x) => x.type === 0xa)).toHaveLength(1);
+  });
+
+  it("gives the IOAPIC the ID of IOAPIC_ID (as the MP table does), or the one asked for", () => {
+    const ioapic = (m: Uint8Array) => madtEntries(m).filter((x) => x.type === 1).map((x) => x.bytes[2]);
+    expect(ioapic(buildAcpiTables({ cpus: 4 }).tables.APIC)).toEqual([IOAPIC_ID]);
+    expect(ioapic(buildAcpiTables({ cpus: 4, ioapicId: 9 }).tables.APIC)).toEqual([9]);
+    expect(() => buildAcpiTables({ cpus: 4, ioapicId: 256 })).toThrow(expect.objectContaining({ code: "InvalidArgument" }));
   });
 
   it("uses Local APIC entries up to ID 254 and x2APIC entries above", () => {

@@ -77,6 +77,11 @@ describeWith({ tools: ["iasl"] }, "ACPI tables through iasl", () => {
     const { dsl } = disassemble("APIC");
     expect(dsl.match(/Subtable Type : 00 \[Processor Local APIC\]/g)).toHaveLength(255);
     expect(dsl.match(/Subtable Type : 09 \[Processor Local x2APIC\]/g)).toHaveLength(45);
+    // one Local x2APIC NMI for all processors (UID 0xFFFFFFFF) on LINT1
+    const nmi = dsl.slice(dsl.indexOf("Subtable Type : 0A"));
+    expect(dsl.match(/Subtable Type : 0A \[Local x2APIC NMI\]/g)).toHaveLength(1);
+    expect(nmi).toMatch(/Processor UID : FFFFFFFF/);
+    expect(nmi).toMatch(/Interrupt Input LINT : 01/);
     expect(dsl).toMatch(/Subtable Type : 01 \[I\/O APIC\][\s\S]*Address : FEC00000/);
   });
 

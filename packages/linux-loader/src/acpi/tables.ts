@@ -1,7 +1,8 @@
 import { Writer, fixChecksum, hex } from "../bytes.js";
 import { LoaderError } from "../error.js";
 import type { GuestWrite } from "../guest-writes.js";
-import { layout } from "../layout.js";
+import { IOAPIC_ID, layout } from "../layout.js";
+import { overlaps } from "../ranges.js";
 import * as aml from "./aml.js";
 
 // Table layouts: ACPI 6.5, chapter 5.2 (RSDP 5.2.5, SDT header 5.2.6,
@@ -60,6 +61,8 @@ export interface AcpiOptions {
    * Default true.
    */
   readonly powerManagement?: boolean;
+  /** The IOAPIC's ID, 0..255 (default {@link IOAPIC_ID}, the one the MP table uses too). */
+  readonly ioapicId?: number;
   /** Virtio interrupts are edge-triggered (default true, as with KVM irqfd to the IOAPIC). */
   readonly edgeInterrupts?: boolean;
   /** Where the RSDP goes; the other tables follow it (default 0xe0000). */
@@ -175,7 +178,7 @@ export function checkVirtioMmio(devices: readonly VirtioMmioDevice[], limits: Vi
     }
     const r = { start: d.addr, end: d.addr + size, what: `virtio-mmio device ${i}` };
     for (const o of [...fixed, ...seen]) {
-      if (r.start < o.end && o.start < r.end) throw new LoaderError("InvalidArgument", `${what} overlaps ${o.what} at ${hex(o.start)}..${hex(o.end)}`);
+      if (overlaps(r.start, r.end, o.start, o.end)) throw new LoaderError("InvalidArgument", `${what} overlaps ${o.what} at ${hex(o.start)}..${hex(o.end)}`);
     }
     seen.push(r);
   });
@@ -190,12 +193,13 @@ function gasIo(w: Writer, o: number, port?: number): void {
 /**
  * Builds RSDP (revision 2), XSDT, FADT (revision 6.5, HW_REDUCED_ACPI, DSDT
  * and X_DSDT set), MADT (a Local APIC entry per CPU with APIC ID ≤ 254, a
- * Local x2APIC entry above, the IOAPIC (ID 0, as QEMU) at 0xfec00000 with GSI base 0, LINT1
- * NMI) and a DSDT with COM1, the i8042, the virtio-mmio devices and `\_S5`; with
+ * Local x2APIC entry above, the IOAPIC (ID `ioapicId`, default {@link IOAPIC_ID} as in the MP
+ * table) at 0xfec00000 with GSI base 0, a Local APIC NMI on LINT1 for all processors and,
+ * when there are x2APIC entries, a Local x2APIC NMI on LINT1 for all of them) and a DSDT with COM1, the i8042, the virtio-mmio devices and `\_S5`; with
  * `powerManagement` the FADT names the sleep control/status and reset registers.
  * All checksums are set.
  *
- * @throws LoaderError `InvalidArgument` (no CPUs; a device window outside 32
+ * @throws LoaderError `InvalidArgument` (no CPUs; an IOAPIC ID outside 0..255; a device window outside 32
  * bits, of size 0 or overlapping another or the IOAPIC / local APIC), `TooManyEntries` (the tables do not fit between
  * `addr` and `limit`; a CPU count too large for the MADT is refused before
  * anything is built).
@@ -213,13 +217,16 @@ export function buildAcpiTables(options: AcpiOptions): AcpiTables {
   // up to ID 254 and a 16-byte x2APIC entry above, IOAPIC, LINT1 NMI) must fit:
   // checked before building it, so that a huge CPU count fails at once instead
   // of allocating millions of entries.
-  const madtSize = 36 + 8 + Math.min(cpus, 255) * 8 + Math.max(cpus - 255, 0) * 16 + 12 + 6;
+  const x2apics = Math.max(cpus - 255, 0);
+  const madtSize = 36 + 8 + Math.min(cpus, 255) * 8 + x2apics * 16 + 12 + 6 + (x2apics > 0 ? 12 : 0);
   if (base + madtSize > limit) {
     throw new LoaderError("TooManyEntries", `the MADT for ${cpus} CPUs is ${madtSize} bytes; only ${limit - base} bytes are available from ${hex(base)}`);
   }
   // Any 32-bit window and GSI here (a VMM may describe another machine's
   // devices, as the QEMU microvm comparison does); planLinuxBoot checks ours.
   checkVirtioMmio(options.virtioMmio ?? [], { irqLimit: 2 ** 32, windowStart: 0, windowEnd: 2 ** 32 });
+  const ioapicId = options.ioapicId ?? IOAPIC_ID;
+  if (!Number.isInteger(ioapicId) || ioapicId < 0 || ioapicId > 255) throw new LoaderError("InvalidArgument", `MADT IOAPIC ID ${String(ioapicId)} must be 0..255`);
   const dsdt = sdt("DSDT", 2, dsdtAml(options));
 
   // MADT
@@ -231,8 +238,16 @@ export function buildAcpiTables(options: AcpiOptions): AcpiTables {
       madtEntries.push(new Writer(16).u8(0, 9).u8(1, 16).u32(4, i).u32(8, 1).u32(12, i).bytes);
     }
   }
-  madtEntries.push(new Writer(12).u8(0, 1).u8(1, 12).u8(2, 0).u32(4, layout.ioapic).u32(8, 0).bytes);
+  // I/O APIC (type 1, 12 bytes): ID, reserved, address, GSI base.
+  madtEntries.push(new Writer(12).u8(0, 1).u8(1, 12).u8(2, ioapicId).u32(4, layout.ioapic).u32(8, 0).bytes);
+  // Local APIC NMI (type 4, 6 bytes): processor UID 0xff (all), flags 0 (conforming), LINT1.
   madtEntries.push(new Writer(6).u8(0, 4).u8(1, 6).u8(2, 0xff).u16(3, 0).u8(5, 1).bytes);
+  if (x2apics > 0) {
+    // Local x2APIC NMI (type 0xA, 12 bytes; ACPI 6.5 5.2.12.13): flags 0, processor UID
+    // 0xffffffff (all), LINT1, 3 reserved. The Local APIC NMI above only reaches processors
+    // with a Local APIC entry (an 8-bit UID); those with x2APIC entries need this one.
+    madtEntries.push(new Writer(12).u8(0, 0xa).u8(1, 12).u16(2, 0).u32(4, 0xffff_ffff).u8(8, 1).bytes);
+  }
   const madtBody = new Writer(8 + madtEntries.reduce((n, e) => n + e.byteLength, 0));
   madtBody.u32(0, layout.lapic).u32(4, 0);
   let o = 8;
