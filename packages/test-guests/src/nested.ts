@@ -189,6 +189,14 @@ export function l1PanickedEarly(parser: L1Parser): boolean {
   return !parser.done && parser.started === 0 && L1_EARLY_PANIC.test(parser.serial);
 }
 
+/** The QEMU that emulates L1 (TCG): TS_VMM_L1_QEMU with TS_VMM_L1_QEMU_DATA, else the system's. */
+export function l1Qemu(): { readonly bin: string; readonly args: readonly string[] } {
+  const bin = process.env["TS_VMM_L1_QEMU"];
+  if (!bin) return { bin: which("qemu-system-x86_64"), args: [] };
+  const data = process.env["TS_VMM_L1_QEMU_DATA"];
+  return { bin, args: data ? ["-L", data, "-L", "/usr/share/qemu"] : [] };
+}
+
 /** The L1 machine: the recipe of shared/DESIGN-NOTES.md tier 3b. */
 export function l1QemuArgs(kernel: string, initrd: string, vcpus: number, memMiB: number): string[] {
   return [
@@ -630,7 +638,8 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
       let stderr = "";
       let timedOut = false;
       try {
-        child = spawn(which("qemu-system-x86_64"), args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+        const l1 = l1Qemu();
+        child = spawn(l1.bin, [...l1.args, ...args], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
       } catch (cause) {
         throw new TestGuestsError("SpawnFailed", "could not start qemu-system-x86_64 for L1", { cause });
       }
