@@ -1,5 +1,5 @@
-// The example of packages/kvm-ioctls/README.md, as a file that scripts/consumer-check.sh runs
-// against the packed packages.
+// packages/kvm-ioctls/README.md, ts/js code block 1: the same code, run by scripts/consumer-check.sh
+// against the packed packages (scripts/check-examples.mjs fails when the two drift).
 import { MmapRegion } from "@ts-vmm/vmm-sys-util";
 import { Kvm } from "@ts-vmm/kvm-ioctls";
 

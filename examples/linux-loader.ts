@@ -1,5 +1,5 @@
-// The example of packages/linux-loader/README.md, as a file that scripts/consumer-check.sh runs
-// against the packed packages.
+// packages/linux-loader/README.md, ts/js code block 1: the same code, run by scripts/consumer-check.sh
+// against the packed packages (scripts/check-examples.mjs fails when the two drift).
 import { readFileSync } from "node:fs";
 import { GuestMemoryArrayBuffer } from "@ts-vmm/vm-memory";
 import { Cmdline, LoaderError, loadLinux, ramRegions } from "@ts-vmm/linux-loader";

@@ -1,5 +1,5 @@
-// The example of packages/virtio-devices/README.md, as a file that scripts/consumer-check.sh runs
-// against the packed packages.
+// packages/virtio-devices/README.md, ts/js code block 1: the same code, run by scripts/consumer-check.sh
+// against the packed packages (scripts/check-examples.mjs fails when the two drift).
 import { writeFileSync } from "node:fs";
 import { GuestMemoryArrayBuffer } from "@ts-vmm/vm-memory";
 import { MockSplitQueue } from "@ts-vmm/virtio-queue/mock";

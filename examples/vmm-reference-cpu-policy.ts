@@ -1,5 +1,5 @@
-// The example of packages/vmm-reference/README.md, as a file that scripts/consumer-check.sh runs
-// against the packed packages.
+// packages/vmm-reference/README.md, ts/js code block 2: the same code, run by scripts/consumer-check.sh
+// against the packed packages (scripts/check-examples.mjs fails when the two drift).
 import { Kvm } from "@ts-vmm/kvm-ioctls";
 import { applyCpuPolicy, loadCpuTemplate, parseFeatureSwitches } from "@ts-vmm/vmm-reference";
 import { release } from "node:os";

@@ -1,5 +1,5 @@
-// The example of packages/vmm-sys-util/README.md, as a file that scripts/consumer-check.sh runs
-// against the packed packages.
+// packages/vmm-sys-util/README.md, ts/js code block 1: the same code, run by scripts/consumer-check.sh
+// against the packed packages (scripts/check-examples.mjs fails when the two drift).
 import { Worker } from "node:worker_threads";
 import { EventFd, FdWatcher, MmapRegion } from "@ts-vmm/vmm-sys-util";
 

@@ -5,21 +5,27 @@
 #   2. installs all the tarballs with npm into a scratch project under $TMPDIR, outside the
 #      workspace, with no compiler on PATH and npm_config_build_from_source=false, then checks
 #      that no package has a build/ folder (the prebuilt addons were used, nothing compiled);
-#   3. runs each file of examples/ there (tsx, installed into the scratch project, runs the
-#      TypeScript ones; the micro-guest ELF is copied in as guest.elf for the vmm examples).
+#   3. type-checks the examples there against the installed .d.ts (tsc), then runs each file of
+#      examples/ (tsx, installed into the scratch project, runs the TypeScript ones; the
+#      micro-guest ELF is copied in as guest.elf for the vmm examples).
+# First, scripts/check-examples.mjs checks that examples/ holds the READMEs' code verbatim.
 # Last line: {"check":"consumer","node":[...],"packages":N,"examples_passed":M,"examples_failed":F}.
 # CONSUMER_CHECK_VERBOSE=1 also prints what each passing example printed. Exits non-zero on any failure. Needs /dev/kvm for the kvm-ioctls and vmm-reference examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 cache="${TS_VMM_CACHE:-$HOME/.cache/ts-vmm}"
-tsx_version=$(node -p 'require("./package.json").devDependencies.tsx')
+dev() { node -p "require('./package.json').devDependencies['$1']"; }
+tools=("tsx@$(dev tsx)" "typescript@$(dev typescript)" "@types/node@$(dev @types/node)")
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/ts-vmm-consumer.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/tarballs" "$scratch/project" "$scratch/bin"
 log="$scratch/log"
 fail() { echo "consumer-check: $*" >&2; [ -s "$log" ] && tail -40 "$log" >&2; exit 1; }
+
+# 0. The example files are the READMEs' code blocks.
+node scripts/check-examples.mjs || { echo "consumer-check: examples/ and the READMEs differ" >&2; exit 1; }
 
 # 1. Build and pack.
 pnpm exec turbo run build --cache-dir="$cache/turbo" --concurrency=1 --output-logs=errors-only >"$log" 2>&1 \
@@ -42,19 +48,24 @@ cd "$scratch/project"
 echo '{ "name": "consumer", "private": true, "type": "module" }' >package.json
 start=$(date +%s)
 env -i HOME="$HOME" PATH="$scratch/bin" TMPDIR="${TMPDIR:-/tmp}" npm_config_build_from_source=false \
-  npm install --no-audit --no-fund --loglevel=error "$scratch"/tarballs/*.tgz "tsx@$tsx_version" >"$log" 2>&1 \
+  npm install --no-audit --no-fund --loglevel=error "$scratch"/tarballs/*.tgz "${tools[@]}" >"$log" 2>&1 \
   || fail "npm install of the tarballs failed (no compiler on PATH)"
 echo "consumer-check: npm install of $packages tarballs: $(($(date +%s) - start)) s" >&2
 built=$(find node_modules/@ts-vmm -mindepth 2 -maxdepth 2 -name build -type d)
 [ -z "$built" ] || fail "a package built its addon at install instead of using its prebuild: $built"
 cp "$guest" guest.elf
 
-# 3. The examples.
+# 3. The examples: type-checked against the tarballs' .d.ts (as a user's editor sees them), then run.
+cp "$root"/examples/* .
+cat >tsconfig.json <<'JSON'
+{ "compilerOptions": { "target": "es2022", "module": "nodenext", "strict": true, "noEmit": true,
+  "skipLibCheck": false, "types": ["node"] }, "include": ["*.ts"] }
+JSON
+node_modules/.bin/tsc -p . >"$log" 2>&1 || fail "the examples do not type-check against the installed packages"
 passed=0
 failed=0
 for example in "$root"/examples/*; do
   name=$(basename "$example")
-  cp "$example" "./$name"
   args=()
   [ "$name" = linux-loader.ts ] && args=(guest.elf)
   case "$name" in
