@@ -1,6 +1,6 @@
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { KvmError } from "./errors.js";
 
 /**
  * The native addon, as TypeScript sees it. Every function returns the ioctl's
@@ -51,14 +51,35 @@ export function setNativeBinding(binding: KvmNative | undefined): void {
   override = binding;
 }
 
-/** The addon: the override if set, else build/Release/kvm_ioctls.node of this package. @internal */
+/**
+ * The addon: the override if set, else this package's own, found by node-gyp-build:
+ * `build/Release/kvm_ioctls.node` (built from source) first, then
+ * `prebuilds/<platform>-<arch>/node.abi<N>.node` for this Node's ABI.
+ * @throws KvmError `Unsupported` if neither exists or loads; the message says how to build it
+ * @internal
+ */
 export function native(): KvmNative {
   if (override) return override;
   if (!loaded) {
-    const here = dirname(fileURLToPath(import.meta.url));
     const require = createRequire(import.meta.url);
+    const load = require("node-gyp-build") as (dir: string) => unknown;
     // src/ and dist/ both sit one level below the package root.
-    loaded = require(join(here, "..", "build", "Release", "kvm_ioctls.node")) as KvmNative;
+    const root = fileURLToPath(new URL("..", import.meta.url));
+    try {
+      loaded = load(root) as KvmNative;
+    } catch (cause) {
+      const tuple = `${process.platform}-${process.arch}`;
+      const abi = process.versions.modules;
+      throw new KvmError(
+        "Unsupported",
+        `@ts-vmm/kvm-ioctls: no native addon loads for Node ${process.version} (${tuple}, ABI ${abi}) in ${root}: ` +
+          `neither build/Release/kvm_ioctls.node nor prebuilds/${tuple}/node.abi${abi}.node. ` +
+          "Build it from source (needs python3, make and a C++ compiler): `npm rebuild @ts-vmm/kvm-ioctls`. " +
+          "With pnpm, allow its install script first (`pnpm approve-builds`, or list @ts-vmm/kvm-ioctls in " +
+          "`onlyBuiltDependencies`), then `pnpm rebuild @ts-vmm/kvm-ioctls`.",
+        { cause },
+      );
+    }
   }
   return loaded;
 }

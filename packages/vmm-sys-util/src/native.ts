@@ -1,4 +1,6 @@
 import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { VmmSysError } from "./errors.js";
 
 /** Constants read by the addon from the system headers (sys/mman.h). */
 export interface MmapConstants {
@@ -182,15 +184,32 @@ export interface NativeBinding {
 let binding: NativeBinding | undefined;
 
 /**
- * The loaded addon: the override given to {@link setNativeBinding}, or
- * `build/Release/vmm_sys_util.node` of this package (the same relative path works from
- * src/ and dist/).
+ * The loaded addon: the override given to {@link setNativeBinding}, or the package's own,
+ * found by node-gyp-build: `build/Release/vmm_sys_util.node` (built from source) first, then
+ * `prebuilds/<platform>-<arch>/node.abi<N>.node` for this Node's ABI (the same package root
+ * is one level above src/ and dist/).
+ * @throws VmmSysError `Unsupported` if neither exists or loads; the message says how to build it
  * @internal
  */
 export function native(): NativeBinding {
   if (binding === undefined) {
     const require = createRequire(import.meta.url);
-    binding = require("../build/Release/vmm_sys_util.node") as NativeBinding;
+    const load = require("node-gyp-build") as (dir: string) => unknown;
+    const root = fileURLToPath(new URL("..", import.meta.url));
+    try {
+      binding = load(root) as NativeBinding;
+    } catch (cause) {
+      const tuple = `${process.platform}-${process.arch}`;
+      throw new VmmSysError(
+        "Unsupported",
+        `@ts-vmm/vmm-sys-util: no native addon loads for Node ${process.version} (${tuple}, ABI ${process.versions.modules}) ` +
+          `in ${root}: neither build/Release/vmm_sys_util.node nor prebuilds/${tuple}/node.abi${process.versions.modules}.node. ` +
+          "Build it from source (needs python3, make and a C++ compiler): `npm rebuild @ts-vmm/vmm-sys-util`. " +
+          "With pnpm, allow its install script first (`pnpm approve-builds`, or list @ts-vmm/vmm-sys-util in " +
+          "`onlyBuiltDependencies`), then `pnpm rebuild @ts-vmm/vmm-sys-util`.",
+        { cause },
+      );
+    }
   }
   return binding;
 }
