@@ -32,7 +32,7 @@ import {
   utimesSync,
   writeFileSync,
 } from "node:fs";
-import { basename, delimiter, dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, delimiter, dirname, isAbsolute, join, resolve, sep } from "node:path";
 import { promisify } from "node:util";
 import { cacheDir } from "@ts-vmm/test-utils/node";
 import { TestGuestsError } from "./error.js";
@@ -255,8 +255,8 @@ function walk(dir: string, keep: (file: string) => boolean, out: string[]): void
  * with what Node needs to load it: package.json, dist/ (no source maps or
  * declarations), build/Release/*.node with their libraries, and the
  * node_modules/@scope/name links to the other packages of the closure.
- * Dependencies that are not workspace packages are not followed (today the
- * only one, node-addon-api, is a build-time header library).
+ * Registry dependencies (node-gyp-build, which loads the addons; node-addon-api's
+ * headers come along, unused) are copied whole, with their own dependencies.
  *
  * @throws {@link TestGuestsError} `InvalidArgument` if a directory has no
  *   package.json or has not been built (no dist/).
@@ -294,15 +294,47 @@ export async function workspacePackageEntries(packageDirs: readonly string[]): P
       }
     }
     for (const [dep, range] of Object.entries(pkg.dependencies ?? {})) {
-      if (!range.startsWith("workspace:")) continue;
       const link = join(dir, "node_modules", dep);
       if (!existsSync(link)) throw new TestGuestsError("InvalidArgument", `${link} is missing: run pnpm install`);
       const st = lstatSync(link);
       if (st.isSymbolicLink()) entries.push({ path: link, symlink: readlinkSync(link) });
-      queue.push(realpathSync(link));
+      if (range.startsWith("workspace:")) queue.push(realpathSync(link));
+      else thirdPartyEntries(realpathSync(link), entries, seen);
     }
   }
   return dedupe(entries);
+}
+
+/** Where Node finds `dep` from a package in `dir` (its node_modules lookup, without exports). */
+function resolveDependencyDir(dir: string, dep: string): string | null {
+  for (let d = dir; ; d = dirname(d)) {
+    if (basename(d) !== "node_modules") {
+      const c = join(d, "node_modules", dep);
+      if (existsSync(join(c, "package.json"))) return c;
+    }
+    if (dirname(d) === d) return null;
+  }
+}
+
+/**
+ * A registry package a workspace package needs at run time (node-gyp-build,
+ * which loads the addons): every file it ships except its own node_modules,
+ * then its dependencies, found as Node finds them and linked as on the host.
+ */
+function thirdPartyEntries(dir: string, entries: LayerEntry[], seen: Set<string>): void {
+  if (seen.has(dir)) return;
+  seen.add(dir);
+  const files: string[] = [];
+  walk(dir, (f) => !f.slice(dir.length).split(sep).includes("node_modules"), files);
+  for (const f of files) entries.push({ path: f, from: f, mode: statSync(f).mode & 0o111 ? 0o755 : 0o644 });
+  const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as PackageJson;
+  for (const dep of Object.keys(pkg.dependencies ?? {})) {
+    const at = resolveDependencyDir(dir, dep);
+    if (at === null) throw new TestGuestsError("InvalidArgument", `${dep}, a dependency of ${dir}, is not installed: run pnpm install`);
+    const st = lstatSync(at);
+    if (st.isSymbolicLink()) entries.push({ path: at, symlink: readlinkSync(at) });
+    thirdPartyEntries(realpathSync(at), entries, seen);
+  }
 }
 
 /** Keeps the last entry for each path. */

@@ -74,6 +74,11 @@ describe("workspacePackageEntries", () => {
     expect(paths).toContain(join(pkgs, "kvm-ioctls", "build", "Release", "kvm_ioctls.node"));
     const link = entries.find((e) => e.path === join(ref, "node_modules", "@ts-vmm", "kvm-ioctls"));
     expect(link && "symlink" in link ? link.symlink : null).toBe("../../../kvm-ioctls");
+    // A registry dependency needed at run time (node-gyp-build loads the addons) comes whole, linked as on the host.
+    const ngb = entries.find((e) => e.path === join(pkgs, "kvm-ioctls", "node_modules", "node-gyp-build"));
+    expect(ngb && "symlink" in ngb).toBe(true);
+    expect(paths.some((p) => /node-gyp-build[/@].*node-gyp-build\/package\.json$/.test(p) || p.endsWith(join("node-gyp-build", "package.json")))).toBe(true);
+    expect(paths.some((p) => p.endsWith(join("node-gyp-build", "node-gyp-build.js")))).toBe(true);
     // devDependencies (test-guests, test-utils) and source maps stay out.
     expect(paths.some((p) => p.includes(join(pkgs, "test-guests")))).toBe(false);
     expect(paths.some((p) => p.endsWith(".map"))).toBe(false);

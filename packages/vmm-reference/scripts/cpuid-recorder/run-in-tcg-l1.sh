@@ -42,6 +42,10 @@ for p in vmm-sys-util kvm-ioctls vm-memory virtio-queue virtio-devices linux-loa
   for dep in vmm-sys-util kvm-ioctls vm-memory virtio-queue virtio-devices linux-loader; do
     [ "$dep" != "$p" ] && ln -s "../../../$dep" "$d/node_modules/@ts-vmm/$dep"
   done
+  # The addon loader (a registry package without dependencies of its own).
+  if [ -e "$pkgs/$p/node_modules/node-gyp-build" ]; then
+    cp -rL "$pkgs/$p/node_modules/node-gyp-build" "$d/node_modules/node-gyp-build"
+  fi
 done
 mkdir -p "$root/app/packages/vmm-reference/scripts"
 cp "$here/readback-probe.mjs" "$root/app/packages/vmm-reference/scripts/"
