@@ -42,6 +42,7 @@ export type { BalloonWatch } from "./peer-checks.js";
 export { startEchoServer } from "./echo-server.js";
 export type { EchoServer } from "./echo-server.js";
 export {
+  BALLOON_MARKER,
   buildInitramfs,
   CPU_MARKER,
   dataDisk,
@@ -51,12 +52,43 @@ export {
   EARLY_BOOT_MARKER,
   hostHasVirtualizationExtensions,
   INIT_MARKER,
+  GUEST_NET_ADDRESS,
   LINUX_GUEST_MODULES,
   linuxGuest,
+  NET_MARKER,
+  VSOCK_MARKER,
 } from "./linux-kit.js";
 export type { DataDisk, InitramfsOptions, LinuxGuest } from "./linux-kit.js";
-export { guestHasL1State, l1QemuArgs, L1_KERNEL_FAULT, NESTED_MARKERS, nestedCacheDir, runNested, runNestedUntilSound, shq } from "./nested.js";
-export type { L1Module, NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
+export { DEVICE_TEST_TAP, linuxDeviceProblems, linuxDeviceReport, linuxDeviceTest } from "./linux-devices.js";
+export type { LinuxDeviceCheckOptions, LinuxDeviceReport, LinuxDeviceTest, LinuxDeviceTestOptions } from "./linux-devices.js";
+export {
+  guestHasL1State,
+  l1QemuArgs,
+  L1_KERNEL_FAULT,
+  NESTED_MARKERS,
+  NESTED_TAP_HOST,
+  nestedCacheDir,
+  parsePeerResult,
+  runNested,
+  runNestedUntilSound,
+  shq,
+} from "./nested.js";
+export type {
+  L1Module,
+  NestedBalloonWatch,
+  NestedEnd,
+  NestedGuest,
+  NestedGuestRun,
+  NestedOptions,
+  NestedPeerName,
+  NestedPeers,
+  NestedRun,
+  NestedStream,
+  NestedTcpPeer,
+  NestedVsockPeer,
+  PeerResult,
+} from "./nested.js";
+export { ANCHOR_SOURCE, buildStaticTool, PEER_SOURCE } from "./static-tool.js";
 export {
   buildLayer,
   concatLayers,

@@ -6,6 +6,7 @@ import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { cacheDir, debianKernel } from "@ts-vmm/test-utils/node";
 import { TestGuestsError } from "./error.js";
+import { buildStaticTool, PEER_SOURCE } from "./static-tool.js";
 
 const run = promisify(execFile);
 
@@ -21,6 +22,34 @@ export const CPU_MARKER = "TS-VMM-CPU";
  * `TS-VMM-DISK unmountable`.
  */
 export const DISK_MARKER = "TS-VMM-DISK";
+
+/**
+ * Lines /init prints for `tsvmm.net=PORT:G2H:H2G:SEED`: `TS-VMM-NET if=eth0
+ * addr=10.0.2.15/24 ping=ok|fail …` after configuring the first interface
+ * and pinging 10.0.2.2, then `TS-VMM-NET tcp result=… sent=N received=M`
+ * from a TCP exchange with 10.0.2.2:PORT (see src/linux-devices.ts).
+ */
+export const NET_MARKER = "TS-VMM-NET";
+
+/**
+ * Lines /init prints for `tsvmm.vsock=HOSTPORT:GUESTPORT:G2H:H2G:SEED`:
+ * `TS-VMM-VSOCK cid=N`, `TS-VMM-VSOCK listening port=GUESTPORT` (the host may
+ * connect now), `TS-VMM-VSOCK g2h result=…` (the guest connected to CID 2
+ * port HOSTPORT) and `TS-VMM-VSOCK h2g result=…` (the host's connection).
+ */
+export const VSOCK_MARKER = "TS-VMM-VSOCK";
+
+/**
+ * Lines /init prints for `tsvmm.balloon=MIB`: `TS-VMM-BALLOON touched mib=F
+ * memtotal_kb=K` once it wrote and freed F MiB of guest memory (virtio_balloon
+ * not loaded yet), then, after loading virtio_balloon, `TS-VMM-BALLOON
+ * inflated|timeout pages=N want=W memtotal_kb=K` (pages from /proc/vmstat's
+ * balloon_inflate).
+ */
+export const BALLOON_MARKER = "TS-VMM-BALLOON";
+
+/** The guest's address on a tapped virtio-net in the device checks (L1 has 10.0.2.2). */
+export const GUEST_NET_ADDRESS = "10.0.2.15";
 
 /** The file /init reads from the root of /dev/vda (see {@link dataDisk}). */
 export const DISK_FILE = "tsvmm.txt";
@@ -71,11 +100,16 @@ const INIT_SCRIPT = `#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# Device checks, each behind a switch on the command line (src/linux-devices.ts).
+arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "\${w#*=}"; return;; esac; done; }
+balloon=$(arg tsvmm.balloon); net=$(arg tsvmm.net); vsock=$(arg tsvmm.vsock)
 # insmod (unlike modprobe) does not apply module.param= from the kernel command line:
 # pass the virtio_mmio.device= entries the VMM appended to virtio_mmio by hand.
 mmio=""
 for w in $(cat /proc/cmdline); do case "$w" in virtio_mmio.device=*) mmio="$mmio device=\${w#virtio_mmio.device=}";; esac; done
 for m in $(cat /etc/modules-load); do
+  # With tsvmm.balloon the balloon's driver comes after the memory was touched (below).
+  [ "$m" = virtio_balloon ] && [ -n "$balloon" ] && continue
   a=""; [ "$m" = virtio_mmio ] && a="$mmio"
   insmod /lib/modules/$m.ko $a || echo "init: insmod $m failed"
 done
@@ -92,6 +126,46 @@ if [ -b /dev/vda ]; then
   else
     echo "${DISK_MARKER} unmountable"
   fi
+fi
+kv() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+if [ -n "$balloon" ]; then
+  # Write and free most of the free memory first, so the pages the balloon takes are resident in
+  # the VMM (its RSS can only drop for pages the guest touched), then load the driver: it inflates
+  # to the device's target (given at start, or set by the host after this marker).
+  fill=$(( $(kv MemFree: /proc/meminfo) / 1024 - 32 )); [ $fill -gt 0 ] || fill=0
+  mkdir -p /fill && mount -t tmpfs -o size=\${fill}m tmpfs /fill && dd if=/dev/zero of=/fill/x bs=1M count=$fill 2>/dev/null
+  rm -f /fill/x; umount /fill 2>/dev/null
+  echo "${BALLOON_MARKER} touched mib=$fill memtotal_kb=$(kv MemTotal: /proc/meminfo)"
+  sleep 2
+  insmod /lib/modules/virtio_balloon.ko || echo "init: insmod virtio_balloon failed"
+  want=$((balloon * 256)); end=$(( $(cut -d. -f1 /proc/uptime) + 90 )); n=0
+  while [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do
+    n=$(kv balloon_inflate /proc/vmstat); [ "\${n:-0}" -ge $want ] && break; sleep 0.2
+  done
+  st=inflated; [ "\${n:-0}" -ge $want ] || st=timeout
+  echo "${BALLOON_MARKER} $st pages=\${n:-0} want=$want memtotal_kb=$(kv MemTotal: /proc/meminfo)"
+  # The host samples the VMM's RSS when it reads that line: keep the VMM running a moment.
+  sleep 2
+fi
+if [ -n "$net" ]; then
+  set -- $(echo "$net" | tr : ' ')
+  ifc=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+  ip link set lo up; ip link set "$ifc" up && ip addr add ${GUEST_NET_ADDRESS}/24 dev "$ifc"
+  p=fail; ping -c 3 -W 5 10.0.2.2 >/tmp/ping 2>&1 && p=ok
+  echo "${NET_MARKER} if=$ifc addr=${GUEST_NET_ADDRESS}/24 ping=$p $(grep -o '[0-9]* packets received' /tmp/ping | tr ' ' _)"
+  echo "${NET_MARKER} tcp $(tsvmm-peer tcp-connect 10.0.2.2 $1 $2 $3 $4 60)"
+fi
+if [ -n "$vsock" ]; then
+  set -- $(echo "$vsock" | tr : ' ')
+  echo "${VSOCK_MARKER} $(tsvmm-peer vsock-cid)"
+  # The host's connection: the host sends H2G bytes first (its stream is seed + 1).
+  tsvmm-peer vsock-listen $2 $4 $3 $(( ($5 + 1) % 4294967296 )) 90 >/tmp/vl.out 2>/tmp/vl.err &
+  vl=$!
+  i=0; while ! grep -q listening /tmp/vl.err && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+  echo "${VSOCK_MARKER} listening port=$2"
+  echo "${VSOCK_MARKER} g2h $(tsvmm-peer vsock-connect 2 $1 $3 $4 $5 60)"
+  wait $vl
+  echo "${VSOCK_MARKER} h2g $(cat /tmp/vl.out) $(grep -v '^listening$' /tmp/vl.err | head -c 200 | tr '\\n' ' ')"
 fi
 if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi
 echo 'echo ${INIT_MARKER}-SHELL' | sh
@@ -145,8 +219,10 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
     const p = findModule(options.modulesDir, m);
     return p ? [[m, p] as const] : [];
   });
+  const peer = buildStaticTool(PEER_SOURCE);
   const h = createHash("sha256");
   h.update(readFileSync(busybox));
+  h.update(readFileSync(peer));
   h.update(INIT_SCRIPT);
   for (const [m, p] of mods) h.update(`${m}\0${p}\0`);
   const hash = h.digest("hex").slice(0, 16);
@@ -159,6 +235,8 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
     for (const d of ["bin", "etc", "lib/modules", "proc", "sys", "dev", "tmp"]) mkdirSync(join(stage, d), { recursive: true });
     copyFileSync(busybox, join(stage, "bin", "busybox"));
     chmodSync(join(stage, "bin", "busybox"), 0o755);
+    copyFileSync(peer, join(stage, "bin", "tsvmm-peer"));
+    chmodSync(join(stage, "bin", "tsvmm-peer"), 0o755);
     writeFileSync(join(stage, "init"), INIT_SCRIPT, { mode: 0o755 });
     for (const [m, p] of mods) await decompressModule(p, join(stage, "lib", "modules", `${m}.ko`));
     writeFileSync(join(stage, "etc", "modules-load"), mods.map(([m]) => m).join("\n") + "\n");

@@ -7,12 +7,11 @@
  * guest on it. {@link runNested} builds the L1 image (see l1-image.ts), boots
  * L1 once and runs every requested L2 guest in it, one after the other.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { basename, isAbsolute, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { cacheDir, debianKernel, type DebianKernel } from "@ts-vmm/test-utils/node";
 import { TestGuestsError } from "./error.js";
@@ -29,8 +28,9 @@ import {
   type Layer,
   type LayerEntry,
 } from "./l1-image.js";
-import type { DeviceSpec, LaunchSpec, ProcessPlan, ResolvedDevice, VmmLauncher } from "./launcher.js";
+import type { DeviceKind, DeviceSpec, LaunchSpec, ProcessPlan, ResolvedDevice, VmmLauncher } from "./launcher.js";
 import { qemuLauncher } from "./qemu.js";
+import { ANCHOR_SOURCE, buildStaticTool, PEER_SOURCE } from "./static-tool.js";
 import { parseResults, type SerialLine } from "./results.js";
 import type { GuestRun } from "./run-guest.js";
 import { guestVerdict } from "./verdict.js";
@@ -48,14 +48,112 @@ export interface NestedGuest {
   readonly memMiB?: number;
   /** L2 vCPUs, 1..32 (default 1; more than L1's vCPU count works but is slow under TCG). */
   readonly vcpus?: number;
-  /** Devices; `console` and `vsock` are not available inside L1. blk files are copied into L1 at the same path. */
+  /**
+   * Devices; `console` is not available inside L1 (its echo peer lives on the
+   * host). blk files are copied into L1 at the same path. A `net` device with
+   * a `tap` gets that tap created in L1 before the VMM starts (at most one per
+   * guest), with {@link NESTED_TAP_HOST}/24 on L1's side; without a tap, QEMU
+   * uses user networking. A `vsock` device's `udsPath` is a path inside L1
+   * (default `/run/tsvmm/vsock-<step>.sock`); QEMU uses vhost-vsock in L1.
+   */
   readonly devices?: readonly DeviceSpec[];
+  /** The far ends of the guest's devices inside L1: TCP and vsock peers, RSS samples for the balloon. */
+  readonly peers?: NestedPeers;
   /** Inside L1, the VMM is killed after this many ms (default 120 s). */
   readonly timeoutMs?: number;
   /** Inside L1, the VMM is killed once a serial line contains this text. */
   readonly stopOnSerial?: string;
   readonly extraArgs?: readonly string[];
 }
+
+/** One stream exchange: the guest and the host each send a known number of bytes of a seeded pattern (nested/peer.c). */
+export interface NestedStream {
+  /** Bytes the guest sends, 0..2^30. */
+  readonly guestToHost: number;
+  /** Bytes the host sends back, 0..2^30. */
+  readonly hostToGuest: number;
+  /** Seed of the byte pattern, 0..2^32-1 (both sides must use the same). */
+  readonly seed: number;
+}
+
+/** A TCP peer on L1's side of the tap: listens on {@link NESTED_TAP_HOST}:`port` before the VMM starts and accepts one connection. */
+export interface NestedTcpPeer extends NestedStream {
+  /** TCP port, 1..65535. */
+  readonly port: number;
+}
+
+/**
+ * The vsock peers in L1. For a VMM with Firecracker's Unix-socket convention
+ * (ours): the guest-initiated connection to host port `hostPort` arrives on the
+ * socket `<udsPath>_<hostPort>`, where a peer listens from before the VMM
+ * starts; the host-initiated one connects to `udsPath` and writes `CONNECT
+ * <guestPort>`. For QEMU (vhost-vsock in L1) the same two go through AF_VSOCK
+ * in L1 (listen on `hostPort`, connect to the guest's CID). The host connects
+ * once the guest printed `listenMarker`. The guest-initiated stream uses
+ * `seed`, the host-initiated one `seed + 1` (mod 2^32).
+ */
+export interface NestedVsockPeer extends NestedStream {
+  /** Port on the host (CID 2) that the guest connects to. */
+  readonly hostPort: number;
+  /** Port the guest listens on for the host's connection. */
+  readonly guestPort: number;
+  /** Serial text that says the guest listens on `guestPort`. */
+  readonly listenMarker: string;
+}
+
+/**
+ * RSS samples of the VMM process in L1 around a balloon inflate: VmRSS (and
+ * its parts) from /proc/<pid>/status when the guest prints `touchedMarker`
+ * (its memory touched and freed, the balloon not yet inflated) and
+ * `inflatedMarker`. For QEMU the balloon's target is set through QMP right
+ * after the first sample (QEMU has no start-time target): guest memory minus
+ * the balloon device's `amountMiB`.
+ */
+export interface NestedBalloonWatch {
+  readonly touchedMarker: string;
+  readonly inflatedMarker: string;
+}
+
+/** The host sides of a guest's devices inside L1 (see {@link NestedGuest.peers}). */
+export interface NestedPeers {
+  /** Needs a `net` device with a `tap`. */
+  readonly tcp?: NestedTcpPeer;
+  /** Needs a `vsock` device. */
+  readonly vsock?: NestedVsockPeer;
+  /** Needs a `balloon` device (with `amountMiB` for QEMU). */
+  readonly balloon?: NestedBalloonWatch;
+}
+
+/** The names of the L1-side peers in {@link NestedGuestRun.peers}. */
+export type NestedPeerName = "tcp" | "vsock-g2h" | "vsock-h2g" | "qmp";
+
+/** One peer's result line (`result=ok sent=N received=M`, `result=fail why=…`), parsed. */
+export interface PeerResult {
+  /** `result=ok`. */
+  readonly ok: boolean;
+  /** Bytes this side sent (null for qmp or when the line had none). */
+  readonly sent: number | null;
+  /** Bytes this side received and checked. */
+  readonly received: number | null;
+  /** `why=` of a failure (timeout, eof, mismatch@N, connect:…), else null. */
+  readonly why: string | null;
+  /** The line as printed. */
+  readonly line: string;
+}
+
+/** Parses a result line of nested/peer.c (null if `text` has no `result=`). */
+export function parsePeerResult(text: string): PeerResult | null {
+  const m = /\bresult=(ok|fail)\b/.exec(text);
+  if (!m) return null;
+  const n = (k: string): number | null => {
+    const v = new RegExp(`\\b${k}=(\\d+)\\b`).exec(text);
+    return v ? Number(v[1]) : null;
+  };
+  return { ok: m[1] === "ok", sent: n("sent"), received: n("received"), why: /\bwhy=(\S+)/.exec(text)?.[1] ?? null, line: text.trim() };
+}
+
+/** L1's address on a guest's tap (a /24; the guest takes another address in 10.0.2.0/24). */
+export const NESTED_TAP_HOST = "10.0.2.2";
 
 /** Options of {@link runNested}. */
 export interface NestedOptions {
@@ -99,6 +197,12 @@ export interface NestedGuestRun extends GuestRun {
   readonly end: NestedEnd;
   /** The VMM's exit status inside L1 (137 when killed; at a timeout, what it returned on SIGTERM if it ended within 5 s), or null if it never ended. */
   readonly status: number | null;
+  /** What L1 did beside the VMM for this guest, one line each: the tap, the peers' results, RSS samples, QMP replies. */
+  readonly side: readonly string[];
+  /** The L1-side peers' results by name ({@link NestedPeers}); a peer that was started and printed nothing has `ok: false, why: "no-result"`. */
+  readonly peers: Readonly<Partial<Record<NestedPeerName, PeerResult>>>;
+  /** VmRSS of the VMM process in KiB at the balloon markers (null where the sample failed), or null without {@link NestedPeers.balloon}. */
+  readonly balloonRss: { readonly beforeKiB: number | null; readonly afterKiB: number | null } | null;
 }
 
 /** The result of {@link runNested}. */
@@ -216,8 +320,13 @@ export const NESTED_MARKERS = {
   end: "TSVMM-STEP-END ",
   logBegin: "TSVMM-STEP-LOG-BEGIN ",
   logEnd: "TSVMM-STEP-LOG-END ",
+  sideBegin: "TSVMM-STEP-SIDE-BEGIN ",
+  sideEnd: "TSVMM-STEP-SIDE-END ",
   done: "TSVMM-L1 done",
 } as const;
+
+/** Modules of the L1 kernel package for the guests' devices, loaded in this order after kvm. */
+const L1_DEVICE_MODULES = ["tun", "vhost_iotlb", "vhost", "vsock", "vmw_vsock_virtio_transport_common", "vhost_vsock"] as const;
 
 const L1_INIT = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run
@@ -229,7 +338,9 @@ mount -t devtmpfs devtmpfs /dev
 echo "${NESTED_MARKERS.up} uptime=$(cut -d' ' -f1 /proc/uptime) cpus=$(grep -c ^processor /proc/cpuinfo)"
 mod=kvm-amd
 grep -q '^flags.* vmx' /proc/cpuinfo && mod=kvm-intel
-for m in irqbypass kvm $mod; do insmod /tsvmm/modules/$m.ko || echo "TSVMM-L1 insmod $m failed"; done
+# tun for the guests' taps; vhost-vsock (and what it needs) for QEMU's vsock device.
+for m in irqbypass kvm $mod ${L1_DEVICE_MODULES.join(" ")}; do insmod /tsvmm/modules/$m.ko || echo "TSVMM-L1 insmod $m failed"; done
+ip link set lo up
 if [ -c /dev/kvm ]; then
   # L1 booted with maxcpus=1: the modules are in and the anchor VM is open (see
   # kvm-anchor.c) before the other CPUs come online, so no later VM start or end
@@ -251,6 +362,9 @@ echo "${NESTED_MARKERS.done}"
 poweroff -f
 `;
 
+/** tsvmm-peer inside L1. */
+const L1_PEER = "/tsvmm/peer";
+
 function findModule(modulesDir: string, name: string): string {
   const order = readFileSync(join(modulesDir, "modules.order"), "utf8").split("\n");
   const rel = order.find((l) => basename(l).replace(/\.ko.*$/, "") === name);
@@ -263,32 +377,17 @@ function findModule(modulesDir: string, name: string): string {
   throw new TestGuestsError("DownloadFailed", `${name}.ko is not in ${modulesDir}`);
 }
 
-const ANCHOR_SOURCE = fileURLToPath(new URL("../nested/kvm-anchor.c", import.meta.url));
-
-/** Builds nested/kvm-anchor.c (static, so L1 needs no libc) into the cache, keyed by its source. */
-function buildAnchor(): string {
-  const src = readFileSync(ANCHOR_SOURCE);
-  const out = join(cacheDir("nested", "anchor"), `kvm-anchor-${createHash("sha256").update(src).digest("hex").slice(0, 16)}`);
-  if (existsSync(out)) return out;
-  const tmp = `${out}.tmp-${process.pid}`;
-  const r = spawnSync("gcc", ["-static", "-O2", "-Wall", "-Werror", "-o", tmp, ANCHOR_SOURCE], { encoding: "utf8" });
-  if (r.error || r.status !== 0) {
-    throw new TestGuestsError("MissingTool", `gcc -static could not build ${ANCHOR_SOURCE}: ${r.error?.message ?? r.stderr.trim()}`);
-  }
-  renameSync(tmp, out);
-  return out;
-}
-
-/** The base layer: busybox-static, /init and the KVM modules (decompressed) of the L1 kernel. */
+/** The base layer: busybox-static, /init, kvm-anchor, tsvmm-peer, and the KVM, tun and vhost-vsock modules (decompressed) of the L1 kernel. */
 async function baseLayer(k: DebianKernel, busybox = "/bin/busybox"): Promise<Layer> {
   if (!existsSync(busybox)) throw new TestGuestsError("MissingTool", `${busybox} not found: install busybox-static (scripts/setup.sh)`);
   const dir = cacheDir("nested", "modules", k.version);
   const entries: LayerEntry[] = [
     { path: "/bin/busybox", from: busybox, mode: 0o755 },
     { path: "/init", content: L1_INIT, mode: 0o755 },
-    { path: "/tsvmm/kvm-anchor", from: buildAnchor(), mode: 0o755 },
+    { path: "/tsvmm/kvm-anchor", from: buildStaticTool(ANCHOR_SOURCE), mode: 0o755 },
+    { path: L1_PEER, from: buildStaticTool(PEER_SOURCE), mode: 0o755 },
   ];
-  for (const m of ["irqbypass", "kvm", "kvm-amd", "kvm-intel"]) {
+  for (const m of ["irqbypass", "kvm", "kvm-amd", "kvm-intel", ...L1_DEVICE_MODULES]) {
     const out = join(dir, `${m}.ko`);
     if (!existsSync(out)) {
       const tmp = `${out}.tmp-${process.pid}`;
@@ -316,11 +415,31 @@ function checkInt(name: string, v: number, lo: number, hi: number): void {
   }
 }
 
+/** What L1 does beside one guest's VMM (see {@link NestedPeers}). */
+interface SidePlan {
+  /** The tap to create before the VMM starts (and delete after), or null. */
+  readonly tap: string | null;
+  readonly tcp: NestedTcpPeer | null;
+  readonly vsock: {
+    readonly peer: NestedVsockPeer;
+    /** "uds": Firecracker's Unix-socket convention at udsPath; "vhost": AF_VSOCK in L1 (QEMU's vhost-vsock). */
+    readonly transport: "uds" | "vhost";
+    readonly udsPath: string;
+    readonly cid: number;
+  } | null;
+  readonly balloon: {
+    readonly watch: NestedBalloonWatch;
+    /** QEMU's QMP socket and the target in bytes (guest memory minus the balloon), set after the first sample. */
+    readonly qmp: { readonly path: string; readonly targetBytes: number } | null;
+  } | null;
+}
+
 interface Prepared {
   readonly guest: NestedGuest;
   readonly plan: ProcessPlan;
   readonly launcher: string;
   readonly timeoutMs: number;
+  readonly side: SidePlan;
 }
 
 /**
@@ -328,10 +447,22 @@ interface Prepared {
  * its stderr. Step markers carry the run's nonce, so a guest cannot end its
  * block early by printing one. Each VMM runs in its own session (setsid),
  * and the watchdog and the stop marker kill its whole process group.
+ * Around the VMM, L1's side of the guest's devices (a tap, peers that listen
+ * before the VMM starts, a peer that connects at a serial marker, RSS
+ * samples and QMP at the balloon's markers); everything it saw goes to the
+ * side file, printed in its own block after the step.
+ * Exported for unit tests.
+ *
+ * @internal
  */
-function jobScript(steps: readonly Prepared[], nonce: string): string {
+export function jobScript(steps: readonly Prepared[], nonce: string): string {
   const M = NESTED_MARKERS;
-  const lines = ["# generated by runNested"];
+  const lines = [
+    "# generated by runNested",
+    // VmRSS and its parts of a process, one "Name:kB" word each.
+    `rss() { awk '/^(VmRSS|RssAnon|RssFile|RssShmem):/ { printf "%s%s ", $1, $2 }' /proc/$1/status 2>/dev/null; }`,
+    "mkdir -p /run/tsvmm",
+  ];
   steps.forEach((s, i) => {
     const env = Object.entries(s.plan.env ?? {}).map(([k, v]) => shq(`${k}=${v}`));
     const cmd = ["setsid", ...(env.length ? ["env", ...env] : []), shq(which(s.plan.file)), ...s.plan.args.map(shq)].join(" ");
@@ -339,7 +470,65 @@ function jobScript(steps: readonly Prepared[], nonce: string): string {
     const stop = s.guest.stopOnSerial;
     const kill = "{ kill -9 -$pid || kill -9 $pid; } 2>/dev/null";
     const id = `${i}#${nonce}`;
+    const side = `/tmp/side-${i}`;
+    const { tap, tcp, vsock, balloon } = s.side;
+    const names: NestedPeerName[] = [];
+    // A peer in the background; its result line goes to /tmp/peer-<i>-<name>, its stderr to /tmp/peerlog-<i>-<name>.
+    const peer = (name: NestedPeerName, args: readonly (string | number)[]): string => {
+      names.push(name);
+      return `${L1_PEER} ${args.map((a) => shq(String(a))).join(" ")} >/tmp/peer-${i}-${name} 2>/tmp/peerlog-${i}-${name} & peers="$peers $!"; pf="$pf /tmp/peer-${i}-${name}"`;
+    };
+    const listening = (name: NestedPeerName): string =>
+      `k=0; while ! grep -q listening /tmp/peerlog-${i}-${name} 2>/dev/null && [ $k -lt 100 ]; do sleep 0.05; k=$((k+1)); done`;
+    // Runs once, at the first serial line that contains `marker`.
+    const onMarker = (marker: string, tag: string, body: string): string =>
+      `  case "$l" in *${shq(marker)}*) [ -e /tmp/at-${i}-${tag} ] || { : > /tmp/at-${i}-${tag}; ${body}; } ;; esac`;
+    const pre: string[] = [`: > ${side}; peers=""; pf=""`];
+    const during: string[] = [];
+    if (tap !== null) {
+      pre.push(
+        `if tunctl -t ${tap} >/tmp/tap-${i} 2>&1 && ip addr add ${NESTED_TAP_HOST}/24 dev ${tap} 2>>/tmp/tap-${i} && ip link set ${tap} up 2>>/tmp/tap-${i}; ` +
+          `then echo "tap ${tap} up ${NESTED_TAP_HOST}/24" >> ${side}; else echo "tap ${tap} failed: $(tr '\\n' ' ' < /tmp/tap-${i})" >> ${side}; fi`,
+      );
+    }
+    if (tcp !== null) {
+      pre.push(peer("tcp", ["tcp-listen", NESTED_TAP_HOST, tcp.port, tcp.guestToHost, tcp.hostToGuest, tcp.seed, secs]), listening("tcp"));
+    }
+    if (vsock !== null) {
+      const v = vsock.peer;
+      const seed2 = (v.seed + 1) >>> 0;
+      if (vsock.transport === "uds") {
+        pre.push(`rm -f ${shq(vsock.udsPath)} ${shq(`${vsock.udsPath}_${v.hostPort}`)}`);
+        pre.push(peer("vsock-g2h", ["unix-listen", `${vsock.udsPath}_${v.hostPort}`, v.guestToHost, v.hostToGuest, v.seed, secs]), listening("vsock-g2h"));
+        during.push(onMarker(v.listenMarker, "h2g", peer("vsock-h2g", ["unix-connect", vsock.udsPath, v.guestPort, v.hostToGuest, v.guestToHost, seed2, secs])));
+      } else {
+        pre.push(peer("vsock-g2h", ["vsock-listen", v.hostPort, v.guestToHost, v.hostToGuest, v.seed, secs]), listening("vsock-g2h"));
+        during.push(onMarker(v.listenMarker, "h2g", peer("vsock-h2g", ["vsock-connect", vsock.cid, v.guestPort, v.hostToGuest, v.guestToHost, seed2, secs])));
+      }
+    }
+    if (balloon !== null) {
+      let touched = `echo "rss before $(rss $pid)" >> ${side}`;
+      if (balloon.qmp !== null) {
+        const cmdJson = JSON.stringify({ execute: "balloon", arguments: { value: balloon.qmp.targetBytes } });
+        names.push("qmp");
+        touched += `; ${L1_PEER} qmp ${shq(balloon.qmp.path)} ${shq(cmdJson)} 10 >/tmp/peer-${i}-qmp 2>/tmp/peerlog-${i}-qmp`;
+      }
+      during.push(onMarker(balloon.watch.touchedMarker, "touched", touched));
+      during.push(onMarker(balloon.watch.inflatedMarker, "inflated", `echo "rss after $(rss $pid)" >> ${side}`));
+    }
+    // After the VMM: give the peers 10 s to write their result, then end them; report what each said.
+    const post: string[] = [
+      `k=0; while [ $k -lt 100 ]; do w=0; for f in $pf; do [ -s $f ] || w=1; done; [ $w = 0 ] && break; sleep 0.1; k=$((k+1)); done`,
+      `for p in $peers; do kill -9 $p 2>/dev/null; done`,
+      ...[...new Set(names)].map(
+        (n) =>
+          `if [ -e /tmp/peer-${i}-${n} ]; then echo "${n} $(head -n 1 /tmp/peer-${i}-${n})" >> ${side}; ` +
+          `e=$(grep -v '^listening$' /tmp/peerlog-${i}-${n} 2>/dev/null | head -c 300 | tr '\\n' ' '); [ -n "$e" ] && echo "${n}-stderr $e" >> ${side}; fi`,
+      ),
+      ...(tap !== null ? [`tunctl -d ${tap} >/dev/null 2>&1`] : []),
+    ];
     lines.push(
+      ...pre,
       `rm -f /tmp/fifo-${i}; mkfifo /tmp/fifo-${i}`,
       `echo "${M.begin}${id} uptime=$(cut -d' ' -f1 /proc/uptime)"`,
       `${cmd} </dev/null >/tmp/fifo-${i} 2>/tmp/err-${i} &`,
@@ -348,6 +537,7 @@ function jobScript(steps: readonly Prepared[], nonce: string): string {
       `( sleep ${secs}; [ -e /tmp/done-${i} ] || { echo timeout > /tmp/why-${i}; { kill -TERM -$pid || kill -TERM $pid; } 2>/dev/null; sleep 5; ${kill}; } ) >/dev/null 2>&1 &`,
       `while IFS= read -r l || [ -n "$l" ]; do`,
       `  printf '%s\\n' "$l"`,
+      ...during,
       ...(stop !== undefined
         ? [`  case "$l" in *${shq(stop)}*) [ -e /tmp/why-${i} ] || { echo marker > /tmp/why-${i}; ${kill}; } ;; esac`]
         : []),
@@ -359,6 +549,8 @@ function jobScript(steps: readonly Prepared[], nonce: string): string {
       `echo; echo "${M.end}${id} status=$st reason=$why uptime=$(cut -d' ' -f1 /proc/uptime)"`,
       // At most 64 KiB of stderr travels over the console.
       `echo "${M.logBegin}${id}"; tail -c 65536 /tmp/err-${i}; echo; echo "${M.logEnd}${id}"`,
+      ...post,
+      `echo "${M.sideBegin}${id}"; tail -c 16384 ${side}; echo; echo "${M.sideEnd}${id}"`,
     );
   });
   return lines.join("\n") + "\n";
@@ -366,8 +558,26 @@ function jobScript(steps: readonly Prepared[], nonce: string): string {
 
 const MAX_BLK_BYTES = 512 << 20;
 
-async function prepare(g: NestedGuest): Promise<{ prepared: Prepared; files: string[] }> {
+/** What QEMU can attach inside L1: vsock through vhost-vsock (L1 loads vhost_vsock), no console (its peer is on the host), no rtc. */
+const QEMU_IN_L1: readonly DeviceKind[] = ["blk", "rng", "net", "balloon", "vsock"];
+
+function checkMarker(name: string, what: string, m: string): void {
+  if (m.length === 0 || /[\r\n]/.test(m)) throw new TestGuestsError("InvalidArgument", `${name}: ${what} must be non-empty text without line breaks`);
+}
+
+function checkStream(name: string, what: string, s: NestedStream): void {
+  checkInt(`${name}: ${what}.guestToHost`, s.guestToHost, 0, 1 << 30);
+  checkInt(`${name}: ${what}.hostToGuest`, s.hostToGuest, 0, 1 << 30);
+  checkInt(`${name}: ${what}.seed`, s.seed, 0, 0xffffffff);
+}
+
+/** The longest socket path: sun_path holds 108 bytes with the NUL, and `_<port>` may follow (up to 11 more). */
+const MAX_UDS_PATH = 107 - 11;
+
+/** Exported for unit tests. @internal */
+export async function prepare(g: NestedGuest, index = 0): Promise<{ prepared: Prepared; files: string[] }> {
   const launcher = g.vmm === "qemu" ? qemuLauncher : g.vmm;
+  const isQemu = launcher === qemuLauncher;
   const memMiB = g.memMiB ?? 256;
   const vcpus = g.vcpus ?? 1;
   const timeoutMs = g.timeoutMs ?? 120_000;
@@ -376,21 +586,77 @@ async function prepare(g: NestedGuest): Promise<{ prepared: Prepared; files: str
   checkInt(`${g.name}: timeoutMs`, timeoutMs, 1000, 3_600_000);
   const files = [resolve(g.kernel)];
   if (g.initrd !== undefined) files.push(resolve(g.initrd));
+  const provides = isQemu ? QEMU_IN_L1 : launcher.provides;
   const resolved: ResolvedDevice[] = [];
+  const extraArgs = [...(g.extraArgs ?? [])];
+  let tap: string | null = null;
+  let vsockDev: { cid: number; udsPath: string } | null = null;
+  let balloonDev: { amountMiB: number | undefined } | null = null;
   for (const d of g.devices ?? []) {
-    if (d.kind === "console" || d.kind === "vsock") {
-      throw new TestGuestsError("Unsupported", `${g.name}: a ${d.kind} device is not available inside L1 (its host side lives outside)`);
+    if (d.kind === "console") {
+      throw new TestGuestsError("Unsupported", `${g.name}: a console device is not available inside L1 (its echo peer lives on the host)`);
     }
-    if (!launcher.provides.includes(d.kind)) {
-      throw new TestGuestsError("Unsupported", `${launcher.name} does not provide a ${d.kind} device`);
+    if (!provides.includes(d.kind)) {
+      throw new TestGuestsError("Unsupported", `${launcher.name} does not provide a ${d.kind} device${isQemu ? " inside L1" : ""}`);
     }
     if (d.kind === "blk") {
       const p = resolve(d.path);
       if (statSync(p).size > MAX_BLK_BYTES) throw new TestGuestsError("InvalidArgument", `${g.name}: ${p} is larger than ${MAX_BLK_BYTES} bytes`);
       files.push(p);
       resolved.push({ ...d, path: p });
+    } else if (d.kind === "net" && d.tap !== undefined) {
+      // IFNAMSIZ is 16 with the NUL; the name also goes into the job script unquoted.
+      if (!/^[A-Za-z0-9_.-]{1,15}$/.test(d.tap)) throw new TestGuestsError("InvalidArgument", `${g.name}: tap name ${JSON.stringify(d.tap)} must be 1-15 of [A-Za-z0-9_.-]`);
+      if (tap !== null) throw new TestGuestsError("Unsupported", `${g.name}: one tap per guest inside L1 (both would take ${NESTED_TAP_HOST}/24)`);
+      tap = d.tap;
+      resolved.push(d);
+    } else if (d.kind === "vsock") {
+      if (vsockDev !== null) throw new TestGuestsError("Unsupported", `${g.name}: one vsock device per guest`);
+      checkInt(`${g.name}: vsock cid`, d.cid, 3, 0xfffffffe);
+      const udsPath = d.udsPath ?? `/run/tsvmm/vsock-${index}.sock`;
+      if (!isAbsolute(udsPath) || udsPath.length > MAX_UDS_PATH || /[\s'"\\]/.test(udsPath)) {
+        throw new TestGuestsError("InvalidArgument", `${g.name}: vsock udsPath must be an absolute path inside L1 of at most ${MAX_UDS_PATH} bytes without spaces or quotes`);
+      }
+      vsockDev = { cid: d.cid, udsPath };
+      resolved.push({ kind: "vsock", cid: d.cid, udsPath });
+    } else if (d.kind === "balloon") {
+      if (d.amountMiB !== undefined) checkInt(`${g.name}: balloon amountMiB`, d.amountMiB, 0, memMiB - 1);
+      balloonDev = { amountMiB: d.amountMiB };
+      resolved.push(d);
     } else resolved.push(d);
   }
+
+  const peers = g.peers ?? {};
+  let tcp: NestedTcpPeer | null = null;
+  if (peers.tcp) {
+    if (tap === null) throw new TestGuestsError("InvalidArgument", `${g.name}: a TCP peer needs a net device with a tap`);
+    checkInt(`${g.name}: peers.tcp.port`, peers.tcp.port, 1, 65535);
+    checkStream(g.name, "peers.tcp", peers.tcp);
+    tcp = peers.tcp;
+  }
+  let vsock: SidePlan["vsock"] = null;
+  if (peers.vsock) {
+    if (vsockDev === null) throw new TestGuestsError("InvalidArgument", `${g.name}: a vsock peer needs a vsock device`);
+    checkInt(`${g.name}: peers.vsock.hostPort`, peers.vsock.hostPort, 0, 0xfffffffe);
+    checkInt(`${g.name}: peers.vsock.guestPort`, peers.vsock.guestPort, 0, 0xfffffffe);
+    checkMarker(g.name, "peers.vsock.listenMarker", peers.vsock.listenMarker);
+    checkStream(g.name, "peers.vsock", peers.vsock);
+    vsock = { peer: peers.vsock, transport: isQemu ? "vhost" : "uds", udsPath: vsockDev.udsPath, cid: vsockDev.cid };
+  }
+  let balloon: SidePlan["balloon"] = null;
+  if (peers.balloon) {
+    if (balloonDev === null) throw new TestGuestsError("InvalidArgument", `${g.name}: a balloon watch needs a balloon device`);
+    checkMarker(g.name, "peers.balloon.touchedMarker", peers.balloon.touchedMarker);
+    checkMarker(g.name, "peers.balloon.inflatedMarker", peers.balloon.inflatedMarker);
+    let qmp: { path: string; targetBytes: number } | null = null;
+    if (isQemu) {
+      if (balloonDev.amountMiB === undefined) throw new TestGuestsError("InvalidArgument", `${g.name}: QEMU's balloon watch needs the balloon device's amountMiB (the QMP target)`);
+      qmp = { path: `/run/tsvmm/qmp-${index}.sock`, targetBytes: (memMiB - balloonDev.amountMiB) * 1024 * 1024 };
+      extraArgs.push("-qmp", `unix:${qmp.path},server=on,wait=off`);
+    }
+    balloon = { watch: peers.balloon, qmp };
+  }
+
   const spec: LaunchSpec = {
     kernel: resolve(g.kernel),
     ...(g.initrd !== undefined ? { initrd: resolve(g.initrd) } : {}),
@@ -398,11 +664,36 @@ async function prepare(g: NestedGuest): Promise<{ prepared: Prepared; files: str
     memMiB,
     vcpus,
     devices: resolved,
-    extraArgs: g.extraArgs ?? [],
+    extraArgs,
   };
   const plan = await launcher.plan(spec);
   if (plan.kind !== "process") throw new TestGuestsError("Unsupported", `${g.name}: ${launcher.name} runs in-process; inside L1 only process plans run`);
-  return { prepared: { guest: g, plan, launcher: launcher.name, timeoutMs }, files };
+  return { prepared: { guest: g, plan, launcher: launcher.name, timeoutMs, side: { tap, tcp, vsock, balloon } }, files };
+}
+
+const PEER_NAMES: readonly NestedPeerName[] = ["tcp", "vsock-g2h", "vsock-h2g", "qmp"];
+
+/**
+ * Reads a step's side lines (see jobScript): the peers' results by name and
+ * the balloon's RSS samples. Exported for unit tests.
+ *
+ * @internal
+ */
+export function sideResults(plan: SidePlan, side: readonly string[]): Pick<NestedGuestRun, "side" | "peers" | "balloonRss"> {
+  const peers: Partial<Record<NestedPeerName, PeerResult>> = {};
+  for (const line of side) {
+    const sp = line.indexOf(" ");
+    const name = (sp < 0 ? line : line.slice(0, sp)) as NestedPeerName;
+    if (!PEER_NAMES.includes(name) || peers[name]) continue;
+    const rest = sp < 0 ? "" : line.slice(sp + 1);
+    peers[name] = parsePeerResult(rest) ?? { ok: false, sent: null, received: null, why: "no-result", line: rest.trim() };
+  }
+  const rss = (label: string): number | null => {
+    const l = side.find((x) => x.startsWith(`rss ${label} `) || x === `rss ${label}`);
+    const m = l ? /\bVmRSS:(\d+)\b/.exec(l) : null;
+    return m ? Number(m[1]) : null;
+  };
+  return { side, peers, balloonRss: plan.balloon === null ? null : { beforeKiB: rss("before"), afterKiB: rss("after") } };
 }
 
 /**
@@ -428,8 +719,8 @@ export class L1Parser {
   /** Guest steps whose start marker was seen. */
   started = 0;
   private cur: { i: number; t0: number; lines: SerialLine[]; serial: string[] } | null = null;
-  private log: { i: number; lines: string[] } | null = null;
-  readonly ends = new Map<number, { status: number; reason: string; lines: SerialLine[]; serial: string; wallMs: number; log: string }>();
+  private log: { i: number; kind: "log" | "side"; lines: string[] } | null = null;
+  readonly ends = new Map<number, { status: number; reason: string; lines: SerialLine[]; serial: string; wallMs: number; log: string; side: string[] }>();
   private readonly partialSteps = new Map<number, { t0: number; lines: SerialLine[]; serial: string }>();
 
   /**
@@ -459,9 +750,11 @@ export class L1Parser {
   private line(text: string, now: number): void {
     const M = NESTED_MARKERS;
     if (this.log) {
-      if (text === `${M.logEnd}${this.log.i}#${this.nonce}`) {
-        const e = this.ends.get(this.log.i);
-        if (e) e.log = this.log.lines.join("\n").trim();
+      const { i, kind } = this.log;
+      if (text === `${kind === "log" ? M.logEnd : M.sideEnd}${i}#${this.nonce}`) {
+        const e = this.ends.get(i);
+        if (e && kind === "log") e.log = this.log.lines.join("\n").trim();
+        if (e && kind === "side") e.side = this.log.lines.filter((l) => l.trim() !== "");
         this.log = null;
       } else this.log.lines.push(text);
       return;
@@ -479,6 +772,7 @@ export class L1Parser {
           serial: lines.map((l) => l.text).join("\n"),
           wallMs: now - this.cur.t0,
           log: "",
+          side: [],
         });
         this.cur = null;
         return;
@@ -511,7 +805,10 @@ export class L1Parser {
       if (n === this.nonce) this.cur = { i: Number(i), t0: now, lines: [], serial: [] };
     } else if ((rest = at(M.logBegin)) !== null) {
       const [i, n] = rest.trim().split("#");
-      if (n === this.nonce) this.log = { i: Number(i), lines: [] };
+      if (n === this.nonce) this.log = { i: Number(i), kind: "log", lines: [] };
+    } else if ((rest = at(M.sideBegin)) !== null) {
+      const [i, n] = rest.trim().split("#");
+      if (n === this.nonce) this.log = { i: Number(i), kind: "side", lines: [] };
     }
   }
 
@@ -578,8 +875,8 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
   const steps: Prepared[] = [];
   const l2Files: string[] = [...(options.files ?? []).map((f) => resolve(f))];
   const blkFiles = new Set<string>();
-  for (const g of options.guests) {
-    const { prepared, files } = await prepare(g);
+  for (const [index, g] of options.guests.entries()) {
+    const { prepared, files } = await prepare(g, index);
     steps.push(prepared);
     for (const f of files) l2Files.push(f);
     for (const d of g.devices ?? []) if (d.kind === "blk") blkFiles.add(resolve(d.path));
@@ -722,6 +1019,7 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
           firstSerialByteMs: lines[0]?.tMs ?? null,
           vmmLog: e?.log ?? "",
           vmm: s.launcher,
+          ...sideResults(s.side, e?.side ?? []),
         };
       });
       if (attempt === 0 && !timedOut && l1PanickedEarly(parser)) {
