@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, describe, expect, it } from "vitest";
-import { guestHasL1State, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly } from "../src/nested.js";
+import { guestHasL1State, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, sideResults, type NestedGuest } from "../src/nested.js";
 import {
   buildLayer,
   concatLayers,
@@ -106,6 +106,119 @@ describe("runNested option checks (before anything starts)", () => {
     await expect(runNested({ guests: [{ ...guest, timeoutMs: 10 }] })).rejects.toMatchObject({ code: "InvalidArgument" });
     await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "console" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
     await expect(runNested({ guests: [{ ...guest, devices: [{ kind: "rtc" }] }] })).rejects.toMatchObject({ code: "Unsupported" });
+  });
+});
+
+describe("the job script's device side (taps, peers, RSS samples, QMP), without L1", () => {
+  const kernel = join(import.meta.dirname, "helpers.ts");
+  const all: NestedGuest = {
+    name: "q", vmm: "qemu", kernel, memMiB: 256, timeoutMs: 60_000,
+    devices: [{ kind: "net", tap: "tsvmm0" }, { kind: "vsock", cid: 7 }, { kind: "balloon", amountMiB: 64 }],
+    peers: {
+      tcp: { port: 5201, guestToHost: 100, hostToGuest: 200, seed: 7 },
+      vsock: { hostPort: 5000, guestPort: 5001, listenMarker: "LISTENING now", guestToHost: 10, hostToGuest: 20, seed: 0xffffffff },
+      balloon: { touchedMarker: "TOUCHED it", inflatedMarker: "INFLATED it" },
+    },
+  };
+  /** A launcher with Firecracker's vsock convention (like ours): plans a plain command. */
+  const fc: VmmLauncher = {
+    name: "fc", provides: ["net", "vsock", "balloon"],
+    plan: (spec) => ({ kind: "process", file: "busybox", args: ["true", JSON.stringify(spec.devices)], guestExitValue: () => null }),
+  };
+  const lines = (script: string): string[] => script.split("\n");
+  const index = (script: string, needle: string): number => lines(script).findIndex((l) => l.includes(needle));
+
+  it("QEMU: creates the tap and starts the listeners before the VMM, connects at the marker, sets the balloon by QMP after the first RSS sample", async () => {
+    const { prepared } = await prepare(all, 3);
+    expect(prepared.plan.args).toEqual(expect.arrayContaining(["-qmp", "unix:/run/tsvmm/qmp-3.sock,server=on,wait=off", "vhost-vsock-device,guest-cid=7"]));
+    expect(prepared.plan.args).toContain("tap,id=net0,ifname=tsvmm0,script=no,downscript=no");
+    const js = jobScript([prepared], "n0nce");
+    // Valid sh, as busybox will read it.
+    expect(execFileSync("sh", ["-n", "-c", js], { encoding: "utf8" })).toBe("");
+    const vmm = index(js, "setsid ");
+    expect(index(js, "tunctl -t tsvmm0")).toBeGreaterThan(-1);
+    expect(index(js, "tunctl -t tsvmm0")).toBeLessThan(vmm);
+    expect(index(js, "ip addr add 10.0.2.2/24 dev tsvmm0")).toBeLessThan(vmm);
+    expect(index(js, "'tcp-listen' '10.0.2.2' '5201' '100' '200' '7' '60'")).toBeLessThan(vmm);
+    // vhost: AF_VSOCK in L1; the host-initiated stream sends hostToGuest first with seed + 1 (mod 2^32).
+    expect(index(js, "'vsock-listen' '5000' '10' '20' '4294967295' '60'")).toBeLessThan(vmm);
+    const h2g = lines(js).find((l) => l.includes("'vsock-connect'"))!;
+    expect(h2g).toContain("*'LISTENING now'*");
+    expect(h2g).toContain("'vsock-connect' '7' '5001' '20' '10' '0' '60'");
+    expect(index(js, "'vsock-connect'")).toBeGreaterThan(vmm);
+    const touched = lines(js).find((l) => l.includes("*'TOUCHED it'*"))!;
+    // 256 − 64 MiB, after the RSS sample.
+    expect(touched.indexOf("rss before")).toBeLessThan(touched.indexOf('{"execute":"balloon","arguments":{"value":201326592}}'));
+    expect(lines(js).find((l) => l.includes("*'INFLATED it'*"))).toContain("rss after");
+    // Afterwards: the tap goes, the side block follows the log block.
+    expect(index(js, "tunctl -d tsvmm0")).toBeGreaterThan(vmm);
+    expect(index(js, `${NESTED_MARKERS.sideBegin}0#n0nce`)).toBeGreaterThan(index(js, `${NESTED_MARKERS.logEnd}0#n0nce`));
+  });
+
+  it("Firecracker's convention (our VMM): the guest-initiated socket is <udsPath>_<hostPort>, the host connects to udsPath; no QMP", async () => {
+    const { prepared } = await prepare({ ...all, vmm: fc }, 1);
+    const devices = JSON.parse(prepared.plan.args[1]!) as unknown[];
+    expect(devices).toEqual([{ kind: "net", tap: "tsvmm0" }, { kind: "vsock", cid: 7, udsPath: "/run/tsvmm/vsock-1.sock" }, { kind: "balloon", amountMiB: 64 }]);
+    const js = jobScript([prepared], "n0nce");
+    expect(execFileSync("sh", ["-n", "-c", js], { encoding: "utf8" })).toBe("");
+    expect(index(js, "'unix-listen' '/run/tsvmm/vsock-1.sock_5000' '10' '20' '4294967295' '60'")).toBeLessThan(index(js, "setsid "));
+    expect(lines(js).find((l) => l.includes("*'LISTENING now'*"))).toContain("'unix-connect' '/run/tsvmm/vsock-1.sock' '5001' '20' '10' '0' '60'");
+    expect(js).not.toContain("qmp");
+    expect(prepared.plan.args).not.toContain("-qmp");
+  });
+
+  it("refuses peers without their devices, bad taps, ports and markers, and QEMU's balloon watch without a target", async () => {
+    const bad = async (g: Partial<NestedGuest>, code = "InvalidArgument"): Promise<void> => {
+      await expect(prepare({ ...all, ...g } as NestedGuest)).rejects.toMatchObject({ code });
+    };
+    await bad({ devices: [{ kind: "vsock", cid: 7 }, { kind: "balloon", amountMiB: 64 }] }); // tcp peer, no tap
+    await bad({ devices: [{ kind: "net" }, { kind: "vsock", cid: 7 }, { kind: "balloon", amountMiB: 64 }] }); // user networking has no tap
+    await bad({ devices: [{ kind: "net", tap: "tsvmm0" }, { kind: "balloon", amountMiB: 64 }] }); // vsock peer, no vsock
+    await bad({ devices: [{ kind: "net", tap: "tsvmm0" }, { kind: "vsock", cid: 7 }, { kind: "balloon" }] }); // QMP target unknown
+    await bad({ devices: [{ kind: "net", tap: "tsvmm0" }, { kind: "vsock", cid: 7 }] }); // balloon watch, no balloon
+    await bad({ devices: [{ kind: "net", tap: "bad name" }] , peers: {} });
+    await bad({ devices: [{ kind: "net", tap: "a" }, { kind: "net", tap: "b" }], peers: {} }, "Unsupported");
+    await bad({ devices: [{ kind: "vsock", cid: 2 }], peers: {} });
+    await bad({ devices: [{ kind: "vsock", cid: 7, udsPath: "relative.sock" }], peers: {} });
+    await bad({ devices: [{ kind: "balloon", amountMiB: 256 }], peers: {} });
+    await bad({ peers: { ...all.peers, tcp: { port: 0, guestToHost: 1, hostToGuest: 1, seed: 1 } } });
+    await bad({ peers: { ...all.peers, tcp: { port: 1, guestToHost: -1, hostToGuest: 1, seed: 1 } } });
+    await bad({ peers: { ...all.peers, balloon: { touchedMarker: "a\nb", inflatedMarker: "c" } } });
+    await bad({ peers: { ...all.peers, vsock: { ...all.peers!.vsock!, listenMarker: "" } } });
+    await bad({ vmm: { ...fc, provides: ["net"] } }, "Unsupported");
+  });
+
+  it("sideResults reads the peers' lines and the RSS samples; a started peer that printed nothing is a failure", () => {
+    const side = [
+      "tap tsvmm0 up 10.0.2.2/24",
+      "rss before VmRSS:300000 RssAnon:250000 RssFile:40000 RssShmem:10000 ",
+      "rss after VmRSS:240000 RssAnon:190000 RssFile:40000 RssShmem:10000 ",
+      "tcp result=ok sent=200 received=100",
+      "vsock-g2h result=fail why=timeout sent=0 received=0",
+      "vsock-h2g ",
+      "qmp result=ok reply={\"return\":_{}}",
+    ];
+    const plan = { tap: "tsvmm0", tcp: null, vsock: null, balloon: { watch: { touchedMarker: "a", inflatedMarker: "b" }, qmp: null } };
+    const r = sideResults(plan, side);
+    expect(r.balloonRss).toEqual({ beforeKiB: 300000, afterKiB: 240000 });
+    expect(r.peers.tcp).toMatchObject({ ok: true, sent: 200, received: 100 });
+    expect(r.peers["vsock-g2h"]).toMatchObject({ ok: false, why: "timeout" });
+    expect(r.peers["vsock-h2g"]).toMatchObject({ ok: false, why: "no-result" });
+    expect(r.peers.qmp).toMatchObject({ ok: true, sent: null });
+    expect(sideResults({ ...plan, balloon: null }, side).balloonRss).toBeNull();
+    expect(sideResults(plan, ["rss before ", "rss after VmRSS:x"]).balloonRss).toEqual({ beforeKiB: null, afterKiB: null });
+  });
+
+  it("L1Parser keeps a step's side block, which a guest cannot forge without the nonce", () => {
+    const M = NESTED_MARKERS;
+    const p = new L1Parser(0, "n0nce");
+    p.push(`${M.begin}0#n0nce uptime=1\r\nhello\r\n${M.sideBegin}0#guess\r\nfake\r\n`);
+    p.push(`\r\n${M.end}0#n0nce status=0 reason=exit\r\n${M.logBegin}0#n0nce\r\n${M.logEnd}0#n0nce\r\n`);
+    p.push(`${M.sideBegin}0#n0nce\r\ntap tsvmm0 up 10.0.2.2/24\r\ntcp result=ok sent=1 received=2\r\n\r\n${M.sideEnd}0#n0nce\r\n`);
+    p.finish();
+    const e = p.ends.get(0)!;
+    expect(e.lines.map((l) => l.text)).toEqual(["hello", `${M.sideBegin}0#guess`, "fake"]);
+    expect(e.side).toEqual(["tap tsvmm0 up 10.0.2.2/24", "tcp result=ok sent=1 received=2"]);
   });
 });
 
