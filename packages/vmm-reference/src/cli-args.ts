@@ -3,6 +3,7 @@
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
+import type { IrqchipMode } from "./vmm.js";
 import { readSmallFile } from "./small-file.js";
 
 /** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
@@ -27,6 +28,8 @@ export interface RunArgs {
   readonly cpuTemplate?: string | undefined;
   readonly cpuFeatures?: string | undefined;
   readonly timeoutS: number;
+  /** `--irqchip split|full` (default split). */
+  readonly irqchip: IrqchipMode;
   /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
@@ -47,6 +50,7 @@ const OPTIONS = {
   rng: { type: "boolean" },
   console: { type: "boolean" },
   "console-socket": { type: "string" },
+  irqchip: { type: "string" },
   json: { type: "boolean" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -55,8 +59,8 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket"],
-  "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket", "irqchip"],
+  "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
 };
 
 /** One option's raw value: a string, a flag, or the values of a repeatable option (`--disk`). */
@@ -110,14 +114,14 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
 /** The keys a `--config` file may hold, and the flag each stands for. */
 const CONFIG_KEYS: Record<string, string> = {
   kernel: "kernel", initrd: "initrd", cmdline: "cmdline", memory: "memory", vcpus: "vcpus",
-  cpuTemplate: "cpu-template", cpuFeatures: "cpu-features", timeout: "timeout",
+  cpuTemplate: "cpu-template", cpuFeatures: "cpu-features", timeout: "timeout", irqchip: "irqchip",
 };
 const PATH_KEYS = new Set(["kernel", "initrd"]);
 
 /**
  * Reads a `--config` JSON file: an object with the keys `kernel`, `initrd`,
- * `cmdline`, `memory`, `vcpus`, `cpuTemplate`, `cpuFeatures`, `timeout`
- * (strings or numbers), returned as flag values. Relative `kernel`/`initrd`
+ * `cmdline`, `memory`, `vcpus`, `cpuTemplate`, `cpuFeatures`, `timeout`,
+ * `irqchip` (strings or numbers), returned as flag values. Relative `kernel`/`initrd`
  * paths, and a `cpuTemplate` that is a path, are relative to the file.
  * @throws {@link UsageError} naming the file and the bad key.
  */
@@ -152,6 +156,17 @@ export function parseMemory(flag: string, v: string): number {
     throw new UsageError(`${flag} must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got ${JSON.stringify(v)}`);
   }
   return n;
+}
+
+/**
+ * `--irqchip`: `split` (the default: local APICs in KVM, the I/O APIC in the
+ * VMM) or `full` (KVM_CREATE_IRQCHIP and the in-kernel PIT).
+ * @throws {@link UsageError} naming the value.
+ */
+export function parseIrqchip(v: string | undefined): IrqchipMode {
+  if (v === undefined || v === "split") return "split";
+  if (v === "full") return "full";
+  throw new UsageError(`--irqchip must be split or full, got ${JSON.stringify(v)}`);
 }
 
 /** A whole number in [min, max]. @throws {@link UsageError} naming the flag and value. */
@@ -199,6 +214,7 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
     cpuTemplate: s("cpu-template"),
     cpuFeatures: s("cpu-features"),
     timeoutS: parseTimeout(s("timeout")),
+    irqchip: parseIrqchip(s("irqchip")),
     virtio: virtioArgs(v),
   };
 }

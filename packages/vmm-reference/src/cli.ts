@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { UsageError, parseCommand, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue } from "./cli-args.js";
+import { UsageError, parseCommand, parseIrqchip, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue } from "./cli-args.js";
 import { liveCpuFeatureReport } from "./cpu/command.js";
 import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
@@ -12,9 +12,10 @@ import type { RunResult } from "./run-result.js";
 
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
-                  [--config FILE.json] [--timeout SECONDS]
+                  [--config FILE.json] [--timeout SECONDS] [--irqchip split|full]
                   [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
+                  [--irqchip split|full]
        ts-vmm --version | --help
 
 run boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin and
@@ -24,7 +25,9 @@ cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
-(virtio-console on a Unix socket the VMM connects to).
+(virtio-console on a Unix socket the VMM connects to). --irqchip: split (the
+default: local APICs in KVM, the I/O APIC in the VMM, no 8259 or PIT; Linux
+needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
@@ -119,6 +122,7 @@ export async function runCli(
         template: s("cpu-template"),
         switches: s("cpu-features"),
         vcpus: s("vcpus") === undefined ? 1 : parseWhole("--vcpus", s("vcpus")!, 1, MAX_VCPUS),
+        irqchip: parseIrqchip(s("irqchip")),
         all: v["all"] === true,
       });
       stdout.write(v["json"] === true ? JSON.stringify(report, null, 2) + "\n" : formatCpuFeatureReport(report));
@@ -153,6 +157,7 @@ async function runCommand(
       ...(a.cpuTemplate !== undefined ? { cpuTemplate: a.cpuTemplate } : {}),
       ...(a.cpuFeatures !== undefined ? { cpuFeatures: a.cpuFeatures } : {}),
       virtio: a.virtio,
+      irqchip: a.irqchip,
     });
   } catch (e) {
     return fail(e);

@@ -1,5 +1,5 @@
 export { Vmm } from "./vmm.js";
-export type { VmConfig, VmIo, VcpuSetup } from "./vmm.js";
+export type { VmConfig, VmIo, VcpuSetup, IrqchipMode } from "./vmm.js";
 export type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 export { VmmError } from "./error.js";
 export type { VmmErrorCode } from "./error.js";
@@ -8,7 +8,7 @@ export type { NormalizeOptions } from "./cpu/normalize.js";
 export { BOOT_MSRS, MAX_VCPUS, COM1_IRQ, KBD_IRQ, TSS_ADDR } from "./machine/layout.js";
 export { runCli } from "./cli.js";
 export type { CliStdout, CliHooks } from "./cli.js";
-export { vmInterruptConfig, openKvm } from "./vmm.js";
+export { vmInterruptConfig, openKvm, gsiRoutes, splitIrqchipRoutes } from "./vmm.js";
 export { CPU_FEATURES, CET_STATE_MSRS, MSR_IA32_XSS, XSS_CET_U, XSS_CET_S, XCR0_COMPONENTS, featureByName } from "./cpu/features.js";
 export type { CpuFeature, FeatureKind } from "./cpu/features.js";
 export { findEntry, hasBit, withBit, maskRegister, vendorOf, bitName } from "./cpu/cpuid-table.js";

@@ -48,7 +48,7 @@ export interface VcpuWorkerData {
   readonly kbdIrqFd: number;
   /** MMIO exits inside `mmioWindows` go to the main thread through this mailbox (one per vCPU). */
   readonly mmioMailbox?: SharedArrayBuffer;
-  /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows). */
+  /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows, the split irqchip's I/O APIC). */
   readonly mmioWindows?: readonly (readonly [number, number])[];
 }
 
@@ -201,6 +201,10 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         break;
       case "MmioWrite":
         if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
+        break;
+      case "IoapicEoi":
+        // Split irqchip: the guest ended a level-triggered interrupt of an I/O APIC route. The
+        // user-space I/O APIC keeps no remote IRR (each raise is one MSI), so there is nothing to clear.
         break;
       case "Intr":
         if (Atomics.load(stop, 0) !== 0) {

@@ -2,13 +2,26 @@ import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { release } from "node:os";
 import { Cap, Kvm, type CpuidEntry, type IrqRoutingEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
-import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
+import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
-import { BootTimer, bootTimerState, I8042, i8042State, Serial16550, serialState, type BootTimerReport } from "@ts-vmm/virtio-devices/legacy";
+import {
+  BootTimer,
+  bootTimerState,
+  I8042,
+  i8042State,
+  Ioapic,
+  IOAPIC_BASE,
+  IOAPIC_DEFAULT_PINS,
+  IOAPIC_WINDOW,
+  Serial16550,
+  serialState,
+  type BootTimerReport,
+  type IoapicRoute,
+} from "@ts-vmm/virtio-devices/legacy";
 import { SerialOutputRing } from "./devices/serial-output.js";
-import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
+import { MMIO_MAILBOX_BYTES, type MmioRequest } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
@@ -38,6 +51,26 @@ export function gsiRoutes(): IrqRoutingEntry[] {
   for (let gsi = 0; gsi < PIC_GSIS; gsi++) routes.push({ gsi, type: "irqchip", irqchip: IRQCHIP_PIC_MASTER, pin: gsi });
   return routes;
 }
+
+/**
+ * The GSI routes of a split irqchip: GSI n is I/O APIC pin n, as an MSI with
+ * what the guest programmed into the pin's redirection entry; masked pins have
+ * no route, so their irqfds deliver nothing.
+ */
+export function splitIrqchipRoutes(routes: readonly IoapicRoute[]): IrqRoutingEntry[] {
+  return routes.map((r) => ({ gsi: r.pin, type: "msi" as const, address: r.address, data: r.data }));
+}
+
+/**
+ * Where the interrupt controllers live. `split` (the default): the local
+ * APICs in KVM, the I/O APIC in user space (@ts-vmm/virtio-devices' `Ioapic`,
+ * its pins routed as MSIs), no 8259 and no PIT, as Cloud Hypervisor does;
+ * Linux needs ACPI for it (the MADT; our FADT is HW-reduced, so Linux expects
+ * no legacy PIC or PIT). `full`: KVM_CREATE_IRQCHIP (LAPICs, I/O APIC and
+ * 8259s in the kernel) with the in-kernel PIT, reinjection off — for guests
+ * booted with `acpi=off` or that need the PIT.
+ */
+export type IrqchipMode = "split" | "full";
 
 /** What to boot. */
 export interface VmConfig {
@@ -74,16 +107,22 @@ export interface VmConfig {
   readonly cpuFeatures?: string | readonly FeatureSwitch[];
   /** virtio-mmio devices, in the order they get windows and IRQs (see devices/virtio-manager.ts). */
   readonly virtio?: readonly VirtioDeviceConfig[];
+  /** Interrupt controllers (default `split`, see {@link IrqchipMode}). */
+  readonly irqchip?: IrqchipMode;
 }
 
 /**
  * How {@link Vmm.create} sets up interrupt controllers and timers, as the
  * APICv/AVIC inhibit check sees it (`ts-vmm cpu-features`). Keep it in step
- * with create(): today KVM_CREATE_IRQCHIP (LAPIC, IOAPIC and PIC in the
- * kernel, so the PIC can deliver ExtINT) and no in-kernel PIT.
+ * with create(): `split` has no 8259 (no ExtINT) and no PIT; `full` has
+ * KVM_CREATE_IRQCHIP (the 8259 can deliver ExtINT) and the in-kernel PIT with
+ * reinjection off.
  */
-export function vmInterruptConfig(vcpus: number, x2apic: boolean, nestedVirt: boolean): InterruptConfig {
-  return { irqchip: "full", pit: undefined, extInt: true, vcpus, x2apic, nestedVirt, hypervSynic: false, guestDebugBlockIrq: false, sev: false };
+export function vmInterruptConfig(vcpus: number, x2apic: boolean, nestedVirt: boolean, irqchip: IrqchipMode = "split"): InterruptConfig {
+  const base = { vcpus, x2apic, nestedVirt, hypervSynic: false, guestDebugBlockIrq: false, sev: false };
+  return irqchip === "split"
+    ? { ...base, irqchip: "split", pit: undefined, extInt: false }
+    : { ...base, irqchip: "full", pit: { reinject: false }, extInt: true };
 }
 
 /** Where the guest's serial output goes. */
@@ -173,8 +212,9 @@ const WORKER_URL = new URL("../dist/vcpu-worker.js", import.meta.url);
 const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
 
 /**
- * A virtual machine: guest memory, the loaded kernel, the in-kernel irqchip
- * and PIT (reinjection off), and N vCPUs, each in its own worker thread, with
+ * A virtual machine: guest memory, the loaded kernel, the interrupt
+ * controllers (a split irqchip with a user-space I/O APIC by default, or
+ * KVM's full irqchip and PIT: {@link IrqchipMode}), and N vCPUs, each in its own worker thread, with
  * the legacy devices a PC's Linux expects: a 16550A on COM1 (IRQ 4), an
  * i8042 (IRQ 1, reset, Ctrl-Alt-Del injection), the HW-reduced ACPI sleep and
  * reset registers, the debug-exit port and the boot-timer port (all from
@@ -219,8 +259,14 @@ export class Vmm {
   readonly virtio: VirtioManager;
   /** One MMIO mailbox per vCPU: each worker forwards its virtio-mmio register exits through its own. */
   readonly #mmioMailboxes: SharedArrayBuffer[];
+  /** The user-space I/O APIC of a split irqchip (served on this thread); undefined with a full irqchip. */
+  readonly ioapic: Ioapic | undefined;
+  /** Interrupt routing failures (a KVM_SET_GSI_ROUTING the kernel refused), at most 64. */
+  readonly interruptErrors: readonly string[];
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[]) {
+    this.ioapic = ioapic;
+    this.interruptErrors = interruptErrors;
     this.#serialOut = new SerialOutputRing(backlog);
     this.virtio = virtio;
     this.#mmioMailboxes = vcpus.map(() => new SharedArrayBuffer(MMIO_MAILBOX_BYTES));
@@ -256,6 +302,8 @@ export class Vmm {
    * wrapping a KvmError, GuestMemoryError or LoaderError.
    */
   static create(config: VmConfig): Vmm {
+    const irqchip = config.irqchip ?? "split";
+    if (irqchip !== "split" && irqchip !== "full") throw new VmmError("InvalidConfig", `irqchip must be "split" or "full", got ${JSON.stringify(irqchip)}`);
     const memMiB = config.memMiB ?? 256;
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
       throw new VmmError("InvalidConfig", `memMiB must be a whole number from 2 to 1048576, got ${String(memMiB)}`);
@@ -278,6 +326,8 @@ export class Vmm {
     const vcpus: VcpuFd[] = [];
     const irqs: EventFd[] = [];
     let virtio: VirtioManager | undefined;
+    let ioapic: Ioapic | undefined;
+    const interruptErrors: string[] = [];
     try {
       kvm = openKvm();
       const supported = kvm.getSupportedCpuid();
@@ -292,12 +342,27 @@ export class Vmm {
       if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
-      vm.createIrqchip();
-      vm.setGsiRouting(gsiRoutes());
-      // The i8254 in the kernel, its speaker port (0x61) too; reinjection of
-      // missed ticks off: it inhibits APICv/AVIC, and Linux does not need it.
-      vm.createPit2({ speakerDummy: true });
-      vm.setPitReinject(false);
+      if (irqchip === "split") {
+        // Before any vCPU exists (KVM refuses it after). Every pin starts masked: no routes.
+        vm.enableSplitIrqchip(IOAPIC_DEFAULT_PINS);
+        const routedVm = vm;
+        ioapic = new Ioapic({
+          onRoutesChanged: (routes) => {
+            try {
+              routedVm.setGsiRouting(splitIrqchipRoutes(routes));
+            } catch (e) {
+              if (interruptErrors.length < 64) interruptErrors.push(`KVM_SET_GSI_ROUTING for the I/O APIC's routes failed: ${(e as Error).message}`);
+            }
+          },
+        }, { id: IOAPIC_ID });
+      } else {
+        vm.createIrqchip();
+        vm.setGsiRouting(gsiRoutes());
+        // The i8254 in the kernel, its speaker port (0x61) too; reinjection of
+        // missed ticks off: it inhibits APICv/AVIC, and Linux does not need it.
+        vm.createPit2({ speakerDummy: true });
+        vm.setPitReinject(false);
+      }
       for (const gsi of [COM1_IRQ, KBD_IRQ]) {
         const e = new EventFd();
         irqs.push(e);
@@ -344,7 +409,7 @@ export class Vmm {
         }
         setup.push({ cpuid, msrsRefused });
       }
-      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog, virtio);
+      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors);
     } catch (e) {
       virtio?.close();
       for (const v of vcpus) v.close();
@@ -480,9 +545,9 @@ export class Vmm {
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,
-          mmioWindows: this.virtio.windows,
+          mmioWindows: this.ioapic ? [[IOAPIC_BASE, IOAPIC_BASE + IOAPIC_WINDOW], ...this.virtio.windows] : this.virtio.windows,
         };
-        this.virtio.serve(this.#mmioMailboxes[id]!);
+        this.virtio.serve(this.#mmioMailboxes[id]!, this.ioapic ? (r) => this.#ioapicAccess(r) : undefined);
         // The worker is compiled JS that imports the packages' dist builds: do not
         // inherit flags such as a test runner's --conditions pointing at sources.
         const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
@@ -502,6 +567,15 @@ export class Vmm {
         worker.on("exit", (code) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker exited with ${code} before the VM stopped`, exits: {} }));
       });
     });
+  }
+
+  /** Serves an MMIO access if it is in the I/O APIC's window. */
+  #ioapicAccess(r: MmioRequest): boolean {
+    const io = this.ioapic;
+    if (io === undefined || r.address < IOAPIC_BASE || r.address >= IOAPIC_BASE + IOAPIC_WINDOW) return false;
+    if (r.write) io.write(r.address - IOAPIC_BASE, r.data);
+    else io.read(r.address - IOAPIC_BASE, r.data);
+    return true;
   }
 
   /** Asks every vCPU to stop: run() then resolves (with `Stopped` unless a vCPU ended first). Safe to call more than once. */

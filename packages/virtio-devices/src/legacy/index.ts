@@ -18,3 +18,5 @@ export {
   BOOT_TIMER_CAPACITY_LIMIT,
 } from "./boot-timer.js";
 export type { BootMilestone, BootTimerOptions, BootTimerReport, BootTimerStateOptions } from "./boot-timer.js";
+export { Ioapic, IOAPIC_BASE, IOAPIC_WINDOW, IOAPIC_DEFAULT_PINS } from "./ioapic.js";
+export type { IoapicHooks, IoapicRoute, IoapicState, IoapicMetrics, RedirectionEntry } from "./ioapic.js";

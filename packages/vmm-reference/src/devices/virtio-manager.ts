@@ -159,9 +159,13 @@ export class VirtioManager {
     return false;
   }
 
-  /** Serves a vCPU worker's mailbox until close(); called once per vCPU, each with its own mailbox. */
-  serve(mailbox: SharedArrayBuffer): void {
-    this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void this.handle(r)));
+  /**
+   * Serves a vCPU worker's mailbox until close(); called once per vCPU, each
+   * with its own mailbox. `other` serves the VMM's own MMIO devices first
+   * (the split irqchip's I/O APIC): it returns true if it took the access.
+   */
+  serve(mailbox: SharedArrayBuffer, other?: (r: MmioRequest) => boolean): void {
+    this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void (other?.(r) || this.handle(r))));
   }
 
   /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images. Idempotent. */
