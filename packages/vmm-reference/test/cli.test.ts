@@ -68,7 +68,7 @@ describe("ts-vmm flags (no KVM needed)", () => {
     const dir = mkdtempSync(join(tmpdir(), "ts-vmm-cli-"));
     const bad = join(dir, "bad.json");
     writeFileSync(bad, JSON.stringify({ kernel: "k", memroy: 64 }));
-    expect(oneLine((await cli("run", "--config", bad)).err)).toBe(`ts-vmm: --config ${bad}: unknown key "memroy" (known: kernel, initrd, cmdline, memory, vcpus, cpuTemplate, cpuFeatures, timeout)`);
+    expect(oneLine((await cli("run", "--config", bad)).err)).toBe(`ts-vmm: --config ${bad}: unknown key "memroy" (known: kernel, initrd, cmdline, memory, vcpus, cpuTemplate, cpuFeatures, timeout, irqchip)`);
     const good = join(dir, "vm.json");
     writeFileSync(good, JSON.stringify({ kernel: "bzImage", memory: "lots" }));
     expect(oneLine((await cli("run", "--config", good)).err)).toMatch(/--memory must be .* got "lots"/);
