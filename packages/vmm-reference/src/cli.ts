@@ -9,6 +9,12 @@ import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { Vmm } from "./vmm.js";
 import type { RunResult } from "./run-result.js";
+import { TRACE_STARTUP, mark, startupLines } from "./startup-trace.js";
+
+if (TRACE_STARTUP) {
+  mark("node bootstrap done", performance.timeOrigin + performance.nodeTiming.bootstrapComplete);
+  mark("cli modules loaded");
+}
 
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
@@ -148,6 +154,7 @@ async function runCommand(
     const a = runArgs(values);
     timeout = a.timeoutS;
     consoleOnStdio = a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined);
+    mark("Vmm.create start");
     vmm = Vmm.create({
       kernel: a.kernel,
       ...(a.initrd !== undefined ? { initrd: a.initrd } : {}),
@@ -237,6 +244,7 @@ async function runCommand(
     }
     vmm.close();
   }
+  if (TRACE_STARTUP) for (const l of startupLines()) stderr.write(`${l}\n`);
   if (outputError) {
     // Stay subscribed: the stream may report the same failure again; it is already handled.
     stderr.write(`ts-vmm: serial output failed (${outputError.message}); stopped the VM\n`);
@@ -286,8 +294,11 @@ function writeVcpuStates(stderr: { write(s: string): unknown }, states: RunResul
   }
 }
 
-const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
-if (invokedDirectly) {
+/**
+ * The process entry: runs {@link runCli} on process.argv with signals and
+ * stdin, then exits with its status (bin.ts calls it; so does running cli.js).
+ */
+export function main(): void {
   runCli(process.argv.slice(2), process.stdout, process.stderr, { signals: true, stdin: process.stdin }).then(
     // Exit once stdout has taken everything written so far (a pipe or file may lag).
     (code) => { process.stdout.write("", () => process.exit(code)); },
@@ -297,3 +308,6 @@ if (invokedDirectly) {
     },
   );
 }
+
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) main();

@@ -26,3 +26,4 @@ export type { CpuFeatureReport, CpuFeatureReportInput, FeatureRow } from "./cpu/
 export { VirtioManager, connectIrq, VIRTIO_MMIO_FIRST, VIRTIO_MMIO_STRIDE } from "./devices/virtio-manager.js";
 export type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 export type { MmioRequest } from "./devices/mmio-mailbox.js";
+export { prestartVcpuWorkers, prestartedVcpuWorkers, closePrestartedVcpuWorkers, MAX_PRESTARTED } from "./worker-pool.js";

@@ -28,6 +28,11 @@ import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult, VcpuEndState } from "./run-result.js";
+import { TRACE_STARTUP, absoluteNow, type StartupMark } from "./startup-trace.js";
+import type { VcpuWorkerPrestart, VcpuWorkerStart } from "./worker-pool.js";
+
+/** When this worker's modules were loaded (its body starts). */
+const modulesLoadedAt = absoluteNow();
 
 /** What the main thread sends a vCPU worker at start. */
 export interface VcpuWorkerData {
@@ -58,6 +63,8 @@ export type VcpuWorkerMessage =
   | { readonly type: "serialWake" }
   /** The guest took a byte from the receive FIFO after the host had more input than room. */
   | { readonly type: "rxSpace" }
+  /** Start-up phases of this worker (only with TS_VMM_TRACE_STARTUP=1). */
+  | { readonly type: "trace"; readonly marks: readonly StartupMark[] }
   | { readonly type: "stopped"; readonly result: RunResult };
 
 const COM1 = 0x3f8;
@@ -152,6 +159,9 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     }
   };
 
+  if (TRACE_STARTUP) {
+    port.postMessage({ type: "trace", marks: [{ phase: "worker modules loaded", at: modulesLoadedAt }, { phase: "first KVM_RUN", at: absoluteNow() }] } satisfies VcpuWorkerMessage);
+  }
   for (;;) {
     let exit: VcpuExit;
     try {
@@ -223,4 +233,10 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   }
 }
 
-if (parentPort) main(parentPort, workerData as VcpuWorkerData);
+if (parentPort) {
+  const port = parentPort;
+  const wd = workerData as VcpuWorkerData | VcpuWorkerPrestart;
+  // Started ahead of need (worker-pool.ts): the vCPU comes in the first message.
+  if ("prestart" in wd) port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => main(port, m.data));
+  else main(port, wd);
+}

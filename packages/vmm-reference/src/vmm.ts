@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { release } from "node:os";
 import { Cap, Kvm, type CpuidEntry, type IrqRoutingEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
@@ -30,6 +30,8 @@ import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
 import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
+import { mark } from "./startup-trace.js";
+import { takeVcpuWorker } from "./worker-pool.js";
 
 /** KVM's irqchip numbers in routing entries (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC). */
 const IRQCHIP_PIC_MASTER = 0;
@@ -204,8 +206,6 @@ export function openKvm(path = "/dev/kvm"): Kvm {
   }
 }
 
-/** The vCPU worker's compiled entry: dist/ holds it whether this module runs from src/ or dist/. */
-const WORKER_URL = new URL("../dist/vcpu-worker.js", import.meta.url);
 
 
 /** Orders the reasons when several vCPUs stop on their own: the first guest-caused end wins over a VMM stop. */
@@ -330,6 +330,7 @@ export class Vmm {
     const interruptErrors: string[] = [];
     try {
       kvm = openKvm();
+      mark("kvm opened");
       const supported = kvm.getSupportedCpuid();
       const cpuPolicy = {
         template, switches, vcpus: vcpuCount,
@@ -368,6 +369,7 @@ export class Vmm {
         irqs.push(e);
         vm.registerIrqfd(e, gsi);
       }
+      mark("vm and irqchip created");
       mem = GuestMemoryMmap.fromRanges(ramRegions(memMiB * MiB), { name: "guest-ram" });
       mem.regions.forEach((r, slot) => {
         if (r.hostAddress === undefined) throw new VmmError("SetupFailed", "guest memory region has no host mapping");
@@ -375,7 +377,9 @@ export class Vmm {
         // KVM keeps only its address, and GC must not unmap memory the guest still maps.
         vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer } });
       });
+      mark("guest memory mapped");
       virtio = VirtioManager.create(vm, mem, config.virtio ?? []);
+      mark("virtio devices created");
       const boot = loadLinux(mem, {
         virtioMmio: virtio.mmioDevices,
         virtioMmioOnCmdline: true,
@@ -384,6 +388,7 @@ export class Vmm {
         cmdline: config.cmdline ?? "",
         cpus: vcpuCount,
       });
+      mark("kernel loaded");
       const tscDeadline = vm.checkExtension(Cap.TSC_DEADLINE_TIMER) > 0;
       const setup: VcpuSetup[] = [];
       for (let id = 0; id < vcpuCount; id++) {
@@ -409,6 +414,7 @@ export class Vmm {
         }
         setup.push({ cpuid, msrsRefused });
       }
+      mark("vcpus set up");
       return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors);
     } catch (e) {
       virtio?.close();
@@ -503,10 +509,15 @@ export class Vmm {
       // handler: stop the VM instead and report it as the run's error.
       let ioError: unknown;
       let drainTimer: ReturnType<typeof setTimeout> | undefined;
+      let firstOutput = false;
       const drain = (): void => {
         // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
         const bytes = this.#serialOut.drain();
         if (bytes === undefined || ioError !== undefined) return;
+        if (!firstOutput) {
+          firstOutput = true;
+          mark("first serial output on the main thread");
+        }
         try {
           io.serial(bytes);
         } catch (e) {
@@ -548,10 +559,10 @@ export class Vmm {
           mmioWindows: this.ioapic ? [[IOAPIC_BASE, IOAPIC_BASE + IOAPIC_WINDOW], ...this.virtio.windows] : this.virtio.windows,
         };
         this.virtio.serve(this.#mmioMailboxes[id]!, this.ioapic ? (r) => this.#ioapicAccess(r) : undefined);
-        // The worker is compiled JS that imports the packages' dist builds: do not
-        // inherit flags such as a test runner's --conditions pointing at sources.
-        const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
+        // Prestarted (prestartVcpuWorkers) or new; either way compiled JS from dist/.
+        const worker = takeVcpuWorker(data);
         workers.push(worker);
+        mark(`vCPU ${id} worker spawned`);
         worker.on("message", (m: VcpuWorkerMessage) => {
           if (m.type === "serialWake") {
             // Gather for a millisecond: while the wake-up flag stays set, the workers post
@@ -561,6 +572,7 @@ export class Vmm {
               drain();
             }, 1);
           } else if (m.type === "rxSpace") this.#feed();
+          else if (m.type === "trace") for (const t of m.marks) mark(`vCPU ${id}: ${t.phase}`, t.at);
           else vcpuEnded(id, m.result);
         });
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));

@@ -11,7 +11,7 @@ import { runCli } from "../src/cli.js";
 import { CPU_FEATURES, REPORT_FEATURES } from "../src/index.js";
 import { SPIN, exitWith, tinyElf } from "./tiny-elf.js";
 
-const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 const DIST_INDEX = fileURLToPath(new URL("../dist/index.js", import.meta.url));
 
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {

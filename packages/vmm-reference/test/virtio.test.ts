@@ -140,7 +140,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
 
   it("CLI --console on stdin/stdout: guest output reaches stdout, stdin bytes reach the guest", async () => {
     const { spawn } = await import("node:child_process");
-    const cli = new URL("../dist/cli.js", import.meta.url).pathname;
+    const cli = new URL("../dist/bin.js", import.meta.url).pathname;
     const child = spawn(process.execPath, [cli, "run", "--kernel", elf, "--cmdline", "mode=selftest", "--mem", "64", "--console"], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (b: Buffer) => (out += b.toString("latin1")));
