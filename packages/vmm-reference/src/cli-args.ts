@@ -10,7 +10,7 @@ import { readSmallFile } from "./small-file.js";
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 import { MAX_VCPUS } from "./machine/layout.js";
 
-/** Most vCPUs `--vcpus` accepts: the machine's limit (APIC ids up to 254; x2APIC ids above that are not wired in yet). */
+/** Most vCPUs `--vcpus` accepts: the machine's limit (above 254: split irqchip and x2APIC; KVM may allow fewer). */
 export { MAX_VCPUS };
 
 /** A usage error: exit status 2, message printed as `ts-vmm: <message>`. */

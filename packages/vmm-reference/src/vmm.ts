@@ -1,7 +1,16 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
 import { release } from "node:os";
-import { Cap, Kvm, type CpuidEntry, type IrqRoutingEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
+import {
+  Cap,
+  Kvm,
+  KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+  KVM_X2APIC_API_USE_32BIT_IDS,
+  type CpuidEntry,
+  type IrqRoutingEntry,
+  type VcpuFd,
+  type VmFd,
+} from "@ts-vmm/kvm-ioctls";
 import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
@@ -24,7 +33,7 @@ import { SerialOutputRing } from "./devices/serial-output.js";
 import { MMIO_MAILBOX_BYTES, type MmioRequest } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
-import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
+import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, MAX_XAPIC_VCPUS, TSS_ADDR } from "./machine/layout.js";
 import type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
@@ -59,8 +68,22 @@ export function gsiRoutes(): IrqRoutingEntry[] {
  * what the guest programmed into the pin's redirection entry; masked pins have
  * no route, so their irqfds deliver nothing.
  */
-export function splitIrqchipRoutes(routes: readonly IoapicRoute[]): IrqRoutingEntry[] {
-  return routes.map((r) => ({ gsi: r.pin, type: "msi" as const, address: r.address, data: r.data }));
+export function splitIrqchipRoutes(routes: readonly IoapicRoute[], x2apicIds = false): IrqRoutingEntry[] {
+  return routes.map((r) => ({ gsi: r.pin, type: "msi" as const, address: kvmMsiAddress(r.address, x2apicIds), data: r.data }));
+}
+
+/**
+ * An x86 MSI address as KVM's routing table takes it. The guest's form may
+ * carry destination id bits 8–14 in address bits 5–11 (the extended
+ * destination id of KVM_FEATURE_MSI_EXT_DEST_ID); with KVM_CAP_X2APIC_API's
+ * 32-bit ids KVM wants bits 8–31 in the upper half of the address instead,
+ * and without it there is nowhere to put them (they are dropped).
+ */
+export function kvmMsiAddress(address: bigint, x2apicIds: boolean): bigint {
+  const lo = address & 0xffff_ffffn;
+  const ext = (lo >> 5n) & 0x7fn;
+  const base = lo & ~(0x7fn << 5n);
+  return x2apicIds && ext !== 0n ? base | ((ext << 8n) << 32n) : base;
 }
 
 /**
@@ -85,8 +108,9 @@ export interface VmConfig {
   /** Guest RAM in MiB (default 256, at least 2). */
   readonly memMiB?: number;
   /**
-   * vCPUs (default 1, at most 254). vCPU i has APIC id i; vCPU 0 boots, the
-   * others wait for INIT-SIPI from the guest on the in-kernel local APIC.
+   * vCPUs (default 1, at most {@link MAX_VCPUS} and KVM_CAP_MAX_VCPUS; above
+   * 254 only with the split irqchip and x2APIC). vCPU i has APIC id i; vCPU 0
+   * boots, the others wait for INIT-SIPI from the guest on the in-kernel local APIC.
    */
   readonly vcpus?: number;
   /**
@@ -304,6 +328,9 @@ export class Vmm {
   static create(config: VmConfig): Vmm {
     const irqchip = config.irqchip ?? "split";
     if (irqchip !== "split" && irqchip !== "full") throw new VmmError("InvalidConfig", `irqchip must be "split" or "full", got ${JSON.stringify(irqchip)}`);
+    if (irqchip === "full" && (config.vcpus ?? 1) > MAX_XAPIC_VCPUS) {
+      throw new VmmError("InvalidConfig", `${String(config.vcpus)} vCPUs need APIC ids above ${MAX_XAPIC_VCPUS}, which KVM's in-kernel I/O APIC cannot address: use the split irqchip`);
+    }
     const memMiB = config.memMiB ?? 256;
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
       throw new VmmError("InvalidConfig", `memMiB must be a whole number from 2 to 1048576, got ${String(memMiB)}`);
@@ -327,6 +354,7 @@ export class Vmm {
     const irqs: EventFd[] = [];
     let virtio: VirtioManager | undefined;
     let ioapic: Ioapic | undefined;
+    let x2apicIds = false;
     const interruptErrors: string[] = [];
     try {
       kvm = openKvm();
@@ -339,18 +367,30 @@ export class Vmm {
       // The CPU policy first, on the normalized table of vCPU 0: a refused feature
       // should not wait for guest memory and the kernel. Each vCPU's own table is
       // normalized and checked again below (its APIC id and TSC rate differ).
-      const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap }), cpuPolicy);
+      const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy);
       if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
+      const kvmMax = kvm.checkExtension(Kvm.Cap.MAX_VCPUS);
+      if (kvmMax > 0 && vcpuCount > kvmMax) throw new VmmError("InvalidConfig", `${vcpuCount} vCPUs: KVM allows at most ${kvmMax} per VM (KVM_CAP_MAX_VCPUS)`);
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
       if (irqchip === "split") {
         // Before any vCPU exists (KVM refuses it after). Every pin starts masked: no routes.
         vm.enableSplitIrqchip(IOAPIC_DEFAULT_PINS);
+        // 32-bit APIC ids in routes (x2APIC ids above 255) and no xAPIC broadcast quirk for
+        // id 0xff, as QEMU and Cloud Hypervisor enable it with a split irqchip.
+        const x2apicApi = KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+        if ((vm.checkExtension(Cap.X2APIC_API) & x2apicApi) === x2apicApi) {
+          vm.enableCap(Cap.X2APIC_API, [x2apicApi]);
+          x2apicIds = true;
+        } else if (vcpuCount > MAX_XAPIC_VCPUS) {
+          throw new VmmError("InvalidConfig", `${vcpuCount} vCPUs need 32-bit APIC ids in interrupt routes, and KVM lacks KVM_CAP_X2APIC_API (32-bit ids, no broadcast quirk)`);
+        }
         const routedVm = vm;
+        const wide = x2apicIds;
         ioapic = new Ioapic({
           onRoutesChanged: (routes) => {
             try {
-              routedVm.setGsiRouting(splitIrqchipRoutes(routes));
+              routedVm.setGsiRouting(splitIrqchipRoutes(routes, wide));
             } catch (e) {
               if (interruptErrors.length < 64) interruptErrors.push(`KVM_SET_GSI_ROUTING for the I/O APIC's routes failed: ${(e as Error).message}`);
             }
@@ -402,7 +442,7 @@ export class Vmm {
           tscKhz = undefined; // KVM_GET_TSC_KHZ unsupported: no timing leaf
         }
         // Normalization (hypervisor bit, KVM leaves, topology) first, then the template and switches.
-        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline }), cpuPolicy);
+        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline, msiExtDestId: irqchip === "split" && x2apicIds }), cpuPolicy);
         if (!policy.ok) throw new VmmError("CpuFeatureRefused", policy.refusal.message);
         const cpuid = policy.entries;
         vcpu.setCpuid2(cpuid);

@@ -3,8 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest } from "@ts-vmm/test-guests";
-import { afterAll, beforeAll, expect, it, vi } from "vitest";
-import { Vmm, runCli, vmInterruptConfig, type IrqchipMode } from "../src/index.js";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { Vmm, kvmMsiAddress, runCli, splitIrqchipRoutes, vmInterruptConfig, type IrqchipMode } from "../src/index.js";
 
 vi.setConfig({ testTimeout: 90_000 });
 
@@ -78,5 +78,17 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "interrupt controllers: split 
     expect(code).toBe(2);
     expect(err).toContain('--irqchip must be split or full, got "kernel"');
     expect(() => Vmm.create({ kernel: elf, irqchip: "none" as IrqchipMode })).toThrow(/irqchip must be "split" or "full"/);
+  });
+});
+
+describe("MSI addresses for KVM's routing table", () => {
+  it("moves the extended destination id (address bits 5-11) to the upper half with 32-bit ids, drops it without", () => {
+    // destination 0x2a5: low byte 0xa5 in bits 12-19, bits 8-14 (0x2) in bits 5-11, physical.
+    const guest = 0xfee0_0000n | (0xa5n << 12n) | (0x2n << 5n);
+    expect(kvmMsiAddress(guest, true)).toBe((0x200n << 32n) | 0xfee0_0000n | (0xa5n << 12n));
+    expect(kvmMsiAddress(guest, false)).toBe(0xfee0_0000n | (0xa5n << 12n));
+    // Nothing extended: unchanged either way (destination mode bit 2 kept).
+    expect(kvmMsiAddress(0xfee0_3004n, true)).toBe(0xfee0_3004n);
+    expect(splitIrqchipRoutes([{ pin: 5, address: guest, data: 0x31 }], true)).toEqual([{ gsi: 5, type: "msi", address: (0x200n << 32n) | 0xfee0_0000n | (0xa5n << 12n), data: 0x31 }]);
   });
 });
