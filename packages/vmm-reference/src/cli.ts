@@ -13,7 +13,8 @@ import type { RunResult } from "./run-result.js";
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS]
-                  [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
+                  [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
+                  [--rng] [--console | --console-socket PATH]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
        ts-vmm --version | --help
 
@@ -24,7 +25,12 @@ cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
-(virtio-console on a Unix socket the VMM connects to).
+(virtio-console on a Unix socket the VMM connects to), --net (virtio-net on a
+tap interface, repeatable: attached to if it exists, created otherwise, "%d"
+numbers it; mac= sets the MAC, default random). RATE limits a disk or each
+direction of a net device: bw=BYTES_PER_S, ops=OPS_PER_S (requests or frames),
+bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of them, e.g.
+--disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and

@@ -12,6 +12,10 @@ function deviceFlags(d: ResolvedDevice): string[] {
       return ["--rng"];
     case "console":
       return ["--console-socket", d.socketPath];
+    case "net":
+      // No user-mode network here: without a tap name the VMM creates a new tap (the kernel
+      // numbers it), which has no peer, so nothing answers the guest's ARP as QEMU's does.
+      return ["--net", `tap=${d.tap ?? "tsvmm%d"}`];
     default:
       throw new Error(`the reference VMM has no ${d.kind} device`);
   }
@@ -19,11 +23,11 @@ function deviceFlags(d: ResolvedDevice): string[] {
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`, with virtio-blk, virtio-rng and virtio-console.
+ * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console and virtio-net (on the named tap).
  */
 export const oursLauncher: VmmLauncher = {
   name: "ours",
-  provides: ["blk", "rng", "console"],
+  provides: ["blk", "rng", "console", "net"],
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);
