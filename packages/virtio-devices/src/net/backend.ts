@@ -51,7 +51,10 @@ export interface NetBackend {
 
 /** Options of {@link TapBackend.open}. */
 export interface TapBackendOptions {
-  /** Interface name (created if missing, which needs CAP_NET_ADMIN; an existing tap is attached to). */
+  /**
+   * Interface name, at most 15 bytes (created if missing, which needs CAP_NET_ADMIN; an
+   * existing tap is attached to). One `%d` lets the kernel pick the first free number.
+   */
   readonly name: string;
 }
 
@@ -93,7 +96,7 @@ export class TapBackend implements NetBackend {
    */
   static open(opts: TapBackendOptions): TapBackend {
     const name = opts?.name;
-    if (typeof name !== "string" || name.length === 0 || name.includes("%")) {
+    if (typeof name !== "string" || name.length === 0) {
       throw new VirtioDeviceError("InvalidArgument", `tap name must be a non-empty interface name, got ${JSON.stringify(name)}`);
     }
     let tap;
