@@ -1,5 +1,6 @@
 import { GuestMemoryError } from "@ts-vmm/vm-memory";
 import { VirtqueueError, type DescriptorChain, type Queue } from "@ts-vmm/virtio-queue";
+import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import { VIRTIO_ID_NET } from "../constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "../device.js";
 import { VirtioDeviceError } from "../errors.js";
@@ -28,7 +29,6 @@ import { rxChainProblem, tunOffloadFlags, txFrameViews, txHeaderProblem } from "
 import { formatMac, parseMac, randomMac } from "./mac.js";
 import { NetMetrics } from "./metrics.js";
 import { checkNetState, type VirtioNetState } from "./persist.js";
-import { TUN_F } from "@ts-vmm/vmm-sys-util";
 
 /** Frames (each direction) handled in one turn of the event loop before yielding. */
 export const NET_BATCH_FRAMES = 64;
