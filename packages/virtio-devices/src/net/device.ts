@@ -41,9 +41,13 @@ export interface VirtioNetOptions {
   readonly backend: NetBackend;
   /** MAC address in config space, `aa:bb:cc:dd:ee:ff` or 6 bytes. Default: random, locally administered. */
   readonly mac?: string | Uint8Array;
-  /** Limits frames delivered to the guest (ops: frames; bandwidth: bytes, header included). */
+  /**
+   * Limits frames delivered to the guest (ops: frames; bandwidth: bytes, header included).
+   * A config makes a limiter; an instance (to `update` later) belongs to this device's
+   * receive queue alone (the device sets its `onReady`).
+   */
   readonly rxRateLimiter?: RateLimiter | RateLimiterConfig;
-  /** Limits frames the guest sends. */
+  /** Limits frames the guest sends (as `rxRateLimiter`; not the same instance). */
   readonly txRateLimiter?: RateLimiter | RateLimiterConfig;
   /** Called with a reason for each dropped frame, malformed chain or backend error (for logs; keep it cheap). */
   readonly onViolation?: (reason: string) => void;
@@ -131,6 +135,10 @@ export class VirtioNet implements VirtioDevice {
     this.#onViolation = opts.onViolation;
     this.rxRateLimiter = limiterOf(opts.rxRateLimiter);
     this.txRateLimiter = limiterOf(opts.txRateLimiter);
+    if (this.rxRateLimiter !== undefined && this.rxRateLimiter === this.txRateLimiter) {
+      // One limiter wakes one queue (its onReady): a shared one would leave rx waiting forever.
+      throw new VirtioDeviceError("InvalidArgument", "rxRateLimiter and txRateLimiter must be different RateLimiter objects (pass a config to get one each)");
+    }
     this.#events = new NetEventHandler(opts.backend, this, this.rxRateLimiter, this.txRateLimiter);
   }
 

@@ -15,6 +15,7 @@ import {
   VIRTIO_NET_F_HOST_ECN,
   VIRTIO_NET_F_HOST_TSO4,
   VIRTIO_NET_F_MRG_RXBUF,
+  RateLimiter,
   VirtioDeviceError,
   VirtioNet,
   type NetBackend,
@@ -160,6 +161,8 @@ describe("virtio-net with a scripted backend", () => {
       expect(() => new VirtioNet({ backend, mac })).toThrow(VirtioDeviceError);
     }
     expect(() => new VirtioNet({} as never)).toThrow(VirtioDeviceError);
+    const shared = new RateLimiter({ ops: { size: 1, refillTimeMs: 1 } });
+    expect(() => new VirtioNet({ backend, rxRateLimiter: shared, txRateLimiter: shared })).toThrow(/different/);
     const random = new VirtioNet({ backend });
     expect(random.mac).toMatch(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/);
   });
