@@ -1,27 +1,15 @@
 import { describeWith } from "@ts-vmm/test-utils";
 import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
-import { buildMicroGuest, runGuest, selftestProblems, type GuestRun, type VmmLauncher } from "@ts-vmm/test-guests";
+import { buildMicroGuest, runGuest, selftestProblems, type GuestRun } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { runCli } from "../src/index.js";
+import { inNamespace } from "./ns-launcher.js";
 import { oursLauncher } from "./ours-launcher.js";
 
 vi.setConfig({ testTimeout: 90_000 });
 
 function explain(r: GuestRun): string {
   return `exit=${String(r.exitCode)} vmm=${JSON.stringify(r.vmmExit)} timedOut=${r.timedOut}\n--- serial\n${r.serial}\n--- vmm log\n${r.vmmLog}`;
-}
-
-/** The reference VMM's launcher, run inside a network namespace (`ip netns exec` execs the VMM: same pid, same process group). */
-function inNamespace(ns: NetNamespace): VmmLauncher {
-  return {
-    ...oursLauncher,
-    async plan(spec) {
-      const p = await oursLauncher.plan(spec);
-      if (p.kind !== "process") throw new Error("ours is a process");
-      const [file, ...prefix] = ns.execPrefix;
-      return { ...p, file: file!, args: [...prefix, p.file, ...p.args] };
-    },
-  };
 }
 
 describeWith({ kvm: true, root: true, tools: ["gcc", "ld", "ip"] }, "virtio-net on the reference VMM (micro-guest, tap in a private network namespace)", () => {
@@ -39,7 +27,7 @@ describeWith({ kvm: true, root: true, tools: ["gcc", "ld", "ip"] }, "virtio-net 
     ns.addTap(tap);
     const before = ns.linkStats(tap);
     const r = await runGuest({
-      vmm: inNamespace(ns), kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
+      vmm: inNamespace(oursLauncher, ns), kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
       devices: [{ kind: "net", tap }],
     });
     expect(selftestProblems(r, ["net"]), explain(r)).toEqual([]);
@@ -61,7 +49,7 @@ describeWith({ kvm: true, root: true, tools: ["gcc", "ld", "ip"] }, "virtio-net 
     const tap = uniqueIfName("tsvr");
     ns.addTap(tap);
     const r = await runGuest({
-      vmm: inNamespace(ns), kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
+      vmm: inNamespace(oursLauncher, ns), kernel: elf, cmdline: "mode=selftest", memMiB: 64, timeoutMs: 30_000,
       // The device comes from our own flag (the harness's net kind has no MAC or rate options).
       extraArgs: ["--net", `tap=${tap},mac=02:11:22:33:44:55,bw=100000,ops=10,ops_burst=5`],
     });

@@ -537,6 +537,9 @@ export class VirtioNet implements VirtioDevice {
         }
         if (c === undefined) {
           if (tx.eventIdx && tx.enableNotification(mem)) continue;
+          // A guest that sent something is likely refilling: look once more on the next turn
+          // of the loop before waiting for its notification (a turn that finds nothing stops).
+          if (frames > 0) this.#scheduleTx();
           break;
         }
         frames++;
