@@ -8,3 +8,4 @@ export { debianKernel, extractVmlinux } from "./debian-kernel.js";
 export type { DebianKernel, DebianKernelOptions } from "./debian-kernel.js";
 export { Qmp, QmpError, parseInfoRegisters, startQemu } from "./qmp.js";
 export type { QemuInstance, QmpEvent } from "./qmp.js";
+export { NetNamespace, uniqueIfName } from "./netns.js";

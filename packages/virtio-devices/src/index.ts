@@ -55,5 +55,8 @@ export {
   VIRTIO_ID_NET,
   VIRTIO_ID_RNG,
 } from "./constants.js";
+export * from "./net/index.js";
+export { RateLimiter, realClock } from "./rate-limiter.js";
+export type { RateLimiterClock, RateLimiterConfig, RateLimiterState, TokenBucketConfig, TokenBucketState } from "./rate-limiter.js";
 // The legacy PC devices, also on the `./legacy` subpath (one list of exports for both).
 export * from "./legacy/index.js";

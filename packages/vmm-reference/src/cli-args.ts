@@ -2,6 +2,7 @@
 // syntax, then one check per flag that names the flag and the bad value.
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import type { RateLimiterConfig } from "@ts-vmm/virtio-devices";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import type { IrqchipMode } from "./vmm.js";
 import { readSmallFile } from "./small-file.js";
@@ -30,7 +31,7 @@ export interface RunArgs {
   readonly timeoutS: number;
   /** `--irqchip split|full` (default split). */
   readonly irqchip: IrqchipMode;
-  /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, in that order. */
+  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
 
@@ -47,6 +48,7 @@ const OPTIONS = {
   config: { type: "string" },
   timeout: { type: "string" },
   disk: { type: "string", multiple: true },
+  net: { type: "string", multiple: true },
   rng: { type: "boolean" },
   console: { type: "boolean" },
   "console-socket": { type: "string" },
@@ -59,7 +61,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket", "irqchip"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "irqchip"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
 };
 
@@ -219,15 +221,78 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
   };
 }
 
-/** `--disk PATH[,ro]` (repeatable), `--rng`, `--console` or `--console-socket PATH`. @throws {@link UsageError} */
+/** Rate-limit keys of `--disk` and `--net`: per second, and the one-time bursts. */
+const RATE_KEYS = ["bw", "ops", "bw_burst", "ops_burst"] as const;
+/** Largest rate or burst accepted (2^40: a terabyte per second is not a limit). */
+const MAX_RATE = 2 ** 40;
+
+/**
+ * The rate limiter of `bw=BYTES_PER_S,ops=OPS_PER_S[,bw_burst=BYTES][,ops_burst=OPS]`
+ * (any subset; buckets of one second's worth, refilled over 1000 ms), or
+ * undefined if no key is given.
+ * @throws {@link UsageError} naming the flag and the key.
+ */
+export function rateLimitOf(flag: string, keys: ReadonlyMap<string, string>): RateLimiterConfig | undefined {
+  const n = (k: string): number | undefined => {
+    const raw = keys.get(k);
+    return raw === undefined ? undefined : parseWhole(`${flag} ${k}=`, raw, 1, MAX_RATE);
+  };
+  const bw = n("bw");
+  const ops = n("ops");
+  const bwBurst = n("bw_burst");
+  const opsBurst = n("ops_burst");
+  if (bwBurst !== undefined && bw === undefined) throw new UsageError(`${flag}: bw_burst needs bw`);
+  if (opsBurst !== undefined && ops === undefined) throw new UsageError(`${flag}: ops_burst needs ops`);
+  if (bw === undefined && ops === undefined) return undefined;
+  return {
+    ...(bw !== undefined ? { bandwidth: { size: bw, refillTimeMs: 1000, ...(bwBurst !== undefined ? { oneTimeBurst: bwBurst } : {}) } } : {}),
+    ...(ops !== undefined ? { ops: { size: ops, refillTimeMs: 1000, ...(opsBurst !== undefined ? { oneTimeBurst: opsBurst } : {}) } } : {}),
+  };
+}
+
+/** Splits `a=1,b=2,flag` into keys (a bare word maps to ""), refusing repeats and keys not in `allowed`. */
+function keyValues(flag: string, parts: readonly string[], allowed: readonly string[], syntax: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const p of parts) {
+    const eq = p.indexOf("=");
+    const k = eq < 0 ? p : p.slice(0, eq);
+    const val = eq < 0 ? "" : p.slice(eq + 1);
+    if (!allowed.includes(k) || (eq < 0) !== (k === "ro")) throw new UsageError(`${flag} takes ${syntax}, got ${JSON.stringify(p)}`);
+    if (out.has(k)) throw new UsageError(`${flag}: ${k} given twice`);
+    out.set(k, val);
+  }
+  return out;
+}
+
+const DISK_SYNTAX = "PATH[,ro][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burst=BYTES][,ops_burst=OPS]";
+const NET_SYNTAX = "tap=NAME[,mac=MAC][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burst=BYTES][,ops_burst=OPS]";
+
+/**
+ * `--disk PATH[,ro][,bw=…]` and `--net tap=NAME[,mac=…][,bw=…]` (both repeatable), `--rng`,
+ * `--console` or `--console-socket PATH`.
+ * @throws {@link UsageError}
+ */
 export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDeviceConfig[] {
   const out: VirtioDeviceConfig[] = [];
-  const disks = v["disk"];
-  for (const d of typeof disks === "string" ? [disks] : Array.isArray(disks) ? disks : []) {
-    const readOnly = d.endsWith(",ro");
-    const path = readOnly ? d.slice(0, -3) : d;
-    if (path === "" || path.includes(",")) throw new UsageError(`--disk takes PATH or PATH,ro, got ${JSON.stringify(d)}`);
-    out.push({ kind: "blk", path, readOnly });
+  const list = (k: string): readonly string[] => {
+    const x = v[k];
+    return typeof x === "string" ? [x] : Array.isArray(x) ? x : [];
+  };
+  for (const d of list("disk")) {
+    const [path, ...rest] = d.split(",");
+    if (path === undefined || path === "") throw new UsageError(`--disk takes ${DISK_SYNTAX}, got ${JSON.stringify(d)}`);
+    const keys = keyValues("--disk", rest, ["ro", ...RATE_KEYS], DISK_SYNTAX);
+    const rateLimiter = rateLimitOf("--disk", keys);
+    out.push({ kind: "blk", path, readOnly: keys.has("ro"), ...(rateLimiter !== undefined ? { rateLimiter } : {}) });
+  }
+  for (const n of list("net")) {
+    const keys = keyValues("--net", n.split(","), ["tap", "mac", ...RATE_KEYS], NET_SYNTAX);
+    const tap = keys.get("tap");
+    if (tap === undefined || tap === "") throw new UsageError(`--net takes ${NET_SYNTAX}, got ${JSON.stringify(n)}`);
+    const mac = keys.get("mac");
+    if (mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new UsageError(`--net mac= must look like 52:54:00:12:34:56, got ${JSON.stringify(mac)}`);
+    const rateLimiter = rateLimitOf("--net", keys);
+    out.push({ kind: "net", tap, ...(mac !== undefined ? { mac } : {}), ...(rateLimiter !== undefined ? { rateLimiter } : {}) });
   }
   if (v["rng"] === true) out.push({ kind: "rng" });
   const socket = v["console-socket"];

@@ -19,7 +19,8 @@ if (TRACE_STARTUP) {
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS] [--irqchip split|full]
-                  [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
+                  [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
+                  [--rng] [--console | --console-socket PATH]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
        ts-vmm --version | --help
@@ -31,7 +32,12 @@ cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
-(virtio-console on a Unix socket the VMM connects to). --irqchip: split (the
+(virtio-console on a Unix socket the VMM connects to), --net (virtio-net on a
+tap interface, repeatable: attached to if it exists, created otherwise, "%d"
+numbers it; mac= sets the MAC, default random). RATE limits a disk or each
+direction of a net device: bw=BYTES_PER_S, ops=OPS_PER_S (requests or frames),
+bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of them, e.g.
+--disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000. --irqchip: split (the
 default: local APICs in KVM, the I/O APIC in the VMM, no 8259 or PIT; Linux
 needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
 

@@ -11,8 +11,10 @@ import {
   MmioTransport,
   VirtioBlock,
   VirtioConsole,
+  VirtioNet,
   VirtioRng,
   type IrqLine,
+  type RateLimiterConfig,
   type VirtioDevice,
 } from "@ts-vmm/virtio-devices";
 import { EventFd, FdWatcher } from "@ts-vmm/vmm-sys-util";
@@ -21,8 +23,20 @@ import { MmioMailboxServer, type MmioRequest } from "./mmio-mailbox.js";
 
 /** A virtio device the VMM attaches. */
 export type VirtioDeviceConfig =
-  /** virtio-blk on a raw image. */
-  | { readonly kind: "blk"; readonly path: string; readonly readOnly?: boolean; readonly engine?: "sync" | "async" }
+  /** virtio-blk on a raw image, optionally rate-limited (requests and data bytes). */
+  | {
+      readonly kind: "blk";
+      readonly path: string;
+      readonly readOnly?: boolean;
+      readonly engine?: "sync" | "async";
+      readonly rateLimiter?: RateLimiterConfig;
+    }
+  /**
+   * virtio-net on a tap interface (attached to if it exists, created otherwise; `%d` in the
+   * name lets the kernel number it), with a MAC (default: random, locally administered) and
+   * an optional rate limit applied to each direction separately (frames and bytes).
+   */
+  | { readonly kind: "net"; readonly tap: string; readonly mac?: string; readonly rateLimiter?: RateLimiterConfig }
   /** virtio-rng from the host CSPRNG. */
   | { readonly kind: "rng" }
   /** virtio-console port 0: on this process's stdin/stdout, or a Unix socket the VMM connects to. */
@@ -97,7 +111,18 @@ export class VirtioManager {
   #device(c: VirtioDeviceConfig): VirtioDevice {
     switch (c.kind) {
       case "blk":
-        return VirtioBlock.open(c.path, { readOnly: c.readOnly ?? false, engine: c.engine ?? "sync" });
+        return VirtioBlock.open(c.path, {
+          readOnly: c.readOnly ?? false,
+          engine: c.engine ?? "sync",
+          ...(c.rateLimiter !== undefined ? { rateLimiter: c.rateLimiter } : {}),
+        });
+      case "net":
+        return VirtioNet.openTap({
+          tap: c.tap,
+          ...(c.mac !== undefined ? { mac: c.mac } : {}),
+          ...(c.rateLimiter !== undefined ? { rxRateLimiter: c.rateLimiter, txRateLimiter: c.rateLimiter } : {}),
+          onViolation: (r) => this.#note(r),
+        });
       case "rng":
         return new VirtioRng();
       case "console": {
@@ -189,7 +214,7 @@ export class VirtioManager {
         // the VM may already be closed
       }
       s.irq.close();
-      if (s.device instanceof VirtioBlock) s.device.close();
+      if (s.device instanceof VirtioBlock || s.device instanceof VirtioNet) s.device.close();
     }
     for (const sock of this.#sockets) sock.destroy();
   }
