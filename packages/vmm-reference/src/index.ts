@@ -7,7 +7,7 @@ export { normalizeCpuid, MAX_NORMALIZED_VCPUS, KVM_CPUID_SIGNATURE, KVM_CPUID_FE
 export type { NormalizeOptions } from "./cpu/normalize.js";
 export { BOOT_MSRS, MAX_VCPUS, MAX_XAPIC_VCPUS, COM1_IRQ, KBD_IRQ, TSS_ADDR } from "./machine/layout.js";
 export { runCli } from "./cli.js";
-export type { CliStdout, CliHooks } from "./cli.js";
+export type { CliStdout, CliHooks, CliStdin } from "./cli.js";
 export { vmInterruptConfig, openKvm, gsiRoutes, splitIrqchipRoutes, kvmMsiAddress } from "./vmm.js";
 export { CPU_FEATURES, CET_STATE_MSRS, MSR_IA32_XSS, XSS_CET_U, XSS_CET_S, XCR0_COMPONENTS, featureByName } from "./cpu/features.js";
 export type { CpuFeature, FeatureKind } from "./cpu/features.js";
@@ -26,4 +26,5 @@ export type { CpuFeatureReport, CpuFeatureReportInput, FeatureRow } from "./cpu/
 export { VirtioManager, connectIrq, VIRTIO_MMIO_FIRST, VIRTIO_MMIO_STRIDE } from "./devices/virtio-manager.js";
 export type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 export type { MmioRequest } from "./devices/mmio-mailbox.js";
-export { prestartVcpuWorkers, prestartedVcpuWorkers, closePrestartedVcpuWorkers, MAX_PRESTARTED } from "./worker-pool.js";
+export { prestartVcpuWorkers, prestartedVcpuWorkers, closePrestartedVcpuWorkers, takeVcpuWorker, prestartCount, MAX_PRESTARTED, VCPU_WORKER_URL } from "./worker-pool.js";
+export type { VcpuWorkerPrestart, VcpuWorkerStart } from "./worker-pool.js";
