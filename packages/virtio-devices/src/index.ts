@@ -57,3 +57,5 @@ export {
 } from "./constants.js";
 // The legacy PC devices, also on the `./legacy` subpath (one list of exports for both).
 export * from "./legacy/index.js";
+// virtio-balloon (src/balloon/: device, event handling, persist, metrics).
+export * from "./balloon/index.js";
