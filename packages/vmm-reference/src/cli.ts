@@ -14,6 +14,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS]
                   [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
+                  [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
        ts-vmm --version | --help
 
@@ -24,7 +25,11 @@ cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
-(virtio-console on a Unix socket the VMM connects to).
+(virtio-console on a Unix socket the VMM connects to), --balloon
+(virtio-balloon: amount_mib=N starts with N MiB ballooned, deflate_on_oom=on
+lets the guest take pages back when it runs out of memory, stats_s=N asks for
+memory statistics every N seconds, free_page_reporting=on returns the pages
+the guest reports free; ballooned and reported pages go back to the host).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
