@@ -12,6 +12,7 @@ import {
   VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
   VIRTIO_BALLOON_F_REPORTING,
   VIRTIO_BALLOON_F_STATS_VQ,
+  VIRTIO_F_EVENT_IDX,
   VIRTIO_F_VERSION_1,
   VirtioBalloon,
   VirtioDeviceError,
@@ -173,6 +174,18 @@ describe("virtio-balloon: inflate and deflate on memfd memory", () => {
     expect(dev.metrics.needsReset).toBe(1);
   });
 
+  it("with EVENT_IDX, re-arms avail_event after draining so the driver keeps notifying", () => {
+    const mem = memfd();
+    const { r } = balloon(mem);
+    const [inf] = bringUp(r, VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX) as [MockSplitQueue];
+    const len = pfns(mem, 0x20_0000, [DATA / PAGE]);
+    inf.addChain([{ addr: 0x20_0000, len }]);
+    inf.addChain([{ addr: 0x20_0000, len }]);
+    r.t.notify(0);
+    expect(inf.takeUsed()).toHaveLength(2);
+    expect(inf.availEvent()).toBe(2);
+  });
+
   it("bounds the work per turn: a 40 000-PFN chain takes three turns and is returned once, at the end", async () => {
     const mem = memfd();
     const { dev, r } = balloon(mem);
@@ -300,6 +313,18 @@ describe("virtio-balloon: statistics", () => {
     r.t.notify(2);
     expect(stq!.takeUsed()).toEqual([{ id: a, len: 0 }]);
     expect(dev.latestStats()?.values).toEqual({ totalMemory: 1n });
+  });
+
+  it("a statistics buffer outside guest memory sets DEVICE_NEEDS_RESET and stops the timer", async () => {
+    const mem = memfd();
+    const { dev, r } = balloon(mem, { statsIntervalS: 0.01 });
+    const [, , stq] = bringUp(r, VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_STATS_VQ) as MockSplitQueue[];
+    stq!.addChain([{ addr: 2 ** 40, len: 10 }]);
+    r.t.notify(2);
+    expect(r.t.status & STATUS_DEVICE_NEEDS_RESET).toBeTruthy();
+    expect(dev.latestStats()).toBeUndefined();
+    await new Promise((res) => setTimeout(res, 40));
+    expect(stq!.takeUsed()).toEqual([]);
   });
 
   it("without the statistics feature there is no statistics queue, and the interval cannot be set", () => {
