@@ -60,3 +60,5 @@ export { RateLimiter, realClock } from "./rate-limiter.js";
 export type { RateLimiterClock, RateLimiterConfig, RateLimiterState, TokenBucketConfig, TokenBucketState } from "./rate-limiter.js";
 // The legacy PC devices, also on the `./legacy` subpath (one list of exports for both).
 export * from "./legacy/index.js";
+// virtio-balloon (src/balloon/: device, event handling, persist, metrics).
+export * from "./balloon/index.js";

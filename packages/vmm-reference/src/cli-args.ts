@@ -31,7 +31,7 @@ export interface RunArgs {
   readonly timeoutS: number;
   /** `--irqchip split|full` (default split). */
   readonly irqchip: IrqchipMode;
-  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, in that order. */
+  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
 
@@ -53,6 +53,7 @@ const OPTIONS = {
   console: { type: "boolean" },
   "console-socket": { type: "string" },
   irqchip: { type: "string" },
+  balloon: { type: "string" },
   json: { type: "boolean" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -61,7 +62,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "irqchip"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "irqchip"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
 };
 
@@ -87,6 +88,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
     if (a === "--cpu-features" && next !== undefined && /^-[a-z0-9]/i.test(next) && !next.startsWith("--")) {
       args.push(`${a}=${next}`);
       i++;
+    } else if (a === "--balloon" && (next === undefined || !next.includes("=") || next.startsWith("-"))) {
+      // A bare --balloon (its options are key=value pairs; anything else is the next argument).
+      args.push("--balloon=");
     } else args.push(a);
   }
   let parsed;
@@ -299,5 +303,35 @@ export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDevi
   if (v["console"] === true && socket !== undefined) throw new UsageError("--console and --console-socket are exclusive");
   if (v["console"] === true) out.push({ kind: "console" });
   if (typeof socket === "string") out.push({ kind: "console", socketPath: socket });
+  if (typeof v["balloon"] === "string") out.push(parseBalloon(v["balloon"]));
+  return out;
+}
+
+/**
+ * `--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]`
+ * (a bare `--balloon` is an empty balloon with none of the options). The amount
+ * is checked against the guest's memory when the device is made.
+ * @throws {@link UsageError} naming the bad key or value.
+ */
+export function parseBalloon(v: string): VirtioDeviceConfig {
+  const out: { kind: "balloon"; amountMib?: number; deflateOnOom?: boolean; statsIntervalS?: number; freePageReporting?: boolean } = { kind: "balloon" };
+  const seen = new Set<string>();
+  const onOff = (k: string, x: string): boolean => {
+    if (x === "on" || x === "off") return x === "on";
+    throw new UsageError(`--balloon ${k} must be on or off, got ${JSON.stringify(x)}`);
+  };
+  for (const part of v === "" ? [] : v.split(",")) {
+    const eq = part.indexOf("=");
+    const k = eq < 0 ? part : part.slice(0, eq);
+    const x = eq < 0 ? "" : part.slice(eq + 1);
+    if (eq < 0) throw new UsageError(`--balloon takes key=value options (amount_mib, deflate_on_oom, stats_s, free_page_reporting), got ${JSON.stringify(part)}`);
+    if (seen.has(k)) throw new UsageError(`--balloon ${k} given twice`);
+    seen.add(k);
+    if (k === "amount_mib") out.amountMib = parseWhole("--balloon amount_mib", x, 0, 1024 * 1024, " of MiB");
+    else if (k === "deflate_on_oom") out.deflateOnOom = onOff(k, x);
+    else if (k === "stats_s") out.statsIntervalS = parseWhole("--balloon stats_s", x, 0, Math.floor(MAX_TIMER_MS / 1000), " of seconds");
+    else if (k === "free_page_reporting") out.freePageReporting = onOff(k, x);
+    else throw new UsageError(`--balloon has no option ${JSON.stringify(k)} (amount_mib, deflate_on_oom, stats_s, free_page_reporting)`);
+  }
   return out;
 }

@@ -21,6 +21,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--config FILE.json] [--timeout SECONDS] [--irqchip split|full]
                   [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
                   [--rng] [--console | --console-socket PATH]
+                  [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
        ts-vmm --version | --help
@@ -34,12 +35,16 @@ image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
 (virtio-console on a Unix socket the VMM connects to), --net (virtio-net on a
 tap interface, repeatable: attached to if it exists, created otherwise, "%d"
-numbers it; mac= sets the MAC, default random). RATE limits a disk or each
-direction of a net device: bw=BYTES_PER_S, ops=OPS_PER_S (requests or frames),
-bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of them, e.g.
---disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000. --irqchip: split (the
-default: local APICs in KVM, the I/O APIC in the VMM, no 8259 or PIT; Linux
-needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
+numbers it; mac= sets the MAC, default random), --balloon (virtio-balloon:
+amount_mib=N starts with N MiB ballooned, deflate_on_oom=on lets the guest take
+pages back when it runs out of memory, stats_s=N asks for memory statistics
+every N seconds, free_page_reporting=on returns the pages the guest reports
+free; ballooned and reported pages go back to the host). RATE limits a disk or
+each direction of a net device: bw=BYTES_PER_S, ops=OPS_PER_S (requests or
+frames), bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of
+them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
+--irqchip: split (the default: local APICs in KVM, the I/O APIC in the VMM, no
+8259 or PIT; Linux needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and

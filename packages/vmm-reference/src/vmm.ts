@@ -15,6 +15,7 @@ import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
+import type { BalloonMetrics, BalloonStats } from "@ts-vmm/virtio-devices";
 import {
   BootTimer,
   bootTimerState,
@@ -502,6 +503,30 @@ export class Vmm {
   sendCtrlAltDel(): boolean {
     if (this.#released) return false;
     return this.#i8042.ctrlAltDel();
+  }
+
+  /**
+   * Changes the balloon's target while the VM runs (or before): the guest's
+   * driver gets a configuration-change interrupt and inflates toward
+   * `amountMib` MiB (the memory it gives back is returned to the host) or
+   * deflates. The API's balloon endpoint calls this.
+   * @throws {@link VmmError} `InvalidState` after close(); `InvalidConfig` without a
+   *   balloon device or for an amount that is not a whole number of MiB up to the guest's memory.
+   */
+  setBalloonTarget(amountMib: number): void {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    this.virtio.setBalloonTarget(amountMib);
+  }
+
+  /**
+   * The balloon as the host sees it: target and actual size in MiB (actual is
+   * what the driver last wrote), the driver's latest statistics and the
+   * device's counters; undefined without a balloon device.
+   */
+  balloonStatus(): { targetMib: number; actualMib: number; stats: BalloonStats | undefined; metrics: BalloonMetrics } | undefined {
+    const b = this.virtio.balloon;
+    if (b === undefined) return undefined;
+    return { targetMib: b.targetPages / 256, actualMib: b.actualPages / 256, stats: b.latestStats(), metrics: { ...b.metrics } };
   }
 
   /**

@@ -16,6 +16,8 @@ function deviceFlags(d: ResolvedDevice): string[] {
       // No user-mode network here: without a tap name the VMM creates a new tap (the kernel
       // numbers it), which has no peer, so nothing answers the guest's ARP as QEMU's does.
       return ["--net", `tap=${d.tap ?? "tsvmm%d"}`];
+    case "balloon":
+      return ["--balloon"];
     default:
       throw new Error(`the reference VMM has no ${d.kind} device`);
   }
@@ -23,15 +25,15 @@ function deviceFlags(d: ResolvedDevice): string[] {
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`, with virtio-blk, virtio-rng and virtio-console (and virtio-net on a
- * named tap, through wrappers such as test/ns-launcher.ts that add "net" to `provides`).
+ * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console and virtio-balloon (and
+ * virtio-net on a named tap, through wrappers such as test/ns-launcher.ts that add "net" to `provides`).
  */
 export const oursLauncher: VmmLauncher = {
   name: "ours",
   // "net" is mapped (deviceFlags) but not listed: harnesses that attach every provided kind
   // (the nested full boot) run ours in an L1 without the tun module, where a tap cannot be
   // opened. Tests that prepare a tap use inNamespace (ns-launcher.ts), which adds it.
-  provides: ["blk", "rng", "console"],
+  provides: ["blk", "rng", "console", "balloon"],
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);

@@ -5,10 +5,11 @@
 import { connect, type Socket } from "node:net";
 import type { VmFd } from "@ts-vmm/kvm-ioctls";
 import { layout, type VirtioMmioDevice } from "@ts-vmm/linux-loader";
-import type { GuestMemory } from "@ts-vmm/vm-memory";
+import type { DiscardableMemory, GuestMemory } from "@ts-vmm/vm-memory";
 import {
   EventFdIrqLine,
   MmioTransport,
+  VirtioBalloon,
   VirtioBlock,
   VirtioConsole,
   VirtioNet,
@@ -40,7 +41,37 @@ export type VirtioDeviceConfig =
   /** virtio-rng from the host CSPRNG. */
   | { readonly kind: "rng" }
   /** virtio-console port 0: on this process's stdin/stdout, or a Unix socket the VMM connects to. */
-  | { readonly kind: "console"; readonly socketPath?: string };
+  | { readonly kind: "console"; readonly socketPath?: string }
+  /**
+   * virtio-balloon: start with `amountMib` in the balloon (default 0), offer
+   * deflate-on-OOM, statistics every `statsIntervalS` seconds (0/absent: no
+   * statistics queue) and free page reporting.
+   */
+  | {
+      readonly kind: "balloon";
+      readonly amountMib?: number;
+      readonly deflateOnOom?: boolean;
+      readonly statsIntervalS?: number;
+      readonly freePageReporting?: boolean;
+    };
+
+/** Whether the memory can give pages back (GuestMemoryMmap does). */
+function isDiscardable(mem: GuestMemory): mem is GuestMemory & DiscardableMemory {
+  const m = mem as Partial<DiscardableMemory>;
+  return typeof m.discardRange === "function" && typeof m.discardGranularity === "function";
+}
+
+/**
+ * A balloon amount in MiB as 4 KiB pages, checked against the guest's memory.
+ * @throws {@link VmmError} `InvalidConfig`
+ */
+function balloonPages(amountMib: number, memBytes: number): number {
+  const max = Math.floor(memBytes / (1 << 20));
+  if (!Number.isSafeInteger(amountMib) || amountMib < 0 || amountMib > max) {
+    throw new VmmError("InvalidConfig", `the balloon amount must be a whole number of MiB from 0 to the guest's ${max} MiB, got ${String(amountMib)}`);
+  }
+  return amountMib * 256;
+}
 
 /**
  * First window: one page above the layout's virtio base, so 0xd000_0000 stays
@@ -77,6 +108,8 @@ export class VirtioManager {
   readonly #slots: Slot[] = [];
   readonly #vm: VmFd;
   readonly #sockets: Socket[] = [];
+  #balloon: VirtioBalloon | undefined;
+  #memSize = 0;
   /** One server per vCPU mailbox. */
   readonly #mailboxes: MmioMailboxServer[] = [];
   #closed = false;
@@ -96,6 +129,7 @@ export class VirtioManager {
   static create(vm: VmFd, mem: GuestMemory, configs: readonly VirtioDeviceConfig[]): VirtioManager {
     if (configs.length > VIRTIO_GSIS.length) throw new VmmError("InvalidConfig", `at most ${VIRTIO_GSIS.length} virtio devices`);
     const m = new VirtioManager(vm);
+    m.#memSize = mem.size;
     try {
       configs.forEach((c, i) => m.#add(mem, c, VIRTIO_MMIO_FIRST + i * VIRTIO_MMIO_STRIDE, VIRTIO_GSIS[i]!));
     } catch (e) {
@@ -108,7 +142,7 @@ export class VirtioManager {
     return m;
   }
 
-  #device(c: VirtioDeviceConfig): VirtioDevice {
+  #device(c: VirtioDeviceConfig, mem: GuestMemory): VirtioDevice {
     switch (c.kind) {
       case "blk":
         return VirtioBlock.open(c.path, {
@@ -132,7 +166,38 @@ export class VirtioManager {
         this.#sockets.push(sock);
         return new VirtioConsole({ input: sock, output: sock, onViolation: (r) => this.#note(r) });
       }
+      case "balloon": {
+        if (this.#balloon !== undefined) throw new VmmError("InvalidConfig", "at most one balloon device");
+        if (!isDiscardable(mem)) throw new VmmError("InvalidConfig", "the balloon needs guest memory that can give pages back to the host (GuestMemoryMmap)");
+        const pages = balloonPages(c.amountMib ?? 0, mem.size);
+        this.#balloon = new VirtioBalloon({
+          memory: mem,
+          targetPages: pages,
+          deflateOnOom: c.deflateOnOom ?? false,
+          statsIntervalS: c.statsIntervalS ?? 0,
+          freePageReporting: c.freePageReporting ?? false,
+          onViolation: (r) => this.#note(r),
+        });
+        return this.#balloon;
+      }
     }
+  }
+
+  /** The balloon device, if one was configured. */
+  get balloon(): VirtioBalloon | undefined {
+    return this.#balloon;
+  }
+
+  /**
+   * Sets the balloon's target to `amountMib` MiB (the driver gets a
+   * configuration-change interrupt and inflates or deflates toward it).
+   * @throws {@link VmmError} `InvalidConfig` without a balloon, or for an amount that is
+   *   not a whole number of MiB from 0 to the guest's memory.
+   */
+  setBalloonTarget(amountMib: number): void {
+    const b = this.#balloon;
+    if (b === undefined) throw new VmmError("InvalidConfig", "this VM has no balloon device (ts-vmm run --balloon)");
+    b.setTarget(balloonPages(amountMib, this.#memSize));
   }
 
   #note(reason: string): void {
@@ -140,7 +205,7 @@ export class VirtioManager {
   }
 
   #add(mem: GuestMemory, c: VirtioDeviceConfig, base: number, gsi: number): void {
-    const device = this.#device(c);
+    const device = this.#device(c, mem);
     const irq = connectIrq(this.#vm, gsi);
     const transport = new MmioTransport(device, { mem, irq, onViolation: (r) => this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`) });
     const slot: Slot = { base, gsi, transport, device, irq, notifiers: [] };
