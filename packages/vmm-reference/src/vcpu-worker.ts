@@ -24,6 +24,7 @@ import {
   PioBus,
   Serial16550,
 } from "@ts-vmm/virtio-devices/legacy";
+import { serveInterruptRegister } from "@ts-vmm/virtio-devices";
 import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
@@ -53,6 +54,13 @@ export interface VcpuWorkerData {
   readonly kbdIrqFd: number;
   /** MMIO exits inside `mmioWindows` go to the main thread through this mailbox (one per vCPU). */
   readonly mmioMailbox?: SharedArrayBuffer;
+  /**
+   * virtio-mmio windows whose InterruptStatus reads and InterruptAck writes this
+   * worker serves itself on the transport's cell (serveInterruptRegister): a
+   * Linux driver does both on every interrupt, and each would otherwise cost a
+   * round trip to the main thread.
+   */
+  readonly interruptCells?: readonly { readonly base: number; readonly cell: SharedArrayBuffer }[];
   /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows, the split irqchip's I/O APIC). */
   readonly mmioWindows?: readonly (readonly [number, number])[];
 }
@@ -102,6 +110,12 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   let pmSource = "";
   const windows = data.mmioWindows ?? [];
   const mailbox = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop) : undefined;
+  const cells = (data.interruptCells ?? []).map((c) => ({ base: c.base, cell: new Int32Array(c.cell) }));
+  // InterruptStatus / InterruptAck of a virtio window, served here; false for anything else.
+  const interruptRegister = (addr: number, write: boolean, bytes: Uint8Array): boolean => {
+    for (const c of cells) if (addr >= c.base && addr < c.base + 0x100) return serveInterruptRegister(c.cell, addr - c.base, write, bytes);
+    return false;
+  };
   const forwarded = (addr: number): boolean => {
     for (const [s, e] of windows) if (addr >= s && addr < e) return true;
     return false;
@@ -206,11 +220,13 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         break;
       }
       case "MmioRead":
-        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
+        if (interruptRegister(exit.address, false, exit.data.subarray(0, exit.len))) exits["MmioInterruptRegister"] = (exits["MmioInterruptRegister"] ?? 0) + 1;
+        else if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
         else exit.data.fill(0xff); // nothing there: the bus floats high
         break;
       case "MmioWrite":
-        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
+        if (interruptRegister(exit.address, true, exit.data.subarray(0, exit.len))) exits["MmioInterruptRegister"] = (exits["MmioInterruptRegister"] ?? 0) + 1;
+        else if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
         break;
       case "IoapicEoi":
         // Split irqchip: the guest ended a level-triggered interrupt of an I/O APIC route. The

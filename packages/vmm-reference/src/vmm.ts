@@ -621,6 +621,7 @@ export class Vmm {
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,
+          interruptCells: this.virtio.interruptCells,
           mmioWindows: this.ioapic ? [[IOAPIC_BASE, IOAPIC_BASE + IOAPIC_WINDOW], ...this.virtio.windows] : this.virtio.windows,
         };
         this.virtio.serve(this.#mmioMailboxes[id]!, this.ioapic ? (r) => this.#ioapicAccess(r) : undefined);

@@ -52,6 +52,9 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "interrupt controllers: split 
     expect(vmm.interruptErrors).toEqual([]);
     // Its registers are MMIO exits now (the kernel has no I/O APIC), a handful per pin.
     expect(exits["MmioWrite"] ?? 0).toBeGreaterThan(4);
+    // The guest's interrupt handler reads InterruptStatus and writes InterruptAck: the vCPU
+    // workers serve those on the transports' shared cells, without the main thread.
+    expect(exits["MmioInterruptRegister"] ?? 0).toBeGreaterThan(0);
   });
 
   it("full: KVM's I/O APIC serves the same guest; the VMM has no I/O APIC of its own", async () => {

@@ -226,6 +226,11 @@ export class VirtioManager {
     return this.#slots.map((s) => ({ addr: s.base, size: VIRTIO_MMIO_STRIDE, irq: s.gsi }));
   }
 
+  /** Each window's base and its transport's InterruptStatus cell, for the vCPU workers to serve InterruptStatus/InterruptAck themselves. */
+  get interruptCells(): { readonly base: number; readonly cell: SharedArrayBuffer }[] {
+    return this.#slots.map((s) => ({ base: s.base, cell: s.transport.interruptState }));
+  }
+
   /** `[start, end)` of every window, for the vCPU worker to forward. */
   get windows(): [number, number][] {
     return this.#slots.map((s) => [s.base, s.base + VIRTIO_MMIO_STRIDE]);
