@@ -27,7 +27,7 @@ export interface RunArgs {
   readonly cpuTemplate?: string | undefined;
   readonly cpuFeatures?: string | undefined;
   readonly timeoutS: number;
-  /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, in that order. */
+  /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, `--rtc`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
 
@@ -45,6 +45,7 @@ const OPTIONS = {
   timeout: { type: "string" },
   disk: { type: "string", multiple: true },
   rng: { type: "boolean" },
+  rtc: { type: "boolean" },
   console: { type: "boolean" },
   "console-socket": { type: "string" },
   json: { type: "boolean" },
@@ -55,7 +56,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "rtc", "console", "console-socket"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config"],
 };
 
@@ -203,7 +204,7 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
   };
 }
 
-/** `--disk PATH[,ro]` (repeatable), `--rng`, `--console` or `--console-socket PATH`. @throws {@link UsageError} */
+/** `--disk PATH[,ro]` (repeatable), `--rng`, `--console` or `--console-socket PATH`, `--rtc`. @throws {@link UsageError} */
 export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDeviceConfig[] {
   const out: VirtioDeviceConfig[] = [];
   const disks = v["disk"];
@@ -218,5 +219,6 @@ export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDevi
   if (v["console"] === true && socket !== undefined) throw new UsageError("--console and --console-socket are exclusive");
   if (v["console"] === true) out.push({ kind: "console" });
   if (typeof socket === "string") out.push({ kind: "console", socketPath: socket });
+  if (v["rtc"] === true) out.push({ kind: "rtc" });
   return out;
 }

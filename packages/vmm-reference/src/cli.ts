@@ -13,7 +13,7 @@ import type { RunResult } from "./run-result.js";
 const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS]
-                  [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
+                  [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH] [--rtc]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
        ts-vmm --version | --help
 
@@ -24,7 +24,8 @@ cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
-(virtio-console on a Unix socket the VMM connects to).
+(virtio-console on a Unix socket the VMM connects to), --rtc (virtio-rtc: UTC,
+TAI and MONOTONIC clocks from the host, with alarms).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and

@@ -12,6 +12,7 @@ import {
   VirtioBlock,
   VirtioConsole,
   VirtioRng,
+  VirtioRtc,
   type IrqLine,
   type VirtioDevice,
 } from "@ts-vmm/virtio-devices";
@@ -26,7 +27,9 @@ export type VirtioDeviceConfig =
   /** virtio-rng from the host CSPRNG. */
   | { readonly kind: "rng" }
   /** virtio-console port 0: on this process's stdin/stdout, or a Unix socket the VMM connects to. */
-  | { readonly kind: "console"; readonly socketPath?: string };
+  | { readonly kind: "console"; readonly socketPath?: string }
+  /** virtio-rtc: UTC, TAI and MONOTONIC clocks from the host, with alarms. */
+  | { readonly kind: "rtc" };
 
 /**
  * First window: one page above the layout's virtio base, so 0xd000_0000 stays
@@ -107,6 +110,8 @@ export class VirtioManager {
         this.#sockets.push(sock);
         return new VirtioConsole({ input: sock, output: sock, onViolation: (r) => this.#note(r) });
       }
+      case "rtc":
+        return new VirtioRtc();
     }
   }
 
@@ -164,7 +169,7 @@ export class VirtioManager {
     this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void this.handle(r)));
   }
 
-  /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images. Idempotent. */
+  /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images, cancels rtc alarm timers. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -186,6 +191,7 @@ export class VirtioManager {
       }
       s.irq.close();
       if (s.device instanceof VirtioBlock) s.device.close();
+      if (s.device instanceof VirtioRtc) s.device.reset(); // cancels its alarm timers
     }
     for (const sock of this.#sockets) sock.destroy();
   }
