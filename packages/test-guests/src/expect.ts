@@ -17,14 +17,14 @@ export const DEVICE_CHECKS: Readonly<Record<DeviceKind, readonly string[]>> = {
   net: ["net.init", "net.tx", "net.arp-reply"],
   vsock: ["vsock.cid", "vsock.rst"],
   balloon: ["balloon.init", "balloon.config-actual", "balloon.inflate-deflate"],
-  rtc: ["rtc.init"],
+  rtc: ["rtc.init", "rtc.cfg", "rtc.read", "rtc.monotonic", "rtc.utc", "rtc.tai", "rtc.bad-clock", "rtc.alarm"],
 };
 
 /**
  * Device kinds whose selftest sends requests, so that (with interrupts on) it
  * must also report `PASS <kind>.irq`: completions announced by interrupts.
  */
-export const IRQ_CHECKED_KINDS: readonly DeviceKind[] = ["blk", "rng", "console", "net", "vsock", "balloon"];
+export const IRQ_CHECKED_KINDS: readonly DeviceKind[] = ["blk", "rng", "console", "net", "vsock", "balloon", "rtc"];
 
 /** What a selftest run was asked to do (see {@link selftestProblems}). */
 export interface SelftestExpectation {

@@ -32,6 +32,8 @@ export {
 export { RNG_MAX_BYTES_PER_REQUEST, VirtioRng } from "./rng.js";
 export { CONSOLE_RX_BUFFER_BYTES, CONSOLE_TX_MAX_CHAIN_BYTES, VirtioConsole } from "./console.js";
 export type { ConsoleStreams } from "./console.js";
+// virtio-rtc (device id 17).
+export * from "./rtc/index.js";
 export {
   INT_CONFIG_CHANGE,
   INT_USED_BUFFER,

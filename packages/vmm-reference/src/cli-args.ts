@@ -31,7 +31,7 @@ export interface RunArgs {
   readonly timeoutS: number;
   /** `--irqchip split|full` (default split). */
   readonly irqchip: IrqchipMode;
-  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, in that order. */
+  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, `--rtc`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
 
@@ -50,6 +50,7 @@ const OPTIONS = {
   disk: { type: "string", multiple: true },
   net: { type: "string", multiple: true },
   rng: { type: "boolean" },
+  rtc: { type: "boolean" },
   console: { type: "boolean" },
   "console-socket": { type: "string" },
   irqchip: { type: "string" },
@@ -62,7 +63,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "irqchip"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "irqchip"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
 };
 
@@ -273,7 +274,7 @@ const NET_SYNTAX = "tap=NAME[,mac=MAC][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burs
 
 /**
  * `--disk PATH[,ro][,bw=…]` and `--net tap=NAME[,mac=…][,bw=…]` (both repeatable), `--rng`,
- * `--console` or `--console-socket PATH`.
+ * `--console` or `--console-socket PATH`, `--balloon`, `--rtc`.
  * @throws {@link UsageError}
  */
 export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDeviceConfig[] {
@@ -304,6 +305,7 @@ export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDevi
   if (v["console"] === true) out.push({ kind: "console" });
   if (typeof socket === "string") out.push({ kind: "console", socketPath: socket });
   if (typeof v["balloon"] === "string") out.push(parseBalloon(v["balloon"]));
+  if (v["rtc"] === true) out.push({ kind: "rtc" });
   return out;
 }
 

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { describeKvm, describeWith } from "@ts-vmm/test-utils";
 import { describe, expect, it } from "vitest";
 import { runCli } from "../src/cli.js";
+import { runArgs } from "../src/cli-args.js";
 import { CPU_FEATURES, REPORT_FEATURES } from "../src/index.js";
 import { SPIN, exitWith, tinyElf } from "./tiny-elf.js";
 
@@ -56,6 +57,14 @@ describe("ts-vmm flags (no KVM needed)", () => {
     const r = await cli(...args);
     expect(r.code).toBe(2);
     expect(oneLine(r.err)).toBe(line);
+  });
+  it("device flags become virtio devices in order (--rtc last); --help lists them", async () => {
+    const a = runArgs({ kernel: "k", rtc: true, rng: true, disk: ["d.img,ro"], "console-socket": "/s" });
+    expect(a.virtio).toEqual([{ kind: "blk", path: "d.img", readOnly: true }, { kind: "rng" }, { kind: "console", socketPath: "/s" }, { kind: "rtc" }]);
+    expect(runArgs({ kernel: "k" }).virtio).toEqual([]);
+    const help = (await cli("--help")).out;
+    for (const f of ["--disk", "--rng", "--console-socket", "--rtc"]) expect(help).toContain(f);
+    expect((await cli("cpu-features", "--rtc")).err).toBe("ts-vmm: cpu-features does not take --rtc\n");
   });
   it("--memory takes 512M and 1G (as QEMU's -m): the error is then about the kernel, not the flag", async () => {
     for (const m of ["512M", "1g", "2048"]) {

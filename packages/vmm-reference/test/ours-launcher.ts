@@ -18,6 +18,8 @@ function deviceFlags(d: ResolvedDevice): string[] {
       return ["--net", `tap=${d.tap ?? "tsvmm%d"}`];
     case "balloon":
       return ["--balloon"];
+    case "rtc":
+      return ["--rtc"];
     default:
       throw new Error(`the reference VMM has no ${d.kind} device`);
   }
@@ -25,7 +27,7 @@ function deviceFlags(d: ResolvedDevice): string[] {
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console and virtio-balloon (and
+ * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console, virtio-balloon and virtio-rtc (and
  * virtio-net on a named tap, through wrappers such as test/ns-launcher.ts that add "net" to `provides`).
  */
 export const oursLauncher: VmmLauncher = {
@@ -33,7 +35,7 @@ export const oursLauncher: VmmLauncher = {
   // "net" is mapped (deviceFlags) but not listed: harnesses that attach every provided kind
   // (the nested full boot) run ours in an L1 without the tun module, where a tap cannot be
   // opened. Tests that prepare a tap use inNamespace (ns-launcher.ts), which adds it.
-  provides: ["blk", "rng", "console", "balloon"],
+  provides: ["blk", "rng", "console", "balloon", "rtc"],
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);

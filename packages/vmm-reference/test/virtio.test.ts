@@ -39,6 +39,26 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     expect(r.exitCode, explain(r)).toBe(0);
   });
 
+  it("selftest with --rtc: every clock read (UTC near the host's time, TAI = UTC + 37 s, MONOTONIC increasing), a bad clock id ENODEV, an alarm 5 ms ahead notified on the alarmq", async () => {
+    const hostS = Math.floor(Date.now() / 1000);
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: `mode=selftest rtc_host_s=${hostS}`, memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "rtc" }, { kind: "rng" }],
+    });
+    expect(selftestProblems(r, ["rtc", "rng"]), explain(r)).toEqual([]);
+    const v = r.results.values;
+    expect(v["rtc.clocks"], explain(r)).toBe("3 alarm_feature=1");
+    expect(v["rtc.clock.0"]).toMatch(/^type:0,flags:1,/);
+    expect(v["rtc.clock.1"]).toMatch(/^type:1,flags:1,/);
+    expect(v["rtc.clock.2"]).toMatch(/^type:2,flags:1,/);
+    const utcS = Number(/^(\d+)/.exec(v["rtc.utc_s"] ?? "")?.[1]);
+    expect(Math.abs(utcS - hostS)).toBeLessThan(60);
+    expect(Number(v["rtc.tai_minus_utc_ms"])).toBeGreaterThanOrEqual(37_000);
+    expect(Number(v["rtc.tai_minus_utc_ms"])).toBeLessThan(37_100);
+    expect(v["rtc.alarm_clock"], explain(r)).toMatch(/^2 late_us=\d+$/); // the MONOTONIC clock's alarm
+    console.log(`[ours] rtc: ${["rtc.clock.0", "rtc.clock.1", "rtc.clock.2", "rtc.tai_minus_utc_ms", "rtc.alarm_clock", "irq.rtc"].map((k) => `${k}=${v[k]}`).join(" ")}`);
+  });
+
   it("selftest with a second, read-only disk: VIRTIO_BLK_F_RO offered, the write refused with an error status, nothing written", async () => {
     const ro = disk(16);
     const r = await runGuest({

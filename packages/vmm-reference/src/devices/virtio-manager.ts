@@ -14,6 +14,7 @@ import {
   VirtioConsole,
   VirtioNet,
   VirtioRng,
+  VirtioRtc,
   type IrqLine,
   type RateLimiterConfig,
   type VirtioDevice,
@@ -53,7 +54,9 @@ export type VirtioDeviceConfig =
       readonly deflateOnOom?: boolean;
       readonly statsIntervalS?: number;
       readonly freePageReporting?: boolean;
-    };
+    }
+  /** virtio-rtc: UTC, TAI and MONOTONIC clocks from the host, with alarms. */
+  | { readonly kind: "rtc" };
 
 /** Whether the memory can give pages back (GuestMemoryMmap does). */
 function isDiscardable(mem: GuestMemory): mem is GuestMemory & DiscardableMemory {
@@ -180,6 +183,8 @@ export class VirtioManager {
         });
         return this.#balloon;
       }
+      case "rtc":
+        return new VirtioRtc();
     }
   }
 
@@ -263,7 +268,7 @@ export class VirtioManager {
     this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void (other?.(r) || this.handle(r))));
   }
 
-  /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images. Idempotent. */
+  /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images, cancels rtc alarm timers. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -285,6 +290,7 @@ export class VirtioManager {
       }
       s.irq.close();
       if (s.device instanceof VirtioBlock || s.device instanceof VirtioNet) s.device.close();
+      if (s.device instanceof VirtioRtc) s.device.reset(); // cancels its alarm timers
     }
     for (const sock of this.#sockets) sock.destroy();
   }
