@@ -55,5 +55,7 @@ export {
   VIRTIO_ID_NET,
   VIRTIO_ID_RNG,
 } from "./constants.js";
+// virtio-vsock (its own folder: device, connection, muxer, persist, metrics).
+export * from "./vsock/index.js";
 // The legacy PC devices, also on the `./legacy` subpath (one list of exports for both).
 export * from "./legacy/index.js";
