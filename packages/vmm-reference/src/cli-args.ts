@@ -27,7 +27,7 @@ export interface RunArgs {
   readonly cpuTemplate?: string | undefined;
   readonly cpuFeatures?: string | undefined;
   readonly timeoutS: number;
-  /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, in that order. */
+  /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, `--vsock`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
 
@@ -47,6 +47,7 @@ const OPTIONS = {
   rng: { type: "boolean" },
   console: { type: "boolean" },
   "console-socket": { type: "string" },
+  vsock: { type: "string" },
   json: { type: "boolean" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -55,7 +56,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket", "vsock"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config"],
 };
 
@@ -203,7 +204,7 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
   };
 }
 
-/** `--disk PATH[,ro]` (repeatable), `--rng`, `--console` or `--console-socket PATH`. @throws {@link UsageError} */
+/** `--disk PATH[,ro]` (repeatable), `--rng`, `--console` or `--console-socket PATH`, `--vsock cid=N,uds=PATH`. @throws {@link UsageError} */
 export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDeviceConfig[] {
   const out: VirtioDeviceConfig[] = [];
   const disks = v["disk"];
@@ -218,5 +219,28 @@ export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDevi
   if (v["console"] === true && socket !== undefined) throw new UsageError("--console and --console-socket are exclusive");
   if (v["console"] === true) out.push({ kind: "console" });
   if (typeof socket === "string") out.push({ kind: "console", socketPath: socket });
+  const vsock = v["vsock"];
+  if (typeof vsock === "string") out.push(parseVsock(vsock));
   return out;
+}
+
+/**
+ * `--vsock cid=N,uds=PATH`: the guest CID (3..4294967294) and the Unix socket
+ * host programs connect to (guest connections go to `PATH_<port>`).
+ * @throws {@link UsageError} naming the flag and the bad part.
+ */
+export function parseVsock(v: string): { kind: "vsock"; cid: number; udsPath: string } {
+  const fields = new Map<string, string>();
+  for (const part of v.split(",")) {
+    const eq = part.indexOf("=");
+    const k = eq < 0 ? part : part.slice(0, eq);
+    if (eq < 0 || (k !== "cid" && k !== "uds") || fields.has(k)) {
+      throw new UsageError(`--vsock takes cid=N,uds=PATH, got ${JSON.stringify(v)}`);
+    }
+    fields.set(k, part.slice(eq + 1));
+  }
+  const cid = fields.get("cid");
+  const uds = fields.get("uds");
+  if (cid === undefined || uds === undefined || uds === "") throw new UsageError(`--vsock takes cid=N,uds=PATH, got ${JSON.stringify(v)}`);
+  return { kind: "vsock", cid: parseWhole("--vsock cid", cid, 3, 0xffff_fffe), udsPath: uds };
 }

@@ -14,6 +14,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS]
                   [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
+                  [--vsock cid=N,uds=PATH]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
        ts-vmm --version | --help
 
@@ -24,7 +25,10 @@ cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
-(virtio-console on a Unix socket the VMM connects to).
+(virtio-console on a Unix socket the VMM connects to), --vsock (virtio-vsock
+with guest CID N; host programs connect to the Unix socket PATH and write
+"CONNECT <port>\n", answered "OK <host port>\n"; the guest's connections to
+host port P go to the Unix socket PATH_P).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and

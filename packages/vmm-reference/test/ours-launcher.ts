@@ -12,6 +12,8 @@ function deviceFlags(d: ResolvedDevice): string[] {
       return ["--rng"];
     case "console":
       return ["--console-socket", d.socketPath];
+    case "vsock":
+      return ["--vsock", `cid=${d.cid},uds=${d.udsPath}`];
     default:
       throw new Error(`the reference VMM has no ${d.kind} device`);
   }
@@ -19,11 +21,11 @@ function deviceFlags(d: ResolvedDevice): string[] {
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`, with virtio-blk, virtio-rng and virtio-console.
+ * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console and virtio-vsock.
  */
 export const oursLauncher: VmmLauncher = {
   name: "ours",
-  provides: ["blk", "rng", "console"],
+  provides: ["blk", "rng", "console", "vsock"],
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);

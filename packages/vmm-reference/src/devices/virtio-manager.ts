@@ -12,6 +12,7 @@ import {
   VirtioBlock,
   VirtioConsole,
   VirtioRng,
+  VirtioVsock,
   type IrqLine,
   type VirtioDevice,
 } from "@ts-vmm/virtio-devices";
@@ -26,7 +27,9 @@ export type VirtioDeviceConfig =
   /** virtio-rng from the host CSPRNG. */
   | { readonly kind: "rng" }
   /** virtio-console port 0: on this process's stdin/stdout, or a Unix socket the VMM connects to. */
-  | { readonly kind: "console"; readonly socketPath?: string };
+  | { readonly kind: "console"; readonly socketPath?: string }
+  /** virtio-vsock with guest CID `cid`: host programs connect to `udsPath` (`CONNECT <port>\n`), guest connections go to `<udsPath>_<port>`. */
+  | { readonly kind: "vsock"; readonly cid: number; readonly udsPath: string };
 
 /**
  * First window: one page above the layout's virtio base, so 0xd000_0000 stays
@@ -107,6 +110,8 @@ export class VirtioManager {
         this.#sockets.push(sock);
         return new VirtioConsole({ input: sock, output: sock, onViolation: (r) => this.#note(r) });
       }
+      case "vsock":
+        return VirtioVsock.open({ cid: c.cid, udsPath: c.udsPath, onViolation: (r) => this.#note(r) });
     }
   }
 
@@ -185,7 +190,7 @@ export class VirtioManager {
         // the VM may already be closed
       }
       s.irq.close();
-      if (s.device instanceof VirtioBlock) s.device.close();
+      if (s.device instanceof VirtioBlock || s.device instanceof VirtioVsock) s.device.close();
     }
     for (const sock of this.#sockets) sock.destroy();
   }
