@@ -39,6 +39,8 @@ export interface VsockConnectionOwner {
   drained(n: number): void;
   /** `n` bytes the guest sent entered this connection's write buffer. */
   buffered(n: number): void;
+  /** The host socket is closed for good (after `closed`, possibly much later while it flushed). Called once. */
+  socketGone(c: VsockConnection): void;
   /** A `"connecting"` or `"requesting"` connection timed out (it is then reset). */
   timedOut(c: VsockConnection): void;
   /** For logs. */
@@ -92,6 +94,7 @@ export class VsockConnection {
   #askedCredit = false;
   #ctl = 0;
   #listening = false;
+  #sockClosed = false;
   #timer: NodeJS.Timeout | undefined;
 
   /**
@@ -130,12 +133,14 @@ export class VsockConnection {
       this.kill(true, true);
     });
     sock.on("close", () => {
+      this.#sockClosed = true;
+      this.kill(true, true);
+      this.#owner.socketGone(this);
       if (!this.#accounted) {
         this.#accounted = true;
         if (this.#pendingWrite > 0) this.#owner.drained(this.#pendingWrite);
         this.#pendingWrite = 0;
       }
-      this.kill(true, true);
     });
     if (!init.hostInitiated) {
       sock.once("connect", () => {
@@ -150,6 +155,11 @@ export class VsockConnection {
   /** Where the connection is. */
   get state(): VsockConnectionState {
     return this.#state;
+  }
+
+  /** Whether the host socket has closed (a closed connection may still be flushing it). */
+  get socketClosed(): boolean {
+    return this.#sockClosed;
   }
 
   /** Bytes the guest sent that the host socket has not taken yet. */

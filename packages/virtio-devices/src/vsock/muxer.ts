@@ -81,6 +81,8 @@ export class VsockUnixBackend implements VsockBackend, VsockConnectionOwner {
   readonly #localPorts = new Set<number>();
   readonly #ready = new Set<VsockConnection>();
   readonly #handshakes = new Set<Socket>();
+  /** Connections gone whose host socket is still flushing what the guest sent: they count against the limit. */
+  readonly #lingering = new Set<VsockConnection>();
   #rst: [hostPort: number, guestPort: number][] = [];
   #nextPort = VSOCK_FIRST_LOCAL_PORT;
   #txBuffered = 0;
@@ -144,6 +146,11 @@ export class VsockUnixBackend implements VsockBackend, VsockConnectionOwner {
     return this.#conns.size;
   }
 
+  /** Connections gone whose host socket is still flushing (they count against `maxConnections`). */
+  get lingeringCount(): number {
+    return this.#lingering.size;
+  }
+
   /** Bytes from the guest waiting for host sockets, all connections together. */
   get txBuffered(): number {
     return this.#txBuffered;
@@ -194,7 +201,7 @@ export class VsockUnixBackend implements VsockBackend, VsockConnectionOwner {
   }
 
   #full(): boolean {
-    return this.#conns.size + this.#handshakes.size >= this.#maxConnections;
+    return this.#conns.size + this.#handshakes.size + this.#lingering.size >= this.#maxConnections;
   }
 
   #queueRst(hostPort: number, guestPort: number): void {
@@ -391,7 +398,13 @@ export class VsockUnixBackend implements VsockBackend, VsockConnectionOwner {
     if (c.hostInitiated) this.#localPorts.delete(c.hostPort);
     this.#ready.delete(c);
     this.metrics.connsRemoved++;
+    if (!c.socketClosed) this.#lingering.add(c);
     if (rst && this.#host !== undefined) this.#queueRst(c.hostPort, c.guestPort);
+  }
+
+  /** {@inheritDoc VsockConnectionOwner.socketGone} */
+  socketGone(c: VsockConnection): void {
+    this.#lingering.delete(c);
   }
 
   /** {@inheritDoc VsockConnectionOwner.buffered} */
