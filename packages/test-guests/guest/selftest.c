@@ -262,9 +262,14 @@ struct vsock_hdr {
 #define VSOCK_OP_RW 5
 #define VSOCK_GUEST_PORT 40002
 
-/* Sends one packet (header + len bytes of data) on tx and waits for the device to take it. */
+#define VSOCK_MAX_SEND 64
+static u8 *vsock_pkt; /* header + VSOCK_MAX_SEND bytes, reused: vsock_send waits until the device took it */
+
+/* Sends one packet (header + len <= VSOCK_MAX_SEND bytes of data) on tx and waits for the device to take it. */
 static void vsock_send(struct vq *tx, u64 cid, u32 dst_port, u16 op, u32 flags, const void *data, u32 len, u32 fwd_cnt) {
-	u8 *p = alloc(sizeof(struct vsock_hdr) + len, 8);
+	if (!vsock_pkt) vsock_pkt = alloc(sizeof(struct vsock_hdr) + VSOCK_MAX_SEND, 8);
+	if (len > VSOCK_MAX_SEND) len = VSOCK_MAX_SEND;
+	u8 *p = vsock_pkt;
 	struct vsock_hdr *h = (struct vsock_hdr *)p;
 	memset(h, 0, sizeof *h);
 	h->src_cid = cid; h->dst_cid = 2; h->src_port = VSOCK_GUEST_PORT; h->dst_port = dst_port;
@@ -322,7 +327,23 @@ static void selftest_vsock_stream(struct vq *rx, struct vq *tx, u8 *rbuf, u64 ci
 	}
 	if (have == len && !memcmp(got, msg, len)) pass("vsock.echo");
 	else { fail("vsock.echo", "got %u of %u bytes back", (u64)have, (u64)len); return; }
-	vsock_send(tx, cid, port, VSOCK_OP_SHUTDOWN, 3, NULL, 0, (u32)have);
+	/* vsock_rtts=N (bench): N round trips of 64 bytes, each sent once the last one came back; the host times them. */
+	u32 fwd = (u32)have;
+	u64 rtts = cmdline_u64("vsock_rtts", 0), done = 0;
+	char ping[64];
+	memset(ping, 'R', sizeof ping);
+	for (; done < rtts; done++) {
+		vsock_send(tx, cid, port, VSOCK_OP_RW, 0, ping, sizeof ping, fwd);
+		u32 back = 0;
+		for (int i = 0; i < 16 && back < sizeof ping; i++) {
+			if (!vsock_recv(rx, rbuf, &g, data, sizeof data, &n)) break;
+			if (g.dst_port == VSOCK_GUEST_PORT && g.op == VSOCK_OP_RW) back += n;
+		}
+		fwd += back;
+		if (back != sizeof ping) break;
+	}
+	if (rtts) printf("RESULT vsock.rtts=%u\n", done);
+	vsock_send(tx, cid, port, VSOCK_OP_SHUTDOWN, 3, NULL, 0, fwd);
 	for (int i = 0; i < 8; i++) {
 		if (!vsock_recv(rx, rbuf, &g, data, sizeof data, &n)) break;
 		if (g.dst_port == VSOCK_GUEST_PORT && g.op == VSOCK_OP_RST) { pass("vsock.close"); return; }

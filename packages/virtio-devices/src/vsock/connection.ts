@@ -257,13 +257,12 @@ export class VsockConnection {
     if (err) return; // the 'error' handler resets the connection
     this.#fwdCnt = (this.#fwdCnt + n) >>> 0;
     if (this.#state === "closed") return;
-    // Tell the guest about freed space once a quarter of the buffer is free again
-    // (every packet carries fwd_cnt too), so its view of our credit never stalls.
-    if (((this.#fwdCnt - this.#lastFwdSent) >>> 0) >= this.bufAlloc / 4 || this.#pendingWrite === 0) {
-      if (this.#fwdCnt !== this.#lastFwdSent) {
-        this.#ctl |= CTL_CREDIT_UPDATE;
-        this.#owner.ready(this);
-      }
+    // Tell the guest about freed space once a quarter of the buffer was forwarded since
+    // the last fwd_cnt it saw (every packet carries fwd_cnt too): its view of our free
+    // space then never drops below 3/4 of buf_alloc once we have flushed, so it never stalls.
+    if (((this.#fwdCnt - this.#lastFwdSent) >>> 0) >= this.bufAlloc / 4) {
+      this.#ctl |= CTL_CREDIT_UPDATE;
+      this.#owner.ready(this);
     }
     this.#maybeDone();
   }
