@@ -131,9 +131,10 @@ export class VirtioVsock implements VirtioDevice {
     this.#rx();
   }
 
-  /** Stops the data path and drops every connection (their host sockets are closed; the guest forgot them). */
+  /** Stops the data path and drops every connection (their host sockets are closed; the guest forgot them) and a pending transport-reset event. */
   reset(): void {
     this.#active = undefined;
+    this.#eventPending = false;
     this.#handler.cancel();
     this.backend.detach();
   }
