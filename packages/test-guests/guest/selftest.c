@@ -244,13 +244,113 @@ static void selftest_balloon(struct vdev *d) {
 	vdev_reset(d);
 }
 
-/* ---- virtio-vsock: guest CID from config; a REQUEST to an unbound host port must come back as RST ---- */
+/*
+ * ---- virtio-vsock: guest CID from config; a REQUEST to an unbound host port must come back as RST;
+ * with vsock_port=P, a stream to host port P (the host echoes): REQUEST/RESPONSE, bytes both ways,
+ * SHUTDOWN answered by RST ----
+ */
 struct vsock_hdr {
 	u64 src_cid, dst_cid;
 	u32 src_port, dst_port, len;
 	u16 type, op;
 	u32 flags, buf_alloc, fwd_cnt;
 } __attribute__((packed));
+#define VSOCK_OP_REQUEST 1
+#define VSOCK_OP_RESPONSE 2
+#define VSOCK_OP_RST 3
+#define VSOCK_OP_SHUTDOWN 4
+#define VSOCK_OP_RW 5
+#define VSOCK_GUEST_PORT 40002
+
+#define VSOCK_MAX_SEND 64
+static u8 *vsock_pkt; /* header + VSOCK_MAX_SEND bytes, reused: vsock_send waits until the device took it */
+
+/* Sends one packet (header + len <= VSOCK_MAX_SEND bytes of data) on tx and waits for the device to take it. */
+static void vsock_send(struct vq *tx, u64 cid, u32 dst_port, u16 op, u32 flags, const void *data, u32 len, u32 fwd_cnt) {
+	if (!vsock_pkt) vsock_pkt = alloc(sizeof(struct vsock_hdr) + VSOCK_MAX_SEND, 8);
+	if (len > VSOCK_MAX_SEND) len = VSOCK_MAX_SEND;
+	u8 *p = vsock_pkt;
+	struct vsock_hdr *h = (struct vsock_hdr *)p;
+	memset(h, 0, sizeof *h);
+	h->src_cid = cid; h->dst_cid = 2; h->src_port = VSOCK_GUEST_PORT; h->dst_port = dst_port;
+	h->len = len; h->type = 1; h->op = op; h->flags = flags; h->buf_alloc = 65536; h->fwd_cnt = fwd_cnt;
+	if (len) memcpy(p + sizeof *h, data, len);
+	struct vbuf b = {(u64)p, (u32)(sizeof *h + len), 0};
+	vq_send(tx, &b, 1);
+	vq_wait(tx, NULL, NULL, poll_budget);
+}
+
+/* Next rx packet for VSOCK_GUEST_PORT (others, e.g. credit updates to it, are returned too); re-posts the buffer. */
+static int vsock_recv(struct vq *rx, u8 *rbuf, struct vsock_hdr *h, u8 *data, u32 cap, u32 *dlen) {
+	u32 id, len;
+	if (vq_wait(rx, &id, &len, poll_budget) != 1 || id >= 4 || len < sizeof *h || len > 1024) return 0;
+	memcpy(h, rbuf + 1024 * id, sizeof *h);
+	u32 n = len - (u32)sizeof *h;
+	if (n > cap) n = cap;
+	memcpy(data, rbuf + 1024 * id + sizeof *h, n);
+	*dlen = n;
+	struct vbuf b = {(u64)(rbuf + 1024 * id), 1024, 1};
+	vq_add_at(rx, (u16)id, &b, 1);
+	vq_kick(rx);
+	return 1;
+}
+
+static void selftest_vsock_stream(struct vq *rx, struct vq *tx, u8 *rbuf, u64 cid, u32 port) {
+	struct vsock_hdr g;
+	u8 data[128];
+	u32 n = 0;
+	vsock_send(tx, cid, port, VSOCK_OP_REQUEST, 0, NULL, 0, 0);
+	int ok = 0;
+	for (int i = 0; i < 8 && !ok; i++) {
+		if (!vsock_recv(rx, rbuf, &g, data, sizeof data, &n)) break;
+		if (g.dst_port != VSOCK_GUEST_PORT) continue;
+		if (g.op == VSOCK_OP_RESPONSE) ok = 1;
+		else if (g.op == VSOCK_OP_RST) break;
+	}
+	if (!ok) { fail("vsock.connect", "no RESPONSE from host port %u", (u64)port); return; }
+	pass("vsock.connect");
+	char msg[48];
+	const char *m = "ts-vmm vsock ping 0123456789";
+	usize len = strlen(m);
+	memcpy(msg, m, len + 1);
+	msg[18] = (char)('a' + rdtsc() % 26); /* vary per run */
+	printf("RESULT vsock.sent=\"%s\"\n", msg); /* the host checks its peer received exactly this */
+	vsock_send(tx, cid, port, VSOCK_OP_RW, 0, msg, (u32)len, 0);
+	char got[64];
+	usize have = 0;
+	for (int i = 0; i < 16 && have < len; i++) {
+		if (!vsock_recv(rx, rbuf, &g, data, sizeof data, &n)) break;
+		if (g.dst_port != VSOCK_GUEST_PORT || g.op != VSOCK_OP_RW) continue;
+		if (have + n > sizeof got) break;
+		memcpy(got + have, data, n);
+		have += n;
+	}
+	if (have == len && !memcmp(got, msg, len)) pass("vsock.echo");
+	else { fail("vsock.echo", "got %u of %u bytes back", (u64)have, (u64)len); return; }
+	/* vsock_rtts=N (bench): N round trips of 64 bytes, each sent once the last one came back; the host times them. */
+	u32 fwd = (u32)have;
+	u64 rtts = cmdline_u64("vsock_rtts", 0), done = 0;
+	char ping[64];
+	memset(ping, 'R', sizeof ping);
+	for (; done < rtts; done++) {
+		vsock_send(tx, cid, port, VSOCK_OP_RW, 0, ping, sizeof ping, fwd);
+		u32 back = 0;
+		for (int i = 0; i < 16 && back < sizeof ping; i++) {
+			if (!vsock_recv(rx, rbuf, &g, data, sizeof data, &n)) break;
+			if (g.dst_port == VSOCK_GUEST_PORT && g.op == VSOCK_OP_RW) back += n;
+		}
+		fwd += back;
+		if (back != sizeof ping) break;
+	}
+	if (rtts) printf("RESULT vsock.rtts=%u\n", done);
+	vsock_send(tx, cid, port, VSOCK_OP_SHUTDOWN, 3, NULL, 0, fwd);
+	for (int i = 0; i < 8; i++) {
+		if (!vsock_recv(rx, rbuf, &g, data, sizeof data, &n)) break;
+		if (g.dst_port == VSOCK_GUEST_PORT && g.op == VSOCK_OP_RST) { pass("vsock.close"); return; }
+	}
+	fail("vsock.close", "no RST after SHUTDOWN");
+}
+
 static void selftest_vsock(struct vdev *d) {
 	struct vq rx, tx, ev;
 	int r = vdev_init(d, 0);
@@ -280,7 +380,13 @@ static void selftest_vsock(struct vdev *d) {
 		const struct vsock_hdr *g = (const struct vsock_hdr *)(rbuf + 1024 * id);
 		if (g->op == 3 && g->dst_port == 40000) pass("vsock.rst");
 		else fail("vsock.rst", "op %u dst_port %u", (u64)g->op, (u64)g->dst_port);
+		struct vbuf b = {(u64)(rbuf + 1024 * id), 1024, 1};
+		vq_add_at(&rx, (u16)id, &b, 1);
+		vq_kick(&rx);
 	} else fail("vsock.rst", "no reply");
+	u64 port = cmdline_u64("vsock_port", 0);
+	if (port) selftest_vsock_stream(&rx, &tx, rbuf, cid, (u32)port);
+	else skip("vsock.echo", "no vsock_port= on the command line");
 	vdev_reset(d);
 }
 

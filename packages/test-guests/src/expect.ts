@@ -41,6 +41,11 @@ export interface SelftestExpectation {
   readonly readOnlyBlk?: boolean;
   /** The blk device offers VIRTIO_F_RING_PACKED (QEMU: `-global virtio-blk-device.packed=on`): `PASS blk.packed` is required. */
   readonly packedRing?: boolean;
+  /**
+   * The guest ran with `vsock_port=P` and the host echoes on that port
+   * (`<udsPath>_P` for ours): `PASS vsock.connect`, `vsock.echo`, `vsock.close` are required.
+   */
+  readonly vsockEcho?: boolean;
 }
 
 /**
@@ -74,6 +79,7 @@ export function selftestProblems(
     if (expectation.readOnlyBlk) want.push("blk.ro.feature", "blk.ro.write-refused", "blk.ro.read");
     if (expectation.packedRing) want.push("blk.packed");
   }
+  if (attached.includes("vsock") && expectation.vsockEcho) want.push("vsock.connect", "vsock.echo", "vsock.close");
   for (const c of want) if (!r.passed.includes(c)) problems.push(`missing PASS ${c}`);
   for (const k of DEVICE_KINDS) {
     if (attached.includes(k)) continue;

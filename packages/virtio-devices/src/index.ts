@@ -60,6 +60,8 @@ export {
 export * from "./net/index.js";
 export { RateLimiter, realClock } from "./rate-limiter.js";
 export type { RateLimiterClock, RateLimiterConfig, RateLimiterState, TokenBucketConfig, TokenBucketState } from "./rate-limiter.js";
+// virtio-vsock (its own folder: device, connection, muxer, persist, metrics).
+export * from "./vsock/index.js";
 // The legacy PC devices, also on the `./legacy` subpath (one list of exports for both).
 export * from "./legacy/index.js";
 // virtio-balloon (src/balloon/: device, event handling, persist, metrics).

@@ -31,7 +31,7 @@ export interface RunArgs {
   readonly timeoutS: number;
   /** `--irqchip split|full` (default split). */
   readonly irqchip: IrqchipMode;
-  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, `--rtc`, in that order. */
+  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, `--rtc`, `--vsock`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
 
@@ -55,6 +55,7 @@ const OPTIONS = {
   "console-socket": { type: "string" },
   irqchip: { type: "string" },
   balloon: { type: "string" },
+  vsock: { type: "string" },
   json: { type: "boolean" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -63,7 +64,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "irqchip"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
 };
 
@@ -274,7 +275,7 @@ const NET_SYNTAX = "tap=NAME[,mac=MAC][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burs
 
 /**
  * `--disk PATH[,ro][,bw=…]` and `--net tap=NAME[,mac=…][,bw=…]` (both repeatable), `--rng`,
- * `--console` or `--console-socket PATH`, `--balloon`, `--rtc`.
+ * `--console` or `--console-socket PATH`, `--balloon`, `--rtc`, `--vsock cid=N,uds=PATH`.
  * @throws {@link UsageError}
  */
 export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDeviceConfig[] {
@@ -306,6 +307,8 @@ export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDevi
   if (typeof socket === "string") out.push({ kind: "console", socketPath: socket });
   if (typeof v["balloon"] === "string") out.push(parseBalloon(v["balloon"]));
   if (v["rtc"] === true) out.push({ kind: "rtc" });
+  const vsock = v["vsock"];
+  if (typeof vsock === "string") out.push(parseVsock(vsock));
   return out;
 }
 
@@ -336,4 +339,25 @@ export function parseBalloon(v: string): VirtioDeviceConfig {
     else throw new UsageError(`--balloon has no option ${JSON.stringify(k)} (amount_mib, deflate_on_oom, stats_s, free_page_reporting)`);
   }
   return out;
+}
+
+/**
+ * `--vsock cid=N,uds=PATH`: the guest CID (3..4294967294) and the Unix socket
+ * host programs connect to (guest connections go to `PATH_<port>`).
+ * @throws {@link UsageError} naming the flag and the bad part.
+ */
+export function parseVsock(v: string): { kind: "vsock"; cid: number; udsPath: string } {
+  const fields = new Map<string, string>();
+  for (const part of v.split(",")) {
+    const eq = part.indexOf("=");
+    const k = eq < 0 ? part : part.slice(0, eq);
+    if (eq < 0 || (k !== "cid" && k !== "uds") || fields.has(k)) {
+      throw new UsageError(`--vsock takes cid=N,uds=PATH, got ${JSON.stringify(v)}`);
+    }
+    fields.set(k, part.slice(eq + 1));
+  }
+  const cid = fields.get("cid");
+  const uds = fields.get("uds");
+  if (cid === undefined || uds === undefined || uds === "") throw new UsageError(`--vsock takes cid=N,uds=PATH, got ${JSON.stringify(v)}`);
+  return { kind: "vsock", cid: parseWhole("--vsock cid", cid, 3, 0xffff_fffe), udsPath: uds };
 }

@@ -20,7 +20,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS] [--irqchip split|full]
                   [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
-                  [--rng] [--console | --console-socket PATH] [--rtc]
+                  [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
@@ -40,7 +40,10 @@ amount_mib=N starts with N MiB ballooned, deflate_on_oom=on lets the guest take
 pages back when it runs out of memory, stats_s=N asks for memory statistics
 every N seconds, free_page_reporting=on returns the pages the guest reports
 free; ballooned and reported pages go back to the host), --rtc (virtio-rtc: UTC,
-TAI and MONOTONIC clocks from the host, with alarms). RATE limits a disk or
+TAI and MONOTONIC clocks from the host, with alarms), --vsock (virtio-vsock
+with guest CID N; host programs connect to the Unix socket PATH and write
+"CONNECT <port>\n", answered "OK <host port>\n"; the guest's connections to
+host port P go to the Unix socket PATH_P). RATE limits a disk or
 each direction of a net device: bw=BYTES_PER_S, ops=OPS_PER_S (requests or
 frames), bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of
 them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.

@@ -35,7 +35,7 @@ describe("ts-vmm flags (no KVM needed)", () => {
   });
   it("--help lists every run flag", async () => {
     const r = await cli("--help");
-    for (const f of ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--cpu-template", "--cpu-features", "--config", "cpu-features [--json]"]) expect(r.out).toContain(f);
+    for (const f of ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--cpu-template", "--cpu-features", "--config", "cpu-features [--json]", "--vsock cid=N,uds=PATH"]) expect(r.out).toContain(f);
   });
   it.each([
     [["run", "--kernel", "k", "--memory", "lots"], 'ts-vmm: --memory must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got "lots"'],
@@ -53,6 +53,10 @@ describe("ts-vmm flags (no KVM needed)", () => {
     [["run", "--kernel", "k", "--mem", "64", "--memory", "64"], "ts-vmm: --mem is an alias of --memory: give one of them"],
     [["run", "--kernel", "/dev/null", "--cpu-features", "+warp"], 'ts-vmm: --cpu-features: unknown feature "warp" (ts-vmm cpu-features --all lists them)'],
     [["run", "--kernel", "/dev/null", "--cpu-template", "turbo"], 'ts-vmm: unknown CPU template "turbo": use baseline or host, or the path of a JSON template'],
+    [["run", "--kernel", "k", "--vsock", "cid=2,uds=/tmp/v.sock"], 'ts-vmm: --vsock cid must be a whole number from 3 to 4294967294, got "2"'],
+    [["run", "--kernel", "k", "--vsock", "uds=/tmp/v.sock"], 'ts-vmm: --vsock takes cid=N,uds=PATH, got "uds=/tmp/v.sock"'],
+    [["run", "--kernel", "k", "--vsock", "cid=3,uds=/tmp/v.sock,port=5"], 'ts-vmm: --vsock takes cid=N,uds=PATH, got "cid=3,uds=/tmp/v.sock,port=5"'],
+    [["run", "--kernel", "k", "--vsock", "cid=3,cid=4,uds=/tmp/v.sock"], 'ts-vmm: --vsock takes cid=N,uds=PATH, got "cid=3,cid=4,uds=/tmp/v.sock"'],
   ])("%j → exit 2 and one line naming the flag", async (args, line) => {
     const r = await cli(...args);
     expect(r.code).toBe(2);

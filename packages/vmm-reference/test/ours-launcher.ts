@@ -20,6 +20,8 @@ function deviceFlags(d: ResolvedDevice): string[] {
       return ["--balloon"];
     case "rtc":
       return ["--rtc"];
+    case "vsock":
+      return ["--vsock", `cid=${d.cid},uds=${d.udsPath}`];
     default:
       throw new Error(`the reference VMM has no ${d.kind} device`);
   }
@@ -27,7 +29,7 @@ function deviceFlags(d: ResolvedDevice): string[] {
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console, virtio-balloon and virtio-rtc (and
+ * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console, virtio-balloon, virtio-rtc and virtio-vsock (and
  * virtio-net on a named tap, through wrappers such as test/ns-launcher.ts that add "net" to `provides`).
  */
 export const oursLauncher: VmmLauncher = {
@@ -35,7 +37,7 @@ export const oursLauncher: VmmLauncher = {
   // "net" is mapped (deviceFlags) but not listed: harnesses that attach every provided kind
   // (the nested full boot) run ours in an L1 without the tun module, where a tap cannot be
   // opened. Tests that prepare a tap use inNamespace (ns-launcher.ts), which adds it.
-  provides: ["blk", "rng", "console", "balloon", "rtc"],
+  provides: ["blk", "rng", "console", "balloon", "rtc", "vsock"],
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);

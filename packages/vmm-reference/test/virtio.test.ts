@@ -1,4 +1,5 @@
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
@@ -57,6 +58,31 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     expect(Number(v["rtc.tai_minus_utc_ms"])).toBeLessThan(37_100);
     expect(v["rtc.alarm_clock"], explain(r)).toMatch(/^2 late_us=\d+$/); // the MONOTONIC clock's alarm
     console.log(`[ours] rtc: ${["rtc.clock.0", "rtc.clock.1", "rtc.clock.2", "rtc.tai_minus_utc_ms", "rtc.alarm_clock", "irq.rtc"].map((k) => `${k}=${v[k]}`).join(" ")}`);
+  it("selftest with vsock: CID, RST for an unbound port, and a stream to a host port the test listens on (<uds>_<port>), bytes both ways", async () => {
+    const uds = join(dir, "vsock.sock");
+    const port = 5000 + Math.floor(Math.random() * 1000);
+    const got: Buffer[] = [];
+    let ended = false;
+    const server = createServer((s) => {
+      s.on("data", (b: Buffer) => (got.push(b), s.write(b))); // echo
+      s.on("end", () => (ended = true));
+      s.on("error", () => {});
+    });
+    await new Promise<void>((res) => server.listen(`${uds}_${port}`, res));
+    try {
+      const r = await runGuest({
+        vmm: oursLauncher, kernel: elf, cmdline: `mode=selftest vsock_port=${port}`, memMiB: 64, timeoutMs: 30_000,
+        devices: [{ kind: "vsock", cid: 7, udsPath: uds }],
+      });
+      expect(selftestProblems(r, ["vsock"], { vsockEcho: true }), explain(r)).toEqual([]);
+      expect(r.results.values["vsock.cid"]).toBe("7");
+      const sent = /RESULT vsock\.sent="([^"]*)"/.exec(r.serial)?.[1];
+      expect(sent, explain(r)).toMatch(/^ts-vmm vsock ping [a-z]123456789$/);
+      expect(Buffer.concat(got).toString()).toBe(sent); // the host received exactly what the guest sent
+      expect(ended).toBe(true); // the guest's SHUTDOWN reached the host as EOF
+    } finally {
+      await new Promise<void>((res) => server.close(() => res()));
+    }
   });
 
   it("selftest with a second, read-only disk: VIRTIO_BLK_F_RO offered, the write refused with an error status, nothing written", async () => {
@@ -177,6 +203,8 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
       [["--disk", join(dir, "missing.img")], /cannot open disk image/],
       [["--console", "--console-socket", join(dir, "s")], /exclusive/],
       [["--disk", dir], /cannot open disk image .*EISDIR|not a regular file/],
+      [["--vsock", `cid=3,uds=${dir}`], /vsock uds path .* is not a socket/],
+      [["--vsock", "cid=3,uds=/nonexistent-dir/v.sock"], /cannot listen on vsock uds path/],
     ];
     for (const [flags, msg] of cases) {
       let err = "";

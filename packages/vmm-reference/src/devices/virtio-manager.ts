@@ -15,6 +15,7 @@ import {
   VirtioNet,
   VirtioRng,
   VirtioRtc,
+  VirtioVsock,
   type IrqLine,
   type RateLimiterConfig,
   type VirtioDevice,
@@ -56,7 +57,10 @@ export type VirtioDeviceConfig =
       readonly freePageReporting?: boolean;
     }
   /** virtio-rtc: UTC, TAI and MONOTONIC clocks from the host, with alarms. */
-  | { readonly kind: "rtc" };
+  | { readonly kind: "rtc" }
+  /** virtio-vsock with guest CID `cid`: host programs connect to `udsPath` (`CONNECT <port>\n`), guest connections go to `<udsPath>_<port>`. */
+  | { readonly kind: "vsock"; readonly cid: number; readonly udsPath: string };
+
 
 /** Whether the memory can give pages back (GuestMemoryMmap does). */
 function isDiscardable(mem: GuestMemory): mem is GuestMemory & DiscardableMemory {
@@ -185,6 +189,8 @@ export class VirtioManager {
       }
       case "rtc":
         return new VirtioRtc();
+      case "vsock":
+        return VirtioVsock.open({ cid: c.cid, udsPath: c.udsPath, onViolation: (r) => this.#note(r) });
     }
   }
 
@@ -289,7 +295,7 @@ export class VirtioManager {
         // the VM may already be closed
       }
       s.irq.close();
-      if (s.device instanceof VirtioBlock || s.device instanceof VirtioNet) s.device.close();
+      if (s.device instanceof VirtioBlock || s.device instanceof VirtioNet || s.device instanceof VirtioVsock) s.device.close();
       if (s.device instanceof VirtioRtc) s.device.reset(); // cancels its alarm timers
     }
     for (const sock of this.#sockets) sock.destroy();
