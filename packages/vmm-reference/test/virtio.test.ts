@@ -58,6 +58,8 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     expect(Number(v["rtc.tai_minus_utc_ms"])).toBeLessThan(37_100);
     expect(v["rtc.alarm_clock"], explain(r)).toMatch(/^2 late_us=\d+$/); // the MONOTONIC clock's alarm
     console.log(`[ours] rtc: ${["rtc.clock.0", "rtc.clock.1", "rtc.clock.2", "rtc.tai_minus_utc_ms", "rtc.alarm_clock", "irq.rtc"].map((k) => `${k}=${v[k]}`).join(" ")}`);
+  });
+
   it("selftest with vsock: CID, RST for an unbound port, and a stream to a host port the test listens on (<uds>_<port>), bytes both ways", async () => {
     const uds = join(dir, "vsock.sock");
     const port = 5000 + Math.floor(Math.random() * 1000);
