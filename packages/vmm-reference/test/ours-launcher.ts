@@ -23,7 +23,7 @@ function deviceFlags(d: ResolvedDevice): string[] {
     case "vsock":
       return ["--vsock", `cid=${d.cid},uds=${d.udsPath}`];
     default:
-      throw new Error(`the reference VMM has no ${d.kind} device`);
+      throw new Error(`the reference VMM has no ${(d as { kind: string }).kind} device`);
   }
 }
 
