@@ -1,0 +1,89 @@
+// Reserving hugetlb pages for a test (root only), and reading the pools.
+//
+// The pool is machine-wide and other test files (and other sessions) may use it
+// at the same time, so a reservation changes nr_hugepages by a delta under a
+// lock directory and gives the same delta back, instead of setting and
+// restoring an absolute value that a concurrent reservation would clobber.
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** One hugetlb pool (`/sys/kernel/mm/hugepages/hugepages-<kB>kB`). */
+export interface HugePagePoolState {
+  /** Page size in bytes. */
+  readonly pageSize: number;
+  /** nr_hugepages: pages in the persistent pool. */
+  readonly total: number;
+  /** free_hugepages: pages not faulted in by anyone (reserved ones included). */
+  readonly free: number;
+  /** resv_hugepages: free pages promised to existing mappings. */
+  readonly reserved: number;
+}
+
+const poolDir = (pageSize: number): string => `/sys/kernel/mm/hugepages/hugepages-${pageSize / 1024}kB`;
+
+/** Reads a pool, or undefined if the kernel has no pool of that page size. */
+export function readHugePagePool(pageSize: number): HugePagePoolState | undefined {
+  const n = (f: string): number => Number(readFileSync(join(poolDir(pageSize), f), "utf8").trim());
+  try {
+    return { pageSize, total: n("nr_hugepages"), free: n("free_hugepages"), reserved: n("resv_hugepages") };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A reservation made by {@link reserveHugePages}. */
+export interface HugePageReservation {
+  /** Pages the kernel actually added to the pool (it may find fewer contiguous ranges than asked). */
+  readonly added: number;
+  /** Gives the pages back (lowers nr_hugepages by `added`). Idempotent. */
+  release(): void;
+}
+
+const LOCK = join(tmpdir(), "ts-vmm-hugepages.lock");
+
+function locked<T>(fn: () => T): T {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      mkdirSync(LOCK);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      if (Date.now() > deadline) throw new Error(`${LOCK} is held for more than 10 s (remove it if no test is running)`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    rmdirSync(LOCK);
+  }
+}
+
+/**
+ * Adds `count` pages of `pageSize` bytes (default 2 MiB) to the hugetlb pool
+ * (root only) and returns how many the kernel added; `release()` removes them
+ * again. Throws if the pool does not exist or cannot be written.
+ */
+export function reserveHugePages(count: number, pageSize = 2 << 20): HugePageReservation {
+  if (!Number.isSafeInteger(count) || count < 0) throw new Error(`count must be a whole number, got ${count}`);
+  const file = join(poolDir(pageSize), "nr_hugepages");
+  const added = locked(() => {
+    const before = Number(readFileSync(file, "utf8").trim());
+    writeFileSync(file, String(before + count));
+    return Number(readFileSync(file, "utf8").trim()) - before;
+  });
+  let released = false;
+  return {
+    added,
+    release(): void {
+      if (released) return;
+      released = true;
+      locked(() => {
+        const now = Number(readFileSync(file, "utf8").trim());
+        writeFileSync(file, String(Math.max(0, now - added)));
+      });
+    },
+  };
+}
