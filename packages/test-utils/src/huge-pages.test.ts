@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { describeWith } from "./gate.js";
-import { readHugePagePool, reserveHugePages } from "./huge-pages.js";
+import { readHugePagePool, reserveHugePages, residentPages, smapsEntry } from "./huge-pages.js";
+import { readFileSync } from "node:fs";
 
 describe("huge page pools", () => {
   it("reads the 2 MiB pool, or says there is none", () => {
@@ -24,5 +25,27 @@ describeWith({ root: true }, "huge page reservations", () => {
       r.release();
     }
     expect(readHugePagePool(2 << 20)!.total).toBe(before.total);
+  });
+});
+
+describe("smapsEntry", () => {
+  it("finds a mapping by its start address", () => {
+    const maps = readFileSync("/proc/self/maps", "utf8").split("\n");
+    const first = /^([0-9a-f]+)-/.exec(maps[0]!)![1]!;
+    const e = smapsEntry(BigInt(`0x${first}`));
+    expect(e).toBeDefined();
+    expect(e!["Size"]).toBeGreaterThan(0);
+    expect(e!["KernelPageSize"]).toBeGreaterThanOrEqual(4);
+    expect(smapsEntry(1n)).toBeUndefined();
+  });
+});
+
+describe("residentPages", () => {
+  it("counts present pages", () => {
+    const maps = readFileSync("/proc/self/maps", "utf8");
+    const stack = /^([0-9a-f]+)-([0-9a-f]+) .*\[stack\]$/m.exec(maps)!;
+    const end = BigInt(`0x${stack[2]!}`);
+    // The top page of the main thread's stack is in use, so present.
+    expect(residentPages(end - 4096n, 4096)).toBe(1);
   });
 });

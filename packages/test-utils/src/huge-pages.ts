@@ -4,7 +4,7 @@
 // at the same time, so a reservation changes nr_hugepages by a delta under a
 // lock directory and gives the same delta back, instead of setting and
 // restoring an absolute value that a concurrent reservation would clobber.
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, rmdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -86,4 +86,52 @@ export function reserveHugePages(count: number, pageSize = 2 << 20): HugePageRes
       });
     },
   };
+}
+
+/**
+ * The /proc/self/smaps entry of the mapping (VMA) that contains `address`: its
+ * fields in kB (`Rss`, `AnonHugePages`, `Shared_Hugetlb`, `Private_Hugetlb`,
+ * `KernelPageSize`, ...) and its `name` (e.g. `/memfd:guest-ram (deleted)`), or
+ * undefined if nothing is mapped there. `pid` reads another process. The kernel
+ * merges adjacent compatible anonymous mappings into one VMA, so its `Rss` may
+ * cover more than one mapping: count resident pages with {@link residentPages}.
+ */
+export function smapsEntry(address: bigint, pid: number | "self" = "self"): (Record<string, number> & { readonly name: string }) | undefined {
+  const lines = readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(lines[i]!);
+    if (!head || address < BigInt(`0x${head[1]!}`) || address >= BigInt(`0x${head[2]!}`)) continue;
+    const out: Record<string, number> = {};
+    for (let j = i + 1; j < lines.length; j++) {
+      const f = /^(\w+):\s+(\d+) kB$/.exec(lines[j]!);
+      if (f) out[f[1]!] = Number(f[2]);
+      else if (/^[0-9a-f]+-[0-9a-f]+ /.test(lines[j]!)) break;
+    }
+    return Object.assign(out, { name: head[3] ?? "" });
+  }
+  return undefined;
+}
+
+/**
+ * How many 4 KiB pages of `[address, address + size)` are present in memory,
+ * from /proc/self/pagemap (bit 63 of each page's entry; readable without
+ * root). A huge page counts as all of its 4 KiB pieces.
+ */
+export function residentPages(address: bigint, size: number): number {
+  const pages = Math.ceil(size / 4096);
+  const buf = Buffer.alloc(pages * 8);
+  const fd = openSync("/proc/self/pagemap", "r");
+  try {
+    let done = 0;
+    while (done < buf.length) {
+      const n = readSync(fd, buf, done, buf.length - done, Number((address / 4096n) * 8n) + done);
+      if (n === 0) break;
+      done += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  let present = 0;
+  for (let i = 0; i < pages; i++) if ((buf.readUInt32LE(i * 8 + 4) & 0x8000_0000) !== 0) present++;
+  return present;
 }
