@@ -42,8 +42,25 @@ export interface MmapMemoryOptions {
   readonly backing?: "memfd" | "anonymous";
   /** Back fresh memory with pre-allocated huge pages (MAP_HUGETLB / MFD_HUGETLB). Fails if none are configured. */
   readonly hugetlb?: boolean;
+  /**
+   * With `hugetlb`: the huge page size in bytes (2 MiB, 1 GiB); default the system's
+   * default size. Every region's size must be a multiple of it.
+   */
+  readonly hugePageSize?: number;
   /** madvise(MADV_HUGEPAGE) every mapping (transparent huge pages). */
   readonly madviseHugepage?: boolean;
+  /**
+   * With `backing: "anonymous"`: MAP_SHARED (default true) or MAP_PRIVATE. Private
+   * anonymous memory is what THP's `enabled` setting governs (shared anonymous
+   * memory is shmem, governed by `shmem_enabled`).
+   */
+  readonly shared?: boolean;
+  /**
+   * Prefault every mapping (file-backed ranges too) before returning
+   * (vmm-sys-util's `populate`: MAP_POPULATE, or after the THP advice
+   * MADV_POPULATE_READ/WRITE). Default false.
+   */
+  readonly populate?: boolean;
   /** Give every region a dirty bitmap. Default false. */
   readonly dirtyTracking?: boolean;
   /** memfd label, shown in /proc/self/fd. */
@@ -98,21 +115,24 @@ export class GuestMemoryMmap extends GuestMemoryBase {
         let m: MmapRegion;
         let fd: number | null;
         let fileOffset = 0;
-        const huge = opts.madviseHugepage === undefined ? {} : { madviseHugepage: opts.madviseHugepage };
+        const huge = {
+          ...(opts.madviseHugepage === undefined ? {} : { madviseHugepage: opts.madviseHugepage }),
+          ...(opts.populate === undefined ? {} : { populate: opts.populate }),
+        };
+        const hugetlb = {
+          ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }),
+          ...(opts.hugePageSize === undefined ? {} : { hugePageSize: opts.hugePageSize }),
+        };
         try {
           if (s.file !== undefined) {
             fileOffset = s.file.offset ?? 0;
             m = MmapRegion.fromFd(s.file.fd, s.size, { offset: fileOffset, shared: s.file.shared ?? true, ...huge });
             fd = s.file.fd;
           } else if (backing === "memfd") {
-            m = MmapRegion.memfd(s.size, {
-              ...(opts.name === undefined ? {} : { name: opts.name }),
-              ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }),
-              ...huge,
-            });
+            m = MmapRegion.memfd(s.size, { ...(opts.name === undefined ? {} : { name: opts.name }), ...hugetlb, ...huge });
             fd = m.fd;
           } else {
-            m = MmapRegion.anonymous(s.size, { ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }), ...huge });
+            m = MmapRegion.anonymous(s.size, { ...(opts.shared === undefined ? {} : { shared: opts.shared }), ...hugetlb, ...huge });
             fd = null;
           }
         } catch (e) {
@@ -154,7 +174,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
   static fromFile(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number }[],
-    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean } = {},
+    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
   ): GuestMemoryMmap {
     let offset = 0;
     const specs = ranges.map((r) => {
@@ -162,7 +182,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
       offset += r.size;
       return spec;
     });
-    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+    return GuestMemoryMmap.fromRanges(specs, passOn(opts));
   }
 
   /**
@@ -178,7 +198,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
   static fromGuestMemfd(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number; readonly offset?: number }[],
-    opts: { readonly dirtyTracking?: boolean } = {},
+    opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
   ): GuestMemoryMmap {
     let next = 0;
     const specs = ranges.map((r) => {
@@ -186,7 +206,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
       next = offset + r.size;
       return { start: r.start, size: r.size, file: { fd, offset, shared: true } };
     });
-    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+    return GuestMemoryMmap.fromRanges(specs, passOn(opts));
   }
 
   /**
@@ -229,6 +249,14 @@ export class GuestMemoryMmap extends GuestMemoryBase {
     }
     if (first !== undefined) throw new GuestMemoryError("Mmap", "closing a mapping failed", { cause: first });
   }
+}
+
+/** The options fromFile and fromGuestMemfd hand on to fromRanges. */
+function passOn(opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean }): MmapMemoryOptions {
+  return {
+    ...(opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking }),
+    ...(opts.populate === undefined ? {} : { populate: opts.populate }),
+  };
 }
 
 function checkSpec(s: MmapRangeSpec): void {
