@@ -26,3 +26,15 @@ export type { CpuFeatureReport, CpuFeatureReportInput, FeatureRow } from "./cpu/
 export { VirtioManager, connectIrq, VIRTIO_MMIO_FIRST, VIRTIO_MMIO_STRIDE } from "./devices/virtio-manager.js";
 export type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 export type { MmioRequest } from "./devices/mmio-mailbox.js";
+export { parseMemorySize, parseMemorySpec, memorySpecFromJson, formatMemorySpec, checkMemoryOptions, MIN_MEMORY_MIB, MAX_MEMORY_MIB } from "./machine/memory-config.js";
+export type { GuestMemoryOptions, HugePages, MemoryBackend, MemorySpec } from "./machine/memory-config.js";
+export { parseMachineConfig, machineConfigBody } from "./machine/machine-config.js";
+export type { MachineConfig, MachineConfigBody, MachineHugePages } from "./machine/machine-config.js";
+export { readMemoryHostFacts, readHugePagePools, readThpModes, availableHugePages, guestMemfdFlagNames, GMEM_MMAP, GMEM_INIT_SHARED } from "./machine/memory-host.js";
+export type { CapabilitySource, HugePagePool, MemoryHostFacts, ThpModes } from "./machine/memory-host.js";
+export { planGuestMemory, memoryRequestProblem, pageSizeName } from "./machine/memory-plan.js";
+export type { MemoryPlan, MemoryPlanResult } from "./machine/memory-plan.js";
+export { buildGuestMemory } from "./machine/guest-memory.js";
+export type { BuiltGuestMemory } from "./machine/guest-memory.js";
+export { memoryCapabilityReport, formatMemoryCapabilityReport } from "./machine/memory-report.js";
+export type { BackendAvailability, MemoryCapabilityReport } from "./machine/memory-report.js";

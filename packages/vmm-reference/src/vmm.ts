@@ -3,7 +3,7 @@ import { Worker } from "node:worker_threads";
 import { release } from "node:os";
 import { Cap, Kvm, type CpuidEntry, type IrqRoutingEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
-import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
 import { BootTimer, bootTimerState, I8042, i8042State, Serial16550, serialState, type BootTimerReport } from "@ts-vmm/virtio-devices/legacy";
@@ -17,6 +17,10 @@ import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
 import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
+import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-config.js";
+import { readMemoryHostFacts } from "./machine/memory-host.js";
+import { memoryRequestProblem, planGuestMemory, type MemoryPlan } from "./machine/memory-plan.js";
+import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.js";
 
 /** KVM's irqchip numbers in routing entries (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC). */
 const IRQCHIP_PIC_MASTER = 0;
@@ -49,6 +53,12 @@ export interface VmConfig {
   readonly cmdline?: string;
   /** Guest RAM in MiB (default 256, at least 2). */
   readonly memMiB?: number;
+  /**
+   * How guest RAM is backed (default: a memfd with 4 KiB pages): a guest_memfd,
+   * a file, huge pages, prefaulting. Checked against the host before anything
+   * is mapped (`MemoryBackendRefused`, one sentence naming what is missing).
+   */
+  readonly memory?: GuestMemoryOptions;
   /**
    * vCPUs (default 1, at most 254). vCPU i has APIC id i; vCPU 0 boots, the
    * others wait for INIT-SIPI from the guest on the in-kernel local APIC.
@@ -184,7 +194,7 @@ const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
 export class Vmm {
   readonly #kvm: Kvm;
   readonly #vm: VmFd;
-  readonly #mem: GuestMemoryMmap;
+  readonly #mem: BuiltGuestMemory;
   readonly #vcpus: readonly VcpuFd[];
   readonly #irqs: readonly EventFd[];
   readonly #stop = new SharedArrayBuffer(4);
@@ -212,6 +222,8 @@ export class Vmm {
   readonly boot: LinuxBoot;
   /** What each vCPU was set up with (index = vCPU id = APIC id). */
   readonly vcpuSetup: readonly VcpuSetup[];
+  /** How guest memory was built (backend, page size, prefault, slot ioctl). */
+  readonly memoryPlan: MemoryPlan;
 
   /** Serial output from the workers (flow-controlled at serialBacklogBytes). */
   readonly #serialOut: SerialOutputRing;
@@ -220,7 +232,8 @@ export class Vmm {
   /** One MMIO mailbox per vCPU: each worker forwards its virtio-mmio register exits through its own. */
   readonly #mmioMailboxes: SharedArrayBuffer[];
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager) {
+    this.memoryPlan = plan;
     this.#serialOut = new SerialOutputRing(backlog);
     this.virtio = virtio;
     this.#mmioMailboxes = vcpus.map(() => new SharedArrayBuffer(MMIO_MAILBOX_BYTES));
@@ -242,6 +255,19 @@ export class Vmm {
       reset: () => {}, // only guest writes (in the workers) reset
       kbdIrq: () => { if (!kbdIrq.closed) kbdIrq.write(1); },
     }, false);
+  }
+
+  /**
+   * Guest memory as the VMM sees it (the loader and the devices use the same
+   * object): reads and writes reach the guest's RAM through the VMM's mapping.
+   *
+   * Safety: the guest changes this memory at any time while it runs; treat
+   * what it wrote as hostile.
+   * @throws {@link VmmError} `InvalidState` after the VM is released.
+   */
+  get memory(): GuestMemoryMmap {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    return this.#mem.mem;
   }
 
   /** Number of vCPUs. */
@@ -268,13 +294,16 @@ export class Vmm {
     if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
       throw new VmmError("InvalidConfig", `serialBacklogBytes must be a whole number from 1024 to 2^30, got ${String(backlog)}`);
     }
+    const memoryOptions = checkMemoryOptions(config.memory);
+    const memoryProblem = memoryRequestProblem(memMiB, memoryOptions);
+    if (memoryProblem !== undefined) throw new VmmError("InvalidConfig", memoryProblem);
     const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
     const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
     const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
     let kvm: Kvm | undefined;
     let vm: VmFd | undefined;
-    let mem: GuestMemoryMmap | undefined;
+    let mem: BuiltGuestMemory | undefined;
     const vcpus: VcpuFd[] = [];
     const irqs: EventFd[] = [];
     let virtio: VirtioManager | undefined;
@@ -303,15 +332,12 @@ export class Vmm {
         irqs.push(e);
         vm.registerIrqfd(e, gsi);
       }
-      mem = GuestMemoryMmap.fromRanges(ramRegions(memMiB * MiB), { name: "guest-ram" });
-      mem.regions.forEach((r, slot) => {
-        if (r.hostAddress === undefined) throw new VmmError("SetupFailed", "guest memory region has no host mapping");
-        // `buffer` (the mapping's SharedArrayBuffer) makes the slot hold the mapping alive:
-        // KVM keeps only its address, and GC must not unmap memory the guest still maps.
-        vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer } });
-      });
-      virtio = VirtioManager.create(vm, mem, config.virtio ?? []);
-      const boot = loadLinux(mem, {
+      // Guest memory: checked against this VM's KVM and the host's pools before anything is mapped.
+      const planned = planGuestMemory(memMiB, memoryOptions, readMemoryHostFacts(vm));
+      if (!planned.ok) throw new VmmError("MemoryBackendRefused", planned.refusal);
+      mem = buildGuestMemory(vm, planned.plan, ramRegions(memMiB * MiB));
+      virtio = VirtioManager.create(vm, mem.mem, config.virtio ?? []);
+      const boot = loadLinux(mem.mem, {
         virtioMmio: virtio.mmioDevices,
         virtioMmioOnCmdline: true,
         kernel,
@@ -344,7 +370,7 @@ export class Vmm {
         }
         setup.push({ cpuid, msrsRefused });
       }
-      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog, virtio);
+      return new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio);
     } catch (e) {
       virtio?.close();
       for (const v of vcpus) v.close();
