@@ -14,7 +14,7 @@ describe("huge page pools", () => {
 });
 
 describeWith({ root: true }, "huge page reservations", () => {
-  it("reserves pages and gives the same number back", () => {
+  it("reserves pages and gives the same number back", async () => {
     const before = readHugePagePool(2 << 20)!;
     const r = reserveHugePages(4);
     try {
@@ -25,6 +25,7 @@ describeWith({ root: true }, "huge page reservations", () => {
       r.release();
     }
     expect(readHugePagePool(2 << 20)!.total).toBe(before.total);
+    expect(await r.settle()).toBe(true); // nothing left to give back
   });
 });
 
@@ -49,3 +50,4 @@ describe("residentPages", () => {
     expect(residentPages(end - 4096n, 4096)).toBe(1);
   });
 });
+

@@ -7,6 +7,8 @@
 import { closeSync, mkdirSync, openSync, readFileSync, readSync, rmdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 
 /** One hugetlb pool (`/sys/kernel/mm/hugepages/hugepages-<kB>kB`). */
 export interface HugePagePoolState {
@@ -36,8 +38,31 @@ export function readHugePagePool(pageSize: number): HugePagePoolState | undefine
 export interface HugePageReservation {
   /** Pages the kernel actually added to the pool (it may find fewer contiguous ranges than asked). */
   readonly added: number;
-  /** Gives the pages back (lowers nr_hugepages by `added`). Idempotent. */
+  /**
+   * Lowers the pool by the pages not given back yet. Pages in use go back by
+   * themselves once unmapped; a free page still reserved by a live mapping
+   * cannot, and stays until {@link HugePageReservation.settle}.
+   */
   release(): void;
+  /**
+   * Releases, then garbage-collects (a mapping is unmapped when its last
+   * buffer is collected) and lowers the pool again until every added page is
+   * gone, including the pages in use that became surplus pages, or `timeoutMs`
+   * passes. Resolves to whether all went. Call it instead of (or after)
+   * `release()` when the test made mappings: a later reservation would
+   * otherwise turn surplus pages still mapped into persistent ones and keep
+   * them in the pool for good.
+   */
+  settle(timeoutMs?: number): Promise<boolean>;
+}
+
+let gcFn: (() => void) | undefined;
+function gc(): void {
+  if (gcFn === undefined) {
+    setFlagsFromString("--expose-gc");
+    gcFn = runInNewContext("gc") as () => void;
+  }
+  gcFn();
 }
 
 const LOCK = join(tmpdir(), "ts-vmm-hugepages.lock");
@@ -69,21 +94,43 @@ function locked<T>(fn: () => T): T {
 export function reserveHugePages(count: number, pageSize = 2 << 20): HugePageReservation {
   if (!Number.isSafeInteger(count) || count < 0) throw new Error(`count must be a whole number, got ${count}`);
   const file = join(poolDir(pageSize), "nr_hugepages");
+  const dir = poolDir(pageSize);
+  const num = (f: string): number => Number(readFileSync(join(dir, f), "utf8").trim());
   const added = locked(() => {
     const before = Number(readFileSync(file, "utf8").trim());
     writeFileSync(file, String(before + count));
     return Number(readFileSync(file, "utf8").trim()) - before;
   });
-  let released = false;
+  // Pages of this reservation still in the persistent pool (nr_hugepages − surplus_hugepages).
+  // Lowering nr_hugepages turns pages in use into surplus pages, which the kernel frees when
+  // they are unmapped; a free page promised to a live mapping stays persistent.
+  let remaining = added;
+  // Surplus pages when we started: pages this reservation turns into surplus must be gone
+  // (unmapped) before settle() is done, or the next reservation would turn them back into
+  // persistent pages (raising nr_hugepages converts surplus pages first) and keep them.
+  const surplusBaseline = num("surplus_hugepages");
+  const lower = (): void => {
+    if (remaining === 0) return;
+    locked(() => {
+      const before = num("nr_hugepages") - num("surplus_hugepages");
+      writeFileSync(file, String(Math.max(0, num("nr_hugepages") - remaining)));
+      const after = num("nr_hugepages") - num("surplus_hugepages");
+      remaining = Math.max(0, remaining - Math.max(0, before - after));
+    });
+  };
   return {
     added,
-    release(): void {
-      if (released) return;
-      released = true;
-      locked(() => {
-        const now = Number(readFileSync(file, "utf8").trim());
-        writeFileSync(file, String(Math.max(0, now - added)));
-      });
+    release: lower,
+    async settle(timeoutMs = 5000): Promise<boolean> {
+      const deadline = Date.now() + timeoutMs;
+      const done = (): boolean => remaining === 0 && num("surplus_hugepages") <= surplusBaseline;
+      lower();
+      while (!done() && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10));
+        gc();
+        lower();
+      }
+      return done();
     },
   };
 }

@@ -58,14 +58,14 @@ describeWith({ root: true }, "hugetlb guest memory on a pool the test reserves",
       expect(res.added).toBe(8);
       checkHugeMemory(readHugePagePool(2 * MiB)!);
     } finally {
-      res.release();
+      expect(await res.settle(), "every reserved huge page went back to the pool").toBe(true);
     }
     // The pages in use stay (as surplus) until the mappings are collected, then the pool is back.
     expect(await gcUntil(() => readHugePagePool(2 * MiB)!.total === before.total)).toBe(true);
     expect(readHugePagePool(2 * MiB)!.reserved).toBe(before.reserved);
   });
 
-  it("a size that is not a multiple of the huge page is Mmap (EINVAL) and leaves nothing mapped", () => {
+  it("a size that is not a multiple of the huge page is Mmap (EINVAL) and leaves nothing mapped", async () => {
     const res = reserveHugePages(2);
     try {
       let err: unknown;
@@ -78,7 +78,7 @@ describeWith({ root: true }, "hugetlb guest memory on a pool the test reserves",
       expect((err as GuestMemoryError).code).toBe("Mmap");
       expect(((err as GuestMemoryError).cause as { code: string }).code).toBe("EINVAL");
     } finally {
-      res.release();
+      expect(await res.settle(), "every reserved huge page went back to the pool").toBe(true);
     }
   });
 });

@@ -110,7 +110,7 @@ describe("populate", () => {
 });
 
 describeWith({ root: true }, "hugetlb pages of a chosen size (the test reserves a pool)", () => {
-  it("2 MiB: memfd and anonymous mappings are hugetlb in smaps; the pool drains and refills", () => {
+  it("2 MiB: memfd and anonymous mappings are hugetlb in smaps; the pool drains and refills", async () => {
     const res = reserveHugePages(4);
     try {
       expect(res.added).toBe(4);
@@ -129,18 +129,18 @@ describeWith({ root: true }, "hugetlb pages of a chosen size (the test reserves 
       m.close();
       a.close();
     } finally {
-      res.release();
+      expect(await res.settle(), "every reserved huge page went back to the pool").toBe(true);
     }
   });
-  it("a pool that is too small: the shared mapping's reservation fails at mmap (ENOMEM), never later", () => {
+  it("a pool that is too small: the shared mapping's reservation fails at mmap (ENOMEM), never later", async () => {
     const res = reserveHugePages(1);
     try {
       expect(code(() => MmapRegion.memfd(8 * MiB, { hugetlb: true, hugePageSize: 2 * MiB }))).toBe("ENOMEM");
     } finally {
-      res.release();
+      expect(await res.settle(), "every reserved huge page went back to the pool").toBe(true);
     }
   });
-  it("1 GiB: a memfd of 1 GiB pages where the kernel can add one to the pool", () => {
+  it("1 GiB: a memfd of 1 GiB pages where the kernel can add one to the pool", async () => {
     let res;
     try {
       res = reserveHugePages(1, 1 << 30);
@@ -162,7 +162,7 @@ describeWith({ root: true }, "hugetlb pages of a chosen size (the test reserves 
       expect(e["Shared_Hugetlb"]! + e["Private_Hugetlb"]!).toBe(1 << 20);
       m.close();
     } finally {
-      res.release();
+      expect(await res.settle(), "every reserved huge page went back to the pool").toBe(true);
     }
   });
 });
