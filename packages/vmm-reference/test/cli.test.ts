@@ -34,7 +34,7 @@ describe("ts-vmm flags (no KVM needed)", () => {
   });
   it("--help lists every run flag", async () => {
     const r = await cli("--help");
-    for (const f of ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--cpu-template", "--cpu-features", "--config", "cpu-features [--json]"]) expect(r.out).toContain(f);
+    for (const f of ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--cpu-template", "--cpu-features", "--config", "cpu-features [--json]", "host-info [--json]", "backend=memfd|guest_memfd|file:PATH", "hugepages=2M|1G|thp"]) expect(r.out).toContain(f);
   });
   it.each([
     [["run", "--kernel", "k", "--memory", "lots"], 'ts-vmm: --memory must be a size from 2 MiB to 1 TiB in whole MiB: a number of MiB, or with a unit (512M, 2G, 1T), got "lots"'],
