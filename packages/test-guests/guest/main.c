@@ -12,6 +12,7 @@ int mode_fuzz(void);
 int mode_smp(void);
 int mode_bench_irq(void);
 int mode_blk_durability(void);
+int mode_mem(void);
 
 void user_main(void) {
 	char mode[32];
@@ -47,6 +48,7 @@ void user_main(void) {
 	else if (!strncmp(mode, "fuzz", 5)) rc = mode_fuzz();
 	else if (!strncmp(mode, "smp", 4)) rc = mode_smp();
 	else if (!strncmp(mode, "blk-durability", 15)) rc = mode_blk_durability();
+	else if (!strncmp(mode, "mem", 4)) rc = mode_mem();
 	else { fail("mode", "unknown mode %s", mode); rc = 2; }
 	guest_exit((u32)rc); /* prints RESULT exit=<rc> (kernel.c kexit) */
 }

@@ -45,8 +45,25 @@ export interface MmapMemoryOptions {
   readonly backing?: "memfd" | "anonymous";
   /** Back fresh memory with pre-allocated huge pages (MAP_HUGETLB / MFD_HUGETLB). Fails if none are configured. */
   readonly hugetlb?: boolean;
+  /**
+   * With `hugetlb`: the huge page size in bytes (2 MiB, 1 GiB); default the system's
+   * default size. Every region's size must be a multiple of it.
+   */
+  readonly hugePageSize?: number;
   /** madvise(MADV_HUGEPAGE) every mapping (transparent huge pages). */
   readonly madviseHugepage?: boolean;
+  /**
+   * With `backing: "anonymous"`: MAP_SHARED (default true) or MAP_PRIVATE. Private
+   * anonymous memory is what THP's `enabled` setting governs (shared anonymous
+   * memory is shmem, governed by `shmem_enabled`).
+   */
+  readonly shared?: boolean;
+  /**
+   * Prefault every mapping (file-backed ranges too) before returning
+   * (vmm-sys-util's `populate`: MAP_POPULATE, or after the THP advice
+   * MADV_POPULATE_READ/WRITE). Default false.
+   */
+  readonly populate?: boolean;
   /** Give every region a dirty bitmap. Default false. */
   readonly dirtyTracking?: boolean;
   /** memfd label, shown in /proc/self/fd. */
@@ -106,7 +123,14 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
         let fileOffset = 0;
         let kind: MemoryBacking["kind"];
         let shared = true;
-        const huge = opts.madviseHugepage === undefined ? {} : { madviseHugepage: opts.madviseHugepage };
+        const huge = {
+          ...(opts.madviseHugepage === undefined ? {} : { madviseHugepage: opts.madviseHugepage }),
+          ...(opts.populate === undefined ? {} : { populate: opts.populate }),
+        };
+        const hugetlb = {
+          ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }),
+          ...(opts.hugePageSize === undefined ? {} : { hugePageSize: opts.hugePageSize }),
+        };
         try {
           if (s.file !== undefined) {
             fileOffset = s.file.offset ?? 0;
@@ -115,17 +139,14 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
             fd = s.file.fd;
             kind = s.file.guestMemfd === true ? "guest_memfd" : "file";
           } else if (backing === "memfd") {
-            m = MmapRegion.memfd(s.size, {
-              ...(opts.name === undefined ? {} : { name: opts.name }),
-              ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }),
-              ...huge,
-            });
+            m = MmapRegion.memfd(s.size, { ...(opts.name === undefined ? {} : { name: opts.name }), ...hugetlb, ...huge });
             fd = m.fd;
             kind = "memfd";
           } else {
-            m = MmapRegion.anonymous(s.size, { ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }), ...huge });
+            m = MmapRegion.anonymous(s.size, { ...(opts.shared === undefined ? {} : { shared: opts.shared }), ...hugetlb, ...huge });
             fd = null;
             kind = "anonymous"; // MmapRegion.anonymous maps MAP_SHARED by default (shmem)
+            shared = opts.shared ?? true;
           }
         } catch (e) {
           throw new GuestMemoryError(
@@ -136,7 +157,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
         }
         owned.push(m);
         // A file may live on hugetlbfs: ask the kernel. Fresh memory is 4 KiB unless hugetlb.
-        const pageSize = s.file !== undefined || opts.hugetlb === true ? kernelPageSize(m.address) : PAGE;
+        const pageSize = s.file !== undefined || opts.hugetlb === true || opts.hugePageSize !== undefined ? kernelPageSize(m.address) : PAGE;
         regions.push(
           new BackedRegion({
             start: s.start,
@@ -169,7 +190,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
   static fromFile(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number }[],
-    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean } = {},
+    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
   ): GuestMemoryMmap {
     let offset = 0;
     const specs = ranges.map((r) => {
@@ -177,7 +198,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
       offset += r.size;
       return spec;
     });
-    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+    return GuestMemoryMmap.fromRanges(specs, passOn(opts));
   }
 
   /**
@@ -193,7 +214,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
   static fromGuestMemfd(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number; readonly offset?: number }[],
-    opts: { readonly dirtyTracking?: boolean } = {},
+    opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
   ): GuestMemoryMmap {
     let next = 0;
     const specs = ranges.map((r) => {
@@ -201,7 +222,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
       next = offset + r.size;
       return { start: r.start, size: r.size, file: { fd, offset, shared: true, guestMemfd: true } };
     });
-    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+    return GuestMemoryMmap.fromRanges(specs, passOn(opts));
   }
 
   /**
@@ -331,6 +352,13 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
 
 /** A region whose backing is known. */
 type DiscardRegion = BackedRegion & { readonly backing: MemoryBacking };
+/** The options fromFile and fromGuestMemfd hand on to fromRanges. */
+function passOn(opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean }): MmapMemoryOptions {
+  return {
+    ...(opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking }),
+    ...(opts.populate === undefined ? {} : { populate: opts.populate }),
+  };
+}
 
 function checkSpec(s: MmapRangeSpec): void {
   const ok = (v: number): boolean => Number.isSafeInteger(v) && v >= 0 && v % PAGE === 0;

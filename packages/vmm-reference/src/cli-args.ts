@@ -6,6 +6,9 @@ import type { RateLimiterConfig } from "@ts-vmm/virtio-devices";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import type { IrqchipMode } from "./vmm.js";
 import { readSmallFile } from "./small-file.js";
+import { VmmError } from "./error.js";
+import { formatMemorySpec, memorySpecFromJson, parseMemorySpec, type GuestMemoryOptions, type MemorySpec } from "./machine/memory-config.js";
+import { parseMachineConfig } from "./machine/machine-config.js";
 
 /** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -25,6 +28,8 @@ export interface RunArgs {
   readonly initrd?: string | undefined;
   readonly cmdline?: string | undefined;
   readonly memMiB: number;
+  /** The guest memory backend from `--memory SIZE,backend=…` (empty: the defaults). */
+  readonly memory: GuestMemoryOptions;
   readonly vcpus: number;
   readonly cpuTemplate?: string | undefined;
   readonly cpuFeatures?: string | undefined;
@@ -66,6 +71,7 @@ const OPTIONS = {
 const ALLOWED: Record<string, readonly string[]> = {
   run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
+  "host-info": ["json"],
 };
 
 /** One option's raw value: a string, a flag, or the values of a repeatable option (`--disk`). */
@@ -73,7 +79,7 @@ export type OptionValue = string | boolean | readonly string[] | undefined;
 
 /** The parsed command line: a subcommand and its raw option values. */
 export interface ParsedCommand {
-  readonly command: "run" | "cpu-features" | "help" | "version";
+  readonly command: "run" | "cpu-features" | "host-info" | "help" | "version";
   readonly values: Readonly<Record<string, OptionValue>>;
 }
 
@@ -109,9 +115,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
   const { values, positionals } = parsed;
   if (values.version) return { command: "version", values };
   if (values.help) return { command: "help", values };
-  if (positionals.length === 0) throw new UsageError("missing command: use run or cpu-features (ts-vmm --help)");
+  if (positionals.length === 0) throw new UsageError("missing command: use run, cpu-features or host-info (ts-vmm --help)");
   const cmd = positionals[0]!;
-  if (cmd !== "run" && cmd !== "cpu-features") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run or cpu-features (ts-vmm --help)`);
+  if (cmd !== "run" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, cpu-features or host-info (ts-vmm --help)`);
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])} after ${cmd}`);
   for (const [k, v] of Object.entries(values)) {
     if (v !== undefined && !ALLOWED[cmd]!.includes(k)) throw new UsageError(`${cmd} does not take --${k}`);
@@ -122,18 +128,24 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
 /** The keys a `--config` file may hold, and the flag each stands for. */
 const CONFIG_KEYS: Record<string, string> = {
   kernel: "kernel", initrd: "initrd", cmdline: "cmdline", memory: "memory", vcpus: "vcpus",
-  cpuTemplate: "cpu-template", cpuFeatures: "cpu-features", timeout: "timeout", irqchip: "irqchip",
+  cpuTemplate: "cpu-template", cpuFeatures: "cpu-features", timeout: "timeout", irqchip: "irqchip", machineConfig: "machine-config",
 };
 const PATH_KEYS = new Set(["kernel", "initrd"]);
 
 /**
  * Reads a `--config` JSON file: an object with the keys `kernel`, `initrd`,
  * `cmdline`, `memory`, `vcpus`, `cpuTemplate`, `cpuFeatures`, `timeout`,
- * `irqchip` (strings or numbers), returned as flag values. Relative `kernel`/`initrd`
- * paths, and a `cpuTemplate` that is a path, are relative to the file.
+ * `irqchip` (strings or numbers), returned as flag values. `memory` may also be an
+ * object (`{ "size": "1G", "backend": "guest_memfd", "hugepages": "2M",
+ * "shared": true, "prefault": true }`), and `machineConfig` a Firecracker-style
+ * machine configuration (`vcpu_count`, `mem_size_mib`, `huge_pages`, ...; it
+ * stands for `vcpus` and `memory`, which it then excludes). Relative
+ * `kernel`/`initrd` paths, memory file paths, and a `cpuTemplate` that is a
+ * path, are relative to the file. `memory` is not parsed when `overridden`
+ * holds it (a flag gives it).
  * @throws {@link UsageError} naming the file and the bad key.
  */
-export function readConfigFile(path: string): Record<string, string> {
+export function readConfigFile(path: string, overridden: ReadonlySet<string> = new Set()): Record<string, string> {
   let json: unknown;
   try {
     json = JSON.parse(readSmallFile(path));
@@ -142,9 +154,22 @@ export function readConfigFile(path: string): Record<string, string> {
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new UsageError(`--config ${path}: must be a JSON object`);
   const out: Record<string, string> = {};
+  const base = dirname(path);
   for (const [k, v] of Object.entries(json)) {
     const flag = CONFIG_KEYS[k];
     if (!flag) throw new UsageError(`--config ${path}: unknown key ${JSON.stringify(k)} (known: ${Object.keys(CONFIG_KEYS).join(", ")})`);
+    if (k === "memory" && overridden.has("memory")) continue; // a flag wins: the file's value is not used, so not parsed
+    if (k === "memory" || k === "machineConfig") {
+      const spec = usage(() => {
+        if (k === "memory") return memorySpecFromJson("memory", v, base);
+        if ("memory" in json || "vcpus" in json) throw new VmmError("InvalidConfig", "machineConfig sets vcpus and memory: give either machineConfig or those keys");
+        const mc = parseMachineConfig(v, "machineConfig");
+        out["vcpus"] = String(mc.vcpus);
+        return { memMiB: mc.memMiB, memory: mc.memory };
+      }, `--config ${path}: `);
+      out["memory"] = usage(() => formatMemorySpec(spec), `--config ${path}: `);
+      continue;
+    }
     if (typeof v !== "string" && typeof v !== "number") throw new UsageError(`--config ${path}: ${k} must be a string or a number, got ${JSON.stringify(v)}`);
     let s = String(v);
     if (PATH_KEYS.has(k) || (k === "cpuTemplate" && (s.includes("/") || s.endsWith(".json")))) s = resolve(dirname(path), s);
@@ -153,17 +178,30 @@ export function readConfigFile(path: string): Record<string, string> {
   return out;
 }
 
+/** Runs a memory-config parser, turning its InvalidConfig into a UsageError (`prefix` + its message). */
+function usage<T>(fn: () => T, prefix = ""): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof VmmError && e.code === "InvalidConfig") throw new UsageError(prefix + e.message);
+    throw e;
+  }
+}
+
 /**
- * `--memory`: MiB as a whole number, or with a suffix M or G (as QEMU's -m).
+ * `--memory` without options: the size in MiB (a number of MiB, or with a unit: 512M, 2G, 1T).
  * @throws {@link UsageError} naming the flag and the value.
  */
 export function parseMemory(flag: string, v: string): number {
-  const m = /^(\d+)([mMgG]?)$/.exec(v.trim());
-  const n = m ? Number(m[1]) * (m[2]!.toLowerCase() === "g" ? 1024 : 1) : NaN;
-  if (!Number.isSafeInteger(n) || n < 2 || n > 1024 * 1024) {
-    throw new UsageError(`${flag} must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got ${JSON.stringify(v)}`);
-  }
-  return n;
+  return usage(() => parseMemorySpec(flag, v)).memMiB;
+}
+
+/**
+ * `--memory SIZE[,backend=memfd|guest_memfd|file:PATH][,hugepages=2M|1G|thp][,shared=on|off][,prefault=on]`.
+ * @throws {@link UsageError} naming the flag, the option and the value.
+ */
+export function parseMemoryFlag(flag: string, v: string): MemorySpec {
+  return usage(() => parseMemorySpec(flag, v));
 }
 
 /**
@@ -198,7 +236,8 @@ export function parseTimeout(v: string | undefined): number {
 /** Merges `--config` (if any) under the flags: flags win. @throws {@link UsageError} */
 export function withConfig(values: Readonly<Record<string, OptionValue>>): Record<string, OptionValue> {
   const path = values["config"];
-  const fromFile = typeof path === "string" ? readConfigFile(path) : {};
+  const flagged = new Set(Object.keys(values).filter((k) => values[k] !== undefined).map((k) => (k === "mem" ? "memory" : k)));
+  const fromFile = typeof path === "string" ? readConfigFile(path, flagged) : {};
   const merged: Record<string, OptionValue> = { ...fromFile };
   for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
   if (typeof values["mem"] === "string" && values["memory"] !== undefined) throw new UsageError("--mem is an alias of --memory: give one of them");
@@ -213,11 +252,13 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
   const kernel = s("kernel");
   if (kernel === undefined) throw new UsageError("run needs --kernel PATH (a bzImage or a PVH ELF)");
   const flagOfMemory = typeof values["mem"] === "string" ? "--mem" : "--memory";
+  const memory = s("memory") === undefined ? { memMiB: 256, memory: {} } : parseMemoryFlag(flagOfMemory, s("memory")!);
   return {
     kernel,
     initrd: s("initrd"),
     cmdline: s("cmdline"),
-    memMiB: s("memory") === undefined ? 256 : parseMemory(flagOfMemory, s("memory")!),
+    memMiB: memory.memMiB,
+    memory: memory.memory,
     vcpus: s("vcpus") === undefined ? 1 : parseWhole("--vcpus", s("vcpus")!, 1, MAX_VCPUS),
     cpuTemplate: s("cpu-template"),
     cpuFeatures: s("cpu-features"),

@@ -7,7 +7,10 @@ import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
-import { Vmm } from "./vmm.js";
+import { Vmm, openKvm } from "./vmm.js";
+import { release } from "node:os";
+import { readMemoryHostFacts } from "./machine/memory-host.js";
+import { formatMemoryCapabilityReport, memoryCapabilityReport } from "./machine/memory-report.js";
 import type { RunResult } from "./run-result.js";
 import { TRACE_STARTUP, mark, startupLines } from "./startup-trace.js";
 
@@ -16,7 +19,9 @@ if (TRACE_STARTUP) {
   mark("cli modules loaded");
 }
 
-const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
+const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--vcpus N]
+                  [--memory SIZE[,backend=memfd|guest_memfd|file:PATH][,hugepages=2M|1G|thp]
+                                [,shared=on|off][,prefault=on]]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS] [--irqchip split|full]
                   [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
@@ -24,12 +29,19 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
+       ts-vmm host-info [--json]
        ts-vmm --version | --help
 
 run boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin and
-stdout, and the debug-exit port 0xf4. --memory takes MiB (or 512M, 2G; --mem is an alias). --config reads the
-same settings from JSON (kernel, initrd, cmdline, memory, vcpus, cpuTemplate,
-cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
+stdout, and the debug-exit port 0xf4. --memory SIZE is MiB, or with a unit
+(512M, 2G, 1T; default 256M; --mem is an alias); after it: backend=guest_memfd
+(KVM guest_memfd mapped by the VMM, Linux 6.18) or file:PATH (shared: the file
+holds guest RAM; shared=off: a private copy-on-write view of it), hugepages=2M
+or 1G (hugetlb pages from the host's pool, checked before the VM starts) or thp
+(transparent huge pages on private memory), prefault=on (all of RAM faulted in
+before the guest runs). --config reads the same settings from JSON (kernel,
+initrd, cmdline, memory, vcpus, cpuTemplate, cpuFeatures, timeout, or
+machineConfig in Firecracker's shape with huge_pages); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
@@ -53,6 +65,10 @@ them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
 the APICv/AVIC inhibits the configuration would raise.
+
+host-info prints the host's memory capabilities: KVM's guest_memfd flags,
+USER_MEMORY2 and PRE_FAULT_MEMORY, the huge page pools per size, the THP
+modes, and which --memory backends this host can serve.
 
 Exit status: (value << 1) | 1 when the guest writes value to port 0xf4 (as
 QEMU's isa-debug-exit); 0 when it powers off or resets (there is no reboot)
@@ -152,6 +168,21 @@ export async function runCli(
       return fail(e);
     }
   }
+  if (cmd.command === "host-info") {
+    try {
+      const kvm = openKvm();
+      let report;
+      try {
+        report = memoryCapabilityReport(readMemoryHostFacts(kvm), release());
+      } finally {
+        kvm.close();
+      }
+      stdout.write(cmd.values["json"] === true ? JSON.stringify(report, null, 2) + "\n" : formatMemoryCapabilityReport(report));
+      return 0;
+    } catch (e) {
+      return fail(e);
+    }
+  }
   return runCommand(cmd.values, stdout, stderr, hooks, fail);
 }
 
@@ -175,6 +206,7 @@ async function runCommand(
       ...(a.initrd !== undefined ? { initrd: a.initrd } : {}),
       ...(a.cmdline !== undefined ? { cmdline: a.cmdline } : {}),
       memMiB: a.memMiB,
+      memory: a.memory,
       vcpus: a.vcpus,
       ...(a.cpuTemplate !== undefined ? { cpuTemplate: a.cpuTemplate } : {}),
       ...(a.cpuFeatures !== undefined ? { cpuFeatures: a.cpuFeatures } : {}),

@@ -12,7 +12,7 @@ import {
   type VmFd,
 } from "@ts-vmm/kvm-ioctls";
 import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
-import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
 import type { BalloonMetrics, BalloonStats } from "@ts-vmm/virtio-devices";
@@ -42,6 +42,10 @@ import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templ
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
 import { mark } from "./startup-trace.js";
 import { takeVcpuWorker } from "./worker-pool.js";
+import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-config.js";
+import { readMemoryHostFacts } from "./machine/memory-host.js";
+import { memoryRequestProblem, planGuestMemory, type MemoryPlan } from "./machine/memory-plan.js";
+import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.js";
 
 /** KVM's irqchip numbers in routing entries (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC). */
 const IRQCHIP_PIC_MASTER = 0;
@@ -108,6 +112,12 @@ export interface VmConfig {
   readonly cmdline?: string;
   /** Guest RAM in MiB (default 256, at least 2). */
   readonly memMiB?: number;
+  /**
+   * How guest RAM is backed (default: a memfd with 4 KiB pages): a guest_memfd,
+   * a file, huge pages, prefaulting. Checked against the host before anything
+   * is mapped (`MemoryBackendRefused`, one sentence naming what is missing).
+   */
+  readonly memory?: GuestMemoryOptions;
   /**
    * vCPUs (default 1, at most {@link MAX_VCPUS} and KVM_CAP_MAX_VCPUS; above
    * 254 only with the split irqchip and x2APIC). vCPU i has APIC id i; vCPU 0
@@ -249,7 +259,7 @@ const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
 export class Vmm {
   readonly #kvm: Kvm;
   readonly #vm: VmFd;
-  readonly #mem: GuestMemoryMmap;
+  readonly #mem: BuiltGuestMemory;
   readonly #vcpus: readonly VcpuFd[];
   readonly #irqs: readonly EventFd[];
   readonly #stop = new SharedArrayBuffer(4);
@@ -277,6 +287,8 @@ export class Vmm {
   readonly boot: LinuxBoot;
   /** What each vCPU was set up with (index = vCPU id = APIC id). */
   readonly vcpuSetup: readonly VcpuSetup[];
+  /** How guest memory was built (backend, page size, prefault, slot ioctl). */
+  readonly memoryPlan: MemoryPlan;
 
   /** Serial output from the workers (flow-controlled at serialBacklogBytes). */
   readonly #serialOut: SerialOutputRing;
@@ -289,7 +301,8 @@ export class Vmm {
   /** Interrupt routing failures (a KVM_SET_GSI_ROUTING the kernel refused), at most 64. */
   readonly interruptErrors: readonly string[];
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[]) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[]) {
+    this.memoryPlan = plan;
     this.ioapic = ioapic;
     this.interruptErrors = interruptErrors;
     this.#serialOut = new SerialOutputRing(backlog);
@@ -313,6 +326,19 @@ export class Vmm {
       reset: () => {}, // only guest writes (in the workers) reset
       kbdIrq: () => { if (!kbdIrq.closed) kbdIrq.write(1); },
     }, false);
+  }
+
+  /**
+   * Guest memory as the VMM sees it (the loader and the devices use the same
+   * object): reads and writes reach the guest's RAM through the VMM's mapping.
+   *
+   * Safety: the guest changes this memory at any time while it runs; treat
+   * what it wrote as hostile.
+   * @throws {@link VmmError} `InvalidState` after the VM is released.
+   */
+  get memory(): GuestMemoryMmap {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    return this.#mem.mem;
   }
 
   /** Number of vCPUs. */
@@ -344,13 +370,16 @@ export class Vmm {
     if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
       throw new VmmError("InvalidConfig", `serialBacklogBytes must be a whole number from 1024 to 2^30, got ${String(backlog)}`);
     }
+    const memoryOptions = checkMemoryOptions(config.memory);
+    const memoryProblem = memoryRequestProblem(memMiB, memoryOptions);
+    if (memoryProblem !== undefined) throw new VmmError("InvalidConfig", memoryProblem);
     const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
     const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
     const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
     let kvm: Kvm | undefined;
     let vm: VmFd | undefined;
-    let mem: GuestMemoryMmap | undefined;
+    let mem: BuiltGuestMemory | undefined;
     const vcpus: VcpuFd[] = [];
     const irqs: EventFd[] = [];
     let virtio: VirtioManager | undefined;
@@ -411,17 +440,14 @@ export class Vmm {
         vm.registerIrqfd(e, gsi);
       }
       mark("vm and irqchip created");
-      mem = GuestMemoryMmap.fromRanges(ramRegions(memMiB * MiB), { name: "guest-ram" });
-      mem.regions.forEach((r, slot) => {
-        if (r.hostAddress === undefined) throw new VmmError("SetupFailed", "guest memory region has no host mapping");
-        // `buffer` (the mapping's SharedArrayBuffer) makes the slot hold the mapping alive:
-        // KVM keeps only its address, and GC must not unmap memory the guest still maps.
-        vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer } });
-      });
+      // Guest memory: checked against this VM's KVM and the host's pools before anything is mapped.
+      const planned = planGuestMemory(memMiB, memoryOptions, readMemoryHostFacts(vm));
+      if (!planned.ok) throw new VmmError("MemoryBackendRefused", planned.refusal);
+      mem = buildGuestMemory(vm, planned.plan, ramRegions(memMiB * MiB));
       mark("guest memory mapped");
-      virtio = VirtioManager.create(vm, mem, config.virtio ?? []);
+      virtio = VirtioManager.create(vm, mem.mem, config.virtio ?? []);
       mark("virtio devices created");
-      const boot = loadLinux(mem, {
+      const boot = loadLinux(mem.mem, {
         virtioMmio: virtio.mmioDevices,
         virtioMmioOnCmdline: true,
         kernel,
@@ -456,7 +482,7 @@ export class Vmm {
         setup.push({ cpuid, msrsRefused });
       }
       mark("vcpus set up");
-      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors);
+      return new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors);
     } catch (e) {
       virtio?.close();
       for (const v of vcpus) v.close();
