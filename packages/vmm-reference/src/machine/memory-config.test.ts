@@ -107,7 +107,7 @@ describe("machine configuration (Firecracker's shape)", () => {
   });
   it.each([
     [{ vcpu_count: 1 }, "machine-config: mem_size_mib must be a whole number from 2 to 1048576, got undefined"],
-    [{ vcpu_count: 0, mem_size_mib: 64 }, "machine-config: vcpu_count must be a whole number from 1 to 254, got 0"],
+    [{ vcpu_count: 0, mem_size_mib: 64 }, "machine-config: vcpu_count must be a whole number from 1 to 1024, got 0"],
     [{ vcpu_count: 1, mem_size_mib: 64, huge_pages: "4M" }, 'machine-config: huge_pages must be "None", "2M", "1G" or "THP", got "4M"'],
     [{ vcpu_count: 1, mem_size_mib: 64, smt: true }, "machine-config: smt: true is not supported (every vCPU is a core of its own)"],
     [{ vcpu_count: 1, mem_size_mib: 64, track_dirty_pages: true }, "machine-config: track_dirty_pages: true is not supported yet"],
