@@ -155,6 +155,8 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     } catch {
       // the vCPU fd is unusable: report what was read
     }
+    // How often a forwarded MMIO access waited 50 ms for the main thread (0 normally).
+    if (mailbox && mailbox.timeouts > 0) exits["MmioMailboxTimeouts"] = mailbox.timeouts;
     return { id, rip, rflags, cr0, mpState, exits: { ...exits } };
   };
   const finish = (r: Omit<RunResult, "exits">): void => {
