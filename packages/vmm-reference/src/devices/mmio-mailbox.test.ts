@@ -68,14 +68,14 @@ describe("MMIO mailbox between a worker and the device owner", () => {
     expect(out).toEqual({ ok: false, d: [0xff, 0xff, 0xff, 0xff] });
   });
 
-  it("an owner that answers late (here: 120 ms) is notified again every 50 ms and the access completes; the waits are counted", async () => {
+  it("an owner that answers late (here: 300 ms after the test starts) is notified again every 50 ms and the access completes; the waits are counted", async () => {
     const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
     const stop = new SharedArrayBuffer(4);
     // No server yet: the request waits. A server started later still finds it and answers.
     let server: MmioMailboxServer | undefined;
     setTimeout(() => {
       server = new MmioMailboxServer(sab, (r) => { if (!r.write) r.data.fill(0x5a); });
-    }, 120);
+    }, 300);
     const out = (await worker(
       `const d = new Uint8Array(4);
        const ok = c.call(0xfec0_0010, false, d);
