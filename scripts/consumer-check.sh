@@ -83,5 +83,20 @@ for example in "$root"/examples/*; do
   fi
 done
 
+# The installed `ts-vmm` binary (vmm-reference's bin: dist/bin.js and its one-file bundles, whose
+# addon loaders must find kvm-ioctls and vmm-sys-util in npm's layout) boots the micro-guest.
+set +e
+timeout 60 node_modules/.bin/ts-vmm run --kernel guest.elf --cmdline mode=hello --mem 64 >"$scratch/out" 2>"$scratch/err"
+status=$?
+set -e
+if [ "$status" = 1 ] && grep -q "hello from the ts-vmm micro-guest" "$scratch/out"; then
+  passed=$((passed + 1))
+  echo "consumer-check: ok   ts-vmm run (the installed binary)" >&2
+else
+  failed=$((failed + 1))
+  echo "consumer-check: FAIL ts-vmm run (the installed binary): status $status" >&2
+  cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+fi
+
 echo "{\"check\":\"consumer\",\"node\":[\"$(node -p 'process.versions.node')\"],\"packages\":$packages,\"examples_passed\":$passed,\"examples_failed\":$failed}"
 [ "$failed" = 0 ]

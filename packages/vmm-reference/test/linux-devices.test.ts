@@ -45,7 +45,8 @@ import { oursLauncher } from "./ours-launcher.js";
  * from the merge on it runs. It uses the nested harness on every host (also with
  * vmx/svm), since the peers live in L1.
  */
-const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+/** The binary ours-launcher.ts runs. */
+const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
 const CMDLINE = "console=ttyS0 rdinit=/init panic=-1 quiet";
 /** As in linux-boot.test.ts: no XSAVE for our guests under TCG's SVM (it does not intercept XSETBV). */
@@ -57,7 +58,7 @@ const DEVICE_FLAGS = ["--net", "--vsock", "--balloon"] as const;
 /** The device flags `ts-vmm run --help` does not list yet, or the reason the CLI could not tell. */
 function missingFlags(): { readonly missing: readonly string[]; readonly error: string | null } {
   const r = spawnSync(process.execPath, [CLI, "run", "--help"], { encoding: "utf8", timeout: 30_000 });
-  if (r.error || r.status !== 0) return { missing: [], error: `\`node dist/cli.js run --help\` failed: ${r.error?.message ?? `status ${r.status}: ${r.stderr}`}` };
+  if (r.error || r.status !== 0) return { missing: [], error: `\`node dist/bin.js run --help\` failed: ${r.error?.message ?? `status ${r.status}: ${r.stderr}`}` };
   const help = `${r.stdout}${r.stderr}`;
   return { missing: DEVICE_FLAGS.filter((f) => !new RegExp(`${f}\\b`).test(help)), error: null };
 }
