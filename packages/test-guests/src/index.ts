@@ -66,28 +66,23 @@ export {
   l1QemuArgs,
   L1_KERNEL_FAULT,
   NESTED_MARKERS,
-  NESTED_TAP_HOST,
   nestedCacheDir,
-  parsePeerResult,
   runNested,
   runNestedUntilSound,
   shq,
 } from "./nested.js";
+export type { L1Module, NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
+export { NESTED_TAP_HOST, parsePeerResult } from "./nested-peers.js";
 export type {
-  L1Module,
   NestedBalloonWatch,
-  NestedEnd,
-  NestedGuest,
-  NestedGuestRun,
-  NestedOptions,
   NestedPeerName,
   NestedPeers,
-  NestedRun,
+  NestedSideResults,
   NestedStream,
   NestedTcpPeer,
   NestedVsockPeer,
   PeerResult,
-} from "./nested.js";
+} from "./nested-peers.js";
 export { ANCHOR_SOURCE, buildStaticTool, PEER_SOURCE } from "./static-tool.js";
 export {
   buildLayer,

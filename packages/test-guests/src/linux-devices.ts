@@ -10,7 +10,8 @@ import { randomBytes } from "node:crypto";
 import { TestGuestsError } from "./error.js";
 import type { DeviceSpec } from "./launcher.js";
 import { BALLOON_MARKER, GUEST_NET_ADDRESS, NET_MARKER, VSOCK_MARKER } from "./linux-kit.js";
-import { parsePeerResult, type NestedGuest, type NestedGuestRun, type NestedPeers, type PeerResult } from "./nested.js";
+import type { NestedGuest, NestedGuestRun } from "./nested.js";
+import { parsePeerResult, type NestedPeers, type PeerResult } from "./nested-peers.js";
 
 /** Choices of {@link linuxDeviceTest}; each device is off unless given (`true` takes the defaults). */
 export interface LinuxDeviceTestOptions {

@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, describe, expect, it } from "vitest";
-import { guestHasL1State, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, sideResults, type NestedGuest } from "../src/nested.js";
+import { sideResults } from "../src/nested-peers.js";
+import { guestHasL1State, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, type NestedGuest } from "../src/nested.js";
 import {
   buildLayer,
   concatLayers,
