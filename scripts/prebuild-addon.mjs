@@ -12,8 +12,9 @@
 // build/ (configured for this Node by build-native.mjs) is never reconfigured for another.
 //
 // Each target is rebuilt only when its file is missing or older than an input of the addon
-// (packing again, as publint does, costs nothing). TS_VMM_PREBUILD_ONLY_CURRENT=1 builds the
-// running Node's only (no download).
+// (packing again, as publint does, costs nothing); node-gyp runs make with JOBS (default 2).
+// TS_VMM_PREBUILD_ONLY_CURRENT=1 builds the running Node's only (no download) and leaves the
+// other prebuilds as they are.
 import { spawnSync } from "node:child_process";
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -39,7 +40,8 @@ if (headerAbi(ownDir) !== own.abi) {
   process.exit(1);
 }
 const targets = [own];
-if (process.env["TS_VMM_PREBUILD_ONLY_CURRENT"] !== "1") {
+const all = process.env["TS_VMM_PREBUILD_ONLY_CURRENT"] !== "1";
+if (all) {
   for (const n of extraNodes()) if (!targets.some((t) => t.abi === n.abi)) targets.push(n);
 }
 
@@ -49,7 +51,8 @@ const fresh = (f) => existsSync(f) && statSync(f).mtimeMs > newest;
 
 mkdirSync(dir, { recursive: true });
 const wanted = new Set(targets.map((t) => `node.abi${t.abi}.node`));
-for (const f of readdirSync(dir)) if (!wanted.has(f)) rmSync(join(dir, f), { force: true }); // an ABI no longer supported
+// A prebuild for an ABI no longer supported goes (only when building them all).
+if (all) for (const f of readdirSync(dir)) if (!wanted.has(f)) rmSync(join(dir, f), { force: true });
 
 for (const t of targets) {
   const want = join(dir, `node.abi${t.abi}.node`);
@@ -66,7 +69,7 @@ for (const t of targets) {
   cpSync(join(pkg, "native"), join(scratch, "native"), { recursive: true });
   const r = spawnSync(process.execPath, [bin, "--napi=false", "--strip", "--name=node", `--target=node@${t.version}`], {
     cwd: scratch,
-    env: { ...process.env, npm_config_nodedir: t.dir },
+    env: { ...process.env, npm_config_nodedir: t.dir, JOBS: process.env["JOBS"] ?? "2" },
     stdio: "inherit",
   });
   const built = join(scratch, "prebuilds", `${process.platform}-${process.arch}`, `node.abi${t.abi}.node`);
