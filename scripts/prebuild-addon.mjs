@@ -13,12 +13,13 @@
 //
 // Each target is rebuilt only when its file is missing or older than an input of the addon
 // (packing again, as publint does, costs nothing); node-gyp runs make with JOBS (default 2).
-// TS_VMM_PREBUILD_ONLY_CURRENT=1 builds the running Node's only (no download) and leaves the
-// other prebuilds as they are.
+// TS_VMM_PREBUILD_ONLY_CURRENT=1 builds the running Node's only (no download; for a machine
+// without the registry) and keeps only those other prebuilds that are newer than the sources.
 import { spawnSync } from "node:child_process";
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { extraNodes, headerAbi } from "./node-versions.mjs";
 
 const pkg = process.cwd();
@@ -45,14 +46,25 @@ if (all) {
   for (const n of extraNodes()) if (!targets.some((t) => t.abi === n.abi)) targets.push(n);
 }
 
-const inputs = ["binding.gyp", ...readdirSync(join(pkg, "native")).map((f) => join("native", f))];
-const newest = Math.max(...inputs.map((f) => statSync(join(pkg, f)).mtimeMs));
+// Inputs: the addon's sources, and this script and the version list (a new pinned version keeps
+// its major's file name, so only the list's mtime says the prebuild is for other headers).
+const here = dirname(fileURLToPath(import.meta.url));
+const inputs = [
+  join(pkg, "binding.gyp"),
+  ...readdirSync(join(pkg, "native")).map((f) => join(pkg, "native", f)),
+  join(here, "prebuild-addon.mjs"),
+  join(here, "node-versions.mjs"),
+];
+const newest = Math.max(...inputs.map((f) => statSync(f).mtimeMs));
 const fresh = (f) => existsSync(f) && statSync(f).mtimeMs > newest;
 
 mkdirSync(dir, { recursive: true });
 const wanted = new Set(targets.map((t) => `node.abi${t.abi}.node`));
-// A prebuild for an ABI no longer supported goes (only when building them all).
-if (all) for (const f of readdirSync(dir)) if (!wanted.has(f)) rmSync(join(dir, f), { force: true });
+// A prebuild for an ABI no longer supported goes; with TS_VMM_PREBUILD_ONLY_CURRENT=1, so does
+// any other ABI's that is older than the sources (it would be packed stale).
+for (const f of readdirSync(dir)) {
+  if (all ? !wanted.has(f) : !wanted.has(f) && !fresh(join(dir, f))) rmSync(join(dir, f), { force: true });
+}
 
 for (const t of targets) {
   const want = join(dir, `node.abi${t.abi}.node`);
