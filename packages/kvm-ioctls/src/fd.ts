@@ -7,6 +7,24 @@ const dropped = new FinalizationRegistry<{ readonly fd: number; readonly n: { cl
   n.close(fd);
 });
 
+/** -EINTR from the addon. */
+const NEG_EINTR = -4;
+/** Attempts of one ioctl interrupted by signals before EINTR is reported (a signal storm, not a stray signal). */
+const EINTR_ATTEMPTS = 1000;
+
+/**
+ * Runs `call` again while it returns -EINTR: a signal (a profiler's SIGPROF, the
+ * vCPU kick signal, SIGCHLD) that arrives during a KVM ioctl makes the kernel
+ * return EINTR before it did anything, and KVM_CREATE_VM in particular does
+ * that (seen here under `node --cpu-prof`; QEMU loops on it too). KVM_RUN does
+ * not come through here: its EINTR means "kicked" and goes to the caller.
+ */
+function retryEintr(call: () => number): number {
+  let r = call();
+  for (let i = 1; r === NEG_EINTR && i < EINTR_ATTEMPTS; i++) r = call();
+  return r;
+}
+
 /** Name of a KVM ioctl in {@link Ioctl}. */
 export type IoctlName = keyof typeof Ioctl;
 
@@ -53,24 +71,28 @@ export class FdHandle {
   }
 
   val(name: IoctlName, arg = 0): number {
-    const r = native().ioctlVal(this.fd, Ioctl[name], arg);
+    const fd = this.fd;
+    const r = retryEintr(() => native().ioctlVal(fd, Ioctl[name], arg));
     if (r < 0) throw KvmError.fromErrno(name, -r);
     return r;
   }
 
   buf(name: IoctlName, buf: Uint8Array, minBytes = 0): number {
-    const r = native().ioctlBuf(this.fd, Ioctl[name], buf, minBytes);
+    const fd = this.fd;
+    const r = retryEintr(() => native().ioctlBuf(fd, Ioctl[name], buf, minBytes));
     if (r < 0) throw KvmError.fromErrno(name, -r);
     return r;
   }
 
   /** Like buf() but returns -errno instead of throwing for the listed errnos. */
   bufTry(name: IoctlName, buf: Uint8Array, minBytes = 0): number {
-    return native().ioctlBuf(this.fd, Ioctl[name], buf, minBytes);
+    const fd = this.fd;
+    return retryEintr(() => native().ioctlBuf(fd, Ioctl[name], buf, minBytes));
   }
 
   ptr(name: IoctlName, buf: Uint8Array, ptrOffset: number, data: Uint8Array, dataMin: number): number {
-    const r = native().ioctlBufPtr(this.fd, Ioctl[name], buf, ptrOffset, data, dataMin);
+    const fd = this.fd;
+    const r = retryEintr(() => native().ioctlBufPtr(fd, Ioctl[name], buf, ptrOffset, data, dataMin));
     if (r < 0) throw KvmError.fromErrno(name, -r);
     return r;
   }

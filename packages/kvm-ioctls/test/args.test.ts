@@ -152,6 +152,38 @@ describe("the TypeScript layer over an injected binding", () => {
     }
   });
 
+  it("retries an ioctl a signal interrupted (EINTR) and reports EINTR only from a signal storm", () => {
+    let interrupts = 3;
+    let storm = false;
+    const calls: number[] = [];
+    const fake: KvmNative = {
+      open: () => 100,
+      close: () => 0,
+      ioctlVal: (_fd, req) => {
+        if (req === Ioctl.KVM_GET_API_VERSION) return 12;
+        calls.push(req);
+        if (storm) return -4;
+        return interrupts-- > 0 ? -4 : 7; // KVM_CREATE_VM: EINTR three times, then fd 7
+      },
+      ioctlBuf: () => (interrupts-- > 0 ? -4 : 0),
+      ioctlBufPtr: () => -22,
+      run: () => -4,
+    };
+    setNativeBinding(fake);
+    try {
+      const kvm = new Kvm();
+      const vm = kvm.createVm();
+      expect(vm.fd).toBe(7);
+      expect(calls.filter((c) => c === Ioctl.KVM_CREATE_VM)).toHaveLength(4);
+      storm = true;
+      expect(() => kvm.createVm()).toThrow(expect.objectContaining({ code: "EINTR" }));
+      expect(calls.filter((c) => c === Ioctl.KVM_CREATE_VM).length).toBe(4 + 1000);
+      kvm.close();
+    } finally {
+      setNativeBinding(undefined);
+    }
+  });
+
   it("refuses a KVM with another API version", () => {
     setNativeBinding({ open: () => 100, close: () => 0, ioctlVal: () => 11, ioctlBuf: () => 0, ioctlBufPtr: () => 0, run: () => 0 });
     try {

@@ -1,3 +1,5 @@
+/* Kernel stack slots for application processors (mode=smp; smp.c MAX_APS is AP_SLOTS - 1). */
+#define AP_SLOTS 512
 /*
  * PVH entry, long-mode setup and the CPL0 trap stubs of the ts-vmm micro-guest.
  *
@@ -310,6 +312,8 @@ ap_long:
 	movl %eax, %ss
 	movl $1, %eax
 	lock xaddl %eax, ap_next(%rip)  /* eax = this AP's index, from 1 */
+	cmpl $AP_SLOTS, %eax
+	ja 1f                           /* no stack slot for it: park (mode_smp counts it as started) */
 	movl %eax, %edi
 	movq %rdi, %rax
 	shlq $12, %rax
@@ -327,4 +331,4 @@ ap_next:
 	.bss
 	.balign 4096
 ap_stacks:
-	.skip 4096 * 64
+	.skip 4096 * AP_SLOTS

@@ -7,10 +7,12 @@ u64 ram_top; /* end of the highest RAM range in the PVH memory map (0 if none gi
 int mode_selftest(void);
 int mode_bench_exits(void);
 int mode_bench_blk(void);
+int mode_bench_net(void);
 int mode_fuzz(void);
 int mode_smp(void);
 int mode_bench_irq(void);
 int mode_blk_durability(void);
+int mode_mem(void);
 
 void user_main(void) {
 	char mode[32];
@@ -38,6 +40,7 @@ void user_main(void) {
 	} else if (!strncmp(mode, "selftest", 9)) rc = mode_selftest();
 	else if (!strncmp(mode, "bench-exits", 12)) rc = mode_bench_exits();
 	else if (!strncmp(mode, "bench-blk", 10)) rc = mode_bench_blk();
+	else if (!strncmp(mode, "bench-net", 10)) rc = mode_bench_net();
 	else if (!strncmp(mode, "bench-irq", 10)) rc = mode_bench_irq();
 	/* exit paths other than the normal one (the harness's RESULT exit= contract is tested on them) */
 	else if (!strncmp(mode, "trap", 5)) { __asm__ volatile("ud2"); rc = 1; }
@@ -45,6 +48,7 @@ void user_main(void) {
 	else if (!strncmp(mode, "fuzz", 5)) rc = mode_fuzz();
 	else if (!strncmp(mode, "smp", 4)) rc = mode_smp();
 	else if (!strncmp(mode, "blk-durability", 15)) rc = mode_blk_durability();
+	else if (!strncmp(mode, "mem", 4)) rc = mode_mem();
 	else { fail("mode", "unknown mode %s", mode); rc = 2; }
 	guest_exit((u32)rc); /* prints RESULT exit=<rc> (kernel.c kexit) */
 }

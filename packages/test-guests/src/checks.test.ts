@@ -94,6 +94,17 @@ describe("selftestProblems and fuzzProblems", () => {
     expect(selftestProblems(polled, ["rng"])).toEqual(["missing PASS irq.setup", "missing PASS rng.irq"]);
     expect(selftestProblems(run(0, ...base, ...skips, "PASS irq.setup", "PASS rng.irq"), ["rng"])).toEqual([]);
   });
+  it("with vsockEcho, wants the stream checks of an attached vsock", () => {
+    const base = ["PASS cpu.cpl3", "PASS pio.scratch", "PASS mem.rw", "PASS vsock.cid", "PASS vsock.rst", "RESULT exit=0", "SKIP irq polling (irq=0)"];
+    const skips = ["blk", "rng", "console", "net", "balloon", "rtc"].map((k) => `SKIP ${k} absent`);
+    const noStream = run(0, ...base, ...skips, "SKIP vsock.echo no vsock_port= on the command line");
+    expect(selftestProblems(noStream, ["vsock"], { interrupts: false })).toEqual([]);
+    expect(selftestProblems(noStream, ["vsock"], { interrupts: false, vsockEcho: true })).toEqual([
+      "missing PASS vsock.connect", "missing PASS vsock.echo", "missing PASS vsock.close",
+    ]);
+    const stream = run(0, ...base, ...skips, "PASS vsock.connect", "PASS vsock.echo", "PASS vsock.close");
+    expect(selftestProblems(stream, ["vsock"], { interrupts: false, vsockEcho: true })).toEqual([]);
+  });
   it("wants exactly the known defects to fail", () => {
     const lines = ["RESULT seed=1", "PASS fuzz.recovers-after-reset"];
     for (const c of FUZZ_CASES) {

@@ -17,14 +17,14 @@ export const DEVICE_CHECKS: Readonly<Record<DeviceKind, readonly string[]>> = {
   net: ["net.init", "net.tx", "net.arp-reply"],
   vsock: ["vsock.cid", "vsock.rst"],
   balloon: ["balloon.init", "balloon.config-actual", "balloon.inflate-deflate"],
-  rtc: ["rtc.init"],
+  rtc: ["rtc.init", "rtc.cfg", "rtc.read", "rtc.monotonic", "rtc.utc", "rtc.tai", "rtc.bad-clock", "rtc.alarm"],
 };
 
 /**
  * Device kinds whose selftest sends requests, so that (with interrupts on) it
  * must also report `PASS <kind>.irq`: completions announced by interrupts.
  */
-export const IRQ_CHECKED_KINDS: readonly DeviceKind[] = ["blk", "rng", "console", "net", "vsock", "balloon"];
+export const IRQ_CHECKED_KINDS: readonly DeviceKind[] = ["blk", "rng", "console", "net", "vsock", "balloon", "rtc"];
 
 /** What a selftest run was asked to do (see {@link selftestProblems}). */
 export interface SelftestExpectation {
@@ -41,6 +41,11 @@ export interface SelftestExpectation {
   readonly readOnlyBlk?: boolean;
   /** The blk device offers VIRTIO_F_RING_PACKED (QEMU: `-global virtio-blk-device.packed=on`): `PASS blk.packed` is required. */
   readonly packedRing?: boolean;
+  /**
+   * The guest ran with `vsock_port=P` and the host echoes on that port
+   * (`<udsPath>_P` for ours): `PASS vsock.connect`, `vsock.echo`, `vsock.close` are required.
+   */
+  readonly vsockEcho?: boolean;
 }
 
 /**
@@ -74,6 +79,7 @@ export function selftestProblems(
     if (expectation.readOnlyBlk) want.push("blk.ro.feature", "blk.ro.write-refused", "blk.ro.read");
     if (expectation.packedRing) want.push("blk.packed");
   }
+  if (attached.includes("vsock") && expectation.vsockEcho) want.push("vsock.connect", "vsock.echo", "vsock.close");
   for (const c of want) if (!r.passed.includes(c)) problems.push(`missing PASS ${c}`);
   for (const k of DEVICE_KINDS) {
     if (attached.includes(k)) continue;

@@ -20,16 +20,23 @@ export type DeviceSpec =
   /** virtio-console port 0; the harness echoes back what the guest writes. */
   | { readonly kind: "console" }
   | { readonly kind: "rng" }
-  /** virtio-vsock with this guest CID (>= 3). */
-  | { readonly kind: "vsock"; readonly cid: number }
+  /**
+   * virtio-vsock with this guest CID (>= 3). `udsPath`: the Unix socket of
+   * the Firecracker convention (host connects there; guest connections to
+   * port P go to `<udsPath>_P`) for VMMs that use it; the harness picks a
+   * temporary one when it is not given. QEMU's vhost-vsock ignores it.
+   */
+  | { readonly kind: "vsock"; readonly cid: number; readonly udsPath?: string }
   | { readonly kind: "balloon" }
   | { readonly kind: "rtc" };
 
 /** A device after the harness prepared its host side. */
 export type ResolvedDevice =
-  | Exclude<DeviceSpec, { kind: "console" }>
+  | Exclude<DeviceSpec, { kind: "console" } | { kind: "vsock" }>
   /** The VMM connects to this Unix socket as a client; the harness echoes every byte. */
-  | { readonly kind: "console"; readonly socketPath: string };
+  | { readonly kind: "console"; readonly socketPath: string }
+  /** vsock with its Unix socket path always set (absolute). */
+  | { readonly kind: "vsock"; readonly cid: number; readonly udsPath: string };
 
 /** Everything a VMM needs to start the guest. All paths are absolute. */
 export interface LaunchSpec {

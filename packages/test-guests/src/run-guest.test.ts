@@ -165,6 +165,33 @@ describe("runGuest with an in-process launcher (the seam our VMM can implement)"
     expect(dev?.kind === "console" && existsSync(dev.socketPath)).toBe(false); // removed after the run
   });
 
+  it("gives vsock a Unix socket path: a temporary one (its directory removed after the run) or the caller's, and vsock_cid= on the command line", async () => {
+    const seen: LaunchSpec[] = [];
+    const vmm: VmmLauncher = {
+      name: "in-process",
+      provides: ["vsock"],
+      plan(spec) {
+        seen.push(spec);
+        return {
+          kind: "in-process",
+          start(io) {
+            io.serial(Buffer.from("RESULT exit=0\n"));
+            return { exited: Promise.resolve({ guestExitValue: 0 }), stop: async () => {} };
+          },
+        };
+      },
+    };
+    await runGuest({ vmm, kernel: "guest.elf", devices: [{ kind: "vsock", cid: 5 }] });
+    const own = join(mkdtempSync(join(tmpdir(), "vsock-spec-")), "v.sock");
+    await runGuest({ vmm, kernel: "guest.elf", devices: [{ kind: "vsock", cid: 6, udsPath: own }] });
+    const [a, b] = seen.map((s) => s.devices[0]);
+    expect(a?.kind === "vsock" && a.udsPath).toMatch(/^\/.*\/vsock\.sock$/);
+    if (a?.kind === "vsock") expect(existsSync(join(a.udsPath, ".."))).toBe(false);
+    expect(b).toEqual({ kind: "vsock", cid: 6, udsPath: own });
+    expect(seen[0]?.cmdline).toBe("vsock_cid=5");
+    rmSync(join(own, ".."), { recursive: true, force: true });
+  });
+
   it("calls stop() on timeout and reports it", async () => {
     let stops = 0;
     const vmm: VmmLauncher = {

@@ -1,4 +1,6 @@
-import { resolve } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Containment } from "./contain.js";
 import { startEchoServer, type EchoServer } from "./echo-server.js";
@@ -147,6 +149,7 @@ export async function runGuest(options: RunGuestOptions): Promise<GuestRun> {
   }
 
   let echo: EchoServer | undefined;
+  let vsockDir: string | undefined;
   try {
     const resolved: ResolvedDevice[] = [];
     for (const d of devices) {
@@ -155,6 +158,9 @@ export async function runGuest(options: RunGuestOptions): Promise<GuestRun> {
         resolved.push({ kind: "console", socketPath: echo.socketPath });
       } else if (d.kind === "blk") {
         resolved.push({ ...d, path: resolve(d.path) });
+      } else if (d.kind === "vsock") {
+        vsockDir ??= d.udsPath === undefined ? mkdtempSync(join(tmpdir(), "ts-vmm-vsock-")) : undefined;
+        resolved.push({ kind: "vsock", cid: d.cid, udsPath: d.udsPath === undefined ? join(vsockDir!, "vsock.sock") : resolve(d.udsPath) });
       } else resolved.push(d);
     }
     let cmdline = options.cmdline ?? "";
@@ -173,6 +179,7 @@ export async function runGuest(options: RunGuestOptions): Promise<GuestRun> {
     return await execute(launcher.name, plan, options, timeoutMs, stopTimeoutMs);
   } finally {
     await echo?.close();
+    if (vsockDir !== undefined) rmSync(vsockDir, { recursive: true, force: true });
   }
 }
 

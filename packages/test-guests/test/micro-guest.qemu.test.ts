@@ -39,6 +39,18 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "micro-g
     console.log(`[qemu] hello: process start -> first serial byte ${r.firstSerialByteMs?.toFixed(1)} ms, wall ${r.wallMs.toFixed(1)} ms`);
   });
 
+  it("mem: touches every page above 32 MiB and makes random accesses; a probe outside RAM FAILs", async () => {
+    const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=mem touch=1 random=1000", memMiB: 64, timeoutMs: 20_000 });
+    expect(r.exitCode, explain(r)).toBe(0);
+    expect(r.results.values["mem.touch_pages"]).toBe(String((64 - 32) * 256));
+    expect(Number(r.results.values["mem.touch_cycles"])).toBeGreaterThan(0);
+    expect(r.results.values["mem.random_n"]).toBe("1000");
+    expect(r.results.passed).toEqual(expect.arrayContaining(["mem.touch", "mem.random"]));
+    const bad = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=mem probe=0x7fffff00", memMiB: 64, timeoutMs: 20_000 });
+    expect(bad.exitCode, explain(bad)).toBe(1);
+    expect(bad.results.failed.map((f) => f.check)).toEqual(["mem.probe"]);
+  });
+
   it("selftest: every device QEMU provides passes write/read-back, the others report absent", async () => {
     const kinds = qemuProvides();
     const r = await runGuest({ vmm: "qemu", kernel: elf, cmdline: "mode=selftest", devices: allDevices(kinds, disk.path), timeoutMs: 30_000 });

@@ -8,3 +8,6 @@ export { debianKernel, extractVmlinux } from "./debian-kernel.js";
 export type { DebianKernel, DebianKernelOptions } from "./debian-kernel.js";
 export { Qmp, QmpError, parseInfoRegisters, startQemu } from "./qmp.js";
 export type { QemuInstance, QmpEvent } from "./qmp.js";
+export { NetNamespace, uniqueIfName } from "./netns.js";
+export { readHugePagePool, reserveHugePages, residentPages, smapsEntry } from "./huge-pages.js";
+export type { HugePagePoolState, HugePageReservation } from "./huge-pages.js";

@@ -21,6 +21,7 @@ import { transferAsync, transferSync, viewsOf, writeSegments, zeroRange } from "
 import { VIRTIO_ID_BLOCK } from "./constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "./device.js";
 import { VirtioDeviceError } from "./errors.js";
+import { RateLimiter, type RateLimiterConfig } from "./rate-limiter.js";
 
 /** virtio-blk feature bits (§5.2.3). */
 export const VIRTIO_BLK_F_SIZE_MAX = 1n << 1n;
@@ -65,6 +66,13 @@ export interface VirtioBlockOptions {
    * on libuv's thread pool, many requests in flight at once, completed out of order.
    */
   readonly engine?: "sync" | "async";
+  /**
+   * Limits requests (the ops bucket) and their data bytes (the bandwidth bucket:
+   * the chain's length minus the 16-byte header and the status byte). A
+   * {@link RateLimiter} instance can be updated later; a config makes one.
+   * Default: no limit.
+   */
+  readonly rateLimiter?: RateLimiter | RateLimiterConfig;
 }
 
 /** virtio-blk's saved state. */
@@ -117,11 +125,15 @@ export class VirtioBlock implements VirtioDevice {
   #active: Active | undefined;
   #inFlight = 0;
   #closed = false;
-  /** Requests completed with each status since creation (OK, IOERR, UNSUPP). */
-  readonly stats = { ok: 0, ioerr: 0, unsupp: 0, needsReset: 0 };
+  /** Requests completed with each status since creation (OK, IOERR, UNSUPP); `throttled`: waits for the rate limiter. */
+  readonly stats = { ok: 0, ioerr: 0, unsupp: 0, needsReset: 0, throttled: 0 };
+  /** The rate limiter, if any (update it with `rateLimiter.update`). */
+  readonly rateLimiter: RateLimiter | undefined;
 
-  private constructor(fd: number, size: number, readOnly: boolean, id: string, engine: "sync" | "async") {
+  private constructor(fd: number, size: number, readOnly: boolean, id: string, engine: "sync" | "async", limiter: RateLimiter | undefined) {
     this.#fd = fd;
+    this.rateLimiter = limiter;
+    if (limiter !== undefined) limiter.onReady = () => this.queueNotify(0);
     this.readOnly = readOnly;
     this.capacity = BigInt(Math.floor(size / SECTOR_SIZE));
     this.#async = engine === "async";
@@ -152,6 +164,7 @@ export class VirtioBlock implements VirtioDevice {
     if (typeof readOnly !== "boolean" || (engine !== "sync" && engine !== "async")) {
       throw new VirtioDeviceError("InvalidArgument", "readOnly must be a boolean and engine \"sync\" or \"async\"");
     }
+    const limiter = opts.rateLimiter === undefined || opts.rateLimiter instanceof RateLimiter ? opts.rateLimiter : new RateLimiter(opts.rateLimiter);
     // Default: the file name, with anything but printable ASCII as "?", cut to 20 bytes.
     const id = opts.id ?? basename(path).replace(/[^\x20-\x7e]/g, "?").slice(0, ID_BYTES);
     if (typeof id !== "string" || !/^[\x20-\x7e]*$/.test(id) || id.length > ID_BYTES) {
@@ -166,7 +179,7 @@ export class VirtioBlock implements VirtioDevice {
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new VirtioDeviceError("Io", `disk image ${path} is not a regular file`);
-      return new VirtioBlock(fd, st.size, readOnly, id, engine);
+      return new VirtioBlock(fd, st.size, readOnly, id, engine, limiter);
     } catch (e) {
       closeSync(fd);
       throw e;
@@ -206,6 +219,7 @@ export class VirtioBlock implements VirtioDevice {
   /** {@inheritDoc VirtioDevice.reset} */
   reset(): void {
     this.#active = undefined;
+    this.rateLimiter?.cancel();
   }
 
   /** {@inheritDoc VirtioDevice.busy} */
@@ -241,7 +255,10 @@ export class VirtioBlock implements VirtioDevice {
     const { mem } = a.ctx;
     let n = 0;
     let bytes = 0;
+    const limiter = this.rateLimiter;
     for (;;) {
+      // Rate-limited: the requests stay in the ring; the limiter's timer resumes.
+      if (limiter?.blocked) break;
       let chain: DescriptorChain | undefined;
       try {
         chain = a.queue.popDescriptorChain(mem);
@@ -255,6 +272,11 @@ export class VirtioBlock implements VirtioDevice {
         if (a.queue.eventIdx && this.#enableNotification(a)) continue;
         break;
       }
+      if (limiter !== undefined && !limiter.consume(Math.max(0, chain.readableLength + chain.writableLength - 17), 1)) {
+        this.stats.throttled++;
+        this.#undoPop(a, chain);
+        break;
+      }
       bytes += chain.readableLength + chain.writableLength;
       this.#handle(a, chain);
       if (a.broken || this.#active !== a) break;
@@ -266,6 +288,18 @@ export class VirtioBlock implements VirtioDevice {
       }
     }
     this.#signal(a);
+  }
+
+  /** Puts a chain back in the ring (rate-limited): it is popped again when the limiter allows. */
+  #undoPop(a: Active, chain: DescriptorChain): boolean {
+    try {
+      a.queue.undoPop(chain);
+      return true;
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      this.#broken(a, `virtio-blk queue: ${e.message}`);
+      return false;
+    }
   }
 
   #enableNotification(a: Active): boolean {

@@ -2,7 +2,7 @@ export type { ActivateContext, DeviceState, IrqLine, VirtioDevice, VirtioInterru
 export { VirtioDeviceError } from "./errors.js";
 export type { VirtioDeviceErrorCode } from "./errors.js";
 export { EventFdIrqLine } from "./irq.js";
-export { MmioTransport } from "./mmio-transport.js";
+export { MmioTransport, serveInterruptRegister } from "./mmio-transport.js";
 export type { MmioTransportOptions } from "./mmio-transport.js";
 export type { MmioTransportState } from "./mmio-state.js";
 export {
@@ -32,6 +32,8 @@ export {
 export { RNG_MAX_BYTES_PER_REQUEST, VirtioRng } from "./rng.js";
 export { CONSOLE_RX_BUFFER_BYTES, CONSOLE_TX_MAX_CHAIN_BYTES, VirtioConsole } from "./console.js";
 export type { ConsoleStreams } from "./console.js";
+// virtio-rtc (device id 17).
+export * from "./rtc/index.js";
 export {
   INT_CONFIG_CHANGE,
   INT_USED_BUFFER,
@@ -55,5 +57,12 @@ export {
   VIRTIO_ID_NET,
   VIRTIO_ID_RNG,
 } from "./constants.js";
+export * from "./net/index.js";
+export { RateLimiter, realClock } from "./rate-limiter.js";
+export type { RateLimiterClock, RateLimiterConfig, RateLimiterState, TokenBucketConfig, TokenBucketState } from "./rate-limiter.js";
+// virtio-vsock (its own folder: device, connection, muxer, persist, metrics).
+export * from "./vsock/index.js";
 // The legacy PC devices, also on the `./legacy` subpath (one list of exports for both).
 export * from "./legacy/index.js";
+// virtio-balloon (src/balloon/: device, event handling, persist, metrics).
+export * from "./balloon/index.js";

@@ -7,6 +7,7 @@ import {
   MMIO,
   MMIO_MAGIC,
   MmioTransport,
+  serveInterruptRegister,
   STATUS_ACKNOWLEDGE,
   STATUS_DEVICE_NEEDS_RESET,
   STATUS_DRIVER,
@@ -288,6 +289,35 @@ describe("MmioTransport queues", () => {
         expect(r.t.status & STATUS_DEVICE_NEEDS_RESET).toBeTruthy();
       }
     }
+  });
+});
+
+describe("MmioTransport InterruptStatus cell (served on other threads)", () => {
+  it("another view of interruptState reads what the transport raised and its ACK clears only the acked bits", () => {
+    const dev = new ProbeDevice();
+    const r = rig(dev, 0x40000);
+    negotiate(r.t);
+    wr(r.t, MMIO.QueueSel, 0);
+    wr(r.t, MMIO.QueueNum, 16);
+    wr(r.t, MMIO.QueueDescHigh, 0x100); // outside memory: DRIVER_OK raises a config change
+    wr(r.t, MMIO.QueueReady, 1);
+    driverOk(r.t);
+    const cell = new Int32Array(r.t.interruptState); // what a vCPU worker holds
+    const four = new Uint8Array(4);
+    expect(serveInterruptRegister(cell, MMIO.InterruptStatus, false, four)).toBe(true);
+    expect(four[0]).toBe(INT_CONFIG_CHANGE);
+    Atomics.or(cell, 0, INT_USED_BUFFER); // as the transport's #raise would, concurrently
+    expect(serveInterruptRegister(cell, MMIO.InterruptAck, true, Uint8Array.of(INT_CONFIG_CHANGE, 0, 0, 0))).toBe(true);
+    expect(r.t.interruptStatus).toBe(INT_USED_BUFFER);
+    expect(rd(r.t, MMIO.InterruptStatus)).toBe(INT_USED_BUFFER);
+    // Everything else (other registers, other widths, a write to InterruptStatus) goes to the transport.
+    expect(serveInterruptRegister(cell, MMIO.InterruptStatus, false, new Uint8Array(2))).toBe(false);
+    expect(serveInterruptRegister(cell, MMIO.InterruptStatus, true, four)).toBe(false);
+    expect(serveInterruptRegister(cell, MMIO.Status, false, four)).toBe(false);
+    expect(serveInterruptRegister(cell, MMIO.InterruptAck, false, four)).toBe(false);
+    // Reset clears the cell too.
+    wr(r.t, MMIO.Status, 0);
+    expect(Atomics.load(cell, 0)).toBe(0);
   });
 });
 

@@ -64,7 +64,8 @@ export class MmioTransport {
   #deviceFeaturesSel = 0;
   #driverFeaturesSel = 0;
   #queueSel = 0;
-  #interruptStatus = 0;
+  /** InterruptStatus, in shared memory: a vCPU thread may serve InterruptStatus/InterruptAck itself ({@link serveInterruptRegister}). */
+  readonly #isr = new Int32Array(new SharedArrayBuffer(4));
   #configGeneration = 0;
   #activated = false;
   /** Increments on every reset: interrupts from an older activation are dropped. */
@@ -125,7 +126,18 @@ export class MmioTransport {
   }
   /** InterruptStatus. */
   get interruptStatus(): number {
-    return this.#interruptStatus;
+    return Atomics.load(this.#isr, 0);
+  }
+  /**
+   * The 4-byte cell that holds InterruptStatus. A VMM whose MMIO exits arrive
+   * on other threads (vCPU workers) passes it to them, and they serve the
+   * guest's InterruptStatus reads and InterruptAck writes with
+   * {@link serveInterruptRegister} without a round trip to this transport's
+   * thread (a Linux driver does both on every interrupt). The transport sets
+   * bits with Atomics.or before it raises the line; ACK clears with Atomics.and.
+   */
+  get interruptState(): SharedArrayBuffer {
+    return this.#isr.buffer as SharedArrayBuffer;
   }
   /** ConfigGeneration. */
   get configGeneration(): number {
@@ -145,7 +157,7 @@ export class MmioTransport {
   }
 
   #raise(bit: number): void {
-    this.#interruptStatus |= bit;
+    Atomics.or(this.#isr, 0, bit);
     this.#irq.trigger();
   }
 
@@ -199,7 +211,7 @@ export class MmioTransport {
       case MMIO.QueueReady:
         return q?.ready ? 1 : 0;
       case MMIO.InterruptStatus:
-        return this.#interruptStatus;
+        return Atomics.load(this.#isr, 0);
       case MMIO.Status:
         // A reset completes once host I/O of the old activation is over: until
         // then the status does not read 0 (§2.4: the driver waits for 0).
@@ -276,7 +288,7 @@ export class MmioTransport {
         this.notify(v);
         return;
       case MMIO.InterruptAck:
-        this.#interruptStatus &= ~v;
+        Atomics.and(this.#isr, 0, ~v);
         return;
       case MMIO.Status:
         this.#writeStatus(v);
@@ -469,7 +481,7 @@ export class MmioTransport {
     this.#deviceFeaturesSel = 0;
     this.#driverFeaturesSel = 0;
     this.#queueSel = 0;
-    this.#interruptStatus = 0;
+    Atomics.store(this.#isr, 0, 0);
   }
 
   /**
@@ -485,7 +497,7 @@ export class MmioTransport {
       deviceFeaturesSel: this.#deviceFeaturesSel,
       driverFeaturesSel: this.#driverFeaturesSel,
       queueSel: this.#queueSel,
-      interruptStatus: this.#interruptStatus,
+      interruptStatus: Atomics.load(this.#isr, 0) >>> 0,
       configGeneration: this.#configGeneration,
       activated: this.#activated,
       queueConfigErrors: [...this.#queueConfigErrors],
@@ -524,10 +536,39 @@ export class MmioTransport {
     t.#deviceFeaturesSel = state.deviceFeaturesSel;
     t.#driverFeaturesSel = state.driverFeaturesSel;
     t.#queueSel = state.queueSel;
-    t.#interruptStatus = state.interruptStatus;
+    Atomics.store(t.#isr, 0, state.interruptStatus | 0);
     t.#configGeneration = state.configGeneration;
     state.queueConfigErrors.forEach((b, i) => (t.#queueConfigErrors[i] = b));
     if (state.activated) t.#activate();
     return t;
   }
+}
+
+/**
+ * Serves a guest access to InterruptStatus (read) or InterruptAck (write) of a
+ * virtio-mmio window straight on the cell of {@link MmioTransport.interruptState},
+ * on any thread. Returns false for every other access (offset, direction or a
+ * width other than 4), which must go to {@link MmioTransport.read} /
+ * {@link MmioTransport.write} as before. Never throws.
+ * @param cell - an Int32Array over the transport's interruptState.
+ * @param offset - the offset in the window.
+ * @param write - whether the guest writes.
+ * @param data - the bytes written, or the buffer a read fills (little-endian).
+ */
+export function serveInterruptRegister(cell: Int32Array, offset: number, write: boolean, data: Uint8Array): boolean {
+  if (data.length !== 4) return false;
+  if (!write && offset === MMIO.InterruptStatus) {
+    const v = Atomics.load(cell, 0);
+    data[0] = v & 0xff;
+    data[1] = (v >>> 8) & 0xff;
+    data[2] = (v >>> 16) & 0xff;
+    data[3] = (v >>> 24) & 0xff;
+    return true;
+  }
+  if (write && offset === MMIO.InterruptAck) {
+    const v = data[0]! | (data[1]! << 8) | (data[2]! << 16) | (data[3]! << 24);
+    Atomics.and(cell, 0, ~v);
+    return true;
+  }
+  return false;
 }

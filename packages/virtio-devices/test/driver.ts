@@ -1,6 +1,6 @@
 // Test helpers: a guest driver that programs an MmioTransport through its
 // registers the way Linux's virtio_mmio does, over the virtio-queue mock rings.
-import { GuestMemoryArrayBuffer } from "@ts-vmm/vm-memory";
+import { GuestMemoryArrayBuffer, type GuestMemory } from "@ts-vmm/vm-memory";
 import { MockSplitQueue } from "@ts-vmm/virtio-queue/mock";
 import {
   MMIO,
@@ -27,8 +27,8 @@ export function makeMemory(size = 0x100_0000): GuestMemoryArrayBuffer {
   return GuestMemoryArrayBuffer.fromRanges([{ start: 0, size }], { shared: false });
 }
 
-export interface Rig {
-  readonly mem: GuestMemoryArrayBuffer;
+export interface Rig<M extends GuestMemory = GuestMemoryArrayBuffer> {
+  readonly mem: M;
   readonly irq: CountingIrq;
   readonly t: MmioTransport;
   readonly violations: string[];
@@ -36,6 +36,14 @@ export interface Rig {
 
 export function rig(dev: VirtioDevice, memSize = 0x100_0000): Rig {
   const mem = makeMemory(memSize);
+  const irq = new CountingIrq();
+  const violations: string[] = [];
+  const t = new MmioTransport(dev, { mem, irq, onViolation: (r) => violations.push(r) });
+  return { mem, irq, t, violations };
+}
+
+/** A rig over memory the test made (e.g. memfd-backed GuestMemoryMmap for a device that discards pages). */
+export function rigOn<M extends GuestMemory>(dev: VirtioDevice, mem: M): Rig<M> {
   const irq = new CountingIrq();
   const violations: string[] = [];
   const t = new MmioTransport(dev, { mem, irq, onViolation: (r) => violations.push(r) });
@@ -81,7 +89,7 @@ export function driverOk(t: MmioTransport): void {
 }
 
 /** Full bring-up with one mock queue per device queue; mocks laid out from 0x10000, 64 KiB apart. */
-export function bringUp(r: Rig, features: bigint = VIRTIO_F_VERSION_1, sizes?: readonly number[]): MockSplitQueue[] {
+export function bringUp(r: Rig<GuestMemory>, features: bigint = VIRTIO_F_VERSION_1, sizes?: readonly number[]): MockSplitQueue[] {
   if (!negotiate(r.t, features)) throw new Error("FEATURES_OK refused");
   const mocks: MockSplitQueue[] = [];
   const n = r.t.device.queueMaxSizes.length;

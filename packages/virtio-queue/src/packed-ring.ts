@@ -312,13 +312,18 @@ export function needsNotificationPacked(q: QueueCore, mem: GuestMemory): boolean
 
 /** Asks the driver for notifications; returns whether a chain is already waiting. */
 export function enableNotificationPacked(q: QueueCore, mem: GuestMemory): boolean {
-  const word = q.eventIdx
-    ? (q.nextAvail | (q.availWrap ? 0x8000 : 0)) | (RING_EVENT_FLAGS_DESC << 16)
-    : RING_EVENT_FLAGS_ENABLE << 16;
+  // Slots given back (undoPop) were seen: ask for the descriptor after them.
+  let pos = q.nextAvail + Math.min(q.unpopped, q.size);
+  let wrap = q.availWrap;
+  if (pos >= q.size) {
+    pos -= q.size;
+    wrap = !wrap;
+  }
+  const word = q.eventIdx ? (pos | (wrap ? 0x8000 : 0)) | (RING_EVENT_FLAGS_DESC << 16) : RING_EVENT_FLAGS_ENABLE << 16;
   try {
     mem.storeU32Release(q.usedRing, word >>> 0);
-    const flags = mem.loadU16Acquire(q.descTable + q.nextAvail * DESCRIPTOR_SIZE + 14);
-    return isAvailable(flags, q.availWrap);
+    const flags = mem.loadU16Acquire(q.descTable + pos * DESCRIPTOR_SIZE + 14);
+    return isAvailable(flags, wrap);
   } catch (e) {
     throw wrapMemoryError(e, "RingOutOfBounds", "updating notification suppression");
   }

@@ -1,4 +1,5 @@
 import type { GuestAddress } from "@ts-vmm/vm-memory";
+import { UndoLog } from "./undo-log.js";
 
 /**
  * The mutable state of a queue, shared by `Queue` (configuration) and the ring
@@ -45,6 +46,14 @@ export class QueueCore {
   readonly inFlight = new InFlight();
   /** Packed: scratch list of the flags of the list being popped (valid up to the list's length). */
   readonly flagScratch: number[] = [];
+  /** Pops that `Queue.undoPop` can still give back. */
+  readonly undo = new UndoLog();
+  /**
+   * Chains given back with `Queue.undoPop` and not popped again: split, chains
+   * (avail entries); packed, ring slots. The driver has made them available
+   * already, so a notification request asks for what comes after them.
+   */
+  unpopped = 0;
 
   constructor(maxSize: number) {
     this.maxSize = maxSize;
@@ -80,6 +89,8 @@ export class QueueCore {
     this.signalledUsed = 0;
     this.usedSinceSignal = 0;
     this.inFlight.clear();
+    this.undo.clear();
+    this.unpopped = 0;
   }
 }
 

@@ -387,12 +387,73 @@ export class Queue {
     if (!q.ready) return undefined;
     const before = q.nextAvail;
     const wrap = q.availWrap;
+    let chain: DescriptorChain | undefined;
     try {
-      return q.packed ? popPacked(q, mem) : popSplit(q, mem);
+      chain = q.packed ? popPacked(q, mem) : popSplit(q, mem);
     } catch (e) {
-      if (e instanceof VirtqueueError) markConsumed(e, q.nextAvail !== before || q.availWrap !== wrap);
+      if (e instanceof VirtqueueError) {
+        const moved = this.#availDistance(before, wrap);
+        markConsumed(e, moved !== 0);
+        if (moved !== 0) {
+          // A consumed bad chain sits between the older pops and the position: none of them can be rewound now.
+          q.undo.clear();
+          q.unpopped = Math.max(0, q.unpopped - moved);
+        }
+      }
       throw e;
     }
+    if (chain !== undefined) {
+      q.undo.push({ chain, availBefore: before, wrapBefore: wrap });
+      if (q.unpopped > 0) q.unpopped = Math.max(0, q.unpopped - this.#availDistance(before, wrap));
+    }
+    return chain;
+  }
+
+  /** How far the avail position moved since (`pos`, `wrap`): split entries, packed ring slots. */
+  #availDistance(pos: number, wrap: boolean): number {
+    const q = this.#q;
+    if (!q.packed) return (q.nextAvail - pos) & 0xffff;
+    return q.nextAvail - pos + (q.availWrap !== wrap ? q.size : 0);
+  }
+
+  /**
+   * Gives a popped chain back unused: the avail position moves back to where
+   * it was before the chain was popped, so the next pop returns the same
+   * driver buffers again (re-read and re-checked). For a device that popped
+   * buffers it cannot use yet, for example a network device whose frame needs
+   * more receive buffers than the driver has posted (as vhost-net's
+   * `vhost_discard_vq_desc`). Several chains are given back newest first.
+   *
+   * Chains given back count as seen by {@link Queue.enableNotification}: it
+   * asks the driver for a notification when it makes buffers available beyond
+   * them, and reports only those.
+   *
+   * Only the newest chain popped and neither returned with `addUsed` nor
+   * already given back can be given back, and only while the queue remembers
+   * it: at most the last 1024 pops, none from before a chain that
+   * `popDescriptorChain` consumed with an error, a `reset` or a size or
+   * layout change. Nothing is written to guest memory.
+   *
+   * @throws {@link VirtqueueError} `"NotReady"`; `"InvalidArgument"` if `chain`
+   *   is not that chain (a device bug; the queue is left unchanged).
+   */
+  undoPop(chain: DescriptorChain): void {
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "undoPop on a queue that is not ready", { head: chain.head });
+    const top = q.undo.top();
+    if (top === undefined || top.chain !== chain) {
+      throw new VirtqueueError(
+        "InvalidArgument",
+        `chain ${String(chain?.head)} is not the newest chain popped and still held (give chains back newest first)`,
+        { head: chain?.head },
+      );
+    }
+    q.undo.dropTop();
+    const moved = this.#availDistance(top.availBefore, top.wrapBefore);
+    q.nextAvail = top.availBefore;
+    q.availWrap = top.wrapBefore;
+    if (q.packed) q.inFlight.delete(chain.head);
+    q.unpopped = Math.min(q.unpopped + moved, q.packed ? q.size : 0x10000);
   }
 
   /**
@@ -423,6 +484,7 @@ export class Queue {
     if (!isU32(len)) throw new VirtqueueError("InvalidArgument", `used length ${String(len)} is not a u32`, { head });
     if (q.packed) addUsedPacked(q, mem, head, len);
     else addUsedSplit(q, mem, head, len);
+    q.undo.returned(head);
   }
 
   /**
@@ -440,7 +502,10 @@ export class Queue {
   /**
    * Asks the driver to notify on new buffers (`avail_event` = next index with
    * EVENT_IDX). Call it before sleeping, then pop again if it returns true.
-   * @returns whether chains are already available.
+   * Chains given back with {@link Queue.undoPop} count as seen: the request is
+   * for buffers after them (split `avail_event`, packed event offset), and
+   * they are not reported.
+   * @returns whether chains are already available (beyond those given back).
    * @throws {@link VirtqueueError} `"NotReady"`, `"RingOutOfBounds"`.
    */
   enableNotification(mem: GuestMemory): boolean {

@@ -246,11 +246,13 @@ export function needsNotificationSplit(q: QueueCore, mem: GuestMemory): boolean 
 /** Asks the driver for notifications; returns whether chains are already waiting. */
 export function enableNotificationSplit(q: QueueCore, mem: GuestMemory): boolean {
   try {
-    if (q.eventIdx) mem.storeU16Release(q.usedRing + 4 + 8 * q.size, q.nextAvail);
+    // Chains given back (undoPop) were seen: ask for the entry after them.
+    const seen = (q.nextAvail + q.unpopped) & 0xffff;
+    if (q.eventIdx) mem.storeU16Release(q.usedRing + 4 + 8 * q.size, seen);
     else mem.storeU16Release(q.usedRing, 0);
     // Sequentially consistent store then load: no notification can be lost in between.
     const idx = mem.loadU16Acquire(q.availRing + 2);
-    return idx !== q.nextAvail;
+    return idx !== seen;
   } catch (e) {
     throw wrapMemoryError(e, "RingOutOfBounds", "updating notification suppression");
   }

@@ -10,10 +10,17 @@
  * - `"InvalidArgument"`: a length, offset, value or option is malformed
  *   (negative, fractional, NaN, out of the field's range...).
  * - `"Overlap"`: two regions given to a builder overlap.
- * - `"Unaligned"`: an atomic access is not naturally aligned.
+ * - `"Unaligned"`: an atomic access is not naturally aligned, or a discard
+ *   range does not cover whole pages of its backing (4 KiB, or the huge page
+ *   size of a hugetlb region).
  * - `"Closed"`: the memory (its mappings) has been closed.
  * - `"Mmap"`: creating a mapping failed in vmm-sys-util (see `cause`).
  * - `"Io"`: a file-descriptor or stream copy failed (see `cause`).
+ * - `"DiscardUnsupported"`: the memory cannot give pages back to the host
+ *   (its backing is unknown, or this object does not own the mappings).
+ * - `"Discard"`: the discard syscall failed (see `cause`, a `VmmSysError`:
+ *   `EINVAL` for locked memory, `EOPNOTSUPP` for a file system without
+ *   punch-hole).
  */
 export type GuestMemoryErrorCode =
   | "OutOfBounds"
@@ -24,7 +31,9 @@ export type GuestMemoryErrorCode =
   | "Unaligned"
   | "Closed"
   | "Mmap"
-  | "Io";
+  | "Io"
+  | "DiscardUnsupported"
+  | "Discard";
 
 /**
  * The one error class of `@ts-vmm/vm-memory`. Every failed check throws this;

@@ -1,6 +1,7 @@
 import { MmapRegion } from "@ts-vmm/vmm-sys-util";
-import type { GuestAddress } from "./address.js";
+import { checkGuestAddress, checkLength, type GuestAddress } from "./address.js";
 import { DirtyBitmap } from "./dirty-bitmap.js";
+import { type DiscardableMemory, type MemoryBacking, discardAdvice, kernelPageSize } from "./discard.js";
 import { GuestMemoryError } from "./error.js";
 import { GuestMemoryBase } from "./guest-memory-base.js";
 import { BackedRegion } from "./region.js";
@@ -30,6 +31,8 @@ export interface MmapRangeSpec {
      * copy-on-write, the file is never changed (restore a snapshot and run).
      */
     readonly shared?: boolean;
+    /** The fd is a guest_memfd (recorded in the region's `backing`; set by {@link GuestMemoryMmap.fromGuestMemfd}). */
+    readonly guestMemfd?: boolean;
   };
 }
 
@@ -42,8 +45,25 @@ export interface MmapMemoryOptions {
   readonly backing?: "memfd" | "anonymous";
   /** Back fresh memory with pre-allocated huge pages (MAP_HUGETLB / MFD_HUGETLB). Fails if none are configured. */
   readonly hugetlb?: boolean;
+  /**
+   * With `hugetlb`: the huge page size in bytes (2 MiB, 1 GiB); default the system's
+   * default size. Every region's size must be a multiple of it.
+   */
+  readonly hugePageSize?: number;
   /** madvise(MADV_HUGEPAGE) every mapping (transparent huge pages). */
   readonly madviseHugepage?: boolean;
+  /**
+   * With `backing: "anonymous"`: MAP_SHARED (default true) or MAP_PRIVATE. Private
+   * anonymous memory is what THP's `enabled` setting governs (shared anonymous
+   * memory is shmem, governed by `shmem_enabled`).
+   */
+  readonly shared?: boolean;
+  /**
+   * Prefault every mapping (file-backed ranges too) before returning
+   * (vmm-sys-util's `populate`: MAP_POPULATE, or after the THP advice
+   * MADV_POPULATE_READ/WRITE). Default false.
+   */
+  readonly populate?: boolean;
   /** Give every region a dirty bitmap. Default false. */
   readonly dirtyTracking?: boolean;
   /** memfd label, shown in /proc/self/fd. */
@@ -60,12 +80,15 @@ export interface MmapMemoryOptions {
  * never point at unmapped memory. `close()` closes the owned memfds and makes
  * every later access through this object throw `"Closed"`.
  */
-export class GuestMemoryMmap extends GuestMemoryBase {
+export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemory {
   readonly #owned: readonly MmapRegion[];
+  /** The mapping behind each region this object owns (discards go through it). */
+  readonly #mappings = new Map<BackedRegion, MmapRegion>();
 
   private constructor(regions: readonly BackedRegion[], owned: readonly MmapRegion[]) {
     super(regions);
     this.#owned = owned;
+    if (owned.length === regions.length) regions.forEach((r, i) => this.#mappings.set(r, owned[i] as MmapRegion));
   }
 
   /**
@@ -98,22 +121,32 @@ export class GuestMemoryMmap extends GuestMemoryBase {
         let m: MmapRegion;
         let fd: number | null;
         let fileOffset = 0;
-        const huge = opts.madviseHugepage === undefined ? {} : { madviseHugepage: opts.madviseHugepage };
+        let kind: MemoryBacking["kind"];
+        let shared = true;
+        const huge = {
+          ...(opts.madviseHugepage === undefined ? {} : { madviseHugepage: opts.madviseHugepage }),
+          ...(opts.populate === undefined ? {} : { populate: opts.populate }),
+        };
+        const hugetlb = {
+          ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }),
+          ...(opts.hugePageSize === undefined ? {} : { hugePageSize: opts.hugePageSize }),
+        };
         try {
           if (s.file !== undefined) {
             fileOffset = s.file.offset ?? 0;
-            m = MmapRegion.fromFd(s.file.fd, s.size, { offset: fileOffset, shared: s.file.shared ?? true, ...huge });
+            shared = s.file.shared ?? true;
+            m = MmapRegion.fromFd(s.file.fd, s.size, { offset: fileOffset, shared, ...huge });
             fd = s.file.fd;
+            kind = s.file.guestMemfd === true ? "guest_memfd" : "file";
           } else if (backing === "memfd") {
-            m = MmapRegion.memfd(s.size, {
-              ...(opts.name === undefined ? {} : { name: opts.name }),
-              ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }),
-              ...huge,
-            });
+            m = MmapRegion.memfd(s.size, { ...(opts.name === undefined ? {} : { name: opts.name }), ...hugetlb, ...huge });
             fd = m.fd;
+            kind = "memfd";
           } else {
-            m = MmapRegion.anonymous(s.size, { ...(opts.hugetlb === undefined ? {} : { hugetlb: opts.hugetlb }), ...huge });
+            m = MmapRegion.anonymous(s.size, { ...(opts.shared === undefined ? {} : { shared: opts.shared }), ...hugetlb, ...huge });
             fd = null;
+            kind = "anonymous"; // MmapRegion.anonymous maps MAP_SHARED by default (shmem)
+            shared = opts.shared ?? true;
           }
         } catch (e) {
           throw new GuestMemoryError(
@@ -123,6 +156,8 @@ export class GuestMemoryMmap extends GuestMemoryBase {
           );
         }
         owned.push(m);
+        // A file may live on hugetlbfs: ask the kernel. Fresh memory is 4 KiB unless hugetlb.
+        const pageSize = s.file !== undefined || opts.hugetlb === true || opts.hugePageSize !== undefined ? kernelPageSize(m.address) : PAGE;
         regions.push(
           new BackedRegion({
             start: s.start,
@@ -133,6 +168,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
             fd,
             fileOffset,
             ...(opts.dirtyTracking ? { dirty: new DirtyBitmap(s.size) } : {}),
+            backing: { kind, shared, pageSize },
           }),
         );
       }
@@ -154,7 +190,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
   static fromFile(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number }[],
-    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean } = {},
+    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
   ): GuestMemoryMmap {
     let offset = 0;
     const specs = ranges.map((r) => {
@@ -162,7 +198,7 @@ export class GuestMemoryMmap extends GuestMemoryBase {
       offset += r.size;
       return spec;
     });
-    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+    return GuestMemoryMmap.fromRanges(specs, passOn(opts));
   }
 
   /**
@@ -178,15 +214,15 @@ export class GuestMemoryMmap extends GuestMemoryBase {
   static fromGuestMemfd(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number; readonly offset?: number }[],
-    opts: { readonly dirtyTracking?: boolean } = {},
+    opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
   ): GuestMemoryMmap {
     let next = 0;
     const specs = ranges.map((r) => {
       const offset = r.offset ?? next;
       next = offset + r.size;
-      return { start: r.start, size: r.size, file: { fd, offset, shared: true } };
+      return { start: r.start, size: r.size, file: { fd, offset, shared: true, guestMemfd: true } };
     });
-    return GuestMemoryMmap.fromRanges(specs, opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking });
+    return GuestMemoryMmap.fromRanges(specs, passOn(opts));
   }
 
   /**
@@ -211,6 +247,89 @@ export class GuestMemoryMmap extends GuestMemoryBase {
   }
 
   /**
+   * {@inheritDoc DiscardableMemory.discardGranularity}
+   * @example
+   * const mem = GuestMemoryMmap.fromRanges([{ start: 0, size: 64 << 20 }]);
+   * mem.discardGranularity(); // 4096
+   */
+  discardGranularity(): number {
+    let g = PAGE;
+    for (const r of this.#discardable()) g = Math.max(g, r.backing.pageSize);
+    return g;
+  }
+
+  /**
+   * {@inheritDoc DiscardableMemory.discardRange}
+   * @example
+   * mem.write(0x10_0000, new Uint8Array(1 << 20).fill(7));
+   * mem.discardRange(0x10_0000, 1 << 20); // the memfd's blocks are freed; reads give zeros
+   */
+  discardRange(addr: GuestAddress, len: number): void {
+    const regions = this.#discardable();
+    checkGuestAddress(addr);
+    checkLength(len);
+    const at = { addr, len };
+    if (addr % PAGE !== 0 || len % PAGE !== 0) {
+      throw new GuestMemoryError("Unaligned", `discard range [0x${addr.toString(16)}, +0x${len.toString(16)}) is not made of whole 4 KiB pages`, at);
+    }
+    // Cut the range into per-region pieces and check them all before the first syscall.
+    const pieces: { r: DiscardRegion; offset: number; len: number }[] = [];
+    let cur = addr;
+    const end = addr + len;
+    let i = regions.findIndex((r) => cur >= r.start && cur < r.end);
+    if (i < 0) throw new GuestMemoryError("Hole", `discard address 0x${addr.toString(16)} is not in guest memory`, at);
+    while (cur < end) {
+      const r = regions[i];
+      if (r === undefined || r.start !== cur && pieces.length > 0) {
+        throw new GuestMemoryError("OutOfBounds", `discard range [0x${addr.toString(16)}, +0x${len.toString(16)}) runs past backed memory`, at);
+      }
+      const n = Math.min(end, r.end) - cur;
+      const offset = cur - r.start;
+      const ps = r.backing.pageSize;
+      if (offset % ps !== 0 || n % ps !== 0) {
+        throw new GuestMemoryError(
+          "Unaligned",
+          `discard range [0x${addr.toString(16)}, +0x${len.toString(16)}) covers part of a ${ps >> 10} KiB huge page of the region at 0x${r.start.toString(16)}: huge pages are discarded whole`,
+          at,
+        );
+      }
+      pieces.push({ r, offset, len: n });
+      cur += n;
+      i++;
+    }
+    let done = 0;
+    for (const p of pieces) {
+      try {
+        (this.#mappings.get(p.r) as MmapRegion).madvise(p.offset, p.len, discardAdvice(p.r.backing));
+      } catch (e) {
+        throw new GuestMemoryError(
+          "Discard",
+          `discarding [0x${(p.r.start + p.offset).toString(16)}, +0x${p.len.toString(16)}) failed (${done} bytes before it were discarded): ${(e as Error).message}`,
+          { addr: p.r.start + p.offset, len: p.len, cause: e },
+        );
+      }
+      p.r.dirty?.mark(p.offset, p.len);
+      done += p.len;
+    }
+  }
+
+  /** The regions, each with a known backing and its own mapping; otherwise throws. */
+  #discardable(): DiscardRegion[] {
+    if (this.isClosed) throw new GuestMemoryError("Closed", "guest memory is closed");
+    const out: DiscardRegion[] = [];
+    for (const r of this.backedRegions) {
+      if (!this.#mappings.has(r)) {
+        throw new GuestMemoryError("DiscardUnsupported", "this guest memory does not own its mappings (it was rebuilt from a transferable): discard through the object that mapped them");
+      }
+      if (r.backing === undefined || !(r.backing.pageSize >= PAGE)) {
+        throw new GuestMemoryError("DiscardUnsupported", `the page size backing the region at 0x${r.start.toString(16)} is unknown, so no discard can be sized for it`, { addr: r.start });
+      }
+      out.push(r as DiscardRegion);
+    }
+    return out;
+  }
+
+  /**
    * Closes the memfds this memory owns and makes later accesses throw
    * `"Closed"`. Idempotent. Views already handed out stay valid memory (the
    * mapping lives until its buffers are collected) but must not be used.
@@ -229,6 +348,16 @@ export class GuestMemoryMmap extends GuestMemoryBase {
     }
     if (first !== undefined) throw new GuestMemoryError("Mmap", "closing a mapping failed", { cause: first });
   }
+}
+
+/** A region whose backing is known. */
+type DiscardRegion = BackedRegion & { readonly backing: MemoryBacking };
+/** The options fromFile and fromGuestMemfd hand on to fromRanges. */
+function passOn(opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean }): MmapMemoryOptions {
+  return {
+    ...(opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking }),
+    ...(opts.populate === undefined ? {} : { populate: opts.populate }),
+  };
 }
 
 function checkSpec(s: MmapRangeSpec): void {

@@ -4,6 +4,7 @@ export { GuestMemoryError } from "./error.js";
 export type { GuestMemoryErrorCode } from "./error.js";
 export { DIRTY_PAGE_SIZE, DirtyBitmap } from "./dirty-bitmap.js";
 export type { GuestMemoryRegion } from "./region.js";
+export type { DiscardableMemory, MemoryBacking } from "./discard.js";
 export type { GuestMemory, U64Halves } from "./guest-memory.js";
 export { GuestMemoryBase } from "./guest-memory-base.js";
 export { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";

@@ -1,5 +1,6 @@
 import { GUEST_ADDRESS_LIMIT, type GuestAddress } from "./address.js";
 import type { DirtyBitmap } from "./dirty-bitmap.js";
+import type { MemoryBacking } from "./discard.js";
 import { GuestMemoryError } from "./error.js";
 
 /**
@@ -28,6 +29,8 @@ export interface GuestMemoryRegion {
   readonly fileOffset?: number;
   /** The region's dirty bitmap, when dirty tracking is on. */
   readonly dirty?: DirtyBitmap;
+  /** What backs the mapping (mmap memory that owns its mappings); decides how a discard returns pages. */
+  readonly backing?: MemoryBacking;
 }
 
 /** What a backend supplies to build one region. */
@@ -40,6 +43,7 @@ export interface RegionBacking {
   readonly fd?: number | null;
   readonly fileOffset?: number;
   readonly dirty?: DirtyBitmap;
+  readonly backing?: MemoryBacking;
 }
 
 /**
@@ -57,6 +61,7 @@ export class BackedRegion implements GuestMemoryRegion {
   readonly fd?: number | null;
   readonly fileOffset?: number;
   readonly dirty?: DirtyBitmap;
+  readonly backing?: MemoryBacking;
   /** @internal DataView over exactly the region. */
   readonly dv: DataView;
   /** @internal Byte offset of the region in `buffer`. */
@@ -107,6 +112,7 @@ export class BackedRegion implements GuestMemoryRegion {
     if (b.fd !== undefined) this.fd = b.fd;
     if (b.fileOffset !== undefined) this.fileOffset = b.fileOffset;
     if (b.dirty !== undefined) this.dirty = b.dirty;
+    if (b.backing !== undefined) this.backing = b.backing;
   }
 }
 

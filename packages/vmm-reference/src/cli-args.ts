@@ -2,14 +2,19 @@
 // syntax, then one check per flag that names the flag and the bad value.
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import type { RateLimiterConfig } from "@ts-vmm/virtio-devices";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
+import type { IrqchipMode } from "./vmm.js";
 import { readSmallFile } from "./small-file.js";
+import { VmmError } from "./error.js";
+import { formatMemorySpec, memorySpecFromJson, parseMemorySpec, type GuestMemoryOptions, type MemorySpec } from "./machine/memory-config.js";
+import { parseMachineConfig } from "./machine/machine-config.js";
 
 /** The longest delay setTimeout accepts (2^31 - 1 ms, about 24.8 days). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 import { MAX_VCPUS } from "./machine/layout.js";
 
-/** Most vCPUs `--vcpus` accepts: the machine's limit (APIC ids up to 254; x2APIC ids above that are not wired in yet). */
+/** Most vCPUs `--vcpus` accepts: the machine's limit (above 254: split irqchip and x2APIC; KVM may allow fewer). */
 export { MAX_VCPUS };
 
 /** A usage error: exit status 2, message printed as `ts-vmm: <message>`. */
@@ -23,11 +28,15 @@ export interface RunArgs {
   readonly initrd?: string | undefined;
   readonly cmdline?: string | undefined;
   readonly memMiB: number;
+  /** The guest memory backend from `--memory SIZE,backend=…` (empty: the defaults). */
+  readonly memory: GuestMemoryOptions;
   readonly vcpus: number;
   readonly cpuTemplate?: string | undefined;
   readonly cpuFeatures?: string | undefined;
   readonly timeoutS: number;
-  /** virtio-mmio devices from `--disk`, `--rng`, `--console` / `--console-socket`, in that order. */
+  /** `--irqchip split|full` (default split). */
+  readonly irqchip: IrqchipMode;
+  /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, `--rtc`, `--vsock`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
 }
 
@@ -44,9 +53,14 @@ const OPTIONS = {
   config: { type: "string" },
   timeout: { type: "string" },
   disk: { type: "string", multiple: true },
+  net: { type: "string", multiple: true },
   rng: { type: "boolean" },
+  rtc: { type: "boolean" },
   console: { type: "boolean" },
   "console-socket": { type: "string" },
+  irqchip: { type: "string" },
+  balloon: { type: "string" },
+  vsock: { type: "string" },
   json: { type: "boolean" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -55,8 +69,9 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "rng", "console", "console-socket"],
-  "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip"],
+  "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
+  "host-info": ["json"],
 };
 
 /** One option's raw value: a string, a flag, or the values of a repeatable option (`--disk`). */
@@ -64,7 +79,7 @@ export type OptionValue = string | boolean | readonly string[] | undefined;
 
 /** The parsed command line: a subcommand and its raw option values. */
 export interface ParsedCommand {
-  readonly command: "run" | "cpu-features" | "help" | "version";
+  readonly command: "run" | "cpu-features" | "host-info" | "help" | "version";
   readonly values: Readonly<Record<string, OptionValue>>;
 }
 
@@ -81,6 +96,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
     if (a === "--cpu-features" && next !== undefined && /^-[a-z0-9]/i.test(next) && !next.startsWith("--")) {
       args.push(`${a}=${next}`);
       i++;
+    } else if (a === "--balloon" && (next === undefined || !next.includes("=") || next.startsWith("-"))) {
+      // A bare --balloon (its options are key=value pairs; anything else is the next argument).
+      args.push("--balloon=");
     } else args.push(a);
   }
   let parsed;
@@ -97,9 +115,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
   const { values, positionals } = parsed;
   if (values.version) return { command: "version", values };
   if (values.help) return { command: "help", values };
-  if (positionals.length === 0) throw new UsageError("missing command: use run or cpu-features (ts-vmm --help)");
+  if (positionals.length === 0) throw new UsageError("missing command: use run, cpu-features or host-info (ts-vmm --help)");
   const cmd = positionals[0]!;
-  if (cmd !== "run" && cmd !== "cpu-features") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run or cpu-features (ts-vmm --help)`);
+  if (cmd !== "run" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, cpu-features or host-info (ts-vmm --help)`);
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])} after ${cmd}`);
   for (const [k, v] of Object.entries(values)) {
     if (v !== undefined && !ALLOWED[cmd]!.includes(k)) throw new UsageError(`${cmd} does not take --${k}`);
@@ -110,18 +128,24 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
 /** The keys a `--config` file may hold, and the flag each stands for. */
 const CONFIG_KEYS: Record<string, string> = {
   kernel: "kernel", initrd: "initrd", cmdline: "cmdline", memory: "memory", vcpus: "vcpus",
-  cpuTemplate: "cpu-template", cpuFeatures: "cpu-features", timeout: "timeout",
+  cpuTemplate: "cpu-template", cpuFeatures: "cpu-features", timeout: "timeout", irqchip: "irqchip", machineConfig: "machine-config",
 };
 const PATH_KEYS = new Set(["kernel", "initrd"]);
 
 /**
  * Reads a `--config` JSON file: an object with the keys `kernel`, `initrd`,
- * `cmdline`, `memory`, `vcpus`, `cpuTemplate`, `cpuFeatures`, `timeout`
- * (strings or numbers), returned as flag values. Relative `kernel`/`initrd`
- * paths, and a `cpuTemplate` that is a path, are relative to the file.
+ * `cmdline`, `memory`, `vcpus`, `cpuTemplate`, `cpuFeatures`, `timeout`,
+ * `irqchip` (strings or numbers), returned as flag values. `memory` may also be an
+ * object (`{ "size": "1G", "backend": "guest_memfd", "hugepages": "2M",
+ * "shared": true, "prefault": true }`), and `machineConfig` a Firecracker-style
+ * machine configuration (`vcpu_count`, `mem_size_mib`, `huge_pages`, ...; it
+ * stands for `vcpus` and `memory`, which it then excludes). Relative
+ * `kernel`/`initrd` paths, memory file paths, and a `cpuTemplate` that is a
+ * path, are relative to the file. `memory` is not parsed when `overridden`
+ * holds it (a flag gives it).
  * @throws {@link UsageError} naming the file and the bad key.
  */
-export function readConfigFile(path: string): Record<string, string> {
+export function readConfigFile(path: string, overridden: ReadonlySet<string> = new Set()): Record<string, string> {
   let json: unknown;
   try {
     json = JSON.parse(readSmallFile(path));
@@ -130,9 +154,22 @@ export function readConfigFile(path: string): Record<string, string> {
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new UsageError(`--config ${path}: must be a JSON object`);
   const out: Record<string, string> = {};
+  const base = dirname(path);
   for (const [k, v] of Object.entries(json)) {
     const flag = CONFIG_KEYS[k];
     if (!flag) throw new UsageError(`--config ${path}: unknown key ${JSON.stringify(k)} (known: ${Object.keys(CONFIG_KEYS).join(", ")})`);
+    if (k === "memory" && overridden.has("memory")) continue; // a flag wins: the file's value is not used, so not parsed
+    if (k === "memory" || k === "machineConfig") {
+      const spec = usage(() => {
+        if (k === "memory") return memorySpecFromJson("memory", v, base);
+        if ("memory" in json || "vcpus" in json) throw new VmmError("InvalidConfig", "machineConfig sets vcpus and memory: give either machineConfig or those keys");
+        const mc = parseMachineConfig(v, "machineConfig");
+        out["vcpus"] = String(mc.vcpus);
+        return { memMiB: mc.memMiB, memory: mc.memory };
+      }, `--config ${path}: `);
+      out["memory"] = usage(() => formatMemorySpec(spec), `--config ${path}: `);
+      continue;
+    }
     if (typeof v !== "string" && typeof v !== "number") throw new UsageError(`--config ${path}: ${k} must be a string or a number, got ${JSON.stringify(v)}`);
     let s = String(v);
     if (PATH_KEYS.has(k) || (k === "cpuTemplate" && (s.includes("/") || s.endsWith(".json")))) s = resolve(dirname(path), s);
@@ -141,17 +178,41 @@ export function readConfigFile(path: string): Record<string, string> {
   return out;
 }
 
+/** Runs a memory-config parser, turning its InvalidConfig into a UsageError (`prefix` + its message). */
+function usage<T>(fn: () => T, prefix = ""): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof VmmError && e.code === "InvalidConfig") throw new UsageError(prefix + e.message);
+    throw e;
+  }
+}
+
 /**
- * `--memory`: MiB as a whole number, or with a suffix M or G (as QEMU's -m).
+ * `--memory` without options: the size in MiB (a number of MiB, or with a unit: 512M, 2G, 1T).
  * @throws {@link UsageError} naming the flag and the value.
  */
 export function parseMemory(flag: string, v: string): number {
-  const m = /^(\d+)([mMgG]?)$/.exec(v.trim());
-  const n = m ? Number(m[1]) * (m[2]!.toLowerCase() === "g" ? 1024 : 1) : NaN;
-  if (!Number.isSafeInteger(n) || n < 2 || n > 1024 * 1024) {
-    throw new UsageError(`${flag} must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got ${JSON.stringify(v)}`);
-  }
-  return n;
+  return usage(() => parseMemorySpec(flag, v)).memMiB;
+}
+
+/**
+ * `--memory SIZE[,backend=memfd|guest_memfd|file:PATH][,hugepages=2M|1G|thp][,shared=on|off][,prefault=on]`.
+ * @throws {@link UsageError} naming the flag, the option and the value.
+ */
+export function parseMemoryFlag(flag: string, v: string): MemorySpec {
+  return usage(() => parseMemorySpec(flag, v));
+}
+
+/**
+ * `--irqchip`: `split` (the default: local APICs in KVM, the I/O APIC in the
+ * VMM) or `full` (KVM_CREATE_IRQCHIP and the in-kernel PIT).
+ * @throws {@link UsageError} naming the value.
+ */
+export function parseIrqchip(v: string | undefined): IrqchipMode {
+  if (v === undefined || v === "split") return "split";
+  if (v === "full") return "full";
+  throw new UsageError(`--irqchip must be split or full, got ${JSON.stringify(v)}`);
 }
 
 /** A whole number in [min, max]. @throws {@link UsageError} naming the flag and value. */
@@ -175,7 +236,8 @@ export function parseTimeout(v: string | undefined): number {
 /** Merges `--config` (if any) under the flags: flags win. @throws {@link UsageError} */
 export function withConfig(values: Readonly<Record<string, OptionValue>>): Record<string, OptionValue> {
   const path = values["config"];
-  const fromFile = typeof path === "string" ? readConfigFile(path) : {};
+  const flagged = new Set(Object.keys(values).filter((k) => values[k] !== undefined).map((k) => (k === "mem" ? "memory" : k)));
+  const fromFile = typeof path === "string" ? readConfigFile(path, flagged) : {};
   const merged: Record<string, OptionValue> = { ...fromFile };
   for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
   if (typeof values["mem"] === "string" && values["memory"] !== undefined) throw new UsageError("--mem is an alias of --memory: give one of them");
@@ -190,33 +252,153 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
   const kernel = s("kernel");
   if (kernel === undefined) throw new UsageError("run needs --kernel PATH (a bzImage or a PVH ELF)");
   const flagOfMemory = typeof values["mem"] === "string" ? "--mem" : "--memory";
+  const memory = s("memory") === undefined ? { memMiB: 256, memory: {} } : parseMemoryFlag(flagOfMemory, s("memory")!);
   return {
     kernel,
     initrd: s("initrd"),
     cmdline: s("cmdline"),
-    memMiB: s("memory") === undefined ? 256 : parseMemory(flagOfMemory, s("memory")!),
+    memMiB: memory.memMiB,
+    memory: memory.memory,
     vcpus: s("vcpus") === undefined ? 1 : parseWhole("--vcpus", s("vcpus")!, 1, MAX_VCPUS),
     cpuTemplate: s("cpu-template"),
     cpuFeatures: s("cpu-features"),
     timeoutS: parseTimeout(s("timeout")),
+    irqchip: parseIrqchip(s("irqchip")),
     virtio: virtioArgs(v),
   };
 }
 
-/** `--disk PATH[,ro]` (repeatable), `--rng`, `--console` or `--console-socket PATH`. @throws {@link UsageError} */
+/** Rate-limit keys of `--disk` and `--net`: per second, and the one-time bursts. */
+const RATE_KEYS = ["bw", "ops", "bw_burst", "ops_burst"] as const;
+/** Largest rate or burst accepted (2^40: a terabyte per second is not a limit). */
+const MAX_RATE = 2 ** 40;
+
+/**
+ * The rate limiter of `bw=BYTES_PER_S,ops=OPS_PER_S[,bw_burst=BYTES][,ops_burst=OPS]`
+ * (any subset; buckets of one second's worth, refilled over 1000 ms), or
+ * undefined if no key is given.
+ * @throws {@link UsageError} naming the flag and the key.
+ */
+export function rateLimitOf(flag: string, keys: ReadonlyMap<string, string>): RateLimiterConfig | undefined {
+  const n = (k: string): number | undefined => {
+    const raw = keys.get(k);
+    return raw === undefined ? undefined : parseWhole(`${flag} ${k}=`, raw, 1, MAX_RATE);
+  };
+  const bw = n("bw");
+  const ops = n("ops");
+  const bwBurst = n("bw_burst");
+  const opsBurst = n("ops_burst");
+  if (bwBurst !== undefined && bw === undefined) throw new UsageError(`${flag}: bw_burst needs bw`);
+  if (opsBurst !== undefined && ops === undefined) throw new UsageError(`${flag}: ops_burst needs ops`);
+  if (bw === undefined && ops === undefined) return undefined;
+  return {
+    ...(bw !== undefined ? { bandwidth: { size: bw, refillTimeMs: 1000, ...(bwBurst !== undefined ? { oneTimeBurst: bwBurst } : {}) } } : {}),
+    ...(ops !== undefined ? { ops: { size: ops, refillTimeMs: 1000, ...(opsBurst !== undefined ? { oneTimeBurst: opsBurst } : {}) } } : {}),
+  };
+}
+
+/** Splits `a=1,b=2,flag` into keys (a bare word maps to ""), refusing repeats and keys not in `allowed`. */
+function keyValues(flag: string, parts: readonly string[], allowed: readonly string[], syntax: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const p of parts) {
+    const eq = p.indexOf("=");
+    const k = eq < 0 ? p : p.slice(0, eq);
+    const val = eq < 0 ? "" : p.slice(eq + 1);
+    if (!allowed.includes(k) || (eq < 0) !== (k === "ro")) throw new UsageError(`${flag} takes ${syntax}, got ${JSON.stringify(p)}`);
+    if (out.has(k)) throw new UsageError(`${flag}: ${k} given twice`);
+    out.set(k, val);
+  }
+  return out;
+}
+
+const DISK_SYNTAX = "PATH[,ro][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burst=BYTES][,ops_burst=OPS]";
+const NET_SYNTAX = "tap=NAME[,mac=MAC][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burst=BYTES][,ops_burst=OPS]";
+
+/**
+ * `--disk PATH[,ro][,bw=…]` and `--net tap=NAME[,mac=…][,bw=…]` (both repeatable), `--rng`,
+ * `--console` or `--console-socket PATH`, `--balloon`, `--rtc`, `--vsock cid=N,uds=PATH`.
+ * @throws {@link UsageError}
+ */
 export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDeviceConfig[] {
   const out: VirtioDeviceConfig[] = [];
-  const disks = v["disk"];
-  for (const d of typeof disks === "string" ? [disks] : Array.isArray(disks) ? disks : []) {
-    const readOnly = d.endsWith(",ro");
-    const path = readOnly ? d.slice(0, -3) : d;
-    if (path === "" || path.includes(",")) throw new UsageError(`--disk takes PATH or PATH,ro, got ${JSON.stringify(d)}`);
-    out.push({ kind: "blk", path, readOnly });
+  const list = (k: string): readonly string[] => {
+    const x = v[k];
+    return typeof x === "string" ? [x] : Array.isArray(x) ? x : [];
+  };
+  for (const d of list("disk")) {
+    const [path, ...rest] = d.split(",");
+    if (path === undefined || path === "") throw new UsageError(`--disk takes ${DISK_SYNTAX}, got ${JSON.stringify(d)}`);
+    const keys = keyValues("--disk", rest, ["ro", ...RATE_KEYS], DISK_SYNTAX);
+    const rateLimiter = rateLimitOf("--disk", keys);
+    out.push({ kind: "blk", path, readOnly: keys.has("ro"), ...(rateLimiter !== undefined ? { rateLimiter } : {}) });
+  }
+  for (const n of list("net")) {
+    const keys = keyValues("--net", n.split(","), ["tap", "mac", ...RATE_KEYS], NET_SYNTAX);
+    const tap = keys.get("tap");
+    if (tap === undefined || tap === "") throw new UsageError(`--net takes ${NET_SYNTAX}, got ${JSON.stringify(n)}`);
+    const mac = keys.get("mac");
+    if (mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new UsageError(`--net mac= must look like 52:54:00:12:34:56, got ${JSON.stringify(mac)}`);
+    const rateLimiter = rateLimitOf("--net", keys);
+    out.push({ kind: "net", tap, ...(mac !== undefined ? { mac } : {}), ...(rateLimiter !== undefined ? { rateLimiter } : {}) });
   }
   if (v["rng"] === true) out.push({ kind: "rng" });
   const socket = v["console-socket"];
   if (v["console"] === true && socket !== undefined) throw new UsageError("--console and --console-socket are exclusive");
   if (v["console"] === true) out.push({ kind: "console" });
   if (typeof socket === "string") out.push({ kind: "console", socketPath: socket });
+  if (typeof v["balloon"] === "string") out.push(parseBalloon(v["balloon"]));
+  if (v["rtc"] === true) out.push({ kind: "rtc" });
+  const vsock = v["vsock"];
+  if (typeof vsock === "string") out.push(parseVsock(vsock));
   return out;
+}
+
+/**
+ * `--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]`
+ * (a bare `--balloon` is an empty balloon with none of the options). The amount
+ * is checked against the guest's memory when the device is made.
+ * @throws {@link UsageError} naming the bad key or value.
+ */
+export function parseBalloon(v: string): VirtioDeviceConfig {
+  const out: { kind: "balloon"; amountMib?: number; deflateOnOom?: boolean; statsIntervalS?: number; freePageReporting?: boolean } = { kind: "balloon" };
+  const seen = new Set<string>();
+  const onOff = (k: string, x: string): boolean => {
+    if (x === "on" || x === "off") return x === "on";
+    throw new UsageError(`--balloon ${k} must be on or off, got ${JSON.stringify(x)}`);
+  };
+  for (const part of v === "" ? [] : v.split(",")) {
+    const eq = part.indexOf("=");
+    const k = eq < 0 ? part : part.slice(0, eq);
+    const x = eq < 0 ? "" : part.slice(eq + 1);
+    if (eq < 0) throw new UsageError(`--balloon takes key=value options (amount_mib, deflate_on_oom, stats_s, free_page_reporting), got ${JSON.stringify(part)}`);
+    if (seen.has(k)) throw new UsageError(`--balloon ${k} given twice`);
+    seen.add(k);
+    if (k === "amount_mib") out.amountMib = parseWhole("--balloon amount_mib", x, 0, 1024 * 1024, " of MiB");
+    else if (k === "deflate_on_oom") out.deflateOnOom = onOff(k, x);
+    else if (k === "stats_s") out.statsIntervalS = parseWhole("--balloon stats_s", x, 0, Math.floor(MAX_TIMER_MS / 1000), " of seconds");
+    else if (k === "free_page_reporting") out.freePageReporting = onOff(k, x);
+    else throw new UsageError(`--balloon has no option ${JSON.stringify(k)} (amount_mib, deflate_on_oom, stats_s, free_page_reporting)`);
+  }
+  return out;
+}
+
+/**
+ * `--vsock cid=N,uds=PATH`: the guest CID (3..4294967294) and the Unix socket
+ * host programs connect to (guest connections go to `PATH_<port>`).
+ * @throws {@link UsageError} naming the flag and the bad part.
+ */
+export function parseVsock(v: string): { kind: "vsock"; cid: number; udsPath: string } {
+  const fields = new Map<string, string>();
+  for (const part of v.split(",")) {
+    const eq = part.indexOf("=");
+    const k = eq < 0 ? part : part.slice(0, eq);
+    if (eq < 0 || (k !== "cid" && k !== "uds") || fields.has(k)) {
+      throw new UsageError(`--vsock takes cid=N,uds=PATH, got ${JSON.stringify(v)}`);
+    }
+    fields.set(k, part.slice(eq + 1));
+  }
+  const cid = fields.get("cid");
+  const uds = fields.get("uds");
+  if (cid === undefined || uds === undefined || uds === "") throw new UsageError(`--vsock takes cid=N,uds=PATH, got ${JSON.stringify(v)}`);
+  return { kind: "vsock", cid: parseWhole("--vsock cid", cid, 3, 0xffff_fffe), udsPath: uds };
 }

@@ -1,34 +1,74 @@
 #!/usr/bin/env node
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { UsageError, parseCommand, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue } from "./cli-args.js";
+import { UsageError, parseCommand, parseIrqchip, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue } from "./cli-args.js";
 import { liveCpuFeatureReport } from "./cpu/command.js";
 import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
-import { Vmm } from "./vmm.js";
+import { Vmm, openKvm } from "./vmm.js";
+import { release } from "node:os";
+import { readMemoryHostFacts } from "./machine/memory-host.js";
+import { formatMemoryCapabilityReport, memoryCapabilityReport } from "./machine/memory-report.js";
 import type { RunResult } from "./run-result.js";
+import { TRACE_STARTUP, mark, startupLines } from "./startup-trace.js";
 
-const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--memory MiB] [--vcpus N]
+if (TRACE_STARTUP) {
+  mark("node bootstrap done", performance.timeOrigin + performance.nodeTiming.bootstrapComplete);
+  mark("cli modules loaded");
+}
+
+const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] [--vcpus N]
+                  [--memory SIZE[,backend=memfd|guest_memfd|file:PATH][,hugepages=2M|1G|thp]
+                                [,shared=on|off][,prefault=on]]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
-                  [--config FILE.json] [--timeout SECONDS]
-                  [--disk PATH[,ro]]... [--rng] [--console | --console-socket PATH]
+                  [--config FILE.json] [--timeout SECONDS] [--irqchip split|full]
+                  [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
+                  [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
+                  [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
+                  [--irqchip split|full]
+       ts-vmm host-info [--json]
        ts-vmm --version | --help
 
 run boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin and
-stdout, and the debug-exit port 0xf4. --memory takes MiB (or 512M, 2G; --mem is an alias). --config reads the
-same settings from JSON (kernel, initrd, cmdline, memory, vcpus, cpuTemplate,
-cpuFeatures, timeout); flags win. When stdin is a terminal it is in raw mode:
+stdout, and the debug-exit port 0xf4. --memory SIZE is MiB, or with a unit
+(512M, 2G, 1T; default 256M; --mem is an alias); after it: backend=guest_memfd
+(KVM guest_memfd mapped by the VMM, Linux 6.18) or file:PATH (shared: the file
+holds guest RAM; shared=off: a private copy-on-write view of it), hugepages=2M
+or 1G (hugetlb pages from the host's pool, checked before the VM starts) or thp
+(transparent huge pages on private memory), prefault=on (all of RAM faulted in
+before the guest runs). --config reads the same settings from JSON (kernel,
+initrd, cmdline, memory, vcpus, cpuTemplate, cpuFeatures, timeout, or
+machineConfig in Firecracker's shape with huge_pages); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
 image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
-(virtio-console on a Unix socket the VMM connects to).
+(virtio-console on a Unix socket the VMM connects to), --net (virtio-net on a
+tap interface, repeatable: attached to if it exists, created otherwise, "%d"
+numbers it; mac= sets the MAC, default random), --balloon (virtio-balloon:
+amount_mib=N starts with N MiB ballooned, deflate_on_oom=on lets the guest take
+pages back when it runs out of memory, stats_s=N asks for memory statistics
+every N seconds, free_page_reporting=on returns the pages the guest reports
+free; ballooned and reported pages go back to the host), --rtc (virtio-rtc: UTC,
+TAI and MONOTONIC clocks from the host, with alarms), --vsock (virtio-vsock
+with guest CID N; host programs connect to the Unix socket PATH and write
+"CONNECT <port>\n", answered "OK <host port>\n"; the guest's connections to
+host port P go to the Unix socket PATH_P). RATE limits a disk or
+each direction of a net device: bw=BYTES_PER_S, ops=OPS_PER_S (requests or
+frames), bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of
+them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
+--irqchip: split (the default: local APICs in KVM, the I/O APIC in the VMM, no
+8259 or PIT; Linux needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
 the APICv/AVIC inhibits the configuration would raise.
+
+host-info prints the host's memory capabilities: KVM's guest_memfd flags,
+USER_MEMORY2 and PRE_FAULT_MEMORY, the huge page pools per size, the THP
+modes, and which --memory backends this host can serve.
 
 Exit status: (value << 1) | 1 when the guest writes value to port 0xf4 (as
 QEMU's isa-debug-exit); 0 when it powers off or resets (there is no reboot)
@@ -119,10 +159,26 @@ export async function runCli(
         template: s("cpu-template"),
         switches: s("cpu-features"),
         vcpus: s("vcpus") === undefined ? 1 : parseWhole("--vcpus", s("vcpus")!, 1, MAX_VCPUS),
+        irqchip: parseIrqchip(s("irqchip")),
         all: v["all"] === true,
       });
       stdout.write(v["json"] === true ? JSON.stringify(report, null, 2) + "\n" : formatCpuFeatureReport(report));
       return report.refusal ? 2 : 0;
+    } catch (e) {
+      return fail(e);
+    }
+  }
+  if (cmd.command === "host-info") {
+    try {
+      const kvm = openKvm();
+      let report;
+      try {
+        report = memoryCapabilityReport(readMemoryHostFacts(kvm), release());
+      } finally {
+        kvm.close();
+      }
+      stdout.write(cmd.values["json"] === true ? JSON.stringify(report, null, 2) + "\n" : formatMemoryCapabilityReport(report));
+      return 0;
     } catch (e) {
       return fail(e);
     }
@@ -144,15 +200,18 @@ async function runCommand(
     const a = runArgs(values);
     timeout = a.timeoutS;
     consoleOnStdio = a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined);
+    mark("Vmm.create start");
     vmm = Vmm.create({
       kernel: a.kernel,
       ...(a.initrd !== undefined ? { initrd: a.initrd } : {}),
       ...(a.cmdline !== undefined ? { cmdline: a.cmdline } : {}),
       memMiB: a.memMiB,
+      memory: a.memory,
       vcpus: a.vcpus,
       ...(a.cpuTemplate !== undefined ? { cpuTemplate: a.cpuTemplate } : {}),
       ...(a.cpuFeatures !== undefined ? { cpuFeatures: a.cpuFeatures } : {}),
       virtio: a.virtio,
+      irqchip: a.irqchip,
     });
   } catch (e) {
     return fail(e);
@@ -232,6 +291,7 @@ async function runCommand(
     }
     vmm.close();
   }
+  if (TRACE_STARTUP) for (const l of startupLines()) stderr.write(`${l}\n`);
   if (outputError) {
     // Stay subscribed: the stream may report the same failure again; it is already handled.
     stderr.write(`ts-vmm: serial output failed (${outputError.message}); stopped the VM\n`);
@@ -281,8 +341,11 @@ function writeVcpuStates(stderr: { write(s: string): unknown }, states: RunResul
   }
 }
 
-const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
-if (invokedDirectly) {
+/**
+ * The process entry: runs {@link runCli} on process.argv with signals and
+ * stdin, then exits with its status (bin.ts calls it; so does running cli.js).
+ */
+export function main(): void {
   runCli(process.argv.slice(2), process.stdout, process.stderr, { signals: true, stdin: process.stdin }).then(
     // Exit once stdout has taken everything written so far (a pipe or file may lag).
     (code) => { process.stdout.write("", () => process.exit(code)); },
@@ -292,3 +355,6 @@ if (invokedDirectly) {
     },
   );
 }
+
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) main();

@@ -8,6 +8,8 @@ export type VmmErrorCode =
   | "SetupFailed"
   /** The CPU template or a `+feature` switch asks for something this host's KVM cannot provide. */
   | "CpuFeatureRefused"
+  /** The guest memory backend asked for needs what this host lacks (a KVM capability, free huge pages, a THP mode); the message names it. */
+  | "MemoryBackendRefused"
   /** /dev/kvm cannot be opened by this user (EACCES/EPERM). */
   | "KvmPermissionDenied"
   /** The VM was used after close(), or started twice. */

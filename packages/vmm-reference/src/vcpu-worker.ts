@@ -24,10 +24,16 @@ import {
   PioBus,
   Serial16550,
 } from "@ts-vmm/virtio-devices/legacy";
+import { serveInterruptRegister } from "@ts-vmm/virtio-devices";
 import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult, VcpuEndState } from "./run-result.js";
+import { TRACE_STARTUP, absoluteNow, type StartupMark } from "./startup-trace.js";
+import type { VcpuWorkerPrestart, VcpuWorkerStart } from "./worker-pool.js";
+
+/** When this worker's modules were loaded (its body starts). */
+const modulesLoadedAt = absoluteNow();
 
 /** What the main thread sends a vCPU worker at start. */
 export interface VcpuWorkerData {
@@ -48,7 +54,14 @@ export interface VcpuWorkerData {
   readonly kbdIrqFd: number;
   /** MMIO exits inside `mmioWindows` go to the main thread through this mailbox (one per vCPU). */
   readonly mmioMailbox?: SharedArrayBuffer;
-  /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows). */
+  /**
+   * virtio-mmio windows whose InterruptStatus reads and InterruptAck writes this
+   * worker serves itself on the transport's cell (serveInterruptRegister): a
+   * Linux driver does both on every interrupt, and each would otherwise cost a
+   * round trip to the main thread.
+   */
+  readonly interruptCells?: readonly { readonly base: number; readonly cell: SharedArrayBuffer }[];
+  /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows, the split irqchip's I/O APIC). */
   readonly mmioWindows?: readonly (readonly [number, number])[];
 }
 
@@ -58,6 +71,8 @@ export type VcpuWorkerMessage =
   | { readonly type: "serialWake" }
   /** The guest took a byte from the receive FIFO after the host had more input than room. */
   | { readonly type: "rxSpace" }
+  /** Start-up phases of this worker (only with TS_VMM_TRACE_STARTUP=1). */
+  | { readonly type: "trace"; readonly marks: readonly StartupMark[] }
   | { readonly type: "stopped"; readonly result: RunResult };
 
 const COM1 = 0x3f8;
@@ -95,6 +110,12 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   let pmSource = "";
   const windows = data.mmioWindows ?? [];
   const mailbox = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop) : undefined;
+  const cells = (data.interruptCells ?? []).map((c) => ({ base: c.base, cell: new Int32Array(c.cell) }));
+  // InterruptStatus / InterruptAck of a virtio window, served here; false for anything else.
+  const interruptRegister = (addr: number, write: boolean, bytes: Uint8Array): boolean => {
+    for (const c of cells) if (addr >= c.base && addr < c.base + 0x100) return serveInterruptRegister(c.cell, addr - c.base, write, bytes);
+    return false;
+  };
   const forwarded = (addr: number): boolean => {
     for (const [s, e] of windows) if (addr >= s && addr < e) return true;
     return false;
@@ -134,6 +155,8 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     } catch {
       // the vCPU fd is unusable: report what was read
     }
+    // How often a forwarded MMIO access waited 50 ms for the main thread (0 normally).
+    if (mailbox && mailbox.timeouts > 0) exits["MmioMailboxTimeouts"] = mailbox.timeouts;
     return { id, rip, rflags, cr0, mpState, exits: { ...exits } };
   };
   const finish = (r: Omit<RunResult, "exits">): void => {
@@ -152,6 +175,9 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     }
   };
 
+  if (TRACE_STARTUP) {
+    port.postMessage({ type: "trace", marks: [{ phase: "worker modules loaded", at: modulesLoadedAt }, { phase: "first KVM_RUN", at: absoluteNow() }] } satisfies VcpuWorkerMessage);
+  }
   for (;;) {
     let exit: VcpuExit;
     try {
@@ -196,11 +222,17 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         break;
       }
       case "MmioRead":
-        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
+        if (interruptRegister(exit.address, false, exit.data.subarray(0, exit.len))) exits["MmioInterruptRegister"] = (exits["MmioInterruptRegister"] ?? 0) + 1;
+        else if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
         else exit.data.fill(0xff); // nothing there: the bus floats high
         break;
       case "MmioWrite":
-        if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
+        if (interruptRegister(exit.address, true, exit.data.subarray(0, exit.len))) exits["MmioInterruptRegister"] = (exits["MmioInterruptRegister"] ?? 0) + 1;
+        else if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
+        break;
+      case "IoapicEoi":
+        // Split irqchip: the guest ended a level-triggered interrupt of an I/O APIC route. The
+        // user-space I/O APIC keeps no remote IRR (each raise is one MSI), so there is nothing to clear.
         break;
       case "Intr":
         if (Atomics.load(stop, 0) !== 0) {
@@ -219,4 +251,10 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   }
 }
 
-if (parentPort) main(parentPort, workerData as VcpuWorkerData);
+if (parentPort) {
+  const port = parentPort;
+  const wd = workerData as VcpuWorkerData | VcpuWorkerPrestart;
+  // Started ahead of need (worker-pool.ts): the vCPU comes in the first message.
+  if ("prestart" in wd) port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => main(port, m.data));
+  else main(port, wd);
+}

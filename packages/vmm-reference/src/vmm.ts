@@ -1,22 +1,51 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { release } from "node:os";
-import { Cap, Kvm, type CpuidEntry, type IrqRoutingEntry, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
-import { loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
-import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import {
+  Cap,
+  Kvm,
+  KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+  KVM_X2APIC_API_USE_32BIT_IDS,
+  type CpuidEntry,
+  type IrqRoutingEntry,
+  type VcpuFd,
+  type VmFd,
+} from "@ts-vmm/kvm-ioctls";
+import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
-import { BootTimer, bootTimerState, I8042, i8042State, Serial16550, serialState, type BootTimerReport } from "@ts-vmm/virtio-devices/legacy";
+import type { BalloonMetrics, BalloonStats } from "@ts-vmm/virtio-devices";
+import {
+  BootTimer,
+  bootTimerState,
+  I8042,
+  i8042State,
+  Ioapic,
+  IOAPIC_BASE,
+  IOAPIC_DEFAULT_PINS,
+  IOAPIC_WINDOW,
+  Serial16550,
+  serialState,
+  type BootTimerReport,
+  type IoapicRoute,
+} from "@ts-vmm/virtio-devices/legacy";
 import { SerialOutputRing } from "./devices/serial-output.js";
-import { MMIO_MAILBOX_BYTES } from "./devices/mmio-mailbox.js";
+import { MMIO_MAILBOX_BYTES, type MmioRequest } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
-import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, TSS_ADDR } from "./machine/layout.js";
+import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, MAX_XAPIC_VCPUS, TSS_ADDR } from "./machine/layout.js";
 import type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
 import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
+import { mark } from "./startup-trace.js";
+import { takeVcpuWorker } from "./worker-pool.js";
+import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-config.js";
+import { readMemoryHostFacts } from "./machine/memory-host.js";
+import { memoryRequestProblem, planGuestMemory, type MemoryPlan } from "./machine/memory-plan.js";
+import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.js";
 
 /** KVM's irqchip numbers in routing entries (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC). */
 const IRQCHIP_PIC_MASTER = 0;
@@ -39,6 +68,40 @@ export function gsiRoutes(): IrqRoutingEntry[] {
   return routes;
 }
 
+/**
+ * The GSI routes of a split irqchip: GSI n is I/O APIC pin n, as an MSI with
+ * what the guest programmed into the pin's redirection entry; masked pins have
+ * no route, so their irqfds deliver nothing.
+ */
+export function splitIrqchipRoutes(routes: readonly IoapicRoute[], x2apicIds = false): IrqRoutingEntry[] {
+  return routes.map((r) => ({ gsi: r.pin, type: "msi" as const, address: kvmMsiAddress(r.address, x2apicIds), data: r.data }));
+}
+
+/**
+ * An x86 MSI address as KVM's routing table takes it. The guest's form may
+ * carry destination id bits 8–14 in address bits 5–11 (the extended
+ * destination id of KVM_FEATURE_MSI_EXT_DEST_ID); with KVM_CAP_X2APIC_API's
+ * 32-bit ids KVM wants bits 8–31 in the upper half of the address instead,
+ * and without it there is nowhere to put them (they are dropped).
+ */
+export function kvmMsiAddress(address: bigint, x2apicIds: boolean): bigint {
+  const lo = address & 0xffff_ffffn;
+  const ext = (lo >> 5n) & 0x7fn;
+  const base = lo & ~(0x7fn << 5n);
+  return x2apicIds && ext !== 0n ? base | ((ext << 8n) << 32n) : base;
+}
+
+/**
+ * Where the interrupt controllers live. `split` (the default): the local
+ * APICs in KVM, the I/O APIC in user space (@ts-vmm/virtio-devices' `Ioapic`,
+ * its pins routed as MSIs), no 8259 and no PIT, as Cloud Hypervisor does;
+ * Linux needs ACPI for it (the MADT; our FADT is HW-reduced, so Linux expects
+ * no legacy PIC or PIT). `full`: KVM_CREATE_IRQCHIP (LAPICs, I/O APIC and
+ * 8259s in the kernel) with the in-kernel PIT, reinjection off — for guests
+ * booted with `acpi=off` or that need the PIT.
+ */
+export type IrqchipMode = "split" | "full";
+
 /** What to boot. */
 export interface VmConfig {
   /** A PVH ELF (vmlinux, a micro-guest) or a bzImage: a path or the bytes. */
@@ -50,8 +113,15 @@ export interface VmConfig {
   /** Guest RAM in MiB (default 256, at least 2). */
   readonly memMiB?: number;
   /**
-   * vCPUs (default 1, at most 254). vCPU i has APIC id i; vCPU 0 boots, the
-   * others wait for INIT-SIPI from the guest on the in-kernel local APIC.
+   * How guest RAM is backed (default: a memfd with 4 KiB pages): a guest_memfd,
+   * a file, huge pages, prefaulting. Checked against the host before anything
+   * is mapped (`MemoryBackendRefused`, one sentence naming what is missing).
+   */
+  readonly memory?: GuestMemoryOptions;
+  /**
+   * vCPUs (default 1, at most {@link MAX_VCPUS} and KVM_CAP_MAX_VCPUS; above
+   * 254 only with the split irqchip and x2APIC). vCPU i has APIC id i; vCPU 0
+   * boots, the others wait for INIT-SIPI from the guest on the in-kernel local APIC.
    */
   readonly vcpus?: number;
   /**
@@ -74,16 +144,22 @@ export interface VmConfig {
   readonly cpuFeatures?: string | readonly FeatureSwitch[];
   /** virtio-mmio devices, in the order they get windows and IRQs (see devices/virtio-manager.ts). */
   readonly virtio?: readonly VirtioDeviceConfig[];
+  /** Interrupt controllers (default `split`, see {@link IrqchipMode}). */
+  readonly irqchip?: IrqchipMode;
 }
 
 /**
  * How {@link Vmm.create} sets up interrupt controllers and timers, as the
  * APICv/AVIC inhibit check sees it (`ts-vmm cpu-features`). Keep it in step
- * with create(): today KVM_CREATE_IRQCHIP (LAPIC, IOAPIC and PIC in the
- * kernel, so the PIC can deliver ExtINT) and no in-kernel PIT.
+ * with create(): `split` has no 8259 (no ExtINT) and no PIT; `full` has
+ * KVM_CREATE_IRQCHIP (the 8259 can deliver ExtINT) and the in-kernel PIT with
+ * reinjection off.
  */
-export function vmInterruptConfig(vcpus: number, x2apic: boolean, nestedVirt: boolean): InterruptConfig {
-  return { irqchip: "full", pit: undefined, extInt: true, vcpus, x2apic, nestedVirt, hypervSynic: false, guestDebugBlockIrq: false, sev: false };
+export function vmInterruptConfig(vcpus: number, x2apic: boolean, nestedVirt: boolean, irqchip: IrqchipMode = "split"): InterruptConfig {
+  const base = { vcpus, x2apic, nestedVirt, hypervSynic: false, guestDebugBlockIrq: false, sev: false };
+  return irqchip === "split"
+    ? { ...base, irqchip: "split", pit: undefined, extInt: false }
+    : { ...base, irqchip: "full", pit: { reinject: false }, extInt: true };
 }
 
 /** Where the guest's serial output goes. */
@@ -165,16 +241,15 @@ export function openKvm(path = "/dev/kvm"): Kvm {
   }
 }
 
-/** The vCPU worker's compiled entry: dist/ holds it whether this module runs from src/ or dist/. */
-const WORKER_URL = new URL("../dist/vcpu-worker.js", import.meta.url);
 
 
 /** Orders the reasons when several vCPUs stop on their own: the first guest-caused end wins over a VMM stop. */
 const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
 
 /**
- * A virtual machine: guest memory, the loaded kernel, the in-kernel irqchip
- * and PIT (reinjection off), and N vCPUs, each in its own worker thread, with
+ * A virtual machine: guest memory, the loaded kernel, the interrupt
+ * controllers (a split irqchip with a user-space I/O APIC by default, or
+ * KVM's full irqchip and PIT: {@link IrqchipMode}), and N vCPUs, each in its own worker thread, with
  * the legacy devices a PC's Linux expects: a 16550A on COM1 (IRQ 4), an
  * i8042 (IRQ 1, reset, Ctrl-Alt-Del injection), the HW-reduced ACPI sleep and
  * reset registers, the debug-exit port and the boot-timer port (all from
@@ -184,7 +259,7 @@ const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
 export class Vmm {
   readonly #kvm: Kvm;
   readonly #vm: VmFd;
-  readonly #mem: GuestMemoryMmap;
+  readonly #mem: BuiltGuestMemory;
   readonly #vcpus: readonly VcpuFd[];
   readonly #irqs: readonly EventFd[];
   readonly #stop = new SharedArrayBuffer(4);
@@ -212,6 +287,8 @@ export class Vmm {
   readonly boot: LinuxBoot;
   /** What each vCPU was set up with (index = vCPU id = APIC id). */
   readonly vcpuSetup: readonly VcpuSetup[];
+  /** How guest memory was built (backend, page size, prefault, slot ioctl). */
+  readonly memoryPlan: MemoryPlan;
 
   /** Serial output from the workers (flow-controlled at serialBacklogBytes). */
   readonly #serialOut: SerialOutputRing;
@@ -219,8 +296,15 @@ export class Vmm {
   readonly virtio: VirtioManager;
   /** One MMIO mailbox per vCPU: each worker forwards its virtio-mmio register exits through its own. */
   readonly #mmioMailboxes: SharedArrayBuffer[];
+  /** The user-space I/O APIC of a split irqchip (served on this thread); undefined with a full irqchip. */
+  readonly ioapic: Ioapic | undefined;
+  /** Interrupt routing failures (a KVM_SET_GSI_ROUTING the kernel refused), at most 64. */
+  readonly interruptErrors: readonly string[];
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: GuestMemoryMmap, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[]) {
+    this.memoryPlan = plan;
+    this.ioapic = ioapic;
+    this.interruptErrors = interruptErrors;
     this.#serialOut = new SerialOutputRing(backlog);
     this.virtio = virtio;
     this.#mmioMailboxes = vcpus.map(() => new SharedArrayBuffer(MMIO_MAILBOX_BYTES));
@@ -244,6 +328,19 @@ export class Vmm {
     }, false);
   }
 
+  /**
+   * Guest memory as the VMM sees it (the loader and the devices use the same
+   * object): reads and writes reach the guest's RAM through the VMM's mapping.
+   *
+   * Safety: the guest changes this memory at any time while it runs; treat
+   * what it wrote as hostile.
+   * @throws {@link VmmError} `InvalidState` after the VM is released.
+   */
+  get memory(): GuestMemoryMmap {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    return this.#mem.mem;
+  }
+
   /** Number of vCPUs. */
   get vcpuCount(): number {
     return this.#vcpus.length;
@@ -256,6 +353,11 @@ export class Vmm {
    * wrapping a KvmError, GuestMemoryError or LoaderError.
    */
   static create(config: VmConfig): Vmm {
+    const irqchip = config.irqchip ?? "split";
+    if (irqchip !== "split" && irqchip !== "full") throw new VmmError("InvalidConfig", `irqchip must be "split" or "full", got ${JSON.stringify(irqchip)}`);
+    if (irqchip === "full" && (config.vcpus ?? 1) > MAX_XAPIC_VCPUS) {
+      throw new VmmError("InvalidConfig", `${String(config.vcpus)} vCPUs need APIC ids above ${MAX_XAPIC_VCPUS}, which KVM's in-kernel I/O APIC cannot address: use the split irqchip`);
+    }
     const memMiB = config.memMiB ?? 256;
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
       throw new VmmError("InvalidConfig", `memMiB must be a whole number from 2 to 1048576, got ${String(memMiB)}`);
@@ -268,18 +370,25 @@ export class Vmm {
     if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
       throw new VmmError("InvalidConfig", `serialBacklogBytes must be a whole number from 1024 to 2^30, got ${String(backlog)}`);
     }
+    const memoryOptions = checkMemoryOptions(config.memory);
+    const memoryProblem = memoryRequestProblem(memMiB, memoryOptions);
+    if (memoryProblem !== undefined) throw new VmmError("InvalidConfig", memoryProblem);
     const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
     const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
     const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
     let kvm: Kvm | undefined;
     let vm: VmFd | undefined;
-    let mem: GuestMemoryMmap | undefined;
+    let mem: BuiltGuestMemory | undefined;
     const vcpus: VcpuFd[] = [];
     const irqs: EventFd[] = [];
     let virtio: VirtioManager | undefined;
+    let ioapic: Ioapic | undefined;
+    let x2apicIds = false;
+    const interruptErrors: string[] = [];
     try {
       kvm = openKvm();
+      mark("kvm opened");
       const supported = kvm.getSupportedCpuid();
       const cpuPolicy = {
         template, switches, vcpus: vcpuCount,
@@ -288,30 +397,57 @@ export class Vmm {
       // The CPU policy first, on the normalized table of vCPU 0: a refused feature
       // should not wait for guest memory and the kernel. Each vCPU's own table is
       // normalized and checked again below (its APIC id and TSC rate differ).
-      const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap }), cpuPolicy);
+      const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy);
       if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
+      const kvmMax = kvm.checkExtension(Kvm.Cap.MAX_VCPUS);
+      if (kvmMax > 0 && vcpuCount > kvmMax) throw new VmmError("InvalidConfig", `${vcpuCount} vCPUs: KVM allows at most ${kvmMax} per VM (KVM_CAP_MAX_VCPUS)`);
       vm = kvm.createVm();
       vm.setTssAddress(TSS_ADDR);
-      vm.createIrqchip();
-      vm.setGsiRouting(gsiRoutes());
-      // The i8254 in the kernel, its speaker port (0x61) too; reinjection of
-      // missed ticks off: it inhibits APICv/AVIC, and Linux does not need it.
-      vm.createPit2({ speakerDummy: true });
-      vm.setPitReinject(false);
+      if (irqchip === "split") {
+        // Before any vCPU exists (KVM refuses it after). Every pin starts masked: no routes.
+        vm.enableSplitIrqchip(IOAPIC_DEFAULT_PINS);
+        // 32-bit APIC ids in routes (x2APIC ids above 255) and no xAPIC broadcast quirk for
+        // id 0xff, as QEMU and Cloud Hypervisor enable it with a split irqchip.
+        const x2apicApi = KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+        if ((vm.checkExtension(Cap.X2APIC_API) & x2apicApi) === x2apicApi) {
+          vm.enableCap(Cap.X2APIC_API, [x2apicApi]);
+          x2apicIds = true;
+        } else if (vcpuCount > MAX_XAPIC_VCPUS) {
+          throw new VmmError("InvalidConfig", `${vcpuCount} vCPUs need 32-bit APIC ids in interrupt routes, and KVM lacks KVM_CAP_X2APIC_API (32-bit ids, no broadcast quirk)`);
+        }
+        const routedVm = vm;
+        const wide = x2apicIds;
+        ioapic = new Ioapic({
+          onRoutesChanged: (routes) => {
+            try {
+              routedVm.setGsiRouting(splitIrqchipRoutes(routes, wide));
+            } catch (e) {
+              if (interruptErrors.length < 64) interruptErrors.push(`KVM_SET_GSI_ROUTING for the I/O APIC's routes failed: ${(e as Error).message}`);
+            }
+          },
+        }, { id: IOAPIC_ID });
+      } else {
+        vm.createIrqchip();
+        vm.setGsiRouting(gsiRoutes());
+        // The i8254 in the kernel, its speaker port (0x61) too; reinjection of
+        // missed ticks off: it inhibits APICv/AVIC, and Linux does not need it.
+        vm.createPit2({ speakerDummy: true });
+        vm.setPitReinject(false);
+      }
       for (const gsi of [COM1_IRQ, KBD_IRQ]) {
         const e = new EventFd();
         irqs.push(e);
         vm.registerIrqfd(e, gsi);
       }
-      mem = GuestMemoryMmap.fromRanges(ramRegions(memMiB * MiB), { name: "guest-ram" });
-      mem.regions.forEach((r, slot) => {
-        if (r.hostAddress === undefined) throw new VmmError("SetupFailed", "guest memory region has no host mapping");
-        // `buffer` (the mapping's SharedArrayBuffer) makes the slot hold the mapping alive:
-        // KVM keeps only its address, and GC must not unmap memory the guest still maps.
-        vm!.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory: { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer } });
-      });
-      virtio = VirtioManager.create(vm, mem, config.virtio ?? []);
-      const boot = loadLinux(mem, {
+      mark("vm and irqchip created");
+      // Guest memory: checked against this VM's KVM and the host's pools before anything is mapped.
+      const planned = planGuestMemory(memMiB, memoryOptions, readMemoryHostFacts(vm));
+      if (!planned.ok) throw new VmmError("MemoryBackendRefused", planned.refusal);
+      mem = buildGuestMemory(vm, planned.plan, ramRegions(memMiB * MiB));
+      mark("guest memory mapped");
+      virtio = VirtioManager.create(vm, mem.mem, config.virtio ?? []);
+      mark("virtio devices created");
+      const boot = loadLinux(mem.mem, {
         virtioMmio: virtio.mmioDevices,
         virtioMmioOnCmdline: true,
         kernel,
@@ -319,6 +455,7 @@ export class Vmm {
         cmdline: config.cmdline ?? "",
         cpus: vcpuCount,
       });
+      mark("kernel loaded");
       const tscDeadline = vm.checkExtension(Cap.TSC_DEADLINE_TIMER) > 0;
       const setup: VcpuSetup[] = [];
       for (let id = 0; id < vcpuCount; id++) {
@@ -332,7 +469,7 @@ export class Vmm {
           tscKhz = undefined; // KVM_GET_TSC_KHZ unsupported: no timing leaf
         }
         // Normalization (hypervisor bit, KVM leaves, topology) first, then the template and switches.
-        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline }), cpuPolicy);
+        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline, msiExtDestId: irqchip === "split" && x2apicIds }), cpuPolicy);
         if (!policy.ok) throw new VmmError("CpuFeatureRefused", policy.refusal.message);
         const cpuid = policy.entries;
         vcpu.setCpuid2(cpuid);
@@ -344,7 +481,8 @@ export class Vmm {
         }
         setup.push({ cpuid, msrsRefused });
       }
-      return new Vmm(kvm, vm, mem, vcpus, irqs, boot, setup, backlog, virtio);
+      mark("vcpus set up");
+      return new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors);
     } catch (e) {
       virtio?.close();
       for (const v of vcpus) v.close();
@@ -394,6 +532,30 @@ export class Vmm {
   }
 
   /**
+   * Changes the balloon's target while the VM runs (or before): the guest's
+   * driver gets a configuration-change interrupt and inflates toward
+   * `amountMib` MiB (the memory it gives back is returned to the host) or
+   * deflates. The API's balloon endpoint calls this.
+   * @throws {@link VmmError} `InvalidState` after close(); `InvalidConfig` without a
+   *   balloon device or for an amount that is not a whole number of MiB up to the guest's memory.
+   */
+  setBalloonTarget(amountMib: number): void {
+    if (this.#released) throw new VmmError("InvalidState", "the VM is closed");
+    this.virtio.setBalloonTarget(amountMib);
+  }
+
+  /**
+   * The balloon as the host sees it: target and actual size in MiB (actual is
+   * what the driver last wrote), the driver's latest statistics and the
+   * device's counters; undefined without a balloon device.
+   */
+  balloonStatus(): { targetMib: number; actualMib: number; stats: BalloonStats | undefined; metrics: BalloonMetrics } | undefined {
+    const b = this.virtio.balloon;
+    if (b === undefined) return undefined;
+    return { targetMib: b.targetPages / 256, actualMib: b.actualPages / 256, stats: b.latestStats(), metrics: { ...b.metrics } };
+  }
+
+  /**
    * The milestones the guest marked on the boot-timer port (0x440, see
    * `BootTimer` in @ts-vmm/virtio-devices): each 1-, 2- or 4-byte write with
    * its host time in microseconds since {@link Vmm.run} started; at most 64,
@@ -438,10 +600,15 @@ export class Vmm {
       // handler: stop the VM instead and report it as the run's error.
       let ioError: unknown;
       let drainTimer: ReturnType<typeof setTimeout> | undefined;
+      let firstOutput = false;
       const drain = (): void => {
         // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
         const bytes = this.#serialOut.drain();
         if (bytes === undefined || ioError !== undefined) return;
+        if (!firstOutput) {
+          firstOutput = true;
+          mark("first serial output on the main thread");
+        }
         try {
           io.serial(bytes);
         } catch (e) {
@@ -480,13 +647,14 @@ export class Vmm {
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,
-          mmioWindows: this.virtio.windows,
+          interruptCells: this.virtio.interruptCells,
+          mmioWindows: this.ioapic ? [[IOAPIC_BASE, IOAPIC_BASE + IOAPIC_WINDOW], ...this.virtio.windows] : this.virtio.windows,
         };
-        this.virtio.serve(this.#mmioMailboxes[id]!);
-        // The worker is compiled JS that imports the packages' dist builds: do not
-        // inherit flags such as a test runner's --conditions pointing at sources.
-        const worker = new Worker(WORKER_URL, { workerData: data, execArgv: [] });
+        this.virtio.serve(this.#mmioMailboxes[id]!, this.ioapic ? (r) => this.#ioapicAccess(r) : undefined);
+        // Prestarted (prestartVcpuWorkers) or new; either way compiled JS from dist/.
+        const worker = takeVcpuWorker(data);
         workers.push(worker);
+        mark(`vCPU ${id} worker spawned`);
         worker.on("message", (m: VcpuWorkerMessage) => {
           if (m.type === "serialWake") {
             // Gather for a millisecond: while the wake-up flag stays set, the workers post
@@ -496,12 +664,22 @@ export class Vmm {
               drain();
             }, 1);
           } else if (m.type === "rxSpace") this.#feed();
+          else if (m.type === "trace") for (const t of m.marks) mark(`vCPU ${id}: ${t.phase}`, t.at);
           else vcpuEnded(id, m.result);
         });
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
         worker.on("exit", (code) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker exited with ${code} before the VM stopped`, exits: {} }));
       });
     });
+  }
+
+  /** Serves an MMIO access if it is in the I/O APIC's window. */
+  #ioapicAccess(r: MmioRequest): boolean {
+    const io = this.ioapic;
+    if (io === undefined || r.address < IOAPIC_BASE || r.address >= IOAPIC_BASE + IOAPIC_WINDOW) return false;
+    if (r.write) io.write(r.address - IOAPIC_BASE, r.data);
+    else io.read(r.address - IOAPIC_BASE, r.data);
+    return true;
   }
 
   /** Asks every vCPU to stop: run() then resolves (with `Stopped` unless a vCPU ended first). Safe to call more than once. */

@@ -8,10 +8,11 @@ import { fileURLToPath } from "node:url";
 import { describeKvm, describeWith } from "@ts-vmm/test-utils";
 import { describe, expect, it } from "vitest";
 import { runCli } from "../src/cli.js";
+import { runArgs } from "../src/cli-args.js";
 import { CPU_FEATURES, REPORT_FEATURES } from "../src/index.js";
 import { SPIN, exitWith, tinyElf } from "./tiny-elf.js";
 
-const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 const DIST_INDEX = fileURLToPath(new URL("../dist/index.js", import.meta.url));
 
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -34,31 +35,48 @@ describe("ts-vmm flags (no KVM needed)", () => {
   });
   it("--help lists every run flag", async () => {
     const r = await cli("--help");
-    for (const f of ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--cpu-template", "--cpu-features", "--config", "cpu-features [--json]"]) expect(r.out).toContain(f);
+    for (const f of ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--cpu-template", "--cpu-features", "--config", "cpu-features [--json]", "host-info [--json]", "backend=memfd|guest_memfd|file:PATH", "hugepages=2M|1G|thp", "--vsock cid=N,uds=PATH"]) expect(r.out).toContain(f);
   });
   it.each([
-    [["run", "--kernel", "k", "--memory", "lots"], 'ts-vmm: --memory must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got "lots"'],
-    [["run", "--kernel", "k", "--mem", "1.5"], 'ts-vmm: --mem must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got "1.5"'],
-    [["run", "--kernel", "k", "--memory", "1t"], 'ts-vmm: --memory must be a whole number of MiB from 2 to 1048576 (or with a suffix: 512M, 2G), got "1t"'],
-    [["run", "--kernel", "k", "--vcpus", "0"], 'ts-vmm: --vcpus must be a whole number from 1 to 254, got "0"'],
-    [["run", "--kernel", "k", "--vcpus", "two"], 'ts-vmm: --vcpus must be a whole number from 1 to 254, got "two"'],
-    [["run", "--kernel", "k", "--vcpus", "255"], 'ts-vmm: --vcpus must be a whole number from 1 to 254, got "255"'],
+    [["run", "--kernel", "k", "--memory", "lots"], 'ts-vmm: --memory must be a size from 2 MiB to 1 TiB in whole MiB: a number of MiB, or with a unit (512M, 2G, 1T), got "lots"'],
+    [["run", "--kernel", "k", "--mem", "1.5"], 'ts-vmm: --mem must be a size from 2 MiB to 1 TiB in whole MiB: a number of MiB, or with a unit (512M, 2G, 1T), got "1.5"'],
+    [["run", "--kernel", "k", "--memory", "2t"], 'ts-vmm: --memory must be a size from 2 MiB to 1 TiB in whole MiB: a number of MiB, or with a unit (512M, 2G, 1T), got "2t"'],
+    [["run", "--kernel", "k", "--memory", "1536K"], 'ts-vmm: --memory must be a size from 2 MiB to 1 TiB in whole MiB: a number of MiB, or with a unit (512M, 2G, 1T), got "1536K"'],
+    [["run", "--kernel", "k", "--memory", "64M,backend=nvme"], 'ts-vmm: --memory: backend must be memfd, guest_memfd or file:PATH, got "nvme"'],
+    [["run", "--kernel", "k", "--memory", "64M,hugepages=3M"], 'ts-vmm: --memory: hugepages must be 2M, 1G, thp or none, got "3M"'],
+    [["run", "--kernel", "k", "--mem", "64M,prefault=sometimes"], 'ts-vmm: --mem: prefault must be on or off, got "sometimes"'],
+    [["host-info", "--all"], "ts-vmm: host-info does not take --all"],
+    [["run", "--kernel", "k", "--vcpus", "0"], 'ts-vmm: --vcpus must be a whole number from 1 to 1024, got "0"'],
+    [["run", "--kernel", "k", "--vcpus", "two"], 'ts-vmm: --vcpus must be a whole number from 1 to 1024, got "two"'],
+    [["run", "--kernel", "k", "--vcpus", "1025"], 'ts-vmm: --vcpus must be a whole number from 1 to 1024, got "1025"'],
     [["run", "--kernel", "k", "--frobnicate"], "ts-vmm: unknown option --frobnicate (ts-vmm --help lists the options)"],
     [["run", "--kernel"], "ts-vmm: --kernel needs a value"],
     [["run"], "ts-vmm: run needs --kernel PATH (a bzImage or a PVH ELF)"],
     [["run", "--kernel", "k", "--json"], "ts-vmm: run does not take --json"],
-    [["boot"], 'ts-vmm: unknown command "boot": use run or cpu-features (ts-vmm --help)'],
-    [[], "ts-vmm: missing command: use run or cpu-features (ts-vmm --help)"],
+    [["boot"], 'ts-vmm: unknown command "boot": use run, cpu-features or host-info (ts-vmm --help)'],
+    [[], "ts-vmm: missing command: use run, cpu-features or host-info (ts-vmm --help)"],
     [["run", "--kernel", "k", "--mem", "64", "--memory", "64"], "ts-vmm: --mem is an alias of --memory: give one of them"],
     [["run", "--kernel", "/dev/null", "--cpu-features", "+warp"], 'ts-vmm: --cpu-features: unknown feature "warp" (ts-vmm cpu-features --all lists them)'],
     [["run", "--kernel", "/dev/null", "--cpu-template", "turbo"], 'ts-vmm: unknown CPU template "turbo": use baseline or host, or the path of a JSON template'],
+    [["run", "--kernel", "k", "--vsock", "cid=2,uds=/tmp/v.sock"], 'ts-vmm: --vsock cid must be a whole number from 3 to 4294967294, got "2"'],
+    [["run", "--kernel", "k", "--vsock", "uds=/tmp/v.sock"], 'ts-vmm: --vsock takes cid=N,uds=PATH, got "uds=/tmp/v.sock"'],
+    [["run", "--kernel", "k", "--vsock", "cid=3,uds=/tmp/v.sock,port=5"], 'ts-vmm: --vsock takes cid=N,uds=PATH, got "cid=3,uds=/tmp/v.sock,port=5"'],
+    [["run", "--kernel", "k", "--vsock", "cid=3,cid=4,uds=/tmp/v.sock"], 'ts-vmm: --vsock takes cid=N,uds=PATH, got "cid=3,cid=4,uds=/tmp/v.sock"'],
   ])("%j → exit 2 and one line naming the flag", async (args, line) => {
     const r = await cli(...args);
     expect(r.code).toBe(2);
     expect(oneLine(r.err)).toBe(line);
   });
+  it("device flags become virtio devices in order (--rtc last); --help lists them", async () => {
+    const a = runArgs({ kernel: "k", rtc: true, rng: true, disk: ["d.img,ro"], "console-socket": "/s" });
+    expect(a.virtio).toEqual([{ kind: "blk", path: "d.img", readOnly: true }, { kind: "rng" }, { kind: "console", socketPath: "/s" }, { kind: "rtc" }]);
+    expect(runArgs({ kernel: "k" }).virtio).toEqual([]);
+    const help = (await cli("--help")).out;
+    for (const f of ["--disk", "--rng", "--console-socket", "--rtc"]) expect(help).toContain(f);
+    expect((await cli("cpu-features", "--rtc")).err).toBe("ts-vmm: cpu-features does not take --rtc\n");
+  });
   it("--memory takes 512M and 1G (as QEMU's -m): the error is then about the kernel, not the flag", async () => {
-    for (const m of ["512M", "1g", "2048"]) {
+    for (const m of ["512M", "1g", "2048", "1T", "64M,backend=guest_memfd,prefault=on", "64MiB,hugepages=thp", "2G,hugepages=1G,shared=off"]) {
       const r = await cli("run", "--kernel", "/nonexistent/k", "--memory", m);
       expect(r.code).toBe(2);
       expect(oneLine(r.err)).toMatch(/^ts-vmm: cannot read the kernel \/nonexistent\/k: ENOENT/);
@@ -68,10 +86,10 @@ describe("ts-vmm flags (no KVM needed)", () => {
     const dir = mkdtempSync(join(tmpdir(), "ts-vmm-cli-"));
     const bad = join(dir, "bad.json");
     writeFileSync(bad, JSON.stringify({ kernel: "k", memroy: 64 }));
-    expect(oneLine((await cli("run", "--config", bad)).err)).toBe(`ts-vmm: --config ${bad}: unknown key "memroy" (known: kernel, initrd, cmdline, memory, vcpus, cpuTemplate, cpuFeatures, timeout)`);
+    expect(oneLine((await cli("run", "--config", bad)).err)).toBe(`ts-vmm: --config ${bad}: unknown key "memroy" (known: kernel, initrd, cmdline, memory, vcpus, cpuTemplate, cpuFeatures, timeout, irqchip, machineConfig)`);
     const good = join(dir, "vm.json");
     writeFileSync(good, JSON.stringify({ kernel: "bzImage", memory: "lots" }));
-    expect(oneLine((await cli("run", "--config", good)).err)).toMatch(/--memory must be .* got "lots"/);
+    expect(oneLine((await cli("run", "--config", good)).err)).toBe(`ts-vmm: --config ${good}: memory must be a size from 2 MiB to 1 TiB in whole MiB: a number of MiB, or with a unit (512M, 2G, 1T), got "lots"`);
     const r = await cli("run", "--config", good, "--memory", "64");
     expect(oneLine(r.err)).toBe(`ts-vmm: cannot read the kernel ${join(dir, "bzImage")}: ENOENT: no such file or directory, open '${join(dir, "bzImage")}'`);
     expect(oneLine((await cli("run", "--config", "/dev/zero")).err)).toBe("ts-vmm: --config /dev/zero: it is larger than 1048576 bytes");

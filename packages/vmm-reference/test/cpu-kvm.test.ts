@@ -70,6 +70,10 @@ describeKvm("CPU policy on this host's KVM", () => {
   const supported = kvm.getSupportedCpuid();
   // As Vmm.create: TSC-deadline counts as supported with KVM_CAP_TSC_DEADLINE_TIMER.
   const host = { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 };
+  // As Vmm.create with its default split irqchip: MSI_EXT_DEST_ID where KVM has the x2APIC API (32-bit ids, no broadcast quirk).
+  const probeVm = kvm.createVm();
+  const msiExtDestId = (probeVm.checkExtension(Kvm.Cap.X2APIC_API) & 3) === 3;
+  probeVm.close();
   kvm.close();
   const hostCpuid = readHostCpuid() ?? [];
 
@@ -91,7 +95,7 @@ describeKvm("CPU policy on this host's KVM", () => {
     }
   };
   // What Vmm.create sets: the normalized table of vCPU 0 of 1, then the policy.
-  const normalized = normalizeCpuid(supported, { vcpuCount: 1, vcpuId: 0, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline: host.tscDeadlineCap });
+  const normalized = normalizeCpuid(supported, { vcpuCount: 1, vcpuId: 0, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline: host.tscDeadlineCap, msiExtDestId });
   const expected = (t: string, s = ""): CpuidEntry[] => {
     const r = applyCpuPolicy(normalized, { template: loadCpuTemplate(t), switches: s ? parseFeatureSwitches(s) : [], host });
     if (!r.ok) throw new Error(r.refusal.message);

@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import type { ResolvedDevice, VmmLauncher } from "@ts-vmm/test-guests";
 
-const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 
 /** The `ts-vmm run` flags for one device the harness prepared. */
 function deviceFlags(d: ResolvedDevice): string[] {
@@ -12,18 +12,32 @@ function deviceFlags(d: ResolvedDevice): string[] {
       return ["--rng"];
     case "console":
       return ["--console-socket", d.socketPath];
+    case "net":
+      // No user-mode network here: without a tap name the VMM creates a new tap (the kernel
+      // numbers it), which has no peer, so nothing answers the guest's ARP as QEMU's does.
+      return ["--net", `tap=${d.tap ?? "tsvmm%d"}`];
+    case "balloon":
+      return ["--balloon"];
+    case "rtc":
+      return ["--rtc"];
+    case "vsock":
+      return ["--vsock", `cid=${d.cid},uds=${d.udsPath}`];
     default:
-      throw new Error(`the reference VMM has no ${d.kind} device`);
+      throw new Error(`the reference VMM has no ${(d as { kind: string }).kind} device`);
   }
 }
 
 /**
  * The harness seam (VmmLauncher) for the reference VMM, as a child process
- * running `ts-vmm run`, with virtio-blk, virtio-rng and virtio-console.
+ * running `ts-vmm run`, with virtio-blk, virtio-rng, virtio-console, virtio-balloon, virtio-rtc and virtio-vsock (and
+ * virtio-net on a named tap, through wrappers such as test/ns-launcher.ts that add "net" to `provides`).
  */
 export const oursLauncher: VmmLauncher = {
   name: "ours",
-  provides: ["blk", "rng", "console"],
+  // "net" is mapped (deviceFlags) but not listed: harnesses that attach every provided kind
+  // (the nested full boot) run ours in an L1 without the tun module, where a tap cannot be
+  // opened. Tests that prepare a tap use inNamespace (ns-launcher.ts), which adds it.
+  provides: ["blk", "rng", "console", "balloon", "rtc", "vsock"],
   plan(spec) {
     const args = [CLI, "run", "--kernel", spec.kernel, "--cmdline", spec.cmdline, "--mem", String(spec.memMiB)];
     if (spec.initrd !== undefined) args.push("--initrd", spec.initrd);

@@ -72,14 +72,39 @@ describeWith(needs, "SMP on the reference VMM", () => {
   });
 
   it("refuses vCPU counts out of range, in the API and on the command line", async () => {
-    for (const vcpus of [0, 255, 1.5]) {
+    for (const vcpus of [0, 1025, 1.5]) {
       expect(() => Vmm.create({ kernel: elf, vcpus })).toThrow(expect.objectContaining({ code: "InvalidConfig" }) as Error);
     }
-    for (const [arg, msg] of [["x", "--vcpus must be a whole number"], ["0", "--vcpus must be a whole number"], ["300", '--vcpus must be a whole number from 1 to 254, got "300"']] as const) {
+    // KVM's in-kernel I/O APIC has 8-bit destinations: more than 254 vCPUs need the split irqchip.
+    expect(() => Vmm.create({ kernel: elf, vcpus: 255, irqchip: "full" })).toThrow(/need APIC ids above 254.*use the split irqchip/);
+    for (const [arg, msg] of [["x", "--vcpus must be a whole number"], ["0", "--vcpus must be a whole number"], ["5000", '--vcpus must be a whole number from 1 to 1024, got "5000"']] as const) {
       let err = "";
       const code = await runCli(["run", "--kernel", elf, "--vcpus", arg], { write: () => true }, { write: (t: string) => { err += t; } });
       expect([arg, code]).toEqual([arg, 2]);
       expect(err).toContain(msg);
     }
   });
+
+  it("256 vCPUs (APIC ids up to 255): split irqchip with 32-bit ids, x2APIC MADT entry and CPUID, every AP starts", async () => {
+    const vmm = Vmm.create({ kernel: elf, cmdline: "mode=smp cpus=256 ap_park=1 ap_wait=300000000000", memMiB: 64, vcpus: 256 });
+    let serial = "";
+    try {
+      // What we set (this host's kvm_pvm reads 0xB back with the physical CPU's APIC id).
+      const last = vmm.vcpuSetup[255]!.cpuid;
+      const b1 = last.find((e) => e.function === 0xb && e.index === 1);
+      if (b1) expect([b1.ebx, b1.edx]).toEqual([256, 255]); // 256 cores, x2APIC id 255
+      // KVM_FEATURE_MSI_EXT_DEST_ID: the guest may use 15-bit destinations, which our routes carry.
+      expect((last.find((e) => e.function === 0x4000_0001)!.eax >>> 15) & 1).toBe(1);
+      const madt = vmm.boot.writes.find((w) => w.what === "ACPI MADT")!.data;
+      const x2apicIds: number[] = [];
+      for (let o = 44; o < madt.byteLength; o += madt[o + 1]!) if (madt[o] === 9) x2apicIds.push(new DataView(madt.buffer, madt.byteOffset + o).getUint32(4, true));
+      expect(x2apicIds).toEqual([255]);
+      const r = await vmm.run({ serial: (b) => void (serial += Buffer.from(b).toString("latin1")) });
+      expect(r.guestExitValue, serial).toBe(0);
+    } finally {
+      vmm.close();
+    }
+    expect(serial).toContain("RESULT smp.started=255");
+    expect(serial).toContain("PASS smp.started");
+  }, 120_000);
 });

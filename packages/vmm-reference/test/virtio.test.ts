@@ -1,4 +1,5 @@
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
@@ -37,6 +38,53 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
     expect(selftestProblems(r, ["blk", "rng", "console"]), explain(r)).toEqual([]);
     expect(r.results.passed).toEqual(expect.arrayContaining(["blk.write-read", "blk.read-past-end", "rng.read", "console.echo"]));
     expect(r.exitCode, explain(r)).toBe(0);
+  });
+
+  it("selftest with --rtc: every clock read (UTC near the host's time, TAI = UTC + 37 s, MONOTONIC increasing), a bad clock id ENODEV, an alarm 5 ms ahead notified on the alarmq", async () => {
+    const hostS = Math.floor(Date.now() / 1000);
+    const r = await runGuest({
+      vmm: oursLauncher, kernel: elf, cmdline: `mode=selftest rtc_host_s=${hostS}`, memMiB: 64, timeoutMs: 30_000,
+      devices: [{ kind: "rtc" }, { kind: "rng" }],
+    });
+    expect(selftestProblems(r, ["rtc", "rng"]), explain(r)).toEqual([]);
+    const v = r.results.values;
+    expect(v["rtc.clocks"], explain(r)).toBe("3 alarm_feature=1");
+    expect(v["rtc.clock.0"]).toMatch(/^type:0,flags:1,/);
+    expect(v["rtc.clock.1"]).toMatch(/^type:1,flags:1,/);
+    expect(v["rtc.clock.2"]).toMatch(/^type:2,flags:1,/);
+    const utcS = Number(/^(\d+)/.exec(v["rtc.utc_s"] ?? "")?.[1]);
+    expect(Math.abs(utcS - hostS)).toBeLessThan(60);
+    expect(Number(v["rtc.tai_minus_utc_ms"])).toBeGreaterThanOrEqual(37_000);
+    expect(Number(v["rtc.tai_minus_utc_ms"])).toBeLessThan(37_100);
+    expect(v["rtc.alarm_clock"], explain(r)).toMatch(/^2 late_us=\d+$/); // the MONOTONIC clock's alarm
+    console.log(`[ours] rtc: ${["rtc.clock.0", "rtc.clock.1", "rtc.clock.2", "rtc.tai_minus_utc_ms", "rtc.alarm_clock", "irq.rtc"].map((k) => `${k}=${v[k]}`).join(" ")}`);
+  });
+
+  it("selftest with vsock: CID, RST for an unbound port, and a stream to a host port the test listens on (<uds>_<port>), bytes both ways", async () => {
+    const uds = join(dir, "vsock.sock");
+    const port = 5000 + Math.floor(Math.random() * 1000);
+    const got: Buffer[] = [];
+    let ended = false;
+    const server = createServer((s) => {
+      s.on("data", (b: Buffer) => (got.push(b), s.write(b))); // echo
+      s.on("end", () => (ended = true));
+      s.on("error", () => {});
+    });
+    await new Promise<void>((res) => server.listen(`${uds}_${port}`, res));
+    try {
+      const r = await runGuest({
+        vmm: oursLauncher, kernel: elf, cmdline: `mode=selftest vsock_port=${port}`, memMiB: 64, timeoutMs: 30_000,
+        devices: [{ kind: "vsock", cid: 7, udsPath: uds }],
+      });
+      expect(selftestProblems(r, ["vsock"], { vsockEcho: true }), explain(r)).toEqual([]);
+      expect(r.results.values["vsock.cid"]).toBe("7");
+      const sent = /RESULT vsock\.sent="([^"]*)"/.exec(r.serial)?.[1];
+      expect(sent, explain(r)).toMatch(/^ts-vmm vsock ping [a-z]123456789$/);
+      expect(Buffer.concat(got).toString()).toBe(sent); // the host received exactly what the guest sent
+      expect(ended).toBe(true); // the guest's SHUTDOWN reached the host as EOF
+    } finally {
+      await new Promise<void>((res) => server.close(() => res()));
+    }
   });
 
   it("selftest with a second, read-only disk: VIRTIO_BLK_F_RO offered, the write refused with an error status, nothing written", async () => {
@@ -140,7 +188,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
 
   it("CLI --console on stdin/stdout: guest output reaches stdout, stdin bytes reach the guest", async () => {
     const { spawn } = await import("node:child_process");
-    const cli = new URL("../dist/cli.js", import.meta.url).pathname;
+    const cli = new URL("../dist/bin.js", import.meta.url).pathname;
     const child = spawn(process.execPath, [cli, "run", "--kernel", elf, "--cmdline", "mode=selftest", "--mem", "64", "--console"], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (b: Buffer) => (out += b.toString("latin1")));
@@ -157,6 +205,8 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio devices on the referen
       [["--disk", join(dir, "missing.img")], /cannot open disk image/],
       [["--console", "--console-socket", join(dir, "s")], /exclusive/],
       [["--disk", dir], /cannot open disk image .*EISDIR|not a regular file/],
+      [["--vsock", `cid=3,uds=${dir}`], /vsock uds path .* is not a socket/],
+      [["--vsock", "cid=3,uds=/nonexistent-dir/v.sock"], /cannot listen on vsock uds path/],
     ];
     for (const [flags, msg] of cases) {
       let err = "";

@@ -8,6 +8,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+// linux/memfd.h (HUGETLB_FLAG_ENCODE_SHIFT); not in every C library's sys/mman.h.
+#ifndef MFD_HUGE_SHIFT
+#define MFD_HUGE_SHIFT 26
+#endif
+
 namespace vsu {
 
 namespace {
@@ -123,6 +128,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   VSU_CONST(c, MFD_CLOEXEC);
   VSU_CONST(c, MFD_ALLOW_SEALING);
   VSU_CONST(c, MFD_HUGETLB);
+  VSU_CONST(c, MFD_HUGE_SHIFT);
   VSU_CONST(c, F_SEAL_SHRINK);
   VSU_CONST(c, FALLOC_FL_KEEP_SIZE);
   VSU_CONST(c, FALLOC_FL_PUNCH_HOLE);

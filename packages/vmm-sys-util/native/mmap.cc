@@ -16,6 +16,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+// Linux 5.14; older C libraries' headers may lack them (the kernel ABI values).
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 #include <atomic>
 #include <mutex>
 #include <unordered_map>
@@ -208,6 +216,8 @@ Napi::Value Madvise(const Napi::CallbackInfo& info) {
   switch (advice) {
     case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED: case MADV_DONTNEED:
     case MADV_REMOVE: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE: case MADV_DONTDUMP: case MADV_DODUMP:
+    // Prefaulting (Linux 5.14) fails with EFAULT where a touch would raise SIGBUS, never signals.
+    case MADV_POPULATE_READ: case MADV_POPULATE_WRITE:
       break;
     default:
       return ThrowRange(info.Env(), "madvise advice outside the allowed set");
@@ -302,11 +312,15 @@ void InitMmap(Napi::Env env, Napi::Object exports) {
   VSU_CONST(c, MAP_ANONYMOUS);
   VSU_CONST(c, MAP_NORESERVE);
   VSU_CONST(c, MAP_HUGETLB);
+  VSU_CONST(c, MAP_POPULATE);
+  VSU_CONST(c, MAP_HUGE_SHIFT);
   VSU_CONST(c, MADV_DONTNEED);
   VSU_CONST(c, MADV_REMOVE);
   VSU_CONST(c, MADV_HUGEPAGE);
   VSU_CONST(c, MADV_NOHUGEPAGE);
   VSU_CONST(c, MADV_WILLNEED);
+  VSU_CONST(c, MADV_POPULATE_READ);
+  VSU_CONST(c, MADV_POPULATE_WRITE);
   VSU_CONST(c, MS_SYNC);
   VSU_CONST(c, MS_ASYNC);
   exports.Set("mmapConstants", c);

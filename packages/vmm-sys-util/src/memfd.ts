@@ -10,6 +10,24 @@ export interface MemfdOptions {
   readonly allowSealing?: boolean;
   /** Back the file with hugetlbfs pages (MFD_HUGETLB); sizes must then be huge-page multiples. Default false. */
   readonly hugetlb?: boolean;
+  /**
+   * With `hugetlb`: the huge page size in bytes, a power of two (2 MiB = `2 << 20`, 1 GiB =
+   * `1 << 30`), encoded as MFD_HUGE_2MB, MFD_HUGE_1GB, ... Default: the system's default huge
+   * page size. The kernel refuses (`EINVAL`) a size it has no pool for.
+   */
+  readonly hugePageSize?: number;
+}
+
+/** @internal The MFD_HUGE_* / MAP_HUGE_* bits of a huge page size (they share the encoding). */
+export function hugeSizeBits(name: string, size: unknown, hugetlb: boolean, shift: number): number {
+  if (size === undefined) return 0;
+  if (!hugetlb) throw invalid(`${name} needs hugetlb: true`);
+  const log2 = typeof size === "number" && Number.isSafeInteger(size) && size > 0 ? Math.log2(size) : NaN;
+  // No huge page is smaller than 64 KiB; above 2 GiB the encoding leaves mmap's int flags.
+  if (!Number.isInteger(log2) || log2 < 16 || log2 > 31) {
+    throw invalid(`${name} must be a power of two from 64 KiB to 2 GiB (2 MiB = 2097152, 1 GiB = 1073741824), got ${describe(size)}`);
+  }
+  return log2 * 2 ** shift;
 }
 
 /**
@@ -32,7 +50,9 @@ export function memfdCreate(name: string, opts?: MemfdOptions): number {
   let flags = 0;
   if (boolOpt("cloexec", o.cloexec, true)) flags |= c.MFD_CLOEXEC;
   if (boolOpt("allowSealing", o.allowSealing, false)) flags |= c.MFD_ALLOW_SEALING;
-  if (boolOpt("hugetlb", o.hugetlb, false)) flags |= c.MFD_HUGETLB;
+  const hugetlb = boolOpt("hugetlb", o.hugetlb, false);
+  if (hugetlb) flags |= c.MFD_HUGETLB;
+  flags += hugeSizeBits("hugePageSize", o.hugePageSize, hugetlb, c.MFD_HUGE_SHIFT);
   return check<number>("memfd_create", native().memfdCreate(name, flags), name);
 }
 

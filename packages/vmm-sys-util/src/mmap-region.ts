@@ -1,6 +1,6 @@
 import { fstatSync } from "node:fs";
 import { VmmSysError, check, closedError, invalid } from "./errors.js";
-import { closeFd, ftruncate, memfdCreate } from "./memfd.js";
+import { closeFd, ftruncate, hugeSizeBits, memfdCreate } from "./memfd.js";
 import { native } from "./native.js";
 import { boolOpt, describe, fdArg, offsetArg, optionsArg, sizeArg } from "./validate.js";
 
@@ -10,10 +10,20 @@ export interface AnonymousRegionOptions {
   readonly shared?: boolean;
   /** MAP_HUGETLB: back with pre-allocated huge pages (fails with `ENOMEM` if none are configured). */
   readonly hugetlb?: boolean;
+  /** With `hugetlb`: the huge page size in bytes (MAP_HUGE_2MB, MAP_HUGE_1GB, ...); default the system's default size. */
+  readonly hugePageSize?: number;
   /** madvise(MADV_HUGEPAGE) after mapping (transparent huge pages). */
   readonly madviseHugepage?: boolean;
   /** MAP_NORESERVE: do not reserve swap for the mapping. */
   readonly noReserve?: boolean;
+  /**
+   * Prefault every page before returning, as MAP_POPULATE does: read faults for a shared
+   * mapping (memory is allocated, a file read into the page cache, nothing dirtied), write
+   * faults for a private one (a private file mapping is copied into anonymous memory). With
+   * `madviseHugepage` the advice must come first, so the mapping is advised and then populated
+   * with MADV_POPULATE_READ / MADV_POPULATE_WRITE (Linux 5.14). Default false.
+   */
+  readonly populate?: boolean;
 }
 
 /** Options of {@link MmapRegion.memfd}. */
@@ -22,8 +32,18 @@ export interface MemfdRegionOptions {
   readonly name?: string;
   /** MFD_HUGETLB: size must be a multiple of the huge page size; fails if none are configured. */
   readonly hugetlb?: boolean;
+  /** With `hugetlb`: the huge page size in bytes (MFD_HUGE_2MB, MFD_HUGE_1GB, ...); default the system's default size. */
+  readonly hugePageSize?: number;
   /** madvise(MADV_HUGEPAGE) after mapping (needs shmem THP enabled to have an effect). */
   readonly madviseHugepage?: boolean;
+  /**
+   * Prefault every page before returning, as MAP_POPULATE does: read faults for a shared
+   * mapping (memory is allocated, a file read into the page cache, nothing dirtied), write
+   * faults for a private one (a private file mapping is copied into anonymous memory). With
+   * `madviseHugepage` the advice must come first, so the mapping is advised and then populated
+   * with MADV_POPULATE_READ / MADV_POPULATE_WRITE (Linux 5.14). Default false.
+   */
+  readonly populate?: boolean;
 }
 
 /** Options of {@link MmapRegion.fromFd}. */
@@ -44,10 +64,22 @@ export interface FdRegionOptions {
   readonly readOnly?: boolean;
   /** madvise(MADV_HUGEPAGE) after mapping. */
   readonly madviseHugepage?: boolean;
+  /**
+   * Prefault every page before returning, as MAP_POPULATE does: read faults for a shared
+   * mapping (memory is allocated, a file read into the page cache, nothing dirtied), write
+   * faults for a private one (a private file mapping is copied into anonymous memory). With
+   * `madviseHugepage` the advice must come first, so the mapping is advised and then populated
+   * with MADV_POPULATE_READ / MADV_POPULATE_WRITE (Linux 5.14). Default false.
+   */
+  readonly populate?: boolean;
 }
 
-/** Advice accepted by {@link MmapRegion.madvise}, named after MADV_*. */
-export type MadviseAdvice = "dontneed" | "remove" | "hugepage" | "nohugepage" | "willneed";
+/**
+ * Advice accepted by {@link MmapRegion.madvise}, named after MADV_* (`"populate-read"` is
+ * MADV_POPULATE_READ, `"populate-write"` MADV_POPULATE_WRITE: they fail with `EFAULT` where a
+ * touch would raise SIGBUS, and `EINVAL` before Linux 5.14).
+ */
+export type MadviseAdvice = "dontneed" | "remove" | "hugepage" | "nohugepage" | "willneed" | "populate-read" | "populate-write";
 
 const constructToken = Symbol("MmapRegion");
 
@@ -92,12 +124,17 @@ export class MmapRegion {
     sizeArg("size", size);
     const o = optionsArg("opts", opts);
     const c = native().mmapConstants;
-    let flags = c.MAP_ANONYMOUS | (boolOpt("shared", o.shared, true) ? c.MAP_SHARED : c.MAP_PRIVATE);
-    if (boolOpt("hugetlb", o.hugetlb, false)) flags |= c.MAP_HUGETLB;
+    const shared = boolOpt("shared", o.shared, true);
+    let flags = c.MAP_ANONYMOUS | (shared ? c.MAP_SHARED : c.MAP_PRIVATE);
+    const hugetlb = boolOpt("hugetlb", o.hugetlb, false);
+    if (hugetlb) flags |= c.MAP_HUGETLB;
+    flags += hugeSizeBits("hugePageSize", o.hugePageSize, hugetlb, c.MAP_HUGE_SHIFT);
     if (boolOpt("noReserve", o.noReserve, false)) flags |= c.MAP_NORESERVE;
     const hugepage = boolOpt("madviseHugepage", o.madviseHugepage, false);
+    const populate = boolOpt("populate", o.populate, false);
+    if (populate && !hugepage) flags |= c.MAP_POPULATE;
     const region = map(-1, size, c.PROT_READ | c.PROT_WRITE, flags, 0, false, "anonymous");
-    return hugepage ? adviseOrClose(region) : region;
+    return hugepage ? adviseOrClose(region, populate, shared) : region;
   }
 
   /**
@@ -119,7 +156,8 @@ export class MmapRegion {
     const name = o.name ?? "ts-vmm-memory";
     const hugetlb = boolOpt("hugetlb", o.hugetlb, false);
     const hugepage = boolOpt("madviseHugepage", o.madviseHugepage, false);
-    const fd = memfdCreate(name, { cloexec: true, hugetlb, allowSealing: true });
+    const populate = boolOpt("populate", o.populate, false);
+    const fd = memfdCreate(name, { cloexec: true, hugetlb, allowSealing: true, ...(o.hugePageSize === undefined ? {} : { hugePageSize: o.hugePageSize }) });
     let region: MmapRegion;
     try {
       ftruncate(fd, size);
@@ -127,12 +165,13 @@ export class MmapRegion {
       // mapping: touching the lost pages would raise SIGBUS and kill the process.
       check("fcntl(F_ADD_SEALS)", native().addSeals(fd, native().fdConstants.F_SEAL_SHRINK), `memfd ${name}`);
       const c = native().mmapConstants;
-      region = map(fd, size, c.PROT_READ | c.PROT_WRITE, c.MAP_SHARED, 0, true, `memfd ${name}`);
+      const flags = c.MAP_SHARED | (populate && !hugepage ? c.MAP_POPULATE : 0);
+      region = map(fd, size, c.PROT_READ | c.PROT_WRITE, flags, 0, true, `memfd ${name}`);
     } catch (err) {
       closeFd(fd);
       throw err;
     }
-    return hugepage ? adviseOrClose(region) : region;
+    return hugepage ? adviseOrClose(region, populate, true) : region;
   }
 
   /**
@@ -165,6 +204,7 @@ export class MmapRegion {
     }
     const shared = boolOpt("shared", o.shared, !readOnly);
     const hugepage = boolOpt("madviseHugepage", o.madviseHugepage, false);
+    const populate = boolOpt("populate", o.populate, false);
     let st;
     try {
       st = fstatSync(fd);
@@ -176,8 +216,9 @@ export class MmapRegion {
       throw new VmmSysError("MappingPastEof", `mapping [${offset}, ${offset + size}) extends past the end of the file (${st.size} bytes)`);
     }
     const c = native().mmapConstants;
-    const region = map(fd, size, c.PROT_READ | c.PROT_WRITE, shared ? c.MAP_SHARED : c.MAP_PRIVATE, offset, false, `fd ${fd}`);
-    return hugepage ? adviseOrClose(region) : region;
+    const flags = (shared ? c.MAP_SHARED : c.MAP_PRIVATE) | (populate && !hugepage ? c.MAP_POPULATE : 0);
+    const region = map(fd, size, c.PROT_READ | c.PROT_WRITE, flags, offset, false, `fd ${fd}`);
+    return hugepage ? adviseOrClose(region, populate, shared) : region;
   }
 
   /**
@@ -235,6 +276,8 @@ export class MmapRegion {
       hugepage: c.MADV_HUGEPAGE,
       nohugepage: c.MADV_NOHUGEPAGE,
       willneed: c.MADV_WILLNEED,
+      "populate-read": c.MADV_POPULATE_READ,
+      "populate-write": c.MADV_POPULATE_WRITE,
     };
     const code = typeof advice === "string" && Object.hasOwn(codes, advice) ? codes[advice] : undefined;
     if (code === undefined) throw invalid(`advice must be one of ${Object.keys(codes).join(", ")}, got ${describe(advice)}`);
@@ -289,9 +332,11 @@ function map(fd: number, size: number, prot: number, flags: number, offset: numb
   return new MmapRegion(constructToken, buffer, address, ownFd ? fd : null);
 }
 
-function adviseOrClose(region: MmapRegion): MmapRegion {
+/** MADV_HUGEPAGE, then (with populate) the faults MAP_POPULATE would have made, after the advice. */
+function adviseOrClose(region: MmapRegion, populate: boolean, shared: boolean): MmapRegion {
   try {
     region.madvise(0, region.size, "hugepage");
+    if (populate) region.madvise(0, region.size, shared ? "populate-read" : "populate-write");
   } catch (err) {
     region.close();
     throw err;

@@ -18,6 +18,10 @@ export interface MmapConstants {
   readonly MAP_NORESERVE: number;
   /** MAP_HUGETLB */
   readonly MAP_HUGETLB: number;
+  /** MAP_POPULATE */
+  readonly MAP_POPULATE: number;
+  /** MAP_HUGE_SHIFT: log2 of the huge page size goes in the 6 flag bits from here (MAP_HUGE_2MB, ...). */
+  readonly MAP_HUGE_SHIFT: number;
   /** MADV_DONTNEED */
   readonly MADV_DONTNEED: number;
   /** MADV_REMOVE */
@@ -28,6 +32,10 @@ export interface MmapConstants {
   readonly MADV_NOHUGEPAGE: number;
   /** MADV_WILLNEED */
   readonly MADV_WILLNEED: number;
+  /** MADV_POPULATE_READ (Linux 5.14) */
+  readonly MADV_POPULATE_READ: number;
+  /** MADV_POPULATE_WRITE (Linux 5.14) */
+  readonly MADV_POPULATE_WRITE: number;
   /** MS_SYNC */
   readonly MS_SYNC: number;
   /** MS_ASYNC */
@@ -42,6 +50,8 @@ export interface FdConstants {
   readonly MFD_ALLOW_SEALING: number;
   /** MFD_HUGETLB */
   readonly MFD_HUGETLB: number;
+  /** MFD_HUGE_SHIFT: log2 of the huge page size goes in the 6 flag bits from here (MFD_HUGE_2MB, ...). */
+  readonly MFD_HUGE_SHIFT: number;
   /** F_SEAL_SHRINK (fcntl F_ADD_SEALS) */
   readonly F_SEAL_SHRINK: number;
   /** FALLOC_FL_KEEP_SIZE (fallocate) */

@@ -33,6 +33,22 @@ export function i8042State(): SharedArrayBuffer {
   return sab;
 }
 
+/** Saved state of an {@link I8042} (plain JSON). */
+export interface I8042State {
+  /** The command byte. */
+  readonly ctr: number;
+  /** The status register. */
+  readonly status: number;
+  /** A controller command waiting for its data byte (0x60, 0xD1–0xD4), or 0. */
+  readonly pending: number;
+  /** The output port. */
+  readonly outport: number;
+  /** The output queue, oldest first: each byte and whether it is keyboard data. */
+  readonly queue: readonly { readonly value: number; readonly keyboard: boolean }[];
+}
+
+const PENDING_COMMANDS = new Set([0, 0x60, 0xd1, 0xd2, 0xd3, 0xd4]);
+
 /** What an {@link I8042} view calls out to. */
 export interface I8042Hooks {
   /** The guest asked for a CPU reset (command 0xFE, or pulsing the reset line through the output port). */
@@ -195,5 +211,52 @@ export class I8042 implements PioDevice {
     });
     if (irq) this.#hooks.kbdIrq();
     if (reset) this.#hooks.reset();
+  }
+
+  /** The controller's state (under its lock), for snapshots. */
+  state(): I8042State {
+    return this.#lock.with(() => {
+      const s = this.#s;
+      const queue: { value: number; keyboard: boolean }[] = [];
+      for (let i = 0; i < s[S_Q_COUNT]!; i++) {
+        const at = (s[S_Q_HEAD]! + i) % QUEUE;
+        queue.push({ value: s[S_Q + at * 2]! & 0xff, keyboard: s[S_Q + at * 2 + 1] === 1 });
+      }
+      return { ctr: s[S_CTR]!, status: s[S_STATUS]!, pending: s[S_PENDING]!, outport: s[S_OUTPORT]!, queue };
+    });
+  }
+
+  /**
+   * Loads {@link I8042.state} output into the shared state. No interrupt is
+   * raised: a byte already waiting had raised its interrupt before the save.
+   * @throws RangeError for a field out of range (nothing is changed then).
+   */
+  restoreState(state: I8042State): void {
+    const r = state as unknown as Record<string, unknown>;
+    if (typeof r !== "object" || r === null) throw new RangeError("i8042 state must be an object");
+    for (const k of ["ctr", "status", "outport"]) {
+      const v = r[k];
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 0xff) throw new RangeError(`i8042 state: ${k} must be a byte, got ${JSON.stringify(v)}`);
+    }
+    if (!PENDING_COMMANDS.has(r["pending"] as number)) throw new RangeError(`i8042 state: pending must be 0 or a command that takes data, got ${JSON.stringify(r["pending"])}`);
+    const q = r["queue"];
+    if (!Array.isArray(q) || q.length > QUEUE || !q.every((e) => typeof e === "object" && e !== null && Number.isInteger(e.value) && e.value >= 0 && e.value <= 0xff && typeof e.keyboard === "boolean")) {
+      throw new RangeError(`i8042 state: queue must hold at most ${QUEUE} {value, keyboard} entries`);
+    }
+    this.#lock.with(() => {
+      const s = this.#s;
+      s[S_CTR] = r["ctr"] as number;
+      s[S_STATUS] = r["status"] as number;
+      s[S_PENDING] = r["pending"] as number;
+      s[S_OUTPORT] = r["outport"] as number;
+      s[S_Q_HEAD] = 0;
+      s[S_Q_COUNT] = q.length;
+      (q as { value: number; keyboard: boolean }[]).forEach((e, i) => {
+        s[S_Q + i * 2] = e.value;
+        s[S_Q + i * 2 + 1] = e.keyboard ? 1 : 0;
+      });
+      // OBF follows the queue.
+      s[S_STATUS] = q.length > 0 ? s[S_STATUS]! | ST_OBF : s[S_STATUS]! & ~ST_OBF;
+    });
   }
 }

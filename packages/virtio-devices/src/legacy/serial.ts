@@ -30,6 +30,29 @@ export function serialState(): SharedArrayBuffer {
   return sab;
 }
 
+/** Saved state of a {@link Serial16550} (plain JSON): the registers and the receive FIFO, oldest byte first. */
+export interface SerialState {
+  readonly ier: number;
+  readonly lcr: number;
+  readonly mcr: number;
+  readonly scr: number;
+  readonly dll: number;
+  readonly dlm: number;
+  readonly fcr: number;
+  /** A THR-empty interrupt is pending (not yet acknowledged). */
+  readonly threPending: boolean;
+  /** LSR.OE is set (loopback overflow). */
+  readonly overrun: boolean;
+  /** The receive FIFO, at most {@link SERIAL_RX_FIFO} bytes. */
+  readonly rx: readonly number[];
+}
+
+const byteField = (s: Record<string, unknown>, k: string, max = 0xff): number => {
+  const v = s[k];
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`serial state: ${k} must be a whole number 0..${max}, got ${JSON.stringify(v)}`);
+  return v;
+};
+
 /** What a {@link Serial16550} view calls out to. */
 export interface SerialHooks {
   /** Receives every byte the guest transmits (not in loopback). */
@@ -196,6 +219,49 @@ export class Serial16550 implements PioDevice {
       this.#updateIrq();
     });
     if (space) this.#hooks.rxSpace?.();
+  }
+
+  /** The UART's state (under its lock), for snapshots. Host flow control (an `rxSpace` owed) is not part of it. */
+  state(): SerialState {
+    return this.#lock.with(() => {
+      const s = this.#s;
+      const rx: number[] = [];
+      for (let i = 0; i < s[S_RX_COUNT]!; i++) rx.push(s[S_RX + ((s[S_RX_HEAD]! + i) % SERIAL_RX_FIFO)]! & 0xff);
+      return {
+        ier: s[S_IER]!, lcr: s[S_LCR]!, mcr: s[S_MCR]!, scr: s[S_SCR]!, dll: s[S_DLL]!, dlm: s[S_DLM]!, fcr: s[S_FCR]!,
+        threPending: s[S_THRE_PENDING] === 1, overrun: s[S_OVERRUN] === 1, rx,
+      };
+    });
+  }
+
+  /**
+   * Loads {@link Serial16550.state} output into the shared state (every view
+   * sees it) and drives the IRQ output to match it.
+   * @throws RangeError for a field out of range (nothing is changed then).
+   */
+  restoreState(state: SerialState): void {
+    const r = state as unknown as Record<string, unknown>;
+    if (typeof r !== "object" || r === null) throw new RangeError("serial state must be an object");
+    const v = {
+      ier: byteField(r, "ier", 0x0f), lcr: byteField(r, "lcr"), mcr: byteField(r, "mcr", 0x1f), scr: byteField(r, "scr"),
+      dll: byteField(r, "dll"), dlm: byteField(r, "dlm"), fcr: byteField(r, "fcr"),
+    };
+    if (typeof r["threPending"] !== "boolean" || typeof r["overrun"] !== "boolean") throw new RangeError("serial state: threPending and overrun must be booleans");
+    const rx = r["rx"];
+    if (!Array.isArray(rx) || rx.length > SERIAL_RX_FIFO || !rx.every((b) => Number.isInteger(b) && b >= 0 && b <= 0xff)) {
+      throw new RangeError(`serial state: rx must hold at most ${SERIAL_RX_FIFO} bytes`);
+    }
+    this.#lock.with(() => {
+      const s = this.#s;
+      s[S_IER] = v.ier; s[S_LCR] = v.lcr; s[S_MCR] = v.mcr; s[S_SCR] = v.scr; s[S_DLL] = v.dll; s[S_DLM] = v.dlm; s[S_FCR] = v.fcr;
+      s[S_THRE_PENDING] = r["threPending"] ? 1 : 0;
+      s[S_OVERRUN] = r["overrun"] ? 1 : 0;
+      s[S_RX_HEAD] = 0;
+      s[S_RX_COUNT] = rx.length;
+      (rx as number[]).forEach((b, i) => (s[S_RX + i] = b));
+      s[S_HOST_WAITING] = 0;
+      this.#updateIrq();
+    });
   }
 
   /**

@@ -2,7 +2,7 @@
 // module parameters) and builds the report with the pure functions.
 import { GUEST_SSP_REG_ID, Kvm as KvmClass, type CpuidEntry, type Kvm } from "@ts-vmm/kvm-ioctls";
 import { CET_STATE_MSRS } from "./features.js";
-import { openKvm, vmInterruptConfig } from "../vmm.js";
+import { openKvm, vmInterruptConfig, type IrqchipMode } from "../vmm.js";
 import { hasBit } from "./cpuid-table.js";
 import { featureByName } from "./features.js";
 import { hostKernelRelease, readCpuinfoFlags, readHostCpuid, readKvmModules } from "./host.js";
@@ -20,6 +20,8 @@ export interface LiveReportOptions {
   readonly vcpus?: number | undefined;
   /** Every feature of the model. */
   readonly all?: boolean | undefined;
+  /** The irqchip the run would use (default `split`, as `ts-vmm run`): it decides which inhibits the report shows. */
+  readonly irqchip?: IrqchipMode | undefined;
 }
 
 /**
@@ -58,7 +60,7 @@ export function liveCpuFeatureReport(opts: LiveReportOptions = {}): CpuFeatureRe
     vcpuState: held ? { guestSspReadable: held.guestSspReadable, readableCetMsrs: held.readableCetMsrs } : undefined,
     template: template.name,
     switches: opts.switches,
-    interrupts: vmInterruptConfig(vcpus, on("x2apic"), on("svm") || on("vmx")),
+    interrupts: vmInterruptConfig(vcpus, on("x2apic"), on("svm") || on("vmx"), opts.irqchip ?? "split"),
     all: opts.all ?? false,
   });
 }

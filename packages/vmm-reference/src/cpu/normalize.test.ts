@@ -101,4 +101,18 @@ describe("normalizeCpuid on an AMD-style table", () => {
     const t = normalizeCpuid(amd, { vcpuCount: 1, vcpuId: 0 });
     expect(get(t, 0x4000_0001).eax).toBe(0x0100_fefb & ~(1 << 15));
   });
+
+  it("sets MSI_EXT_DEST_ID when the VMM routes 15-bit destinations", () => {
+    const t = normalizeCpuid(amd, { vcpuCount: 1, vcpuId: 0, msiExtDestId: true });
+    expect(get(t, 0x4000_0001).eax).toBe((0x0100_fefb | (1 << 15)) >>> 0);
+  });
+
+  it("above 255 vCPUs: 8-bit fields saturate, the x2APIC id and core count are whole in 0xB", () => {
+    const t = normalizeCpuid(amd, { vcpuCount: 300, vcpuId: 299 });
+    expect(get(t, 1).ebx >>> 24).toBe(299 & 0xff);
+    expect((get(t, 1).ebx >>> 16) & 0xff).toBe(255);
+    expect(get(t, 0x8000_0008).ecx & 0xff).toBe(255);
+    expect((get(t, 0x8000_0008).ecx >>> 12) & 0xf).toBe(9); // 2^9 >= 300
+    expect(get(t, 0x8000_001e).eax).toBe(299);
+  });
 });

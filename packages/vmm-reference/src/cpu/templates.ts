@@ -3,6 +3,7 @@ import { VmmError } from "../error.js";
 import { readSmallFile } from "../small-file.js";
 import type { CpuidRegister } from "./cpuid-table.js";
 import { featureByName } from "./features.js";
+import { PACKAGE_ROOT } from "../package-root.js";
 
 /** A register whose bits a template masks. */
 export interface MaskedRegister {
@@ -94,7 +95,7 @@ export function loadCpuTemplate(nameOrPath: string): CpuTemplate {
     throw new VmmError("InvalidConfig", `unknown CPU template ${JSON.stringify(nameOrPath)}: use ${BUILTIN_CPU_TEMPLATES.join(" or ")}, or the path of a JSON template`);
   }
   // src/cpu/ and dist/cpu/ are both two levels below the package root.
-  const file = isPath ? nameOrPath : new URL(`../../cpu-templates/${nameOrPath}.json`, import.meta.url);
+  const file = isPath ? nameOrPath : new URL(`cpu-templates/${nameOrPath}.json`, PACKAGE_ROOT);
   let text: string;
   try {
     text = readSmallFile(file);

@@ -67,4 +67,24 @@ describe("MMIO mailbox between a worker and the device owner", () => {
     )) as { ok: boolean; d: number[] };
     expect(out).toEqual({ ok: false, d: [0xff, 0xff, 0xff, 0xff] });
   });
+
+  it("an owner that answers late (here: 300 ms after the test starts) is notified again every 50 ms and the access completes; the waits are counted", async () => {
+    const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
+    const stop = new SharedArrayBuffer(4);
+    // No server yet: the request waits. A server started later still finds it and answers.
+    let server: MmioMailboxServer | undefined;
+    setTimeout(() => {
+      server = new MmioMailboxServer(sab, (r) => { if (!r.write) r.data.fill(0x5a); });
+    }, 300);
+    const out = (await worker(
+      `const d = new Uint8Array(4);
+       const ok = c.call(0xfec0_0010, false, d);
+       parentPort.postMessage({ ok, d: [...d], timeouts: c.timeouts });`,
+      { sab, stop },
+    )) as { ok: boolean; d: number[]; timeouts: number };
+    server?.close();
+    expect(out.ok).toBe(true);
+    expect(out.d).toEqual([0x5a, 0x5a, 0x5a, 0x5a]);
+    expect(out.timeouts).toBeGreaterThanOrEqual(2);
+  });
 });

@@ -5,14 +5,19 @@
 import { connect, type Socket } from "node:net";
 import type { VmFd } from "@ts-vmm/kvm-ioctls";
 import { layout, type VirtioMmioDevice } from "@ts-vmm/linux-loader";
-import type { GuestMemory } from "@ts-vmm/vm-memory";
+import type { DiscardableMemory, GuestMemory } from "@ts-vmm/vm-memory";
 import {
   EventFdIrqLine,
   MmioTransport,
+  VirtioBalloon,
   VirtioBlock,
   VirtioConsole,
+  VirtioNet,
   VirtioRng,
+  VirtioRtc,
+  VirtioVsock,
   type IrqLine,
+  type RateLimiterConfig,
   type VirtioDevice,
 } from "@ts-vmm/virtio-devices";
 import { EventFd, FdWatcher } from "@ts-vmm/vmm-sys-util";
@@ -21,12 +26,59 @@ import { MmioMailboxServer, type MmioRequest } from "./mmio-mailbox.js";
 
 /** A virtio device the VMM attaches. */
 export type VirtioDeviceConfig =
-  /** virtio-blk on a raw image. */
-  | { readonly kind: "blk"; readonly path: string; readonly readOnly?: boolean; readonly engine?: "sync" | "async" }
+  /** virtio-blk on a raw image, optionally rate-limited (requests and data bytes). */
+  | {
+      readonly kind: "blk";
+      readonly path: string;
+      readonly readOnly?: boolean;
+      readonly engine?: "sync" | "async";
+      readonly rateLimiter?: RateLimiterConfig;
+    }
+  /**
+   * virtio-net on a tap interface (attached to if it exists, created otherwise; `%d` in the
+   * name lets the kernel number it), with a MAC (default: random, locally administered) and
+   * an optional rate limit applied to each direction separately (frames and bytes).
+   */
+  | { readonly kind: "net"; readonly tap: string; readonly mac?: string; readonly rateLimiter?: RateLimiterConfig }
   /** virtio-rng from the host CSPRNG. */
   | { readonly kind: "rng" }
   /** virtio-console port 0: on this process's stdin/stdout, or a Unix socket the VMM connects to. */
-  | { readonly kind: "console"; readonly socketPath?: string };
+  | { readonly kind: "console"; readonly socketPath?: string }
+  /**
+   * virtio-balloon: start with `amountMib` in the balloon (default 0), offer
+   * deflate-on-OOM, statistics every `statsIntervalS` seconds (0/absent: no
+   * statistics queue) and free page reporting.
+   */
+  | {
+      readonly kind: "balloon";
+      readonly amountMib?: number;
+      readonly deflateOnOom?: boolean;
+      readonly statsIntervalS?: number;
+      readonly freePageReporting?: boolean;
+    }
+  /** virtio-rtc: UTC, TAI and MONOTONIC clocks from the host, with alarms. */
+  | { readonly kind: "rtc" }
+  /** virtio-vsock with guest CID `cid`: host programs connect to `udsPath` (`CONNECT <port>\n`), guest connections go to `<udsPath>_<port>`. */
+  | { readonly kind: "vsock"; readonly cid: number; readonly udsPath: string };
+
+
+/** Whether the memory can give pages back (GuestMemoryMmap does). */
+function isDiscardable(mem: GuestMemory): mem is GuestMemory & DiscardableMemory {
+  const m = mem as Partial<DiscardableMemory>;
+  return typeof m.discardRange === "function" && typeof m.discardGranularity === "function";
+}
+
+/**
+ * A balloon amount in MiB as 4 KiB pages, checked against the guest's memory.
+ * @throws {@link VmmError} `InvalidConfig`
+ */
+function balloonPages(amountMib: number, memBytes: number): number {
+  const max = Math.floor(memBytes / (1 << 20));
+  if (!Number.isSafeInteger(amountMib) || amountMib < 0 || amountMib > max) {
+    throw new VmmError("InvalidConfig", `the balloon amount must be a whole number of MiB from 0 to the guest's ${max} MiB, got ${String(amountMib)}`);
+  }
+  return amountMib * 256;
+}
 
 /**
  * First window: one page above the layout's virtio base, so 0xd000_0000 stays
@@ -63,6 +115,8 @@ export class VirtioManager {
   readonly #slots: Slot[] = [];
   readonly #vm: VmFd;
   readonly #sockets: Socket[] = [];
+  #balloon: VirtioBalloon | undefined;
+  #memSize = 0;
   /** One server per vCPU mailbox. */
   readonly #mailboxes: MmioMailboxServer[] = [];
   #closed = false;
@@ -82,6 +136,7 @@ export class VirtioManager {
   static create(vm: VmFd, mem: GuestMemory, configs: readonly VirtioDeviceConfig[]): VirtioManager {
     if (configs.length > VIRTIO_GSIS.length) throw new VmmError("InvalidConfig", `at most ${VIRTIO_GSIS.length} virtio devices`);
     const m = new VirtioManager(vm);
+    m.#memSize = mem.size;
     try {
       configs.forEach((c, i) => m.#add(mem, c, VIRTIO_MMIO_FIRST + i * VIRTIO_MMIO_STRIDE, VIRTIO_GSIS[i]!));
     } catch (e) {
@@ -94,10 +149,21 @@ export class VirtioManager {
     return m;
   }
 
-  #device(c: VirtioDeviceConfig): VirtioDevice {
+  #device(c: VirtioDeviceConfig, mem: GuestMemory): VirtioDevice {
     switch (c.kind) {
       case "blk":
-        return VirtioBlock.open(c.path, { readOnly: c.readOnly ?? false, engine: c.engine ?? "sync" });
+        return VirtioBlock.open(c.path, {
+          readOnly: c.readOnly ?? false,
+          engine: c.engine ?? "sync",
+          ...(c.rateLimiter !== undefined ? { rateLimiter: c.rateLimiter } : {}),
+        });
+      case "net":
+        return VirtioNet.openTap({
+          tap: c.tap,
+          ...(c.mac !== undefined ? { mac: c.mac } : {}),
+          ...(c.rateLimiter !== undefined ? { rxRateLimiter: c.rateLimiter, txRateLimiter: c.rateLimiter } : {}),
+          onViolation: (r) => this.#note(r),
+        });
       case "rng":
         return new VirtioRng();
       case "console": {
@@ -107,7 +173,42 @@ export class VirtioManager {
         this.#sockets.push(sock);
         return new VirtioConsole({ input: sock, output: sock, onViolation: (r) => this.#note(r) });
       }
+      case "balloon": {
+        if (this.#balloon !== undefined) throw new VmmError("InvalidConfig", "at most one balloon device");
+        if (!isDiscardable(mem)) throw new VmmError("InvalidConfig", "the balloon needs guest memory that can give pages back to the host (GuestMemoryMmap)");
+        const pages = balloonPages(c.amountMib ?? 0, mem.size);
+        this.#balloon = new VirtioBalloon({
+          memory: mem,
+          targetPages: pages,
+          deflateOnOom: c.deflateOnOom ?? false,
+          statsIntervalS: c.statsIntervalS ?? 0,
+          freePageReporting: c.freePageReporting ?? false,
+          onViolation: (r) => this.#note(r),
+        });
+        return this.#balloon;
+      }
+      case "rtc":
+        return new VirtioRtc();
+      case "vsock":
+        return VirtioVsock.open({ cid: c.cid, udsPath: c.udsPath, onViolation: (r) => this.#note(r) });
     }
+  }
+
+  /** The balloon device, if one was configured. */
+  get balloon(): VirtioBalloon | undefined {
+    return this.#balloon;
+  }
+
+  /**
+   * Sets the balloon's target to `amountMib` MiB (the driver gets a
+   * configuration-change interrupt and inflates or deflates toward it).
+   * @throws {@link VmmError} `InvalidConfig` without a balloon, or for an amount that is
+   *   not a whole number of MiB from 0 to the guest's memory.
+   */
+  setBalloonTarget(amountMib: number): void {
+    const b = this.#balloon;
+    if (b === undefined) throw new VmmError("InvalidConfig", "this VM has no balloon device (ts-vmm run --balloon)");
+    b.setTarget(balloonPages(amountMib, this.#memSize));
   }
 
   #note(reason: string): void {
@@ -115,7 +216,7 @@ export class VirtioManager {
   }
 
   #add(mem: GuestMemory, c: VirtioDeviceConfig, base: number, gsi: number): void {
-    const device = this.#device(c);
+    const device = this.#device(c, mem);
     const irq = connectIrq(this.#vm, gsi);
     const transport = new MmioTransport(device, { mem, irq, onViolation: (r) => this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`) });
     const slot: Slot = { base, gsi, transport, device, irq, notifiers: [] };
@@ -134,6 +235,11 @@ export class VirtioManager {
   /** The windows and IRQs, for the command line and the DSDT. */
   get mmioDevices(): VirtioMmioDevice[] {
     return this.#slots.map((s) => ({ addr: s.base, size: VIRTIO_MMIO_STRIDE, irq: s.gsi }));
+  }
+
+  /** Each window's base and its transport's InterruptStatus cell, for the vCPU workers to serve InterruptStatus/InterruptAck themselves. */
+  get interruptCells(): { readonly base: number; readonly cell: SharedArrayBuffer }[] {
+    return this.#slots.map((s) => ({ base: s.base, cell: s.transport.interruptState }));
   }
 
   /** `[start, end)` of every window, for the vCPU worker to forward. */
@@ -159,12 +265,16 @@ export class VirtioManager {
     return false;
   }
 
-  /** Serves a vCPU worker's mailbox until close(); called once per vCPU, each with its own mailbox. */
-  serve(mailbox: SharedArrayBuffer): void {
-    this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void this.handle(r)));
+  /**
+   * Serves a vCPU worker's mailbox until close(); called once per vCPU, each
+   * with its own mailbox. `other` serves the VMM's own MMIO devices first
+   * (the split irqchip's I/O APIC): it returns true if it took the access.
+   */
+  serve(mailbox: SharedArrayBuffer, other?: (r: MmioRequest) => boolean): void {
+    this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void (other?.(r) || this.handle(r))));
   }
 
-  /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images. Idempotent. */
+  /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images, cancels rtc alarm timers. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -185,7 +295,8 @@ export class VirtioManager {
         // the VM may already be closed
       }
       s.irq.close();
-      if (s.device instanceof VirtioBlock) s.device.close();
+      if (s.device instanceof VirtioBlock || s.device instanceof VirtioNet || s.device instanceof VirtioVsock) s.device.close();
+      if (s.device instanceof VirtioRtc) s.device.reset(); // cancels its alarm timers
     }
     for (const sock of this.#sockets) sock.destroy();
   }

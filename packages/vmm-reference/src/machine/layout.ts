@@ -1,7 +1,15 @@
 import type { MsrEntry } from "@ts-vmm/kvm-ioctls";
 
-/** Most vCPUs: APIC ids 0..253 fit xAPIC MADT entries (255 is broadcast; 254 leaves room for the IOAPIC id convention). */
-export const MAX_VCPUS = 254;
+/**
+ * Most vCPUs of one VM (KVM may allow fewer: KVM_CAP_MAX_VCPUS is checked at
+ * create). Up to 254 with either irqchip (APIC ids below the xAPIC broadcast
+ * id); above that the split irqchip with KVM_CAP_X2APIC_API and x2APIC in the
+ * CPU model (MADT x2APIC entries, 15-bit destinations through
+ * KVM_FEATURE_MSI_EXT_DEST_ID).
+ */
+export const MAX_VCPUS = 1024;
+/** Most vCPUs without x2APIC ids: APIC ids 0..253 (255 is the xAPIC broadcast id). */
+export const MAX_XAPIC_VCPUS = 254;
 /** ISA IRQ of COM1 (the DSDT's PNP0501 says so too). */
 export const COM1_IRQ = 4;
 /** ISA IRQ of the i8042 keyboard port. */

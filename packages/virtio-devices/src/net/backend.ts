@@ -1,0 +1,183 @@
+import { closeSync, readSync, writevSync } from "node:fs";
+import { FdWatcher, TUN_F, openTap, tapSetOffload, tapSetVnetHdrSize } from "@ts-vmm/vmm-sys-util";
+import { VirtioDeviceError } from "../errors.js";
+import { NET_HDR_SIZE } from "./constants.js";
+
+/** What a {@link NetBackend} watch waits for. */
+export interface NetBackendEvents {
+  /** A frame can be read. */
+  readonly readable: boolean;
+  /** A frame can be written. */
+  readonly writable: boolean;
+}
+
+/**
+ * The host side of a virtio-net device: frames with a 12-byte virtio_net_hdr
+ * in front, both ways. {@link TapBackend} implements it on a Linux tap; a test
+ * or another VMM can bring its own (a socket pair, a vhost-user peer).
+ */
+export interface NetBackend {
+  /** A name for logs (the tap interface name). */
+  readonly name: string;
+  /** The offloads (TUN_F bits) the backend can hand to a reader that negotiated them. */
+  readonly offloads: number;
+  /**
+   * Tells the backend which offloads the guest takes (TUN_F bits, a subset of `offloads`).
+   * @throws {@link VirtioDeviceError} `"Io"` if the backend refuses.
+   */
+  setOffload(flags: number): void;
+  /**
+   * Reads one frame, header first, into `buf`.
+   * @returns its length (more than `buf.length` or exactly it: possibly truncated), or `"again"` if none is waiting.
+   * @throws {@link VirtioDeviceError} `"Io"` for a read error.
+   */
+  read(buf: Uint8Array): number | "again";
+  /**
+   * Writes one frame given in pieces, header first.
+   * @returns the bytes written, or `"again"` if the backend cannot take it now (watch for `writable`).
+   * @throws {@link VirtioDeviceError} `"Io"` if the frame is refused (a bad header) or the write fails.
+   */
+  write(pieces: readonly Uint8Array[]): number | "again";
+  /**
+   * Calls `cb` on the event loop while what `events` asks for is ready
+   * (level-triggered), replacing any earlier watch; both false stops watching.
+   * The watch does not keep the event loop alive.
+   * @throws {@link VirtioDeviceError} `"Io"` if the watch cannot be set up.
+   */
+  watch(events: NetBackendEvents, cb: (ready: NetBackendEvents) => void): void;
+  /** Stops watching and releases the backend. Idempotent. */
+  close(): void;
+}
+
+/** Options of {@link TapBackend.open}. */
+export interface TapBackendOptions {
+  /**
+   * Interface name, at most 15 bytes (created if missing, which needs CAP_NET_ADMIN; an
+   * existing tap is attached to). One `%d` lets the kernel pick the first free number.
+   */
+  readonly name: string;
+}
+
+function ioError(what: string, e: unknown): VirtioDeviceError {
+  return new VirtioDeviceError("Io", `${what}: ${(e as Error).message}`, { cause: e });
+}
+
+/** The offload sets tried at open, largest first (TSO needs CSUM in the kernel). */
+const OFFLOAD_PROBES = [TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN, TUN_F.CSUM, 0];
+
+/**
+ * A Linux tap as a {@link NetBackend}: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR with a
+ * 12-byte vnet header (TUNSETVNETHDRSZ), non-blocking, read with read(2) and
+ * written with writev(2) straight from views of guest memory. At open it
+ * finds the offloads the kernel accepts (TUNSETOFFLOAD with checksum and TSO,
+ * then checksum only, then none) and leaves them off until a driver
+ * negotiates them.
+ */
+export class TapBackend implements NetBackend {
+  /** {@inheritDoc NetBackend.name} */
+  readonly name: string;
+  /** {@inheritDoc NetBackend.offloads} */
+  readonly offloads: number;
+  /** The tap's file descriptor (owned by this backend). */
+  readonly fd: number;
+  #watcher: FdWatcher | undefined;
+  #closed = false;
+
+  private constructor(fd: number, name: string, offloads: number) {
+    this.fd = fd;
+    this.name = name;
+    this.offloads = offloads;
+  }
+
+  /**
+   * Opens (or creates) the tap.
+   * @throws {@link VirtioDeviceError} `"InvalidArgument"` for a bad name; `"Io"` if the tap cannot be
+   *   opened or set up (no /dev/net/tun, no CAP_NET_ADMIN, a name taken by another kind of device).
+   */
+  static open(opts: TapBackendOptions): TapBackend {
+    const name = opts?.name;
+    if (typeof name !== "string" || name.length === 0) {
+      throw new VirtioDeviceError("InvalidArgument", `tap name must be a non-empty interface name, got ${JSON.stringify(name)}`);
+    }
+    let tap;
+    try {
+      tap = openTap({ name, vnetHdr: true, nonBlocking: true });
+    } catch (e) {
+      if ((e as { code?: string }).code === "InvalidArgument") throw new VirtioDeviceError("InvalidArgument", `tap ${name}: ${(e as Error).message}`, { cause: e });
+      throw ioError(`cannot open tap ${name}`, e);
+    }
+    try {
+      tapSetVnetHdrSize(tap.fd, NET_HDR_SIZE);
+      let offloads = 0;
+      for (const flags of OFFLOAD_PROBES) {
+        try {
+          tapSetOffload(tap.fd, flags);
+          offloads = flags;
+          break;
+        } catch {
+          // refused: try fewer
+        }
+      }
+      tapSetOffload(tap.fd, 0);
+      return new TapBackend(tap.fd, tap.name, offloads);
+    } catch (e) {
+      closeSync(tap.fd);
+      throw ioError(`cannot set up tap ${name}`, e);
+    }
+  }
+
+  /** {@inheritDoc NetBackend.setOffload} */
+  setOffload(flags: number): void {
+    try {
+      tapSetOffload(this.fd, flags & this.offloads);
+    } catch (e) {
+      throw ioError(`tap ${this.name}: TUNSETOFFLOAD`, e);
+    }
+  }
+
+  /** {@inheritDoc NetBackend.read} */
+  read(buf: Uint8Array): number | "again" {
+    try {
+      return readSync(this.fd, buf, 0, buf.length, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EAGAIN") return "again";
+      throw ioError(`tap ${this.name}: read`, e);
+    }
+  }
+
+  /** {@inheritDoc NetBackend.write} */
+  write(pieces: readonly Uint8Array[]): number | "again" {
+    try {
+      return writevSync(this.fd, pieces as Uint8Array[]);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EAGAIN") return "again";
+      throw ioError(`tap ${this.name}: write`, e);
+    }
+  }
+
+  /** {@inheritDoc NetBackend.watch} */
+  watch(events: NetBackendEvents, cb: (ready: NetBackendEvents) => void): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    if (this.#closed || (!events.readable && !events.writable)) return;
+    try {
+      const w = FdWatcher.watch(this.fd, { readable: events.readable, writable: events.writable }, (ev) => {
+        if (ev.error !== undefined) return; // the watcher closed itself; the device re-arms on its next event
+        cb({ readable: ev.readable, writable: ev.writable });
+      });
+      w.unref();
+      this.#watcher = w;
+    } catch (e) {
+      throw ioError(`tap ${this.name}: watch`, e);
+    }
+  }
+
+  /** Closes the watcher and the tap fd (a tap the kernel created for this fd disappears). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    closeSync(this.fd);
+  }
+}

@@ -1,0 +1,347 @@
+import { describeWith } from "@ts-vmm/test-utils";
+import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
+import { TUN_F } from "@ts-vmm/vmm-sys-util";
+import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import { bringUp, rig, type Rig } from "../../test/driver.js";
+import { ManualClock } from "../../test/manual-clock.js";
+import { GuestNet, GUEST_MAC, arpReplyFrom, arpRequest, tcpRstAck, tcpSegment, until, vnetHeader } from "../../test/net-frames.js";
+import {
+  INT_CONFIG_CHANGE,
+  MMIO,
+  MmioTransport,
+  NET_MAX_BUFFER,
+  RateLimiter,
+  STATUS_DEVICE_NEEDS_RESET,
+  TapBackend,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_STATUS,
+  VirtioNet,
+  type VirtioNetOptions,
+} from "../index.js";
+
+const MRG = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_NET_F_MRG_RXBUF;
+const PLAIN = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC;
+
+interface NetRig extends Rig {
+  readonly dev: VirtioNet;
+  readonly g: GuestNet;
+  readonly tap: string;
+  readonly violations: string[];
+}
+
+describeWith({ root: true, tools: ["ip"] }, "virtio-net on a real tap in a private network namespace", () => {
+  let ns: NetNamespace;
+  const open: VirtioNet[] = [];
+  beforeAll(() => {
+    ns = NetNamespace.create("vnet");
+  });
+  afterEach(() => {
+    for (const d of open.splice(0)) d.close();
+  });
+  afterAll(() => ns?.close());
+
+  /** A device on a new tap (opened here, then moved into the namespace as 10.0.2.2/24), brought up by the mock driver. */
+  function net(features = PLAIN, opts: Partial<VirtioNetOptions> = {}, sizes?: number[]): NetRig {
+    const tap = uniqueIfName("tsvn");
+    const backend = TapBackend.open({ name: tap });
+    ns.adopt(tap);
+    const violations: string[] = [];
+    const dev = new VirtioNet({ backend, mac: "52:54:00:12:34:56", onViolation: (v) => violations.push(v), ...opts });
+    open.push(dev);
+    const r = rig(dev);
+    const [rxq, txq] = bringUp(r, features, sizes);
+    return { ...r, dev, g: new GuestNet(r, rxq!, txq!), tap, violations };
+  }
+
+  /** The ARP replies among the received frames (vnet header stripped). */
+  const arpReplies = (got: { bytes: Uint8Array }[]) => got.map((x) => arpReplyFrom(x.bytes.subarray(12))).filter((m) => m !== undefined);
+
+  it("config space: the MAC, LINK_UP, one queue pair; features offer MRG_RXBUF, MAC, STATUS and the tap's offloads", () => {
+    const n = net();
+    const cfg = new Uint8Array(10);
+    for (let i = 0; i < 10; i++) n.t.read(MMIO.Config + i, cfg.subarray(i, i + 1));
+    expect([...cfg.subarray(0, 6)]).toEqual(GUEST_MAC);
+    expect(cfg[6]).toBe(1); // VIRTIO_NET_S_LINK_UP
+    expect(cfg[8]).toBe(1);
+    const f = n.t.offeredFeatures;
+    for (const bit of [VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4]) expect(f & bit).toBe(bit);
+    // This kernel's tap takes checksum and TSO offloads, so they are offered for receive too.
+    expect(n.dev.backend.offloads).toBe(TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN);
+    expect(f & VIRTIO_NET_F_GUEST_TSO4).toBe(VIRTIO_NET_F_GUEST_TSO4);
+    // Link down: status 0 and a configuration change interrupt.
+    n.dev.setLinkUp(false);
+    n.t.read(MMIO.Config + 6, cfg.subarray(6, 7));
+    expect(cfg[6]).toBe(0);
+    expect(n.t.interruptStatus & INT_CONFIG_CHANGE).toBe(INT_CONFIG_CHANGE);
+  });
+
+  it("an ARP request goes out to the namespace's kernel and its reply comes back (one chain, num_buffers 1)", async () => {
+    const n = net();
+    n.g.post(4);
+    n.g.send(arpRequest());
+    expect(n.g.txq.takeUsed()).toEqual([{ id: 0, len: 0 }]);
+    expect(n.dev.metrics.txFrames).toBe(1);
+    const got: { id: number; len: number; bytes: Uint8Array }[] = [];
+    await until(() => (got.push(...n.g.received()), arpReplies(got).length > 0), 3000, "the ARP reply");
+    const reply = got.find((x) => arpReplyFrom(x.bytes.subarray(12)) !== undefined)!;
+    expect(reply.len).toBe(12 + 42);
+    expect(reply.bytes[10]! | (reply.bytes[11]! << 8)).toBe(1); // num_buffers
+    expect(n.dev.metrics.rxFrames).toBeGreaterThanOrEqual(1);
+    expect(n.irq.count).toBeGreaterThan(0);
+    expect(n.violations).toEqual([]);
+  });
+
+  it("MRG_RXBUF: a frame spread over 20-byte buffers, num_buffers in the first, each used length its share", async () => {
+    const n = net(MRG);
+    const heads: number[] = [];
+    for (let i = 0; i < 8; i++) heads.push(n.g.postChain([{ addr: 0x90_0000 + i * 0x100, len: 20, writable: true }], false));
+    n.t.notify(0);
+    n.g.send(arpRequest());
+    let used: { id: number; len: number }[] = [];
+    await until(() => (used.push(...n.g.rxq.takeUsed()), used.length >= 3), 3000, "3 used buffers");
+    used = used.slice(0, 3);
+    expect(used.map((u) => u.len)).toEqual([20, 20, 14]);
+    const bytes = new Uint8Array(54);
+    used.forEach((u, i) => bytes.set(n.mem.slice(0x90_0000 + heads.indexOf(u.id) * 0x100, u.len), i * 20));
+    expect(bytes[10]).toBe(3);
+    expect(arpReplyFrom(bytes.subarray(12))).toBeDefined();
+  });
+
+  it("back-pressure: 100 frames for the guest with no receive buffers; none is lost once buffers come", async () => {
+    const n = net(MRG, {}, [64, 256]);
+    for (let i = 0; i < 100; i++) {
+      // A different sender IP each: 100 ARP requests, 100 replies.
+      n.g.send(arpRequest(undefined, [10, 0, 2, 100 + (i % 100)]), vnetHeader(), false);
+      if (i % 50 === 49) n.t.notify(1);
+    }
+    expect(n.dev.metrics.txFrames).toBe(100);
+    // The device reads one frame, finds no buffer, and stops reading the tap.
+    await until(() => n.dev.metrics.rxNoBuffers > 0, 3000, "the device to wait for buffers");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(n.dev.metrics.rxFrames).toBe(0);
+    const waits = n.dev.metrics.rxNoBuffers;
+    // While waiting the tap is not watched: no more reads, no spinning.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(n.dev.metrics.rxNoBuffers).toBe(waits);
+    const got: { bytes: Uint8Array }[] = [];
+    for (let round = 0; round < 20 && arpReplies(got).length < 100; round++) {
+      n.g.post(10);
+      await until(() => (got.push(...n.g.received()), got.length >= 10 * (round + 1) || arpReplies(got).length >= 100), 3000, `round ${round}`);
+    }
+    const replies = arpReplies(got);
+    expect(replies.length).toBe(100);
+    expect(n.dev.metrics.rxDroppedTooLarge + n.dev.metrics.rxDroppedBadFrame + n.dev.metrics.rxTapErrors).toBe(0);
+    // The kernel dropped nothing on its side either (its tx is the guest's rx).
+    expect(ns.linkStats(n.tap).txDropped).toBe(0);
+  });
+
+  it("bad transmit chains are dropped and counted, and the device goes on: short header, oversize, outside memory, writable parts, unnegotiated offloads", async () => {
+    const n = net();
+    const mem = n.mem;
+    // Shorter than header + Ethernet header.
+    mem.write(0x50_0000, new Uint8Array(20));
+    n.g.txq.addChain([{ addr: 0x50_0000, len: 20 }]);
+    // Larger than 12 + 64 KiB + 14.
+    n.g.txq.addChain([{ addr: 0x60_0000, len: NET_MAX_BUFFER + 1 }]);
+    // A buffer outside guest memory (16 MiB here).
+    n.g.txq.addChain([{ addr: 0x50_0000, len: 12 }, { addr: 0x4000_0000, len: 64 }]);
+    // A device-writable part.
+    n.g.txq.addChain([{ addr: 0x50_0000, len: 60 }, { addr: 0x50_1000, len: 16, writable: true }]);
+    n.t.notify(1);
+    // NEEDS_CSUM and TSO without the features.
+    n.g.send(arpRequest(), vnetHeader({ flags: 1, csumStart: 14, csumOffset: 10 }));
+    n.g.send(arpRequest(), vnetHeader({ gsoType: 1, gsoSize: 1000, hdrLen: 54 }));
+    n.g.send(arpRequest(), vnetHeader({ flags: 0x80 }));
+    expect(n.g.txq.takeUsed().map((u) => u.len)).toEqual([0, 0, 0, 0, 0, 0, 0]);
+    expect(n.dev.metrics.txOversize).toBe(1);
+    expect(n.dev.metrics.txMalformed).toBe(6);
+    expect(n.dev.metrics.txFrames).toBe(0);
+    expect(n.t.status & STATUS_DEVICE_NEEDS_RESET).toBe(0);
+    expect(n.violations.length).toBe(7);
+    // Still works.
+    n.g.post(4);
+    n.g.send(arpRequest());
+    const got: { bytes: Uint8Array }[] = [];
+    await until(() => (got.push(...n.g.received()), arpReplies(got).length > 0), 3000, "the ARP reply");
+  });
+
+  it("bad receive buffers are returned unused and counted: read-only, under 12 bytes, outside memory", async () => {
+    const n = net();
+    const ro = n.g.postChain([{ addr: 0x90_0000, len: 2048 }], false);
+    const small = n.g.postChain([{ addr: 0x90_1000, len: 8, writable: true }], false);
+    const outside = n.g.postChain([{ addr: 0x4000_0000, len: 2048, writable: true }], false);
+    const good = n.g.postChain([{ addr: 0x90_2000, len: 2048, writable: true }], false);
+    n.t.notify(0);
+    n.g.send(arpRequest());
+    const used: { id: number; len: number }[] = [];
+    await until(() => (used.push(...n.g.rxq.takeUsed()), used.some((u) => u.id === good)), 3000, "the good buffer");
+    expect(used.slice(0, 3)).toEqual([
+      { id: ro, len: 0 },
+      { id: small, len: 0 },
+      { id: outside, len: 0 },
+    ]);
+    expect(used[3]!.len).toBe(54);
+    expect(arpReplyFrom(n.mem.slice(0x90_2000 + 12, 42))).toBeDefined();
+    expect(n.dev.metrics.rxMalformedChains).toBe(3);
+    expect(n.t.status & STATUS_DEVICE_NEEDS_RESET).toBe(0);
+  });
+
+  it("without MRG_RXBUF a frame larger than the chain is dropped and the chain kept; with it, a ring too small for the frame drops it", async () => {
+    const n = net(PLAIN);
+    n.g.postChain([{ addr: 0x90_0000, len: 40, writable: true }]);
+    n.g.send(arpRequest());
+    await until(() => n.dev.metrics.rxDroppedTooLarge > 0, 3000, "the drop");
+    expect(n.g.rxq.takeUsed()).toEqual([]); // the chain went back unused, still posted
+    n.dev.close();
+
+    const m = net(MRG, {}, [4, 64]);
+    for (let i = 0; i < 4; i++) m.g.postChain([{ addr: 0x90_0000 + i * 0x100, len: 12, writable: true }], false);
+    m.t.notify(0);
+    m.g.send(arpRequest());
+    await until(() => m.dev.metrics.rxDroppedTooLarge > 0, 3000, "the drop");
+    expect(m.g.rxq.takeUsed()).toEqual([]);
+  });
+
+  it("a broken receive ring (avail index too far ahead) sets NEEDS_RESET; nothing is written", async () => {
+    const n = net();
+    n.g.rxq.setAvailIdx(1000);
+    n.g.send(arpRequest());
+    await until(() => (n.t.status & STATUS_DEVICE_NEEDS_RESET) !== 0, 3000, "NEEDS_RESET");
+    expect(n.dev.metrics.needsReset).toBe(1);
+    expect(n.dev.metrics.rxFrames).toBe(0);
+  });
+
+  it("TSO and checksum offload on transmit: a 3000-byte GSO TCP segment with a partial checksum reaches the kernel whole", async () => {
+    const f = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_MRG_RXBUF;
+    const n = net(f);
+    n.g.post(16);
+    n.g.send(arpRequest());
+    const got: { bytes: Uint8Array }[] = [];
+    await until(() => (got.push(...n.g.received()), arpReplies(got).length > 0), 3000, "the ARP reply");
+    const peerMac = arpReplies(got)[0]!;
+    const seq = 0x1000;
+    n.g.send(tcpSegment(peerMac, 3000, seq), vnetHeader({ flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 1000, csumStart: 34, csumOffset: 16 }));
+    expect(n.dev.metrics.txTapErrors).toBe(0);
+    expect(n.dev.metrics.txBytes).toBe(42 + 54 + 3000);
+    // No socket listens: the kernel answers with a RST that acknowledges all 3000 bytes.
+    const later: { bytes: Uint8Array }[] = [];
+    await until(() => (later.push(...n.g.received()), later.some((x) => tcpRstAck(x.bytes.subarray(12)) !== undefined)), 3000, "the RST");
+    const ack = later.map((x) => tcpRstAck(x.bytes.subarray(12))).find((a) => a !== undefined);
+    expect(ack).toBe(seq + 3000);
+    // A GSO header the kernel refuses (gso_size 0) is counted as a tap error and dropped.
+    n.g.send(tcpSegment(peerMac, 3000, seq), vnetHeader({ flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 0, csumStart: 34, csumOffset: 16 }));
+    expect(n.dev.metrics.txTapErrors).toBe(1);
+    expect(n.g.txq.takeUsed().length).toBe(3);
+  });
+
+  it("receive offloads follow the negotiated features (TUNSETOFFLOAD at DRIVER_OK, off at reset)", () => {
+    const calls: number[] = [];
+    const tap = uniqueIfName("tsvn");
+    const backend = TapBackend.open({ name: tap });
+    ns.adopt(tap);
+    const spy = new Proxy(backend, {
+      get(target, prop, recv) {
+        if (prop === "setOffload") return (flags: number) => (calls.push(flags), target.setOffload(flags));
+        const v = Reflect.get(target, prop, recv);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const dev = new VirtioNet({ backend: spy, mac: "52:54:00:12:34:56" });
+    open.push(dev);
+    const r = rig(dev);
+    bringUp(r, VIRTIO_F_VERSION_1 | VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4);
+    bringUp(r, VIRTIO_F_VERSION_1 | VIRTIO_NET_F_GUEST_TSO4); // TSO without GUEST_CSUM: nothing
+    // Each bring-up starts with a reset (0); then the first activation's offloads, the second's none.
+    expect(calls).toEqual([0, TUN_F.CSUM | TUN_F.TSO4, 0, 0]);
+  });
+
+  it("transmit rate limiter: an ops bucket lets 2 frames out, the rest wait in the ring and go when the timer fires", async () => {
+    const clock = new ManualClock();
+    const n = net(PLAIN, { txRateLimiter: new RateLimiter({ ops: { size: 2, refillTimeMs: 1000 } }, clock) });
+    n.g.post(16);
+    for (let i = 0; i < 5; i++) n.g.send(arpRequest(undefined, [10, 0, 2, 50 + i]), vnetHeader(), false);
+    n.t.notify(1);
+    expect(n.dev.metrics.txFrames).toBe(2);
+    expect(n.g.txq.takeUsed().length).toBe(2);
+    expect(n.dev.metrics.txThrottled).toBe(1);
+    n.t.notify(1); // blocked: nothing is popped
+    expect(n.dev.metrics.txThrottled).toBe(1);
+    clock.advance(501);
+    expect(n.dev.metrics.txFrames).toBe(3);
+    clock.advance(5000);
+    expect(n.dev.metrics.txFrames).toBe(5);
+    const got: { bytes: Uint8Array }[] = [];
+    await until(() => (got.push(...n.g.received()), arpReplies(got).length === 5), 3000, "5 replies");
+  });
+
+  it("receive rate limiter: a frame waits on the host for its tokens; the tap is not read meanwhile", async () => {
+    const clock = new ManualClock();
+    const n = net(PLAIN, { rxRateLimiter: new RateLimiter({ ops: { size: 1, refillTimeMs: 1000 } }, clock) });
+    n.g.post(16);
+    for (let i = 0; i < 3; i++) n.g.send(arpRequest(undefined, [10, 0, 2, 60 + i]));
+    await until(() => n.dev.metrics.rxThrottled > 0, 3000, "throttling");
+    expect(n.dev.metrics.rxFrames).toBe(1);
+    clock.advance(1001);
+    expect(n.dev.metrics.rxFrames).toBe(2);
+    clock.advance(1001);
+    await until(() => n.dev.metrics.rxFrames === 3 || n.dev.metrics.rxThrottled > 2, 3000, "the third frame");
+    if (n.dev.metrics.rxFrames < 3) clock.advance(1001);
+    await until(() => n.dev.metrics.rxFrames === 3, 3000, "the third frame");
+    expect(arpReplies(n.g.received()).length).toBe(3);
+  });
+
+  it("work per turn is bounded: 200 transmit chains go out 64 per turn of the event loop", async () => {
+    const n = net(PLAIN, {}, [64, 256]);
+    for (let i = 0; i < 200; i++) n.g.send(arpRequest(undefined, [10, 0, 3, i]), vnetHeader(), false);
+    n.t.notify(1);
+    expect(n.dev.metrics.txFrames).toBe(64);
+    await until(() => n.dev.metrics.txFrames === 200, 3000, "all 200");
+    expect(n.dev.metrics.yields).toBeGreaterThanOrEqual(3);
+  });
+
+  it("persist: a frame waiting for buffers is in the saved state and is delivered after the restore", async () => {
+    const n = net(MRG);
+    n.g.send(arpRequest());
+    await until(() => n.dev.metrics.rxNoBuffers > 0, 3000, "a waiting frame");
+    const state = n.t.state();
+    const dev = state.device as unknown as { pendingFrame: string | null; mac: string; linkUp: boolean };
+    expect(dev.mac).toBe("52:54:00:12:34:56");
+    expect(dev.linkUp).toBe(true);
+    expect(dev.pendingFrame).not.toBeNull();
+    const saved = JSON.parse(JSON.stringify(state)) as typeof state;
+    // The old transport stops; a new device on the same tap takes over from the saved state.
+    n.t.reset();
+    const dev2 = new VirtioNet({ backend: n.dev.backend, mac: "52:54:00:12:34:56" });
+    const t2 = MmioTransport.fromState(saved, dev2, { mem: n.mem, irq: n.irq });
+    expect(t2.activated).toBe(true);
+    n.g.post(2);
+    t2.notify(0);
+    const got = n.g.received();
+    expect(arpReplies(got).length).toBe(1);
+    expect(dev2.metrics.rxFrames).toBe(1);
+    // A state for another MAC, or with a malformed frame, is refused.
+    const other = new VirtioNet({ backend: n.dev.backend, mac: "52:54:00:00:00:01" });
+    expect(() => other.restoreState(saved.device)).toThrow(/MAC/);
+    expect(() => dev2.restoreState({ ...saved.device, pendingFrame: "!!" })).toThrow(/base64/);
+    expect(() => dev2.restoreState({ ...saved.device, pendingFrame: "AAAA" })).toThrow(/not a frame/);
+    dev2.reset();
+  });
+
+  it("EVENT_IDX: a waiting frame asks for the next buffer the driver posts, and gets it", async () => {
+    const n = net(MRG | VIRTIO_F_EVENT_IDX);
+    n.g.send(arpRequest());
+    await until(() => n.dev.metrics.rxNoBuffers > 0, 3000, "a waiting frame");
+    n.g.post(1, 2048, false);
+    // The driver notifies because avail_event asked for this index.
+    expect(n.g.rxq.availEvent()).toBe(0);
+    n.t.notify(0);
+    expect(arpReplies(n.g.received()).length).toBe(1);
+  });
+});

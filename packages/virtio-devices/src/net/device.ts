@@ -1,0 +1,596 @@
+import { GuestMemoryError } from "@ts-vmm/vm-memory";
+import { VirtqueueError, type DescriptorChain, type Queue } from "@ts-vmm/virtio-queue";
+import { TUN_F } from "@ts-vmm/vmm-sys-util";
+import { VIRTIO_ID_NET } from "../constants.js";
+import type { ActivateContext, DeviceState, VirtioDevice } from "../device.js";
+import { VirtioDeviceError } from "../errors.js";
+import { RateLimiter, type RateLimiterConfig } from "../rate-limiter.js";
+import { TapBackend, type NetBackend } from "./backend.js";
+import {
+  NET_CONFIG_SIZE,
+  NET_HDR_SIZE,
+  NET_MAX_BUFFER,
+  NET_QUEUE_SIZE,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_STATUS,
+  VIRTIO_NET_S_LINK_UP,
+} from "./constants.js";
+import { NetEventHandler } from "./event-handler.js";
+import { rxChainProblem, tunOffloadFlags, txFrameViews, txHeaderProblem } from "./frame.js";
+import { formatMac, parseMac, randomMac } from "./mac.js";
+import { NetMetrics } from "./metrics.js";
+import { checkNetState, type VirtioNetState } from "./persist.js";
+
+/** Frames (each direction) handled in one turn of the event loop before yielding. */
+export const NET_BATCH_FRAMES = 64;
+/** Bytes (each direction) handled in one turn of the event loop before yielding. */
+export const NET_BATCH_BYTES = 1024 * 1024;
+
+/** Options of {@link VirtioNet}. */
+export interface VirtioNetOptions {
+  /** The host side: a {@link TapBackend}, or any {@link NetBackend}. The device owns it (closes it). */
+  readonly backend: NetBackend;
+  /** MAC address in config space, `aa:bb:cc:dd:ee:ff` or 6 bytes. Default: random, locally administered. */
+  readonly mac?: string | Uint8Array;
+  /**
+   * Limits frames delivered to the guest (ops: frames; bandwidth: bytes, header included).
+   * A config makes a limiter; an instance (to `update` later) belongs to this device's
+   * receive queue alone (the device sets its `onReady`).
+   */
+  readonly rxRateLimiter?: RateLimiter | RateLimiterConfig;
+  /** Limits frames the guest sends (as `rxRateLimiter`; not the same instance). */
+  readonly txRateLimiter?: RateLimiter | RateLimiterConfig;
+  /** Called with a reason for each dropped frame, malformed chain or backend error (for logs; keep it cheap). */
+  readonly onViolation?: (reason: string) => void;
+}
+
+/** Options of {@link VirtioNet.openTap}. */
+export interface VirtioNetTapOptions extends Omit<VirtioNetOptions, "backend"> {
+  /** Tap interface name (attached to if it exists, created otherwise). */
+  readonly tap: string;
+}
+
+interface Active {
+  readonly ctx: ActivateContext;
+  readonly rx: Queue;
+  readonly tx: Queue;
+  readonly mrg: boolean;
+  broken: boolean;
+}
+
+type Delivery = "done" | "wait" | "broken";
+
+const limiterOf = (l: RateLimiter | RateLimiterConfig | undefined): RateLimiter | undefined =>
+  l === undefined || l instanceof RateLimiter ? l : new RateLimiter(l);
+
+/**
+ * virtio-net (§5.1) on a host {@link NetBackend} (a tap): one receive and one
+ * transmit queue, MAC and link status in config space, merged receive buffers,
+ * checksum and TSO offloads passed through to the tap where it takes them.
+ *
+ * Receive: one frame at a time is read from the tap into a host buffer of
+ * 12 + 64 KiB + 14 bytes, then written into as many receive chains as it
+ * needs (one without MRG_RXBUF). When the guest has not posted enough, the
+ * chains popped for it are given back (`Queue.undoPop`), the frame waits, the
+ * tap is no longer watched (the kernel queues, and drops only at the tap's
+ * own queue limit), and the guest's next receive notification resumes.
+ * Transmit: a chain's frame goes to the tap with writev straight from guest
+ * memory, with the device's checked copy of the header. Malformed chains and
+ * frames are dropped and counted in {@link VirtioNet.metrics}; a broken ring
+ * sets DEVICE_NEEDS_RESET. Each direction handles at most 64 frames or
+ * 1 MiB per turn of the event loop.
+ */
+export class VirtioNet implements VirtioDevice {
+  /** {@inheritDoc VirtioDevice.deviceType} */
+  readonly deviceType = VIRTIO_ID_NET;
+  /** {@inheritDoc VirtioDevice.queueMaxSizes} */
+  readonly queueMaxSizes: readonly number[] = [NET_QUEUE_SIZE, NET_QUEUE_SIZE];
+  /** {@inheritDoc VirtioDevice.configSize} */
+  readonly configSize = NET_CONFIG_SIZE;
+  /** The MAC address in config space, `aa:bb:cc:dd:ee:ff`. */
+  readonly mac: string;
+  /** Counters. */
+  readonly metrics = new NetMetrics();
+  /** The receive rate limiter, if any (update it with `update`). */
+  readonly rxRateLimiter: RateLimiter | undefined;
+  /** The transmit rate limiter, if any. */
+  readonly txRateLimiter: RateLimiter | undefined;
+  readonly #backend: NetBackend;
+  readonly #macBytes: Uint8Array;
+  readonly #events: NetEventHandler;
+  readonly #onViolation: ((reason: string) => void) | undefined;
+  /** The frame being delivered, header first; `#pendingLen` bytes of it are valid. */
+  readonly #frame = new Uint8Array(NET_MAX_BUFFER + 1);
+  #pendingLen = 0;
+  /** Whether the pending frame was charged to the rx limiter already. */
+  #pendingCharged = false;
+  #linkUp = true;
+  #active: Active | undefined;
+  #txWaitsForBackend = false;
+  /** Receive chains returned since creation (to know whether a turn returned any). */
+  #rxUsed = 0;
+  #txScheduled = false;
+  #rxScheduled = false;
+  #closed = false;
+
+  /**
+   * @param opts - backend, MAC, rate limiters.
+   * @throws {@link VirtioDeviceError} `"InvalidArgument"` for a bad MAC or rate limiter config.
+   */
+  constructor(opts: VirtioNetOptions) {
+    if (typeof opts?.backend?.read !== "function") throw new VirtioDeviceError("InvalidArgument", "virtio-net needs a backend");
+    const mac = opts.mac === undefined ? randomMac() : typeof opts.mac === "string" ? parseMac(opts.mac) : parseMac(formatMac(opts.mac));
+    this.#macBytes = mac;
+    this.mac = formatMac(mac);
+    this.#backend = opts.backend;
+    this.#onViolation = opts.onViolation;
+    this.rxRateLimiter = limiterOf(opts.rxRateLimiter);
+    this.txRateLimiter = limiterOf(opts.txRateLimiter);
+    if (this.rxRateLimiter !== undefined && this.rxRateLimiter === this.txRateLimiter) {
+      // One limiter wakes one queue (its onReady): a shared one would leave rx waiting forever.
+      throw new VirtioDeviceError("InvalidArgument", "rxRateLimiter and txRateLimiter must be different RateLimiter objects (pass a config to get one each)");
+    }
+    this.#events = new NetEventHandler(opts.backend, this, this.rxRateLimiter, this.txRateLimiter);
+  }
+
+  /**
+   * A device on a tap interface (see {@link TapBackend.open}).
+   * @throws {@link VirtioDeviceError} `"Io"` if the tap cannot be opened; `"InvalidArgument"` for bad options.
+   */
+  static openTap(opts: VirtioNetTapOptions): VirtioNet {
+    const backend = TapBackend.open({ name: opts.tap });
+    try {
+      return new VirtioNet({ ...opts, backend });
+    } catch (e) {
+      backend.close();
+      throw e;
+    }
+  }
+
+  /** The host backend. */
+  get backend(): NetBackend {
+    return this.#backend;
+  }
+
+  /** {@inheritDoc VirtioDevice.deviceFeatures} */
+  get deviceFeatures(): bigint {
+    const o = this.#backend.offloads;
+    let f = VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | VIRTIO_NET_F_MRG_RXBUF;
+    // Transmit offloads: the kernel takes partial checksums and GSO frames from a vnet-header writer.
+    f |= VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6 | VIRTIO_NET_F_HOST_ECN;
+    // Receive offloads: only those the tap accepted at open.
+    if (o & TUN_F.CSUM) f |= VIRTIO_NET_F_GUEST_CSUM;
+    if (o & TUN_F.TSO4) f |= VIRTIO_NET_F_GUEST_TSO4;
+    if (o & TUN_F.TSO6) f |= VIRTIO_NET_F_GUEST_TSO6;
+    if (o & TUN_F.TSO_ECN) f |= VIRTIO_NET_F_GUEST_ECN;
+    return f;
+  }
+
+  /** {@inheritDoc VirtioDevice.readConfig} */
+  readConfig(offset: number, data: Uint8Array): void {
+    data.fill(0);
+    const cfg = new Uint8Array(NET_CONFIG_SIZE);
+    cfg.set(this.#macBytes, 0);
+    cfg[6] = this.#linkUp ? VIRTIO_NET_S_LINK_UP : 0;
+    cfg[8] = 1; // max_virtqueue_pairs (meaningful with VIRTIO_NET_F_MQ, not offered)
+    if (offset >= 0 && offset < NET_CONFIG_SIZE) data.set(cfg.subarray(offset, Math.min(NET_CONFIG_SIZE, offset + data.length)));
+  }
+
+  /** Config writes are ignored (the MAC is read-only without the legacy interface). */
+  writeConfig(_offset: number, _data: Uint8Array): void {}
+
+  /** Whether config `status` says the link is up. */
+  get linkUp(): boolean {
+    return this.#linkUp;
+  }
+
+  /** Sets config `status` LINK_UP and tells the driver (a configuration change interrupt). */
+  setLinkUp(up: boolean): void {
+    if (this.#linkUp === (up === true)) return;
+    this.#linkUp = up === true;
+    this.#active?.ctx.interrupt.signalConfigChange();
+  }
+
+  /** {@inheritDoc VirtioDevice.activate} */
+  activate(ctx: ActivateContext): void {
+    const [rx, tx] = ctx.queues;
+    if (rx === undefined || tx === undefined || this.#closed) return;
+    const a: Active = { ctx, rx, tx, mrg: (ctx.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n, broken: false };
+    this.#active = a;
+    try {
+      this.#backend.setOffload(tunOffloadFlags(ctx.features));
+    } catch (e) {
+      // The tap refused what it accepted at open: the guest gets complete frames instead.
+      this.#violation(`offloads: ${(e as Error).message}`);
+    }
+    this.#rxTurn();
+    // Chains posted before a snapshot: go on once the activation returns.
+    this.#scheduleTx();
+  }
+
+  /** Stops the data path; a frame waiting for receive buffers is dropped (counted in `rxDroppedReset`). */
+  reset(): void {
+    this.#active = undefined;
+    this.rxRateLimiter?.cancel();
+    this.txRateLimiter?.cancel();
+    if (this.#pendingLen > 0) this.metrics.rxDroppedReset++;
+    this.#pendingLen = 0;
+    this.#pendingCharged = false;
+    this.#txWaitsForBackend = false;
+    this.#events.want(false, false);
+    try {
+      this.#backend.setOffload(0);
+    } catch {
+      // closed or refused: nothing is read until the next activation sets them again
+    }
+  }
+
+  /** {@inheritDoc VirtioDevice.busy} */
+  busy(): boolean {
+    return false; // every backend call is synchronous
+  }
+
+  /** Stops the device and closes the backend. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.reset();
+    this.#closed = true;
+    this.#backend.close();
+  }
+
+  /** {@inheritDoc VirtioDevice.state} */
+  state(): VirtioNetState {
+    const pending = this.#pendingLen > 0 ? Buffer.from(this.#frame.subarray(0, this.#pendingLen)).toString("base64") : null;
+    return { deviceType: VIRTIO_ID_NET, mac: this.mac, linkUp: this.#linkUp, pendingFrame: pending };
+  }
+
+  /** {@inheritDoc VirtioDevice.restoreState} */
+  restoreState(state: DeviceState): void {
+    const r = checkNetState(state, this.mac);
+    this.#linkUp = r.linkUp;
+    this.#pendingLen = 0;
+    if (r.pending !== undefined) {
+      this.#frame.set(r.pending);
+      this.#pendingLen = r.pending.length;
+    }
+    this.#pendingCharged = false;
+  }
+
+  /** {@inheritDoc VirtioDevice.queueNotify} */
+  queueNotify(index: number): void {
+    this.#events.queueNotify(index);
+  }
+
+  /** @internal Event handler entry: receive. */
+  processRx(): void {
+    this.#rxScheduled = false;
+    this.#rxTurn();
+  }
+
+  /** @internal Event handler entry: transmit (a notification, the backend writable again, the limiter's timer). */
+  processTx(): void {
+    this.#txScheduled = false;
+    // Whatever woke us, try the backend again: a full tap answers "again" once more and we wait again.
+    this.#txWaitsForBackend = false;
+    this.#txTurn();
+  }
+
+  /** @internal Event handler entry: a backend watch failed. */
+  watchFailed(reason: string): void {
+    this.#violation(`backend watch: ${reason}`);
+  }
+
+  #violation(reason: string): void {
+    this.#onViolation?.(`virtio-net ${this.#backend.name}: ${reason}`);
+  }
+
+  #broken(a: Active, e: unknown): void {
+    if (!(e instanceof VirtqueueError) && !(e instanceof GuestMemoryError)) throw e;
+    a.broken = true;
+    this.metrics.needsReset++;
+    this.#updateWatch();
+    a.ctx.interrupt.needsReset(`virtio-net: ${e.message}`);
+  }
+
+  #usable(): Active | undefined {
+    const a = this.#active;
+    return a === undefined || a.broken || this.#closed ? undefined : a;
+  }
+
+  #updateWatch(): void {
+    const a = this.#usable();
+    const rx = a !== undefined && a.rx.ready && this.#pendingLen === 0 && !(this.rxRateLimiter?.blocked ?? false);
+    const tx = a !== undefined && a.tx.ready && this.#txWaitsForBackend;
+    this.#events.want(rx, tx);
+  }
+
+  #scheduleRx(): void {
+    if (this.#rxScheduled) return;
+    this.#rxScheduled = true;
+    setImmediate(() => this.processRx());
+  }
+
+  #scheduleTx(): void {
+    if (this.#txScheduled) return;
+    this.#txScheduled = true;
+    setImmediate(() => this.processTx());
+  }
+
+  // ---- receive ----
+
+  #rxTurn(): void {
+    const a = this.#usable();
+    if (a === undefined || !a.rx.ready) return;
+    let frames = 0;
+    let bytes = 0;
+    const usedBefore = this.#rxUsed;
+    try {
+      while (frames < NET_BATCH_FRAMES && bytes < NET_BATCH_BYTES) {
+        if (this.#pendingLen === 0 && !this.#readFrame()) break;
+        const n = this.#pendingLen;
+        const limiter = this.rxRateLimiter;
+        if (limiter !== undefined && !this.#pendingCharged) {
+          if (!limiter.consume(n, 1)) {
+            this.metrics.rxThrottled++;
+            break;
+          }
+          this.#pendingCharged = true;
+        }
+        const r = this.#deliver(a, n);
+        if (r === "broken") return;
+        if (r === "wait") break;
+        this.#pendingLen = 0;
+        this.#pendingCharged = false;
+        frames++;
+        bytes += n;
+      }
+      if (frames >= NET_BATCH_FRAMES || bytes >= NET_BATCH_BYTES) this.metrics.yields++;
+      // Chains may have been returned (empty ones too) even when the frame waits.
+      if (this.#rxUsed !== usedBefore && a.rx.needsNotification(a.ctx.mem)) a.ctx.interrupt.signalUsedQueue(0);
+    } catch (e) {
+      this.#broken(a, e);
+      return;
+    }
+    // Watch the tap only while a frame could be delivered; at the bound the (level-triggered)
+    // watch brings us back on the next turn of the loop.
+    this.#updateWatch();
+  }
+
+  /** Reads the next frame from the backend into `#frame`. @returns whether one is pending. */
+  #readFrame(): boolean {
+    for (let tries = 0; tries < NET_BATCH_FRAMES; tries++) {
+      let n: number | "again";
+      try {
+        n = this.#backend.read(this.#frame);
+      } catch (e) {
+        this.metrics.rxTapErrors++;
+        this.#violation((e as Error).message);
+        return false;
+      }
+      if (n === "again") return false;
+      if (n < NET_HDR_SIZE || n > NET_MAX_BUFFER) {
+        this.metrics.rxDroppedBadFrame++;
+        this.#violation(`frame of ${n} bytes from the backend dropped (header ${NET_HDR_SIZE}, at most ${NET_MAX_BUFFER})`);
+        continue;
+      }
+      this.#pendingLen = n;
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Writes the pending frame of `n` bytes into receive chains: "done" (delivered,
+   * or dropped and counted), "wait" (not enough buffers: every chain popped for it
+   * went back), "broken" (DEVICE_NEEDS_RESET set).
+   */
+  #deliver(a: Active, n: number): Delivery {
+    const { rx, ctx } = a;
+    const mem = ctx.mem;
+    const chains: DescriptorChain[] = [];
+    let cap = 0;
+    // Chains before the last malformed one: returning that one made them final (no undoPop).
+    let committed = 0;
+    let pops = 0;
+    for (;;) {
+      if (a.mrg ? cap >= n : chains.length === 1) break;
+      if (chains.length >= rx.size) {
+        // The whole ring cannot hold it: it never will.
+        this.metrics.rxDroppedTooLarge++;
+        this.#violation(`frame of ${n} bytes is larger than the whole receive ring (${cap} bytes)`);
+        return this.#giveBack(a, chains, committed) ? "done" : "broken";
+      }
+      let c: DescriptorChain | undefined;
+      try {
+        c = rx.popDescriptorChain(mem);
+      } catch (e) {
+        if (!(e instanceof VirtqueueError) || e.head === undefined) return this.#fail(a, e);
+        this.metrics.rxMalformedChains++;
+        this.#violation(`receive chain ${e.head}: ${e.code}`);
+        if (!this.#addUsed(a, rx, e.head, 0)) return "broken";
+        committed = chains.length;
+        continue;
+      }
+      if (c === undefined) {
+        if (!this.#giveBack(a, chains, committed)) return "broken";
+        chains.length = 0;
+        cap = 0;
+        committed = 0;
+        let more: boolean;
+        try {
+          more = rx.enableNotification(mem);
+        } catch (e) {
+          return this.#fail(a, e);
+        }
+        if (more && ++pops < 4) continue; // posted while we looked: try again
+        if (more) this.#scheduleRx(); // a guest posting as fast as we look: go on next turn
+        this.metrics.rxNoBuffers++;
+        return "wait";
+      }
+      const problem = rxChainProblem(mem, c);
+      if (problem !== undefined) {
+        this.metrics.rxMalformedChains++;
+        this.#violation(problem);
+        if (!this.#addUsed(a, rx, c.head, 0)) return "broken";
+        committed = chains.length;
+        continue;
+      }
+      chains.push(c);
+      cap += c.writableLength;
+    }
+    if (cap < n) {
+      // Without MRG_RXBUF one chain must hold the frame; keep the chain for the next one.
+      this.metrics.rxDroppedTooLarge++;
+      this.#violation(`frame of ${n} bytes is larger than the receive buffer (${cap} bytes)`);
+      return this.#giveBack(a, chains, committed) ? "done" : "broken";
+    }
+    // num_buffers: how many chains the frame takes (1 without MRG_RXBUF, as VERSION_1 requires).
+    this.#frame[10] = chains.length & 0xff;
+    this.#frame[11] = chains.length >> 8;
+    let off = 0;
+    try {
+      for (const c of chains) {
+        const k = Math.min(c.writableLength, n - off);
+        c.writeFrom(mem, this.#frame.subarray(off, off + k));
+        rx.addUsed(mem, c.head, k);
+        this.#rxUsed++;
+        off += k;
+      }
+    } catch (e) {
+      return this.#fail(a, e);
+    }
+    this.metrics.rxFrames++;
+    this.metrics.rxBytes += n - NET_HDR_SIZE;
+    return "done";
+  }
+
+  /** Gives the chains gathered for a frame back: newest first with undoPop, the final ones returned empty. */
+  #giveBack(a: Active, chains: readonly DescriptorChain[], committed: number): boolean {
+    try {
+      for (let i = chains.length - 1; i >= committed; i--) a.rx.undoPop(chains[i] as DescriptorChain);
+      for (let i = 0; i < committed; i++) {
+        a.rx.addUsed(a.ctx.mem, (chains[i] as DescriptorChain).head, 0);
+        this.#rxUsed++;
+        this.metrics.rxReturnedEmpty++;
+      }
+      return true;
+    } catch (e) {
+      this.#fail(a, e);
+      return false;
+    }
+  }
+
+  #addUsed(a: Active, q: Queue, head: number, len: number): boolean {
+    try {
+      q.addUsed(a.ctx.mem, head, len);
+      if (q === a.rx) this.#rxUsed++;
+      return true;
+    } catch (e) {
+      this.#fail(a, e);
+      return false;
+    }
+  }
+
+  #fail(a: Active, e: unknown): "broken" {
+    this.#broken(a, e);
+    return "broken";
+  }
+
+  // ---- transmit ----
+
+  #txTurn(): void {
+    const a = this.#usable();
+    if (a === undefined || !a.tx.ready) return;
+    const { tx, ctx } = a;
+    const mem = ctx.mem;
+    const hdr = new Uint8Array(NET_HDR_SIZE);
+    let frames = 0;
+    let bytes = 0;
+    let used = false;
+    try {
+      for (;;) {
+        if (frames >= NET_BATCH_FRAMES || bytes >= NET_BATCH_BYTES) {
+          this.metrics.yields++;
+          this.#scheduleTx();
+          break;
+        }
+        if (this.txRateLimiter?.blocked) break;
+        let c: DescriptorChain | undefined;
+        try {
+          c = tx.popDescriptorChain(mem);
+        } catch (e) {
+          if (!(e instanceof VirtqueueError) || e.head === undefined) throw e;
+          this.metrics.txMalformed++;
+          this.#violation(`transmit chain ${e.head}: ${e.code}`);
+          tx.addUsed(mem, e.head, 0);
+          used = true;
+          continue;
+        }
+        if (c === undefined) {
+          if (tx.eventIdx && tx.enableNotification(mem)) continue;
+          // A guest that sent something is likely refilling: look once more on the next turn
+          // of the loop before waiting for its notification (a turn that finds nothing stops).
+          if (frames > 0) this.#scheduleTx();
+          break;
+        }
+        frames++;
+        bytes += c.readableLength;
+        const f = txFrameViews(mem, c);
+        let problem = "problem" in f ? f.problem : undefined;
+        if (problem === undefined) {
+          c.readInto(mem, hdr);
+          problem = txHeaderProblem(hdr, ctx.features);
+        }
+        if (problem !== undefined || !("views" in f)) {
+          if ("oversize" in f && f.oversize) this.metrics.txOversize++;
+          else this.metrics.txMalformed++;
+          this.#violation(problem ?? "transmit chain refused");
+          tx.addUsed(mem, c.head, 0);
+          used = true;
+          continue;
+        }
+        if (this.txRateLimiter !== undefined && !this.txRateLimiter.consume(c.readableLength, 1)) {
+          this.metrics.txThrottled++;
+          tx.undoPop(c); // stays in the ring until the limiter's timer
+          break;
+        }
+        hdr[10] = 0; // num_buffers is not the driver's to set on transmit
+        hdr[11] = 0;
+        let w: number | "again";
+        try {
+          w = this.#backend.write([hdr, ...f.views]);
+        } catch (e) {
+          this.metrics.txTapErrors++;
+          this.#violation((e as Error).message);
+          w = -1;
+        }
+        if (w === "again") {
+          this.metrics.txTapFull++;
+          tx.undoPop(c);
+          this.#txWaitsForBackend = true;
+          break;
+        }
+        if (w >= 0) {
+          this.metrics.txFrames++;
+          this.metrics.txBytes += c.readableLength - NET_HDR_SIZE;
+        }
+        tx.addUsed(mem, c.head, 0);
+        used = true;
+      }
+      if (used && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
+    } catch (e) {
+      this.#broken(a, e);
+      return;
+    }
+    this.#updateWatch();
+  }
+}

@@ -1,0 +1,108 @@
+// Pure checks of virtio-net's data path: what a transmit header may ask for
+// given the negotiated features, which receive chains are usable, and the tap
+// offloads that the negotiated receive features allow.
+import { sliceRange, type GuestMemory } from "@ts-vmm/vm-memory";
+import type { DescriptorChain } from "@ts-vmm/virtio-queue";
+import { TUN_F } from "@ts-vmm/vmm-sys-util";
+import {
+  ETH_HLEN,
+  NET_HDR_SIZE,
+  NET_MAX_BUFFER,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
+} from "./constants.js";
+
+/** Most views one transmit writev takes (Linux's IOV_MAX). */
+const IOV_MAX = 1024;
+
+/**
+ * TUN_F offloads for the tap from the receive features the driver
+ * negotiated, honouring the spec's dependencies (TSO needs GUEST_CSUM, ECN
+ * needs TSO), so a driver that broke them cannot make the tap refuse.
+ * @internal
+ */
+export function tunOffloadFlags(features: bigint): number {
+  if (!(features & VIRTIO_NET_F_GUEST_CSUM)) return 0;
+  let f = TUN_F.CSUM;
+  if (features & VIRTIO_NET_F_GUEST_TSO4) f |= TUN_F.TSO4;
+  if (features & VIRTIO_NET_F_GUEST_TSO6) f |= TUN_F.TSO6;
+  if (features & VIRTIO_NET_F_GUEST_ECN && f & (TUN_F.TSO4 | TUN_F.TSO6)) f |= TUN_F.TSO_ECN;
+  return f;
+}
+
+/**
+ * Why a transmit header asks for something the driver did not negotiate (or
+ * that does not exist), or undefined if it is acceptable. Lengths and offsets
+ * inside it are the kernel's to check (it refuses a bad one with EINVAL).
+ * @internal
+ */
+export function txHeaderProblem(hdr: Uint8Array, features: bigint): string | undefined {
+  const flags = hdr[0] as number;
+  const gso = hdr[1] as number;
+  if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return `header flags 0x${flags.toString(16)} (only NEEDS_CSUM is for transmit)`;
+  if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM && !(features & VIRTIO_NET_F_CSUM)) return "NEEDS_CSUM without VIRTIO_NET_F_CSUM";
+  const type = gso & ~VIRTIO_NET_HDR_GSO_ECN;
+  if (gso & VIRTIO_NET_HDR_GSO_ECN && (type === VIRTIO_NET_HDR_GSO_NONE || !(features & VIRTIO_NET_F_HOST_ECN))) return "GSO ECN without VIRTIO_NET_F_HOST_ECN";
+  if (type === VIRTIO_NET_HDR_GSO_NONE) return undefined;
+  if (type === VIRTIO_NET_HDR_GSO_TCPV4 && features & VIRTIO_NET_F_HOST_TSO4) return undefined;
+  if (type === VIRTIO_NET_HDR_GSO_TCPV6 && features & VIRTIO_NET_F_HOST_TSO6) return undefined;
+  return `gso_type ${gso} not negotiated`;
+}
+
+/**
+ * Why a transmit chain cannot be sent, or the views of its frame (after the
+ * header) in guest memory. Checks: no device-writable part, header plus
+ * Ethernet header at least, at most {@link NET_MAX_BUFFER}, every byte inside
+ * guest memory, at most IOV_MAX pieces.
+ * @internal
+ */
+export function txFrameViews(mem: GuestMemory, chain: DescriptorChain): { readonly views: Uint8Array[] } | { readonly problem: string; readonly oversize: boolean } {
+  const len = chain.readableLength;
+  if (chain.writableLength > 0) return { problem: "transmit chain has device-writable buffers", oversize: false };
+  if (len > NET_MAX_BUFFER) return { problem: `transmit chain of ${len} bytes is over ${NET_MAX_BUFFER}`, oversize: true };
+  if (len < NET_HDR_SIZE + ETH_HLEN) return { problem: `transmit chain of ${len} bytes is shorter than header + Ethernet header`, oversize: false };
+  const views: Uint8Array[] = [];
+  let skip = NET_HDR_SIZE;
+  try {
+    for (const d of chain.descriptors) {
+      if (skip >= d.len) {
+        if (d.len > 0 && !mem.checkRange(d.addr, d.len)) return { problem: `buffer at 0x${d.addr.toString(16)} is outside guest memory`, oversize: false };
+        skip -= d.len;
+        continue;
+      }
+      if (skip > 0 && !mem.checkRange(d.addr, skip)) return { problem: `buffer at 0x${d.addr.toString(16)} is outside guest memory`, oversize: false };
+      for (const v of sliceRange(mem, d.addr + skip, d.len - skip)) views.push(v);
+      skip = 0;
+    }
+  } catch {
+    return { problem: "a transmit buffer is outside guest memory", oversize: false };
+  }
+  if (views.length + 1 > IOV_MAX) return { problem: `transmit chain needs ${views.length} pieces, over IOV_MAX`, oversize: false };
+  return { views };
+}
+
+/**
+ * Why a receive chain cannot take frame bytes, or undefined if it can: it must
+ * be device-writable only, hold at least the 12-byte header, and lie inside
+ * guest memory.
+ * @internal
+ */
+export function rxChainProblem(mem: GuestMemory, chain: DescriptorChain): string | undefined {
+  if (chain.readableCount > 0) return "receive chain has device-readable buffers";
+  if (chain.writableLength < NET_HDR_SIZE) return `receive chain of ${chain.writableLength} bytes cannot hold the 12-byte header`;
+  for (const d of chain.descriptors) {
+    if (d.len > 0 && !mem.checkRange(d.addr, d.len)) return `receive buffer [0x${d.addr.toString(16)}, +${d.len}) is outside guest memory`;
+  }
+  return undefined;
+}

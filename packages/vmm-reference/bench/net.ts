@@ -1,0 +1,132 @@
+/**
+ * pnpm bench:net — guest-to-host network throughput over a tap, our VMM against
+ * QEMU (`-netdev tap`, no vhost) with the micro-guest's `bench-net` mode, runs
+ * interleaved: QEMU, ours, QEMU, ours, … (BENCH_RUNS, default 3).
+ *
+ * Each run gets a fresh persistent tap (10.0.2.2/24, up) in a network namespace
+ * the bench creates, and the VMM runs inside that namespace. The guest sends
+ * n = 20000 frames of 1514 bytes (plus the 12-byte header), 32 in flight, and
+ * reports TSC cycles; both VMMs run on the host's TSC (neither sets its rate),
+ * converted with the host's rate from KVM_GET_TSC_KHZ (QEMU's default CPU model
+ * has no TSC leaf for the guest to read). The kernel counts the frames (tap rx) and drops
+ * them (an experimental ethertype), and the bench checks that it counted all.
+ * Host-to-guest throughput is not measured (the micro-guest has no receive
+ * bench yet). Appends a line to BENCHMARKS.md; the last line printed is
+ * `{"bench":"net-tx",...}`.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, release } from "node:os";
+import { fileURLToPath } from "node:url";
+import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
+import { Kvm } from "@ts-vmm/kvm-ioctls";
+import { buildMicroGuest, qemuLauncher, runGuest, tscHz, type VmmLauncher } from "@ts-vmm/test-guests";
+import { inNamespace } from "../test/ns-launcher.js";
+import { oursLauncher } from "../test/ours-launcher.js";
+
+const RUNS = Number(process.env["BENCH_RUNS"] ?? 3);
+const FRAMES = 20000;
+const SIZE = 1514;
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+function hostTscHz(): number {
+  const kvm = new Kvm();
+  try {
+    const vm = kvm.createVm();
+    try {
+      const vcpu = vm.createVcpu(0);
+      try {
+        return vcpu.getTscKhz() * 1000;
+      } finally {
+        vcpu.close();
+      }
+    } finally {
+      vm.close();
+    }
+  } finally {
+    kvm.close();
+  }
+}
+
+async function oneRun(ns: NetNamespace, launcher: VmmLauncher, elf: string, hostHz: number): Promise<number> {
+  const tap = uniqueIfName("tsvb");
+  ns.addTap(tap);
+  try {
+    const before = ns.linkStats(tap).rxPackets;
+    const r = await runGuest({
+      vmm: inNamespace(launcher, ns), kernel: elf, cmdline: `mode=bench-net n=${FRAMES} size=${SIZE}`, memMiB: 64, timeoutMs: 60_000,
+      devices: [{ kind: "net", tap }],
+    });
+    if (r.guestExit !== 0) throw new Error(`${launcher.name} bench-net failed: ${r.exitProblem ?? `guest exit ${String(r.guestExit)}`}\n${r.serial}\n${r.vmmLog}`);
+    const cycles = Number(r.results.values["net_tx_cycles"]);
+    const guestHz = tscHz(r.results);
+    if (!Number.isFinite(cycles)) throw new Error(`${launcher.name}: no net_tx_cycles\n${r.serial}`);
+    if (guestHz !== null && Math.abs(guestHz / hostHz - 1) > 0.05) throw new Error(`${launcher.name}: guest TSC ${guestHz} Hz is not the host's ${hostHz} Hz`);
+    const hz = hostHz;
+    const counted = ns.linkStats(tap).rxPackets - before;
+    if (counted < FRAMES) throw new Error(`${launcher.name}: the kernel counted ${counted} of ${FRAMES} frames`);
+    return (FRAMES * SIZE) / (cycles / hz) / 1e6; // MB/s of Ethernet frames
+  } finally {
+    ns.ip("link", "del", tap);
+  }
+}
+
+function appendToBenchmarks(text: string): void {
+  const file = fileURLToPath(new URL("../../../BENCHMARKS.md", import.meta.url));
+  const begin = "<!-- vmm-reference-net:begin -->";
+  const end = "<!-- vmm-reference-net:end -->";
+  let doc = existsSync(file) ? readFileSync(file, "utf8") : "# Benchmarks\n";
+  if (!doc.includes(begin)) {
+    doc = `${doc.trimEnd()}\n\n## vmm-reference: virtio-net guest-to-host throughput over a tap (\`pnpm bench:net\`)\n\n` +
+      `Micro-guest \`bench-net\`: ${FRAMES} frames of ${SIZE} bytes, 32 in flight, into a tap in a private network namespace;\n` +
+      "QEMU microvm with `-netdev tap` (no vhost) in the same run. MB/s of Ethernet frames, TSC-timed in the guest.\n" +
+      "Target: ours / QEMU ≥ 1.0. Host-to-guest is not measured yet.\n\n" +
+      `${begin}\n${end}\n`;
+  }
+  doc = doc.replace(end, `${text.trimEnd()}\n\n${end}`);
+  writeFileSync(file, doc);
+}
+
+async function main(): Promise<void> {
+  const elf = (await buildMicroGuest()).elf;
+  const hz = hostTscHz();
+  const ns = NetNamespace.create("bench");
+  const q: number[] = [];
+  const o: number[] = [];
+  try {
+    for (let i = 0; i < RUNS; i++) {
+      q.push(await oneRun(ns, qemuLauncher, elf, hz));
+      o.push(await oneRun(ns, oursLauncher, elf, hz));
+    }
+  } finally {
+    ns.close();
+  }
+  const qm = median(q);
+  const om = median(o);
+  const ratio = Number((om / qm).toFixed(3));
+  let qemuVersion = "QEMU (version unknown)";
+  try {
+    qemuVersion = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0]!.trim();
+  } catch {
+    /* keep the placeholder */
+  }
+  const when = new Date().toISOString().slice(0, 16).replace("T", " ");
+  const cpu = cpus()[0]?.model.replace(/\s+/g, " ").trim() ?? "unknown CPU";
+  const f = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join(", ");
+  const line =
+    `- ${when} UTC — ${cpu} x${cpus().length}, Linux ${release()}, load average ${loadavg()[0]!.toFixed(1)}; ${qemuVersion}; ${RUNS} run(s) each: ` +
+    `QEMU ${qm.toFixed(0)} MB/s (runs: ${f(q)}); ours ${om.toFixed(0)} MB/s (runs: ${f(o)}); ratio ${ratio}`;
+  console.log(line);
+  appendToBenchmarks(line);
+  console.log(JSON.stringify({ bench: "net-tx", frames: FRAMES, frame_bytes: SIZE, ours_mb_s: Number(om.toFixed(1)), qemu_mb_s: Number(qm.toFixed(1)), ratio }));
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

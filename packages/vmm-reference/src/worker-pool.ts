@@ -1,0 +1,104 @@
+// vCPU worker threads started ahead of need. A worker's start (a new V8
+// isolate, then loading the devices and kvm-ioctls) is the longest step
+// between process start and the first KVM_RUN after the CLI's own module
+// loading; started first thing, it runs while the main thread loads its
+// modules, reads the kernel and sets up the VM. This module imports nothing
+// heavy, so the CLI's entry can call it before anything else loads.
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+
+const BUNDLED_WORKER_URL = new URL("../dist/vcpu-worker.bundle.js", import.meta.url);
+
+/**
+ * The vCPU worker's compiled entry: dist/ holds it whether this module runs
+ * from src/ or dist/ — the one-file bundle (scripts/bundle.mjs) where the
+ * build made it, else the plain module.
+ */
+export const VCPU_WORKER_URL = existsSync(fileURLToPath(BUNDLED_WORKER_URL)) ? BUNDLED_WORKER_URL : new URL("../dist/vcpu-worker.js", import.meta.url);
+
+/** workerData of a worker started ahead of need: it waits for a {@link VcpuWorkerStart} message. */
+export interface VcpuWorkerPrestart {
+  readonly prestart: true;
+}
+
+/** The message that hands a prestarted worker its vCPU. */
+export interface VcpuWorkerStart<T> {
+  readonly type: "start";
+  readonly data: T;
+}
+
+/** Most workers {@link prestartVcpuWorkers} keeps. */
+export const MAX_PRESTARTED = 16;
+
+// One pool per process even if this module is loaded twice (bin.js loads it
+// before the CLI bundle, which has its own copy): the list lives on globalThis.
+const POOL = Symbol.for("@ts-vmm/vmm-reference/vcpu-worker-pool");
+const idle: Worker[] = ((globalThis as Record<symbol, unknown>)[POOL] ??= []) as Worker[];
+
+function spawn(workerData: unknown): Worker {
+  // The worker is compiled JS that imports the packages' dist builds: do not
+  // inherit flags such as a test runner's --conditions pointing at sources.
+  return new Worker(VCPU_WORKER_URL, { workerData, execArgv: [] });
+}
+
+/**
+ * Starts up to `n` vCPU workers now (at most {@link MAX_PRESTARTED} kept), so
+ * that {@link takeVcpuWorker} finds them loaded. They do not keep the process
+ * alive while idle; one that fails to start leaves the pool (a later take
+ * starts a fresh worker, which reports the failure where it is used).
+ */
+export function prestartVcpuWorkers(n: number): void {
+  const want = Math.min(Math.max(0, Math.floor(n)), MAX_PRESTARTED - idle.length);
+  for (let i = 0; i < want; i++) {
+    const w = spawn({ prestart: true } satisfies VcpuWorkerPrestart);
+    w.unref();
+    const leave = (): void => {
+      const at = idle.indexOf(w);
+      if (at >= 0) idle.splice(at, 1);
+    };
+    w.once("error", leave);
+    w.once("exit", leave);
+    idle.push(w);
+  }
+}
+
+/**
+ * How many workers the `ts-vmm` binary prestarts for `argv` (without the
+ * node and script paths): `--vcpus N` / `--vcpus=N` of `run`; anything it
+ * cannot read (or `--config`) counts as 1; other commands 0.
+ */
+export function prestartCount(argv: readonly string[]): number {
+  if (argv[0] !== "run") return 0;
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = a === "--vcpus" ? argv[i + 1] : a.startsWith("--vcpus=") ? a.slice(8) : undefined;
+    if (v !== undefined) return /^\d{1,4}$/.test(v) ? Math.max(1, Number(v)) : 1;
+  }
+  return 1;
+}
+
+/** Workers prestarted and not yet taken. */
+export function prestartedVcpuWorkers(): number {
+  return idle.length;
+}
+
+/**
+ * A worker running the vCPU loop with `data`: a prestarted one if any (it gets
+ * `data` in a message), else a new one (with `data` as workerData).
+ */
+export function takeVcpuWorker<T>(data: T): Worker {
+  const w = idle.shift();
+  if (w === undefined) return spawn(data);
+  w.removeAllListeners("error");
+  w.removeAllListeners("exit");
+  w.ref();
+  w.postMessage({ type: "start", data } satisfies VcpuWorkerStart<T>);
+  return w;
+}
+
+/** Ends the idle prestarted workers (for tests and embedders that prestarted and will not run). */
+export async function closePrestartedVcpuWorkers(): Promise<void> {
+  const ws = idle.splice(0);
+  await Promise.all(ws.map((w) => w.terminate()));
+}

@@ -1,0 +1,55 @@
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { describeWith } from "@ts-vmm/test-utils";
+import { buildMicroGuest } from "@ts-vmm/test-guests";
+import { afterEach, beforeAll, expect, it, vi } from "vitest";
+import { closePrestartedVcpuWorkers, prestartCount, prestartVcpuWorkers, prestartedVcpuWorkers, takeVcpuWorker, VCPU_WORKER_URL } from "../src/worker-pool.js";
+
+vi.setConfig({ testTimeout: 60_000 });
+const BIN = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
+
+it("prestartCount reads --vcpus of run only, and counts anything it cannot read as 1", () => {
+  expect(prestartCount(["run", "--kernel", "k", "--vcpus", "4"])).toBe(4);
+  expect(prestartCount(["run", "--vcpus=3"])).toBe(3);
+  expect(prestartCount(["run", "--config", "vm.json"])).toBe(1);
+  expect(prestartCount(["run", "--vcpus", "lots"])).toBe(1);
+  expect(prestartCount(["cpu-features", "--vcpus", "4"])).toBe(0);
+  expect(prestartCount([])).toBe(0);
+});
+
+it("the vCPU worker is the one-file bundle the build made", () => {
+  expect(VCPU_WORKER_URL.pathname).toMatch(/dist\/vcpu-worker\.bundle\.js$/);
+});
+
+describeWith({ kvm: true, tools: ["gcc", "ld"] }, "start-up: prestarted workers and the bundled CLI", () => {
+  let elf = "";
+  beforeAll(async () => {
+    elf = (await buildMicroGuest()).elf;
+  }, 120_000);
+  afterEach(async () => closePrestartedVcpuWorkers());
+
+  it("prestarted workers wait without holding the process, and a taken one is handed its data", async () => {
+    prestartVcpuWorkers(2);
+    expect(prestartedVcpuWorkers()).toBe(2);
+    // A worker given a malformed vCPU fails in fromTransferable: proof that it ran main() with the message's data.
+    const w = takeVcpuWorker({ vcpu: null });
+    expect(prestartedVcpuWorkers()).toBe(1);
+    const err = await new Promise<Error>((resolve) => w.once("error", resolve));
+    expect(err.message).toMatch(/vcpu|transferable|null/i);
+  });
+
+  it("the ts-vmm binary boots the micro-guest through the bundle with prestarted workers, and the trace names every phase in order", () => {
+    const r = spawnSync(process.execPath, [BIN, "run", "--kernel", elf, "--cmdline", "mode=hello", "--mem", "64", "--vcpus", "2"], {
+      env: { ...process.env, TS_VMM_TRACE_STARTUP: "1" }, encoding: "utf8", timeout: 30_000,
+    });
+    expect(r.stdout, r.stderr).toContain("hello from the ts-vmm micro-guest");
+    expect(r.status, r.stderr).toBe(1); // debug-exit value 0: (0 << 1) | 1
+    const phases = r.stderr.split("\n").filter((l) => l.startsWith("ts-vmm: startup +")).map((l) => l.replace(/^ts-vmm: startup \+[\d.]+ ms /, ""));
+    for (const p of ["node bootstrap done", "cli modules loaded", "kvm opened", "kernel loaded", "vcpus set up", "vCPU 0 worker spawned", "vCPU 1 worker spawned", "vCPU 0: worker modules loaded", "vCPU 0: first KVM_RUN", "first serial output on the main thread"]) {
+      expect(phases, r.stderr).toContain(p);
+    }
+    const at = (p: string): number => Number(/\+([\d.]+) ms/.exec(r.stderr.split("\n").find((l) => l.endsWith(` ${p}`))!)![1]);
+    expect(at("kvm opened")).toBeLessThan(at("vcpus set up"));
+    expect(at("vCPU 0: first KVM_RUN")).toBeLessThan(at("first serial output on the main thread"));
+  });
+});
