@@ -48,7 +48,8 @@ bool ArgString(const Napi::CallbackInfo& info, size_t i, std::string* out);
 // Reads argument `i` as a boolean.
 bool ArgBool(const Napi::CallbackInfo& info, size_t i, bool* out);
 
-// node-api has no SharedArrayBuffer support on Node 20, so the addon reaches V8 for it.
+// node-api has no SharedArrayBuffer support on Node 20 (nor in the first releases of 22, 24
+// and 26), so there the addon reaches V8 for it (mmap.cc; Node-API where Node has it).
 // These two conversions are what Node's own js_native_api_v8.h does
 // (v8impl::JsValueFromV8LocalValue / V8LocalValueFromJsValue): a napi_value is the
 // address of a handle slot in the current HandleScope, exactly like a v8::Local.

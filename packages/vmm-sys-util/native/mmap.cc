@@ -4,6 +4,12 @@
 // which V8 reference-counts across every SharedArrayBuffer that shares it, in every
 // isolate (worker) it was posted to. munmap runs in Deleter() only when the last of them
 // is collected, so no reachable view can ever point at unmapped memory.
+//
+// Two ways to make and read such a buffer (DESIGN.md "SharedArrayBuffers"): Node-API's
+// node_api_create_external_sharedarraybuffer / node_api_is_sharedarraybuffer where the running
+// Node has them (Node 22.2x, 24.16, 26.1 and later), else V8's API directly (Node 20 and the
+// earlier releases of 22, 24 and 26). Both end in the same reference-counted backing store
+// whose deleter may run on any thread.
 #include "common.h"
 
 #include <sys/mman.h>
@@ -22,9 +28,31 @@
 #include <mutex>
 #include <unordered_map>
 
+// Node-API's SharedArrayBuffer functions are experimental (declared only under
+// NAPI_EXPERIMENTAL, which would opt the whole module into experimental Node-API behaviour)
+// and missing from earlier releases of the same majors, which load the same prebuild (one per
+// ABI): Node loads addons with lazy binding, so a plain call would end the process there with
+// "symbol lookup error". Declared here as weak symbols instead: the loader leaves them null
+// where this Node does not export them. Signatures as in js_native_api.h of Node 22.23/24.22/26.12.
+extern "C" {
+__attribute__((weak)) napi_status node_api_create_external_sharedarraybuffer(napi_env env, void* external_data,
+                                                                             size_t byte_length,
+                                                                             void (*finalize_cb)(void* data, void* hint),
+                                                                             void* finalize_hint, napi_value* result);
+__attribute__((weak)) napi_status node_api_is_sharedarraybuffer(napi_env env, napi_value value, bool* result);
+}
+
 namespace vsu {
 
 namespace {
+
+// Both functions present: the SharedArrayBuffers go through Node-API. napi_get_arraybuffer_info
+// accepts a SharedArrayBuffer since the same release that added node_api_is_sharedarraybuffer.
+bool NodeApiHasSab() { return node_api_create_external_sharedarraybuffer != nullptr && node_api_is_sharedarraybuffer != nullptr; }
+
+// Which API makes and reads the buffers; sabBackend("v8") switches to V8 where both exist
+// (for tests of that path on Node 22+). Process-wide: every worker loads this same library.
+std::atomic<bool> g_use_node_api{NodeApiHasSab()};
 
 struct Mapping {
   void* addr;
@@ -48,6 +76,40 @@ void Deleter(void* data, size_t length, void* deleter_data) {
   int fd = m->fd.exchange(-1);
   if (fd >= 0) close(fd);
   delete m;
+}
+
+// Node-API's finalizer for the same backing store (node_api_noenv_finalize: any thread, no env).
+void NoEnvFinalize(void* data, void* hint) { Deleter(data, 0, hint); }
+
+// The buffer over [addr, addr+length) owned by m, or an empty value with a pending exception.
+napi_value NewSab(napi_env env, void* addr, size_t length, Mapping* m) {
+  if (g_use_node_api.load()) {
+    napi_value sab = nullptr;
+    if (node_api_create_external_sharedarraybuffer(env, addr, length, NoEnvFinalize, m, &sab) != napi_ok) return nullptr;
+    return sab;
+  }
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  std::unique_ptr<v8::BackingStore> store = v8::SharedArrayBuffer::NewBackingStore(addr, length, Deleter, m);
+  return FromV8(v8::SharedArrayBuffer::New(isolate, std::move(store)));
+}
+
+// data and length of a SharedArrayBuffer; false if v is none.
+bool SabInfo(napi_env env, napi_value v, uint8_t** data, size_t* length) {
+  if (g_use_node_api.load()) {
+    bool is = false;
+    void* d = nullptr;
+    if (node_api_is_sharedarraybuffer(env, v, &is) != napi_ok || !is || napi_get_arraybuffer_info(env, v, &d, length) != napi_ok) {
+      return false;
+    }
+    *data = static_cast<uint8_t*>(d);
+    return true;
+  }
+  v8::Local<v8::Value> local = ToV8(v);
+  if (!local->IsSharedArrayBuffer()) return false;
+  v8::Local<v8::SharedArrayBuffer> sab = local.As<v8::SharedArrayBuffer>();
+  *data = static_cast<uint8_t*>(sab->Data());
+  *length = sab->ByteLength();
+  return true;
 }
 
 // mmap(fd, length, prot, flags, offset, ownFd) -> [SharedArrayBuffer, address: bigint] | -errno
@@ -102,12 +164,21 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(g_mutex);
     g_live.emplace(addr, m);
   }
-  v8::Isolate* isolate = v8::Isolate::GetCurrent();
-  std::unique_ptr<v8::BackingStore> store = v8::SharedArrayBuffer::NewBackingStore(addr, length, Deleter, m);
-  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(isolate, std::move(store));
+  napi_value sab = NewSab(env, addr, length, m);
+  if (sab == nullptr) {
+    // Node-API refused (a runtime without external buffers): nothing refers to the mapping yet.
+    {
+      std::lock_guard<std::mutex> lock(g_mutex);
+      g_live.erase(addr);
+    }
+    munmap(addr, length);
+    delete m;  // an owned fd stays the caller's, as when mmap fails
+    if (!env.IsExceptionPending()) Napi::Error::New(env, "node_api_create_external_sharedarraybuffer failed").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
 
   Napi::Array result = Napi::Array::New(env, 2);
-  result.Set(0u, Napi::Value(env, FromV8(sab)));
+  result.Set(0u, Napi::Value(env, sab));
   result.Set(1u, Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(addr))));
   return result;
 }
@@ -189,21 +260,42 @@ bool ArgMapping(const Napi::CallbackInfo& info, size_t i, uint8_t** data, size_t
     ThrowType(info.Env(), "argument must be a SharedArrayBuffer");
     return false;
   }
-  v8::Local<v8::Value> v = ToV8(info[i]);
-  if (!v->IsSharedArrayBuffer()) {
+  uint8_t* d;
+  size_t len;
+  if (!SabInfo(info.Env(), info[i], &d, &len)) {
     ThrowType(info.Env(), "argument must be a SharedArrayBuffer");
     return false;
   }
-  v8::Local<v8::SharedArrayBuffer> sab = v.As<v8::SharedArrayBuffer>();
-  uint8_t* d = static_cast<uint8_t*>(sab->Data());
   if (FindMapping(d) == nullptr) {
     ThrowType(info.Env(), "SharedArrayBuffer is not a mapping made by this addon");
     return false;
   }
   *data = d;
-  *length = sab->ByteLength();
+  *length = len;
   return true;
 }
+
+namespace {
+
+// sabBackend([want]) -> "node-api" | "v8": the API that makes and reads the buffers. With
+// want ("v8" or "node-api") it switches first; "node-api" stays "v8" where Node lacks it.
+Napi::Value SabBackend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    std::string want;
+    if (!ArgString(info, 0, &want)) return Napi::Value();
+    if (want == "v8") {
+      g_use_node_api.store(false);
+    } else if (want == "node-api") {
+      g_use_node_api.store(NodeApiHasSab());
+    } else {
+      return ThrowRange(env, "sabBackend: \"v8\" or \"node-api\"");
+    }
+  }
+  return Napi::String::New(env, g_use_node_api.load() ? "node-api" : "v8");
+}
+
+}  // namespace
 
 void InitMmap(Napi::Env env, Napi::Object exports) {
   exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
@@ -211,6 +303,7 @@ void InitMmap(Napi::Env env, Napi::Object exports) {
   exports.Set("msync", Napi::Function::New(env, Msync, "msync"));
   exports.Set("disownFd", Napi::Function::New(env, DisownFd, "disownFd"));
   exports.Set("liveMappingCount", Napi::Function::New(env, LiveMappingCount, "liveMappingCount"));
+  exports.Set("sabBackend", Napi::Function::New(env, SabBackend, "sabBackend"));
   Napi::Object c = Napi::Object::New(env);
   VSU_CONST(c, PROT_READ);
   VSU_CONST(c, PROT_WRITE);

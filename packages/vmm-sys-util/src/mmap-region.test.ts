@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gcUntil } from "../test/fixtures/gc.js";
 import { TestWorker, sabWorkerUrl } from "../test/fixtures/worker.js";
 import { MmapRegion, VmmSysError, closeFd, ftruncate, liveMappingCount, memfdCreate, pageSize } from "./index.js";
+import { native } from "./native.js";
 
 const PAGE = pageSize();
 
@@ -325,7 +326,64 @@ async function settledCount(): Promise<number> {
   return last;
 }
 
-describe("MmapRegion lifetime across threads", () => {
+/**
+ * Whether this Node must have Node-API's SharedArrayBuffer functions: not Node 20; yes from
+ * 24.16 and 26.1 (the releases that added node_api_create_external_sharedarraybuffer) and from
+ * 22.23.5 (the 22 release checked here; the first 22 release with it is not known here);
+ * undefined (either answer) for the releases between.
+ */
+function nodeApiSabExpected(): boolean | undefined {
+  const [major = 0, minor = 0, patch = 0] = process.versions.node.split(".").map(Number);
+  const atLeast = (m: number, p: number) => minor > m || (minor === m && patch >= p);
+  if (major <= 20) return false;
+  if (major >= 27 || (major === 26 && atLeast(1, 0)) || (major === 24 && atLeast(16, 0)) || (major === 22 && atLeast(23, 5))) return true;
+  return undefined;
+}
+
+// The SharedArrayBuffer APIs this Node offers (DESIGN.md "SharedArrayBuffers"): the lifetime
+// tests below run on each.
+const backends = native().sabBackend() === "node-api" ? (["node-api", "v8"] as const) : (["v8"] as const);
+
+describe("SharedArrayBuffer API", () => {
+  afterAll(() => native().sabBackend("node-api")); // back to the default: Node-API where Node has it
+
+  it(`uses Node-API's SharedArrayBuffers where Node ${process.versions.node} has them, else V8's`, () => {
+    const expected = nodeApiSabExpected();
+    const got = native().sabBackend();
+    if (expected === undefined) expect(["node-api", "v8"]).toContain(got);
+    else expect(got).toBe(expected ? "node-api" : "v8");
+    expect(native().sabBackend("v8")).toBe("v8");
+    expect(native().sabBackend("node-api")).toBe(got); // the default again
+    expect(() => native().sabBackend("napi" as "v8")).toThrow(RangeError);
+  });
+
+  it.each(backends)("with %s: made by one API, read by the other; foreign buffers refused", (backend) => {
+    const other = backend === "v8" ? "node-api" : "v8";
+    native().sabBackend(backend);
+    const r = MmapRegion.memfd(PAGE, { name: `sab-${backend}` });
+    expect(r.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(r.buffer.byteLength).toBe(PAGE);
+    new Uint8Array(r.buffer)[7] = 0x42;
+    native().sabBackend(other);
+    const n = native();
+    expect(n.madvise(r.buffer, 0, PAGE, n.mmapConstants.MADV_WILLNEED)).toBe(0);
+    expect(n.msync(r.buffer, 0, PAGE, n.mmapConstants.MS_SYNC)).toBe(0);
+    expect(() => n.madvise(r.buffer, PAGE, 1, n.mmapConstants.MADV_WILLNEED)).toThrow(RangeError);
+    native().sabBackend(backend);
+    expect(() => n.madvise(new SharedArrayBuffer(PAGE), 0, PAGE, 4)).toThrow(/not a mapping made by this addon/);
+    expect(() => n.madvise(new ArrayBuffer(PAGE) as unknown as SharedArrayBuffer, 0, PAGE, 4)).toThrow(/must be a SharedArrayBuffer/);
+    expect(() => n.madvise(new Uint8Array(r.buffer) as unknown as SharedArrayBuffer, 0, PAGE, 4)).toThrow(/must be a SharedArrayBuffer/);
+    expect(new Uint8Array(r.buffer)[7]).toBe(0x42);
+    r.close();
+  });
+});
+
+describe.each(backends)("MmapRegion lifetime across threads (%s SharedArrayBuffers)", (backend) => {
+  beforeAll(() => {
+    expect(native().sabBackend(backend)).toBe(backend);
+  });
+  afterAll(() => native().sabBackend("node-api"));
+
   it("keeps the mapping while a worker holds the buffer, unmaps after the last one is collected", async () => {
     const before = await settledCount();
     const worker = new TestWorker(sabWorkerUrl);

@@ -143,6 +143,13 @@ export interface NativeBinding {
   disownFd(buffer: SharedArrayBuffer): number;
   /** Mappings whose backing store has not been released, process-wide. */
   liveMappingCount(): number;
+  /**
+   * The API that makes and reads the mappings' SharedArrayBuffers, process-wide: `"node-api"`
+   * where this Node exports Node-API's (experimental) SharedArrayBuffer functions (Node 22.2x,
+   * 24.16, 26.1 and later), else `"v8"`. With `want`, switches first (for tests of the V8 path);
+   * `"node-api"` stays `"v8"` where Node lacks them.
+   */
+  sabBackend(want?: "v8" | "node-api"): "v8" | "node-api";
   /** sys/mman.h constants. */
   readonly mmapConstants: MmapConstants;
   /** memfd_create(2) → fd. */
