@@ -21,10 +21,10 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, wri
 import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
-import { Kvm } from "@ts-vmm/kvm-ioctls";
 import { EXIT_METRICS, figure, METRICS, provides, spread, value, type Figure, type Metric, type Samples } from "./figures.js";
 import {
   buildMicroGuest,
+  kvmTscHz,
   PACKAGE_DIR,
   qemuLauncher,
   runGuest,
@@ -47,24 +47,6 @@ function need(r: GuestRun, what: string): void {
   }
 }
 
-function hostTscHz(): number {
-  const kvm = new Kvm();
-  try {
-    const vm = kvm.createVm();
-    try {
-      const vcpu = vm.createVcpu(0);
-      try {
-        return vcpu.getTscKhz() * 1000;
-      } finally {
-        vcpu.close();
-      }
-    } finally {
-      vm.close();
-    }
-  } finally {
-    kvm.close();
-  }
-}
 
 const push = (s: Samples, key: string, v: number): void => {
   const a = s.values.get(key) ?? [];
@@ -145,7 +127,7 @@ function cell(f: Figure, unit: Metric["unit"]): string {
 async function main(): Promise<void> {
   if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a positive integer, got ${process.env["BENCH_RUNS"]}`);
   const { elf } = await buildMicroGuest();
-  const hz = hostTscHz();
+  const hz = kvmTscHz();
   const ours = await oursLauncher();
   const vmms: Samples[] = [{ name: "qemu", launcher: qemuLauncher, values: new Map(), calibratedHz: { exits: [], blk: [] } }];
   if (ours) vmms.push({ name: ours.name, launcher: ours, values: new Map(), calibratedHz: { exits: [], blk: [] } });

@@ -23,6 +23,7 @@ export { guestVerdict } from "./verdict.js";
 export type { Verdict, VerdictInput } from "./verdict.js";
 export type { GuestRun, RunGuestOptions } from "./run-guest.js";
 export { parseResults, tscHz } from "./results.js";
+export { kvmTscHz } from "./host-tsc.js";
 export type { FailedCheck, GuestResults, ResultValue, SerialLine, SkippedCheck } from "./results.js";
 export {
   BASE_CHECKS,

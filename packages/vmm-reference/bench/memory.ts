@@ -25,8 +25,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release } from "node:os";
 import { fileURLToPath } from "node:url";
-import { Kvm } from "@ts-vmm/kvm-ioctls";
-import { buildMicroGuest, runGuest, type GuestRun, type ProcessPlan, type VmmLauncher } from "@ts-vmm/test-guests";
+import { buildMicroGuest, kvmTscHz, runGuest, type GuestRun, type ProcessPlan, type VmmLauncher } from "@ts-vmm/test-guests";
 import { reserveHugePages, type HugePageReservation } from "@ts-vmm/test-utils/node";
 import { oursLauncher } from "../test/ours-launcher.js";
 
@@ -73,24 +72,6 @@ function oursWith(opts: string): VmmLauncher {
   };
 }
 
-function hostTscHz(): number {
-  const kvm = new Kvm();
-  try {
-    const vm = kvm.createVm();
-    try {
-      const vcpu = vm.createVcpu(0);
-      try {
-        return vcpu.getTscKhz() * 1000;
-      } finally {
-        vcpu.close();
-      }
-    } finally {
-      vm.close();
-    }
-  } finally {
-    kvm.close();
-  }
-}
 
 const median = (xs: readonly number[]): number | null => {
   const s = [...xs].sort((a, b) => a - b);
@@ -139,7 +120,7 @@ function appendToBenchmarks(text: string): void {
 
 async function main(): Promise<void> {
   const elf = (await buildMicroGuest()).elf;
-  const hz = hostTscHz();
+  const hz = kvmTscHz();
   const cmdline = `mode=mem touch=1 random=${RANDOM}`;
   let pool: HugePageReservation | undefined;
   let poolProblem = "";

@@ -19,8 +19,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release } from "node:os";
 import { fileURLToPath } from "node:url";
 import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
-import { Kvm } from "@ts-vmm/kvm-ioctls";
-import { buildMicroGuest, qemuLauncher, runGuest, tscHz, type VmmLauncher } from "@ts-vmm/test-guests";
+import { buildMicroGuest, kvmTscHz, qemuLauncher, runGuest, tscHz, type VmmLauncher } from "@ts-vmm/test-guests";
 import { inNamespace } from "../test/ns-launcher.js";
 import { oursLauncher } from "../test/ours-launcher.js";
 
@@ -34,24 +33,6 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-function hostTscHz(): number {
-  const kvm = new Kvm();
-  try {
-    const vm = kvm.createVm();
-    try {
-      const vcpu = vm.createVcpu(0);
-      try {
-        return vcpu.getTscKhz() * 1000;
-      } finally {
-        vcpu.close();
-      }
-    } finally {
-      vm.close();
-    }
-  } finally {
-    kvm.close();
-  }
-}
 
 async function oneRun(ns: NetNamespace, launcher: VmmLauncher, elf: string, hostHz: number): Promise<number> {
   const tap = uniqueIfName("tsvb");
@@ -94,7 +75,7 @@ function appendToBenchmarks(text: string): void {
 
 async function main(): Promise<void> {
   const elf = (await buildMicroGuest()).elf;
-  const hz = hostTscHz();
+  const hz = kvmTscHz();
   const ns = NetNamespace.create("bench");
   const q: number[] = [];
   const o: number[] = [];
