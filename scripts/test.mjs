@@ -24,6 +24,19 @@ const run = spawnSync(
 
 let passed = 0, failed = 0, skipped = 0;
 const rows = [];
+// The failing tests by name, with the first lines of their messages: printed after the table so
+// that the tail of a CI log (often all a reader gets) says what failed, not just how many.
+const failures = [];
+function firstLines(message) {
+  // eslint-disable-next-line no-control-regex
+  const text = String(message ?? "").replace(/\x1b\[[0-9;]*m/g, "");
+  // The first line, then the lines that say what was expected or what the VMM reported (a long
+  // message is mostly the guest's serial output), then the rest, six lines at most.
+  const lines = text.split("\n").filter((l) => l.trim() !== "" && !/^\s+at /.test(l));
+  const telling = lines.slice(1).filter((l) => /expected|ts-vmm:|Error\b/.test(l));
+  const picked = [...new Set([...lines.slice(0, 1), ...telling, ...lines.slice(1)])].slice(0, 6);
+  return picked.map((l) => l.slice(0, 300)).join("\n      ");
+}
 function count(p, report, label) {
   const f = join(pkgsDir, p, report);
   if (!existsSync(f)) return false;
@@ -34,6 +47,12 @@ function count(p, report, label) {
   const loadFailures = (r.testResults ?? []).filter(
     (t) => t.status === "failed" && !(t.assertionResults ?? []).some((a) => a.status === "failed"),
   ).length;
+  for (const t of r.testResults ?? []) {
+    const file = String(t.name ?? "").replace(root, "");
+    const failedTests = (t.assertionResults ?? []).filter((a) => a.status === "failed");
+    if (t.status === "failed" && failedTests.length === 0) failures.push(`  ${label}: ${file}: ${firstLines(t.message)}`);
+    for (const a of failedTests) failures.push(`  ${label}: ${file} > ${a.fullName ?? a.title}: ${firstLines((a.failureMessages ?? []).join("\n"))}`);
+  }
   passed += r.numPassedTests;
   failed += r.numFailedTests + loadFailures;
   skipped += r.numPendingTests + r.numTodoTests;
@@ -69,6 +88,7 @@ if (others.status !== 0 && failed === failedBefore) {
   failed += 1;
   rows.push(`  ${"other-nodes".padEnd(20)} failed outside any test (scripts/test-other-nodes.mjs)`);
 }
+if (failures.length > 0) console.log("\nfailed:\n" + failures.join("\n"));
 console.log("\nper package:\n" + rows.join("\n"));
 console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 const ok = run.status === 0 && others.status === 0 && failed === 0 && passed > 0;
