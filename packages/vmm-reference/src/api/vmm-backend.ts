@@ -54,8 +54,6 @@ export interface VmmBackendOptions {
    * promise settles when the guest or the VMM ends the run.
    */
   readonly run: (vmm: Vmm) => Promise<unknown>;
-  /** A VM already started without the API (`ts-vmm run --api-sock`), with its run's promise. */
-  readonly running?: { readonly vmm: Vmm; readonly done: Promise<unknown> };
   /**
    * Makes the writer of `PUT /metrics` (the lead wires MetricsWriter from
    * src/metrics/writer.ts here); without it a metrics path is refused at
@@ -77,7 +75,16 @@ export class VmmBackend implements ApiBackend {
 
   constructor(opts: VmmBackendOptions) {
     this.#opts = opts;
-    if (opts.running) this.#track(opts.running.vmm, opts.running.done);
+  }
+
+  /**
+   * Takes a VM started without the API (`ts-vmm run --api-sock`): `done`
+   * settles when its run ends.
+   * @throws {@link ApiFault} if the backend already has a VM.
+   */
+  adopt(vmm: Vmm, done: Promise<unknown>): void {
+    if (this.#vmm !== undefined) throw new ApiFault("The microVM is already running.");
+    this.#track(vmm, done);
   }
 
   /** The Vmm, once started or loaded. */
