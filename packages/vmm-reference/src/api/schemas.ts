@@ -183,7 +183,7 @@ export type SnapshotLoadInput = z.infer<typeof SnapshotLoadSchema>;
  * `missing field `x``, `invalid type …`), naming the field's path.
  */
 export function parseBody<T>(schema: z.ZodType<T>, body: unknown): { ok: true; value: T } | { ok: false; message: string } {
-  const r = schema.safeParse(body);
+  const r = schema.safeParse(body, { reportInput: true });
   if (r.success) return { ok: true, value: r.data };
   return { ok: false, message: describeIssue(r.error.issues[0], schema) };
 }

@@ -158,23 +158,25 @@ function send(res: ServerResponse, status: number, body?: unknown): void {
 
 function serve(router: ApiRouter, limit: number, req: IncomingMessage, res: ServerResponse): void {
   const declared = Number(req.headers["content-length"] ?? "0");
-  const tooLarge = (size: number): void => {
-    send(res, 400, { fault_message: `Request payload with size ${size} is larger than the limit of ${limit} allowed by server.` });
-    // Stop reading what is left of it.
-    res.once("finish", () => req.destroy());
-  };
-  if (Number.isFinite(declared) && declared > limit) {
-    tooLarge(declared);
-    return;
-  }
   const chunks: Buffer[] = [];
   let size = 0;
   let over = false;
+  const tooLarge = (n: number): void => {
+    over = true;
+    chunks.length = 0;
+    res.setHeader("Connection", "close");
+    send(res, 400, { fault_message: `Request payload with size ${n} is larger than the limit of ${limit} allowed by server.` });
+  };
+  if (Number.isFinite(declared) && declared > limit) tooLarge(declared);
   req.on("data", (c: Buffer) => {
-    if (over) return;
     size += c.byteLength;
+    // The rest of an oversized body is read and dropped (the client may still be writing it),
+    // up to 16 times the limit; then the connection is cut.
+    if (over) {
+      if (size > limit * 16) req.destroy();
+      return;
+    }
     if (size > limit) {
-      over = true;
       tooLarge(size);
       return;
     }
