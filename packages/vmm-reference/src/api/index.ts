@@ -14,24 +14,5 @@ export type {
   ApiStartOptions,
   ApiVmState,
 } from "./backend.js";
-export { PrebootConfig, rateLimiterOf, limiterUpdateOf } from "./preboot.js";
-export type { BuiltConfig } from "./preboot.js";
 export { VmmBackend } from "./vmm-backend.js";
 export type { VmmBackendOptions, VmmControl, VmmRestore, ApiMetricsSink } from "./vmm-backend.js";
-export { configOfRunArgs } from "./run-config.js";
-export { parseBody } from "./schemas.js";
-export type {
-  BalloonInput,
-  BootSourceInput,
-  DriveInput,
-  EntropyInput,
-  MachineConfigInput,
-  MachineConfigPatch,
-  NetworkInterfaceInput,
-  PartialDriveInput,
-  PartialNetworkInterfaceInput,
-  RateLimiterInput,
-  SnapshotCreateInput,
-  SnapshotLoadInput,
-  VsockInput,
-} from "./schemas.js";

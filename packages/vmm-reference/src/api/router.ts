@@ -54,6 +54,7 @@ export interface ApiRouterOptions {
    * The VM was started without the API (`ts-vmm run --api-sock`): the
    * configuration it was started with, and the API id of each virtio device
    * by index (`drive:<id>`, `net:<id>`, ...).
+   * @internal
    */
   readonly started?: { readonly config: PrebootConfig; readonly deviceIds: readonly string[] };
 }

@@ -42,7 +42,7 @@ export interface ApiServerOptions {
   readonly version?: string;
   /** The instance id `GET /` reports. */
   readonly id?: string;
-  /** The VM was started without the API (see {@link ApiRouterOptions.started}). */
+  /** The VM was started without the API (see ApiRouterOptions.started). @internal */
   readonly started?: ApiRouterOptions["started"];
   /** Largest request body accepted, in bytes (default {@link API_MAX_BODY_BYTES}). */
   readonly maxBodyBytes?: number;
