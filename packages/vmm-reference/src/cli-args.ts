@@ -38,6 +38,8 @@ export interface RunArgs {
   readonly irqchip: IrqchipMode;
   /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, `--rtc`, `--vsock`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
+  /** `--api-sock PATH`: serve the API (runtime calls) on this Unix socket while the VM runs. */
+  readonly apiSock?: string | undefined;
 }
 
 /** Every option of every subcommand (parseArgs is strict: anything else is an error). */
@@ -61,6 +63,7 @@ const OPTIONS = {
   irqchip: { type: "string" },
   balloon: { type: "string" },
   vsock: { type: "string" },
+  "api-sock": { type: "string" },
   json: { type: "boolean" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -69,7 +72,8 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "api-sock"],
+  serve: ["api-sock", "timeout"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
   "host-info": ["json"],
 };
@@ -79,7 +83,7 @@ export type OptionValue = string | boolean | readonly string[] | undefined;
 
 /** The parsed command line: a subcommand and its raw option values. */
 export interface ParsedCommand {
-  readonly command: "run" | "cpu-features" | "host-info" | "help" | "version";
+  readonly command: "run" | "serve" | "cpu-features" | "host-info" | "help" | "version";
   readonly values: Readonly<Record<string, OptionValue>>;
 }
 
@@ -115,9 +119,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
   const { values, positionals } = parsed;
   if (values.version) return { command: "version", values };
   if (values.help) return { command: "help", values };
-  if (positionals.length === 0) throw new UsageError("missing command: use run, cpu-features or host-info (ts-vmm --help)");
+  if (positionals.length === 0) throw new UsageError("missing command: use run, serve, cpu-features or host-info (ts-vmm --help)");
   const cmd = positionals[0]!;
-  if (cmd !== "run" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, cpu-features or host-info (ts-vmm --help)`);
+  if (cmd !== "run" && cmd !== "serve" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, serve, cpu-features or host-info (ts-vmm --help)`);
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])} after ${cmd}`);
   for (const [k, v] of Object.entries(values)) {
     if (v !== undefined && !ALLOWED[cmd]!.includes(k)) throw new UsageError(`${cmd} does not take --${k}`);
@@ -265,6 +269,7 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
     timeoutS: parseTimeout(s("timeout")),
     irqchip: parseIrqchip(s("irqchip")),
     virtio: virtioArgs(v),
+    apiSock: s("api-sock"),
   };
 }
 

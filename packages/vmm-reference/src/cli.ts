@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { UsageError, parseCommand, parseIrqchip, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue } from "./cli-args.js";
+import { UsageError, parseCommand, parseIrqchip, parseTimeout, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue, type RunArgs } from "./cli-args.js";
 import { liveCpuFeatureReport } from "./cpu/command.js";
 import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
@@ -27,6 +27,8 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
                   [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
+                  [--api-sock PATH]
+       ts-vmm serve --api-sock PATH [--timeout SECONDS]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
        ts-vmm host-info [--json]
@@ -61,6 +63,12 @@ frames), bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of
 them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
 --irqchip: split (the default: local APICs in KVM, the I/O APIC in the VMM, no
 8259 or PIT; Linux needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
+
+--api-sock serves the Firecracker-compatible API on a Unix socket while the VM
+runs (pause, snapshot, balloon, Ctrl-Alt-Del, metrics). serve waits for the
+VM's configuration over the API (PUT /machine-config, /boot-source, /drives,
+...) and boots it on PUT /actions {"action_type": "InstanceStart"}; serial
+output and the exit status are as with run.
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
@@ -127,7 +135,7 @@ export async function runCli(
   hooks: CliHooks = {},
 ): Promise<number> {
   const fail = (e: unknown): number => {
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || (e instanceof Error && e.name === "ApiServerError")) {
       stderr.write(`ts-vmm: ${e.message}\n`);
       return 2;
     }
@@ -183,6 +191,7 @@ export async function runCli(
       return fail(e);
     }
   }
+  if (cmd.command === "serve") return serveCommand(cmd.values, stdout, stderr, hooks, fail);
   return runCommand(cmd.values, stdout, stderr, hooks, fail);
 }
 
@@ -194,12 +203,9 @@ async function runCommand(
   fail: (e: unknown) => number,
 ): Promise<number> {
   let vmm: Vmm;
-  let timeout: number;
-  let consoleOnStdio = false;
+  let a: RunArgs;
   try {
-    const a = runArgs(values);
-    timeout = a.timeoutS;
-    consoleOnStdio = a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined);
+    a = runArgs(values);
     mark("Vmm.create start");
     vmm = Vmm.create({
       kernel: a.kernel,
@@ -216,6 +222,117 @@ async function runCommand(
   } catch (e) {
     return fail(e);
   }
+  const run = { timeoutS: a.timeoutS, consoleOnStdio: a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined) };
+  if (a.apiSock === undefined) return superviseRun(vmm, run, stdout, stderr, hooks);
+  // The API serves runtime calls on the VM the flags started (loaded only when asked for).
+  const { startApiServer } = await import("./api/server.js");
+  const { VmmBackend } = await import("./api/vmm-backend.js");
+  const { configOfRunArgs } = await import("./api/run-config.js");
+  let ended!: () => void;
+  const done = new Promise<void>((resolve) => { ended = resolve; });
+  const backend = new VmmBackend({ run: () => Promise.reject(new Error("the VM already runs")) });
+  backend.adopt(vmm, done);
+  let server;
+  try {
+    server = await startApiServer({ socketPath: a.apiSock, backend, started: configOfRunArgs(a) });
+  } catch (e) {
+    vmm.close();
+    return fail(e);
+  }
+  try {
+    return await superviseRun(vmm, run, stdout, stderr, hooks);
+  } finally {
+    ended();
+    await server.close();
+  }
+}
+
+/**
+ * `ts-vmm serve --api-sock PATH`: the API configures the VM; InstanceStart
+ * (or a snapshot load) runs it as `ts-vmm run` would, and the process ends
+ * with the run's status. SIGINT/SIGTERM before the start: status 130.
+ */
+async function serveCommand(
+  values: Readonly<Record<string, OptionValue>>,
+  stdout: CliStdout,
+  stderr: { write(s: string): unknown },
+  hooks: CliHooks,
+  fail: (e: unknown) => number,
+): Promise<number> {
+  const sock = values["api-sock"];
+  let timeoutS: number;
+  try {
+    if (typeof sock !== "string" || sock === "") throw new UsageError("serve needs --api-sock PATH");
+    timeoutS = parseTimeout(typeof values["timeout"] === "string" ? values["timeout"] : undefined);
+  } catch (e) {
+    return fail(e);
+  }
+  const { startApiServer } = await import("./api/server.js");
+  const { VmmBackend } = await import("./api/vmm-backend.js");
+  let signal: NodeJS.Signals | undefined;
+  let wake!: (r: Promise<number> | undefined) => void;
+  const first = new Promise<Promise<number> | undefined>((resolve) => { wake = resolve; });
+  const onSignal = (s: NodeJS.Signals): void => {
+    signal ??= s;
+    wake(undefined);
+  };
+  const unhook = (): void => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
+  const backend = new VmmBackend({
+    run: (vmm) => {
+      if (hooks.signals) unhook(); // the run's own handlers take over
+      const p = superviseRun(vmm, { timeoutS, consoleOnStdio: false }, stdout, stderr, hooks);
+      wake(p);
+      return p;
+    },
+  });
+  let server;
+  try {
+    server = await startApiServer({ socketPath: sock, backend });
+  } catch (e) {
+    return fail(e);
+  }
+  if (hooks.signals) {
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  }
+  try {
+    const run = await first;
+    if (run === undefined) {
+      stderr.write(`ts-vmm: stopped by ${signal ?? "a signal"} before the VM was started\n`);
+      return 130;
+    }
+    return await run;
+  } finally {
+    if (hooks.signals) unhook();
+    await server.close();
+  }
+}
+
+/** How {@link superviseRun} runs the VM. */
+interface SuperviseOptions {
+  /** --timeout (0: none). */
+  readonly timeoutS: number;
+  /** A virtio-console on stdio takes stdin (not COM1). */
+  readonly consoleOnStdio: boolean;
+}
+
+/**
+ * Runs a created VM as `ts-vmm run` does: serial output to stdout, stdin to
+ * COM1 (raw mode and Ctrl-A x on a terminal), signals and the timeout stop
+ * it; resolves to the exit status.
+ */
+async function superviseRun(
+  vmm: Vmm,
+  opts: SuperviseOptions,
+  stdout: CliStdout,
+  stderr: { write(s: string): unknown },
+  hooks: CliHooks,
+): Promise<number> {
+  const timeout = opts.timeoutS;
+  const consoleOnStdio = opts.consoleOnStdio;
   let timedOut = false;
   const timer = timeout > 0 ? setTimeout(() => { timedOut = true; vmm.stop(); }, timeout * 1000) : undefined;
   // If the serial output goes away (`ts-vmm run | head`: EPIPE), stop the VM

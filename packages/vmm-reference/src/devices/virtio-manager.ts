@@ -39,7 +39,16 @@ export type VirtioDeviceConfig =
    * name lets the kernel number it), with a MAC (default: random, locally administered) and
    * an optional rate limit applied to each direction separately (frames and bytes).
    */
-  | { readonly kind: "net"; readonly tap: string; readonly mac?: string; readonly rateLimiter?: RateLimiterConfig }
+  | {
+      readonly kind: "net";
+      readonly tap: string;
+      readonly mac?: string;
+      readonly rateLimiter?: RateLimiterConfig;
+      /** The limit on frames to the guest, instead of `rateLimiter` (the API's `rx_rate_limiter`). */
+      readonly rxRateLimiter?: RateLimiterConfig;
+      /** The limit on frames from the guest, instead of `rateLimiter` (the API's `tx_rate_limiter`). */
+      readonly txRateLimiter?: RateLimiterConfig;
+    }
   /** virtio-rng from the host CSPRNG. */
   | { readonly kind: "rng" }
   /** virtio-console port 0: on this process's stdin/stdout, or a Unix socket the VMM connects to. */
@@ -157,13 +166,17 @@ export class VirtioManager {
           engine: c.engine ?? "sync",
           ...(c.rateLimiter !== undefined ? { rateLimiter: c.rateLimiter } : {}),
         });
-      case "net":
+      case "net": {
+        const rx = c.rxRateLimiter ?? c.rateLimiter;
+        const tx = c.txRateLimiter ?? c.rateLimiter;
         return VirtioNet.openTap({
           tap: c.tap,
           ...(c.mac !== undefined ? { mac: c.mac } : {}),
-          ...(c.rateLimiter !== undefined ? { rxRateLimiter: c.rateLimiter, txRateLimiter: c.rateLimiter } : {}),
+          ...(rx !== undefined ? { rxRateLimiter: rx } : {}),
+          ...(tx !== undefined ? { txRateLimiter: tx } : {}),
           onViolation: (r) => this.#note(r),
         });
+      }
       case "rng":
         return new VirtioRng();
       case "console": {
