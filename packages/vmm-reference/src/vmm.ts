@@ -46,7 +46,7 @@ import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-co
 import { readMemoryHostFacts } from "./machine/memory-host.js";
 import { memoryRequestProblem, planGuestMemory, type MemoryPlan } from "./machine/memory-plan.js";
 import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.js";
-import { cpuMismatch } from "./snapshot/cpu-check.js";
+import { cpuMismatch, cpuidVendor } from "./snapshot/cpu-check.js";
 import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
 import { readSnapshot, restoreVmState, takeSnapshot } from "./snapshot/take.js";
@@ -465,9 +465,9 @@ export class Vmm {
       // should not wait for guest memory and the kernel. Each vCPU's own table is
       // normalized and checked again below (its APIC id and TSC rate differ).
       if (restore) {
-        // A guest that saw CPU features this host's KVM cannot give must not wake up here.
-        const mismatch = cpuMismatch(restore.state.vcpus[0]!.cpuid, supported);
-        if (mismatch !== undefined) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: ${mismatch}`);
+        // A guest of another vendor must not wake up here (the feature bits are checked on vCPU 0 below).
+        const sv = cpuidVendor(restore.state.vcpus[0]!.cpuid), hv = cpuidVendor(supported);
+        if (sv !== hv) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: it was taken on a ${JSON.stringify(sv)} CPU and this host is ${JSON.stringify(hv)}`);
       } else {
         const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy);
         if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
@@ -549,6 +549,12 @@ export class Vmm {
         vcpus.push(vcpu);
         if (restore) {
           const saved = restore.state.vcpus[id]!;
+          if (id === 0) {
+            // A guest that saw CPU features this host's KVM cannot give must not wake up here.
+            vcpu.setCpuid2(supported);
+            const mismatch = cpuMismatch(saved.cpuid, supported, vcpu.getCpuid2());
+            if (mismatch !== undefined) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: ${mismatch}`);
+          }
           let hostKhz = 0;
           try {
             hostKhz = vcpu.getTscKhz();
