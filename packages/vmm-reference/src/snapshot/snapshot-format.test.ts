@@ -32,7 +32,7 @@ describe("snapshot file format", () => {
     const good = encodeSnapshotFile(state);
     for (let i = 0; i < good.byteLength; i++) {
       const b = good.slice();
-      b[i] ^= 0x40;
+      b[i] = b[i]! ^ 0x40;
       expect(code(() => decodeSnapshotFile(b))).toMatch(/^SnapshotInvalid: /);
     }
     expect(code(() => decodeSnapshotFile(good.subarray(0, good.byteLength - 1)))).toMatch(/SnapshotInvalid: .*truncated/);
