@@ -13,6 +13,7 @@ int mode_smp(void);
 int mode_bench_irq(void);
 int mode_blk_durability(void);
 int mode_mem(void);
+int mode_ticker(void);
 
 void user_main(void) {
 	char mode[32];
@@ -49,6 +50,7 @@ void user_main(void) {
 	else if (!strncmp(mode, "smp", 4)) rc = mode_smp();
 	else if (!strncmp(mode, "blk-durability", 15)) rc = mode_blk_durability();
 	else if (!strncmp(mode, "mem", 4)) rc = mode_mem();
+	else if (!strncmp(mode, "ticker", 7)) rc = mode_ticker();
 	else { fail("mode", "unknown mode %s", mode); rc = 2; }
 	guest_exit((u32)rc); /* prints RESULT exit=<rc> (kernel.c kexit) */
 }

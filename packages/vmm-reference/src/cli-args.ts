@@ -40,6 +40,31 @@ export interface RunArgs {
   readonly virtio: VirtioDeviceConfig[];
   /** `--api-sock PATH`: serve the API (runtime calls) on this Unix socket while the VM runs. */
   readonly apiSock?: string | undefined;
+  /** `--restore SNAPSHOT,mem=MEMFILE`: continue a snapshotted guest instead of booting (the machine comes from the snapshot). */
+  readonly restore?: { readonly snapshotPath: string; readonly memFilePath: string } | undefined;
+  /** `--snapshot-on-signal SIGNAL:DIR`: on SIGNAL, pause, write DIR/vm.snap and DIR/vm.mem (Full), resume. */
+  readonly snapshotOnSignal?: { readonly signal: NodeJS.Signals; readonly dir: string } | undefined;
+}
+
+/** Signals `--snapshot-on-signal` takes. */
+const SNAPSHOT_SIGNALS = ["SIGUSR1", "SIGUSR2", "SIGHUP"] as const;
+
+/** `SNAPSHOT,mem=MEMFILE` of `--restore`. @throws {@link UsageError} */
+export function parseRestore(v: string): { snapshotPath: string; memFilePath: string } {
+  const m = /^([^,]+),mem=([^,]+)$/.exec(v);
+  if (!m) throw new UsageError(`--restore takes SNAPSHOT_PATH,mem=MEMORY_FILE, got ${JSON.stringify(v)}`);
+  return { snapshotPath: resolve(m[1]!), memFilePath: resolve(m[2]!) };
+}
+
+/** `SIGNAL:DIR` of `--snapshot-on-signal`. @throws {@link UsageError} */
+export function parseSnapshotOnSignal(v: string): { signal: NodeJS.Signals; dir: string } {
+  const at = v.indexOf(":");
+  const sig = at < 0 ? "" : v.slice(0, at);
+  const dir = at < 0 ? "" : v.slice(at + 1);
+  if (!(SNAPSHOT_SIGNALS as readonly string[]).includes(sig) || dir === "") {
+    throw new UsageError(`--snapshot-on-signal takes SIGNAL:DIR with SIGNAL one of ${SNAPSHOT_SIGNALS.join(", ")}, got ${JSON.stringify(v)}`);
+  }
+  return { signal: sig as NodeJS.Signals, dir: resolve(dir) };
 }
 
 /** Every option of every subcommand (parseArgs is strict: anything else is an error). */
@@ -61,6 +86,8 @@ const OPTIONS = {
   console: { type: "boolean" },
   "console-socket": { type: "string" },
   irqchip: { type: "string" },
+  restore: { type: "string" },
+  "snapshot-on-signal": { type: "string" },
   balloon: { type: "string" },
   vsock: { type: "string" },
   "api-sock": { type: "string" },
@@ -72,7 +99,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "api-sock"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "api-sock", "restore", "snapshot-on-signal"],
   serve: ["api-sock", "timeout"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
   "host-info": ["json"],
@@ -253,8 +280,19 @@ export function withConfig(values: Readonly<Record<string, OptionValue>>): Recor
 export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs {
   const v = withConfig(values);
   const s = (k: string): string | undefined => (typeof v[k] === "string" ? (v[k] as string) : undefined);
+  const snapshotOnSignal = s("snapshot-on-signal") === undefined ? undefined : parseSnapshotOnSignal(s("snapshot-on-signal")!);
+  if (s("restore") !== undefined) {
+    // The machine (memory, vCPUs, devices, CPU) is the snapshot's: flags that would describe another are refused.
+    const machine = ["kernel", "initrd", "cmdline", "memory", "vcpus", "cpu-template", "cpu-features", "irqchip", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "config"];
+    const extra = machine.filter((k) => values[k] !== undefined || (k === "memory" && values["mem"] !== undefined));
+    if (extra.length > 0) throw new UsageError(`--restore takes the machine from the snapshot: drop ${extra.map((k) => `--${k}`).join(", ")}`);
+    return {
+      kernel: "", memMiB: 0, memory: {}, vcpus: 0, timeoutS: parseTimeout(s("timeout")), irqchip: "split", virtio: [],
+      restore: parseRestore(s("restore")!), snapshotOnSignal, apiSock: s("api-sock"),
+    };
+  }
   const kernel = s("kernel");
-  if (kernel === undefined) throw new UsageError("run needs --kernel PATH (a bzImage or a PVH ELF)");
+  if (kernel === undefined) throw new UsageError("run needs --kernel PATH (a bzImage or a PVH ELF), or --restore SNAPSHOT,mem=MEMFILE");
   const flagOfMemory = typeof values["mem"] === "string" ? "--mem" : "--memory";
   const memory = s("memory") === undefined ? { memMiB: 256, memory: {} } : parseMemoryFlag(flagOfMemory, s("memory")!);
   return {
@@ -270,6 +308,7 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
     irqchip: parseIrqchip(s("irqchip")),
     virtio: virtioArgs(v),
     apiSock: s("api-sock"),
+    snapshotOnSignal,
   };
 }
 

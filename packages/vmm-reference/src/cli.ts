@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { join } from "node:path";
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { UsageError, parseCommand, parseIrqchip, parseTimeout, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue, type RunArgs } from "./cli-args.js";
@@ -27,12 +28,19 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
                   [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
+                  [--api-sock PATH] [--snapshot-on-signal SIGUSR1|SIGUSR2|SIGHUP:DIR]
+       ts-vmm run --restore SNAPSHOT,mem=MEMFILE [--timeout SECONDS] [--snapshot-on-signal SIG:DIR]
                   [--api-sock PATH]
        ts-vmm serve --api-sock PATH [--timeout SECONDS]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
        ts-vmm host-info [--json]
        ts-vmm --version | --help
+
+--restore continues a snapshotted guest (machine, devices and CPU from the
+snapshot; its memory file is mapped copy-on-write and never changed).
+--snapshot-on-signal: on that signal the VMM pauses the guest, writes a full
+snapshot to DIR/vm.snap and DIR/vm.mem, says so on stderr, and resumes.
 
 run boots a PVH ELF or bzImage with N vCPUs (default 1), COM1 on stdin and
 stdout, and the debug-exit port 0xf4. --memory SIZE is MiB, or with a unit
@@ -207,7 +215,7 @@ async function runCommand(
   try {
     a = runArgs(values);
     mark("Vmm.create start");
-    vmm = Vmm.create({
+    vmm = a.restore !== undefined ? Vmm.restore(a.restore) : Vmm.create({
       kernel: a.kernel,
       ...(a.initrd !== undefined ? { initrd: a.initrd } : {}),
       ...(a.cmdline !== undefined ? { cmdline: a.cmdline } : {}),
@@ -222,7 +230,11 @@ async function runCommand(
   } catch (e) {
     return fail(e);
   }
-  const run = { timeoutS: a.timeoutS, consoleOnStdio: a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined) };
+  const run = {
+    timeoutS: a.timeoutS,
+    consoleOnStdio: a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined),
+    snapshotOnSignal: a.snapshotOnSignal,
+  };
   if (a.apiSock === undefined) return superviseRun(vmm, run, stdout, stderr, hooks);
   // The API serves runtime calls on the VM the flags started (loaded only when asked for).
   const { startApiServer } = await import("./api/server.js");
@@ -317,6 +329,8 @@ interface SuperviseOptions {
   readonly timeoutS: number;
   /** A virtio-console on stdio takes stdin (not COM1). */
   readonly consoleOnStdio: boolean;
+  /** `--snapshot-on-signal`: on this signal, pause, write DIR/vm.snap and DIR/vm.mem, resume. */
+  readonly snapshotOnSignal?: { readonly signal: NodeJS.Signals; readonly dir: string } | undefined;
 }
 
 /**
@@ -353,6 +367,27 @@ async function superviseRun(
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
   }
+  // --snapshot-on-signal: pause, write DIR/vm.snap and DIR/vm.mem, resume; one at a time.
+  const snapshotOnSignal = opts.snapshotOnSignal;
+  let snapshotting = false;
+  const onSnapshotSignal = (): void => {
+    if (snapshotting || snapshotOnSignal === undefined) return;
+    snapshotting = true;
+    const dir = snapshotOnSignal.dir;
+    void (async () => {
+      try {
+        await vmm.pause();
+        const info = await vmm.snapshot({ snapshotPath: join(dir, "vm.snap"), memFilePath: join(dir, "vm.mem") });
+        stderr.write(`ts-vmm: snapshot written to ${info.snapshotPath} and ${info.memFilePath} (${info.durationMs.toFixed(1)} ms)\n`);
+      } catch (e) {
+        stderr.write(`ts-vmm: snapshot failed: ${(e as Error).message}\n`);
+      } finally {
+        if (vmm.state === "Paused") vmm.resume();
+        snapshotting = false;
+      }
+    })();
+  };
+  if (snapshotOnSignal !== undefined) process.on(snapshotOnSignal.signal, onSnapshotSignal);
   // stdin feeds COM1. A terminal goes to raw mode, so Ctrl-C reaches the guest
   // as a byte, and Ctrl-A x quits (as QEMU); Ctrl-A Ctrl-A sends one Ctrl-A.
   let quitByKey = false;
@@ -394,6 +429,7 @@ async function superviseRun(
     result = await vmm.run({ serial: (b) => { if (!outputError) stdout.write(b); } });
   } finally {
     if (timer) clearTimeout(timer);
+    if (snapshotOnSignal !== undefined) process.off(snapshotOnSignal.signal, onSnapshotSignal);
     if (hooks.signals) {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);

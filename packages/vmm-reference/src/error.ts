@@ -12,8 +12,14 @@ export type VmmErrorCode =
   | "MemoryBackendRefused"
   /** /dev/kvm cannot be opened by this user (EACCES/EPERM). */
   | "KvmPermissionDenied"
-  /** The VM was used after close(), or started twice. */
-  | "InvalidState";
+  /** The VM was used after close(), or started twice; or a call that needs another run state (pause while not running, snapshot while not paused). */
+  | "InvalidState"
+  /** A snapshot file (or its memory file) is corrupted, truncated, of another format version, or for a CPU this host's KVM cannot give; nothing was run. */
+  | "SnapshotInvalid"
+  /** The VM has something a snapshot cannot save yet (a device kind that cannot be quiesced or restored); the message names it. */
+  | "SnapshotUnsupported"
+  /** Taking a snapshot failed in KVM or on the file system; see `cause`. */
+  | "SnapshotFailed";
 
 /** The reference VMM's error. Errors of the lower packages are wrapped as `cause`. */
 export class VmmError extends Error {

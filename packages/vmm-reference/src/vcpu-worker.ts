@@ -40,6 +40,12 @@ export interface VcpuWorkerData {
   readonly vcpu: VcpuTransferable;
   /** Int32 cell: non-zero asks the worker to stop at its next Intr exit. */
   readonly stop: SharedArrayBuffer;
+  /**
+   * Pause control, two Int32 cells: [0] 1 asks the worker to park at its next
+   * Intr exit (Atomics.wait on this cell until it is 0 again or the VM stops),
+   * [1] the pause epoch, bumped by every resume.
+   */
+  readonly control: SharedArrayBuffer;
   /** The serial output ring's buffer (SerialOutputRing). */
   readonly serialOut: SharedArrayBuffer;
   /** The 16550A's shared registers (serialState()). */
@@ -73,6 +79,8 @@ export type VcpuWorkerMessage =
   | { readonly type: "rxSpace" }
   /** Start-up phases of this worker (only with TS_VMM_TRACE_STARTUP=1). */
   | { readonly type: "trace"; readonly marks: readonly StartupMark[] }
+  /** The vCPU is out of KVM_RUN and parked for pause `epoch` (its state can be read now). */
+  | { readonly type: "parked"; readonly epoch: number }
   | { readonly type: "stopped"; readonly result: RunResult };
 
 const COM1 = 0x3f8;
@@ -90,6 +98,18 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   let outLen = 0;
   const ring = new SerialOutputRing(data.serialOut, true);
   const stopping = (): boolean => Atomics.load(stop, 0) !== 0;
+  const control = new Int32Array(data.control);
+  // Parks while a pause is asked for: returns false if the VM is stopping instead.
+  // Only called after an Intr exit, so no exit is half-handled: KVM completed any
+  // pending I/O or MMIO emulation in the KVM_RUN that returned Intr.
+  const park = (): boolean => {
+    while (Atomics.load(control, 0) === 1 && !stopping()) {
+      const epoch = Atomics.load(control, 1);
+      port.postMessage({ type: "parked", epoch } satisfies VcpuWorkerMessage);
+      while (Atomics.load(control, 0) === 1 && Atomics.load(control, 1) === epoch && !stopping()) Atomics.wait(control, 0, 1);
+    }
+    return !stopping();
+  };
   const wake = (): void => port.postMessage({ type: "serialWake" } satisfies VcpuWorkerMessage);
   const flush = (): void => {
     if (outLen === 0) return;
@@ -187,7 +207,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
       // EAGAIN once its state changed: run it again, as QEMU does.
       if ((e as { code?: unknown }).code === "EAGAIN") {
         exits["Again"] = (exits["Again"] ?? 0) + 1;
-        if (Atomics.load(stop, 0) !== 0) {
+        if (Atomics.load(stop, 0) !== 0 || (Atomics.load(control, 0) === 1 && !park())) {
           finish({ reason: "Stopped", guestExitValue: null });
           return;
         }
@@ -235,7 +255,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         // user-space I/O APIC keeps no remote IRR (each raise is one MSI), so there is nothing to clear.
         break;
       case "Intr":
-        if (Atomics.load(stop, 0) !== 0) {
+        if (Atomics.load(stop, 0) !== 0 || (Atomics.load(control, 0) === 1 && !park())) {
           finish({ reason: "Stopped", guestExitValue: null });
           return;
         }

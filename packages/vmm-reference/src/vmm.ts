@@ -46,6 +46,10 @@ import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-co
 import { readMemoryHostFacts } from "./machine/memory-host.js";
 import { memoryRequestProblem, planGuestMemory, type MemoryPlan } from "./machine/memory-plan.js";
 import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.js";
+import { cpuMismatch, cpuidVendor } from "./snapshot/cpu-check.js";
+import { restoreVcpu } from "./snapshot/vcpu-state.js";
+import type { SnapshotState } from "./snapshot/state.js";
+import { readSnapshot, restoreVmState, takeSnapshot } from "./snapshot/take.js";
 
 /** KVM's irqchip numbers in routing entries (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC). */
 const IRQCHIP_PIC_MASTER = 0;
@@ -146,6 +150,49 @@ export interface VmConfig {
   readonly virtio?: readonly VirtioDeviceConfig[];
   /** Interrupt controllers (default `split`, see {@link IrqchipMode}). */
   readonly irqchip?: IrqchipMode;
+  /**
+   * Log dirty pages (KVM's dirty log for the guest's writes, vm-memory's
+   * bitmaps for the devices') so that {@link Vmm.snapshot} can take `Diff`
+   * snapshots. Default false (it costs a write fault per page after each snapshot).
+   */
+  readonly enableDiffSnapshots?: boolean;
+}
+
+/** Where a {@link Vmm} is in its life: created, running, paused (vCPUs parked, devices quiet), or ended. */
+export type VmmRunState = "NotStarted" | "Running" | "Paused" | "Stopped";
+
+/** What {@link Vmm.snapshot} wrote. */
+export interface SnapshotInfo {
+  /** The state file. */
+  readonly snapshotPath: string;
+  /** The memory file. */
+  readonly memFilePath: string;
+  readonly type: "Full" | "Diff";
+  /** Bytes of the state file. */
+  readonly stateBytes: number;
+  /** Bytes of guest memory written to the memory file (all of it for Full, the dirty pages for Diff). */
+  readonly memoryBytesWritten: number;
+  /** How long the snapshot took, in ms (the VM stays paused throughout). */
+  readonly durationMs: number;
+}
+
+/** What {@link Vmm.restore} needs. */
+export interface RestoreOptions {
+  /** The state file {@link Vmm.snapshot} wrote. */
+  readonly snapshotPath: string;
+  /**
+   * The memory file: a Full snapshot's, or a Diff's merged onto its base
+   * ({@link mergeDiffSnapshot}). Mapped MAP_PRIVATE: never changed, and any
+   * number of VMs can be restored from it at once.
+   */
+  readonly memFilePath: string;
+  /** Log dirty pages in the restored VM, for Diff snapshots of it. Default false. */
+  readonly enableDiffSnapshots?: boolean;
+}
+
+/** The state a restore builds from. */
+interface RestorePlan {
+  readonly state: SnapshotState;
 }
 
 /**
@@ -300,8 +347,24 @@ export class Vmm {
   readonly ioapic: Ioapic | undefined;
   /** Interrupt routing failures (a KVM_SET_GSI_ROUTING the kernel refused), at most 64. */
   readonly interruptErrors: readonly string[];
+  /** Pause control shared with the workers: [0] pause asked, [1] epoch (see VcpuWorkerData.control). */
+  readonly #control = new SharedArrayBuffer(8);
+  #runState: VmmRunState = "NotStarted";
+  /** The pause in progress, if any. */
+  #pausing: { readonly epoch: number; readonly promise: Promise<void>; resolve(): void; reject(e: Error): void; vcpusParked: boolean } | undefined;
+  /** The pause epoch each vCPU last parked for (-1: not parked). */
+  readonly #parkedEpoch: number[];
+  /** What a snapshot needs to rebuild this machine. */
+  readonly #machine: SnapshotState["config"];
+  /** Dirty logging is on (Diff snapshots possible). */
+  readonly #diff: boolean;
+  /** A snapshot is being written. */
+  #snapshotting = false;
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[]) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean) {
+    this.#machine = machine;
+    this.#diff = diff;
+    this.#parkedEpoch = vcpus.map(() => -1);
     this.memoryPlan = plan;
     this.ioapic = ioapic;
     this.interruptErrors = interruptErrors;
@@ -353,6 +416,10 @@ export class Vmm {
    * wrapping a KvmError, GuestMemoryError or LoaderError.
    */
   static create(config: VmConfig): Vmm {
+    return Vmm.#build(config, undefined);
+  }
+
+  static #build(config: VmConfig, restore: RestorePlan | undefined): Vmm {
     const irqchip = config.irqchip ?? "split";
     if (irqchip !== "split" && irqchip !== "full") throw new VmmError("InvalidConfig", `irqchip must be "split" or "full", got ${JSON.stringify(irqchip)}`);
     if (irqchip === "full" && (config.vcpus ?? 1) > MAX_XAPIC_VCPUS) {
@@ -375,8 +442,8 @@ export class Vmm {
     if (memoryProblem !== undefined) throw new VmmError("InvalidConfig", memoryProblem);
     const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
     const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
-    const kernel = bytesOf("kernel", config.kernel, memMiB * MiB);
-    const initrd = config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
+    const kernel = restore ? new Uint8Array(0) : bytesOf("kernel", config.kernel, memMiB * MiB);
+    const initrd = restore || config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
     let kvm: Kvm | undefined;
     let vm: VmFd | undefined;
     let mem: BuiltGuestMemory | undefined;
@@ -397,8 +464,14 @@ export class Vmm {
       // The CPU policy first, on the normalized table of vCPU 0: a refused feature
       // should not wait for guest memory and the kernel. Each vCPU's own table is
       // normalized and checked again below (its APIC id and TSC rate differ).
-      const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy);
-      if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
+      if (restore) {
+        // A guest of another vendor must not wake up here (the feature bits are checked on vCPU 0 below).
+        const sv = cpuidVendor(restore.state.vcpus[0]!.cpuid), hv = cpuidVendor(supported);
+        if (sv !== hv) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: it was taken on a ${JSON.stringify(sv)} CPU and this host is ${JSON.stringify(hv)}`);
+      } else {
+        const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy);
+        if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
+      }
       const kvmMax = kvm.checkExtension(Kvm.Cap.MAX_VCPUS);
       if (kvmMax > 0 && vcpuCount > kvmMax) throw new VmmError("InvalidConfig", `${vcpuCount} vCPUs: KVM allows at most ${kvmMax} per VM (KVM_CAP_MAX_VCPUS)`);
       vm = kvm.createVm();
@@ -443,11 +516,24 @@ export class Vmm {
       // Guest memory: checked against this VM's KVM and the host's pools before anything is mapped.
       const planned = planGuestMemory(memMiB, memoryOptions, readMemoryHostFacts(vm));
       if (!planned.ok) throw new VmmError("MemoryBackendRefused", planned.refusal);
-      mem = buildGuestMemory(vm, planned.plan, ramRegions(memMiB * MiB));
+      const ranges = ramRegions(memMiB * MiB);
+      if (restore) {
+        const saved = restore.state.memory.regions;
+        let off = 0;
+        const same = saved.length === ranges.length && saved.every((r, i) => {
+          const ok = r.start === ranges[i]!.start && r.size === ranges[i]!.size && r.fileOffset === off;
+          off += r.size;
+          return ok;
+        });
+        if (!same) throw new VmmError("SnapshotInvalid", "the snapshot's memory regions are not the layout of its memory size");
+        if (restore.state.config.x2apicIds && !x2apicIds) throw new VmmError("SnapshotInvalid", "the snapshot's interrupt routes use 32-bit APIC ids, and this KVM lacks KVM_CAP_X2APIC_API");
+      }
+      mem = buildGuestMemory(vm, planned.plan, ranges, { dirtyLog: config.enableDiffSnapshots ?? false });
       mark("guest memory mapped");
       virtio = VirtioManager.create(vm, mem.mem, config.virtio ?? []);
+      if (restore) virtio.restoreStates(restore.state.devices.virtio);
       mark("virtio devices created");
-      const boot = loadLinux(mem.mem, {
+      const boot = restore ? restore.state.boot : loadLinux(mem.mem, {
         virtioMmio: virtio.mmioDevices,
         virtioMmioOnCmdline: true,
         kernel,
@@ -461,6 +547,28 @@ export class Vmm {
       for (let id = 0; id < vcpuCount; id++) {
         const vcpu = vm.createVcpu(id);
         vcpus.push(vcpu);
+        if (restore) {
+          const saved = restore.state.vcpus[id]!;
+          if (id === 0) {
+            // A guest that saw CPU features this host's KVM cannot give must not wake up here.
+            vcpu.setCpuid2(supported);
+            const mismatch = cpuMismatch(saved.cpuid, supported, vcpu.getCpuid2());
+            if (mismatch !== undefined) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: ${mismatch}`);
+          }
+          let hostKhz = 0;
+          try {
+            hostKhz = vcpu.getTscKhz();
+          } catch {
+            hostKhz = 0;
+          }
+          try {
+            restoreVcpu(vcpu, saved, hostKhz);
+          } catch (e) {
+            throw new VmmError("SnapshotInvalid", `restoring vCPU ${id} failed: ${(e as Error).message}`, { cause: e });
+          }
+          setup.push({ cpuid: saved.cpuid, msrsRefused: [] });
+          continue;
+        }
         let tscKhz: number | undefined;
         try {
           const k = vcpu.getTscKhz();
@@ -482,7 +590,14 @@ export class Vmm {
         setup.push({ cpuid, msrsRefused });
       }
       mark("vcpus set up");
-      return new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors);
+      if (restore) restoreVmState(vm, ioapic, restore.state);
+      const machine = { memMiB, vcpus: vcpuCount, irqchip, serialBacklogBytes: backlog, virtio: config.virtio ?? [], x2apicIds };
+      const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false);
+      if (restore) {
+        vmm.#serial.restoreState(restore.state.devices.serial);
+        vmm.#i8042.restoreState(restore.state.devices.i8042);
+      }
+      return vmm;
     } catch (e) {
       virtio?.close();
       for (const v of vcpus) v.close();
@@ -491,6 +606,7 @@ export class Vmm {
       vm?.close();
       kvm?.close();
       if (e instanceof VmmError) throw e;
+      if (restore) throw new VmmError("SnapshotInvalid", `restoring the snapshot failed: ${(e as Error).message}`, { cause: e });
       throw new VmmError("SetupFailed", `setting up the VM failed: ${(e as Error).message}`, { cause: e });
     }
   }
@@ -590,6 +706,7 @@ export class Vmm {
     const workers: Worker[] = [];
     this.#workers = workers;
     this.#running = true;
+    this.#runState = "Running";
     this.#bootTimer.restart();
     return new Promise<RunResult>((resolve) => {
       let first: RunResult | undefined;
@@ -622,6 +739,7 @@ export class Vmm {
         for (const [k, n] of Object.entries(r.exits)) exits[k] = (exits[k] ?? 0) + n;
         for (const v of r.vcpus ?? []) states.push(v);
         if (first === undefined || (!isGuestEnd(first.reason) && isGuestEnd(r.reason))) first = r;
+        this.#checkPaused();
         // The end of one vCPU ends the VM.
         this.stop();
         void workers[id]?.terminate();
@@ -630,6 +748,8 @@ export class Vmm {
         if (drainTimer !== undefined) clearTimeout(drainTimer);
         drain();
         this.#running = false;
+        this.#runState = "Stopped";
+        this.#checkPaused();
         if (this.#closed) this.#release();
         const base = ioError !== undefined
           ? { reason: "Error" as const, guestExitValue: null, detail: `the serial output callback threw: ${ioError instanceof Error ? ioError.message : String(ioError)}` }
@@ -640,6 +760,7 @@ export class Vmm {
         const data: VcpuWorkerData = {
           vcpu: vcpu.toTransferable(),
           stop: this.#stop,
+          control: this.#control,
           serialOut: this.#serialOut.buffer,
           serial: this.#serialState,
           i8042: this.#i8042State,
@@ -665,6 +786,10 @@ export class Vmm {
             }, 1);
           } else if (m.type === "rxSpace") this.#feed();
           else if (m.type === "trace") for (const t of m.marks) mark(`vCPU ${id}: ${t.phase}`, t.at);
+          else if (m.type === "parked") {
+            this.#parkedEpoch[id] = m.epoch;
+            this.#checkPaused();
+          }
           else vcpuEnded(id, m.result);
         });
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
@@ -682,9 +807,155 @@ export class Vmm {
     return true;
   }
 
+  /** Where the VM is: `NotStarted` before {@link Vmm.run}, `Running`, `Paused` (after {@link Vmm.pause} resolved), `Stopped` once the run ended. */
+  get state(): VmmRunState {
+    return this.#runState;
+  }
+
+  /**
+   * Pauses the guest: every vCPU is kicked out of KVM_RUN (immediate_exit and
+   * the kick signal) and parks in its worker (Atomics.wait, no spinning) at an
+   * instruction boundary, with any I/O or MMIO exit it was in completed; then
+   * the virtio devices are quiesced (notifications already posted are served,
+   * host I/O in flight finishes). Resolves once all of that holds. Halted
+   * vCPUs and APs still waiting for INIT/SIPI park as well. Idempotent while
+   * paused (and while a pause is under way: the same promise).
+   * @throws {@link VmmError} `InvalidState` (as a rejection) if the VM is not running, or
+   *   if the guest ended or the VM was stopped before every vCPU parked.
+   */
+  pause(): Promise<void> {
+    if (this.#runState === "Paused") return Promise.resolve();
+    if (this.#pausing !== undefined) return this.#pausing.promise;
+    if (this.#runState !== "Running" || this.#closed) {
+      return Promise.reject(new VmmError("InvalidState", `cannot pause a VM that is ${this.#runState === "NotStarted" ? "not started" : "not running"} (state ${this.#runState})`));
+    }
+    const ctl = new Int32Array(this.#control);
+    const epoch = Atomics.load(ctl, 1);
+    let resolve!: () => void, reject!: (e: Error) => void;
+    const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+    this.#pausing = { epoch, promise, resolve, reject, vcpusParked: false };
+    Atomics.store(ctl, 0, 1);
+    Atomics.notify(ctl, 0);
+    this.#vcpus.forEach((v, id) => {
+      if (!this.#done[id]) v.kick();
+    });
+    this.#checkPaused();
+    return promise;
+  }
+
+  /** Settles the pause in progress once every vCPU parked (or one ended). */
+  #checkPaused(): void {
+    const p = this.#pausing;
+    if (p === undefined || p.vcpusParked) return;
+    if (this.#done.some((d) => d) || this.#runState === "Stopped") {
+      this.#pausing = undefined;
+      p.reject(new VmmError("InvalidState", "the VM stopped (the guest ended or stop() was called) before every vCPU was paused"));
+      return;
+    }
+    if (!this.#parkedEpoch.every((e) => e === p.epoch)) return;
+    p.vcpusParked = true;
+    this.virtio.quiesce().then(
+      () => {
+        if (this.#pausing !== p) return;
+        this.#pausing = undefined;
+        if (this.#runState !== "Running" || this.#done.some((d) => d)) {
+          p.reject(new VmmError("InvalidState", "the VM stopped while its devices were being quiesced"));
+          return;
+        }
+        this.#runState = "Paused";
+        p.resolve();
+      },
+      (e: unknown) => {
+        if (this.#pausing !== p) return;
+        this.#pausing = undefined;
+        // The vCPUs are parked but a device would not settle: run the guest again rather than leave it half-paused.
+        this.#unpark();
+        p.reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  }
+
+  #unpark(): void {
+    const ctl = new Int32Array(this.#control);
+    Atomics.add(ctl, 1, 1);
+    Atomics.store(ctl, 0, 0);
+    Atomics.notify(ctl, 0);
+  }
+
+  /**
+   * Continues a paused guest exactly where it stopped: every vCPU leaves its
+   * park and enters KVM_RUN again.
+   * @throws {@link VmmError} `InvalidState` when the VM is not paused (or a snapshot is being written).
+   */
+  resume(): void {
+    if (this.#runState !== "Paused") throw new VmmError("InvalidState", `cannot resume a VM that is not paused (state ${this.#runState})`);
+    if (this.#snapshotting) throw new VmmError("InvalidState", "cannot resume while a snapshot is being written");
+    this.#runState = "Running";
+    this.#unpark();
+  }
+
+  /**
+   * Writes a snapshot of the paused VM: the state file at `snapshotPath`
+   * (magic, format version, the state as JSON, CRC-64/XZ; see DESIGN.md) and
+   * guest memory at `memFilePath`: all of it (`Full`, the default), or only the
+   * pages written since the last snapshot or since the VM was created or
+   * restored (`Diff`, with {@link VmConfig.enableDiffSnapshots}; merge it onto the
+   * previous memory file with {@link mergeDiffSnapshot}). The VM stays paused.
+   * Never point `memFilePath` at the file this VM (or another) was restored from.
+   * @throws {@link VmmError} `InvalidState` unless paused (or if another snapshot is being
+   *   written, or `Diff` without dirty logging); `SnapshotUnsupported` for a device that
+   *   cannot be saved; `SnapshotFailed` for KVM or file errors.
+   */
+  async snapshot(opts: { snapshotPath: string; memFilePath: string; type?: "Full" | "Diff" }): Promise<SnapshotInfo> {
+    const type = opts.type ?? "Full";
+    if (type !== "Full" && type !== "Diff") throw new VmmError("InvalidConfig", `snapshot type must be "Full" or "Diff", got ${JSON.stringify(type)}`);
+    if (this.#runState !== "Paused") throw new VmmError("InvalidState", `the VM must be paused to take a snapshot (it is ${this.#runState})`);
+    if (this.#snapshotting) throw new VmmError("InvalidState", "a snapshot is already being written");
+    if (type === "Diff" && !this.#diff) throw new VmmError("InvalidState", "a Diff snapshot needs dirty page logging: create or restore the VM with enableDiffSnapshots");
+    const problems = this.virtio.snapshotProblems();
+    if (problems.length > 0) throw new VmmError("SnapshotUnsupported", `this VM cannot be snapshotted: ${problems.join("; ")}`);
+    this.#snapshotting = true;
+    try {
+      return await takeSnapshot({
+        kvm: this.#kvm, vm: this.#vm, vcpus: this.#vcpus, mem: this.#mem.mem, ioapic: this.ioapic, virtio: this.virtio,
+        serial: this.#serial, i8042: this.#i8042, boot: this.boot, machine: this.#machine, diffLogging: this.#diff,
+      }, { ...opts, type });
+    } finally {
+      this.#snapshotting = false;
+    }
+  }
+
+  /**
+   * A new VM from a snapshot: the state file is checked (magic, version, CRC,
+   * every field) and the host's CPU against the guest's, guest memory is the
+   * memory file mapped MAP_PRIVATE (pages load lazily when touched; the file
+   * is never written; many VMs can share it), and the vCPUs, interrupt
+   * controllers, clock and devices are set from the state. {@link Vmm.run}
+   * continues the guest where it was paused. Its disks are opened again from
+   * the paths they had.
+   * @throws {@link VmmError} `SnapshotInvalid` for a corrupted, truncated,
+   *   wrong-version or wrong-CPU snapshot, a memory file of the wrong size, or
+   *   a state KVM or a device refuses (nothing runs); other codes as {@link Vmm.create}.
+   */
+  static restore(opts: RestoreOptions): Vmm {
+    const state = readSnapshot(opts.snapshotPath, opts.memFilePath);
+    return Vmm.#build({
+      kernel: new Uint8Array(0),
+      memMiB: state.config.memMiB,
+      vcpus: state.config.vcpus,
+      irqchip: state.config.irqchip,
+      serialBacklogBytes: state.config.serialBacklogBytes,
+      virtio: state.config.virtio,
+      memory: { backend: { kind: "file", path: opts.memFilePath }, shared: false },
+      enableDiffSnapshots: opts.enableDiffSnapshots ?? false,
+    }, { state });
+  }
+
   /** Asks every vCPU to stop: run() then resolves (with `Stopped` unless a vCPU ended first). Safe to call more than once. */
   stop(): void {
     Atomics.store(new Int32Array(this.#stop), 0, 1);
+    // Parked workers wait on the control cell: wake them to see the stop.
+    Atomics.notify(new Int32Array(this.#control), 0);
     if (this.#released) return;
     // Kick only vCPUs of a run in flight whose worker has not left, or of a run
     // not started yet (immediate_exit makes the first KVM_RUN return). After a

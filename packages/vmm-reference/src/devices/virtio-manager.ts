@@ -17,6 +17,8 @@ import {
   VirtioRtc,
   VirtioVsock,
   type IrqLine,
+  type MmioTransportOptions,
+  type MmioTransportState,
   type RateLimiterConfig,
   type VirtioDevice,
 } from "@ts-vmm/virtio-devices";
@@ -113,7 +115,10 @@ export function connectIrq(vm: VmFd, gsi: number): IrqLine & { close(): void } {
 interface Slot {
   readonly base: number;
   readonly gsi: number;
-  readonly transport: MmioTransport;
+  readonly kind: VirtioDeviceConfig["kind"];
+  /** Replaced once by {@link VirtioManager.restoreStates}. */
+  transport: MmioTransport;
+  readonly options: MmioTransportOptions;
   readonly device: VirtioDevice;
   readonly irq: IrqLine & { close(): void };
   readonly notifiers: { readonly fd: EventFd; readonly watcher: FdWatcher }[];
@@ -231,14 +236,15 @@ export class VirtioManager {
   #add(mem: GuestMemory, c: VirtioDeviceConfig, base: number, gsi: number): void {
     const device = this.#device(c, mem);
     const irq = connectIrq(this.#vm, gsi);
-    const transport = new MmioTransport(device, { mem, irq, onViolation: (r) => this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`) });
-    const slot: Slot = { base, gsi, transport, device, irq, notifiers: [] };
+    const options: MmioTransportOptions = { mem, irq, onViolation: (r) => this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`) };
+    const transport = new MmioTransport(device, options);
+    const slot: Slot = { base, gsi, kind: c.kind, transport, options, device, irq, notifiers: [] };
     this.#slots.push(slot);
     for (let q = 0; q < transport.queueCount; q++) {
       const fd = new EventFd({ nonBlocking: true });
       this.#vm.registerIoevent(fd, { kind: "mmio", address: base + MmioTransport.notifyOffset }, { datamatch: q, len: 4 });
       const watcher = FdWatcher.watch(fd.fd, { readable: true }, () => {
-        if (fd.tryRead() !== null) transport.notify(q);
+        if (fd.tryRead() !== null) slot.transport.notify(q);
       });
       watcher.unref();
       slot.notifiers.push({ fd, watcher });
@@ -285,6 +291,58 @@ export class VirtioManager {
    */
   serve(mailbox: SharedArrayBuffer, other?: (r: MmioRequest) => boolean): void {
     this.#mailboxes.push(new MmioMailboxServer(mailbox, (r) => void (other?.(r) || this.handle(r))));
+  }
+
+  /**
+   * Quiets the devices of a paused VM: notifications the guest posted before
+   * its vCPUs stopped (still in their ioeventfds) are served now, then this
+   * waits until no device has host I/O in flight (checked every millisecond,
+   * at most `timeoutMs`).
+   * @throws {@link VmmError} `InvalidState` if a device is still busy after `timeoutMs`.
+   */
+  async quiesce(timeoutMs = 30_000): Promise<void> {
+    for (const s of this.#slots) {
+      s.notifiers.forEach((n, q) => {
+        if (n.fd.tryRead() !== null) s.transport.notify(q);
+      });
+    }
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const busy = this.#slots.find((s) => s.device.busy());
+      if (busy === undefined) return;
+      if (Date.now() > until) throw new VmmError("InvalidState", `the ${busy.kind} device at 0x${busy.base.toString(16)} still has I/O in flight after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /**
+   * Device kinds a snapshot cannot save yet, with the reason (empty when every
+   * device can be saved). blk and rng are driven by the guest only, so a
+   * paused guest leaves them still; the others take host input (a tap, a
+   * socket, stdin, timers) that would change guest memory while it is written out.
+   */
+  snapshotProblems(): string[] {
+    return this.#slots.filter((s) => s.kind !== "blk" && s.kind !== "rng").map((s) => `virtio-${s.kind} at 0x${s.base.toString(16)} (only blk and rng devices can be snapshotted so far)`);
+  }
+
+  /**
+   * Every transport's state (queues and device included), in device order.
+   * @throws VirtioDeviceError `Busy` if a device has I/O in flight (call {@link VirtioManager.quiesce} first).
+   */
+  states(): MmioTransportState[] {
+    return this.#slots.map((s) => s.transport.state());
+  }
+
+  /**
+   * Replaces each transport with one rebuilt from `states` (same order and
+   * device kinds as this manager's), before the vCPUs run.
+   * @throws VirtioDeviceError `InvalidState` for a state that does not fit its device.
+   */
+  restoreStates(states: readonly MmioTransportState[]): void {
+    if (states.length !== this.#slots.length) throw new VmmError("SnapshotInvalid", `the snapshot has ${states.length} virtio device states for ${this.#slots.length} devices`);
+    this.#slots.forEach((s, i) => {
+      s.transport = MmioTransport.fromState(states[i]!, s.device, s.options);
+    });
   }
 
   /** Unregisters from KVM, closes eventfds, watchers, sockets and disk images, cancels rtc alarm timers. Idempotent. */

@@ -30,7 +30,14 @@ function isNoMemory(e: unknown): boolean {
  *   check and the mapping; other failures propagate (the caller wraps them as
  *   `SetupFailed`).
  */
-export function buildGuestMemory(vm: VmFd, plan: MemoryPlan, ranges: readonly { readonly start: number; readonly size: number }[]): BuiltGuestMemory {
+export function buildGuestMemory(
+  vm: VmFd,
+  plan: MemoryPlan,
+  ranges: readonly { readonly start: number; readonly size: number }[],
+  opts: { readonly dirtyLog?: boolean } = {},
+): BuiltGuestMemory {
+  // Diff snapshots: KVM logs the guest's writes per slot, vm-memory's bitmaps the VMM's.
+  const dirtyLog = opts.dirtyLog ?? false;
   let fd: number | undefined;
   let mem: GuestMemoryMmap | undefined;
   const closeFd = (): void => {
@@ -41,14 +48,15 @@ export function buildGuestMemory(vm: VmFd, plan: MemoryPlan, ranges: readonly { 
     const populate = plan.prefault !== "none";
     if (plan.source === "guest_memfd") {
       fd = vm.createGuestMemfd(plan.bytes, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
-      mem = GuestMemoryMmap.fromGuestMemfd(fd, ranges, { populate });
+      mem = GuestMemoryMmap.fromGuestMemfd(fd, ranges, { populate, dirtyTracking: dirtyLog });
     } else if (plan.source === "file") {
       fd = openMemoryFile(plan.path!, plan.bytes, plan.shared);
-      mem = GuestMemoryMmap.fromFile(fd, ranges, { shared: plan.shared, populate });
+      mem = GuestMemoryMmap.fromFile(fd, ranges, { shared: plan.shared, populate, dirtyTracking: dirtyLog });
     } else {
       const opts: MmapMemoryOptions = {
         name: "guest-ram",
         populate,
+        dirtyTracking: dirtyLog,
         ...(plan.source === "anonymous" ? { backing: "anonymous" as const, shared: false } : {}),
         ...(plan.hugePageSize !== undefined ? { hugetlb: true, hugePageSize: plan.hugePageSize } : {}),
         ...(plan.hugePages === "thp" ? { madviseHugepage: true } : {}),
@@ -69,8 +77,8 @@ export function buildGuestMemory(vm: VmFd, plan: MemoryPlan, ranges: readonly { 
       // `buffer` (the mapping's SharedArrayBuffer) makes the slot hold the mapping alive:
       // KVM keeps only its address, and GC must not unmap memory the guest still maps.
       const memory = { address: r.hostAddress, size: r.size, buffer: r.bytes.buffer };
-      if (gmem !== undefined) vm.setUserMemoryRegion2({ slot, guestPhysAddr: r.start, memory, guestMemfd: { fd: gmem, offset: r.fileOffset ?? 0 } });
-      else vm.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory });
+      if (gmem !== undefined) vm.setUserMemoryRegion2({ slot, guestPhysAddr: r.start, memory, logDirtyPages: dirtyLog, guestMemfd: { fd: gmem, offset: r.fileOffset ?? 0 } });
+      else vm.setUserMemoryRegion({ slot, guestPhysAddr: r.start, memory, logDirtyPages: dirtyLog });
     });
     let closed = false;
     return {

@@ -1,0 +1,65 @@
+import { describe, expect, it } from "vitest";
+import { crc64 } from "./crc64.js";
+import { decodeSnapshotFile, encodeSnapshotFile, SNAPSHOT_FORMAT_VERSION } from "./file-format.js";
+import { decodeState, encodeState } from "./json-codec.js";
+import { cpuMismatch } from "./cpu-check.js";
+
+const code = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    return `${(e as { code?: string }).code}: ${(e as Error).message}`;
+  }
+  return "no error";
+};
+
+describe("CRC-64/XZ", () => {
+  it("has the catalogue check value and continues across calls", () => {
+    const s = Buffer.from("123456789");
+    expect(crc64(s)).toBe(0x995dc9bbdf1939fan);
+    expect(crc64(s.subarray(4), crc64(s.subarray(0, 4)))).toBe(0x995dc9bbdf1939fan);
+    expect(crc64(new Uint8Array(0))).toBe(0n);
+  });
+});
+
+describe("snapshot file format", () => {
+  const state = { a: 1n << 63n, b: new Uint8Array([1, 2, 255]), c: [{ d: "x" }], e: null };
+  it("round-trips bigints and bytes", () => {
+    expect(decodeSnapshotFile(encodeSnapshotFile(state))).toEqual(state);
+    expect(decodeState(encodeState({ z: 0n }))).toEqual({ z: 0n });
+  });
+  it("refuses every flipped byte, a truncation, padding, another version and another magic", () => {
+    const good = encodeSnapshotFile(state);
+    for (let i = 0; i < good.byteLength; i++) {
+      const b = good.slice();
+      b[i] = b[i]! ^ 0x40;
+      expect(code(() => decodeSnapshotFile(b))).toMatch(/^SnapshotInvalid: /);
+    }
+    expect(code(() => decodeSnapshotFile(good.subarray(0, good.byteLength - 1)))).toMatch(/SnapshotInvalid: .*truncated/);
+    expect(code(() => decodeSnapshotFile(good.subarray(0, 10)))).toMatch(/SnapshotInvalid: .*truncated/);
+    expect(code(() => decodeSnapshotFile(new Uint8Array([...good, 0])))).toMatch(/SnapshotInvalid: .*padded/);
+    // A well-formed file of another version (its CRC correct) is refused for its version.
+    expect(code(() => decodeSnapshotFile(encodeSnapshotFile(state, SNAPSHOT_FORMAT_VERSION + 1)))).toMatch(/SnapshotInvalid: .*format version 2/);
+    const m = good.slice();
+    m[0] = 0x58;
+    expect(code(() => decodeSnapshotFile(m))).toMatch(/SnapshotInvalid: .*magic/);
+  });
+  it("refuses a tagged value that is not one", () => {
+    expect(() => decodeState('{"x":{"$u64":"zz"}}')).toThrow(SyntaxError);
+    expect(() => decodeState('{"x":{"$b64":"**"}}')).toThrow(SyntaxError);
+  });
+});
+
+describe("CPU check", () => {
+  const vendor = (ebx: number, edx: number, ecx: number) => ({ function: 0, index: 0, flags: 0, eax: 0xd, ebx, ecx, edx });
+  const amd = vendor(0x68747541, 0x69746e65, 0x444d4163);
+  const intel = vendor(0x756e6547, 0x49656e69, 0x6c65746e);
+  const leaf7 = (ebx: number) => ({ function: 7, index: 0, flags: 1, eax: 0, ebx, ecx: 0, edx: 0 });
+  it("refuses another vendor and a feature KVM cannot give, naming the bit", () => {
+    expect(cpuMismatch([amd, leaf7(0b101)], [amd, leaf7(0b101)])).toBeUndefined();
+    expect(cpuMismatch([amd], [intel])).toMatch(/"AuthenticAMD" CPU and this host is "GenuineIntel"/);
+    expect(cpuMismatch([amd, leaf7(1 << 16)], [amd, leaf7(0)])).toMatch(/CPUID.7.0:EBX bit 16/);
+    // A bit KVM gives a vCPU although KVM_GET_SUPPORTED_CPUID leaves it out (PVM) counts as given.
+    expect(cpuMismatch([amd, leaf7(1 << 16)], [amd, leaf7(0)], [leaf7(1 << 16)])).toBeUndefined();
+  });
+});

@@ -1,0 +1,188 @@
+// Taking a snapshot of a paused VM and reading one back: the steps between
+// the Vmm's parts and the files. Vmm.snapshot and Vmm.restore call these.
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { Cap, type Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
+import type { LinuxBoot } from "@ts-vmm/linux-loader";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import type { I8042, Ioapic, Serial16550 } from "@ts-vmm/virtio-devices/legacy";
+import { VmmError } from "../error.js";
+import type { VirtioManager } from "../devices/virtio-manager.js";
+import { decodeSnapshotFile, encodeSnapshotFile, MAX_STATE_BYTES } from "./file-format.js";
+import { memoryLayout, mergeDiffMemory, writeMemoryFile } from "./memory-file.js";
+import { checkSnapshotState, type SnapshotState } from "./state.js";
+import { msrsToSave, saveVcpu } from "./vcpu-state.js";
+
+/** The parts of a Vmm a snapshot reads. */
+export interface SnapshotSource {
+  readonly kvm: Kvm;
+  readonly vm: VmFd;
+  readonly vcpus: readonly VcpuFd[];
+  readonly mem: GuestMemoryMmap;
+  readonly ioapic: Ioapic | undefined;
+  readonly virtio: VirtioManager;
+  readonly serial: Serial16550;
+  readonly i8042: I8042;
+  readonly boot: LinuxBoot;
+  readonly machine: SnapshotState["config"];
+  readonly diffLogging: boolean;
+}
+
+const failed = (what: string, e: unknown): VmmError =>
+  e instanceof VmmError ? e : new VmmError("SnapshotFailed", `${what}: ${(e as Error).message}`, { cause: e });
+
+/** KVM's dirty log of every slot (slot i = region i) merged into the regions' own bitmaps. */
+function collectDirty(src: SnapshotSource): void {
+  src.mem.regions.forEach((r, slot) => {
+    const log = src.vm.getDirtyLog(slot);
+    r.dirty?.mergeKvmLog(log);
+  });
+}
+
+/**
+ * Writes the memory file, then the state file (through a temporary name and a
+ * rename, so a state file never names a memory file that was not written).
+ * @throws {@link VmmError} `SnapshotFailed`
+ */
+export async function takeSnapshot(
+  src: SnapshotSource,
+  opts: { readonly snapshotPath: string; readonly memFilePath: string; readonly type: "Full" | "Diff" },
+): Promise<{ snapshotPath: string; memFilePath: string; type: "Full" | "Diff"; stateBytes: number; memoryBytesWritten: number; durationMs: number }> {
+  const t0 = performance.now();
+  try {
+    await src.virtio.quiesce();
+  } catch (e) {
+    throw failed("quiescing the devices", e);
+  }
+  let state: SnapshotState;
+  try {
+    const indexList = src.kvm.getMsrIndexList();
+    const xsave2 = src.vm.checkExtension(Cap.XSAVE2) > 0;
+    const vcpus = src.vcpus.map((v, id) => {
+      const { indices, refusedRequired } = msrsToSave(v, indexList, v.getCpuid2());
+      if (refusedRequired.length > 0) {
+        throw new VmmError("SnapshotFailed", `vCPU ${id}: KVM_GET_MSRS refused ${refusedRequired.map((m) => `0x${m.toString(16)}`).join(", ")}, which this guest's CPUID says it has (IA32_XSS or CET state would be lost)`);
+      }
+      return saveVcpu(v, id, indices, xsave2);
+    });
+    const clock = src.vm.getClock().clock;
+    const vm: SnapshotState["vm"] = src.machine.irqchip === "full"
+      ? { clock, irqchips: [0, 1, 2].map((c) => src.vm.getIrqchip(c)), pit: src.vm.getPit2() }
+      : { clock, ioapic: src.ioapic!.state() };
+    const layout = memoryLayout(src.mem);
+    state = {
+      stateVersion: 1,
+      writer: "@ts-vmm/vmm-reference",
+      takenAt: Date.now(),
+      config: src.machine,
+      memory: { type: opts.type, regions: layout.regions, fileBytes: layout.fileBytes },
+      vcpus,
+      vm,
+      devices: { serial: src.serial.state(), i8042: src.i8042.state(), virtio: src.virtio.states() },
+      boot: src.boot,
+    };
+  } catch (e) {
+    throw failed("reading the VM's state", e);
+  }
+  let written: { runs: [number, number][]; bytes: number };
+  try {
+    if (src.diffLogging) collectDirty(src);
+    written = await writeMemoryFile(src.mem, opts.memFilePath, opts.type === "Diff" ? (i) => src.mem.regions[i]!.dirty!.pages() : undefined);
+    // The next Diff is relative to this snapshot.
+    if (src.diffLogging) for (const r of src.mem.regions) r.dirty?.clear();
+  } catch (e) {
+    throw failed(`writing guest memory to ${opts.memFilePath}`, e);
+  }
+  if (opts.type === "Diff") state = { ...state, memory: { ...state.memory, pages: written.runs } };
+  const bytes = encodeSnapshotFile(state);
+  try {
+    const tmp = `${opts.snapshotPath}.tmp-${process.pid}`;
+    writeFileSync(tmp, bytes, { mode: 0o600 });
+    const fd = openSync(tmp, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, opts.snapshotPath);
+  } catch (e) {
+    throw failed(`writing the snapshot file ${opts.snapshotPath}`, e);
+  }
+  return { snapshotPath: opts.snapshotPath, memFilePath: opts.memFilePath, type: opts.type, stateBytes: bytes.byteLength, memoryBytesWritten: written.bytes, durationMs: performance.now() - t0 };
+}
+
+/**
+ * Reads and checks a snapshot file and its memory file's size.
+ * @throws {@link VmmError} `SnapshotInvalid` (or `FileNotReadable` for a file that cannot be opened).
+ */
+export function readSnapshot(snapshotPath: string, memFilePath: string): SnapshotState {
+  let bytes: Uint8Array;
+  let fd: number;
+  try {
+    fd = openSync(snapshotPath, "r");
+  } catch (e) {
+    throw new VmmError("FileNotReadable", `cannot open the snapshot file ${snapshotPath}: ${(e as Error).message}`, { cause: e });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new VmmError("SnapshotInvalid", `the snapshot file ${snapshotPath} is not a regular file`);
+    if (st.size > MAX_STATE_BYTES + 32) throw new VmmError("SnapshotInvalid", `the snapshot file ${snapshotPath} has ${st.size} bytes, more than a state can (${MAX_STATE_BYTES})`);
+    bytes = new Uint8Array(st.size);
+    for (let n = 0; n < st.size;) {
+      const got = readSync(fd, bytes, n, st.size - n, n);
+      if (got === 0) throw new VmmError("SnapshotInvalid", `the snapshot file ${snapshotPath} shrank while it was read`);
+      n += got;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const state = checkSnapshotState(decodeSnapshotFile(bytes));
+  let size: number;
+  try {
+    const st = statSync(memFilePath);
+    if (!st.isFile()) throw new VmmError("SnapshotInvalid", `the memory file ${memFilePath} is not a regular file`);
+    size = st.size;
+  } catch (e) {
+    if (e instanceof VmmError) throw e;
+    throw new VmmError("FileNotReadable", `cannot open the memory file ${memFilePath}: ${(e as Error).message}`, { cause: e });
+  }
+  if (size !== state.memory.fileBytes) throw new VmmError("SnapshotInvalid", `the memory file ${memFilePath} has ${size} bytes, the snapshot's memory ${state.memory.fileBytes} (another snapshot's memory, or truncated)`);
+  return state;
+}
+
+/**
+ * Interrupt controllers and the clock of a restored VM, after its vCPUs.
+ * @throws KvmError or RangeError (the caller makes it `SnapshotInvalid`).
+ */
+export function restoreVmState(vm: VmFd, ioapic: Ioapic | undefined, state: SnapshotState): void {
+  if (state.config.irqchip === "full") {
+    state.vm.irqchips!.forEach((chip, i) => vm.setIrqchip(i, chip));
+    vm.setPit2(state.vm.pit!);
+  } else {
+    ioapic!.restoreState(state.vm.ioapic!);
+  }
+  vm.setClock({ clock: state.vm.clock, flags: 0, realtime: 0n, hostTsc: 0n });
+}
+
+/**
+ * Applies a Diff snapshot's memory file onto `baseMemFilePath`, the memory
+ * file of the snapshot before it (Full, or an earlier Diff already merged):
+ * afterwards `baseMemFilePath` restores with the Diff's state file. Change a
+ * copy if the base is still in use: a VM restored from a file maps it
+ * privately, but sees later changes to pages it has not touched yet.
+ * @throws {@link VmmError} `SnapshotInvalid` if `diffSnapshotPath` is not a Diff snapshot
+ *   or the files do not fit it; `SnapshotFailed` for I/O errors.
+ */
+export function mergeDiffSnapshot(diffSnapshotPath: string, diffMemFilePath: string, baseMemFilePath: string): void {
+  const state = readSnapshot(diffSnapshotPath, diffMemFilePath);
+  if (state.memory.type !== "Diff" || state.memory.pages === undefined) throw new VmmError("SnapshotInvalid", `${diffSnapshotPath} is a ${state.memory.type} snapshot, not a Diff`);
+  const base = statSync(baseMemFilePath);
+  if (base.size !== state.memory.fileBytes) throw new VmmError("SnapshotInvalid", `the base memory file ${baseMemFilePath} has ${base.size} bytes, the snapshot's memory ${state.memory.fileBytes}`);
+  for (const [off, len] of state.memory.pages) {
+    if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len <= 0 || off + len > state.memory.fileBytes) throw new VmmError("SnapshotInvalid", "a Diff run lies outside the memory file");
+  }
+  try {
+    mergeDiffMemory(diffMemFilePath, baseMemFilePath, state.memory.pages);
+  } catch (e) {
+    throw failed(`merging ${diffMemFilePath} into ${baseMemFilePath}`, e);
+  }
+}

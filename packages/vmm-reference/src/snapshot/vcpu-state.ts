@@ -1,0 +1,189 @@
+// One vCPU's saved state: what KVM holds for it, read and written through the
+// kvm-ioctls VcpuFd (or any object with the same methods: the unit tests use
+// a recorder). The order of the writes on restore matters and follows what
+// KVM needs: CPUID first (it decides which MSRs and XSAVE features exist),
+// TSC frequency before the TSC, the LAPIC before MSRs (TSC_DEADLINE lives in
+// the LAPIC's timer mode), vCPU events last but one (pending exceptions and
+// NMIs refer to the registers set before them), GUEST_SSP after the CET MSRs.
+import { GUEST_SSP_REG_ID, type CpuidEntry, type DebugRegs, type MsrEntry, type Regs, type Sregs2, type VcpuEvents, type Xcr } from "@ts-vmm/kvm-ioctls";
+
+/** MSR_IA32_TSC. */
+export const MSR_IA32_TSC = 0x10;
+/** MSR_IA32_TSC_DEADLINE: set after the TSC and the LAPIC. */
+export const MSR_IA32_TSC_DEADLINE = 0x6e0;
+/** IA32_XSS (supervisor XSAVE components, CET among them). */
+export const MSR_IA32_XSS = 0xda0;
+/** IA32_U_CET. */
+export const MSR_IA32_U_CET = 0x6a0;
+/** IA32_S_CET. */
+export const MSR_IA32_S_CET = 0x6a2;
+/** IA32_PL0_SSP .. IA32_PL3_SSP are 0x6a4 .. 0x6a7. */
+export const MSR_IA32_PL0_SSP = 0x6a4;
+/** IA32_INTERRUPT_SSP_TABLE_ADDR. */
+export const MSR_IA32_INT_SSP_TAB = 0x6a8;
+/** Most MSRs per KVM_GET/SET_MSRS (kvm-ioctls' limit). */
+const MSR_CHUNK = 255;
+
+/** The VcpuFd methods a save or restore uses (the seam the unit tests record on). */
+export interface VcpuStateIo {
+  getRegs(): Regs;
+  setRegs(r: Regs): void;
+  getSregs2(): Sregs2;
+  setSregs2(s: Sregs2): void;
+  readonly xsaveSize: number;
+  getXsave(): Uint8Array;
+  getXsave2(): Uint8Array;
+  setXsave(area: Uint8Array): void;
+  getXcrs(): Xcr[];
+  setXcrs(x: readonly Xcr[]): void;
+  getMsrs(indices: readonly number[]): MsrEntry[];
+  setMsrs(entries: readonly MsrEntry[]): number;
+  getCpuid2(): CpuidEntry[];
+  setCpuid2(entries: readonly CpuidEntry[]): void;
+  getLapic(): Uint8Array;
+  setLapic(regs: Uint8Array): void;
+  getVcpuEvents(): VcpuEvents;
+  setVcpuEvents(e: VcpuEvents): void;
+  getMpState(): number;
+  setMpState(s: number): void;
+  getDebugRegs(): DebugRegs;
+  setDebugRegs(d: DebugRegs): void;
+  getOneRegU64(id: bigint): bigint;
+  setOneReg(id: bigint, value: bigint): void;
+  getTscKhz(): number;
+  setTscKhz(khz: number): void;
+}
+
+/** What a snapshot keeps of one vCPU. */
+export interface VcpuSnapshot {
+  readonly id: number;
+  readonly cpuid: readonly CpuidEntry[];
+  readonly regs: Regs;
+  readonly sregs2: Sregs2;
+  /** KVM_GET_XSAVE2 (or KVM_GET_XSAVE without KVM_CAP_XSAVE2): xsaveSize bytes. */
+  readonly xsave: Uint8Array;
+  readonly xcrs: readonly Xcr[];
+  /** Every MSR of the save list, in restore order (IA32_TSC first, TSC_DEADLINE last). */
+  readonly msrs: readonly MsrEntry[];
+  readonly lapic: Uint8Array;
+  readonly events: VcpuEvents;
+  readonly mpState: number;
+  readonly debugRegs: DebugRegs;
+  /** KVM_GET_TSC_KHZ, 0 if KVM could not say. */
+  readonly tscKhz: number;
+  /** The shadow-stack pointer (KVM_GET_ONE_REG of KVM_REG_GUEST_SSP), when the guest has SHSTK. */
+  readonly guestSsp?: bigint;
+}
+
+const leaf = (cpuid: readonly CpuidEntry[], fn: number, index = 0): CpuidEntry | undefined =>
+  cpuid.find((e) => e.function === fn && e.index === index) ?? (index === 0 ? cpuid.find((e) => e.function === fn) : undefined);
+
+/** Whether a CPUID table gives the guest CET shadow stacks (leaf 7.0 ECX bit 7). */
+export function cpuidHasShstk(cpuid: readonly CpuidEntry[]): boolean {
+  return ((leaf(cpuid, 7)?.ecx ?? 0) >>> 7 & 1) === 1;
+}
+/** Whether a CPUID table gives the guest CET indirect-branch tracking (leaf 7.0 EDX bit 20). */
+export function cpuidHasIbt(cpuid: readonly CpuidEntry[]): boolean {
+  return ((leaf(cpuid, 7)?.edx ?? 0) >>> 20 & 1) === 1;
+}
+/** Whether a CPUID table gives the guest XSAVES (leaf 0xD.1 EAX bit 3), which makes IA32_XSS exist. */
+export function cpuidHasXsaves(cpuid: readonly CpuidEntry[]): boolean {
+  return ((leaf(cpuid, 0xd, 1)?.eax ?? 0) >>> 3 & 1) === 1;
+}
+
+/** The CET MSRs a guest with this CPUID has (none without SHSTK and IBT). */
+export function cetMsrs(cpuid: readonly CpuidEntry[]): number[] {
+  const shstk = cpuidHasShstk(cpuid);
+  if (!shstk && !cpuidHasIbt(cpuid)) return [];
+  const out = [MSR_IA32_U_CET, MSR_IA32_S_CET];
+  if (shstk) out.push(MSR_IA32_PL0_SSP, MSR_IA32_PL0_SSP + 1, MSR_IA32_PL0_SSP + 2, MSR_IA32_PL0_SSP + 3, MSR_IA32_INT_SSP_TAB);
+  return out;
+}
+
+/**
+ * The MSRs to save for a vCPU: those of KVM_GET_MSR_INDEX_LIST that
+ * KVM_GET_MSRS reads for this vCPU (one it refuses is left out, as it stops
+ * a batch), then the ones this guest must have saved whatever the list says:
+ * IA32_XSS with XSAVES, the CET MSRs with SHSTK or IBT. Ordered for restore.
+ * @returns the indices and the required ones KVM refused to read (an empty list normally).
+ */
+export function msrsToSave(vcpu: Pick<VcpuStateIo, "getMsrs">, indexList: readonly number[], cpuid: readonly CpuidEntry[]): { indices: number[]; refusedRequired: number[] } {
+  const required = [...(cpuidHasXsaves(cpuid) ? [MSR_IA32_XSS] : []), ...cetMsrs(cpuid)];
+  const want = [...new Set([...indexList, ...required])];
+  const readable: number[] = [];
+  let i = 0;
+  while (i < want.length) {
+    const batch = want.slice(i, i + MSR_CHUNK);
+    const got = vcpu.getMsrs(batch).length;
+    readable.push(...batch.slice(0, got));
+    i += got < batch.length ? got + 1 : got; // skip the one KVM refused
+  }
+  const set = new Set(readable);
+  return { indices: orderForRestore(readable), refusedRequired: required.filter((m) => !set.has(m)) };
+}
+
+function orderForRestore(indices: readonly number[]): number[] {
+  const rest = indices.filter((m) => m !== MSR_IA32_TSC && m !== MSR_IA32_TSC_DEADLINE);
+  return [...(indices.includes(MSR_IA32_TSC) ? [MSR_IA32_TSC] : []), ...rest, ...(indices.includes(MSR_IA32_TSC_DEADLINE) ? [MSR_IA32_TSC_DEADLINE] : [])];
+}
+
+/**
+ * Reads a vCPU's state. The vCPU must be out of KVM_RUN (paused).
+ * @param xsave2 - whether KVM has KVM_CAP_XSAVE2 (then the full area is read).
+ * @throws Error from KVM, or if an MSR of `msrIndices` cannot be read.
+ */
+export function saveVcpu(vcpu: VcpuStateIo, id: number, msrIndices: readonly number[], xsave2: boolean): VcpuSnapshot {
+  const cpuid = vcpu.getCpuid2();
+  const msrs: MsrEntry[] = [];
+  for (let i = 0; i < msrIndices.length; i += MSR_CHUNK) {
+    const batch = msrIndices.slice(i, i + MSR_CHUNK);
+    const got = vcpu.getMsrs(batch);
+    if (got.length !== batch.length) throw new Error(`vCPU ${id}: KVM_GET_MSRS stopped at MSR 0x${batch[got.length]!.toString(16)}`);
+    msrs.push(...got);
+  }
+  let tscKhz = 0;
+  try {
+    tscKhz = vcpu.getTscKhz();
+  } catch {
+    tscKhz = 0;
+  }
+  const base: VcpuSnapshot = {
+    id,
+    cpuid,
+    regs: vcpu.getRegs(),
+    sregs2: vcpu.getSregs2(),
+    xsave: xsave2 ? vcpu.getXsave2() : vcpu.getXsave(),
+    xcrs: vcpu.getXcrs(),
+    msrs,
+    lapic: vcpu.getLapic(),
+    events: vcpu.getVcpuEvents(),
+    mpState: vcpu.getMpState(),
+    debugRegs: vcpu.getDebugRegs(),
+    tscKhz,
+  };
+  return cpuidHasShstk(cpuid) ? { ...base, guestSsp: vcpu.getOneRegU64(GUEST_SSP_REG_ID) } : base;
+}
+
+/**
+ * Writes a saved state into a new vCPU (created, not run yet).
+ * @param hostTscKhz - the new vCPU's TSC rate before the restore; the saved rate is set when it differs.
+ * @throws Error from KVM (the caller names the vCPU), or if KVM_SET_MSRS refuses an MSR.
+ */
+export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: number): void {
+  vcpu.setCpuid2(s.cpuid);
+  if (s.tscKhz > 0 && s.tscKhz !== hostTscKhz) vcpu.setTscKhz(s.tscKhz);
+  vcpu.setMpState(s.mpState);
+  vcpu.setRegs(s.regs);
+  vcpu.setSregs2(s.sregs2);
+  vcpu.setXsave(s.xsave);
+  vcpu.setXcrs(s.xcrs);
+  vcpu.setDebugRegs(s.debugRegs);
+  vcpu.setLapic(s.lapic);
+  for (let i = 0; i < s.msrs.length; i += MSR_CHUNK) {
+    const batch = s.msrs.slice(i, i + MSR_CHUNK);
+    const n = vcpu.setMsrs(batch);
+    if (n !== batch.length) throw new Error(`KVM_SET_MSRS refused MSR 0x${batch[n]!.index.toString(16)} (value 0x${batch[n]!.data.toString(16)})`);
+  }
+  if (s.guestSsp !== undefined) vcpu.setOneReg(GUEST_SSP_REG_ID, s.guestSsp);
+  vcpu.setVcpuEvents(s.events);
+}
