@@ -254,7 +254,13 @@ echo "${NESTED_MARKERS.up} uptime=$(cut -d' ' -f1 /proc/uptime) cpus=$(grep -c ^
 mod=kvm-amd
 grep -q '^flags.* vmx' /proc/cpuinfo && mod=kvm-intel
 # tun for the guests' taps; vhost-vsock (and what it needs) for QEMU's vsock device.
-for m in irqbypass kvm $mod ${L1_DEVICE_MODULES.join(" ")}; do insmod /tsvmm/modules/$m.ko || echo "TSVMM-L1 insmod $m failed"; done
+# Parameters for kvm-amd/kvm-intel from the job layer (TS_VMM_L1_KVM_PARAMS), if any.
+params=""; [ -f /tsvmm/kvm-params ] && params=$(cat /tsvmm/kvm-params)
+for m in irqbypass kvm $mod ${L1_DEVICE_MODULES.join(" ")}; do
+  p=""; [ $m = $mod ] && p=$params
+  insmod /tsvmm/modules/$m.ko $p || echo "TSVMM-L1 insmod $m failed"
+done
+[ -d /sys/module/\${mod/-/_}/parameters ] && echo "TSVMM-L1 params $(cd /sys/module/\${mod/-/_}/parameters && for f in *; do printf '%s=%s ' "$f" "$(cat $f)"; done)"
 ip link set lo up
 if [ -c /dev/kvm ]; then
   # L1 booted with maxcpus=1: the modules are in and the anchor VM is open (see
@@ -782,6 +788,8 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
       name: "job",
       entries: [
         { path: "/tsvmm/job.sh", content: jobScript(steps, nonce), mode: 0o755 },
+        // Module parameters for L1's kvm-amd/kvm-intel (experiments on the emulator's SVM: e.g. "vgif=0 vls=0").
+        ...(process.env["TS_VMM_L1_KVM_PARAMS"] ? [{ path: "/tsvmm/kvm-params", content: process.env["TS_VMM_L1_KVM_PARAMS"], mode: 0o644 }] : []),
         ...[...blkFiles].map((f): LayerEntry => ({ path: f, from: f, mode: 0o644 })),
       ],
     };

@@ -70,11 +70,14 @@ describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb"] }, "Debian 6.12 kernel 
  */
 const FULL_CMDLINE = "console=ttyS0 rdinit=/init panic=-1";
 /**
- * The nested tier's 2-vCPU boots run quiet: with two L2 vCPUs running at once,
- * QEMU 7.2's multi-threaded TCG sometimes hands an L2 vCPU L1's state (see
- * test-guests' guestHasL1State), and the chance grows with the VM exits; the
- * kernel's ~15 KB of boot messages cost ~30 000 port exits on a 16550A. The
- * 1-vCPU boot keeps every message (the serial path at volume).
+ * The nested tier's boots run quiet, as the QEMU reference does: QEMU 7.2's TCG
+ * SVM sometimes hands an L2 vCPU L1's state (see test-guests' guestHasL1State)
+ * or corrupts it so that the guest triple-faults at a random point, and the
+ * chance grows with the VM exits; the kernel's ~15 KB of boot messages cost
+ * ~30 000 port exits on a 16550A. Measured 2026-12-02 (Intel host, 1 vCPU,
+ * verbose): 3 of 22 boots failed so (two triple faults mid-line, one vCPU at
+ * an L1 address), with L1's kvm_amd at vgif=0 vls=0 too; quiet: 0 of 10. The
+ * serial path at volume is tested on the micro-guest (audit.test.ts: the serial backlog).
  */
 const QUIET_CMDLINE = `${FULL_CMDLINE} quiet`;
 /**
@@ -183,7 +186,7 @@ if (hostHasVirtualizationExtensions()) {
               extraArgs: ["-M", "acpi=on", "-no-reboot"],
             },
             ...VCPU_COUNTS.map((vcpus) => ({
-              name: `ours-${vcpus}`, vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: vcpus > 1 ? QUIET_CMDLINE : FULL_CMDLINE,
+              name: `ours-${vcpus}`, vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: QUIET_CMDLINE,
               memMiB: 256, vcpus, devices, timeoutMs: NESTED_GUEST_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,
             })),
           ],
@@ -221,7 +224,7 @@ if (hostHasVirtualizationExtensions()) {
       VCPU_COUNTS.forEach((vcpus) => {
         it(`boots the Debian bzImage with ${vcpus} vCPU(s) to /init's shell; poweroff ends the VMM with 0`, () => {
           const r = guest(`ours-${vcpus}`);
-          checkFullBoot(r, g, vcpus, devices, token, r.end === "exit" && r.status === 0, vcpus > 1);
+          checkFullBoot(r, g, vcpus, devices, token, r.end === "exit" && r.status === 0, true);
         });
       });
     },
