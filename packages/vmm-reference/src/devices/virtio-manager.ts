@@ -102,12 +102,35 @@ export function connectIrq(vm: VmFd, gsi: number): IrqLine & { close(): void } {
 }
 
 interface Slot {
+  readonly kind: VirtioDeviceConfig["kind"];
+  /** `blk0`, `net1`: the kind and its index among devices of that kind. */
+  readonly name: string;
   readonly base: number;
   readonly gsi: number;
   readonly transport: MmioTransport;
   readonly device: VirtioDevice;
   readonly irq: IrqLine & { close(): void };
   readonly notifiers: { readonly fd: EventFd; readonly watcher: FdWatcher }[];
+  /** Queue notifications taken from the ioeventfds, and transport rule violations. */
+  readonly counts: { notifications: number; violations: number };
+}
+
+/** One attached virtio device, for metrics and tools. */
+export interface VirtioDeviceSlot {
+  /** `blk0`, `net1`: the kind and its index among the devices of that kind, in attach order. */
+  readonly name: string;
+  /** The configured kind. */
+  readonly kind: VirtioDeviceConfig["kind"];
+  /** Guest-physical base of its virtio-mmio window ({@link VIRTIO_MMIO_STRIDE} bytes). */
+  readonly base: number;
+  /** Its IOAPIC pin. */
+  readonly gsi: number;
+  /** The device (its own counters: `stats`, `metrics`, `bytesServed`). */
+  readonly device: VirtioDevice;
+  /** Queue notifications taken from its ioeventfds (each read may stand for several guest kicks). */
+  readonly notifications: number;
+  /** Transport and device rule violations reported for it (the text goes to `violations`, bounded). */
+  readonly violations: number;
 }
 
 /** Owns the virtio devices of one VM (on the main thread). */
@@ -149,7 +172,11 @@ export class VirtioManager {
     return m;
   }
 
-  #device(c: VirtioDeviceConfig, mem: GuestMemory): VirtioDevice {
+  #device(c: VirtioDeviceConfig, mem: GuestMemory, counts: { violations: number }): VirtioDevice {
+    const note = (r: string): void => {
+      counts.violations++;
+      this.#note(r);
+    };
     switch (c.kind) {
       case "blk":
         return VirtioBlock.open(c.path, {
@@ -162,16 +189,16 @@ export class VirtioManager {
           tap: c.tap,
           ...(c.mac !== undefined ? { mac: c.mac } : {}),
           ...(c.rateLimiter !== undefined ? { rxRateLimiter: c.rateLimiter, txRateLimiter: c.rateLimiter } : {}),
-          onViolation: (r) => this.#note(r),
+          onViolation: note,
         });
       case "rng":
         return new VirtioRng();
       case "console": {
         if (c.socketPath === undefined) return new VirtioConsole({ input: process.stdin, output: process.stdout });
         const sock = connect(c.socketPath);
-        sock.on("error", (e) => this.#note(`console socket ${c.socketPath}: ${e.message}`));
+        sock.on("error", (e) => note(`console socket ${c.socketPath}: ${e.message}`));
         this.#sockets.push(sock);
-        return new VirtioConsole({ input: sock, output: sock, onViolation: (r) => this.#note(r) });
+        return new VirtioConsole({ input: sock, output: sock, onViolation: note });
       }
       case "balloon": {
         if (this.#balloon !== undefined) throw new VmmError("InvalidConfig", "at most one balloon device");
@@ -183,14 +210,14 @@ export class VirtioManager {
           deflateOnOom: c.deflateOnOom ?? false,
           statsIntervalS: c.statsIntervalS ?? 0,
           freePageReporting: c.freePageReporting ?? false,
-          onViolation: (r) => this.#note(r),
+          onViolation: note,
         });
         return this.#balloon;
       }
       case "rtc":
         return new VirtioRtc();
       case "vsock":
-        return VirtioVsock.open({ cid: c.cid, udsPath: c.udsPath, onViolation: (r) => this.#note(r) });
+        return VirtioVsock.open({ cid: c.cid, udsPath: c.udsPath, onViolation: note });
     }
   }
 
@@ -216,16 +243,26 @@ export class VirtioManager {
   }
 
   #add(mem: GuestMemory, c: VirtioDeviceConfig, base: number, gsi: number): void {
-    const device = this.#device(c, mem);
+    const counts = { notifications: 0, violations: 0 };
+    const device = this.#device(c, mem, counts);
     const irq = connectIrq(this.#vm, gsi);
-    const transport = new MmioTransport(device, { mem, irq, onViolation: (r) => this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`) });
-    const slot: Slot = { base, gsi, transport, device, irq, notifiers: [] };
+    const transport = new MmioTransport(device, {
+      mem, irq, onViolation: (r) => {
+        counts.violations++;
+        this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`);
+      },
+    });
+    const name = `${c.kind}${this.#slots.filter((s) => s.kind === c.kind).length}`;
+    const slot: Slot = { kind: c.kind, name, base, gsi, transport, device, irq, notifiers: [], counts };
     this.#slots.push(slot);
     for (let q = 0; q < transport.queueCount; q++) {
       const fd = new EventFd({ nonBlocking: true });
       this.#vm.registerIoevent(fd, { kind: "mmio", address: base + MmioTransport.notifyOffset }, { datamatch: q, len: 4 });
       const watcher = FdWatcher.watch(fd.fd, { readable: true }, () => {
-        if (fd.tryRead() !== null) transport.notify(q);
+        if (fd.tryRead() !== null) {
+          counts.notifications++;
+          transport.notify(q);
+        }
       });
       watcher.unref();
       slot.notifiers.push({ fd, watcher });
@@ -245,6 +282,11 @@ export class VirtioManager {
   /** `[start, end)` of every window, for the vCPU worker to forward. */
   get windows(): [number, number][] {
     return this.#slots.map((s) => [s.base, s.base + VIRTIO_MMIO_STRIDE]);
+  }
+
+  /** Every device with its window, pin and counters, in attach order. */
+  get devices(): VirtioDeviceSlot[] {
+    return this.#slots.map((s) => ({ name: s.name, kind: s.kind, base: s.base, gsi: s.gsi, device: s.device, ...s.counts }));
   }
 
   /** The transports, in device order. */

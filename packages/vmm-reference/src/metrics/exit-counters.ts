@@ -44,7 +44,9 @@ export type PioDeviceName = (typeof PIO_DEVICES)[number];
 /** Which {@link PIO_DEVICES} slot each of the 65536 ports counts in. Built once per thread. */
 const PORT_SLOT = ((): Uint8Array => {
   const t = new Uint8Array(0x10000).fill(PIO_DEVICES.indexOf("pio-unknown"));
-  const set = (base: number, n: number, dev: PioDeviceName): void => t.fill(PIO_DEVICES.indexOf(dev), base, base + n);
+  const set = (base: number, n: number, dev: PioDeviceName): void => {
+    t.fill(PIO_DEVICES.indexOf(dev), base, base + n);
+  };
   set(COM1, 8, "com1");
   set(I8042_DATA_PORT, 1, "i8042");
   set(I8042_COMMAND_PORT, 1, "i8042");
