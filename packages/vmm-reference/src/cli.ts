@@ -8,6 +8,7 @@ import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { Vmm, openKvm } from "./vmm.js";
+import { MetricsWriter } from "./metrics/writer.js";
 import { release } from "node:os";
 import { readMemoryHostFacts } from "./machine/memory-host.js";
 import { formatMemoryCapabilityReport, memoryCapabilityReport } from "./machine/memory-report.js";
@@ -27,6 +28,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
                   [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
+                  [--metrics] [--metrics-path PATH]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
        ts-vmm host-info [--json]
@@ -61,6 +63,10 @@ frames), bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of
 them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
 --irqchip: split (the default: local APICs in KVM, the I/O APIC in the VMM, no
 8259 or PIT; Linux needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
+--metrics prints the VMM's counters (exits by reason and by device, virtio
+device counters, KVM's own statistics) as one JSON object on stderr when the
+VM ends; --metrics-path appends the same as a JSON line to PATH (created if
+missing; a named pipe works) every 60 s and once at the end.
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
@@ -196,8 +202,11 @@ async function runCommand(
   let vmm: Vmm;
   let timeout: number;
   let consoleOnStdio = false;
+  let printMetrics = false;
+  let metricsWriter: MetricsWriter | undefined;
   try {
     const a = runArgs(values);
+    printMetrics = a.metrics;
     timeout = a.timeoutS;
     consoleOnStdio = a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined);
     mark("Vmm.create start");
@@ -213,6 +222,15 @@ async function runCommand(
       virtio: a.virtio,
       irqchip: a.irqchip,
     });
+    if (a.metricsPath !== undefined) {
+      const m = vmm;
+      try {
+        metricsWriter = MetricsWriter.open({ path: a.metricsPath, source: () => m.metrics() });
+      } catch (e) {
+        m.close();
+        throw e;
+      }
+    }
   } catch (e) {
     return fail(e);
   }
@@ -290,6 +308,11 @@ async function runCommand(
       process.off("exit", restoreTty);
     }
     vmm.close();
+    metricsWriter?.close();
+  }
+  if (printMetrics) stderr.write(`${JSON.stringify(vmm.metrics())}\n`);
+  if (metricsWriter !== undefined && metricsWriter.missed > 0) {
+    stderr.write(`ts-vmm: ${metricsWriter.missed} metrics line(s) not written to ${metricsWriter.path}: ${metricsWriter.lastError ?? "unknown error"}\n`);
   }
   if (TRACE_STARTUP) for (const l of startupLines()) stderr.write(`${l}\n`);
   if (outputError) {
