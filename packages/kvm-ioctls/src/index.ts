@@ -5,7 +5,7 @@ export type { MsrFilter, MsrFilterRange, HostMemory, UserMemoryRegion, UserMemor
 export { VcpuFd } from "./vcpu.js";
 export type { DirtyGfn, CoalescedWrite, Translation } from "./vcpu.js";
 export { KvmStats } from "./stats.js";
-export { decodeStatsHeader, decodeStatsDescriptors, decodeStatsData, STATS_HEADER_BYTES, STATS_DESC_FIXED_BYTES, STATS_MAX_NAME_SIZE, STATS_MAX_DESCRIPTORS, STATS_MAX_VALUES, STATS_MAX_DATA_BYTES } from "./layouts/stats.js";
+export { decodeStatsHeader, decodeStatsDescriptors, decodeStatsData, statsDescBlockBytes, STATS_HEADER_BYTES, STATS_DESC_FIXED_BYTES, STATS_MAX_NAME_SIZE, STATS_MAX_DESCRIPTORS, STATS_MAX_VALUES, STATS_MAX_DATA_BYTES } from "./layouts/stats.js";
 export type { KvmStatDescriptor, KvmStatsHeader, KvmStatType, KvmStatUnit, KvmStatBase } from "./layouts/stats.js";
 export { DeviceFd } from "./device.js";
 export type { DeviceAttr } from "./device.js";

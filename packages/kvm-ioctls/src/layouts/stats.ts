@@ -61,11 +61,17 @@ export interface KvmStatDescriptor {
 
 /** struct kvm_stats_header, decoded. */
 export interface KvmStatsHeader {
+  /** `flags` (0 today). */
   readonly flags: number;
+  /** `name_size`: bytes of the id string and of each descriptor's name field. */
   readonly nameSize: number;
+  /** `num_desc`: descriptors in the file. */
   readonly numDesc: number;
+  /** `id_offset`: file offset of the id string. */
   readonly idOffset: number;
+  /** `desc_offset`: file offset of the first descriptor. */
   readonly descOffset: number;
+  /** `data_offset`: file offset of the data block. */
   readonly dataOffset: number;
 }
 

@@ -10,7 +10,7 @@ export type CounterSet = { [name: string]: number | CounterSet };
 
 /** Exits counted by the vCPU workers (user-space exits: what KVM_RUN returned). */
 export interface ExitMetrics {
-  /** Exits in all (the sum of the {@link VcpuExitKind}-named entries of `byReason`). */
+  /** Exits in all (the sum of the entries of `byReason` named after an exit kind, `VcpuExitKind` of @ts-vmm/kvm-ioctls). */
   readonly total: number;
   /**
    * Non-zero counts by exit kind (`IoOut`, `MmioWrite`, `Hlt`, `Intr`, …), plus `Again`
