@@ -10,39 +10,44 @@ function asNumbers(v: Record<string, bigint | bigint[]>): Record<string, number 
   return out;
 }
 
-/** The stats files of one VM; each read gives a {@link KvmMetrics}. */
+/**
+ * The stats files of one VM; each read gives a {@link KvmMetrics}. The files are opened
+ * on the first read (about 0.25 ms for a VM and a vCPU here, kept off the create and
+ * restore path), and read a last time at close.
+ */
 export class KvmStatsSource {
-  readonly #vm: KvmStats | undefined;
-  readonly #vcpus: readonly KvmStats[];
-  readonly #reason: string | undefined;
-  #last: KvmMetrics;
+  readonly #vmFd: VmFd;
+  readonly #vcpuFds: readonly VcpuFd[];
+  #vm: KvmStats | undefined;
+  #vcpus: KvmStats[] = [];
+  #reason: string | undefined;
+  #opened = false;
+  #closed = false;
+  #last: KvmMetrics = { available: false, vm: {}, vcpus: [] };
 
-  /** Opens the VM's and every vCPU's stats file, if the host has KVM_CAP_BINARY_STATS_FD; never throws. */
+  /** Remembers the fds; nothing is opened yet. */
   constructor(vm: VmFd, vcpus: readonly VcpuFd[]) {
-    let reason: string | undefined;
-    let vmStats: KvmStats | undefined;
-    const vcpuStats: KvmStats[] = [];
-    try {
-      if (vm.checkExtension(Cap.BINARY_STATS_FD) <= 0) reason = "the host's KVM lacks KVM_CAP_BINARY_STATS_FD (Linux < 5.14)";
-      else {
-        vmStats = vm.statsFd();
-        for (const v of vcpus) vcpuStats.push(v.statsFd());
-      }
-    } catch (e) {
-      reason = `KVM_GET_STATS_FD failed: ${(e as Error).message}`;
-      vmStats?.close();
-      for (const s of vcpuStats) s.close();
-      vmStats = undefined;
-      vcpuStats.length = 0;
-    }
-    this.#vm = vmStats;
-    this.#vcpus = vcpuStats;
-    this.#reason = reason;
-    this.#last = this.#empty();
+    this.#vmFd = vm;
+    this.#vcpuFds = vcpus;
   }
 
-  #empty(): KvmMetrics {
-    return { available: false, ...(this.#reason !== undefined ? { reason: this.#reason } : {}), vm: {}, vcpus: [] };
+  /** Opens the VM's and every vCPU's stats file if the host has KVM_CAP_BINARY_STATS_FD; never throws. */
+  #open(): void {
+    this.#opened = true;
+    try {
+      if (this.#vmFd.checkExtension(Cap.BINARY_STATS_FD) <= 0) {
+        this.#reason = "the host's KVM lacks KVM_CAP_BINARY_STATS_FD (Linux < 5.14)";
+        return;
+      }
+      this.#vm = this.#vmFd.statsFd();
+      for (const v of this.#vcpuFds) this.#vcpus.push(v.statsFd());
+    } catch (e) {
+      this.#reason = `KVM_GET_STATS_FD failed: ${(e as Error).message}`;
+      this.#vm?.close();
+      for (const s of this.#vcpus) s.close();
+      this.#vm = undefined;
+      this.#vcpus = [];
+    }
   }
 
   /**
@@ -50,8 +55,10 @@ export class KvmStatsSource {
    * last values read (with the failure as `reason`).
    */
   read(): KvmMetrics {
+    if (!this.#opened && !this.#closed) this.#open();
     const vm = this.#vm;
-    if (vm === undefined || vm.closed) return this.#last;
+    if (vm === undefined) return { ...this.#last, ...(this.#reason !== undefined ? { reason: this.#reason } : {}) };
+    if (vm.closed) return this.#last;
     try {
       this.#last = { available: true, vm: asNumbers(vm.read()), vcpus: this.#vcpus.map((s) => asNumbers(s.read())) };
     } catch (e) {
@@ -60,11 +67,12 @@ export class KvmStatsSource {
     return this.#last;
   }
 
-  /** Reads a last time (kept for later read() calls), then closes the files. Idempotent. */
+  /** Reads a last time (kept for later read() calls; opens the files first if no read did), then closes them. Idempotent. */
   close(): void {
-    if (this.#vm === undefined || this.#vm.closed) return;
+    if (this.#closed) return;
     this.read();
-    this.#vm.close();
+    this.#closed = true;
+    this.#vm?.close();
     for (const s of this.#vcpus) s.close();
   }
 }
