@@ -76,6 +76,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "VMM metrics on the micro-gues
     expect(blk.counters["readBytes"]).toBeGreaterThan(0);
     expect(blk.counters["writeBytes"]).toBeGreaterThan(0);
     expect(blk.notifications).toBeGreaterThan(0);
+    expect(blk.interrupts).toBeGreaterThan(0);
     expect(m.devices["rng0"]!.bytes).toBeGreaterThan(0);
     // Every MMIO exit is in exactly one range, every port exit too.
     const byDev = Object.values(m.exits.byDevice).reduce((a, b) => a + b, 0);

@@ -111,8 +111,8 @@ interface Slot {
   readonly device: VirtioDevice;
   readonly irq: IrqLine & { close(): void };
   readonly notifiers: { readonly fd: EventFd; readonly watcher: FdWatcher }[];
-  /** Queue notifications taken from the ioeventfds, and transport rule violations. */
-  readonly counts: { notifications: number; violations: number };
+  /** Queue notifications taken from the ioeventfds, interrupts raised, transport rule violations. */
+  readonly counts: { notifications: number; interrupts: number; violations: number };
 }
 
 /** One attached virtio device, for metrics and tools. */
@@ -129,6 +129,8 @@ export interface VirtioDeviceSlot {
   readonly device: VirtioDevice;
   /** Queue notifications taken from its ioeventfds (each read may stand for several guest kicks). */
   readonly notifications: number;
+  /** Interrupts its transport raised (used-buffer and configuration-change notifications). */
+  readonly interrupts: number;
   /** Transport and device rule violations reported for it (the text goes to `violations`, bounded). */
   readonly violations: number;
 }
@@ -243,11 +245,17 @@ export class VirtioManager {
   }
 
   #add(mem: GuestMemory, c: VirtioDeviceConfig, base: number, gsi: number): void {
-    const counts = { notifications: 0, violations: 0 };
+    const counts = { notifications: 0, interrupts: 0, violations: 0 };
     const device = this.#device(c, mem, counts);
     const irq = connectIrq(this.#vm, gsi);
+    const counted: IrqLine = {
+      trigger: () => {
+        counts.interrupts++;
+        irq.trigger();
+      },
+    };
     const transport = new MmioTransport(device, {
-      mem, irq, onViolation: (r) => {
+      mem, irq: counted, onViolation: (r) => {
         counts.violations++;
         this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`);
       },

@@ -82,6 +82,7 @@ export function deviceMetrics(slots: readonly VirtioDeviceSlot[]): Record<string
       gsi: s.gsi,
       ...summarize(s.device),
       notifications: s.notifications,
+      interrupts: s.interrupts,
       violations: s.violations,
     };
   }

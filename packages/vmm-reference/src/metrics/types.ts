@@ -68,6 +68,8 @@ export interface DeviceMetrics {
   readonly dropped: number;
   /** Queue notifications taken from the device's ioeventfds. */
   readonly notifications: number;
+  /** Interrupts the device's transport raised. */
+  readonly interrupts: number;
   /** Transport and device rule violations reported. */
   readonly violations: number;
   /** The device's own counters (VirtioBlock.stats, NetMetrics, VsockMetrics, …). */
