@@ -8,7 +8,9 @@ export type KvmCheckCode =
   | "Unaligned"
   | "TooLarge"
   | "NotRegistered"
-  | "Unsupported";
+  | "Unsupported"
+  /** A KVM binary stats file (KVM_GET_STATS_FD) whose header, descriptors or size do not add up. */
+  | "InvalidStats";
 
 /**
  * errno names a failed KVM ioctl can report. Any other errno is `"EUNKNOWN"`, with the

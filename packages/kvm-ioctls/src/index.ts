@@ -4,6 +4,9 @@ export { VmFd, dirtyPages, MAX_IRQ_ROUTES, KVM_X2APIC_API_USE_32BIT_IDS, KVM_X2A
 export type { MsrFilter, MsrFilterRange, HostMemory, UserMemoryRegion, UserMemoryRegion2, IoEventAddress, IoeventOptions, CreateDeviceOptions } from "./vm.js";
 export { VcpuFd } from "./vcpu.js";
 export type { DirtyGfn, CoalescedWrite, Translation } from "./vcpu.js";
+export { KvmStats } from "./stats.js";
+export { decodeStatsHeader, decodeStatsDescriptors, decodeStatsData, statsDescBlockBytes, STATS_HEADER_BYTES, STATS_DESC_FIXED_BYTES, STATS_MAX_NAME_SIZE, STATS_MAX_DESCRIPTORS, STATS_MAX_VALUES, STATS_MAX_DATA_BYTES } from "./layouts/stats.js";
+export type { KvmStatDescriptor, KvmStatsHeader, KvmStatType, KvmStatUnit, KvmStatBase } from "./layouts/stats.js";
 export { DeviceFd } from "./device.js";
 export type { DeviceAttr } from "./device.js";
 export { VcpuKicker } from "./kick.js";

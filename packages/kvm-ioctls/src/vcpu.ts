@@ -43,6 +43,7 @@ import {
 import { DIRTY_GFN, LAPIC_STATE, ONE_REG, XSAVE, encodeEnableCap } from "./layouts/vm-structs.js";
 import { type NestedStateHeader, NESTED_STATE, decodeNestedStateHeader } from "./layouts/nested-state.js";
 import { native } from "./native.js";
+import { KvmStats } from "./stats.js";
 import { oneRegSize } from "./one-reg.js";
 
 const EINTR = 4;
@@ -180,6 +181,16 @@ export class VcpuFd {
   /** Kicks this vCPU out of KVM_RUN (see {@link VcpuKicker.kick}). @throws {@link KvmError} `Closed` */
   kick(): void {
     this.kicker().kick();
+  }
+
+  /**
+   * KVM_GET_STATS_FD (KVM_CAP_BINARY_STATS_FD, Linux 5.14+): KVM's binary statistics of this
+   * vCPU (names such as `exits`, `halt_exits`, `io_exits`, `mmio_exits`, `halt_wait_hist`), as a {@link KvmStats} the caller owns and closes.
+   * @throws {@link KvmError} `ENOTTY`/`EINVAL` where the kernel lacks it; `InvalidStats` for a
+   *   stats file whose layout does not add up.
+   */
+  statsFd(): KvmStats {
+    return new KvmStats(this.#h.val("KVM_GET_STATS_FD"));
   }
 
   /** The vCPU id. */

@@ -42,6 +42,7 @@ import {
 } from "./layouts/vm-structs.js";
 import { encodeMsrFilter, msrFilterBitmapBytes } from "./layouts/msr-filter.js";
 import { native } from "./native.js";
+import { KvmStats } from "./stats.js";
 import { VcpuFd } from "./vcpu.js";
 
 const PAGE = 4096;
@@ -185,6 +186,16 @@ export class VmFd {
   /** True once closed. */
   get closed(): boolean {
     return this.#h.closed;
+  }
+
+  /**
+   * KVM_GET_STATS_FD (KVM_CAP_BINARY_STATS_FD, Linux 5.14+): KVM's binary statistics of this
+   * VM (names such as `remote_tlb_flush`, `pages_4k`, `max_mmu_page_hash_collisions`), as a {@link KvmStats} the caller owns and closes.
+   * @throws {@link KvmError} `ENOTTY`/`EINVAL` where the kernel lacks it; `InvalidStats` for a
+   *   stats file whose layout does not add up.
+   */
+  statsFd(): KvmStats {
+    return new KvmStats(this.#h.val("KVM_GET_STATS_FD"));
   }
 
   /** KVM_CHECK_EXTENSION on the VM fd (answers can differ per VM type). @throws {@link KvmError} */

@@ -95,6 +95,7 @@ describe("virtio-blk data path on a real file", () => {
     b.mem.read(DATA, got.subarray(0, 512));
     b.mem.read(DATA + 0x10000, got.subarray(512));
     expect(got).toEqual(expected);
+    expect(b.dev.stats).toMatchObject({ ok: 1, readBytes: 1536, writeBytes: 0 });
   });
 
   it("writes reach the file; FLUSH succeeds", () => {
@@ -104,6 +105,7 @@ describe("virtio-blk data path on a real file", () => {
     expect(submit(b, VIRTIO_BLK_T_OUT, 100n, [{ addr: DATA, len: 4096, writable: false }])).toEqual([VIRTIO_BLK_S_OK, 1]);
     expect(submit(b, VIRTIO_BLK_T_FLUSH, 0n)).toEqual([VIRTIO_BLK_S_OK, 1]);
     expect(fileBytes(b.path, 100 * 512, 4096)).toEqual(w);
+    expect(b.dev.stats).toMatchObject({ ok: 2, readBytes: 0, writeBytes: 4096 });
   });
 
   it("GET_ID writes the id (20 bytes max)", () => {
@@ -159,6 +161,8 @@ describe("virtio-blk data path on a real file", () => {
     expect(submit(b, VIRTIO_BLK_T_IN, 0n, [{ addr: DATA, len: 512, writable: true }])).toEqual([VIRTIO_BLK_S_OK, 513]);
     expect(submit(b, VIRTIO_BLK_T_FLUSH, 0n)).toEqual([VIRTIO_BLK_S_OK, 1]);
     expect(readFileSync(path).equals(before)).toBe(true);
+    // The refused write moved no bytes; the read did.
+    expect(b.dev.stats).toMatchObject({ ioerr: 3, writeBytes: 0, readBytes: 512 });
   });
 
   it("async engine: 64 requests in flight at once complete, out of order allowed, all data right", async () => {

@@ -125,8 +125,12 @@ export class VirtioBlock implements VirtioDevice {
   #active: Active | undefined;
   #inFlight = 0;
   #closed = false;
-  /** Requests completed with each status since creation (OK, IOERR, UNSUPP); `throttled`: waits for the rate limiter. */
-  readonly stats = { ok: 0, ioerr: 0, unsupp: 0, needsReset: 0, throttled: 0 };
+  /**
+   * Requests completed with each status since creation (OK, IOERR, UNSUPP); `throttled`: waits
+   * for the rate limiter; `readBytes`/`writeBytes`: data bytes of the reads and writes that
+   * completed OK (a failed transfer adds nothing).
+   */
+  readonly stats = { ok: 0, ioerr: 0, unsupp: 0, needsReset: 0, throttled: 0, readBytes: 0, writeBytes: 0 };
   /** The rate limiter, if any (update it with `rateLimiter.update`). */
   readonly rateLimiter: RateLimiter | undefined;
 
@@ -328,6 +332,11 @@ export class VirtioBlock implements VirtioDevice {
     }
   }
 
+  #countBytes(isRead: boolean, n: number): void {
+    if (isRead) this.stats.readBytes += n;
+    else this.stats.writeBytes += n;
+  }
+
   /** Completes a chain: status byte, used entry (only if the activation is still current). */
   #complete(a: Active, chain: DescriptorChain, statusAddr: number, status: number, written: number): void {
     if (status === VIRTIO_BLK_S_OK) this.stats.ok++;
@@ -381,12 +390,14 @@ export class VirtioBlock implements VirtioDevice {
         if (this.#async) {
           this.#inFlight++;
           transferAsync(this.#fd, views, pos, !isRead, req.dataLen, (ok) => {
+            if (ok) this.#countBytes(isRead, req.dataLen);
             if (ok && isRead) for (const s of req.data) mem.markDirty?.(s.addr, s.len);
             asyncDone(ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, ok && isRead ? req.dataLen : 0);
           });
           return;
         }
         const ok = transferSync(this.#fd, views, pos, !isRead, req.dataLen);
+        if (ok) this.#countBytes(isRead, req.dataLen);
         if (ok && isRead) for (const s of req.data) mem.markDirty?.(s.addr, s.len);
         return done(ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, ok && isRead ? req.dataLen : 0);
       }

@@ -16,7 +16,8 @@ describe("virtio-console port 0", () => {
     const input = new PassThrough();
     const out: Buffer[] = [];
     const output = new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) });
-    const r = rig(new VirtioConsole({ input, output }));
+    const dev = new VirtioConsole({ input, output });
+    const r = rig(dev);
     const [rx, tx] = bringUp(r);
     r.mem.write(0x80000, new TextEncoder().encode("hello host"));
     tx!.addChain([{ addr: 0x80000, len: 10 }]);
@@ -36,6 +37,7 @@ describe("virtio-console port 0", () => {
     r.mem.read(0x90000, a);
     r.mem.read(0x91000, b);
     expect(Buffer.from([...a, ...b]).toString()).toBe("hi guest, this is longer than eight");
+    expect(dev.stats).toEqual({ txBytes: 10, rxBytes: 35, txDropped: 0, txChains: 1, rxChains: 2 });
   });
 
   it("echoes through a real Unix socket (the test harness's setup)", async () => {

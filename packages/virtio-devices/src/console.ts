@@ -50,8 +50,11 @@ export class VirtioConsole implements VirtioDevice {
   #paused = false;
   #waitingDrain = false;
   #active: Active | undefined;
-  /** Bytes moved: guest to host, host to guest. */
-  readonly stats = { txBytes: 0, rxBytes: 0, txDropped: 0 };
+  /**
+   * Bytes moved: guest to host, host to guest; `txDropped`: transmit bytes beyond a chain's
+   * limit; `txChains`/`rxChains`: chains completed on each queue.
+   */
+  readonly stats = { txBytes: 0, rxBytes: 0, txDropped: 0, txChains: 0, rxChains: 0 };
 
   /** @param streams - the host side of port 0. */
   constructor(streams: ConsoleStreams = {}) {
@@ -129,6 +132,7 @@ export class VirtioConsole implements VirtioDevice {
         chain.writeFrom(mem, bytes);
         a.rx.addUsed(mem, chain.head, n);
         this.stats.rxBytes += n;
+        this.stats.rxChains++;
         used = true;
       }
       if (used && a.rx.needsNotification(mem)) a.ctx.interrupt.signalUsedQueue(0);
@@ -179,6 +183,7 @@ export class VirtioConsole implements VirtioDevice {
         a.tx.addUsed(mem, chain.head, 0);
         used = true;
         this.stats.txBytes += n;
+        this.stats.txChains++;
         const out = this.#streams.output;
         if (out !== undefined && !out.write(bytes)) {
           this.#waitingDrain = true;

@@ -18,6 +18,7 @@ describe("virtio-rng", () => {
     expect(a.some((x) => x !== 0)).toBe(true);
     expect(a).not.toEqual(b);
     expect(dev.bytesServed).toBe(192);
+    expect(dev.requestsServed).toBe(2);
   });
 
   it("caps a huge request and reports the length it filled", () => {

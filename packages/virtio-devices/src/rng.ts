@@ -26,6 +26,8 @@ export class VirtioRng implements VirtioDevice {
   #active: { ctx: ActivateContext; queue: Queue; broken: boolean } | undefined;
   /** Bytes handed to the guest since creation. */
   bytesServed = 0;
+  /** Requests (chains) completed since creation. */
+  requestsServed = 0;
 
   /** {@inheritDoc VirtioDevice.readConfig} */
   readConfig(_offset: number, data: Uint8Array): void {
@@ -83,6 +85,7 @@ export class VirtioRng implements VirtioDevice {
         }
         for (const [addr, n] of dirty) mem.markDirty?.(addr, n);
         this.bytesServed += written;
+        this.requestsServed++;
         a.queue.addUsed(mem, chain.head, written);
         if (budget <= 0) break;
       }

@@ -36,6 +36,10 @@ export interface RunArgs {
   readonly timeoutS: number;
   /** `--irqchip split|full` (default split). */
   readonly irqchip: IrqchipMode;
+  /** `--metrics`: print Vmm.metrics() as one JSON object on stderr when the VM ends. */
+  readonly metrics: boolean;
+  /** `--metrics-path PATH`: append a metrics line (NDJSON) every 60 s and at the end. */
+  readonly metricsPath?: string | undefined;
   /** virtio-mmio devices from `--disk`, `--net`, `--rng`, `--console` / `--console-socket`, `--balloon`, `--rtc`, `--vsock`, in that order. */
   readonly virtio: VirtioDeviceConfig[];
   /** `--api-sock PATH`: serve the API (runtime calls) on this Unix socket while the VM runs. */
@@ -92,6 +96,8 @@ const OPTIONS = {
   vsock: { type: "string" },
   "api-sock": { type: "string" },
   json: { type: "boolean" },
+  metrics: { type: "boolean" },
+  "metrics-path": { type: "string" },
   all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -99,7 +105,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "api-sock", "restore", "snapshot-on-signal"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "api-sock", "restore", "snapshot-on-signal", "metrics", "metrics-path"],
   serve: ["api-sock", "timeout"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
   "host-info": ["json"],
@@ -289,6 +295,7 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
     return {
       kernel: "", memMiB: 0, memory: {}, vcpus: 0, timeoutS: parseTimeout(s("timeout")), irqchip: "split", virtio: [],
       restore: parseRestore(s("restore")!), snapshotOnSignal, apiSock: s("api-sock"),
+      metrics: values["metrics"] === true, metricsPath: metricsPathArg(s("metrics-path")),
     };
   }
   const kernel = s("kernel");
@@ -309,7 +316,16 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
     virtio: virtioArgs(v),
     apiSock: s("api-sock"),
     snapshotOnSignal,
+    metrics: values["metrics"] === true,
+    metricsPath: metricsPathArg(s("metrics-path")),
   };
+}
+
+/** `--metrics-path`: a non-empty path. @throws {@link UsageError} */
+function metricsPathArg(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (v === "") throw new UsageError("--metrics-path needs a file path");
+  return v;
 }
 
 /** Rate-limit keys of `--disk` and `--net`: per second, and the one-time bursts. */

@@ -8,6 +8,7 @@ import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
+import { MetricsWriter } from "./metrics/writer.js";
 import { Vmm, openKvm } from "./vmm.js";
 import { release } from "node:os";
 import { readMemoryHostFacts } from "./machine/memory-host.js";
@@ -29,6 +30,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
                   [--api-sock PATH] [--snapshot-on-signal SIGUSR1|SIGUSR2|SIGHUP:DIR]
+                  [--metrics] [--metrics-path PATH]
        ts-vmm run --restore SNAPSHOT,mem=MEMFILE [--timeout SECONDS] [--snapshot-on-signal SIG:DIR]
                   [--api-sock PATH]
        ts-vmm serve --api-sock PATH [--timeout SECONDS]
@@ -71,6 +73,10 @@ frames), bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of
 them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
 --irqchip: split (the default: local APICs in KVM, the I/O APIC in the VMM, no
 8259 or PIT; Linux needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
+--metrics prints the VMM's counters (exits by reason and by device, virtio
+device counters, KVM's own statistics) as one JSON object on stderr when the
+VM ends; --metrics-path appends the same as a JSON line to PATH (created if
+missing; a named pipe works) every 60 s and once at the end.
 
 --api-sock serves the Firecracker-compatible API on a Unix socket while the VM
 runs (pause, snapshot, balloon, Ctrl-Alt-Del, metrics). serve waits for the
@@ -212,6 +218,7 @@ async function runCommand(
 ): Promise<number> {
   let vmm: Vmm;
   let a: RunArgs;
+  let metricsWriter: MetricsWriter | undefined;
   try {
     a = runArgs(values);
     mark("Vmm.create start");
@@ -227,6 +234,15 @@ async function runCommand(
       virtio: a.virtio,
       irqchip: a.irqchip,
     });
+    if (a.metricsPath !== undefined) {
+      const m = vmm;
+      try {
+        metricsWriter = MetricsWriter.open({ path: a.metricsPath, source: () => m.metrics() });
+      } catch (e) {
+        m.close();
+        throw e;
+      }
+    }
   } catch (e) {
     return fail(e);
   }
@@ -234,6 +250,8 @@ async function runCommand(
     timeoutS: a.timeoutS,
     consoleOnStdio: a.virtio.some((d) => d.kind === "console" && d.socketPath === undefined),
     snapshotOnSignal: a.snapshotOnSignal,
+    printMetrics: a.metrics,
+    metricsWriter,
   };
   if (a.apiSock === undefined) return superviseRun(vmm, run, stdout, stderr, hooks);
   // The API serves runtime calls on the VM the flags started (loaded only when asked for).
@@ -242,7 +260,10 @@ async function runCommand(
   const { configOfRunArgs } = await import("./api/run-config.js");
   let ended!: () => void;
   const done = new Promise<void>((resolve) => { ended = resolve; });
-  const backend = new VmmBackend({ run: () => Promise.reject(new Error("the VM already runs")) });
+  const backend = new VmmBackend({
+    run: () => Promise.reject(new Error("the VM already runs")),
+    metricsSink: (path, m) => MetricsWriter.open({ path, source: () => m.metrics() }),
+  });
   backend.adopt(vmm, done);
   let server;
   try {
@@ -299,6 +320,7 @@ async function serveCommand(
       wake(p);
       return p;
     },
+    metricsSink: (path, m) => MetricsWriter.open({ path, source: () => m.metrics() }),
   });
   let server;
   try {
@@ -331,6 +353,10 @@ interface SuperviseOptions {
   readonly consoleOnStdio: boolean;
   /** `--snapshot-on-signal`: on this signal, pause, write DIR/vm.snap and DIR/vm.mem, resume. */
   readonly snapshotOnSignal?: { readonly signal: NodeJS.Signals; readonly dir: string } | undefined;
+  /** `--metrics`: print Vmm.metrics() on stderr when the VM ends. */
+  readonly printMetrics?: boolean;
+  /** `--metrics-path`: closed (with a last line) when the VM ends. */
+  readonly metricsWriter?: MetricsWriter | undefined;
 }
 
 /**
@@ -443,6 +469,12 @@ async function superviseRun(
       process.off("exit", restoreTty);
     }
     vmm.close();
+    opts.metricsWriter?.close();
+  }
+  if (opts.printMetrics === true) stderr.write(`${JSON.stringify(vmm.metrics())}\n`);
+  const metricsWriter = opts.metricsWriter;
+  if (metricsWriter !== undefined && metricsWriter.missed > 0) {
+    stderr.write(`ts-vmm: ${metricsWriter.missed} metrics line(s) not written to ${metricsWriter.path}: ${metricsWriter.lastError ?? "unknown error"}\n`);
   }
   if (TRACE_STARTUP) for (const l of startupLines()) stderr.write(`${l}\n`);
   if (outputError) {

@@ -4,6 +4,8 @@ export type VmmErrorCode =
   | "InvalidConfig"
   /** A file named in the configuration could not be read. */
   | "FileNotReadable"
+  /** A file the VMM writes (the metrics file) could not be opened or written. */
+  | "FileNotWritable"
   /** Building the VM failed in a lower layer (KVM, guest memory, the loader); see `cause`. */
   | "SetupFailed"
   /** The CPU template or a `+feature` switch asks for something this host's KVM cannot provide. */

@@ -26,6 +26,7 @@ import {
 } from "@ts-vmm/virtio-devices/legacy";
 import { serveInterruptRegister } from "@ts-vmm/virtio-devices";
 import { MmioMailboxClient } from "./devices/mmio-mailbox.js";
+import { ExitCounterWriter, exitCountersBytes } from "./metrics/exit-counters.js";
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult, VcpuEndState } from "./run-result.js";
@@ -69,6 +70,11 @@ export interface VcpuWorkerData {
   readonly interruptCells?: readonly { readonly base: number; readonly cell: SharedArrayBuffer }[];
   /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows, the split irqchip's I/O APIC). */
   readonly mmioWindows?: readonly (readonly [number, number])[];
+  /**
+   * This vCPU's exit counters (src/metrics/exit-counters.ts, sized for `mmioWindows`): the
+   * worker adds to them on every exit, the main thread reads them while the VM runs.
+   */
+  readonly exitCounters?: SharedArrayBuffer;
 }
 
 /** Messages from a vCPU worker. */
@@ -92,7 +98,6 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   const vcpu = VcpuFd.fromTransferable(data.vcpu);
   const id = data.vcpu.id;
   const stop = new Int32Array(data.stop);
-  const exits: Record<string, number> = {};
   // Bytes the guest transmitted during the current exit; they go to the ring after it.
   const out = new Uint8Array(1024);
   let outLen = 0;
@@ -129,6 +134,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   let pmEvent: AcpiPmEvent | null = null;
   let pmSource = "";
   const windows = data.mmioWindows ?? [];
+  const counters = new ExitCounterWriter(data.exitCounters ?? new SharedArrayBuffer(exitCountersBytes(windows.length)), windows);
   const mailbox = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop) : undefined;
   const cells = (data.interruptCells ?? []).map((c) => ({ base: c.base, cell: new Int32Array(c.cell) }));
   // InterruptStatus / InterruptAck of a virtio window, served here; false for anything else.
@@ -176,8 +182,8 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
       // the vCPU fd is unusable: report what was read
     }
     // How often a forwarded MMIO access waited 50 ms for the main thread (0 normally).
-    if (mailbox && mailbox.timeouts > 0) exits["MmioMailboxTimeouts"] = mailbox.timeouts;
-    return { id, rip, rflags, cr0, mpState, exits: { ...exits } };
+    if (mailbox) counters.mailboxTimeouts(mailbox.timeouts);
+    return { id, rip, rflags, cr0, mpState, exits: counters.reasons() };
   };
   const finish = (r: Omit<RunResult, "exits">): void => {
     flush();
@@ -185,7 +191,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     // Leaving KVM_RUN for good: closing the borrowed vCPU clears the kick target,
     // so no later kick() can signal this thread's id after the worker is gone.
     vcpu.close();
-    port.postMessage({ type: "stopped", result: { ...r, exits, vcpus: [state] } } satisfies VcpuWorkerMessage);
+    port.postMessage({ type: "stopped", result: { ...r, exits: state.exits, vcpus: [state] } } satisfies VcpuWorkerMessage);
   };
   const rip = (): string => {
     try {
@@ -206,7 +212,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
       // An AP that was waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED) comes back with
       // EAGAIN once its state changed: run it again, as QEMU does.
       if ((e as { code?: unknown }).code === "EAGAIN") {
-        exits["Again"] = (exits["Again"] ?? 0) + 1;
+        counters.again();
         if (Atomics.load(stop, 0) !== 0 || (Atomics.load(control, 0) === 1 && !park())) {
           finish({ reason: "Stopped", guestExitValue: null });
           return;
@@ -216,11 +222,12 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
       finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: ${(e as Error).message}` });
       return;
     }
-    exits[exit.kind] = (exits[exit.kind] ?? 0) + 1;
+    counters.exit(exit.kind);
     switch (exit.kind) {
       case "IoOut":
       case "IoIn": {
         const { port: p, size, count, data: bytes } = exit;
+        counters.port(p);
         for (let i = 0; i < count; i++) {
           const chunk = bytes.subarray(i * size, (i + 1) * size);
           if (exit.kind === "IoOut") bus.write(p, chunk);
@@ -242,13 +249,21 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         break;
       }
       case "MmioRead":
-        if (interruptRegister(exit.address, false, exit.data.subarray(0, exit.len))) exits["MmioInterruptRegister"] = (exits["MmioInterruptRegister"] ?? 0) + 1;
-        else if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
+        counters.mmio(exit.address);
+        if (interruptRegister(exit.address, false, exit.data.subarray(0, exit.len))) counters.interruptRegister();
+        else if (mailbox && forwarded(exit.address)) {
+          mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
+          counters.mailboxTimeouts(mailbox.timeouts);
+        }
         else exit.data.fill(0xff); // nothing there: the bus floats high
         break;
       case "MmioWrite":
-        if (interruptRegister(exit.address, true, exit.data.subarray(0, exit.len))) exits["MmioInterruptRegister"] = (exits["MmioInterruptRegister"] ?? 0) + 1;
-        else if (mailbox && forwarded(exit.address)) mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
+        counters.mmio(exit.address);
+        if (interruptRegister(exit.address, true, exit.data.subarray(0, exit.len))) counters.interruptRegister();
+        else if (mailbox && forwarded(exit.address)) {
+          mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
+          counters.mailboxTimeouts(mailbox.timeouts);
+        }
         break;
       case "IoapicEoi":
         // Split irqchip: the guest ended a level-triggered interrupt of an I/O APIC route. The

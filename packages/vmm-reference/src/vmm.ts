@@ -50,6 +50,10 @@ import { cpuMismatch, cpuidVendor } from "./snapshot/cpu-check.js";
 import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
 import { readSnapshot, restoreVmState, takeSnapshot } from "./snapshot/take.js";
+import { exitCountersBytes } from "./metrics/exit-counters.js";
+import { KvmStatsSource } from "./metrics/kvm-stats.js";
+import { collectMetrics, type RunClock } from "./metrics/collect.js";
+import type { VmmMetrics } from "./metrics/types.js";
 
 /** KVM's irqchip numbers in routing entries (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC). */
 const IRQCHIP_PIC_MASTER = 0;
@@ -360,6 +364,15 @@ export class Vmm {
   readonly #diff: boolean;
   /** A snapshot is being written. */
   #snapshotting = false;
+  /** `[start, end)` of the MMIO windows the workers forward, and each one's name in the metrics. */
+  readonly #mmioWindows: readonly (readonly [number, number])[];
+  readonly #mmioWindowNames: readonly string[];
+  /** Each vCPU's exit counters (src/metrics/exit-counters.ts), written by its worker. */
+  readonly #exitCounters: readonly SharedArrayBuffer[];
+  /** KVM's binary stats of the VM and its vCPUs. */
+  readonly #kvmStats: KvmStatsSource;
+  /** When run() started and ended (performance.now()), for the metrics' uptime. */
+  readonly #clock: RunClock = { startedAt: undefined, endedAt: undefined };
 
   private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean) {
     this.#machine = machine;
@@ -371,6 +384,11 @@ export class Vmm {
     this.#serialOut = new SerialOutputRing(backlog);
     this.virtio = virtio;
     this.#mmioMailboxes = vcpus.map(() => new SharedArrayBuffer(MMIO_MAILBOX_BYTES));
+    const virtioNames = virtio.devices.map((d) => d.name);
+    this.#mmioWindows = ioapic ? [[IOAPIC_BASE, IOAPIC_BASE + IOAPIC_WINDOW], ...virtio.windows] : virtio.windows;
+    this.#mmioWindowNames = ioapic ? ["ioapic", ...virtioNames] : virtioNames;
+    this.#exitCounters = vcpus.map(() => new SharedArrayBuffer(exitCountersBytes(this.#mmioWindows.length)));
+    this.#kvmStats = new KvmStatsSource(vm, vcpus);
     this.#kvm = kvm;
     this.#vm = vm;
     this.#mem = mem;
@@ -708,6 +726,7 @@ export class Vmm {
     this.#running = true;
     this.#runState = "Running";
     this.#bootTimer.restart();
+    this.#clock.startedAt = performance.now();
     return new Promise<RunResult>((resolve) => {
       let first: RunResult | undefined;
       const exits: Record<string, number> = {};
@@ -747,6 +766,7 @@ export class Vmm {
         // Every worker has left its KVM_RUN loop; take what the ring still holds.
         if (drainTimer !== undefined) clearTimeout(drainTimer);
         drain();
+        this.#clock.endedAt = performance.now();
         this.#running = false;
         this.#runState = "Stopped";
         this.#checkPaused();
@@ -769,7 +789,8 @@ export class Vmm {
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,
           interruptCells: this.virtio.interruptCells,
-          mmioWindows: this.ioapic ? [[IOAPIC_BASE, IOAPIC_BASE + IOAPIC_WINDOW], ...this.virtio.windows] : this.virtio.windows,
+          mmioWindows: this.#mmioWindows,
+          exitCounters: this.#exitCounters[id]!,
         };
         this.virtio.serve(this.#mmioMailboxes[id]!, this.ioapic ? (r) => this.#ioapicAccess(r) : undefined);
         // Prestarted (prestartVcpuWorkers) or new; either way compiled JS from dist/.
@@ -795,6 +816,25 @@ export class Vmm {
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
         worker.on("exit", (code) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker exited with ${code} before the VM stopped`, exits: {} }));
       });
+    });
+  }
+
+  /**
+   * The VMM's counters now (see {@link VmmMetrics}): exits by reason and by device
+   * from every vCPU's worker, the virtio devices' and the I/O APIC's counters, and
+   * KVM's own statistics where the host has them. Cheap enough to call often (a
+   * few hundred numbers and one pread per stats file); no message goes to the
+   * workers. Works before, during and after the run, and after close() (the last
+   * KVM statistics read are kept).
+   */
+  metrics(): VmmMetrics {
+    return collectMetrics({
+      exitCounters: this.#exitCounters,
+      windowNames: this.#mmioWindowNames,
+      devices: this.virtio.devices,
+      ioapic: this.ioapic,
+      kvm: this.#kvmStats,
+      clock: this.#clock,
     });
   }
 
@@ -986,6 +1026,7 @@ export class Vmm {
     this.#released = true;
     this.virtio.close();
     this.#rxQueue = [];
+    this.#kvmStats.close();
     for (const v of this.#vcpus) v.close();
     for (const i of this.#irqs) i.close();
     this.#vm.close();

@@ -113,15 +113,39 @@ export function connectIrq(vm: VmFd, gsi: number): IrqLine & { close(): void } {
 }
 
 interface Slot {
+  readonly kind: VirtioDeviceConfig["kind"];
+  /** `blk0`, `net1`: the kind and its index among devices of that kind. */
+  readonly name: string;
   readonly base: number;
   readonly gsi: number;
-  readonly kind: VirtioDeviceConfig["kind"];
   /** Replaced once by {@link VirtioManager.restoreStates}. */
   transport: MmioTransport;
   readonly options: MmioTransportOptions;
   readonly device: VirtioDevice;
   readonly irq: IrqLine & { close(): void };
   readonly notifiers: { readonly fd: EventFd; readonly watcher: FdWatcher }[];
+  /** Queue notifications taken from the ioeventfds, interrupts raised, transport rule violations. */
+  readonly counts: { notifications: number; interrupts: number; violations: number };
+}
+
+/** One attached virtio device, for metrics and tools. */
+export interface VirtioDeviceSlot {
+  /** `blk0`, `net1`: the kind and its index among the devices of that kind, in attach order. */
+  readonly name: string;
+  /** The configured kind. */
+  readonly kind: VirtioDeviceConfig["kind"];
+  /** Guest-physical base of its virtio-mmio window ({@link VIRTIO_MMIO_STRIDE} bytes). */
+  readonly base: number;
+  /** Its IOAPIC pin. */
+  readonly gsi: number;
+  /** The device (its own counters: `stats`, `metrics`, `bytesServed`). */
+  readonly device: VirtioDevice;
+  /** Queue notifications taken from its ioeventfds (each read may stand for several guest kicks). */
+  readonly notifications: number;
+  /** Interrupts its transport raised (used-buffer and configuration-change notifications). */
+  readonly interrupts: number;
+  /** Transport and device rule violations reported for it (the text goes to `violations`, bounded). */
+  readonly violations: number;
 }
 
 /** Owns the virtio devices of one VM (on the main thread). */
@@ -163,7 +187,11 @@ export class VirtioManager {
     return m;
   }
 
-  #device(c: VirtioDeviceConfig, mem: GuestMemory): VirtioDevice {
+  #device(c: VirtioDeviceConfig, mem: GuestMemory, counts: { violations: number }): VirtioDevice {
+    const note = (r: string): void => {
+      counts.violations++;
+      this.#note(r);
+    };
     switch (c.kind) {
       case "blk":
         return VirtioBlock.open(c.path, {
@@ -179,7 +207,7 @@ export class VirtioManager {
           ...(c.mac !== undefined ? { mac: c.mac } : {}),
           ...(rx !== undefined ? { rxRateLimiter: rx } : {}),
           ...(tx !== undefined ? { txRateLimiter: tx } : {}),
-          onViolation: (r) => this.#note(r),
+          onViolation: note,
         });
       }
       case "rng":
@@ -187,9 +215,9 @@ export class VirtioManager {
       case "console": {
         if (c.socketPath === undefined) return new VirtioConsole({ input: process.stdin, output: process.stdout });
         const sock = connect(c.socketPath);
-        sock.on("error", (e) => this.#note(`console socket ${c.socketPath}: ${e.message}`));
+        sock.on("error", (e) => note(`console socket ${c.socketPath}: ${e.message}`));
         this.#sockets.push(sock);
-        return new VirtioConsole({ input: sock, output: sock, onViolation: (r) => this.#note(r) });
+        return new VirtioConsole({ input: sock, output: sock, onViolation: note });
       }
       case "balloon": {
         if (this.#balloon !== undefined) throw new VmmError("InvalidConfig", "at most one balloon device");
@@ -201,14 +229,14 @@ export class VirtioManager {
           deflateOnOom: c.deflateOnOom ?? false,
           statsIntervalS: c.statsIntervalS ?? 0,
           freePageReporting: c.freePageReporting ?? false,
-          onViolation: (r) => this.#note(r),
+          onViolation: note,
         });
         return this.#balloon;
       }
       case "rtc":
         return new VirtioRtc();
       case "vsock":
-        return VirtioVsock.open({ cid: c.cid, udsPath: c.udsPath, onViolation: (r) => this.#note(r) });
+        return VirtioVsock.open({ cid: c.cid, udsPath: c.udsPath, onViolation: note });
     }
   }
 
@@ -234,17 +262,33 @@ export class VirtioManager {
   }
 
   #add(mem: GuestMemory, c: VirtioDeviceConfig, base: number, gsi: number): void {
-    const device = this.#device(c, mem);
+    const counts = { notifications: 0, interrupts: 0, violations: 0 };
+    const device = this.#device(c, mem, counts);
     const irq = connectIrq(this.#vm, gsi);
-    const options: MmioTransportOptions = { mem, irq, onViolation: (r) => this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`) };
+    const counted: IrqLine = {
+      trigger: () => {
+        counts.interrupts++;
+        irq.trigger();
+      },
+    };
+    const options: MmioTransportOptions = {
+      mem, irq: counted, onViolation: (r) => {
+        counts.violations++;
+        this.#note(`${c.kind}@0x${base.toString(16)}: ${r}`);
+      },
+    };
     const transport = new MmioTransport(device, options);
-    const slot: Slot = { base, gsi, kind: c.kind, transport, options, device, irq, notifiers: [] };
+    const name = `${c.kind}${this.#slots.filter((s) => s.kind === c.kind).length}`;
+    const slot: Slot = { kind: c.kind, name, base, gsi, transport, options, device, irq, notifiers: [], counts };
     this.#slots.push(slot);
     for (let q = 0; q < transport.queueCount; q++) {
       const fd = new EventFd({ nonBlocking: true });
       this.#vm.registerIoevent(fd, { kind: "mmio", address: base + MmioTransport.notifyOffset }, { datamatch: q, len: 4 });
       const watcher = FdWatcher.watch(fd.fd, { readable: true }, () => {
-        if (fd.tryRead() !== null) slot.transport.notify(q);
+        if (fd.tryRead() !== null) {
+          counts.notifications++;
+          slot.transport.notify(q);
+        }
       });
       watcher.unref();
       slot.notifiers.push({ fd, watcher });
@@ -264,6 +308,11 @@ export class VirtioManager {
   /** `[start, end)` of every window, for the vCPU worker to forward. */
   get windows(): [number, number][] {
     return this.#slots.map((s) => [s.base, s.base + VIRTIO_MMIO_STRIDE]);
+  }
+
+  /** Every device with its window, pin and counters, in attach order. */
+  get devices(): VirtioDeviceSlot[] {
+    return this.#slots.map((s) => ({ name: s.name, kind: s.kind, base: s.base, gsi: s.gsi, device: s.device, ...s.counts }));
   }
 
   /** The transports, in device order. */
@@ -303,7 +352,10 @@ export class VirtioManager {
   async quiesce(timeoutMs = 30_000): Promise<void> {
     for (const s of this.#slots) {
       s.notifiers.forEach((n, q) => {
-        if (n.fd.tryRead() !== null) s.transport.notify(q);
+        if (n.fd.tryRead() !== null) {
+          s.counts.notifications++;
+          s.transport.notify(q);
+        }
       });
     }
     const until = Date.now() + timeoutMs;
