@@ -15,4 +15,4 @@ export type {
   ApiVmState,
 } from "./backend.js";
 export { VmmBackend } from "./vmm-backend.js";
-export type { VmmBackendOptions, VmmControl, VmmRestore, ApiMetricsSink } from "./vmm-backend.js";
+export type { VmmBackendOptions, ApiMetricsSink } from "./vmm-backend.js";

@@ -1,9 +1,6 @@
-// ApiBackend for the reference Vmm. What Vmm has today (create, run,
-// sendCtrlAltDel, the balloon, the devices' rate limiters, the CPU feature
-// report) is called directly. What the snapshot and metrics work adds to Vmm
-// (CONTROL-CONTRACT.md: state, pause, resume, snapshot, Vmm.restore, metrics)
-// is reached through VmmControl below: optional members looked up at run
-// time, so a build without them answers "not supported by this build".
+// ApiBackend for the reference Vmm: create/restore, run, pause/resume,
+// snapshots, Ctrl-Alt-Del, the balloon, the devices' rate limiters, metrics
+// and the CPU feature report, each a call on Vmm.
 import { RateLimiter, VirtioBlock, VirtioNet } from "@ts-vmm/virtio-devices";
 import { liveCpuFeatureReport } from "../cpu/command.js";
 import { Vmm } from "../vmm.js";
@@ -19,24 +16,6 @@ import {
   type ApiStartOptions,
   type ApiVmState,
 } from "./backend.js";
-
-/**
- * The members of Vmm that the pause/snapshot and metrics work adds (see
- * CONTROL-CONTRACT.md). All optional here: this file compiles with and
- * without them, and uses them when they are there.
- */
-export interface VmmControl {
-  readonly state?: ApiVmState;
-  pause?(): Promise<void>;
-  resume?(): void;
-  snapshot?(opts: { snapshotPath: string; memFilePath: string; type?: "Full" | "Diff" }): Promise<unknown>;
-  metrics?(): unknown;
-}
-
-/** `Vmm.restore` of the contract (optional here, as {@link VmmControl}). */
-export interface VmmRestore {
-  restore?(opts: { snapshotPath: string; memFilePath: string; enableDiffSnapshots?: boolean }): Vmm;
-}
 
 /** Writes the VM's counters to `PUT /metrics`'s file (the metrics work's MetricsWriter). */
 export interface ApiMetricsSink {
@@ -55,8 +34,8 @@ export interface VmmBackendOptions {
    */
   readonly run: (vmm: Vmm) => Promise<unknown>;
   /**
-   * Makes the writer of `PUT /metrics` (the lead wires MetricsWriter from
-   * src/metrics/writer.ts here); without it a metrics path is refused at
+   * Makes the writer of `PUT /metrics` (the CLI passes a MetricsWriter from
+   * src/metrics/writer.ts); without it a metrics path is refused at
    * InstanceStart.
    */
   readonly metricsSink?: (path: string, vmm: Vmm) => ApiMetricsSink;
@@ -96,7 +75,8 @@ export class VmmBackend implements ApiBackend {
     if (this.#vmm === undefined) return "NotStarted";
     if (this.#ended) return "Stopped";
     if (this.#loadedPaused) return "Paused";
-    return (this.#vmm as Vmm & VmmControl).state ?? "Running";
+    const s = this.#vmm.state;
+    return s === "NotStarted" ? "Running" : s;
   }
 
   #track(vmm: Vmm, done: Promise<unknown>): void {
@@ -108,7 +88,7 @@ export class VmmBackend implements ApiBackend {
     done.then(end, end);
   }
 
-  #running(): Vmm & VmmControl {
+  #running(): Vmm {
     const v = this.#vmm;
     if (v === undefined || this.#ended) throw new ApiFault("The microVM is not running.");
     return v;
@@ -122,9 +102,9 @@ export class VmmBackend implements ApiBackend {
   }
 
   start(opts: ApiStartOptions): Promise<void> {
-    if (opts.trackDirtyPages) return Promise.reject(unsupported("track_dirty_pages (dirty page tracking)"));
     if (opts.metricsPath !== undefined && this.#opts.metricsSink === undefined) return Promise.reject(unsupported("PUT /metrics (a metrics file)"));
-    const vmm = Vmm.create(opts.config);
+    // track_dirty_pages: dirty logging from the start, so that Diff snapshots can be taken.
+    const vmm = Vmm.create(opts.trackDirtyPages ? { ...opts.config, enableDiffSnapshots: true } : opts.config);
     try {
       this.#openSink(opts.metricsPath, vmm);
     } catch (e) {
@@ -136,10 +116,8 @@ export class VmmBackend implements ApiBackend {
   }
 
   load(opts: ApiLoadOptions): Promise<void> {
-    const restore = (Vmm as unknown as VmmRestore).restore;
-    if (typeof restore !== "function") return Promise.reject(unsupported("PUT /snapshot/load (Vmm.restore)"));
     if (opts.metricsPath !== undefined && this.#opts.metricsSink === undefined) return Promise.reject(unsupported("PUT /metrics (a metrics file)"));
-    const vmm = restore.call(Vmm, { snapshotPath: opts.snapshotPath, memFilePath: opts.memFilePath, enableDiffSnapshots: opts.enableDiffSnapshots });
+    const vmm = Vmm.restore({ snapshotPath: opts.snapshotPath, memFilePath: opts.memFilePath, enableDiffSnapshots: opts.enableDiffSnapshots });
     this.#openSink(opts.metricsPath, vmm);
     if (opts.resumeVm) this.#track(vmm, this.#opts.run(vmm));
     else {
@@ -152,7 +130,6 @@ export class VmmBackend implements ApiBackend {
   async pause(): Promise<void> {
     const v = this.#running();
     if (this.#loadedPaused) return;
-    if (typeof v.pause !== "function") throw unsupported("pausing (Vmm.pause)");
     await v.pause();
   }
 
@@ -164,14 +141,12 @@ export class VmmBackend implements ApiBackend {
       this.#track(v, this.#opts.run(v));
       return Promise.resolve();
     }
-    if (typeof v.resume !== "function") return Promise.reject(unsupported("resuming (Vmm.resume)"));
     v.resume();
     return Promise.resolve();
   }
 
   async snapshot(opts: ApiSnapshotOptions): Promise<void> {
     const v = this.#running();
-    if (typeof v.snapshot !== "function") throw unsupported("PUT /snapshot/create (Vmm.snapshot)");
     await v.snapshot({ snapshotPath: opts.snapshotPath, memFilePath: opts.memFilePath, type: opts.type });
   }
 
@@ -218,7 +193,6 @@ export class VmmBackend implements ApiBackend {
 
   metrics(): unknown {
     const v = this.#running();
-    if (typeof v.metrics !== "function") throw unsupported("GET /metrics (Vmm.metrics)");
     return v.metrics();
   }
 
