@@ -400,6 +400,8 @@ async function superviseRun(
     if (snapshotting || snapshotOnSignal === undefined) return;
     snapshotting = true;
     const dir = snapshotOnSignal.dir;
+    // Resume only a VM this handler paused: one the API paused stays paused.
+    const wasRunning = vmm.state === "Running";
     void (async () => {
       try {
         await vmm.pause();
@@ -408,8 +410,13 @@ async function superviseRun(
       } catch (e) {
         stderr.write(`ts-vmm: snapshot failed: ${(e as Error).message}\n`);
       } finally {
-        if (vmm.state === "Paused") vmm.resume();
         snapshotting = false;
+        try {
+          if (vmm.state === "Paused" && wasRunning) vmm.resume();
+        } catch (e) {
+          // A snapshot of the API's is being written: the VM stays paused.
+          stderr.write(`ts-vmm: not resumed after the signal's snapshot: ${(e as Error).message}\n`);
+        }
       }
     })();
   };

@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
 import { release } from "node:os";
+import { resolve as resolvePath } from "node:path";
 import {
   Cap,
   Kvm,
@@ -941,14 +942,19 @@ export class Vmm {
    * pages written since the last snapshot or since the VM was created or
    * restored (`Diff`, with {@link VmConfig.enableDiffSnapshots}; merge it onto the
    * previous memory file with {@link mergeDiffSnapshot}). The VM stays paused.
-   * Never point `memFilePath` at the file this VM (or another) was restored from.
-   * @throws {@link VmmError} `InvalidState` unless paused (or if another snapshot is being
+   * The memory file is written under a temporary name and renamed over
+   * `memFilePath`, so a VM that maps the file there (this one, restored from
+   * it, or another) keeps the file it mapped.
+   * @throws {@link VmmError} `InvalidConfig` for a bad type or one path for both files;
+   *   `InvalidState` unless paused (or if another snapshot is being
    *   written, or `Diff` without dirty logging); `SnapshotUnsupported` for a device that
    *   cannot be saved; `SnapshotFailed` for KVM or file errors.
    */
   async snapshot(opts: { snapshotPath: string; memFilePath: string; type?: "Full" | "Diff" }): Promise<SnapshotInfo> {
     const type = opts.type ?? "Full";
     if (type !== "Full" && type !== "Diff") throw new VmmError("InvalidConfig", `snapshot type must be "Full" or "Diff", got ${JSON.stringify(type)}`);
+    // The state file is renamed into place after the memory file: one path for both loses the memory.
+    if (resolvePath(opts.snapshotPath) === resolvePath(opts.memFilePath)) throw new VmmError("InvalidConfig", `the snapshot and memory files must differ (both are ${opts.snapshotPath})`);
     if (this.#runState !== "Paused") throw new VmmError("InvalidState", `the VM must be paused to take a snapshot (it is ${this.#runState})`);
     if (this.#snapshotting) throw new VmmError("InvalidState", "a snapshot is already being written");
     if (type === "Diff" && !this.#diff) throw new VmmError("InvalidState", "a Diff snapshot needs dirty page logging: create or restore the VM with enableDiffSnapshots");

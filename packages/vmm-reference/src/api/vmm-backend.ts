@@ -118,7 +118,12 @@ export class VmmBackend implements ApiBackend {
   load(opts: ApiLoadOptions): Promise<void> {
     if (opts.metricsPath !== undefined && this.#opts.metricsSink === undefined) return Promise.reject(unsupported("PUT /metrics (a metrics file)"));
     const vmm = Vmm.restore({ snapshotPath: opts.snapshotPath, memFilePath: opts.memFilePath, enableDiffSnapshots: opts.enableDiffSnapshots });
-    this.#openSink(opts.metricsPath, vmm);
+    try {
+      this.#openSink(opts.metricsPath, vmm);
+    } catch (e) {
+      vmm.close();
+      throw e;
+    }
     if (opts.resumeVm) this.#track(vmm, this.#opts.run(vmm));
     else {
       this.#vmm = vmm;

@@ -73,6 +73,12 @@ export type VirtioDeviceConfig =
   | { readonly kind: "vsock"; readonly cid: number; readonly udsPath: string };
 
 
+/**
+ * The device kinds a snapshot can hold ({@link VirtioManager.snapshotProblems}
+ * refuses the others); a restored state naming another kind is refused too.
+ */
+export const SNAPSHOT_DEVICE_KINDS: readonly VirtioDeviceConfig["kind"][] = ["blk", "rng"];
+
 /** Whether the memory can give pages back (GuestMemoryMmap does). */
 function isDiscardable(mem: GuestMemory): mem is GuestMemory & DiscardableMemory {
   const m = mem as Partial<DiscardableMemory>;
@@ -374,7 +380,7 @@ export class VirtioManager {
    * socket, stdin, timers) that would change guest memory while it is written out.
    */
   snapshotProblems(): string[] {
-    return this.#slots.filter((s) => s.kind !== "blk" && s.kind !== "rng").map((s) => `virtio-${s.kind} at 0x${s.base.toString(16)} (only blk and rng devices can be snapshotted so far)`);
+    return this.#slots.filter((s) => !SNAPSHOT_DEVICE_KINDS.includes(s.kind)).map((s) => `virtio-${s.kind} at 0x${s.base.toString(16)} (only blk and rng devices can be snapshotted so far)`);
   }
 
   /**

@@ -3,7 +3,7 @@
 // the same size with only the dirty pages written and holes elsewhere (so it
 // takes the disk space of the pages it holds), to be merged onto the memory
 // file of the snapshot it follows with mergeDiffMemory.
-import { closeSync, constants, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, constants, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
 import { writeToFdAsync, type GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import type { MemoryRegionSnapshot } from "./state.js";
 
@@ -21,8 +21,11 @@ export function memoryLayout(mem: GuestMemoryMmap): { regions: MemoryRegionSnaps
 }
 
 /**
- * Writes guest memory to `path` (created or truncated, mode 0600): all of it,
- * or only the pages `dirty(regionIndex)` lists. Returns the runs written.
+ * Writes guest memory to `path` (mode 0600): all of it, or only the pages
+ * `dirty(regionIndex)` lists. Returns the runs written. The bytes go to a new
+ * file renamed over `path` at the end, never into the file `path` names: that
+ * may be the file this VM (or another) maps, and truncating a mapped file
+ * discards the mapping's pages, copied-on-write ones included.
  * Asynchronous (libuv's pool writes straight from the mapping): the event
  * loop keeps serving while hundreds of MiB go out. The VM must be paused and
  * its devices quiet, or the file is not a consistent image.
@@ -33,7 +36,10 @@ export async function writeMemoryFile(
   dirty?: (region: number) => Iterable<number>,
 ): Promise<{ runs: [number, number][]; bytes: number }> {
   const { regions, fileBytes } = memoryLayout(mem);
-  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  const tmp = `${path}.tmp-${process.pid}`;
+  rmSync(tmp, { force: true }); // left by a process of the same pid that died while writing
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  let open = true, done = false;
   try {
     ftruncateSync(fd, fileBytes);
     const runs: [number, number][] = [];
@@ -66,9 +72,14 @@ export async function writeMemoryFile(
       await flush();
     }
     fsyncSync(fd);
+    open = false;
+    closeSync(fd);
+    renameSync(tmp, path);
+    done = true;
     return { runs, bytes };
   } finally {
-    closeSync(fd);
+    if (open) closeSync(fd);
+    if (!done) rmSync(tmp, { force: true });
   }
 }
 

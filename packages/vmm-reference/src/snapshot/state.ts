@@ -7,7 +7,7 @@ import type { LinuxBoot } from "@ts-vmm/linux-loader";
 import type { MmioTransportState } from "@ts-vmm/virtio-devices";
 import type { I8042State, IoapicState, SerialState } from "@ts-vmm/virtio-devices/legacy";
 import { VmmError } from "../error.js";
-import type { VirtioDeviceConfig } from "../devices/virtio-manager.js";
+import { SNAPSHOT_DEVICE_KINDS, type VirtioDeviceConfig } from "../devices/virtio-manager.js";
 import type { VcpuSnapshot } from "./vcpu-state.js";
 
 /** One region of guest RAM and where its bytes are in the memory file. */
@@ -103,6 +103,26 @@ function checkVcpu(v: unknown, i: number): VcpuSnapshot {
 }
 
 /**
+ * A device of config.virtio: only a kind a snapshot can hold (a crafted state
+ * must not make the VMM connect to a socket, listen on a path or open a tap),
+ * with the fields that kind has.
+ */
+function checkVirtioConfig(d: unknown, i: number): void {
+  const w = `config.virtio[${i}]`;
+  if (!isObj(d) || typeof d["kind"] !== "string") throw bad(`${w} is malformed`);
+  const kind = d["kind"] as VirtioDeviceConfig["kind"];
+  if (!SNAPSHOT_DEVICE_KINDS.includes(kind)) throw bad(`${w} is a ${JSON.stringify(kind)} device, which snapshots cannot hold`);
+  const allowed = kind === "blk" ? ["kind", "path", "readOnly", "engine", "rateLimiter"] : ["kind"];
+  const extra = Object.keys(d).find((k) => !allowed.includes(k));
+  if (extra !== undefined) throw bad(`${w} has an unknown field ${JSON.stringify(extra)}`);
+  if (kind !== "blk") return;
+  if (typeof d["path"] !== "string" || d["path"] === "") throw bad(`${w}.path is not a path`);
+  if (d["readOnly"] !== undefined && typeof d["readOnly"] !== "boolean") throw bad(`${w}.readOnly is not a boolean`);
+  if (d["engine"] !== undefined && d["engine"] !== "sync" && d["engine"] !== "async") throw bad(`${w}.engine is neither sync nor async`);
+  if (d["rateLimiter"] !== undefined && !isObj(d["rateLimiter"])) throw bad(`${w}.rateLimiter is not an object`);
+}
+
+/**
  * The loaded state, checked for shape and range.
  * @throws {@link VmmError} `SnapshotInvalid`, naming the first field that is wrong.
  */
@@ -115,7 +135,8 @@ export function checkSnapshotState(s: unknown): SnapshotState {
   if (!isUint(c["vcpus"], 1024) || (c["vcpus"] as number) < 1) throw bad("config.vcpus is out of range");
   if (c["irqchip"] !== "split" && c["irqchip"] !== "full") throw bad("config.irqchip is neither split nor full");
   if (!isUint(c["serialBacklogBytes"], 2 ** 30)) throw bad("config.serialBacklogBytes is out of range");
-  if (!Array.isArray(c["virtio"]) || !(c["virtio"] as unknown[]).every((d) => isObj(d) && typeof d["kind"] === "string")) throw bad("config.virtio is malformed");
+  if (!Array.isArray(c["virtio"])) throw bad("config.virtio is malformed");
+  (c["virtio"] as unknown[]).forEach(checkVirtioConfig);
   if (typeof c["x2apicIds"] !== "boolean") throw bad("config.x2apicIds is not a boolean");
   const m = s["memory"];
   if (!isObj(m) || (m["type"] !== "Full" && m["type"] !== "Diff")) throw bad("memory.type is neither Full nor Diff");

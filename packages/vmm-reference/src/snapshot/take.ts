@@ -170,16 +170,27 @@ export function restoreVmState(vm: VmFd, ioapic: Ioapic | undefined, state: Snap
  * copy if the base is still in use: a VM restored from a file maps it
  * privately, but sees later changes to pages it has not touched yet.
  * @throws {@link VmmError} `SnapshotInvalid` if `diffSnapshotPath` is not a Diff snapshot
- *   or the files do not fit it; `SnapshotFailed` for I/O errors.
+ *   or the files do not fit it; `FileNotReadable` for a file that cannot be opened;
+ *   `SnapshotFailed` for I/O errors.
  */
 export function mergeDiffSnapshot(diffSnapshotPath: string, diffMemFilePath: string, baseMemFilePath: string): void {
   const state = readSnapshot(diffSnapshotPath, diffMemFilePath);
   if (state.memory.type !== "Diff" || state.memory.pages === undefined) throw new VmmError("SnapshotInvalid", `${diffSnapshotPath} is a ${state.memory.type} snapshot, not a Diff`);
-  const base = statSync(baseMemFilePath);
-  if (base.size !== state.memory.fileBytes) throw new VmmError("SnapshotInvalid", `the base memory file ${baseMemFilePath} has ${base.size} bytes, the snapshot's memory ${state.memory.fileBytes}`);
-  for (const [off, len] of state.memory.pages) {
-    if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len <= 0 || off + len > state.memory.fileBytes) throw new VmmError("SnapshotInvalid", "a Diff run lies outside the memory file");
+  // The run list comes from the file: check its shape before iterating it.
+  const pages: unknown = state.memory.pages;
+  if (!Array.isArray(pages)) throw new VmmError("SnapshotInvalid", "the Diff's memory.pages is not a list of runs");
+  for (const run of pages as unknown[]) {
+    if (!Array.isArray(run) || run.length !== 2) throw new VmmError("SnapshotInvalid", "a Diff run is not an [offset, bytes] pair");
+    const [off, len] = run as unknown[];
+    if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || (off as number) < 0 || (len as number) <= 0 || (off as number) + (len as number) > state.memory.fileBytes) throw new VmmError("SnapshotInvalid", "a Diff run lies outside the memory file");
   }
+  let base;
+  try {
+    base = statSync(baseMemFilePath);
+  } catch (e) {
+    throw new VmmError("FileNotReadable", `cannot open the base memory file ${baseMemFilePath}: ${(e as Error).message}`, { cause: e });
+  }
+  if (base.size !== state.memory.fileBytes) throw new VmmError("SnapshotInvalid", `the base memory file ${baseMemFilePath} has ${base.size} bytes, the snapshot's memory ${state.memory.fileBytes}`);
   try {
     mergeDiffMemory(diffMemFilePath, baseMemFilePath, state.memory.pages);
   } catch (e) {
