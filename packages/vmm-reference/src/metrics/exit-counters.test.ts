@@ -26,7 +26,8 @@ describe("exit counters", () => {
     expect(r.total).toBe(11 + 6 + 1);
     expect(r.byReason).toEqual({ IoOut: 11, MmioWrite: 6, Hlt: 1, Again: 1, MmioInterruptRegister: 1, MmioMailboxTimeouts: 4 });
     expect(r.byDevice).toEqual({
-      com1: 4, i8042: 2, "acpi-pm": 1, "debug-exit": 1, "boot-timer": 1, "pio-unknown": 2,
+      com1: 4, i8042: 2, "acpi-pm": 1, "debug-exit": 1, "boot-timer": 1,
+      pic: 0, pit: 0, "port-b": 0, cmos: 0, port80: 1, "pci-config": 0, "pio-unknown": 1,
       ioapic: 2, blk0: 2, "mmio-unknown": 2,
     });
     expect(w.reasons()).toEqual(r.byReason);
