@@ -7,6 +7,9 @@
  *   - with a virtio-blk device: writes 4 KiB block (i % blocks) with the tick's
  *     pattern (u32 i, u32 salt, then (i * 13 + j) & 0xff), reads it back and
  *     compares (completion by interrupt unless irq=0),
+ *   - with a virtio-console, -balloon, -rtc or -vsock device: looks at each
+ *     (ticker-devs.c: a console write, a balloon ack, an rtc read and alarm,
+ *     vsock events and reconnects),
  *   - prints "RESULT tick=<i>".
  * At the end it re-reads the 64 heap pages (the memory written before a
  * snapshot must be there after the restore), checks the interrupt counts, and
@@ -15,6 +18,8 @@
 #include "virtio.h"
 
 int blk_io(struct vq *q, u32 type, u64 sector, void *buf, u32 len, u8 *status_out);
+void ticker_devs_init(void);
+void ticker_devs_tick(u64 i);
 
 #define PAGES 64
 
@@ -37,6 +42,7 @@ int mode_ticker(void) {
 		if (blocks > cmdline_u64("blocks", 1024)) blocks = cmdline_u64("blocks", 1024);
 		if (!blocks) { fail("ticker.init", "the disk is smaller than 4 KiB"); return 1; }
 	}
+	ticker_devs_init();
 	u64 *pages = alloc(PAGES * 4096, 4096);
 	u8 *w = alloc(4096, 4096), *r = alloc(4096, 4096);
 	u64 sum = 0, last = rdtsc(), missing0 = vq_missing_irqs;
@@ -61,6 +67,7 @@ int mode_ticker(void) {
 			if (memcmp(w, r, 4096)) { fail("ticker.blk", "tick %u: block %u read back differs", i, b); return 1; }
 			alloc_reset(mark);
 		}
+		ticker_devs_tick(i);
 		printf("RESULT tick=%u\n", i);
 		while (rdtsc() - t < spin) pause_();
 	}

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { PassThrough, Writable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
 import { bringUp, rig } from "../test/driver.js";
-import { CONSOLE_RX_BUFFER_BYTES, STATUS_DEVICE_NEEDS_RESET, VirtioConsole } from "./index.js";
+import { CONSOLE_MAX_SAVED_INPUT_BYTES, CONSOLE_RX_BUFFER_BYTES, MmioTransport, STATUS_DEVICE_NEEDS_RESET, VirtioConsole, type MmioTransportState } from "./index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vcon-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -105,4 +105,94 @@ describe("virtio-console port 0", () => {
     expect(tx!.takeUsed()).toHaveLength(1);
     expect(Buffer.concat(chunks).toString()).toBe("012345678901234");
   });
+
+  /** A Unix socket pair through a listener in `dir`: the device's end and the host program's end. */
+  async function socketPair(name: string): Promise<{ device: Socket; host: Socket; close: () => Promise<void> }> {
+    const path = join(dir, name);
+    let host!: Socket;
+    let acceptedOne!: () => void;
+    const accepted = new Promise<void>((res) => (acceptedOne = res));
+    const server = createServer((s: Socket) => {
+      host = s;
+      acceptedOne();
+    });
+    await new Promise<void>((res) => server.listen(path, res));
+    const device = connect(path);
+    await Promise.all([accepted, new Promise<void>((res) => device.once("connect", () => res()))]);
+    return { device, host, close: async () => { device.destroy(); host.destroy(); await new Promise<void>((res) => server.close(() => res())); } };
+  }
+
+  it("paused: host input stays in the socket and guest output stays in the ring; resume moves both", async () => {
+    const p = await socketPair("pause.sock");
+    const dev = new VirtioConsole({ input: p.device, output: p.device });
+    const r = rig(dev);
+    const [rx, tx] = bringUp(r);
+    rx!.addChain([{ addr: 0x90000, len: 256, writable: true }]);
+    r.t.notify(0);
+    r.t.pause();
+    expect(dev.paused).toBe(true);
+    p.host.write("typed while paused");
+    r.mem.write(0x80000, new TextEncoder().encode("said while paused"));
+    tx!.addChain([{ addr: 0x80000, len: 17 }]);
+    r.t.notify(1);
+    let heard = "";
+    p.host.on("data", (b: Buffer) => (heard += b.toString()));
+    await new Promise((res) => setTimeout(res, 100));
+    expect(rx!.takeUsed()).toEqual([]);
+    expect(tx!.takeUsed()).toEqual([]);
+    expect(dev.pendingInputBytes).toBe(0); // not even read from the socket
+    expect(heard).toBe("");
+    expect(r.irq.count).toBe(0);
+    r.t.resume();
+    expect(tx!.takeUsed()).toEqual([{ id: 0, len: 0 }]);
+    let used: { id: number; len: number }[] = [];
+    for (let i = 0; i < 100 && used.length === 0; i++) {
+      await tick();
+      used = rx!.takeUsed();
+    }
+    expect(used).toEqual([{ id: 0, len: 18 }]);
+    expect(Buffer.from(r.mem.slice(0x90000, 18)).toString()).toBe("typed while paused");
+    await until(() => heard === "said while paused");
+    await p.close();
+  });
+
+  it("state saves buffered host input; a device restored onto a new socket delivers it first, then the new socket's input", async () => {
+    const a = await socketPair("old.sock");
+    const dev = new VirtioConsole({ input: a.device, output: a.device });
+    const r = rig(dev);
+    const [rx] = bringUp(r);
+    a.host.write("buffered");
+    await until(() => dev.pendingInputBytes === 8); // no receive buffer posted: held in the device
+    r.t.pause();
+    const saved = JSON.parse(JSON.stringify(r.t.state())) as MmioTransportState;
+    expect(saved.device).toMatchObject({ deviceType: 3, pendingInput: Buffer.from("buffered").toString("base64") });
+    await a.close();
+    const b = await socketPair("new.sock");
+    const dev2 = new VirtioConsole({ input: b.device, output: b.device });
+    const t2 = MmioTransport.fromState(saved, dev2, { mem: r.mem, irq: r.irq }, { paused: true });
+    b.host.write("+fresh");
+    rx!.addChain([{ addr: 0x90000, len: 256, writable: true }]);
+    rx!.addChain([{ addr: 0x91000, len: 256, writable: true }]);
+    t2.notify(0);
+    expect(rx!.takeUsed()).toEqual([]); // paused until resume
+    t2.resume();
+    let got = "";
+    for (let i = 0; i < 100 && got !== "buffered+fresh"; i++) {
+      for (const u of rx!.takeUsed()) got += Buffer.from(r.mem.slice(u.id === 0 ? 0x90000 : 0x91000, u.len)).toString();
+      await tick();
+    }
+    expect(got).toBe("buffered+fresh");
+    await b.close();
+    // Hostile states are refused with the field named.
+    const bad = [{ deviceType: 4 }, { ...saved.device, pendingInput: "***" }, { ...saved.device, pendingInput: "A".repeat(Math.ceil(CONSOLE_MAX_SAVED_INPUT_BYTES / 3) * 4 + 4) }, { ...saved.device, stats: { ...(saved.device.stats as object), rxBytes: -1 } }];
+    for (const s of bad) expect(() => new VirtioConsole().restoreState(s), JSON.stringify(s).slice(0, 80)).toThrow(expect.objectContaining({ code: "InvalidState" }));
+  });
 });
+
+async function until(pred: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -10,6 +10,23 @@ export const CONSOLE_RX_BUFFER_BYTES = 64 * 1024;
 /** Most bytes taken from one transmit chain (the rest of a larger chain is dropped and reported). */
 export const CONSOLE_TX_MAX_CHAIN_BYTES = 1024 * 1024;
 
+/** Most buffered host input a saved state may carry (restore refuses more). */
+export const CONSOLE_MAX_SAVED_INPUT_BYTES = 4 * CONSOLE_RX_BUFFER_BYTES;
+
+/** virtio-console's saved state (plain JSON; the queues are saved by the transport). */
+export interface VirtioConsoleState extends DeviceState {
+  /** Always 3. */
+  readonly deviceType: 3;
+  /**
+   * Host input read from the stream and not yet in a guest buffer, base64
+   * (at most {@link CONSOLE_MAX_SAVED_INPUT_BYTES} bytes): a restore delivers
+   * it before anything the new stream brings.
+   */
+  readonly pendingInput: string;
+  /** The byte and chain counters ({@link VirtioConsole.stats}). */
+  readonly stats: VirtioConsole["stats"];
+}
+
 /** Where port 0 goes: any Node streams (a connected Unix socket, stdin/stdout, a file). */
 export interface ConsoleStreams {
   /** Bytes for the guest (its receiveq). */
@@ -47,7 +64,10 @@ export class VirtioConsole implements VirtioDevice {
   readonly #streams: ConsoleStreams;
   readonly #pending: Uint8Array[] = [];
   #pendingBytes = 0;
+  /** The input stream is paused because the buffer is full. */
   #paused = false;
+  /** Between {@link VirtioConsole.pause} and {@link VirtioConsole.resume}. */
+  #suspended = false;
   #waitingDrain = false;
   #active: Active | undefined;
   /**
@@ -69,6 +89,7 @@ export class VirtioConsole implements VirtioDevice {
       this.#paused = true;
       this.#streams.input?.pause();
     }
+    // While suspended the stream stays paused however the buffer drains (#deliver does not run).
     this.#deliver();
   }
 
@@ -97,13 +118,71 @@ export class VirtioConsole implements VirtioDevice {
   busy(): boolean {
     return false;
   }
-  /** The device state (buffered host input is not saved). */
-  state(): DeviceState {
-    return { deviceType: VIRTIO_ID_CONSOLE };
+  /**
+   * Stops both directions: the input stream is paused (what the host sends
+   * waits in the socket or pipe; a chunk already read joins the buffer),
+   * nothing is delivered into receive buffers and no transmit chain is taken.
+   */
+  pause(): void {
+    if (this.#suspended) return;
+    this.#suspended = true;
+    this.#streams.input?.pause();
   }
-  /** {@inheritDoc VirtioDevice.restoreState} */
+
+  /** Reads the input stream again (unless its buffer is full), delivers buffered input and takes waiting transmit chains. */
+  resume(): void {
+    if (!this.#suspended) return;
+    this.#suspended = false;
+    if (!this.#paused) this.#streams.input?.resume();
+    this.#deliver();
+    this.#transmit();
+  }
+
+  /** Whether the device is paused ({@link VirtioConsole.pause}). */
+  get paused(): boolean {
+    return this.#suspended;
+  }
+
+  /** Host input buffered for the guest, in bytes. */
+  get pendingInputBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** The device state: buffered host input and the counters. */
+  state(): VirtioConsoleState {
+    const pending = Buffer.concat(this.#pending);
+    return { deviceType: VIRTIO_ID_CONSOLE, pendingInput: pending.toString("base64"), stats: { ...this.stats } };
+  }
+
+  /**
+   * Loads {@link VirtioConsole.state} output: the buffered input goes before
+   * anything already buffered from this device's stream.
+   * @throws {@link VirtioDeviceError} `"InvalidState"` for another device's state or a malformed field.
+   */
   restoreState(state: DeviceState): void {
-    if (state.deviceType !== VIRTIO_ID_CONSOLE) throw new VirtioDeviceError("InvalidState", "not a virtio-console state");
+    const bad = (what: string): never => {
+      throw new VirtioDeviceError("InvalidState", `virtio-console state: ${what}`);
+    };
+    const s = state as Partial<VirtioConsoleState>;
+    if (s.deviceType !== VIRTIO_ID_CONSOLE) bad("not a virtio-console state");
+    const p = s.pendingInput;
+    if (typeof p !== "string" || p.length > Math.ceil(CONSOLE_MAX_SAVED_INPUT_BYTES / 3) * 4 || !/^[A-Za-z0-9+/]*={0,2}$/.test(p)) {
+      bad(`pendingInput is not base64 of at most ${CONSOLE_MAX_SAVED_INPUT_BYTES} bytes`);
+    }
+    const st = s.stats as Record<string, unknown> | undefined;
+    if (typeof st !== "object" || st === null) bad("stats missing");
+    const stats = { ...this.stats };
+    for (const k of Object.keys(stats) as (keyof VirtioConsole["stats"])[]) {
+      const v = st![k];
+      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) bad(`stats.${k} is not a count`);
+      stats[k] = v as number;
+    }
+    const bytes = new Uint8Array(Buffer.from(p!, "base64"));
+    if (bytes.length > 0) {
+      this.#pending.unshift(bytes);
+      this.#pendingBytes += bytes.length;
+    }
+    Object.assign(this.stats, stats);
   }
 
   /** {@inheritDoc VirtioDevice.queueNotify} */
@@ -120,7 +199,7 @@ export class VirtioConsole implements VirtioDevice {
 
   #deliver(): void {
     const a = this.#active;
-    if (a === undefined || a.broken || !a.rx.ready || this.#pendingBytes === 0) return;
+    if (a === undefined || a.broken || this.#suspended || !a.rx.ready || this.#pendingBytes === 0) return;
     const mem = a.ctx.mem;
     let used = false;
     try {
@@ -141,7 +220,7 @@ export class VirtioConsole implements VirtioDevice {
     }
     if (this.#paused && this.#pendingBytes < CONSOLE_RX_BUFFER_BYTES / 2) {
       this.#paused = false;
-      this.#streams.input?.resume();
+      if (!this.#suspended) this.#streams.input?.resume();
     }
   }
 
@@ -163,7 +242,7 @@ export class VirtioConsole implements VirtioDevice {
 
   #transmit(): void {
     const a = this.#active;
-    if (a === undefined || a.broken || !a.tx.ready || this.#waitingDrain) return;
+    if (a === undefined || a.broken || this.#suspended || !a.tx.ready || this.#waitingDrain) return;
     const mem: GuestMemory = a.ctx.mem;
     let used = false;
     try {

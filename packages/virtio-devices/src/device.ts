@@ -73,6 +73,28 @@ export interface VirtioDevice {
   reset(): void;
   /** Whether host I/O started before the last reset or in this activation is still running. */
   busy(): boolean;
+  /**
+   * Optional: stops everything the host drives (the VMM has parked the
+   * vCPUs; the transport calls this from `MmioTransport.pause`). Until
+   * {@link VirtioDevice.resume} the device reads no host input (a tap, a
+   * socket, stdin), runs no timer that acts on the guest, takes nothing from
+   * its queues, writes no guest memory and signals nothing; host input waits
+   * in the host (the kernel's socket or tap queue) or in a bounded device
+   * buffer that {@link VirtioDevice.state} saves. I/O already in flight may
+   * complete (`busy()` says so; the VMM waits for it). `activate`, `reset`,
+   * `state`, `restoreState` and config accesses may be called while paused;
+   * an activation while paused starts nothing until resume. A device driven
+   * only by the guest (blk, rng) needs no hooks: the paused transport holds
+   * its notifications. Idempotent.
+   */
+  pause?(): void;
+  /**
+   * Optional: undoes {@link VirtioDevice.pause}: host input is read again,
+   * timers restart (re-computed from the clock, so an alarm due during the
+   * pause fires now), and each queue gets one turn as if the driver had
+   * notified it. Idempotent.
+   */
+  resume?(): void;
   /** The device's own state as plain JSON data (queues are saved by the transport). */
   state(): DeviceState;
   /**

@@ -30,8 +30,8 @@ export {
   VIRTIO_BLK_T_WRITE_ZEROES,
 } from "./blk-request.js";
 export { RNG_MAX_BYTES_PER_REQUEST, VirtioRng } from "./rng.js";
-export { CONSOLE_RX_BUFFER_BYTES, CONSOLE_TX_MAX_CHAIN_BYTES, VirtioConsole } from "./console.js";
-export type { ConsoleStreams } from "./console.js";
+export { CONSOLE_MAX_SAVED_INPUT_BYTES, CONSOLE_RX_BUFFER_BYTES, CONSOLE_TX_MAX_CHAIN_BYTES, VirtioConsole } from "./console.js";
+export type { ConsoleStreams, VirtioConsoleState } from "./console.js";
 // virtio-rtc (device id 17).
 export * from "./rtc/index.js";
 export {

@@ -385,4 +385,46 @@ describe("MmioTransport with packed rings", () => {
     expect(m.takeUsed().map((u) => u.len)).toEqual([8]);
     expect(r.t.status & (STATUS_DEVICE_NEEDS_RESET | STATUS_FEATURES_OK)).toBe(STATUS_FEATURES_OK);
   });
+
+  it("pause holds a device without hooks (rng): notifications wait, no interrupt; resume serves them and raises once", () => {
+    const r = rig(new VirtioRng());
+    const [q] = bringUp(r);
+    r.t.pause();
+    r.t.pause(); // idempotent
+    expect(r.t.paused).toBe(true);
+    q!.addChain([{ addr: 0x90000, len: 8, writable: true }]);
+    r.t.notify(0);
+    r.t.notify(0);
+    expect(q!.takeUsed()).toEqual([]);
+    expect(r.irq.count).toBe(0);
+    r.t.resume();
+    expect(q!.takeUsed().map((u) => u.len)).toEqual([8]);
+    expect(r.irq.count).toBe(1);
+    r.t.resume(); // idempotent
+    expect(r.irq.count).toBe(1);
+  });
+
+  it("an interrupt due while paused sets InterruptStatus and is raised on resume; a restore with InterruptStatus set raises once (on resume when paused)", () => {
+    const r = rig(new VirtioRng());
+    const [q] = bringUp(r);
+    q!.addChain([{ addr: 0x90000, len: 8, writable: true }]);
+    r.t.notify(0);
+    expect(r.irq.count).toBe(1);
+    r.t.pause();
+    const saved = r.t.state();
+    expect(saved.interruptStatus).toBe(1); // the driver has not acknowledged it
+    const dev2 = new VirtioRng();
+    const t2 = MmioTransport.fromState(saved, dev2, { mem: r.mem, irq: r.irq }, { paused: true });
+    expect(r.irq.count).toBe(1);
+    t2.resume();
+    expect(r.irq.count).toBe(2);
+    // Not paused: at once.
+    MmioTransport.fromState(saved, new VirtioRng(), { mem: r.mem, irq: r.irq });
+    expect(r.irq.count).toBe(3);
+    // Acknowledged before resume: nothing to raise.
+    const t3 = MmioTransport.fromState(saved, new VirtioRng(), { mem: r.mem, irq: r.irq }, { paused: true });
+    wr(t3, MMIO.InterruptAck, 1);
+    t3.resume();
+    expect(r.irq.count).toBe(3);
+  });
 });

@@ -70,6 +70,12 @@ export class MmioTransport {
   #activated = false;
   /** Increments on every reset: interrupts from an older activation are dropped. */
   #epoch = 0;
+  /** Between {@link MmioTransport.pause} and {@link MmioTransport.resume}. */
+  #paused = false;
+  /** An interrupt was due while paused (or the restored InterruptStatus had bits set): raised on resume. */
+  #heldIrq = false;
+  /** Queue notifications that arrived while paused, by index: delivered on resume. */
+  readonly #heldNotify: boolean[] = [];
 
   /**
    * @param device - the device behind this window.
@@ -158,7 +164,48 @@ export class MmioTransport {
 
   #raise(bit: number): void {
     Atomics.or(this.#isr, 0, bit);
-    this.#irq.trigger();
+    if (this.#paused) this.#heldIrq = true;
+    else this.#irq.trigger();
+  }
+
+  /** Whether the transport is paused (see {@link MmioTransport.pause}). */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /**
+   * Pauses the device behind this window (the VMM pauses its vCPUs first):
+   * the device's own {@link VirtioDevice.pause} stops its host input and
+   * timers; until {@link MmioTransport.resume} this transport raises no
+   * interrupt (InterruptStatus bits are still set, the line is raised once on
+   * resume) and holds queue notifications (each is delivered on resume), so
+   * a device without pause hooks does nothing either. Register accesses are
+   * still served. Idempotent.
+   */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#dev.pause?.();
+  }
+
+  /**
+   * Undoes {@link MmioTransport.pause}: the device resumes, held queue
+   * notifications are delivered, and a held interrupt is raised (once, if
+   * InterruptStatus still has a bit set). Idempotent.
+   */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#dev.resume?.();
+    this.#heldNotify.forEach((held, q) => {
+      if (!held) return;
+      this.#heldNotify[q] = false;
+      this.notify(q);
+    });
+    if (this.#heldIrq) {
+      this.#heldIrq = false;
+      if (Atomics.load(this.#isr, 0) !== 0) this.#irq.trigger();
+    }
   }
 
   /**
@@ -466,6 +513,10 @@ export class MmioTransport {
     if (!this.#activated || this.#status & STATUS_DEVICE_NEEDS_RESET) return;
     const q = this.#queues[index];
     if (q === undefined || !q.ready) return;
+    if (this.#paused) {
+      this.#heldNotify[index] = true;
+      return;
+    }
     this.#dev.queueNotify(index);
   }
 
@@ -482,6 +533,8 @@ export class MmioTransport {
     this.#driverFeaturesSel = 0;
     this.#queueSel = 0;
     Atomics.store(this.#isr, 0, 0);
+    this.#heldIrq = false;
+    this.#heldNotify.length = 0;
   }
 
   /**
@@ -509,10 +562,16 @@ export class MmioTransport {
   /**
    * Rebuilds a transport around `device` (built with the same backend) from
    * {@link MmioTransport.state} output, re-checking every field, and
-   * re-activates the device if it was active.
+   * re-activates the device if it was active. With `paused`, the transport
+   * and the device are paused before the device state is loaded and the
+   * device activated (nothing runs until {@link MmioTransport.resume}); the
+   * VMM restores this way before its vCPUs run. A saved InterruptStatus with
+   * bits set raises the line once (on resume when paused): an interrupt held
+   * by a pause when the snapshot was taken is not lost, and a driver that
+   * already saw it reads the register and finds nothing new.
    * @throws {@link VirtioDeviceError} `"InvalidState"` for a malformed state or one from another device.
    */
-  static fromState(state: MmioTransportState, device: VirtioDevice, opts: MmioTransportOptions): MmioTransport {
+  static fromState(state: MmioTransportState, device: VirtioDevice, opts: MmioTransportOptions, restore: { readonly paused?: boolean } = {}): MmioTransport {
     checkTransportState(state, device);
     const bad = (what: string, cause?: unknown): VirtioDeviceError =>
       new VirtioDeviceError("InvalidState", `virtio-mmio state: ${what}`, cause === undefined ? undefined : { cause });
@@ -530,6 +589,7 @@ export class MmioTransport {
       if (q.maxSize !== device.queueMaxSizes[i]) throw bad(`queue ${i} max size ${q.maxSize} does not match the device`);
       t.#queues[i] = q;
     }
+    if (restore.paused === true) t.pause();
     device.restoreState(state.device);
     t.#status = state.status;
     t.#driverFeatures = features;
@@ -540,6 +600,10 @@ export class MmioTransport {
     t.#configGeneration = state.configGeneration;
     state.queueConfigErrors.forEach((b, i) => (t.#queueConfigErrors[i] = b));
     if (state.activated) t.#activate();
+    if (state.activated && (state.interruptStatus & 3) !== 0) {
+      if (t.#paused) t.#heldIrq = true;
+      else t.#irq.trigger();
+    }
     return t;
   }
 }

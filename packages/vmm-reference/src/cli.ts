@@ -234,6 +234,11 @@ async function runCommand(
       virtio: a.virtio,
       irqchip: a.irqchip,
     });
+    if (a.restore !== undefined) {
+      // The machine is the snapshot's: what the API reports and whether stdin belongs to a console come from it.
+      const m = vmm.machine;
+      a = { ...a, memMiB: m.memMiB, vcpus: m.vcpus, irqchip: m.irqchip, virtio: [...m.virtio] };
+    }
     if (a.metricsPath !== undefined) {
       const m = vmm;
       try {

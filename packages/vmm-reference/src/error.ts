@@ -18,7 +18,7 @@ export type VmmErrorCode =
   | "InvalidState"
   /** A snapshot file (or its memory file) is corrupted, truncated, of another format version, or for a CPU this host's KVM cannot give; nothing was run. */
   | "SnapshotInvalid"
-  /** The VM has something a snapshot cannot save yet (a device kind that cannot be quiesced or restored); the message names it. */
+  /** Reserved for VM state a snapshot cannot save; nothing raises it today (every device kind of the reference VMM can be paused, saved and restored). */
   | "SnapshotUnsupported"
   /** Taking a snapshot failed in KVM or on the file system; see `cause`. */
   | "SnapshotFailed";

@@ -726,6 +726,7 @@ export class Vmm {
     this.#workers = workers;
     this.#running = true;
     this.#runState = "Running";
+    this.virtio.resume(); // a restored VM's devices wait, paused, for its first run
     this.#bootTimer.restart();
     this.#clock.startedAt = performance.now();
     return new Promise<RunResult>((resolve) => {
@@ -848,6 +849,11 @@ export class Vmm {
     return true;
   }
 
+  /** The machine this VM was built with or restored to (memory size, vCPUs, irqchip, virtio devices), as a snapshot records it. */
+  get machine(): SnapshotState["config"] {
+    return this.#machine;
+  }
+
   /** Where the VM is: `NotStarted` before {@link Vmm.run}, `Running`, `Paused` (after {@link Vmm.pause} resolved), `Stopped` once the run ended. */
   get state(): VmmRunState {
     return this.#runState;
@@ -910,6 +916,7 @@ export class Vmm {
         if (this.#pausing !== p) return;
         this.#pausing = undefined;
         // The vCPUs are parked but a device would not settle: run the guest again rather than leave it half-paused.
+        this.virtio.resume();
         this.#unpark();
         p.reject(e instanceof Error ? e : new Error(String(e)));
       },
@@ -932,6 +939,7 @@ export class Vmm {
     if (this.#runState !== "Paused") throw new VmmError("InvalidState", `cannot resume a VM that is not paused (state ${this.#runState})`);
     if (this.#snapshotting) throw new VmmError("InvalidState", "cannot resume while a snapshot is being written");
     this.#runState = "Running";
+    this.virtio.resume();
     this.#unpark();
   }
 
@@ -947,8 +955,7 @@ export class Vmm {
    * it, or another) keeps the file it mapped.
    * @throws {@link VmmError} `InvalidConfig` for a bad type or one path for both files;
    *   `InvalidState` unless paused (or if another snapshot is being
-   *   written, or `Diff` without dirty logging); `SnapshotUnsupported` for a device that
-   *   cannot be saved; `SnapshotFailed` for KVM or file errors.
+   *   written, or `Diff` without dirty logging); `SnapshotFailed` for KVM or file errors.
    */
   async snapshot(opts: { snapshotPath: string; memFilePath: string; type?: "Full" | "Diff" }): Promise<SnapshotInfo> {
     const type = opts.type ?? "Full";
@@ -958,8 +965,6 @@ export class Vmm {
     if (this.#runState !== "Paused") throw new VmmError("InvalidState", `the VM must be paused to take a snapshot (it is ${this.#runState})`);
     if (this.#snapshotting) throw new VmmError("InvalidState", "a snapshot is already being written");
     if (type === "Diff" && !this.#diff) throw new VmmError("InvalidState", "a Diff snapshot needs dirty page logging: create or restore the VM with enableDiffSnapshots");
-    const problems = this.virtio.snapshotProblems();
-    if (problems.length > 0) throw new VmmError("SnapshotUnsupported", `this VM cannot be snapshotted: ${problems.join("; ")}`);
     this.#snapshotting = true;
     try {
       return await takeSnapshot({

@@ -142,9 +142,10 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "control plane review: hostile
   });
 
   // Before: config.virtio was checked for a `kind` string only, so a crafted
-  // state built any device: a console connected to any Unix socket, a vsock
-  // listened on any path, a net device opened a tap, before the state was refused.
-  it("a crafted state naming a device kind snapshots cannot hold is refused before the device touches the host", async () => {
+  // state built any device (a console connected to any Unix socket) before the
+  // device states were found not to match. Now a device list that does not match
+  // the saved device states is refused before any device is built.
+  it("a crafted state whose device list does not match its device states is refused before a device touches the host", async () => {
     const base = await takeBase("kinds");
     const sockPath = join(dir, "victim.sock");
     let connections = 0;
@@ -164,7 +165,10 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "control plane review: hostile
       expect((e as VmmError).code).toBe("SnapshotInvalid");
       await new Promise((r) => setTimeout(r, 100));
       expect(connections).toBe(0);
-      // A blk entry without a path is refused by the state check too (not by the disk's open).
+      // An unknown kind, and a blk entry without a path, are refused by the state check too (not by the disk's open).
+      crafted.config.virtio = [{ kind: "gpu" }];
+      writeFileSync(bad, encodeSnapshotFile(crafted));
+      expect(errorOf(() => Vmm.restore({ snapshotPath: bad, memFilePath: base.mem }).close())).toMatchObject({ code: "SnapshotInvalid" });
       crafted.config.virtio = [{ kind: "blk" }];
       writeFileSync(bad, encodeSnapshotFile(crafted));
       expect(errorOf(() => Vmm.restore({ snapshotPath: bad, memFilePath: base.mem }).close())).toMatchObject({ code: "SnapshotInvalid" });

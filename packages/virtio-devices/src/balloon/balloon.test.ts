@@ -408,4 +408,58 @@ describe("virtio-balloon: persist", () => {
     }
     expect(() => dev.restoreState({ deviceType: 4 })).toThrow(/not a virtio-balloon state/);
   });
+
+  it("pause: no statistics request, no inflate and no config interrupt until resume; then each happens once", async () => {
+    const mem = memfd();
+    const { dev, r } = balloon(mem, { statsIntervalS: 0.02 });
+    const [inf, , stq] = bringUp(r, VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_STATS_VQ) as MockSplitQueue[];
+    statsBuffer(mem, 0x30_0000, [[4, 1n]]);
+    stq!.addChain([{ addr: 0x30_0000, len: 10 }]);
+    r.t.notify(2);
+    r.t.pause();
+    expect(dev.paused).toBe(true);
+    expect(dev.requestStats()).toBe(false); // the held buffer stays held
+    mem.write(DATA, new Uint8Array(PAGE).fill(0x5a));
+    const len = pfns(mem, 0x20_0000, [DATA / PAGE]);
+    inf!.addChain([{ addr: 0x20_0000, len }]);
+    r.t.notify(0); // an inflate notification that arrives while paused is held
+    dev.setTarget(64);
+    const irqs = r.irq.count;
+    await new Promise((res) => setTimeout(res, 80)); // four statistics intervals
+    expect(stq!.takeUsed()).toEqual([]);
+    expect(inf!.takeUsed()).toEqual([]);
+    expect(mem.readU8(DATA)).toBe(0x5a); // not discarded
+    expect(dev.metrics.inflatedPages).toBe(0);
+    expect(r.irq.count).toBe(irqs);
+    expect(r.t.interruptStatus & INT_CONFIG_CHANGE).toBe(INT_CONFIG_CHANGE); // set, its interrupt held
+    expect(dev.busy()).toBe(false);
+    r.t.resume();
+    expect(inf!.takeUsed()).toEqual([{ id: 0, len: 0 }]);
+    expect(mem.readU8(DATA)).toBe(0);
+    expect(r.irq.count).toBeGreaterThan(irqs);
+    await new Promise((res) => setTimeout(res, 60));
+    expect(stq!.takeUsed()).toEqual([{ id: 0, len: 0 }]); // the timer runs again
+  });
+
+  it("restored paused (target, actual, interval), it starts its timer only on resume", async () => {
+    const mem = memfd();
+    const { r } = balloon(mem, { statsIntervalS: 0.02, targetPages: 100 });
+    const [, , stq] = bringUp(r, VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_STATS_VQ) as MockSplitQueue[];
+    cfgWrite(r.t, 4, 100);
+    statsBuffer(mem, 0x30_0000, [[4, 5n]]);
+    const head = stq!.addChain([{ addr: 0x30_0000, len: 10 }]);
+    r.t.notify(2);
+    r.t.pause();
+    const saved = JSON.parse(JSON.stringify(r.t.state()));
+    r.t.reset();
+    const dev2 = new VirtioBalloon({ memory: mem, statsIntervalS: 0.02 });
+    const t2 = MmioTransport.fromState(saved, dev2, { mem, irq: r.irq }, { paused: true });
+    expect([dev2.targetPages, dev2.actualPages, dev2.statsIntervalS, dev2.paused]).toEqual([100, 100, 0.02, true]);
+    await new Promise((res) => setTimeout(res, 60));
+    expect(stq!.takeUsed()).toEqual([]);
+    t2.resume();
+    await new Promise((res) => setTimeout(res, 60));
+    expect(stq!.takeUsed()).toEqual([{ id: head, len: 0 }]);
+    t2.reset();
+  });
 });

@@ -95,6 +95,7 @@ export class VirtioBalloon implements VirtioDevice {
   #statsHead: number | undefined;
   #stats: BalloonStats | undefined;
   #active: Active | undefined;
+  #paused = false;
 
   /**
    * @param opts - the guest memory to discard through, the target and the features to offer.
@@ -194,12 +195,12 @@ export class VirtioBalloon implements VirtioDevice {
   /**
    * Asks the driver for fresh statistics now: returns the statistics buffer
    * the device holds, and the driver answers with a new one.
-   * @returns false if there is no buffer to return (no statistics queue, not running, or the driver has not answered the last request).
+   * @returns false if there is no buffer to return (no statistics queue, not running or paused, or the driver has not answered the last request).
    */
   requestStats(): boolean {
     const a = this.#active;
     const head = this.#statsHead;
-    if (a === undefined || a.broken || a.stats === undefined || head === undefined) return false;
+    if (a === undefined || a.broken || this.#paused || a.stats === undefined || head === undefined) return false;
     this.#statsHead = undefined;
     return this.#guard(a, () => {
       a.stats!.addUsed(a.ctx.mem, head, 0);
@@ -274,6 +275,28 @@ export class VirtioBalloon implements VirtioDevice {
     this.#actual = 0;
   }
 
+  /**
+   * Stops the statistics timer and every queue turn (work a turn left for
+   * later stays in its ring); {@link VirtioBalloon.setTarget} while paused
+   * changes config space and its interrupt waits in the paused transport.
+   */
+  pause(): void {
+    this.#paused = true;
+    this.#events.pause();
+  }
+
+  /** Restarts the statistics timer (a whole interval from now) and gives every queue a turn. */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#events.resume();
+  }
+
+  /** Whether the device is paused. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
   /** Whether work that ran out of its turn's budget is still scheduled (save state after it drained). */
   busy(): boolean {
     return this.#events.pending;
@@ -301,7 +324,7 @@ export class VirtioBalloon implements VirtioDevice {
   /** One turn on a queue; true if its budget ran out with work left. */
   #turn(role: BalloonQueueRole): boolean {
     const a = this.#active;
-    if (a === undefined || a.broken) return false;
+    if (a === undefined || a.broken || this.#paused) return false;
     return this.#guard(a, () => {
       const mem = a.ctx.mem;
       let t: { used: boolean; more: boolean } | undefined;

@@ -39,6 +39,7 @@ export class BalloonEventHandler {
   #timer: NodeJS.Timeout | undefined;
   #intervalS = 0;
   #active = false;
+  #paused = false;
 
   constructor(handlers: BalloonHandlers) {
     this.#h = handlers;
@@ -65,12 +66,31 @@ export class BalloonEventHandler {
   /** A queue notification. */
   notify(index: number): void {
     const role = this.#roles[index];
-    if (role === undefined || !this.#active || this.#scheduled.has(role)) return; // a scheduled turn will see the new chains
+    if (role === undefined || !this.#active || this.#paused || this.#scheduled.has(role)) return; // a scheduled turn will see the new chains
     this.#run(role);
   }
 
-  #run(role: BalloonQueueRole): void {
+  /** Pause: no timer, no scheduled turn, no notification served, until {@link BalloonEventHandler.resume}. */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    for (const t of this.#scheduled.values()) clearImmediate(t);
+    this.#scheduled.clear();
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Restarts the statistics timer (a whole interval from now) and gives every queue one turn. */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
     if (!this.#active) return;
+    this.setStatsInterval(this.#intervalS);
+    for (const role of this.#roles) if (!this.#scheduled.has(role)) this.#run(role);
+  }
+
+  #run(role: BalloonQueueRole): void {
+    if (!this.#active || this.#paused) return;
     if (this.#h.queue(role)) {
       this.#scheduled.set(
         role,
@@ -87,7 +107,7 @@ export class BalloonEventHandler {
     this.#intervalS = seconds;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
-    if (!this.#active || seconds <= 0) return;
+    if (!this.#active || this.#paused || seconds <= 0) return;
     this.#timer = setInterval(() => this.#h.statsTick(), Math.max(1, Math.round(seconds * 1000)));
     this.#timer.unref();
   }

@@ -23,6 +23,7 @@ import {
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_STATUS,
   VirtioNet,
+  type MmioTransportState,
   type VirtioNetOptions,
 } from "../index.js";
 
@@ -343,5 +344,55 @@ describeWith({ root: true, tools: ["ip"] }, "virtio-net on a real tap in a priva
     expect(n.g.rxq.availEvent()).toBe(0);
     n.t.notify(0);
     expect(arpReplies(n.g.received()).length).toBe(1);
+  });
+
+  it("paused: the reply the kernel sends waits in the tap (no read, no interrupt); resume delivers it", async () => {
+    const n = net();
+    n.g.post(4);
+    n.g.send(arpRequest());
+    n.t.pause(); // before the event loop turns: the device has not looked at the tap yet
+    expect(n.dev.paused).toBe(true);
+    const irqs = n.irq.count;
+    await new Promise((r) => setTimeout(r, 150)); // the kernel has answered into the tap's queue by now
+    expect(n.dev.metrics.rxFrames).toBe(0);
+    expect(n.g.received()).toEqual([]);
+    expect(n.irq.count).toBe(irqs);
+    // A frame the guest sends while paused stays in the ring.
+    n.g.send(arpRequest(undefined, [10, 0, 2, 16]));
+    expect(n.g.txq.takeUsed()).toEqual([{ id: 0, len: 0 }]); // only the first, sent before the pause
+    n.t.resume();
+    expect(n.g.txq.takeUsed().length).toBe(1);
+    const got: { bytes: Uint8Array }[] = [];
+    await until(() => (got.push(...n.g.received()), arpReplies(got).length >= 1), 3000, "the reply after resume");
+    expect(n.irq.count).toBeGreaterThan(irqs);
+  });
+
+  it("state (MAC, link, a frame waiting for buffers) restores onto the tap opened again by name; the frame is delivered, and traffic goes on", async () => {
+    const n = net();
+    n.g.send(arpRequest()); // no receive buffers: the reply is read and waits in the device
+    await until(() => n.dev.metrics.rxNoBuffers > 0, 3000, "the device to hold the reply");
+    n.dev.setLinkUp(false);
+    n.t.pause();
+    const saved = JSON.parse(JSON.stringify(n.t.state())) as MmioTransportState;
+    expect(saved.device).toMatchObject({ deviceType: 1, mac: "52:54:00:12:34:56", linkUp: false });
+    expect(typeof saved.device.pendingFrame).toBe("string");
+    // The old process is gone (its tap with it); the new one opens the tap by the same name.
+    n.dev.close();
+    const backend = TapBackend.open({ name: n.tap });
+    ns.adopt(n.tap);
+    const dev2 = new VirtioNet({ backend, mac: "52:54:00:12:34:56" });
+    open.push(dev2);
+    expect(() => dev2.restoreState({ ...saved.device, mac: "52:54:00:99:99:99" })).toThrow(expect.objectContaining({ code: "InvalidState" }));
+    const t2 = MmioTransport.fromState(saved, dev2, { mem: n.mem, irq: n.irq }, { paused: true });
+    expect(dev2.linkUp).toBe(false);
+    const g2 = new GuestNet({ ...n, t: t2 }, n.g.rxq, n.g.txq);
+    g2.post(4);
+    expect(g2.received()).toEqual([]); // paused until resume
+    t2.resume();
+    const got: { bytes: Uint8Array }[] = [];
+    await until(() => (got.push(...g2.received()), arpReplies(got).length >= 1), 3000, "the saved frame");
+    dev2.setLinkUp(true);
+    g2.send(arpRequest(undefined, [10, 0, 2, 17]));
+    await until(() => (got.push(...g2.received()), arpReplies(got).length >= 2), 3000, "a new reply through the reopened tap");
   });
 });

@@ -121,6 +121,8 @@ export class VirtioNet implements VirtioDevice {
   #txScheduled = false;
   #rxScheduled = false;
   #closed = false;
+  /** Between {@link VirtioNet.pause} and {@link VirtioNet.resume}. */
+  #paused = false;
 
   /**
    * @param opts - backend, MAC, rate limiters.
@@ -239,6 +241,32 @@ export class VirtioNet implements VirtioDevice {
     return false; // every backend call is synchronous
   }
 
+  /**
+   * Stops the data path without forgetting it: the tap is no longer watched
+   * (frames wait in the kernel's tap queue, which drops only at its own
+   * limit), no receive or transmit turn runs, and the rate limiters' timers
+   * find nothing to do. A frame already read and waiting for receive buffers
+   * stays in the device (and in {@link VirtioNet.state}).
+   */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#events.want(false, false);
+  }
+
+  /** Watches the tap again and gives both queues a turn (chains posted before the pause go on). */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#rxTurn();
+    this.#scheduleTx();
+  }
+
+  /** Whether the device is paused. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
   /** Stops the device and closes the backend. Idempotent. */
   close(): void {
     if (this.#closed) return;
@@ -303,7 +331,7 @@ export class VirtioNet implements VirtioDevice {
 
   #usable(): Active | undefined {
     const a = this.#active;
-    return a === undefined || a.broken || this.#closed ? undefined : a;
+    return a === undefined || a.broken || this.#closed || this.#paused ? undefined : a;
   }
 
   #updateWatch(): void {

@@ -109,6 +109,20 @@ export class RtcAlarms {
     for (let id = 0; id < this.#slots.length; id++) this.#evaluate(id, false);
   }
 
+  /**
+   * Pause: every timer is cancelled and none is armed until {@link RtcAlarms.start};
+   * the alarms (times in their clock's terms) and queued notifications are kept,
+   * so an alarm that came due during the pause expires at the next start.
+   */
+  stop(): void {
+    this.#epoch++;
+    this.#running = false;
+    for (const s of this.#slots) {
+      s.timer?.cancel();
+      s.timer = undefined;
+    }
+  }
+
   /** Device reset: every alarm back to time 0 and disabled, timers cancelled, queued notifications dropped. */
   reset(): void {
     this.#epoch++;

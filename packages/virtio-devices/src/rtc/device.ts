@@ -86,6 +86,7 @@ export class VirtioRtc implements VirtioDevice {
   #monoOffset = 0n;
   #lastMono = 0n;
   #active: Active | undefined;
+  #paused = false;
 
   /**
    * @param opts - host clock, alarm feature, TAI offset.
@@ -155,8 +156,40 @@ export class VirtioRtc implements VirtioDevice {
       setAlarmEnabled: (id, enabled) => alarms.setEnabled(id, enabled),
     };
     this.#active = { ctx, requestq, alarmq: alarmNegotiated ? ctx.queues[RTC_ALARMQ] : undefined, req, broken: false };
+    if (this.#paused) return; // resume starts the timers
     alarms.start();
     this.#deliver();
+  }
+
+  /**
+   * Cancels every alarm timer and stops answering requests and delivering
+   * notifications. Alarms keep their times (in their clock's nanoseconds) and
+   * queued notifications stay queued; the clocks themselves go on (they are
+   * the host's).
+   */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#alarms.stop();
+  }
+
+  /**
+   * Re-arms the alarm timers from the clocks as they read now (an alarm that
+   * came due during the pause expires at once), then answers waiting
+   * requests and delivers queued notifications.
+   */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    if (this.#active === undefined) return;
+    this.#alarms.start();
+    this.#requests();
+    this.#deliver();
+  }
+
+  /** Whether the device is paused. */
+  get paused(): boolean {
+    return this.#paused;
   }
 
   /** Device reset: stops the data path, cancels every alarm timer, forgets alarms and undelivered notifications. */
@@ -232,7 +265,7 @@ export class VirtioRtc implements VirtioDevice {
 
   #requests(): void {
     const a = this.#active;
-    if (a === undefined || a.broken || !a.requestq.ready) return;
+    if (a === undefined || a.broken || this.#paused || !a.requestq.ready) return;
     let n = 0;
     let chain: DescriptorChain | undefined;
     while ((chain = this.#pop(a, a.requestq)) !== undefined) {
@@ -280,7 +313,7 @@ export class VirtioRtc implements VirtioDevice {
   /** Writes queued alarm notifications into alarmq buffers while both exist. */
   #deliver(): void {
     const a = this.#active;
-    if (a === undefined || a.broken || a.alarmq === undefined || !a.alarmq.ready) return;
+    if (a === undefined || a.broken || this.#paused || a.alarmq === undefined || !a.alarmq.ready) return;
     const q = a.alarmq;
     const { mem } = a.ctx;
     let used = false;

@@ -102,4 +102,50 @@ describe("virtio-rtc persist", () => {
     expect(() => new VirtioRtc({ alarm: "yes" as unknown as boolean })).toThrow(VirtioDeviceError);
     expect(new VirtioRtc({ taiOffsetSeconds: 0 }).taiOffsetSeconds).toBe(0);
   });
+
+  it("pause cancels the alarm timers and holds requests and notifications; resume re-arms from the clock and delivers an alarm that came due meanwhile", () => {
+    const clock = new FakeRtcClock();
+    const r = rtcRig({ clock });
+    postAlarmBuffers(r, 4);
+    setAlarm(r, 2, clock.mono + 10n * MS);
+    expect(r.dev.alarmTimers).toBe(1);
+    r.t.pause();
+    expect(r.dev.paused).toBe(true);
+    expect(r.dev.alarmTimers).toBe(0);
+    expect(clock.live).toBe(0); // no host timer left either
+    clock.advance(20n * MS); // past the alarm time while paused
+    expect(takeNotifications(r)).toEqual([]);
+    // A request while paused waits in the ring (the transport holds the notification).
+    r.mem.write(0x9_0000, request(VIRTIO_RTC_REQ_READ, 16, (dv) => dv.setUint16(8, 2, true)));
+    r.requestq.addChain([{ addr: 0x9_0000, len: 16 }, { addr: 0x9_1000, len: 16, writable: true }]);
+    r.t.notify(0);
+    expect(r.requestq.takeUsed()).toEqual([]);
+    const irqs = r.irq.count;
+    r.t.resume();
+    expect(r.requestq.takeUsed()).toEqual([{ id: expect.any(Number), len: 16 }]);
+    expect(takeNotifications(r).map((n) => n.clock)).toEqual([2]);
+    expect(r.irq.count).toBeGreaterThan(irqs);
+  });
+
+  it("restored paused, a pending alarm is delivered and its clock's timer armed only on resume", () => {
+    const clock = new FakeRtcClock();
+    const r = rtcRig({ clock });
+    setAlarm(r, 0, clock.real + 50n * MS); // UTC alarm, armed
+    setAlarm(r, 2, clock.mono - 1n); // expired, no buffer: pending
+    r.t.pause();
+    const saved = JSON.parse(JSON.stringify(r.t.state())) as MmioTransportState;
+    r.t.reset();
+    const dev = new VirtioRtc({ clock });
+    const t = MmioTransport.fromState(saved, dev, { mem: r.mem, irq: r.irq }, { paused: true });
+    const r2: RtcRig = { ...r, t, dev };
+    postAlarmBuffers(r2, 4);
+    expect(dev.pendingAlarms).toEqual([2]);
+    expect(dev.alarmTimers).toBe(0);
+    expect(takeNotifications(r2)).toEqual([]);
+    t.resume();
+    expect(takeNotifications(r2).map((n) => n.clock)).toEqual([2]);
+    expect(dev.alarmTimers).toBe(1);
+    clock.advance(50n * MS);
+    expect(takeNotifications(r2).map((n) => n.clock)).toEqual([0]);
+  });
 });

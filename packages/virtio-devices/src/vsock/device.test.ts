@@ -575,4 +575,49 @@ describe("virtio-vsock reset and persist", () => {
     t2.writeRegister(MMIO.Status, 0);
     expect(dev2.eventPending).toBe(false);
   });
+
+  it("paused: host data on an open connection and guest packets wait; resume delivers both ways", async () => {
+    const { g, uds, r, dev } = device();
+    g.postRx(8);
+    const { sock, rx, hostPort } = await hostConnect(g, uds, 9500);
+    r.t.pause();
+    expect(dev.paused).toBe(true);
+    const irqs = r.irq.count;
+    const packets = dev.metrics.rxPackets;
+    g.poll();
+    const txDone = g.txCompleted;
+    sock.write("host while paused");
+    g.send({ op: VSOCK_OP_RW, srcPort: 9500, dstPort: hostPort }, new TextEncoder().encode("guest while paused"));
+    await sleep(100);
+    g.poll();
+    expect(dev.metrics.rxPackets).toBe(packets);
+    expect(g.dataOn(hostPort, 9500).length).toBe(0);
+    expect(g.txCompleted).toBe(txDone); // nothing taken from tx
+    expect(rx.text()).not.toContain("guest while paused");
+    expect(r.irq.count).toBe(irqs);
+    r.t.resume();
+    await until(() => (g.poll(), g.dataOn(hostPort, 9500).toString() === "host while paused"));
+    await until(() => rx.text().includes("guest while paused"));
+    expect(g.txCompleted).toBe(txDone + 1);
+  });
+
+  it("restored paused, the transport-reset event is written only on resume", () => {
+    const { r, g, dev } = device();
+    g.ev.addChain([{ addr: 0x700000, len: 4, writable: true }]);
+    r.t.notify(2);
+    r.t.pause();
+    const saved = r.t.state();
+    dev.close();
+    const dev2 = VirtioVsock.open({ cid: CID, udsPath: join(dir, `restored-${n++}.sock`) });
+    cleanups.push(() => dev2.close());
+    r.mem.writeU32(0x700000, 0xffff_ffff);
+    const t2 = MmioTransport.fromState(saved, dev2, { mem: r.mem, irq: r.irq }, { paused: true });
+    expect(dev2.eventPending).toBe(true);
+    expect(g.ev.takeUsed()).toEqual([]);
+    expect(r.mem.readU32(0x700000)).toBe(0xffff_ffff);
+    t2.resume();
+    expect(g.ev.takeUsed()).toEqual([{ id: 0, len: 4 }]);
+    expect(r.mem.readU32(0x700000)).toBe(0); // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+    expect(dev2.eventPending).toBe(false);
+  });
 });

@@ -80,6 +80,8 @@ export class VirtioVsock implements VirtioDevice {
   readonly #onViolation: ((reason: string) => void) | undefined;
   #active: Active | undefined;
   #eventPending = false;
+  /** Between {@link VirtioVsock.pause} and {@link VirtioVsock.resume}. */
+  #paused = false;
 
   /**
    * @param cid - the guest CID (3..0xfffffffe).
@@ -144,6 +146,32 @@ export class VirtioVsock implements VirtioDevice {
     return false; // tx payloads are copied out of guest memory; nothing holds a view of it
   }
 
+  /**
+   * Stops moving packets: no rx, tx or event turn runs, so no host data
+   * reaches guest memory. The backend keeps its connections: host sockets
+   * keep what they send in the kernel or in the connection's one-chunk
+   * buffer (credit-bounded), new host connections are accepted and wait,
+   * and handshake timers keep running in host time (a host program that
+   * connects during a pause longer than the handshake time is refused).
+   */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  /** Delivers a waiting event, then takes tx and fills rx as if the driver had notified all three queues. */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#event();
+    this.#tx();
+    this.#rx();
+  }
+
+  /** Whether the device is paused. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
   /** The CID only: connections are not saved (see {@link VirtioVsockState}). */
   state(): VirtioVsockState {
     return vsockState(this.cid);
@@ -151,7 +179,10 @@ export class VirtioVsock implements VirtioDevice {
 
   /**
    * Loads a state with the same CID, drops every connection, and queues
-   * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET for the driver (sent on activation).
+   * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET for the driver (sent on activation,
+   * or on resume when restored paused, as soon as the driver has an event
+   * buffer posted): the guest resets every connection it had, as after a
+   * Firecracker restore.
    * @throws {@link VirtioDeviceError} `"InvalidState"` for another device's state or another CID.
    */
   restoreState(state: DeviceState): void {
@@ -185,7 +216,7 @@ export class VirtioVsock implements VirtioDevice {
 
   #usable(q: Queue): Active | undefined {
     const a = this.#active;
-    return a === undefined || a.broken || !q.ready ? undefined : a;
+    return a === undefined || a.broken || this.#paused || !q.ready ? undefined : a;
   }
 
   /** Pops a chain; with EVENT_IDX, asks for a notification before giving up. */

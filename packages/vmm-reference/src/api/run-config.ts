@@ -21,7 +21,8 @@ export function configOfRunArgs(a: RunArgs): { config: PrebootConfig; deviceIds:
     ...(a.memory.shared !== undefined ? { mem_shared: a.memory.shared } : {}),
     ...(a.memory.prefault !== undefined ? { mem_prefault: a.memory.prefault } : {}),
   }, false);
-  c.setBootSource({ kernel_image_path: a.kernel, ...(a.cmdline !== undefined ? { boot_args: a.cmdline } : {}), ...(a.initrd !== undefined ? { initrd_path: a.initrd } : {}) });
+  // A restored VM (`run --restore`) has no boot source: it continues from the snapshot.
+  if (a.restore === undefined) c.setBootSource({ kernel_image_path: a.kernel, ...(a.cmdline !== undefined ? { boot_args: a.cmdline } : {}), ...(a.initrd !== undefined ? { initrd_path: a.initrd } : {}) });
   const ids: string[] = [];
   let disks = 0;
   let nets = 0;

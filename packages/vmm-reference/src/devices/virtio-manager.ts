@@ -73,12 +73,6 @@ export type VirtioDeviceConfig =
   | { readonly kind: "vsock"; readonly cid: number; readonly udsPath: string };
 
 
-/**
- * The device kinds a snapshot can hold ({@link VirtioManager.snapshotProblems}
- * refuses the others); a restored state naming another kind is refused too.
- */
-export const SNAPSHOT_DEVICE_KINDS: readonly VirtioDeviceConfig["kind"][] = ["blk", "rng"];
-
 /** Whether the memory can give pages back (GuestMemoryMmap does). */
 function isDiscardable(mem: GuestMemory): mem is GuestMemory & DiscardableMemory {
   const m = mem as Partial<DiscardableMemory>;
@@ -120,6 +114,8 @@ export function connectIrq(vm: VmFd, gsi: number): IrqLine & { close(): void } {
 
 interface Slot {
   readonly kind: VirtioDeviceConfig["kind"];
+  /** What it was made from. */
+  readonly config: VirtioDeviceConfig;
   /** `blk0`, `net1`: the kind and its index among devices of that kind. */
   readonly name: string;
   readonly base: number;
@@ -285,7 +281,7 @@ export class VirtioManager {
     };
     const transport = new MmioTransport(device, options);
     const name = `${c.kind}${this.#slots.filter((s) => s.kind === c.kind).length}`;
-    const slot: Slot = { kind: c.kind, name, base, gsi, transport, options, device, irq, notifiers: [], counts };
+    const slot: Slot = { kind: c.kind, config: c, name, base, gsi, transport, options, device, irq, notifiers: [], counts };
     this.#slots.push(slot);
     for (let q = 0; q < transport.queueCount; q++) {
       const fd = new EventFd({ nonBlocking: true });
@@ -350,10 +346,14 @@ export class VirtioManager {
 
   /**
    * Quiets the devices of a paused VM: notifications the guest posted before
-   * its vCPUs stopped (still in their ioeventfds) are served now, then this
-   * waits until no device has host I/O in flight (checked every millisecond,
-   * at most `timeoutMs`).
-   * @throws {@link VmmError} `InvalidState` if a device is still busy after `timeoutMs`.
+   * its vCPUs stopped (still in their ioeventfds) are served now, then every
+   * transport is paused (each device stops its host input and timers, see
+   * `VirtioDevice.pause` in @ts-vmm/virtio-devices; interrupts and
+   * notifications are held), then this waits until no device has host I/O in
+   * flight (checked every millisecond, at most `timeoutMs`). From then on no
+   * device writes guest memory or raises an interrupt until {@link VirtioManager.resume}.
+   * @throws {@link VmmError} `InvalidState` if a device is still busy after `timeoutMs`
+   *   (the devices stay paused: call {@link VirtioManager.resume}).
    */
   async quiesce(timeoutMs = 30_000): Promise<void> {
     for (const s of this.#slots) {
@@ -364,6 +364,7 @@ export class VirtioManager {
         }
       });
     }
+    for (const s of this.#slots) s.transport.pause();
     const until = Date.now() + timeoutMs;
     for (;;) {
       const busy = this.#slots.find((s) => s.device.busy());
@@ -374,13 +375,27 @@ export class VirtioManager {
   }
 
   /**
-   * Device kinds a snapshot cannot save yet, with the reason (empty when every
-   * device can be saved). blk and rng are driven by the guest only, so a
-   * paused guest leaves them still; the others take host input (a tap, a
-   * socket, stdin, timers) that would change guest memory while it is written out.
+   * Resumes every device paused by {@link VirtioManager.quiesce} or restored by
+   * {@link VirtioManager.restoreStates}: host input and timers start again, held
+   * notifications are served and held interrupts raised. Idempotent.
    */
-  snapshotProblems(): string[] {
-    return this.#slots.filter((s) => !SNAPSHOT_DEVICE_KINDS.includes(s.kind)).map((s) => `virtio-${s.kind} at 0x${s.base.toString(16)} (only blk and rng devices can be snapshotted so far)`);
+  resume(): void {
+    if (this.#closed) return;
+    for (const s of this.#slots) s.transport.resume();
+  }
+
+  /**
+   * The device configurations as a snapshot must record them: a net device's
+   * tap by the name it got (a `%d` resolved) and its MAC (a random one
+   * included), so a restore attaches to the same tap with the MAC the guest
+   * knows.
+   */
+  savedConfigs(): VirtioDeviceConfig[] {
+    return this.#slots.map((s) => {
+      const c = s.config;
+      if (c.kind !== "net" || !(s.device instanceof VirtioNet)) return c;
+      return { ...c, tap: s.device.backend.name, mac: s.device.mac };
+    });
   }
 
   /**
@@ -393,13 +408,16 @@ export class VirtioManager {
 
   /**
    * Replaces each transport with one rebuilt from `states` (same order and
-   * device kinds as this manager's), before the vCPUs run.
+   * device kinds as this manager's), before the vCPUs run. The devices come
+   * back paused (activated, but reading no host input and running no timer)
+   * until {@link VirtioManager.resume}, which `Vmm.run` calls; a restored
+   * vsock device then sends the driver VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
    * @throws VirtioDeviceError `InvalidState` for a state that does not fit its device.
    */
   restoreStates(states: readonly MmioTransportState[]): void {
     if (states.length !== this.#slots.length) throw new VmmError("SnapshotInvalid", `the snapshot has ${states.length} virtio device states for ${this.#slots.length} devices`);
     this.#slots.forEach((s, i) => {
-      s.transport = MmioTransport.fromState(states[i]!, s.device, s.options);
+      s.transport = MmioTransport.fromState(states[i]!, s.device, s.options, { paused: true });
     });
   }
 

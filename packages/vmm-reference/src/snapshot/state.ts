@@ -7,7 +7,7 @@ import type { LinuxBoot } from "@ts-vmm/linux-loader";
 import type { MmioTransportState } from "@ts-vmm/virtio-devices";
 import type { I8042State, IoapicState, SerialState } from "@ts-vmm/virtio-devices/legacy";
 import { VmmError } from "../error.js";
-import { SNAPSHOT_DEVICE_KINDS, type VirtioDeviceConfig } from "../devices/virtio-manager.js";
+import type { VirtioDeviceConfig } from "../devices/virtio-manager.js";
 import type { VcpuSnapshot } from "./vcpu-state.js";
 
 /** One region of guest RAM and where its bytes are in the memory file. */
@@ -102,24 +102,76 @@ function checkVcpu(v: unknown, i: number): VcpuSnapshot {
   return v as unknown as VcpuSnapshot;
 }
 
+/** The virtio device id of each device kind (virtio 1.2, 5). */
+const VIRTIO_DEVICE_IDS: Record<VirtioDeviceConfig["kind"], number> = { net: 1, blk: 2, console: 3, rng: 4, balloon: 5, rtc: 17, vsock: 19 };
+
+/** The fields each device kind's configuration may have in a snapshot. */
+const DEVICE_FIELDS: Record<VirtioDeviceConfig["kind"], readonly string[]> = {
+  blk: ["kind", "path", "readOnly", "engine", "rateLimiter"],
+  net: ["kind", "tap", "mac", "rateLimiter", "rxRateLimiter", "txRateLimiter"],
+  rng: ["kind"],
+  console: ["kind", "socketPath"],
+  balloon: ["kind", "amountMib", "deflateOnOom", "statsIntervalS", "freePageReporting"],
+  rtc: ["kind"],
+  vsock: ["kind", "cid", "udsPath"],
+};
+
 /**
- * A device of config.virtio: only a kind a snapshot can hold (a crafted state
- * must not make the VMM connect to a socket, listen on a path or open a tap),
- * with the fields that kind has.
+ * A device of config.virtio: a known kind with the fields that kind has, each
+ * of its type. (The host resources it names — a disk path, a tap, a socket —
+ * are opened as named: a snapshot file is trusted as a configuration is.)
  */
 function checkVirtioConfig(d: unknown, i: number): void {
   const w = `config.virtio[${i}]`;
   if (!isObj(d) || typeof d["kind"] !== "string") throw bad(`${w} is malformed`);
-  const kind = d["kind"] as VirtioDeviceConfig["kind"];
-  if (!SNAPSHOT_DEVICE_KINDS.includes(kind)) throw bad(`${w} is a ${JSON.stringify(kind)} device, which snapshots cannot hold`);
-  const allowed = kind === "blk" ? ["kind", "path", "readOnly", "engine", "rateLimiter"] : ["kind"];
+  const kind = d["kind"];
+  if (!Object.hasOwn(DEVICE_FIELDS, kind)) throw bad(`${w} is a ${JSON.stringify(kind)} device, which this ts-vmm does not have`);
+  const allowed = DEVICE_FIELDS[kind as VirtioDeviceConfig["kind"]];
   const extra = Object.keys(d).find((k) => !allowed.includes(k));
   if (extra !== undefined) throw bad(`${w} has an unknown field ${JSON.stringify(extra)}`);
-  if (kind !== "blk") return;
-  if (typeof d["path"] !== "string" || d["path"] === "") throw bad(`${w}.path is not a path`);
-  if (d["readOnly"] !== undefined && typeof d["readOnly"] !== "boolean") throw bad(`${w}.readOnly is not a boolean`);
-  if (d["engine"] !== undefined && d["engine"] !== "sync" && d["engine"] !== "async") throw bad(`${w}.engine is neither sync nor async`);
-  if (d["rateLimiter"] !== undefined && !isObj(d["rateLimiter"])) throw bad(`${w}.rateLimiter is not an object`);
+  const str = (k: string, optional = false): void => {
+    if (optional && d[k] === undefined) return;
+    if (typeof d[k] !== "string" || d[k] === "" || (d[k] as string).length > 4096) throw bad(`${w}.${k} is not a non-empty string`);
+  };
+  const bool = (k: string): void => {
+    if (d[k] !== undefined && typeof d[k] !== "boolean") throw bad(`${w}.${k} is not a boolean`);
+  };
+  const obj = (k: string): void => {
+    if (d[k] !== undefined && !isObj(d[k])) throw bad(`${w}.${k} is not an object`);
+  };
+  const uint = (k: string, max: number): void => {
+    if (d[k] !== undefined && !isUint(d[k], max)) throw bad(`${w}.${k} is out of range`);
+  };
+  switch (kind) {
+    case "blk":
+      str("path");
+      bool("readOnly");
+      if (d["engine"] !== undefined && d["engine"] !== "sync" && d["engine"] !== "async") throw bad(`${w}.engine is neither sync nor async`);
+      obj("rateLimiter");
+      break;
+    case "net":
+      str("tap");
+      if (d["mac"] !== undefined && (typeof d["mac"] !== "string" || !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(d["mac"]))) throw bad(`${w}.mac is not a MAC address`);
+      obj("rateLimiter");
+      obj("rxRateLimiter");
+      obj("txRateLimiter");
+      break;
+    case "console":
+      str("socketPath", true);
+      break;
+    case "balloon":
+      uint("amountMib", 1024 * 1024);
+      bool("deflateOnOom");
+      uint("statsIntervalS", 0xffff_ffff);
+      bool("freePageReporting");
+      break;
+    case "vsock":
+      if (!isUint(d["cid"], 0xffff_ffff) || (d["cid"] as number) < 3) throw bad(`${w}.cid is not a guest CID (3 or more)`);
+      str("udsPath");
+      break;
+    default:
+      break;
+  }
 }
 
 /**
@@ -160,6 +212,13 @@ export function checkSnapshotState(s: unknown): SnapshotState {
   const d = s["devices"];
   if (!isObj(d) || !isObj(d["serial"]) || !isObj(d["i8042"]) || !Array.isArray(d["virtio"])) throw bad("devices is malformed");
   if ((d["virtio"] as unknown[]).length !== (c["virtio"] as unknown[]).length) throw bad("devices.virtio does not match config.virtio");
+  // Each saved transport's device is of the kind its configuration names (checked before any
+  // device is built, so a mismatched state opens no host resource).
+  (d["virtio"] as unknown[]).forEach((t, i) => {
+    const kind = ((c["virtio"] as unknown[])[i] as { kind: VirtioDeviceConfig["kind"] }).kind;
+    const dev = isObj(t) ? t["device"] : undefined;
+    if (!isObj(dev) || dev["deviceType"] !== VIRTIO_DEVICE_IDS[kind]) throw bad(`devices.virtio[${i}] is not the state of a ${kind} device`);
+  });
   if (!isObj(s["boot"])) throw bad("boot is missing");
   return s as unknown as SnapshotState;
 }

@@ -73,7 +73,7 @@ export async function takeSnapshot(
       stateVersion: 1,
       writer: "@ts-vmm/vmm-reference",
       takenAt: Date.now(),
-      config: src.machine,
+      config: { ...src.machine, virtio: src.virtio.savedConfigs() },
       memory: { type: opts.type, regions: layout.regions, fileBytes: layout.fileBytes },
       vcpus,
       vm,
