@@ -20,3 +20,15 @@ export {
 export type { BootMilestone, BootTimerOptions, BootTimerReport, BootTimerStateOptions } from "./boot-timer.js";
 export { Ioapic, IOAPIC_BASE, IOAPIC_WINDOW, IOAPIC_DEFAULT_PINS } from "./ioapic.js";
 export type { IoapicHooks, IoapicRoute, IoapicState, IoapicMetrics, RedirectionEntry } from "./ioapic.js";
+export {
+  CmosRtc,
+  cmosState,
+  CMOS_INDEX_PORT,
+  CMOS_DATA_PORT,
+  CMOS_PORTS,
+  CMOS_BYTES,
+  CMOS_CENTURY,
+  CMOS_UIP_MS,
+  CMOS_OFFSET_LIMIT_MS,
+} from "./cmos.js";
+export type { CmosRtcOptions, CmosState, CmosStateOptions } from "./cmos.js";
