@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { byteSum } from "../bytes.js";
 import * as aml from "./aml.js";
 import { IOAPIC_ID } from "../layout.js";
-import { FADT_HW_REDUCED_ACPI, buildAcpiTables } from "./tables.js";
+import { FADT_HW_REDUCED_ACPI, IAPC_CMOS_RTC_NOT_PRESENT, buildAcpiTables } from "./tables.js";
 
 const hexs = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 
@@ -95,6 +95,17 @@ describe("buildAcpiTables", () => {
     const d = Buffer.from(off.tables.DSDT).toString("latin1");
     expect(d).not.toContain("_S5_");
     expect(d).not.toContain("KBD_");
+  });
+
+  it("claims a CMOS RTC by default (CENTURY names register 0x32, IAPC_BOOT_ARCH bit 5 clear) and sets CMOS RTC Not Present without one", () => {
+    const on = new DataView(t.tables.FACP.buffer);
+    expect([on.getUint8(108), on.getUint16(109, true) & (1 << 5)]).toEqual([0x32, 0]);
+    expect(IAPC_CMOS_RTC_NOT_PRESENT).toBe(1 << 5);
+    const offTables = buildAcpiTables({ cpus: 1, cmosRtc: false });
+    const off = new DataView(offTables.tables.FACP.buffer);
+    expect([off.getUint8(108), off.getUint16(109, true) & (1 << 5)]).toEqual([0, 1 << 5]);
+    expect(off.getUint16(109, true) & ~(1 << 5)).toBe(on.getUint16(109, true)); // only that bit differs
+    expect(byteSum(offTables.tables.FACP)).toBe(0);
   });
 
   /** The MADT's interrupt controller structures, decoded from the bytes (ACPI 6.5 5.2.12). */

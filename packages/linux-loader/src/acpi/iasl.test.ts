@@ -63,6 +63,19 @@ describeWith({ tools: ["iasl"] }, "ACPI tables through iasl", () => {
     expect(dsl).toMatch(/Sleep Status Register[\s\S]*?Address : 00000000000003C1/);
   });
 
+  it("shows the CMOS RTC's century register by default, and CMOS RTC Not Present with cmosRtc: false", () => {
+    const { dsl } = disassemble("FACP");
+    expect(dsl).toMatch(/RTC Century Index : 32/);
+    expect(dsl).toMatch(/CMOS RTC Not Present \(V5\) : 0/);
+    const file = join(dir, "NOCMOS.dat");
+    writeFileSync(file, buildAcpiTables({ cpus: 1, cmosRtc: false }).tables.FACP);
+    const out = iasl(["-d", file]);
+    const off = readFileSync(join(dir, "NOCMOS.dsl"), "utf8");
+    expect(out + off).not.toMatch(/error|warning|incorrect|invalid/i);
+    expect(off).toMatch(/CMOS RTC Not Present \(V5\) : 1/);
+    expect(off).toMatch(/RTC Century Index : 00/);
+  });
+
   it("would notice a wrong checksum (the assertions above can fail)", () => {
     const bad = t.tables.FACP.slice();
     bad[9] = (bad[9]! + 1) & 0xff;

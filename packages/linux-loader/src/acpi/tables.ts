@@ -14,6 +14,10 @@ const CREATOR_ID = "TSVM";
 export const FADT_HW_REDUCED_ACPI = 1 << 20;
 /** IA-PC boot architecture flags (FADT offset 109). */
 export const IAPC_LEGACY_DEVICES = 1 << 0, IAPC_8042 = 1 << 1, IAPC_VGA_NOT_PRESENT = 1 << 2, IAPC_MSI_NOT_SUPPORTED = 1 << 3;
+/** IA-PC boot architecture flag CMOS RTC Not Present (bit 5, ACPI 5.0 and later; ACPICA's ACPI_FADT_NO_CMOS_RTC). */
+export const IAPC_CMOS_RTC_NOT_PRESENT = 1 << 5;
+/** The CMOS register that holds the century, named by the FADT's CENTURY field when there is a CMOS RTC. */
+export const CMOS_CENTURY_INDEX = 0x32;
 
 /** HW-reduced ACPI sleep control register (SystemIO, 8 bit): SLP_TYP in bits 2-4, SLP_EN bit 5. */
 export const ACPI_SLEEP_CONTROL_PORT = 0x3c0;
@@ -53,6 +57,13 @@ export interface AcpiOptions {
    * and described in the DSDT (PNP0303, I/O 0x60 and 0x64, IRQ 1). Default true.
    */
   readonly i8042?: boolean;
+  /**
+   * A CMOS RTC at ports 0x70/0x71 (MC146818-compatible, century at
+   * {@link CMOS_CENTURY_INDEX}): the FADT's CENTURY field names that register.
+   * false sets IAPC_BOOT_ARCH's {@link IAPC_CMOS_RTC_NOT_PRESENT} (and leaves
+   * CENTURY 0), so the guest does not probe the ports at all. Default true.
+   */
+  readonly cmosRtc?: boolean;
   /**
    * HW-reduced ACPI power management: SLEEP_CONTROL_REG / SLEEP_STATUS_REG at
    * SystemIO {@link ACPI_SLEEP_CONTROL_PORT} / {@link ACPI_SLEEP_STATUS_PORT},
@@ -273,7 +284,9 @@ export function buildAcpiTables(options: AcpiOptions): AcpiTables {
   const fadtBody = new Writer(fadtLen - 36);
   const f = (off: number): number => off - 36; // offsets below are from the table start (ACPI 6.5 table 5.9)
   fadtBody.u32(f(40), dsdtAddr);
-  fadtBody.u16(f(109), IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | ((options.i8042 ?? true) ? IAPC_8042 : 0));
+  const cmos = options.cmosRtc ?? true;
+  if (cmos) fadtBody.u8(f(108), CMOS_CENTURY_INDEX); // CENTURY
+  fadtBody.u16(f(109), IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | ((options.i8042 ?? true) ? IAPC_8042 : 0) | (cmos ? 0 : IAPC_CMOS_RTC_NOT_PRESENT));
   const pm = options.powerManagement ?? true;
   fadtBody.u32(f(112), FADT_HW_REDUCED_ACPI | (pm ? FADT_RESET_REG_SUP : 0));
   fadtBody.u8(f(131), 5); // FADT minor version: ACPI 6.5
