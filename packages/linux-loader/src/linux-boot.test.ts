@@ -36,6 +36,17 @@ describe("MP table and MADT describe the same IOAPIC", () => {
   });
 });
 
+describe("planLinuxBoot passes cmosRtc to the FADT", () => {
+  it("CMOS RTC Not Present (IAPC_BOOT_ARCH bit 5) only with cmosRtc: false", () => {
+    const kernel = makeBzImage({ kernelSize: 0x10000, initSize: 0x400000 });
+    const bootArch = (o: Partial<LinuxBootOptions>): number => {
+      const fadt = planLinuxBoot(memory(64 * MB), { kernel, ...o }).writes.find((w) => w.what === "ACPI FADT")!.data;
+      return new DataView(fadt.buffer, fadt.byteOffset, fadt.byteLength).getUint16(109, true) & (1 << 5);
+    };
+    expect([bootArch({}), bootArch({ cmosRtc: true }), bootArch({ cmosRtc: false })]).toEqual([0, 0, 1 << 5]);
+  });
+});
+
 describe("loadLinux with a bzImage", () => {
   const kernel = makeBzImage({ kernelSize: 0x10000, initSize: 0x400000 });
 

@@ -43,6 +43,8 @@ export interface LinuxBootOptions {
   readonly com1?: boolean;
   /** Describe an i8042 (FADT IAPC_8042, PNP0303 in the DSDT; default true). */
   readonly i8042?: boolean;
+  /** A CMOS RTC at 0x70/0x71 (FADT CENTURY 0x32; false sets CMOS RTC Not Present: see AcpiOptions.cmosRtc; default true). */
+  readonly cmosRtc?: boolean;
   /** ACPI sleep control/status and reset registers and `\\_S5` (see AcpiOptions.powerManagement; default true). */
   readonly acpiPowerManagement?: boolean;
 }
@@ -176,6 +178,7 @@ export function planLinuxBoot(mem: GuestMemory, options: LinuxBootOptions): Linu
       virtioMmio: options.virtioMmio ?? [],
       com1: options.com1 ?? true,
       i8042: options.i8042 ?? true,
+      cmosRtc: options.cmosRtc ?? true,
       powerManagement: options.acpiPowerManagement ?? true,
       ioapicId: IOAPIC_ID,
     });
