@@ -36,6 +36,8 @@ export interface RunArgs {
   readonly timeoutS: number;
   /** `--irqchip split|full` (default split). */
   readonly irqchip: IrqchipMode;
+  /** `--cmos on|off` (default on): the CMOS RTC on ports 0x70/0x71; off also tells the guest (FADT) there is none. */
+  readonly cmos: boolean;
   /** `--metrics`: print Vmm.metrics() as one JSON object on stderr when the VM ends. */
   readonly metrics: boolean;
   /** `--metrics-path PATH`: append a metrics line (NDJSON) every 60 s and at the end. */
@@ -90,6 +92,7 @@ const OPTIONS = {
   console: { type: "boolean" },
   "console-socket": { type: "string" },
   irqchip: { type: "string" },
+  cmos: { type: "string" },
   restore: { type: "string" },
   "snapshot-on-signal": { type: "string" },
   balloon: { type: "string" },
@@ -105,7 +108,7 @@ const OPTIONS = {
 
 /** Which options each subcommand takes. */
 const ALLOWED: Record<string, readonly string[]> = {
-  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "api-sock", "restore", "snapshot-on-signal", "metrics", "metrics-path"],
+  run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "cmos", "api-sock", "restore", "snapshot-on-signal", "metrics", "metrics-path"],
   serve: ["api-sock", "timeout"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
   "host-info": ["json"],
@@ -252,6 +255,17 @@ export function parseIrqchip(v: string | undefined): IrqchipMode {
   throw new UsageError(`--irqchip must be split or full, got ${JSON.stringify(v)}`);
 }
 
+/**
+ * An `on|off` flag; `fallback` when it is not given.
+ * @throws {@link UsageError} naming the flag and the value.
+ */
+export function parseOnOff(flag: string, v: string | undefined, fallback: boolean): boolean {
+  if (v === undefined) return fallback;
+  if (v === "on") return true;
+  if (v === "off") return false;
+  throw new UsageError(`${flag} must be on or off, got ${JSON.stringify(v)}`);
+}
+
 /** A whole number in [min, max]. @throws {@link UsageError} naming the flag and value. */
 export function parseWhole(flag: string, v: string, min: number, max: number, unit = ""): number {
   const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
@@ -289,11 +303,11 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
   const snapshotOnSignal = s("snapshot-on-signal") === undefined ? undefined : parseSnapshotOnSignal(s("snapshot-on-signal")!);
   if (s("restore") !== undefined) {
     // The machine (memory, vCPUs, devices, CPU) is the snapshot's: flags that would describe another are refused.
-    const machine = ["kernel", "initrd", "cmdline", "memory", "vcpus", "cpu-template", "cpu-features", "irqchip", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "config"];
+    const machine = ["kernel", "initrd", "cmdline", "memory", "vcpus", "cpu-template", "cpu-features", "irqchip", "cmos", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "config"];
     const extra = machine.filter((k) => values[k] !== undefined || (k === "memory" && values["mem"] !== undefined));
     if (extra.length > 0) throw new UsageError(`--restore takes the machine from the snapshot: drop ${extra.map((k) => `--${k}`).join(", ")}`);
     return {
-      kernel: "", memMiB: 0, memory: {}, vcpus: 0, timeoutS: parseTimeout(s("timeout")), irqchip: "split", virtio: [],
+      kernel: "", memMiB: 0, memory: {}, vcpus: 0, timeoutS: parseTimeout(s("timeout")), irqchip: "split", cmos: true, virtio: [],
       restore: parseRestore(s("restore")!), snapshotOnSignal, apiSock: s("api-sock"),
       metrics: values["metrics"] === true, metricsPath: metricsPathArg(s("metrics-path")),
     };
@@ -313,6 +327,7 @@ export function runArgs(values: Readonly<Record<string, OptionValue>>): RunArgs 
     cpuFeatures: s("cpu-features"),
     timeoutS: parseTimeout(s("timeout")),
     irqchip: parseIrqchip(s("irqchip")),
+    cmos: parseOnOff("--cmos", s("cmos"), true),
     virtio: virtioArgs(v),
     apiSock: s("api-sock"),
     snapshotOnSignal,

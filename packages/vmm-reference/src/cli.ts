@@ -25,7 +25,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                   [--memory SIZE[,backend=memfd|guest_memfd|file:PATH][,hugepages=2M|1G|thp]
                                 [,shared=on|off][,prefault=on]]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
-                  [--config FILE.json] [--timeout SECONDS] [--irqchip split|full]
+                  [--config FILE.json] [--timeout SECONDS] [--irqchip split|full] [--cmos on|off]
                   [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
                   [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
@@ -73,6 +73,8 @@ frames), bw_burst=BYTES and ops_burst=OPS (a one-time burst on top), any of
 them, e.g. --disk disk.img,bw=10485760,ops=1000 or --net tap=tap0,bw=125000000.
 --irqchip: split (the default: local APICs in KVM, the I/O APIC in the VMM, no
 8259 or PIT; Linux needs ACPI) or full (KVM's irqchip and PIT, for acpi=off guests).
+--cmos: on (the default: a CMOS real-time clock on ports 0x70/0x71 with the host's
+UTC time, no interrupt) or off (no device; the FADT says "CMOS RTC not present").
 --metrics prints the VMM's counters (exits by reason and by device, virtio
 device counters, KVM's own statistics) as one JSON object on stderr when the
 VM ends; --metrics-path appends the same as a JSON line to PATH (created if
@@ -233,6 +235,7 @@ async function runCommand(
       ...(a.cpuFeatures !== undefined ? { cpuFeatures: a.cpuFeatures } : {}),
       virtio: a.virtio,
       irqchip: a.irqchip,
+      cmos: a.cmos,
     });
     if (a.restore !== undefined) {
       // The machine is the snapshot's: what the API reports and whether stdin belongs to a console come from it.

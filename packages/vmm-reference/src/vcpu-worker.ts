@@ -1,7 +1,7 @@
 // Entry point of a vCPU's worker thread: runs KVM_RUN in a loop and serves the
 // exits that need user space. Port I/O devices (from @ts-vmm/virtio-devices/legacy)
-// live here (the 16550A, the i8042, the ACPI sleep/reset registers, the
-// debug-exit port and the boot timer) so a PIO exit costs no thread hop; the
+// live here (the 16550A, the i8042, the ACPI sleep/reset registers, the CMOS
+// RTC, the debug-exit port and the boot timer) so a PIO exit costs no thread hop; the
 // UART's and i8042's registers and the boot timer's list are in shared memory,
 // the same device for every vCPU. Serial output goes to the main thread after
 // each exit that produced some.
@@ -16,6 +16,9 @@ import {
   BOOT_TIMER_PORT,
   BOOT_TIMER_PORTS,
   BootTimer,
+  CMOS_INDEX_PORT,
+  CMOS_PORTS,
+  CmosRtc,
   DEBUG_EXIT_PORT,
   DebugExit,
   I8042,
@@ -55,6 +58,8 @@ export interface VcpuWorkerData {
   readonly i8042: SharedArrayBuffer;
   /** The boot timer's shared milestone list (bootTimerState()). */
   readonly bootTimer: SharedArrayBuffer;
+  /** The CMOS RTC's shared state (cmosState()); absent when the VM has none. */
+  readonly cmos?: SharedArrayBuffer;
   /** irqfd (an eventfd number) of IRQ 4, COM1. */
   readonly serialIrqFd: number;
   /** irqfd of IRQ 1, the keyboard. */
@@ -169,6 +174,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   }));
   bus.insert(DEBUG_EXIT_PORT, 4, new DebugExit((v) => { debugValue = v; }));
   bus.insert(BOOT_TIMER_PORT, BOOT_TIMER_PORTS, new BootTimer(data.bootTimer));
+  if (data.cmos) bus.insert(CMOS_INDEX_PORT, CMOS_PORTS, new CmosRtc(data.cmos));
 
   const endState = (): VcpuEndState => {
     let rip = "unknown", rflags = "unknown", cr0 = "unknown", mpState: number | null = null;

@@ -22,6 +22,8 @@ import {
   bootTimerState,
   I8042,
   i8042State,
+  CmosRtc,
+  cmosState,
   Ioapic,
   IOAPIC_BASE,
   IOAPIC_DEFAULT_PINS,
@@ -161,6 +163,13 @@ export interface VmConfig {
    * snapshots. Default false (it costs a write fault per page after each snapshot).
    */
   readonly enableDiffSnapshots?: boolean;
+  /**
+   * A CMOS RTC on ports 0x70/0x71 (@ts-vmm/virtio-devices' `CmosRtc`: the
+   * host's UTC time, settable by the guest, no interrupt). Default true. false
+   * leaves the ports floating and sets the FADT's "CMOS RTC Not Present" flag,
+   * so Linux does not look for one (it then takes the time from kvmclock only).
+   */
+  readonly cmos?: boolean;
 }
 
 /** Where a {@link Vmm} is in its life: created, running, paused (vCPUs parked, devices quiet), or ended. */
@@ -304,7 +313,7 @@ const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
  * KVM's full irqchip and PIT: {@link IrqchipMode}), and N vCPUs, each in its own worker thread, with
  * the legacy devices a PC's Linux expects: a 16550A on COM1 (IRQ 4), an
  * i8042 (IRQ 1, reset, Ctrl-Alt-Del injection), the HW-reduced ACPI sleep and
- * reset registers, the debug-exit port and the boot-timer port (all from
+ * reset registers, a CMOS RTC (unless `cmos: false`), the debug-exit port and the boot-timer port (all from
  * @ts-vmm/virtio-devices/legacy). The end of one vCPU (debug-exit, power-off,
  * reset, a triple fault, an error) stops all of them.
  */
@@ -320,6 +329,9 @@ export class Vmm {
   /** The main thread's view of the i8042: injected keys go in here. */
   readonly #i8042: I8042;
   readonly #bootTimerState = bootTimerState();
+  /** The CMOS RTC's shared state, and the main thread's view of it (for snapshots); undefined with `cmos: false`. */
+  readonly #cmosState: SharedArrayBuffer | undefined;
+  readonly #cmos: CmosRtc | undefined;
   /** The main thread's view of the boot timer (the workers record into the same list). */
   readonly #bootTimer = new BootTimer(this.#bootTimerState, { canWait: false });
   /** The main thread's view of the UART: host input goes in here. */
@@ -375,8 +387,10 @@ export class Vmm {
   /** When run() started and ended (performance.now()), for the metrics' uptime. */
   readonly #clock: RunClock = { startedAt: undefined, endedAt: undefined };
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean, cmos: boolean) {
     this.#machine = machine;
+    this.#cmosState = cmos ? cmosState() : undefined;
+    this.#cmos = this.#cmosState ? new CmosRtc(this.#cmosState, { canWait: false }) : undefined;
     this.#diff = diff;
     this.#parkedEpoch = vcpus.map(() => -1);
     this.memoryPlan = plan;
@@ -456,6 +470,8 @@ export class Vmm {
     if (!Number.isInteger(backlog) || backlog < 1024 || backlog > 2 ** 30) {
       throw new VmmError("InvalidConfig", `serialBacklogBytes must be a whole number from 1024 to 2^30, got ${String(backlog)}`);
     }
+    const cmos = config.cmos ?? true;
+    if (typeof cmos !== "boolean") throw new VmmError("InvalidConfig", `cmos must be true or false, got ${JSON.stringify(cmos)}`);
     const memoryOptions = checkMemoryOptions(config.memory);
     const memoryProblem = memoryRequestProblem(memMiB, memoryOptions);
     if (memoryProblem !== undefined) throw new VmmError("InvalidConfig", memoryProblem);
@@ -559,6 +575,7 @@ export class Vmm {
         ...(initrd ? { initrd } : {}),
         cmdline: config.cmdline ?? "",
         cpus: vcpuCount,
+        cmosRtc: cmos,
       });
       mark("kernel loaded");
       const tscDeadline = vm.checkExtension(Cap.TSC_DEADLINE_TIMER) > 0;
@@ -611,10 +628,11 @@ export class Vmm {
       mark("vcpus set up");
       if (restore) restoreVmState(vm, ioapic, restore.state);
       const machine = { memMiB, vcpus: vcpuCount, irqchip, serialBacklogBytes: backlog, virtio: config.virtio ?? [], x2apicIds };
-      const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false);
+      const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false, cmos);
       if (restore) {
         vmm.#serial.restoreState(restore.state.devices.serial);
         vmm.#i8042.restoreState(restore.state.devices.i8042);
+        if (restore.state.devices.cmos) vmm.#cmos?.restoreState(restore.state.devices.cmos);
       }
       return vmm;
     } catch (e) {
@@ -787,6 +805,7 @@ export class Vmm {
           serial: this.#serialState,
           i8042: this.#i8042State,
           bootTimer: this.#bootTimerState,
+          ...(this.#cmosState ? { cmos: this.#cmosState } : {}),
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,
@@ -969,7 +988,7 @@ export class Vmm {
     try {
       return await takeSnapshot({
         kvm: this.#kvm, vm: this.#vm, vcpus: this.#vcpus, mem: this.#mem.mem, ioapic: this.ioapic, virtio: this.virtio,
-        serial: this.#serial, i8042: this.#i8042, boot: this.boot, machine: this.#machine, diffLogging: this.#diff,
+        serial: this.#serial, i8042: this.#i8042, cmos: this.#cmos, boot: this.boot, machine: this.#machine, diffLogging: this.#diff,
       }, { ...opts, type });
     } finally {
       this.#snapshotting = false;
@@ -997,6 +1016,8 @@ export class Vmm {
       irqchip: state.config.irqchip,
       serialBacklogBytes: state.config.serialBacklogBytes,
       virtio: state.config.virtio,
+      // The guest was told about a CMOS (the FADT) iff the snapshot has its state.
+      cmos: state.devices.cmos !== undefined,
       memory: { backend: { kind: "file", path: opts.memFilePath }, shared: false },
       enableDiffSnapshots: opts.enableDiffSnapshots ?? false,
     }, { state });

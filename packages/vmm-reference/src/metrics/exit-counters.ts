@@ -9,6 +9,8 @@ import {
   ACPI_PM_PORTS,
   BOOT_TIMER_PORT,
   BOOT_TIMER_PORTS,
+  CMOS_INDEX_PORT,
+  CMOS_PORTS,
   DEBUG_EXIT_PORT,
   I8042_COMMAND_PORT,
   I8042_DATA_PORT,
@@ -38,12 +40,12 @@ const COM1 = 0x3f8;
 
 /**
  * The port I/O devices exits are counted by, in slot order. After the devices
- * the VMM has come the legacy PC ranges it has no device for, named so that a
- * guest probing them shows in the metrics (with the split irqchip there is no
- * 8259 or PIT; there is no CMOS RTC, no PCI): `pic` (0x20–0x21, 0xa0–0xa1),
- * `pit` (0x40–0x43), `port-b` (0x61), `cmos` (0x70–0x71), `port80` (0x80, the
- * POST/delay port) and `pci-config` (0xcf8–0xcff); `pio-unknown` is any other
- * port.
+ * the VMM always has come the legacy PC ranges it may have no device for, named
+ * so that a guest probing them shows in the metrics (with the split irqchip there
+ * is no 8259 or PIT; there is no PCI): `pic` (0x20–0x21, 0xa0–0xa1),
+ * `pit` (0x40–0x43), `port-b` (0x61), `cmos` (0x70–0x71: the CMOS RTC, or
+ * floating ports with `cmos: false`), `port80` (0x80, the POST/delay port) and
+ * `pci-config` (0xcf8–0xcff); `pio-unknown` is any other port.
  */
 export const PIO_DEVICES = ["com1", "i8042", "acpi-pm", "debug-exit", "boot-timer", "pic", "pit", "port-b", "cmos", "port80", "pci-config", "pio-unknown"] as const;
 /** A name of {@link PIO_DEVICES}. */
@@ -65,7 +67,7 @@ const PORT_SLOT = ((): Uint8Array => {
   set(0xa0, 2, "pic");
   set(0x40, 4, "pit");
   set(0x61, 1, "port-b");
-  set(0x70, 2, "cmos");
+  set(CMOS_INDEX_PORT, CMOS_PORTS, "cmos");
   set(0x80, 1, "port80");
   set(0xcf8, 8, "pci-config");
   return t;

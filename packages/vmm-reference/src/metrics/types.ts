@@ -21,8 +21,9 @@ export interface ExitMetrics {
   readonly byReason: Record<string, number>;
   /**
    * Port I/O and MMIO exits by the device whose range they hit (zeros included): `com1`
-   * (0x3f8–0x3ff), `i8042` (0x60, 0x64), `acpi-pm`, `debug-exit`, `boot-timer`,
-   * the legacy PC ranges with no device (`pic`, `pit`, `port-b`, `cmos`, `port80`, `pci-config`),
+   * (0x3f8–0x3ff), `i8042` (0x60, 0x64), `acpi-pm`, `debug-exit`, `boot-timer`, `cmos`
+   * (0x70–0x71, the CMOS RTC; floating ports with `cmos: false`), the legacy PC ranges with
+   * no device (`pic`, `pit`, `port-b`, `port80`, `pci-config`),
    * `pio-unknown` (any other port), `ioapic` (the split irqchip's window), each virtio
    * device by name (`blk0`, its virtio-mmio window), `mmio-unknown`. A string I/O exit
    * counts once however many repetitions it carries.

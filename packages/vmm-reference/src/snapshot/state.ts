@@ -5,7 +5,7 @@
 // type and range here, and the devices' and kvm-ioctls' own checks on restore.
 import type { LinuxBoot } from "@ts-vmm/linux-loader";
 import type { MmioTransportState } from "@ts-vmm/virtio-devices";
-import type { I8042State, IoapicState, SerialState } from "@ts-vmm/virtio-devices/legacy";
+import type { CmosState, I8042State, IoapicState, SerialState } from "@ts-vmm/virtio-devices/legacy";
 import { VmmError } from "../error.js";
 import type { VirtioDeviceConfig } from "../devices/virtio-manager.js";
 import type { VcpuSnapshot } from "./vcpu-state.js";
@@ -63,6 +63,8 @@ export interface SnapshotState {
   readonly devices: {
     readonly serial: SerialState;
     readonly i8042: I8042State;
+    /** The CMOS RTC, present iff the VM had one (`cmos`; the restored VM has one iff this is here). */
+    readonly cmos?: CmosState;
     /** One per virtio device, in `config.virtio` order. */
     readonly virtio: readonly MmioTransportState[];
   };
@@ -211,6 +213,7 @@ export function checkSnapshotState(s: unknown): SnapshotState {
   } else if (!isObj(vm["ioapic"])) throw bad("vm.ioapic is missing");
   const d = s["devices"];
   if (!isObj(d) || !isObj(d["serial"]) || !isObj(d["i8042"]) || !Array.isArray(d["virtio"])) throw bad("devices is malformed");
+  if (d["cmos"] !== undefined && !isObj(d["cmos"])) throw bad("devices.cmos is malformed");
   if ((d["virtio"] as unknown[]).length !== (c["virtio"] as unknown[]).length) throw bad("devices.virtio does not match config.virtio");
   // Each saved transport's device is of the kind its configuration names (checked before any
   // device is built, so a mismatched state opens no host resource).

@@ -4,7 +4,7 @@ import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, statSy
 import { Cap, type Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import type { LinuxBoot } from "@ts-vmm/linux-loader";
 import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
-import type { I8042, Ioapic, Serial16550 } from "@ts-vmm/virtio-devices/legacy";
+import type { CmosRtc, I8042, Ioapic, Serial16550 } from "@ts-vmm/virtio-devices/legacy";
 import { VmmError } from "../error.js";
 import type { VirtioManager } from "../devices/virtio-manager.js";
 import { decodeSnapshotFile, encodeSnapshotFile, MAX_STATE_BYTES } from "./file-format.js";
@@ -22,6 +22,8 @@ export interface SnapshotSource {
   readonly virtio: VirtioManager;
   readonly serial: Serial16550;
   readonly i8042: I8042;
+  /** The CMOS RTC, if the VM has one. */
+  readonly cmos: CmosRtc | undefined;
   readonly boot: LinuxBoot;
   readonly machine: SnapshotState["config"];
   readonly diffLogging: boolean;
@@ -77,7 +79,7 @@ export async function takeSnapshot(
       memory: { type: opts.type, regions: layout.regions, fileBytes: layout.fileBytes },
       vcpus,
       vm,
-      devices: { serial: src.serial.state(), i8042: src.i8042.state(), virtio: src.virtio.states() },
+      devices: { serial: src.serial.state(), i8042: src.i8042.state(), ...(src.cmos ? { cmos: src.cmos.state() } : {}), virtio: src.virtio.states() },
       boot: src.boot,
     };
   } catch (e) {
