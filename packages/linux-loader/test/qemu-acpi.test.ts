@@ -103,12 +103,12 @@ describeWith({ tools: ["qemu-system-x86_64", "iasl", "apt-get", "dpkg-deb", "zst
     }));
     parsed.sort((a, b) => a.uid - b.uid);
     expect(parsed.map((p) => p.uid)).toEqual([21, 22, 23]);
-    const ours = acpi.buildAcpiTables({ cpus: 1, com1: false, i8042: false, edgeInterrupts: false, virtioMmio: parsed.map((p) => ({ addr: p.addr, size: p.size, irq: p.irq, uid: p.uid })) });
+    const ours = acpi.buildAcpiTables({ cpus: 1, com1: false, i8042: false, cmosRtc: false, edgeInterrupts: false, virtioMmio: parsed.map((p) => ({ addr: p.addr, size: p.size, irq: p.irq, uid: p.uid })) });
     const mine = [...devices(disassemble("our-dsdt", ours.tables.DSDT))];
     expect(mine).toHaveLength(DEVICES.length);
     mine.forEach(([, body], i) => expect.soft(body, `transport ${i}`).toBe(parsed[i]!.body));
     // Our default (edge-triggered, for irqfd) differs from QEMU's in exactly that word.
-    const edge = acpi.buildAcpiTables({ cpus: 1, com1: false, i8042: false, virtioMmio: parsed.map((p) => ({ addr: p.addr, size: p.size, irq: p.irq, uid: p.uid })) });
+    const edge = acpi.buildAcpiTables({ cpus: 1, com1: false, i8042: false, cmosRtc: false, virtioMmio: parsed.map((p) => ({ addr: p.addr, size: p.size, irq: p.irq, uid: p.uid })) });
     const edgeBodies = [...devices(disassemble("our-dsdt-edge", edge.tables.DSDT))].map(([, b]) => b);
     edgeBodies.forEach((b, i) => expect(b).toBe(parsed[i]!.body.replace("Interrupt (ResourceConsumer, Level,", "Interrupt (ResourceConsumer, Edge,")));
   });

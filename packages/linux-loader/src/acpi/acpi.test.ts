@@ -106,6 +106,8 @@ describe("buildAcpiTables", () => {
     expect([off.getUint8(108), off.getUint16(109, true) & (1 << 5)]).toEqual([0, 1 << 5]);
     expect(off.getUint16(109, true) & ~(1 << 5)).toBe(on.getUint16(109, true)); // only that bit differs
     expect(byteSum(offTables.tables.FACP)).toBe(0);
+    expect(Buffer.from(t.tables.DSDT).toString("latin1")).toContain("RTC_");
+    expect(Buffer.from(offTables.tables.DSDT).toString("latin1")).not.toContain("RTC_");
   });
 
   /** The MADT's interrupt controller structures, decoded from the bytes (ACPI 6.5 5.2.12). */

@@ -76,6 +76,18 @@ describeWith({ tools: ["iasl"] }, "ACPI tables through iasl", () => {
     expect(off).toMatch(/RTC Century Index : 00/);
   });
 
+  it("describes the CMOS RTC in the DSDT as PNP0B00 with ports 0x70-0x71 and no interrupt, and not at all with cmosRtc: false", () => {
+    const { dsl } = disassemble("DSDT");
+    const rtc = dsl.slice(dsl.indexOf("Device (RTC)"), dsl.indexOf("Device (COM1)"));
+    expect(rtc).toContain('EisaId ("PNP0B00")');
+    expect(rtc).toMatch(/IO \(Decode16,\s*0x0070,\s*\/\/ Range Minimum\s*0x0070,\s*\/\/ Range Maximum\s*0x01,\s*\/\/ Alignment\s*0x02,/);
+    expect(rtc).not.toMatch(/IRQ|Interrupt/);
+    const file = join(dir, "NOCMOSDSDT.dat");
+    writeFileSync(file, buildAcpiTables({ cpus: 1, cmosRtc: false }).tables.DSDT);
+    iasl(["-d", file]);
+    expect(readFileSync(join(dir, "NOCMOSDSDT.dsl"), "utf8")).not.toContain("PNP0B00");
+  });
+
   it("would notice a wrong checksum (the assertions above can fail)", () => {
     const bad = t.tables.FACP.slice();
     bad[9] = (bad[9]! + 1) & 0xff;

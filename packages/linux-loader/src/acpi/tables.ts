@@ -59,7 +59,8 @@ export interface AcpiOptions {
   readonly i8042?: boolean;
   /**
    * A CMOS RTC at ports 0x70/0x71 (MC146818-compatible, century at
-   * {@link CMOS_CENTURY_INDEX}): the FADT's CENTURY field names that register.
+   * {@link CMOS_CENTURY_INDEX}): the FADT's CENTURY field names that register,
+   * and the DSDT has a `PNP0B00` device with those ports and no interrupt.
    * false sets IAPC_BOOT_ARCH's {@link IAPC_CMOS_RTC_NOT_PRESENT} (and leaves
    * CENTURY 0), so the guest does not probe the ports at all. Default true.
    */
@@ -102,13 +103,24 @@ function sdt(signature: string, revision: number, body: Uint8Array): Uint8Array 
 }
 
 /** The DSDT body (AML) for the given devices. @throws LoaderError `InvalidArgument`, `TooManyEntries`. */
-export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edgeInterrupts" | "i8042" | "powerManagement">): Uint8Array {
+export function dsdtAml(options: Pick<AcpiOptions, "virtioMmio" | "com1" | "edgeInterrupts" | "i8042" | "cmosRtc" | "powerManagement">): Uint8Array {
   const devs: aml.Aml[] = [];
   if (options.i8042 ?? true) {
     devs.push(
       aml.device("KBD_", [
         aml.name("_HID", aml.eisaId("PNP0303")),
         aml.name("_CRS", aml.resourceTemplate([aml.io(0x60, 0x60, 1, 1), aml.io(0x64, 0x64, 1, 1), aml.irqNoFlags([1])])),
+      ]),
+    );
+  }
+  if (options.cmosRtc ?? true) {
+    // The I/O ports only, no IRQ: the RTC does not interrupt. Without this device Linux registers
+    // the RTC itself with a fixed IRQ 8, which has no descriptor without a legacy PIC (split
+    // irqchip), and its rtc_cmos probe fails; through PNP it binds without an interrupt.
+    devs.push(
+      aml.device("RTC_", [
+        aml.name("_HID", aml.eisaId("PNP0B00")),
+        aml.name("_CRS", aml.resourceTemplate([aml.io(0x70, 0x70, 1, 2)])),
       ]),
     );
   }
