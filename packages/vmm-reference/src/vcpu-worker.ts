@@ -85,6 +85,11 @@ export type VcpuWorkerMessage =
   | { readonly type: "rxSpace" }
   /** Start-up phases of this worker (only with TS_VMM_TRACE_STARTUP=1). */
   | { readonly type: "trace"; readonly marks: readonly StartupMark[] }
+  /**
+   * Posted once, just before the first KVM_RUN: `at` is that moment in ms since
+   * the epoch on the shared clock (startup-trace.ts's absoluteNow).
+   */
+  | { readonly type: "running"; readonly at: number }
   /** The vCPU is out of KVM_RUN and parked for pause `epoch` (its state can be read now). */
   | { readonly type: "parked"; readonly epoch: number }
   | { readonly type: "stopped"; readonly result: RunResult };
@@ -204,6 +209,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   if (TRACE_STARTUP) {
     port.postMessage({ type: "trace", marks: [{ phase: "worker modules loaded", at: modulesLoadedAt }, { phase: "first KVM_RUN", at: absoluteNow() }] } satisfies VcpuWorkerMessage);
   }
+  port.postMessage({ type: "running", at: absoluteNow() } satisfies VcpuWorkerMessage);
   for (;;) {
     let exit: VcpuExit;
     try {

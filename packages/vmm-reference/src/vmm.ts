@@ -15,6 +15,7 @@ import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-
 import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
+import { cpuidReadBack, supportedCpuid } from "./cpu/kvm-cpuid-cache.js";
 import type { BalloonMetrics, BalloonStats } from "@ts-vmm/virtio-devices";
 import {
   BootTimer,
@@ -294,6 +295,14 @@ export function openKvm(path = "/dev/kvm"): Kvm {
 
 
 
+/** A promise with its settle functions; a rejection nobody awaits is not reported as unhandled. */
+function deferred<T>(): { readonly promise: Promise<T>; resolve(v: T): void; reject(e: Error): void } {
+  let resolve!: (v: T) => void, reject!: (e: Error) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
 /** Orders the reasons when several vCPUs stop on their own: the first guest-caused end wins over a VMM stop. */
 const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
 
@@ -371,6 +380,8 @@ export class Vmm {
   readonly #exitCounters: readonly SharedArrayBuffer[];
   /** KVM's binary stats of the VM and its vCPUs. */
   readonly #kvmStats: KvmStatsSource;
+  /** Settles when vCPU 0 first enters KVM_RUN (see whenRunning). */
+  readonly #firstRun = deferred<number>();
   /** When run() started and ended (performance.now()), for the metrics' uptime. */
   readonly #clock: RunClock = { startedAt: undefined, endedAt: undefined };
 
@@ -474,7 +485,7 @@ export class Vmm {
     try {
       kvm = openKvm();
       mark("kvm opened");
-      const supported = kvm.getSupportedCpuid();
+      const supported = supportedCpuid(kvm);
       const cpuPolicy = {
         template, switches, vcpus: vcpuCount,
         host: { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 },
@@ -569,8 +580,12 @@ export class Vmm {
           const saved = restore.state.vcpus[id]!;
           if (id === 0) {
             // A guest that saw CPU features this host's KVM cannot give must not wake up here.
-            vcpu.setCpuid2(supported);
-            const mismatch = cpuMismatch(saved.cpuid, supported, vcpu.getCpuid2());
+            // The read-back is per host: probed on the first restore's vCPU 0, then cached.
+            const readBack = cpuidReadBack(() => {
+              vcpu.setCpuid2(supported);
+              return vcpu.getCpuid2();
+            });
+            const mismatch = cpuMismatch(saved.cpuid, supported, readBack);
             if (mismatch !== undefined) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: ${mismatch}`);
           }
           let hostKhz = 0;
@@ -767,6 +782,7 @@ export class Vmm {
         if (drainTimer !== undefined) clearTimeout(drainTimer);
         drain();
         this.#clock.endedAt = performance.now();
+        this.#firstRun.reject(new VmmError("InvalidState", `the run ended (${first?.reason ?? "Error"}${first?.detail ? `: ${first.detail}` : ""}) before vCPU 0 entered KVM_RUN`));
         this.#running = false;
         this.#runState = "Stopped";
         this.#checkPaused();
@@ -807,6 +823,9 @@ export class Vmm {
             }, 1);
           } else if (m.type === "rxSpace") this.#feed();
           else if (m.type === "trace") for (const t of m.marks) mark(`vCPU ${id}: ${t.phase}`, t.at);
+          else if (m.type === "running") {
+            if (id === 0) this.#firstRun.resolve(m.at);
+          }
           else if (m.type === "parked") {
             this.#parkedEpoch[id] = m.epoch;
             this.#checkPaused();
@@ -836,6 +855,20 @@ export class Vmm {
       kvm: this.#kvmStats,
       clock: this.#clock,
     });
+  }
+
+  /**
+   * When the guest runs: resolves once vCPU 0's worker enters its first
+   * KVM_RUN after {@link Vmm.run} (for a restored VM, the moment the guest
+   * continues from its snapshot), with that moment in ms since the Unix epoch
+   * (`performance.timeOrigin + performance.now()` in the worker, comparable
+   * with the same sum on any thread of this host). This is what "restore to
+   * running" is measured to (DESIGN.md).
+   * @throws {@link VmmError} `InvalidState` (as a rejection) if the VM is closed, or
+   *   its run ends, before vCPU 0 got there.
+   */
+  whenRunning(): Promise<number> {
+    return this.#firstRun.promise;
   }
 
   /** Serves an MMIO access if it is in the I/O APIC's window. */
@@ -1018,6 +1051,7 @@ export class Vmm {
       this.stop();
       return;
     }
+    this.#firstRun.reject(new VmmError("InvalidState", "the VM was closed before it ran"));
     this.#release();
   }
 
