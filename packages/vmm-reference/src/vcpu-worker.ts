@@ -7,7 +7,7 @@
 // each exit that produced some.
 import { writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
-import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
+import { hostCpuid, VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
 import {
   ACPI_PM_PORT,
   ACPI_PM_PORTS,
@@ -296,6 +296,16 @@ if (parentPort) {
   const port = parentPort;
   const wd = workerData as VcpuWorkerData | VcpuWorkerPrestart;
   // Started ahead of need (worker-pool.ts): the vCPU comes in the first message.
-  if ("prestart" in wd) port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => main(port, m.data));
+  if ("prestart" in wd) {
+    port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => main(port, m.data));
+    // Load kvm-ioctls' addon now (it loads on first use: ~5 ms of dlopen and init that
+    // would otherwise fall between run() and the first KVM_RUN). A failure shows again,
+    // with its message, where the vCPU is used.
+    try {
+      hostCpuid(0, 0);
+    } catch {
+      // reported by main()
+    }
+  }
   else main(port, wd);
 }
