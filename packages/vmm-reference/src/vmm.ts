@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
 import { release } from "node:os";
+import { resolve as resolvePath } from "node:path";
 import {
   Cap,
   Kvm,
@@ -1019,7 +1020,8 @@ export class Vmm {
       irqchip: state.config.irqchip,
       serialBacklogBytes: state.config.serialBacklogBytes,
       virtio: state.config.virtio,
-      memory: { backend: { kind: "file", path: opts.memFilePath }, shared: false },
+      // The file backend takes absolute paths only; a relative memFilePath is the caller's cwd's.
+      memory: { backend: { kind: "file", path: resolvePath(opts.memFilePath) }, shared: false },
       enableDiffSnapshots: opts.enableDiffSnapshots ?? false,
     }, { state });
   }

@@ -51,7 +51,7 @@ describe("ts-vmm flags (no KVM needed)", () => {
     [["run", "--kernel", "k", "--vcpus", "1025"], 'ts-vmm: --vcpus must be a whole number from 1 to 1024, got "1025"'],
     [["run", "--kernel", "k", "--frobnicate"], "ts-vmm: unknown option --frobnicate (ts-vmm --help lists the options)"],
     [["run", "--kernel"], "ts-vmm: --kernel needs a value"],
-    [["run"], "ts-vmm: run needs --kernel PATH (a bzImage or a PVH ELF)"],
+    [["run"], "ts-vmm: run needs --kernel PATH (a bzImage or a PVH ELF), or --restore SNAPSHOT,mem=MEMFILE"],
     [["run", "--kernel", "k", "--json"], "ts-vmm: run does not take --json"],
     [["boot"], 'ts-vmm: unknown command "boot": use run, serve, pool, cpu-features or host-info (ts-vmm --help)'],
     [[], "ts-vmm: missing command: use run, serve, pool, cpu-features or host-info (ts-vmm --help)"],

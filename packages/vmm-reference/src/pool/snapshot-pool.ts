@@ -4,7 +4,7 @@
 // worker prestarted for it; take() hands one out by running it, and a
 // replacement is restored in the background. See DESIGN.md, "Snapshot pool".
 import { closeSync, constants, openSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 import { VmmError } from "../error.js";
 import type { RunResult } from "../run-result.js";
 import { absoluteNow } from "../startup-trace.js";
@@ -121,7 +121,10 @@ export class SnapshotPool {
     const size = checkWhole("size", opts.size, 1, MAX_POOL_SIZE);
     const maxRunning = checkWhole("maxRunning", opts.maxRunning ?? DEFAULT_POOL_MAX_RUNNING, 1, MAX_POOL_RUNNING);
     if (opts.serial !== undefined && typeof opts.serial !== "string" && typeof opts.serial !== "function") throw new VmmError("InvalidConfig", "serial must be a directory path or a function");
-    const pool = new SnapshotPool(opts, size, maxRunning, Vmm.restore({ snapshotPath: opts.snapshotPath, memFilePath: opts.memFilePath }));
+    // Absolute paths: refills and takes happen later, whatever the cwd is then.
+    const files = { snapshotPath: resolvePath(opts.snapshotPath), memFilePath: resolvePath(opts.memFilePath) };
+    const serial = typeof opts.serial === "string" ? resolvePath(opts.serial) : opts.serial;
+    const pool = new SnapshotPool({ ...opts, ...files, ...(serial !== undefined ? { serial } : {}) }, size, maxRunning, Vmm.restore(files));
     pool.#prestart();
     await pool.#fill();
     return pool;
@@ -206,7 +209,6 @@ export class SnapshotPool {
     const pending = { id, vmm, requestedAt, runningAt: Number.NaN, fromPool, logPath, result };
     entry = { vm: pending, logFd, logError: undefined };
     this.#running.set(id, entry);
-    this.#scheduleRefill();
     let runningAt: number;
     try {
       runningAt = await vmm.whenRunning();
@@ -214,6 +216,10 @@ export class SnapshotPool {
       vmm.stop();
       await result.catch(() => undefined);
       throw e;
+    } finally {
+      // After the hand-out, not beside it: a restore is a few ms of this thread's
+      // time, and the worker starting the guest should not compete with it for a CPU.
+      this.#scheduleRefill();
     }
     const vm: PooledVm = { ...pending, runningAt };
     entry.vm = vm;
