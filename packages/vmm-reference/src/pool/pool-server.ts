@@ -19,6 +19,7 @@ export const POOL_API_MAX_BODY_BYTES = 4096;
 
 /** A running pool API server. */
 export interface PoolApiServer {
+  /** The socket path it listens on. */
   readonly socketPath: string;
   /** Stops listening, closes the connections and removes the socket file (the pool stays open). Idempotent. */
   close(): Promise<void>;
@@ -26,7 +27,9 @@ export interface PoolApiServer {
 
 /** Options of {@link startPoolApiServer}. */
 export interface PoolApiServerOptions {
+  /** Where to listen (a Unix socket path). */
   readonly socketPath: string;
+  /** The pool to serve (closing the server leaves it open). */
   readonly pool: SnapshotPool;
   /** What `GET /` reports as the snapshot. */
   readonly snapshot?: { readonly snapshotPath: string; readonly memFilePath: string };
@@ -118,7 +121,8 @@ export async function handlePoolRequest(pool: SnapshotPool, snapshot: PoolApiSer
 /**
  * Serves `pool` on the Unix socket `socketPath` (a stale socket file is
  * removed, a live one or a non-socket refused, as the VMM API's server).
- * @throws {@link ApiServerError} from the socket file's handling.
+ * @throws `ApiServerError` (of `@ts-vmm/vmm-reference/api`) from the socket file's handling:
+ *   `PathNotSocket`, `SocketInUse`, `ListenFailed`.
  */
 export async function startPoolApiServer(opts: PoolApiServerOptions): Promise<PoolApiServer> {
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
