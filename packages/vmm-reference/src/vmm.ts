@@ -51,7 +51,8 @@ import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.
 import { cpuMismatch, cpuidVendor } from "./snapshot/cpu-check.js";
 import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
-import { readSnapshot, restoreVmState, takeSnapshot } from "./snapshot/take.js";
+import { restoreVmState, takeSnapshot } from "./snapshot/take.js";
+import { readSnapshotCached } from "./snapshot/state-cache.js";
 import { exitCountersBytes } from "./metrics/exit-counters.js";
 import { KvmStatsSource } from "./metrics/kvm-stats.js";
 import { collectMetrics, type RunClock } from "./metrics/collect.js";
@@ -1012,7 +1013,8 @@ export class Vmm {
    *   a state KVM or a device refuses (nothing runs); other codes as {@link Vmm.create}.
    */
   static restore(opts: RestoreOptions): Vmm {
-    const state = readSnapshot(opts.snapshotPath, opts.memFilePath);
+    // Read and checked once per file version in this process (snapshot/state-cache.ts).
+    const state = readSnapshotCached(opts.snapshotPath, opts.memFilePath);
     return Vmm.#build({
       kernel: new Uint8Array(0),
       memMiB: state.config.memMiB,

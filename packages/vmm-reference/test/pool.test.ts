@@ -100,6 +100,41 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "SnapshotPool (micro-guest, mo
     expect(openFds()).toBeLessThanOrEqual(fdsBefore);
   });
 
+  it("a restore reuses a state it checked only for the very same bytes: a file rewritten at once (same size, same inode) is checked again", () => {
+    const path = join(dir, "rewritten.snap");
+    const good = readFileSync(snap);
+    const flipped = Buffer.from(good);
+    flipped[good.length >> 1] = flipped[good.length >> 1]! ^ 1;
+    const restore = (): string => {
+      try {
+        Vmm.restore({ snapshotPath: path, memFilePath: mem }).close();
+        return "ok";
+      } catch (e) {
+        return e instanceof VmmError ? `${e.code}: ${e.message}` : String(e);
+      }
+    };
+    for (let i = 0; i < 3; i++) {
+      writeFileSync(path, good);
+      expect(restore()).toBe("ok");
+      expect(restore()).toBe("ok"); // from the cache
+      writeFileSync(path, flipped); // within the same jiffy: file times would not tell
+      expect(restore()).toMatch(/^SnapshotInvalid: .*CRC-64 mismatch/);
+    }
+    // The memory file is checked at every restore, cached state or not.
+    writeFileSync(path, good);
+    expect(restore()).toBe("ok");
+    const short = join(dir, "short.mem");
+    writeFileSync(short, Buffer.alloc(4096));
+    expect(((): string => {
+      try {
+        Vmm.restore({ snapshotPath: path, memFilePath: short }).close();
+        return "ok";
+      } catch (e) {
+        return (e as VmmError).code;
+      }
+    })()).toBe("SnapshotInvalid");
+  });
+
   it("is bounded: maxRunning refuses with PoolFull, bad options and a bad snapshot are refused", async () => {
     const pool = await SnapshotPool.create({ snapshotPath: snap, memFilePath: mem, size: 1, maxRunning: 2 });
     const a = await pool.take();
