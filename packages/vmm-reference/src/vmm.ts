@@ -471,7 +471,8 @@ export class Vmm {
     const memoryOptions = checkMemoryOptions(config.memory);
     const memoryProblem = memoryRequestProblem(memMiB, memoryOptions);
     if (memoryProblem !== undefined) throw new VmmError("InvalidConfig", memoryProblem);
-    const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
+    // A restore takes the CPU from the snapshot: no template to read (it is a file).
+    const template = restore ? undefined : typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
     const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
     const kernel = restore ? new Uint8Array(0) : bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = restore || config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
@@ -488,10 +489,8 @@ export class Vmm {
       kvm = openKvm();
       mark("kvm opened");
       const supported = supportedCpuid(kvm);
-      const cpuPolicy = {
-        template, switches, vcpus: vcpuCount,
-        host: { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 },
-      };
+      const host = { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 };
+      const cpuPolicy = template === undefined ? undefined : { template, switches, vcpus: vcpuCount, host };
       // The CPU policy first, on the normalized table of vCPU 0: a refused feature
       // should not wait for guest memory and the kernel. Each vCPU's own table is
       // normalized and checked again below (its APIC id and TSC rate differ).
@@ -500,7 +499,7 @@ export class Vmm {
         const sv = cpuidVendor(restore.state.vcpus[0]!.cpuid), hv = cpuidVendor(supported);
         if (sv !== hv) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: it was taken on a ${JSON.stringify(sv)} CPU and this host is ${JSON.stringify(hv)}`);
       } else {
-        const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy);
+        const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy!);
         if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
       }
       const kvmMax = kvm.checkExtension(Kvm.Cap.MAX_VCPUS);
@@ -612,7 +611,7 @@ export class Vmm {
           tscKhz = undefined; // KVM_GET_TSC_KHZ unsupported: no timing leaf
         }
         // Normalization (hypervisor bit, KVM leaves, topology) first, then the template and switches.
-        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline, msiExtDestId: irqchip === "split" && x2apicIds }), cpuPolicy);
+        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline, msiExtDestId: irqchip === "split" && x2apicIds }), cpuPolicy!);
         if (!policy.ok) throw new VmmError("CpuFeatureRefused", policy.refusal.message);
         const cpuid = policy.entries;
         vcpu.setCpuid2(cpuid);
