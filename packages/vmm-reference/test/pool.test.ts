@@ -100,7 +100,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "SnapshotPool (micro-guest, mo
     expect(openFds()).toBeLessThanOrEqual(fdsBefore);
   });
 
-  it("a restore reuses a state it checked only for the very same bytes: a file rewritten at once (same size, same inode) is checked again", () => {
+  it("a restore reuses a state it checked only for the very same bytes: a file rewritten at once (same size, same inode) is checked again", async () => {
     const path = join(dir, "rewritten.snap");
     const good = readFileSync(snap);
     const flipped = Buffer.from(good);
@@ -120,6 +120,11 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "SnapshotPool (micro-guest, mo
       writeFileSync(path, flipped); // within the same jiffy: file times would not tell
       expect(restore()).toMatch(/^SnapshotInvalid: .*CRC-64 mismatch/);
     }
+    // whenRunning() of a VM closed before it ran rejects (nothing waits forever).
+    const unrun = Vmm.restore({ snapshotPath: snap, memFilePath: mem });
+    const running = unrun.whenRunning();
+    unrun.close();
+    await expect(running).rejects.toMatchObject({ code: "InvalidState" });
     // The memory file is checked at every restore, cached state or not.
     writeFileSync(path, good);
     expect(restore()).toBe("ok");
