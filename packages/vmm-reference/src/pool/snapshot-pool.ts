@@ -173,8 +173,6 @@ export class SnapshotPool {
     let vmm = this.#ready.shift();
     const fromPool = vmm !== undefined;
     vmm ??= Vmm.restore({ snapshotPath: this.#opts.snapshotPath, memFilePath: this.#opts.memFilePath });
-    this.#taken++;
-    if (!fromPool) this.#takenCold++;
     const id = `vm-${++this.#seq}`;
     let logFd: number | undefined;
     let logPath: string | undefined;
@@ -183,10 +181,13 @@ export class SnapshotPool {
       try {
         logFd = openSync(logPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
       } catch (e) {
-        this.#ready.unshift(vmm); // unused: back to the pool
+        if (fromPool) this.#ready.unshift(vmm); // unused: back to the pool
+        else vmm.close();
         throw new VmmError("FileNotWritable", `cannot open the serial log ${logPath}: ${(e as Error).message}`, { cause: e });
       }
     }
+    this.#taken++;
+    if (!fromPool) this.#takenCold++;
     let entry!: Running;
     const serialFn = typeof this.#opts.serial === "function" ? this.#opts.serial : undefined;
     const serial = (bytes: Uint8Array): void => {
