@@ -237,3 +237,28 @@ describeWith({ root: true }, "GuestMemoryMmap.discardRange on hugetlb memory (re
     }
   });
 });
+
+describe("fdPageSize", () => {
+  it("gives a plain file's mapping the page size smaps reports for it, and 0 for an fd that is not open", async () => {
+    const { fdPageSize, kernelPageSize } = await import("./discard.js");
+    const d = mkdtempSync(join(tmpdir(), "vm-memory-pagesize-"));
+    try {
+      const path = join(d, "m.img");
+      writeFileSync(path, Buffer.alloc(MiB));
+      const fd = openSync(path, "r");
+      try {
+        const mem = GuestMemoryMmap.fromFile(fd, [{ start: 0, size: MiB }], { shared: false });
+        const r = mem.regions[0]!;
+        expect(fdPageSize(fd)).toBe(4096);
+        expect(kernelPageSize(r.hostAddress!)).toBe(fdPageSize(fd));
+        expect(r.backing!.pageSize).toBe(4096);
+        mem.close();
+      } finally {
+        closeSync(fd);
+      }
+      expect(fdPageSize(fd)).toBe(0);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,7 +1,7 @@
 import { MmapRegion } from "@ts-vmm/vmm-sys-util";
 import { checkGuestAddress, checkLength, type GuestAddress } from "./address.js";
 import { DirtyBitmap } from "./dirty-bitmap.js";
-import { type DiscardableMemory, type MemoryBacking, discardAdvice, kernelPageSize } from "./discard.js";
+import { type DiscardableMemory, type MemoryBacking, discardAdvice, fdPageSize, kernelPageSize } from "./discard.js";
 import { GuestMemoryError } from "./error.js";
 import { GuestMemoryBase } from "./guest-memory-base.js";
 import { BackedRegion } from "./region.js";
@@ -156,8 +156,11 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
           );
         }
         owned.push(m);
-        // A file may live on hugetlbfs: ask the kernel. Fresh memory is 4 KiB unless hugetlb.
-        const pageSize = s.file !== undefined || opts.hugetlb === true || opts.hugePageSize !== undefined ? kernelPageSize(m.address) : PAGE;
+        // A file may live on hugetlbfs: ask the kernel (a plain file by one statfs of its fd,
+        // the rest from smaps). Fresh memory is 4 KiB unless hugetlb.
+        const plainFile = s.file !== undefined && s.file.guestMemfd !== true;
+        const pageSize = plainFile ? fdPageSize(s.file.fd) || kernelPageSize(m.address)
+          : s.file !== undefined || opts.hugetlb === true || opts.hugePageSize !== undefined ? kernelPageSize(m.address) : PAGE;
         regions.push(
           new BackedRegion({
             start: s.start,

@@ -1,52 +1,14 @@
-// API request latency: PUT /machine-config over the Unix socket, a few hundred
-// requests on one keep-alive connection (as a control plane would send them),
-// against the real router and pre-boot configuration (VmmBackend, nothing
-// booted). Prints the median of several runs; JSON last line
-// {"bench":"api","api_p50_ms":…}.
-import { mkdtempSync, rmSync } from "node:fs";
-import { Agent, request } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { startApiServer, VmmBackend } from "../src/api/index.js";
+// API request latency: PUT /machine-config over the Unix socket (bench/api-latency.ts).
+// Prints the median of several runs; JSON last line {"bench":"api","api_p50_ms":…}.
+import { apiLatency } from "./api-latency.js";
 
 const REQUESTS = 400;
 const RUNS = 5;
-
-function put(agent: Agent, socketPath: string, body: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const req = request({ agent, socketPath, method: "PUT", path: "/machine-config", headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) } }, (res) => {
-      res.resume();
-      res.on("end", () => (res.statusCode === 204 ? resolve(performance.now() - t0) : reject(new Error(`status ${res.statusCode}`))));
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
-}
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 };
 
-const dir = mkdtempSync(join(tmpdir(), "ts-vmm-bench-api-"));
-const socketPath = join(dir, "api.sock");
-const server = await startApiServer({ socketPath, backend: new VmmBackend({ run: () => Promise.reject(new Error("not booted in this bench")) }) });
-const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-const p50s: number[] = [];
-const p99s: number[] = [];
-try {
-  for (let run = 0; run < RUNS; run++) {
-    const times: number[] = [];
-    for (let i = 0; i < REQUESTS; i++) times.push(await put(agent, socketPath, JSON.stringify({ vcpu_count: 1 + (i % 4), mem_size_mib: 128 + 2 * (i % 8) })));
-    times.sort((a, b) => a - b);
-    p50s.push(times[Math.floor(times.length / 2)]!);
-    p99s.push(times[Math.floor(times.length * 0.99)]!);
-    console.log(`run ${run + 1}: PUT /machine-config p50 ${p50s.at(-1)!.toFixed(3)} ms, p99 ${p99s.at(-1)!.toFixed(3)} ms over ${REQUESTS} requests`);
-  }
-} finally {
-  agent.destroy();
-  await server.close();
-  rmSync(dir, { recursive: true, force: true });
-}
+const { p50s, p99s } = await apiLatency(RUNS, REQUESTS, (l) => console.log(l));
 console.log(JSON.stringify({ bench: "api", requests: REQUESTS, runs: RUNS, api_p50_ms: Number(median(p50s).toFixed(3)), api_p99_ms: Number(median(p99s).toFixed(3)) }));

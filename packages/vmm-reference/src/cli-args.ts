@@ -55,10 +55,10 @@ export interface RunArgs {
 /** Signals `--snapshot-on-signal` takes. */
 const SNAPSHOT_SIGNALS = ["SIGUSR1", "SIGUSR2", "SIGHUP"] as const;
 
-/** `SNAPSHOT,mem=MEMFILE` of `--restore`. @throws {@link UsageError} */
-export function parseRestore(v: string): { snapshotPath: string; memFilePath: string } {
+/** `SNAPSHOT,mem=MEMFILE` of `--restore` (or of `flag`, `--snapshot` for `pool`). @throws {@link UsageError} */
+export function parseRestore(v: string, flag = "--restore"): { snapshotPath: string; memFilePath: string } {
   const m = /^([^,]+),mem=([^,]+)$/.exec(v);
-  if (!m) throw new UsageError(`--restore takes SNAPSHOT_PATH,mem=MEMORY_FILE, got ${JSON.stringify(v)}`);
+  if (!m) throw new UsageError(`${flag} takes SNAPSHOT_PATH,mem=MEMORY_FILE, got ${JSON.stringify(v)}`);
   return { snapshotPath: resolve(m[1]!), memFilePath: resolve(m[2]!) };
 }
 
@@ -98,6 +98,10 @@ const OPTIONS = {
   balloon: { type: "string" },
   vsock: { type: "string" },
   "api-sock": { type: "string" },
+  snapshot: { type: "string" },
+  size: { type: "string" },
+  "max-running": { type: "string" },
+  "log-dir": { type: "string" },
   json: { type: "boolean" },
   metrics: { type: "boolean" },
   "metrics-path": { type: "string" },
@@ -110,6 +114,7 @@ const OPTIONS = {
 const ALLOWED: Record<string, readonly string[]> = {
   run: ["kernel", "initrd", "cmdline", "memory", "mem", "vcpus", "cpu-template", "cpu-features", "config", "timeout", "disk", "net", "rng", "console", "console-socket", "balloon", "rtc", "vsock", "irqchip", "cmos", "api-sock", "restore", "snapshot-on-signal", "metrics", "metrics-path"],
   serve: ["api-sock", "timeout"],
+  pool: ["snapshot", "size", "max-running", "api-sock", "log-dir"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
   "host-info": ["json"],
 };
@@ -119,7 +124,7 @@ export type OptionValue = string | boolean | readonly string[] | undefined;
 
 /** The parsed command line: a subcommand and its raw option values. */
 export interface ParsedCommand {
-  readonly command: "run" | "serve" | "cpu-features" | "host-info" | "help" | "version";
+  readonly command: "run" | "serve" | "pool" | "cpu-features" | "host-info" | "help" | "version";
   readonly values: Readonly<Record<string, OptionValue>>;
 }
 
@@ -155,9 +160,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
   const { values, positionals } = parsed;
   if (values.version) return { command: "version", values };
   if (values.help) return { command: "help", values };
-  if (positionals.length === 0) throw new UsageError("missing command: use run, serve, cpu-features or host-info (ts-vmm --help)");
+  if (positionals.length === 0) throw new UsageError("missing command: use run, serve, pool, cpu-features or host-info (ts-vmm --help)");
   const cmd = positionals[0]!;
-  if (cmd !== "run" && cmd !== "serve" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, serve, cpu-features or host-info (ts-vmm --help)`);
+  if (cmd !== "run" && cmd !== "serve" && cmd !== "pool" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, serve, pool, cpu-features or host-info (ts-vmm --help)`);
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])} after ${cmd}`);
   for (const [k, v] of Object.entries(values)) {
     if (v !== undefined && !ALLOWED[cmd]!.includes(k)) throw new UsageError(`${cmd} does not take --${k}`);

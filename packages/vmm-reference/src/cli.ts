@@ -34,6 +34,8 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
        ts-vmm run --restore SNAPSHOT,mem=MEMFILE [--timeout SECONDS] [--snapshot-on-signal SIG:DIR]
                   [--api-sock PATH]
        ts-vmm serve --api-sock PATH [--timeout SECONDS]
+       ts-vmm pool --snapshot SNAPSHOT,mem=MEMFILE --size N --api-sock PATH
+                  [--max-running N] [--log-dir DIR]
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
        ts-vmm host-info [--json]
@@ -85,6 +87,14 @@ runs (pause, snapshot, balloon, Ctrl-Alt-Del, metrics). serve waits for the
 VM's configuration over the API (PUT /machine-config, /boot-source, /drives,
 ...) and boots it on PUT /actions {"action_type": "InstanceStart"}; serial
 output and the exit status are as with run.
+
+pool keeps N VMs restored from the snapshot (not yet running) and hands one
+out per request on its API socket: PUT /vms runs one and answers 201 with its
+id once its guest runs, GET /vms lists the running ones, GET /vms/ID shows one,
+DELETE /vms/ID stops it, GET / shows the pool's counters; a replacement is
+restored in the background. At most --max-running (default 64) run at once.
+Each VM's serial output goes to DIR/ID.log with --log-dir, else it is
+discarded. SIGINT or SIGTERM stops every VM and the pool (status 130).
 
 cpu-features prints, per CPU feature, whether the host CPU has it, KVM
 supports it and the VM would see it, the kvm_amd/kvm_intel parameters, and
@@ -208,6 +218,10 @@ export async function runCli(
     }
   }
   if (cmd.command === "serve") return serveCommand(cmd.values, stdout, stderr, hooks, fail);
+  if (cmd.command === "pool") {
+    const { poolCommand } = await import("./pool/command.js");
+    return poolCommand(cmd.values, stderr, hooks.signals === true, fail);
+  }
   return runCommand(cmd.values, stdout, stderr, hooks, fail);
 }
 

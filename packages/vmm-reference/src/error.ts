@@ -1,3 +1,5 @@
+import type { SnapshotPool } from "./pool/snapshot-pool.js";
+
 /** Why a {@link VmmError} was thrown. */
 export type VmmErrorCode =
   /** A configuration value is missing, of the wrong type or out of range. */
@@ -21,7 +23,11 @@ export type VmmErrorCode =
   /** Reserved for VM state a snapshot cannot save; nothing raises it today (every device kind of the reference VMM can be paused, saved and restored). */
   | "SnapshotUnsupported"
   /** Taking a snapshot failed in KVM or on the file system; see `cause`. */
-  | "SnapshotFailed";
+  | "SnapshotFailed"
+  /** A {@link SnapshotPool} already has its limit of VMs handed out and running. */
+  | "PoolFull"
+  /** No VM of a {@link SnapshotPool} has that id (never had, or it ended). */
+  | "UnknownVm";
 
 /** The reference VMM's error. Errors of the lower packages are wrapped as `cause`. */
 export class VmmError extends Error {

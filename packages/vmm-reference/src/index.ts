@@ -51,3 +51,7 @@ export type { SnapshotState, MemorySnapshot, MemoryRegionSnapshot } from "./snap
 export { saveVcpu, restoreVcpu, msrsToSave, cetMsrs } from "./snapshot/vcpu-state.js";
 export type { VcpuSnapshot, VcpuStateIo } from "./snapshot/vcpu-state.js";
 export { cpuMismatch } from "./snapshot/cpu-check.js";
+export { SnapshotPool, MAX_POOL_SIZE, MAX_POOL_RUNNING, DEFAULT_POOL_MAX_RUNNING } from "./pool/snapshot-pool.js";
+export type { SnapshotPoolOptions, PooledVm, SnapshotPoolStats } from "./pool/snapshot-pool.js";
+export { startPoolApiServer, POOL_API_MAX_BODY_BYTES } from "./pool/pool-server.js";
+export type { PoolApiServer, PoolApiServerOptions } from "./pool/pool-server.js";

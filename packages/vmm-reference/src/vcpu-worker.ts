@@ -7,7 +7,7 @@
 // each exit that produced some.
 import { writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
-import { VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
+import { hostCpuid, VcpuFd, type VcpuExit, type VcpuTransferable } from "@ts-vmm/kvm-ioctls";
 import {
   ACPI_PM_PORT,
   ACPI_PM_PORTS,
@@ -90,6 +90,11 @@ export type VcpuWorkerMessage =
   | { readonly type: "rxSpace" }
   /** Start-up phases of this worker (only with TS_VMM_TRACE_STARTUP=1). */
   | { readonly type: "trace"; readonly marks: readonly StartupMark[] }
+  /**
+   * Posted once, just before the first KVM_RUN: `at` is that moment in ms since
+   * the epoch on the shared clock (startup-trace.ts's absoluteNow).
+   */
+  | { readonly type: "running"; readonly at: number }
   /** The vCPU is out of KVM_RUN and parked for pause `epoch` (its state can be read now). */
   | { readonly type: "parked"; readonly epoch: number }
   | { readonly type: "stopped"; readonly result: RunResult };
@@ -210,6 +215,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   if (TRACE_STARTUP) {
     port.postMessage({ type: "trace", marks: [{ phase: "worker modules loaded", at: modulesLoadedAt }, { phase: "first KVM_RUN", at: absoluteNow() }] } satisfies VcpuWorkerMessage);
   }
+  port.postMessage({ type: "running", at: absoluteNow() } satisfies VcpuWorkerMessage);
   for (;;) {
     let exit: VcpuExit;
     try {
@@ -296,6 +302,16 @@ if (parentPort) {
   const port = parentPort;
   const wd = workerData as VcpuWorkerData | VcpuWorkerPrestart;
   // Started ahead of need (worker-pool.ts): the vCPU comes in the first message.
-  if ("prestart" in wd) port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => main(port, m.data));
+  if ("prestart" in wd) {
+    port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => main(port, m.data));
+    // Load kvm-ioctls' addon now (it loads on first use: ~5 ms of dlopen and init that
+    // would otherwise fall between run() and the first KVM_RUN). A failure shows again,
+    // with its message, where the vCPU is used.
+    try {
+      hostCpuid(0, 0);
+    } catch {
+      // reported by main()
+    }
+  }
   else main(port, wd);
 }

@@ -16,6 +16,7 @@ import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-
 import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
+import { cpuidReadBack, supportedCpuid } from "./cpu/kvm-cpuid-cache.js";
 import type { BalloonMetrics, BalloonStats } from "@ts-vmm/virtio-devices";
 import {
   BootTimer,
@@ -52,7 +53,8 @@ import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.
 import { cpuMismatch, cpuidVendor } from "./snapshot/cpu-check.js";
 import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
-import { readSnapshot, restoreVmState, takeSnapshot } from "./snapshot/take.js";
+import { restoreVmState, takeSnapshot } from "./snapshot/take.js";
+import { readSnapshotCached } from "./snapshot/state-cache.js";
 import { exitCountersBytes } from "./metrics/exit-counters.js";
 import { KvmStatsSource } from "./metrics/kvm-stats.js";
 import { collectMetrics, type RunClock } from "./metrics/collect.js";
@@ -304,6 +306,14 @@ export function openKvm(path = "/dev/kvm"): Kvm {
 
 
 
+/** A promise with its settle functions; a rejection nobody awaits is not reported as unhandled. */
+function deferred<T>(): { readonly promise: Promise<T>; resolve(v: T): void; reject(e: Error): void } {
+  let resolve!: (v: T) => void, reject!: (e: Error) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
 /** Orders the reasons when several vCPUs stop on their own: the first guest-caused end wins over a VMM stop. */
 const isGuestEnd = (r: StopReason): boolean => r !== "Stopped";
 
@@ -384,6 +394,8 @@ export class Vmm {
   readonly #exitCounters: readonly SharedArrayBuffer[];
   /** KVM's binary stats of the VM and its vCPUs. */
   readonly #kvmStats: KvmStatsSource;
+  /** Settles when vCPU 0 first enters KVM_RUN (see whenRunning). */
+  readonly #firstRun = deferred<number>();
   /** When run() started and ended (performance.now()), for the metrics' uptime. */
   readonly #clock: RunClock = { startedAt: undefined, endedAt: undefined };
 
@@ -475,7 +487,8 @@ export class Vmm {
     const memoryOptions = checkMemoryOptions(config.memory);
     const memoryProblem = memoryRequestProblem(memMiB, memoryOptions);
     if (memoryProblem !== undefined) throw new VmmError("InvalidConfig", memoryProblem);
-    const template = typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
+    // A restore takes the CPU from the snapshot: no template to read (it is a file).
+    const template = restore ? undefined : typeof config.cpuTemplate === "object" ? parseCpuTemplate(config.cpuTemplate) : loadCpuTemplate(config.cpuTemplate ?? "host");
     const switches = typeof config.cpuFeatures === "string" ? parseFeatureSwitches(config.cpuFeatures) : (config.cpuFeatures ?? []);
     const kernel = restore ? new Uint8Array(0) : bytesOf("kernel", config.kernel, memMiB * MiB);
     const initrd = restore || config.initrd === undefined ? undefined : bytesOf("initrd", config.initrd, memMiB * MiB);
@@ -491,11 +504,9 @@ export class Vmm {
     try {
       kvm = openKvm();
       mark("kvm opened");
-      const supported = kvm.getSupportedCpuid();
-      const cpuPolicy = {
-        template, switches, vcpus: vcpuCount,
-        host: { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 },
-      };
+      const supported = supportedCpuid(kvm);
+      const host = { supported, kernelRelease: release(), tscDeadlineCap: kvm.checkExtension(Kvm.Cap.TSC_DEADLINE_TIMER) > 0 };
+      const cpuPolicy = template === undefined ? undefined : { template, switches, vcpus: vcpuCount, host };
       // The CPU policy first, on the normalized table of vCPU 0: a refused feature
       // should not wait for guest memory and the kernel. Each vCPU's own table is
       // normalized and checked again below (its APIC id and TSC rate differ).
@@ -504,7 +515,7 @@ export class Vmm {
         const sv = cpuidVendor(restore.state.vcpus[0]!.cpuid), hv = cpuidVendor(supported);
         if (sv !== hv) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: it was taken on a ${JSON.stringify(sv)} CPU and this host is ${JSON.stringify(hv)}`);
       } else {
-        const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: cpuPolicy.host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy);
+        const early = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: 0, tscDeadline: host.tscDeadlineCap, msiExtDestId: irqchip === "split" }), cpuPolicy!);
         if (!early.ok) throw new VmmError("CpuFeatureRefused", early.refusal.message);
       }
       const kvmMax = kvm.checkExtension(Kvm.Cap.MAX_VCPUS);
@@ -587,8 +598,12 @@ export class Vmm {
           const saved = restore.state.vcpus[id]!;
           if (id === 0) {
             // A guest that saw CPU features this host's KVM cannot give must not wake up here.
-            vcpu.setCpuid2(supported);
-            const mismatch = cpuMismatch(saved.cpuid, supported, vcpu.getCpuid2());
+            // The read-back is per host: probed on the first restore's vCPU 0, then cached.
+            const readBack = cpuidReadBack(() => {
+              vcpu.setCpuid2(supported);
+              return vcpu.getCpuid2();
+            });
+            const mismatch = cpuMismatch(saved.cpuid, supported, readBack);
             if (mismatch !== undefined) throw new VmmError("SnapshotInvalid", `the snapshot cannot run on this host: ${mismatch}`);
           }
           let hostKhz = 0;
@@ -613,7 +628,7 @@ export class Vmm {
           tscKhz = undefined; // KVM_GET_TSC_KHZ unsupported: no timing leaf
         }
         // Normalization (hypervisor bit, KVM leaves, topology) first, then the template and switches.
-        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline, msiExtDestId: irqchip === "split" && x2apicIds }), cpuPolicy);
+        const policy = applyCpuPolicy(normalizeCpuid(supported, { vcpuCount, vcpuId: id, ...(tscKhz !== undefined ? { tscKhz } : {}), tscDeadline, msiExtDestId: irqchip === "split" && x2apicIds }), cpuPolicy!);
         if (!policy.ok) throw new VmmError("CpuFeatureRefused", policy.refusal.message);
         const cpuid = policy.entries;
         vcpu.setCpuid2(cpuid);
@@ -787,6 +802,7 @@ export class Vmm {
         if (drainTimer !== undefined) clearTimeout(drainTimer);
         drain();
         this.#clock.endedAt = performance.now();
+        this.#firstRun.reject(new VmmError("InvalidState", `the run ended (${first?.reason ?? "Error"}${first?.detail ? `: ${first.detail}` : ""}) before vCPU 0 entered KVM_RUN`));
         this.#running = false;
         this.#runState = "Stopped";
         this.#checkPaused();
@@ -828,6 +844,9 @@ export class Vmm {
             }, 1);
           } else if (m.type === "rxSpace") this.#feed();
           else if (m.type === "trace") for (const t of m.marks) mark(`vCPU ${id}: ${t.phase}`, t.at);
+          else if (m.type === "running") {
+            if (id === 0) this.#firstRun.resolve(m.at);
+          }
           else if (m.type === "parked") {
             this.#parkedEpoch[id] = m.epoch;
             this.#checkPaused();
@@ -857,6 +876,20 @@ export class Vmm {
       kvm: this.#kvmStats,
       clock: this.#clock,
     });
+  }
+
+  /**
+   * When the guest runs: resolves once vCPU 0's worker enters its first
+   * KVM_RUN after {@link Vmm.run} (for a restored VM, the moment the guest
+   * continues from its snapshot), with that moment in ms since the Unix epoch
+   * (`performance.timeOrigin + performance.now()` in the worker, comparable
+   * with the same sum on any thread of this host). This is what "restore to
+   * running" is measured to (DESIGN.md).
+   * @throws {@link VmmError} `InvalidState` (as a rejection) if the VM is closed, or
+   *   its run ends, before vCPU 0 got there.
+   */
+  whenRunning(): Promise<number> {
+    return this.#firstRun.promise;
   }
 
   /** Serves an MMIO access if it is in the I/O APIC's window. */
@@ -1008,7 +1041,8 @@ export class Vmm {
    *   a state KVM or a device refuses (nothing runs); other codes as {@link Vmm.create}.
    */
   static restore(opts: RestoreOptions): Vmm {
-    const state = readSnapshot(opts.snapshotPath, opts.memFilePath);
+    // Read and checked once per file version in this process (snapshot/state-cache.ts).
+    const state = readSnapshotCached(opts.snapshotPath, opts.memFilePath);
     return Vmm.#build({
       kernel: new Uint8Array(0),
       memMiB: state.config.memMiB,
@@ -1018,7 +1052,8 @@ export class Vmm {
       virtio: state.config.virtio,
       // The guest was told about a CMOS (the FADT) iff the snapshot has its state.
       cmos: state.devices.cmos !== undefined,
-      memory: { backend: { kind: "file", path: opts.memFilePath }, shared: false },
+      // The file backend takes absolute paths only; a relative memFilePath is the caller's cwd's.
+      memory: { backend: { kind: "file", path: resolvePath(opts.memFilePath) }, shared: false },
       enableDiffSnapshots: opts.enableDiffSnapshots ?? false,
     }, { state });
   }
@@ -1050,6 +1085,7 @@ export class Vmm {
       this.stop();
       return;
     }
+    this.#firstRun.reject(new VmmError("InvalidState", "the VM was closed before it ran"));
     this.#release();
   }
 

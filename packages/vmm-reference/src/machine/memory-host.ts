@@ -1,5 +1,5 @@
 // What this host offers guest memory: KVM's memory capabilities, the hugetlb
-// pools and the THP modes. Read once per VM (and by `ts-vmm host-info`); the
+// pools and the THP modes. Read once per VM (the sysfs part when first used) and by `ts-vmm host-info`; the
 // planner (memory-plan.ts) decides from these facts alone, so tests can hand
 // it any host.
 import { readdirSync, readFileSync } from "node:fs";
@@ -123,18 +123,28 @@ export function readThpModes(sysfs = "/sys"): ThpModes {
 
 /**
  * The facts of this host: KVM's answers from `kvm` (a `VmFd` gives those of its
- * VM type), the pools and THP modes from sysfs.
+ * VM type) now, the pools and THP modes from sysfs when first read (then kept).
  * @throws a `KvmError` if KVM_CHECK_EXTENSION itself fails (a closed fd).
  */
 export function readMemoryHostFacts(kvm: CapabilitySource, sysfs = "/sys"): MemoryHostFacts {
   const cap = (c: number): number => Math.max(0, kvm.checkExtension(c));
   const guestMemfd = cap(Cap.GUEST_MEMFD) > 0;
+  // The sysfs facts are read when first asked for (~0.2 ms of file reads that a
+  // plan without huge pages, such as a snapshot restore's, never looks at), once.
+  let pools: HugePagePool[] | undefined;
+  let thp: ThpModes | undefined;
   return {
     userMemory2: cap(Cap.USER_MEMORY2) > 0,
     guestMemfd,
     guestMemfdFlags: guestMemfd ? cap(Cap.GUEST_MEMFD_FLAGS) : 0,
     preFaultMemory: cap(Cap.PRE_FAULT_MEMORY) > 0,
-    hugePagePools: readHugePagePools(sysfs),
-    thp: readThpModes(sysfs),
+    get hugePagePools(): HugePagePool[] {
+      pools ??= readHugePagePools(sysfs);
+      return pools;
+    },
+    get thp(): ThpModes {
+      thp ??= readThpModes(sysfs);
+      return thp;
+    },
   };
 }

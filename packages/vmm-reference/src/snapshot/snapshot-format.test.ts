@@ -20,6 +20,26 @@ describe("CRC-64/XZ", () => {
     expect(crc64(s.subarray(4), crc64(s.subarray(0, 4)))).toBe(0x995dc9bbdf1939fan);
     expect(crc64(new Uint8Array(0))).toBe(0n);
   });
+
+  it("slice-by-8 agrees with the bit-at-a-time definition for every length 0..64 and every split", () => {
+    // The definition: reflected ECMA-182, one bit at a time, on a bigint.
+    const slow = (d: Uint8Array): bigint => {
+      let c = 0xffff_ffff_ffff_ffffn;
+      for (const b of d) {
+        c ^= BigInt(b);
+        for (let k = 0; k < 8; k++) c = c & 1n ? (c >> 1n) ^ 0xc96c5795d7870f42n : c >> 1n;
+      }
+      return c ^ 0xffff_ffff_ffff_ffffn;
+    };
+    let seed = 0x2545f491;
+    const bytes = new Uint8Array(64).map(() => ((seed = (seed * 1103515245 + 12345) >>> 0), seed >>> 24));
+    for (let n = 0; n <= 64; n++) {
+      const d = bytes.subarray(0, n);
+      const want = slow(d);
+      expect(crc64(d), `length ${n}`).toBe(want);
+      for (const cut of [1, 3, 7, 8, 9]) if (cut < n) expect(crc64(d.subarray(cut), crc64(d.subarray(0, cut))), `length ${n} cut ${cut}`).toBe(want);
+    }
+  });
 });
 
 describe("snapshot file format", () => {
@@ -47,6 +67,14 @@ describe("snapshot file format", () => {
   it("refuses a tagged value that is not one", () => {
     expect(() => decodeState('{"x":{"$u64":"zz"}}')).toThrow(SyntaxError);
     expect(() => decodeState('{"x":{"$b64":"**"}}')).toThrow(SyntaxError);
+    expect(() => decodeState('{"x":{"$b64":"AQ"}}')).toThrow(SyntaxError); // not canonical: "AQ==" is
+    expect(() => decodeState('{"x":{"$b64":"AQ=\\n="}}')).toThrow(SyntaxError);
+    expect(decodeState('{"x":[{"$b64":"AQI="},{"$u64":"ff"}]}')).toEqual({ x: [new Uint8Array([1, 2]), 255n] });
+    // "__proto__" stays an own property: a tagged value under it must not become the prototype.
+    const p = decodeState('{"__proto__":{"$b64":"AQ=="},"y":{"__proto__":{"$u64":"2"}}}') as Record<string, unknown>;
+    expect(Object.getPrototypeOf(p)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(p, "__proto__")?.value).toEqual(new Uint8Array([1]));
+    expect(Object.getOwnPropertyDescriptor(p["y"], "__proto__")?.value).toBe(2n);
   });
 });
 

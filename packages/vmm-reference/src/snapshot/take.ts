@@ -117,6 +117,16 @@ export async function takeSnapshot(
  * @throws {@link VmmError} `SnapshotInvalid` (or `FileNotReadable` for a file that cannot be opened).
  */
 export function readSnapshot(snapshotPath: string, memFilePath: string): SnapshotState {
+  const state = checkSnapshotState(decodeSnapshotFile(readSnapshotBytes(snapshotPath)));
+  checkMemoryFile(memFilePath, state);
+  return state;
+}
+
+/**
+ * The bytes of a snapshot file (a regular file of at most a state's size plus its header and CRC).
+ * @throws {@link VmmError} `SnapshotInvalid`, or `FileNotReadable` for a file that cannot be opened.
+ */
+export function readSnapshotBytes(snapshotPath: string): Uint8Array {
   let bytes: Uint8Array;
   let fd: number;
   try {
@@ -137,7 +147,14 @@ export function readSnapshot(snapshotPath: string, memFilePath: string): Snapsho
   } finally {
     closeSync(fd);
   }
-  const state = checkSnapshotState(decodeSnapshotFile(bytes));
+  return bytes;
+}
+
+/**
+ * Checks that `memFilePath` is a regular file of the size `state`'s memory needs.
+ * @throws {@link VmmError} `SnapshotInvalid` (or `FileNotReadable` for a file that cannot be stat'ed).
+ */
+export function checkMemoryFile(memFilePath: string, state: SnapshotState): void {
   let size: number;
   try {
     const st = statSync(memFilePath);
@@ -148,7 +165,6 @@ export function readSnapshot(snapshotPath: string, memFilePath: string): Snapsho
     throw new VmmError("FileNotReadable", `cannot open the memory file ${memFilePath}: ${(e as Error).message}`, { cause: e });
   }
   if (size !== state.memory.fileBytes) throw new VmmError("SnapshotInvalid", `the memory file ${memFilePath} has ${size} bytes, the snapshot's memory ${state.memory.fileBytes} (another snapshot's memory, or truncated)`);
-  return state;
 }
 
 /**
