@@ -26,7 +26,8 @@ export interface HeartbeatLog {
   readonly done: number | null;
 }
 
-const BEAT = new RegExp(`${BEAT_MARKER} n=(\\d+) up=(\\d+(?:\\.\\d+)?)(?: disk=(\\S+) reads=(\\d+))?`);
+// /proc/uptime has two decimals: a beat cut short by a snapshot (its rest printed by the next VMM) does not match.
+const BEAT = new RegExp(`${BEAT_MARKER} n=(\\d+) up=(\\d+\\.\\d\\d)(?: disk=(\\S+) reads=(\\d+))?\\s*$`);
 
 /** Collects the heartbeat lines of a serial log (see {@link BEAT_MARKER}). */
 export function parseHeartbeats(lines: readonly SerialLine[]): HeartbeatLog {
