@@ -48,6 +48,10 @@ const PAUSE_MS = 3000;
 const MAX_CLOCK_STEP_S = 5;
 /** Kernel messages after the shell marker that say the guest's time or scheduling broke. */
 const CLOCK_TROUBLE = /clocksource|watchdog|unstable|backwards|stall|hung_task|soft lockup|hard lockup|hrtimer|timekeeping|BUG|WARNING|Call Trace/i;
+/** The clocksource watchdog's line for a long gap between two of its reads: it skips that check. */
+const PAUSE_SKIP = /clocksource: Long readout interval, skipping watchdog check/;
+/** The timestamp of a dmesg line, s (Infinity without one). */
+const dmesgTime = (l: string): number => Number(/^\[\s*(\d+\.\d+)\]/.exec(l)?.[1] ?? Infinity);
 const NAME = "a Linux guest snapshotted at its shell and restored in a new VMM process keeps answering (nested tier: blk + rng, pause/resume through the API)";
 
 function check(r: NestedGuestRun, first: NestedSnapshotted, token: string): void {
@@ -63,7 +67,7 @@ function check(r: NestedGuestRun, first: NestedSnapshotted, token: string): void
   expect(pause.linesAtPause, why).toBeGreaterThan(0);
   expect(pause.linesAtResume, `lines written while paused; ${why}`).toBe(pause.linesAtPause);
   const before = parseHeartbeats(first.lines).beats;
-  const atResume = Math.max(...before.filter((_, i) => i < pause.linesAtResume).map((b) => b.n), 0);
+  const atResume = Math.max(...parseHeartbeats(first.lines.slice(0, pause.linesAtResume)).beats.map((b) => b.n), 0);
   expect(before.some((b) => b.n > atResume), `no beat after the resume; ${why}`).toBe(true);
   expect(rep.written, why).toBe(true);
   expect(first.vmmLog, why).toMatch(/ts-vmm: snapshot written to \S+vm\.snap and \S+vm\.mem \([\d.]+ ms\)/);
@@ -105,8 +109,11 @@ function check(r: NestedGuestRun, first: NestedSnapshotted, token: string): void
   disk.forEach((b, i) => { if (i > 0) expect([b.n, b.reads > disk[i - 1]!.reads], why).toEqual([b.n, true]); });
   const lastBefore = before.filter((b) => b.reads !== undefined && b.n < r1.n).at(-1);
   if (lastBefore) expect(disk[0]!.reads, why).toBeGreaterThan(lastBefore.reads!);
-  // Nothing about clocks, watchdogs or stalls in the kernel's log since the shell marker.
-  expect(log.dmesg.filter((l) => CLOCK_TROUBLE.test(l)), why).toEqual([]);
+  // Nothing about clocks, watchdogs or stalls in the kernel's log since the shell marker, but
+  // for the watchdog skipping its check across the API pause before the snapshot (our pause
+  // keeps the clock running, as Firecracker's does; the restored clock does not jump).
+  const trouble = log.dmesg.filter((l) => CLOCK_TROUBLE.test(l) && !(PAUSE_SKIP.test(l) && dmesgTime(l) < prev!.up));
+  expect(trouble, why).toEqual([]);
   // poweroff -f: the restored VMM ends with 0.
   expect([r.end, r.status], why).toEqual(["exit", 0]);
 }
