@@ -80,6 +80,8 @@ export interface NestedSnapshotReport {
   readonly restoreStartAt: number | null;
   /** When the restored VMM's first line with {@link NestedSnapshot.restoredMarker} arrived. */
   readonly restoredMarkerAt: number | null;
+  /** L1's current clocksource and its kernel's TSC calibration/instability lines (its KVM has a master clock only on `tsc`). */
+  readonly l1Clocksource: string;
 }
 
 /** The first VMM of a snapshot step (the one L1 snapshotted and killed). */
@@ -239,5 +241,6 @@ export function snapshotReport(side: readonly string[], withPause: boolean): Nes
     files: (get("files") ?? "").trim(),
     restoreStartAt: at("restore-start"),
     restoredMarkerAt: at("restored-marker"),
+    l1Clocksource: (get("l1-clocksource") ?? "").trim(),
   };
 }

@@ -498,6 +498,8 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
         `[ -n "$snp" ] && kill $snp 2>/dev/null`,
         `echo; echo "${RESTORE_MARKER}${id} status=$st reason=$why uptime=${up}"`,
         `echo "snap-restore-start at=${up}" >> ${side}`,
+        // L1's clocksource: its KVM keeps a master clock (kvm-clock tied to the TSC) only on "tsc".
+        `echo "snap-l1-clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null) $(dmesg | grep -i -m 3 -E 'tsc.*(unstable|calibrat)' | tr '\\n' ';')" >> ${side}`,
         ...runVmm(`${i}r`, cmd2, snap.restoredMarker !== null
           ? [`  case "$l" in *${shq(snap.restoredMarker)}*) [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; } ;; esac`]
           : [`  [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; }`], stop),

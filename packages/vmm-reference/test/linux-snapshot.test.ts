@@ -161,7 +161,7 @@ function body(): void {
     console.log(
       `[nested snapshot] snapshot write ${ms ?? "?"} ms (the VMM's own figure; L1: signal to done on stderr ${span(rep.signalAt, rep.writtenAt)}); ` +
       `restore process start to its first beat ${span(rep.restoreStartAt, rep.restoredMarkerAt)} (L1 uptime, 10 ms steps); ` +
-      `files: ${rep.files}; L1 run ${(run.wallMs / 1000).toFixed(1)} s`,
+      `files: ${rep.files}; L1 clocksource: ${rep.l1Clocksource}; L1 run ${(run.wallMs / 1000).toFixed(1)} s`,
     );
     const dmesg = parseHeartbeats(r.lines).dmesg;
     if (dmesg.length > 0) console.log(`[nested snapshot] kernel messages after the shell marker:\n  ${dmesg.join("\n  ")}`);
