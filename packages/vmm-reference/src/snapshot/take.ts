@@ -10,7 +10,7 @@ import type { VirtioManager } from "../devices/virtio-manager.js";
 import { decodeSnapshotFile, encodeSnapshotFile, MAX_STATE_BYTES } from "./file-format.js";
 import { memoryLayout, mergeDiffMemory, writeMemoryFile } from "./memory-file.js";
 import { checkSnapshotState, type SnapshotState } from "./state.js";
-import { msrsToSave, readClockAndTscs, saveVcpu, withTsc } from "./vcpu-state.js";
+import { MSR_KVM_SYSTEM_TIME_NEW, msrsToSave, pvclockNs, readClockAndTscs, saveVcpu, withTsc, type VcpuSnapshot } from "./vcpu-state.js";
 
 /** The parts of a Vmm a snapshot reads. */
 export interface SnapshotSource {
@@ -36,6 +36,20 @@ function collectDirty(src: SnapshotSource): void {
     const log = src.vm.getDirtyLog(slot);
     r.dirty?.mergeKvmLog(log);
   });
+}
+
+/** vCPU 0's kvm-clock as the guest reads it (see pvclockNs), or null without an enabled page in guest RAM. */
+function guestClock(mem: GuestMemoryMmap, v: VcpuSnapshot, tsc: bigint): bigint | null {
+  const msr = v.msrs.find((m) => m.index === MSR_KVM_SYSTEM_TIME_NEW)?.data ?? 0n;
+  if ((msr & 1n) === 0n) return null;
+  const gpa = Number(msr & ~0x1fn);
+  const page = new Uint8Array(32);
+  try {
+    mem.read(gpa, page);
+  } catch {
+    return null;
+  }
+  return pvclockNs(page, tsc);
 }
 
 /**
@@ -75,8 +89,10 @@ export async function takeSnapshot(
       return saveVcpu(v, id, indices, xsave2);
     });
     // The clock and the TSCs read together (restore sets them together).
-    const { clock, tscs } = readClockAndTscs(src.vm, src.vcpus);
-    const vcpus = saved.map((s, id) => withTsc(s, tscs[id]!));
+    const read = readClockAndTscs(src.vm, src.vcpus);
+    const vcpus = saved.map((s, id) => withTsc(s, read.tscs[id]!));
+    // The clock as the guest saw it on vCPU 0 (its pvclock page), else KVM's.
+    const clock = guestClock(src.mem, vcpus[0]!, read.tscs[0]!) ?? read.clock;
     const vm: SnapshotState["vm"] = src.machine.irqchip === "full"
       ? { clock, irqchips: [0, 1, 2].map((c) => src.vm.getIrqchip(c)), pit: src.vm.getPit2() }
       : { clock, ioapic: src.ioapic!.state() };

@@ -1,7 +1,7 @@
 import { GUEST_SSP_REG_ID, type CpuidEntry, type MsrEntry } from "@ts-vmm/kvm-ioctls";
 import { describe, expect, it } from "vitest";
 import { decodeSnapshotFile, encodeSnapshotFile } from "./file-format.js";
-import { msrsToSave, readClockAndTscs, restoreVcpu, saveVcpu, withTsc, type VcpuSnapshot, type VcpuStateIo } from "./vcpu-state.js";
+import { msrsToSave, pvclockNs, readClockAndTscs, restoreVcpu, saveVcpu, withTsc, type VcpuSnapshot, type VcpuStateIo } from "./vcpu-state.js";
 
 // A vCPU that answers from recorded values and records what is set: the KVM side of a
 // CET guest on a host with SHSTK and IBT (values as a Linux guest with user shadow stacks
@@ -135,5 +135,28 @@ describe("the clock and the TSC (a restored Linux's kvm-clock against its TSC)",
     expect(dst.calls.slice(dst.calls.indexOf("lapic"), dst.calls.indexOf("lapic") + 3)).toEqual(["lapic", "clock", "msrs"]);
     expect(dst.set.msrs[0]).toEqual({ index: 0x10, data: 0x1234_5678_9abcn });
     expect(dst.set.msrs.at(-1)!.index).toBe(0x6e0);
+  });
+});
+
+describe("pvclockNs (the guest's kvm-clock from its pvclock page and TSC)", () => {
+  const page = (version: number, stamp: bigint, system: bigint, mul: number, shift: number): Uint8Array => {
+    const b = new Uint8Array(32);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, version, true);
+    dv.setBigUint64(8, stamp, true);
+    dv.setBigUint64(16, system, true);
+    dv.setUint32(24, mul, true);
+    dv.setInt8(28, shift);
+    return b;
+  };
+  it("scales the TSC delta with mul/shift as the guest does; refuses a page in update and a TSC before the stamp", () => {
+    // A 2.6 GHz TSC: mul = 2^32 * 1e9 / (2.6e9 * 2^-1) with shift -1 (Linux's pvclock form).
+    const mul = Math.round((2 ** 32 * 1e9) / 1.3e9);
+    expect(pvclockNs(page(2, 1000n, 5_000_000_000n, mul, -1), 1000n + 2_600_000_000n)).toBe(5_000_000_000n + ((1_300_000_000n * BigInt(mul)) >> 32n));
+    expect(Number(pvclockNs(page(2, 1000n, 5_000_000_000n, mul, -1), 1000n + 2_600_000_000n)! - 6_000_000_000n)).toBeLessThan(2);
+    expect(pvclockNs(page(2, 0n, 7n, 1 << 31, 1), 10n)).toBe(17n); // shift 1, mul 0.5: 10 cycles = 10 ns
+    expect(pvclockNs(page(3, 0n, 7n, 1 << 31, 1), 10n)).toBeNull();
+    expect(pvclockNs(page(2, 100n, 7n, 1 << 31, 1), 10n)).toBeNull();
+    expect(() => pvclockNs(new Uint8Array(8), 0n)).toThrow(RangeError);
   });
 });

@@ -192,6 +192,32 @@ export function readClockAndTscs(vm: { getClock(): { clock: bigint } }, vcpus: r
   return { clock, tscs };
 }
 
+/** MSR_KVM_SYSTEM_TIME_NEW: where the guest put this vCPU's kvm-clock page (bit 0: enabled). */
+export const MSR_KVM_SYSTEM_TIME_NEW = 0x4b564d01;
+
+/**
+ * The guest's own kvm-clock reading, ns: its pvclock page (struct
+ * pvclock_vcpu_time_info, 32 bytes: version, tsc_timestamp at 8,
+ * system_time at 16, tsc_to_system_mul at 24, tsc_shift at 28) applied to
+ * the vCPU's TSC `tsc`. KVM_GET_CLOCK scales the host TSC with the host's
+ * rate, the guest scales its TSC with the page's mul/shift; the two part by
+ * the difference of those rates times the time since KVM last wrote the page
+ * (seen in the nested tier: ~180 ppm, 3 ms after 17 s of uptime). A restore
+ * sets the clock the guest saw, as QEMU does with a clock it cannot trust.
+ * @returns null for a page being updated (odd version) or a TSC before its timestamp.
+ */
+export function pvclockNs(page: Uint8Array, tsc: bigint): bigint | null {
+  if (page.byteLength < 32) throw new RangeError("a pvclock page is 32 bytes");
+  const dv = new DataView(page.buffer, page.byteOffset, 32);
+  if ((dv.getUint32(0, true) & 1) !== 0) return null;
+  const stamp = dv.getBigUint64(8, true);
+  if (tsc < stamp) return null;
+  const shift = dv.getInt8(28);
+  let d = tsc - stamp;
+  d = shift < 0 ? d >> BigInt(-shift) : (d << BigInt(shift)) & ((1n << 64n) - 1n);
+  return (dv.getBigUint64(16, true) + ((d * BigInt(dv.getUint32(24, true))) >> 32n)) & ((1n << 64n) - 1n);
+}
+
 /**
  * Writes a saved state into a new vCPU (created, not run yet).
  * @param hostTscKhz - the new vCPU's TSC rate before the restore; the saved rate is set when it differs.
