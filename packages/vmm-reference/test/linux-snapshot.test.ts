@@ -109,13 +109,21 @@ function check(r: NestedGuestRun, first: NestedSnapshotted, token: string): void
   disk.forEach((b, i) => { if (i > 0) expect([b.n, b.reads > disk[i - 1]!.reads], why).toEqual([b.n, true]); });
   const lastBefore = before.filter((b) => b.reads !== undefined && b.n < r1.n).at(-1);
   if (lastBefore) expect(disk[0]!.reads, why).toBeGreaterThan(lastBefore.reads!);
-  // Nothing about clocks, watchdogs or stalls in the kernel's log since the shell marker, but
-  // for the watchdog skipping its check across the API pause before the snapshot (our pause
-  // keeps the clock running, as Firecracker's does; the restored clock does not jump).
-  const trouble = log.dmesg.filter((l) => CLOCK_TROUBLE.test(l) && !(PAUSE_SKIP.test(l) && dmesgTime(l) < prev!.up));
-  expect(trouble, why).toEqual([]);
   // poweroff -f: the restored VMM ends with 0.
   expect([r.end, r.status], why).toEqual(["exit", 0]);
+}
+
+/**
+ * The kernel's messages since the shell marker about clocks, watchdogs or stalls, but for
+ * the watchdog skipping its check across the API pause before the snapshot (our pause keeps
+ * the clock running, as Firecracker's does).
+ */
+function clockTrouble(r: NestedGuestRun, first: NestedSnapshotted): string[] {
+  const after = parseHeartbeats(r.lines);
+  const r1 = after.beats[0];
+  const prev = r1 ? parseHeartbeats(first.lines).beats.find((b) => b.n === r1.n - 1) : undefined;
+  const snapshotUp = prev?.up ?? 0;
+  return after.dmesg.filter((l) => CLOCK_TROUBLE.test(l) && !(PAUSE_SKIP.test(l) && dmesgTime(l) < snapshotUp));
 }
 
 function body(): void {
@@ -166,6 +174,13 @@ function body(): void {
     const dmesg = parseHeartbeats(r.lines).dmesg;
     if (dmesg.length > 0) console.log(`[nested snapshot] kernel messages after the shell marker:\n  ${dmesg.join("\n  ")}`);
     check(r, first!, token);
+  });
+
+  // Kept apart from the rest: this is the check that fails today (see DESIGN.md, "The clock and the TSC").
+  it("the restored kernel logs nothing about its clocksource watchdog, unstable clocks or stalls", () => {
+    const r = run.guests[0]!;
+    expect(r.snapshotted, "no first VMM").not.toBeNull();
+    expect(clockTrouble(r, r.snapshotted!), `kernel messages after the shell marker:\n${parseHeartbeats(r.lines).dmesg.join("\n")}`).toEqual([]);
   });
 }
 
