@@ -58,6 +58,7 @@ export {
   linuxGuest,
   NET_MARKER,
   VSOCK_MARKER,
+  BEAT_MARKER,
 } from "./linux-kit.js";
 export type { DataDisk, InitramfsOptions, LinuxGuest } from "./linux-kit.js";
 export { DEVICE_TEST_TAP, linuxDeviceProblems, linuxDeviceReport, linuxDeviceTest } from "./linux-devices.js";
@@ -74,6 +75,8 @@ export {
 } from "./nested.js";
 export type { L1Module, NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
 export { NESTED_TAP_HOST, parsePeerResult } from "./nested-peers.js";
+export { LOG_SPLIT_MARKER, RESTORE_MARKER } from "./nested-snapshot.js";
+export type { NestedSnapshot, NestedSnapshotReport, NestedSnapshotted, SnapshotLauncher, SnapshotSignal } from "./nested-snapshot.js";
 export type {
   NestedBalloonWatch,
   NestedPeerName,
@@ -96,3 +99,5 @@ export {
   workspacePackageEntries,
 } from "./l1-image.js";
 export type { Layer, LayerEntry } from "./l1-image.js";
+export { parseHeartbeats } from "./heartbeat.js";
+export type { Heartbeat, HeartbeatLog } from "./heartbeat.js";

@@ -5,7 +5,8 @@
  * console echo socket, serial capture, timeouts, killing and clean-up.
  */
 
-/** Kinds of virtio-mmio devices the micro-guest drives. */
+/** Kinds of virtio-mmio devices the micro-guest drives. */import type { SnapshotLauncher } from "./nested-snapshot.js";
+
 export type DeviceKind = "blk" | "net" | "console" | "rng" | "vsock" | "balloon" | "rtc";
 
 /** Every device kind, in the order the selftest visits them. */
@@ -142,4 +143,6 @@ export interface VmmLauncher {
    * devices; must not start anything that outlives the returned plan.
    */
   plan(spec: LaunchSpec): LaunchPlan | Promise<LaunchPlan>;
+  /** For a VMM that can snapshot a running guest and continue it in a new process (the nested harness's `NestedGuest.snapshot`). */
+  readonly snapshot?: SnapshotLauncher;
 }

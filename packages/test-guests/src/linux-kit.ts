@@ -48,6 +48,17 @@ export const VSOCK_MARKER = "TS-VMM-VSOCK";
  */
 export const BALLOON_MARKER = "TS-VMM-BALLOON";
 
+/**
+ * Lines /init prints after the shell marker for `tsvmm.heartbeat=N` (the
+ * snapshot test: a guest that keeps answering): `TS-VMM-BEAT n=I up=U` for
+ * I = 1..N about every 0.5 s (U: /proc/uptime), every 4th beat with
+ * ` disk=<file> reads=R` (the page cache dropped first, so the file on
+ * /dev/vda is read through virtio-blk again; R: the disk's completed reads),
+ * then `TS-VMM-BEAT-DMESG <line>` for each kernel message logged since the
+ * shell marker, then `TS-VMM-BEAT-DONE n=N`, and /init powers off.
+ */
+export const BEAT_MARKER = "TS-VMM-BEAT";
+
 /** The guest's address on a tapped virtio-net in the device checks (L1 has 10.0.2.2). */
 export const GUEST_NET_ADDRESS = "10.0.2.15";
 
@@ -102,7 +113,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 # Device checks, each behind a switch on the command line (src/linux-devices.ts).
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "\${w#*=}"; return;; esac; done; }
-balloon=$(arg tsvmm.balloon); net=$(arg tsvmm.net); vsock=$(arg tsvmm.vsock)
+balloon=$(arg tsvmm.balloon); net=$(arg tsvmm.net); vsock=$(arg tsvmm.vsock); beat=$(arg tsvmm.heartbeat)
 # insmod (unlike modprobe) does not apply module.param= from the kernel command line:
 # pass the virtio_mmio.device= entries the VMM appended to virtio_mmio by hand.
 mmio=""
@@ -169,6 +180,24 @@ if [ -n "$vsock" ]; then
 fi
 if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi
 echo 'echo ${INIT_MARKER}-SHELL' | sh
+if [ -n "$beat" ]; then
+  d0=$(dmesg | wc -l)
+  disk=no; [ -b /dev/vda ] && mkdir -p /mnt && mount -t ext4 -o ro /dev/vda /mnt 2>/dev/null && disk=yes
+  i=0
+  while [ $i -lt $beat ]; do
+    i=$((i+1))
+    l="${BEAT_MARKER} n=$i up=$(cut -d' ' -f1 /proc/uptime)"
+    if [ $disk = yes ] && [ $((i % 4)) = 0 ]; then
+      echo 3 > /proc/sys/vm/drop_caches
+      l="$l disk=$(cat /mnt/${DISK_FILE} 2>/dev/null || echo unreadable) reads=$(awk '{ print $1 }' /sys/block/vda/stat)"
+    fi
+    echo "$l"
+    sleep 0.5
+  done
+  dmesg | tail -n +$((d0 + 1)) | while IFS= read -r m; do echo "${BEAT_MARKER}-DMESG $m"; done
+  echo "${BEAT_MARKER}-DONE n=$i"
+  [ $disk = yes ] && umount /mnt
+fi
 poweroff -f
 `;
 

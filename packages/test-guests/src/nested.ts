@@ -44,6 +44,16 @@ import { ANCHOR_SOURCE, buildStaticTool, PEER_SOURCE } from "./static-tool.js";
 import { parseResults, type SerialLine } from "./results.js";
 import type { GuestRun } from "./run-guest.js";
 import { guestVerdict } from "./verdict.js";
+import {
+  LOG_SPLIT_MARKER,
+  planSnapshot,
+  RESTORE_MARKER,
+  snapshotDriver,
+  snapshotReport,
+  type NestedSnapshot,
+  type NestedSnapshotted,
+  type SnapshotPlan,
+} from "./nested-snapshot.js";
 
 /** One L2 guest to run inside L1 (the options of `runGuest`, for a VMM that runs as a process). */
 export interface NestedGuest {
@@ -74,6 +84,14 @@ export interface NestedGuest {
   /** Inside L1, the VMM is killed once a serial line contains this text. */
   readonly stopOnSerial?: string;
   readonly extraArgs?: readonly string[];
+  /**
+   * Snapshot the guest at a serial marker and continue it in a new VMM
+   * process (the launcher needs `snapshot`; see nested-snapshot.ts). The
+   * step's serial, log, status and end are then the restored VMM's
+   * ({@link NestedGuestRun.snapshotted} has the first one's); `timeoutMs`
+   * bounds each of the two, and `stopOnSerial` applies to the restored one.
+   */
+  readonly snapshot?: NestedSnapshot;
 }
 
 /** Options of {@link runNested}. */
@@ -118,6 +136,8 @@ export interface NestedGuestRun extends GuestRun, NestedSideResults {
   readonly end: NestedEnd;
   /** The VMM's exit status inside L1 (137 when killed; at a timeout, what it returned on SIGTERM if it ended within 5 s), or null if it never ended. */
   readonly status: number | null;
+  /** With {@link NestedGuest.snapshot}: the first VMM, which L1 snapshotted and killed (null otherwise, or if L1 never got past it). */
+  readonly snapshotted: NestedSnapshotted | null;
 }
 
 /** The result of {@link runNested}. */
@@ -340,8 +360,13 @@ interface Prepared {
   readonly guest: NestedGuest;
   readonly plan: ProcessPlan;
   readonly launcher: string;
+  /** The whole step's limit (both VMMs of a snapshot step). */
   readonly timeoutMs: number;
+  /** Each VMM's limit inside L1. */
+  readonly vmmTimeoutMs: number;
   readonly side: SidePlan;
+  /** With {@link NestedGuest.snapshot}: the checked plan (its restore process included). */
+  readonly snap: SnapshotPlan | null;
 }
 
 /**
@@ -368,7 +393,7 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
   steps.forEach((s, i) => {
     const env = Object.entries(s.plan.env ?? {}).map(([k, v]) => shq(`${k}=${v}`));
     const cmd = ["setsid", ...(env.length ? ["env", ...env] : []), shq(which(s.plan.file)), ...s.plan.args.map(shq)].join(" ");
-    const secs = Math.max(1, Math.ceil(s.timeoutMs / 1000));
+    const secs = Math.max(1, Math.ceil(s.vmmTimeoutMs / 1000));
     const stop = s.guest.stopOnSerial;
     const kill = "{ kill -9 -$pid || kill -9 $pid; } 2>/dev/null";
     const id = `${i}#${nonce}`;
@@ -429,28 +454,61 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
       ),
       ...(tap !== null ? [`tunctl -d ${tap} >/dev/null 2>&1`] : []),
     ];
-    lines.push(
-      ...pre,
-      `rm -f /tmp/fifo-${i}; mkfifo /tmp/fifo-${i}`,
-      `echo "${M.begin}${id} uptime=$(cut -d' ' -f1 /proc/uptime)"`,
-      `${cmd} </dev/null >/tmp/fifo-${i} 2>/tmp/err-${i} &`,
+    // One VMM process under step tag `t`: started with its watchdog, its serial read and
+    // echoed line by line (with `extra` actions per line); leaves $st and $why.
+    const runVmm = (t: string, command: string, extra: readonly string[], stopText: string | undefined): string[] => [
+      `rm -f /tmp/fifo-${t}; mkfifo /tmp/fifo-${t}`,
+      `${command} </dev/null >/tmp/fifo-${t} 2>/tmp/err-${t} &`,
       `pid=$!`,
       // At the timeout the VMM gets SIGTERM first (ours then says where each vCPU was), SIGKILL 5 s later.
-      `( sleep ${secs}; [ -e /tmp/done-${i} ] || { echo timeout > /tmp/why-${i}; { kill -TERM -$pid || kill -TERM $pid; } 2>/dev/null; sleep 5; ${kill}; } ) >/dev/null 2>&1 &`,
+      `( sleep ${secs}; [ -e /tmp/done-${t} ] || { echo timeout > /tmp/why-${t}; { kill -TERM -$pid || kill -TERM $pid; } 2>/dev/null; sleep 5; ${kill}; } ) >/dev/null 2>&1 &`,
       `while IFS= read -r l || [ -n "$l" ]; do`,
       `  printf '%s\\n' "$l"`,
-      ...during,
-      ...(stop !== undefined
-        ? [`  case "$l" in *${shq(stop)}*) [ -e /tmp/why-${i} ] || { echo marker > /tmp/why-${i}; ${kill}; } ;; esac`]
+      ...extra,
+      ...(stopText !== undefined
+        ? [`  case "$l" in *${shq(stopText)}*) [ -e /tmp/why-${t} ] || { echo marker > /tmp/why-${t}; ${kill}; } ;; esac`]
         : []),
       `  l=""`,
-      `done < /tmp/fifo-${i}`,
+      `done < /tmp/fifo-${t}`,
       `{ wait $pid; } 2>/dev/null; st=$?`,
-      `touch /tmp/done-${i}`,
-      `why=exit; [ -e /tmp/why-${i} ] && why=$(cat /tmp/why-${i})`,
+      `touch /tmp/done-${t}`,
+      `why=exit; [ -e /tmp/why-${t} ] && why=$(cat /tmp/why-${t})`,
+    ];
+    const snap = s.snap;
+    const begin = `echo "${M.begin}${id} uptime=$(cut -d' ' -f1 /proc/uptime)"`;
+    if (snap === null) {
+      lines.push(...pre, begin, ...runVmm(String(i), cmd, during, stop));
+    } else {
+      // The first VMM runs to the snapshot (L1's driver kills it after), then the restored one.
+      const restore = snap.restore;
+      const renv = Object.entries(restore.env ?? {}).map(([k, v]) => shq(`${k}=${v}`));
+      const cmd2 = ["setsid", ...(renv.length ? ["env", ...renv] : []), shq(which(restore.file)), ...restore.args.map(shq)].join(" ");
+      const up = `$(cut -d' ' -f1 /proc/uptime)`;
+      lines.push(
+        ...pre,
+        ...snapshotDriver(snap, String(i), side, process.execPath, shq),
+        `mkdir -p ${shq(snap.dir)}; rm -f ${shq(snap.dir)}/*; : > /tmp/serial-${i}; snp=""`,
+        ...(snap.apiSock !== null ? [`rm -f ${shq(snap.apiSock)}`] : []),
+        begin,
+        ...runVmm(String(i), cmd, [
+          `  printf '%s\\n' "$l" >> /tmp/serial-${i}`,
+          `  case "$l" in *${shq(snap.atSerial)}*) [ -n "$snp" ] || { snapdrv & snp=$!; } ;; esac`,
+          ...during,
+        ], undefined),
+        `[ -n "$snp" ] && kill $snp 2>/dev/null`,
+        `echo; echo "${RESTORE_MARKER}${id} status=$st reason=$why uptime=${up}"`,
+        `echo "snap-restore-start at=${up}" >> ${side}`,
+        // L1's clocksource: its KVM keeps a master clock (kvm-clock tied to the TSC) only on "tsc".
+        `echo "snap-l1-clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null) $(dmesg | grep -i -m 3 -E 'tsc.*(unstable|calibrat)' | tr '\\n' ';')" >> ${side}`,
+        ...runVmm(`${i}r`, cmd2, snap.restoredMarker !== null
+          ? [`  case "$l" in *${shq(snap.restoredMarker)}*) [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; } ;; esac`]
+          : [`  [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; }`], stop),
+      );
+    }
+    lines.push(
       `echo; echo "${M.end}${id} status=$st reason=$why uptime=$(cut -d' ' -f1 /proc/uptime)"`,
-      // At most 64 KiB of stderr travels over the console.
-      `echo "${M.logBegin}${id}"; tail -c 65536 /tmp/err-${i}; echo; echo "${M.logEnd}${id}"`,
+      // At most 64 KiB of stderr travels over the console (per VMM).
+      `echo "${M.logBegin}${id}"; ${snap === null ? "" : `tail -c 65536 /tmp/err-${i}; echo; echo "${LOG_SPLIT_MARKER}${id}"; `}tail -c 65536 /tmp/err-${snap === null ? i : `${i}r`}; echo; echo "${M.logEnd}${id}"`,
       ...post,
       `echo "${M.sideBegin}${id}"; tail -c 16384 ${side}; echo; echo "${M.sideEnd}${id}"`,
     );
@@ -559,6 +617,15 @@ export async function prepare(g: NestedGuest, index = 0): Promise<{ prepared: Pr
     balloon = { watch: peers.balloon, qmp };
   }
 
+  let snap: SnapshotPlan | null = null;
+  if (g.snapshot !== undefined) {
+    if (isQemu) throw new TestGuestsError("Unsupported", `${g.name}: the nested harness snapshots only launchers with a SnapshotLauncher (not QEMU)`);
+    const planned = planSnapshot(g.name, g.snapshot, launcher.snapshot, index);
+    if (planned.plan.restore.kind !== "process") throw new TestGuestsError("Unsupported", `${g.name}: the restore plan must be a process`);
+    snap = planned.plan;
+    extraArgs.push(...planned.firstArgs);
+  }
+
   const spec: LaunchSpec = {
     kernel: resolve(g.kernel),
     ...(g.initrd !== undefined ? { initrd: resolve(g.initrd) } : {}),
@@ -570,7 +637,8 @@ export async function prepare(g: NestedGuest, index = 0): Promise<{ prepared: Pr
   };
   const plan = await launcher.plan(spec);
   if (plan.kind !== "process") throw new TestGuestsError("Unsupported", `${g.name}: ${launcher.name} runs in-process; inside L1 only process plans run`);
-  return { prepared: { guest: g, plan, launcher: launcher.name, timeoutMs, side: { tap, tcp, vsock, balloon } }, files };
+  // A snapshot step runs two VMMs one after the other, each bounded by timeoutMs.
+  return { prepared: { guest: g, plan, launcher: launcher.name, vmmTimeoutMs: timeoutMs, timeoutMs: snap === null ? timeoutMs : 2 * timeoutMs + 10_000, side: { tap, tcp, vsock, balloon }, snap }, files };
 }
 
 /**
@@ -595,10 +663,14 @@ export class L1Parser {
   done = false;
   /** Guest steps whose start marker was seen. */
   started = 0;
-  private cur: { i: number; t0: number; lines: SerialLine[]; serial: string[] } | null = null;
+  private cur: { i: number; t0: number; lines: SerialLine[]; serial: string[]; first?: { lines: SerialLine[]; status: number; reason: string } } | null = null;
   private log: { i: number; kind: "log" | "side"; lines: string[] } | null = null;
-  readonly ends = new Map<number, { status: number; reason: string; lines: SerialLine[]; serial: string; wallMs: number; log: string; side: string[] }>();
-  private readonly partialSteps = new Map<number, { t0: number; lines: SerialLine[]; serial: string }>();
+  readonly ends = new Map<number, {
+    status: number; reason: string; lines: SerialLine[]; serial: string; wallMs: number; log: string; side: string[];
+    /** A snapshot step's first VMM (its lines, end and stderr). */
+    first?: { lines: SerialLine[]; status: number; reason: string; log: string };
+  }>();
+  private readonly partialSteps = new Map<number, { t0: number; lines: SerialLine[]; serial: string; first?: { lines: SerialLine[]; status: number; reason: string } }>();
 
   /**
    * @param t0 - host time of L1's start
@@ -621,7 +693,7 @@ export class L1Parser {
   finish(now: number = performance.now()): void {
     if (this.partial) this.line(this.partial.replace(/\r+$/, ""), now);
     this.partial = "";
-    if (this.cur) this.partialSteps.set(this.cur.i, { t0: this.cur.t0, lines: this.cur.lines, serial: this.cur.serial.join("\n") });
+    if (this.cur) this.partialSteps.set(this.cur.i, { t0: this.cur.t0, lines: this.cur.lines, serial: this.cur.serial.join("\n"), ...(this.cur.first ? { first: this.cur.first } : {}) });
   }
 
   private line(text: string, now: number): void {
@@ -630,7 +702,11 @@ export class L1Parser {
       const { i, kind } = this.log;
       if (text === `${kind === "log" ? M.logEnd : M.sideEnd}${i}#${this.nonce}`) {
         const e = this.ends.get(i);
-        if (e && kind === "log") e.log = this.log.lines.join("\n").trim();
+        const split = this.log.lines.indexOf(`${LOG_SPLIT_MARKER}${i}#${this.nonce}`);
+        if (e && kind === "log" && e.first && split >= 0) {
+          e.first.log = this.log.lines.slice(0, split).join("\n").trim();
+          e.log = this.log.lines.slice(split + 1).join("\n").trim();
+        } else if (e && kind === "log") e.log = this.log.lines.join("\n").trim();
         if (e && kind === "side") e.side = this.log.lines.filter((l) => l.trim() !== "");
         this.log = null;
       } else this.log.lines.push(text);
@@ -638,11 +714,21 @@ export class L1Parser {
     }
     if (this.cur) {
       const end = new RegExp(`^${M.end}${this.cur.i}#${this.nonce} status=(\\d+) reason=(\\w+)`).exec(text);
+      const restore = new RegExp(`^${RESTORE_MARKER}${this.cur.i}#${this.nonce} status=(\\d+) reason=(\\w+)`).exec(text);
+      if (restore && !this.cur.first) {
+        const lines = this.cur.lines;
+        if (lines.length > 0 && lines.at(-1)!.text === "") lines.pop();
+        this.cur.first = { lines, status: Number(restore[1]), reason: restore[2]! };
+        this.cur.lines = [];
+        this.cur.serial = [];
+        return;
+      }
       if (end) {
         // The job prints an empty line before the end marker (the guest's last line may lack a newline).
         const lines = this.cur.lines;
         if (lines.length > 0 && lines.at(-1)!.text === "") lines.pop();
         this.ends.set(this.cur.i, {
+          ...(this.cur.first ? { first: { ...this.cur.first, log: "" } } : {}),
           status: Number(end[1]),
           reason: end[2]!,
           lines,
@@ -695,7 +781,7 @@ export class L1Parser {
   }
 
   /** The lines of guest `i` if its block never ended. */
-  unfinished(i: number): { t0: number; lines: SerialLine[]; serial: string } | undefined {
+  unfinished(i: number): { t0: number; lines: SerialLine[]; serial: string; first?: { lines: SerialLine[]; status: number; reason: string } } | undefined {
     return this.partialSteps.get(i);
   }
 }
@@ -713,6 +799,19 @@ function killGroup(c: ChildProcess): void {
       /* gone */
     }
   }
+}
+
+/** A snapshot step's first VMM, as the parser collected it. */
+function snapshottedOf(s: Prepared, first: { lines: SerialLine[]; status: number; reason: string; log?: string } | undefined, side: readonly string[]): NestedSnapshotted | null {
+  if (s.snap === null || first === undefined) return null;
+  return {
+    lines: first.lines,
+    serial: first.lines.map((l) => l.text).join("\n"),
+    vmmLog: first.log ?? "",
+    status: first.status,
+    reason: first.reason,
+    report: snapshotReport(side, s.snap.apiSock !== null),
+  };
 }
 
 /**
@@ -764,7 +863,12 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
 
   // Layers: big and stable first, per-run last.
   const layers: Layer[] = [await baseLayer(k)];
-  const exes = new Set(steps.map((s) => which(s.plan.file)));
+  const exes = new Set(steps.flatMap((s) => [
+    which(s.plan.file),
+    ...(s.snap ? [which(s.snap.restore.file)] : []),
+    // L1's API client for a pause is a node script.
+    ...(s.snap?.apiSock ? [process.execPath] : []),
+  ]));
   for (const exe of exes) {
     const name = basename(exe);
     if (name.startsWith("qemu-system-")) layers.push({ name: "qemu", entries: await qemuEntries(exe) });
@@ -899,6 +1003,7 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
           vmmLog: e?.log ?? "",
           vmm: s.launcher,
           ...sideResults(s.side, e?.side ?? []),
+          snapshotted: snapshottedOf(s, e?.first ?? u?.first, e?.side ?? []),
         };
       });
       if (attempt === 0 && !timedOut && l1PanickedEarly(parser)) {

@@ -73,7 +73,7 @@ function fakeRun(serial: readonly string[], side: readonly string[], rss: { befo
     guestExit: null, exitProblem: null, exitCode: null, vmmExitValue: null, vmmExit: { code: 0, signal: null },
     timedOut: false, stoppedOnSerial: false, harnessProblems: [], containment: "process-group",
     serial: serial.join("\n"), lines, results: { passed: [], failed: [], skipped: [], all: [], values: {} },
-    wallMs: 20_000, firstSerialByteMs: 0, vmmLog: "", vmm: "qemu",
+    wallMs: 20_000, firstSerialByteMs: 0, vmmLog: "", vmm: "qemu", snapshotted: null,
   };
 }
 

@@ -53,7 +53,7 @@ import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.
 import { cpuMismatch, cpuidVendor } from "./snapshot/cpu-check.js";
 import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
-import { restoreVmState, takeSnapshot } from "./snapshot/take.js";
+import { restoreClock, restoreVmState, takeSnapshot } from "./snapshot/take.js";
 import { readSnapshotCached } from "./snapshot/state-cache.js";
 import { exitCountersBytes } from "./metrics/exit-counters.js";
 import { KvmStatsSource } from "./metrics/kvm-stats.js";
@@ -613,7 +613,9 @@ export class Vmm {
             hostKhz = 0;
           }
           try {
-            restoreVcpu(vcpu, saved, hostKhz);
+            // The clock right before vCPU 0's TSC: the snapshot read them together.
+            const restoreVm = vm;
+            restoreVcpu(vcpu, saved, hostKhz, id === 0 ? () => restoreClock(restoreVm, restore.state) : undefined);
           } catch (e) {
             throw new VmmError("SnapshotInvalid", `restoring vCPU ${id} failed: ${(e as Error).message}`, { cause: e });
           }

@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { fileURLToPath } from "node:url";
 import { debianKernel, describeWith } from "@ts-vmm/test-utils";
 import {
   CPU_MARKER,
@@ -22,6 +21,7 @@ import {
   type NestedRun,
 } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { FULL_CMDLINE, NESTED_CPU_ARGS, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
 import { oursLauncher } from "./ours-launcher.js";
 
 /*
@@ -68,28 +68,6 @@ describeWith({ kvm: true, tools: ["apt-get", "dpkg-deb"] }, "Debian 6.12 kernel 
  * microvm with KVM (the reference: the same checks must pass for it) and our
  * CLI from the built workspace (dist/ and the addon) with 1 and 2 vCPUs.
  */
-const FULL_CMDLINE = "console=ttyS0 rdinit=/init panic=-1";
-/**
- * The nested tier's boots run quiet, as the QEMU reference does: QEMU 7.2's TCG
- * SVM sometimes hands an L2 vCPU L1's state (see test-guests' guestHasL1State)
- * or corrupts it so that the guest triple-faults at a random point, and the
- * chance grows with the VM exits; the kernel's ~15 KB of boot messages cost
- * ~30 000 port exits on a 16550A. Measured 2026-12-02 (Intel host, 1 vCPU,
- * verbose): 3 of 22 boots failed so (two triple faults mid-line, one vCPU at
- * an L1 address), with L1's kvm_amd at vgif=0 vls=0 too; quiet: 0 of 10. The
- * serial path at volume is tested on the micro-guest (audit.test.ts: the serial backlog).
- */
-const QUIET_CMDLINE = `${FULL_CMDLINE} quiet`;
-/**
- * Our guests in the nested tier get no XSAVE: QEMU 7.2's TCG does not intercept XSETBV for
- * L1's KVM, so KVM never learns the guest's XCR0 and reloads its reset value on every entry.
- * A guest using XSAVE then warns "XSAVE consistency problem" and, seen here, triple-faults
- * a little later (1-vCPU boot, 2026-12-02) or, with the baseline template, never reaches
- * /init. QEMU's reference guest (microvm's default qemu64 model) has no XSAVE either. On a
- * host with VMX/SVM the full-boot test exposes everything the template allows.
- */
-const NESTED_CPU_ARGS = ["--cpu-features", "-xsave"];
-const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
 /**
  * Inside L1 each guest is killed after this: QEMU+KVM reaches the shell in 25-55 s there
  * (2 vCPUs, depending on the machine's load); ours must not be slower (bench:boot).

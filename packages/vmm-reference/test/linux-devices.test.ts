@@ -19,6 +19,7 @@ import {
   type VmmLauncher,
 } from "@ts-vmm/test-guests";
 import { beforeAll, describe, expect, it } from "vitest";
+import { NESTED_CPU_ARGS, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
 import { oursLauncher } from "./ours-launcher.js";
 
 /*
@@ -47,10 +48,7 @@ import { oursLauncher } from "./ours-launcher.js";
  */
 /** The binary ours-launcher.ts runs. */
 const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
-const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
-const CMDLINE = "console=ttyS0 rdinit=/init panic=-1 quiet";
-/** As in linux-boot.test.ts: no XSAVE for our guests under TCG's SVM (it does not intercept XSETBV). */
-const NESTED_CPU_ARGS = ["--cpu-features", "-xsave"];
+const CMDLINE = QUIET_CMDLINE;
 const L2_TIMEOUT_MS = 240_000;
 const SHELL = `${INIT_MARKER}-SHELL`;
 const DEVICE_FLAGS = ["--net", "--vsock", "--balloon"] as const;

@@ -58,6 +58,22 @@ export const oursLauncher: VmmLauncher = {
       guestExitValue: (code) => (code !== null && (code & 1) === 1 ? code >> 1 : null),
     };
   },
+  // `--snapshot-on-signal SIG:DIR` writes DIR/vm.snap and DIR/vm.mem; `run --restore` continues from them.
+  snapshot: {
+    snapshotArgs: ({ dir, signal, apiSock }) => [
+      "--snapshot-on-signal", `${signal}:${dir}`,
+      ...(apiSock !== undefined ? ["--api-sock", apiSock] : []),
+    ],
+    snapshotDoneText: "ts-vmm: snapshot written to",
+    snapshotFailedText: "ts-vmm: snapshot failed",
+    restorePlan: ({ dir, extraArgs }) => ({
+      kind: "process",
+      file: process.execPath,
+      args: [CLI, "run", "--restore", `${dir}/vm.snap,mem=${dir}/vm.mem`, ...extraArgs],
+      exitValueBits: 7,
+      guestExitValue: (code) => (code !== null && (code & 1) === 1 ? code >> 1 : null),
+    }),
+  },
 };
 
 /** The name `pnpm bench:peer` looks for (TS_VMM_OURS_LAUNCHER=<this module>). */

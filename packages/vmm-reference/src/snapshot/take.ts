@@ -10,7 +10,7 @@ import type { VirtioManager } from "../devices/virtio-manager.js";
 import { decodeSnapshotFile, encodeSnapshotFile, MAX_STATE_BYTES } from "./file-format.js";
 import { memoryLayout, mergeDiffMemory, writeMemoryFile } from "./memory-file.js";
 import { checkSnapshotState, type SnapshotState } from "./state.js";
-import { msrsToSave, saveVcpu } from "./vcpu-state.js";
+import { MSR_KVM_SYSTEM_TIME_NEW, msrsToSave, pvclockNs, readClockAndTscs, saveVcpu, withTsc, type VcpuSnapshot } from "./vcpu-state.js";
 
 /** The parts of a Vmm a snapshot reads. */
 export interface SnapshotSource {
@@ -40,6 +40,30 @@ function collectDirty(src: SnapshotSource): void {
   });
 }
 
+/** vCPU 0's kvm-clock as the guest reads it (see pvclockNs), or null without an enabled page in guest RAM. */
+function guestClock(mem: GuestMemoryMmap, v: VcpuSnapshot, tsc: bigint): bigint | null {
+  const msr = v.msrs.find((m) => m.index === MSR_KVM_SYSTEM_TIME_NEW)?.data ?? 0n;
+  if ((msr & 1n) === 0n) return null;
+  const gpa = Number(msr & ~0x1fn);
+  const page = new Uint8Array(32);
+  try {
+    mem.read(gpa, page);
+  } catch {
+    return null;
+  }
+  return pvclockNs(page, tsc);
+}
+
+/**
+ * The boot record as a snapshot keeps it: without the bytes of every block
+ * the loader wrote (`writes`: the kernel and initrd, ~13 MB for the Debian
+ * kernel and its initramfs, base64 in the state file), which are in guest
+ * memory anyway. A restored VM's `Vmm.boot.writes` is empty.
+ */
+export function snapshotBootRecord(boot: LinuxBoot): LinuxBoot {
+  return { ...boot, writes: [] };
+}
+
 /**
  * Writes the memory file, then the state file (through a temporary name and a
  * rename, so a state file never names a memory file that was not written).
@@ -59,14 +83,18 @@ export async function takeSnapshot(
   try {
     const indexList = src.kvm.getMsrIndexList();
     const xsave2 = src.vm.checkExtension(Cap.XSAVE2) > 0;
-    const vcpus = src.vcpus.map((v, id) => {
+    const saved = src.vcpus.map((v, id) => {
       const { indices, refusedRequired } = msrsToSave(v, indexList, v.getCpuid2());
       if (refusedRequired.length > 0) {
         throw new VmmError("SnapshotFailed", `vCPU ${id}: KVM_GET_MSRS refused ${refusedRequired.map((m) => `0x${m.toString(16)}`).join(", ")}, which this guest's CPUID says it has (IA32_XSS or CET state would be lost)`);
       }
       return saveVcpu(v, id, indices, xsave2);
     });
-    const clock = src.vm.getClock().clock;
+    // The clock and the TSCs read together (restore sets them together).
+    const read = readClockAndTscs(src.vm, src.vcpus);
+    const vcpus = saved.map((s, id) => withTsc(s, read.tscs[id]!));
+    // The clock as the guest saw it on vCPU 0 (its pvclock page), else KVM's.
+    const clock = guestClock(src.mem, vcpus[0]!, read.tscs[0]!) ?? read.clock;
     const vm: SnapshotState["vm"] = src.machine.irqchip === "full"
       ? { clock, irqchips: [0, 1, 2].map((c) => src.vm.getIrqchip(c)), pit: src.vm.getPit2() }
       : { clock, ioapic: src.ioapic!.state() };
@@ -80,7 +108,7 @@ export async function takeSnapshot(
       vcpus,
       vm,
       devices: { serial: src.serial.state(), i8042: src.i8042.state(), ...(src.cmos ? { cmos: src.cmos.state() } : {}), virtio: src.virtio.states() },
-      boot: src.boot,
+      boot: snapshotBootRecord(src.boot),
     };
   } catch (e) {
     throw failed("reading the VM's state", e);
@@ -168,7 +196,16 @@ export function checkMemoryFile(memFilePath: string, state: SnapshotState): void
 }
 
 /**
- * Interrupt controllers and the clock of a restored VM, after its vCPUs.
+ * The clock of a restored VM: call it right before vCPU 0's TSC is written
+ * (restoreVcpu's `beforeMsrs`), as the snapshot read them together.
+ * @throws KvmError (the caller makes it `SnapshotInvalid`).
+ */
+export function restoreClock(vm: Pick<VmFd, "setClock">, state: SnapshotState): void {
+  vm.setClock({ clock: state.vm.clock, flags: 0, realtime: 0n, hostTsc: 0n });
+}
+
+/**
+ * Interrupt controllers of a restored VM, after its vCPUs (the clock is set with them: {@link restoreClock}).
  * @throws KvmError or RangeError (the caller makes it `SnapshotInvalid`).
  */
 export function restoreVmState(vm: VmFd, ioapic: Ioapic | undefined, state: SnapshotState): void {
@@ -178,7 +215,6 @@ export function restoreVmState(vm: VmFd, ioapic: Ioapic | undefined, state: Snap
   } else {
     ioapic!.restoreState(state.vm.ioapic!);
   }
-  vm.setClock({ clock: state.vm.clock, flags: 0, realtime: 0n, hostTsc: 0n });
 }
 
 /**

@@ -1,7 +1,7 @@
 import { GUEST_SSP_REG_ID, type CpuidEntry, type MsrEntry } from "@ts-vmm/kvm-ioctls";
 import { describe, expect, it } from "vitest";
 import { decodeSnapshotFile, encodeSnapshotFile } from "./file-format.js";
-import { msrsToSave, restoreVcpu, saveVcpu, type VcpuSnapshot, type VcpuStateIo } from "./vcpu-state.js";
+import { msrsToSave, pvclockNs, readClockAndTscs, restoreVcpu, saveVcpu, withTsc, type VcpuSnapshot, type VcpuStateIo } from "./vcpu-state.js";
 
 // A vCPU that answers from recorded values and records what is set: the KVM side of a
 // CET guest on a host with SHSTK and IBT (values as a Linux guest with user shadow stacks
@@ -104,5 +104,59 @@ describe("vCPU state with CET (recorded MSR and ONE_REG values)", () => {
     const refusing = recorder(cetCpuid(true, true));
     refusing.io.setMsrs = (e) => e.findIndex((m) => m.index === 0x6a4);
     expect(() => restoreVcpu(refusing.io, saved, 2_000_000)).toThrow(/KVM_SET_MSRS refused MSR 0x6a4/);
+  });
+});
+
+describe("the clock and the TSC (a restored Linux's kvm-clock against its TSC)", () => {
+  it("reads KVM_GET_CLOCK and then each vCPU's IA32_TSC with nothing between, and puts the TSC read there into the snapshot", () => {
+    const order: string[] = [];
+    const vm = { getClock: () => (order.push("clock"), { clock: 5_000_000_000n }) };
+    const tscAt = [0x1000n, 0x2000n];
+    const vcpus = tscAt.map((t, id) => ({
+      getMsrs: (idx: readonly number[]) => (order.push(`msrs${id}:${idx.join(",")}`), idx[0] === 0x10 ? [{ index: 0x10, data: t }] : []),
+    }));
+    expect(readClockAndTscs(vm, vcpus)).toEqual({ clock: 5_000_000_000n, tscs: [0x1000n, 0x2000n] });
+    expect(order).toEqual(["clock", "msrs0:16", "msrs1:16"]);
+    const refusing = [{ getMsrs: () => [] }];
+    expect(() => readClockAndTscs(vm, refusing)).toThrow(/cannot read IA32_TSC/);
+    const src = recorder(cetCpuid(false, false));
+    const saved = saveVcpu(src.io, 0, msrsToSave(src.io, [0x10, 0x1b, 0x6e0], cetCpuid(false, false)).indices, true);
+    const later = withTsc(saved, 0x9999n);
+    expect(later.msrs).toEqual(saved.msrs.map((m) => (m.index === 0x10 ? { index: 0x10, data: 0x9999n } : m)));
+    expect(later.msrs.find((m) => m.index === 0x6e0)?.data).toBe(0x2222n);
+  });
+
+  it("restore calls beforeMsrs (where the VM's clock is set) after the LAPIC and right before the MSRs, IA32_TSC first", () => {
+    const cpuid = cetCpuid(false, false);
+    const src = recorder(cpuid);
+    const saved = saveVcpu(src.io, 0, msrsToSave(src.io, [0x6e0, 0x1b, 0x10], cpuid).indices, true);
+    const dst = recorder(cpuid);
+    restoreVcpu(dst.io, saved, 2_000_000, () => void dst.calls.push("clock"));
+    expect(dst.calls.slice(dst.calls.indexOf("lapic"), dst.calls.indexOf("lapic") + 3)).toEqual(["lapic", "clock", "msrs"]);
+    expect(dst.set.msrs[0]).toEqual({ index: 0x10, data: 0x1234_5678_9abcn });
+    expect(dst.set.msrs.at(-1)!.index).toBe(0x6e0);
+  });
+});
+
+describe("pvclockNs (the guest's kvm-clock from its pvclock page and TSC)", () => {
+  const page = (version: number, stamp: bigint, system: bigint, mul: number, shift: number): Uint8Array => {
+    const b = new Uint8Array(32);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, version, true);
+    dv.setBigUint64(8, stamp, true);
+    dv.setBigUint64(16, system, true);
+    dv.setUint32(24, mul, true);
+    dv.setInt8(28, shift);
+    return b;
+  };
+  it("scales the TSC delta with mul/shift as the guest does; refuses a page in update and a TSC before the stamp", () => {
+    // A 2.6 GHz TSC: mul = 2^32 * 1e9 / (2.6e9 * 2^-1) with shift -1 (Linux's pvclock form).
+    const mul = Math.round((2 ** 32 * 1e9) / 1.3e9);
+    expect(pvclockNs(page(2, 1000n, 5_000_000_000n, mul, -1), 1000n + 2_600_000_000n)).toBe(5_000_000_000n + ((1_300_000_000n * BigInt(mul)) >> 32n));
+    expect(Number(pvclockNs(page(2, 1000n, 5_000_000_000n, mul, -1), 1000n + 2_600_000_000n)! - 6_000_000_000n)).toBeLessThan(2);
+    expect(pvclockNs(page(2, 0n, 7n, 1 << 31, 1), 10n)).toBe(17n); // shift 1, mul 0.5: 10 cycles = 10 ns
+    expect(pvclockNs(page(3, 0n, 7n, 1 << 31, 1), 10n)).toBeNull();
+    expect(pvclockNs(page(2, 100n, 7n, 1 << 31, 1), 10n)).toBeNull();
+    expect(() => pvclockNs(new Uint8Array(8), 0n)).toThrow(RangeError);
   });
 });

@@ -165,11 +165,67 @@ export function saveVcpu(vcpu: VcpuStateIo, id: number, msrIndices: readonly num
 }
 
 /**
+ * The snapshot with its IA32_TSC replaced by `tsc` (read again next to the
+ * VM's clock: see {@link readClockAndTscs}); unchanged without an IA32_TSC entry.
+ */
+export function withTsc(s: VcpuSnapshot, tsc: bigint): VcpuSnapshot {
+  return { ...s, msrs: s.msrs.map((m) => (m.index === MSR_IA32_TSC ? { index: m.index, data: tsc } : m)) };
+}
+
+/**
+ * KVM_GET_CLOCK and then every vCPU's IA32_TSC, back to back. The guest's
+ * kvm-clock is computed from its TSC: on restore the clock is set right
+ * before the first TSC write (restoreVcpu's `beforeMsrs`), so the two keep
+ * the distance they had here. Read minutes apart (the rest of the vCPU state
+ * in between), a restored Linux sees its TSC and kvm-clock disagree and its
+ * clocksource watchdog marks the TSC unstable (seen in the nested tier: 8 ms
+ * of skew over 584 ms).
+ * @throws Error from KVM, or if KVM_GET_MSRS cannot read IA32_TSC.
+ */
+export function readClockAndTscs(vm: { getClock(): { clock: bigint } }, vcpus: readonly Pick<VcpuStateIo, "getMsrs">[]): { clock: bigint; tscs: bigint[] } {
+  const clock = vm.getClock().clock;
+  const tscs = vcpus.map((v, id) => {
+    const got = v.getMsrs([MSR_IA32_TSC]);
+    if (got.length !== 1) throw new Error(`vCPU ${id}: KVM_GET_MSRS cannot read IA32_TSC`);
+    return got[0]!.data;
+  });
+  return { clock, tscs };
+}
+
+/** MSR_KVM_SYSTEM_TIME_NEW: where the guest put this vCPU's kvm-clock page (bit 0: enabled). */
+export const MSR_KVM_SYSTEM_TIME_NEW = 0x4b564d01;
+
+/**
+ * The guest's own kvm-clock reading, ns: its pvclock page (struct
+ * pvclock_vcpu_time_info, 32 bytes: version, tsc_timestamp at 8,
+ * system_time at 16, tsc_to_system_mul at 24, tsc_shift at 28) applied to
+ * the vCPU's TSC `tsc`. KVM_GET_CLOCK scales the host TSC with the host's
+ * rate, the guest scales its TSC with the page's mul/shift; the two part by
+ * the difference of those rates times the time since KVM last wrote the page
+ * (seen in the nested tier: ~180 ppm, 3 ms after 17 s of uptime). A restore
+ * sets the clock the guest saw, as QEMU does with a clock it cannot trust.
+ * @returns null for a page being updated (odd version) or a TSC before its timestamp.
+ */
+export function pvclockNs(page: Uint8Array, tsc: bigint): bigint | null {
+  if (page.byteLength < 32) throw new RangeError("a pvclock page is 32 bytes");
+  const dv = new DataView(page.buffer, page.byteOffset, 32);
+  if ((dv.getUint32(0, true) & 1) !== 0) return null;
+  const stamp = dv.getBigUint64(8, true);
+  if (tsc < stamp) return null;
+  const shift = dv.getInt8(28);
+  let d = tsc - stamp;
+  d = shift < 0 ? d >> BigInt(-shift) : (d << BigInt(shift)) & ((1n << 64n) - 1n);
+  return (dv.getBigUint64(16, true) + ((d * BigInt(dv.getUint32(24, true))) >> 32n)) & ((1n << 64n) - 1n);
+}
+
+/**
  * Writes a saved state into a new vCPU (created, not run yet).
  * @param hostTscKhz - the new vCPU's TSC rate before the restore; the saved rate is set when it differs.
+ * @param beforeMsrs - called right before the MSRs (IA32_TSC first) are written: where the
+ *   VM's clock is set for the first vCPU (see {@link readClockAndTscs}).
  * @throws Error from KVM (the caller names the vCPU), or if KVM_SET_MSRS refuses an MSR.
  */
-export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: number): void {
+export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: number, beforeMsrs?: () => void): void {
   vcpu.setCpuid2(s.cpuid);
   if (s.tscKhz > 0 && s.tscKhz !== hostTscKhz) vcpu.setTscKhz(s.tscKhz);
   vcpu.setMpState(s.mpState);
@@ -179,6 +235,7 @@ export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: numb
   vcpu.setXcrs(s.xcrs);
   vcpu.setDebugRegs(s.debugRegs);
   vcpu.setLapic(s.lapic);
+  beforeMsrs?.();
   for (let i = 0; i < s.msrs.length; i += MSR_CHUNK) {
     const batch = s.msrs.slice(i, i + MSR_CHUNK);
     const n = vcpu.setMsrs(batch);
