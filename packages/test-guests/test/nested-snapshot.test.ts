@@ -1,4 +1,7 @@
 import { spawn } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describeWith } from "@ts-vmm/test-utils";
 import { describe, expect, it } from "vitest";
@@ -9,17 +12,18 @@ import { TestGuestsError, type VmmLauncher } from "../src/index.js";
 const FAKE = fileURLToPath(new URL("./fixtures/fake-snapshot-vmm.mjs", import.meta.url));
 const kernel = fileURLToPath(new URL("./helpers.ts", import.meta.url));
 
-/** The stand-in VMM of fixtures/fake-snapshot-vmm.mjs as a launcher that can snapshot. */
-const fake: VmmLauncher = {
+/** The stand-in VMM at `script` (fixtures/fake-snapshot-vmm.mjs or a copy) as a launcher that can snapshot. */
+const fakeAt = (script: string): VmmLauncher => ({
   name: "fake", provides: [],
-  plan: (spec) => ({ kind: "process", file: process.execPath, args: [FAKE, "first", ...spec.extraArgs], guestExitValue: () => null }),
+  plan: (spec) => ({ kind: "process", file: process.execPath, args: [script, "first", ...spec.extraArgs], guestExitValue: () => null }),
   snapshot: {
     snapshotArgs: ({ dir, signal, apiSock }) => ["--snap", `${signal}:${dir}`, ...(apiSock !== undefined ? ["--api", apiSock] : [])],
     snapshotDoneText: "snapshot written",
     snapshotFailedText: "snapshot failed",
-    restorePlan: ({ dir }) => ({ kind: "process", file: process.execPath, args: [FAKE, "restore", dir], guestExitValue: () => null }),
+    restorePlan: ({ dir }) => ({ kind: "process", file: process.execPath, args: [script, "restore", dir], guestExitValue: () => null }),
   },
-};
+});
+const fake = fakeAt(FAKE);
 
 describe("a nested snapshot step's options", () => {
   it("refuses a launcher that cannot snapshot, QEMU, bad markers, paths and durations", async () => {
@@ -43,16 +47,23 @@ describe("a nested snapshot step's options", () => {
  */
 describeWith({ tools: ["busybox", "unshare", "setsid"] }, "a nested snapshot step's job script, run by busybox sh here (stand-in VMM)", () => {
   it("pauses through the API, snapshots on the signal, kills the first VMM, restores in a second one, and keeps both outputs and logs apart", async () => {
+    // The namespace mounts its own /tmp and /run: a checkout under /tmp would vanish from
+    // the shell's view, so the stand-in runs from a copy under ~/.cache.
+    mkdirSync(join(homedir(), ".cache"), { recursive: true });
+    const copyDir = mkdtempSync(join(homedir(), ".cache", "ts-vmm-fake-vmm-"));
+    const script = join(copyDir, "fake-snapshot-vmm.mjs");
+    copyFileSync(FAKE, script);
+    try {
     const { prepared } = await prepare({
-      name: "s", vmm: fake, kernel, timeoutMs: 30_000, stopOnSerial: "BEAT n=35",
+      name: "s", vmm: fakeAt(script), kernel, timeoutMs: 30_000, stopOnSerial: "BEAT n=35",
       snapshot: { atSerial: "BEAT n=5", pauseMs: 1500, beforeSnapshotMs: 500, keepRunningMs: 500, restoredMarker: "BEAT n=" },
     }, 0);
-    const script = `${jobScript([prepared], "n0nce")}echo "${NESTED_MARKERS.done}"\n`;
+    const job = `${jobScript([prepared], "n0nce")}echo "${NESTED_MARKERS.done}"\n`;
     const c = spawn("unshare", ["-m", "sh", "-c", "mount -t tmpfs none /tmp && mount -t tmpfs none /run && exec busybox sh -s"], { stdio: ["pipe", "pipe", "pipe"], timeout: 60_000 });
     let stdout = "", stderr = "";
     c.stdout.on("data", (b: Buffer) => { stdout += b.toString(); });
     c.stderr.on("data", (b: Buffer) => { stderr += b.toString(); });
-    c.stdin.end(script);
+    c.stdin.end(job);
     const status = await new Promise<number | null>((res) => c.once("close", res));
     const r = { status, stdout, stderr };
     expect(r.status, r.stderr).toBe(0);
@@ -81,5 +92,8 @@ describeWith({ tools: ["busybox", "unshare", "setsid"] }, "a nested snapshot ste
     expect(e.lines.at(-1)!.text).toBe("BEAT n=35");
     expect(rep.restoreStartAt).not.toBeNull();
     expect(rep.restoredMarkerAt! >= rep.restoreStartAt!).toBe(true);
+    } finally {
+      rmSync(copyDir, { recursive: true, force: true });
+    }
   }, 90_000);
 });

@@ -42,10 +42,13 @@ for p in vmm-sys-util kvm-ioctls vm-memory virtio-queue virtio-devices linux-loa
   for dep in vmm-sys-util kvm-ioctls vm-memory virtio-queue virtio-devices linux-loader; do
     [ "$dep" != "$p" ] && ln -s "../../../$dep" "$d/node_modules/@ts-vmm/$dep"
   done
-  # The addon loader (a registry package without dependencies of its own).
-  if [ -e "$pkgs/$p/node_modules/node-gyp-build" ]; then
-    cp -rL "$pkgs/$p/node_modules/node-gyp-build" "$d/node_modules/node-gyp-build"
-  fi
+  # The registry run-time dependencies (node-gyp-build, zod: packages without dependencies of their own).
+  for dep in $(node -e 'const d = require(process.argv[1]).dependencies ?? {}; console.log(Object.keys(d).filter((n) => !n.startsWith("@ts-vmm/")).join(" "))' "$pkgs/$p/package.json"); do
+    if [ -e "$pkgs/$p/node_modules/$dep" ]; then
+      mkdir -p "$(dirname "$d/node_modules/$dep")"
+      cp -rL "$pkgs/$p/node_modules/$dep" "$d/node_modules/$dep"
+    fi
+  done
 done
 mkdir -p "$root/app/packages/vmm-reference/scripts"
 cp "$here/readback-probe.mjs" "$root/app/packages/vmm-reference/scripts/"
