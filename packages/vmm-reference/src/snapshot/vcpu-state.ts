@@ -166,7 +166,7 @@ export function saveVcpu(vcpu: VcpuStateIo, id: number, msrIndices: readonly num
 
 /**
  * The snapshot with its IA32_TSC replaced by `tsc` (read again next to the
- * VM's clock: see {@link readClockAndTscs}); unchanged without an IA32_TSC entry.
+ * VM's clock: see readClockAndTscs in take.ts); unchanged without an IA32_TSC entry.
  */
 export function withTsc(s: VcpuSnapshot, tsc: bigint): VcpuSnapshot {
   return { ...s, msrs: s.msrs.map((m) => (m.index === MSR_IA32_TSC ? { index: m.index, data: tsc } : m)) };
@@ -222,7 +222,7 @@ export function pvclockNs(page: Uint8Array, tsc: bigint): bigint | null {
  * Writes a saved state into a new vCPU (created, not run yet).
  * @param hostTscKhz - the new vCPU's TSC rate before the restore; the saved rate is set when it differs.
  * @param beforeMsrs - called right before the MSRs (IA32_TSC first) are written: where the
- *   VM's clock is set for the first vCPU (see {@link readClockAndTscs}).
+ *   VM's clock is set for the first vCPU (see readClockAndTscs in take.ts).
  * @throws Error from KVM (the caller names the vCPU), or if KVM_SET_MSRS refuses an MSR.
  */
 export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: number, beforeMsrs?: () => void): void {
