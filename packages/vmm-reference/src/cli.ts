@@ -284,7 +284,7 @@ async function runCommand(
   const done = new Promise<void>((resolve) => { ended = resolve; });
   const backend = new VmmBackend({
     run: () => Promise.reject(new Error("the VM already runs")),
-    metricsSink: (path, m) => MetricsWriter.open({ path, source: () => m.metrics() }),
+    metricsSink: apiMetricsSink,
   });
   backend.adopt(vmm, done);
   let server;
@@ -342,7 +342,7 @@ async function serveCommand(
       wake(p);
       return p;
     },
-    metricsSink: (path, m) => MetricsWriter.open({ path, source: () => m.metrics() }),
+    metricsSink: apiMetricsSink,
   });
   let server;
   try {
@@ -366,6 +366,9 @@ async function serveCommand(
     await server.close();
   }
 }
+
+/** The API's `PUT /metrics` file: a MetricsWriter on the VM's counters. */
+const apiMetricsSink = (path: string, vmm: Vmm): MetricsWriter => MetricsWriter.open({ path, source: () => vmm.metrics() });
 
 /** How {@link superviseRun} runs the VM. */
 interface SuperviseOptions {

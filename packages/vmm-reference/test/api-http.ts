@@ -1,5 +1,46 @@
-// Plain HTTP over a Unix socket for the API tests (node:http with socketPath).
+// Plain HTTP over a Unix socket for the API tests (node:http with socketPath), and the
+// `ts-vmm` child processes those tests talk to.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { request } from "node:http";
+import { fileURLToPath } from "node:url";
+
+/** The built CLI the tests start. */
+const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
+
+/** A `ts-vmm` child process with its output so far. */
+export interface Child {
+  readonly proc: ChildProcess;
+  out: string;
+  err: string;
+  readonly exit: Promise<number | null>;
+}
+
+/** Starts `ts-vmm ARGS` (the built CLI), collecting stdout and stderr. */
+export function start(args: string[]): Child {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const c: Child = { proc, out: "", err: "", exit: new Promise((r) => proc.on("exit", (code) => r(code))) };
+  proc.stdout!.on("data", (b: Buffer) => { c.out += b.toString("latin1"); });
+  proc.stderr!.on("data", (b: Buffer) => { c.err += b.toString(); });
+  return c;
+}
+
+/** Waits until the API at `sock` answers GET / (throws if it never does or the child exits). */
+export async function ready(sock: string, c: Child): Promise<void> {
+  let exited = false;
+  void c.exit.then(() => { exited = true; });
+  for (let i = 0; i < 200 && !exited; i++) {
+    if (existsSync(sock)) {
+      try {
+        if ((await http(sock, "GET", "/")).status === 200) return;
+      } catch {
+        // not listening yet
+      }
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`the API socket ${sock} never answered; stderr: ${c.err}`);
+}
 
 /** An answer: status, parsed JSON body (undefined when empty) and the raw text. */
 export interface HttpAnswer {

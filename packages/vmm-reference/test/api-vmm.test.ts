@@ -2,51 +2,17 @@
 // socket boots the micro-guest on InstanceStart; `ts-vmm run --api-sock`
 // serves runtime calls and SendCtrlAltDel ends the guest. Real KVM, real
 // child processes, plain HTTP over the socket.
-import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { POST_BOOT_MESSAGE } from "../src/api/index.js";
-import { faultOf, http } from "./api-http.js";
+import { faultOf, http, ready, start } from "./api-http.js";
+import { contiguous, ticksOf } from "./ticker.js";
 import { rawElf } from "./raw-elf.js";
 
-const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
-
-interface Child {
-  readonly proc: ChildProcess;
-  out: string;
-  err: string;
-  readonly exit: Promise<number | null>;
-}
-
-function start(args: string[]): Child {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const c: Child = { proc, out: "", err: "", exit: new Promise((r) => proc.on("exit", (code) => r(code))) };
-  proc.stdout!.on("data", (b: Buffer) => { c.out += b.toString("latin1"); });
-  proc.stderr!.on("data", (b: Buffer) => { c.err += b.toString(); });
-  return c;
-}
-
-/** Waits until the API answers GET / (or the child has exited). */
-async function ready(sock: string, c: Child): Promise<void> {
-  let exited = false;
-  void c.exit.then(() => { exited = true; });
-  for (let i = 0; i < 200 && !exited; i++) {
-    if (existsSync(sock)) {
-      try {
-        if ((await http(sock, "GET", "/")).status === 200) return;
-      } catch {
-        // not listening yet
-      }
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`the API socket ${sock} never answered; stderr: ${c.err}`);
-}
 
 describeWith({ kvm: true, tools: ["gcc", "ld"] }, "the API with the real VMM", () => {
   let elf = "";
@@ -115,7 +81,6 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "the API with the real VMM", (
   }, 60_000);
 
   it("over the API: pause, snapshot/create, metrics; the process killed; a new serve loads the snapshot (resume_vm) and the guest goes on", async () => {
-    const ticksOf = (out: string): number[] => [...out.matchAll(/RESULT tick=(\d+)/g)].map((m) => Number(m[1]));
     const img = join(dir, "api-snap.img");
     const fd = openSync(img, "w");
     ftruncateSync(fd, 8 << 20);
@@ -147,7 +112,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "the API with the real VMM", (
     const after = ticksOf(b.out);
     // It goes on from where it was paused (at least ten ticks in), not from the start, with no tick lost.
     expect(after[0]).toBeGreaterThanOrEqual(10);
-    expect(after.every((t, i) => i === 0 || t === after[i - 1]! + 1)).toBe(true);
+    expect(contiguous(after)).toBe(true);
     expect(after.at(-1)).toBe(299);
     expect(b.out).toContain("PASS ticker");
   }, 120_000);

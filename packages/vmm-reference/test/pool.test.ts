@@ -8,19 +8,11 @@ import { buildMicroGuest } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { SnapshotPool, Vmm, VmmError, closePrestartedVcpuWorkers, type PooledVm } from "../src/index.js";
 import { http, faultOf } from "./api-http.js";
+import { ticksOf, contiguous, until } from "./ticker.js";
 
 vi.setConfig({ testTimeout: 60_000 });
 const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 
-const ticksOf = (out: string): number[] => [...out.matchAll(/RESULT tick=(\d+)/g)].map((m) => Number(m[1]));
-const contiguous = (t: readonly number[]): boolean => t.every((v, i) => i === 0 || v === t[i - 1]! + 1);
-const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 2));
-  }
-};
 const codeOf = async (p: Promise<unknown>): Promise<string> => p.then(() => "resolved", (e: unknown) => (e instanceof VmmError ? e.code : `other: ${String(e)}`));
 const openFds = (): number => readdirSync("/proc/self/fd").length;
 
@@ -102,7 +94,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "SnapshotPool (micro-guest, mo
     await closePrestartedVcpuWorkers();
     // Every fd the pool's VMs had (KVM, VM, vCPU, eventfds, the memory file) is closed again
     // (worker threads' own loop fds go when they have exited, hence the wait).
-    await until(() => openFds() <= fdsBefore, 10_000).catch(() => undefined);
+    await until(() => openFds() <= fdsBefore, { ms: 10_000 }).catch(() => undefined);
     expect(openFds()).toBeLessThanOrEqual(fdsBefore);
   });
 

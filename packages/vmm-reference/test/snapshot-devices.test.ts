@@ -13,19 +13,12 @@ import type { VirtioBalloon, VirtioConsole, VirtioRtc, VirtioVsock } from "@ts-v
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { Vmm, decodeSnapshotFile, type SnapshotState } from "../src/index.js";
 import { http } from "./api-http.js";
+import { ticksOf, until } from "./ticker.js";
 
 vi.setConfig({ testTimeout: 90_000 });
 const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 
-const ticksOf = (out: string): number[] => [...out.matchAll(/RESULT tick=(\d+)/g)].map((m) => Number(m[1]));
 const valuesOf = (out: string, key: string): string[] => [...out.matchAll(new RegExp(`RESULT ${key.replace(".", "\\.")}=(\\S+)`, "g"))].map((m) => m[1]!);
-const until = async (cond: () => boolean, what: string, ms = 20_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-};
 
 /** A Unix socket server that records what each connection sent, in connection order. */
 async function recorder(path: string, onConn?: (s: Socket) => void): Promise<{ server: Server; conns: Socket[]; text: string[] }> {
@@ -62,7 +55,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "device pause and snapshot/res
     const dev = <T>(kind: string): T => vm.virtio.devices.find((d) => d.kind === kind)!.device as unknown as T;
     let out = "";
     const run = vm.run({ serial: (b) => void (out += Buffer.from(b).toString()) });
-    await until(() => out.includes("RESULT rtc.alarm_set=5"), "the alarm to be set");
+    await until(() => out.includes("RESULT rtc.alarm_set=5"), { what: "the alarm to be set" });
     await vm.pause();
     const rtc = dev<VirtioRtc>("rtc");
     const consoleDev = dev<VirtioConsole>("console");
@@ -89,18 +82,18 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "device pause and snapshot/res
     expect(dev<VirtioBalloon>("balloon").targetPages).toBe(768);
     expect(rtc.alarmTimers).toBe(0);
     vm.resume();
-    await until(() => out.includes("RESULT rtc.alarm=") && out.includes("RESULT balloon.ack=768") && out.includes('RESULT console.rx="input-while-paused."'), "the held input and alarm after resume");
+    await until(() => out.includes("RESULT rtc.alarm=") && out.includes("RESULT balloon.ack=768") && out.includes('RESULT console.rx="input-while-paused."'), { what: "the held input and alarm after resume" });
     const alarmTick = Number(valuesOf(out, "rtc.alarm")[0]);
     expect(alarmTick).toBeGreaterThanOrEqual(seen - 1); // fired after the resume, not before the pause
     // The guest got the host's REQUEST after the resume (it answers nothing: the micro-guest only counts it).
-    await until(() => out.includes("RESULT vsock.rx_other=") || vsock.metrics.rxPackets > vsockRx, "the vsock REQUEST after resume");
+    await until(() => out.includes("RESULT vsock.rx_other=") || vsock.metrics.rxPackets > vsockRx, { what: "the vsock REQUEST after resume" });
     host.destroy();
     vm.stop();
     await run;
     vm.close();
     // Every tick's console line reached the host, in order, none lost or twice (the pause dropped nothing).
     const last = Math.max(...ticksOf(out));
-    await until(() => con.text[0]!.includes(`tick ${last}\n`), "the last tick's console line");
+    await until(() => con.text[0]!.includes(`tick ${last}\n`), { what: "the last tick's console line" });
     con.server.close();
     const lines = con.text[0]!.split("\n").filter((l) => l !== "");
     expect(lines.length).toBeGreaterThanOrEqual(last + 1);
@@ -120,10 +113,10 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "device pause and snapshot/res
     a.stdout.on("data", (b: Buffer) => (out1 += b.toString()));
     a.stderr.on("data", (b: Buffer) => (err1 += b.toString()));
     const gone = new Promise((r) => a.on("exit", r));
-    await until(() => out1.includes("RESULT rtc.alarm_set=25"), `the alarm to be set\n${out1}\n${err1}`);
+    await until(() => out1.includes("RESULT rtc.alarm_set=25"), { what: `the alarm to be set\n${out1}\n${err1}` });
     expect(valuesOf(out1, "vsock.connect")).toEqual(["2"]); // RESPONSE from <uds>_5000
     a.kill("SIGUSR1");
-    await until(() => /snapshot (written|failed)/.test(err1), "the snapshot");
+    await until(() => /snapshot (written|failed)/.test(err1), { what: "the snapshot" });
     expect(err1).toContain("snapshot written");
     a.kill("SIGKILL");
     await gone;
@@ -137,7 +130,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "device pause and snapshot/res
     b.stderr.on("data", (x: Buffer) => (err2 += x.toString()));
     const code = new Promise<number | null>((r) => b.on("exit", r));
     // The restored VMM connects to the console socket again: a second connection.
-    await until(() => con.conns.length === 2 && existsSync(apiSock), `the restored VMM's console connection and API socket\n${err2}`);
+    await until(() => con.conns.length === 2 && existsSync(apiSock), { what: `the restored VMM's console connection and API socket\n${err2}` });
     con.conns[1]!.write("after-restore\n");
     const patch = await http(apiSock, "PATCH", "/balloon", { amount_mib: 2 });
     expect(patch.status, patch.text).toBe(204);

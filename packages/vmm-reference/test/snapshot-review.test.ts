@@ -1,30 +1,20 @@
 // Review of the control plane (issue 11): hostile snapshot files and API
 // bodies, and racing calls, on real KVM with the micro-guest. Each test names
 // what went wrong before its fix.
-import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { closeSync, copyFileSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { Vmm, VmmError, decodeSnapshotFile, encodeSnapshotFile, mergeDiffSnapshot, type SnapshotState } from "../src/index.js";
 import { VmmBackend } from "../src/api/vmm-backend.js";
-import { http } from "./api-http.js";
+import { http, ready, start } from "./api-http.js";
+import { ticksOf, until } from "./ticker.js";
 
 vi.setConfig({ testTimeout: 60_000 });
-const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 
-const ticksOf = (out: string): number[] => [...out.matchAll(/RESULT tick=(\d+)/g)].map((m) => Number(m[1]));
-const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 2));
-  }
-};
 const errorOf = (f: () => unknown): unknown => {
   try {
     f();
@@ -33,35 +23,6 @@ const errorOf = (f: () => unknown): unknown => {
   }
   return undefined;
 };
-
-interface Child {
-  readonly proc: ChildProcess;
-  out: string;
-  err: string;
-  readonly exit: Promise<number | null>;
-}
-function start(args: string[]): Child {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const c: Child = { proc, out: "", err: "", exit: new Promise((r) => proc.on("exit", (code) => r(code))) };
-  proc.stdout!.on("data", (b: Buffer) => { c.out += b.toString("latin1"); });
-  proc.stderr!.on("data", (b: Buffer) => { c.err += b.toString(); });
-  return c;
-}
-async function ready(sock: string, c: Child): Promise<void> {
-  let exited = false;
-  void c.exit.then(() => { exited = true; });
-  for (let i = 0; i < 200 && !exited; i++) {
-    if (existsSync(sock)) {
-      try {
-        if ((await http(sock, "GET", "/")).status === 200) return;
-      } catch {
-        // not listening yet
-      }
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`the API socket ${sock} never answered; stderr: ${c.err}`);
-}
 
 describeWith({ kvm: true, tools: ["gcc", "ld"] }, "control plane review: hostile snapshots, racing calls", () => {
   let elf = "";

@@ -8,19 +8,11 @@ import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { Vmm, VmmError, decodeSnapshotFile, encodeSnapshotFile, mergeDiffSnapshot, restoreVcpu, saveVcpu, msrsToSave, type SnapshotState } from "../src/index.js";
+import { ticksOf, contiguous, until } from "./ticker.js";
 
 vi.setConfig({ testTimeout: 60_000 });
 const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
 
-const ticksOf = (out: string): number[] => [...out.matchAll(/RESULT tick=(\d+)/g)].map((m) => Number(m[1]));
-const contiguous = (t: readonly number[]): boolean => t.every((v, i) => i === 0 || v === t[i - 1]! + 1);
-const until = async (cond: () => boolean, ms = 20_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 2));
-  }
-};
 const codeOf = (f: () => unknown): string | undefined => {
   try {
     f();
