@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { prestartCount, prestartVcpuWorkers } from "./worker-pool.js";
 
 prestartVcpuWorkers(prestartCount(process.argv.slice(2)));
-// The one-file bundle of the CLI (scripts/bundle.mjs) loads faster; cli.js where there is none.
+// The CLI's bundle (scripts/bundle.mjs) loads faster; cli.js where there is none.
 const bundle = new URL("./cli.bundle.js", import.meta.url);
 const entry = existsSync(fileURLToPath(bundle)) ? bundle.href : new URL("./cli.js", import.meta.url).href;
 const { main } = (await import(entry)) as typeof import("./cli.js");
