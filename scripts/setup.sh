@@ -14,8 +14,9 @@ mkdir -p "$TS_VMM_CACHE"
 # 1. Debian packages: QEMU is the peer VMM, iasl the independent ACPI parser,
 #    busybox-static the Linux test guest's userland, iproute2 for tap/netns tests,
 #    cpio, xz-utils and zstd to build initramfs images and unpack kernel payloads,
-#    e2fsprogs (mke2fs -d) for the Linux guests' ext2 data disk.
-APT_PACKAGES="qemu-system-x86 acpica-tools busybox-static iproute2 cpio xz-utils zstd e2fsprogs"
+#    e2fsprogs (mke2fs -d) for the Linux guests' ext2 data disk, chromium (headless, driven by
+#    playwright-core) for scripts/docs-check.mjs's look at the rendered API docs.
+APT_PACKAGES="qemu-system-x86 acpica-tools busybox-static iproute2 cpio xz-utils zstd e2fsprogs chromium"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

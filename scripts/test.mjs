@@ -2,6 +2,7 @@
 // validation as errors: an export without TSDoc or a broken doc link fails the run)
 // and publint on what each published package would ship,
 // then the consumer check (scripts/consumer-check.sh: install and examples on every supported Node),
+// then the docs site in headless Chromium (scripts/docs-check.mjs),
 // then the addon packages' tests on the other Node versions (scripts/test-other-nodes.mjs), then prints one closing line with the totals from each package's vitest JSON report:
 // "tests: N passed, N failed, N skipped".
 // Exits non-zero if any test failed, any turbo task failed, or no test ran.
@@ -75,6 +76,21 @@ if (consumer.status !== 0 && examples.failed === 0) examples.failed = 1;
 passed += examples.passed;
 failed += examples.failed;
 rows.push(`  ${"consumer-check".padEnd(20)} ${examples.passed} passed, ${examples.failed} failed (README examples, installed from the tarballs, on Node ${examples.node.join(", ") || "?"})`);
+// Then the rendered docs site (docs/api, built by the docs:api task above) in headless Chromium:
+// scripts/docs-check.mjs, each page it opens and its link check of the whole site counted as a test.
+const docs = spawnSync(process.execPath, [join(root, "scripts/docs-check.mjs")], { cwd: root, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+process.stdout.write(docs.stdout ?? "");
+let site = { passed: 0, failed: 0, screenshots: "" };
+try {
+  const last = JSON.parse((docs.stdout ?? "").trim().split("\n").at(-1) ?? "");
+  site = { passed: last.passed ?? 0, failed: last.failed ?? 0, screenshots: last.screenshots ?? "" };
+} catch {
+  site.failed = 1; // no closing line: the check itself failed
+}
+if (docs.status !== 0 && site.failed === 0) site.failed = 1;
+passed += site.passed;
+failed += site.failed;
+rows.push(`  ${"docs-check".padEnd(20)} ${site.passed} passed, ${site.failed} failed (the docs site in headless Chromium; screenshots in ${site.screenshots || "?"})`);
 // Then the two addon packages' tests on the other Node versions (Node 22, 24, 26), against their
 // prebuilds for those ABIs: a run that failed without writing its report counts as one failure.
 const others = spawnSync(process.execPath, [join(root, "scripts/test-other-nodes.mjs")], { cwd: root, stdio: "inherit" });

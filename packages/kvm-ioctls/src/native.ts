@@ -11,6 +11,7 @@ import { KvmError } from "./errors.js";
 export interface KvmNative {
   /** open(path, O_RDWR | O_CLOEXEC). */
   open(path: string): number;
+  /** close(fd). */
   close(fd: number): number;
   /** ioctl(fd, request, arg) for _IO requests with an integer argument. */
   ioctlVal(fd: number, request: number, arg: number): number;

@@ -1,5 +1,5 @@
 /**
- * The guest physical memory layout this package uses. DESIGN.md explains each
+ * The guest physical memory layout this package uses. [DESIGN.md](../DESIGN.md) explains each
  * choice. All values are guest physical addresses.
  *
  * ```

@@ -1,3 +1,11 @@
+/**
+ * The entry point of `@ts-vmm/virtio-devices` (its README is the package's page in the API docs).
+ * `@mergeModuleWith <project>` lists these exports on that page rather than under a
+ * sub-module named `index`, beside the package's subpath entry points.
+ *
+ * @module
+ * @mergeModuleWith <project>
+ */
 export type { ActivateContext, DeviceState, IrqLine, VirtioDevice, VirtioInterrupt } from "./device.js";
 export { VirtioDeviceError } from "./errors.js";
 export type { VirtioDeviceErrorCode } from "./errors.js";

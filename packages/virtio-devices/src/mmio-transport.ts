@@ -44,7 +44,7 @@ export interface MmioTransportOptions {
  * notifications from ioeventfds to {@link MmioTransport.notify}.
  *
  * Every guest-written value is checked; nothing the guest writes makes it
- * throw. Rules it enforces (see DESIGN.md): the status bits are set in order
+ * throw. Rules it enforces (see [DESIGN.md](../DESIGN.md)): the status bits are set in order
  * and never cleared except by a reset; features are accepted only as a subset
  * of what is offered and with VERSION_1; queues are configured only between
  * FEATURES_OK and (re)ready, with every value checked by the queue; a queue is

@@ -1,3 +1,11 @@
+/**
+ * The entry point of `@ts-vmm/virtio-queue` (its README is the package's page in the API docs).
+ * `@mergeModuleWith <project>` lists these exports on that page rather than under a
+ * sub-module named `index`, beside the package's subpath entry points.
+ *
+ * @module
+ * @mergeModuleWith <project>
+ */
 export { Queue } from "./queue.js";
 export { DescriptorChain, DEFAULT_READ_LIMIT } from "./chain.js";
 export type { Descriptor } from "./chain.js";

@@ -373,7 +373,7 @@ export class Queue {
   }
 
   /**
-   * Takes the next chain the driver made available, validated (see DESIGN.md).
+   * Takes the next chain the driver made available, validated (see [DESIGN.md](../DESIGN.md)).
    *
    * @returns the chain, or undefined if none is available or the queue is not ready.
    * @throws {@link VirtqueueError} for a malformed ring or chain. If `head` is

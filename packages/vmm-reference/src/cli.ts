@@ -114,9 +114,11 @@ belong to debug-exit).`;
 
 /** Where the CLI writes: serial output to `stdout`, diagnostics to `stderr`. */
 export interface CliStdout {
+  /** Writes the guest's serial output (and the CLI's messages). */
   write(b: Uint8Array | string): unknown;
   /** A stream's 'error' events (EPIPE) are handled: the VM is stopped and the status is 2. */
   on?(event: "error", listener: (e: Error) => void): unknown;
+  /** Removes the 'error' listener when the run ends. */
   off?(event: "error", listener: (e: Error) => void): unknown;
 }
 
@@ -134,12 +136,17 @@ export interface CliHooks {
 
 /** The input stream {@link CliHooks.stdin} takes: process.stdin, or any readable with these members. */
 export interface CliStdin {
+  /** Input bytes, forwarded to COM1 (Ctrl-A x on a terminal stops the VM). */
   on(event: "data", listener: (b: Buffer) => void): unknown;
+  /** Removes the 'data' listener when the run ends. */
   off(event: "data", listener: (b: Buffer) => void): unknown;
+  /** Stops reading when the run ends, so the process can exit. */
   pause?(): unknown;
+  /** Starts reading before the VM runs. */
   resume?(): unknown;
   /** True for a terminal: raw mode and Ctrl-A x. */
   readonly isTTY?: boolean;
+  /** Puts a terminal in raw mode for the run and restores it afterwards. */
   setRawMode?(raw: boolean): unknown;
 }
 

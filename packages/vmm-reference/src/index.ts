@@ -1,3 +1,11 @@
+/**
+ * The entry point of `@ts-vmm/vmm-reference` (its README is the package's page in the API docs).
+ * `@mergeModuleWith <project>` lists these exports on that page rather than under a
+ * sub-module named `index`, beside the package's subpath entry points.
+ *
+ * @module
+ * @mergeModuleWith <project>
+ */
 export { Vmm } from "./vmm.js";
 export type { VmConfig, VmIo, VcpuSetup, IrqchipMode } from "./vmm.js";
 export type { RunResult, StopReason, VcpuEndState } from "./run-result.js";

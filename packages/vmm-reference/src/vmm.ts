@@ -886,7 +886,7 @@ export class Vmm {
    * continues from its snapshot), with that moment in ms since the Unix epoch
    * (`performance.timeOrigin + performance.now()` in the worker, comparable
    * with the same sum on any thread of this host). This is what "restore to
-   * running" is measured to (DESIGN.md).
+   * running" is measured to ([DESIGN.md](../DESIGN.md)).
    * @throws {@link VmmError} `InvalidState` (as a rejection) if the VM is closed, or
    *   its run ends, before vCPU 0 got there.
    */
@@ -999,7 +999,7 @@ export class Vmm {
 
   /**
    * Writes a snapshot of the paused VM: the state file at `snapshotPath`
-   * (magic, format version, the state as JSON, CRC-64/XZ; see DESIGN.md) and
+   * (magic, format version, the state as JSON, CRC-64/XZ; see [DESIGN.md](../DESIGN.md)) and
    * guest memory at `memFilePath`: all of it (`Full`, the default), or only the
    * pages written since the last snapshot or since the VM was created or
    * restored (`Diff`, with {@link VmConfig.enableDiffSnapshots}; merge it onto the

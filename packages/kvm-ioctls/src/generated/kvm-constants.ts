@@ -313,117 +313,231 @@ export const ExitReason = {
   TDX: 40,
 } as const;
 
+/** The only KVM API version there is: what KVM_GET_API_VERSION must return. */
 export const KVM_API_VERSION = 12;
+/** Memory slot flag: track writes in the slot's dirty bitmap (KVM_GET_DIRTY_LOG). */
 export const KVM_MEM_LOG_DIRTY_PAGES = 1;
+/** Memory slot flag: guest writes to the slot exit to userspace as MMIO. */
 export const KVM_MEM_READONLY = 2;
+/** Memory slot flag: the slot's private memory comes from a guest_memfd (KVM_SET_USER_MEMORY_REGION2). */
 export const KVM_MEM_GUEST_MEMFD = 4;
+/** kvm_run.io.direction of a port read (IN). */
 export const KVM_EXIT_IO_IN = 0;
+/** kvm_run.io.direction of a port write (OUT). */
 export const KVM_EXIT_IO_OUT = 1;
+/** kvm_run.internal.suberror: KVM's instruction emulator failed. */
 export const KVM_INTERNAL_ERROR_EMULATION = 1;
+/** kvm_run.internal.suberror: an exception was raised while delivering another. */
 export const KVM_INTERNAL_ERROR_SIMUL_EX = 2;
+/** kvm_run.internal.suberror: an event could not be delivered (e.g. an exit during delivery). */
 export const KVM_INTERNAL_ERROR_DELIVERY_EV = 3;
+/** kvm_run.internal.suberror: the CPU exited for a reason KVM does not handle. */
 export const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4;
+/** kvm_run.system_event.type: the guest asked to power off. */
 export const KVM_SYSTEM_EVENT_SHUTDOWN = 1;
+/** kvm_run.system_event.type: the guest asked for a reset. */
 export const KVM_SYSTEM_EVENT_RESET = 2;
+/** kvm_run.system_event.type: the guest reported a crash (e.g. Hyper-V crash MSRs). */
 export const KVM_SYSTEM_EVENT_CRASH = 3;
+/** kvm_run.system_event.type: the vCPU was suspended and KVM saw a wakeup event. */
 export const KVM_SYSTEM_EVENT_WAKEUP = 4;
+/** kvm_run.system_event.type: the guest asked to suspend the VM. */
 export const KVM_SYSTEM_EVENT_SUSPEND = 5;
+/** kvm_run.system_event.type: an SEV-ES/SNP guest asked to terminate. */
 export const KVM_SYSTEM_EVENT_SEV_TERM = 6;
+/** kvm_run.system_event.type: a TDX guest reported a fatal error. */
 export const KVM_SYSTEM_EVENT_TDX_FATAL = 7;
+/** KVM_CAP_X86_USER_SPACE_MSR reason bit: exit on an access KVM would fault (#GP). */
 export const KVM_MSR_EXIT_REASON_INVAL = 1;
+/** KVM_CAP_X86_USER_SPACE_MSR reason bit: exit on an MSR KVM does not know. */
 export const KVM_MSR_EXIT_REASON_UNKNOWN = 2;
+/** KVM_CAP_X86_USER_SPACE_MSR reason bit: exit on an access the MSR filter denies. */
 export const KVM_MSR_EXIT_REASON_FILTER = 4;
+/** kvm_run.memory_fault.flags: the faulting access was to private memory. */
 export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 8n;
+/** kvm_irqfd flag: unbind the eventfd from the GSI. */
 export const KVM_IRQFD_FLAG_DEASSIGN = 1;
+/** kvm_irqfd flag: level-triggered, with a resample eventfd signalled on EOI. */
 export const KVM_IRQFD_FLAG_RESAMPLE = 2;
+/** kvm_ioeventfd flag: signal only when the written value equals datamatch. */
 export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1;
+/** kvm_ioeventfd flag: the address is an I/O port, not MMIO. */
 export const KVM_IOEVENTFD_FLAG_PIO = 2;
+/** kvm_ioeventfd flag: remove the binding. */
 export const KVM_IOEVENTFD_FLAG_DEASSIGN = 4;
+/** kvm_irq_routing_entry.type: route the GSI to an in-kernel PIC/IOAPIC pin. */
 export const KVM_IRQ_ROUTING_IRQCHIP = 1;
+/** kvm_irq_routing_entry.type: route the GSI to an MSI message. */
 export const KVM_IRQ_ROUTING_MSI = 2;
+/** kvm_irqchip.chip_id / routing irqchip: the master 8259 PIC. */
 export const KVM_IRQCHIP_PIC_MASTER = 0;
+/** kvm_irqchip.chip_id / routing irqchip: the slave 8259 PIC. */
 export const KVM_IRQCHIP_PIC_SLAVE = 1;
+/** kvm_irqchip.chip_id / routing irqchip: the IOAPIC. */
 export const KVM_IRQCHIP_IOAPIC = 2;
+/** Pins of KVM's in-kernel IOAPIC. */
 export const KVM_IOAPIC_NUM_PINS = 24;
+/** kvm_msi / MSI route flag: the devid field is valid. */
 export const KVM_MSI_VALID_DEVID = 1;
+/** kvm_pit_config flag: emulate a dummy PC speaker port (0x61). */
 export const KVM_PIT_SPEAKER_DUMMY = 1;
+/** kvm_pit_state2 flag: the HPET's legacy replacement mode has the PIT's interrupts. */
 export const KVM_PIT_FLAGS_HPET_LEGACY = 1;
+/** kvm_clock_data flag: the kvmclock is stable across vCPUs (master clock in use). */
 export const KVM_CLOCK_TSC_STABLE = 2;
+/** kvm_clock_data flag: the realtime field is valid. */
 export const KVM_CLOCK_REALTIME = 4;
+/** kvm_clock_data flag: the host_tsc field is valid. */
 export const KVM_CLOCK_HOST_TSC = 8;
+/** kvm_mp_state: the vCPU runs (the BSP after reset, an AP after its SIPI). */
 export const KVM_MP_STATE_RUNNABLE = 0;
+/** kvm_mp_state: an AP waiting for INIT. */
 export const KVM_MP_STATE_UNINITIALIZED = 1;
+/** kvm_mp_state: an AP that got INIT and waits for a SIPI. */
 export const KVM_MP_STATE_INIT_RECEIVED = 2;
+/** kvm_mp_state: halted (HLT) until an interrupt. */
 export const KVM_MP_STATE_HALTED = 3;
+/** kvm_mp_state: a SIPI was received (transient). */
 export const KVM_MP_STATE_SIPI_RECEIVED = 4;
+/** kvm_mp_state: stopped (s390). */
 export const KVM_MP_STATE_STOPPED = 5;
+/** kvm_mp_state: check-stop (s390). */
 export const KVM_MP_STATE_CHECK_STOP = 6;
+/** kvm_mp_state: operating (s390). */
 export const KVM_MP_STATE_OPERATING = 7;
+/** kvm_mp_state: load state (s390). */
 export const KVM_MP_STATE_LOAD = 8;
+/** kvm_mp_state: an SEV-ES AP parked in AP reset hold. */
 export const KVM_MP_STATE_AP_RESET_HOLD = 9;
+/** kvm_mp_state: suspended until a wakeup event (arm64 PSCI). */
 export const KVM_MP_STATE_SUSPENDED = 10;
+/** kvm_guest_debug control: enable guest debugging. */
 export const KVM_GUESTDBG_ENABLE = 1;
+/** kvm_guest_debug control: single-step the guest. */
 export const KVM_GUESTDBG_SINGLESTEP = 2;
+/** kvm_guest_debug control: exit on software breakpoints (INT3). */
 export const KVM_GUESTDBG_USE_SW_BP = 65536;
+/** kvm_guest_debug control: use the debug registers in kvm_guest_debug.arch. */
 export const KVM_GUESTDBG_USE_HW_BP = 131072;
+/** kvm_guest_debug control: inject a #DB into the guest. */
 export const KVM_GUESTDBG_INJECT_DB = 262144;
+/** kvm_guest_debug control: inject a #BP into the guest. */
 export const KVM_GUESTDBG_INJECT_BP = 524288;
+/** kvm_vcpu_events flag: nmi.pending is valid (set it on restore). */
 export const KVM_VCPUEVENT_VALID_NMI_PENDING = 1;
+/** kvm_vcpu_events flag: sipi_vector is valid. */
 export const KVM_VCPUEVENT_VALID_SIPI_VECTOR = 2;
+/** kvm_vcpu_events flag: interrupt.shadow is valid. */
 export const KVM_VCPUEVENT_VALID_SHADOW = 4;
+/** kvm_vcpu_events flag: the smi fields are valid. */
 export const KVM_VCPUEVENT_VALID_SMM = 8;
+/** kvm_vcpu_events flag: the exception payload fields are valid (KVM_CAP_EXCEPTION_PAYLOAD). */
 export const KVM_VCPUEVENT_VALID_PAYLOAD = 16;
+/** kvm_vcpu_events flag: triple_fault.pending is valid. */
 export const KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 32;
+/** kvm_cpuid_entry2 flag: the leaf's subleaf index is significant (kvm.h's spelling). */
 export const KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1;
+/** kvm_cpuid_entry2 flag: a stateful leaf (obsolete; leaf 2 on old CPUs). */
 export const KVM_CPUID_FLAG_STATEFUL_FUNC = 2;
+/** kvm_cpuid_entry2 flag: the next entry of a stateful leaf (obsolete). */
 export const KVM_CPUID_FLAG_STATE_READ_NEXT = 4;
+/** Most CPUID entries KVM takes in one KVM_SET_CPUID2. */
 export const KVM_MAX_CPUID_ENTRIES = 256;
+/** kvm_sregs2 flag: the pdptrs field is valid (PAE paging). */
 export const KVM_SREGS2_FLAGS_PDPTRS_VALID = 1;
+/** Most entries in struct kvm_xcrs. */
 export const KVM_MAX_XCRS = 16;
+/** kvm_create_device flag: only test whether the device type is supported. */
 export const KVM_CREATE_DEVICE_TEST = 1;
+/** kvm_create_device.type of the KVM-VFIO pseudo device. */
 export const KVM_DEV_TYPE_VFIO = 4;
+/** KVM-VFIO device attribute group: VFIO files. */
 export const KVM_DEV_VFIO_FILE = 1;
+/** KVM-VFIO attribute in KVM_DEV_VFIO_FILE: add a VFIO file. */
 export const KVM_DEV_VFIO_FILE_ADD = 1;
+/** KVM-VFIO attribute in KVM_DEV_VFIO_FILE: remove a VFIO file. */
 export const KVM_DEV_VFIO_FILE_DEL = 2;
+/** KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flag: pages are write-protected again only by KVM_CLEAR_DIRTY_LOG. */
 export const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1;
+/** KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flag: a new slot's dirty bitmap starts all set. */
 export const KVM_DIRTY_LOG_INITIALLY_SET = 2;
+/** Page offset in the vCPU mapping where the dirty ring starts (KVM_CAP_DIRTY_LOG_RING). */
 export const KVM_DIRTY_LOG_PAGE_OFFSET = 64;
+/** Page offset in the vCPU mapping of the PIO data page (x86). */
 export const KVM_PIO_PAGE_OFFSET = 1;
+/** Page offset in the vCPU mapping of the coalesced MMIO ring. */
 export const KVM_COALESCED_MMIO_PAGE_OFFSET = 2;
+/** kvm_dirty_gfn flag: the entry holds a dirtied page. */
 export const KVM_DIRTY_GFN_F_DIRTY = 1;
+/** kvm_dirty_gfn flag: userspace has harvested the entry. */
 export const KVM_DIRTY_GFN_F_RESET = 2;
+/** KVM_CREATE_VM type: an ordinary VM. */
 export const KVM_X86_DEFAULT_VM = 0;
+/** KVM_CREATE_VM type: software-protected VM (guest_memfd, for testing). */
 export const KVM_X86_SW_PROTECTED_VM = 1;
+/** KVM_CREATE_VM type: AMD SEV guest. */
 export const KVM_X86_SEV_VM = 2;
+/** KVM_CREATE_VM type: AMD SEV-ES guest. */
 export const KVM_X86_SEV_ES_VM = 3;
+/** KVM_CREATE_VM type: AMD SEV-SNP guest. */
 export const KVM_X86_SNP_VM = 4;
+/** KVM_CREATE_VM type: Intel TDX guest. */
 export const KVM_X86_TDX_VM = 5;
+/** KVM_SET_MEMORY_ATTRIBUTES attribute: the range is private (backed by guest_memfd). */
 export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 8n;
+/** KVM_CREATE_GUEST_MEMFD flag: the guest_memfd can be mmap()ed by the host. */
 export const GUEST_MEMFD_FLAG_MMAP = 1n;
+/** KVM_CREATE_GUEST_MEMFD flag: memory starts shared, not private (needs GUEST_MEMFD_FLAG_MMAP). */
 export const GUEST_MEMFD_FLAG_INIT_SHARED = 2n;
+/** KVM_CAP_X86_DISABLE_EXITS bit: MWAIT runs in the guest without an exit. */
 export const KVM_X86_DISABLE_EXITS_MWAIT = 1;
+/** KVM_CAP_X86_DISABLE_EXITS bit: HLT runs in the guest without an exit. */
 export const KVM_X86_DISABLE_EXITS_HLT = 2;
+/** KVM_CAP_X86_DISABLE_EXITS bit: PAUSE runs in the guest without an exit. */
 export const KVM_X86_DISABLE_EXITS_PAUSE = 4;
+/** KVM_CAP_X86_DISABLE_EXITS bit: deep C-states are left to the guest. */
 export const KVM_X86_DISABLE_EXITS_CSTATE = 8;
+/** kvm_msr_filter_range flag: the bitmap filters reads (RDMSR). */
 export const KVM_MSR_FILTER_READ = 1;
+/** kvm_msr_filter_range flag: the bitmap filters writes (WRMSR). */
 export const KVM_MSR_FILTER_WRITE = 2;
+/** kvm_msr_filter flag: MSRs outside every range are allowed. */
 export const KVM_MSR_FILTER_DEFAULT_ALLOW = 0;
+/** kvm_msr_filter flag: MSRs outside every range are denied. */
 export const KVM_MSR_FILTER_DEFAULT_DENY = 1;
+/** Most ranges in one KVM_X86_SET_MSR_FILTER. */
 export const KVM_MSR_FILTER_MAX_RANGES = 16;
+/** Largest bitmap of one MSR filter range, in bytes. */
 export const KVM_MSR_FILTER_MAX_BITMAP_SIZE = 1536;
+/** kvm_nested_state.format: Intel VMX. */
 export const KVM_STATE_NESTED_FORMAT_VMX = 0;
+/** kvm_nested_state.format: AMD SVM. */
 export const KVM_STATE_NESTED_FORMAT_SVM = 1;
+/** kvm_nested_state flag: the vCPU was running an L2 guest. */
 export const KVM_STATE_NESTED_GUEST_MODE = 1;
+/** kvm_nested_state flag: a VM entry to L2 was pending. */
 export const KVM_STATE_NESTED_RUN_PENDING = 2;
+/** kvm_nested_state flag: an enlightened VMCS (Hyper-V) is in use. */
 export const KVM_STATE_NESTED_EVMCS = 4;
+/** kvm_nested_state flag: a monitor trap flag exit was pending. */
 export const KVM_STATE_NESTED_MTF_PENDING = 8;
+/** kvm_nested_state flag: the SVM global interrupt flag is set. */
 export const KVM_STATE_NESTED_GIF_SET = 256;
+/** Bytes of a VMCS12 in kvm_nested_state's data. */
 export const KVM_STATE_NESTED_VMX_VMCS_SIZE = 4096;
+/** Bytes of a VMCB12 in kvm_nested_state's data. */
 export const KVM_STATE_NESTED_SVM_VMCB_SIZE = 4096;
+/** KVM_GET/SET_ONE_REG id bits: an x86 register. */
 export const KVM_REG_X86 = 0x2000000000000000n;
+/** Shift of the size field in a ONE_REG id (log2 of the size in bytes). */
 export const KVM_REG_SIZE_SHIFT = 52;
+/** Mask of the size field in a ONE_REG id. */
 export const KVM_REG_SIZE_MASK = 0x00f0000000000000n;
+/** ONE_REG id size field: a 64-bit register. */
 export const KVM_REG_SIZE_U64 = 0x0030000000000000n;
+/** x86 ONE_REG id type: an MSR, by index. */
 export const KVM_X86_REG_TYPE_MSR = 2;
+/** x86 ONE_REG id type: a KVM-defined register (e.g. KVM_REG_GUEST_SSP). */
 export const KVM_X86_REG_TYPE_KVM = 3;
+/** Index of the guest's shadow stack pointer among the KVM-defined x86 ONE_REG registers (CET). */
 export const KVM_REG_GUEST_SSP = 0;

@@ -5,7 +5,7 @@ import { SharedLock } from "./shared-lock.js";
  * The boot-timer port. Chosen clear of every port the reference machine
  * decodes or that Linux probes on a PC (PIC 0x20/0xa0, PIT 0x40-0x43, i8042
  * 0x60/0x64, RTC 0x70/0x71, POST/delay 0x80, debug-exit 0xf4-0xf7, ACPI PM
- * 0x3c0-0x3c2, COM1 0x3f8-0x3ff); see the package's DESIGN.md.
+ * 0x3c0-0x3c2, COM1 0x3f8-0x3ff); see the package's [DESIGN.md](../../DESIGN.md).
  */
 export const BOOT_TIMER_PORT = 0x440;
 /** Ports the device occupies: a 32-bit write at {@link BOOT_TIMER_PORT} covers 0x440-0x443. */

@@ -1,3 +1,10 @@
+/**
+ * `@ts-vmm/virtio-devices/legacy`: the legacy PC devices (16550 serial, i8042, ACPI PM,
+ * the debug-exit and boot-timer ports, CMOS RTC), the IOAPIC, and the bus that routes port
+ * accesses to them.
+ *
+ * @module legacy
+ */
 export { PioBus } from "./pio-bus.js";
 export type { PioDevice } from "./pio-bus.js";
 export { SharedLock } from "./shared-lock.js";

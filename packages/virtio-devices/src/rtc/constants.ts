@@ -48,7 +48,7 @@ export const VIRTIO_RTC_CLOCK_UTC = 0;
 export const VIRTIO_RTC_CLOCK_TAI = 1;
 /** Monotonic physical time since an epoch before device reset. */
 export const VIRTIO_RTC_CLOCK_MONOTONIC = 2;
-/** UTC that smears leap seconds (not offered here; see DESIGN.md). */
+/** UTC that smears leap seconds (not offered here; see [DESIGN.md](../../DESIGN.md)). */
 export const VIRTIO_RTC_CLOCK_UTC_SMEARED = 3;
 /** UTC that may or may not smear leap seconds (not offered here). */
 export const VIRTIO_RTC_CLOCK_UTC_MAYBE_SMEARED = 4;

@@ -59,7 +59,7 @@ interface Active {
  * SET_ALARM_ENABLED, with expirations notified on the alarmq (queue 1).
  *
  * Every response is exactly its message's response size; a malformed request
- * gets the spec's error status (see DESIGN.md's table). A broken ring, or a
+ * gets the spec's error status (see the table in [DESIGN.md](../../DESIGN.md)). A broken ring, or a
  * response buffer outside guest memory, sets DEVICE_NEEDS_RESET. Alarms are
  * not kept across a device reset; at most one host timer per clock runs.
  */

@@ -1,4 +1,9 @@
-// @ts-vmm/vmm-reference/api: the Firecracker-compatible API over a Unix socket.
+/**
+ * `@ts-vmm/vmm-reference/api`: the Firecracker-compatible HTTP API over a Unix socket
+ * (the server, its router, and the backend that drives a `Vmm`).
+ *
+ * @module api
+ */
 export { startApiServer, ApiServerError, API_MAX_BODY_BYTES } from "./server.js";
 export type { ApiServer, ApiServerOptions, ApiServerErrorCode } from "./server.js";
 export { ApiRouter, firecrackerStatName } from "./router.js";

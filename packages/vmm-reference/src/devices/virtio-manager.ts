@@ -106,7 +106,10 @@ const VIRTIO_GSIS = [5, 6, 7, 9, 10, 11, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]
  * interrupts reach the guest (today an irqfd on the in-kernel IOAPIC; with a
  * split irqchip this becomes a GSI route to an MSI).
  */
-export function connectIrq(vm: VmFd, gsi: number): IrqLine & { close(): void } {
+export function connectIrq(vm: VmFd, gsi: number): IrqLine & {
+  /** Closes the line's eventfd (the irqfd goes with it). */
+  close(): void;
+} {
   const line = new EventFdIrqLine(new EventFd({ nonBlocking: true }));
   vm.registerIrqfd(line.eventFd, gsi);
   return line;

@@ -26,31 +26,57 @@ const MSR_CHUNK = 255;
 
 /** The VcpuFd methods a save or restore uses (the seam the unit tests record on). */
 export interface VcpuStateIo {
+  /** KVM_GET_REGS: the general-purpose registers. */
   getRegs(): Regs;
+  /** KVM_SET_REGS. */
   setRegs(r: Regs): void;
+  /** KVM_GET_SREGS2: segments, control registers, EFER, APIC base and the PDPTEs. */
   getSregs2(): Sregs2;
+  /** KVM_SET_SREGS2. */
   setSregs2(s: Sregs2): void;
+  /** The XSAVE area size the kernel uses: max(4096, KVM_CAP_XSAVE2). */
   readonly xsaveSize: number;
+  /** KVM_GET_XSAVE: the legacy 4 KiB XSAVE area. */
   getXsave(): Uint8Array;
+  /** KVM_GET_XSAVE2: the full XSAVE area of {@link VcpuStateIo.xsaveSize} bytes. */
   getXsave2(): Uint8Array;
+  /** KVM_SET_XSAVE with an area from either getter. */
   setXsave(area: Uint8Array): void;
+  /** KVM_GET_XCRS: the extended control registers (XCR0). */
   getXcrs(): Xcr[];
+  /** KVM_SET_XCRS. */
   setXcrs(x: readonly Xcr[]): void;
+  /** KVM_GET_MSRS for `indices` (at most one chunk's worth per call). */
   getMsrs(indices: readonly number[]): MsrEntry[];
+  /** KVM_SET_MSRS; returns how many entries KVM set (fewer means it refused the next one). */
   setMsrs(entries: readonly MsrEntry[]): number;
+  /** KVM_GET_CPUID2: the CPUID table the vCPU was given. */
   getCpuid2(): CpuidEntry[];
+  /** KVM_SET_CPUID2. */
   setCpuid2(entries: readonly CpuidEntry[]): void;
+  /** KVM_GET_LAPIC: the 1 KiB local APIC register page. */
   getLapic(): Uint8Array;
+  /** KVM_SET_LAPIC. */
   setLapic(regs: Uint8Array): void;
+  /** KVM_GET_VCPU_EVENTS: pending exceptions, interrupts, NMIs and SMM state. */
   getVcpuEvents(): VcpuEvents;
+  /** KVM_SET_VCPU_EVENTS. */
   setVcpuEvents(e: VcpuEvents): void;
+  /** KVM_GET_MP_STATE (a `KVM_MP_STATE_*` value). */
   getMpState(): number;
+  /** KVM_SET_MP_STATE. */
   setMpState(s: number): void;
+  /** KVM_GET_DEBUGREGS: DR0-DR3, DR6, DR7. */
   getDebugRegs(): DebugRegs;
+  /** KVM_SET_DEBUGREGS. */
   setDebugRegs(d: DebugRegs): void;
+  /** KVM_GET_ONE_REG of a 64-bit register (`id` as KVM encodes it, e.g. the CET shadow stack pointer). */
   getOneRegU64(id: bigint): bigint;
+  /** KVM_SET_ONE_REG of a 64-bit register. */
   setOneReg(id: bigint, value: bigint): void;
+  /** KVM_GET_TSC_KHZ: the vCPU's TSC frequency. */
   getTscKhz(): number;
+  /** KVM_SET_TSC_KHZ. */
   setTscKhz(khz: number): void;
 }
 
