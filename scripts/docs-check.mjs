@@ -1,12 +1,12 @@
 // Checks the rendered API docs site (docs/api, written by `pnpm run docs`) the way a reader sees it:
 //  1. statically, every page: each relative link and asset reference resolves to a file of the
-//     site, and no link is a bare file name that markdown auto-linking turned into a web address
+//     site (and a #fragment to an anchor on that page), and no link is a bare file name that markdown auto-linking turned into a web address
 //     (`http://DESIGN.md`);
 //  2. in headless Chromium (Debian's `chromium`, driven by playwright-core), a few pages served
 //     from localhost: the index, the package page of virtio-queue, the Kvm class page and
 //     vmm-reference's DESIGN page. Each must load with no console error, no uncaught exception, no
-//     failed or non-localhost request, show the text expected there, and its sidebar navigation
-//     must render. A screenshot of each goes to $TS_VMM_CACHE/docs-check (default
+//     failed or non-localhost request, show the text expected there, keep its content inside the
+//     content column, and its sidebar navigation must render. A screenshot of each goes to $TS_VMM_CACHE/docs-check (default
 //     ~/.cache/ts-vmm/docs-check).
 // Last line: {"check":"docs","pages":N,"passed":P,"failed":F,"links":L,"screenshots":"…"}, where the N pages
 // and the link check are N + 1 checks (P + F of them); exits non-zero if anything failed. CHROMIUM=/path overrides the browser binary.
@@ -49,6 +49,11 @@ function htmlFiles(dir) {
   }
   return out;
 }
+const anchors = new Map();
+function anchorsOf(file) {
+  if (!anchors.has(file)) anchors.set(file, new Set([...readFileSync(file, "utf8").matchAll(/\s(?:id|name)="([^"]*)"/g)].map((m) => m[1])));
+  return anchors.get(file);
+}
 let links = 0;
 const bogus = /^https?:\/\/[^/]*\.(md|mjs|ts|json)(\/|#|$)/i;
 for (const file of htmlFiles(site)) {
@@ -60,11 +65,14 @@ for (const file of htmlFiles(site)) {
       fail(`${relative(site, file)}: auto-linked file name ${ref}`);
       continue;
     }
-    if (/^[a-z][a-z0-9+.-]*:/i.test(ref) || ref.startsWith("#") || ref.startsWith("//") || ref === "") continue;
-    const target = decodeURIComponent(ref.split("#")[0].split("?")[0]);
-    if (target === "") continue;
-    const abs = normalize(join(dirname(file), target));
-    if (!abs.startsWith(site + sep) || !existsSync(abs)) fail(`${relative(site, file)}: broken link ${ref}`);
+    if (/^[a-z][a-z0-9+.-]*:/i.test(ref) || ref.startsWith("//") || ref === "") continue;
+    const [path, fragment] = ref.split("?")[0].split("#");
+    const abs = path === "" ? file : normalize(join(dirname(file), decodeURIComponent(path)));
+    if (!abs.startsWith(site + sep) || !existsSync(abs)) {
+      fail(`${relative(site, file)}: broken link ${ref}`);
+    } else if (fragment && abs.endsWith(".html") && !anchorsOf(abs).has(decodeURIComponent(fragment))) {
+      fail(`${relative(site, file)}: link to a missing anchor ${ref}`);
+    }
   }
 }
 
@@ -111,6 +119,18 @@ try {
     } catch {
       problems.push("the navigation sidebar did not render");
     }
+    // Nothing runs out of the content column into the "On This Page" column (wide tables scroll
+    // inside it: docs/api-site.css).
+    const overflow = await page.evaluate(() => {
+      const col = document.querySelector(".col-content");
+      if (!col) return -1;
+      const right = col.getBoundingClientRect().right;
+      let most = 0;
+      for (const el of col.querySelectorAll("table, pre, img, p, li")) most = Math.max(most, el.getBoundingClientRect().right - right);
+      return Math.round(most);
+    });
+    if (overflow < 0) problems.push("no content column (.col-content)");
+    else if (overflow > 1) problems.push(`content ${overflow}px past the right edge of its column`);
     const body = await page.innerText("body");
     for (const t of p.text) if (!body.includes(t)) problems.push(`text not on the page: ${JSON.stringify(t)}`);
     await page.screenshot({ path: join(shots, `${p.name}.png`) });
