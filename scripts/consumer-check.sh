@@ -19,9 +19,11 @@
 #   5. installs each pure package (vm-memory, virtio-queue, linux-loader) alone, with only the @ts-vmm
 #      packages it depends on, in a fresh project: fails if an addon package or a *.node file got
 #      installed, or if its example loads an addon (process.dlopen throws there).
+#   6. installs every tarball with yarn 1 (npx yarn@1.22.22; package.json resolutions to the tarballs)
+#      on the machine's Node, no compiler, and runs the kvm-ioctls example and `ts-vmm demo` there.
 # Last line: {"check":"consumer","node":[...],"packages":N,"examples_passed":M,"examples_failed":F,
-# "pure":{"passed":P,"failed":F},"by_node":{"<version>":{"passed":P,"failed":F,"install_s":S},...}},
-# M and F summed over the versions and the pure checks.
+# "pure":{"passed":P,"failed":F},"yarn":{"version":V,"passed":P,"failed":F},"by_node":{"<version>":{"passed":P,"failed":F,"install_s":S},...}},
+# M and F summed over the versions, the pure checks and yarn.
 # CONSUMER_CHECK_VERBOSE=1 also prints what each passing example printed. CONSUMER_CHECK_NODES=current
 # runs the machine's Node only. Exits non-zero on any failure. Needs /dev/kvm for the kvm-ioctls and
 # vmm-reference examples.
@@ -254,10 +256,64 @@ done
 passed=$((passed + pure_passed))
 failed=$((failed + pure_failed))
 
+# 6. yarn (classic, 1.22, run with npx; on the machine's Node, no compiler on PATH): every tarball
+# installed with `yarn install` (package.json `resolutions` point each @ts-vmm package at its
+# tarball, as the registry would), no addon built at install, then the kvm-ioctls example (plain JS)
+# and `ts-vmm demo` run.
+yarn_version=1.22.22
+yarn_passed=0
+yarn_failed=0
+check_yarn() {
+  local project="$scratch/yarn" bin="$scratch/bin-yarn" status
+  mkdir -p "$project" "$bin"
+  ln -s "$(command -v node)" "$bin/node"
+  ln -s "$npm_cli" "$bin/npm"
+  ln -s "$(dirname "$npm_cli")/npx-cli.js" "$bin/npx"
+  ln -s "$(command -v sh)" "$bin/sh"
+  cd "$project"
+  node -e '
+    const fs = require("fs");
+    const dir = process.argv[1], deps = {};
+    for (const f of fs.readdirSync(dir)) deps["@ts-vmm/" + f.replace(/^ts-vmm-/, "").replace(/-\d[^-]*\.tgz$/, "")] = "file:" + dir + "/" + f;
+    fs.writeFileSync("package.json", JSON.stringify({ name: "consumer-yarn", private: true, type: "module", dependencies: deps, resolutions: deps }, null, 2));
+  ' "$scratch/tarballs"
+  if ! env -i HOME="$HOME" PATH="$bin" TMPDIR="${TMPDIR:-/tmp}" npm_config_build_from_source=false \
+    npm_config_globalconfig="$npm_globalconfig" "${extra_ca[@]}" \
+    npx --yes "yarn@$yarn_version" install --non-interactive --no-progress >"$log" 2>&1; then
+    echo "consumer-check: yarn $yarn_version: install of the tarballs failed" >&2; tail -20 "$log" | sed 's/^/    /' >&2
+    yarn_failed=2; cd "$root"; return
+  fi
+  local built
+  built=$(find node_modules/@ts-vmm -mindepth 2 -maxdepth 2 -name build -type d)
+  [ -z "$built" ] || fail "yarn: a package built its addon at install instead of using its prebuild: $built"
+  cp "$root/examples/kvm-ioctls.mjs" .
+  if PATH="$bin:$PATH" timeout 60 node ./kvm-ioctls.mjs >"$scratch/out" 2>"$scratch/err" && [ ! -s "$scratch/err" ] && grep -q "^Hi" "$scratch/out"; then
+    yarn_passed=$((yarn_passed + 1)); echo "consumer-check: yarn $yarn_version: ok   kvm-ioctls.mjs" >&2
+  else
+    yarn_failed=$((yarn_failed + 1)); echo "consumer-check: yarn $yarn_version: FAIL kvm-ioctls.mjs" >&2
+    cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+  fi
+  set +e
+  PATH="$bin:$PATH" timeout 60 node_modules/.bin/ts-vmm demo --mem 64 >"$scratch/out" 2>"$scratch/err"
+  status=$?
+  set -e
+  if [ "$status" = 1 ] && grep -q "hello from the ts-vmm micro-guest" "$scratch/out"; then
+    yarn_passed=$((yarn_passed + 1)); echo "consumer-check: yarn $yarn_version: ok   ts-vmm demo" >&2
+  else
+    yarn_failed=$((yarn_failed + 1)); echo "consumer-check: yarn $yarn_version: FAIL ts-vmm demo: status $status" >&2
+    cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+  fi
+  cd "$root"
+  rm -rf "$project"
+}
+check_yarn
+passed=$((passed + yarn_passed))
+failed=$((failed + yarn_failed))
+
 for i in "${!versions[@]}"; do
   check_version "${versions[$i]}" "${nodebins[$i]}" $((i == 0 ? 1 : 0))
 done
 
 node_list=$(printf '"%s",' "${versions[@]}")
-echo "{\"check\":\"consumer\",\"node\":[${node_list%,}],\"packages\":$packages,\"examples_passed\":$passed,\"examples_failed\":$failed,\"pure\":{\"passed\":$pure_passed,\"failed\":$pure_failed},\"by_node\":{$by_node}}"
+echo "{\"check\":\"consumer\",\"node\":[${node_list%,}],\"packages\":$packages,\"examples_passed\":$passed,\"examples_failed\":$failed,\"pure\":{\"passed\":$pure_passed,\"failed\":$pure_failed},\"yarn\":{\"version\":\"$yarn_version\",\"passed\":$yarn_passed,\"failed\":$yarn_failed},\"by_node\":{$by_node}}"
 [ "$failed" = 0 ]
