@@ -1,7 +1,7 @@
 // packages/virtio-devices/README.md, ts/js code block 4: the same code, run by scripts/consumer-check.sh
 // against the packed packages (scripts/check-examples.mjs fails when the two drift).
 import { fstatSync } from "node:fs";
-import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import { MockSplitQueue } from "@ts-vmm/virtio-queue/mock";
 import { INT_CONFIG_CHANGE, MMIO, MmioTransport, VirtioBalloon, VIRTIO_F_VERSION_1 } from "@ts-vmm/virtio-devices";
 

@@ -1,7 +1,7 @@
 // packages/vm-memory/README.md, ts/js code block 2: the same code, run by scripts/consumer-check.sh
 // against the packed packages (scripts/check-examples.mjs fails when the two drift).
 import { fstatSync } from "node:fs";
-import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 
 // Give a guest range back to the host (a balloon inflate): the memfd's blocks are freed.
 const mem = GuestMemoryMmap.fromRanges([{ start: 0, size: 16 << 20 }]);

@@ -1,8 +1,7 @@
 // packages/vm-memory/README.md, ts/js code block 1: the same code, run by scripts/consumer-check.sh
 // against the packed packages (scripts/check-examples.mjs fails when the two drift).
-import {
-  GuestMemoryMmap, GuestMemoryError, defineLayout, readObj, toGuestAddress, translate,
-} from "@ts-vmm/vm-memory";
+import { GuestMemoryError, defineLayout, readObj, toGuestAddress, translate } from "@ts-vmm/vm-memory";
+import { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 
 // 128 MiB of memfd-backed RAM at 0, plus 16 MiB above a hole, with dirty tracking.
 const mem = GuestMemoryMmap.fromRanges(

@@ -1,6 +1,7 @@
 // Lints what each published package would ship (`pnpm pack` under the hood):
 // exports that point at missing files, wrong types conditions, and the like.
 // Private packages are skipped. Exits non-zero on any error or warning (--strict).
+// The root `publint` script (the turbo task of the test command) runs scripts/attw.mjs after it.
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";

@@ -1,6 +1,6 @@
 // Runs every package's typecheck (sources and tests) and tests through turbo, plus the API docs build (typedoc with its
 // validation as errors: an export without TSDoc or a broken doc link fails the run)
-// and publint on what each published package would ship,
+// and publint and attw (are the types wrong, esm-only profile) on what each published package would ship,
 // then the consumer check (scripts/consumer-check.sh: install and examples on every supported Node),
 // then the docs site in headless Chromium (scripts/docs-check.mjs),
 // then the addon packages' tests on the other Node versions (scripts/test-other-nodes.mjs), then prints one closing line with the totals from each package's vitest JSON report:

@@ -9,7 +9,7 @@
  */
 import { describeKvm } from "@ts-vmm/test-utils";
 import { Kvm, type VcpuExit, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
-import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import { afterEach, expect, it } from "vitest";
 import { loadLinux, ramRegions, type LinuxBootOptions, type VcpuBootState } from "../src/index.js";
 import { makeBzImage, makeElf, pvhNote } from "./fixtures.js";

@@ -209,6 +209,7 @@ int mode_bench_net(void) {
 	}
 	u64 cyc = rdtsc() - t0;
 	printf("RESULT net_tx_frames=%u\nRESULT net_tx_frame_bytes=%u\nRESULT net_tx_cycles=%u\n", n, size, cyc);
+	printf("RESULT net_tx_kicks=%u\n", tx.kicks); /* notifications sent (the device's NO_NOTIFY is not honoured here) */
 	printf("RESULT tsc_mark=%u\n", rdtsc());
 	vdev_reset(d);
 	return 0;

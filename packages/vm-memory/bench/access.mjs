@@ -1,6 +1,7 @@
 // Micro-benchmark of the hot paths (not a test): node bench/access.mjs after a build.
 // Prints medians of 5 runs; ratios are against a baseline measured in the same run.
-import { GuestMemoryArrayBuffer, GuestMemoryMmap } from "../dist/index.js";
+import { GuestMemoryArrayBuffer } from "../dist/index.js";
+import { GuestMemoryMmap } from "../dist/mmap.js";
 
 const RUNS = 5;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -10,8 +10,6 @@ export { GuestMemoryBase } from "./guest-memory-base.js";
 export { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";
 export type { ArrayBufferMemoryOptions, ArrayBufferRegionSpec } from "./guest-memory-array-buffer.js";
 export type { GuestMemoryTransferable, TransferableRegion } from "./transferable.js";
-export { GuestMemoryMmap, MAX_REGION_SIZE } from "./guest-memory-mmap.js";
-export type { MmapMemoryOptions, MmapRangeSpec } from "./guest-memory-mmap.js";
 export { defineLayout, readObj, writeObj } from "./layout.js";
 export type { BytesField, FieldSpec, FieldValue, Layout, LayoutValue, ScalarField, ScalarType } from "./layout.js";
 export { translate } from "./page-walk.js";

@@ -10,10 +10,11 @@ import { GuestMemoryError } from "./error.js";
 
 const pkg = join(dirname(fileURLToPath(import.meta.url)), "..");
 const entry = pathToFileURL(join(pkg, "dist", "index.js")).href;
+const mmapEntry = pathToFileURL(join(pkg, "dist", "mmap.js")).href;
 
 /** Worker entry files must be real JS: build dist/ if it is missing or older than src/. */
 beforeAll(() => {
-  const dist = join(pkg, "dist", "index.js");
+  const dist = join(pkg, "dist", "mmap.js");
   const newest = Math.max(...readdirSync(join(pkg, "src")).map((f) => statSync(join(pkg, "src", f)).mtimeMs));
   if (!existsSync(dist) || statSync(dist).mtimeMs < newest) {
     execFileSync(join(pkg, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.build.json"], { cwd: pkg, stdio: "inherit" });
@@ -25,7 +26,7 @@ async function roundTrip(
   mem: GuestMemoryMmap | GuestMemoryArrayBuffer,
   base: number,
 ): Promise<{ seen: number; hole: string; regions: number; hostAddress: bigint | null }> {
-  const w = new Worker(new URL("../test/worker-fixture.mjs", import.meta.url), { workerData: { entry, kind }, execArgv: [] });
+  const w = new Worker(new URL("../test/worker-fixture.mjs", import.meta.url), { workerData: { entry, mmapEntry, kind }, execArgv: [] });
   try {
     const reply = new Promise<{ seen: number; hole: string; regions: number; hostAddress: bigint | null }>((resolve, reject) => {
       w.once("message", resolve);

@@ -1,7 +1,8 @@
 // Worker side of worker.test.ts. Plain JS: it imports the built package (dist/).
 import { parentPort, workerData } from "node:worker_threads";
 
-const { GuestMemoryArrayBuffer, GuestMemoryMmap } = await import(workerData.entry);
+const { GuestMemoryArrayBuffer } = await import(workerData.entry);
+const { GuestMemoryMmap } = await import(workerData.mmapEntry);
 const Cls = workerData.kind === "mmap" ? GuestMemoryMmap : GuestMemoryArrayBuffer;
 
 parentPort.on("message", (msg) => {

@@ -117,6 +117,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   pool: ["snapshot", "size", "max-running", "api-sock", "log-dir"],
   "cpu-features": ["json", "all", "cpu-template", "cpu-features", "vcpus", "config", "irqchip"],
   "host-info": ["json"],
+  demo: ["memory", "mem", "vcpus", "cpu-template", "cpu-features", "timeout", "irqchip"],
 };
 
 /** One option's raw value: a string, a flag, or the values of a repeatable option (`--disk`). */
@@ -124,7 +125,7 @@ export type OptionValue = string | boolean | readonly string[] | undefined;
 
 /** The parsed command line: a subcommand and its raw option values. */
 export interface ParsedCommand {
-  readonly command: "run" | "serve" | "pool" | "cpu-features" | "host-info" | "help" | "version";
+  readonly command: "run" | "demo" | "serve" | "pool" | "cpu-features" | "host-info" | "help" | "version";
   readonly values: Readonly<Record<string, OptionValue>>;
 }
 
@@ -160,9 +161,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
   const { values, positionals } = parsed;
   if (values.version) return { command: "version", values };
   if (values.help) return { command: "help", values };
-  if (positionals.length === 0) throw new UsageError("missing command: use run, serve, pool, cpu-features or host-info (ts-vmm --help)");
+  if (positionals.length === 0) throw new UsageError("missing command: use run, demo, serve, pool, cpu-features or host-info (ts-vmm --help)");
   const cmd = positionals[0]!;
-  if (cmd !== "run" && cmd !== "serve" && cmd !== "pool" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, serve, pool, cpu-features or host-info (ts-vmm --help)`);
+  if (cmd !== "run" && cmd !== "demo" && cmd !== "serve" && cmd !== "pool" && cmd !== "cpu-features" && cmd !== "host-info") throw new UsageError(`unknown command ${JSON.stringify(cmd)}: use run, demo, serve, pool, cpu-features or host-info (ts-vmm --help)`);
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])} after ${cmd}`);
   for (const [k, v] of Object.entries(values)) {
     if (v !== undefined && !ALLOWED[cmd]!.includes(k)) throw new UsageError(`${cmd} does not take --${k}`);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { join } from "node:path";
-import { readFileSync, realpathSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { UsageError, parseCommand, parseIrqchip, parseTimeout, runArgs, withConfig, parseWhole, MAX_VCPUS, type OptionValue, type RunArgs } from "./cli-args.js";
 import { liveCpuFeatureReport } from "./cpu/command.js";
@@ -8,6 +8,7 @@ import { formatCpuFeatureReport } from "./cpu/report.js";
 import { debugExitStatus } from "@ts-vmm/virtio-devices/legacy";
 import type { VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
+import { PACKAGE_ROOT } from "./package-root.js";
 import { MetricsWriter } from "./metrics/writer.js";
 import { Vmm, openKvm } from "./vmm.js";
 import { release } from "node:os";
@@ -39,7 +40,12 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
        ts-vmm cpu-features [--json] [--all] [--cpu-template T] [--cpu-features …] [--vcpus N]
                   [--irqchip split|full]
        ts-vmm host-info [--json]
+       ts-vmm demo [--mem SIZE] [--vcpus N] [--timeout SECONDS]
        ts-vmm --version | --help
+
+demo boots the micro-guest shipped in this package (dist/guest/micro-guest.elf, the
+guest \`npm start\` boots in the repository) in its hello mode: ts-vmm run --kernel
+<that file> --cmdline mode=hello.
 
 --restore continues a snapshotted guest (machine, devices and CPU from the
 snapshot; its memory file is mapped copy-on-write and never changed).
@@ -228,6 +234,12 @@ export async function runCli(
   if (cmd.command === "pool") {
     const { poolCommand } = await import("./pool/command.js");
     return poolCommand(cmd.values, stderr, hooks.signals === true, fail);
+  }
+  if (cmd.command === "demo") {
+    const guest = fileURLToPath(new URL("dist/guest/micro-guest.elf", PACKAGE_ROOT));
+    if (!existsSync(guest)) return fail(new UsageError(`the micro-guest is not in this package (${guest}): in the repository, pnpm build makes it`));
+    stderr.write(`ts-vmm: booting the micro-guest ${guest} (mode=hello)\n`);
+    return runCommand({ ...cmd.values, kernel: guest, cmdline: "mode=hello" }, stdout, stderr, hooks, fail);
   }
   return runCommand(cmd.values, stdout, stderr, hooks, fail);
 }

@@ -13,7 +13,7 @@ import {
   type VmFd,
 } from "@ts-vmm/kvm-ioctls";
 import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
-import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import { EventFd } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
 import { cpuidReadBack, supportedCpuid } from "./cpu/kvm-cpuid-cache.js";

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Kvm } from "@ts-vmm/kvm-ioctls";
 import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest, runGuest, selftestProblems, watchBalloon, type GuestRun, type VmmLauncher } from "@ts-vmm/test-guests";
-import { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { UsageError, parseBalloon, runArgs } from "../src/cli-args.js";
 import { Vmm, VirtioManager, runCli, type VirtioDeviceConfig } from "../src/index.js";

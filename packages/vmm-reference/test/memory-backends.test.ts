@@ -12,7 +12,7 @@ import { Cap, Ioctl, Kvm, setNativeBinding, type KvmNative } from "@ts-vmm/kvm-i
 import { buildMicroGuest, runGuest, selftestProblems, type GuestRun, type ProcessPlan, type VmmLauncher } from "@ts-vmm/test-guests";
 import { describeWith } from "@ts-vmm/test-utils";
 import { readHugePagePool, reserveHugePages, residentPages, smapsEntry } from "@ts-vmm/test-utils/node";
-import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { runCli } from "../src/cli.js";
 import { Vmm, VmmError, type VmConfig } from "../src/index.js";
@@ -357,7 +357,7 @@ describeWith({ kvm: true }, "vCPU workers get guest memory through transferables
       mem.writeU64(workerData.addr + 8, seen ^ 0xffn);
       parentPort.postMessage({ seen: seen.toString(), regions: mem.regions.length, fd: mem.regions[0].fd });
     });`;
-  const vmMemory = new URL("../../vm-memory/dist/index.js", import.meta.url).href;
+  const vmMemory = new URL("../../vm-memory/dist/mmap.js", import.meta.url).href;
   const cases: [string, GuestMemoryOptions][] = [
     ["memfd", {}],
     ["private anonymous", { shared: false }],

@@ -1,5 +1,6 @@
 import { fstatSync, readFileSync } from "node:fs";
-import { GuestMemoryMmap, type DiscardableMemory } from "@ts-vmm/vm-memory";
+import type { DiscardableMemory } from "@ts-vmm/vm-memory";
+import { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import type { MockSplitQueue } from "@ts-vmm/virtio-queue/mock";
 import { afterEach, describe, expect, it } from "vitest";
 import { bringUp, rd, rigOn, wr, type Rig } from "../../test/driver.js";

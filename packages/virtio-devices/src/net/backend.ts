@@ -33,7 +33,9 @@ export interface NetBackend {
    */
   read(buf: Uint8Array): number | "again";
   /**
-   * Writes one frame given in pieces, header first.
+   * Writes one frame given in pieces, header first. The array and the views
+   * (of guest memory) are the caller's and valid only during the call: copy
+   * what must outlive it (the device reuses the array for the next frame).
    * @returns the bytes written, or `"again"` if the backend cannot take it now (watch for `writable`).
    * @throws {@link VirtioDeviceError} `"Io"` if the frame is refused (a bad header) or the write fails.
    */

@@ -173,6 +173,29 @@ describeWith({ root: true, tools: ["ip"] }, "virtio-net on a real tap in a priva
     await until(() => (got.push(...n.g.received()), arpReplies(got).length > 0), 3000, "the ARP reply");
   });
 
+  it("a transmit frame split over buffers (header split too, an empty buffer) goes out whole; one running off the end of memory is dropped", async () => {
+    const n = net();
+    const mem = n.mem;
+    const bytes = new Uint8Array(12 + 42);
+    bytes.set(vnetHeader(), 0);
+    bytes.set(arpRequest(), 12);
+    // 5 header bytes, 7 header bytes + 3 frame bytes, nothing, the rest: the kernel answers only a whole ARP request.
+    const parts = [[0x50_0000, 0, 5], [0x51_0000, 5, 15], [0x52_0000, 15, 15], [0x53_0000, 15, 54]] as const;
+    for (const [addr, from, to] of parts) mem.write(addr, bytes.subarray(from, to));
+    n.g.txq.addChain(parts.map(([addr, from, to]) => ({ addr, len: to - from })));
+    // Starts inside guest memory (16 MiB here) and runs past its end.
+    n.g.txq.addChain([{ addr: 0x50_0000, len: 12 }, { addr: 0xff_fff0, len: 64 }]);
+    n.g.post(4);
+    n.t.notify(1);
+    expect(n.g.txq.takeUsed().map((u) => u.len)).toEqual([0, 0]);
+    expect(n.dev.metrics.txFrames).toBe(1);
+    expect(n.dev.metrics.txBytes).toBe(42);
+    expect(n.dev.metrics.txMalformed).toBe(1);
+    expect(n.violations.length).toBe(1);
+    const got: { bytes: Uint8Array }[] = [];
+    await until(() => (got.push(...n.g.received()), arpReplies(got).length > 0), 3000, "the ARP reply");
+  });
+
   it("bad receive buffers are returned unused and counted: read-only, under 12 bytes, outside memory", async () => {
     const n = net();
     const ro = n.g.postChain([{ addr: 0x90_0000, len: 2048 }], false);

@@ -111,6 +111,10 @@ export class VirtioNet implements VirtioDevice {
   /** The frame being delivered, header first; `#pendingLen` bytes of it are valid. */
   readonly #frame = new Uint8Array(NET_MAX_BUFFER + 1);
   #pendingLen = 0;
+  /** The checked copy of a transmit header (a turn reads it before the writev). */
+  readonly #txHdr = new Uint8Array(NET_HDR_SIZE);
+  /** The writev pieces of one transmit frame, `#txHdr` first; reused (the backend does not keep them). */
+  readonly #iov: Uint8Array[] = [];
   /** Whether the pending frame was charged to the rx limiter already. */
   #pendingCharged = false;
   #linkUp = true;
@@ -540,7 +544,8 @@ export class VirtioNet implements VirtioDevice {
     if (a === undefined || !a.tx.ready) return;
     const { tx, ctx } = a;
     const mem = ctx.mem;
-    const hdr = new Uint8Array(NET_HDR_SIZE);
+    const hdr = this.#txHdr;
+    this.#iov[0] = hdr;
     let frames = 0;
     let bytes = 0;
     let used = false;
@@ -572,16 +577,17 @@ export class VirtioNet implements VirtioDevice {
         }
         frames++;
         bytes += c.readableLength;
-        const f = txFrameViews(mem, c);
-        let problem = "problem" in f ? f.problem : undefined;
+        const iov = this.#iov;
+        iov.length = 1; // iov[0] is hdr
+        let problem = txFrameViews(mem, c, iov);
         if (problem === undefined) {
           c.readInto(mem, hdr);
           problem = txHeaderProblem(hdr, ctx.features);
         }
-        if (problem !== undefined || !("views" in f)) {
-          if ("oversize" in f && f.oversize) this.metrics.txOversize++;
+        if (problem !== undefined) {
+          if (c.readableLength > NET_MAX_BUFFER && c.writableLength === 0) this.metrics.txOversize++;
           else this.metrics.txMalformed++;
-          this.#violation(problem ?? "transmit chain refused");
+          this.#violation(problem);
           tx.addUsed(mem, c.head, 0);
           used = true;
           continue;
@@ -595,7 +601,7 @@ export class VirtioNet implements VirtioDevice {
         hdr[11] = 0;
         let w: number | "again";
         try {
-          w = this.#backend.write([hdr, ...f.views]);
+          w = this.#backend.write(iov);
         } catch (e) {
           this.metrics.txTapErrors++;
           this.#violation((e as Error).message);

@@ -61,35 +61,48 @@ export function txHeaderProblem(hdr: Uint8Array, features: bigint): string | und
 }
 
 /**
- * Why a transmit chain cannot be sent, or the views of its frame (after the
- * header) in guest memory. Checks: no device-writable part, header plus
- * Ethernet header at least, at most {@link NET_MAX_BUFFER}, every byte inside
- * guest memory, at most IOV_MAX pieces.
+ * Why a transmit chain cannot be sent, or undefined after appending the views
+ * of its frame (after the header) in guest memory to `out`. Checks: no
+ * device-writable part, header plus Ethernet header at least, at most
+ * {@link NET_MAX_BUFFER} (the caller tells an oversize chain by its length),
+ * every byte inside guest memory, at most IOV_MAX pieces with the header's.
+ * On a problem `out` may hold some of the views (the caller drops them).
+ * Allocates nothing but the views for a buffer inside one memory region.
  * @internal
  */
-export function txFrameViews(mem: GuestMemory, chain: DescriptorChain): { readonly views: Uint8Array[] } | { readonly problem: string; readonly oversize: boolean } {
+export function txFrameViews(mem: GuestMemory, chain: DescriptorChain, out: Uint8Array[]): string | undefined {
   const len = chain.readableLength;
-  if (chain.writableLength > 0) return { problem: "transmit chain has device-writable buffers", oversize: false };
-  if (len > NET_MAX_BUFFER) return { problem: `transmit chain of ${len} bytes is over ${NET_MAX_BUFFER}`, oversize: true };
-  if (len < NET_HDR_SIZE + ETH_HLEN) return { problem: `transmit chain of ${len} bytes is shorter than header + Ethernet header`, oversize: false };
-  const views: Uint8Array[] = [];
+  if (chain.writableLength > 0) return "transmit chain has device-writable buffers";
+  if (len > NET_MAX_BUFFER) return `transmit chain of ${len} bytes is over ${NET_MAX_BUFFER}`;
+  if (len < NET_HDR_SIZE + ETH_HLEN) return `transmit chain of ${len} bytes is shorter than header + Ethernet header`;
+  const descs = chain.descriptors;
   let skip = NET_HDR_SIZE;
   try {
-    for (const d of chain.descriptors) {
-      if (skip >= d.len) {
-        if (d.len > 0 && !mem.checkRange(d.addr, d.len)) return { problem: `buffer at 0x${d.addr.toString(16)} is outside guest memory`, oversize: false };
-        skip -= d.len;
+    for (let i = 0; i < descs.length; i++) {
+      const d = descs[i] as (typeof descs)[number];
+      const dlen = d.len;
+      if (dlen === 0) continue;
+      const r = mem.findRegion(d.addr);
+      if (r !== undefined && d.addr + dlen <= r.end) {
+        // The whole buffer lies in one region: one check covers the skipped header part too.
+        if (skip < dlen) out.push(mem.slice(d.addr + skip, dlen - skip));
+        skip = skip > dlen ? skip - dlen : 0;
         continue;
       }
-      if (skip > 0 && !mem.checkRange(d.addr, skip)) return { problem: `buffer at 0x${d.addr.toString(16)} is outside guest memory`, oversize: false };
-      for (const v of sliceRange(mem, d.addr + skip, d.len - skip)) views.push(v);
+      if (skip >= dlen) {
+        if (!mem.checkRange(d.addr, dlen)) return `buffer at 0x${d.addr.toString(16)} is outside guest memory`;
+        skip -= dlen;
+        continue;
+      }
+      if (skip > 0 && !mem.checkRange(d.addr, skip)) return `buffer at 0x${d.addr.toString(16)} is outside guest memory`;
+      for (const v of sliceRange(mem, d.addr + skip, dlen - skip)) out.push(v);
       skip = 0;
     }
   } catch {
-    return { problem: "a transmit buffer is outside guest memory", oversize: false };
+    return "a transmit buffer is outside guest memory";
   }
-  if (views.length + 1 > IOV_MAX) return { problem: `transmit chain needs ${views.length} pieces, over IOV_MAX`, oversize: false };
-  return { views };
+  if (out.length > IOV_MAX) return `transmit chain needs ${out.length - 1} pieces, over IOV_MAX`;
+  return undefined;
 }
 
 /**

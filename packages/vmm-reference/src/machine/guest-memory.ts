@@ -4,7 +4,7 @@
 // as the memory lives, because every region names its fd.
 import { closeSync, constants, fstatSync, ftruncateSync, openSync } from "node:fs";
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, type VmFd } from "@ts-vmm/kvm-ioctls";
-import { GuestMemoryMmap, type MmapMemoryOptions } from "@ts-vmm/vm-memory";
+import { GuestMemoryMmap, type MmapMemoryOptions } from "@ts-vmm/vm-memory/mmap";
 import { VmmError } from "../error.js";
 import type { MemoryPlan } from "./memory-plan.js";
 

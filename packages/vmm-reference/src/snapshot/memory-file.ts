@@ -4,7 +4,8 @@
 // takes the disk space of the pages it holds), to be merged onto the memory
 // file of the snapshot it follows with mergeDiffMemory.
 import { closeSync, constants, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
-import { writeToFdAsync, type GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import { writeToFdAsync } from "@ts-vmm/vm-memory";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import type { MemoryRegionSnapshot } from "./state.js";
 
 const PAGE = 4096;

@@ -3,7 +3,7 @@
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { Cap, type Kvm, type VcpuFd, type VmFd } from "@ts-vmm/kvm-ioctls";
 import type { LinuxBoot } from "@ts-vmm/linux-loader";
-import type { GuestMemoryMmap } from "@ts-vmm/vm-memory";
+import type { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import type { CmosRtc, I8042, Ioapic, Serial16550 } from "@ts-vmm/virtio-devices/legacy";
 import { VmmError } from "../error.js";
 import type { VirtioManager } from "../devices/virtio-manager.js";
