@@ -71,7 +71,7 @@ export interface MmapMemoryOptions {
 }
 
 /**
- * {@link index.GuestMemory | GuestMemory} over host mappings made by vmm-sys-util's `MmapRegion`:
+ * {@link GuestMemory} over host mappings made by vmm-sys-util's `MmapRegion`:
  * each region is one mapping exposed as a SharedArrayBuffer, with its host
  * address (for KVM_SET_USER_MEMORY_REGION) and its backing fd.
  *
@@ -101,7 +101,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
    * A range larger than {@link MAX_REGION_SIZE} is backed by several
    * contiguous regions (one mapping each), so `regions` may be longer than
    * `ranges`.
-   * @throws {@link index.GuestMemoryError | GuestMemoryError} `"InvalidArgument"` for an unaligned or empty
+   * @throws {@link GuestMemoryError} `"InvalidArgument"` for an unaligned or empty
    *   range or a bad option; `"Overlap"` for overlapping ranges; `"AddressTooLarge"`
    *   for a range ending above 2^52; `"Mmap"` if a mapping fails (`cause` is the
    *   VmmSysError, e.g. `ENOMEM` with `hugetlb` and no huge pages, `MappingPastEof`
@@ -188,7 +188,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
    * before it. With `shared: false` the guest runs on a private copy-on-write
    * view and the file is never changed.
    *
-   * @throws {@link index.GuestMemoryError | GuestMemoryError} as {@link GuestMemoryMmap.fromRanges}.
+   * @throws {@link GuestMemoryError} as {@link GuestMemoryMmap.fromRanges}.
    */
   static fromFile(
     fd: number,
@@ -211,7 +211,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
    * file offset `offsets[i]` (default: consecutive). The caller creates the fd
    * with kvm-ioctls; vm-memory does not depend on KVM.
    *
-   * @throws {@link index.GuestMemoryError | GuestMemoryError} as {@link GuestMemoryMmap.fromRanges} (`"Mmap"`
+   * @throws {@link GuestMemoryError} as {@link GuestMemoryMmap.fromRanges} (`"Mmap"`
    *   with `ENODEV`/`EINVAL` as cause if the kernel does not offer mmap of the fd).
    */
   static fromGuestMemfd(
@@ -232,7 +232,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
    * A structured-cloneable description to post to a worker; rebuild it there
    * with {@link GuestMemoryMmap.fromTransferable}. Both sides use the same
    * mappings and dirty bitmaps.
-   * @throws {@link index.GuestMemoryError | GuestMemoryError} `"Closed"` after `close`.
+   * @throws {@link GuestMemoryError} `"Closed"` after `close`.
    */
   toTransferable(): GuestMemoryTransferable {
     if (this.isClosed) throw new GuestMemoryError("Closed", "guest memory is closed");
@@ -243,14 +243,14 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
    * Rebuilds a memory over the mappings described by `t` (in a worker). The
    * result does not own the mappings: its `close` only stops access from this
    * object; the mappings live while any thread holds their buffers.
-   * @throws {@link index.GuestMemoryError | GuestMemoryError} `"InvalidArgument"` if `t` is malformed.
+   * @throws {@link GuestMemoryError} `"InvalidArgument"` if `t` is malformed.
    */
   static fromTransferable(t: GuestMemoryTransferable): GuestMemoryMmap {
     return new GuestMemoryMmap(regionsFromTransferable(t, "mmap"), []);
   }
 
   /**
-   * {@inheritDoc index.DiscardableMemory.discardGranularity}
+   * {@inheritDoc DiscardableMemory.discardGranularity}
    * @example
    * const mem = GuestMemoryMmap.fromRanges([{ start: 0, size: 64 << 20 }]);
    * mem.discardGranularity(); // 4096
@@ -262,7 +262,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
   }
 
   /**
-   * {@inheritDoc index.DiscardableMemory.discardRange}
+   * {@inheritDoc DiscardableMemory.discardRange}
    * @example
    * mem.write(0x10_0000, new Uint8Array(1 << 20).fill(7));
    * mem.discardRange(0x10_0000, 1 << 20); // the memfd's blocks are freed; reads give zeros
@@ -336,7 +336,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
    * Closes the memfds this memory owns and makes later accesses throw
    * `"Closed"`. Idempotent. Views already handed out stay valid memory (the
    * mapping lives until its buffers are collected) but must not be used.
-   * @throws {@link index.GuestMemoryError | GuestMemoryError} `"Mmap"` if closing an owned memfd fails (all are closed anyway).
+   * @throws {@link GuestMemoryError} `"Mmap"` if closing an owned memfd fails (all are closed anyway).
    */
   close(): void {
     if (this.isClosed) return;

@@ -1,3 +1,11 @@
+/**
+ * The entry point of `@ts-vmm/vm-memory` (its README is the package's page in the API docs).
+ * `@mergeModuleWith <project>` lists these exports on that page rather than under a
+ * sub-module named `index`, beside the package's subpath entry points.
+ *
+ * @module
+ * @mergeModuleWith <project>
+ */
 export { GUEST_ADDRESS_LIMIT, bigintToGuestAddress, checkGuestAddress, checkLength, toGuestAddress } from "./address.js";
 export type { GuestAddress } from "./address.js";
 export { GuestMemoryError } from "./error.js";

@@ -6,7 +6,7 @@
  * main entry point stays pure TypeScript: `@ts-vmm/vmm-sys-util` (a native addon) is an optional
  * peer dependency, needed only by this entry point. Install it next to vm-memory to use it.
  *
- * @module
+ * @module mmap
  */
 export { GuestMemoryMmap, MAX_REGION_SIZE } from "./guest-memory-mmap.js";
 export type { MmapMemoryOptions, MmapRangeSpec } from "./guest-memory-mmap.js";
