@@ -1,15 +1,17 @@
 // Checks the rendered API docs site (docs/api, written by `pnpm run docs`) the way a reader sees it:
 //  1. statically, every page: each relative link and asset reference resolves to a file of the
-//     site (and a #fragment to an anchor on that page), and no link is a bare file name that markdown auto-linking turned into a web address
-//     (`http://DESIGN.md`);
+//     site (and a #fragment to an anchor on that page); no link is a bare file name that
+//     markdown auto-linking turned into a web address (`http://DESIGN.md`); no package's API
+//     sits under a sub-module named `index`;
 //  2. in headless Chromium (Debian's `chromium`, driven by playwright-core), a few pages served
 //     from localhost: the index, the package page of virtio-queue, the Kvm class page and
-//     vmm-reference's DESIGN page. Each must load with no console error, no uncaught exception, no
-//     failed or non-localhost request, show the text expected there, keep its content inside the
-//     content column, and its sidebar navigation must render. A screenshot of each goes to $TS_VMM_CACHE/docs-check (default
-//     ~/.cache/ts-vmm/docs-check).
-// Last line: {"check":"docs","pages":N,"passed":P,"failed":F,"links":L,"screenshots":"…"}, where the N pages
-// and the link check are N + 1 checks (P + F of them); exits non-zero if anything failed. CHROMIUM=/path overrides the browser binary.
+//     vmm-reference's DESIGN page. Each must load with no console error, no uncaught exception,
+//     no failed or non-localhost request, show the text expected there, keep its content inside
+//     the content column, and render its sidebar navigation. A screenshot of each goes to
+//     $TS_VMM_CACHE/docs-check (default ~/.cache/ts-vmm/docs-check).
+// Last line: {"check":"docs","pages":N,"passed":P,"failed":F,"links":L,"screenshots":"…"}, where
+// the N pages and the static check are N + 1 checks (P + F of them); exits non-zero if anything
+// failed. CHROMIUM=/path overrides the browser binary.
 import { createServer } from "node:http";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, extname, join, normalize, relative, sep } from "node:path";
@@ -76,6 +78,11 @@ for (const file of htmlFiles(site)) {
   }
 }
 
+// A package's main entry point is its package page, never a sub-module named "index" (a package
+// with subpaths heads its src/index.ts with `@mergeModuleWith <project>`).
+for (const f of readdirSync(join(site, "modules"))) {
+  if (/\.index(\.|$)/.test(f.replace(/\.html$/, ""))) fail(`modules/${f}: a sub-module named "index" (add \`@mergeModuleWith <project>\` to that package's src/index.ts)`);
+}
 const linkFailures = failures.length;
 
 // 2. The browser.
