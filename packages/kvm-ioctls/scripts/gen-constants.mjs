@@ -191,6 +191,7 @@ const MISC = [
   ["KVM_IOAPIC_NUM_PINS", 24], ["KVM_MSI_VALID_DEVID", 1],
   ["KVM_PIT_SPEAKER_DUMMY", 1], ["KVM_PIT_FLAGS_HPET_LEGACY", 1],
   ["KVM_CLOCK_TSC_STABLE", 2], ["KVM_CLOCK_REALTIME", 4], ["KVM_CLOCK_HOST_TSC", 8],
+  ["KVM_VCPU_TSC_CTRL", 0], ["KVM_VCPU_TSC_OFFSET", 0],
   ["KVM_MP_STATE_RUNNABLE", 0], ["KVM_MP_STATE_UNINITIALIZED", 1], ["KVM_MP_STATE_INIT_RECEIVED", 2],
   ["KVM_MP_STATE_HALTED", 3], ["KVM_MP_STATE_SIPI_RECEIVED", 4], ["KVM_MP_STATE_STOPPED", 5],
   ["KVM_MP_STATE_CHECK_STOP", 6], ["KVM_MP_STATE_OPERATING", 7], ["KVM_MP_STATE_LOAD", 8],
@@ -231,6 +232,8 @@ const MISC = [
 
 // What each MISC constant is (kvm.h's meaning, in our words), emitted as its TSDoc.
 const MISC_DOCS = {
+  KVM_VCPU_TSC_CTRL: "vCPU device-attribute group of the TSC controls (KVM_{HAS,GET,SET}_DEVICE_ATTR on a vCPU fd).",
+  KVM_VCPU_TSC_OFFSET: "Attribute of KVM_VCPU_TSC_CTRL: the vCPU's TSC offset from the host TSC (u64), for precise TSC restore.",
   KVM_API_VERSION: "The only KVM API version there is: what KVM_GET_API_VERSION must return.",
   KVM_MEM_LOG_DIRTY_PAGES: "Memory slot flag: track writes in the slot's dirty bitmap (KVM_GET_DIRTY_LOG).",
   KVM_MEM_READONLY: "Memory slot flag: guest writes to the slot exit to userspace as MMIO.",

@@ -2,7 +2,7 @@ import { MmapRegion, gettid } from "@ts-vmm/vmm-sys-util";
 import { KvmError, check, checkU64, checkUint, fromSysError } from "./errors.js";
 import { ExitDecoder, INTR_EXIT, type VcpuExit } from "./exits.js";
 import { FdHandle } from "./fd.js";
-import { KVM_COALESCED_MMIO_PAGE_OFFSET, KVM_DIRTY_GFN_F_DIRTY, KVM_DIRTY_GFN_F_RESET, KVM_DIRTY_LOG_PAGE_OFFSET } from "./generated/kvm-constants.js";
+import { KVM_COALESCED_MMIO_PAGE_OFFSET, KVM_DIRTY_GFN_F_DIRTY, KVM_DIRTY_GFN_F_RESET, KVM_DIRTY_LOG_PAGE_OFFSET, KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET } from "./generated/kvm-constants.js";
 import { type VcpuTransferable, VcpuKicker, ensureKickSignal, recordRunThread } from "./kick.js";
 import { view } from "./layouts/bytes.js";
 import {
@@ -40,7 +40,8 @@ import {
   encodeVcpuEvents,
   encodeXcrs,
 } from "./layouts/vcpu-state.js";
-import { DIRTY_GFN, LAPIC_STATE, ONE_REG, XSAVE, encodeEnableCap } from "./layouts/vm-structs.js";
+import { DEVICE_ATTR, DIRTY_GFN, LAPIC_STATE, ONE_REG, XSAVE, encodeDeviceAttr, encodeEnableCap } from "./layouts/vm-structs.js";
+import type { DeviceAttr } from "./device.js";
 import { type NestedStateHeader, NESTED_STATE, decodeNestedStateHeader } from "./layouts/nested-state.js";
 import { native } from "./native.js";
 import { KvmStats } from "./stats.js";
@@ -619,6 +620,70 @@ export class VcpuFd {
     const buf = new Uint8Array(4);
     view(buf).setUint32(0, checkUint(vector, "vector", 256), true);
     this.#h.buf("KVM_INTERRUPT", buf);
+  }
+
+  #attr(a: DeviceAttr): Uint8Array {
+    check(a !== null && typeof a === "object", "attr must be an object");
+    return encodeDeviceAttr(checkUint(a.group, "group"), checkU64(a.attr, "attr"), checkUint(a.flags ?? 0, "flags"));
+  }
+
+  /**
+   * KVM_HAS_DEVICE_ATTR on the vCPU (KVM_CAP_VCPU_ATTRIBUTES): whether KVM knows
+   * the vCPU attribute (on x86: KVM_VCPU_TSC_CTRL / KVM_VCPU_TSC_OFFSET).
+   * @throws {@link KvmError} `InvalidArgument`; errors other than ENXIO (no such attribute) and
+   *   ENOTTY (a KVM without vCPU attributes), which give false.
+   */
+  hasDeviceAttr(a: DeviceAttr): boolean {
+    const buf = this.#attr(a);
+    try {
+      this.#h.buf("KVM_HAS_DEVICE_ATTR", buf);
+      return true;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === "ENXIO" || code === "ENOTTY") return false;
+      throw e;
+    }
+  }
+
+  /**
+   * KVM_GET_DEVICE_ATTR on the vCPU into `data` (8 bytes by default: x86's vCPU attributes are u64s).
+   * @throws {@link KvmError} `InvalidArgument`; `ENXIO` for an attribute KVM does not know.
+   */
+  getDeviceAttr(a: DeviceAttr, data: Uint8Array = new Uint8Array(8)): Uint8Array {
+    check(data instanceof Uint8Array && data.byteLength > 0, "data must be a non-empty Uint8Array");
+    this.#h.ptr("KVM_GET_DEVICE_ATTR", this.#attr(a), DEVICE_ATTR.addr, data, data.byteLength);
+    return data;
+  }
+
+  /** KVM_SET_DEVICE_ATTR on the vCPU from `data`. @throws {@link KvmError} `InvalidArgument`; `ENXIO`, `EINVAL` from KVM. */
+  setDeviceAttr(a: DeviceAttr, data: Uint8Array): void {
+    check(data instanceof Uint8Array && data.byteLength > 0, "data must be a non-empty Uint8Array");
+    this.#h.ptr("KVM_SET_DEVICE_ATTR", this.#attr(a), DEVICE_ATTR.addr, data, data.byteLength);
+  }
+
+  /**
+   * The vCPU's TSC offset (attribute KVM_VCPU_TSC_OFFSET of group KVM_VCPU_TSC_CTRL, Linux 5.16):
+   * the guest's TSC is the host's TSC (scaled to the guest's rate) plus this, modulo 2^64.
+   * @returns the offset as a u64 (a negative offset wraps).
+   * @throws {@link KvmError} `ENXIO` on a KVM without the attribute (see {@link VcpuFd.hasDeviceAttr}).
+   */
+  getTscOffset(): bigint {
+    return view(this.getDeviceAttr({ group: KVM_VCPU_TSC_CTRL, attr: KVM_VCPU_TSC_OFFSET })).getBigUint64(0, true);
+  }
+
+  /**
+   * Sets the vCPU's TSC offset (KVM_VCPU_TSC_OFFSET; see {@link VcpuFd.getTscOffset}). Unlike a
+   * write of IA32_TSC, whose value KVM pairs with the host TSC at the moment of the ioctl, the
+   * offset fixes the guest TSC for every host TSC value: the precise way to carry a TSC across a
+   * snapshot or migration (kernel Documentation/virt/kvm/devices/vcpu.rst).
+   * @param offset - modulo 2^64: -2^63 .. 2^64-1 (a negative offset is stored as its u64 wrap).
+   * @throws {@link KvmError} `OutOfRange` outside that range; `ENXIO` without the attribute.
+   */
+  setTscOffset(offset: bigint): void {
+    check(typeof offset === "bigint" && offset >= -(1n << 63n) && offset < 1n << 64n, "offset must be a bigint in -2^63 .. 2^64-1", "OutOfRange");
+    const data = new Uint8Array(8);
+    view(data).setBigUint64(0, BigInt.asUintN(64, offset), true);
+    this.setDeviceAttr({ group: KVM_VCPU_TSC_CTRL, attr: KVM_VCPU_TSC_OFFSET }, data);
   }
 
   /** KVM_KVMCLOCK_CTRL: tells the guest it was paused (avoids soft-lockup warnings). @throws {@link KvmError} `EINVAL` if kvmclock is off. */

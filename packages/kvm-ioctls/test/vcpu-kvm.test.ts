@@ -7,6 +7,8 @@ import {
   GUEST_SSP_REG_ID,
   KVM_MP_STATE_HALTED,
   KVM_MP_STATE_RUNNABLE,
+  KVM_VCPU_TSC_CTRL,
+  KVM_VCPU_TSC_OFFSET,
   Kvm,
   KvmError,
   x86MsrRegId,
@@ -234,6 +236,32 @@ describeKvm("VcpuFd state on /dev/kvm", () => {
     g.vcpu.setTscKhz(khz);
     expect(g.vcpu.getTscKhz()).toBe(khz);
     if (ctl === 0) expect(() => g!.vcpu.setTscKhz(Math.floor(khz / 2))).toThrow(KvmError);
+  });
+
+  it("vCPU device attributes: KVM_VCPU_TSC_OFFSET is read and written, the TSC moves with the offset KVM reports; unknown attributes are ENXIO", () => {
+    g = makeVm([...asm.ud2]);
+    const kvm = new Kvm();
+    const attrs = kvm.checkExtension(Cap.VCPU_ATTRIBUTES) > 0;
+    kvm.close();
+    const tscOffset = { group: KVM_VCPU_TSC_CTRL, attr: KVM_VCPU_TSC_OFFSET };
+    expect(g.vcpu.hasDeviceAttr(tscOffset)).toBe(attrs);
+    expect(g.vcpu.hasDeviceAttr({ group: KVM_VCPU_TSC_CTRL, attr: 99 })).toBe(false);
+    expect(g.vcpu.hasDeviceAttr({ group: 77, attr: 0 })).toBe(false);
+    expect(() => g!.vcpu.getDeviceAttr({ group: 77, attr: 0 })).toThrow(expect.objectContaining({ code: "ENXIO" }));
+    expect(() => g!.vcpu.setTscOffset(-(1n << 63n) - 1n)).toThrow(expect.objectContaining({ code: "OutOfRange" }));
+    expect(() => g!.vcpu.setTscOffset(1n << 64n)).toThrow(expect.objectContaining({ code: "OutOfRange" }));
+    if (!attrs) return;
+    const before = g.vcpu.getTscOffset();
+    expect(before >= 0n && before < 1n << 64n).toBe(true);
+    const tsc0 = g.vcpu.getMsrs([0x10])[0]!.data;
+    const target = (before + (1n << 40n)) & ((1n << 64n) - 1n);
+    g.vcpu.setTscOffset(target);
+    const kept = g.vcpu.getTscOffset() === target;
+    const moved = ((g.vcpu.getMsrs([0x10])[0]!.data - tsc0) & ((1n << 64n) - 1n)) >= 1n << 40n;
+    // A KVM keeps the offset and the TSC jumps 2^40 cycles; one that ignores it (kvm-pvm) reports the old offset and the TSC does not jump.
+    expect(moved).toBe(kept);
+    g.vcpu.setTscOffset(BigInt.asIntN(64, before));
+    expect(g.vcpu.getTscOffset()).toBe(before);
   });
 
   it("SMI and kvmclock control are accepted or fail with a typed error", () => {

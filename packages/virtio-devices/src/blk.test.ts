@@ -359,7 +359,7 @@ describe("virtio-blk persist", () => {
     const b = blk();
     expect(submit(b, VIRTIO_BLK_T_IN, 1n, [{ addr: DATA, len: 512, writable: true }])).toEqual([VIRTIO_BLK_S_OK, 513]);
     const saved = JSON.parse(JSON.stringify(b.t.state())) as ReturnType<typeof b.t.state>;
-    expect(saved.device).toEqual({ deviceType: 2, capacity: String(SECTORS), readOnly: false });
+    expect(saved.device).toEqual({ deviceType: 2, capacity: String(SECTORS), readOnly: false, rateLimiter: null });
     const dev2 = VirtioBlock.open(b.path);
     const t2 = MmioTransport.fromState(saved, dev2, { mem: b.mem, irq: b.irq });
     const b2 = { ...b, t: t2, dev: dev2 };
@@ -407,6 +407,32 @@ describe("VirtioBlock.open", () => {
 });
 
 describe("virtio-blk with a rate limiter", () => {
+  it("a snapshot keeps the limiter's buckets: the restored device starts with the tokens left, not a full bucket", async () => {
+    const { MmioTransport } = await import("./index.js");
+    const clock = new ManualClock();
+    const cfg = { ops: { size: 2, refillTimeMs: 1000 } };
+    const b = blk({ rateLimiter: new RateLimiter(cfg, clock) });
+    expect(submit(b, VIRTIO_BLK_T_IN, 1n, [{ addr: DATA, len: 512, writable: true }])).toEqual([VIRTIO_BLK_S_OK, 513]);
+    expect(submit(b, VIRTIO_BLK_T_IN, 2n, [{ addr: DATA, len: 512, writable: true }])).toEqual([VIRTIO_BLK_S_OK, 513]);
+    const saved = JSON.parse(JSON.stringify(b.t.state())) as ReturnType<typeof b.t.state>;
+    expect((saved.device as unknown as { rateLimiter: unknown }).rateLimiter).toEqual({ bandwidth: null, ops: { size: 2, refillTimeMs: 1000, oneTimeBurst: 0, tokens: 0 } });
+    const clock2 = new ManualClock();
+    const dev2 = VirtioBlock.open(b.path, { rateLimiter: new RateLimiter(cfg, clock2) });
+    const t2 = MmioTransport.fromState(saved, dev2, { mem: b.mem, irq: b.irq });
+    expect(dev2.rateLimiter!.state().ops?.tokens).toBe(0);
+    // The next request waits for the bucket (it would pass at once with a fresh one).
+    header(b, VIRTIO_BLK_T_IN, 3n);
+    b.q.addChain([{ addr: HDR, len: 16 }, { addr: DATA, len: 512, writable: true }, { addr: STATUS, len: 1, writable: true }]);
+    t2.notify(0);
+    expect(b.q.takeUsed()).toHaveLength(0);
+    expect(dev2.stats.throttled).toBe(1);
+    clock2.advance(1000);
+    expect(b.q.takeUsed()).toHaveLength(1);
+    // A malformed limiter state is refused.
+    const bad = { ...saved, device: { ...saved.device, rateLimiter: { bandwidth: null, ops: { size: 2, refillTimeMs: 1000, oneTimeBurst: 0, tokens: "x" } } } };
+    expect(() => MmioTransport.fromState(bad as never, VirtioBlock.open(b.path, { rateLimiter: cfg }), { mem: b.mem, irq: b.irq })).toThrow(expect.objectContaining({ code: "InvalidState" }));
+  });
+
   it("ops bucket: requests beyond it stay in the ring and complete, in order, when the timer fires; none lost", () => {
     const clock = new ManualClock();
     const limiter = new RateLimiter({ ops: { size: 2, refillTimeMs: 100 } }, clock);

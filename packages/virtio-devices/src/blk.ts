@@ -21,7 +21,7 @@ import { transferAsync, transferSync, viewsOf, writeSegments, zeroRange } from "
 import { VIRTIO_ID_BLOCK } from "./constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "./device.js";
 import { VirtioDeviceError } from "./errors.js";
-import { RateLimiter, type RateLimiterConfig } from "./rate-limiter.js";
+import { RateLimiter, type RateLimiterConfig, type RateLimiterState } from "./rate-limiter.js";
 
 /** virtio-blk feature bits (§5.2.3). */
 export const VIRTIO_BLK_F_SIZE_MAX = 1n << 1n;
@@ -83,6 +83,8 @@ export interface VirtioBlockState extends DeviceState {
   readonly capacity: string;
   /** Whether the image was read-only. */
   readonly readOnly: boolean;
+  /** The rate limiter's buckets (tokens and burst left), null without one; absent in states written before it was saved. */
+  readonly rateLimiter?: RateLimiterState | null;
 }
 
 interface Active {
@@ -241,7 +243,7 @@ export class VirtioBlock implements VirtioDevice {
 
   /** {@inheritDoc VirtioDevice.state} */
   state(): VirtioBlockState {
-    return { deviceType: VIRTIO_ID_BLOCK, capacity: this.capacity.toString(), readOnly: this.readOnly };
+    return { deviceType: VIRTIO_ID_BLOCK, capacity: this.capacity.toString(), readOnly: this.readOnly, rateLimiter: this.rateLimiter?.state() ?? null };
   }
 
   /** {@inheritDoc VirtioDevice.restoreState} */
@@ -250,6 +252,7 @@ export class VirtioBlock implements VirtioDevice {
     if (s.deviceType !== VIRTIO_ID_BLOCK || s.capacity !== this.capacity.toString() || s.readOnly !== this.readOnly) {
       throw new VirtioDeviceError("InvalidState", "virtio-blk state does not match this image (capacity or read-only differ)");
     }
+    if (s.rateLimiter !== undefined && s.rateLimiter !== null) this.rateLimiter?.restoreState(s.rateLimiter);
   }
 
   /** {@inheritDoc VirtioDevice.queueNotify} */

@@ -155,6 +155,33 @@ describe("RateLimiter (manual clock)", () => {
     }
   });
 
+  it("restoreState loads tokens and burst left into a limiter built from the same settings: debt kept, capped at the size, refill from now; malformed is InvalidState and changes nothing", () => {
+    const clock = new ManualClock();
+    const cfg = { bandwidth: { size: 100, refillTimeMs: 1000, oneTimeBurst: 50 }, ops: { size: 10, refillTimeMs: 1000 } };
+    const r = new RateLimiter(cfg, clock);
+    expect(r.consume(180, 4)).toBe(true); // 50 burst + 130 from the bucket: 30 in debt; 6 ops left
+    const saved = JSON.parse(JSON.stringify(r.state()));
+    expect(saved).toEqual({ bandwidth: { size: 100, refillTimeMs: 1000, oneTimeBurst: 0, tokens: -30 }, ops: { size: 10, refillTimeMs: 1000, oneTimeBurst: 0, tokens: 6 } });
+    const later = new ManualClock();
+    later.advance(5000);
+    const back = new RateLimiter(cfg, later);
+    back.restoreState(saved);
+    expect(back.state()).toEqual(saved); // the construction-to-restore time refilled nothing
+    expect(back.consume(1)).toBe(false); // in debt: the restored VM does not get a full bucket
+    later.advance(311); // 31 bytes at 0.1 byte/ms, plus the 1 ms margin
+    expect(back.blocked).toBe(false);
+    expect(back.consume(1)).toBe(true);
+    // A smaller bucket caps the tokens; a bucket the state lacks is left alone.
+    const small = new RateLimiter({ bandwidth: { size: 5, refillTimeMs: 1000 } }, clock);
+    small.restoreState({ bandwidth: { size: 100, refillTimeMs: 1000, oneTimeBurst: 0, tokens: 80 }, ops: null });
+    expect(small.state().bandwidth?.tokens).toBe(5);
+    const before = JSON.stringify(back.state());
+    for (const bad of [null, { bandwidth: { size: 1, refillTimeMs: 1, oneTimeBurst: 0, tokens: Number.NaN }, ops: null }, { bandwidth: null, ops: { size: 1, refillTimeMs: 1, oneTimeBurst: -1, tokens: 0 } }]) {
+      expect(() => back.restoreState(bad as never)).toThrow(expect.objectContaining({ code: "InvalidState" }));
+    }
+    expect(JSON.stringify(back.state())).toBe(before);
+  });
+
   it("a long wait is split into timers of at most 2^31 - 1 ms", () => {
     const clock = new ManualClock();
     const r = new RateLimiter({ ops: { size: 1, refillTimeMs: 2 ** 40 } }, clock);

@@ -112,6 +112,13 @@ class TokenBucket {
   state(): TokenBucketState {
     return { size: this.size, refillTimeMs: this.refillTimeMs, oneTimeBurst: this.burst, tokens: this.tokens };
   }
+
+  /** Takes saved tokens and burst (checked by the caller), capped by this bucket's settings; refill restarts from `now`. */
+  load(tokens: number, burst: number, now: number): void {
+    this.tokens = Math.min(this.size, Math.max(tokens, -(2 ** 32)));
+    this.burst = Math.min(this.burst, burst);
+    this.#last = now;
+  }
 }
 
 function checkBucket(name: string, c: TokenBucketConfig | undefined): void {
@@ -123,6 +130,25 @@ function checkBucket(name: string, c: TokenBucketConfig | undefined): void {
       `rate limiter ${name}: size and refillTimeMs must be whole numbers ≥ 1 and oneTimeBurst a whole number ≥ 0, got ${JSON.stringify(c)}`,
     );
   }
+}
+
+/**
+ * Checks a saved {@link RateLimiterState} before anything is loaded from it: each bucket
+ * null, absent, or with finite tokens and a whole burst ≥ 0.
+ * @returns the buckets present.
+ * @throws {@link VirtioDeviceError} `"InvalidState"`.
+ * @internal
+ */
+export function checkRateLimiterState(state: RateLimiterState): { bandwidth: TokenBucketState | undefined; ops: TokenBucketState | undefined } {
+  if (typeof state !== "object" || state === null) throw new VirtioDeviceError("InvalidState", "rate limiter state is not an object");
+  const check = (name: string, s: TokenBucketState | null | undefined): TokenBucketState | undefined => {
+    if (s === null || s === undefined) return undefined;
+    if (typeof s !== "object" || typeof s.tokens !== "number" || !Number.isFinite(s.tokens) || !Number.isSafeInteger(s.oneTimeBurst) || s.oneTimeBurst < 0) {
+      throw new VirtioDeviceError("InvalidState", `rate limiter state: ${name} bucket is malformed`);
+    }
+    return s;
+  };
+  return { bandwidth: check("bandwidth", state.bandwidth), ops: check("ops", state.ops) };
 }
 
 /**
@@ -254,6 +280,21 @@ export class RateLimiter {
     this.#bw?.refill(now);
     this.#ops?.refill(now);
     return { bandwidth: this.#bw?.state() ?? null, ops: this.#ops?.state() ?? null };
+  }
+
+  /**
+   * Loads the tokens and the burst left of a saved {@link RateLimiter.state} into this
+   * limiter's buckets (a snapshot restore: the settings stay this limiter's, which a
+   * restored VM builds from the saved configuration). Tokens are capped at the bucket's
+   * size (debt kept, to one 2^32 request), the burst at this bucket's; refill restarts
+   * from now (the time on disk refills nothing); a bucket on one side only is left alone.
+   * @throws {@link VirtioDeviceError} `"InvalidState"` for a malformed state (nothing changes).
+   */
+  restoreState(state: RateLimiterState): void {
+    const { bandwidth: bw, ops } = checkRateLimiterState(state);
+    const now = this.#clock.now();
+    if (bw !== undefined) this.#bw?.load(bw.tokens, bw.oneTimeBurst, now);
+    if (ops !== undefined) this.#ops?.load(ops.tokens, ops.oneTimeBurst, now);
   }
 
   /**

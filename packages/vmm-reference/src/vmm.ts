@@ -53,7 +53,7 @@ import { buildGuestMemory, type BuiltGuestMemory } from "./machine/guest-memory.
 import { cpuMismatch, cpuidVendor } from "./snapshot/cpu-check.js";
 import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
-import { restoreClock, restoreVmState, takeSnapshot } from "./snapshot/take.js";
+import { ClockRestore, restoreVmState, takeSnapshot } from "./snapshot/take.js";
 import { readSnapshotCached } from "./snapshot/state-cache.js";
 import { exitCountersBytes } from "./metrics/exit-counters.js";
 import { KvmStatsSource } from "./metrics/kvm-stats.js";
@@ -385,6 +385,8 @@ export class Vmm {
   readonly #machine: SnapshotState["config"];
   /** Dirty logging is on (Diff snapshots possible). */
   readonly #diff: boolean;
+  /** Whether a restore set the vCPUs' TSC rate to one other than the host's (then a snapshot reads their TSCs through IA32_TSC). */
+  #tscScaled = false;
   /** A snapshot is being written. */
   #snapshotting = false;
   /** `[start, end)` of the MMIO windows the workers forward, and each one's name in the metrics. */
@@ -591,6 +593,8 @@ export class Vmm {
       mark("kernel loaded");
       const tscDeadline = vm.checkExtension(Cap.TSC_DEADLINE_TIMER) > 0;
       const setup: VcpuSetup[] = [];
+      let clockRestore: ClockRestore | undefined;
+      let tscScaled = false;
       for (let id = 0; id < vcpuCount; id++) {
         const vcpu = vm.createVcpu(id);
         vcpus.push(vcpu);
@@ -613,9 +617,10 @@ export class Vmm {
             hostKhz = 0;
           }
           try {
-            // The clock right before vCPU 0's TSC: the snapshot read them together.
-            const restoreVm = vm;
-            restoreVcpu(vcpu, saved, hostKhz, id === 0 ? () => restoreClock(restoreVm, restore.state) : undefined);
+            // The clock on vCPU 0, then each vCPU's TSC paired with it (ClockRestore).
+            const clocks = clockRestore ??= new ClockRestore(vm, restore.state.vm.clock);
+            restoreVcpu(vcpu, saved, hostKhz, () => clocks.beforeMsrs(vcpu, saved, hostKhz));
+            if (saved.tscKhz > 0 && saved.tscKhz !== hostKhz) tscScaled = true;
           } catch (e) {
             throw new VmmError("SnapshotInvalid", `restoring vCPU ${id} failed: ${(e as Error).message}`, { cause: e });
           }
@@ -650,6 +655,8 @@ export class Vmm {
         vmm.#serial.restoreState(restore.state.devices.serial);
         vmm.#i8042.restoreState(restore.state.devices.i8042);
         if (restore.state.devices.cmos) vmm.#cmos?.restoreState(restore.state.devices.cmos);
+        vmm.#tscScaled = tscScaled;
+        mark(`TSCs restored: ${clockRestore?.offsetsSet ?? 0} of ${vcpuCount} as offsets paired with the clock`);
       }
       return vmm;
     } catch (e) {
@@ -1023,7 +1030,7 @@ export class Vmm {
     try {
       return await takeSnapshot({
         kvm: this.#kvm, vm: this.#vm, vcpus: this.#vcpus, mem: this.#mem.mem, ioapic: this.ioapic, virtio: this.virtio,
-        serial: this.#serial, i8042: this.#i8042, cmos: this.#cmos, boot: this.boot, machine: this.#machine, diffLogging: this.#diff,
+        serial: this.#serial, i8042: this.#i8042, cmos: this.#cmos, boot: this.boot, machine: this.#machine, diffLogging: this.#diff, tscScaled: this.#tscScaled,
       }, { ...opts, type });
     } finally {
       this.#snapshotting = false;

@@ -389,6 +389,10 @@ export const KVM_CLOCK_TSC_STABLE = 2;
 export const KVM_CLOCK_REALTIME = 4;
 /** kvm_clock_data flag: the host_tsc field is valid. */
 export const KVM_CLOCK_HOST_TSC = 8;
+/** vCPU device-attribute group of the TSC controls (KVM_{HAS,GET,SET}_DEVICE_ATTR on a vCPU fd). */
+export const KVM_VCPU_TSC_CTRL = 0;
+/** Attribute of KVM_VCPU_TSC_CTRL: the vCPU's TSC offset from the host TSC (u64), for precise TSC restore. */
+export const KVM_VCPU_TSC_OFFSET = 0;
 /** kvm_mp_state: the vCPU runs (the BSP after reset, an AP after its SIPI). */
 export const KVM_MP_STATE_RUNNABLE = 0;
 /** kvm_mp_state: an AP waiting for INIT. */

@@ -4,7 +4,7 @@ import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import { VIRTIO_ID_NET } from "../constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "../device.js";
 import { VirtioDeviceError } from "../errors.js";
-import { RateLimiter, type RateLimiterConfig } from "../rate-limiter.js";
+import { RateLimiter, checkRateLimiterState, type RateLimiterConfig } from "../rate-limiter.js";
 import { TapBackend, type NetBackend } from "./backend.js";
 import {
   NET_CONFIG_SIZE,
@@ -282,12 +282,17 @@ export class VirtioNet implements VirtioDevice {
   /** {@inheritDoc VirtioDevice.state} */
   state(): VirtioNetState {
     const pending = this.#pendingLen > 0 ? Buffer.from(this.#frame.subarray(0, this.#pendingLen)).toString("base64") : null;
-    return { deviceType: VIRTIO_ID_NET, mac: this.mac, linkUp: this.#linkUp, pendingFrame: pending };
+    return { deviceType: VIRTIO_ID_NET, mac: this.mac, linkUp: this.#linkUp, pendingFrame: pending, rxRateLimiter: this.rxRateLimiter?.state() ?? null, txRateLimiter: this.txRateLimiter?.state() ?? null };
   }
 
   /** {@inheritDoc VirtioDevice.restoreState} */
   restoreState(state: DeviceState): void {
     const r = checkNetState(state, this.mac);
+    const s = state as Partial<VirtioNetState>;
+    // Both limiters' states checked before anything changes.
+    for (const l of [s.rxRateLimiter, s.txRateLimiter]) if (l !== undefined && l !== null) checkRateLimiterState(l);
+    if (s.rxRateLimiter) this.rxRateLimiter?.restoreState(s.rxRateLimiter);
+    if (s.txRateLimiter) this.txRateLimiter?.restoreState(s.txRateLimiter);
     this.#linkUp = r.linkUp;
     this.#pendingLen = 0;
     if (r.pending !== undefined) {

@@ -2,6 +2,7 @@ import { VIRTIO_ID_NET } from "../constants.js";
 import type { DeviceState } from "../device.js";
 import { VirtioDeviceError } from "../errors.js";
 import { NET_HDR_SIZE, NET_MAX_BUFFER } from "./constants.js";
+import type { RateLimiterState } from "../rate-limiter.js";
 
 /** virtio-net's saved state (plain JSON). Queues are saved by the transport. */
 export interface VirtioNetState extends DeviceState {
@@ -17,6 +18,10 @@ export interface VirtioNetState extends DeviceState {
    * Saved so that a snapshot loses no frame.
    */
   readonly pendingFrame: string | null;
+  /** The receive rate limiter's buckets, null without one; absent in states written before they were saved. */
+  readonly rxRateLimiter?: RateLimiterState | null;
+  /** The transmit rate limiter's buckets (as `rxRateLimiter`). */
+  readonly txRateLimiter?: RateLimiterState | null;
 }
 
 /** What {@link checkNetState} found in a state. @internal */

@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { bringUp, rig } from "../../test/driver.js";
 import { GuestNet, arpRequest, vnetHeader } from "../../test/net-frames.js";
+import { ManualClock } from "../../test/manual-clock.js";
 import {
   NET_MAX_BUFFER,
   VIRTIO_F_VERSION_1,
@@ -189,5 +190,31 @@ describe("virtio-net header and offload rules", () => {
     expect(txHeaderProblem(h(0, 0x80), VIRTIO_NET_F_HOST_ECN)).toMatch(/ECN/);
     expect(txHeaderProblem(h(1, 3), ~0n)).toMatch(/gso_type/); // UDP fragmentation: not offered
     expect(txHeaderProblem(h(1, 4), VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4)).toMatch(/gso_type/);
+  });
+});
+
+describe("virtio-net persist of the rate limiters (scripted backend)", () => {
+  it("persist: the rx and tx rate limiters' buckets are in the saved state and load into the restored device's limiters (checked before anything changes)", () => {
+    const clock = new ManualClock();
+    const rx = new RateLimiter({ bandwidth: { size: 10_000, refillTimeMs: 1000 } }, clock);
+    const tx = new RateLimiter({ ops: { size: 4, refillTimeMs: 1000 } }, clock);
+    const dev = new VirtioNet({ backend: new ScriptedBackend(), mac: "52:54:00:12:34:56", rxRateLimiter: rx, txRateLimiter: tx });
+    expect(rx.consume(2500)).toBe(true);
+    expect(tx.consume(0, 3)).toBe(true);
+    const saved = JSON.parse(JSON.stringify(dev.state()));
+    expect([saved.rxRateLimiter.bandwidth.tokens, saved.txRateLimiter.ops.tokens]).toEqual([7500, 1]);
+    const dev2 = new VirtioNet({ backend: new ScriptedBackend(), mac: "52:54:00:12:34:56", rxRateLimiter: { bandwidth: { size: 10_000, refillTimeMs: 1000 } }, txRateLimiter: { ops: { size: 4, refillTimeMs: 1000 } } });
+    dev2.restoreState(saved);
+    // dev2's limiters run on the real clock: a few ms of refill since the restore at most.
+    const [rxTokens, txTokens] = [dev2.rxRateLimiter!.state().bandwidth!.tokens, dev2.txRateLimiter!.state().ops!.tokens];
+    expect(rxTokens >= 7500 && rxTokens < 8000 && txTokens >= 1 && txTokens < 1.2, `${rxTokens} ${txTokens}`).toBe(true);
+    const dev3 = new VirtioNet({ backend: new ScriptedBackend(), mac: "52:54:00:12:34:56", rxRateLimiter: { bandwidth: { size: 10_000, refillTimeMs: 1000 } } });
+    expect(() => dev3.restoreState({ ...saved, linkUp: false, txRateLimiter: { bandwidth: null, ops: { tokens: "x" } } })).toThrow(expect.objectContaining({ code: "InvalidState" }));
+    expect(dev3.rxRateLimiter!.state().bandwidth!.tokens).toBe(10_000);
+    expect(dev3.state().linkUp).toBe(true);
+    // A state from before the limiters were saved restores as it did.
+    const { rxRateLimiter: _r, txRateLimiter: _t, ...old } = saved;
+    dev3.restoreState(old);
+    expect(dev3.rxRateLimiter!.state().bandwidth!.tokens).toBe(10_000);
   });
 });

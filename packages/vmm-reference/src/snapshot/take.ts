@@ -10,7 +10,7 @@ import type { VirtioManager } from "../devices/virtio-manager.js";
 import { decodeSnapshotFile, encodeSnapshotFile, MAX_STATE_BYTES } from "./file-format.js";
 import { memoryLayout, mergeDiffMemory, writeMemoryFile } from "./memory-file.js";
 import { checkSnapshotState, type SnapshotState } from "./state.js";
-import { MSR_KVM_SYSTEM_TIME_NEW, msrsToSave, pvclockNs, readClockAndTscs, saveVcpu, withTsc, type VcpuSnapshot } from "./vcpu-state.js";
+import { MSR_IA32_TSC, MSR_KVM_SYSTEM_TIME_NEW, msrsToSave, pvclockNs, readClockAndTscs, saveVcpu, withTsc, type TscOffsetIo, type VcpuSnapshot } from "./vcpu-state.js";
 
 /** The parts of a Vmm a snapshot reads. */
 export interface SnapshotSource {
@@ -27,6 +27,8 @@ export interface SnapshotSource {
   readonly boot: LinuxBoot;
   readonly machine: SnapshotState["config"];
   readonly diffLogging: boolean;
+  /** Whether the vCPUs run at a TSC rate other than the host's (a restore set it): their TSCs are then not read through the offsets. */
+  readonly tscScaled: boolean;
 }
 
 const failed = (what: string, e: unknown): VmmError =>
@@ -90,8 +92,8 @@ export async function takeSnapshot(
       }
       return saveVcpu(v, id, indices, xsave2);
     });
-    // The clock and the TSCs read together (restore sets them together).
-    const read = readClockAndTscs(src.vm, src.vcpus);
+    // The clock and the TSCs at one instant (restore sets them as they were paired: ClockRestore).
+    const read = readClockAndTscs(src.vm, src.vcpus, !src.tscScaled, saved[0]?.tscKhz ?? 0);
     const vcpus = saved.map((s, id) => withTsc(s, read.tscs[id]!));
     // The clock as the guest saw it on vCPU 0 (its pvclock page), else KVM's.
     const clock = guestClock(src.mem, vcpus[0]!, read.tscs[0]!) ?? read.clock;
@@ -195,17 +197,82 @@ export function checkMemoryFile(memFilePath: string, state: SnapshotState): void
   if (size !== state.memory.fileBytes) throw new VmmError("SnapshotInvalid", `the memory file ${memFilePath} has ${size} bytes, the snapshot's memory ${state.memory.fileBytes} (another snapshot's memory, or truncated)`);
 }
 
+/** KVM_CLOCK_HOST_TSC (KVM_GET_CLOCK's host_tsc is valid). */
+const CLOCK_HOST_TSC = 8;
+const U64 = (1n << 64n) - 1n;
+
 /**
- * The clock of a restored VM: call it right before vCPU 0's TSC is written
- * (restoreVcpu's `beforeMsrs`), as the snapshot read them together.
- * @throws KvmError (the caller makes it `SnapshotInvalid`).
+ * Sets a restored VM's kvm-clock and its vCPUs' TSCs so that they keep the
+ * pairing the snapshot read (readClockAndTscs): a Linux guest's clocksource
+ * watchdog compares its TSC with kvm-clock, and marks the TSC unstable past
+ * a few hundred µs of skew. {@link ClockRestore.beforeMsrs} is restoreVcpu's
+ * hook, called for every vCPU in order right before its MSRs. On the first
+ * it sets the clock (KVM_SET_CLOCK, flags 0: the guest does not see the time
+ * spent in the files) and reads it back with the host TSC of that instant
+ * (KVM_GET_CLOCK, KVM_CLOCK_HOST_TSC, which KVM gives when its master clock
+ * is in use). Each vCPU's TSC is then set as an offset (KVM_VCPU_TSC_OFFSET):
+ * `saved TSC + (clock read back - saved clock) * rate - host TSC`, so that at
+ * that host TSC the guest's TSC and kvm-clock stand exactly where they stood
+ * at the snapshot, the same for every vCPU (the algorithm of the kernel's
+ * Documentation/virt/kvm/devices/vcpu.rst, without the elapsed-time part).
+ * Without the host TSC, without the attribute, with a TSC rate that differs
+ * from the host's (scaling: the offset is in scaled units), or when KVM does
+ * not keep the offset written, the vCPU's IA32_TSC is written in its MSRs
+ * instead, right after the clock for vCPU 0: those part by the time the
+ * ioctls in between take (measured in the nested tier: ~3 ms, which made the
+ * restored guest mark its TSC unstable).
  */
-export function restoreClock(vm: Pick<VmFd, "setClock">, state: SnapshotState): void {
-  vm.setClock({ clock: state.vm.clock, flags: 0, realtime: 0n, hostTsc: 0n });
+export class ClockRestore {
+  readonly #vm: Pick<VmFd, "setClock" | "getClock">;
+  readonly #clock: bigint;
+  /** undefined: the clock is not set yet; null: set, and KVM gave no host TSC with it. */
+  #pair: { clock: bigint; hostTsc: bigint } | null | undefined;
+  #offsets = 0;
+
+  /** @param clock - the snapshot's clock (`state.vm.clock`). */
+  constructor(vm: Pick<VmFd, "setClock" | "getClock">, clock: bigint) {
+    this.#vm = vm;
+    this.#clock = clock;
+  }
+
+  /** How many vCPUs got their TSC as an offset (the others through IA32_TSC). */
+  get offsetsSet(): number {
+    return this.#offsets;
+  }
+
+  /**
+   * restoreVcpu's `beforeMsrs` for one vCPU: sets the clock on the first call, then this
+   * vCPU's TSC as an offset where it can.
+   * @param hostKhz - the new vCPU's TSC rate before the restore touched it.
+   * @returns true if the TSC is set (IA32_TSC is then left out of the MSRs).
+   * @throws KvmError from KVM_SET_CLOCK / KVM_GET_CLOCK (the caller makes it `SnapshotInvalid`).
+   */
+  beforeMsrs(vcpu: Partial<TscOffsetIo>, saved: VcpuSnapshot, hostKhz: number): boolean {
+    if (this.#pair === undefined) {
+      this.#vm.setClock({ clock: this.#clock, flags: 0, realtime: 0n, hostTsc: 0n });
+      const c = this.#vm.getClock();
+      this.#pair = (c.flags & CLOCK_HOST_TSC) !== 0 ? { clock: c.clock, hostTsc: c.hostTsc } : null;
+    }
+    const tsc = saved.msrs.find((m) => m.index === MSR_IA32_TSC)?.data;
+    const khz = saved.tscKhz;
+    if (this.#pair === null || tsc === undefined || khz <= 0 || khz !== hostKhz || vcpu.setTscOffset === undefined || vcpu.getTscOffset === undefined) return false;
+    // Cycles the guest's TSC goes on by while its clock went from the saved value to the one read back.
+    const cycles = ((this.#pair.clock - this.#clock) * BigInt(khz)) / 1_000_000n;
+    const offset = (tsc + cycles - this.#pair.hostTsc) & U64;
+    try {
+      vcpu.setTscOffset(offset);
+      // A KVM that takes the attribute but keeps its own TSC (seen: kvm-pvm) falls back to IA32_TSC.
+      if (vcpu.getTscOffset() !== offset) return false;
+    } catch {
+      return false; // no KVM_VCPU_TSC_OFFSET (Linux before 5.16)
+    }
+    this.#offsets++;
+    return true;
+  }
 }
 
 /**
- * Interrupt controllers of a restored VM, after its vCPUs (the clock is set with them: {@link restoreClock}).
+ * Interrupt controllers of a restored VM, after its vCPUs (the clock and the TSCs are set with them: {@link ClockRestore}).
  * @throws KvmError or RangeError (the caller makes it `SnapshotInvalid`).
  */
 export function restoreVmState(vm: VmFd, ioapic: Ioapic | undefined, state: SnapshotState): void {

@@ -1,6 +1,7 @@
 import { GUEST_SSP_REG_ID, type CpuidEntry, type MsrEntry } from "@ts-vmm/kvm-ioctls";
 import { describe, expect, it } from "vitest";
 import { decodeSnapshotFile, encodeSnapshotFile } from "./file-format.js";
+import { ClockRestore } from "./take.js";
 import { msrsToSave, pvclockNs, readClockAndTscs, restoreVcpu, saveVcpu, withTsc, type VcpuSnapshot, type VcpuStateIo } from "./vcpu-state.js";
 
 // A vCPU that answers from recorded values and records what is set: the KVM side of a
@@ -115,7 +116,7 @@ describe("the clock and the TSC (a restored Linux's kvm-clock against its TSC)",
     const vcpus = tscAt.map((t, id) => ({
       getMsrs: (idx: readonly number[]) => (order.push(`msrs${id}:${idx.join(",")}`), idx[0] === 0x10 ? [{ index: 0x10, data: t }] : []),
     }));
-    expect(readClockAndTscs(vm, vcpus)).toEqual({ clock: 5_000_000_000n, tscs: [0x1000n, 0x2000n] });
+    expect(readClockAndTscs(vm, vcpus)).toEqual({ clock: 5_000_000_000n, tscs: [0x1000n, 0x2000n], exact: false });
     expect(order).toEqual(["clock", "msrs0:16", "msrs1:16"]);
     const refusing = [{ getMsrs: () => [] }];
     expect(() => readClockAndTscs(vm, refusing)).toThrow(/cannot read IA32_TSC/);
@@ -124,6 +125,74 @@ describe("the clock and the TSC (a restored Linux's kvm-clock against its TSC)",
     const later = withTsc(saved, 0x9999n);
     expect(later.msrs).toEqual(saved.msrs.map((m) => (m.index === 0x10 ? { index: 0x10, data: 0x9999n } : m)));
     expect(later.msrs.find((m) => m.index === 0x6e0)?.data).toBe(0x2222n);
+  });
+
+  it("with KVM_CLOCK_HOST_TSC and the offsets, every TSC is the clock's host TSC plus the vCPU's offset (one instant); else, or scaled, IA32_TSC", () => {
+    const HOST_TSC = 0x10_0000_0000n;
+    const vm = { getClock: () => ({ clock: 7_000_000_000n, flags: 2 | 4 | 8, hostTsc: HOST_TSC }) };
+    const offsets = [-0x8_0000_0000n & ((1n << 64n) - 1n), 5n];
+    // IA32_TSC as KVM would read it a little after the clock (1000 cycles).
+    const vcpus = offsets.map((o) => ({
+      getTscOffset: () => o,
+      getMsrs: (idx: readonly number[]) => (idx[0] === 0x10 ? [{ index: 0x10, data: (HOST_TSC + 1000n + o) & ((1n << 64n) - 1n) }] : []),
+    }));
+    expect(readClockAndTscs(vm, vcpus, true, 2_000_000)).toEqual({ clock: 7_000_000_000n, tscs: [0x8_0000_0000n, HOST_TSC + 5n], exact: true });
+    // Scaled (the caller says no offsets), no host TSC, no attribute, or an IA32_TSC far from host + offset: the MSRs.
+    expect(readClockAndTscs(vm, vcpus, false, 2_000_000).exact).toBe(false);
+    expect(readClockAndTscs({ getClock: () => ({ clock: 1n, flags: 2, hostTsc: 0n }) }, vcpus, true, 2_000_000)).toEqual({ clock: 1n, tscs: [0x8_0000_0000n + 1000n, HOST_TSC + 1005n], exact: false });
+    const noAttr = vcpus.map((v) => ({ getMsrs: v.getMsrs, getTscOffset: (): bigint => { throw Object.assign(new Error("ENXIO"), { code: "ENXIO" }); } }));
+    expect(readClockAndTscs(vm, noAttr, true, 2_000_000).exact).toBe(false);
+    const far = vcpus.map((v) => ({ getTscOffset: v.getTscOffset, getMsrs: () => [{ index: 0x10, data: 1n }] }));
+    expect(readClockAndTscs(vm, far, true, 2_000_000).exact).toBe(false);
+  });
+
+  it("ClockRestore sets the clock once, reads it back with the host TSC and sets each TSC as an offset paired with it; IA32_TSC left out of the MSRs", () => {
+    const cpuid = cetCpuid(false, false);
+    const src = recorder(cpuid);
+    const saved = saveVcpu(src.io, 0, msrsToSave(src.io, [0x6e0, 0x1b, 0x10], cpuid).indices, true); // TSC 0x1234_5678_9abc at 2 GHz
+    const order: string[] = [];
+    const SAVED_CLOCK = 9_000_000_000n;
+    const HOST_TSC = 0x77_0000_0000n;
+    const vm = {
+      setClock: (c: { clock: bigint; flags: number }) => void order.push(`setClock ${c.clock} flags ${c.flags}`),
+      // Read back 1.5 ms after the set.
+      getClock: () => (order.push("getClock"), { clock: SAVED_CLOCK + 1_500_000n, flags: 2 | 4 | 8, realtime: 0n, hostTsc: HOST_TSC }),
+    };
+    const restore = new ClockRestore(vm, SAVED_CLOCK);
+    const written: bigint[] = [];
+    const offsetIo = { setTscOffset: (o: bigint) => void written.push(o), getTscOffset: () => written.at(-1)! };
+    for (const id of [0, 1]) {
+      const dst = recorder(cpuid);
+      restoreVcpu(dst.io, { ...saved, id }, 2_000_000, () => restore.beforeMsrs(offsetIo, saved, 2_000_000));
+      expect(dst.set.msrs.map((m) => m.index)).not.toContain(0x10);
+      expect(dst.set.msrs.at(-1)!.index).toBe(0x6e0);
+    }
+    expect(order).toEqual([`setClock ${SAVED_CLOCK} flags 0`, "getClock"]);
+    // At HOST_TSC the guest's TSC stands 1.5 ms (3 000 000 cycles at 2 GHz) past the saved one, as its clock does.
+    const want = (0x1234_5678_9abcn + 3_000_000n - HOST_TSC) & ((1n << 64n) - 1n);
+    expect(written).toEqual([want, want]);
+    expect(restore.offsetsSet).toBe(2);
+  });
+
+  it("ClockRestore falls back to IA32_TSC without the host TSC, with a rate other than the host's, or when KVM does not keep the offset", () => {
+    const cpuid = cetCpuid(false, false);
+    const src = recorder(cpuid);
+    const saved = saveVcpu(src.io, 0, msrsToSave(src.io, [0x6e0, 0x1b, 0x10], cpuid).indices, true);
+    const vm = (flags: number) => ({ setClock: () => undefined, getClock: () => ({ clock: 1n, flags, realtime: 0n, hostTsc: 5n }) });
+    const keeps = { setTscOffset: () => undefined, getTscOffset: () => -1n };
+    const cases: [ClockRestore, Partial<{ setTscOffset(o: bigint): void; getTscOffset(): bigint }>, number][] = [
+      [new ClockRestore(vm(2), 1n), keeps, 2_000_000], // no KVM_CLOCK_HOST_TSC
+      [new ClockRestore(vm(8), 1n), keeps, 3_000_000], // the new vCPU runs at another rate
+      [new ClockRestore(vm(8), 1n), keeps, 2_000_000], // the read-back differs from what was set
+      [new ClockRestore(vm(8), 1n), {}, 2_000_000], // no attribute
+      [new ClockRestore(vm(8), 1n), { setTscOffset: () => { throw new Error("ENXIO"); }, getTscOffset: () => 0n }, 2_000_000],
+    ];
+    for (const [r, io, hostKhz] of cases) {
+      const dst = recorder(cpuid);
+      restoreVcpu(dst.io, saved, hostKhz, () => r.beforeMsrs(io, saved, hostKhz));
+      expect(dst.set.msrs[0]).toEqual({ index: 0x10, data: 0x1234_5678_9abcn });
+      expect(r.offsetsSet).toBe(0);
+    }
   });
 
   it("restore calls beforeMsrs (where the VM's clock is set) after the LAPIC and right before the MSRs, IA32_TSC first", () => {

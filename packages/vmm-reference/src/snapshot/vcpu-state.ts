@@ -198,24 +198,56 @@ export function withTsc(s: VcpuSnapshot, tsc: bigint): VcpuSnapshot {
   return { ...s, msrs: s.msrs.map((m) => (m.index === MSR_IA32_TSC ? { index: m.index, data: tsc } : m)) };
 }
 
+/** The vCPU's TSC offset (KVM_VCPU_TSC_OFFSET), the seam {@link readClockAndTscs} and the restore use. */
+export interface TscOffsetIo {
+  getTscOffset(): bigint;
+  setTscOffset(offset: bigint): void;
+}
+
+/** KVM_CLOCK_HOST_TSC: KVM_GET_CLOCK's host_tsc is the host TSC at the instant of its clock. */
+const CLOCK_HOST_TSC = 8;
+const U64 = (1n << 64n) - 1n;
+
 /**
- * KVM_GET_CLOCK and then every vCPU's IA32_TSC, back to back. The guest's
- * kvm-clock is computed from its TSC: on restore the clock is set right
- * before the first TSC write (restoreVcpu's `beforeMsrs`), so the two keep
- * the distance they had here. Read minutes apart (the rest of the vCPU state
- * in between), a restored Linux sees its TSC and kvm-clock disagree and its
- * clocksource watchdog marks the TSC unstable (seen in the nested tier: 8 ms
- * of skew over 584 ms).
+ * The VM's clock and every vCPU's TSC at one instant. Where KVM can say it
+ * (KVM_GET_CLOCK with KVM_CLOCK_HOST_TSC, the KVM_VCPU_TSC_OFFSET attribute
+ * and `offsets` true: no TSC scaling), each TSC is the clock's host TSC plus
+ * the vCPU's offset, exactly at the clock's instant and the same instant for
+ * every vCPU (`exact`). Otherwise KVM_GET_CLOCK and then every vCPU's
+ * IA32_TSC, back to back, which part by the time the ioctls take (ms in the
+ * emulated nested tier). A restore sets the clock and the TSCs as they are
+ * paired here: see take.ts, ClockRestore.
+ * @param offsets - whether a TSC may be read as host TSC + offset (false when
+ *   the vCPUs run at a rate other than the host's: the offset is then in scaled units).
+ * @param tscKhz - the vCPUs' TSC rate, for the check that vCPU 0's IA32_TSC read
+ *   right after lies at most 10 s of cycles past the exact value (else the offsets are not used).
  * @throws Error from KVM, or if KVM_GET_MSRS cannot read IA32_TSC.
  */
-export function readClockAndTscs(vm: { getClock(): { clock: bigint } }, vcpus: readonly Pick<VcpuStateIo, "getMsrs">[]): { clock: bigint; tscs: bigint[] } {
-  const clock = vm.getClock().clock;
-  const tscs = vcpus.map((v, id) => {
+export function readClockAndTscs(
+  vm: { getClock(): { clock: bigint; flags?: number; hostTsc?: bigint } },
+  vcpus: readonly (Pick<VcpuStateIo, "getMsrs"> & Partial<Pick<TscOffsetIo, "getTscOffset">>)[],
+  offsets = false,
+  tscKhz = 0,
+): { clock: bigint; tscs: bigint[]; exact: boolean } {
+  const c = vm.getClock();
+  const readTsc = (v: Pick<VcpuStateIo, "getMsrs">, id: number): bigint => {
     const got = v.getMsrs([MSR_IA32_TSC]);
     if (got.length !== 1) throw new Error(`vCPU ${id}: KVM_GET_MSRS cannot read IA32_TSC`);
     return got[0]!.data;
-  });
-  return { clock, tscs };
+  };
+  if (offsets && ((c.flags ?? 0) & CLOCK_HOST_TSC) !== 0 && c.hostTsc !== undefined && tscKhz > 0) {
+    let tscs: bigint[] | undefined;
+    try {
+      tscs = vcpus.map((v) => {
+        if (v.getTscOffset === undefined) throw new Error("no TSC offset");
+        return (c.hostTsc! + v.getTscOffset()) & U64;
+      });
+    } catch {
+      tscs = undefined; // a KVM without KVM_VCPU_TSC_OFFSET (before 5.16): ENXIO
+    }
+    if (tscs !== undefined && ((readTsc(vcpus[0]!, 0) - tscs[0]!) & U64) < BigInt(tscKhz) * 10_000n) return { clock: c.clock, tscs, exact: true };
+  }
+  return { clock: c.clock, tscs: vcpus.map(readTsc), exact: false };
 }
 
 /** MSR_KVM_SYSTEM_TIME_NEW: where the guest put this vCPU's kvm-clock page (bit 0: enabled). */
@@ -248,10 +280,11 @@ export function pvclockNs(page: Uint8Array, tsc: bigint): bigint | null {
  * Writes a saved state into a new vCPU (created, not run yet).
  * @param hostTscKhz - the new vCPU's TSC rate before the restore; the saved rate is set when it differs.
  * @param beforeMsrs - called right before the MSRs (IA32_TSC first) are written: where the
- *   VM's clock is set for the first vCPU (see readClockAndTscs in take.ts).
+ *   VM's clock and the vCPU's TSC are set (take.ts, ClockRestore). When it returns true it
+ *   has set the TSC (as an offset) and IA32_TSC is left out of the MSRs.
  * @throws Error from KVM (the caller names the vCPU), or if KVM_SET_MSRS refuses an MSR.
  */
-export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: number, beforeMsrs?: () => void): void {
+export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: number, beforeMsrs?: () => boolean | void): void {
   vcpu.setCpuid2(s.cpuid);
   if (s.tscKhz > 0 && s.tscKhz !== hostTscKhz) vcpu.setTscKhz(s.tscKhz);
   vcpu.setMpState(s.mpState);
@@ -261,9 +294,10 @@ export function restoreVcpu(vcpu: VcpuStateIo, s: VcpuSnapshot, hostTscKhz: numb
   vcpu.setXcrs(s.xcrs);
   vcpu.setDebugRegs(s.debugRegs);
   vcpu.setLapic(s.lapic);
-  beforeMsrs?.();
-  for (let i = 0; i < s.msrs.length; i += MSR_CHUNK) {
-    const batch = s.msrs.slice(i, i + MSR_CHUNK);
+  const tscSet = beforeMsrs?.() === true;
+  const msrs = tscSet ? s.msrs.filter((m) => m.index !== MSR_IA32_TSC) : s.msrs;
+  for (let i = 0; i < msrs.length; i += MSR_CHUNK) {
+    const batch = msrs.slice(i, i + MSR_CHUNK);
     const n = vcpu.setMsrs(batch);
     if (n !== batch.length) throw new Error(`KVM_SET_MSRS refused MSR 0x${batch[n]!.index.toString(16)} (value 0x${batch[n]!.data.toString(16)})`);
   }
