@@ -475,15 +475,14 @@ export class VirtioBlock implements VirtioDevice {
       return;
     }
     const statusAddr = req.statusAddr;
-    const done: Done = (status, written) => {
-      this.#complete(a, chain, statusAddr, status, written);
-    };
+    // The sync paths complete in place; only the async engine needs closures.
+    const done = (status: number, written: number): void => this.#complete(a, chain, statusAddr, status, written);
     const asyncDone: Done = (status, written) => {
       this.#inFlight--;
       done(status, written);
       this.#signal(a);
     };
-    const err = (): void => done(VIRTIO_BLK_S_IOERR, 0);
+    const err = (): void => this.#complete(a, chain, statusAddr, VIRTIO_BLK_S_IOERR, 0);
     if (req.mixed) return err();
     switch (req.type) {
       case VIRTIO_BLK_T_IN:
@@ -509,8 +508,8 @@ export class VirtioBlock implements VirtioDevice {
         }
         const ok = transferSync(this.#fd, views, pos, !isRead, req.dataLen);
         if (ok) this.#countBytes(isRead, req.dataLen);
-        if (ok && isRead) for (const s of req.data) mem.markDirty?.(s.addr, s.len);
-        return done(ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, ok && isRead ? req.dataLen : 0);
+        if (ok && isRead && mem.markDirty !== undefined) for (const s of req.data) mem.markDirty(s.addr, s.len);
+        return this.#complete(a, chain, statusAddr, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, ok && isRead ? req.dataLen : 0);
       }
       case VIRTIO_BLK_T_FLUSH: {
         if (req.dataLen !== 0) return err();
