@@ -65,7 +65,7 @@ interface Qd1Run {
  * completed. While the device polls, the clock hook posts it (no notification);
  * otherwise the loop below posts it and notifies. Stops after `n` requests or `maxTurns` notifications.
  */
-function qd1(r: PollRig, n: number, gapUs: number, opts: { spy?: () => void; maxTurns?: number } = {}): Qd1Run {
+function qd1(r: PollRig, n: number, gapUs: number, opts: { spy?: () => void; maxTurns?: number; starve?: boolean } = {}): Qd1Run {
   let done = 0;
   let notifies = 0;
   let dueAt: number | undefined;
@@ -87,7 +87,8 @@ function qd1(r: PollRig, n: number, gapUs: number, opts: { spy?: () => void; max
   r.clock.onRead = (t) => {
     opts.spy?.();
     seeCompletion(t);
-    if (dueAt !== undefined && t >= dueAt - 1e-9) postNext();
+    // starve: a vCPU on the device thread's CPU cannot post while the device spins.
+    if (!opts.starve && dueAt !== undefined && t >= dueAt - 1e-9) postNext();
   };
   r.clock.t += gapUs / 1000;
   postNext();
@@ -99,7 +100,7 @@ function qd1(r: PollRig, n: number, gapUs: number, opts: { spy?: () => void; max
     turns.push({ requests: done - d0, ms: r.clock.t - t0 });
     if (done >= n) break;
     if (!outstanding) {
-      r.clock.t = Math.max(r.clock.t, dueAt ?? r.clock.t);
+      r.clock.t = opts.starve ? r.clock.t + gapUs / 1000 : Math.max(r.clock.t, dueAt ?? r.clock.t);
       postNext();
     }
   }
@@ -123,7 +124,7 @@ describe("virtio-blk polling (pollMaxUs)", () => {
     const run = qd1(r, 50, 25);
     expect(run.done).toBe(50);
     expect(r.dev.stats.ok).toBe(50);
-    // Windows of 5, 10 and 20 µs miss a 25 µs gap; from 40 µs on every request is found by polling.
+    // Windows of 10 and 20 µs miss a 25 µs gap; from 40 µs on every request is found by polling.
     expect(r.dev.pollStats.windowUs).toBe(40);
     expect(r.dev.pollStats.hits).toBeGreaterThanOrEqual(40);
     expect(run.notifies).toBeLessThan(10);
@@ -148,6 +149,28 @@ describe("virtio-blk polling (pollMaxUs)", () => {
     const reads = r.clock.reads;
     qd1(r, 1, 200);
     expect(r.clock.reads - reads).toBeLessThanOrEqual(4);
+  });
+
+  it("one late request in a polled stream halves the window instead of stopping polling", () => {
+    const r = pollRig(40);
+    qd1(r, 10, 25);
+    expect(r.dev.pollStats.windowUs).toBe(40);
+    qd1(r, 1, 100); // late: the 40 µs window misses it
+    expect(r.dev.pollStats.windowUs).toBe(20);
+    const hits = r.dev.pollStats.hits;
+    const run = qd1(r, 20, 25);
+    expect(r.dev.pollStats.windowUs).toBe(40);
+    expect(r.dev.pollStats.hits - hits).toBeGreaterThanOrEqual(15);
+    expect(run.notifies).toBeLessThanOrEqual(5);
+  });
+
+  it("a driver that can never post while the device polls (vCPU on the same CPU) makes it stop polling, with rare probes", () => {
+    const r = pollRig(40);
+    const run = qd1(r, 2000, 5, { starve: true });
+    expect(run.done).toBe(2000);
+    expect(r.dev.pollStats.hits).toBe(0);
+    // Without the pause after repeated misses this would be about one miss per request.
+    expect(r.dev.pollStats.misses).toBeLessThan(60);
   });
 
   it("bounds one turn to 1 ms of polling and handling, then yields (a guest that keeps posting cannot hold the event loop)", async () => {

@@ -358,7 +358,7 @@ export class VirtioBlock implements VirtioDevice {
         } else if (now < deadline) {
           continue;
         } else {
-          poll.misses++;
+          poll.miss();
         }
         deadline = -1;
         // Leaving: notifications on again, then one more look (the driver may have raced us).
@@ -368,7 +368,7 @@ export class VirtioBlock implements VirtioDevice {
       }
       if (poll !== undefined) {
         const now = poll.now();
-        if (deadline >= 0) poll.hits++;
+        if (deadline >= 0) poll.hit();
         deadline = -1;
         poll.arrived(now);
       }
