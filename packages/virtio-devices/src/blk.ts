@@ -84,7 +84,7 @@ export interface VirtioBlockOptions {
    * notifications from the driver suppressed meanwhile (VRING_USED_F_NO_NOTIFY
    * without EVENT_IDX). The window adapts (see DESIGN.md, "virtio-blk polling"): it
    * grows while the driver's next request comes within `pollMaxUs` of the previous
-   * completion and drops to 0 when it does not, so an idle or slow guest costs
+   * completion and shrinks or stops when it does not, so an idle or slow guest costs
    * nothing; one turn of the event loop polls for at most 1 ms, then yields. A
    * number from 0 to 1000; default 0 (off).
    */
