@@ -64,10 +64,11 @@ describeWith({ kvm: true, tools: ["qemu-system-x86_64", "gcc", "ld"] }, "bench m
 
   it("bench-blk: every request completes and the rate is in a plausible range for a page-cache-backed disk", async () => {
     const r = await runGuest({
-      vmm: "qemu", kernel: elf, cmdline: "mode=bench-blk qd1_ops=300 qd32_ops=3000", devices: [{ kind: "blk", path: disk.path }], timeoutMs: 60_000,
+      vmm: "qemu", kernel: elf, cmdline: "mode=bench-blk warm_ops=100 qd1_ops=300 qd32_ops=3000", devices: [{ kind: "blk", path: disk.path }], timeoutMs: 60_000,
     });
     expect(r.guestExit, explain(r)).toBe(0);
     expect(r.results.failed, explain(r)).toEqual([]);
+    expect(num(r, "blk_warm_ops")).toBe(100);
     expect(num(r, "blk_qd1_ops")).toBe(300);
     expect(num(r, "blk_qd32_ops")).toBe(3000);
     expect(num(r, "blk.blocks_4k")).toBe((64 << 20) / 4096);

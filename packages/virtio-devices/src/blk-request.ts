@@ -63,6 +63,11 @@ export type ParsedRequest =
       readonly reason: string;
     };
 
+// The header is copied here and read at once (one thread per module instance, no
+// re-entry between the copy and the reads): no buffer allocated per request.
+const HEADER = new Uint8Array(16);
+const HEADER_VIEW = new DataView(HEADER.buffer);
+
 /**
  * Splits a chain into header, data and status. The status byte is the last
  * byte of the last (device-writable) descriptor; its address is checked to be
@@ -78,15 +83,13 @@ export function parseRequest(mem: GuestMemory, chain: DescriptorChain): ParsedRe
   }
   if (statusAddr === undefined) return { ok: false, statusAddr, reason: "no device-writable status byte inside guest memory" };
   if (chain.readableLength < 16) return { ok: false, statusAddr, reason: `header is ${chain.readableLength} bytes, not 16` };
-  const hdr = new Uint8Array(16);
   try {
-    chain.readInto(mem, hdr);
+    chain.readInto(mem, HEADER);
   } catch {
     return { ok: false, statusAddr, reason: "header is outside guest memory" };
   }
-  const dv = new DataView(hdr.buffer);
-  const type = dv.getUint32(0, true);
-  const sector = dv.getBigUint64(8, true);
+  const type = HEADER_VIEW.getUint32(0, true);
+  const sector = HEADER_VIEW.getBigUint64(8, true);
 
   // Readable data: everything after the first 16 readable bytes.
   const readData: Segment[] = [];

@@ -21,6 +21,7 @@ import { transferAsync, transferSync, viewsOf, writeSegments, zeroRange } from "
 import { VIRTIO_ID_BLOCK } from "./constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "./device.js";
 import { VirtioDeviceError } from "./errors.js";
+import { QueuePoll } from "./queue-poll.js";
 import { RateLimiter, type RateLimiterConfig, type RateLimiterState } from "./rate-limiter.js";
 
 /** virtio-blk feature bits (§5.2.3). */
@@ -51,6 +52,10 @@ const CONFIG_SIZE = 60;
 /** One notification handles at most this many requests, or this many bytes, before yielding to the event loop. */
 const BATCH_REQUESTS = 256;
 const BATCH_BYTES = 16 * 1024 * 1024;
+/** With polling: one turn of the event loop polls and handles requests for at most this long (ms), then yields. */
+const TURN_MS = 1;
+/** Largest `pollMaxUs`. */
+const POLL_MAX_US = 1000;
 const ID_BYTES = 20;
 const WRITE_ZEROES_F_UNMAP = 1;
 
@@ -73,6 +78,19 @@ export interface VirtioBlockOptions {
    * Default: no limit.
    */
   readonly rateLimiter?: RateLimiter | RateLimiterConfig;
+  /**
+   * Sync engine only: after running out of requests, keep looking at the avail ring
+   * for up to this many microseconds before going back to the event loop, with
+   * notifications from the driver suppressed meanwhile (VRING_USED_F_NO_NOTIFY
+   * without EVENT_IDX). The window adapts (see DESIGN.md, "virtio-blk polling"): it
+   * grows while the driver's next request comes within `pollMaxUs` of the previous
+   * completion and shrinks or stops when it does not, so an idle or slow guest costs
+   * nothing; one turn of the event loop polls for at most 1 ms, then yields. A
+   * number from 0 to 1000; default 0 (off).
+   */
+  readonly pollMaxUs?: number;
+  /** The clock polling reads, in milliseconds (default `performance.now`); tests inject one. */
+  readonly pollClock?: () => number;
 }
 
 /** virtio-blk's saved state. */
@@ -124,7 +142,11 @@ export class VirtioBlock implements VirtioDevice {
   readonly #id: Uint8Array;
   readonly #config: Uint8Array;
   readonly #async: boolean;
+  /** Polling state (sync engine with `pollMaxUs` > 0). */
+  readonly #poll: QueuePoll | undefined;
   #active: Active | undefined;
+  /** Between pause and resume: no request is taken (a turn queued by a yield does nothing). */
+  #paused = false;
   #inFlight = 0;
   #closed = false;
   /**
@@ -133,16 +155,26 @@ export class VirtioBlock implements VirtioDevice {
    * completed OK (a failed transfer adds nothing).
    */
   readonly stats = { ok: 0, ioerr: 0, unsupp: 0, needsReset: 0, throttled: 0, readBytes: 0, writeBytes: 0 };
+  /**
+   * Polling (`pollMaxUs`): requests found by polling the avail ring (`hits`), poll
+   * windows that ended without one (`misses`), and the current window in microseconds.
+   * All 0 when polling is off.
+   */
+  get pollStats(): { readonly hits: number; readonly misses: number; readonly windowUs: number } {
+    const p = this.#poll;
+    return { hits: p?.hits ?? 0, misses: p?.misses ?? 0, windowUs: (p?.windowMs ?? 0) * 1000 };
+  }
   /** The rate limiter, if any (update it with `rateLimiter.update`). */
   readonly rateLimiter: RateLimiter | undefined;
 
-  private constructor(fd: number, size: number, readOnly: boolean, id: string, engine: "sync" | "async", limiter: RateLimiter | undefined) {
+  private constructor(fd: number, size: number, readOnly: boolean, id: string, engine: "sync" | "async", limiter: RateLimiter | undefined, pollMaxUs: number, pollClock: () => number) {
     this.#fd = fd;
     this.rateLimiter = limiter;
     if (limiter !== undefined) limiter.onReady = () => this.queueNotify(0);
     this.readOnly = readOnly;
     this.capacity = BigInt(Math.floor(size / SECTOR_SIZE));
     this.#async = engine === "async";
+    this.#poll = pollMaxUs > 0 && !this.#async ? new QueuePoll(pollMaxUs / 1000, pollClock) : undefined;
     this.#id = new Uint8Array(ID_BYTES);
     this.#id.set(new TextEncoder().encode(id).subarray(0, ID_BYTES));
     const c = new DataView(new ArrayBuffer(CONFIG_SIZE));
@@ -170,6 +202,12 @@ export class VirtioBlock implements VirtioDevice {
     if (typeof readOnly !== "boolean" || (engine !== "sync" && engine !== "async")) {
       throw new VirtioDeviceError("InvalidArgument", "readOnly must be a boolean and engine \"sync\" or \"async\"");
     }
+    const pollMaxUs = opts.pollMaxUs ?? 0;
+    if (typeof pollMaxUs !== "number" || !Number.isFinite(pollMaxUs) || pollMaxUs < 0 || pollMaxUs > POLL_MAX_US) {
+      throw new VirtioDeviceError("InvalidArgument", `pollMaxUs must be a number from 0 to ${POLL_MAX_US}`);
+    }
+    const pollClock = opts.pollClock ?? (() => performance.now());
+    if (typeof pollClock !== "function") throw new VirtioDeviceError("InvalidArgument", "pollClock must be a function");
     const limiter = opts.rateLimiter === undefined || opts.rateLimiter instanceof RateLimiter ? opts.rateLimiter : new RateLimiter(opts.rateLimiter);
     // Default: the file name, with anything but printable ASCII as "?", cut to 20 bytes.
     const id = opts.id ?? basename(path).replace(/[^\x20-\x7e]/g, "?").slice(0, ID_BYTES);
@@ -185,7 +223,7 @@ export class VirtioBlock implements VirtioDevice {
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new VirtioDeviceError("Io", `disk image ${path} is not a regular file`);
-      return new VirtioBlock(fd, st.size, readOnly, id, engine, limiter);
+      return new VirtioBlock(fd, st.size, readOnly, id, engine, limiter, pollMaxUs, pollClock);
     } catch (e) {
       closeSync(fd);
       throw e;
@@ -226,6 +264,27 @@ export class VirtioBlock implements VirtioDevice {
   reset(): void {
     this.#active = undefined;
     this.rateLimiter?.cancel();
+    this.#poll?.forget();
+  }
+
+  /**
+   * Stops taking requests: a turn this device queued for itself (after a batch or a
+   * polling turn) does nothing until {@link VirtioBlock.resume}, and the driver's
+   * notifications are asked for again (none stay suppressed in a snapshot's guest memory).
+   */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#poll?.forget();
+    const a = this.#active;
+    if (a !== undefined && !a.broken && a.queue.ready) this.#enableNotification(a);
+  }
+
+  /** Takes requests again, starting with one turn as if the driver had notified. */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.queueNotify(0);
   }
 
   /** {@inheritDoc VirtioDevice.busy} */
@@ -258,11 +317,18 @@ export class VirtioBlock implements VirtioDevice {
   /** {@inheritDoc VirtioDevice.queueNotify} */
   queueNotify(index: number): void {
     const a = this.#active;
-    if (index !== 0 || a === undefined || a.broken || !a.queue.ready) return;
+    if (index !== 0 || a === undefined || a.broken || !a.queue.ready || this.#paused) return;
     const { mem } = a.ctx;
     let n = 0;
     let bytes = 0;
     const limiter = this.rateLimiter;
+    const poll = this.#poll;
+    const start = poll?.now() ?? 0;
+    // Polling: the end of the current window (-1: not polling), and whether the
+    // driver's notifications are suppressed (they must be asked for again before we leave).
+    let deadline = -1;
+    let suppressed = false;
+    let yielded = false;
     for (;;) {
       // Rate-limited: the requests stay in the ring; the limiter's timer resumes.
       if (limiter?.blocked) break;
@@ -275,9 +341,39 @@ export class VirtioBlock implements VirtioDevice {
         break;
       }
       if (chain === undefined) {
-        // EVENT_IDX: ask for the next notification, then look once more (the driver may have raced us).
-        if (a.queue.eventIdx && this.#enableNotification(a)) continue;
+        if (poll === undefined) {
+          // EVENT_IDX: ask for the next notification, then look once more (the driver may have raced us).
+          if (a.queue.eventIdx && this.#enableNotification(a)) continue;
+          break;
+        }
+        const now = poll.now();
+        poll.idle(now);
+        if (deadline < 0) {
+          if (poll.windowMs > 0 && now - start < TURN_MS) {
+            // Out of work: publish what completed (the driver may be waiting on it), then poll.
+            this.#signal(a);
+            if (a.broken || this.#active !== a) break;
+            if (!this.#disableNotification(a)) break;
+            suppressed = true;
+            deadline = now + poll.windowMs;
+            continue;
+          }
+        } else if (now < deadline) {
+          continue;
+        } else {
+          poll.miss();
+        }
+        deadline = -1;
+        // Leaving: notifications on again, then one more look (the driver may have raced us).
+        suppressed = false;
+        if (this.#enableNotification(a)) continue;
         break;
+      }
+      if (poll !== undefined) {
+        const now = poll.now();
+        if (deadline >= 0) poll.hit();
+        deadline = -1;
+        poll.arrived(now);
       }
       if (limiter !== undefined && !limiter.consume(Math.max(0, chain.readableLength + chain.writableLength - 17), 1)) {
         this.stats.throttled++;
@@ -287,13 +383,16 @@ export class VirtioBlock implements VirtioDevice {
       bytes += chain.readableLength + chain.writableLength;
       this.#handle(a, chain);
       if (a.broken || this.#active !== a) break;
-      if (++n >= BATCH_REQUESTS || bytes >= BATCH_BYTES) {
+      if (++n >= BATCH_REQUESTS || bytes >= BATCH_BYTES || (poll !== undefined && poll.now() - start >= TURN_MS)) {
         // Yield to the event loop (other devices, MMIO exits, timers), then go on:
         // a guest refilling as fast as we complete must not starve them.
         setImmediate(() => this.queueNotify(0));
+        yielded = true;
         break;
       }
     }
+    // Never leave with the driver's notifications off, unless a turn of our own is already queued.
+    if (suppressed && !yielded && this.#active === a && !a.broken) this.#enableNotification(a);
     this.#signal(a);
   }
 
@@ -312,6 +411,18 @@ export class VirtioBlock implements VirtioDevice {
   #enableNotification(a: Active): boolean {
     try {
       return a.queue.enableNotification(a.ctx.mem);
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      this.#broken(a, `virtio-blk queue: ${e.message}`);
+      return false;
+    }
+  }
+
+  /** Asks the driver not to notify (while polling). @returns false if the queue broke. */
+  #disableNotification(a: Active): boolean {
+    try {
+      a.queue.disableNotification(a.ctx.mem);
+      return true;
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
       this.#broken(a, `virtio-blk queue: ${e.message}`);
@@ -367,15 +478,14 @@ export class VirtioBlock implements VirtioDevice {
       return;
     }
     const statusAddr = req.statusAddr;
-    const done: Done = (status, written) => {
-      this.#complete(a, chain, statusAddr, status, written);
-    };
+    // The sync paths complete in place; only the async engine needs closures.
+    const done = (status: number, written: number): void => this.#complete(a, chain, statusAddr, status, written);
     const asyncDone: Done = (status, written) => {
       this.#inFlight--;
       done(status, written);
       this.#signal(a);
     };
-    const err = (): void => done(VIRTIO_BLK_S_IOERR, 0);
+    const err = (): void => this.#complete(a, chain, statusAddr, VIRTIO_BLK_S_IOERR, 0);
     if (req.mixed) return err();
     switch (req.type) {
       case VIRTIO_BLK_T_IN:
@@ -401,8 +511,8 @@ export class VirtioBlock implements VirtioDevice {
         }
         const ok = transferSync(this.#fd, views, pos, !isRead, req.dataLen);
         if (ok) this.#countBytes(isRead, req.dataLen);
-        if (ok && isRead) for (const s of req.data) mem.markDirty?.(s.addr, s.len);
-        return done(ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, ok && isRead ? req.dataLen : 0);
+        if (ok && isRead && mem.markDirty !== undefined) for (const s of req.data) mem.markDirty(s.addr, s.len);
+        return this.#complete(a, chain, statusAddr, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, ok && isRead ? req.dataLen : 0);
       }
       case VIRTIO_BLK_T_FLUSH: {
         if (req.dataLen !== 0) return err();

@@ -392,11 +392,11 @@ function keyValues(flag: string, parts: readonly string[], allowed: readonly str
   return out;
 }
 
-const DISK_SYNTAX = "PATH[,ro][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burst=BYTES][,ops_burst=OPS]";
+const DISK_SYNTAX = "PATH[,ro][,poll_us=0..1000][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burst=BYTES][,ops_burst=OPS]";
 const NET_SYNTAX = "tap=NAME[,mac=MAC][,bw=BYTES_PER_S][,ops=OPS_PER_S][,bw_burst=BYTES][,ops_burst=OPS]";
 
 /**
- * `--disk PATH[,ro][,bw=…]` and `--net tap=NAME[,mac=…][,bw=…]` (both repeatable), `--rng`,
+ * `--disk PATH[,ro][,poll_us=…][,bw=…]` and `--net tap=NAME[,mac=…][,bw=…]` (both repeatable), `--rng`,
  * `--console` or `--console-socket PATH`, `--balloon`, `--rtc`, `--vsock cid=N,uds=PATH`.
  * @throws {@link UsageError}
  */
@@ -409,9 +409,16 @@ export function virtioArgs(v: Readonly<Record<string, OptionValue>>): VirtioDevi
   for (const d of list("disk")) {
     const [path, ...rest] = d.split(",");
     if (path === undefined || path === "") throw new UsageError(`--disk takes ${DISK_SYNTAX}, got ${JSON.stringify(d)}`);
-    const keys = keyValues("--disk", rest, ["ro", ...RATE_KEYS], DISK_SYNTAX);
+    const keys = keyValues("--disk", rest, ["ro", "poll_us", ...RATE_KEYS], DISK_SYNTAX);
     const rateLimiter = rateLimitOf("--disk", keys);
-    out.push({ kind: "blk", path, readOnly: keys.has("ro"), ...(rateLimiter !== undefined ? { rateLimiter } : {}) });
+    const poll = keys.get("poll_us");
+    out.push({
+      kind: "blk",
+      path,
+      readOnly: keys.has("ro"),
+      ...(rateLimiter !== undefined ? { rateLimiter } : {}),
+      ...(poll !== undefined ? { pollMaxUs: parseWhole("--disk poll_us=", poll, 0, 1000) } : {}),
+    });
   }
   for (const n of list("net")) {
     const keys = keyValues("--net", n.split(","), ["tap", "mac", ...RATE_KEYS], NET_SYNTAX);

@@ -27,7 +27,7 @@ const USAGE = `usage: ts-vmm run --kernel PATH [--initrd PATH] [--cmdline TEXT] 
                                 [,shared=on|off][,prefault=on]]
                   [--cpu-template baseline|host|FILE.json] [--cpu-features +shstk,-x2apic]
                   [--config FILE.json] [--timeout SECONDS] [--irqchip split|full] [--cmos on|off]
-                  [--disk PATH[,ro][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
+                  [--disk PATH[,ro][,poll_us=N][,RATE]]... [--net tap=NAME[,mac=MAC][,RATE]]...
                   [--rng] [--console | --console-socket PATH] [--rtc] [--vsock cid=N,uds=PATH]
                   [--balloon [amount_mib=N][,deflate_on_oom=on][,stats_s=N][,free_page_reporting=on]]
                   [--api-sock PATH] [--snapshot-on-signal SIGUSR1|SIGUSR2|SIGHUP:DIR]
@@ -63,7 +63,8 @@ before the guest runs). --config reads the same settings from JSON (kernel,
 initrd, cmdline, memory, vcpus, cpuTemplate, cpuFeatures, timeout, or
 machineConfig in Firecracker's shape with huge_pages); flags win. When stdin is a terminal it is in raw mode:
 Ctrl-A x quits, as in QEMU. virtio-mmio devices: --disk (virtio-blk on a raw
-image, repeatable, ",ro" for read-only), --rng (virtio-rng), --console
+image, repeatable, ",ro" for read-only, "poll_us=N" polls the request queue for
+up to N µs after it runs empty, adaptively: 0 to 1000, default 50, 0 is off), --rng (virtio-rng), --console
 (virtio-console on stdin/stdout instead of COM1's input) or --console-socket
 (virtio-console on a Unix socket the VMM connects to), --net (virtio-net on a
 tap interface, repeatable: attached to if it exists, created otherwise, "%d"

@@ -31,7 +31,7 @@ export { readHostCpuid, readCpuinfoFlags, readKvmModules, hostKernelRelease, ACC
 export type { KvmModules } from "./cpu/host.js";
 export { cpuFeatureReport, formatCpuFeatureReport, REPORT_FEATURES } from "./cpu/report.js";
 export type { CpuFeatureReport, CpuFeatureReportInput, FeatureRow } from "./cpu/report.js";
-export { VirtioManager, connectIrq, VIRTIO_MMIO_FIRST, VIRTIO_MMIO_STRIDE } from "./devices/virtio-manager.js";
+export { VirtioManager, connectIrq, BLK_POLL_MAX_US, VIRTIO_MMIO_FIRST, VIRTIO_MMIO_STRIDE } from "./devices/virtio-manager.js";
 export type { VirtioDeviceConfig, VirtioDeviceSlot } from "./devices/virtio-manager.js";
 export { MetricsWriter, METRICS_FLUSH_INTERVAL_MS, VMM_METRICS_VERSION, EXIT_REASONS, PIO_DEVICES } from "./metrics/index.js";
 export type { MetricsLine, MetricsWriterOptions, VmmMetrics, ExitMetrics, VcpuExitMetrics, DeviceMetrics, KvmMetrics, CounterSet, PioDeviceName } from "./metrics/index.js";

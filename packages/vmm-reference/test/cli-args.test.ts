@@ -5,7 +5,7 @@ import { UsageError, rateLimitOf, virtioArgs } from "../src/cli-args.js";
 describe("--disk and --net flags", () => {
   it("parses disks with ro and rate limits, nets with tap, mac and rate limits, in flag order", () => {
     const got = virtioArgs({
-      disk: ["a.img", "b.img,ro", "c.img,bw=1000000,ops=50,bw_burst=4096"],
+      disk: ["a.img", "b.img,ro", "c.img,bw=1000000,ops=50,bw_burst=4096", "d.img,poll_us=0", "e.img,ro,poll_us=1000"],
       net: ["tap=tap0", "tap=tsvmm%d,mac=52:54:00:12:34:56,ops=100,ops_burst=10"],
       rng: true,
     });
@@ -13,6 +13,8 @@ describe("--disk and --net flags", () => {
       { kind: "blk", path: "a.img", readOnly: false },
       { kind: "blk", path: "b.img", readOnly: true },
       { kind: "blk", path: "c.img", readOnly: false, rateLimiter: { bandwidth: { size: 1000000, refillTimeMs: 1000, oneTimeBurst: 4096 }, ops: { size: 50, refillTimeMs: 1000 } } },
+      { kind: "blk", path: "d.img", readOnly: false, pollMaxUs: 0 },
+      { kind: "blk", path: "e.img", readOnly: true, pollMaxUs: 1000 },
       { kind: "net", tap: "tap0" },
       { kind: "net", tap: "tsvmm%d", mac: "52:54:00:12:34:56", rateLimiter: { ops: { size: 100, refillTimeMs: 1000, oneTimeBurst: 10 } } },
       { kind: "rng" },

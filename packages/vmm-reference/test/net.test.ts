@@ -67,6 +67,8 @@ describeWith({ kvm: true, root: true, tools: ["gcc", "ld", "ip"] }, "virtio-net 
       [["--net", "tap=x,ops=1,ops=2"], /ops given twice/],
       [["--disk", "d.img,bw_burst=5"], /bw_burst needs bw/],
       [["--disk", "d.img,ro=1"], /--disk takes PATH/],
+      [["--disk", "d.img,poll_us=1001"], /--disk poll_us= must be a whole number/],
+      [["--disk", "d.img,poll_us"], /--disk takes PATH/],
       [["--net", `tap=${"x".repeat(16)}`], /1 to 15 bytes/],
     ];
     for (const [flags, msg] of cases) {

@@ -35,6 +35,12 @@ export type VirtioDeviceConfig =
       readonly readOnly?: boolean;
       readonly engine?: "sync" | "async";
       readonly rateLimiter?: RateLimiterConfig;
+      /**
+       * Adaptive polling of the request queue after it ran empty, in microseconds at most
+       * (the sync engine's `pollMaxUs`, see @ts-vmm/virtio-devices); default
+       * {@link BLK_POLL_MAX_US}, 0 turns it off.
+       */
+      readonly pollMaxUs?: number;
     }
   /**
    * virtio-net on a tap interface (attached to if it exists, created otherwise; `%d` in the
@@ -90,6 +96,14 @@ function balloonPages(amountMib: number, memBytes: number): number {
   }
   return amountMib * 256;
 }
+
+/**
+ * Default longest polling window of a virtio-blk queue, µs: long enough to cover a
+ * driver's turnaround between a completion and its next request (QD1: the guest's
+ * notify exit, ~30 µs on the nested hosts measured in BENCHMARKS.md), short enough that
+ * a stall of the event loop stays far below a millisecond.
+ */
+export const BLK_POLL_MAX_US = 50;
 
 /**
  * First window: one page above the layout's virtio base, so 0xd000_0000 stays
@@ -202,6 +216,7 @@ export class VirtioManager {
         return VirtioBlock.open(c.path, {
           readOnly: c.readOnly ?? false,
           engine: c.engine ?? "sync",
+          pollMaxUs: c.pollMaxUs ?? BLK_POLL_MAX_US,
           ...(c.rateLimiter !== undefined ? { rateLimiter: c.rateLimiter } : {}),
         });
       case "net": {
