@@ -8,6 +8,7 @@ int mode_selftest(void);
 int mode_bench_exits(void);
 int mode_bench_blk(void);
 int mode_bench_net(void);
+int mode_bench_net_rx(void);
 int mode_fuzz(void);
 int mode_smp(void);
 int mode_bench_irq(void);
@@ -42,6 +43,7 @@ void user_main(void) {
 	else if (!strncmp(mode, "bench-exits", 12)) rc = mode_bench_exits();
 	else if (!strncmp(mode, "bench-blk", 10)) rc = mode_bench_blk();
 	else if (!strncmp(mode, "bench-net", 10)) rc = mode_bench_net();
+	else if (!strncmp(mode, "bench-net-rx", 13)) rc = mode_bench_net_rx();
 	else if (!strncmp(mode, "bench-irq", 10)) rc = mode_bench_irq();
 	/* exit paths other than the normal one (the harness's RESULT exit= contract is tested on them) */
 	else if (!strncmp(mode, "trap", 5)) { __asm__ volatile("ud2"); rc = 1; }

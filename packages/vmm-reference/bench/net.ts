@@ -14,13 +14,20 @@
  * 200000, 0 to skip): our 20000-frame time is mostly V8 warm-up (interpreted
  * and baseline code, TurboFan compiling on the same two cores), the longer
  * run shows the throughput after it. The headline `ratio` stays the 20000-frame one.
- * Host-to-guest throughput is not measured (the micro-guest has no receive
- * bench yet). Appends a line to BENCHMARKS.md; the last line printed is
- * `{"bench":"net-tx",...}`.
+ * Host-to-guest: each round also runs both VMMs with the micro-guest's
+ * `bench-net-rx` mode (BENCH_NET_RX frames, default 200000, 0 to skip): the guest
+ * posts 64 receive buffers and prints `net_rx_ready`, then bench/net_rx_sender.c
+ * (built with gcc here, run in the namespace) sends the frames into the tap
+ * through an AF_PACKET socket, pacing itself on the tap's tx_packets counter
+ * (at most RX_WINDOW frames not yet taken by the VMM, below the tap's queue of 500,
+ * so no frame is dropped); the guest counts them, checks sizes and sequence
+ * numbers, and times first to last frame. Appends a line to BENCHMARKS.md; the
+ * last line printed is `{"bench":"net-tx",...}` with the rx figures in it.
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, release } from "node:os";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cpus, loadavg, release, tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
 import { buildMicroGuest, kvmTscHz, qemuLauncher, runGuest, tscHz, type VmmLauncher } from "@ts-vmm/test-guests";
@@ -32,6 +39,10 @@ const FRAMES = 20000;
 /** A second, longer run of each VMM: throughput once our JIT has warmed up (the 20000-frame run is mostly warm-up). */
 const SUSTAINED_FRAMES = Number(process.env["BENCH_NET_SUSTAINED"] ?? 200000);
 const SIZE = 1514;
+/** Host-to-guest frames per run (0 skips the rx runs). */
+const RX_FRAMES = Number(process.env["BENCH_NET_RX"] ?? 200000);
+/** Frames the sender keeps ahead of the VMM's reads (the tap queues 500). */
+const RX_WINDOW = 256;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -68,6 +79,53 @@ async function oneRun(ns: NetNamespace, launcher: VmmLauncher, elf: string, host
   }
 }
 
+function buildSender(): string {
+  const out = join(mkdtempSync(join(tmpdir(), "tsvmm-netrx-")), "net_rx_sender");
+  execFileSync("gcc", ["-O2", "-Wall", "-o", out, fileURLToPath(new URL("net_rx_sender.c", import.meta.url))], { stdio: "inherit" });
+  return out;
+}
+
+/** One host-to-guest run: MB/s of Ethernet frames the guest received, first to last frame. */
+async function oneRxRun(ns: NetNamespace, launcher: VmmLauncher, elf: string, hostHz: number, sender: string, frames: number): Promise<number> {
+  const tap = uniqueIfName("tsvr");
+  ns.addTap(tap);
+  let seen = "";
+  let senderDone: Promise<string> | undefined;
+  try {
+    const r = await runGuest({
+      vmm: inNamespace(launcher, ns), kernel: elf, cmdline: `mode=bench-net-rx n=${frames} size=${SIZE}`, memMiB: 64, timeoutMs: 90_000,
+      devices: [{ kind: "net", tap }],
+      onSerial: (text) => {
+        if (senderDone) return;
+        seen = (seen + text).slice(-256);
+        if (!seen.includes("RESULT net_rx_ready=1")) return;
+        const [file, ...pre] = ns.execPrefix;
+        const child = spawn(file!, [...pre, sender, tap, String(frames), String(SIZE), String(RX_WINDOW)], { stdio: ["ignore", "pipe", "pipe"] });
+        senderDone = new Promise((resolve, reject) => {
+          let out = "";
+          child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+          child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+          child.on("error", reject);
+          child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`sender exited ${String(code)}: ${out}`))));
+        });
+      },
+    });
+    if (!senderDone) throw new Error(`${launcher.name}: the guest never printed net_rx_ready\n${r.serial}\n${r.vmmLog}`);
+    const senderOut = await senderDone;
+    if (r.guestExit !== 0) throw new Error(`${launcher.name} bench-net-rx failed: ${r.exitProblem ?? `guest exit ${String(r.guestExit)}`}\n${senderOut}\n${r.serial}\n${r.vmmLog}`);
+    const v = r.results.values;
+    const got = Number(v["net_rx_frames"]);
+    const cycles = Number(v["net_rx_cycles"]);
+    if (got !== frames || Number(v["net_rx_seq_gaps"]) !== 0 || Number(v["net_rx_bad_len"]) !== 0) {
+      throw new Error(`${launcher.name}: the guest got ${got} of ${frames} frames, ${String(v["net_rx_seq_gaps"])} sequence gaps, ${String(v["net_rx_bad_len"])} bad lengths (sender: ${senderOut.trim()})`);
+    }
+    if (!(cycles > 0)) throw new Error(`${launcher.name}: no net_rx_cycles\n${r.serial}`);
+    return ((frames - 1) * SIZE) / (cycles / hostHz) / 1e6;
+  } finally {
+    ns.ip("link", "del", tap);
+  }
+}
+
 function appendToBenchmarks(text: string): void {
   const file = fileURLToPath(new URL("../../../BENCHMARKS.md", import.meta.url));
   const begin = "<!-- vmm-reference-net:begin -->";
@@ -92,6 +150,9 @@ async function main(): Promise<void> {
   const o: number[] = [];
   const qs: number[] = [];
   const os: number[] = [];
+  const qr: number[] = [];
+  const or: number[] = [];
+  const sender = RX_FRAMES > 0 ? buildSender() : "";
   try {
     for (let i = 0; i < RUNS; i++) {
       q.push(await oneRun(ns, qemuLauncher, elf, hz));
@@ -99,6 +160,10 @@ async function main(): Promise<void> {
       if (SUSTAINED_FRAMES > 0) {
         qs.push(await oneRun(ns, qemuLauncher, elf, hz, SUSTAINED_FRAMES));
         os.push(await oneRun(ns, oursLauncher, elf, hz, SUSTAINED_FRAMES));
+      }
+      if (RX_FRAMES > 0) {
+        qr.push(await oneRxRun(ns, qemuLauncher, elf, hz, sender, RX_FRAMES));
+        or.push(await oneRxRun(ns, oursLauncher, elf, hz, sender, RX_FRAMES));
       }
     }
   } finally {
@@ -110,6 +175,9 @@ async function main(): Promise<void> {
   const qsm = qs.length > 0 ? median(qs) : NaN;
   const osm = os.length > 0 ? median(os) : NaN;
   const sustainedRatio = Number((osm / qsm).toFixed(3));
+  const qrm = qr.length > 0 ? median(qr) : NaN;
+  const orm = or.length > 0 ? median(or) : NaN;
+  const rxRatio = Number((orm / qrm).toFixed(3));
   let qemuVersion = "QEMU (version unknown)";
   try {
     qemuVersion = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0]!.trim();
@@ -124,11 +192,15 @@ async function main(): Promise<void> {
     `QEMU ${qm.toFixed(0)} MB/s (runs: ${f(q)}); ours ${om.toFixed(0)} MB/s (runs: ${f(o)}); ratio ${ratio}` +
     (qs.length > 0
       ? `; ${SUSTAINED_FRAMES} frames: QEMU ${qsm.toFixed(0)} MB/s (runs: ${f(qs)}); ours ${osm.toFixed(0)} MB/s (runs: ${f(os)}); ratio ${sustainedRatio}`
+      : "") +
+    (qr.length > 0
+      ? `; host-to-guest ${RX_FRAMES} frames: QEMU ${qrm.toFixed(0)} MB/s (runs: ${f(qr)}); ours ${orm.toFixed(0)} MB/s (runs: ${f(or)}); ratio ${rxRatio}`
       : "");
   console.log(line);
   appendToBenchmarks(line);
   console.log(JSON.stringify({ bench: "net-tx", frames: FRAMES, frame_bytes: SIZE, ours_mb_s: Number(om.toFixed(1)), qemu_mb_s: Number(qm.toFixed(1)), ratio,
-    ...(qs.length > 0 ? { sustained_frames: SUSTAINED_FRAMES, sustained_ours_mb_s: Number(osm.toFixed(1)), sustained_qemu_mb_s: Number(qsm.toFixed(1)), sustained_ratio: sustainedRatio } : {}) }));
+    ...(qs.length > 0 ? { sustained_frames: SUSTAINED_FRAMES, sustained_ours_mb_s: Number(osm.toFixed(1)), sustained_qemu_mb_s: Number(qsm.toFixed(1)), sustained_ratio: sustainedRatio } : {}),
+    ...(qr.length > 0 ? { rx_frames: RX_FRAMES, rx_ours_mb_s: Number(orm.toFixed(1)), rx_qemu_mb_s: Number(qrm.toFixed(1)), rx_ratio: rxRatio } : {}) }));
 }
 
 main().catch((e: unknown) => {

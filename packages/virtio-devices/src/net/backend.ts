@@ -1,4 +1,4 @@
-import { closeSync, readSync, writevSync } from "node:fs";
+import { closeSync, readSync, readvSync, writevSync } from "node:fs";
 import { FdWatcher, TUN_F, openTap, tapSetOffload, tapSetVnetHdrSize } from "@ts-vmm/vmm-sys-util";
 import { VirtioDeviceError } from "../errors.js";
 import { NET_HDR_SIZE } from "./constants.js";
@@ -32,6 +32,15 @@ export interface NetBackend {
    * @throws {@link VirtioDeviceError} `"Io"` for a read error.
    */
   read(buf: Uint8Array): number | "again";
+  /**
+   * Reads one frame, header first, scattered over `pieces` in order (the device
+   * passes views of a receive buffer in guest memory, then a spare buffer of its
+   * own, so a frame lands in the guest without a copy). Optional: without it
+   * every frame goes through {@link NetBackend.read} and a copy.
+   * @returns the frame's length (more than the pieces hold: the rest was cut off), or `"again"` if none is waiting.
+   * @throws {@link VirtioDeviceError} `"Io"` for a read error.
+   */
+  readv?(pieces: readonly Uint8Array[]): number | "again";
   /**
    * Writes one frame given in pieces, header first. The array and the views
    * (of guest memory) are the caller's and valid only during the call: copy
@@ -141,6 +150,16 @@ export class TapBackend implements NetBackend {
   read(buf: Uint8Array): number | "again" {
     try {
       return readSync(this.fd, buf, 0, buf.length, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EAGAIN") return "again";
+      throw ioError(`tap ${this.name}: read`, e);
+    }
+  }
+
+  /** {@inheritDoc NetBackend.readv} */
+  readv(pieces: readonly Uint8Array[]): number | "again" {
+    try {
+      return readvSync(this.fd, pieces as Uint8Array[]);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EAGAIN") return "again";
       throw ioError(`tap ${this.name}: read`, e);

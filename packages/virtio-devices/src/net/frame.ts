@@ -23,8 +23,11 @@ import {
   VIRTIO_NET_HDR_GSO_TCPV6,
 } from "./constants.js";
 
-/** Most views one transmit writev takes (Linux's IOV_MAX). */
-const IOV_MAX = 1024;
+/** Most views one transmit writev or receive readv takes (Linux's IOV_MAX). @internal */
+export const IOV_MAX = 1024;
+
+/** What {@link rxChainViews} answers for a chain in more pieces than asked (not a guest error: copy instead). @internal */
+export const RX_TOO_MANY_PIECES = "too many pieces";
 
 /**
  * TUN_F offloads for the tap from the receive features the driver
@@ -117,5 +120,36 @@ export function rxChainProblem(mem: GuestMemory, chain: DescriptorChain): string
   for (const d of chain.descriptors) {
     if (d.len > 0 && !mem.checkRange(d.addr, d.len)) return `receive buffer [0x${d.addr.toString(16)}, +${d.len}) is outside guest memory`;
   }
+  return undefined;
+}
+
+/**
+ * Why a receive chain cannot take frame bytes (as {@link rxChainProblem}), or
+ * undefined after appending views of its buffers in guest memory, in order, to
+ * `out` (for a read straight into them). At most `maxPieces` views; more is
+ * {@link RX_TOO_MANY_PIECES}, which the caller answers with the copying path. On a problem `out` may hold
+ * some views (the caller drops them).
+ * @internal
+ */
+export function rxChainViews(mem: GuestMemory, chain: DescriptorChain, out: Uint8Array[], maxPieces: number): string | undefined {
+  if (chain.readableCount > 0) return "receive chain has device-readable buffers";
+  if (chain.writableLength < NET_HDR_SIZE) return `receive chain of ${chain.writableLength} bytes cannot hold the 12-byte header`;
+  const descs = chain.descriptors;
+  try {
+    for (let i = 0; i < descs.length; i++) {
+      const d = descs[i] as (typeof descs)[number];
+      const dlen = d.len;
+      if (dlen === 0) continue;
+      const r = mem.findRegion(d.addr);
+      if (r !== undefined && d.addr + dlen <= r.end) out.push(mem.slice(d.addr, dlen));
+      else {
+        if (!mem.checkRange(d.addr, dlen)) return `receive buffer [0x${d.addr.toString(16)}, +${dlen}) is outside guest memory`;
+        for (const v of sliceRange(mem, d.addr, dlen)) out.push(v);
+      }
+    }
+  } catch {
+    return "a receive buffer is outside guest memory";
+  }
+  if (out.length > maxPieces) return RX_TOO_MANY_PIECES;
   return undefined;
 }

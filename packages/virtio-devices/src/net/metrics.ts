@@ -8,6 +8,8 @@ export class NetMetrics {
   rxFrames = 0;
   /** Bytes delivered to the guest (frames, without the vnet header). */
   rxBytes = 0;
+  /** Of `rxFrames`, those read from the backend straight into the guest's buffer (readv, no copy). */
+  rxZeroCopy = 0;
   /** Frames from the tap dropped because they were larger than any buffer the guest posted (one chain without MRG_RXBUF, the whole ring with it). */
   rxDroppedTooLarge = 0;
   /** Frames from the tap dropped because they were truncated (longer than 64 KiB + 14) or shorter than the vnet header. */
