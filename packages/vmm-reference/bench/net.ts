@@ -16,22 +16,22 @@
  * run shows the throughput after it. The headline `ratio` stays the 20000-frame one.
  * Host-to-guest: each round also runs both VMMs with the micro-guest's
  * `bench-net-rx` mode (BENCH_NET_RX frames, default 200000, 0 to skip): the guest
- * posts 64 receive buffers and prints `net_rx_ready`, then bench/net_rx_sender.c
+ * posts 64 receive buffers and prints `net_rx_ready`, then test/net_rx_sender.c
  * (built with gcc here, run in the namespace) sends the frames into the tap
  * through an AF_PACKET socket, pacing itself on the tap's tx_packets counter
- * (at most RX_WINDOW frames not yet taken by the VMM, below the tap's queue of 500,
+ * (at most 256 frames not yet taken by the VMM, below the tap's queue of 500,
  * so no frame is dropped); the guest counts them, checks sizes and sequence
  * numbers, and times first to last frame. Appends a line to BENCHMARKS.md; the
  * last line printed is `{"bench":"net-tx",...}` with the rx figures in it.
  */
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { cpus, loadavg, release, tmpdir } from "node:os";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, release } from "node:os";
 import { fileURLToPath } from "node:url";
 import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
 import { buildMicroGuest, kvmTscHz, qemuLauncher, runGuest, tscHz, type VmmLauncher } from "@ts-vmm/test-guests";
 import { inNamespace } from "../test/ns-launcher.js";
+import { buildRxSender, runRxGuest } from "../test/net-rx.js";
 import { oursLauncher } from "../test/ours-launcher.js";
 
 const RUNS = Number(process.env["BENCH_RUNS"] ?? 3);
@@ -41,8 +41,6 @@ const SUSTAINED_FRAMES = Number(process.env["BENCH_NET_SUSTAINED"] ?? 200000);
 const SIZE = 1514;
 /** Host-to-guest frames per run (0 skips the rx runs). */
 const RX_FRAMES = Number(process.env["BENCH_NET_RX"] ?? 200000);
-/** Frames the sender keeps ahead of the VMM's reads (the tap queues 500). */
-const RX_WINDOW = 256;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -79,39 +77,12 @@ async function oneRun(ns: NetNamespace, launcher: VmmLauncher, elf: string, host
   }
 }
 
-function buildSender(): string {
-  const out = join(mkdtempSync(join(tmpdir(), "tsvmm-netrx-")), "net_rx_sender");
-  execFileSync("gcc", ["-O2", "-Wall", "-o", out, fileURLToPath(new URL("net_rx_sender.c", import.meta.url))], { stdio: "inherit" });
-  return out;
-}
-
 /** One host-to-guest run: MB/s of Ethernet frames the guest received, first to last frame. */
 async function oneRxRun(ns: NetNamespace, launcher: VmmLauncher, elf: string, hostHz: number, sender: string, frames: number): Promise<number> {
   const tap = uniqueIfName("tsvr");
   ns.addTap(tap);
-  let seen = "";
-  let senderDone: Promise<string> | undefined;
   try {
-    const r = await runGuest({
-      vmm: inNamespace(launcher, ns), kernel: elf, cmdline: `mode=bench-net-rx n=${frames} size=${SIZE}`, memMiB: 64, timeoutMs: 90_000,
-      devices: [{ kind: "net", tap }],
-      onSerial: (text) => {
-        if (senderDone) return;
-        seen = (seen + text).slice(-256);
-        if (!seen.includes("RESULT net_rx_ready=1")) return;
-        const [file, ...pre] = ns.execPrefix;
-        const child = spawn(file!, [...pre, sender, tap, String(frames), String(SIZE), String(RX_WINDOW)], { stdio: ["ignore", "pipe", "pipe"] });
-        senderDone = new Promise((resolve, reject) => {
-          let out = "";
-          child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-          child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-          child.on("error", reject);
-          child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`sender exited ${String(code)}: ${out}`))));
-        });
-      },
-    });
-    if (!senderDone) throw new Error(`${launcher.name}: the guest never printed net_rx_ready\n${r.serial}\n${r.vmmLog}`);
-    const senderOut = await senderDone;
+    const { run: r, senderOut } = await runRxGuest(ns, launcher, elf, sender, tap, frames, SIZE);
     if (r.guestExit !== 0) throw new Error(`${launcher.name} bench-net-rx failed: ${r.exitProblem ?? `guest exit ${String(r.guestExit)}`}\n${senderOut}\n${r.serial}\n${r.vmmLog}`);
     const v = r.results.values;
     const got = Number(v["net_rx_frames"]);
@@ -152,7 +123,7 @@ async function main(): Promise<void> {
   const os: number[] = [];
   const qr: number[] = [];
   const or: number[] = [];
-  const sender = RX_FRAMES > 0 ? buildSender() : "";
+  const sender = RX_FRAMES > 0 ? buildRxSender() : "";
   try {
     for (let i = 0; i < RUNS; i++) {
       q.push(await oneRun(ns, qemuLauncher, elf, hz));

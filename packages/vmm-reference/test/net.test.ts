@@ -4,6 +4,7 @@ import { buildMicroGuest, runGuest, selftestProblems, type GuestRun } from "@ts-
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { runCli } from "../src/index.js";
 import { inNamespace } from "./ns-launcher.js";
+import { buildRxSender, runRxGuest } from "./net-rx.js";
 import { oursLauncher } from "./ours-launcher.js";
 
 vi.setConfig({ testTimeout: 90_000 });
@@ -43,6 +44,21 @@ describeWith({ kvm: true, root: true, tools: ["gcc", "ld", "ip"] }, "virtio-net 
     expect(after.rxPackets).toBeGreaterThan(before.rxPackets);
     expect(after.txPackets).toBeGreaterThan(before.txPackets);
     ns.ip("link", "del", tap);
+  });
+
+  it("host to guest: 5000 frames sent into the tap arrive in the guest whole and in order", async () => {
+    const tap = uniqueIfName("tsvr");
+    ns.addTap(tap);
+    try {
+      const { run: r, senderOut } = await runRxGuest(ns, oursLauncher, elf, buildRxSender(), tap, 5000, 1514);
+      expect(r.guestExit, `${senderOut}\n${explain(r)}`).toBe(0);
+      expect(r.results.values["net_rx_frames"]).toBe("5000");
+      expect(r.results.values["net_rx_seq_gaps"]).toBe("0");
+      expect(r.results.values["net_rx_bad_len"]).toBe("0");
+      expect(senderOut).toMatch(/sent=5000 delivered=5000 dropped=0/);
+    } finally {
+      ns.ip("link", "del", tap);
+    }
   });
 
   it("selftest with mac= and a rate limit on both directions: the guest reads that MAC and still gets its reply", async () => {

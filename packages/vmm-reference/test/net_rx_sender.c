@@ -1,5 +1,5 @@
 /*
- * net_rx_sender IFNAME N SIZE WINDOW — the host side of bench:net's host-to-guest run.
+ * net_rx_sender IFNAME N SIZE WINDOW — the host side of the host-to-guest runs (bench:net, net.test.ts).
  * Sends N Ethernet frames of SIZE bytes (broadcast, ethertype 0x88b5, a 32-bit
  * little-endian sequence number after the header, then a byte pattern) into IFNAME through
  * an AF_PACKET socket, keeping at most WINDOW frames that the tap has not yet handed to its
