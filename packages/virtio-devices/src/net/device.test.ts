@@ -139,6 +139,26 @@ describeWith({ root: true, tools: ["ip"] }, "virtio-net on a real tap in a priva
     expect(n.violations).toEqual([]);
   });
 
+  it("receive notifications: off while buffers last (the device looks when a frame comes), on when the ring runs dry", async () => {
+    const n = net();
+    n.g.post(1);
+    expect(n.g.rxq.usedFlags() & 1).toBe(0); // VIRTQ_USED_F_NO_NOTIFY not set before any frame
+    n.g.send(arpRequest());
+    const used: { id: number; len: number }[] = [];
+    await until(() => (used.push(...n.g.rxq.takeUsed()), used.length >= 1), 3000, "a used receive chain");
+    // The one buffer went to the reply, and the device then asked for buffers again or still
+    // has them off: it ran dry on the next frame only if the kernel sent one. Post many, send again.
+    for (let i = 0; i < 8; i++) n.g.postChain([{ addr: 0x92_0000 + i * 0x1000, len: 2048, writable: true }], false);
+    n.t.notify(0);
+    n.g.send(arpRequest());
+    await until(() => (used.push(...n.g.rxq.takeUsed()), used.length >= 2), 3000, "a second used receive chain");
+    expect(n.g.rxq.usedFlags() & 1).toBe(1); // buffers left: the driver need not notify
+    // Use them all up with frames from the host: the ring runs dry and notifications come back on.
+    for (let i = 0; i < 20; i++) n.g.send(arpRequest());
+    await until(() => n.dev.metrics.rxNoBuffers > 0, 3000, "the ring running dry");
+    expect(n.g.rxq.usedFlags() & 1).toBe(0);
+  });
+
   it("a backend without readv gets the same frames through the copying path", async () => {
     const tap = uniqueIfName("tsvn");
     const inner = TapBackend.open({ name: tap });

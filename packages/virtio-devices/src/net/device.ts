@@ -65,6 +65,8 @@ interface Active {
   readonly tx: Queue;
   readonly mrg: boolean;
   broken: boolean;
+  /** Whether the receive queue asks the driver for notifications (set when the ring ran dry). */
+  rxNotify: boolean;
 }
 
 type Delivery = "done" | "wait" | "broken";
@@ -214,7 +216,7 @@ export class VirtioNet implements VirtioDevice {
   activate(ctx: ActivateContext): void {
     const [rx, tx] = ctx.queues;
     if (rx === undefined || tx === undefined || this.#closed) return;
-    const a: Active = { ctx, rx, tx, mrg: (ctx.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n, broken: false };
+    const a: Active = { ctx, rx, tx, mrg: (ctx.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n, broken: false, rxNotify: true };
     this.#active = a;
     try {
       this.#backend.setOffload(tunOffloadFlags(ctx.features));
@@ -386,6 +388,7 @@ export class VirtioNet implements VirtioDevice {
           if (d > 0) {
             frames++;
             bytes += d;
+            if (a.rxNotify) this.#rxNotifyOff(a);
             continue;
           }
           // 0: no receive chain (the copying path reads the frame and waits for one), or a frame
@@ -408,6 +411,7 @@ export class VirtioNet implements VirtioDevice {
         this.#pendingCharged = false;
         frames++;
         bytes += n;
+        if (a.rxNotify) this.#rxNotifyOff(a);
       }
       if (frames >= NET_BATCH_FRAMES || bytes >= NET_BATCH_BYTES) this.metrics.yields++;
       // Chains may have been returned (empty ones too) even when the frame waits.
@@ -527,6 +531,16 @@ export class VirtioNet implements VirtioDevice {
     return "again";
   }
 
+  /**
+   * Asks the driver not to notify on new receive buffers: the device looks for them when a
+   * frame comes, and turns notifications back on when the ring runs dry (`#deliver`), so a
+   * driver refilling a ring that has room causes no exits.
+   */
+  #rxNotifyOff(a: Active): void {
+    a.rx.disableNotification(a.ctx.mem);
+    a.rxNotify = false;
+  }
+
   /** Reads the next frame from the backend into `#frame`. @returns whether one is pending. */
   #readFrame(): boolean {
     for (let tries = 0; tries < NET_BATCH_FRAMES; tries++) {
@@ -590,6 +604,7 @@ export class VirtioNet implements VirtioDevice {
         let more: boolean;
         try {
           more = rx.enableNotification(mem);
+          a.rxNotify = true;
         } catch (e) {
           return this.#fail(a, e);
         }
