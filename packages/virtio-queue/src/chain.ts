@@ -96,6 +96,12 @@ export class DescriptorChain {
         return want;
       }
     }
+    return this.readIntoSlow(mem, dest, offset);
+  }
+
+  /** The general case of `readInto`: any offset, several buffers. Small `readInto` inlines. */
+  private readIntoSlow(mem: GuestMemory, dest: Uint8Array, offset: number): number {
+    const want = dest.length;
     if (!(Number.isSafeInteger(offset) && offset >= 0)) {
       throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
     }
@@ -166,6 +172,12 @@ export class DescriptorChain {
         return total;
       }
     }
+    return this.writeFromSlow(mem, src, offset);
+  }
+
+  /** The general case of `writeFrom`; kept apart so that the fast path inlines into callers. */
+  private writeFromSlow(mem: GuestMemory, src: Uint8Array, offset: number): number {
+    const total = src.length;
     if (!(Number.isSafeInteger(offset) && offset >= 0)) {
       throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
     }

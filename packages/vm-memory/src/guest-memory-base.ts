@@ -380,6 +380,12 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = dest.length;
     const r = this.last;
     const off = num(addr) - r.start;
+    // Bulk copies in the last-hit region first: the fewest checks before the native call.
+    if (len >= this.bulkMin && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
+      const st = this.bulk(dest, 0, r.bytes, off, len);
+      if (st !== 0) throw copyRefused(st, addr, len);
+      return;
+    }
     const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
@@ -397,6 +403,12 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = src.length;
     const r = this.last;
     const off = num(addr) - r.start;
+    if (len >= this.bulkMin && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
+      const st = this.bulk(r.bytes, off, src, 0, len);
+      if (st !== 0) throw copyRefused(st, addr, len);
+      if (r.dirty !== undefined) r.dirty.mark(off, len);
+      return;
+    }
     const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
