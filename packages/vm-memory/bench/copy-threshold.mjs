@@ -1,19 +1,20 @@
 // Where the native bulk copy starts to win (not a test): node bench/copy-threshold.mjs after a
 // build. For each size, GuestMemory.read into a Buffer and GuestMemory.write from it, over the
-// same mmap memory with the native copy for every length (minLength 1) and with none
+// same mmap memory with the native copy for every length (thresholds 1) and with none
 // (TypedArray.prototype.set), interleaved in one run; medians of RUNS runs, ns per copy.
-// Sets NATIVE_COPY_MIN_LENGTH (src/native-copy.ts); numbers in DESIGN.md, "Bulk copies".
+// Sets NATIVE_COPY_MIN_READ / NATIVE_COPY_MIN_WRITE (src/native-copy.ts); numbers in
+// DESIGN.md, "Bulk copies".
 import os from "node:os";
 import { GuestMemoryMmap, nativeBulkCopier } from "../dist/mmap.js";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const RUN_MS = Number(process.env.BENCH_RUN_MS ?? 100);
-const SIZES = [64, 128, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 2048, 4096, 16384];
+const SIZES = [64, 128, 256, 320, 384, 448, 512, 640, 768, 1024, 1280, 1536, 1792, 2048, 3072, 4096, 16384];
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const ranges = [{ start: 0, size: 2 << 20 }];
 const mems = {
-  native: GuestMemoryMmap.fromRanges(ranges, { bulkCopier: { copy: nativeBulkCopier().copy, minLength: 1 } }),
+  native: GuestMemoryMmap.fromRanges(ranges, { bulkCopier: { copy: nativeBulkCopier().copy, minReadLength: 1, minWriteLength: 1 } }),
   js: GuestMemoryMmap.fromRanges(ranges, { bulkCopier: null }),
 };
 const buf = Buffer.alloc(16384, 7);
@@ -50,8 +51,10 @@ for (const size of SIZES) {
       `   write: native ${res.native_write} ns, set ${res.js_write} ns (${(res.js_write / res.native_write).toFixed(2)}x)`,
   );
 }
-const wins = (r) => r.native_read < r.js_read && r.native_write < r.js_write;
-const first = rows.findIndex((r, i) => rows.slice(i).every(wins));
+const from = (dir) => {
+  const i = rows.findIndex((_, j) => rows.slice(j).every((r) => r[`native_${dir}`] < r[`js_${dir}`]));
+  return i < 0 ? "nowhere" : `${rows[i].size} B`;
+};
 console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} CPUs, node ${process.version}`);
-console.log(`native wins from ${first < 0 ? "nowhere" : `${rows[first].size} B`} on (both directions, every larger size)`);
+console.log(`native wins (at that size and every larger one): reads from ${from("read")}, writes from ${from("write")}`);
 console.log(JSON.stringify({ bench: "copy-threshold", rows }));

@@ -6,7 +6,7 @@ import { GuestMemoryError } from "./error.js";
 import { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";
 import type { GuestMemoryBase } from "./guest-memory-base.js";
 import { GuestMemoryMmap } from "./guest-memory-mmap.js";
-import { NATIVE_COPY_MIN_LENGTH, nativeBulkCopier } from "./native-copy.js";
+import { NATIVE_COPY_MIN_READ, NATIVE_COPY_MIN_WRITE, nativeBulkCopier } from "./native-copy.js";
 
 function err(fn: () => unknown): GuestMemoryError {
   try {
@@ -25,11 +25,12 @@ function pattern(n: number, seed = 1): Uint8Array {
 }
 
 /** A copier that records the lengths it was given and copies with `set`. */
-function counting(minLength: number): BulkCopier & { lengths: number[] } {
+function counting(minReadLength: number, minWriteLength: number): BulkCopier & { lengths: number[] } {
   const lengths: number[] = [];
   return {
     lengths,
-    minLength,
+    minReadLength,
+    minWriteLength,
     copy: (dst, dOff, src, sOff, len) => {
       lengths.push(len);
       dst.set(src.subarray(sOff, sOff + len), dOff);
@@ -61,7 +62,8 @@ const backends: Record<string, () => GuestMemoryBase & { close(): void }> = {
 describe("bulk copies", () => {
   it("the native copier loads here, and GuestMemoryMmap uses it by default", () => {
     expect(native).not.toBeNull();
-    expect(native?.minLength).toBe(NATIVE_COPY_MIN_LENGTH);
+    expect(native?.minReadLength).toBe(NATIVE_COPY_MIN_READ);
+    expect(native?.minWriteLength).toBe(NATIVE_COPY_MIN_WRITE);
     expect(nativeBulkCopier()).toBe(native);
     const m = GuestMemoryMmap.fromRanges([{ start: 0, size: 0x1000 }]);
     expect(m.bulkCopier).toBe(native);
@@ -77,7 +79,7 @@ describe("bulk copies", () => {
     it(`${name}: read/write around the threshold, across a region boundary, dirty pages marked`, () => {
       const mem = make();
       try {
-        for (const n of [0, 1, 511, 512, 513, 4096, 0x10000 + 77]) {
+        for (const n of [0, 1, NATIVE_COPY_MIN_READ - 1, NATIVE_COPY_MIN_READ, NATIVE_COPY_MIN_WRITE - 1, NATIVE_COPY_MIN_WRITE, 4096, 0x10000 + 77]) {
           for (const addr of [0x10000, 0x20000 - 300, 0x2ff00 - n > 0x10000 ? 0x2ff00 - n : 0x10000]) {
             const data = pattern(n, n + addr);
             mem.clearDirty();
@@ -140,22 +142,25 @@ describe("bulk copies", () => {
     });
   }
 
-  it("hands the copier exactly the copies of minLength bytes and up, one per region piece", () => {
-    const c = counting(512);
+  it("hands the copier exactly the reads of minReadLength and the writes of minWriteLength bytes and up, one per region piece", () => {
+    const c = counting(512, 1024);
     const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x1000 }, { start: 0x1000, size: 0x1000 }], { bulkCopier: c });
-    mem.write(0, new Uint8Array(511));
-    mem.read(0, new Uint8Array(100));
+    mem.write(0, new Uint8Array(1023));
+    mem.read(0, new Uint8Array(511));
     expect(c.lengths).toEqual([]);
-    mem.write(0, new Uint8Array(512));
+    mem.write(0, new Uint8Array(1024));
+    mem.read(0, new Uint8Array(512));
     mem.read(0x100, new Uint8Array(4096 - 0x100));
     // Across the boundary: 0x1000 - 0xc00 = 1024 bytes in the first region, 200 in the second (set).
     mem.write(0xc00, new Uint8Array(1224));
+    // 512 + 512 (both native), then 600 + 400 (a write: both below 1024).
     mem.read(0xe00, new Uint8Array(1024));
-    expect(c.lengths).toEqual([512, 0xf00, 1024, 512, 512]);
+    mem.write(0xd80, new Uint8Array(1000));
+    expect(c.lengths).toEqual([1024, 512, 0xf00, 1024, 512, 512]);
   });
 
   it("a copier that refuses: InvalidArgument naming its status, guest memory unchanged", () => {
-    const refusing: BulkCopier = { minLength: 1, copy: () => -34 };
+    const refusing: BulkCopier = { minReadLength: 1, minWriteLength: 1, copy: () => -34 };
     const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x1000 }, { start: 0x1000, size: 0x1000 }], { bulkCopier: refusing });
     const e = err(() => mem.write(0x10, pattern(64)));
     expect(e.code).toBe("InvalidArgument");
@@ -165,7 +170,8 @@ describe("bulk copies", () => {
   });
 
   it("the native copier refuses a non-Uint8Array source before writing any piece of a cross-region write", () => {
-    const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x1000 }, { start: 0x1000, size: 0x1000 }], { bulkCopier: native });
+    const copier = { copy: (native as BulkCopier).copy, minReadLength: 1, minWriteLength: 1 };
+    const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x1000 }, { start: 0x1000, size: 0x1000 }], { bulkCopier: copier });
     // Only reachable past the types: an Int8Array is not a Uint8Array.
     const src = new Int8Array(0x800).fill(5) as unknown as Uint8Array;
     expect(err(() => mem.write(0xc00, src)).code).toBe("InvalidArgument");
@@ -176,7 +182,8 @@ describe("bulk copies", () => {
 
   it("refuses a malformed copier when the memory is built", () => {
     const ranges = [{ start: 0, size: 0x1000 }];
-    for (const bad of [{}, { copy: () => 0 }, { copy: () => 0, minLength: 0 }, { copy: () => 0, minLength: 1.5 }, { copy: 1, minLength: 512 }, 5]) {
+    const c = () => 0;
+    for (const bad of [{}, { copy: c }, { copy: c, minReadLength: 1 }, { copy: c, minReadLength: 0, minWriteLength: 1 }, { copy: c, minReadLength: 1, minWriteLength: 1.5 }, { copy: 1, minReadLength: 512, minWriteLength: 512 }, 5]) {
       expect(err(() => GuestMemoryArrayBuffer.fromRanges(ranges, { bulkCopier: bad as unknown as BulkCopier })).code).toBe("InvalidArgument");
     }
     expect(err(() => GuestMemoryMmap.fromRanges([{ start: 0, size: 0x1000 }], { bulkCopier: {} as BulkCopier })).code).toBe("InvalidArgument");

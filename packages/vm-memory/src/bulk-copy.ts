@@ -11,9 +11,12 @@ import { GuestMemoryError } from "./error.js";
  * entry point supplies vmm-sys-util's native copy (`nativeBulkCopier()`), and
  * `GuestMemoryMmap` uses it by default. See the package's [DESIGN.md](../DESIGN.md), "Bulk copies".
  *
- * The backend picks the path once per call by length alone: `length >= minLength` goes to
- * `copy`, anything shorter to `TypedArray.prototype.set`. Ranges are checked by the backend
- * before `copy` is called, and `copy` is only called with ranges inside both views.
+ * The backend picks the path per call by direction and length alone: a read (guest memory to
+ * the caller's array) of `minReadLength` bytes or more, or a write of `minWriteLength` or
+ * more, goes to `copy`; anything shorter to `TypedArray.prototype.set`. The two differ because
+ * V8's read path allocates a view (`subarray`) and its write path does not, so `set` stays
+ * cheaper for longer when writing. Ranges are checked by the backend before `copy` is called,
+ * and `copy` is only called with ranges inside both views.
  */
 export interface BulkCopier {
   /**
@@ -24,8 +27,10 @@ export interface BulkCopier {
    * `nativeCopyBytes` can be used as it is, without a wrapper around each call.
    */
   readonly copy: (dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, length: number) => number;
-  /** The shortest copy handed to `copy` (a positive integer); shorter ones use `TypedArray.prototype.set`. */
-  readonly minLength: number;
+  /** The shortest read handed to `copy` (a positive integer); shorter ones use `TypedArray.prototype.set`. */
+  readonly minReadLength: number;
+  /** The shortest write handed to `copy` (a positive integer). */
+  readonly minWriteLength: number;
 }
 
 /**
@@ -33,12 +38,13 @@ export interface BulkCopier {
  * the threshold (Infinity, and a `set`-based function that is never called, without one).
  * @internal
  */
-export function resolveCopier(c: BulkCopier | null | undefined): { copy: BulkCopier["copy"]; min: number } {
-  if (c === undefined || c === null) return { copy: setCopy, min: Infinity };
-  if (typeof c !== "object" || typeof c.copy !== "function" || !(Number.isSafeInteger(c.minLength) && c.minLength > 0)) {
+export function resolveCopier(c: BulkCopier | null | undefined): { copy: BulkCopier["copy"]; minRead: number; minWrite: number } {
+  if (c === undefined || c === null) return { copy: setCopy, minRead: Infinity, minWrite: Infinity };
+  const ok = (n: unknown): boolean => Number.isSafeInteger(n) && (n as number) > 0;
+  if (typeof c !== "object" || typeof c.copy !== "function" || !ok(c.minReadLength) || !ok(c.minWriteLength)) {
     return invalidCopier();
   }
-  return { copy: c.copy, min: c.minLength };
+  return { copy: c.copy, minRead: c.minReadLength, minWrite: c.minWriteLength };
 }
 
 function setCopy(dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, length: number): number {
@@ -60,5 +66,5 @@ export function copyRefused(status: number, addr: number, len: number): GuestMem
 }
 
 function invalidCopier(): never {
-  throw new GuestMemoryError("InvalidArgument", "bulkCopier must be { copy: function, minLength: positive integer }");
+  throw new GuestMemoryError("InvalidArgument", "bulkCopier must be { copy: function, minReadLength: positive integer, minWriteLength: positive integer }");
 }

@@ -29,7 +29,7 @@ export interface ArrayBufferMemoryOptions {
   /** Give every region a dirty bitmap. Default false. */
   readonly dirtyTracking?: boolean;
   /**
-   * The copy for bulk reads and writes of `minLength` bytes and up, e.g. `nativeBulkCopier()`
+   * The copy for bulk reads and writes (from its `minReadLength`/`minWriteLength` bytes on), e.g. `nativeBulkCopier()`
    * from `@ts-vmm/vm-memory/mmap` (needs `@ts-vmm/vmm-sys-util`). Default: none, every copy
    * uses `TypedArray.prototype.set`.
    */

@@ -24,9 +24,10 @@ export abstract class GuestMemoryBase implements GuestMemory {
   private closed = false;
   private readonly scratch = new Uint8Array(8);
   private readonly scratchDv = new DataView(this.scratch.buffer);
-  /** The bulk copy for copies of `bulkMin` bytes and up (chosen once, at construction). */
+  /** The bulk copy for reads of `bulkMinRead` and writes of `bulkMinWrite` bytes and up (chosen once, at construction). */
   private readonly bulk: BulkCopier["copy"];
-  private readonly bulkMin: number;
+  private readonly bulkMinRead: number;
+  private readonly bulkMinWrite: number;
   private readonly copier: BulkCopier | null;
   /** Total bytes over all regions. */
   readonly size: number;
@@ -39,8 +40,9 @@ export abstract class GuestMemoryBase implements GuestMemory {
   protected constructor(regions: readonly BackedRegion[], copier?: BulkCopier | null) {
     const c = resolveCopier(copier);
     this.bulk = c.copy;
-    this.bulkMin = c.min;
-    this.copier = c.min === Infinity ? null : (copier as BulkCopier);
+    this.bulkMinRead = c.minRead;
+    this.bulkMinWrite = c.minWrite;
+    this.copier = c.minRead === Infinity ? null : (copier as BulkCopier);
     const sorted = [...regions].sort((a, b) => a.start - b.start);
     let size = 0;
     for (let i = 0; i < sorted.length; i++) {
@@ -172,7 +174,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
       const r = this.regs[i++] as BackedRegion;
       const off = addr + done - r.start;
       const n = Math.min(len - done, r.size - off);
-      if (n < this.bulkMin) dest.set(r.bytes.subarray(off, off + n), done);
+      if (n < this.bulkMinRead) dest.set(r.bytes.subarray(off, off + n), done);
       else {
         const st = this.bulk(dest, done, r.bytes, off, n);
         if (st !== 0) throw copyRefused(st, addr + done, n);
@@ -184,13 +186,13 @@ export abstract class GuestMemoryBase implements GuestMemory {
   /** Copies into guest memory starting in region `i`; range already checked. */
   private copyIn(i: number, addr: number, src: Uint8Array, len: number): void {
     // A copier refuses anything but a Uint8Array: refuse it here, before the first piece.
-    if (this.bulkMin <= len && !(src instanceof Uint8Array)) throw copyRefused(-22, addr, len);
+    if (this.bulkMinWrite <= len && !(src instanceof Uint8Array)) throw copyRefused(-22, addr, len);
     let done = 0;
     while (done < len) {
       const r = this.regs[i++] as BackedRegion;
       const off = addr + done - r.start;
       const n = Math.min(len - done, r.size - off);
-      if (n < this.bulkMin) r.bytes.set(src.subarray(done, done + n), off);
+      if (n < this.bulkMinWrite) r.bytes.set(src.subarray(done, done + n), off);
       else {
         const st = this.bulk(r.bytes, off, src, done, n);
         if (st !== 0) throw copyRefused(st, addr + done, n);
@@ -381,7 +383,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const r = this.last;
     const off = num(addr) - r.start;
     // Bulk copies in the last-hit region first: the fewest checks before the native call.
-    if (len >= this.bulkMin && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
+    if (len >= this.bulkMinRead && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
       const st = this.bulk(dest, 0, r.bytes, off, len);
       if (st !== 0) throw copyRefused(st, addr, len);
       return;
@@ -389,7 +391,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
-      if (len < this.bulkMin) dest.set(f.bytes.subarray(o, o + len));
+      if (len < this.bulkMinRead) dest.set(f.bytes.subarray(o, o + len));
       else {
         const st = this.bulk(dest, 0, f.bytes, o, len);
         if (st !== 0) throw copyRefused(st, addr, len);
@@ -403,7 +405,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = src.length;
     const r = this.last;
     const off = num(addr) - r.start;
-    if (len >= this.bulkMin && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
+    if (len >= this.bulkMinWrite && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
       const st = this.bulk(r.bytes, off, src, 0, len);
       if (st !== 0) throw copyRefused(st, addr, len);
       if (r.dirty !== undefined) r.dirty.mark(off, len);
@@ -412,7 +414,7 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
-      if (len < this.bulkMin) f.bytes.set(src, o);
+      if (len < this.bulkMinWrite) f.bytes.set(src, o);
       else {
         const st = this.bulk(f.bytes, o, src, 0, len);
         if (st !== 0) throw copyRefused(st, addr, len);

@@ -72,7 +72,7 @@ export interface MmapMemoryOptions {
   readonly name?: string;
   /**
    * The copy for bulk reads and writes (see {@link BulkCopier}). Default: `nativeBulkCopier()`
-   * (libc memmove for copies of `NATIVE_COPY_MIN_LENGTH` bytes and up); `null` copies
+   * (libc memmove for reads of `NATIVE_COPY_MIN_READ` and writes of `NATIVE_COPY_MIN_WRITE` bytes and up); `null` copies
    * everything with `TypedArray.prototype.set`.
    */
   readonly bulkCopier?: BulkCopier | null;

@@ -2,19 +2,27 @@ import { nativeCopyBytes } from "@ts-vmm/vmm-sys-util";
 import type { BulkCopier } from "./bulk-copy.js";
 
 /**
- * The shortest copy the native bulk copier takes: below it, one call into the addon costs
- * more than V8's own copy. Measured with `bench/copy-threshold.mjs` (copies through
- * `GuestMemory.read`/`write` into and out of a `Buffer`, native against
- * `TypedArray.prototype.set`, in one run); the numbers are in the package's
+ * The shortest read (guest memory to a caller's array) the native bulk copier takes: below
+ * it, one call into the addon costs more than V8's own copy. Measured with
+ * `bench/copy-threshold.mjs` (`GuestMemory.read`/`write` into and out of a `Buffer`, native
+ * against `TypedArray.prototype.set`, in one run); the numbers are in the package's
  * [DESIGN.md](../DESIGN.md), "Bulk copies".
  */
-export const NATIVE_COPY_MIN_LENGTH = 512;
+export const NATIVE_COPY_MIN_READ = 320;
+
+/**
+ * The shortest write (a caller's array to guest memory) the native bulk copier takes. Higher
+ * than {@link NATIVE_COPY_MIN_READ}: V8's write path allocates nothing, so it stays cheaper
+ * than the call for longer (same bench, same DESIGN.md section).
+ */
+export const NATIVE_COPY_MIN_WRITE = 1280;
 
 let cached: BulkCopier | null | undefined;
 
 /**
  * vmm-sys-util's native copy (libc `memmove`; every argument checked in the addon) as a
- * {@link BulkCopier} for copies of {@link NATIVE_COPY_MIN_LENGTH} bytes and up, or null where
+ * {@link BulkCopier} for reads of {@link NATIVE_COPY_MIN_READ} and writes of
+ * {@link NATIVE_COPY_MIN_WRITE} bytes and up, or null where
  * the addon does not load in this thread. `GuestMemoryMmap` uses it by default; pass it as
  * `bulkCopier` to `GuestMemoryArrayBuffer` to get the same copies over plain
  * `SharedArrayBuffer`s. Decided once per thread, at the first call; the same object after.
@@ -23,7 +31,7 @@ let cached: BulkCopier | null | undefined;
 export function nativeBulkCopier(): BulkCopier | null {
   if (cached === undefined) {
     try {
-      cached = Object.freeze({ copy: nativeCopyBytes(), minLength: NATIVE_COPY_MIN_LENGTH });
+      cached = Object.freeze({ copy: nativeCopyBytes(), minReadLength: NATIVE_COPY_MIN_READ, minWriteLength: NATIVE_COPY_MIN_WRITE });
     } catch {
       cached = null;
     }
