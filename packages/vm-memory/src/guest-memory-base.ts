@@ -382,13 +382,22 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = dest.length;
     const r = this.last;
     const off = num(addr) - r.start;
-    // Bulk copies in the last-hit region first: the fewest checks before the native call.
-    if (len >= this.bulkMinRead && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
-      const st = this.bulk(dest, 0, r.bytes, off, len);
-      if (st !== 0) throw copyRefused(st, addr, len);
+    // The last-hit region holds it all: the common case, kept small so that it inlines
+    // into callers (a chain's readInto) with the native call right behind it.
+    if (off >= 0 && off + len <= r.size && len > 0 && Number.isInteger(addr)) {
+      if (len < this.bulkMinRead) dest.set(r.bytes.subarray(off, off + len));
+      else {
+        const st = this.bulk(dest, 0, r.bytes, off, len);
+        if (st !== 0) throw copyRefused(st, addr, len);
+      }
       return;
     }
-    const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
+    this.readSlow(addr, dest, len);
+  }
+
+  /** `read` when the last-hit region does not hold the range (or `len` is 0). */
+  private readSlow(addr: GuestAddress, dest: Uint8Array, len: number): void {
+    const f = this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
       if (len < this.bulkMinRead) dest.set(f.bytes.subarray(o, o + len));
@@ -405,13 +414,21 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = src.length;
     const r = this.last;
     const off = num(addr) - r.start;
-    if (len >= this.bulkMinWrite && off >= 0 && off + len <= r.size && Number.isInteger(addr)) {
-      const st = this.bulk(r.bytes, off, src, 0, len);
-      if (st !== 0) throw copyRefused(st, addr, len);
+    if (off >= 0 && off + len <= r.size && len > 0 && Number.isInteger(addr)) {
+      if (len < this.bulkMinWrite) r.bytes.set(src, off);
+      else {
+        const st = this.bulk(r.bytes, off, src, 0, len);
+        if (st !== 0) throw copyRefused(st, addr, len);
+      }
       if (r.dirty !== undefined) r.dirty.mark(off, len);
       return;
     }
-    const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
+    this.writeSlow(addr, src, len);
+  }
+
+  /** `write` when the last-hit region does not hold the range (or `len` is 0). */
+  private writeSlow(addr: GuestAddress, src: Uint8Array, len: number): void {
+    const f = this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
       if (len < this.bulkMinWrite) f.bytes.set(src, o);
