@@ -1,4 +1,6 @@
-import { nativeCopyBytes } from "@ts-vmm/vmm-sys-util";
+// A namespace import: a vmm-sys-util older than nativeCopyBytes (the peer range allows one)
+// still loads, and the memory then copies with TypedArray.prototype.set.
+import * as sysUtil from "@ts-vmm/vmm-sys-util";
 import type { BulkCopier } from "./bulk-copy.js";
 
 /**
@@ -22,18 +24,22 @@ let cached: BulkCopier | null | undefined;
 /**
  * vmm-sys-util's native copy (libc `memmove`; every argument checked in the addon) as a
  * {@link BulkCopier} for reads of {@link NATIVE_COPY_MIN_READ} and writes of
- * {@link NATIVE_COPY_MIN_WRITE} bytes and up, or null where
- * the addon does not load in this thread. `GuestMemoryMmap` uses it by default; pass it as
- * `bulkCopier` to `GuestMemoryArrayBuffer` to get the same copies over plain
+ * {@link NATIVE_COPY_MIN_WRITE} bytes and up, or null where the addon does not load in this
+ * thread (or the installed vmm-sys-util predates it). `GuestMemoryMmap` uses it by default;
+ * pass it as `bulkCopier` to `GuestMemoryArrayBuffer` to get the same copies over plain
  * `SharedArrayBuffer`s. Decided once per thread, at the first call; the same object after.
  * @returns the copier, or null without the addon
  */
 export function nativeBulkCopier(): BulkCopier | null {
   if (cached === undefined) {
+    const load = (sysUtil as Partial<typeof sysUtil>).nativeCopyBytes;
     try {
-      cached = Object.freeze({ copy: nativeCopyBytes(), minReadLength: NATIVE_COPY_MIN_READ, minWriteLength: NATIVE_COPY_MIN_WRITE });
+      cached =
+        typeof load === "function"
+          ? Object.freeze({ copy: load(), minReadLength: NATIVE_COPY_MIN_READ, minWriteLength: NATIVE_COPY_MIN_WRITE })
+          : null;
     } catch {
-      cached = null;
+      cached = null; // the addon does not load in this thread (VmmSysError "Unsupported")
     }
   }
   return cached;
