@@ -8,7 +8,8 @@
         "native/fd.cc",
         "native/signals.cc",
         "native/poll.cc",
-        "native/tap.cc"
+        "native/tap.cc",
+        "native/copy.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

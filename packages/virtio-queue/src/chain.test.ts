@@ -78,4 +78,59 @@ describe("DescriptorChain buffers", () => {
     expect(chain.writable().map((d) => d.len)).toEqual([1, 2]);
     expect(chain.readableCount).toBe(0);
   });
+
+  it("fast paths (offset 0, the first buffer takes it all): same results and errors as the general case", () => {
+    const { mem, chain } = chainOf([
+      { addr: 0x8000, len: 4096 },
+      { addr: 0x9000, len: 16 },
+      { addr: 0xa000, len: 4096, writable: true },
+      { addr: 0x1_fff0, len: 4096, writable: true },
+    ]);
+    const data = new Uint8Array(4096).map((_, i) => i & 0xff);
+    mem.write(0x8000, data);
+    mem.write(0x9000, new Uint8Array(16).fill(0xcc));
+    // Shorter than, equal to, and longer than the first readable buffer.
+    const a = new Uint8Array(100);
+    expect(chain.readInto(mem, a)).toBe(100);
+    expect(a).toEqual(data.subarray(0, 100));
+    const b = new Uint8Array(4096);
+    expect(chain.readInto(mem, b)).toBe(4096);
+    expect(b).toEqual(data);
+    const c = new Uint8Array(5000);
+    expect(chain.readInto(mem, c)).toBe(4096 + 16);
+    expect(c[4096]).toBe(0xcc);
+    expect(c[4112]).toBe(0);
+    // The first writable buffer takes the write; past it, the second (outside memory) fails.
+    expect(chain.writeFrom(mem, data)).toBe(4096);
+    expect(mem.slice(0xa000, 4096)).toEqual(data);
+    let err: unknown;
+    try {
+      chain.writeFrom(mem, new Uint8Array(4096 + 17).fill(1)); // 17 bytes from 0x1fff0: past the end
+    } catch (e) {
+      err = e;
+    }
+    expect((err as VirtqueueError).code).toBe("BufferOutOfBounds");
+    expect(mem.slice(0xa000, 4096)).toEqual(data); // nothing written
+    expect(chain.writeFrom(mem, new Uint8Array(0))).toBe(0);
+  });
+
+  it("fast paths: a first buffer outside guest memory is BufferOutOfBounds, a bad offset InvalidArgument", () => {
+    const { mem, chain } = chainOf([
+      { addr: 0x1_ff00, len: 0x1000 },
+      { addr: 0x1_ff00, len: 0x1000, writable: true },
+    ]);
+    const code = (fn: () => unknown): string | undefined => {
+      try {
+        fn();
+      } catch (e) {
+        return (e as VirtqueueError).code;
+      }
+      return undefined;
+    };
+    expect(code(() => chain.readInto(mem, new Uint8Array(0x800)))).toBe("BufferOutOfBounds");
+    expect(code(() => chain.writeFrom(mem, new Uint8Array(0x800)))).toBe("BufferOutOfBounds");
+    expect(code(() => chain.readInto(mem, new Uint8Array(0x10)))).toBeUndefined();
+    expect(code(() => chain.readInto(mem, new Uint8Array(8), -1))).toBe("InvalidArgument");
+    expect(code(() => chain.writeFrom(mem, new Uint8Array(8), 0.5))).toBe("InvalidArgument");
+  });
 });

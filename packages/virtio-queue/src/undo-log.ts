@@ -24,34 +24,40 @@ export interface UndoRecord {
  * @internal
  */
 export class UndoLog {
-  #items: UndoRecord[] = [];
+  // Records live in #items[#start, #end). The array is reused rather than replaced: a device
+  // that returns each chain before the next pop empties the log on every chain, and a fresh
+  // `[]` each time grew a new backing store per pop (5-7% of bench:queue's split profiles).
+  // Slots outside the live range are set to undefined so no returned chain stays reachable.
+  #items: (UndoRecord | undefined)[] = [];
   #start = 0;
+  #end = 0;
 
   /** Records a pop. */
   push(r: UndoRecord): void {
-    this.#items.push(r);
-    if (this.#items.length - this.#start > UNDO_WINDOW) this.#start++;
+    this.#items[this.#end++] = r;
+    if (this.#end - this.#start > UNDO_WINDOW) this.#items[this.#start++] = undefined;
     this.#compact();
   }
 
   /** The newest record, or undefined. */
   top(): UndoRecord | undefined {
-    return this.#items.length > this.#start ? this.#items[this.#items.length - 1] : undefined;
+    return this.#end > this.#start ? this.#items[this.#end - 1] : undefined;
   }
 
   /** Drops the newest record. */
   dropTop(): void {
-    if (this.#items.length > this.#start) this.#items.pop();
-    if (this.#items.length === this.#start) this.clear();
+    if (this.#end > this.#start) this.#items[--this.#end] = undefined;
+    if (this.#end === this.#start) this.clear();
   }
 
   /** The chain with `head` was returned: forgets its oldest record and everything older. */
   returned(head: number): void {
     const items = this.#items;
-    for (let i = this.#start; i < items.length; i++) {
+    for (let i = this.#start; i < this.#end; i++) {
       if ((items[i] as UndoRecord).chain.head === head) {
+        for (let j = this.#start; j <= i; j++) items[j] = undefined;
         this.#start = i + 1;
-        if (this.#start === items.length) this.clear();
+        if (this.#start === this.#end) this.clear();
         else this.#compact();
         return;
       }
@@ -60,19 +66,25 @@ export class UndoLog {
 
   /** Forgets everything (reset, a consumed malformed chain, a layout change). */
   clear(): void {
-    if (this.#items.length > 0) this.#items = [];
+    const items = this.#items;
+    for (let i = this.#start; i < this.#end; i++) items[i] = undefined;
     this.#start = 0;
+    this.#end = 0;
   }
 
   /** Records held. */
   get length(): number {
-    return this.#items.length - this.#start;
+    return this.#end - this.#start;
   }
 
   #compact(): void {
-    if (this.#start > 64 && this.#start * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#start);
+    if (this.#start > 64 && this.#start * 2 > this.#end) {
+      const items = this.#items;
+      const n = this.#end - this.#start;
+      items.copyWithin(0, this.#start, this.#end);
+      items.fill(undefined, n, this.#end);
       this.#start = 0;
+      this.#end = n;
     }
   }
 }

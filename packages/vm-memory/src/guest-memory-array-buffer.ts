@@ -1,4 +1,5 @@
 import type { GuestAddress } from "./address.js";
+import type { BulkCopier } from "./bulk-copy.js";
 import { DirtyBitmap } from "./dirty-bitmap.js";
 import { GuestMemoryError } from "./error.js";
 import { GuestMemoryBase } from "./guest-memory-base.js";
@@ -27,6 +28,12 @@ export interface ArrayBufferMemoryOptions {
   readonly shared?: boolean;
   /** Give every region a dirty bitmap. Default false. */
   readonly dirtyTracking?: boolean;
+  /**
+   * The copy for bulk reads and writes (from its `minReadLength`/`minWriteLength` bytes on), e.g. `nativeBulkCopier()`
+   * from `@ts-vmm/vm-memory/mmap` (needs `@ts-vmm/vmm-sys-util`). Default: none, every copy
+   * uses `TypedArray.prototype.set`.
+   */
+  readonly bulkCopier?: BulkCopier | null;
 }
 
 /**
@@ -36,8 +43,8 @@ export interface ArrayBufferMemoryOptions {
  * same code paths as `GuestMemoryMmap`.
  */
 export class GuestMemoryArrayBuffer extends GuestMemoryBase {
-  private constructor(regions: readonly BackedRegion[]) {
-    super(regions);
+  private constructor(regions: readonly BackedRegion[], copier?: BulkCopier | null) {
+    super(regions, copier);
   }
 
   /**
@@ -48,7 +55,7 @@ export class GuestMemoryArrayBuffer extends GuestMemoryBase {
    * mem.writeU32(0x100, 0xdeadbeef);
    * @throws {@link GuestMemoryError} `"Overlap"` if regions overlap; `"InvalidArgument"`
    *   for an empty region, a region outside its buffer or a bad option;
-   *   `"AddressTooLarge"` for a region ending above 2^52.
+   *   `"AddressTooLarge"` for a region ending above 2^52; `"InvalidArgument"` for a malformed `bulkCopier`.
    */
   static fromRanges(
     ranges: readonly ArrayBufferRegionSpec[],
@@ -68,7 +75,7 @@ export class GuestMemoryArrayBuffer extends GuestMemoryBase {
         ...(opts.dirtyTracking ? { dirty: new DirtyBitmap(s.size) } : {}),
       });
     });
-    return new GuestMemoryArrayBuffer(regions);
+    return new GuestMemoryArrayBuffer(regions, opts.bulkCopier);
   }
 
   /**
@@ -81,10 +88,11 @@ export class GuestMemoryArrayBuffer extends GuestMemoryBase {
 
   /**
    * Rebuilds memory over the same shared buffers (typically in a worker).
-   * @throws {@link GuestMemoryError} `"InvalidArgument"` if `t` is malformed; `"Overlap"` as `fromRanges`.
+   * @param opts - `bulkCopier` as in {@link ArrayBufferMemoryOptions} (a function cannot be posted: pass it again here)
+   * @throws {@link GuestMemoryError} `"InvalidArgument"` if `t` or the copier is malformed; `"Overlap"` as `fromRanges`.
    */
-  static fromTransferable(t: GuestMemoryTransferable): GuestMemoryArrayBuffer {
-    return new GuestMemoryArrayBuffer(regionsFromTransferable(t, "arraybuffer"));
+  static fromTransferable(t: GuestMemoryTransferable, opts: { readonly bulkCopier?: BulkCopier | null } = {}): GuestMemoryArrayBuffer {
+    return new GuestMemoryArrayBuffer(regionsFromTransferable(t, "arraybuffer"), opts.bulkCopier);
   }
 
   /** Drops the regions; later accesses throw `"Closed"`. */

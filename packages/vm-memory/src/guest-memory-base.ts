@@ -1,4 +1,5 @@
 import { GUEST_ADDRESS_LIMIT, checkGuestAddress, checkLength, type GuestAddress } from "./address.js";
+import { type BulkCopier, copyRefused, resolveCopier } from "./bulk-copy.js";
 import { DIRTY_PAGE_SIZE } from "./dirty-bitmap.js";
 import { GuestMemoryError } from "./error.js";
 import type { GuestMemory, U64Halves } from "./guest-memory.js";
@@ -23,15 +24,25 @@ export abstract class GuestMemoryBase implements GuestMemory {
   private closed = false;
   private readonly scratch = new Uint8Array(8);
   private readonly scratchDv = new DataView(this.scratch.buffer);
+  /** The bulk copy for reads of `bulkMinRead` and writes of `bulkMinWrite` bytes and up (chosen once, at construction). */
+  private readonly bulk: BulkCopier["copy"];
+  private readonly bulkMinRead: number;
+  private readonly bulkMinWrite: number;
+  private readonly copier: BulkCopier | null;
   /** Total bytes over all regions. */
   readonly size: number;
 
   /**
    * @internal
    * @throws {@link GuestMemoryError} `"Overlap"` if two regions overlap;
-   *   `"InvalidArgument"` if a region is empty.
+   *   `"InvalidArgument"` if a region is empty or `copier` is malformed.
    */
-  protected constructor(regions: readonly BackedRegion[]) {
+  protected constructor(regions: readonly BackedRegion[], copier?: BulkCopier | null) {
+    const c = resolveCopier(copier);
+    this.bulk = c.copy;
+    this.bulkMinRead = c.minRead;
+    this.bulkMinWrite = c.minWrite;
+    this.copier = c.minRead === Infinity ? null : (copier as BulkCopier);
     const sorted = [...regions].sort((a, b) => a.start - b.start);
     let size = 0;
     for (let i = 0; i < sorted.length; i++) {
@@ -54,6 +65,11 @@ export abstract class GuestMemoryBase implements GuestMemory {
   /** The regions, sorted by start address (empty after `close`). */
   get regions(): readonly GuestMemoryRegion[] {
     return this.regs;
+  }
+
+  /** The bulk copier in use (see {@link BulkCopier}), or null where every copy uses `TypedArray.prototype.set`. */
+  get bulkCopier(): BulkCopier | null {
+    return this.copier;
   }
 
   /** Whether `close` has been called. */
@@ -158,19 +174,29 @@ export abstract class GuestMemoryBase implements GuestMemory {
       const r = this.regs[i++] as BackedRegion;
       const off = addr + done - r.start;
       const n = Math.min(len - done, r.size - off);
-      dest.set(r.bytes.subarray(off, off + n), done);
+      if (n < this.bulkMinRead) dest.set(r.bytes.subarray(off, off + n), done);
+      else {
+        const st = this.bulk(dest, done, r.bytes, off, n);
+        if (st !== 0) throw copyRefused(st, addr + done, n);
+      }
       done += n;
     }
   }
 
   /** Copies into guest memory starting in region `i`; range already checked. */
   private copyIn(i: number, addr: number, src: Uint8Array, len: number): void {
+    // A copier refuses anything but a Uint8Array: refuse it here, before the first piece.
+    if (this.bulkMinWrite <= len && !(src instanceof Uint8Array)) throw copyRefused(-22, addr, len);
     let done = 0;
     while (done < len) {
       const r = this.regs[i++] as BackedRegion;
       const off = addr + done - r.start;
       const n = Math.min(len - done, r.size - off);
-      r.bytes.set(src.subarray(done, done + n), off);
+      if (n < this.bulkMinWrite) r.bytes.set(src.subarray(done, done + n), off);
+      else {
+        const st = this.bulk(r.bytes, off, src, done, n);
+        if (st !== 0) throw copyRefused(st, addr + done, n);
+      }
       if (r.dirty !== undefined) r.dirty.mark(off, n);
       done += n;
     }
@@ -356,10 +382,29 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = dest.length;
     const r = this.last;
     const off = num(addr) - r.start;
-    const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
+    // The last-hit region holds it all: the common case, kept small so that it inlines
+    // into callers (a chain's readInto) with the native call right behind it.
+    if (off >= 0 && off + len <= r.size && len > 0 && Number.isInteger(addr)) {
+      if (len < this.bulkMinRead) dest.set(r.bytes.subarray(off, off + len));
+      else {
+        const st = this.bulk(dest, 0, r.bytes, off, len);
+        if (st !== 0) throw copyRefused(st, addr, len);
+      }
+      return;
+    }
+    this.readSlow(addr, dest, len);
+  }
+
+  /** `read` when the last-hit region does not hold the range (or `len` is 0). */
+  private readSlow(addr: GuestAddress, dest: Uint8Array, len: number): void {
+    const f = this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
-      dest.set(f.bytes.subarray(o, o + len));
+      if (len < this.bulkMinRead) dest.set(f.bytes.subarray(o, o + len));
+      else {
+        const st = this.bulk(dest, 0, f.bytes, o, len);
+        if (st !== 0) throw copyRefused(st, addr, len);
+      }
       return;
     }
     this.copyOut(this.resolve(addr, len), addr, dest, len);
@@ -369,10 +414,28 @@ export abstract class GuestMemoryBase implements GuestMemory {
     const len = src.length;
     const r = this.last;
     const off = num(addr) - r.start;
-    const f = off >= 0 && off + len <= r.size && Number.isInteger(addr) ? r : this.find(addr, len);
+    if (off >= 0 && off + len <= r.size && len > 0 && Number.isInteger(addr)) {
+      if (len < this.bulkMinWrite) r.bytes.set(src, off);
+      else {
+        const st = this.bulk(r.bytes, off, src, 0, len);
+        if (st !== 0) throw copyRefused(st, addr, len);
+      }
+      if (r.dirty !== undefined) r.dirty.mark(off, len);
+      return;
+    }
+    this.writeSlow(addr, src, len);
+  }
+
+  /** `write` when the last-hit region does not hold the range (or `len` is 0). */
+  private writeSlow(addr: GuestAddress, src: Uint8Array, len: number): void {
+    const f = this.find(addr, len);
     if (f !== null && len > 0) {
       const o = addr - f.start;
-      f.bytes.set(src, o);
+      if (len < this.bulkMinWrite) f.bytes.set(src, o);
+      else {
+        const st = this.bulk(f.bytes, o, src, 0, len);
+        if (st !== 0) throw copyRefused(st, addr, len);
+      }
       if (f.dirty !== undefined) f.dirty.mark(o, len);
       return;
     }

@@ -3,7 +3,9 @@ import { checkGuestAddress, checkLength, type GuestAddress } from "./address.js"
 import { DirtyBitmap } from "./dirty-bitmap.js";
 import { type DiscardableMemory, type MemoryBacking, discardAdvice, fdPageSize, kernelPageSize } from "./discard.js";
 import { GuestMemoryError } from "./error.js";
+import type { BulkCopier } from "./bulk-copy.js";
 import { GuestMemoryBase } from "./guest-memory-base.js";
+import { nativeBulkCopier } from "./native-copy.js";
 import { BackedRegion } from "./region.js";
 import { type GuestMemoryTransferable, regionsFromTransferable, regionsToTransferable } from "./transferable.js";
 
@@ -68,6 +70,12 @@ export interface MmapMemoryOptions {
   readonly dirtyTracking?: boolean;
   /** memfd label, shown in /proc/self/fd. */
   readonly name?: string;
+  /**
+   * The copy for bulk reads and writes (see {@link BulkCopier}). Default: `nativeBulkCopier()`
+   * (libc memmove for reads of `NATIVE_COPY_MIN_READ` and writes of `NATIVE_COPY_MIN_WRITE` bytes and up); `null` copies
+   * everything with `TypedArray.prototype.set`.
+   */
+  readonly bulkCopier?: BulkCopier | null;
 }
 
 /**
@@ -85,8 +93,8 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
   /** The mapping behind each region this object owns (discards go through it). */
   readonly #mappings = new Map<BackedRegion, MmapRegion>();
 
-  private constructor(regions: readonly BackedRegion[], owned: readonly MmapRegion[]) {
-    super(regions);
+  private constructor(regions: readonly BackedRegion[], owned: readonly MmapRegion[], copier: BulkCopier | null | undefined) {
+    super(regions, copier === undefined ? nativeBulkCopier() : copier);
     this.#owned = owned;
     if (owned.length === regions.length) regions.forEach((r, i) => this.#mappings.set(r, owned[i] as MmapRegion));
   }
@@ -175,7 +183,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
           }),
         );
       }
-      return new GuestMemoryMmap(regions, owned);
+      return new GuestMemoryMmap(regions, owned, opts.bulkCopier);
     } catch (e) {
       for (const m of owned) m.close();
       throw e;
@@ -193,7 +201,12 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
   static fromFile(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number }[],
-    opts: { readonly shared?: boolean; readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
+    opts: {
+      readonly shared?: boolean;
+      readonly dirtyTracking?: boolean;
+      readonly populate?: boolean;
+      readonly bulkCopier?: BulkCopier | null;
+    } = {},
   ): GuestMemoryMmap {
     let offset = 0;
     const specs = ranges.map((r) => {
@@ -217,7 +230,7 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
   static fromGuestMemfd(
     fd: number,
     ranges: readonly { readonly start: GuestAddress; readonly size: number; readonly offset?: number }[],
-    opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean } = {},
+    opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean; readonly bulkCopier?: BulkCopier | null } = {},
   ): GuestMemoryMmap {
     let next = 0;
     const specs = ranges.map((r) => {
@@ -243,10 +256,11 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
    * Rebuilds a memory over the mappings described by `t` (in a worker). The
    * result does not own the mappings: its `close` only stops access from this
    * object; the mappings live while any thread holds their buffers.
-   * @throws {@link GuestMemoryError} `"InvalidArgument"` if `t` is malformed.
+   * @param opts - `bulkCopier` as in {@link MmapMemoryOptions} (default: the native copy where the addon loads in this thread)
+   * @throws {@link GuestMemoryError} `"InvalidArgument"` if `t` or the copier is malformed.
    */
-  static fromTransferable(t: GuestMemoryTransferable): GuestMemoryMmap {
-    return new GuestMemoryMmap(regionsFromTransferable(t, "mmap"), []);
+  static fromTransferable(t: GuestMemoryTransferable, opts: { readonly bulkCopier?: BulkCopier | null } = {}): GuestMemoryMmap {
+    return new GuestMemoryMmap(regionsFromTransferable(t, "mmap"), [], opts.bulkCopier);
   }
 
   /**
@@ -356,8 +370,13 @@ export class GuestMemoryMmap extends GuestMemoryBase implements DiscardableMemor
 /** A region whose backing is known. */
 type DiscardRegion = BackedRegion & { readonly backing: MemoryBacking };
 /** The options fromFile and fromGuestMemfd hand on to fromRanges. */
-function passOn(opts: { readonly dirtyTracking?: boolean; readonly populate?: boolean }): MmapMemoryOptions {
+function passOn(opts: {
+  readonly dirtyTracking?: boolean;
+  readonly populate?: boolean;
+  readonly bulkCopier?: BulkCopier | null;
+}): MmapMemoryOptions {
   return {
+    ...(opts.bulkCopier === undefined ? {} : { bulkCopier: opts.bulkCopier }),
     ...(opts.dirtyTracking === undefined ? {} : { dirtyTracking: opts.dirtyTracking }),
     ...(opts.populate === undefined ? {} : { populate: opts.populate }),
   };

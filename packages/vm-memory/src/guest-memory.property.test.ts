@@ -4,6 +4,7 @@ import { GuestMemoryError } from "./error.js";
 import { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";
 import type { GuestMemory } from "./guest-memory.js";
 import { GuestMemoryMmap } from "./guest-memory-mmap.js";
+import { nativeBulkCopier } from "./native-copy.js";
 
 // Random region layouts and random (often hostile) accesses, checked against a
 // byte-map reference model: every access either succeeds and matches the model
@@ -304,6 +305,39 @@ describe("GuestMemory against a reference model", () => {
       layoutArb(4096, 2, 2 ** 52 - 0x4000),
       (layout) => {
         const mem = GuestMemoryMmap.fromRanges(layout.regions.map((r) => ({ start: r.start, size: r.size })), { backing: "anonymous" });
+        return { mem, close: () => mem.close() };
+      },
+      false,
+      Math.ceil(RUNS / 4),
+    );
+  }, 600_000);
+  it("GuestMemoryArrayBuffer with the native bulk copy for every length: the model, and the guard bytes never touched", () => {
+    const native = nativeBulkCopier();
+    if (native === null) throw new Error("the vmm-sys-util addon does not load");
+    const everyLength = { copy: native.copy, minReadLength: 1, minWriteLength: 1 };
+    checkAgainstModel(
+      layoutArb(1, 64, 2 ** 52 - 0x400),
+      (layout, buffers) => {
+        const mem = GuestMemoryArrayBuffer.fromRanges(
+          layout.regions.map((r, i) => ({ start: r.start, size: r.size, buffer: buffers[i] as SharedArrayBuffer, byteOffset: GUARD + r.skew })),
+          { bulkCopier: everyLength },
+        );
+        return { mem, close: () => mem.close() };
+      },
+      true,
+      RUNS,
+    );
+  }, 600_000);
+  it("GuestMemoryMmap with the native bulk copy for every length (the default takes longer copies than these): the same", () => {
+    const native = nativeBulkCopier();
+    if (native === null) throw new Error("the vmm-sys-util addon does not load");
+    checkAgainstModel(
+      layoutArb(4096, 2, 2 ** 52 - 0x4000),
+      (layout) => {
+        const mem = GuestMemoryMmap.fromRanges(layout.regions.map((r) => ({ start: r.start, size: r.size })), {
+          backing: "anonymous",
+          bulkCopier: { copy: native.copy, minReadLength: 1, minWriteLength: 1 },
+        });
         return { mem, close: () => mem.close() };
       },
       false,

@@ -15,6 +15,7 @@ export type { GuestMemoryRegion } from "./region.js";
 export type { DiscardableMemory, MemoryBacking } from "./discard.js";
 export type { GuestMemory, U64Halves } from "./guest-memory.js";
 export { GuestMemoryBase } from "./guest-memory-base.js";
+export type { BulkCopier } from "./bulk-copy.js";
 export { GuestMemoryArrayBuffer } from "./guest-memory-array-buffer.js";
 export type { ArrayBufferMemoryOptions, ArrayBufferRegionSpec } from "./guest-memory-array-buffer.js";
 export type { GuestMemoryTransferable, TransferableRegion } from "./transferable.js";

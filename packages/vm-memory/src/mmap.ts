@@ -10,3 +10,4 @@
  */
 export { GuestMemoryMmap, MAX_REGION_SIZE } from "./guest-memory-mmap.js";
 export type { MmapMemoryOptions, MmapRangeSpec } from "./guest-memory-mmap.js";
+export { NATIVE_COPY_MIN_READ, NATIVE_COPY_MIN_WRITE, nativeBulkCopier } from "./native-copy.js";

@@ -62,6 +62,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSignals(env, exports);
   InitPoll(env, exports);
   InitTap(env, exports);
+  InitCopy(env, exports);
   return exports;
 }
 

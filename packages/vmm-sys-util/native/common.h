@@ -71,5 +71,6 @@ void InitFd(Napi::Env env, Napi::Object exports);
 void InitSignals(Napi::Env env, Napi::Object exports);
 void InitPoll(Napi::Env env, Napi::Object exports);
 void InitTap(Napi::Env env, Napi::Object exports);
+void InitCopy(Napi::Env env, Napi::Object exports);
 
 }  // namespace vsu

@@ -7,8 +7,9 @@ import type { ErrnoName } from "./generated/errno.js";
  * - `MappingPastEof`: a file mapping would extend past the end of the file (touching it would raise SIGBUS).
  * - `Closed`: the object was closed with `close()`.
  * - `Unsupported`: the request cannot be met on this machine or build (checked in advance).
+ * - `OutOfBounds`: a range lies outside the buffer or view it names (also: a detached or shrunk buffer).
  */
-export type VmmSysConditionCode = "InvalidArgument" | "MappingPastEof" | "Closed" | "Unsupported";
+export type VmmSysConditionCode = "InvalidArgument" | "MappingPastEof" | "Closed" | "Unsupported" | "OutOfBounds";
 
 /** Every value {@link VmmSysError.code} can take: a pre-syscall condition or an errno name. */
 export type VmmSysErrorCode = VmmSysConditionCode | ErrnoName;

@@ -8,6 +8,8 @@ export type { MemfdOptions } from "./memfd.js";
 export { fallocate } from "./fallocate.js";
 export type { FallocateMode } from "./fallocate.js";
 export { MmapRegion, pageSize, liveMappingCount } from "./mmap-region.js";
+export { copyBytes, nativeCopyBytes } from "./copy-bytes.js";
+export type { NativeCopyBytes } from "./copy-bytes.js";
 export type { AnonymousRegionOptions, MemfdRegionOptions, FdRegionOptions, MadviseAdvice } from "./mmap-region.js";
 // Threads and signals
 export { gettid, installKickSignal, tgkill, sigrtmin, sigrtmax } from "./signals.js";

@@ -150,6 +150,12 @@ export interface NativeBinding {
    * `"node-api"` stays `"v8"` where Node lacks them.
    */
   sabBackend(want?: "v8" | "node-api"): "v8" | "node-api";
+  /**
+   * memmove of `src[srcOffset, +length)` to `dst[dstOffset, +length)` (the ranges may overlap),
+   * for any two byte views, shared or not → 0, or -EINVAL (not a Uint8Array, not an integer
+   * in [0, 2^53-1]) or -ERANGE (a range outside its view, a view outside its buffer). Never throws.
+   */
+  copyBytes(dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, length: number): number;
   /** sys/mman.h constants. */
   readonly mmapConstants: MmapConstants;
   /** memfd_create(2) → fd. */
