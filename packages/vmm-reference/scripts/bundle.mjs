@@ -34,8 +34,9 @@ const addonRoots = {
   },
 };
 
-// Chunk names carry a content hash: drop the previous build's so none is left stale.
-for (const f of await readdir(`${pkgDir}/dist`)) if (f.startsWith("bundle-")) await rm(`${pkgDir}/dist/${f}`);
+// Chunk names carry a content hash: drop the previous build's so none is left stale, and the
+// run bundle's code cache (scripts/code-cache.mjs writes a new one).
+for (const f of await readdir(`${pkgDir}/dist`)) if (f.startsWith("bundle-") || f.startsWith("cli.run.cjs")) await rm(`${pkgDir}/dist/${f}`);
 
 const common = {
   bundle: true,
@@ -61,6 +62,31 @@ await build({
   // import.meta.url (package-root.ts, the CPU templates, package.json) sees the same
   // directory in any chunk as in dist/*.js.
   chunkNames: "bundle-[name]-[hash]",
+});
+// The CLI again as one CommonJS file, for the `ts-vmm` binary (bin.js): src/code-cache.ts runs it
+// through node:vm with a V8 code cache, which Node 20 offers for scripts only, not for ES modules.
+// Dynamic imports become lazily run functions inside it, so the API server and zod cost nothing
+// until used (with a cache they are not even parsed). import.meta.url is the bundle's own URL,
+// which the loader passes in; the file sits in dist/ like the ESM bundle, so URLs relative to
+// it resolve the same.
+await build({
+  ...common,
+  format: "cjs",
+  sourcemap: false,
+  entryPoints: [`${pkgDir}/dist/cli.js`],
+  outfile: `${pkgDir}/dist/cli.run.cjs`,
+  define: { "import.meta.url": "__tsvmmBundleUrl" },
+});
+// The executable as CommonJS (dist/bin.cjs, package.json's `bin`): Node runs it without starting
+// its ES module loader. import.meta.url is this file's URL, which a banner computes.
+await build({
+  ...common,
+  format: "cjs",
+  sourcemap: false,
+  entryPoints: [`${pkgDir}/dist/bin.js`],
+  outfile: `${pkgDir}/dist/bin.cjs`,
+  define: { "import.meta.url": "__tsvmmBinUrl" },
+  banner: { js: '"use strict";\nconst __tsvmmBinUrl = require("node:url").pathToFileURL(__filename).href;' },
 });
 // The vCPU worker: one file (it imports nothing dynamically).
 await build({

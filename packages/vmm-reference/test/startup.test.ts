@@ -6,7 +6,7 @@ import { afterEach, beforeAll, expect, it, vi } from "vitest";
 import { closePrestartedVcpuWorkers, prestartCount, prestartVcpuWorkers, prestartedVcpuWorkers, takeVcpuWorker, VCPU_WORKER_URL } from "../src/worker-pool.js";
 
 vi.setConfig({ testTimeout: 60_000 });
-const BIN = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
+const BIN = fileURLToPath(new URL("../dist/bin.cjs", import.meta.url));
 
 it("prestartCount reads --vcpus of run only, and counts anything it cannot read as 1", () => {
   expect(prestartCount(["run", "--kernel", "k", "--vcpus", "4"])).toBe(4);
