@@ -64,7 +64,7 @@ const push = (s: Samples, key: string, v: number): void => {
 
 async function rssRun(s: Samples, elf: string): Promise<number> {
   // The command line is unique to this run: findProcess finds the VMM by it (its argv holds it whole).
-  const cmdline = `mode=ticker ticks=100000 spin=2000000 rss_run=${randomBytes(6).toString("hex")}`;
+  const cmdline = `mode=ticker ticks=100000 spin=20000000 rss_run=${randomBytes(6).toString("hex")}`;
   // A holder, not a let: TypeScript does not see the callback assign it.
   const got: { sample: number | Error | null } = { sample: null };
   let seen = "";
