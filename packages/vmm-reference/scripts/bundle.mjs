@@ -36,7 +36,7 @@ const addonRoots = {
 
 // Chunk names carry a content hash: drop the previous build's so none is left stale, and the
 // run bundle's code cache (scripts/code-cache.mjs writes a new one).
-for (const f of await readdir(`${pkgDir}/dist`)) if (f.startsWith("bundle-") || f.startsWith("cli.run.cjs")) await rm(`${pkgDir}/dist/${f}`);
+for (const f of await readdir(`${pkgDir}/dist`)) if (f.startsWith("bundle-") || f.endsWith(".run.cjs.jsc")) await rm(`${pkgDir}/dist/${f}`);
 
 const common = {
   bundle: true,
@@ -97,4 +97,24 @@ await build({
   ...common,
   entryPoints: [`${pkgDir}/dist/vcpu-worker.js`],
   outfile: `${pkgDir}/dist/vcpu-worker.bundle.js`,
+});
+// The same worker as CommonJS, run with a code cache by dist/vcpu-worker.entry.cjs (its entry,
+// bundled with code-cache.ts), as the CLI's run bundle is by bin.cjs.
+await build({
+  ...common,
+  format: "cjs",
+  sourcemap: false,
+  minifyWhitespace: true,
+  entryPoints: [`${pkgDir}/dist/vcpu-worker.js`],
+  outfile: `${pkgDir}/dist/vcpu-worker.run.cjs`,
+  define: { "import.meta.url": "__tsvmmBundleUrl" },
+});
+await build({
+  ...common,
+  format: "cjs",
+  sourcemap: false,
+  entryPoints: [`${pkgDir}/dist/vcpu-worker-entry.js`],
+  outfile: `${pkgDir}/dist/vcpu-worker.entry.cjs`,
+  define: { "import.meta.url": "__tsvmmBinUrl" },
+  banner: { js: '"use strict";\nconst __tsvmmBinUrl = require("node:url").pathToFileURL(__filename).href;' },
 });

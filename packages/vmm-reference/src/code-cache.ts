@@ -4,11 +4,14 @@
 //
 // Where the cache comes from, first found wins:
 //   1. `<bundle>.jsc` beside the bundle, written by the build's training run
-//      (scripts/code-cache.mjs); read-only installs and the nested tier's L1
-//      image use this one;
-//   2. `<cache dir>/<bundle name>-<hash>-<node version>-<arch>.jsc`, written at
-//      exit by a run that had no cache V8 accepted ($TS_VMM_CODE_CACHE_DIR, else
-//      $XDG_CACHE_HOME/ts-vmm/code-cache, else ~/.cache/ts-vmm/code-cache).
+//      (scripts/code-cache.mjs, TS_VMM_CODE_CACHE_TRAIN=1); read-only installs
+//      and the nested tier's L1 image use this one;
+//   2. `<cache dir>/<bundle name>-<hash>-<node version>-<arch>.jsc`, written by
+//      a run that had no cache V8 accepted ($TS_VMM_CODE_CACHE_DIR, else
+//      $XDG_CACHE_HOME/ts-vmm/code-cache, else ~/.cache/ts-vmm/code-cache): the
+//      CLI at exit (its cache then covers what the run compiled), a vCPU worker
+//      right after its bundle's top level ran (a worker is ended, not exited,
+//      and its run loop never yields to the event loop).
 // A cache file starts with a header naming the SHA-256 of the bundle's bytes,
 // the Node version and the architecture; one whose header differs from the
 // bundle read now is not given to V8 at all (V8's own check compares only the
@@ -35,7 +38,7 @@ export type CodeCacheOutcome =
   | "rejected"
   /** No cache file with this bundle's header was found. */
   | "none"
-  /** TS_VMM_CODE_CACHE=0, or a training run (TS_VMM_CODE_CACHE_OUT). */
+  /** TS_VMM_CODE_CACHE=0, or a training run (TS_VMM_CODE_CACHE_TRAIN=1). */
   | "disabled";
 
 /** The result of {@link runCachedBundle}. */
@@ -56,8 +59,10 @@ export interface CachedBundleOptions {
   readonly cacheDir?: string | null;
   /** Turns reading and writing off (TS_VMM_CODE_CACHE=0). */
   readonly disabled?: boolean;
-  /** Writes a fresh cache to this file at exit and reads none (TS_VMM_CODE_CACHE_OUT; the build's training run). */
-  readonly trainTo?: string;
+  /** Reads no cache and writes a fresh one beside the bundle (TS_VMM_CODE_CACHE_TRAIN=1; the build's training run). */
+  readonly train?: boolean;
+  /** When to write a fresh cache: at process exit (default), or soon after the bundle's top level ran (vCPU workers). */
+  readonly writeAt?: "exit" | "soon";
 }
 
 const MAGIC = "TSVMMJSC1";
@@ -131,7 +136,7 @@ function writeCache(path: string, header: Buffer, data: Buffer): boolean {
  */
 export function runCachedBundle(file: string, options: CachedBundleOptions = {}): CachedBundle {
   const env = process.env;
-  const trainTo = options.trainTo ?? (env["TS_VMM_CODE_CACHE_OUT"] || undefined);
+  const trainTo = (options.train ?? env["TS_VMM_CODE_CACHE_TRAIN"] === "1") ? `${file}.jsc` : undefined;
   const disabled = options.disabled ?? env["TS_VMM_CODE_CACHE"] === "0";
   const bytes = readFileSync(file);
   let source = bytes.toString("utf8");
@@ -160,14 +165,16 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
 
   const writeTo = header === null ? null : trainTo ?? (outcome === "accepted" ? null : userFile);
   if (header !== null && writeTo !== null) {
-    // At exit the functions the run called are compiled too, so the cache covers them.
-    process.once("exit", () => {
+    const write = (): void => {
       try {
         writeCache(writeTo, header, script.createCachedData());
       } catch {
         // no cache this time
       }
-    });
+    };
+    // At exit the functions the run called are compiled too, so the cache covers them.
+    if (options.writeAt === "soon") setImmediate(write);
+    else process.once("exit", write);
   }
   const fn = script.runInThisContext() as (
     exports: unknown, require: NodeJS.Require, module: { exports: Record<string, unknown> }, filename: string, dirname: string, url: string,

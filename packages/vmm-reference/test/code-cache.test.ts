@@ -12,9 +12,9 @@ const DIST = fileURLToPath(new URL("../dist/", import.meta.url));
 
 // Each case runs in a child process: the cache is written at process exit, and V8's
 // acceptance is per isolate. The child loads dist/code-cache.js (the built module).
-function runBundle(bundle: string, cacheDir: string, env: Record<string, string> = {}): { outcome: string; readFrom: string | null; writeTo: string | null; value: unknown } {
+function runBundle(bundle: string, cacheDir: string, env: Record<string, string> = {}, writeAt: "exit" | "soon" = "exit"): { outcome: string; readFrom: string | null; writeTo: string | null; value: unknown } {
   const script = `import { runCachedBundle } from ${JSON.stringify(CODE_CACHE)};
-const b = runCachedBundle(${JSON.stringify(bundle)}, { cacheDir: ${JSON.stringify(cacheDir)} });
+const b = runCachedBundle(${JSON.stringify(bundle)}, { cacheDir: ${JSON.stringify(cacheDir)}, writeAt: ${JSON.stringify(writeAt)} });
 console.log(JSON.stringify({ outcome: b.outcome, readFrom: b.readFrom, writeTo: b.writeTo, value: b.exports.value() }));`;
   const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 30_000 });
   if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
@@ -87,6 +87,19 @@ describe("code cache of the CLI's run bundle", () => {
     expect(runBundle(bundle, join(dir, "file", "cache")).outcome).toBe("none");
   });
 
+  it("writeAt soon (the vCPU worker's) writes the cache while the process still runs", () => {
+    const a = runBundle(bundle, cacheDir, {}, "soon");
+    expect(a.outcome).toBe("none");
+    expect(runBundle(bundle, cacheDir).outcome).toBe("accepted");
+  });
+
+  it("a training run (TS_VMM_CODE_CACHE_TRAIN=1) reads nothing and writes beside the bundle", () => {
+    runBundle(bundle, cacheDir);
+    const t = runBundle(bundle, cacheDir, { TS_VMM_CODE_CACHE_TRAIN: "1" });
+    expect(t).toMatchObject({ outcome: "disabled", readFrom: null, writeTo: `${bundle}.jsc` });
+    expect(runBundle(bundle, cacheDir)).toMatchObject({ outcome: "accepted", readFrom: `${bundle}.jsc` });
+  });
+
   it("TS_VMM_CODE_CACHE=0 reads and writes nothing", () => {
     expect(runBundle(bundle, cacheDir, { TS_VMM_CODE_CACHE: "0" })).toMatchObject({ outcome: "disabled", writeTo: null, value: "one file:" });
     expect(existsSync(cacheDir)).toBe(false);
@@ -100,10 +113,12 @@ describe("code cache of the CLI's run bundle", () => {
 });
 
 describe("the ts-vmm binary and the build's cache", () => {
-  it("the build wrote dist/cli.run.cjs.jsc with the current bundle's header", () => {
-    const jsc = readFileSync(join(DIST, "cli.run.cjs.jsc"));
-    const header = cacheHeader(readFileSync(join(DIST, "cli.run.cjs")));
-    expect(jsc.subarray(0, header.length).equals(header)).toBe(true);
+  it("the build wrote the CLI's and the vCPU worker's caches with their bundles' current headers", () => {
+    for (const b of ["cli.run.cjs", "vcpu-worker.run.cjs"]) {
+      const jsc = readFileSync(join(DIST, `${b}.jsc`));
+      const header = cacheHeader(readFileSync(join(DIST, b)));
+      expect(jsc.subarray(0, header.length).equals(header), b).toBe(true);
+    }
   });
 
   it("the binary runs with the cache off and with an empty cache directory, and says so in the trace", () => {

@@ -17,8 +17,8 @@ it("prestartCount reads --vcpus of run only, and counts anything it cannot read 
   expect(prestartCount([])).toBe(0);
 });
 
-it("the vCPU worker is the one-file bundle the build made", () => {
-  expect(VCPU_WORKER_URL.pathname).toMatch(/dist\/vcpu-worker\.bundle\.js$/);
+it("the vCPU worker is the CommonJS entry the build made (its bundle with a code cache)", () => {
+  expect(VCPU_WORKER_URL.pathname).toMatch(/dist\/vcpu-worker\.entry\.cjs$/);
 });
 
 describeWith({ kvm: true, tools: ["gcc", "ld"] }, "start-up: prestarted workers and the bundled CLI", () => {
