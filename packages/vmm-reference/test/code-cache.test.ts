@@ -3,6 +3,7 @@ import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { describeWith } from "@ts-vmm/test-utils";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { cacheHeader, defaultCacheDir } from "../src/code-cache.js";
 
@@ -137,6 +138,26 @@ describe("the ts-vmm binary and the build's cache", () => {
       }
     } finally {
       rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describeWith({ kvm: true }, "the ts-vmm binary without a usable cache", () => {
+  it("boots the micro-guest with caching off, and with an unwritable per-user cache directory", () => {
+    const guest = join(DIST, "guest", "micro-guest.elf");
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-code-cache-ro-"));
+    try {
+      writeFileSync(join(dir, "file"), "not a directory");
+      for (const env of [{ TS_VMM_CODE_CACHE: "0" }, { TS_VMM_CODE_CACHE_DIR: join(dir, "file", "cache"), TS_VMM_CODE_CACHE_TRAIN: "" }]) {
+        const r = spawnSync(process.execPath, [BIN, "run", "--kernel", guest, "--cmdline", "mode=hello", "--mem", "64"], {
+          encoding: "utf8", timeout: 30_000, env: { ...process.env, ...env, TS_VMM_TRACE_STARTUP: "live" },
+        });
+        expect(r.stdout, r.stderr).toContain("hello from the ts-vmm micro-guest");
+        expect(r.status, r.stderr).toBe(1); // debug-exit value 0
+        expect(r.stderr).toMatch(/code cache (disabled|accepted)/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
