@@ -1,4 +1,5 @@
 /** The figures of bench:peer: what is measured, and how samples become a reported figure. */
+import { readFileSync } from "node:fs";
 import type { DeviceKind, GuestRun, VmmLauncher } from "../src/index.js";
 
 export type Mode = "hello" | "exits" | "blk";
@@ -76,3 +77,33 @@ export function figure(s: Samples, m: Metric, hz: number, runs: number): Figure 
   return { spread: spread(xs), cyclesMedian: null };
 }
 
+/**
+ * A VMM's resident memory beyond guest RAM, in MiB: VmRSS of the VMM process
+ * minus the Rss of its guest-RAM mapping, the one mapping in /proc/<pid>/smaps
+ * whose size is exactly the guest's RAM (`memMiB`; QEMU's anonymous RAM
+ * block, our memfd). Throws if there is not exactly one such mapping. Sampled
+ * while the micro-guest's ticker runs (no devices), at a fixed tick, so both
+ * VMMs are measured at the same point of the same guest's work.
+ */
+export function rssBeyondGuestMiB(pid: number, memMiB: number): number {
+  return rssBeyondGuestFromProc(readFileSync(`/proc/${pid}/status`, "utf8"), readFileSync(`/proc/${pid}/smaps`, "utf8"), memMiB, `pid ${pid}`);
+}
+
+/** {@link rssBeyondGuestMiB} on the text of /proc/<pid>/status and /proc/<pid>/smaps. */
+export function rssBeyondGuestFromProc(status: string, smaps: string, memMiB: number, who = "the process"): number {
+  const rss = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? NaN);
+  let guestRss = 0;
+  let guestMaps = 0;
+  let size = -1;
+  for (const line of smaps.split("\n")) {
+    const m = /^(Size|Rss):\s+(\d+) kB$/.exec(line);
+    if (m?.[1] === "Size") size = Number(m[2]);
+    else if (m?.[1] === "Rss" && size === memMiB * 1024) {
+      guestRss += Number(m[2]);
+      guestMaps++;
+    }
+  }
+  if (!Number.isFinite(rss)) throw new Error(`${who}: no VmRSS in its status`);
+  if (guestMaps !== 1) throw new Error(`${who}: ${guestMaps} mappings of exactly ${memMiB} MiB in smaps, expected the one guest-RAM mapping`);
+  return (rss - guestRss) / 1024;
+}

@@ -1,15 +1,27 @@
 #!/usr/bin/env node
 // The `ts-vmm` executable. Before the CLI and the packages it composes load,
 // `run` starts its vCPU workers (worker-pool.ts), so their isolates and modules
-// load in parallel with the main thread's. Then the CLI runs as `cli.js` would,
-// from its one-file bundle when the build made one.
+// load in parallel with the main thread's. Then the CLI runs as `cli.js` would:
+// from its CommonJS run bundle with a V8 code cache (code-cache.ts) where the
+// build made one, else from its ES module bundle, else from cli.js.
+// The build also bundles this file as dist/bin.cjs (package.json's `bin`): as
+// CommonJS it starts without Node's ES module loader, which costs more than
+// the rest of this file (DESIGN.md, start-up). No top-level await, for that.
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { runCachedBundle } from "./code-cache.js";
+import { mark } from "./startup-trace.js";
 import { prestartCount, prestartVcpuWorkers } from "./worker-pool.js";
 
 prestartVcpuWorkers(prestartCount(process.argv.slice(2)));
-// The CLI's bundle (scripts/bundle.mjs) loads faster; cli.js where there is none.
-const bundle = new URL("./cli.bundle.js", import.meta.url);
-const entry = existsSync(fileURLToPath(bundle)) ? bundle.href : new URL("./cli.js", import.meta.url).href;
-const { main } = (await import(entry)) as typeof import("./cli.js");
-main();
+mark("ts-vmm binary loaded, vCPU workers prestarting");
+type Cli = typeof import("./cli.js");
+const file = (name: string): string => fileURLToPath(new URL(name, import.meta.url));
+if (existsSync(file("./cli.run.cjs"))) {
+  const b = runCachedBundle(file("./cli.run.cjs"));
+  mark(`cli bundle run, code cache ${b.outcome}${b.readFrom !== null ? ` (${b.readFrom})` : ""}`);
+  (b.exports as unknown as Cli).main();
+} else {
+  const esm = existsSync(file("./cli.bundle.js")) ? "./cli.bundle.js" : "./cli.js";
+  void (import(new URL(esm, import.meta.url).href) as Promise<Cli>).then((cli) => cli.main());
+}

@@ -8,14 +8,21 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 
+const CACHED_WORKER_URL = new URL("../dist/vcpu-worker.entry.cjs", import.meta.url);
 const BUNDLED_WORKER_URL = new URL("../dist/vcpu-worker.bundle.js", import.meta.url);
 
 /**
  * The vCPU worker's compiled entry: dist/ holds it whether this module runs
- * from src/ or dist/ — the one-file bundle (scripts/bundle.mjs) where the
- * build made it, else the plain module.
+ * from src/ or dist/ — the CommonJS entry that runs the worker's bundle with a
+ * code cache (vcpu-worker-entry.ts) where the build made both, else the ES
+ * module bundle (scripts/bundle.mjs), else the plain module.
  */
-export const VCPU_WORKER_URL = existsSync(fileURLToPath(BUNDLED_WORKER_URL)) ? BUNDLED_WORKER_URL : new URL("../dist/vcpu-worker.js", import.meta.url);
+export const VCPU_WORKER_URL =
+  existsSync(fileURLToPath(CACHED_WORKER_URL)) && existsSync(fileURLToPath(new URL("../dist/vcpu-worker.run.cjs", import.meta.url)))
+    ? CACHED_WORKER_URL
+    : existsSync(fileURLToPath(BUNDLED_WORKER_URL))
+      ? BUNDLED_WORKER_URL
+      : new URL("../dist/vcpu-worker.js", import.meta.url);
 
 /** workerData of a worker started ahead of need: it waits for a {@link VcpuWorkerStart} message. */
 export interface VcpuWorkerPrestart {

@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import type { ResolvedDevice, VmmLauncher } from "@ts-vmm/test-guests";
 
-const CLI = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../dist/bin.cjs", import.meta.url));
 
 /** The `ts-vmm run` flags for one device the harness prepared. */
 function deviceFlags(d: ResolvedDevice): string[] {

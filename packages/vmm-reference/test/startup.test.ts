@@ -6,7 +6,7 @@ import { afterEach, beforeAll, expect, it, vi } from "vitest";
 import { closePrestartedVcpuWorkers, prestartCount, prestartVcpuWorkers, prestartedVcpuWorkers, takeVcpuWorker, VCPU_WORKER_URL } from "../src/worker-pool.js";
 
 vi.setConfig({ testTimeout: 60_000 });
-const BIN = fileURLToPath(new URL("../dist/bin.js", import.meta.url));
+const BIN = fileURLToPath(new URL("../dist/bin.cjs", import.meta.url));
 
 it("prestartCount reads --vcpus of run only, and counts anything it cannot read as 1", () => {
   expect(prestartCount(["run", "--kernel", "k", "--vcpus", "4"])).toBe(4);
@@ -17,8 +17,8 @@ it("prestartCount reads --vcpus of run only, and counts anything it cannot read 
   expect(prestartCount([])).toBe(0);
 });
 
-it("the vCPU worker is the one-file bundle the build made", () => {
-  expect(VCPU_WORKER_URL.pathname).toMatch(/dist\/vcpu-worker\.bundle\.js$/);
+it("the vCPU worker is the CommonJS entry the build made (its bundle with a code cache)", () => {
+  expect(VCPU_WORKER_URL.pathname).toMatch(/dist\/vcpu-worker\.entry\.cjs$/);
 });
 
 describeWith({ kvm: true, tools: ["gcc", "ld"] }, "start-up: prestarted workers and the bundled CLI", () => {

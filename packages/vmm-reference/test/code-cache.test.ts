@@ -1,0 +1,163 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describeWith } from "@ts-vmm/test-utils";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { cacheHeader, defaultCacheDir } from "../src/code-cache.js";
+
+const CODE_CACHE = fileURLToPath(new URL("../dist/code-cache.js", import.meta.url));
+const BIN = fileURLToPath(new URL("../dist/bin.cjs", import.meta.url));
+const DIST = fileURLToPath(new URL("../dist/", import.meta.url));
+
+// Each case runs in a child process: the cache is written at process exit, and V8's
+// acceptance is per isolate. The child loads dist/code-cache.js (the built module).
+function runBundle(bundle: string, cacheDir: string, env: Record<string, string> = {}, writeAt: "exit" | "soon" = "exit"): { outcome: string; readFrom: string | null; writeTo: string | null; value: unknown } {
+  const script = `import { runCachedBundle } from ${JSON.stringify(CODE_CACHE)};
+const b = runCachedBundle(${JSON.stringify(bundle)}, { cacheDir: ${JSON.stringify(cacheDir)}, writeAt: ${JSON.stringify(writeAt)} });
+console.log(JSON.stringify({ outcome: b.outcome, readFrom: b.readFrom, writeTo: b.writeTo, value: b.exports.value() }));`;
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { outcome: string; readFrom: string | null; writeTo: string | null; value: unknown };
+}
+
+/** A CommonJS bundle like the build's: exports a function, uses __tsvmmBundleUrl. Padded so two versions have the same length. */
+const bundleSource = (v: string): string =>
+  `#!/usr/bin/env node\n"use strict";\nfunction value() { return ${JSON.stringify(v)} + " " + new URL(".", __tsvmmBundleUrl).protocol; }\nmodule.exports = { value };\n` +
+  `function filler() { return [${Array.from({ length: 2000 }, (_, i) => i).join(",")}]; }\n`;
+
+describe("code cache of the CLI's run bundle", () => {
+  let dir = "";
+  let cacheDir = "";
+  let bundle = "";
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "ts-vmm-code-cache-"));
+    cacheDir = join(dir, "cache");
+    bundle = join(dir, "b.cjs");
+    writeFileSync(bundle, bundleSource("one"));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("a first run has none and writes one at exit; the next run's V8 accepts it and the code is the bundle's", () => {
+    const a = runBundle(bundle, cacheDir);
+    expect(a).toMatchObject({ outcome: "none", readFrom: null, value: "one file:" });
+    expect(a.writeTo).not.toBeNull();
+    expect(existsSync(a.writeTo!)).toBe(true);
+    expect(readFileSync(a.writeTo!).subarray(0, 9).toString()).toBe("TSVMMJSC1");
+    const b = runBundle(bundle, cacheDir);
+    expect(b).toEqual({ outcome: "accepted", readFrom: a.writeTo, writeTo: null, value: "one file:" });
+  });
+
+  it("a changed bundle of the same length never runs the old code: the old cache's header does not match, so it is not used", () => {
+    const a = runBundle(bundle, cacheDir);
+    const second = bundleSource("two");
+    expect(second.length).toBe(bundleSource("one").length);
+    writeFileSync(bundle, second);
+    // The old cache file renamed to the name the new bundle's would have: only the header tells them apart.
+    const newName = join(cacheDir, readdirSync(cacheDir)[0]!.replace(/-[0-9a-f]{16}-/, `-${cacheHeader(Buffer.from(second)).toString("latin1", 10, 26)}-`));
+    copyFileSync(a.writeTo!, newName);
+    // And beside the bundle, where the build puts its trained cache.
+    copyFileSync(a.writeTo!, `${bundle}.jsc`);
+    const b = runBundle(bundle, cacheDir);
+    expect(b.outcome).toBe("none");
+    expect(b.value).toBe("two file:");
+  });
+
+  it("a cache V8 refuses (corrupt data under a valid header) is reported rejected, the bundle still runs and a fresh cache replaces it", () => {
+    const a = runBundle(bundle, cacheDir);
+    const good = readFileSync(a.writeTo!);
+    const header = cacheHeader(readFileSync(bundle));
+    const bad = Buffer.concat([header, Buffer.alloc(good.length - header.length, 0x5a)]);
+    writeFileSync(a.writeTo!, bad);
+    const b = runBundle(bundle, cacheDir);
+    expect(b).toMatchObject({ outcome: "rejected", readFrom: a.writeTo, writeTo: a.writeTo, value: "one file:" });
+    expect(runBundle(bundle, cacheDir).outcome).toBe("accepted");
+  });
+
+  it("a cache file writable by others is ignored (its bytecode would run as ours)", () => {
+    const a = runBundle(bundle, cacheDir);
+    chmodSync(a.writeTo!, 0o666);
+    expect(runBundle(bundle, cacheDir).outcome).toBe("none");
+  });
+
+  it("an unwritable cache directory is no error: the bundle runs without a cache", () => {
+    writeFileSync(join(dir, "file"), "not a directory");
+    const r = runBundle(bundle, join(dir, "file", "cache"));
+    expect(r).toMatchObject({ outcome: "none", value: "one file:" });
+    expect(runBundle(bundle, join(dir, "file", "cache")).outcome).toBe("none");
+  });
+
+  it("writeAt soon (the vCPU worker's) writes the cache while the process still runs", () => {
+    const a = runBundle(bundle, cacheDir, {}, "soon");
+    expect(a.outcome).toBe("none");
+    expect(runBundle(bundle, cacheDir).outcome).toBe("accepted");
+  });
+
+  it("a training run (TS_VMM_CODE_CACHE_TRAIN=1) reads nothing and writes beside the bundle", () => {
+    runBundle(bundle, cacheDir);
+    const t = runBundle(bundle, cacheDir, { TS_VMM_CODE_CACHE_TRAIN: "1" });
+    expect(t).toMatchObject({ outcome: "disabled", readFrom: null, writeTo: `${bundle}.jsc` });
+    expect(runBundle(bundle, cacheDir)).toMatchObject({ outcome: "accepted", readFrom: `${bundle}.jsc` });
+  });
+
+  it("TS_VMM_CODE_CACHE=0 reads and writes nothing", () => {
+    expect(runBundle(bundle, cacheDir, { TS_VMM_CODE_CACHE: "0" })).toMatchObject({ outcome: "disabled", writeTo: null, value: "one file:" });
+    expect(existsSync(cacheDir)).toBe(false);
+  });
+
+  it("the cache directory follows TS_VMM_CODE_CACHE_DIR, then XDG_CACHE_HOME, then ~/.cache", () => {
+    expect(defaultCacheDir({ TS_VMM_CODE_CACHE_DIR: "/x/y" })).toBe("/x/y");
+    expect(defaultCacheDir({ XDG_CACHE_HOME: "/xdg" })).toBe("/xdg/ts-vmm/code-cache");
+    expect(defaultCacheDir({ XDG_CACHE_HOME: "relative" })).toMatch(/\/\.cache\/ts-vmm\/code-cache$/);
+  });
+});
+
+describe("the ts-vmm binary and the build's cache", () => {
+  it("the build wrote the CLI's and the vCPU worker's caches with their bundles' current headers", () => {
+    for (const b of ["cli.run.cjs", "vcpu-worker.run.cjs"]) {
+      const jsc = readFileSync(join(DIST, `${b}.jsc`));
+      const header = cacheHeader(readFileSync(join(DIST, b)));
+      expect(jsc.subarray(0, header.length).equals(header), b).toBe(true);
+    }
+  });
+
+  it("the binary runs with the cache off and with an empty cache directory, and says so in the trace", () => {
+    const home = mkdtempSync(join(tmpdir(), "ts-vmm-code-cache-home-"));
+    try {
+      for (const [env, want] of [
+        [{ TS_VMM_CODE_CACHE: "0" }, "code cache disabled"],
+        [{}, "code cache accepted"],
+      ] as const) {
+        const r = spawnSync(process.execPath, [BIN, "--version"], {
+          encoding: "utf8", timeout: 30_000, env: { ...process.env, ...env, TS_VMM_CODE_CACHE_DIR: home, TS_VMM_TRACE_STARTUP: "live" },
+        });
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/\d+\.\d+\.\d+/);
+        expect(r.stderr).toContain(want);
+      }
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describeWith({ kvm: true }, "the ts-vmm binary without a usable cache", () => {
+  it("boots the micro-guest with caching off, and with an unwritable per-user cache directory", () => {
+    const guest = join(DIST, "guest", "micro-guest.elf");
+    const dir = mkdtempSync(join(tmpdir(), "ts-vmm-code-cache-ro-"));
+    try {
+      writeFileSync(join(dir, "file"), "not a directory");
+      for (const env of [{ TS_VMM_CODE_CACHE: "0" }, { TS_VMM_CODE_CACHE_DIR: join(dir, "file", "cache"), TS_VMM_CODE_CACHE_TRAIN: "" }]) {
+        const r = spawnSync(process.execPath, [BIN, "run", "--kernel", guest, "--cmdline", "mode=hello", "--mem", "64"], {
+          encoding: "utf8", timeout: 30_000, env: { ...process.env, ...env, TS_VMM_TRACE_STARTUP: "live" },
+        });
+        expect(r.stdout, r.stderr).toContain("hello from the ts-vmm micro-guest");
+        expect(r.status, r.stderr).toBe(1); // debug-exit value 0
+        expect(r.stderr).toMatch(/code cache (disabled|accepted)/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
