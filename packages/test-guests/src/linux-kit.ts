@@ -158,6 +158,13 @@ if [ -n "$rtc" ]; then
   # for a UTC_SMEARED one); give its probe a moment on a slow (nested) machine.
   i=0; while [ -z "$(ls /sys/class/ptp 2>/dev/null)" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
   np=0; nr=0
+  # Which virtio device (ID 17) the driver bound, and what the kernel said about it.
+  for d in /sys/bus/virtio/devices/*; do
+    [ "$(cat $d/device 2>/dev/null)" = 0x0011 ] || continue
+    drv=none; [ -e $d/driver ] && drv=$(basename $(readlink $d/driver))
+    echo "${RTC_MARKER} virtio=\${d##*/} driver=$drv"
+    dmesg | grep -e "\${d##*/}:" -e virtio_rtc | while IFS= read -r m; do echo "${RTC_MARKER}-DMESG $m"; done
+  done
   for c in /sys/class/ptp/ptp*; do
     [ -e "$c" ] || continue; p=\${c##*/}; np=$((np+1))
     echo "${RTC_MARKER} ptp=$p name=\\"$(cat $c/clock_name)\\" $(tsvmm-ptp-read /dev/$p | cut -d' ' -f2-)"

@@ -330,8 +330,9 @@ export interface RtcLinuxReading {
 const PTP_LINE = new RegExp(`^${RTC_MARKER} ptp=(ptp\\d+) name="([^"]*)" (?:sec=(-?\\d+) nsec=(\\d+) realtime=-?\\d+|error=(.*))$`);
 
 /**
- * Checks the {@link RTC_MARKER} lines of a guest's serial output against
- * our device's three clocks (device.ts: UTC, TAI, MONOTONIC) read by Linux's
+ * Checks the {@link RTC_MARKER} lines of a guest's serial output: the
+ * device with ID 17 is bound to virtio_rtc and the kernel logged no error
+ * about it; and against our device's three clocks (device.ts: UTC, TAI, MONOTONIC) read by Linux's
  * virtio_rtc: three PTP clocks of types 0, 1 and 2, each read without error;
  * UTC within `slackS` of the host's clock between `hostStartS` and `hostEndS`
  * (epoch seconds taken before and after the run); TAI − UTC within 2 s of
@@ -363,6 +364,14 @@ export function rtcLinuxProblems(
       error: m[5] ?? null,
     });
   }
+  const bound = /^TS-VMM-RTC virtio=(virtio\d+) driver=(\S+)\r?$/m.exec(serial);
+  if (!bound) problems.push("no virtio device with ID 17 in the guest's /sys/bus/virtio");
+  else if (bound[2] !== "virtio_rtc") problems.push(`${bound[1]} (ID 17) is bound to ${bound[2]}, not virtio_rtc`);
+  // The driver logs only when something is off (a clock it cannot expose, a failed request).
+  // An out-of-tree, unsigned module taints the kernel and says so: expected, not the device's doing.
+  const expected = /loading out-of-tree module taints kernel|module verification failed: signature and\/or required key missing/;
+  const said = serial.split("\n").filter((l) => l.startsWith(`${RTC_MARKER}-DMESG`) && /fail|error|cannot|invalid|timeout|warn/i.test(l) && !expected.test(l));
+  for (const l of said) problems.push(`kernel: ${l.slice(RTC_MARKER.length + 7).trim()}`);
   if (!done) problems.push(`no "${RTC_MARKER} done" line: /init did not finish the rtc check`);
   const byType = (type: number): RtcLinuxReading | undefined => readings.find((r) => r.type === type);
   for (const r of readings) if (r.error !== null) problems.push(`${r.device} (${r.name}): read failed: ${r.error}`);

@@ -7,6 +7,9 @@ const T0 = 1_796_000_000;
 const good = (utc: number, tai = utc + 37, mono = 42.5): string =>
   [
     "booting",
+    `${RTC_MARKER} virtio=virtio1 driver=virtio_rtc`,
+    `${RTC_MARKER}-DMESG [    0.8] virtio_rtc: module verification failed: signature and/or required key missing - tainting kernel`,
+    `${RTC_MARKER}-DMESG [    0.9] virtio1: some harmless note`,
     `${RTC_MARKER} ptp=ptp0 name="Virtio PTP type 0/variant 0" sec=${Math.floor(utc)} nsec=250000000 realtime=${Math.floor(utc)}`,
     `${RTC_MARKER} ptp=ptp1 name="Virtio PTP type 1/variant 0" sec=${Math.floor(tai)} nsec=260000000 realtime=${Math.floor(utc)}`,
     `${RTC_MARKER} ptp=ptp2 name="Virtio PTP type 2/variant 0" sec=${Math.floor(mono)} nsec=0 realtime=${Math.floor(utc)}`,
@@ -28,8 +31,13 @@ describe("rtcLinuxProblems (the nested virtio_rtc check)", () => {
     expect(rtcLinuxProblems(good(T0 + 10, T0 + 47, 1e6), { hostStartS: T0, hostEndS: T0 + 100 }).problems.join()).toMatch(/MONOTONIC/);
     const failed = good(T0 + 10).replace(/ptp=ptp1 (name="[^"]*") .*?(\r\n)/, "ptp=ptp1 $1 error=Operation not supported$2");
     expect(rtcLinuxProblems(failed, { hostStartS: T0, hostEndS: T0 + 100 }).problems.join()).toMatch(/ptp1 .*read failed: Operation not supported/);
+    expect(rtcLinuxProblems(good(T0 + 10).replace("driver=virtio_rtc", "driver=none"), { hostStartS: T0, hostEndS: T0 + 100 }).problems).toEqual([
+      "virtio1 (ID 17) is bound to none, not virtio_rtc",
+    ]);
+    const logged = good(T0 + 10).replace("some harmless note", "virtio_rtc: failed to register PTP clock 'x'");
+    expect(rtcLinuxProblems(logged, { hostStartS: T0, hostEndS: T0 + 100 }).problems.join()).toMatch(/kernel: .*failed to register/);
     expect(rtcLinuxProblems("booting\n", { hostStartS: T0, hostEndS: T0 + 100 }).problems).toEqual(
-      expect.arrayContaining([expect.stringMatching(/done/), expect.stringMatching(/expected 3 virtio_rtc PTP clocks/)]),
+      expect.arrayContaining([expect.stringMatching(/done/), expect.stringMatching(/ID 17/), expect.stringMatching(/expected 3 virtio_rtc PTP clocks/)]),
     );
   });
 });
