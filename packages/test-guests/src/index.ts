@@ -59,7 +59,10 @@ export {
   NET_MARKER,
   VSOCK_MARKER,
   BEAT_MARKER,
+  RTC_MARKER,
 } from "./linux-kit.js";
+export { linuxRtcGuest, rtcKernel, rtcLinuxProblems } from "./linux-rtc.js";
+export type { LinuxRtcGuest, RtcKernel, RtcLinuxReading } from "./linux-rtc.js";
 export type { DataDisk, InitramfsOptions, LinuxGuest } from "./linux-kit.js";
 export { DEVICE_TEST_TAP, linuxDeviceProblems, linuxDeviceReport, linuxDeviceTest } from "./linux-devices.js";
 export type { LinuxDeviceCheckOptions, LinuxDeviceReport, LinuxDeviceTest, LinuxDeviceTestOptions } from "./linux-devices.js";
@@ -87,7 +90,7 @@ export type {
   NestedVsockPeer,
   PeerResult,
 } from "./nested-peers.js";
-export { ANCHOR_SOURCE, buildStaticTool, PEER_SOURCE } from "./static-tool.js";
+export { ANCHOR_SOURCE, buildStaticTool, PEER_SOURCE, PTP_READ_SOURCE } from "./static-tool.js";
 export {
   buildLayer,
   concatLayers,

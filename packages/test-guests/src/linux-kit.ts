@@ -6,7 +6,7 @@ import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { cacheDir, debianKernel } from "@ts-vmm/test-utils/node";
 import { TestGuestsError } from "./error.js";
-import { buildStaticTool, PEER_SOURCE } from "./static-tool.js";
+import { buildStaticTool, PEER_SOURCE, PTP_READ_SOURCE } from "./static-tool.js";
 
 const run = promisify(execFile);
 
@@ -59,6 +59,15 @@ export const BALLOON_MARKER = "TS-VMM-BALLOON";
  */
 export const BEAT_MARKER = "TS-VMM-BEAT";
 
+/**
+ * Lines /init prints for `tsvmm.rtc` (after loading the extra modules, e.g.
+ * virtio_rtc): `TS-VMM-RTC ptp=ptpN name="<clock_name>" <ptp-read output>`
+ * for each PTP clock (nested/ptp-read.c: `sec=S nsec=N realtime=R`, or
+ * `error=…`), `TS-VMM-RTC rtc=rtcN name=<name> since_epoch=S` for each RTC
+ * class device, then `TS-VMM-RTC done ptp=P rtc=R`.
+ */
+export const RTC_MARKER = "TS-VMM-RTC";
+
 /** The guest's address on a tapped virtio-net in the device checks (L1 has 10.0.2.2). */
 export const GUEST_NET_ADDRESS = "10.0.2.15";
 
@@ -103,6 +112,11 @@ export interface InitramfsOptions {
   readonly busybox?: string;
   /** Where to keep the image (default `cacheDir("initramfs")`). */
   readonly outDir?: string;
+  /**
+   * Modules not in the kernel's package (uncompressed `.ko`), loaded after
+   * {@link LINUX_GUEST_MODULES} in this order, e.g. an out-of-tree virtio_rtc.
+   */
+  readonly extraModules?: readonly { readonly name: string; readonly path: string }[];
 }
 
 const INIT_SCRIPT = `#!/bin/busybox sh
@@ -113,7 +127,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 # Device checks, each behind a switch on the command line (src/linux-devices.ts).
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "\${w#*=}"; return;; esac; done; }
-balloon=$(arg tsvmm.balloon); net=$(arg tsvmm.net); vsock=$(arg tsvmm.vsock); beat=$(arg tsvmm.heartbeat)
+balloon=$(arg tsvmm.balloon); net=$(arg tsvmm.net); vsock=$(arg tsvmm.vsock); beat=$(arg tsvmm.heartbeat); rtc=$(arg tsvmm.rtc)
 # insmod (unlike modprobe) does not apply module.param= from the kernel command line:
 # pass the virtio_mmio.device= entries the VMM appended to virtio_mmio by hand.
 mmio=""
@@ -139,6 +153,28 @@ if [ -b /dev/vda ]; then
   fi
 fi
 kv() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+if [ -n "$rtc" ]; then
+  # virtio_rtc registers a PTP clock for each of the device's clocks (and an RTC class device
+  # for a UTC_SMEARED one); give its probe a moment on a slow (nested) machine.
+  i=0; while [ -z "$(ls /sys/class/ptp 2>/dev/null)" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  np=0; nr=0
+  # Which virtio device (ID 17) the driver bound, and what the kernel said about it.
+  for d in /sys/bus/virtio/devices/*; do
+    [ "$(cat $d/device 2>/dev/null)" = 0x0011 ] || continue
+    drv=none; [ -e $d/driver ] && drv=$(basename $(readlink $d/driver))
+    echo "${RTC_MARKER} virtio=\${d##*/} driver=$drv"
+    dmesg | grep -e "\${d##*/}:" -e virtio_rtc | while IFS= read -r m; do echo "${RTC_MARKER}-DMESG $m"; done
+  done
+  for c in /sys/class/ptp/ptp*; do
+    [ -e "$c" ] || continue; p=\${c##*/}; np=$((np+1))
+    echo "${RTC_MARKER} ptp=$p name=\\"$(cat $c/clock_name)\\" $(tsvmm-ptp-read /dev/$p | cut -d' ' -f2-)"
+  done
+  for c in /sys/class/rtc/rtc*; do
+    [ -e "$c" ] || continue; nr=$((nr+1))
+    echo "${RTC_MARKER} rtc=\${c##*/} name=$(cat $c/name | tr ' ' _) since_epoch=$(cat $c/since_epoch 2>/dev/null || echo none)"
+  done
+  echo "${RTC_MARKER} done ptp=$np rtc=$nr"
+fi
 if [ -n "$balloon" ]; then
   # Write and free most of the free memory first, so the pages the balloon takes are resident in
   # the VMM (its RSS can only drop for pages the guest touched), then load the driver: it inflates
@@ -248,12 +284,20 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
     const p = findModule(options.modulesDir, m);
     return p ? [[m, p] as const] : [];
   });
+  for (const x of options.extraModules ?? []) {
+    if (!/^[A-Za-z0-9_-]+$/.test(x.name)) throw new TestGuestsError("InvalidArgument", `module name ${JSON.stringify(x.name)}`);
+    if (!existsSync(x.path)) throw new TestGuestsError("InvalidArgument", `module ${x.path} does not exist`);
+    mods.push([x.name, x.path]);
+  }
   const peer = buildStaticTool(PEER_SOURCE);
+  const ptpRead = buildStaticTool(PTP_READ_SOURCE);
   const h = createHash("sha256");
   h.update(readFileSync(busybox));
   h.update(readFileSync(peer));
+  h.update(readFileSync(ptpRead));
   h.update(INIT_SCRIPT);
   for (const [m, p] of mods) h.update(`${m}\0${p}\0`);
+  for (const x of options.extraModules ?? []) h.update(readFileSync(x.path));
   const hash = h.digest("hex").slice(0, 16);
   const outDir = options.outDir ?? cacheDir("initramfs");
   const out = join(outDir, `initramfs-${hash}.cpio.gz`);
@@ -266,6 +310,8 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
     chmodSync(join(stage, "bin", "busybox"), 0o755);
     copyFileSync(peer, join(stage, "bin", "tsvmm-peer"));
     chmodSync(join(stage, "bin", "tsvmm-peer"), 0o755);
+    copyFileSync(ptpRead, join(stage, "bin", "tsvmm-ptp-read"));
+    chmodSync(join(stage, "bin", "tsvmm-ptp-read"), 0o755);
     writeFileSync(join(stage, "init"), INIT_SCRIPT, { mode: 0o755 });
     for (const [m, p] of mods) await decompressModule(p, join(stage, "lib", "modules", `${m}.ko`));
     writeFileSync(join(stage, "etc", "modules-load"), mods.map(([m]) => m).join("\n") + "\n");

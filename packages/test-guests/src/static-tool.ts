@@ -19,6 +19,9 @@ export const ANCHOR_SOURCE = fileURLToPath(new URL("../nested/kvm-anchor.c", imp
 /** nested/peer.c: the stream peer for TCP, Unix sockets (Firecracker's vsock convention) and AF_VSOCK, and a QMP client. */
 export const PEER_SOURCE = fileURLToPath(new URL("../nested/peer.c", import.meta.url));
 
+/** nested/ptp-read.c: reads PTP clock devices (/dev/ptpN) with clock_gettime, for the virtio_rtc check. */
+export const PTP_READ_SOURCE = fileURLToPath(new URL("../nested/ptp-read.c", import.meta.url));
+
 const FLAGS = ["-static", "-s", "-O2", "-Wall", "-Wextra", "-Werror"];
 
 /**

@@ -9,7 +9,10 @@ import {
   linuxDeviceReport,
   linuxDeviceTest,
   linuxGuest,
+  linuxRtcGuest,
   NET_MARKER,
+  RTC_MARKER,
+  rtcLinuxProblems,
   runNestedUntilSound,
   VSOCK_MARKER,
   type DeviceKind,
@@ -23,7 +26,7 @@ import { NESTED_CPU_ARGS, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
 import { oursLauncher } from "./ours-launcher.js";
 
 /*
- * Real Linux drivers on our virtio-net, virtio-vsock and virtio-balloon (issue 9,
+ * Real Linux drivers on our virtio-net, virtio-vsock, virtio-balloon and virtio-rtc (issue 9,
  * "Tests"): the Debian kernel's virtio_net, vsock transport and virtio_balloon
  * against `ts-vmm run --net tap=… --vsock cid=…,uds=… --balloon amount_mib=…`,
  * in one nested-tier L1 run with one L2 guest (test-guests' linuxDeviceTest):
@@ -38,6 +41,14 @@ import { oursLauncher } from "./ours-launcher.js";
  *   VmRSS, the guest loads virtio_balloon, which inflates to the 64 MiB given at
  *   start, L1 samples again: the RSS must fall by ≥ 75 % of 64 MiB (the memfd's
  *   pages given back), and the guest's MemTotal by ~64 MiB.
+ * - rtc, in a second L2 guest of the same L1 boot: Debian's kernels have no
+ *   virtio_rtc (CONFIG_VIRTIO_RTC is not set in bookworm's 6.12, sid's 7.2,
+ *   trixie-backports' and experimental's 7.3), so test-guests' linuxRtcGuest()
+ *   builds Linux's own driver (linux-source's drivers/virtio/virtio_rtc_*.c) out
+ *   of tree against sid's cloud kernel, from Debian packages, and boots that
+ *   kernel with `--rtc`; /init loads virtio_rtc and reads each PTP clock it
+ *   registers with clock_gettime: UTC must match the host's clock, TAI − UTC
+ *   the device's 37 s, MONOTONIC be L1's uptime-sized.
  * test-guests' linux-devices.qemu.test.ts runs the same checks on QEMU in L1
  * (vhost-vsock, QMP target), so they are known to pass for a correct VMM.
  *
@@ -81,11 +92,15 @@ const NAME = "Linux's virtio_net, vsock and virtio_balloon drivers on the refere
 function body(): void {
   let run: NestedRun;
   let t: LinuxDeviceTest;
+  let hostStartS = 0;
+  let hostEndS = 0;
   beforeAll(async () => {
     const g = await linuxGuest();
+    const rg = await linuxRtcGuest();
     t = linuxDeviceTest({ net: true, vsock: true, balloon: { amountMiB: 64 } });
     // Retried once only for the environment: an L1 problem, or the emulator handing our vCPU
     // L1's state (guestHasL1State). Any other failure of ours is reported as it is.
+    hostStartS = Date.now() / 1000;
     const { run: r, discarded } = await runNestedUntilSound(
       {
         l1Vcpus: 1,
@@ -93,6 +108,9 @@ function body(): void {
         guests: [{
           name: "ours-devices", vmm: withDevices, kernel: g.bzImage, initrd: g.initramfs, cmdline: `${CMDLINE} ${t.cmdline}`,
           memMiB: 256, vcpus: 1, devices: t.devices, peers: t.peers, timeoutMs: L2_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,
+        }, {
+          name: "ours-rtc", vmm: oursLauncher, kernel: rg.kernel.bzImage, initrd: rg.initramfs, cmdline: `${CMDLINE} ${rg.cmdline}`,
+          memMiB: 256, vcpus: 1, devices: [{ kind: "rtc" }], timeoutMs: L2_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,
         }],
       },
       (x) => x.problem ?? x.guests.map((y) => guestHasL1State(x, y)).find((why) => why !== null) ?? null,
@@ -100,7 +118,8 @@ function body(): void {
     );
     if (discarded.length > 0) console.warn(`[nested devices] discarded runs: ${discarded.join("; ")}`);
     run = r;
-  }, 2 * (150_000 + L2_TIMEOUT_MS + 30_000));
+    hostEndS = Date.now() / 1000;
+  }, 2 * (150_000 + 2 * L2_TIMEOUT_MS + 30_000));
 
   it("one L1 run: the guest reaches its shell, every device check holds on both sides, and poweroff ends the VMM with 0", () => {
     expect(run.problem, `L1 problem; L1 console:\n${run.l1Serial.slice(-3000)}\n--- L1 qemu:\n${run.l1Log}`).toBeNull();
@@ -110,6 +129,17 @@ function body(): void {
     console.log(`[nested devices] report: ${JSON.stringify(linuxDeviceReport(r, t))}`);
     expect(r.serial, why).toContain(SHELL);
     expect(linuxDeviceProblems(r, t), why).toEqual([]);
+    expect(r.end === "exit" && r.status === 0, why).toBe(true);
+  });
+
+  it("the same L1 run: Linux's virtio_rtc binds to our device and reads UTC, TAI and MONOTONIC through it", () => {
+    expect(run.problem, `L1 problem; L1 console:\n${run.l1Serial.slice(-3000)}\n--- L1 qemu:\n${run.l1Log}`).toBeNull();
+    const r = run.guests[1]!;
+    const why = `last output:\n${r.serial.slice(-3000)}\n--- vmm:\n${r.vmmLog}`;
+    const { readings, problems } = rtcLinuxProblems(r.serial, { hostStartS, hostEndS });
+    console.log(`[nested devices] rtc (${r.serial.match(new RegExp(`${INIT_MARKER} kernel=\\S+`))?.[0] ?? "no init"}): ${JSON.stringify(readings)}`);
+    expect(r.serial, why).toContain(`${RTC_MARKER} done`);
+    expect(problems, why).toEqual([]);
     expect(r.end === "exit" && r.status === 0, why).toBe(true);
   });
 }
@@ -126,5 +156,5 @@ if (flags.error !== null) {
   console.warn(`[skipped] ${NAME}: ${reason}`);
   describe.skip(`${NAME} (skipped: ${reason})`, body);
 } else {
-  describeWith({ tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox", "gcc"] }, NAME, body);
+  describeWith({ tools: ["qemu-system-x86_64", "apt-get", "dpkg-deb", "cpio", "zstd", "xz", "ldd", "busybox", "gcc", "make", "objcopy"] }, NAME, body);
 }
