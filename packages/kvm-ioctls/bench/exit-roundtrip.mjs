@@ -2,7 +2,8 @@
 // ITERS MMIO writes, each handled by vcpu.run() in a worker_thread, against
 // bench/exit_roundtrip.c doing the same in C. Median of RUNS alternating runs
 // of each; the last line printed is
-//   {"bench":"exit-roundtrip","pio_ratio":…,"mmio_ratio":…}   (TS time / C time)
+//   {"bench":"exit-roundtrip","pio_ratio":…,"mmio_ratio":…,"pio_js_ns":…,"mmio_js_ns":…}
+// (TS time / C time, and (TS − C) per exit in ns: the JavaScript overhead per exit)
 // Needs a build (dist/, build/Release) and gcc. Env: ITERS (100000), RUNS (5).
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -118,6 +119,7 @@ for (const mode of ["pio", "mmio"]) {
   const tc = median(cpu("ts"));
   console.log(`${mode} cpu:  C ${us(cc)} us/exit, TS (worker) ${us(tc)} us/exit; runs C [${cpu("c").map(us).join(", ")}] TS [${cpu("ts").map(us).join(", ")}]`);
   result[`${mode}_ratio`] = Number((ts / c).toFixed(3));
+  result[`${mode}_js_ns`] = Math.round(((ts - c) / ITERS) * 1e9);
   cpuRatios[`${mode}_cpu_ratio`] = Number((tc / cc).toFixed(3));
 }
 console.log(`cpu-time ratios: ${JSON.stringify(cpuRatios)}`);

@@ -9,6 +9,11 @@ import { RUN, RUN_EXIT } from "./layouts/kvm-run.js";
  * Safety: every `data` is a view into the shared kvm_run page, valid until the
  * next `run()` of this vCPU. For `IoIn` and `MmioRead` the handler writes the
  * value the guest reads into `data` before calling `run()` again.
+ *
+ * The objects of the four hot exits (`IoOut`, `IoIn`, `MmioRead`, `MmioWrite`) are
+ * reused: each VcpuFd has one of each, rewritten in place by the next `run()`
+ * that returns that kind, so a userspace exit allocates nothing. Copy the fields
+ * out to keep them past the next `run()`.
  */
 export type VcpuExit =
   | IoExit<"IoOut">
@@ -84,10 +89,28 @@ const DIRTY_RING_FULL: VcpuExit = Object.freeze({ kind: "DirtyRingFull" });
 /** The shared `Intr` exit object. @internal */
 export const INTR_EXIT = INTR;
 
+/** The reused object of an I/O exit (the fields are rewritten by each decode). */
+interface MutIoExit<K extends "IoOut" | "IoIn"> {
+  kind: K;
+  port: number;
+  size: number;
+  count: number;
+  data: Uint8Array;
+}
+
+/** The reused object of an MMIO exit. */
+interface MutMmioExit<K extends "MmioRead" | "MmioWrite"> {
+  kind: K;
+  address: number;
+  len: number;
+  data: Uint8Array;
+}
+
 /**
  * Decodes exits from one vCPU's kvm_run mapping. Views over the mapping are
- * made once; `data` views are cached by (offset, length), so the hot path
- * allocates only the small exit object.
+ * made once; `data` views are cached by (offset, length) and the IoOut, IoIn,
+ * MmioRead and MmioWrite exit objects are this decoder's own, rewritten in
+ * place, so the hot path allocates nothing.
  * @internal
  */
 export class ExitDecoder {
@@ -99,6 +122,10 @@ export class ExitDecoder {
   #ioOff = -1;
   #ioLen = -1;
   readonly #mmioViews: Uint8Array[] = [];
+  readonly #ioOut: MutIoExit<"IoOut">;
+  readonly #ioIn: MutIoExit<"IoIn">;
+  readonly #mmioRead: MutMmioExit<"MmioRead">;
+  readonly #mmioWrite: MutMmioExit<"MmioWrite">;
 
   constructor(run: SharedArrayBuffer | ArrayBuffer) {
     this.#u8 = new Uint8Array(run);
@@ -106,6 +133,12 @@ export class ExitDecoder {
     this.#u32 = new Uint32Array(run, 0, run.byteLength >>> 2);
     this.#size = run.byteLength;
     for (let len = 0; len <= 8; len++) this.#mmioViews.push(new Uint8Array(run, RUN_EXIT.mmioData, len));
+    const none = this.#mmioViews[0]!;
+    // Same field order in every object of a kind, so each keeps one hidden class.
+    this.#ioOut = { kind: "IoOut", port: 0, size: 0, count: 0, data: none };
+    this.#ioIn = { kind: "IoIn", port: 0, size: 0, count: 0, data: none };
+    this.#mmioRead = { kind: "MmioRead", address: 0, len: 0, data: none };
+    this.#mmioWrite = { kind: "MmioWrite", address: 0, len: 0, data: none };
   }
 
   #u64(off: number): bigint {
@@ -148,20 +181,22 @@ export class ExitDecoder {
           this.#ioOff = off;
           this.#ioLen = len;
         }
-        const port = this.#u16[RUN_EXIT.ioPort >>> 1]!;
-        return u8[RUN_EXIT.ioDirection] === 1
-          ? { kind: "IoOut", port, size, count, data }
-          : { kind: "IoIn", port, size, count, data };
+        const e = u8[RUN_EXIT.ioDirection] === 1 ? this.#ioOut : this.#ioIn;
+        e.port = this.#u16[RUN_EXIT.ioPort >>> 1]!;
+        e.size = size;
+        e.count = count;
+        e.data = data;
+        return e;
       }
       case 6 /* ExitReason.MMIO */: {
         const lo = u32[RUN_EXIT.mmioPhysAddr >>> 2]!;
         const hi = u32[(RUN_EXIT.mmioPhysAddr >>> 2) + 1]!;
         const len = Math.min(u32[RUN_EXIT.mmioLen >>> 2]!, 8);
-        const address = hi * 0x100000000 + lo;
-        const data = this.#mmioViews[len]!;
-        return this.#u8[RUN_EXIT.mmioIsWrite] !== 0
-          ? { kind: "MmioWrite", address, len, data }
-          : { kind: "MmioRead", address, len, data };
+        const e = this.#u8[RUN_EXIT.mmioIsWrite] !== 0 ? this.#mmioWrite : this.#mmioRead;
+        e.address = hi * 0x100000000 + lo;
+        e.len = len;
+        e.data = this.#mmioViews[len]!;
+        return e;
       }
       case ExitReason.HLT:
         return HLT;

@@ -54,6 +54,27 @@ describeKvm("exits from micro-guests", () => {
     expect([...out.data]).toEqual([1, 2, 3, 4]);
   });
 
+  it("the hot exit objects are reused and rewritten: two IoOut exits, then an MmioWrite", () => {
+    g = makeVm([
+      ...asm.movDx(0x3f8), ...asm.movAl(0x41), ...asm.outDxAl,
+      ...asm.movDx(0x80), ...asm.movAl(0x42), ...asm.outDxAl,
+      ...asm.movRdi(MMIO_BASE + 0x10), ...asm.movEax(0x01020304), ...asm.movMemRdiEax,
+      ...asm.ud2,
+    ]);
+    const a = expectKind(g.vcpu.run(), "IoOut");
+    expect(a).toMatchObject({ port: 0x3f8, size: 1, count: 1 });
+    expect([...a.data]).toEqual([0x41]);
+    const b = expectKind(g.vcpu.run(), "IoOut");
+    expect(b).toBe(a);
+    expect(b).toMatchObject({ port: 0x80, size: 1, count: 1 });
+    expect([...b.data]).toEqual([0x42]);
+    const m = expectKind(g.vcpu.run(), "MmioWrite");
+    expect(m).toMatchObject({ address: MMIO_BASE + 0x10, len: 4 });
+    expect([...m.data]).toEqual([4, 3, 2, 1]);
+    expect(a.kind).toBe("IoOut"); // the IoOut object keeps its kind
+    expectKind(g.vcpu.run(), "Shutdown");
+  });
+
   it("Hlt at CPL0 (emulated here) exits as Hlt without an irqchip", () => {
     g = makeVm([...asm.hlt, ...asm.ud2], { cpl: 0 });
     expectKind(g.vcpu.run(), "Hlt");

@@ -147,13 +147,26 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   const counters = new ExitCounterWriter(data.exitCounters ?? new SharedArrayBuffer(exitCountersBytes(windows.length)), windows);
   const mailbox = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop) : undefined;
   const cells = (data.interruptCells ?? []).map((c) => ({ base: c.base, cell: new Int32Array(c.cell) }));
+  // MMIO dispatch table, by the window index counters.mmioExit() returns (one window lookup
+  // per exit, shared with the counting): the interrupt cell inside each window, if any.
+  // Cells outside every window (none in this VMM) stay in `strayCells`, looked at only for
+  // addresses outside all windows.
+  type Cell = (typeof cells)[number];
+  const windowCell: (Cell | undefined)[] = windows.map(() => undefined);
+  const strayCells: Cell[] = [];
+  for (const c of cells) {
+    const w = windows.findIndex(([s, e]) => c.base >= s && c.base + 0x100 <= e);
+    if (w >= 0 && windowCell[w] === undefined) windowCell[w] = c;
+    else strayCells.push(c);
+  }
   // InterruptStatus / InterruptAck of a virtio window, served here; false for anything else.
-  const interruptRegister = (addr: number, write: boolean, bytes: Uint8Array): boolean => {
-    for (const c of cells) if (addr >= c.base && addr < c.base + 0x100) return serveInterruptRegister(c.cell, addr - c.base, write, bytes);
-    return false;
-  };
-  const forwarded = (addr: number): boolean => {
-    for (const [s, e] of windows) if (addr >= s && addr < e) return true;
+  const interruptRegister = (win: number, addr: number, write: boolean, bytes: Uint8Array): boolean => {
+    const c = win >= 0 ? windowCell[win] : undefined;
+    if (c !== undefined) {
+      const o = addr - c.base;
+      if (o >= 0 && o < 0x100) return serveInterruptRegister(c.cell, o, write, bytes);
+    }
+    for (const s of strayCells) if (addr >= s.base && addr < s.base + 0x100) return serveInterruptRegister(s.cell, addr - s.base, write, bytes);
     return false;
   };
   const bus = new PioBus();
@@ -234,19 +247,26 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
       finish({ reason: "Error", guestExitValue: null, detail: `vCPU ${id}: ${(e as Error).message}` });
       return;
     }
-    counters.exit(exit.kind);
+    // The hot path: no allocation, no string-keyed lookup (counters by slot, devices by table).
     switch (exit.kind) {
       case "IoOut":
       case "IoIn": {
         const { port: p, size, count, data: bytes } = exit;
-        counters.port(p);
-        for (let i = 0; i < count; i++) {
-          const chunk = bytes.subarray(i * size, (i + 1) * size);
-          if (exit.kind === "IoOut") bus.write(p, chunk);
-          else bus.read(p, chunk);
-          if (pendingFlush) {
-            pendingFlush = false;
-            flush();
+        const out = exit.kind === "IoOut";
+        counters.io(out, p);
+        if (count === 1) {
+          // bytes is exactly one access (size bytes): no subarray.
+          if (out) bus.write(p, bytes);
+          else bus.read(p, bytes);
+        } else {
+          for (let i = 0; i < count; i++) {
+            const chunk = bytes.subarray(i * size, (i + 1) * size);
+            if (out) bus.write(p, chunk);
+            else bus.read(p, chunk);
+            if (pendingFlush) {
+              pendingFlush = false;
+              flush();
+            }
           }
         }
         flush();
@@ -261,33 +281,32 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
         break;
       }
       case "MmioRead":
-        counters.mmio(exit.address);
-        if (interruptRegister(exit.address, false, exit.data.subarray(0, exit.len))) counters.interruptRegister();
-        else if (mailbox && forwarded(exit.address)) {
-          mailbox.call(exit.address, false, exit.data.subarray(0, exit.len));
+      case "MmioWrite": {
+        // exit.data is exactly exit.len bytes (kvm-ioctls keeps one view per length).
+        const write = exit.kind === "MmioWrite";
+        const addr = exit.address;
+        const win = counters.mmioExit(write, addr);
+        if (interruptRegister(win, addr, write, exit.data)) counters.interruptRegister();
+        else if (mailbox && win >= 0) {
+          mailbox.call(addr, write, exit.data);
           counters.mailboxTimeouts(mailbox.timeouts);
-        }
-        else exit.data.fill(0xff); // nothing there: the bus floats high
+        } else if (!write) exit.data.fill(0xff); // nothing there: the bus floats high
         break;
-      case "MmioWrite":
-        counters.mmio(exit.address);
-        if (interruptRegister(exit.address, true, exit.data.subarray(0, exit.len))) counters.interruptRegister();
-        else if (mailbox && forwarded(exit.address)) {
-          mailbox.call(exit.address, true, exit.data.subarray(0, exit.len));
-          counters.mailboxTimeouts(mailbox.timeouts);
-        }
-        break;
+      }
       case "IoapicEoi":
+        counters.exit(exit.kind);
         // Split irqchip: the guest ended a level-triggered interrupt of an I/O APIC route. The
         // user-space I/O APIC keeps no remote IRR (each raise is one MSI), so there is nothing to clear.
         break;
       case "Intr":
+        counters.exit(exit.kind);
         if (Atomics.load(stop, 0) !== 0 || (Atomics.load(control, 0) === 1 && !park())) {
           finish({ reason: "Stopped", guestExitValue: null });
           return;
         }
         break;
       default: {
+        counters.exit(exit.kind);
         const end = terminalExit(id, exit, rip);
         if (end) {
           finish(end);

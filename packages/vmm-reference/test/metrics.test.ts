@@ -10,6 +10,7 @@ import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { MetricsWriter, Vmm, runCli, type VmmMetrics } from "../src/index.js";
+import { PIO_DEVICES } from "../src/metrics/index.js";
 
 vi.setConfig({ testTimeout: 90_000 });
 
@@ -82,6 +83,15 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "VMM metrics on the micro-gues
     const byDev = Object.values(m.exits.byDevice).reduce((a, b) => a + b, 0);
     const ioMmio = ["IoOut", "IoIn", "MmioRead", "MmioWrite"].reduce((a, k) => a + (m.exits.byReason[k] ?? 0), 0);
     expect(byDev).toBe(ioMmio);
+    // ... and separately: port devices sum to the PIO exits, windows to the MMIO exits
+    // (the worker counts reason and device in one call, ExitCounterWriter.io / mmioExit).
+    const pioDevs = PIO_DEVICES.reduce((a, d) => a + m.exits.byDevice[d]!, 0);
+    expect(pioDevs).toBe((m.exits.byReason["IoOut"] ?? 0) + (m.exits.byReason["IoIn"] ?? 0));
+    expect(byDev - pioDevs).toBe((m.exits.byReason["MmioRead"] ?? 0) + (m.exits.byReason["MmioWrite"] ?? 0));
+    // The virtio InterruptStatus/ACK registers the worker serves itself (through the window table).
+    const irqRegs = m.exits.byReason["MmioInterruptRegister"] ?? 0;
+    expect(irqRegs).toBeGreaterThan(0);
+    expect(irqRegs).toBeLessThanOrEqual(m.exits.byDevice["blk0"]! + m.exits.byDevice["rng0"]!);
     expect(m.exits.total).toBe(m.exits.vcpus.reduce((a, v) => a + v.total, 0));
     expect(m.ioapic).not.toBeNull(); // the default split irqchip
     expect(m.exits.byDevice["ioapic"]).toBeGreaterThan(0);

@@ -13,12 +13,18 @@ interface Range {
 }
 
 /**
- * Port I/O dispatch: a sorted set of non-overlapping port ranges. Reads of a
+ * Port I/O dispatch: a set of non-overlapping port ranges. Reads of a
  * port nothing claims return all ones (as on a PC's floating bus); writes to
  * such ports are dropped and counted.
+ *
+ * Dispatch is one lookup in a 64 KiB table built by {@link PioBus.insert}
+ * (port → range index + 1, 0 for none), so an exit costs the same whatever
+ * the number of devices and allocates nothing. At most 255 ranges.
  */
 export class PioBus {
   readonly #ranges: Range[] = [];
+  /** Port → 1 + index in #ranges, 0 where no device is. */
+  readonly #slot = new Uint8Array(0x10000);
   /** Accesses to ports that no device claims. */
   unclaimed = 0;
 
@@ -33,13 +39,14 @@ export class PioBus {
     for (const r of this.#ranges) {
       if (base < r.base + r.len && r.base < base + len) throw new RangeError(`port range 0x${base.toString(16)}+${len} overlaps 0x${r.base.toString(16)}+${r.len}`);
     }
+    if (this.#ranges.length >= 255) throw new RangeError("a PioBus holds at most 255 port ranges");
     this.#ranges.push({ base, len, device });
-    this.#ranges.sort((a, b) => a.base - b.base);
+    this.#slot.fill(this.#ranges.length, base, base + len);
   }
 
   #find(port: number): Range | undefined {
-    for (const r of this.#ranges) if (port >= r.base && port < r.base + r.len) return r;
-    return undefined;
+    const i = this.#slot[port & 0xffff]!;
+    return i === 0 ? undefined : this.#ranges[i - 1];
   }
 
   /** Dispatches a guest read of `data.length` bytes at `port`. */

@@ -33,6 +33,34 @@ describe("exit counters", () => {
     expect(w.reasons()).toEqual(r.byReason);
   });
 
+  it("io() and mmioExit() count the same as exit()+port()/mmio(), and mmioExit returns the window", () => {
+    const a = new SharedArrayBuffer(exitCountersBytes(WINDOWS.length));
+    const b = new SharedArrayBuffer(exitCountersBytes(WINDOWS.length));
+    const wa = new ExitCounterWriter(a, WINDOWS);
+    const wb = new ExitCounterWriter(b, WINDOWS);
+    const ports: [boolean, number][] = [[true, 0x3f8], [false, 0x3fd], [true, 0x80], [false, 0x1234], [true, 0xcfc]];
+    for (const [out, p] of ports) {
+      wa.io(out, p);
+      wb.exit(out ? "IoOut" : "IoIn");
+      wb.port(p);
+    }
+    const addrs: [boolean, number, number][] = [[true, 0xfec00010, 0], [false, 0xd0001ffc, 1], [true, 0xd0002000, -1], [false, 0, -1]];
+    for (const [write, addr, win] of addrs) {
+      expect(wa.mmioExit(write, addr)).toBe(win);
+      wb.exit(write ? "MmioWrite" : "MmioRead");
+      expect(wb.mmio(addr)).toBe(win);
+    }
+    wa.exit("Hlt");
+    wb.exit("Hlt");
+    wa.exit("NotAKind" as never); // a kind this build does not know counts as Unknown
+    wb.exit("Unknown");
+    const ra = readExitCounters(a, NAMES);
+    expect(ra).toEqual(readExitCounters(b, NAMES));
+    expect(ra.byReason).toEqual({ IoOut: 3, IoIn: 2, MmioWrite: 2, MmioRead: 2, Hlt: 1, Unknown: 1 });
+    expect(ra.byDevice).toMatchObject({ com1: 2, port80: 1, "pci-config": 1, "pio-unknown": 1, ioapic: 1, blk0: 1, "mmio-unknown": 2 });
+    expect(ra.total).toBe(11);
+  });
+
   it("sums vCPUs; a buffer too small for its windows is refused", () => {
     const bufs = [0, 1].map(() => new SharedArrayBuffer(exitCountersBytes(WINDOWS.length)));
     bufs.forEach((b, i) => {

@@ -74,6 +74,15 @@ const PORT_SLOT = ((): Uint8Array => {
 })();
 
 const REASON_INDEX = new Map(EXIT_REASONS.map((r, i) => [r, i]));
+/** Slot of each exit kind: a constant-shape object, so `exit(kind)` is one property load. */
+const KIND_SLOT: Readonly<Record<VcpuExitKind, number>> = Object.freeze(
+  Object.fromEntries(Object.keys(EXIT_KINDS).map((k, i) => [k, i])) as Record<VcpuExitKind, number>,
+);
+const IO_OUT = KIND_SLOT.IoOut;
+const IO_IN = KIND_SLOT.IoIn;
+const MMIO_READ = KIND_SLOT.MmioRead;
+const MMIO_WRITE = KIND_SLOT.MmioWrite;
+const UNKNOWN = KIND_SLOT.Unknown;
 const AGAIN = REASON_INDEX.get("Again")!;
 const INTERRUPT_REGISTER = REASON_INDEX.get("MmioInterruptRegister")!;
 const MAILBOX_TIMEOUTS = REASON_INDEX.get("MmioMailboxTimeouts")!;
@@ -86,8 +95,10 @@ export function exitCountersBytes(windows: number): number {
 }
 
 /**
- * The vCPU worker's side: one add per exit, no allocation. Only the worker
- * that owns the buffer may write it.
+ * The vCPU worker's side: one add per exit, no allocation, no string-keyed
+ * lookup on the hot path ({@link ExitCounterWriter.io} and
+ * {@link ExitCounterWriter.mmioExit} count the exit and its device in one
+ * call). Only the worker that owns the buffer may write it.
  */
 export class ExitCounterWriter {
   readonly #c: Float64Array;
@@ -107,9 +118,26 @@ export class ExitCounterWriter {
     this.#unknownMmio = MMIO_BASE + windows.length;
   }
 
-  /** One exit of `kind`. */
+  /** One exit of `kind` (the exits other than port I/O and MMIO). */
   exit(kind: VcpuExitKind): void {
-    this.#c[REASON_INDEX.get(kind) ?? REASON_INDEX.get("Unknown")!]!++;
+    this.#c[KIND_SLOT[kind] ?? UNKNOWN]!++;
+  }
+
+  /** One IoOut (`out`) or IoIn exit on `port`: the reason and the port's device. */
+  io(out: boolean, port: number): void {
+    const c = this.#c;
+    c[out ? IO_OUT : IO_IN]!++;
+    c[PIO_BASE + PORT_SLOT[port & 0xffff]!]!++;
+  }
+
+  /**
+   * One MmioWrite (`write`) or MmioRead exit at `address`: the reason and the
+   * window that holds it (or `mmio-unknown`).
+   * @returns the window's index in the constructor's `windows`, or -1
+   */
+  mmioExit(write: boolean, address: number): number {
+    this.#c[write ? MMIO_WRITE : MMIO_READ]!++;
+    return this.mmio(address);
   }
 
   /** KVM_RUN returned EAGAIN. */
@@ -132,16 +160,20 @@ export class ExitCounterWriter {
     this.#c[PIO_BASE + PORT_SLOT[port & 0xffff]!]!++;
   }
 
-  /** An MMIO exit at `address`: counted in the window that holds it, or as `mmio-unknown`. */
-  mmio(address: number): void {
+  /**
+   * An MMIO exit at `address`: counted in the window that holds it, or as `mmio-unknown`.
+   * @returns the window's index, or -1 (the worker dispatches on it: one window lookup per exit)
+   */
+  mmio(address: number): number {
     const s = this.#starts, e = this.#ends;
     for (let i = 0; i < s.length; i++) {
       if (address >= s[i]! && address < e[i]!) {
         this.#c[MMIO_BASE + i]!++;
-        return;
+        return i;
       }
     }
     this.#c[this.#unknownMmio]!++;
+    return -1;
   }
 
   /** Non-zero reason counters as a record (the worker's `RunResult.exits`). */
