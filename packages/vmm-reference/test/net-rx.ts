@@ -4,7 +4,7 @@
  * namespace as soon as the guest prints `RESULT net_rx_ready=1`. Used by
  * bench/net.ts and test/net.test.ts.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,7 +23,7 @@ export function buildRxSender(): string {
   return out;
 }
 
-/** A `bench-net-rx` run and what the sender printed (`sent=… delivered=… dropped=…`). */
+/** A `bench-net-rx` run and what the sender printed (`sent=… delivered=… dropped=…`, and how it failed if it did). */
 export interface RxRun {
   readonly run: GuestRun;
   readonly senderOut: string;
@@ -33,24 +33,38 @@ export interface RxRun {
 export async function runRxGuest(ns: NetNamespace, launcher: VmmLauncher, elf: string, sender: string, tap: string, frames: number, size: number): Promise<RxRun> {
   let seen = "";
   let senderDone: Promise<string> | undefined;
-  const run = await runGuest({
-    vmm: inNamespace(launcher, ns), kernel: elf, cmdline: `mode=bench-net-rx n=${frames} size=${size}`, memMiB: 64, timeoutMs: 90_000,
-    devices: [{ kind: "net", tap }],
-    onSerial: (text) => {
-      if (senderDone) return;
-      seen = (seen + text).slice(-256);
-      if (!seen.includes("RESULT net_rx_ready=1")) return;
-      const [file, ...pre] = ns.execPrefix;
-      const child = spawn(file!, [...pre, sender, tap, String(frames), String(size), String(RX_WINDOW)], { stdio: ["ignore", "pipe", "pipe"] });
-      senderDone = new Promise((resolve, reject) => {
-        let out = "";
-        child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-        child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-        child.on("error", reject);
-        child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`sender exited ${String(code)}: ${out}`))));
-      });
-    },
-  });
+  let child: ChildProcess | undefined;
+  let run: GuestRun;
+  try {
+    run = await runGuest({
+      vmm: inNamespace(launcher, ns), kernel: elf, cmdline: `mode=bench-net-rx n=${frames} size=${size}`, memMiB: 64, timeoutMs: 90_000,
+      devices: [{ kind: "net", tap }],
+      onSerial: (text) => {
+        if (senderDone) return;
+        seen = (seen + text).slice(-256);
+        if (!seen.includes("RESULT net_rx_ready=1")) return;
+        const [file, ...pre] = ns.execPrefix;
+        const c = spawn(file!, [...pre, sender, tap, String(frames), String(size), String(RX_WINDOW)], { stdio: ["ignore", "pipe", "pipe"] });
+        child = c;
+        senderDone = new Promise((resolve) => {
+          let out = "";
+          c.stdout.on("data", (d: Buffer) => (out += d.toString()));
+          c.stderr.on("data", (d: Buffer) => (out += d.toString()));
+          c.on("error", (e) => resolve(`${out}sender failed to start: ${e.message}`));
+          c.on("exit", (code, signal) => resolve(code === 0 ? out : `${out}sender exited ${String(code ?? signal)}`));
+        });
+      },
+    });
+  } catch (e) {
+    child?.kill("SIGKILL");
+    throw e;
+  }
   if (!senderDone) throw new Error(`${launcher.name}: the guest never printed net_rx_ready\n${run.serial}\n${run.vmmLog}`);
-  return { run, senderOut: await senderDone };
+  // The guest has finished: the sender ends on its own (all delivered, or stalled after 5 s); bound the wait anyway.
+  const timer = setTimeout(() => child?.kill("SIGKILL"), 15_000);
+  try {
+    return { run, senderOut: await senderDone };
+  } finally {
+    clearTimeout(timer);
+  }
 }

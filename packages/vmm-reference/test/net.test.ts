@@ -55,6 +55,7 @@ describeWith({ kvm: true, root: true, tools: ["gcc", "ld", "ip"] }, "virtio-net 
       expect(r.results.values["net_rx_frames"]).toBe("5000");
       expect(r.results.values["net_rx_seq_gaps"]).toBe("0");
       expect(r.results.values["net_rx_bad_len"]).toBe("0");
+      expect(r.results.values["net_rx_num_buffers_bad"]).toBe("0");
       expect(senderOut).toMatch(/sent=5000 delivered=5000 dropped=0/);
     } finally {
       ns.ip("link", "del", tap);

@@ -6,7 +6,8 @@
  * reader (the VMM): a tap drops what overflows its queue, so the sender paces itself on
  * the tap's tx_packets counter (the kernel counts a frame there when the reader takes it).
  * Run inside the bench's network namespace (`ip netns exec`, which mounts that namespace's
- * /sys). Prints one line: `sent=N delivered=D dropped=X`.
+ * /sys). Prints one line: `sent=N delivered=D dropped=X`; exits 3 (adding `stalled`) when the
+ * reader took no frame for 5 s.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,12 +46,13 @@ int main(int argc, char **argv) {
 	if (n < 1 || size < 60 || size > 1514 || window < 1) { fprintf(stderr, "bad arguments\n"); return 2; }
 	unsigned idx = if_nametoindex(ifname);
 	if (!idx) { perror(ifname); return 2; }
-	int s = socket(AF_PACKET, SOCK_RAW, htons(0x88b5));
+	/* protocol 0: send only (a socket bound to 0x88b5 would also queue a copy of each frame it sends) */
+	int s = socket(AF_PACKET, SOCK_RAW, 0);
 	if (s < 0) { perror("socket"); return 2; }
 	struct sockaddr_ll sll;
 	memset(&sll, 0, sizeof sll);
 	sll.sll_family = AF_PACKET;
-	sll.sll_protocol = htons(0x88b5);
+	sll.sll_protocol = 0;
 	sll.sll_ifindex = (int)idx;
 	if (bind(s, (struct sockaddr *)&sll, sizeof sll) < 0) { perror("bind"); return 2; }
 	unsigned char frame[1514];
@@ -62,9 +64,18 @@ int main(int argc, char **argv) {
 	for (long long i = 18; i < size; i++) frame[i] = (unsigned char)i;
 	long long base = read_counter(ifname, "tx_packets");
 	long long dropped0 = read_counter(ifname, "tx_dropped");
-	long long sent = 0, delivered = 0;
+	long long sent = 0, delivered = 0, last_delivered = -1;
+	double last_progress = now_s();
 	while (sent < n) {
 		delivered = read_counter(ifname, "tx_packets") - base;
+		if (delivered != last_delivered) {
+			last_delivered = delivered;
+			last_progress = now_s();
+		} else if (now_s() - last_progress > 5.0) {
+			/* the reader (the VMM) stopped taking frames: give up instead of waiting for ever */
+			printf("sent=%lld delivered=%lld dropped=%lld stalled\n", sent, delivered, read_counter(ifname, "tx_dropped") - dropped0);
+			return 3;
+		}
 		if (sent - delivered >= window) {
 			struct timespec ts = {0, 20000};
 			nanosleep(&ts, NULL);

@@ -35,8 +35,10 @@ export interface NetBackend {
   /**
    * Reads one frame, header first, scattered over `pieces` in order (the device
    * passes views of a receive buffer in guest memory, then a spare buffer of its
-   * own, so a frame lands in the guest without a copy). Optional: without it
-   * every frame goes through {@link NetBackend.read} and a copy.
+   * own, so a frame lands in the guest without a copy). Each call reads exactly
+   * one frame. The array and the views (of guest memory) are the caller's and
+   * valid only during the call: never keep them (the buffers go back to the guest).
+   * Optional: without it every frame goes through {@link NetBackend.read} and a copy.
    * @returns the frame's length (more than the pieces hold: the rest was cut off), or `"again"` if none is waiting.
    * @throws {@link VirtioDeviceError} `"Io"` for a read error.
    */

@@ -1,4 +1,4 @@
-import { GuestMemoryError } from "@ts-vmm/vm-memory";
+import { GuestMemoryError, type GuestMemory } from "@ts-vmm/vm-memory";
 import { VirtqueueError, type DescriptorChain, type Queue } from "@ts-vmm/virtio-queue";
 import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import { VIRTIO_ID_NET } from "../constants.js";
@@ -232,6 +232,7 @@ export class VirtioNet implements VirtioDevice {
   /** Stops the data path; a frame waiting for receive buffers is dropped (counted in `rxDroppedReset`). */
   reset(): void {
     this.#active = undefined;
+    this.#rxIov1[0] = this.#frame; // no view of the old guest memory kept
     this.rxRateLimiter?.cancel();
     this.txRateLimiter?.cancel();
     if (this.#pendingLen > 0) this.metrics.rxDroppedReset++;
@@ -501,6 +502,8 @@ export class VirtioNet implements VirtioDevice {
         // num_buffers (header bytes 10–11): one chain. The tap skips those bytes.
         setIovByte(iov, 10, 1);
         setIovByte(iov, 11, 0);
+        // Views of guest memory are not dirty-tracked: log what the tap wrote (diff snapshots).
+        if (mem.markDirty !== undefined) markChainDirty(mem, c, n);
         if (iov !== one) iov.length = 0;
         try {
           rx.addUsed(mem, c.head, n);
@@ -783,5 +786,16 @@ function setIovByte(iov: readonly Uint8Array[], pos: number, value: number): voi
       return;
     }
     pos -= v.length;
+  }
+}
+
+/** Marks the first `n` bytes of a device-writable chain dirty (writes through views are not tracked). */
+function markChainDirty(mem: GuestMemory, c: DescriptorChain, n: number): void {
+  const descs = c.descriptors;
+  for (let i = 0; i < descs.length && n > 0; i++) {
+    const d = descs[i] as (typeof descs)[number];
+    const k = Math.min(d.len, n);
+    if (k > 0) mem.markDirty?.(d.addr, k);
+    n -= k;
   }
 }
