@@ -68,6 +68,7 @@ export { DEVICE_TEST_TAP, linuxDeviceProblems, linuxDeviceReport, linuxDeviceTes
 export type { LinuxDeviceCheckOptions, LinuxDeviceReport, LinuxDeviceTest, LinuxDeviceTestOptions } from "./linux-devices.js";
 export {
   guestHasL1State,
+  guestRanStaleText,
   l1QemuArgs,
   L1_KERNEL_FAULT,
   NESTED_MARKERS,

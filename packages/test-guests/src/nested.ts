@@ -208,6 +208,32 @@ export function guestHasL1State(run: Pick<NestedRun, "l1Modules">, guest: Pick<N
 }
 
 /**
+ * Whether a guest's console shows it trapped on an int3 that its memory no
+ * longer holds: an "Oops: int3" whose Code: dump has something other than
+ * 0xcc in the byte before the trapping RIP (the kernel prints the RIP after
+ * the int3, marked `<..>`, from memory). The kernel patches its text through
+ * int3 breakpoints (text_poke_bp: int3, IPI sync on every CPU, new bytes, sync
+ * again); a CPU that traps on the int3 after the final bytes are in place and
+ * after serializing ran a stale translation of that page. Seen here
+ * (2026-12-03, 2-vCPU L2 Debian boot on ours, a jump label in
+ * sched_clock_cpu): QEMU 7.2's multi-threaded TCG does it to L1 too
+ * ({@link L1_EARLY_PANIC}). A VMM cannot cause it: memory holds the right
+ * bytes. Returns the line that shows it, or null.
+ */
+export function guestRanStaleText(guest: Pick<NestedGuestRun, "serial">): string | null {
+  const text = guest.serial;
+  for (const m of text.matchAll(/Oops: int3[^\n]*/g)) {
+    const after = text.slice(m.index ?? 0, (m.index ?? 0) + 4000);
+    const code = /Code: ((?:[0-9a-f]{2} )*)<([0-9a-f]{2})>/.exec(after);
+    if (!code) continue;
+    const before = code[1]!.trim().split(" ");
+    const prev = before[before.length - 1];
+    if (prev !== undefined && prev !== "" && prev !== "cc") return `${m[0].trim()}, but memory holds 0x${prev} where the int3 was (a stale translation)`;
+  }
+  return null;
+}
+
+/**
  * An L1 kernel panic. Seen here (2026-12-01) once in about ten `-smp 2` L1 boots:
  * "Oops: int3" in __schedule while kvm-amd loads. The kernel patches its text
  * through int3 breakpoints, and QEMU 7.2's multi-threaded TCG sometimes runs

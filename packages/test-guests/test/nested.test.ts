@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, describe, expect, it } from "vitest";
 import { sideResults } from "../src/nested-peers.js";
-import { guestHasL1State, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, type NestedGuest } from "../src/nested.js";
+import { guestHasL1State, guestRanStaleText, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, type NestedGuest } from "../src/nested.js";
 import {
   buildLayer,
   concatLayers,
@@ -305,6 +305,20 @@ describe("L1Parser (the console protocol of L1's /init)", () => {
     expect(guestHasL1State(run, at("0xffffffffc049ffff"))).toBeNull();
     expect(guestHasL1State(run, { vmmLog: "" })).toBeNull();
     expect(guestHasL1State({ l1Modules: [] }, at("0xffffffffc04c45b0"))).toBeNull();
+  });
+  it("guestRanStaleText: an int3 oops whose code dump no longer has the int3 is the emulator's; a real int3 is not", () => {
+    // Recorded from a 2-vCPU L2 boot on ours in the nested tier (2026-12-03).
+    const seen = [
+      "[    1.905866] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+      "[    1.906656] RIP: 0010:sched_clock_cpu+0x9/0x190",
+      "[    1.906989] Code: 00 e9 b8 fe ff ff 66 66 2e 0f 1f 84 00 00 00 00 00 90 90 90 90 90 90 90 90 90 90 90 90 90 90 90 90 f3 0f 1e fa 41 54 55 53 66 <90> e8 f1 ee f0 ff 48 03 05 22 93 d2 01 48 89 c2 5b 48 89 d0 5d 41",
+    ].join("\n");
+    expect(guestRanStaleText({ serial: seen })).toMatch(/memory holds 0x66 where the int3 was/);
+    // The int3 still in memory (a real breakpoint, or memory the VMM corrupted): not the emulator's.
+    expect(guestRanStaleText({ serial: seen.replace("53 66 <90>", "53 cc <90>") })).toBeNull();
+    expect(guestRanStaleText({ serial: "[ 1.0] Oops: general protection fault\nCode: 53 66 <90> e8" })).toBeNull();
+    expect(guestRanStaleText({ serial: "[ 1.0] Oops: int3: 0000 [#1]\n(no code line)" })).toBeNull();
+    expect(guestRanStaleText({ serial: "" })).toBeNull();
   });
   it("L1_KERNEL_FAULT matches L1's own oops (the i440FX machine), not a guest's", () => {
     expect(L1_KERNEL_FAULT.test("[ 33.8] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2\n")).toBe(true);

@@ -11,6 +11,7 @@ import {
   runGuest,
   runNestedUntilSound,
   guestHasL1State,
+  guestRanStaleText,
   dataDisk,
   type DataDisk,
   type DeviceKind,
@@ -148,9 +149,10 @@ if (hostHasVirtualizationExtensions()) {
         devices = devicesFor(disk.path);
         // Retried (at most three runs) only when the environment failed: an L1 problem (its
         // kernel's own oops included), the QEMU reference not reaching the shell (seen: QEMU's
-        // own 2-vCPU L2 reset mid-boot under MTTCG), or one of our guests stopped with a vCPU
-        // inside L1's modules (the emulator handed it L1's state). Any other failure of ours
-        // is never retried.
+        // own 2-vCPU L2 reset mid-boot under MTTCG), one of our guests stopped with a vCPU
+        // inside L1's modules (the emulator handed it L1's state), or a guest kernel trapped on
+        // an int3 its memory no longer holds (MTTCG ran a stale translation after text patching;
+        // seen 2026-12-03 on ours-2). Any other failure of ours is never retried.
         let discarded: readonly string[];
         ({ run, discarded } = await runNestedUntilSound({
           l1Vcpus: 2,
@@ -170,7 +172,7 @@ if (hostHasVirtualizationExtensions()) {
           ],
         }, (x) => x.problem
           ?? (x.guests.find((y) => y.name === "qemu-2")?.serial.includes(`${INIT_MARKER}-SHELL`) ? null : "the QEMU reference did not reach the shell")
-          ?? x.guests.map((y) => guestHasL1State(x, y)).find((why) => why !== null)
+          ?? x.guests.map((y) => guestHasL1State(x, y) ?? guestRanStaleText(y)).find((why) => why !== null)
           ?? null, 3));
         if (discarded.length > 0) console.warn(`[nested] discarded runs: ${discarded.join("; ")}`);
       }, 3 * (150_000 + NESTED_REFERENCE_TIMEOUT_MS + VCPU_COUNTS.length * (NESTED_GUEST_TIMEOUT_MS + 10_000) + 30_000)); // at most three L1 runs

@@ -1,6 +1,6 @@
 // What the nested tier's Linux tests (linux-boot, linux-devices, linux-snapshot) share.
 import { fileURLToPath } from "node:url";
-import { guestHasL1State, type NestedRun } from "@ts-vmm/test-guests";
+import { guestHasL1State, guestRanStaleText, type NestedRun } from "@ts-vmm/test-guests";
 
 /** The built package, copied into L1 (dist/ and the addon). */
 export const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
@@ -32,12 +32,13 @@ export const NESTED_CPU_ARGS: readonly string[] = ["--cpu-features", "-xsave"];
 
 /**
  * Why a nested run says nothing about the VMM under test, or null: an L1
- * problem (its kernel's own oops included), or one of our VMMs stopped with a
- * vCPU inside L1's modules (the emulator handed it L1's state). The only
- * failures the nested tests retry.
+ * problem (its kernel's own oops included), one of our VMMs stopped with a
+ * vCPU inside L1's modules (the emulator handed it L1's state), or a guest
+ * kernel that trapped on an int3 its memory no longer holds (a stale TCG
+ * translation after text patching). The only failures the nested tests retry.
  */
 export function nestedEnvironmentProblem(run: NestedRun): string | null {
   return run.problem
-    ?? run.guests.flatMap((g) => [g, ...(g.snapshotted ? [g.snapshotted] : [])]).map((g) => guestHasL1State(run, g)).find((why) => why !== null)
+    ?? run.guests.flatMap((g) => [g, ...(g.snapshotted ? [g.snapshotted] : [])]).map((g) => guestHasL1State(run, g) ?? guestRanStaleText(g)).find((why) => why !== null)
     ?? null;
 }
