@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { cacheDir } from "@ts-vmm/test-utils/node";
+import { cacheDir, compareVersions } from "@ts-vmm/test-utils/node";
 import { TestGuestsError } from "./error.js";
 import { buildInitramfs, RTC_MARKER } from "./linux-kit.js";
 
@@ -46,16 +46,6 @@ export interface RtcKernel {
 const SUITE = "sid";
 const SOURCES = `deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian ${SUITE} main\n`;
 const BINARY_RE = /^linux-binary-(\d+\.\d+\.\d+\+deb\d+)-cloud-amd64$/;
-
-function compareVersions(a: string, b: string): number {
-  const na = a.match(/\d+/g)?.map(Number) ?? [];
-  const nb = b.match(/\d+/g)?.map(Number) ?? [];
-  for (let i = 0; i < Math.max(na.length, nb.length); i++) {
-    const d = (na[i] ?? 0) - (nb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
-}
 
 function paths(dir: string, version: string, origin: "built" | "packaged"): RtcKernel {
   return {

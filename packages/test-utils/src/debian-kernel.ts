@@ -34,7 +34,8 @@ export interface DebianKernelOptions {
 
 const PKG_RE = /^linux-image-(6\.12\.\d+\+deb\d+-cloud-amd64)-unsigned$/;
 
-function compareVersions(a: string, b: string): number {
+/** Orders Debian kernel versions by their numbers (6.12.9 before 6.12.118); for `sort`. */
+export function compareVersions(a: string, b: string): number {
   const na = a.match(/\d+/g)?.map(Number) ?? [];
   const nb = b.match(/\d+/g)?.map(Number) ?? [];
   for (let i = 0; i < Math.max(na.length, nb.length); i++) {

@@ -4,7 +4,7 @@
 export { checkNeeds, KVM_DEVICE } from "./needs.js";
 export type { GateResult, Needs } from "./needs.js";
 export { cacheDir } from "./cache.js";
-export { debianKernel, extractVmlinux } from "./debian-kernel.js";
+export { compareVersions, debianKernel, extractVmlinux } from "./debian-kernel.js";
 export type { DebianKernel, DebianKernelOptions } from "./debian-kernel.js";
 export { Qmp, QmpError, parseInfoRegisters, startQemu } from "./qmp.js";
 export type { QemuInstance, QmpEvent } from "./qmp.js";

@@ -438,16 +438,9 @@ export class VirtioNet implements VirtioDevice {
     const mem = ctx.mem;
     const readv = this.#backend.readv as (pieces: readonly Uint8Array[]) => number | "again";
     for (let tries = 0; tries < NET_BATCH_FRAMES; tries++) {
-      let c: DescriptorChain | undefined;
-      try {
-        c = rx.popDescriptorChain(mem);
-      } catch (e) {
-        if (!(e instanceof VirtqueueError) || e.head === undefined) return this.#fail(a, e);
-        this.metrics.rxMalformedChains++;
-        this.#violation(`receive chain ${e.head}: ${e.code}`);
-        if (!this.#addUsed(a, rx, e.head, 0)) return "broken";
-        continue;
-      }
+      const c = this.#popRx(a);
+      if (c === "broken") return "broken";
+      if (c === "malformed") continue;
       if (c === undefined) return 0;
       // One buffer in one region (what drivers post): a fixed two-piece array, no array churn.
       const one = this.#rxIov1;
@@ -544,6 +537,21 @@ export class VirtioNet implements VirtioDevice {
     a.rxNotify = false;
   }
 
+  /**
+   * Pops the next receive chain: the chain, undefined when the ring is empty, `"malformed"`
+   * when the chain the ring named was broken (returned with 0 and counted), or `"broken"`.
+   */
+  #popRx(a: Active): DescriptorChain | undefined | "malformed" | "broken" {
+    try {
+      return a.rx.popDescriptorChain(a.ctx.mem);
+    } catch (e) {
+      if (!(e instanceof VirtqueueError) || e.head === undefined) return this.#fail(a, e);
+      this.metrics.rxMalformedChains++;
+      this.#violation(`receive chain ${e.head}: ${e.code}`);
+      return this.#addUsed(a, a.rx, e.head, 0) ? "malformed" : "broken";
+    }
+  }
+
   /** Reads the next frame from the backend into `#frame`. @returns whether one is pending. */
   #readFrame(): boolean {
     for (let tries = 0; tries < NET_BATCH_FRAMES; tries++) {
@@ -588,14 +596,9 @@ export class VirtioNet implements VirtioDevice {
         this.#violation(`frame of ${n} bytes is larger than the whole receive ring (${cap} bytes)`);
         return this.#giveBack(a, chains, committed) ? "done" : "broken";
       }
-      let c: DescriptorChain | undefined;
-      try {
-        c = rx.popDescriptorChain(mem);
-      } catch (e) {
-        if (!(e instanceof VirtqueueError) || e.head === undefined) return this.#fail(a, e);
-        this.metrics.rxMalformedChains++;
-        this.#violation(`receive chain ${e.head}: ${e.code}`);
-        if (!this.#addUsed(a, rx, e.head, 0)) return "broken";
+      const c = this.#popRx(a);
+      if (c === "broken") return "broken";
+      if (c === "malformed") {
         committed = chains.length;
         continue;
       }
