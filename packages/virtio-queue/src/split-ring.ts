@@ -19,6 +19,14 @@ import {
 import { VirtqueueError, wrapMemoryError } from "./errors.js";
 import type { QueueCore } from "./queue-core.js";
 
+/**
+ * Scratch for one descriptor as four u32 words (addr lo, addr hi, len, and flags | next << 16
+ * for split, id | flags << 16 for packed), read with one checked `readU32s`. One per thread
+ * (module instance); a walk copies each descriptor's fields out before the next read.
+ * @internal
+ */
+export const DESC_WORDS = new Uint32Array(4);
+
 /** Bytes of the avail ring for `size` entries, `used_event` included. */
 export function splitAvailSize(size: number): number {
   return 6 + 2 * size;
@@ -95,13 +103,10 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
       );
     }
     const base = table + idx * DESCRIPTOR_SIZE;
-    let lo: number, hi: number, len: number, flags: number, next: number;
+    // The whole descriptor in one checked read (issue 13), each field taken once.
+    const w = DESC_WORDS;
     try {
-      lo = mem.readU32(base);
-      hi = mem.readU32(base + 4);
-      len = mem.readU32(base + 8);
-      flags = mem.readU16(base + 12);
-      next = mem.readU16(base + 14);
+      mem.readU32s(base, w);
     } catch (e) {
       throw wrapMemoryError(
         e,
@@ -110,6 +115,11 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
         { head, addr: base },
       );
     }
+    const lo = w[0] as number;
+    const hi = w[1] as number;
+    const len = w[2] as number;
+    const flags = (w[3] as number) & 0xffff;
+    const next = (w[3] as number) >>> 16;
     if (flags & VIRTQ_DESC_F_INDIRECT) {
       if (!q.indirectDesc) {
         throw new VirtqueueError("IndirectNotNegotiated", `chain ${head}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`, {
