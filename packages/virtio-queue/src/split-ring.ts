@@ -221,25 +221,45 @@ export function guestAddress(lo: number, hi: number, head: number): number {
 }
 
 /**
- * Puts `head` with `len` written bytes in the used ring and publishes it.
+ * Puts `head` with `len` written bytes in the used ring and, with `publish`, stores the used
+ * `idx` (release), which also publishes every entry written before it without `publish`.
  * @throws {@link VirtqueueError} see `Queue.addUsed`.
  */
-export function addUsedSplit(q: QueueCore, mem: GuestMemory, head: number, len: number): void {
+export function addUsedSplit(q: QueueCore, mem: GuestMemory, head: number, len: number, publish: boolean): void {
   if (!(Number.isInteger(head) && head >= 0 && head < q.size)) {
     throw new VirtqueueError("InvalidDescriptorIndex", `head ${head} is not below the queue size ${q.size}`);
   }
+  // A full ring of unpublished entries (only a device returning a head twice gets here):
+  // publish them before this one overwrites the oldest's slot.
+  if (((q.nextUsed - q.usedPublished) & 0xffff) >= q.size) publishUsedSplit(q, mem);
   const next = (q.nextUsed + 1) & 0xffff;
   const entry = q.usedRing + 4 + 8 * (q.nextUsed & (q.size - 1));
   try {
     mem.writeU32(entry, head);
     mem.writeU32(entry + 4, len);
-    // Release: the entry is visible before the index that publishes it.
-    mem.storeU16Release(q.usedRing + 2, next);
+    // Release: the entries are visible before the index that publishes them.
+    if (publish) mem.storeU16Release(q.usedRing + 2, next);
   } catch (e) {
     throw wrapMemoryError(e, "RingOutOfBounds", "writing the used ring", { addr: entry, head });
   }
   q.nextUsed = next;
+  if (publish) q.usedPublished = next;
   q.numAdded = (q.numAdded + 1) & 0xffff;
+}
+
+/**
+ * Stores the used `idx` (release) if entries were written since it was last stored.
+ * @throws {@link VirtqueueError} `"RingOutOfBounds"`.
+ */
+export function publishUsedSplit(q: QueueCore, mem: GuestMemory): void {
+  const next = q.nextUsed;
+  if (q.usedPublished === next) return;
+  try {
+    mem.storeU16Release(q.usedRing + 2, next);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "publishing the used index", { addr: q.usedRing + 2 });
+  }
+  q.usedPublished = next;
 }
 
 /**
@@ -247,6 +267,8 @@ export function addUsedSplit(q: QueueCore, mem: GuestMemory, head: number, len: 
  * since the last call (virtio 1.2 §2.7.7).
  */
 export function needsNotificationSplit(q: QueueCore, mem: GuestMemory): boolean {
+  // The decision is about what the driver can see: deferred entries are published first.
+  publishUsedSplit(q, mem);
   try {
     if (q.eventIdx) {
       // The used idx store was sequentially consistent, so this load is ordered after it.
