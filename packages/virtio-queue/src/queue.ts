@@ -493,7 +493,12 @@ export class Queue {
    *   `"UnknownBufferId"` (packed, id not in flight); `"RingOutOfBounds"`.
    */
   addUsed(mem: GuestMemory, head: number, len: number): void {
-    this.#addUsed(mem, head, len, true, "addUsed");
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "addUsed on a queue that is not ready", { head });
+    if (!isU32(len)) throw new VirtqueueError("InvalidArgument", `used length ${String(len)} is not a u32`, { head });
+    if (q.packed) addUsedPacked(q, mem, head, len);
+    else addUsedSplit(q, mem, head, len, true);
+    q.undo.returned(head);
   }
 
   /**
@@ -515,15 +520,11 @@ export class Queue {
    * @throws {@link VirtqueueError} as {@link Queue.addUsed}.
    */
   addUsedDeferred(mem: GuestMemory, head: number, len: number): void {
-    this.#addUsed(mem, head, len, false, "addUsedDeferred");
-  }
-
-  #addUsed(mem: GuestMemory, head: number, len: number, publish: boolean, what: string): void {
     const q = this.#q;
-    if (!q.ready) throw new VirtqueueError("NotReady", `${what} on a queue that is not ready`, { head });
+    if (!q.ready) throw new VirtqueueError("NotReady", "addUsedDeferred on a queue that is not ready", { head });
     if (!isU32(len)) throw new VirtqueueError("InvalidArgument", `used length ${String(len)} is not a u32`, { head });
     if (q.packed) addUsedPacked(q, mem, head, len);
-    else addUsedSplit(q, mem, head, len, publish);
+    else addUsedSplit(q, mem, head, len, false);
     q.undo.returned(head);
   }
 
