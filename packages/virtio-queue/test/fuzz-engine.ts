@@ -244,10 +244,20 @@ export function fuzzOne(seed: number, stats: FuzzStats): void {
       guard(() => void c.readAll(mem, 1 << 16));
       guard(() => void c.readInto(mem, scratch, pick(64)));
       guard(() => void c.writeFrom(mem, scratch.subarray(0, pick(64)), pick(8)));
-      guard(() => q.addUsed(mem, c.head, pick(4) === 0 ? next() : pick(64)));
+      const len = pick(4) === 0 ? next() : pick(64);
+      // Half the chains are returned deferred (published by a later publishUsed, addUsed or needsNotification).
+      guard(() => (pick(2) === 0 ? q.addUsedDeferred(mem, c.head, len) : q.addUsed(mem, c.head, len)));
     }
+    if (pick(8) === 0) guard(() => q.publishUsed(mem));
     if (pick(4) === 0) guard(() => void q.needsNotification(mem));
     if (stop) break;
+  }
+  // The state restores with entries still unpublished, too.
+  try {
+    const json = JSON.stringify(q.state());
+    if (JSON.stringify(Queue.fromState(JSON.parse(json)).state()) !== json) throw new Error("state (entries unpublished) changed on restore");
+  } catch (e) {
+    stats.failures.push({ seed, error: e });
   }
   guard(() => void q.enableNotification(mem));
   guard(() => q.disableNotification(mem));
