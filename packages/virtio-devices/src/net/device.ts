@@ -445,11 +445,18 @@ export class VirtioNet implements VirtioDevice {
       // One buffer in one region (what drivers post): a fixed two-piece array, no array churn.
       const one = this.#rxIov1;
       const d0 = c.descriptors.length === 1 && c.readableCount === 0 ? c.descriptors[0] : undefined;
-      const r0 = d0 !== undefined && d0.len >= NET_HDR_SIZE ? mem.findRegion(d0.addr) : undefined;
+      let v0: Uint8Array | undefined;
+      if (d0 !== undefined && d0.len >= NET_HDR_SIZE) {
+        try {
+          v0 = mem.slice(d0.addr, d0.len); // checked: inside one region, exactly d0.len bytes
+        } catch {
+          v0 = undefined; // not inside one region: the general path below says what is wrong
+        }
+      }
       let iov: Uint8Array[];
       let problem: string | undefined;
-      if (d0 !== undefined && r0 !== undefined && d0.addr + d0.len <= r0.end) {
-        one[0] = mem.slice(d0.addr, d0.len);
+      if (v0 !== undefined) {
+        one[0] = v0;
         iov = one;
       } else {
         iov = this.#rxIov;
@@ -496,7 +503,10 @@ export class VirtioNet implements VirtioDevice {
         setIovByte(iov, 10, 1);
         setIovByte(iov, 11, 0);
         // Views of guest memory are not dirty-tracked: log what the tap wrote (diff snapshots).
-        if (mem.markDirty !== undefined) markChainDirty(mem, c, n);
+        if (mem.markDirty !== undefined) {
+          if (d0 !== undefined) mem.markDirty(d0.addr, n);
+          else markChainDirty(mem, c, n);
+        }
         if (iov !== one) iov.length = 0;
         try {
           rx.addUsed(mem, c.head, n);
