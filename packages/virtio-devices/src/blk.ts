@@ -436,9 +436,25 @@ export class VirtioBlock implements VirtioDevice {
     a.ctx.interrupt.needsReset(reason);
   }
 
+  /**
+   * Publishes the used entries completed since the last call (they are added deferred:
+   * one used-index store per turn, not per request) and interrupts if the driver wants it.
+   * Every turn and every async completion ends here.
+   */
   #signal(a: Active): void {
-    if (this.#active !== a || a.broken) return;
+    if (this.#active !== a) return;
+    if (a.broken) {
+      // No interrupt for a broken queue, but what completed before it broke is published,
+      // as when each completion published its own entry.
+      try {
+        if (a.queue.ready) a.queue.publishUsed(a.ctx.mem);
+      } catch (e) {
+        if (!(e instanceof VirtqueueError)) throw e;
+      }
+      return;
+    }
     try {
+      // needsNotification publishes the deferred entries before it decides.
       if (a.queue.needsNotification(a.ctx.mem)) a.ctx.interrupt.signalUsedQueue(0);
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
@@ -451,7 +467,10 @@ export class VirtioBlock implements VirtioDevice {
     else this.stats.writeBytes += n;
   }
 
-  /** Completes a chain: status byte, used entry (only if the activation is still current). */
+  /**
+   * Completes a chain: status byte, used entry (only if the activation is still current).
+   * The entry is deferred; the caller's turn (or the async completion) publishes it in `#signal`.
+   */
   #complete(a: Active, chain: DescriptorChain, statusAddr: number, status: number, written: number): void {
     if (status === VIRTIO_BLK_S_OK) this.stats.ok++;
     else if (status === VIRTIO_BLK_S_UNSUPP) this.stats.unsupp++;
@@ -459,7 +478,7 @@ export class VirtioBlock implements VirtioDevice {
     if (this.#active !== a || a.broken) return; // reset since: the guest no longer owns this chain
     try {
       a.ctx.mem.writeU8(statusAddr, status);
-      a.queue.addUsed(a.ctx.mem, chain.head, written + 1);
+      a.queue.addUsedDeferred(a.ctx.mem, chain.head, written + 1);
     } catch (e) {
       if (!(e instanceof VirtqueueError) && !(e instanceof GuestMemoryError)) throw e;
       this.#broken(a, `virtio-blk completion: ${(e as Error).message}`);

@@ -23,7 +23,7 @@ import {
 } from "./constants.js";
 import { VirtqueueError, wrapMemoryError } from "./errors.js";
 import type { QueueCore } from "./queue-core.js";
-import { chainTooLong, guestAddress } from "./split-ring.js";
+import { DESC_WORDS, chainTooLong, guestAddress } from "./split-ring.js";
 
 /** Bytes of each packed event suppression structure. */
 export const PACKED_EVENT_SIZE = 4;
@@ -129,14 +129,17 @@ function readPackedList(
   for (let i = 0; i < count; i++) {
     const base = ring + pos * DESCRIPTOR_SIZE;
     const flags = flagList[i] as number;
-    let lo: number, hi: number, len: number;
+    // One checked read of the whole slot; its id and flags word is not used (the flags
+    // were read once in pass 1, and the id is the list's last descriptor's).
+    const w = DESC_WORDS;
     try {
-      lo = mem.readU32(base);
-      hi = mem.readU32(base + 4);
-      len = mem.readU32(base + 8);
+      mem.readU32s(base, w);
     } catch (e) {
       throw wrapMemoryError(e, "RingOutOfBounds", `reading descriptor ${pos}`, { head: id, addr: base });
     }
+    const lo = w[0] as number;
+    const hi = w[1] as number;
+    const len = w[2] as number;
     if (flags & VIRTQ_DESC_F_INDIRECT) {
       if (!indirectDesc) {
         throw new VirtqueueError("IndirectNotNegotiated", `buffer ${id}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`, {
@@ -181,15 +184,16 @@ function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len:
   const n = len / DESCRIPTOR_SIZE;
   for (let i = 0; i < n; i++) {
     const base = table + i * DESCRIPTOR_SIZE;
-    let dlo: number, dhi: number, dlen: number, flags: number;
+    const w = DESC_WORDS;
     try {
-      dlo = mem.readU32(base);
-      dhi = mem.readU32(base + 4);
-      dlen = mem.readU32(base + 8);
-      flags = mem.readU16(base + 14);
+      mem.readU32s(base, w);
     } catch (e) {
       throw wrapMemoryError(e, "IndirectTableOutOfBounds", `reading indirect descriptor ${i}`, { head: id, addr: base });
     }
+    const dlo = w[0] as number;
+    const dhi = w[1] as number;
+    const dlen = w[2] as number;
+    const flags = (w[3] as number) >>> 16;
     // NEXT, INDIRECT, AVAIL, USED and the id are reserved in an indirect table and ignored (§2.8.7).
     acc.add(guestAddress(dlo, dhi, id), dlen, (flags & VIRTQ_DESC_F_WRITE) !== 0);
   }

@@ -27,6 +27,11 @@ export class QueueCore {
   nextUsed = 0;
   /** Split: used entries added since the last `needsNotification`. */
   numAdded = 0;
+  /**
+   * Split: the used `idx` last stored in the ring (free-running u16). Behind `nextUsed` by the
+   * entries `addUsedDeferred` wrote and no publish has made visible yet (at most `size`).
+   */
+  usedPublished = 0;
   /** Split: last avail `idx` read from the ring (a cache; never saved). */
   availIdxCache = 0;
   /** Packed: the device's copy of the driver ring wrap counter. */
@@ -83,6 +88,7 @@ export class QueueCore {
     this.nextAvail = 0;
     this.nextUsed = 0;
     this.numAdded = 0;
+    this.usedPublished = 0;
     this.availIdxCache = 0;
     this.availWrap = true;
     this.usedWrap = true;

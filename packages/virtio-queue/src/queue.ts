@@ -17,6 +17,7 @@ import {
   enableNotificationSplit,
   needsNotificationSplit,
   popSplit,
+  publishUsedSplit,
   splitAvailSize,
   splitUsedSize,
 } from "./split-ring.js";
@@ -119,9 +120,22 @@ export class Queue {
   get nextAvail(): number {
     return this.#q.nextAvail;
   }
-  /** Split: the device's free-running used index. Packed: next ring position to write. */
+  /**
+   * Split: the device's free-running used index, counting entries written with
+   * {@link Queue.addUsedDeferred} that are not published yet (the driver sees
+   * `nextUsed - unpublishedUsed`). Packed: next ring position to write.
+   */
   get nextUsed(): number {
     return this.#q.nextUsed;
+  }
+  /**
+   * Split: used entries written by {@link Queue.addUsedDeferred} that the driver cannot see
+   * yet (the used `idx` was not stored since); 0 after {@link Queue.publishUsed},
+   * `addUsed` or `needsNotification`. Always 0 for a packed queue.
+   */
+  get unpublishedUsed(): number {
+    const q = this.#q;
+    return q.packed ? 0 : (q.nextUsed - q.usedPublished) & 0xffff;
   }
   /** The last error a guest-driven setter recorded (cleared by `reset`). */
   get lastError(): VirtqueueError | undefined {
@@ -479,18 +493,58 @@ export class Queue {
    *   `"UnknownBufferId"` (packed, id not in flight); `"RingOutOfBounds"`.
    */
   addUsed(mem: GuestMemory, head: number, len: number): void {
+    this.#addUsed(mem, head, len, true, "addUsed");
+  }
+
+  /**
+   * Returns a chain like {@link Queue.addUsed}, but (split) without storing the used
+   * `idx`: the entry is written to the used ring and the driver sees it only when the
+   * index is next published, by {@link Queue.publishUsed}, `needsNotification` (which
+   * publishes before deciding) or a later `addUsed`. A device completing several chains
+   * in one turn adds them deferred and publishes once: one release store instead of one
+   * per chain.
+   *
+   * The device must publish before it waits for the driver (returns to its event loop,
+   * sleeps, stops polling): an entry left unpublished is a buffer the driver never gets
+   * back. `state()` saves the count (see {@link QueueState.usedUnpublished}); `reset`
+   * drops them with the rest of the ring. At most `size` entries wait: one more (a head
+   * returned twice) publishes the others first.
+   *
+   * Packed queues have no used index: a used descriptor is published by its own flags
+   * store, so there this is `addUsed`.
+   * @throws {@link VirtqueueError} as {@link Queue.addUsed}.
+   */
+  addUsedDeferred(mem: GuestMemory, head: number, len: number): void {
+    this.#addUsed(mem, head, len, false, "addUsedDeferred");
+  }
+
+  #addUsed(mem: GuestMemory, head: number, len: number, publish: boolean, what: string): void {
     const q = this.#q;
-    if (!q.ready) throw new VirtqueueError("NotReady", "addUsed on a queue that is not ready", { head });
+    if (!q.ready) throw new VirtqueueError("NotReady", `${what} on a queue that is not ready`, { head });
     if (!isU32(len)) throw new VirtqueueError("InvalidArgument", `used length ${String(len)} is not a u32`, { head });
     if (q.packed) addUsedPacked(q, mem, head, len);
-    else addUsedSplit(q, mem, head, len);
+    else addUsedSplit(q, mem, head, len, publish);
     q.undo.returned(head);
+  }
+
+  /**
+   * Publishes the entries {@link Queue.addUsedDeferred} wrote (split: one release store
+   * of the used `idx`; nothing when none wait, and nothing for a packed queue). Does not
+   * notify: call {@link Queue.needsNotification} for that (it publishes too).
+   * @throws {@link VirtqueueError} `"NotReady"`, `"RingOutOfBounds"`.
+   */
+  publishUsed(mem: GuestMemory): void {
+    const q = this.#q;
+    if (!q.ready) throw new VirtqueueError("NotReady", "publishUsed on a queue that is not ready");
+    if (!q.packed) publishUsedSplit(q, mem);
   }
 
   /**
    * Whether the driver should get a used-buffer notification (an interrupt)
    * for the chains returned since the last call, per `flags` or `used_event`
-   * (split) or the driver event suppression area (packed).
+   * (split) or the driver event suppression area (packed). Split: entries added
+   * with {@link Queue.addUsedDeferred} are published first, so the decision (and
+   * EVENT_IDX's `used_event` test) is about the index the driver can see.
    * @throws {@link VirtqueueError} `"NotReady"`, `"RingOutOfBounds"`.
    */
   needsNotification(mem: GuestMemory): boolean {

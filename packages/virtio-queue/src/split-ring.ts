@@ -19,6 +19,14 @@ import {
 import { VirtqueueError, wrapMemoryError } from "./errors.js";
 import type { QueueCore } from "./queue-core.js";
 
+/**
+ * Scratch for one descriptor as four u32 words (addr lo, addr hi, len, and flags | next << 16
+ * for split, id | flags << 16 for packed), read with one checked `readU32s`. One per thread
+ * (module instance); a walk copies each descriptor's fields out before the next read.
+ * @internal
+ */
+export const DESC_WORDS = new Uint32Array(4);
+
 /** Bytes of the avail ring for `size` entries, `used_event` included. */
 export function splitAvailSize(size: number): number {
   return 6 + 2 * size;
@@ -95,13 +103,10 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
       );
     }
     const base = table + idx * DESCRIPTOR_SIZE;
-    let lo: number, hi: number, len: number, flags: number, next: number;
+    // The whole descriptor in one checked read (issue 13), each field taken once.
+    const w = DESC_WORDS;
     try {
-      lo = mem.readU32(base);
-      hi = mem.readU32(base + 4);
-      len = mem.readU32(base + 8);
-      flags = mem.readU16(base + 12);
-      next = mem.readU16(base + 14);
+      mem.readU32s(base, w);
     } catch (e) {
       throw wrapMemoryError(
         e,
@@ -110,6 +115,11 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
         { head, addr: base },
       );
     }
+    const lo = w[0] as number;
+    const hi = w[1] as number;
+    const len = w[2] as number;
+    const flags = (w[3] as number) & 0xffff;
+    const next = (w[3] as number) >>> 16;
     if (flags & VIRTQ_DESC_F_INDIRECT) {
       if (!q.indirectDesc) {
         throw new VirtqueueError("IndirectNotNegotiated", `chain ${head}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`, {
@@ -211,25 +221,45 @@ export function guestAddress(lo: number, hi: number, head: number): number {
 }
 
 /**
- * Puts `head` with `len` written bytes in the used ring and publishes it.
+ * Puts `head` with `len` written bytes in the used ring and, with `publish`, stores the used
+ * `idx` (release), which also publishes every entry written before it without `publish`.
  * @throws {@link VirtqueueError} see `Queue.addUsed`.
  */
-export function addUsedSplit(q: QueueCore, mem: GuestMemory, head: number, len: number): void {
+export function addUsedSplit(q: QueueCore, mem: GuestMemory, head: number, len: number, publish: boolean): void {
   if (!(Number.isInteger(head) && head >= 0 && head < q.size)) {
     throw new VirtqueueError("InvalidDescriptorIndex", `head ${head} is not below the queue size ${q.size}`);
   }
+  // A full ring of unpublished entries (only a device returning a head twice gets here):
+  // publish them before this one overwrites the oldest's slot.
+  if (((q.nextUsed - q.usedPublished) & 0xffff) >= q.size) publishUsedSplit(q, mem);
   const next = (q.nextUsed + 1) & 0xffff;
   const entry = q.usedRing + 4 + 8 * (q.nextUsed & (q.size - 1));
   try {
     mem.writeU32(entry, head);
     mem.writeU32(entry + 4, len);
-    // Release: the entry is visible before the index that publishes it.
-    mem.storeU16Release(q.usedRing + 2, next);
+    // Release: the entries are visible before the index that publishes them.
+    if (publish) mem.storeU16Release(q.usedRing + 2, next);
   } catch (e) {
     throw wrapMemoryError(e, "RingOutOfBounds", "writing the used ring", { addr: entry, head });
   }
   q.nextUsed = next;
+  if (publish) q.usedPublished = next;
   q.numAdded = (q.numAdded + 1) & 0xffff;
+}
+
+/**
+ * Stores the used `idx` (release) if entries were written since it was last stored.
+ * @throws {@link VirtqueueError} `"RingOutOfBounds"`.
+ */
+export function publishUsedSplit(q: QueueCore, mem: GuestMemory): void {
+  const next = q.nextUsed;
+  if (q.usedPublished === next) return;
+  try {
+    mem.storeU16Release(q.usedRing + 2, next);
+  } catch (e) {
+    throw wrapMemoryError(e, "RingOutOfBounds", "publishing the used index", { addr: q.usedRing + 2 });
+  }
+  q.usedPublished = next;
 }
 
 /**
@@ -237,6 +267,8 @@ export function addUsedSplit(q: QueueCore, mem: GuestMemory, head: number, len: 
  * since the last call (virtio 1.2 §2.7.7).
  */
 export function needsNotificationSplit(q: QueueCore, mem: GuestMemory): boolean {
+  // The decision is about what the driver can see: deferred entries are published first.
+  publishUsedSplit(q, mem);
   try {
     if (q.eventIdx) {
       // The used idx store was sequentially consistent, so this load is ordered after it.

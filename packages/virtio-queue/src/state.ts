@@ -32,6 +32,13 @@ export interface QueueState {
   readonly nextUsed: number;
   /** Split: used entries added since the last notification check (u16). */
   readonly numAdded: number;
+  /**
+   * Split: used entries written with `Queue.addUsedDeferred` and not yet published
+   * (`nextUsed` counts them; the ring's used `idx` is `nextUsed` minus this), in
+   * [0, size]. Absent when 0 (and in states from before it existed). A restored queue
+   * publishes them with its next `publishUsed`, `addUsed` or `needsNotification`.
+   */
+  readonly usedUnpublished?: number;
   /** Packed: the device's copy of the driver ring wrap counter. */
   readonly availWrapCounter: boolean;
   /** Packed: the device ring wrap counter. */
@@ -61,6 +68,7 @@ export function queueToState(q: QueueCore): QueueState {
     nextAvail: q.nextAvail,
     nextUsed: q.nextUsed,
     numAdded: q.numAdded,
+    ...(!q.packed && q.usedPublished !== q.nextUsed ? { usedUnpublished: (q.nextUsed - q.usedPublished) & 0xffff } : {}),
     availWrapCounter: q.availWrap,
     usedWrapCounter: q.usedWrap,
     signalledUsed: q.signalledUsed,
@@ -103,6 +111,10 @@ export function checkStateShape(s: QueueState): void {
  */
 export function checkStateRuntime(s: QueueState): void {
   if (!isInt(s.numAdded, 0, 0xffff)) throw bad("numAdded is not a u16");
+  if (s.usedUnpublished !== undefined) {
+    if (!isInt(s.usedUnpublished, 0, s.size)) throw bad("usedUnpublished is not in [0, size]");
+    if (s.packed && s.usedUnpublished !== 0) throw bad("a packed queue has no unpublished used entries");
+  }
   // Checked for both layouts: a split queue does not use it, but would carry it into state().
   if (!isInt(s.signalledUsed, 0, 2 * s.size - 1)) throw bad("signalledUsed is out of range");
   if (s.packed) {
@@ -144,6 +156,7 @@ export function applyRuntime(q: QueueCore, s: QueueState): void {
   q.availIdxCache = s.nextAvail;
   q.nextUsed = s.nextUsed;
   q.numAdded = s.numAdded;
+  q.usedPublished = (s.nextUsed - (s.usedUnpublished ?? 0)) & 0xffff;
   q.availWrap = s.availWrapCounter;
   q.usedWrap = s.usedWrapCounter;
   q.signalledUsed = s.signalledUsed;

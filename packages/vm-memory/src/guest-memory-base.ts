@@ -410,6 +410,33 @@ export abstract class GuestMemoryBase implements GuestMemory {
     this.copyOut(this.resolve(addr, len), addr, dest, len);
   }
 
+  readU32s(addr: GuestAddress, dest: Uint32Array): void {
+    const n = dest.length;
+    const len = 4 * n;
+    let r = this.last;
+    let off = num(addr) - r.start;
+    // One check for the whole record against the last-hit region, then a second-level
+    // lookup; only a record that spans regions (or a bad address) takes the slow path.
+    if (!(off >= 0 && off <= r.size - len && len > 0 && Number.isInteger(addr))) {
+      const f = len > 0 ? this.find(addr, len) : null;
+      if (f === null) return this.readU32sSlow(addr, dest, len);
+      r = f;
+      off = addr - r.start;
+    }
+    const dv = r.dv;
+    for (let i = 0; i < n; i++) dest[i] = dv.getUint32(off + 4 * i, true);
+  }
+
+  /** `readU32s` across contiguous regions, or failing with the checked path's error. */
+  private readU32sSlow(addr: GuestAddress, dest: Uint32Array, len: number): void {
+    const i = this.resolve(addr, len);
+    if (len === 0) return;
+    const bytes = new Uint8Array(len);
+    this.copyOut(i, addr, bytes, len);
+    const dv = new DataView(bytes.buffer);
+    for (let k = 0; k < dest.length; k++) dest[k] = dv.getUint32(4 * k, true);
+  }
+
   write(addr: GuestAddress, src: Uint8Array): void {
     const len = src.length;
     const r = this.last;

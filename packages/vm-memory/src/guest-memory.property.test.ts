@@ -54,7 +54,8 @@ type Op =
   | { k: "slice"; a: number; n: number }
   | { k: "atomicLoad"; w: 2 | 4; a: number }
   | { k: "atomicStore"; w: 2 | 4; a: number; v: number }
-  | { k: "u64addr"; a: number };
+  | { k: "u64addr"; a: number }
+  | { k: "words"; a: number; words: number };
 
 function opArb(layout: Layout): fc.Arbitrary<Op> {
   const r0 = layout.regions[0] as { start: number };
@@ -83,6 +84,7 @@ function opArb(layout: Layout): fc.Arbitrary<Op> {
     fc.record({ k: fc.constant("atomicLoad" as const), w: fc.constantFrom(2 as const, 4 as const), a: addr }),
     fc.record({ k: fc.constant("atomicStore" as const), w: fc.constantFrom(2 as const, 4 as const), a: addr, v: fc.nat(0xffff) }),
     fc.record({ k: fc.constant("u64addr" as const), a: addr }),
+    fc.record({ k: fc.constant("words" as const), a: addr, words: fc.oneof(fc.constant(4), fc.nat(6)) }),
   );
 }
 
@@ -248,6 +250,19 @@ function checkAgainstModel(layouts: fc.Arbitrary<Layout>, backend: Backend, guar
                 }
                 break;
               }
+              case "words": {
+                const d = new Uint32Array(op.words).fill(0x5a5a5a5a);
+                const exp = model.rangeError(op.a, 4 * op.words);
+                const got = outcome(() => mem.readU32s(op.a, d));
+                if (exp) {
+                  expect(got).toEqual({ ok: false, code: exp });
+                  expect(d.every((w) => w === 0x5a5a5a5a)).toBe(true);
+                } else {
+                  expect(got.ok).toBe(true);
+                  for (let i = 0; i < op.words; i++) expect(d[i]).toBe(Number(model.get(op.a + 4 * i, 4)));
+                }
+                break;
+              }
               case "u64addr": {
                 const exp = model.rangeError(op.a, 8);
                 const got = outcome(() => mem.readU64AsAddress(op.a));
@@ -261,7 +276,7 @@ function checkAgainstModel(layouts: fc.Arbitrary<Layout>, backend: Backend, guar
               }
             }
             // checkRange agrees with the model for every access
-            const n = "w" in op ? op.w : "n" in op ? op.n : op.k === "bulkWrite" ? op.data.length : 1;
+            const n = "w" in op ? op.w : "n" in op ? op.n : op.k === "bulkWrite" ? op.data.length : op.k === "words" ? 4 * op.words : 1;
             expect(mem.checkRange(op.a, n)).toBe(model.rangeError(op.a, n) === undefined);
           }
           // nothing outside the regions was touched

@@ -64,6 +64,22 @@ export interface GuestMemory {
    */
   read(addr: GuestAddress, dest: Uint8Array): void;
   /**
+   * Reads `dest.length` consecutive little-endian u32 words starting at `addr`
+   * into `dest`: a small fixed-size record (a 16-byte virtqueue descriptor is
+   * four words) with one range check and, in the common case, one region
+   * lookup, instead of one per field. `addr` need not be aligned. For bulk
+   * data use {@link GuestMemory.read}.
+   *
+   * The range is checked as a whole before anything is written to `dest`; it
+   * may span adjacent, contiguous regions (as the scalar reads may). The words
+   * are copies: the guest changing memory afterwards does not change `dest`.
+   * @param dest - the caller's reusable buffer; its length sets the record size.
+   * @throws {@link GuestMemoryError} as {@link GuestMemory.read} if
+   *   `[addr, addr + 4 * dest.length)` is not backed or `addr` is malformed
+   *   (`dest` is then unchanged).
+   */
+  readU32s(addr: GuestAddress, dest: Uint32Array): void;
+  /**
    * Copies `src` into guest memory at `addr` and marks the pages dirty.
    * @throws {@link GuestMemoryError} if the whole range is not backed (nothing written).
    */
