@@ -384,7 +384,7 @@ export class VirtioNet implements VirtioDevice {
       while (frames < NET_BATCH_FRAMES && bytes < NET_BATCH_BYTES) {
         if (this.#pendingLen === 0 && direct) {
           const d = this.#receiveDirect(a);
-          if (d === "broken") return;
+          if (d === "broken") return this.#publishRx(a);
           if (d === "again") break;
           if (d > 0) {
             frames++;
@@ -406,7 +406,7 @@ export class VirtioNet implements VirtioDevice {
           this.#pendingCharged = true;
         }
         const r = this.#deliver(a, n);
-        if (r === "broken") return;
+        if (r === "broken") return this.#publishRx(a);
         if (r === "wait") break;
         this.#pendingLen = 0;
         this.#pendingCharged = false;
@@ -416,8 +416,10 @@ export class VirtioNet implements VirtioDevice {
       }
       if (frames >= NET_BATCH_FRAMES || bytes >= NET_BATCH_BYTES) this.metrics.yields++;
       // Chains may have been returned (empty ones too) even when the frame waits.
+      // It also publishes the used index the direct path left unpublished, before the turn ends.
       if (this.#rxUsed !== usedBefore && a.rx.needsNotification(a.ctx.mem)) a.ctx.interrupt.signalUsedQueue(0);
     } catch (e) {
+      this.#publishRx(a);
       this.#broken(a, e);
       return;
     }
@@ -509,7 +511,8 @@ export class VirtioNet implements VirtioDevice {
         }
         if (iov !== one) iov.length = 0;
         try {
-          rx.addUsed(mem, c.head, n);
+          // Published once at the end of the turn (needsNotification), not per frame.
+          rx.addUsedDeferred(mem, c.head, n);
         } catch (e) {
           return this.#fail(a, e);
         }
@@ -535,6 +538,18 @@ export class VirtioNet implements VirtioDevice {
       return 0;
     }
     return "again";
+  }
+
+  /**
+   * Publishes the receive entries the turn left unpublished (a turn that broke the queue still
+   * gives back what it delivered; a ring that cannot be written any more is broken already).
+   */
+  #publishRx(a: Active): void {
+    try {
+      a.rx.publishUsed(a.ctx.mem);
+    } catch {
+      // the used ring is out of bounds: DEVICE_NEEDS_RESET is set
+    }
   }
 
   /**
@@ -725,7 +740,7 @@ export class VirtioNet implements VirtioDevice {
           if (!(e instanceof VirtqueueError) || e.head === undefined) throw e;
           this.metrics.txMalformed++;
           this.#violation(`transmit chain ${e.head}: ${e.code}`);
-          tx.addUsed(mem, e.head, 0);
+          tx.addUsedDeferred(mem, e.head, 0);
           used = true;
           continue;
         }
@@ -749,7 +764,7 @@ export class VirtioNet implements VirtioDevice {
           if (c.readableLength > NET_MAX_BUFFER && c.writableLength === 0) this.metrics.txOversize++;
           else this.metrics.txMalformed++;
           this.#violation(problem);
-          tx.addUsed(mem, c.head, 0);
+          tx.addUsedDeferred(mem, c.head, 0);
           used = true;
           continue;
         }
@@ -778,11 +793,17 @@ export class VirtioNet implements VirtioDevice {
           this.metrics.txFrames++;
           this.metrics.txBytes += c.readableLength - NET_HDR_SIZE;
         }
-        tx.addUsed(mem, c.head, 0);
+        tx.addUsedDeferred(mem, c.head, 0);
         used = true;
       }
+      // Publishes the used index too (the chains above were returned unpublished).
       if (used && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
     } catch (e) {
+      try {
+        tx.publishUsed(mem);
+      } catch {
+        // the used ring is out of bounds: DEVICE_NEEDS_RESET is set below
+      }
       this.#broken(a, e);
       return;
     }
