@@ -502,8 +502,13 @@ export class VirtioNet implements VirtioDevice {
       }
       if (n <= cap) {
         // num_buffers (header bytes 10–11): one chain. The tap skips those bytes.
-        setIovByte(iov, 10, 1);
-        setIovByte(iov, 11, 0);
+        if (v0 !== undefined) {
+          v0[10] = 1; // v0 holds at least the 12-byte header
+          v0[11] = 0;
+        } else {
+          setIovByte(iov, 10, 1);
+          setIovByte(iov, 11, 0);
+        }
         // Views of guest memory are not dirty-tracked: log what the tap wrote (diff snapshots).
         if (mem.markDirty !== undefined) {
           if (d0 !== undefined) mem.markDirty(d0.addr, n);
