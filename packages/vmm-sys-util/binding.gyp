@@ -9,7 +9,8 @@
         "native/signals.cc",
         "native/poll.cc",
         "native/tap.cc",
-        "native/copy.cc"
+        "native/copy.cc",
+        "native/iov.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -63,6 +63,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitPoll(env, exports);
   InitTap(env, exports);
   InitCopy(env, exports);
+  InitIov(env, exports);
   return exports;
 }
 

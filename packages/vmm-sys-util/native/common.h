@@ -66,11 +66,29 @@ inline napi_value FromV8(v8::Local<v8::Value> local) { return reinterpret_cast<n
 // data pointer and byte length. The pointer stays valid while the caller's handle is alive.
 bool ArgMapping(const Napi::CallbackInfo& info, size_t i, uint8_t** data, size_t* length);
 
+// The bytes of a view: start pointer and length, checked against the buffer's backing store
+// (a view over a resizable ArrayBuffer that shrank, or over a detached buffer, has none).
+// On-heap typed arrays (V8 keeps those up to 64 bytes inside the object) are moved off-heap
+// by Buffer() first, so the pointer stays valid for the call.
+inline bool ViewBytes(v8::Local<v8::ArrayBufferView> view, uint8_t** data, uint64_t* length) {
+  v8::Local<v8::ArrayBuffer> buffer = view->Buffer();
+  size_t off = view->ByteOffset();
+  size_t len = view->ByteLength();
+  size_t cap = buffer->ByteLength();
+  if (off > cap || len > cap - off) return false;
+  void* base = buffer->Data();
+  if (base == nullptr && len != 0) return false;
+  *data = static_cast<uint8_t*>(base) + (base == nullptr ? 0 : off);
+  *length = len;
+  return true;
+}
+
 void InitMmap(Napi::Env env, Napi::Object exports);
 void InitFd(Napi::Env env, Napi::Object exports);
 void InitSignals(Napi::Env env, Napi::Object exports);
 void InitPoll(Napi::Env env, Napi::Object exports);
 void InitTap(Napi::Env env, Napi::Object exports);
 void InitCopy(Napi::Env env, Napi::Object exports);
+void InitIov(Napi::Env env, Napi::Object exports);
 
 }  // namespace vsu

@@ -31,23 +31,6 @@ bool Size(v8::Local<v8::Value> v, uint64_t* out) {
   return true;
 }
 
-// The bytes of a view: start pointer and length, checked against the buffer's backing store
-// (a view over a resizable ArrayBuffer that shrank, or over a detached buffer, has none).
-// On-heap typed arrays (V8 keeps those up to 64 bytes inside the object) are moved off-heap
-// by Buffer() first, so the pointer stays valid for the call.
-bool Bytes(v8::Local<v8::ArrayBufferView> view, uint8_t** data, uint64_t* length) {
-  v8::Local<v8::ArrayBuffer> buffer = view->Buffer();
-  size_t off = view->ByteOffset();
-  size_t len = view->ByteLength();
-  size_t cap = buffer->ByteLength();
-  if (off > cap || len > cap - off) return false;
-  void* base = buffer->Data();
-  if (base == nullptr && len != 0) return false;
-  *data = static_cast<uint8_t*>(base) + (base == nullptr ? 0 : off);
-  *length = len;
-  return true;
-}
-
 // copyBytes(dst, dstOffset, src, srcOffset, length) -> 0 | -EINVAL | -ERANGE
 // Copies src[srcOffset, +length) to dst[dstOffset, +length); the ranges may overlap.
 // Bad input is a status, not an exception (TypeScript turns it into a VmmSysError without
@@ -64,7 +47,7 @@ void CopyBytes(const v8::FunctionCallbackInfo<v8::Value>& info) {
   uint8_t *dst, *src;
   uint64_t dst_len, src_len;
   // Each term is below 2^53, so the sums cannot wrap.
-  if (!Bytes(info[0].As<v8::ArrayBufferView>(), &dst, &dst_len) || !Bytes(info[2].As<v8::ArrayBufferView>(), &src, &src_len) ||
+  if (!ViewBytes(info[0].As<v8::ArrayBufferView>(), &dst, &dst_len) || !ViewBytes(info[2].As<v8::ArrayBufferView>(), &src, &src_len) ||
       dst_off + len > dst_len || src_off + len > src_len) {
     info.GetReturnValue().Set(-ERANGE);
     return;

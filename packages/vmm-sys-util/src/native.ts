@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { VmmSysError } from "./errors.js";
+import type { NativeIov } from "./iov.js";
 
 /** Constants read by the addon from the system headers (sys/mman.h). */
 export interface MmapConstants {
@@ -156,6 +157,10 @@ export interface NativeBinding {
    * in [0, 2^53-1]) or -ERANGE (a range outside its view, a view outside its buffer). Never throws.
    */
   copyBytes(dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, length: number): number;
+  /** readv(2) of fd into views (an array and a count, or arguments) → bytes, or -errno / -EINVAL / -ERANGE for bad arguments. Never throws. */
+  readv: NativeIov;
+  /** writev(2) of views (an array and a count, or arguments) to fd → bytes, or -errno / -EINVAL / -ERANGE for bad arguments. Never throws. */
+  writev: NativeIov;
   /** sys/mman.h constants. */
   readonly mmapConstants: MmapConstants;
   /** memfd_create(2) → fd. */

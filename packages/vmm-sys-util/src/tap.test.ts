@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { constants } from "node:os";
 import { describeWith } from "@ts-vmm/test-utils";
 import { describe, expect, it } from "vitest";
 import { EventFd, TUN_F, VmmSysError, openTap, tapSetOffload, tapSetVnetHdrSize } from "./index.js";
@@ -74,5 +75,6 @@ describeWith({ root: true, tools: ["ip", "unshare"] }, "tap in a private network
     expect(arp[8]).toBe(1);
     expect(out["written"]).toBe(72);
     expect(out["rxDelta"]).toBe(1);
+    expect(out["again"]).toEqual(["again", -constants.errno.EAGAIN]);
   });
 });

@@ -2,8 +2,8 @@ import { describeWith } from "@ts-vmm/test-utils";
 import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
 import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
-import { bringUp, rig, rigOn, type Rig } from "../../test/driver.js";
-import { GuestMemoryArrayBuffer } from "@ts-vmm/vm-memory";
+import { bringUp, makeMemory, rig, rigOn, type Rig } from "../../test/driver.js";
+import { GuestMemoryArrayBuffer, type GuestMemory } from "@ts-vmm/vm-memory";
 import { ManualClock } from "../../test/manual-clock.js";
 import { GuestNet, GUEST_MAC, arpReplyFrom, arpRequest, tcpRstAck, tcpSegment, until, vnetHeader } from "../../test/net-frames.js";
 import {
@@ -50,14 +50,14 @@ describeWith({ root: true, tools: ["ip"] }, "virtio-net on a real tap in a priva
   afterAll(() => ns?.close());
 
   /** A device on a new tap (opened here, then moved into the namespace as 10.0.2.2/24), brought up by the mock driver. */
-  function net(features = PLAIN, opts: Partial<VirtioNetOptions> = {}, sizes?: number[]): NetRig {
+  function net(features = PLAIN, opts: Partial<VirtioNetOptions> = {}, sizes?: number[], mem?: GuestMemory): NetRig {
     const tap = uniqueIfName("tsvn");
     const backend = TapBackend.open({ name: tap });
     ns.adopt(tap);
     const violations: string[] = [];
     const dev = new VirtioNet({ backend, mac: "52:54:00:12:34:56", onViolation: (v) => violations.push(v), ...opts });
     open.push(dev);
-    const r = rig(dev);
+    const r = (mem === undefined ? rig(dev) : rigOn(dev, mem)) as Rig;
     const [rxq, txq] = bringUp(r, features, sizes);
     return { ...r, dev, g: new GuestNet(r, rxq!, txq!), tap, violations };
   }
@@ -434,6 +434,43 @@ describeWith({ root: true, tools: ["ip"] }, "virtio-net on a real tap in a priva
     if (n.dev.metrics.rxFrames < 3) clock.advance(1001);
     await until(() => n.dev.metrics.rxFrames === 3, 3000, "the third frame");
     expect(arpReplies(n.g.received()).length).toBe(3);
+  });
+
+  it("one used-index store per turn: 40 transmit chains, then 40 frames waiting in the tap for receive buffers", async () => {
+    // Guest memory that counts release stores of a u16 at `watch.addr` (a used index).
+    const watch = { addr: -1, stores: 0 };
+    const base = makeMemory();
+    const mem = new Proxy(base, {
+      get(target, key) {
+        const v = Reflect.get(target, key, target) as unknown;
+        if (typeof v !== "function") return v;
+        if (key === "storeU16Release") {
+          return (addr: number, value: number) => {
+            if (addr === watch.addr) watch.stores++;
+            return target.storeU16Release(addr, value);
+          };
+        }
+        return (v as (...a: unknown[]) => unknown).bind(target);
+      },
+    });
+    const n = net(PLAIN, {}, [64, 64], mem);
+    for (let i = 0; i < 40; i++) n.g.send(arpRequest(undefined, [10, 0, 2, 100 + i]), vnetHeader(), false);
+    watch.addr = n.g.txq.usedRing + 2;
+    n.t.notify(1); // one turn (synchronous): 40 frames out, every chain back, one index store
+    expect(n.dev.metrics.txFrames).toBe(40);
+    expect(watch.stores).toBe(1);
+    expect(n.g.txq.takeUsed().length).toBe(40);
+    // The 40 replies wait in the tap (no receive buffer yet: one is read and waits in the device).
+    await until(() => n.dev.metrics.rxNoBuffers > 0, 3000, "the device to wait for buffers");
+    await new Promise((r) => setTimeout(r, 100));
+    watch.addr = n.g.rxq.usedRing + 2;
+    watch.stores = 0;
+    n.g.post(64, 2048, false);
+    n.t.notify(0); // one turn: the waiting frame (copied, published with it), then the rest straight in
+    const got = n.g.received();
+    expect(arpReplies(got).length).toBe(40);
+    expect(n.dev.metrics.rxZeroCopy).toBe(39);
+    expect(watch.stores).toBeLessThanOrEqual(2);
   });
 
   it("work per turn is bounded: 200 transmit chains go out 64 per turn of the event loop", async () => {

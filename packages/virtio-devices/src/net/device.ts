@@ -384,7 +384,7 @@ export class VirtioNet implements VirtioDevice {
       while (frames < NET_BATCH_FRAMES && bytes < NET_BATCH_BYTES) {
         if (this.#pendingLen === 0 && direct) {
           const d = this.#receiveDirect(a);
-          if (d === "broken") return;
+          if (d === "broken") return this.#publishRx(a);
           if (d === "again") break;
           if (d > 0) {
             frames++;
@@ -406,7 +406,7 @@ export class VirtioNet implements VirtioDevice {
           this.#pendingCharged = true;
         }
         const r = this.#deliver(a, n);
-        if (r === "broken") return;
+        if (r === "broken") return this.#publishRx(a);
         if (r === "wait") break;
         this.#pendingLen = 0;
         this.#pendingCharged = false;
@@ -416,8 +416,10 @@ export class VirtioNet implements VirtioDevice {
       }
       if (frames >= NET_BATCH_FRAMES || bytes >= NET_BATCH_BYTES) this.metrics.yields++;
       // Chains may have been returned (empty ones too) even when the frame waits.
+      // It also publishes the used index the direct path left unpublished, before the turn ends.
       if (this.#rxUsed !== usedBefore && a.rx.needsNotification(a.ctx.mem)) a.ctx.interrupt.signalUsedQueue(0);
     } catch (e) {
+      this.#publishRx(a);
       this.#broken(a, e);
       return;
     }
@@ -445,11 +447,18 @@ export class VirtioNet implements VirtioDevice {
       // One buffer in one region (what drivers post): a fixed two-piece array, no array churn.
       const one = this.#rxIov1;
       const d0 = c.descriptors.length === 1 && c.readableCount === 0 ? c.descriptors[0] : undefined;
-      const r0 = d0 !== undefined && d0.len >= NET_HDR_SIZE ? mem.findRegion(d0.addr) : undefined;
+      let v0: Uint8Array | undefined;
+      if (d0 !== undefined && d0.len >= NET_HDR_SIZE) {
+        try {
+          v0 = mem.slice(d0.addr, d0.len); // checked: inside one region, exactly d0.len bytes
+        } catch {
+          v0 = undefined; // not inside one region: the general path below says what is wrong
+        }
+      }
       let iov: Uint8Array[];
       let problem: string | undefined;
-      if (d0 !== undefined && r0 !== undefined && d0.addr + d0.len <= r0.end) {
-        one[0] = mem.slice(d0.addr, d0.len);
+      if (v0 !== undefined) {
+        one[0] = v0;
         iov = one;
       } else {
         iov = this.#rxIov;
@@ -493,13 +502,22 @@ export class VirtioNet implements VirtioDevice {
       }
       if (n <= cap) {
         // num_buffers (header bytes 10–11): one chain. The tap skips those bytes.
-        setIovByte(iov, 10, 1);
-        setIovByte(iov, 11, 0);
+        if (v0 !== undefined) {
+          v0[10] = 1; // v0 holds at least the 12-byte header
+          v0[11] = 0;
+        } else {
+          setIovByte(iov, 10, 1);
+          setIovByte(iov, 11, 0);
+        }
         // Views of guest memory are not dirty-tracked: log what the tap wrote (diff snapshots).
-        if (mem.markDirty !== undefined) markChainDirty(mem, c, n);
+        if (mem.markDirty !== undefined) {
+          if (d0 !== undefined) mem.markDirty(d0.addr, n);
+          else markChainDirty(mem, c, n);
+        }
         if (iov !== one) iov.length = 0;
         try {
-          rx.addUsed(mem, c.head, n);
+          // Published once at the end of the turn (needsNotification), not per frame.
+          rx.addUsedDeferred(mem, c.head, n);
         } catch (e) {
           return this.#fail(a, e);
         }
@@ -525,6 +543,18 @@ export class VirtioNet implements VirtioDevice {
       return 0;
     }
     return "again";
+  }
+
+  /**
+   * Publishes the receive entries the turn left unpublished (a turn that broke the queue still
+   * gives back what it delivered; a ring that cannot be written any more is broken already).
+   */
+  #publishRx(a: Active): void {
+    try {
+      a.rx.publishUsed(a.ctx.mem);
+    } catch {
+      // the used ring is out of bounds: DEVICE_NEEDS_RESET is set
+    }
   }
 
   /**
@@ -715,7 +745,7 @@ export class VirtioNet implements VirtioDevice {
           if (!(e instanceof VirtqueueError) || e.head === undefined) throw e;
           this.metrics.txMalformed++;
           this.#violation(`transmit chain ${e.head}: ${e.code}`);
-          tx.addUsed(mem, e.head, 0);
+          tx.addUsedDeferred(mem, e.head, 0);
           used = true;
           continue;
         }
@@ -739,7 +769,7 @@ export class VirtioNet implements VirtioDevice {
           if (c.readableLength > NET_MAX_BUFFER && c.writableLength === 0) this.metrics.txOversize++;
           else this.metrics.txMalformed++;
           this.#violation(problem);
-          tx.addUsed(mem, c.head, 0);
+          tx.addUsedDeferred(mem, c.head, 0);
           used = true;
           continue;
         }
@@ -768,11 +798,17 @@ export class VirtioNet implements VirtioDevice {
           this.metrics.txFrames++;
           this.metrics.txBytes += c.readableLength - NET_HDR_SIZE;
         }
-        tx.addUsed(mem, c.head, 0);
+        tx.addUsedDeferred(mem, c.head, 0);
         used = true;
       }
+      // Publishes the used index too (the chains above were returned unpublished).
       if (used && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
     } catch (e) {
+      try {
+        tx.publishUsed(mem);
+      } catch {
+        // the used ring is out of bounds: DEVICE_NEEDS_RESET is set below
+      }
       this.#broken(a, e);
       return;
     }
