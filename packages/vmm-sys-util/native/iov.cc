@@ -97,9 +97,10 @@ int Gather(const v8::FunctionCallbackInfo<v8::Value>& info, int* fd, struct iove
   return 0;
 }
 
-// readv(fd, views[, count]) or readv(fd, view, ...) -> bytes read | -errno. Reads into the views
-// in order. -EAGAIN when a non-blocking fd has nothing; EINTR is retried.
-void Readv(const v8::FunctionCallbackInfo<v8::Value>& info) {
+// The vectored call behind readv and writev: Op(fd, iov, n) over the views gathered from the
+// arguments, EINTR retried; returns bytes moved or -errno (-EAGAIN when a non-blocking fd has nothing).
+template <ssize_t (*Op)(int, const struct iovec*, int)>
+void Vectored(const v8::FunctionCallbackInfo<v8::Value>& info) {
   int fd;
   struct iovec stack[kStackPieces];
   std::vector<struct iovec> heap;
@@ -111,28 +112,16 @@ void Readv(const v8::FunctionCallbackInfo<v8::Value>& info) {
     return;
   }
   ssize_t r;
-  do r = readv(fd, iov, static_cast<int>(n));
+  do r = Op(fd, iov, static_cast<int>(n));
   while (r < 0 && errno == EINTR);
   info.GetReturnValue().Set(r < 0 ? -static_cast<double>(errno) : static_cast<double>(r));
 }
 
+// readv(fd, views[, count]) or readv(fd, view, ...) -> bytes read | -errno, into the views in order.
+void Readv(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::readv>(info); }
+
 // writev(fd, views[, count]) or writev(fd, view, ...) -> bytes written | -errno, as readv.
-void Writev(const v8::FunctionCallbackInfo<v8::Value>& info) {
-  int fd;
-  struct iovec stack[kStackPieces];
-  std::vector<struct iovec> heap;
-  struct iovec* iov;
-  uint32_t n;
-  int bad = Gather(info, &fd, stack, &heap, &iov, &n);
-  if (bad != 0) {
-    info.GetReturnValue().Set(bad);
-    return;
-  }
-  ssize_t r;
-  do r = writev(fd, iov, static_cast<int>(n));
-  while (r < 0 && errno == EINTR);
-  info.GetReturnValue().Set(r < 0 ? -static_cast<double>(errno) : static_cast<double>(r));
-}
+void Writev(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::writev>(info); }
 
 void Export(Napi::Env env, Napi::Object exports, const char* name, v8::FunctionCallback cb) {
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
