@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { GuestMemory } from "@ts-vmm/vm-memory";
 import { afterAll, describe, expect, it } from "vitest";
-import { bringUp, makeMemory, rigOn } from "../test/driver.js";
+import { bringUp, countingUsedStores, rigOn } from "../test/driver.js";
 import { STATUS_DEVICE_NEEDS_RESET, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, VirtioBlock } from "./index.js";
 
 // Issue 13: a turn of the request loop that completes several requests stores the used
@@ -19,26 +19,6 @@ function image(): string {
   b.forEach((_, i) => (b[i] = (i * 13 + 7) & 0xff));
   writeFileSync(p, b);
   return p;
-}
-
-/** Guest memory that counts release stores of a u16 at `watch.addr` (the used index). */
-function watched(): { mem: GuestMemory; watch: { addr: number; stores: number } } {
-  const watch = { addr: -1, stores: 0 };
-  const base = makeMemory();
-  const mem = new Proxy(base, {
-    get(target, key) {
-      const v = Reflect.get(target, key, target) as unknown;
-      if (typeof v !== "function") return v;
-      if (key === "storeU16Release") {
-        return (addr: number, value: number) => {
-          if (addr === watch.addr) watch.stores++;
-          return target.storeU16Release(addr, value);
-        };
-      }
-      return (v as (...a: unknown[]) => unknown).bind(target);
-    },
-  });
-  return { mem, watch };
 }
 
 /** Queues `n` 512-byte reads of sectors 0..n-1, each with its own header, data and status. */
@@ -60,7 +40,7 @@ function queueReads(mem: GuestMemory, q: ReturnType<typeof bringUp>[number], n: 
 describe("virtio-blk used-index batching", () => {
   for (const [name, features] of [["without EVENT_IDX", VIRTIO_F_VERSION_1], ["with EVENT_IDX", VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX]] as const) {
     it(`${name}: eight requests in one turn, one used-index store, one interrupt, all eight seen`, () => {
-      const { mem, watch } = watched();
+      const { mem, watch } = countingUsedStores();
       const dev = VirtioBlock.open(image());
       const r = rigOn(dev, mem);
       const [q] = bringUp(r, features);
@@ -85,7 +65,7 @@ describe("virtio-blk used-index batching", () => {
   }
 
   it("entries completed before the queue broke in the same turn are still published", () => {
-    const { mem, watch } = watched();
+    const { mem, watch } = countingUsedStores();
     const dev = VirtioBlock.open(image());
     const r = rigOn(dev, mem);
     const [q] = bringUp(r, VIRTIO_F_VERSION_1);

@@ -27,6 +27,29 @@ export function makeMemory(size = 0x100_0000): GuestMemoryArrayBuffer {
   return GuestMemoryArrayBuffer.fromRanges([{ start: 0, size }], { shared: false });
 }
 
+/**
+ * Guest memory (makeMemory's) that counts release stores of a u16 at `watch.addr`, e.g. a used
+ * index: set `watch.addr` once the queue is set up, then read `watch.stores`.
+ */
+export function countingUsedStores(): { mem: GuestMemoryArrayBuffer; watch: { addr: number; stores: number } } {
+  const watch = { addr: -1, stores: 0 };
+  const base = makeMemory();
+  const mem = new Proxy(base, {
+    get(target, key) {
+      const v = Reflect.get(target, key, target) as unknown;
+      if (typeof v !== "function") return v;
+      if (key === "storeU16Release") {
+        return (addr: number, value: number) => {
+          if (addr === watch.addr) watch.stores++;
+          return target.storeU16Release(addr, value);
+        };
+      }
+      return (v as (...a: unknown[]) => unknown).bind(target);
+    },
+  });
+  return { mem, watch };
+}
+
 export interface Rig<M extends GuestMemory = GuestMemoryArrayBuffer> {
   readonly mem: M;
   readonly irq: CountingIrq;

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { makeMemory } from "../test/memory.js";
 import { MockPackedQueue, MockSplitQueue } from "./mock/index.js";
 import { Queue, VirtqueueError, type QueueState, type VirtqueueErrorCode } from "./index.js";
+import { codeOf } from "../test/errors.js";
 
 // Issue 13: a device that completes several chains in one turn writes their used elements
 // with addUsedDeferred and stores the used idx once (publishUsed, or needsNotification,
@@ -14,16 +15,6 @@ function setup(size = 8, eventIdx = false) {
   const mock = new MockSplitQueue(mem, size, { base: 0x1000, eventIdx });
   const q = mock.createQueue();
   return { mem, mock, q };
-}
-
-function codeOf(fn: () => unknown): VirtqueueErrorCode | undefined {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(VirtqueueError);
-    return (e as VirtqueueError).code;
-  }
-  return undefined;
 }
 
 /** Pops `n` one-buffer chains the mock makes available; returns their heads. */

@@ -2,21 +2,11 @@ import { GuestMemoryArrayBuffer, GuestMemoryError, type GuestMemory } from "@ts-
 import { describe, expect, it } from "vitest";
 import { MockPackedQueue, MockSplitQueue } from "./mock/index.js";
 import { Queue, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VirtqueueError, type VirtqueueErrorCode } from "./index.js";
+import { expectCode } from "../test/errors.js";
 
 // Issue 13: a descriptor is read with one checked GuestMemory.readU32s (one region lookup,
 // one range check) instead of one scalar read per field. These tests pin down that the
 // walks use it, and that hostile table addresses at region edges give the errors they did.
-
-function popError(fn: () => unknown, code: VirtqueueErrorCode): VirtqueueError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(VirtqueueError);
-    expect((e as VirtqueueError).code).toBe(code);
-    return e as VirtqueueError;
-  }
-  throw new Error(`expected VirtqueueError ${code}`);
-}
 
 /** `mem` with a count of the calls to each read method (other methods pass through). */
 function counting(mem: GuestMemory): { mem: GuestMemory; calls: Map<string, number> } {
@@ -117,17 +107,17 @@ describe("descriptor tables at region edges", () => {
       mem.writeU16(0x102, idx);
     };
     avail(3, [7, 9, 6]);
-    const e1 = popError(() => q.popDescriptorChain(mem), "RingOutOfBounds");
+    const e1 = expectCode(() => q.popDescriptorChain(mem), "RingOutOfBounds");
     expect([e1.head, e1.consumed, e1.addr]).toEqual([7, true, 0x1f10 + 7 * 16]);
     expect((e1.cause as GuestMemoryError).code).toBe("OutOfBounds");
-    const e2 = popError(() => q.popDescriptorChain(mem), "RingOutOfBounds");
+    const e2 = expectCode(() => q.popDescriptorChain(mem), "RingOutOfBounds");
     expect([e2.head, e2.consumed, e2.addr]).toEqual([9, true, 0x1f10 + 9 * 16]);
     expect((e2.cause as GuestMemoryError).code).toBe("Hole");
     // Descriptor 6 is whole, but its next (7) is not.
     mem.writeU32(0x1f10 + 6 * 16 + 8, 4);
     mem.writeU16(0x1f10 + 6 * 16 + 12, VIRTQ_DESC_F_NEXT);
     mem.writeU16(0x1f10 + 6 * 16 + 14, 7);
-    const e3 = popError(() => q.popDescriptorChain(mem), "RingOutOfBounds");
+    const e3 = expectCode(() => q.popDescriptorChain(mem), "RingOutOfBounds");
     expect([e3.head, e3.consumed, e3.addr]).toEqual([6, true, 0x1f10 + 7 * 16]);
     // Nothing moved the queue past its avail index; it keeps working.
     expect(q.nextAvail).toBe(3);
@@ -140,7 +130,7 @@ describe("descriptor tables at region edges", () => {
     for (const [taddr, len] of [[0x7ff8, 32], [0x8000, 16], [0x8ff0, 32], [0x8fff0, 16], [0x9ff0, 32]] as [number, number][]) {
       mock.writeDescriptor(1, { addr: taddr, len, flags: 4 /* INDIRECT */, next: 0 });
       mock.publish(1);
-      const e = popError(() => q.popDescriptorChain(mem), "IndirectTableOutOfBounds");
+      const e = expectCode(() => q.popDescriptorChain(mem), "IndirectTableOutOfBounds");
       expect([e.head, e.consumed, e.addr]).toEqual([1, true, taddr]);
     }
   });
@@ -159,7 +149,7 @@ describe("descriptor tables at region edges", () => {
     const mock2 = new MockPackedQueue(mem2, 8, { base: 0x1000 });
     const q2 = mock2.createQueue();
     mock2.addRawChain([{ addr: 0x7ff0, len: 32, id: 3, flags: 4 /* INDIRECT */ }]);
-    const e = popError(() => q2.popDescriptorChain(mem2), "IndirectTableOutOfBounds");
+    const e = expectCode(() => q2.popDescriptorChain(mem2), "IndirectTableOutOfBounds");
     expect([e.head, e.consumed]).toEqual([3, true]);
   });
 });

@@ -14,6 +14,7 @@ import {
   type QueueState,
   type VirtqueueErrorCode,
 } from "./index.js";
+import { expectCode } from "../test/errors.js";
 
 function setup(size = 8, eventIdx = false) {
   const mem = makeMemory(0x40000);
@@ -22,17 +23,6 @@ function setup(size = 8, eventIdx = false) {
   expect(q.packed).toBe(true);
   expect(q.isValid(mem)).toBe(true);
   return { mem, mock, q };
-}
-
-function expectCode(fn: () => unknown, code: VirtqueueErrorCode): VirtqueueError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(VirtqueueError);
-    expect((e as VirtqueueError).code).toBe(code);
-    return e as VirtqueueError;
-  }
-  throw new Error(`expected VirtqueueError ${code}`);
 }
 
 describe("packed queue data path", () => {

@@ -2,17 +2,7 @@ import { describe, expect, it } from "vitest";
 import { makeMemory } from "../test/memory.js";
 import { MockPackedQueue, MockSplitQueue } from "./mock/index.js";
 import { Queue, VirtqueueError, type QueueState, type VirtqueueErrorCode } from "./index.js";
-
-function expectCode(fn: () => unknown, code: VirtqueueErrorCode): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(VirtqueueError);
-  expect((err as VirtqueueError).code).toBe(code);
-}
+import { expectCode } from "../test/errors.js";
 
 describe("Queue configuration", () => {
   it("takes a power-of-two max size in [1, 32768]", () => {

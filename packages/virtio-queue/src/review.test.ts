@@ -10,17 +10,7 @@ import {
   VirtqueueError,
   type VirtqueueErrorCode,
 } from "./index.js";
-
-function expectCode(fn: () => unknown, code: VirtqueueErrorCode): VirtqueueError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(VirtqueueError);
-    expect((e as VirtqueueError).code).toBe(code);
-    return e as VirtqueueError;
-  }
-  throw new Error(`expected VirtqueueError ${code}`);
-}
+import { expectCode } from "../test/errors.js";
 
 const TABLE = 0x100000;
 

@@ -11,6 +11,7 @@ import {
   VirtqueueError,
   type VirtqueueErrorCode,
 } from "./index.js";
+import { expectCode, virtqueueError } from "../test/errors.js";
 
 function setup(size = 16, eventIdx = false) {
   const mem = makeMemory(0x40000);
@@ -18,22 +19,6 @@ function setup(size = 16, eventIdx = false) {
   const q = mock.createQueue();
   expect(q.isValid(mem)).toBe(true);
   return { mem, mock, q };
-}
-
-function popError(fn: () => unknown): VirtqueueError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(VirtqueueError);
-    return e as VirtqueueError;
-  }
-  throw new Error("expected a VirtqueueError");
-}
-
-function expectCode(fn: () => unknown, code: VirtqueueErrorCode): VirtqueueError {
-  const e = popError(fn);
-  expect(e.code).toBe(code);
-  return e;
 }
 
 describe("split queue data path", () => {

@@ -2,16 +2,7 @@ import { describe, expect, it } from "vitest";
 import { makeMemory } from "../test/memory.js";
 import { MockPackedQueue, MockSplitQueue } from "./mock/index.js";
 import { Queue, VirtqueueError, type QueueState } from "./index.js";
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(VirtqueueError);
-    return (e as VirtqueueError).code;
-  }
-  return undefined;
-}
+import { codeOf } from "../test/errors.js";
 
 describe("queue state save/restore", () => {
   it("a split queue restored mid-flight carries on where it stopped", () => {

@@ -4,17 +4,7 @@ import { makeMemory } from "../test/memory.js";
 import { MockPackedQueue, MockSplitQueue } from "./mock/index.js";
 import { Queue, type DescriptorChain, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_ENABLE, VIRTQ_DESC_F_NEXT, VirtqueueError, type VirtqueueErrorCode } from "./index.js";
 import { UNDO_WINDOW } from "./undo-log.js";
-
-function expectCode(fn: () => unknown, code: VirtqueueErrorCode): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(VirtqueueError);
-  expect((err as VirtqueueError).code).toBe(code);
-}
+import { expectCode } from "../test/errors.js";
 
 const buf = (i: number, len = 64) => ({ addr: 0x20000 + i * 0x100, len, writable: true });
 

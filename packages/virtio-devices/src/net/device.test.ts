@@ -2,7 +2,7 @@ import { describeWith } from "@ts-vmm/test-utils";
 import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
 import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
-import { bringUp, makeMemory, rig, rigOn, type Rig } from "../../test/driver.js";
+import { bringUp, countingUsedStores, makeMemory, rig, rigOn, type Rig } from "../../test/driver.js";
 import { GuestMemoryArrayBuffer, type GuestMemory } from "@ts-vmm/vm-memory";
 import { ManualClock } from "../../test/manual-clock.js";
 import { GuestNet, GUEST_MAC, arpReplyFrom, arpRequest, tcpRstAck, tcpSegment, until, vnetHeader } from "../../test/net-frames.js";
@@ -437,22 +437,7 @@ describeWith({ root: true, tools: ["ip"] }, "virtio-net on a real tap in a priva
   });
 
   it("one used-index store per turn: 40 transmit chains, then 40 frames waiting in the tap for receive buffers", async () => {
-    // Guest memory that counts release stores of a u16 at `watch.addr` (a used index).
-    const watch = { addr: -1, stores: 0 };
-    const base = makeMemory();
-    const mem = new Proxy(base, {
-      get(target, key) {
-        const v = Reflect.get(target, key, target) as unknown;
-        if (typeof v !== "function") return v;
-        if (key === "storeU16Release") {
-          return (addr: number, value: number) => {
-            if (addr === watch.addr) watch.stores++;
-            return target.storeU16Release(addr, value);
-          };
-        }
-        return (v as (...a: unknown[]) => unknown).bind(target);
-      },
-    });
+    const { mem, watch } = countingUsedStores(); // counts the used index's release stores
     const n = net(PLAIN, {}, [64, 64], mem);
     for (let i = 0; i < 40; i++) n.g.send(arpRequest(undefined, [10, 0, 2, 100 + i]), vnetHeader(), false);
     watch.addr = n.g.txq.usedRing + 2;
