@@ -200,11 +200,7 @@ if [ -n "$net" ]; then
   ip link set lo up; ip link set "$ifc" up && ip addr add ${GUEST_NET_ADDRESS}/24 dev "$ifc"
   p=fail; ping -c 3 -W 5 10.0.2.2 >/tmp/ping 2>&1 && p=ok
   echo "${NET_MARKER} if=$ifc addr=${GUEST_NET_ADDRESS}/24 ping=$p $(grep -o '[0-9]* packets received' /tmp/ping | tr ' ' _)"
-  # A result line after a long transfer follows an empty line: once in CI (QEMU's own L2 under
-  # TCG) the first byte written to the console after the transfer was lost ("S-VMM-NET tcp").
-  r=$(tsvmm-peer tcp-connect 10.0.2.2 $1 $2 $3 $4 60)
-  echo
-  echo "${NET_MARKER} tcp $r"
+  echo "${NET_MARKER} tcp $(tsvmm-peer tcp-connect 10.0.2.2 $1 $2 $3 $4 60)"
 fi
 if [ -n "$vsock" ]; then
   set -- $(echo "$vsock" | tr : ' ')
@@ -214,11 +210,8 @@ if [ -n "$vsock" ]; then
   vl=$!
   i=0; while ! grep -q listening /tmp/vl.err && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
   echo "${VSOCK_MARKER} listening port=$2"
-  r=$(tsvmm-peer vsock-connect 2 $1 $3 $4 $5 60)
-  echo
-  echo "${VSOCK_MARKER} g2h $r"
+  echo "${VSOCK_MARKER} g2h $(tsvmm-peer vsock-connect 2 $1 $3 $4 $5 60)"
   wait $vl
-  echo
   echo "${VSOCK_MARKER} h2g $(cat /tmp/vl.out) $(grep -v '^listening$' /tmp/vl.err | head -c 200 | tr '\\n' ' ')"
 fi
 if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi
