@@ -75,9 +75,11 @@ export {
   nestedCacheDir,
   runNested,
   runNestedUntilSound,
+  serialCopies,
+  serialTransportLoss,
   shq,
 } from "./nested.js";
-export type { L1Module, NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun } from "./nested.js";
+export type { L1Module, NestedEnd, NestedGuest, NestedGuestRun, NestedOptions, NestedRun, SerialCopies } from "./nested.js";
 export { NESTED_TAP_HOST, parsePeerResult } from "./nested-peers.js";
 export { LOG_SPLIT_MARKER, RESTORE_MARKER } from "./nested-snapshot.js";
 export type { NestedSnapshot, NestedSnapshotReport, NestedSnapshotted, SnapshotLauncher, SnapshotSignal } from "./nested-snapshot.js";

@@ -29,7 +29,7 @@ import {
   type LayerEntry,
 } from "./l1-image.js";
 import type { DeviceKind, DeviceSpec, LaunchSpec, ProcessPlan, ResolvedDevice, VmmLauncher } from "./launcher.js";
-import { qemuLauncher } from "./qemu.js";
+import { QEMU_SERIAL_CHARDEV, qemuLauncher } from "./qemu.js";
 import {
   NESTED_TAP_HOST,
   sideResults,
@@ -393,6 +393,8 @@ interface Prepared {
   readonly side: SidePlan;
   /** With {@link NestedGuest.snapshot}: the checked plan (its restore process included). */
   readonly snap: SnapshotPlan | null;
+  /** Inside L1, the file the VMM itself logs its serial output to (QEMU's chardev `logfile=`), or null. */
+  readonly serialLog: string | null;
 }
 
 /**
@@ -488,8 +490,11 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
       `pid=$!`,
       // At the timeout the VMM gets SIGTERM first (ours then says where each vCPU was), SIGKILL 5 s later.
       `( sleep ${secs}; [ -e /tmp/done-${t} ] || { echo timeout > /tmp/why-${t}; { kill -TERM -$pid || kill -TERM $pid; } 2>/dev/null; sleep 5; ${kill}; } ) >/dev/null 2>&1 &`,
+      `: > /tmp/loopser-${t}`,
       `while IFS= read -r l || [ -n "$l" ]; do`,
       `  printf '%s\\n' "$l"`,
+      // L1's own copy of what it read, for serialCopies.
+      `  printf '%s\\n' "$l" >> /tmp/loopser-${t}`,
       ...extra,
       ...(stopText !== undefined
         ? [`  case "$l" in *${shq(stopText)}*) [ -e /tmp/why-${t} ] || { echo marker > /tmp/why-${t}; ${kill}; } ;; esac`]
@@ -536,6 +541,8 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
       // At most 64 KiB of stderr travels over the console (per VMM).
       `echo "${M.logBegin}${id}"; ${snap === null ? "" : `tail -c 65536 /tmp/err-${i}; echo; echo "${LOG_SPLIT_MARKER}${id}"; `}tail -c 65536 /tmp/err-${snap === null ? i : `${i}r`}; echo; echo "${M.logEnd}${id}"`,
       ...post,
+      // How many bytes the VMM wrote to its serial (QEMU's chardev log) and how many lines and bytes L1 read of it.
+      `echo "serial-copies vmm=${s.serialLog !== null ? `$(wc -c < ${s.serialLog} 2>/dev/null || echo none)` : "none"} loop=$(wc -c < /tmp/loopser-${snap === null ? i : `${i}r`}) loop_lines=$(grep -c '' /tmp/loopser-${snap === null ? i : `${i}r`}) loop_nocr=$(tr -d '\\r' < /tmp/loopser-${snap === null ? i : `${i}r`} | wc -c)" >> ${side}`,
       `echo "${M.sideBegin}${id}"; tail -c 16384 ${side}; echo; echo "${M.sideEnd}${id}"`,
     );
   });
@@ -661,10 +668,19 @@ export async function prepare(g: NestedGuest, index = 0): Promise<{ prepared: Pr
     devices: resolved,
     extraArgs,
   };
-  const plan = await launcher.plan(spec);
+  let plan = await launcher.plan(spec);
   if (plan.kind !== "process") throw new TestGuestsError("Unsupported", `${g.name}: ${launcher.name} runs in-process; inside L1 only process plans run`);
+  // QEMU also logs what its 8250 wrote to stdout into a file in L1, so that a run whose serial
+  // lost bytes on the way tells at which hop (serialCopies).
+  let serialLog: string | null = null;
+  if (isQemu) {
+    const at = plan.args.indexOf(QEMU_SERIAL_CHARDEV);
+    if (at < 0 || plan.args.indexOf(QEMU_SERIAL_CHARDEV, at + 1) >= 0) throw new TestGuestsError("Unsupported", `${g.name}: expected QEMU's serial chardev once in its arguments`);
+    serialLog = `/tmp/vmmser-${index}`;
+    plan = { ...plan, args: plan.args.map((a, k) => (k === at ? `${a},logfile=${serialLog},logappend=off` : a)) };
+  }
   // A snapshot step runs two VMMs one after the other, each bounded by timeoutMs.
-  return { prepared: { guest: g, plan, launcher: launcher.name, vmmTimeoutMs: timeoutMs, timeoutMs: snap === null ? timeoutMs : 2 * timeoutMs + 10_000, side: { tap, tcp, vsock, balloon }, snap }, files };
+  return { prepared: { guest: g, plan, launcher: launcher.name, vmmTimeoutMs: timeoutMs, timeoutMs: snap === null ? timeoutMs : 2 * timeoutMs + 10_000, side: { tap, tcp, vsock, balloon }, snap, serialLog }, files };
 }
 
 /**
@@ -1096,6 +1112,52 @@ export async function runNestedUntilSound(
     discarded.push(why);
     console.warn(`[nested] attempt ${i} discarded (the emulated tier, not the VMM under test): ${why}`);
   }
+}
+
+/** What {@link serialCopies} reads from a step's side lines: the serial output at each hop inside L1. */
+export interface SerialCopies {
+  /** Bytes the VMM itself logged as written to its serial (QEMU's chardev log), or null where the VMM keeps no log. */
+  readonly vmmBytes: number | null;
+  /** Bytes of L1's copy of what its job read from the VMM's stdout (each line with its newline). */
+  readonly loopBytes: number;
+  /** Lines of that copy. */
+  readonly loopLines: number;
+  /** Bytes of that copy without carriage returns (L1's console adds its own; the host drops them at line ends). */
+  readonly loopBytesNoCr: number;
+  /** Lines the host received in the step's block. */
+  readonly hostLines: number;
+  /** Bytes the host received in the step's block (each line with a newline, without carriage returns at line ends). */
+  readonly hostBytes: number;
+}
+
+/** The step's `serial-copies` side line, or null if L1 never printed it (the step did not finish). */
+export function serialCopies(g: Pick<NestedGuestRun, "side" | "lines">): SerialCopies | null {
+  for (const l of g.side) {
+    const m = /^serial-copies vmm=\s*(\d+|none) loop=\s*(\d+) loop_lines=\s*(\d+) loop_nocr=\s*(\d+)/.exec(l);
+    if (m) {
+      let hostBytes = 0;
+      for (const x of g.lines) hostBytes += x.text.length + 1;
+      return { vmmBytes: m[1] === "none" ? null : Number(m[1]), loopBytes: Number(m[2]), loopLines: Number(m[3]), loopBytesNoCr: Number(m[4]), hostLines: g.lines.length, hostBytes };
+    }
+  }
+  return null;
+}
+
+/**
+ * Whether a step's serial output lost bytes between the VMM's serial backend and the host:
+ * fewer bytes in L1's copy than the VMM logged writing (between its stdout and L1's job), or
+ * fewer lines or bytes on the host than L1 read (L1's console). Null when every hop has it all, or when
+ * the copies are unknown. Bytes a VMM's own UART dropped before its backend are not seen here:
+ * they are the VMM's, and a test reports them.
+ */
+export function serialTransportLoss(g: Pick<NestedGuestRun, "side" | "lines" | "name">): string | null {
+  const c = serialCopies(g);
+  if (c === null) return null;
+  if (c.vmmBytes !== null && c.loopBytes < c.vmmBytes) return `${g.name}: L1 read ${c.loopBytes} of the ${c.vmmBytes} bytes the VMM wrote to its serial`;
+  if (c.hostLines < c.loopLines || c.hostBytes < c.loopBytesNoCr) {
+    return `${g.name}: the host received ${c.hostLines} lines, ${c.hostBytes} bytes of the ${c.loopLines} lines, ${c.loopBytesNoCr} bytes (without CR) L1 read`;
+  }
+  return null;
 }
 
 /** The layers cache directory (for size reports). */

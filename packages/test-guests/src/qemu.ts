@@ -1,6 +1,14 @@
 import { existsSync } from "node:fs";
 import type { DeviceKind, LaunchSpec, ProcessPlan, ResolvedDevice, VmmLauncher } from "./launcher.js";
 
+/**
+ * The chardev QEMU's 8250 writes to (stdout). QEMU makes its stdout non-blocking and its
+ * 16550 drops a byte after four failed writes in a row, so a reader that falls behind can
+ * lose output; the nested harness adds a `logfile=` to this chardev to tell where a lost
+ * byte went (nested.ts, `serialCopies`).
+ */
+export const QEMU_SERIAL_CHARDEV = "stdio,id=ser0,signal=off";
+
 /** QEMU binary used by {@link qemuLauncher} (Debian's qemu-system-x86, 7.2 here). */
 export const QEMU_BINARY = "qemu-system-x86_64";
 
@@ -57,7 +65,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     "-enable-kvm", "-cpu", "host,-arch-capabilities",
     "-m", `${spec.memMiB}M`, "-smp", String(spec.vcpus),
     "-nodefaults", "-no-user-config", "-display", "none",
-    "-chardev", "stdio,id=ser0,signal=off", "-serial", "chardev:ser0",
+    "-chardev", QEMU_SERIAL_CHARDEV, "-serial", "chardev:ser0",
     "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
     "-global", "virtio-mmio.force-legacy=false",
     "-kernel", spec.kernel,

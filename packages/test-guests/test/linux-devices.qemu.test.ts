@@ -9,6 +9,8 @@ import {
   linuxGuest,
   NET_MARKER,
   runNestedUntilSound,
+  serialCopies,
+  serialTransportLoss,
   VSOCK_MARKER,
   type LinuxDeviceTest,
   type NestedGuestRun,
@@ -70,8 +72,10 @@ describeWith(
             extraArgs: ["-M", "acpi=on", "-no-reboot", "-overcommit", "mem-lock=on"],
           }],
         },
-        // Only L1's own failures are the environment's; anything the guest or QEMU did is reported.
-        (x) => x.problem,
+        // Only L1's own failures, and serial bytes lost between QEMU's chardev and the host (seen
+        // twice in CI, 2026-12-03: a byte, then a whole result line, under TCG), are the
+        // environment's; anything the guest or QEMU did is reported.
+        (x) => x.problem ?? x.guests.map(serialTransportLoss).find((w) => w !== null) ?? null,
         2,
       );
       if (discarded.length > 0) console.warn(`[nested devices] discarded runs: ${discarded.join("; ")}`);
@@ -85,6 +89,7 @@ describeWith(
       console.log(`[nested devices] QEMU in L1: ${markerTimes(r)}; L1 run ${(run.wallMs / 1000).toFixed(1)} s, /dev/kvm after ${((run.l1KvmMs ?? NaN) / 1000).toFixed(1)} s`);
       console.log(`[nested devices] report: ${JSON.stringify(linuxDeviceReport(r, t))}`);
       console.log(`[nested devices] L1 side:\n  ${r.side.join("\n  ")}`);
+      console.log(`[nested devices] serial copies: ${JSON.stringify(serialCopies(r))}`);
       expect(r.serial, why).toContain(SHELL);
       expect(linuxDeviceProblems(r, t), why).toEqual([]);
       expect(r.end === "exit" && r.status === 0, why).toBe(true);

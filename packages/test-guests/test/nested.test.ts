@@ -1,11 +1,11 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, describe, expect, it } from "vitest";
 import { sideResults } from "../src/nested-peers.js";
-import { guestHasL1State, guestRanStaleText, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, type NestedGuest } from "../src/nested.js";
+import { guestHasL1State, guestRanStaleText, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, serialCopies, serialTransportLoss, type NestedGuest } from "../src/nested.js";
 import {
   buildLayer,
   concatLayers,
@@ -220,6 +220,50 @@ describe("the job script's device side (taps, peers, RSS samples, QMP), without 
     const e = p.ends.get(0)!;
     expect(e.lines.map((l) => l.text)).toEqual(["hello", `${M.sideBegin}0#guess`, "fake"]);
     expect(e.side).toEqual(["tap tsvmm0 up 10.0.2.2/24", "tcp result=ok sent=1 received=2"]);
+  });
+});
+
+describe("serial copies: where a step's serial output lost bytes", () => {
+  const kernel = join(import.meta.dirname, "helpers.ts");
+
+  it("QEMU logs its 8250 output to a file in L1 (its chardev's logfile=)", async () => {
+    const { prepared } = await prepare({ name: "q", vmm: "qemu", kernel }, 2);
+    expect(prepared.plan.args).toContain("stdio,id=ser0,signal=off,logfile=/tmp/vmmser-2,logappend=off");
+    expect(prepared.plan.args.filter((a) => a.startsWith("stdio,id=ser0"))).toHaveLength(1);
+  });
+
+  it("the job script counts what L1 read; the host's copy is compared with it, and a lost byte or line is found", async () => {
+    // A stand-in VMM that prints two CRLF lines and a last one without a newline.
+    const echo: VmmLauncher = {
+      name: "echo", provides: [],
+      plan: () => ({ kind: "process", file: "printf", args: ["one\\r\\ntwo two\\r\\nlast"], guestExitValue: () => null }),
+    };
+    const { prepared } = await prepare({ name: "e", vmm: echo, kernel, timeoutMs: 10_000 }, 0);
+    const job = `${jobScript([prepared], "n0nce")}echo "${NESTED_MARKERS.done}"\n`;
+    const c = spawn("unshare", ["-m", "sh", "-c", "mount -t tmpfs none /tmp && mount -t tmpfs none /run && exec busybox sh -s"], { stdio: ["pipe", "pipe", "pipe"], timeout: 30_000 });
+    let stdout = "", stderr = "";
+    c.stdout.on("data", (b: Buffer) => { stdout += b.toString("latin1"); });
+    c.stderr.on("data", (b: Buffer) => { stderr += b.toString(); });
+    c.stdin.end(job);
+    const status = await new Promise<number | null>((res) => c.once("close", res));
+    expect(status, stderr).toBe(0);
+    const p = new L1Parser(0, "n0nce");
+    p.push(stdout, 1);
+    p.finish(2);
+    const e = p.ends.get(0)!;
+    expect(e.lines.map((l) => l.text)).toEqual(["one", "two two", "last"]);
+    const g = { name: "e", side: e.side, lines: e.lines };
+    // 5 + 9 + 5 bytes as L1 copied them (the last line gets its newline there), 3 lines, 17 without CR.
+    expect(serialCopies(g)).toEqual({ vmmBytes: null, loopBytes: 19, loopLines: 3, loopBytesNoCr: 17, hostLines: 3, hostBytes: 17 });
+    expect(serialTransportLoss(g)).toBeNull();
+    // One byte lost on L1's console, then a whole line.
+    const lostByte = { ...g, lines: e.lines.map((l, k) => (k === 1 ? { ...l, text: "wo two" } : l)) };
+    expect(serialTransportLoss(lostByte)).toMatch(/^e: the host received 3 lines, 16 bytes of the 3 lines, 17 bytes/);
+    expect(serialTransportLoss({ ...g, lines: e.lines.slice(1) })).toMatch(/received 2 lines/);
+    // Bytes the VMM logged writing that L1 never read.
+    const side = e.side.map((l) => l.replace(/^serial-copies vmm=none/, "serial-copies vmm=25"));
+    expect(serialTransportLoss({ ...g, side })).toBe("e: L1 read 19 of the 25 bytes the VMM wrote to its serial");
+    expect(serialCopies({ side: [], lines: [] })).toBeNull();
   });
 });
 
