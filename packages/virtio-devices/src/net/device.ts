@@ -416,6 +416,7 @@ export class VirtioNet implements VirtioDevice {
       }
       if (frames >= NET_BATCH_FRAMES || bytes >= NET_BATCH_BYTES) this.metrics.yields++;
       // Chains may have been returned (empty ones too) even when the frame waits.
+      // It also publishes the used index the direct path left unpublished, before the turn ends.
       if (this.#rxUsed !== usedBefore && a.rx.needsNotification(a.ctx.mem)) a.ctx.interrupt.signalUsedQueue(0);
     } catch (e) {
       this.#publishRx(a);
@@ -515,11 +516,8 @@ export class VirtioNet implements VirtioDevice {
         }
         if (iov !== one) iov.length = 0;
         try {
-          // Published per frame (as QEMU does): a polling driver takes the frame and posts the
-          // buffer again while this turn reads on. Published once per turn, a turn of 64
-          // frames emptied a ring of 64 before the driver saw the first, and every turn ended
-          // waiting for its notification (bench:net rx, 2026-12-04).
-          rx.addUsed(mem, c.head, n);
+          // Published once at the end of the turn (needsNotification), not per frame.
+          rx.addUsedDeferred(mem, c.head, n);
         } catch (e) {
           return this.#fail(a, e);
         }
