@@ -44,6 +44,7 @@ static void discover(void) {
 int vq_use_irq;
 int vq_honour_no_notify;
 u64 vq_missing_irqs;
+u64 vq_poll_waits, vq_poll_wait_cycles;
 
 int vdev_index(const struct vdev *d) { return d >= devs && d < devs + MAX_DEVS ? (int)(d - devs) : -1; }
 int vdev_count(void) { if (ndevs < 0) discover(); return ndevs; }
@@ -194,13 +195,14 @@ int vq_poll(struct vq *q, u32 *id, u32 *len, u64 budget) {
 			if (id) *id = e->id;
 			if (len) *len = e->len;
 			q->last_used++;
+			if (spins) { vq_poll_waits++; vq_poll_wait_cycles += rdtsc() - t0; }
 			return 1;
 		}
 		if ((++spins & 1023) == 0) {
 			u64 dt = rdtsc() - t0;
 			/* Only look at the status register (an exit) once the wait is long. */
 			if (dt > 20000000ull && (vr(q->dev, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET)) return -1;
-			if (dt > budget) return 0;
+			if (dt > budget) { vq_poll_waits++; vq_poll_wait_cycles += dt; return 0; }
 		}
 		pause_();
 	}

@@ -91,6 +91,8 @@ extern int vq_use_irq;
 extern int vq_honour_no_notify;
 /* Counters of completions seen without an interrupt (vq_wait gave up waiting for one). */
 extern u64 vq_missing_irqs;
+/* vq_poll calls that found nothing at first, and the TSC cycles they spun until an entry came (or gave up). */
+extern u64 vq_poll_waits, vq_poll_wait_cycles;
 
 /* One buffer of a chain. */
 struct vbuf { u64 addr; u32 len; int writable; };

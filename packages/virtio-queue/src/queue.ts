@@ -417,7 +417,7 @@ export class Queue {
       throw e;
     }
     if (chain !== undefined) {
-      q.undo.push({ chain, availBefore: before, wrapBefore: wrap });
+      q.undo.push(chain, before, wrap);
       if (q.unpopped > 0) q.unpopped = Math.max(0, q.unpopped - this.#availDistance(before, wrap));
     }
     return chain;
@@ -454,18 +454,20 @@ export class Queue {
   undoPop(chain: DescriptorChain): void {
     const q = this.#q;
     if (!q.ready) throw new VirtqueueError("NotReady", "undoPop on a queue that is not ready", { head: chain.head });
-    const top = q.undo.top();
-    if (top === undefined || top.chain !== chain) {
+    const top = q.undo.topChain();
+    if (top === undefined || top !== chain) {
       throw new VirtqueueError(
         "InvalidArgument",
         `chain ${String(chain?.head)} is not the newest chain popped and still held (give chains back newest first)`,
         { head: chain?.head },
       );
     }
+    const availBefore = q.undo.topAvailBefore();
+    const wrapBefore = q.undo.topWrapBefore();
     q.undo.dropTop();
-    const moved = this.#availDistance(top.availBefore, top.wrapBefore);
-    q.nextAvail = top.availBefore;
-    q.availWrap = top.wrapBefore;
+    const moved = this.#availDistance(availBefore, wrapBefore);
+    q.nextAvail = availBefore;
+    q.availWrap = wrapBefore;
     if (q.packed) q.inFlight.delete(chain.head);
     q.unpopped = Math.min(q.unpopped + moved, q.packed ? q.size : 0x10000);
   }

@@ -4,58 +4,66 @@ import type { DescriptorChain } from "./chain.js";
 export const UNDO_WINDOW = 1024;
 
 /**
- * One pop that can still be given back: the chain and the avail position
- * (split index, or packed ring position with its wrap counter) before it.
- * @internal
- */
-export interface UndoRecord {
-  readonly chain: DescriptorChain;
-  readonly availBefore: number;
-  readonly wrapBefore: boolean;
-}
-
-/**
  * The chains popped and neither returned (`addUsed`) nor given back
- * (`undoPop`), oldest first, at most {@link UNDO_WINDOW}. Only the newest can
- * be given back: its avail position is the one right before the current one.
- * Returning a chain forgets it and every older record (the ring position can
- * no longer be rewound past it). A FIFO device returns the oldest record,
- * found first, so each operation is O(1) for it.
+ * (`undoPop`), oldest first, at most {@link UNDO_WINDOW}, each with the avail
+ * position (split index, or packed ring position with its wrap counter)
+ * before it. Only the newest can be given back: its avail position is the one
+ * right before the current one. Returning a chain forgets it and every older
+ * record (the ring position can no longer be rewound past it). A FIFO device
+ * returns the oldest record, found first, so each operation is O(1) for it.
  * @internal
  */
 export class UndoLog {
-  // Records live in #items[#start, #end). The array is reused rather than replaced: a device
-  // that returns each chain before the next pop empties the log on every chain, and a fresh
-  // `[]` each time grew a new backing store per pop (5-7% of bench:queue's split profiles).
-  // Slots outside the live range are set to undefined so no returned chain stays reachable.
-  #items: (UndoRecord | undefined)[] = [];
+  // Records live in [#start, #end) of three parallel arrays (chain, avail position before it,
+  // wrap counter before it), reused rather than replaced and never holding an object per pop:
+  // a record object a pop cost an allocation on every chain (~3 % of the main thread on
+  // bench:net rx). A device that returns each chain before the next pop empties the log on
+  // every chain, and a fresh `[]` each time grew a new backing store per pop (5-7 % of
+  // bench:queue's split profiles). Chain slots outside the live range are set to undefined so
+  // no returned chain stays reachable.
+  #chains: (DescriptorChain | undefined)[] = [];
+  #avail: number[] = [];
+  #wrap: boolean[] = [];
   #start = 0;
   #end = 0;
 
-  /** Records a pop. */
-  push(r: UndoRecord): void {
-    this.#items[this.#end++] = r;
-    if (this.#end - this.#start > UNDO_WINDOW) this.#items[this.#start++] = undefined;
+  /** Records a pop: the chain, and the avail position and wrap counter before it. */
+  push(chain: DescriptorChain, availBefore: number, wrapBefore: boolean): void {
+    const i = this.#end++;
+    this.#chains[i] = chain;
+    this.#avail[i] = availBefore;
+    this.#wrap[i] = wrapBefore;
+    if (this.#end - this.#start > UNDO_WINDOW) this.#chains[this.#start++] = undefined;
     this.#compact();
   }
 
-  /** The newest record, or undefined. */
-  top(): UndoRecord | undefined {
-    return this.#end > this.#start ? this.#items[this.#end - 1] : undefined;
+  /** The newest record's chain, or undefined. */
+  topChain(): DescriptorChain | undefined {
+    return this.#end > this.#start ? this.#chains[this.#end - 1] : undefined;
+  }
+
+  /** The avail position before the newest record's pop (only while {@link UndoLog.topChain} is defined). */
+  topAvailBefore(): number {
+    return this.#avail[this.#end - 1] as number;
+  }
+
+  /** The wrap counter before the newest record's pop (only while {@link UndoLog.topChain} is defined). */
+  topWrapBefore(): boolean {
+    return this.#wrap[this.#end - 1] as boolean;
   }
 
   /** Drops the newest record. */
   dropTop(): void {
-    if (this.#end > this.#start) this.#items[--this.#end] = undefined;
+    if (this.#end > this.#start) this.#chains[--this.#end] = undefined;
     if (this.#end === this.#start) this.clear();
   }
 
   /** The chain with `head` was returned: forgets its oldest record and everything older. */
   returned(head: number): void {
-    const items = this.#items;
+    const chains = this.#chains;
     for (let i = this.#start; i < this.#end; i++) {
-      if ((items[i] as UndoRecord).chain.head === head) {
-        for (let j = this.#start; j <= i; j++) items[j] = undefined;
+      if ((chains[i] as DescriptorChain).head === head) {
+        for (let j = this.#start; j <= i; j++) chains[j] = undefined;
         this.#start = i + 1;
         if (this.#start === this.#end) this.clear();
         else this.#compact();
@@ -66,8 +74,8 @@ export class UndoLog {
 
   /** Forgets everything (reset, a consumed malformed chain, a layout change). */
   clear(): void {
-    const items = this.#items;
-    for (let i = this.#start; i < this.#end; i++) items[i] = undefined;
+    const chains = this.#chains;
+    for (let i = this.#start; i < this.#end; i++) chains[i] = undefined;
     this.#start = 0;
     this.#end = 0;
   }
@@ -79,10 +87,11 @@ export class UndoLog {
 
   #compact(): void {
     if (this.#start > 64 && this.#start * 2 > this.#end) {
-      const items = this.#items;
       const n = this.#end - this.#start;
-      items.copyWithin(0, this.#start, this.#end);
-      items.fill(undefined, n, this.#end);
+      this.#chains.copyWithin(0, this.#start, this.#end);
+      this.#chains.fill(undefined, n, this.#end);
+      this.#avail.copyWithin(0, this.#start, this.#end);
+      this.#wrap.copyWithin(0, this.#start, this.#end);
       this.#start = 0;
       this.#end = n;
     }

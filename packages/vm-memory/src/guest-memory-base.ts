@@ -545,6 +545,20 @@ export abstract class GuestMemoryBase implements GuestMemory {
    * @throws {@link GuestMemoryError} if the range is not backed.
    */
   markDirty(addr: GuestAddress, len: number): void {
+    // Fast path, as `write`'s: inside the last-hit region (a device marking what it wrote
+    // through a view of it a moment ago). Checked as the slow path checks; nothing to mark
+    // without a bitmap.
+    const r = this.last;
+    const off = num(addr) - r.start;
+    if (off >= 0 && typeof len === "number" && off + len <= r.size && len > 0 && Number.isInteger(addr) && Number.isInteger(len)) {
+      if (r.dirty !== undefined) r.dirty.mark(off, len);
+      return;
+    }
+    this.markDirtySlow(addr, len);
+  }
+
+  /** `markDirty` outside the last-hit region (or a range to reject). */
+  private markDirtySlow(addr: GuestAddress, len: number): void {
     let i = this.resolve(addr, len);
     let done = 0;
     while (done < len) {

@@ -320,6 +320,24 @@ describe("dirty tracking through the memory", () => {
     m.markDirty(0x1000, 0x1001);
     expect([...m.dirtyPages()]).toEqual([0x1000, 0x2000]);
   });
+  it("markDirty inside the last-hit region (the fast path) marks, and checks its range as the slow path does", () => {
+    const m = mem3(true);
+    m.writeU8(0x5000, 1); // the last hit is now the region at 0x5000
+    m.clearDirty();
+    m.markDirty(0x5800, 0x10);
+    expect([...m.dirtyPages()]).toEqual([0x5000]);
+    m.markDirty(0x5000, 1);
+    expect([...m.dirtyPages()]).toEqual([0x5000]);
+    for (const [addr, len] of [[0x5800, -1], [0x5800 + 0.5, 1], [0x5800, 1.5], [0x5800, NaN], [-1, 1], [0x5800, "16" as unknown as number]] as const) {
+      expect(code(() => m.markDirty(addr, len))).toBe("InvalidArgument");
+    }
+    expect(code(() => m.markDirty(0x5ff0, 0x20))).toBe("OutOfBounds"); // past the region's end: the slow path says so
+    expect([...m.dirtyPages()]).toEqual([0x5000]);
+    const plain = mem3(false);
+    plain.writeU8(0x5000, 1);
+    plain.markDirty(0x5800, 0x10); // no bitmap: nothing to mark, no error
+    expect(plain.dirtyTracking).toBe(false);
+  });
   it("reads do not mark", () => {
     const m = mem3(true);
     m.readU64(0x1000);

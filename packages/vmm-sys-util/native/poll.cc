@@ -22,7 +22,7 @@ class PollHandle;
 struct UvPoll {
   uv_poll_t poll;
   PollHandle* owner;                          // null once the owner is closed
-  int fd;                                     // our duplicate of the watched fd, closed in OnClosed
+  int fd;                                     // our duplicate of the watched fd, closed by DoClose (-1 after)
   napi_async_cleanup_hook_handle hook_done;   // set when closing from the env cleanup hook
 };
 
@@ -125,6 +125,12 @@ class PollHandle : public Napi::ObjectWrap<PollHandle> {
     hook_ = nullptr;
     uv_poll_stop(&uv->poll);
     uv_close(reinterpret_cast<uv_handle_t*>(&uv->poll), OnClosed);
+    // The duplicate goes now, not in OnClosed on a later turn of the loop: uv_close has taken
+    // the fd out of epoll already (uv__poll_stop) and libuv does not touch it again, and a
+    // file must not outlive its watcher's close (a tap the kernel made for its fd disappears
+    // only when the last descriptor of it is closed).
+    close(uv->fd);
+    uv->fd = -1;
     if (from_hook == nullptr && !destructing_) {
       // The callback usually closes over the JS watcher, which holds this wrapper: a strong
       // reference to it would keep the whole cycle alive forever.
@@ -140,7 +146,7 @@ class PollHandle : public Napi::ObjectWrap<PollHandle> {
   static void OnClosed(uv_handle_t* h) {
     UvPoll* uv = static_cast<UvPoll*>(h->data);
     if (uv->hook_done != nullptr) napi_remove_async_cleanup_hook(uv->hook_done);
-    close(uv->fd);
+    if (uv->fd >= 0) close(uv->fd);
     delete uv;
   }
 

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { openSync, closeSync } from "node:fs";
+import { openSync, closeSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
 import { gcUntil } from "../test/fixtures/gc.js";
@@ -163,5 +163,65 @@ describe("FdWatcher", () => {
     const ref = run("ref");
     expect(ref.status).toBe(0);
     expect(ref.out.trim().split("\n")).toEqual(["alive", "exit"]);
+    const paused = run("paused"); // ref'd but paused by update({}): not waiting for anything
+    expect(paused.status).toBe(0);
+    expect(paused.out.trim()).toBe("exit");
+  });
+
+  it("close releases the watcher's duplicate of the fd at once, not on a later turn of the loop", () => {
+    const e = new EventFd();
+    const open = (): number => readdirSync("/proc/self/fd").length;
+    const before = open();
+    const w = FdWatcher.watch(e.fd, { readable: true }, () => undefined);
+    expect(open()).toBe(before + 1); // the duplicate libuv watches
+    w.close();
+    expect(open()).toBe(before); // same tick: a tap made for its fd disappears when its owner closes it
+    e.close();
+  });
+
+  it("update pauses, resumes and changes the events on the same watcher", async () => {
+    const e = new EventFd();
+    const events: WatchEvent[] = [];
+    const w = FdWatcher.watch(e.fd, { readable: true }, (ev) => {
+      events.push(ev);
+      if (ev.readable) e.tryRead();
+    });
+    w.update({ readable: false, writable: false }); // paused
+    e.write(1);
+    await sleep(50);
+    expect(events).toEqual([]); // readable all along, but paused
+    w.update({ readable: true }); // level-triggered: the counter written while paused is seen now
+    await gcUntil(() => events.length > 0, 100);
+    expect(events).toEqual([{ readable: true, writable: false }]);
+    // The same fd, still one watcher: a second watch is refused, as before the updates.
+    expect(codeOf(() => FdWatcher.watch(e.fd, { readable: true }, () => undefined))).toBe("EEXIST");
+    events.length = 0;
+    w.update({ writable: true }); // an eventfd is writable: fires at once, and not as readable
+    await gcUntil(() => events.length > 0, 100);
+    w.update({});
+    await sleep(20);
+    const n = events.length;
+    expect(events.every((ev) => ev.writable && !ev.readable)).toBe(true);
+    await sleep(30);
+    expect(events.length).toBe(n); // paused again: no more
+    w.close();
+    expect(codeOf(() => w.update({ readable: true }))).toBe("Closed");
+    e.close();
+  });
+
+  it("update rejects bad events (typed) and leaves the watcher as it was", async () => {
+    const e = new EventFd();
+    let hits = 0;
+    const w = FdWatcher.watch(e.fd, { readable: true }, () => {
+      e.tryRead();
+      hits++;
+    });
+    expect(codeOf(() => w.update(null as unknown as object))).toBe("InvalidArgument");
+    expect(codeOf(() => w.update({ readable: "yes" as unknown as boolean }))).toBe("InvalidArgument");
+    e.write(1);
+    await gcUntil(() => hits > 0, 100);
+    expect(hits).toBe(1); // still watching readable
+    w.close();
+    e.close();
   });
 });

@@ -98,6 +98,29 @@ export class FdWatcher {
     return watcher;
   }
 
+  /**
+   * Changes what the watcher waits for, on the same libuv handle: no new handle, no new
+   * duplicate of the fd, none of the set-up {@link FdWatcher.watch} does (a device that stops
+   * and resumes watching on every turn of the loop pays a few hundred nanoseconds, not the
+   * microseconds of a close and a new watch). Both false pauses the watcher: it stays open,
+   * calls back no more and does not keep the event loop alive until an update asks for an
+   * event again. A wake-up the loop had already collected for the old events is not delivered
+   * after a pause.
+   *
+   * @param events - what to watch now; both false (or `{}`) pauses
+   * @throws VmmSysError `Closed` after close (or after an error closed the watcher);
+   *   `InvalidArgument` for a bad events object; the errno of `uv_poll_start` if libuv refuses
+   */
+  update(events: WatchEvents): void {
+    const h = this.#live();
+    const e = optionsArg("events", events);
+    const uv = native().uvConstants;
+    const mask = (boolOpt("readable", e.readable, false) ? uv.UV_READABLE : 0) | (boolOpt("writable", e.writable, false) ? uv.UV_WRITABLE : 0);
+    // uv_poll_start with 0 stops the handle (uv_poll_stop), keeping it for a later start.
+    const r = h.start(mask);
+    if (r < 0) throw VmmSysError.fromErrno("uv_poll_start", -r, `fd ${this.fd}`);
+  }
+
   /** True once {@link FdWatcher.close} has been called (or an error closed the watcher). */
   get closed(): boolean {
     return this.#native === null;
