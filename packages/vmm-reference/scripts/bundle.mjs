@@ -11,7 +11,7 @@
 // in its installed package, resolved at run time from the bundle's location
 // (createRequire(...).resolve of "<package>/package.json": works in the workspace,
 // in npm's and in pnpm's layouts).
-import { readFile, readdir, rm } from "node:fs/promises";
+import { chmod, copyFile, readFile, readdir, rm } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
@@ -118,3 +118,7 @@ await build({
   define: { "import.meta.url": "__tsvmmBinUrl" },
   banner: { js: '"use strict";\nconst __tsvmmBinUrl = require("node:url").pathToFileURL(__filename).href;' },
 });
+// The `ts-vmm` executable (package.json `bin`): a POSIX shell launcher that runs dist/bin.cjs
+// without NODE_EXTRA_CA_CERTS (src/ts-vmm.sh says why).
+await copyFile(`${pkgDir}/src/ts-vmm.sh`, `${pkgDir}/dist/ts-vmm`);
+await chmod(`${pkgDir}/dist/ts-vmm`, 0o755);
