@@ -5,5 +5,7 @@
 // starts without Node's ES module loader too (worker-pool.ts starts it).
 import { fileURLToPath } from "node:url";
 import { runCachedBundle } from "./code-cache.js";
+import { mark } from "./startup-trace.js";
 
+mark("worker thread started");
 runCachedBundle(fileURLToPath(new URL("./vcpu-worker.run.cjs", import.meta.url)), { writeAt: "soon" });
