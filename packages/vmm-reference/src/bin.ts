@@ -10,11 +10,18 @@
 // the rest of this file (DESIGN.md, start-up). No top-level await, for that.
 // prestart.js is imported first: its top level starts the workers before the other imports load.
 import "./prestart.js";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { runCachedBundle } from "./code-cache.js";
+import { cacheHeader, runCachedBundle } from "./code-cache.js";
 import { mark } from "./startup-trace.js";
+import { VCPU_WORKER_BUNDLE, handWorkersTheirBundle } from "./worker-pool.js";
 
+// The prestarted workers' bundle, read and hashed here (they would each load node:crypto for it).
+handWorkersTheirBundle(() => {
+  if (VCPU_WORKER_BUNDLE === null) return null;
+  const bytes = readFileSync(VCPU_WORKER_BUNDLE);
+  return { bytes, header: cacheHeader(bytes) };
+});
 mark("ts-vmm binary loaded");
 type Cli = typeof import("./cli.js");
 const file = (name: string): string => fileURLToPath(new URL(name, import.meta.url));

@@ -6,5 +6,6 @@
 import { mark } from "./startup-trace.js";
 import { prestartCount, prestartVcpuWorkers } from "./worker-pool.js";
 
-prestartVcpuWorkers(prestartCount(process.argv.slice(2)));
+// bin.ts hands them their bundle (handWorkersTheirBundle) once it has loaded node:crypto.
+prestartVcpuWorkers(prestartCount(process.argv.slice(2)), { bundleFromParent: true });
 mark("vCPU workers prestarting");
