@@ -60,7 +60,7 @@ export interface CachedBundleOptions {
   readonly disabled?: boolean;
   /** Reads no cache and writes a fresh one beside the bundle (TS_VMM_CODE_CACHE_TRAIN=1; the build's training run). */
   readonly train?: boolean;
-  /** When to write a fresh cache: at process exit (default), or soon after the bundle's top level ran (vCPU workers). */
+  /** When to write a fresh cache: at process exit (default), or right after the bundle's top level ran, before {@link runCachedBundle} returns (vCPU workers). */
   readonly writeAt?: "exit" | "soon";
   /**
    * The bundle's bytes and their {@link cacheHeader}, read and hashed by the caller: the
@@ -172,6 +172,7 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
   if (cachedData !== undefined) outcome = script.cachedDataRejected === true ? "rejected" : "accepted";
 
   const writeTo = header === null ? null : trainTo ?? (outcome === "accepted" ? null : userFile);
+  let writeNow: (() => void) | undefined;
   if (header !== null && writeTo !== null) {
     const write = (): void => {
       try {
@@ -181,7 +182,10 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
       }
     };
     // At exit the functions the run called are compiled too, so the cache covers them.
-    if (options.writeAt === "soon") setImmediate(write);
+    // "soon": right after the top level ran, before this returns. Not in a later event: a vCPU
+    // worker whose start message is already queued enters its run loop, which never yields, in
+    // the same turn, and a setImmediate would never run (so no cache was ever written there).
+    if (options.writeAt === "soon") writeNow = write;
     else process.once("exit", write);
   }
   const fn = script.runInThisContext() as (
@@ -189,5 +193,6 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
   ) => void;
   const mod = { exports: {} as Record<string, unknown> };
   fn(mod.exports, createRequire(file), mod, file, dirname(file), pathToFileURL(file).href);
+  writeNow?.();
   return { exports: mod.exports, outcome, readFrom, writeTo };
 }
