@@ -12,27 +12,44 @@
 // (createRequire(...).resolve of "<package>/package.json": works in the workspace,
 // in npm's and in pnpm's layouts).
 import { chmod, copyFile, readFile, readdir, rm } from "node:fs/promises";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const pkgDir = fileURLToPath(new URL("..", import.meta.url));
 
-/** @type {import("esbuild").Plugin} */
-const addonRoots = {
+/**
+ * @param {{ bundleNodeGypBuild?: boolean }} [opts] bundleNodeGypBuild (the CommonJS bundles only):
+ *   node-gyp-build, which the addon packages require at run time to find their .node file, goes
+ *   into the bundle instead. Required from node_modules it costs ~2 ms per isolate here (package
+ *   resolution, its files read and compiled without a cache), paid by the main thread and again by
+ *   every vCPU worker before its first KVM_RUN; bundled, it is in the bundle's code cache. Its
+ *   own run-time requires (package.json, the .node file) use the bundle's `require`, which
+ *   code-cache.ts makes with createRequire(bundle): absolute paths, so the same files load. Not in
+ *   the ES module bundles: there esbuild's require shim throws.
+ * @returns {import("esbuild").Plugin}
+ */
+const addonRoots = (opts = {}) => ({
   name: "ts-vmm-addon-roots",
   setup(b) {
     b.onLoad({ filter: /[\\/](kvm-ioctls|vmm-sys-util)[\\/]dist[\\/]native\.js$/ }, async (args) => {
       const pkg = /[\\/]kvm-ioctls[\\/]/.test(args.path) ? "@ts-vmm/kvm-ioctls" : "@ts-vmm/vmm-sys-util";
-      const src = await readFile(args.path, "utf8");
+      let src = await readFile(args.path, "utf8");
       if (!src.includes("import.meta.url")) throw new Error(`${args.path}: expected import.meta.url (the addon root) in it`);
-      const header =
+      let header =
         'import { createRequire as __tsvmmCreateRequire } from "node:module";\n' +
         'import { pathToFileURL as __tsvmmPathToFileURL } from "node:url";\n' +
         `const __tsvmmNativeUrl = new URL("dist/native.js", __tsvmmPathToFileURL(__tsvmmCreateRequire(import.meta.url).resolve("${pkg}/package.json"))).href;\n`;
-      return { contents: header + src.replaceAll("import.meta.url", "__tsvmmNativeUrl"), loader: "js" };
+      if (opts.bundleNodeGypBuild) {
+        const call = 'require("node-gyp-build")';
+        if (!src.includes(call)) throw new Error(`${args.path}: expected ${call} in it`);
+        header += 'import __tsvmmNodeGypBuild from "node-gyp-build";\n';
+        src = src.replaceAll(call, "__tsvmmNodeGypBuild");
+      }
+      return { contents: header + src.replaceAll("import.meta.url", "__tsvmmNativeUrl"), loader: "js", resolveDir: dirname(args.path) };
     });
   },
-};
+});
 
 // zod as CommonJS inside the CLI's CommonJS run bundle: only the API server and the snapshot pool
 // use it, so `run` never calls it, yet the ES module build it resolves to by default is hoisted to
@@ -66,7 +83,7 @@ const common = {
   target: "node20",
   sourcemap: true,
   minifySyntax: true,
-  plugins: [addonRoots],
+  plugins: [addonRoots()],
   logLevel: "warning",
 };
 // The CLI with code splitting: what `run` needs is in dist/cli.bundle.js and the chunks it
@@ -99,7 +116,7 @@ await build({
   sourcemap: false,
   entryPoints: [`${pkgDir}/dist/cli.js`],
   outfile: `${pkgDir}/dist/cli.run.cjs`,
-  plugins: [addonRoots, zodAsCommonJs],
+  plugins: [addonRoots({ bundleNodeGypBuild: true }), zodAsCommonJs],
   minifyWhitespace: true,
   define: { "import.meta.url": "__tsvmmBundleUrl" },
 });
@@ -129,6 +146,7 @@ await build({
   minifyWhitespace: true,
   entryPoints: [`${pkgDir}/dist/vcpu-worker.js`],
   outfile: `${pkgDir}/dist/vcpu-worker.run.cjs`,
+  plugins: [addonRoots({ bundleNodeGypBuild: true })],
   define: { "import.meta.url": "__tsvmmBundleUrl" },
 });
 await build({
