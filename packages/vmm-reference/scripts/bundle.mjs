@@ -8,9 +8,9 @@
 // The two addon packages find their package root (for node-gyp-build and their
 // prebuilds) from their own module URL. Inside a bundle import.meta.url is the
 // bundle's, so in their dist/native.js it is replaced by the URL the module has
-// in its installed package, resolved at run time from the bundle's location
-// (createRequire(...).resolve of "<package>/package.json": works in the workspace,
-// in npm's and in pnpm's layouts).
+// in its installed package, found at run time from the bundle's location (Node's
+// node_modules walk for "<package>/package.json", else createRequire(...).resolve of it:
+// works in the workspace, in npm's, pnpm's and yarn's layouts).
 import { chmod, copyFile, readFile, readdir, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -36,10 +36,27 @@ const addonRoots = (opts = {}) => ({
       const pkg = /[\\/]kvm-ioctls[\\/]/.test(args.path) ? "@ts-vmm/kvm-ioctls" : "@ts-vmm/vmm-sys-util";
       let src = await readFile(args.path, "utf8");
       if (!src.includes("import.meta.url")) throw new Error(`${args.path}: expected import.meta.url (the addon root) in it`);
+      // The package's package.json by Node's node_modules walk from the bundle's folder, without
+      // the exports map: ~0.1 ms, where require.resolve's first exports-map resolution costs
+      // ~1–3 ms in each isolate here (the main thread's and every vCPU worker's, before its first
+      // KVM_RUN; DESIGN.md, start-up). require.resolve decides where the walk finds nothing
+      // (Yarn Plug'n'Play, NODE_PATH). Both name the same folder (the walk through the link a
+      // package manager made, require.resolve its target), so node-gyp-build finds the same files.
       let header =
         'import { createRequire as __tsvmmCreateRequire } from "node:module";\n' +
-        'import { pathToFileURL as __tsvmmPathToFileURL } from "node:url";\n' +
-        `const __tsvmmNativeUrl = new URL("dist/native.js", __tsvmmPathToFileURL(__tsvmmCreateRequire(import.meta.url).resolve("${pkg}/package.json"))).href;\n`;
+        'import { existsSync as __tsvmmExistsSync } from "node:fs";\n' +
+        'import { basename as __tsvmmBasename, dirname as __tsvmmDirname, join as __tsvmmJoin } from "node:path";\n' +
+        'import { fileURLToPath as __tsvmmFileURLToPath, pathToFileURL as __tsvmmPathToFileURL } from "node:url";\n' +
+        "const __tsvmmPackageJson = (() => {\n" +
+        "  for (let d = __tsvmmDirname(__tsvmmFileURLToPath(import.meta.url)); ; ) {\n" +
+        `    const p = __tsvmmJoin(d, "node_modules", "${pkg}", "package.json");\n` +
+        '    if (__tsvmmBasename(d) !== "node_modules" && __tsvmmExistsSync(p)) return p;\n' +
+        "    const up = __tsvmmDirname(d);\n" +
+        `    if (up === d) return __tsvmmCreateRequire(import.meta.url).resolve("${pkg}/package.json");\n` +
+        "    d = up;\n" +
+        "  }\n" +
+        "})();\n" +
+        'const __tsvmmNativeUrl = new URL("dist/native.js", __tsvmmPathToFileURL(__tsvmmPackageJson)).href;\n';
       if (opts.bundleNodeGypBuild) {
         const call = 'require("node-gyp-build")';
         if (!src.includes(call)) throw new Error(`${args.path}: expected ${call} in it`);
