@@ -151,7 +151,7 @@ JSON
         cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
       fi
     done
-    # The installed `ts-vmm` binary (vmm-reference's bin: dist/bin.cjs and its one-file bundles, whose
+    # The installed `ts-vmm` binary (vmm-reference's bin: the shell launcher dist/ts-vmm, which runs dist/bin.cjs and its one-file bundles, whose
     # addon loaders must find kvm-ioctls and vmm-sys-util in npm's layout) boots the micro-guest.
     local status
     set +e

@@ -49,6 +49,23 @@ describe("commitWrites", () => {
     );
   });
 
+  it("memoryIsZero leaves the zeroFill bytes alone and writes the data; without it they are zeroed", () => {
+    const w: GuestWrite = { addr: 0x100, data: new Uint8Array(0x10).fill(7), zeroFill: 0x200, what: "segment" };
+    for (const memoryIsZero of [true, false]) {
+      const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: SIZE }], { shared: false });
+      // Not fresh memory: the marker shows whether the fill range was written.
+      mem.write(0, new Uint8Array(SIZE).fill(0xee));
+      commitWrites(mem, [w], { memoryIsZero });
+      const got = snapshot(mem);
+      expect([...got.subarray(0x100, 0x110)]).toEqual(new Array(0x10).fill(7));
+      expect(got.subarray(0x110, 0x310).every((b) => b === (memoryIsZero ? 0xee : 0))).toBe(true);
+      expect(got[0x310]).toBe(0xee);
+    }
+    // The checks still cover the fill range: a BSS past the end of memory is refused either way.
+    const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: SIZE }], { shared: false });
+    expect(() => commitWrites(mem, [{ ...w, zeroFill: SIZE }], { memoryIsZero: true })).toThrow(expect.objectContaining({ code: "OutOfGuestMemory" }));
+  });
+
   it("names the writes that collide", () => {
     const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: SIZE }], { shared: false });
     const w = (addr: number, len: number, what: string): GuestWrite => ({ addr, data: new Uint8Array(len), what });

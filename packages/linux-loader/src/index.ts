@@ -3,7 +3,7 @@ export type { LoaderErrorCode } from "./error.js";
 export { layout, ramRegions, IOAPIC_ID, MMIO_HOLE_START, MMIO_HOLE_END } from "./layout.js";
 export type { RamRegion } from "./layout.js";
 export { commitWrites, validateWrites } from "./guest-writes.js";
-export type { GuestWrite } from "./guest-writes.js";
+export type { CommitOptions, GuestWrite } from "./guest-writes.js";
 export { BzImage, MIN_BOOT_PROTOCOL } from "./bzimage.js";
 export type { BzImageLoad, BzImageLoadOptions } from "./bzimage.js";
 export { HDR, HDR_WIDTH, LoadFlags, XLoadFlags, decodeSetupHeader } from "./setup-header.js";

@@ -47,6 +47,12 @@ export interface LinuxBootOptions {
   readonly cmosRtc?: boolean;
   /** ACPI sleep control/status and reset registers and `\\_S5` (see AcpiOptions.powerManagement; default true). */
   readonly acpiPowerManagement?: boolean;
+  /**
+   * Guest memory still reads as zeroes (fresh anonymous, memfd or guest_memfd
+   * memory): {@link loadLinux} then skips zeroing an ELF's BSS
+   * (`memoryIsZero` of {@link commitWrites}). Default false.
+   */
+  readonly memoryIsZero?: boolean;
 }
 
 /** The plan (and, after {@link loadLinux}, the record) of a boot. */
@@ -240,6 +246,6 @@ export function planLinuxBoot(mem: GuestMemory, options: LinuxBootOptions): Linu
  */
 export function loadLinux(mem: GuestMemory, options: LinuxBootOptions): LinuxBoot {
   const plan = planLinuxBoot(mem, options);
-  commitWrites(mem, plan.writes);
+  commitWrites(mem, plan.writes, { memoryIsZero: options.memoryIsZero === true });
   return plan;
 }

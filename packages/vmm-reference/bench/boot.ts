@@ -18,7 +18,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release } from "node:os";
 import { fileURLToPath } from "node:url";
 import { INIT_MARKER, linuxGuest, runNested, type NestedGuest, type NestedGuestRun } from "@ts-vmm/test-guests";
-import { oursLauncher } from "../test/ours-launcher.js";
+import { oursNodeLauncher } from "../test/ours-launcher.js";
 
 const RUNS = Number(process.env["BENCH_RUNS"] ?? 1);
 const PACKAGE_DIR = fileURLToPath(new URL("..", import.meta.url));
@@ -59,12 +59,12 @@ async function main(): Promise<void> {
   for (let i = 0; i < RUNS; i++) {
     // microvm with ACPI, as in the full-boot test (this kernel has no virtio_mmio.device= support).
     guests.push({ ...base, name: `qemu-${i}`, vmm: "qemu", timeoutMs: 120_000, extraArgs: ["-M", "acpi=on", "-no-reboot"] });
-    guests.push({ ...base, name: `ours-${i}`, vmm: oursLauncher, timeoutMs: OURS_TIMEOUT_MS });
+    guests.push({ ...base, name: `ours-${i}`, vmm: oursNodeLauncher, timeoutMs: OURS_TIMEOUT_MS });
     // The same with a CPU model close to QEMU microvm's default (qemu64: no AVX, no XSAVE):
     // our baseline template without XSAVE. (QEMU 7.2's TCG does not intercept XSETBV for L1's
     // KVM; with XSAVE and AVX the guest prints a ~3 KB warning, and baseline with XSAVE never
     // reached /init in L1 here.)
-    guests.push({ ...base, name: `ours-baseline-${i}`, vmm: oursLauncher, timeoutMs: OURS_TIMEOUT_MS, extraArgs: ["--cpu-template", "baseline", "--cpu-features", "-xsave"] });
+    guests.push({ ...base, name: `ours-baseline-${i}`, vmm: oursNodeLauncher, timeoutMs: OURS_TIMEOUT_MS, extraArgs: ["--cpu-template", "baseline", "--cpu-features", "-xsave"] });
   }
   const run = await runNested({ l1Vcpus: 1, packages: [PACKAGE_DIR], guests });
   if (run.problem) throw new Error(`L1 failed: ${run.problem}\n${run.l1Serial.slice(-3000)}\n${run.l1Log}`);

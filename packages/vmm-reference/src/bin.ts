@@ -1,20 +1,28 @@
 #!/usr/bin/env node
-// The `ts-vmm` executable. Before the CLI and the packages it composes load,
-// `run` starts its vCPU workers (worker-pool.ts), so their isolates and modules
+// The `ts-vmm` executable's JavaScript entry (the shell launcher src/ts-vmm.sh runs it).
+// Before the CLI and the packages it composes load, `run` starts its vCPU workers
+// (prestart.ts, worker-pool.ts), so their isolates and modules
 // load in parallel with the main thread's. Then the CLI runs as `cli.js` would:
 // from its CommonJS run bundle with a V8 code cache (code-cache.ts) where the
 // build made one, else from its ES module bundle, else from cli.js.
 // The build also bundles this file as dist/bin.cjs (package.json's `bin`): as
 // CommonJS it starts without Node's ES module loader, which costs more than
 // the rest of this file (DESIGN.md, start-up). No top-level await, for that.
-import { existsSync } from "node:fs";
+// prestart.js is imported first: its top level starts the workers before the other imports load.
+import "./prestart.js";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { runCachedBundle } from "./code-cache.js";
+import { cacheHeader, runCachedBundle } from "./code-cache.js";
 import { mark } from "./startup-trace.js";
-import { prestartCount, prestartVcpuWorkers } from "./worker-pool.js";
+import { VCPU_WORKER_BUNDLE, handWorkersTheirBundle } from "./worker-pool.js";
 
-prestartVcpuWorkers(prestartCount(process.argv.slice(2)));
-mark("ts-vmm binary loaded, vCPU workers prestarting");
+// The prestarted workers' bundle, read and hashed here (they would each load node:crypto for it).
+handWorkersTheirBundle(() => {
+  if (VCPU_WORKER_BUNDLE === null) return null;
+  const bytes = readFileSync(VCPU_WORKER_BUNDLE);
+  return { bytes, header: cacheHeader(bytes) };
+});
+mark("ts-vmm binary loaded");
 type Cli = typeof import("./cli.js");
 const file = (name: string): string => fileURLToPath(new URL(name, import.meta.url));
 if (existsSync(file("./cli.run.cjs"))) {

@@ -428,7 +428,6 @@ async function superviseRun(
     outputError = e;
     vmm.stop();
   };
-  stdout.on?.("error", onOutputError);
   let signal: NodeJS.Signals | undefined;
   const onSignal = (s: NodeJS.Signals): void => {
     signal ??= s;
@@ -471,7 +470,7 @@ async function superviseRun(
   let quitByKey = false;
   // With a virtio-console on stdio, stdin is the console's (VirtioConsole reads it), not COM1's.
   const input = consoleOnStdio ? undefined : hooks.stdin;
-  const tty = input?.isTTY === true && input.setRawMode !== undefined ? input : undefined;
+  let tty: CliStdin | undefined;
   let ctrlA = false;
   const onInput = (chunk: Buffer): void => {
     if (!tty) {
@@ -494,17 +493,24 @@ async function superviseRun(
   };
   // Even if the process dies on the way, leave the terminal as we found it.
   const restoreTty = (): void => { tty?.setRawMode?.(false); };
-  if (tty) {
-    tty.setRawMode?.(true);
-    process.on("exit", restoreTty);
-  }
-  if (input) {
-    input.on("data", onInput);
-    input.resume?.();
-  }
   let result;
   try {
-    result = await vmm.run({ serial: (b) => { if (!outputError) stdout.write(b); } });
+    const running = vmm.run({ serial: (b) => { if (!outputError) stdout.write(b); } });
+    // The streams are set up while the guest starts: the binary passes process.stdout and
+    // process.stdin lazily, and their first use loads Node's stream modules (~3 ms here,
+    // DESIGN.md, start-up). Serial output and stdin's data come in later events, so nothing
+    // is missed: the first byte is written after this ran.
+    stdout.on?.("error", onOutputError);
+    tty = input?.isTTY === true && input.setRawMode !== undefined ? input : undefined;
+    if (tty) {
+      tty.setRawMode?.(true);
+      process.on("exit", restoreTty);
+    }
+    if (input) {
+      input.on("data", onInput);
+      input.resume?.();
+    }
+    result = await running;
   } finally {
     if (timer) clearTimeout(timer);
     if (snapshotOnSignal !== undefined) process.off(snapshotOnSignal.signal, onSnapshotSignal);
@@ -578,12 +584,32 @@ function writeVcpuStates(stderr: { write(s: string): unknown }, states: RunResul
   }
 }
 
+// process.stdout, process.stderr and process.stdin are getters that create their streams (and
+// load Node's stream modules) when first read: ~3 ms here. The binary reads them when first
+// used, which for `run` is after the guest started (superviseRun).
+const lazyStdout: CliStdout = {
+  write: (b) => process.stdout.write(b),
+  on: (event, listener) => process.stdout.on(event, listener),
+  off: (event, listener) => process.stdout.off(event, listener),
+};
+const lazyStderr = { write: (s: string): unknown => process.stderr.write(s) };
+const lazyStdin: CliStdin = {
+  on: (event, listener) => process.stdin.on(event, listener),
+  off: (event, listener) => process.stdin.off(event, listener),
+  pause: () => process.stdin.pause(),
+  resume: () => process.stdin.resume(),
+  get isTTY() {
+    return process.stdin.isTTY === true;
+  },
+  setRawMode: (raw) => process.stdin.setRawMode?.(raw),
+};
+
 /**
  * The process entry: runs {@link runCli} on process.argv with signals and
  * stdin, then exits with its status (bin.ts calls it; so does running cli.js).
  */
 export function main(): void {
-  runCli(process.argv.slice(2), process.stdout, process.stderr, { signals: true, stdin: process.stdin }).then(
+  runCli(process.argv.slice(2), lazyStdout, lazyStderr, { signals: true, stdin: lazyStdin }).then(
     // Exit once stdout has taken everything written so far (a pipe or file may lag).
     (code) => { process.stdout.write("", () => process.exit(code)); },
     (e: unknown) => {

@@ -22,7 +22,6 @@
 // by group or others is ignored: its bytecode would run as ours. Every failure
 // to read or write a cache is silent: the bundle then runs without one.
 // TS_VMM_CODE_CACHE=0 turns all of it off.
-import { createHash } from "node:crypto";
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
@@ -61,14 +60,22 @@ export interface CachedBundleOptions {
   readonly disabled?: boolean;
   /** Reads no cache and writes a fresh one beside the bundle (TS_VMM_CODE_CACHE_TRAIN=1; the build's training run). */
   readonly train?: boolean;
-  /** When to write a fresh cache: at process exit (default), or soon after the bundle's top level ran (vCPU workers). */
+  /** When to write a fresh cache: at process exit (default), or right after the bundle's top level ran, before {@link runCachedBundle} returns (vCPU workers). */
   readonly writeAt?: "exit" | "soon";
+  /**
+   * The bundle's bytes and their {@link cacheHeader}, read and hashed by the caller: the
+   * `ts-vmm` binary's main thread does it for its prestarted vCPU workers, which then neither
+   * read the file nor load node:crypto. Default: read `file` and hash it here.
+   */
+  readonly source?: { readonly bytes: Uint8Array; readonly header: Buffer };
 }
 
 const MAGIC = "TSVMMJSC1";
 
 /** The header a cache file of a bundle with these bytes must start with. */
 export function cacheHeader(bundle: Uint8Array): Buffer {
+  // node:crypto loads on first use (~2 ms): a vCPU worker whose bundle the main thread hashed never loads it.
+  const { createHash } = createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto");
   const sha = createHash("sha256").update(bundle).digest("hex");
   return Buffer.from(`${MAGIC} ${sha} ${process.version} ${process.arch}\n`, "latin1");
 }
@@ -138,11 +145,12 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
   const env = process.env;
   const trainTo = (options.train ?? env["TS_VMM_CODE_CACHE_TRAIN"] === "1") ? `${file}.jsc` : undefined;
   const disabled = options.disabled ?? env["TS_VMM_CODE_CACHE"] === "0";
-  const bytes = readFileSync(file);
-  let source = bytes.toString("utf8");
+  const given = options.source;
+  const bytes = given?.bytes ?? readFileSync(file);
+  let source = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
   // A shebang line is not JavaScript inside the wrapper: comment it out (same length, same positions).
   if (source.startsWith("#!")) source = `//${source.slice(2)}`;
-  const header = disabled ? null : cacheHeader(bytes);
+  const header = disabled ? null : given?.header ?? cacheHeader(bytes);
 
   let outcome: CodeCacheOutcome = disabled || trainTo !== undefined ? "disabled" : "none";
   let readFrom: string | null = null;
@@ -164,6 +172,7 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
   if (cachedData !== undefined) outcome = script.cachedDataRejected === true ? "rejected" : "accepted";
 
   const writeTo = header === null ? null : trainTo ?? (outcome === "accepted" ? null : userFile);
+  let writeNow: (() => void) | undefined;
   if (header !== null && writeTo !== null) {
     const write = (): void => {
       try {
@@ -173,7 +182,10 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
       }
     };
     // At exit the functions the run called are compiled too, so the cache covers them.
-    if (options.writeAt === "soon") setImmediate(write);
+    // "soon": right after the top level ran, before this returns. Not in a later event: a vCPU
+    // worker whose start message is already queued enters its run loop, which never yields, in
+    // the same turn, and a setImmediate would never run (so no cache was ever written there).
+    if (options.writeAt === "soon") writeNow = write;
     else process.once("exit", write);
   }
   const fn = script.runInThisContext() as (
@@ -181,5 +193,6 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
   ) => void;
   const mod = { exports: {} as Record<string, unknown> };
   fn(mod.exports, createRequire(file), mod, file, dirname(file), pathToFileURL(file).href);
+  writeNow?.();
   return { exports: mod.exports, outcome, readFrom, writeTo };
 }

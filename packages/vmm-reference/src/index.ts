@@ -37,7 +37,7 @@ export { MetricsWriter, METRICS_FLUSH_INTERVAL_MS, VMM_METRICS_VERSION, EXIT_REA
 export type { MetricsLine, MetricsWriterOptions, VmmMetrics, ExitMetrics, VcpuExitMetrics, DeviceMetrics, KvmMetrics, CounterSet, PioDeviceName } from "./metrics/index.js";
 export type { MmioRequest } from "./devices/mmio-mailbox.js";
 export { prestartVcpuWorkers, prestartedVcpuWorkers, closePrestartedVcpuWorkers, takeVcpuWorker, prestartCount, MAX_PRESTARTED, VCPU_WORKER_URL } from "./worker-pool.js";
-export type { VcpuWorkerPrestart, VcpuWorkerStart } from "./worker-pool.js";
+export type { PrestartOptions, VcpuWorkerBundle, VcpuWorkerPrestart, VcpuWorkerStart } from "./worker-pool.js";
 export { parseMemorySize, parseMemorySpec, memorySpecFromJson, formatMemorySpec, checkMemoryOptions, MIN_MEMORY_MIB, MAX_MEMORY_MIB } from "./machine/memory-config.js";
 export type { GuestMemoryOptions, HugePages, MemoryBackend, MemorySpec } from "./machine/memory-config.js";
 export { parseMachineConfig, machineConfigBody } from "./machine/machine-config.js";

@@ -35,6 +35,11 @@ export function mark(phase: string, at = absoluteNow()): void {
   else if (marks.length < 64) marks.push({ phase, at });
 }
 
+/** The phases this thread recorded so far, in the order recorded (a vCPU worker sends them to the main thread). */
+export function startupMarks(): readonly StartupMark[] {
+  return [...marks];
+}
+
 /** The phases recorded so far, as lines `ts-vmm: startup +12.3 ms phase` relative to this process's start. */
 export function startupLines(): string[] {
   const origin = performance.timeOrigin;

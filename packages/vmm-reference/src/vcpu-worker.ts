@@ -33,7 +33,7 @@ import { ExitCounterWriter, exitCountersBytes } from "./metrics/exit-counters.js
 import { SerialOutputRing } from "./devices/serial-output.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult, VcpuEndState } from "./run-result.js";
-import { TRACE_STARTUP, absoluteNow, type StartupMark } from "./startup-trace.js";
+import { TRACE_STARTUP, absoluteNow, mark, startupMarks, type StartupMark } from "./startup-trace.js";
 import type { VcpuWorkerPrestart, VcpuWorkerStart } from "./worker-pool.js";
 
 /** When this worker's modules were loaded (its body starts). */
@@ -226,7 +226,9 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
   };
 
   if (TRACE_STARTUP) {
-    port.postMessage({ type: "trace", marks: [{ phase: "worker modules loaded", at: modulesLoadedAt }, { phase: "first KVM_RUN", at: absoluteNow() }] } satisfies VcpuWorkerMessage);
+    mark("worker modules loaded", modulesLoadedAt);
+    mark("first KVM_RUN");
+    port.postMessage({ type: "trace", marks: startupMarks() } satisfies VcpuWorkerMessage);
   }
   port.postMessage({ type: "running", at: absoluteNow() } satisfies VcpuWorkerMessage);
   for (;;) {
@@ -322,7 +324,10 @@ if (parentPort) {
   const wd = workerData as VcpuWorkerData | VcpuWorkerPrestart;
   // Started ahead of need (worker-pool.ts): the vCPU comes in the first message.
   if ("prestart" in wd) {
-    port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => main(port, m.data));
+    port.once("message", (m: VcpuWorkerStart<VcpuWorkerData>) => {
+      mark("start message received");
+      main(port, m.data);
+    });
     // Load kvm-ioctls' addon now (it loads on first use: ~5 ms of dlopen and init that
     // would otherwise fall between run() and the first KVM_RUN). A failure shows again,
     // with its message, where the vCPU is used.
@@ -331,6 +336,7 @@ if (parentPort) {
     } catch {
       // reported by main()
     }
+    mark("addon loaded, waiting for the vCPU");
   }
   else main(port, wd);
 }

@@ -94,6 +94,40 @@ describe("code cache of the CLI's run bundle", () => {
     expect(runBundle(bundle, cacheDir).outcome).toBe("accepted");
   });
 
+  it("writeAt soon writes before runCachedBundle returns: a worker whose run loop never yields still leaves its cache", () => {
+    // The child never returns to its event loop after the call (process.exit right away), as a
+    // vCPU worker whose start message was already queued enters KVM_RUN in the same turn.
+    const script = `import { existsSync } from "node:fs";
+import { runCachedBundle } from ${JSON.stringify(CODE_CACHE)};
+const b = runCachedBundle(${JSON.stringify(bundle)}, { cacheDir: ${JSON.stringify(cacheDir)}, writeAt: "soon" });
+console.log(JSON.stringify({ writeTo: b.writeTo, written: b.writeTo !== null && existsSync(b.writeTo) }));
+process.reallyExit(0);`;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 30_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split("\n").at(-1)!)).toMatchObject({ written: true });
+    expect(runBundle(bundle, cacheDir).outcome).toBe("accepted");
+  });
+
+  it("source: the bytes and header the caller read and hashed are what runs and keys the cache (the file is not read)", () => {
+    const given = Buffer.from(bundleSource("two"));
+    const script = (src: string): string => `import { runCachedBundle } from ${JSON.stringify(CODE_CACHE)};
+const bytes = Buffer.from(${JSON.stringify(src)});
+const header = Buffer.from(${JSON.stringify(cacheHeader(given).toString("latin1"))}, "latin1");
+const b = runCachedBundle(${JSON.stringify(bundle)}, { cacheDir: ${JSON.stringify(cacheDir)}, writeAt: "soon", source: { bytes, header } });
+console.log(JSON.stringify({ outcome: b.outcome, value: b.exports.value() }));`;
+    const run = (): { outcome: string; value: string } => {
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", script(given.toString())], { encoding: "utf8", timeout: 30_000 });
+      if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
+      return JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { outcome: string; value: string };
+    };
+    // The file on disk says "one"; the given bytes say "two".
+    expect(run()).toEqual({ outcome: "none", value: "two file:" });
+    expect(run()).toEqual({ outcome: "accepted", value: "two file:" });
+    // The cache written under the given header is the one of the given bytes: the file's own
+    // bytes ("one", another header) find no cache of theirs.
+    expect(runBundle(bundle, cacheDir).outcome).toBe("none");
+  });
+
   it("a training run (TS_VMM_CODE_CACHE_TRAIN=1) reads nothing and writes beside the bundle", () => {
     runBundle(bundle, cacheDir);
     const t = runBundle(bundle, cacheDir, { TS_VMM_CODE_CACHE_TRAIN: "1" });

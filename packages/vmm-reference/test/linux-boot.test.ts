@@ -23,7 +23,7 @@ import {
 } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { FULL_CMDLINE, NESTED_CPU_ARGS, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
-import { oursLauncher } from "./ours-launcher.js";
+import { oursLauncher, oursNodeLauncher } from "./ours-launcher.js";
 
 /*
  * The Debian 6.12 cloud kernel on the reference VMM. On the development and
@@ -166,7 +166,7 @@ if (hostHasVirtualizationExtensions()) {
               extraArgs: ["-M", "acpi=on", "-no-reboot"],
             },
             ...VCPU_COUNTS.map((vcpus) => ({
-              name: `ours-${vcpus}`, vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: QUIET_CMDLINE,
+              name: `ours-${vcpus}`, vmm: oursNodeLauncher, kernel: g.bzImage, initrd: g.initramfs, cmdline: QUIET_CMDLINE,
               memMiB: 256, vcpus, devices, timeoutMs: NESTED_GUEST_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,
             })),
           ],

@@ -23,7 +23,7 @@ import {
 } from "@ts-vmm/test-guests";
 import { beforeAll, describe, expect, it } from "vitest";
 import { NESTED_CPU_ARGS, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
-import { oursLauncher } from "./ours-launcher.js";
+import { oursNodeLauncher } from "./ours-launcher.js";
 
 /*
  * Real Linux drivers on our virtio-net, virtio-vsock, virtio-balloon and virtio-rtc (issue 9,
@@ -74,8 +74,8 @@ function missingFlags(): { readonly missing: readonly string[]; readonly error: 
 
 /** Our launcher with the three device kinds listed (ours-launcher.ts maps their flags). */
 const withDevices: VmmLauncher = {
-  ...oursLauncher,
-  provides: [...new Set<DeviceKind>([...oursLauncher.provides, "net", "vsock", "balloon"])],
+  ...oursNodeLauncher,
+  provides: [...new Set<DeviceKind>([...oursNodeLauncher.provides, "net", "vsock", "balloon"])],
 };
 
 function markerTimes(r: NestedGuestRun): string {
@@ -109,7 +109,7 @@ function body(): void {
           name: "ours-devices", vmm: withDevices, kernel: g.bzImage, initrd: g.initramfs, cmdline: `${CMDLINE} ${t.cmdline}`,
           memMiB: 256, vcpus: 1, devices: t.devices, peers: t.peers, timeoutMs: L2_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,
         }, {
-          name: "ours-rtc", vmm: oursLauncher, kernel: rg.kernel.bzImage, initrd: rg.initramfs, cmdline: `${CMDLINE} ${rg.cmdline}`,
+          name: "ours-rtc", vmm: oursNodeLauncher, kernel: rg.kernel.bzImage, initrd: rg.initramfs, cmdline: `${CMDLINE} ${rg.cmdline}`,
           memMiB: 256, vcpus: 1, devices: [{ kind: "rtc" }], timeoutMs: L2_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,
         }],
       },

@@ -15,7 +15,7 @@ import {
 } from "@ts-vmm/test-guests";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { NESTED_CPU_ARGS, nestedEnvironmentProblem, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
-import { oursLauncher } from "./ours-launcher.js";
+import { oursNodeLauncher } from "./ours-launcher.js";
 
 /*
  * Issue 11 in the nested tier: "a Linux guest snapshotted at its shell and
@@ -143,7 +143,7 @@ function body(): void {
         l1Vcpus: 1,
         packages: [PACKAGE_DIR],
         guests: [{
-          name: "ours-snapshot", vmm: oursLauncher, kernel: g.bzImage, initrd: g.initramfs,
+          name: "ours-snapshot", vmm: oursNodeLauncher, kernel: g.bzImage, initrd: g.initramfs,
           cmdline: `${QUIET_CMDLINE} tsvmm.heartbeat=${BEATS}`, memMiB: 256, vcpus: 1,
           devices: [{ kind: "blk", path: disk.path, readOnly: true }, { kind: "rng" }],
           timeoutMs: L2_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,

@@ -3,7 +3,9 @@ import { fileURLToPath } from "node:url";
 import { describeWith } from "@ts-vmm/test-utils";
 import { buildMicroGuest } from "@ts-vmm/test-guests";
 import { afterEach, beforeAll, expect, it, vi } from "vitest";
-import { closePrestartedVcpuWorkers, prestartCount, prestartVcpuWorkers, prestartedVcpuWorkers, takeVcpuWorker, VCPU_WORKER_URL } from "../src/worker-pool.js";
+import { readFileSync } from "node:fs";
+import { cacheHeader } from "../src/code-cache.js";
+import { closePrestartedVcpuWorkers, handWorkersTheirBundle, prestartCount, prestartVcpuWorkers, prestartedVcpuWorkers, takeVcpuWorker, VCPU_WORKER_BUNDLE, VCPU_WORKER_URL } from "../src/worker-pool.js";
 
 vi.setConfig({ testTimeout: 60_000 });
 const BIN = fileURLToPath(new URL("../dist/bin.cjs", import.meta.url));
@@ -38,6 +40,30 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "start-up: prestarted workers 
     expect(err.message).toMatch(/vcpu|transferable|null/i);
   });
 
+  it("workers prestarted for their bundle from the parent run it once handed, or read it themselves when taken first", async () => {
+    expect(VCPU_WORKER_BUNDLE).toMatch(/dist\/vcpu-worker\.run\.cjs$/);
+    prestartVcpuWorkers(1, { bundleFromParent: true });
+    let handed = 0;
+    handWorkersTheirBundle(() => {
+      handed++;
+      const bytes = readFileSync(VCPU_WORKER_BUNDLE!);
+      return { bytes, header: cacheHeader(bytes) };
+    });
+    expect(handed).toBe(1);
+    // Nobody waits any more: a second call reads nothing.
+    handWorkersTheirBundle(() => {
+      handed++;
+      return null;
+    });
+    expect(handed).toBe(1);
+    const a = takeVcpuWorker({ vcpu: null });
+    expect((await new Promise<Error>((resolve) => a.once("error", resolve))).message).toMatch(/vcpu|transferable|null/i);
+    // Taken before any bundle was handed: it is told to read the file itself, then gets its data.
+    prestartVcpuWorkers(1, { bundleFromParent: true });
+    const b = takeVcpuWorker({ vcpu: null });
+    expect((await new Promise<Error>((resolve) => b.once("error", resolve))).message).toMatch(/vcpu|transferable|null/i);
+  });
+
   it("the ts-vmm binary boots the micro-guest through the bundle with prestarted workers, and the trace names every phase in order", () => {
     const r = spawnSync(process.execPath, [BIN, "run", "--kernel", elf, "--cmdline", "mode=hello", "--mem", "64", "--vcpus", "2"], {
       env: { ...process.env, TS_VMM_TRACE_STARTUP: "1" }, encoding: "utf8", timeout: 30_000,
@@ -45,11 +71,13 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "start-up: prestarted workers 
     expect(r.stdout, r.stderr).toContain("hello from the ts-vmm micro-guest");
     expect(r.status, r.stderr).toBe(1); // debug-exit value 0: (0 << 1) | 1
     const phases = r.stderr.split("\n").filter((l) => l.startsWith("ts-vmm: startup +")).map((l) => l.replace(/^ts-vmm: startup \+[\d.]+ ms /, ""));
-    for (const p of ["node bootstrap done", "cli modules loaded", "kvm opened", "kernel loaded", "vcpus set up", "vCPU 0 worker spawned", "vCPU 1 worker spawned", "vCPU 0: worker modules loaded", "vCPU 0: first KVM_RUN", "first serial output on the main thread"]) {
+    for (const p of ["node bootstrap done", "vCPU workers prestarting", "ts-vmm binary loaded", "cli modules loaded", "kvm opened", "kernel loaded", "vcpus set up", "vCPU 0 worker spawned", "vCPU 1 worker spawned", "vCPU 0: worker thread started", "vCPU 0: worker modules loaded", "vCPU 0: start message received", "vCPU 0: first KVM_RUN", "first serial output on the main thread"]) {
       expect(phases, r.stderr).toContain(p);
     }
     const at = (p: string): number => Number(/\+([\d.]+) ms/.exec(r.stderr.split("\n").find((l) => l.endsWith(` ${p}`))!)![1]);
     expect(at("kvm opened")).toBeLessThan(at("vcpus set up"));
+    expect(at("vCPU workers prestarting")).toBeLessThan(at("ts-vmm binary loaded"));
+    expect(at("vCPU 0: worker thread started")).toBeLessThan(at("vCPU 0: worker modules loaded"));
     expect(at("vCPU 0: first KVM_RUN")).toBeLessThan(at("first serial output on the main thread"));
   });
 });
