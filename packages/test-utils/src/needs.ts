@@ -9,6 +9,20 @@ export interface Needs {
   readonly tools?: readonly string[];
   /** Root privileges (network namespaces, tap devices). */
   readonly root?: boolean;
+  /**
+   * Features of the host's kernel (a KVM capability, say) that no set-up step can install.
+   * Where one is absent the group is skipped with the reason, also under CI: the tests say
+   * what they need and where they run, and the run counts them as skipped, not passed.
+   */
+  readonly hostFeatures?: readonly HostFeature[];
+}
+
+/** A feature of the host's kernel that a test group needs ({@link Needs.hostFeatures}). */
+export interface HostFeature {
+  /** What it is and where it exists, e.g. "KVM_CAP_GUEST_MEMFD (Linux 6.8+ KVM built with guest_memfd)". */
+  readonly name: string;
+  /** Whether this host has it; a throw counts as absent. */
+  readonly present: () => boolean;
 }
 
 /** The outcome of checking {@link Needs} against this machine. */
@@ -30,7 +44,9 @@ export const KVM_DEVICE = "/dev/kvm";
  * Checks what a test group needs. Under CI (`CI=true`) anything missing is a
  * failure, never a skip: a missing tool, a /dev/kvm without read-write
  * access, and a missing /dev/kvm too (CI runs on KVM hosts; a runner without
- * it must turn the run red, not skip its KVM tests into a green one).
+ * it must turn the run red, not skip its KVM tests into a green one). An absent
+ * host feature ({@link Needs.hostFeatures}) skips, also under CI, once everything
+ * else is there.
  * `kvmDevice` is the device path to check (default {@link KVM_DEVICE}).
  */
 export function checkNeeds(needs: Needs, kvmDevice: string = KVM_DEVICE): GateResult {
@@ -51,6 +67,14 @@ export function checkNeeds(needs: Needs, kvmDevice: string = KVM_DEVICE): GateRe
   for (const tool of needs.tools ?? []) {
     if (!onPath(tool)) missing.push(`${tool} on PATH (scripts/setup.sh installs it)`);
   }
-  if (missing.length === 0) return { run: true };
-  return { run: false, reason: `needs ${missing.join(", ")}`, mustFail: ci };
+  if (missing.length > 0) return { run: false, reason: `needs ${missing.join(", ")}`, mustFail: ci };
+  const absent = (needs.hostFeatures ?? []).filter((f) => {
+    try {
+      return !f.present();
+    } catch {
+      return true;
+    }
+  });
+  if (absent.length === 0) return { run: true };
+  return { run: false, reason: `needs ${absent.map((f) => f.name).join(", ")}, which this host's kernel does not offer (no set-up step can add it)`, mustFail: false };
 }

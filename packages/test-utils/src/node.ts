@@ -2,7 +2,7 @@
 // scripts and CLIs (the Linux guest kit, benchmarks). The "." entry adds the
 // vitest test gate on top of these.
 export { checkNeeds, KVM_DEVICE } from "./needs.js";
-export type { GateResult, Needs } from "./needs.js";
+export type { GateResult, HostFeature, Needs } from "./needs.js";
 export { cacheDir } from "./cache.js";
 export { compareVersions, debianKernel, extractVmlinux } from "./debian-kernel.js";
 export type { DebianKernel, DebianKernelOptions } from "./debian-kernel.js";

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kvm } from "@ts-vmm/kvm-ioctls";
 import { describeWith } from "@ts-vmm/test-utils";
+import { MAPPABLE_GUEST_MEMFD } from "./host-features.js";
 import { buildMicroGuest, runGuest, selftestProblems, watchBalloon, type GuestRun, type VmmLauncher } from "@ts-vmm/test-guests";
 import { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -156,7 +157,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio-balloon on the referen
   });
 });
 
-describeWith({ kvm: true }, "discard on a real guest_memfd (KVM_CREATE_GUEST_MEMFD with MMAP | INIT_SHARED)", () => {
+describeWith({ kvm: true, hostFeatures: [MAPPABLE_GUEST_MEMFD] }, "discard on a real guest_memfd (KVM_CREATE_GUEST_MEMFD with MMAP | INIT_SHARED)", () => {
   it("punches the range out of the guest_memfd: its pages leave the process's RSS and read back as zeros", () => {
     const kvm = new Kvm();
     const vm = kvm.createVm();
