@@ -125,8 +125,6 @@ export class VirtioNet implements VirtioDevice {
   readonly #rxChain = new ReusableChain();
   /** The chains a frame is gathered into (`#deliver`, several with MRG_RXBUF), grown on demand up to the ring size. */
   readonly #rxPool: ReusableChain[] = [];
-  /** The chains of the frame being gathered (entries of `#rxPool`); reused. */
-  readonly #rxChains: ReusableChain[] = [];
   /** The transmit chain (one at a time), refilled by each pop. */
   readonly #txChain = new ReusableChain();
   /** Whether the pending frame was charged to the rx limiter already. */
@@ -621,32 +619,32 @@ export class VirtioNet implements VirtioDevice {
   #deliver(a: Active, n: number): Delivery {
     const { rx, ctx } = a;
     const mem = ctx.mem;
-    const chains = this.#rxChains;
+    // The frame's chains are pool[0, count): one object each, no array built per frame.
     const pool = this.#rxPool;
-    chains.length = 0;
+    let count = 0;
     let cap = 0;
     // Chains before the last malformed one: returning that one made them final (no undoPop).
     let committed = 0;
     let pops = 0;
     for (;;) {
-      if (a.mrg ? cap >= n : chains.length === 1) break;
-      if (chains.length >= rx.size) {
+      if (a.mrg ? cap >= n : count === 1) break;
+      if (count >= rx.size) {
         // The whole ring cannot hold it: it never will.
         this.metrics.rxDroppedTooLarge++;
         this.#violation(`frame of ${n} bytes is larger than the whole receive ring (${cap} bytes)`);
-        return this.#giveBack(a, chains, committed) ? "done" : "broken";
+        return this.#giveBack(a, count, committed) ? "done" : "broken";
       }
       // Each chain held for the frame has its own object; one left over (malformed) is refilled.
-      if (pool.length === chains.length) pool.push(new ReusableChain());
-      const c = this.#popRx(a, pool[chains.length] as ReusableChain);
+      if (pool.length === count) pool.push(new ReusableChain());
+      const c = this.#popRx(a, pool[count] as ReusableChain);
       if (c === "broken") return "broken";
       if (c === "malformed") {
-        committed = chains.length;
+        committed = count;
         continue;
       }
       if (c === undefined) {
-        if (!this.#giveBack(a, chains, committed)) return "broken";
-        chains.length = 0;
+        if (!this.#giveBack(a, count, committed)) return "broken";
+        count = 0;
         cap = 0;
         committed = 0;
         let more: boolean;
@@ -666,24 +664,25 @@ export class VirtioNet implements VirtioDevice {
         this.metrics.rxMalformedChains++;
         this.#violation(problem);
         if (!this.#addUsed(a, rx, c.head, 0)) return "broken";
-        committed = chains.length;
+        committed = count;
         continue;
       }
-      chains.push(c);
+      count++;
       cap += c.writableLength;
     }
     if (cap < n) {
       // Without MRG_RXBUF one chain must hold the frame; keep the chain for the next one.
       this.metrics.rxDroppedTooLarge++;
       this.#violation(`frame of ${n} bytes is larger than the receive buffer (${cap} bytes)`);
-      return this.#giveBack(a, chains, committed) ? "done" : "broken";
+      return this.#giveBack(a, count, committed) ? "done" : "broken";
     }
     // num_buffers: how many chains the frame takes (1 without MRG_RXBUF, as VERSION_1 requires).
-    this.#frame[10] = chains.length & 0xff;
-    this.#frame[11] = chains.length >> 8;
+    this.#frame[10] = count & 0xff;
+    this.#frame[11] = count >> 8;
     let off = 0;
     try {
-      for (const c of chains) {
+      for (let i = 0; i < count; i++) {
+        const c = pool[i] as ReusableChain;
         const k = Math.min(c.writableLength, n - off);
         c.writeFrom(mem, this.#frame.subarray(off, off + k));
         rx.addUsed(mem, c.head, k);
@@ -698,12 +697,16 @@ export class VirtioNet implements VirtioDevice {
     return "done";
   }
 
-  /** Gives the chains gathered for a frame back: newest first with undoPop, the final ones returned empty. */
-  #giveBack(a: Active, chains: readonly ReusableChain[], committed: number): boolean {
+  /**
+   * Gives the `count` chains gathered for a frame (`#rxPool[0, count)`) back: newest first
+   * with undoPop, the final ones (below `committed`) returned empty.
+   */
+  #giveBack(a: Active, count: number, committed: number): boolean {
+    const pool = this.#rxPool;
     try {
-      for (let i = chains.length - 1; i >= committed; i--) a.rx.undoPop(chains[i] as ReusableChain);
+      for (let i = count - 1; i >= committed; i--) a.rx.undoPop(pool[i] as ReusableChain);
       for (let i = 0; i < committed; i++) {
-        a.rx.addUsed(a.ctx.mem, (chains[i] as ReusableChain).head, 0);
+        a.rx.addUsed(a.ctx.mem, (pool[i] as ReusableChain).head, 0);
         this.#rxUsed++;
         this.metrics.rxReturnedEmpty++;
       }
