@@ -9,7 +9,7 @@ import os from "node:os";
 import { GuestMemoryArrayBuffer, type GuestMemory } from "@ts-vmm/vm-memory";
 import { GuestMemoryMmap, nativeBulkCopier } from "@ts-vmm/vm-memory/mmap";
 import { MockPackedQueue, MockSplitQueue } from "../src/mock/index.js";
-import type { Queue } from "../src/index.js";
+import { ReusableChain, type Queue } from "../src/index.js";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const RUN_MS = Number(process.env.BENCH_RUN_MS ?? 300);
@@ -54,8 +54,9 @@ function memory(): GuestMemory {
  * store. The device pops and returns every chain and checks for a notification.
  * `deferred`: the chains are returned with addUsedDeferred, and the lap's
  * needsNotification publishes them with one used idx store (issue 13).
+ * `into`: popped with popDescriptorChainInto into one reused chain (no allocation per pop).
  */
-function splitBench(descPerChain: number, deferred = false): () => void {
+function splitBench(descPerChain: number, deferred = false, into = false): () => void {
   const mem = memory();
   const mock = new MockSplitQueue(mem, SIZE, { base: 0x1000 });
   const q = mock.createQueue();
@@ -74,6 +75,19 @@ function splitBench(descPerChain: number, deferred = false): () => void {
   }
   for (let s = 0; s < SIZE; s++) mem.writeU16(mock.availRing + 4 + 2 * s, (s % chains) * descPerChain);
   let idx = 0;
+  if (into) {
+    const rc = new ReusableChain();
+    return () => {
+      idx = (idx + chains) & 0xffff;
+      mock.setAvailIdx(idx);
+      for (let i = 0; i < chains; i++) {
+        if (!q.popDescriptorChainInto(mem, rc)) throw new Error("bench: ring empty");
+        if (deferred) q.addUsedDeferred(mem, rc.head, 0);
+        else q.addUsed(mem, rc.head, 0);
+      }
+      q.needsNotification(mem);
+    };
+  }
   return () => {
     idx = (idx + chains) & 0xffff;
     mock.setAvailIdx(idx);
@@ -93,7 +107,7 @@ function splitBench(descPerChain: number, deferred = false): () => void {
  * so the driver side re-arms each slot (len, then flags with release): two
  * guest-memory writes per chain are included in this figure.
  */
-function packedBench(): () => void {
+function packedBench(into = false): () => void {
   const mem = memory();
   const mock = new MockPackedQueue(mem, SIZE, { base: 0x1000 });
   const q: Queue = mock.createQueue();
@@ -102,6 +116,7 @@ function packedBench(): () => void {
     mem.writeU16(mock.descRing + i * 16 + 12, i);
   }
   let wrap = true;
+  const rc = new ReusableChain();
   return () => {
     const flags = wrap ? 0x80 : 0x8000;
     for (let i = 0; i < SIZE; i++) {
@@ -111,6 +126,11 @@ function packedBench(): () => void {
     }
     wrap = !wrap;
     for (let i = 0; i < SIZE; i++) {
+      if (into) {
+        if (!q.popDescriptorChainInto(mem, rc)) throw new Error("bench: ring empty");
+        q.addUsed(mem, rc.head, 0);
+        continue;
+      }
       const c = q.popDescriptorChain(mem);
       if (c === undefined) throw new Error("bench: ring empty");
       q.addUsed(mem, c.head, 0);
@@ -162,6 +182,9 @@ const results: Record<string, number[]> = {
   split3: [],
   split1Batched: [],
   packed1: [],
+  split1Into: [],
+  split3Into: [],
+  packed1Into: [],
   copy: [],
   copyJs: [],
   sabMemcpy: [],
@@ -171,6 +194,9 @@ const s1 = splitBench(1);
 const s3 = splitBench(3);
 const s1b = splitBench(1, true);
 const p1 = packedBench();
+const s1i = splitBench(1, false, true);
+const s3i = splitBench(3, false, true);
+const p1i = packedBench(true);
 const guestMmap = GuestMemoryMmap.fromRanges([{ start: 0, size: 0x20_0000 }]);
 if (guestMmap.bulkCopier === null) throw new Error("bench: the native copy did not load");
 const cp = copyBench(guestMmap);
@@ -181,13 +207,16 @@ for (let r = 0; r < RUNS; r++) {
   results.split3!.push(rate("split3", s3, 64));
   results.split1Batched!.push(rate("split1Batched", s1b, SIZE));
   results.packed1!.push(rate("packed1", p1, SIZE));
+  results.split1Into!.push(rate("split1Into", s1i, SIZE));
+  results.split3Into!.push(rate("split3Into", s3i, 64));
+  results.packed1Into!.push(rate("packed1Into", p1i, SIZE));
   // GB/s: two 4 KiB copies per call.
   results.copy!.push((rate("copy", cp.chain, 1) * 8192) / 1e9);
   results.sabMemcpy!.push((rate("sabMemcpy", cp.sabMemcpy, 1) * 8192) / 1e9);
   results.copyJs!.push((rate("copyJs", cpJs.chain, 1) * 8192) / 1e9);
   results.memcpy!.push((rate("memcpy", cp.memcpy, 1) * 8192) / 1e9);
   console.error(
-    `run ${r + 1}/${RUNS}: split1 ${(results.split1!.at(-1)! / 1e6).toFixed(2)} M/s, split3 ${(results.split3!.at(-1)! / 1e6).toFixed(2)} M/s, split1 batched ${(results.split1Batched!.at(-1)! / 1e6).toFixed(2)} M/s, packed1 ${(results.packed1!.at(-1)! / 1e6).toFixed(2)} M/s, copy ${results.copy!.at(-1)!.toFixed(2)} GB/s (JS path ${results.copyJs!.at(-1)!.toFixed(2)}), SAB memcpy ${results.sabMemcpy!.at(-1)!.toFixed(2)} GB/s, Buffer.copy ${results.memcpy!.at(-1)!.toFixed(2)} GB/s`,
+    `run ${r + 1}/${RUNS}: split1 ${(results.split1!.at(-1)! / 1e6).toFixed(2)} M/s, split3 ${(results.split3!.at(-1)! / 1e6).toFixed(2)} M/s, split1 batched ${(results.split1Batched!.at(-1)! / 1e6).toFixed(2)} M/s, packed1 ${(results.packed1!.at(-1)! / 1e6).toFixed(2)} M/s, into (reused chain): split1 ${(results.split1Into!.at(-1)! / 1e6).toFixed(2)} split3 ${(results.split3Into!.at(-1)! / 1e6).toFixed(2)} packed1 ${(results.packed1Into!.at(-1)! / 1e6).toFixed(2)} M/s, copy ${results.copy!.at(-1)!.toFixed(2)} GB/s (JS path ${results.copyJs!.at(-1)!.toFixed(2)}), SAB memcpy ${results.sabMemcpy!.at(-1)!.toFixed(2)} GB/s, Buffer.copy ${results.memcpy!.at(-1)!.toFixed(2)} GB/s`,
   );
 }
 const out = {
@@ -196,6 +225,9 @@ const out = {
   split_3desc_chains_per_s: Math.round(median(results.split3!)),
   split_1desc_batched_chains_per_s: Math.round(median(results.split1Batched!)),
   packed_1desc_chains_per_s: Math.round(median(results.packed1!)),
+  split_1desc_into_chains_per_s: Math.round(median(results.split1Into!)),
+  split_3desc_into_chains_per_s: Math.round(median(results.split3Into!)),
+  packed_1desc_into_chains_per_s: Math.round(median(results.packed1Into!)),
   copy_4k_gbps: Number(median(results.copy!).toFixed(3)),
   sab_memcpy_4k_gbps: Number(median(results.sabMemcpy!).toFixed(3)),
   copy_vs_sab_memcpy: Number((median(results.copy!) / median(results.sabMemcpy!)).toFixed(3)),
@@ -204,7 +236,7 @@ const out = {
 };
 const cpuMed = (k: string): number => median(cpuRates[k] ?? [0]);
 console.log(
-  `per CPU-second of this process (medians): split1 ${(cpuMed("split1") / 1e6).toFixed(2)} M/s, split3 ${(cpuMed("split3") / 1e6).toFixed(2)} M/s, split1 batched ${(cpuMed("split1Batched") / 1e6).toFixed(2)} M/s, packed1 ${(cpuMed("packed1") / 1e6).toFixed(2)} M/s, copy ${((cpuMed("copy") * 8192) / 1e9).toFixed(2)} GB/s, SAB memcpy ${((cpuMed("sabMemcpy") * 8192) / 1e9).toFixed(2)} GB/s, copy (JS path) ${((cpuMed("copyJs") * 8192) / 1e9).toFixed(2)} GB/s, Buffer.copy ${((cpuMed("memcpy") * 8192) / 1e9).toFixed(2)} GB/s`,
+  `per CPU-second of this process (medians): split1 ${(cpuMed("split1") / 1e6).toFixed(2)} M/s, split3 ${(cpuMed("split3") / 1e6).toFixed(2)} M/s, split1 batched ${(cpuMed("split1Batched") / 1e6).toFixed(2)} M/s, packed1 ${(cpuMed("packed1") / 1e6).toFixed(2)} M/s, into: split1 ${(cpuMed("split1Into") / 1e6).toFixed(2)} split3 ${(cpuMed("split3Into") / 1e6).toFixed(2)} packed1 ${(cpuMed("packed1Into") / 1e6).toFixed(2)} M/s, copy ${((cpuMed("copy") * 8192) / 1e9).toFixed(2)} GB/s, SAB memcpy ${((cpuMed("sabMemcpy") * 8192) / 1e9).toFixed(2)} GB/s, copy (JS path) ${((cpuMed("copyJs") * 8192) / 1e9).toFixed(2)} GB/s, Buffer.copy ${((cpuMed("memcpy") * 8192) / 1e9).toFixed(2)} GB/s`,
 );
 console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} CPUs`);
 console.log(

@@ -230,7 +230,11 @@ export class DescriptorChain {
   }
 }
 
-function bufferError(cause: unknown, addr: number, len: number, head: number): VirtqueueError {
+/**
+ * The error for a buffer outside guest memory (rethrows anything that is not a guest memory error).
+ * @internal
+ */
+export function bufferError(cause: unknown, addr: number, len: number, head: number): VirtqueueError {
   if (cause !== undefined && !isGuestMemoryError(cause)) throw cause;
   return new VirtqueueError(
     "BufferOutOfBounds",

@@ -9,6 +9,7 @@
 export { Queue } from "./queue.js";
 export { DescriptorChain, DEFAULT_READ_LIMIT } from "./chain.js";
 export type { Descriptor } from "./chain.js";
+export { ReusableChain } from "./reusable-chain.js";
 export { VirtqueueError } from "./errors.js";
 export type { VirtqueueErrorCode, VirtqueueErrorDetails } from "./errors.js";
 export type { QueueState } from "./state.js";

@@ -7,10 +7,8 @@
 // its USED bit does not; the device marks one used by setting both to its own wrap
 // counter. A list of N descriptors gets one used descriptor; both sides skip N slots.
 import type { GuestMemory } from "@ts-vmm/vm-memory";
-import { DescriptorChain, type Descriptor } from "./chain.js";
 import {
   DESCRIPTOR_SIZE,
-  MAX_CHAIN_LENGTH,
   MAX_INDIRECT_DESCRIPTORS,
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
@@ -23,6 +21,7 @@ import {
 } from "./constants.js";
 import { VirtqueueError, wrapMemoryError } from "./errors.js";
 import type { QueueCore } from "./queue-core.js";
+import type { ReusableChain } from "./reusable-chain.js";
 import { DESC_WORDS, chainTooLong, guestAddress } from "./split-ring.js";
 
 /** Bytes of each packed event suppression structure. */
@@ -35,10 +34,10 @@ function isAvailable(flags: number, wrap: boolean): boolean {
 }
 
 /**
- * Pops the next available chain, or undefined if there is none.
+ * Pops the next available chain into `out`; false if there is none.
  * @throws {@link VirtqueueError} see `Queue.popDescriptorChain`.
  */
-export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | undefined {
+export function popPacked(q: QueueCore, mem: GuestMemory, out: ReusableChain): boolean {
   const size = q.size;
   const ring = q.descTable;
   const start = q.nextAvail;
@@ -48,7 +47,7 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
   } catch (e) {
     throw wrapMemoryError(e, "RingOutOfBounds", "reading the descriptor ring", { addr: ring + start * 16 });
   }
-  if (!isAvailable(headFlags, q.availWrap)) return undefined;
+  if (!isAvailable(headFlags, q.availWrap)) return false;
 
   // Pass 1: find where the list ends (its last descriptor holds the buffer id).
   // The driver makes the head available last, so the rest is already written.
@@ -110,7 +109,9 @@ export function popPacked(q: QueueCore, mem: GuestMemory): DescriptorChain | und
   if (count > limit) throw chainTooLong(id, limit);
 
   // Pass 2: read and check the descriptors.
-  return readPackedList(mem, ring, size, start, flagList, count, id, q.indirectDesc, limit);
+  out.begin(id, "buffer");
+  readPackedList(mem, ring, size, start, flagList, count, id, q.indirectDesc, limit, out);
+  return true;
 }
 
 function readPackedList(
@@ -123,8 +124,8 @@ function readPackedList(
   id: number,
   indirectDesc: boolean,
   limit: number,
-): DescriptorChain {
-  const acc = new ChainBuilder(id);
+  acc: ReusableChain,
+): void {
   let pos = start;
   for (let i = 0; i < count; i++) {
     const base = ring + pos * DESCRIPTOR_SIZE;
@@ -153,16 +154,24 @@ function readPackedList(
           { head: id },
         );
       }
-      return readIndirect(mem, id, lo, hi, len, limit);
+      readIndirect(mem, id, lo, hi, len, limit, acc);
+      return;
     }
     acc.add(guestAddress(lo, hi, id), len, (flags & VIRTQ_DESC_F_WRITE) !== 0);
     pos = pos + 1 === size ? 0 : pos + 1;
   }
-  return acc.build(false);
 }
 
 /** A packed indirect table: len/16 consecutive descriptors; only WRITE is meaningful in them. */
-function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len: number, limit: number): DescriptorChain {
+function readIndirect(
+  mem: GuestMemory,
+  id: number,
+  lo: number,
+  hi: number,
+  len: number,
+  limit: number,
+  acc: ReusableChain,
+): void {
   if (len === 0 || len % DESCRIPTOR_SIZE !== 0 || len / DESCRIPTOR_SIZE > MAX_INDIRECT_DESCRIPTORS) {
     throw new VirtqueueError(
       "InvalidIndirectLength",
@@ -180,7 +189,7 @@ function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len:
       { head: id, addr: table },
     );
   }
-  const acc = new ChainBuilder(id);
+  acc.indirect = true;
   const n = len / DESCRIPTOR_SIZE;
   for (let i = 0; i < n; i++) {
     const base = table + i * DESCRIPTOR_SIZE;
@@ -196,50 +205,6 @@ function readIndirect(mem: GuestMemory, id: number, lo: number, hi: number, len:
     const flags = (w[3] as number) >>> 16;
     // NEXT, INDIRECT, AVAIL, USED and the id are reserved in an indirect table and ignored (§2.8.7).
     acc.add(guestAddress(dlo, dhi, id), dlen, (flags & VIRTQ_DESC_F_WRITE) !== 0);
-  }
-  return acc.build(true);
-}
-
-/** Collects buffers with the ordering and length checks. */
-class ChainBuilder {
-  private readonly descs: Descriptor[] = [];
-  private readableCount = 0;
-  private readableLength = 0;
-  private writableLength = 0;
-
-  constructor(private readonly head: number) {}
-
-  add(addr: number, len: number, writable: boolean): void {
-    if (writable) {
-      this.writableLength += len;
-    } else {
-      if (this.readableCount !== this.descs.length) {
-        throw new VirtqueueError(
-          "WritableBeforeReadable",
-          `buffer ${this.head}: a device-readable descriptor follows a device-writable one`,
-          { head: this.head },
-        );
-      }
-      this.readableCount++;
-      this.readableLength += len;
-    }
-    if (this.readableLength + this.writableLength > MAX_CHAIN_LENGTH) {
-      throw new VirtqueueError("LengthOverflow", `buffer ${this.head}: lengths add up past 2^32 - 1`, {
-        head: this.head,
-      });
-    }
-    this.descs.push({ addr, len, writable });
-  }
-
-  build(indirect: boolean): DescriptorChain {
-    return new DescriptorChain(
-      this.head,
-      this.descs,
-      this.readableCount,
-      this.readableLength,
-      this.writableLength,
-      indirect,
-    );
   }
 }
 

@@ -1,4 +1,5 @@
 import type { GuestAddress } from "@ts-vmm/vm-memory";
+import { ReusableChain } from "./reusable-chain.js";
 import { UndoLog } from "./undo-log.js";
 
 /**
@@ -51,6 +52,8 @@ export class QueueCore {
   readonly inFlight = new InFlight();
   /** Packed: scratch list of the flags of the list being popped (valid up to the list's length). */
   readonly flagScratch: number[] = [];
+  /** Where `Queue.popDescriptorChain` walks a chain before copying it into a `DescriptorChain`. */
+  readonly scratch = new ReusableChain();
   /** Pops that `Queue.undoPop` can still give back. */
   readonly undo = new UndoLog();
   /**

@@ -11,6 +11,7 @@ import {
   popPacked,
 } from "./packed-ring.js";
 import { QueueCore } from "./queue-core.js";
+import type { ReusableChain } from "./reusable-chain.js";
 import {
   addUsedSplit,
   disableNotificationSplit,
@@ -401,10 +402,45 @@ export class Queue {
     if (!q.ready) return undefined;
     const before = q.nextAvail;
     const wrap = q.availWrap;
-    let chain: DescriptorChain | undefined;
+    // The same walk as popDescriptorChainInto, then a copy: the two cannot disagree.
+    const scratch = q.scratch;
+    if (!this.#popInto(mem, scratch)) return undefined;
+    const chain = scratch.toDescriptorChain();
+    this.#popped(chain, before, wrap);
+    return chain;
+  }
+
+  /**
+   * Takes the next chain like {@link Queue.popDescriptorChain}, with the same checks and
+   * errors, but refills `chain`, a {@link ReusableChain} the device owns, instead of
+   * making a new {@link DescriptorChain}: no allocation per pop. `chain` may be given
+   * back with {@link Queue.undoPop} and is then reusable at once; its contents are those
+   * of the newest pop into it, so a device holding several chains at a time (a frame
+   * over several receive buffers) uses one object per chain.
+   *
+   * @returns true if `chain` now holds the next chain; false (and `chain` untouched) if
+   *   none is available or the queue is not ready.
+   * @throws {@link VirtqueueError} as {@link Queue.popDescriptorChain}; `chain` is then empty.
+   */
+  popDescriptorChainInto(mem: GuestMemory, chain: ReusableChain): boolean {
+    const q = this.#q;
+    if (!q.ready) return false;
+    const before = q.nextAvail;
+    const wrap = q.availWrap;
+    if (!this.#popInto(mem, chain)) return false;
+    this.#popped(chain, before, wrap);
+    return true;
+  }
+
+  /** Pops into `out` (split or packed) and keeps the undo record and `unpopped` straight on errors. */
+  #popInto(mem: GuestMemory, out: ReusableChain): boolean {
+    const q = this.#q;
+    const before = q.nextAvail;
+    const wrap = q.availWrap;
     try {
-      chain = q.packed ? popPacked(q, mem) : popSplit(q, mem);
+      return q.packed ? popPacked(q, mem, out) : popSplit(q, mem, out);
     } catch (e) {
+      out.clear();
       if (e instanceof VirtqueueError) {
         const moved = this.#availDistance(before, wrap);
         markConsumed(e, moved !== 0);
@@ -416,11 +452,13 @@ export class Queue {
       }
       throw e;
     }
-    if (chain !== undefined) {
-      q.undo.push(chain, before, wrap);
-      if (q.unpopped > 0) q.unpopped = Math.max(0, q.unpopped - this.#availDistance(before, wrap));
-    }
-    return chain;
+  }
+
+  /** Records a successful pop for undoPop. */
+  #popped(chain: DescriptorChain | ReusableChain, before: number, wrap: boolean): void {
+    const q = this.#q;
+    q.undo.push(chain, chain.head, before, wrap);
+    if (q.unpopped > 0) q.unpopped = Math.max(0, q.unpopped - this.#availDistance(before, wrap));
   }
 
   /** How far the avail position moved since (`pos`, `wrap`): split entries, packed ring slots. */
@@ -449,9 +487,10 @@ export class Queue {
    * layout change. Nothing is written to guest memory.
    *
    * @throws {@link VirtqueueError} `"NotReady"`; `"InvalidArgument"` if `chain`
-   *   is not that chain (a device bug; the queue is left unchanged).
+   *   is not that chain (a device bug; the queue is left unchanged). A
+   *   {@link ReusableChain} is that chain if its newest pop is.
    */
-  undoPop(chain: DescriptorChain): void {
+  undoPop(chain: DescriptorChain | ReusableChain): void {
     const q = this.#q;
     if (!q.ready) throw new VirtqueueError("NotReady", "undoPop on a queue that is not ready", { head: chain.head });
     const top = q.undo.topChain();
@@ -462,13 +501,14 @@ export class Queue {
         { head: chain?.head },
       );
     }
+    const head = q.undo.topHead();
     const availBefore = q.undo.topAvailBefore();
     const wrapBefore = q.undo.topWrapBefore();
     q.undo.dropTop();
     const moved = this.#availDistance(availBefore, wrapBefore);
     q.nextAvail = availBefore;
     q.availWrap = wrapBefore;
-    if (q.packed) q.inFlight.delete(chain.head);
+    if (q.packed) q.inFlight.delete(head);
     q.unpopped = Math.min(q.unpopped + moved, q.packed ? q.size : 0x10000);
   }
 

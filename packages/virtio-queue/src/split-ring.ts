@@ -4,10 +4,8 @@
 //   avail ring:       le16 flags; le16 idx; le16 ring[size]; le16 used_event align 2
 //   used ring:        le16 flags; le16 idx; {le32 id; le32 len}[size]; le16 avail_event  align 4
 import { toGuestAddress, type GuestMemory } from "@ts-vmm/vm-memory";
-import { DescriptorChain, type Descriptor } from "./chain.js";
 import {
   DESCRIPTOR_SIZE,
-  MAX_CHAIN_LENGTH,
   MAX_INDIRECT_DESCRIPTORS,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -18,6 +16,7 @@ import {
 } from "./constants.js";
 import { VirtqueueError, wrapMemoryError } from "./errors.js";
 import type { QueueCore } from "./queue-core.js";
+import type { ReusableChain } from "./reusable-chain.js";
 
 /**
  * Scratch for one descriptor as four u32 words (addr lo, addr hi, len, and flags | next << 16
@@ -38,10 +37,10 @@ export function splitUsedSize(size: number): number {
 }
 
 /**
- * Pops the next available chain, or undefined if there is none.
+ * Pops the next available chain into `out`; false if there is none.
  * @throws {@link VirtqueueError} see `Queue.popDescriptorChain`.
  */
-export function popSplit(q: QueueCore, mem: GuestMemory): DescriptorChain | undefined {
+export function popSplit(q: QueueCore, mem: GuestMemory, out: ReusableChain): boolean {
   const size = q.size;
   let pending = (q.availIdxCache - q.nextAvail) & 0xffff;
   if (pending === 0) {
@@ -52,7 +51,7 @@ export function popSplit(q: QueueCore, mem: GuestMemory): DescriptorChain | unde
       throw wrapMemoryError(e, "RingOutOfBounds", "reading the avail index", { addr: q.availRing + 2 });
     }
     pending = (idx - q.nextAvail) & 0xffff;
-    if (pending === 0) return undefined;
+    if (pending === 0) return false;
     if (pending > size) {
       throw new VirtqueueError(
         "AvailIndexAhead",
@@ -73,28 +72,24 @@ export function popSplit(q: QueueCore, mem: GuestMemory): DescriptorChain | unde
   if (head >= size) {
     throw new VirtqueueError("InvalidDescriptorIndex", `avail ring entry ${head} is outside a table of ${size}`);
   }
-  return walkSplitChain(q, mem, head);
+  walkSplitChain(q, mem, head, out);
+  return true;
 }
 
-/** Follows a chain from `head`, through at most one indirect table. */
-function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): DescriptorChain {
-  // Most chains have one or two descriptors: they are kept in `d0` and `descs` is made only for
-  // a second one, with an array literal of two. Pushing onto an empty `[]` grew its backing
-  // store on every pop (11.5% of bench:queue's split1 profile, Builtins_GrowFastSmiOrObjectElements).
-  let d0: Descriptor | undefined;
-  let descs: Descriptor[] | undefined;
-  let count = 0;
+/**
+ * Follows a chain from `head`, through at most one indirect table, into `out` (which checks
+ * the readable-then-writable order and the total length as each buffer is added).
+ */
+function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number, out: ReusableChain): void {
+  out.begin(head);
   let table = q.descTable;
   let tableLen = q.size;
   let idx = head;
   let ttl = q.size;
   let indirect = false;
-  let readableCount = 0;
-  let readableLength = 0;
-  let writableLength = 0;
   const limit = q.chainLimit();
   for (;;) {
-    if (count >= limit) throw chainTooLong(head, limit);
+    if (out.length >= limit) throw chainTooLong(head, limit);
     if (ttl-- === 0) {
       throw new VirtqueueError(
         "ChainTooLong",
@@ -152,38 +147,16 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
         );
       }
       // Checked before any entry is read: a guest cannot make one pop walk more than the limit.
-      if (count + len / DESCRIPTOR_SIZE > limit) throw chainTooLong(head, limit);
+      if (out.length + len / DESCRIPTOR_SIZE > limit) throw chainTooLong(head, limit);
       indirect = true;
+      out.indirect = true;
       table = taddr;
       tableLen = len / DESCRIPTOR_SIZE;
       ttl = tableLen;
       idx = 0;
       continue;
     }
-    const addr = guestAddress(lo, hi, head);
-    let d: Descriptor;
-    if (flags & VIRTQ_DESC_F_WRITE) {
-      writableLength += len;
-      d = { addr, len, writable: true };
-    } else {
-      if (readableCount !== count) {
-        throw new VirtqueueError(
-          "WritableBeforeReadable",
-          `chain ${head}: a device-readable descriptor follows a device-writable one`,
-          { head },
-        );
-      }
-      readableLength += len;
-      readableCount++;
-      d = { addr, len, writable: false };
-    }
-    if (count === 0) d0 = d;
-    else if (count === 1) descs = [d0 as Descriptor, d];
-    else (descs as Descriptor[]).push(d);
-    count++;
-    if (readableLength + writableLength > MAX_CHAIN_LENGTH) {
-      throw new VirtqueueError("LengthOverflow", `chain ${head}: lengths add up past 2^32 - 1`, { head });
-    }
+    out.add(guestAddress(lo, hi, head), len, (flags & VIRTQ_DESC_F_WRITE) !== 0);
     if (!(flags & VIRTQ_DESC_F_NEXT)) break;
     if (next >= tableLen) {
       throw new VirtqueueError(
@@ -194,7 +167,6 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number): Descripto
     }
     idx = next;
   }
-  return new DescriptorChain(head, descs ?? [d0 as Descriptor], readableCount, readableLength, writableLength, indirect);
 }
 
 /**

@@ -1,5 +1,3 @@
-import type { DescriptorChain } from "./chain.js";
-
 /** Most chains {@link UndoLog} remembers; older pops can no longer be given back. */
 export const UNDO_WINDOW = 1024;
 
@@ -21,16 +19,20 @@ export class UndoLog {
   // every chain, and a fresh `[]` each time grew a new backing store per pop (5-7 % of
   // bench:queue's split profiles). Chain slots outside the live range are set to undefined so
   // no returned chain stays reachable.
-  #chains: (DescriptorChain | undefined)[] = [];
+  // The chain objects are only compared by identity (a `ReusableChain` is refilled by later
+  // pops, so its `head` is not that of an older record): each record keeps its head itself.
+  #chains: (object | undefined)[] = [];
+  #heads: number[] = [];
   #avail: number[] = [];
   #wrap: boolean[] = [];
   #start = 0;
   #end = 0;
 
-  /** Records a pop: the chain, and the avail position and wrap counter before it. */
-  push(chain: DescriptorChain, availBefore: number, wrapBefore: boolean): void {
+  /** Records a pop: the chain object, its head, and the avail position and wrap counter before it. */
+  push(chain: object, head: number, availBefore: number, wrapBefore: boolean): void {
     const i = this.#end++;
     this.#chains[i] = chain;
+    this.#heads[i] = head;
     this.#avail[i] = availBefore;
     this.#wrap[i] = wrapBefore;
     if (this.#end - this.#start > UNDO_WINDOW) this.#chains[this.#start++] = undefined;
@@ -38,8 +40,13 @@ export class UndoLog {
   }
 
   /** The newest record's chain, or undefined. */
-  topChain(): DescriptorChain | undefined {
+  topChain(): object | undefined {
     return this.#end > this.#start ? this.#chains[this.#end - 1] : undefined;
+  }
+
+  /** The head of the newest record's chain (only while {@link UndoLog.topChain} is defined). */
+  topHead(): number {
+    return this.#heads[this.#end - 1] as number;
   }
 
   /** The avail position before the newest record's pop (only while {@link UndoLog.topChain} is defined). */
@@ -61,8 +68,9 @@ export class UndoLog {
   /** The chain with `head` was returned: forgets its oldest record and everything older. */
   returned(head: number): void {
     const chains = this.#chains;
+    const heads = this.#heads;
     for (let i = this.#start; i < this.#end; i++) {
-      if ((chains[i] as DescriptorChain).head === head) {
+      if (heads[i] === head) {
         for (let j = this.#start; j <= i; j++) chains[j] = undefined;
         this.#start = i + 1;
         if (this.#start === this.#end) this.clear();
@@ -90,6 +98,7 @@ export class UndoLog {
       const n = this.#end - this.#start;
       this.#chains.copyWithin(0, this.#start, this.#end);
       this.#chains.fill(undefined, n, this.#end);
+      this.#heads.copyWithin(0, this.#start, this.#end);
       this.#avail.copyWithin(0, this.#start, this.#end);
       this.#wrap.copyWithin(0, this.#start, this.#end);
       this.#start = 0;

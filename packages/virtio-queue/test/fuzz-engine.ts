@@ -189,6 +189,20 @@ function mutatedQueue(L: Layout, next: () => number, pick: (n: number) => number
 }
 
 /**
+ * A random table as {@link fuzzOne} makes it (random or mutated ring contents, configured
+ * through the guest-driven setters), with its memory and random source, for tests that
+ * drive the queue themselves.
+ */
+export function fuzzQueue(seed: number): { mem: GuestMemory; q: Queue; pick: (n: number) => number } {
+  const layoutsList = (cached ??= layouts());
+  const next = rng(seed);
+  const pick = (n: number): number => next() % n;
+  const L = layoutsList[pick(layoutsList.length)] as Layout;
+  const q = pick(3) === 0 ? mutatedQueue(L, next, pick) : garbageQueue(L, next, pick);
+  return { mem: L.mem, q, pick };
+}
+
+/**
  * One random table: random or mutated ring contents, a queue configured
  * through the guest-driven setters, and every data-path call a device makes.
  */

@@ -1,5 +1,5 @@
 import { GuestMemoryError, type GuestMemory } from "@ts-vmm/vm-memory";
-import { VirtqueueError, type DescriptorChain, type Queue } from "@ts-vmm/virtio-queue";
+import { ReusableChain, VirtqueueError, type Queue } from "@ts-vmm/virtio-queue";
 import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import { VIRTIO_ID_NET } from "../constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "../device.js";
@@ -121,6 +121,12 @@ export class VirtioNet implements VirtioDevice {
   readonly #rxIov: Uint8Array[] = [];
   /** The readv pieces for a receive chain of one buffer: its view, then `#frame`. */
   readonly #rxIov1: Uint8Array[] = [this.#frame, this.#frame];
+  /** The chain of a direct receive (one at a time), refilled by each pop: no allocation per chain. */
+  readonly #rxChain = new ReusableChain();
+  /** The chains a frame is gathered into (`#deliver`, several with MRG_RXBUF), grown on demand up to the ring size. */
+  readonly #rxPool: ReusableChain[] = [];
+  /** The transmit chain (one at a time), refilled by each pop. */
+  readonly #txChain = new ReusableChain();
   /** Whether the pending frame was charged to the rx limiter already. */
   #pendingCharged = false;
   #linkUp = true;
@@ -440,17 +446,17 @@ export class VirtioNet implements VirtioDevice {
     const mem = ctx.mem;
     const readv = this.#backend.readv as (pieces: readonly Uint8Array[]) => number | "again";
     for (let tries = 0; tries < NET_BATCH_FRAMES; tries++) {
-      const c = this.#popRx(a);
+      const c = this.#popRx(a, this.#rxChain);
       if (c === "broken") return "broken";
       if (c === "malformed") continue;
       if (c === undefined) return 0;
       // One buffer in one region (what drivers post): a fixed two-piece array, no array churn.
       const one = this.#rxIov1;
-      const d0 = c.descriptors.length === 1 && c.readableCount === 0 ? c.descriptors[0] : undefined;
+      const single = c.length === 1 && c.readableCount === 0;
       let v0: Uint8Array | undefined;
-      if (d0 !== undefined && d0.len >= NET_HDR_SIZE) {
+      if (single && c.lenAt(0) >= NET_HDR_SIZE) {
         try {
-          v0 = mem.slice(d0.addr, d0.len); // checked: inside one region, exactly d0.len bytes
+          v0 = mem.slice(c.addrAt(0), c.lenAt(0)); // checked: inside one region, exactly that many bytes
         } catch {
           v0 = undefined; // not inside one region: the general path below says what is wrong
         }
@@ -511,7 +517,7 @@ export class VirtioNet implements VirtioDevice {
         }
         // Views of guest memory are not dirty-tracked: log what the tap wrote (diff snapshots).
         if (mem.markDirty !== undefined) {
-          if (d0 !== undefined) mem.markDirty(d0.addr, n);
+          if (single) mem.markDirty(c.addrAt(0), n);
           else markChainDirty(mem, c, n);
         }
         if (iov !== one) iov.length = 0;
@@ -571,9 +577,9 @@ export class VirtioNet implements VirtioDevice {
    * Pops the next receive chain: the chain, undefined when the ring is empty, `"malformed"`
    * when the chain the ring named was broken (returned with 0 and counted), or `"broken"`.
    */
-  #popRx(a: Active): DescriptorChain | undefined | "malformed" | "broken" {
+  #popRx(a: Active, into: ReusableChain): ReusableChain | undefined | "malformed" | "broken" {
     try {
-      return a.rx.popDescriptorChain(a.ctx.mem);
+      return a.rx.popDescriptorChainInto(a.ctx.mem, into) ? into : undefined;
     } catch (e) {
       if (!(e instanceof VirtqueueError) || e.head === undefined) return this.#fail(a, e);
       this.metrics.rxMalformedChains++;
@@ -613,28 +619,32 @@ export class VirtioNet implements VirtioDevice {
   #deliver(a: Active, n: number): Delivery {
     const { rx, ctx } = a;
     const mem = ctx.mem;
-    const chains: DescriptorChain[] = [];
+    // The frame's chains are pool[0, count): one object each, no array built per frame.
+    const pool = this.#rxPool;
+    let count = 0;
     let cap = 0;
     // Chains before the last malformed one: returning that one made them final (no undoPop).
     let committed = 0;
     let pops = 0;
     for (;;) {
-      if (a.mrg ? cap >= n : chains.length === 1) break;
-      if (chains.length >= rx.size) {
+      if (a.mrg ? cap >= n : count === 1) break;
+      if (count >= rx.size) {
         // The whole ring cannot hold it: it never will.
         this.metrics.rxDroppedTooLarge++;
         this.#violation(`frame of ${n} bytes is larger than the whole receive ring (${cap} bytes)`);
-        return this.#giveBack(a, chains, committed) ? "done" : "broken";
+        return this.#giveBack(a, count, committed) ? "done" : "broken";
       }
-      const c = this.#popRx(a);
+      // Each chain held for the frame has its own object; one left over (malformed) is refilled.
+      if (pool.length === count) pool.push(new ReusableChain());
+      const c = this.#popRx(a, pool[count] as ReusableChain);
       if (c === "broken") return "broken";
       if (c === "malformed") {
-        committed = chains.length;
+        committed = count;
         continue;
       }
       if (c === undefined) {
-        if (!this.#giveBack(a, chains, committed)) return "broken";
-        chains.length = 0;
+        if (!this.#giveBack(a, count, committed)) return "broken";
+        count = 0;
         cap = 0;
         committed = 0;
         let more: boolean;
@@ -654,24 +664,25 @@ export class VirtioNet implements VirtioDevice {
         this.metrics.rxMalformedChains++;
         this.#violation(problem);
         if (!this.#addUsed(a, rx, c.head, 0)) return "broken";
-        committed = chains.length;
+        committed = count;
         continue;
       }
-      chains.push(c);
+      count++;
       cap += c.writableLength;
     }
     if (cap < n) {
       // Without MRG_RXBUF one chain must hold the frame; keep the chain for the next one.
       this.metrics.rxDroppedTooLarge++;
       this.#violation(`frame of ${n} bytes is larger than the receive buffer (${cap} bytes)`);
-      return this.#giveBack(a, chains, committed) ? "done" : "broken";
+      return this.#giveBack(a, count, committed) ? "done" : "broken";
     }
     // num_buffers: how many chains the frame takes (1 without MRG_RXBUF, as VERSION_1 requires).
-    this.#frame[10] = chains.length & 0xff;
-    this.#frame[11] = chains.length >> 8;
+    this.#frame[10] = count & 0xff;
+    this.#frame[11] = count >> 8;
     let off = 0;
     try {
-      for (const c of chains) {
+      for (let i = 0; i < count; i++) {
+        const c = pool[i] as ReusableChain;
         const k = Math.min(c.writableLength, n - off);
         c.writeFrom(mem, this.#frame.subarray(off, off + k));
         rx.addUsed(mem, c.head, k);
@@ -686,12 +697,16 @@ export class VirtioNet implements VirtioDevice {
     return "done";
   }
 
-  /** Gives the chains gathered for a frame back: newest first with undoPop, the final ones returned empty. */
-  #giveBack(a: Active, chains: readonly DescriptorChain[], committed: number): boolean {
+  /**
+   * Gives the `count` chains gathered for a frame (`#rxPool[0, count)`) back: newest first
+   * with undoPop, the final ones (below `committed`) returned empty.
+   */
+  #giveBack(a: Active, count: number, committed: number): boolean {
+    const pool = this.#rxPool;
     try {
-      for (let i = chains.length - 1; i >= committed; i--) a.rx.undoPop(chains[i] as DescriptorChain);
+      for (let i = count - 1; i >= committed; i--) a.rx.undoPop(pool[i] as ReusableChain);
       for (let i = 0; i < committed; i++) {
-        a.rx.addUsed(a.ctx.mem, (chains[i] as DescriptorChain).head, 0);
+        a.rx.addUsed(a.ctx.mem, (pool[i] as ReusableChain).head, 0);
         this.#rxUsed++;
         this.metrics.rxReturnedEmpty++;
       }
@@ -738,9 +753,9 @@ export class VirtioNet implements VirtioDevice {
           break;
         }
         if (this.txRateLimiter?.blocked) break;
-        let c: DescriptorChain | undefined;
+        let c: ReusableChain | undefined;
         try {
-          c = tx.popDescriptorChain(mem);
+          c = tx.popDescriptorChainInto(mem, this.#txChain) ? this.#txChain : undefined;
         } catch (e) {
           if (!(e instanceof VirtqueueError) || e.head === undefined) throw e;
           this.metrics.txMalformed++;
@@ -829,12 +844,10 @@ function setIovByte(iov: readonly Uint8Array[], pos: number, value: number): voi
 }
 
 /** Marks the first `n` bytes of a device-writable chain dirty (writes through views are not tracked). */
-function markChainDirty(mem: GuestMemory, c: DescriptorChain, n: number): void {
-  const descs = c.descriptors;
-  for (let i = 0; i < descs.length && n > 0; i++) {
-    const d = descs[i] as (typeof descs)[number];
-    const k = Math.min(d.len, n);
-    if (k > 0) mem.markDirty?.(d.addr, k);
+function markChainDirty(mem: GuestMemory, c: ReusableChain, n: number): void {
+  for (let i = 0; i < c.length && n > 0; i++) {
+    const k = Math.min(c.lenAt(i), n);
+    if (k > 0) mem.markDirty?.(c.addrAt(i), k);
     n -= k;
   }
 }

@@ -2,7 +2,7 @@
 // given the negotiated features, which receive chains are usable, and the tap
 // offloads that the negotiated receive features allow.
 import { sliceRange, type GuestMemory } from "@ts-vmm/vm-memory";
-import type { DescriptorChain } from "@ts-vmm/virtio-queue";
+import type { ReusableChain } from "@ts-vmm/virtio-queue";
 import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import {
   ETH_HLEN,
@@ -73,32 +73,32 @@ export function txHeaderProblem(hdr: Uint8Array, features: bigint): string | und
  * Allocates nothing but the views for a buffer inside one memory region.
  * @internal
  */
-export function txFrameViews(mem: GuestMemory, chain: DescriptorChain, out: Uint8Array[]): string | undefined {
+export function txFrameViews(mem: GuestMemory, chain: ReusableChain, out: Uint8Array[]): string | undefined {
   const len = chain.readableLength;
   if (chain.writableLength > 0) return "transmit chain has device-writable buffers";
   if (len > NET_MAX_BUFFER) return `transmit chain of ${len} bytes is over ${NET_MAX_BUFFER}`;
   if (len < NET_HDR_SIZE + ETH_HLEN) return `transmit chain of ${len} bytes is shorter than header + Ethernet header`;
-  const descs = chain.descriptors;
+  const n = chain.length;
   let skip = NET_HDR_SIZE;
   try {
-    for (let i = 0; i < descs.length; i++) {
-      const d = descs[i] as (typeof descs)[number];
-      const dlen = d.len;
+    for (let i = 0; i < n; i++) {
+      const dlen = chain.lenAt(i);
       if (dlen === 0) continue;
-      const r = mem.findRegion(d.addr);
-      if (r !== undefined && d.addr + dlen <= r.end) {
+      const addr = chain.addrAt(i);
+      const r = mem.findRegion(addr);
+      if (r !== undefined && addr + dlen <= r.end) {
         // The whole buffer lies in one region: one check covers the skipped header part too.
-        if (skip < dlen) out.push(mem.slice(d.addr + skip, dlen - skip));
+        if (skip < dlen) out.push(mem.slice(addr + skip, dlen - skip));
         skip = skip > dlen ? skip - dlen : 0;
         continue;
       }
       if (skip >= dlen) {
-        if (!mem.checkRange(d.addr, dlen)) return `buffer at 0x${d.addr.toString(16)} is outside guest memory`;
+        if (!mem.checkRange(addr, dlen)) return `buffer at 0x${addr.toString(16)} is outside guest memory`;
         skip -= dlen;
         continue;
       }
-      if (skip > 0 && !mem.checkRange(d.addr, skip)) return `buffer at 0x${d.addr.toString(16)} is outside guest memory`;
-      for (const v of sliceRange(mem, d.addr + skip, dlen - skip)) out.push(v);
+      if (skip > 0 && !mem.checkRange(addr, skip)) return `buffer at 0x${addr.toString(16)} is outside guest memory`;
+      for (const v of sliceRange(mem, addr + skip, dlen - skip)) out.push(v);
       skip = 0;
     }
   } catch {
@@ -114,11 +114,13 @@ export function txFrameViews(mem: GuestMemory, chain: DescriptorChain, out: Uint
  * guest memory.
  * @internal
  */
-export function rxChainProblem(mem: GuestMemory, chain: DescriptorChain): string | undefined {
+export function rxChainProblem(mem: GuestMemory, chain: ReusableChain): string | undefined {
   if (chain.readableCount > 0) return "receive chain has device-readable buffers";
   if (chain.writableLength < NET_HDR_SIZE) return `receive chain of ${chain.writableLength} bytes cannot hold the 12-byte header`;
-  for (const d of chain.descriptors) {
-    if (d.len > 0 && !mem.checkRange(d.addr, d.len)) return `receive buffer [0x${d.addr.toString(16)}, +${d.len}) is outside guest memory`;
+  for (let i = 0; i < chain.length; i++) {
+    const addr = chain.addrAt(i);
+    const len = chain.lenAt(i);
+    if (len > 0 && !mem.checkRange(addr, len)) return `receive buffer [0x${addr.toString(16)}, +${len}) is outside guest memory`;
   }
   return undefined;
 }
@@ -131,20 +133,20 @@ export function rxChainProblem(mem: GuestMemory, chain: DescriptorChain): string
  * some views (the caller drops them).
  * @internal
  */
-export function rxChainViews(mem: GuestMemory, chain: DescriptorChain, out: Uint8Array[], maxPieces: number): string | undefined {
+export function rxChainViews(mem: GuestMemory, chain: ReusableChain, out: Uint8Array[], maxPieces: number): string | undefined {
   if (chain.readableCount > 0) return "receive chain has device-readable buffers";
   if (chain.writableLength < NET_HDR_SIZE) return `receive chain of ${chain.writableLength} bytes cannot hold the 12-byte header`;
-  const descs = chain.descriptors;
+  const n = chain.length;
   try {
-    for (let i = 0; i < descs.length; i++) {
-      const d = descs[i] as (typeof descs)[number];
-      const dlen = d.len;
+    for (let i = 0; i < n; i++) {
+      const dlen = chain.lenAt(i);
       if (dlen === 0) continue;
-      const r = mem.findRegion(d.addr);
-      if (r !== undefined && d.addr + dlen <= r.end) out.push(mem.slice(d.addr, dlen));
+      const addr = chain.addrAt(i);
+      const r = mem.findRegion(addr);
+      if (r !== undefined && addr + dlen <= r.end) out.push(mem.slice(addr, dlen));
       else {
-        if (!mem.checkRange(d.addr, dlen)) return `receive buffer [0x${d.addr.toString(16)}, +${dlen}) is outside guest memory`;
-        for (const v of sliceRange(mem, d.addr, dlen)) out.push(v);
+        if (!mem.checkRange(addr, dlen)) return `receive buffer [0x${addr.toString(16)}, +${dlen}) is outside guest memory`;
+        for (const v of sliceRange(mem, addr, dlen)) out.push(v);
       }
     }
   } catch {

@@ -156,6 +156,33 @@ describe("virtio-net with a scripted backend", () => {
     expect(s.dev.metrics.rxFrames).toBe(1);
   });
 
+  it("a merged frame over three reused chains: too few posted, all given back; then delivered whole, twice", () => {
+    const s = setup(VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MRG_RXBUF);
+    const frame = (seed: number) => Uint8Array.from({ length: 12 + 200 }, (_, i) => (i < 12 ? 0 : (i * 7 + seed) & 0xff));
+    for (const seed of [1, 2]) {
+      const heads = [0, 1].map((k) => s.g.postChain([{ addr: 0x90_0000 + k * 0x1000 + seed * 0x10_000, len: 80, writable: true }], false));
+      s.backend.frames.push(frame(seed));
+      s.r.t.notify(0);
+      expect(s.g.rxq.takeUsed()).toEqual([]); // 160 bytes posted for 212: both chains went back
+      heads.push(s.g.postChain([{ addr: 0x92_0000 + seed * 0x10_000, len: 80, writable: true }], false));
+      s.r.t.notify(0);
+      const got = s.g.received();
+      expect(got.map((u) => [u.id, u.len])).toEqual([
+        [heads[0], 80],
+        [heads[1], 80],
+        [heads[2], 52],
+      ]);
+      const bytes = new Uint8Array(212);
+      let off = 0;
+      for (const u of got) bytes.set(u.bytes.subarray(0, u.len), (off += u.len) - u.len);
+      const want = frame(seed);
+      want[10] = 3; // num_buffers
+      expect(bytes).toEqual(want);
+    }
+    expect(s.dev.metrics.rxFrames).toBe(2);
+    expect(s.violations).toEqual([]);
+  });
+
   it("refuses a bad MAC or no backend", () => {
     const backend = new ScriptedBackend();
     for (const mac of ["01:00:00:00:00:01", "52:54:00:12:34", "zz:54:00:12:34:56"]) {
