@@ -1116,7 +1116,10 @@ export async function runNestedUntilSound(
 
 /** What {@link serialCopies} reads from a step's side lines: the serial output at each hop inside L1. */
 export interface SerialCopies {
-  /** Bytes the VMM itself logged as written to its serial (QEMU's chardev log), or null where the VMM keeps no log. */
+  /**
+   * Bytes in the VMM's own log of its serial writes (QEMU's chardev `logfile=`), or null where the
+   * VMM keeps none. QEMU logs a write that failed with EAGAIN too, and again at each retry.
+   */
   readonly vmmBytes: number | null;
   /** Bytes of L1's copy of what its job read from the VMM's stdout (each line with its newline). */
   readonly loopBytes: number;
@@ -1144,16 +1147,19 @@ export function serialCopies(g: Pick<NestedGuestRun, "side" | "lines">): SerialC
 }
 
 /**
- * Whether a step's serial output lost bytes between the VMM's serial backend and the host:
- * fewer bytes in L1's copy than the VMM logged writing (between its stdout and L1's job), or
- * fewer lines or bytes on the host than L1 read (L1's console). Null when every hop has it all, or when
- * the copies are unknown. Bytes a VMM's own UART dropped before its backend are not seen here:
- * they are the VMM's, and a test reports them.
+ * Whether a step's serial output lost bytes on L1's console, between what L1's job read of the
+ * VMM's stdout and what the host received: fewer lines or bytes on the host than L1 read. Null
+ * when the host has it all (or more: an L1 kernel message inside the block adds bytes, and can
+ * so hide a loss of as many), or when the copies are unknown.
+ *
+ * The VMM's own count ({@link SerialCopies.vmmBytes}, QEMU's chardev log) is not compared: QEMU
+ * logs a byte also when writing it failed with EAGAIN (its 16550 then retries it, logging it
+ * again; after four failures it drops it), so a larger count there shows back-pressure, not a
+ * loss, and a byte the VMM's UART dropped is the VMM's loss, which the test reports.
  */
 export function serialTransportLoss(g: Pick<NestedGuestRun, "side" | "lines" | "name">): string | null {
   const c = serialCopies(g);
   if (c === null) return null;
-  if (c.vmmBytes !== null && c.loopBytes < c.vmmBytes) return `${g.name}: L1 read ${c.loopBytes} of the ${c.vmmBytes} bytes the VMM wrote to its serial`;
   if (c.hostLines < c.loopLines || c.hostBytes < c.loopBytesNoCr) {
     return `${g.name}: the host received ${c.hostLines} lines, ${c.hostBytes} bytes of the ${c.loopLines} lines, ${c.loopBytesNoCr} bytes (without CR) L1 read`;
   }

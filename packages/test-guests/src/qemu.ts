@@ -4,8 +4,8 @@ import type { DeviceKind, LaunchSpec, ProcessPlan, ResolvedDevice, VmmLauncher }
 /**
  * The chardev QEMU's 8250 writes to (stdout). QEMU makes its stdout non-blocking and its
  * 16550 drops a byte after four failed writes in a row, so a reader that falls behind can
- * lose output; the nested harness adds a `logfile=` to this chardev to tell where a lost
- * byte went (nested.ts, `serialCopies`).
+ * lose output; the nested harness adds a `logfile=` to this chardev, whose count (failed
+ * writes included) it reports beside L1's and the host's (nested.ts, `serialCopies`).
  */
 export const QEMU_SERIAL_CHARDEV = "stdio,id=ser0,signal=off";
 

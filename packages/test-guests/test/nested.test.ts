@@ -232,7 +232,7 @@ describe("serial copies: where a step's serial output lost bytes", () => {
     expect(prepared.plan.args.filter((a) => a.startsWith("stdio,id=ser0"))).toHaveLength(1);
   });
 
-  it("the job script counts what L1 read; the host's copy is compared with it, and a lost byte or line is found", async () => {
+  it("the job script counts what L1 read; the host's copy is compared with it, and a byte or line lost on L1's console is found", async () => {
     // A stand-in VMM that prints two CRLF lines and a last one without a newline.
     const echo: VmmLauncher = {
       name: "echo", provides: [],
@@ -260,9 +260,11 @@ describe("serial copies: where a step's serial output lost bytes", () => {
     const lostByte = { ...g, lines: e.lines.map((l, k) => (k === 1 ? { ...l, text: "wo two" } : l)) };
     expect(serialTransportLoss(lostByte)).toMatch(/^e: the host received 3 lines, 16 bytes of the 3 lines, 17 bytes/);
     expect(serialTransportLoss({ ...g, lines: e.lines.slice(1) })).toMatch(/received 2 lines/);
-    // Bytes the VMM logged writing that L1 never read.
+    // More bytes in the VMM's own log than L1 read is back-pressure (QEMU logs a write that
+    // failed with EAGAIN, and each retry), not a loss on the way to the host.
     const side = e.side.map((l) => l.replace(/^serial-copies vmm=none/, "serial-copies vmm=25"));
-    expect(serialTransportLoss({ ...g, side })).toBe("e: L1 read 19 of the 25 bytes the VMM wrote to its serial");
+    expect(serialCopies({ ...g, side })?.vmmBytes).toBe(25);
+    expect(serialTransportLoss({ ...g, side })).toBeNull();
     expect(serialCopies({ side: [], lines: [] })).toBeNull();
   });
 });

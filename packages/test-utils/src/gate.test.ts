@@ -23,14 +23,17 @@ describe("checkNeeds", () => {
     }
   });
 
-  it("skips an absent host feature also under CI=true, naming it; a present one runs; a throwing check is absence", () => {
+  it("skips an absent host feature also under CI=true, naming it; a present one runs; a probe that throws fails under CI", () => {
     process.env["CI"] = "true";
     const r = checkNeeds({ hostFeatures: [{ name: "KVM_CAP_TS_VMM_NOTHING", present: () => false }, { name: "here", present: () => true }] });
     expect(r).toMatchObject({ run: false, mustFail: false });
     if (!r.run) expect(r.reason).toBe("needs KVM_CAP_TS_VMM_NOTHING, which this host's kernel does not offer (no set-up step can add it)");
     expect(checkNeeds({ hostFeatures: [{ name: "here", present: () => true }] })).toEqual({ run: true });
-    const thrown = checkNeeds({ hostFeatures: [{ name: "probe", present: () => { throw new Error("no /dev/kvm"); } }] });
-    expect(thrown).toMatchObject({ run: false, mustFail: false });
+    const thrown = checkNeeds({ hostFeatures: [{ name: "probe", present: () => { throw new Error("EMFILE"); } }] });
+    expect(thrown).toMatchObject({ run: false, mustFail: true, reason: "the probe for probe failed: EMFILE" });
+    delete process.env["CI"];
+    expect(checkNeeds({ hostFeatures: [{ name: "probe", present: () => { throw new Error("EMFILE"); } }] })).toMatchObject({ run: false, mustFail: false });
+    process.env["CI"] = "true";
     // Anything else missing still fails under CI first, and the feature is not asked.
     let asked = false;
     const both = checkNeeds({ tools: ["no-such-tool-ts-vmm"], hostFeatures: [{ name: "f", present: () => { asked = true; return false; } }] });

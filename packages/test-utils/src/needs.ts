@@ -21,7 +21,7 @@ export interface Needs {
 export interface HostFeature {
   /** What it is and where it exists, e.g. "KVM_CAP_GUEST_MEMFD (Linux 6.8+ KVM built with guest_memfd)". */
   readonly name: string;
-  /** Whether this host has it; a throw counts as absent. */
+  /** Whether this host has it. A throw is not an answer: the group fails under CI, else skips. */
   readonly present: () => boolean;
 }
 
@@ -68,13 +68,18 @@ export function checkNeeds(needs: Needs, kvmDevice: string = KVM_DEVICE): GateRe
     if (!onPath(tool)) missing.push(`${tool} on PATH (scripts/setup.sh installs it)`);
   }
   if (missing.length > 0) return { run: false, reason: `needs ${missing.join(", ")}`, mustFail: ci };
-  const absent = (needs.hostFeatures ?? []).filter((f) => {
+  // A probe that throws has not said the feature is absent: under CI that fails, so a broken
+  // probe (or a regression in what it calls) cannot turn the group into a skip.
+  const absent: HostFeature[] = [];
+  for (const f of needs.hostFeatures ?? []) {
+    let present: boolean;
     try {
-      return !f.present();
-    } catch {
-      return true;
+      present = f.present();
+    } catch (e) {
+      return { run: false, reason: `the probe for ${f.name} failed: ${e instanceof Error ? e.message : String(e)}`, mustFail: ci };
     }
-  });
+    if (!present) absent.push(f);
+  }
   if (absent.length === 0) return { run: true };
   return { run: false, reason: `needs ${absent.map((f) => f.name).join(", ")}, which this host's kernel does not offer (no set-up step can add it)`, mustFail: false };
 }

@@ -351,6 +351,27 @@ describe("refusals: one sentence naming what is missing", () => {
   });
 });
 
+describeWith({ kvm: true }, "the guest_memfd probe of these tests agrees with the VMM", () => {
+  it("where MAPPABLE_GUEST_MEMFD says absent, Vmm.create refuses backend=guest_memfd (MemoryBackendRefused); where it says present, the memory plan accepts it", () => {
+    // The gated guest_memfd groups skip on the probe's word: this keeps a wrong probe from hiding them.
+    const present = MAPPABLE_GUEST_MEMFD.present();
+    let err: unknown = null;
+    try {
+      Vmm.create({ kernel: new Uint8Array(4096), memMiB: 16, memory: { backend: { kind: "guest_memfd" } } }).close();
+    } catch (e) {
+      err = e;
+    }
+    if (present) {
+      // Past the memory plan, the 4 KiB of zeros is no kernel: any error is the loader's.
+      expect((err as { code?: unknown } | null)?.code).not.toBe("MemoryBackendRefused");
+    } else {
+      expect(err).toBeInstanceOf(VmmError);
+      expect((err as VmmError).code).toBe("MemoryBackendRefused");
+      expect((err as VmmError).message).toMatch(/^backend=guest_memfd needs /);
+    }
+  });
+});
+
 describeWith({ kvm: true, tools: ["gcc", "ld"], hostFeatures: [MAPPABLE_GUEST_MEMFD] }, "the config file reaches the VM", () => {
   it("machineConfig with huge_pages THP and mem_backend guest_memfd boots the micro-guest", async () => {
     const elf = (await buildMicroGuest()).elf;

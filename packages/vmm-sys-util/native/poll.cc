@@ -126,7 +126,9 @@ class PollHandle : public Napi::ObjectWrap<PollHandle> {
     uv_poll_stop(&uv->poll);
     uv_close(reinterpret_cast<uv_handle_t*>(&uv->poll), OnClosed);
     // The duplicate goes now, not in OnClosed on a later turn of the loop: uv_close has taken
-    // the fd out of epoll already (uv__poll_stop) and libuv does not touch it again, and a
+    // the fd out of epoll already (uv__poll_stop calls epoll_ctl directly in the libuv of Node
+    // 20-26 here; a libuv that batched epoll_ctl through io_uring would remove it only at its
+    // next poll, after this close, as it would have after OnClosed's) and libuv does not touch it again, and a
     // file must not outlive its watcher's close (a tap the kernel made for its fd disappears
     // only when the last descriptor of it is closed).
     close(uv->fd);
