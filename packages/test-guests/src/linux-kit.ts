@@ -200,7 +200,8 @@ if [ -n "$net" ]; then
   ip link set lo up; ip link set "$ifc" up && ip addr add ${GUEST_NET_ADDRESS}/24 dev "$ifc"
   p=fail; ping -c 3 -W 5 10.0.2.2 >/tmp/ping 2>&1 && p=ok
   echo "${NET_MARKER} if=$ifc addr=${GUEST_NET_ADDRESS}/24 ping=$p $(grep -o '[0-9]* packets received' /tmp/ping | tr ' ' _)"
-  echo "${NET_MARKER} tcp $(tsvmm-peer tcp-connect 10.0.2.2 $1 $2 $3 $4 60)"
+  t=$(tsvmm-peer tcp-connect 10.0.2.2 $1 $2 $3 $4 60)
+  echo "${NET_MARKER} tcp $t"
 fi
 if [ -n "$vsock" ]; then
   set -- $(echo "$vsock" | tr : ' ')
@@ -210,8 +211,11 @@ if [ -n "$vsock" ]; then
   vl=$!
   i=0; while ! grep -q listening /tmp/vl.err && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
   echo "${VSOCK_MARKER} listening port=$2"
-  echo "${VSOCK_MARKER} g2h $(tsvmm-peer vsock-connect 2 $1 $3 $4 $5 60)"
+  # Both results are printed after the listener ended: a result line written while it exited
+  # (its SIGCHLD) came out empty on the console twice in CI (2026-12-03 QEMU, 2026-12-04 ours).
+  g=$(tsvmm-peer vsock-connect 2 $1 $3 $4 $5 60)
   wait $vl
+  echo "${VSOCK_MARKER} g2h $g"
   echo "${VSOCK_MARKER} h2g $(cat /tmp/vl.out) $(grep -v '^listening$' /tmp/vl.err | head -c 200 | tr '\\n' ' ')"
 fi
 if grep -q tsvmm.shell /proc/cmdline; then exec sh; fi

@@ -63,7 +63,7 @@ export interface CachedBundleOptions {
   /** When to write a fresh cache: at process exit (default), or right after the bundle's top level ran, before {@link runCachedBundle} returns (vCPU workers). */
   readonly writeAt?: "exit" | "soon";
   /**
-   * The bundle's bytes and their {@link cacheHeader}, read and hashed by the caller: the
+   * The bundle's bytes and their `cacheHeader` (code-cache.ts), read and hashed by the caller: the
    * `ts-vmm` binary's main thread does it for its prestarted vCPU workers, which then neither
    * read the file nor load node:crypto. Default: read `file` and hash it here.
    */

@@ -42,14 +42,14 @@ export interface VcpuWorkerPrestart {
 export interface VcpuWorkerBundle {
   readonly type: "bundle";
   readonly bytes: SharedArrayBuffer | null;
-  /** {@link cacheHeader} of the bytes, as latin1. */
+  /** `cacheHeader` (code-cache.ts) of the bytes, as latin1. */
   readonly header: string | null;
 }
 
 /** Options of {@link prestartVcpuWorkers}. */
 export interface PrestartOptions {
   /**
-   * The caller will hand the workers their bundle with {@link handWorkersTheirBundle} (the
+   * The caller will hand the workers their bundle with `handWorkersTheirBundle` (worker-pool.ts) (the
    * `ts-vmm` binary, which hashes it on its main thread anyway): they wait for it instead of
    * loading node:crypto themselves. A worker taken before that gets a "read it yourself".
    */
