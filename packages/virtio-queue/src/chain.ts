@@ -1,5 +1,7 @@
 import type { GuestAddress, GuestMemory } from "@ts-vmm/vm-memory";
-import { VirtqueueError, isGuestMemoryError } from "./errors.js";
+import { bufferError, readAllOf, readIntoAny, writeFromAny } from "./chain-copy.js";
+
+export { bufferError } from "./chain-copy.js";
 
 /** Default cap of {@link DescriptorChain.readAll}: 16 MiB. */
 export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
@@ -72,6 +74,21 @@ export class DescriptorChain {
     return this.readableCount === 0 ? this.descriptors : this.descriptors.slice(this.readableCount);
   }
 
+  /** How many buffers the chain has (`descriptors.length`). */
+  get length(): number {
+    return this.descriptors.length;
+  }
+
+  /** Guest physical address of buffer `i`, as {@link ReusableChain.addrAt}. */
+  addrAt(i: number): GuestAddress {
+    return (this.descriptors[i] as Descriptor).addr;
+  }
+
+  /** Length in bytes of buffer `i`, as {@link ReusableChain.lenAt}. */
+  lenAt(i: number): number {
+    return (this.descriptors[i] as Descriptor).len;
+  }
+
   /**
    * Copies the readable part, starting `offset` bytes into it, into `dest`;
    * stops at the end of `dest` or of the readable part.
@@ -99,32 +116,9 @@ export class DescriptorChain {
     return this.readIntoSlow(mem, dest, offset);
   }
 
-  /** The general case of `readInto`: any offset, several buffers. Small `readInto` inlines. */
+  /** The general case of `readInto` (chain-copy.ts); kept apart so that the fast path inlines into callers. */
   private readIntoSlow(mem: GuestMemory, dest: Uint8Array, offset: number): number {
-    const want = dest.length;
-    if (!(Number.isSafeInteger(offset) && offset >= 0)) {
-      throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
-    }
-    const descs = this.descriptors;
-    let skip = offset;
-    let done = 0;
-    for (let i = 0; i < this.readableCount && done < want; i++) {
-      const d = descs[i] as Descriptor;
-      if (skip >= d.len) {
-        skip -= d.len;
-        continue;
-      }
-      const n = Math.min(d.len - skip, want - done);
-      const addr = d.addr + skip;
-      try {
-        mem.read(addr, n === want ? dest : dest.subarray(done, done + n));
-      } catch (e) {
-        throw bufferError(e, addr, n, this.head);
-      }
-      done += n;
-      skip = 0;
-    }
-    return done;
+    return readIntoAny(this, mem, dest, offset);
   }
 
   /**
@@ -136,17 +130,9 @@ export class DescriptorChain {
    *   `"BufferOutOfBounds"` as {@link DescriptorChain.readInto}.
    */
   readAll(mem: GuestMemory, maxLength: number = DEFAULT_READ_LIMIT): Uint8Array {
-    if (this.readableLength > maxLength) {
-      throw new VirtqueueError(
-        "LimitExceeded",
-        `readable part is ${this.readableLength} bytes, above the limit of ${maxLength}`,
-        { head: this.head },
-      );
-    }
-    const out = new Uint8Array(this.readableLength);
-    this.readInto(mem, out);
-    return out;
+    return readAllOf(this, mem, maxLength);
   }
+
 
   /**
    * Writes `src` into the writable part, starting `offset` bytes into it.
@@ -175,70 +161,9 @@ export class DescriptorChain {
     return this.writeFromSlow(mem, src, offset);
   }
 
-  /** The general case of `writeFrom`; kept apart so that the fast path inlines into callers. */
+  /** The general case of `writeFrom` (chain-copy.ts); kept apart so that the fast path inlines into callers. */
   private writeFromSlow(mem: GuestMemory, src: Uint8Array, offset: number): number {
-    const total = src.length;
-    if (!(Number.isSafeInteger(offset) && offset >= 0)) {
-      throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
-    }
-    if (offset + total > this.writableLength) {
-      throw new VirtqueueError(
-        "BufferTooSmall",
-        `writing ${total} bytes at offset ${offset} into a writable part of ${this.writableLength} bytes`,
-        { head: this.head },
-      );
-    }
-    if (total === 0) return 0;
-    const descs = this.descriptors;
-    const first = this.readableCount;
-    // Fast path: one buffer takes the whole write.
-    const d0 = descs[first] as Descriptor;
-    if (offset + total <= d0.len) {
-      try {
-        mem.write(d0.addr + offset, src);
-      } catch (e) {
-        throw bufferError(e, d0.addr + offset, total, this.head);
-      }
-      return total;
-    }
-    // Validate every piece, then write.
-    for (let pass = 0; pass < 2; pass++) {
-      let skip = offset;
-      let done = 0;
-      for (let i = first; i < descs.length && done < total; i++) {
-        const d = descs[i] as Descriptor;
-        if (skip >= d.len) {
-          skip -= d.len;
-          continue;
-        }
-        const n = Math.min(d.len - skip, total - done);
-        const addr = d.addr + skip;
-        if (pass === 0) {
-          if (!mem.checkRange(addr, n)) throw bufferError(undefined, addr, n, this.head);
-        } else {
-          try {
-            mem.write(addr, src.subarray(done, done + n));
-          } catch (e) {
-            throw bufferError(e, addr, n, this.head);
-          }
-        }
-        done += n;
-        skip = 0;
-      }
-    }
-    return total;
+    return writeFromAny(this, mem, src, offset);
   }
 }
 
-/**
- * The error for a buffer outside guest memory (rethrows anything that is not a guest memory error).
- * @internal
- */
-export function bufferError(cause: unknown, addr: number, len: number, head: number): VirtqueueError {
-  if (cause !== undefined && !isGuestMemoryError(cause)) throw cause;
-  return new VirtqueueError(
-    "BufferOutOfBounds",
-    `buffer [0x${addr.toString(16)}, +${len}) of chain ${head} is not inside guest memory`,
-    { addr, head, cause },
-  );
-}

@@ -1,5 +1,6 @@
 import type { GuestAddress, GuestMemory } from "@ts-vmm/vm-memory";
-import { DEFAULT_READ_LIMIT, DescriptorChain, bufferError, type Descriptor } from "./chain.js";
+import { DEFAULT_READ_LIMIT, DescriptorChain, type Descriptor } from "./chain.js";
+import { bufferError, readAllOf, readIntoAny, writeFromAny } from "./chain-copy.js";
 import { MAX_CHAIN_LENGTH } from "./constants.js";
 import { VirtqueueError } from "./errors.js";
 
@@ -160,31 +161,7 @@ export class ReusableChain {
   }
 
   #readIntoSlow(mem: GuestMemory, dest: Uint8Array, offset: number): number {
-    const want = dest.length;
-    if (!(Number.isSafeInteger(offset) && offset >= 0)) {
-      throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
-    }
-    const addrs = this.#addr;
-    const lens = this.#len;
-    let skip = offset;
-    let done = 0;
-    for (let i = 0; i < this.readableCount && done < want; i++) {
-      const len = lens[i] as number;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const n = Math.min(len - skip, want - done);
-      const addr = (addrs[i] as number) + skip;
-      try {
-        mem.read(addr, n === want ? dest : dest.subarray(done, done + n));
-      } catch (e) {
-        throw bufferError(e, addr, n, this.head);
-      }
-      done += n;
-      skip = 0;
-    }
-    return done;
+    return readIntoAny(this, mem, dest, offset);
   }
 
   /**
@@ -192,17 +169,9 @@ export class ReusableChain {
    * @throws {@link VirtqueueError} `"LimitExceeded"` above `maxLength` (default 16 MiB); `"BufferOutOfBounds"`.
    */
   readAll(mem: GuestMemory, maxLength: number = DEFAULT_READ_LIMIT): Uint8Array {
-    if (this.readableLength > maxLength) {
-      throw new VirtqueueError(
-        "LimitExceeded",
-        `readable part is ${this.readableLength} bytes, above the limit of ${maxLength}`,
-        { head: this.head },
-      );
-    }
-    const out = new Uint8Array(this.readableLength);
-    this.readInto(mem, out);
-    return out;
+    return readAllOf(this, mem, maxLength);
   }
+
 
   /**
    * Writes `src` into the writable part, starting `offset` bytes into it, all or nothing,
@@ -229,47 +198,6 @@ export class ReusableChain {
   }
 
   #writeFromSlow(mem: GuestMemory, src: Uint8Array, offset: number): number {
-    const total = src.length;
-    if (!(Number.isSafeInteger(offset) && offset >= 0)) {
-      throw new VirtqueueError("InvalidArgument", `offset ${String(offset)} is not a non-negative integer`);
-    }
-    if (offset + total > this.writableLength) {
-      throw new VirtqueueError(
-        "BufferTooSmall",
-        `writing ${total} bytes at offset ${offset} into a writable part of ${this.writableLength} bytes`,
-        { head: this.head },
-      );
-    }
-    if (total === 0) return 0;
-    const addrs = this.#addr;
-    const lens = this.#len;
-    const first = this.readableCount;
-    const n0 = this.length;
-    // Validate every piece, then write.
-    for (let pass = 0; pass < 2; pass++) {
-      let skip = offset;
-      let done = 0;
-      for (let i = first; i < n0 && done < total; i++) {
-        const len = lens[i] as number;
-        if (skip >= len) {
-          skip -= len;
-          continue;
-        }
-        const n = Math.min(len - skip, total - done);
-        const addr = (addrs[i] as number) + skip;
-        if (pass === 0) {
-          if (!mem.checkRange(addr, n)) throw bufferError(undefined, addr, n, this.head);
-        } else {
-          try {
-            mem.write(addr, n === total ? src : src.subarray(done, done + n));
-          } catch (e) {
-            throw bufferError(e, addr, n, this.head);
-          }
-        }
-        done += n;
-        skip = 0;
-      }
-    }
-    return total;
+    return writeFromAny(this, mem, src, offset);
   }
 }
