@@ -404,7 +404,7 @@ export class Queue {
     const wrap = q.availWrap;
     // The same walk as popDescriptorChainInto, then a copy: the two cannot disagree.
     const scratch = q.scratch;
-    if (!this.#popInto(mem, scratch)) return undefined;
+    if (!this.#popInto(mem, scratch, before, wrap)) return undefined;
     const chain = scratch.toDescriptorChain();
     this.#popped(chain, before, wrap);
     return chain;
@@ -427,16 +427,17 @@ export class Queue {
     if (!q.ready) return false;
     const before = q.nextAvail;
     const wrap = q.availWrap;
-    if (!this.#popInto(mem, chain)) return false;
+    if (!this.#popInto(mem, chain, before, wrap)) return false;
     this.#popped(chain, before, wrap);
     return true;
   }
 
-  /** Pops into `out` (split or packed) and keeps the undo record and `unpopped` straight on errors. */
-  #popInto(mem: GuestMemory, out: ReusableChain): boolean {
+  /**
+   * Pops into `out` (split or packed) and keeps the undo record and `unpopped` straight on errors;
+   * (`before`, `wrap`) is the avail position the caller read before the pop.
+   */
+  #popInto(mem: GuestMemory, out: ReusableChain, before: number, wrap: boolean): boolean {
     const q = this.#q;
-    const before = q.nextAvail;
-    const wrap = q.availWrap;
     try {
       return q.packed ? popPacked(q, mem, out) : popSplit(q, mem, out);
     } catch (e) {

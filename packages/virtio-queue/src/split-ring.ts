@@ -86,14 +86,13 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number, out: Reusa
   let tableLen = q.size;
   let idx = head;
   let ttl = q.size;
-  let indirect = false;
   const limit = q.chainLimit();
   for (;;) {
     if (out.length >= limit) throw chainTooLong(head, limit);
     if (ttl-- === 0) {
       throw new VirtqueueError(
         "ChainTooLong",
-        `chain ${head} is longer than its ${indirect ? "indirect table" : "queue"} (${tableLen}): a loop`,
+        `chain ${head} is longer than its ${out.indirect ? "indirect table" : "queue"} (${tableLen}): a loop`,
         { head },
       );
     }
@@ -105,7 +104,7 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number, out: Reusa
     } catch (e) {
       throw wrapMemoryError(
         e,
-        indirect ? "IndirectTableOutOfBounds" : "RingOutOfBounds",
+        out.indirect ? "IndirectTableOutOfBounds" : "RingOutOfBounds",
         `reading descriptor ${idx} of chain ${head}`,
         { head, addr: base },
       );
@@ -121,7 +120,7 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number, out: Reusa
           head,
         });
       }
-      if (indirect) {
+      if (out.indirect) {
         throw new VirtqueueError("NestedIndirect", `chain ${head} has an indirect descriptor inside an indirect table`, {
           head,
         });
@@ -148,7 +147,6 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number, out: Reusa
       }
       // Checked before any entry is read: a guest cannot make one pop walk more than the limit.
       if (out.length + len / DESCRIPTOR_SIZE > limit) throw chainTooLong(head, limit);
-      indirect = true;
       out.indirect = true;
       table = taddr;
       tableLen = len / DESCRIPTOR_SIZE;
@@ -161,7 +159,7 @@ function walkSplitChain(q: QueueCore, mem: GuestMemory, head: number, out: Reusa
     if (next >= tableLen) {
       throw new VirtqueueError(
         "InvalidDescriptorIndex",
-        `chain ${head}: next ${next} is outside its ${indirect ? "indirect " : ""}table of ${tableLen}`,
+        `chain ${head}: next ${next} is outside its ${out.indirect ? "indirect " : ""}table of ${tableLen}`,
         { head },
       );
     }
