@@ -536,13 +536,15 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
           : [`  [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; }`], stop),
       );
     }
+    // L1's copy of the serial output of the step's last VMM (the restored one of a snapshot step).
+    const loopCopy = `/tmp/loopser-${snap === null ? i : `${i}r`}`;
     lines.push(
       `echo; echo "${M.end}${id} status=$st reason=$why uptime=$(cut -d' ' -f1 /proc/uptime)"`,
       // At most 64 KiB of stderr travels over the console (per VMM).
       `echo "${M.logBegin}${id}"; ${snap === null ? "" : `tail -c 65536 /tmp/err-${i}; echo; echo "${LOG_SPLIT_MARKER}${id}"; `}tail -c 65536 /tmp/err-${snap === null ? i : `${i}r`}; echo; echo "${M.logEnd}${id}"`,
       ...post,
       // How many bytes the VMM wrote to its serial (QEMU's chardev log) and how many lines and bytes L1 read of it.
-      `echo "serial-copies vmm=${s.serialLog !== null ? `$(wc -c < ${s.serialLog} 2>/dev/null || echo none)` : "none"} loop=$(wc -c < /tmp/loopser-${snap === null ? i : `${i}r`}) loop_lines=$(grep -c '' /tmp/loopser-${snap === null ? i : `${i}r`}) loop_nocr=$(tr -d '\\r' < /tmp/loopser-${snap === null ? i : `${i}r`} | wc -c)" >> ${side}`,
+      `echo "serial-copies vmm=${s.serialLog !== null ? `$(wc -c < ${s.serialLog} 2>/dev/null || echo none)` : "none"} loop=$(wc -c < ${loopCopy}) loop_lines=$(grep -c '' ${loopCopy}) loop_nocr=$(tr -d '\\r' < ${loopCopy} | wc -c)" >> ${side}`,
       `echo "${M.sideBegin}${id}"; tail -c 16384 ${side}; echo; echo "${M.sideEnd}${id}"`,
     );
   });

@@ -1,6 +1,6 @@
-import { Cap, Kvm } from "@ts-vmm/kvm-ioctls";
+import { Kvm } from "@ts-vmm/kvm-ioctls";
 import type { HostFeature } from "@ts-vmm/test-utils";
-import { GMEM_INIT_SHARED, GMEM_MMAP } from "../src/machine/memory-host.js";
+import { GMEM_INIT_SHARED, GMEM_MMAP, readMemoryHostFacts } from "../src/machine/memory-host.js";
 
 /**
  * A guest_memfd the VMM can map (backend=guest_memfd): KVM_CAP_GUEST_MEMFD on a default VM
@@ -15,8 +15,10 @@ export const MAPPABLE_GUEST_MEMFD: HostFeature = {
     try {
       const vm = kvm.createVm();
       try {
+        // The VMM's own reading of the VM's capabilities, the one its memory planner decides on.
+        const facts = readMemoryHostFacts(vm);
         const want = GMEM_MMAP | GMEM_INIT_SHARED;
-        return vm.checkExtension(Cap.GUEST_MEMFD) > 0 && (vm.checkExtension(Cap.GUEST_MEMFD_FLAGS) & want) === want;
+        return facts.guestMemfd && (facts.guestMemfdFlags & want) === want;
       } finally {
         vm.close();
       }

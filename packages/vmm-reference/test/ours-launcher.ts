@@ -6,6 +6,9 @@ const BIN = fileURLToPath(new URL("../dist/ts-vmm", import.meta.url));
 /** The CommonJS entry the launcher runs on `node`: what an L1 image can run (it copies ELF executables, not a script and the node it finds on PATH). */
 const CLI = fileURLToPath(new URL("../dist/bin.cjs", import.meta.url));
 
+/** Odd statuses are (value << 1) | 1 from the debug-exit port; 0, 2, 4, 70, 124 and 130 are the VMM's own. */
+const guestExitValue = (code: number | null): number | null => (code !== null && (code & 1) === 1 ? code >> 1 : null);
+
 /** How a plan starts the VMM: the `ts-vmm` executable, or node on dist/bin.cjs. */
 type Start = (args: readonly string[]) => { file: string; args: string[] };
 const viaBin: Start = (args) => ({ file: BIN, args: [...args] });
@@ -62,8 +65,7 @@ function makeLauncher(start: Start): VmmLauncher {
         exitValueBits: 7,
         kind: "process",
         ...start(args),
-        // Odd statuses are (value << 1) | 1 from the debug-exit port; 0, 2, 4, 70, 124 and 130 are the VMM's own.
-        guestExitValue: (code) => (code !== null && (code & 1) === 1 ? code >> 1 : null),
+        guestExitValue,
       };
     },
     // `--snapshot-on-signal SIG:DIR` writes DIR/vm.snap and DIR/vm.mem; `run --restore` continues from them.
@@ -78,7 +80,7 @@ function makeLauncher(start: Start): VmmLauncher {
         kind: "process",
         ...start(["run", "--restore", `${dir}/vm.snap,mem=${dir}/vm.mem`, ...extraArgs]),
         exitValueBits: 7,
-        guestExitValue: (code) => (code !== null && (code & 1) === 1 ? code >> 1 : null),
+        guestExitValue,
       }),
     },
   };
