@@ -211,8 +211,7 @@ if [ -n "$vsock" ]; then
   vl=$!
   i=0; while ! grep -q listening /tmp/vl.err && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
   echo "${VSOCK_MARKER} listening port=$2"
-  # Both results are printed after the listener ended: a result line written while it exited
-  # (its SIGCHLD) came out empty on the console twice in CI (2026-12-03 QEMU, 2026-12-04 ours).
+  # Both results are printed after the listener ended (in the order the host expects them).
   g=$(tsvmm-peer vsock-connect 2 $1 $3 $4 $5 60)
   wait $vl
   echo "${VSOCK_MARKER} g2h $g"

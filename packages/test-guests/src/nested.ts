@@ -398,6 +398,39 @@ interface Prepared {
 }
 
 /**
+ * `cmd` in the background, detached from the shell that runs this: a subshell starts it and
+ * ends at once, writing its pid to `pidFile` (appended), so `cmd`'s end is not signalled to
+ * this shell. `cmd` is a shell command (a function name works: the subshell has them).
+ * @internal
+ */
+export function detached(cmd: string, pidFile: string): string {
+  return `( ${cmd} & echo $! >> ${pidFile} )`;
+}
+
+/**
+ * A loop over the lines of `fifo` (each in `$l`, the last one even without a line break),
+ * running `body` for each, in a subshell that must have no background children of its own.
+ * Why: busybox ash's \`read\` throws away the part of a line it has read so far when a
+ * signal interrupts it (it restarts with an empty buffer after EINTR), and SIGCHLD is such a
+ * signal. A peer or the VMM ending while L1 read a serial line cut the line's head off, in
+ * both VMMs' runs (`TS-VMM-VSOCK g2h …` arrived as its last 6 characters, 2026-12-03/04: the
+ * h2g peer, started by this loop, ended while the guest printed it). In the subshell, the
+ * VMM, the peers and the watchdog are the parent shell's children; what the body starts in
+ * the background goes through {@link detached} (orphans go to PID 1, the parent shell, which
+ * waits in the foreground meanwhile); the body's foreground children end before the next read.
+ * Variables the body sets do not survive the loop: use files.
+ * @internal
+ */
+export function serialReadLoop(fifo: string, body: readonly string[]): string[] {
+  return [
+    `( while IFS= read -r l || [ -n "$l" ]; do`,
+    ...body.map((b) => `  ${b}`),
+    `  l=""`,
+    `done ) < ${fifo}`,
+  ];
+}
+
+/**
  * The job script: one block per guest, markers around its serial output and
  * its stderr. Step markers carry the run's nonce, so a guest cannot end its
  * block early by printing one. Each VMM runs in its own session (setsid),
@@ -428,17 +461,21 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
     const side = `/tmp/side-${i}`;
     const { tap, tcp, vsock, balloon } = s.side;
     const names: NestedPeerName[] = [];
-    // A peer in the background; its result line goes to /tmp/peer-<i>-<name>, its stderr to /tmp/peerlog-<i>-<name>.
+    // A peer in the background; its result line goes to /tmp/peer-<i>-<name>, its stderr to
+    // /tmp/peerlog-<i>-<name>, its pid to /tmp/peerpids-<i>. Started through a subshell that ends
+    // at once (detached): the read loop must never be the parent of a process that ends while
+    // it reads (see serialReadLoop).
     const peer = (name: NestedPeerName, args: readonly (string | number)[]): string => {
       names.push(name);
-      return `${L1_PEER} ${args.map((a) => shq(String(a))).join(" ")} >/tmp/peer-${i}-${name} 2>/tmp/peerlog-${i}-${name} & peers="$peers $!"; pf="$pf /tmp/peer-${i}-${name}"`;
+      return `${detached(`${L1_PEER} ${args.map((a) => shq(String(a))).join(" ")} >/tmp/peer-${i}-${name} 2>/tmp/peerlog-${i}-${name}`, `/tmp/peerpids-${i}`)}; ` +
+        `echo /tmp/peer-${i}-${name} >> /tmp/peerfiles-${i}`;
     };
     const listening = (name: NestedPeerName): string =>
       `k=0; while ! grep -q listening /tmp/peerlog-${i}-${name} 2>/dev/null && [ $k -lt 100 ]; do sleep 0.05; k=$((k+1)); done`;
     // Runs once, at the first serial line that contains `marker`.
     const onMarker = (marker: string, tag: string, body: string): string =>
-      `  case "$l" in *${shq(marker)}*) [ -e /tmp/at-${i}-${tag} ] || { : > /tmp/at-${i}-${tag}; ${body}; } ;; esac`;
-    const pre: string[] = [`: > ${side}; peers=""; pf=""`];
+      `case "$l" in *${shq(marker)}*) [ -e /tmp/at-${i}-${tag} ] || { : > /tmp/at-${i}-${tag}; ${body}; } ;; esac`;
+    const pre: string[] = [`: > ${side}; : > /tmp/peerpids-${i}; : > /tmp/peerfiles-${i}`];
     const during: string[] = [];
     if (tap !== null) {
       pre.push(
@@ -473,6 +510,7 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
     }
     // After the VMM: give the peers 10 s to write their result, then end them; report what each said.
     const post: string[] = [
+      `peers=$(cat /tmp/peerpids-${i}); pf=$(cat /tmp/peerfiles-${i})`,
       `k=0; while [ $k -lt 100 ]; do w=0; for f in $pf; do [ -s $f ] || w=1; done; [ $w = 0 ] && break; sleep 0.1; k=$((k+1)); done`,
       `for p in $peers; do kill -9 $p 2>/dev/null; done`,
       ...[...new Set(names)].map(
@@ -491,16 +529,15 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
       // At the timeout the VMM gets SIGTERM first (ours then says where each vCPU was), SIGKILL 5 s later.
       `( sleep ${secs}; [ -e /tmp/done-${t} ] || { echo timeout > /tmp/why-${t}; { kill -TERM -$pid || kill -TERM $pid; } 2>/dev/null; sleep 5; ${kill}; } ) >/dev/null 2>&1 &`,
       `: > /tmp/loopser-${t}`,
-      `while IFS= read -r l || [ -n "$l" ]; do`,
-      `  printf '%s\\n' "$l"`,
-      // L1's own copy of what it read, for serialCopies.
-      `  printf '%s\\n' "$l" >> /tmp/loopser-${t}`,
-      ...extra,
-      ...(stopText !== undefined
-        ? [`  case "$l" in *${shq(stopText)}*) [ -e /tmp/why-${t} ] || { echo marker > /tmp/why-${t}; ${kill}; } ;; esac`]
-        : []),
-      `  l=""`,
-      `done < /tmp/fifo-${t}`,
+      ...serialReadLoop(`/tmp/fifo-${t}`, [
+        `printf '%s\\n' "$l"`,
+        // L1's own copy of what it read, for serialCopies.
+        `printf '%s\\n' "$l" >> /tmp/loopser-${t}`,
+        ...extra,
+        ...(stopText !== undefined
+          ? [`case "$l" in *${shq(stopText)}*) [ -e /tmp/why-${t} ] || { echo marker > /tmp/why-${t}; ${kill}; } ;; esac`]
+          : []),
+      ]),
       `{ wait $pid; } 2>/dev/null; st=$?`,
       `touch /tmp/done-${t}`,
       `why=exit; [ -e /tmp/why-${t} ] && why=$(cat /tmp/why-${t})`,
@@ -518,21 +555,21 @@ export function jobScript(steps: readonly Prepared[], nonce: string): string {
       lines.push(
         ...pre,
         ...snapshotDriver(snap, String(i), side, process.execPath, shq),
-        `mkdir -p ${shq(snap.dir)}; rm -f ${shq(snap.dir)}/*; : > /tmp/serial-${i}; snp=""`,
+        `mkdir -p ${shq(snap.dir)}; rm -f ${shq(snap.dir)}/*; : > /tmp/serial-${i}; rm -f /tmp/snp-${i}`,
         ...(snap.apiSock !== null ? [`rm -f ${shq(snap.apiSock)}`] : []),
         begin,
         ...runVmm(String(i), cmd, [
-          `  printf '%s\\n' "$l" >> /tmp/serial-${i}`,
-          `  case "$l" in *${shq(snap.atSerial)}*) [ -n "$snp" ] || { snapdrv & snp=$!; } ;; esac`,
+          `printf '%s\\n' "$l" >> /tmp/serial-${i}`,
+          `case "$l" in *${shq(snap.atSerial)}*) [ -e /tmp/snp-${i} ] || ${detached("snapdrv", `/tmp/snp-${i}`)} ;; esac`,
           ...during,
         ], undefined),
-        `[ -n "$snp" ] && kill $snp 2>/dev/null`,
+        `snp=$(cat /tmp/snp-${i} 2>/dev/null); [ -n "$snp" ] && kill $snp 2>/dev/null`,
         `echo; echo "${RESTORE_MARKER}${id} status=$st reason=$why uptime=${up}"`,
         `echo "snap-restore-start at=${up}" >> ${side}`,
         // L1's clocksource: its KVM keeps a master clock (kvm-clock tied to the TSC) only on "tsc".
         `echo "snap-l1-clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null) $(dmesg | grep -i -m 3 -E 'tsc.*(unstable|calibrat)' | tr '\\n' ';')" >> ${side}`,
         ...runVmm(`${i}r`, cmd2, snap.restoredMarker !== null
-          ? [`  case "$l" in *${shq(snap.restoredMarker)}*) [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; } ;; esac`]
+          ? [`case "$l" in *${shq(snap.restoredMarker)}*) [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; } ;; esac`]
           : [`  [ -e /tmp/at-${i}-restored ] || { : > /tmp/at-${i}-restored; echo "snap-restored-marker at=${up}" >> ${side}; }`], stop),
       );
     }

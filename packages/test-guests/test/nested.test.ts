@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterAll, describe, expect, it } from "vitest";
 import { sideResults } from "../src/nested-peers.js";
-import { guestHasL1State, guestRanStaleText, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, serialCopies, serialTransportLoss, type NestedGuest } from "../src/nested.js";
+import { detached, guestHasL1State, guestRanStaleText, jobScript, L1_KERNEL_FAULT, L1Parser, l1PanickedEarly, prepare, serialCopies, serialReadLoop, serialTransportLoss, type NestedGuest } from "../src/nested.js";
 import {
   buildLayer,
   concatLayers,
@@ -266,6 +266,37 @@ describe("serial copies: where a step's serial output lost bytes", () => {
     expect(serialCopies({ ...g, side })?.vmmBytes).toBe(25);
     expect(serialTransportLoss({ ...g, side })).toBeNull();
     expect(serialCopies({ side: [], lines: [] })).toBeNull();
+  });
+});
+
+describe("serialReadLoop: L1's line reader loses nothing when a child of the job ends mid-line (busybox ash)", () => {
+  // A writer that stops mid-line (1.2 s) twice, and a child of the job's shell that ends
+  // inside each pause (0.6 s after it starts, ≥ 0.4 s from either edge): one started before
+  // the loop, one the loop starts at a line (as the h2g peer is started at the guest's
+  // listening marker).
+  const writer = (fifo: string): string =>
+    `( printf 'HEAD-PART-'; sleep 1.2; printf 'tail\\n'; printf 'START\\n'; sleep 0.2; printf 'SECOND-'; sleep 1.2; printf 'line\\n' ) > ${fifo} &`;
+  const run = (script: string): string[] =>
+    execFileSync("busybox", ["sh", "-c", script], { encoding: "utf8", timeout: 20_000 }).split("\n").filter((l) => l !== "");
+  const dir = (): string => mkdtempSync(join(work, "read-loop-"));
+
+  it("the naive loop (the job's own shell reads, the body starts a background child) loses the heads of both lines: the busybox behaviour this guards against", () => {
+    const d = dir();
+    const script = [
+      `mkfifo ${d}/f`, writer(`${d}/f`), "( sleep 0.6 ) &",
+      `while IFS= read -r l || [ -n "$l" ]; do echo "got [$l]"; case "$l" in START) ( sleep 0.6 ) & ;; esac; l=""; done < ${d}/f`,
+    ].join("\n");
+    expect(run(script)).toEqual(["got [tail]", "got [START]", "got [line]"]);
+  });
+
+  it("serialReadLoop with detached starts: every line whole, the detached child's pid recorded", () => {
+    const d = dir();
+    const script = [
+      `mkfifo ${d}/f`, writer(`${d}/f`), "( sleep 0.6 ) &",
+      ...serialReadLoop(`${d}/f`, [`echo "got [$l]"`, `case "$l" in START) ${detached("sleep 0.6", `${d}/pids`)} ;; esac`]),
+      `echo "pids $(wc -l < ${d}/pids)"`,
+    ].join("\n");
+    expect(run(script)).toEqual(["got [HEAD-PART-tail]", "got [START]", "got [SECOND-line]", "pids 1"]);
   });
 });
 
