@@ -75,8 +75,17 @@ async function oneRun(ns: NetNamespace, launcher: VmmLauncher, elf: string, host
     // its tsc_mark lines, which a loaded host delays by milliseconds: allow that much over the window.
     const marks = r.results.all.filter((x) => x.key === "tsc_mark");
     const windowMs = marks.length >= 2 ? marks[marks.length - 1]!.tMs - marks[0]!.tMs : Infinity;
-    const tolerance = Number.isFinite(Number(r.results.values["tsc_khz"])) ? 0.05 : Math.max(0.05, 10 / windowMs);
-    if (guestHz !== null && Math.abs(guestHz / hostHz - 1) > tolerance) throw new Error(`${launcher.name}: guest TSC ${guestHz} Hz is not the host's ${hostHz} Hz`);
+    const exact = Number.isFinite(Number(r.results.values["tsc_khz"]));
+    const tolerance = exact ? 0.05 : Math.max(0.05, 10 / windowMs);
+    if (guestHz !== null && Math.abs(guestHz / hostHz - 1) > tolerance) {
+      // A rate the guest read from a CPUID leaf must be the host's (both VMMs run the guest on the
+      // host's TSC; the figure below converts with the host's rate). An estimate from serial
+      // timestamps is only as good as the host's scheduling: a loaded host put QEMU's at 2.84 GHz
+      // for 2.6 and ended the whole bench; now it is a warning.
+      const what = `${launcher.name}: guest TSC ${guestHz} Hz is not the host's ${hostHz} Hz`;
+      if (exact) throw new Error(what);
+      process.stderr.write(`warning: ${what} (estimated over ${windowMs.toFixed(0)} ms of serial timestamps; the figure uses the host's rate)\n`);
+    }
     const hz = hostHz;
     const counted = ns.linkStats(tap).rxPackets - before;
     if (counted < warm + frames) throw new Error(`${launcher.name}: the kernel counted ${counted} of ${warm + frames} frames`);

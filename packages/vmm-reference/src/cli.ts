@@ -93,7 +93,8 @@ missing; a named pipe works) every 60 s and once at the end.
 runs (pause, snapshot, balloon, Ctrl-Alt-Del, metrics). serve waits for the
 VM's configuration over the API (PUT /machine-config, /boot-source, /drives,
 ...) and boots it on PUT /actions {"action_type": "InstanceStart"}; serial
-output and the exit status are as with run.
+output and the exit status are as with run. Its --timeout counts from
+InstanceStart: the wait for configuration has no limit.
 
 pool keeps N VMs restored from the snapshot (not yet running) and hands one
 out per request on its API socket: PUT /vms runs one and answers 201 with its
