@@ -112,6 +112,10 @@ describe("argument fuzzing (the addon called directly)", () => {
         nativeOk(() => n.disownFd(a as SharedArrayBuffer));
         nativeOk(() => n.tgkill(a as number, b as number));
         nativeOk(() => n.installNoopHandler(A));
+        // A created timer stays disarmed; ids near 2^31 are never ours (EBADF), so nothing fires.
+        nativeOk(() => n.threadTimerCreate(A));
+        nativeOk(() => n.threadTimerSet(typeof a === "number" ? 0x7fff_0000 : (a as number), b as number, c as number));
+        nativeOk(() => n.threadTimerDelete(typeof a === "number" ? 0x7fff_0000 : (a as number)));
         nativeOk(() => n.tunSetIff(safeFd(a) as number, b as string, c as number));
         nativeOk(() => n.tapSetOffload(safeFd(a) as number, b as number));
         nativeOk(() => n.pollCreate(safeFd(a) as number, b as () => void));

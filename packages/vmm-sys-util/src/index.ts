@@ -16,6 +16,7 @@ export type { NativeIov } from "./iov.js";
 export type { AnonymousRegionOptions, MemfdRegionOptions, FdRegionOptions, MadviseAdvice } from "./mmap-region.js";
 // Threads and signals
 export { gettid, installKickSignal, tgkill, sigrtmin, sigrtmax } from "./signals.js";
+export { ThreadTimer } from "./thread-timer.js";
 // Notifications and readiness
 export { EventFd } from "./event-fd.js";
 export type { EventFdOptions } from "./event-fd.js";

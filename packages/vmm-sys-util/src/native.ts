@@ -195,6 +195,12 @@ export interface NativeBinding {
   unblockSignal(signo: number): number;
   /** tgkill(2) within this process. */
   tgkill(tid: number, signo: number): number;
+  /** timer_create(2), CLOCK_MONOTONIC, SIGEV_THREAD_ID to the calling thread: the kernel timer id, or -errno. */
+  threadTimerCreate(signo: number): number;
+  /** timer_settime(2) of a timer from threadTimerCreate (first 0 disarms): 0 or -errno. */
+  threadTimerSet(id: number, firstNs: number, intervalNs: number): number;
+  /** timer_delete(2) of a timer from threadTimerCreate: 0 or -errno. */
+  threadTimerDelete(id: number): number;
   /** uv_poll_init on the calling thread's loop; the callback gets (status, UV_* events). */
   pollCreate(fd: number, cb: (status: number, events: number) => void): NativePollHandle | number;
   /** uv.h poll event bits. */
