@@ -1,4 +1,4 @@
-import { randomFillSync } from "node:crypto";
+import { randomFill } from "./random.js";
 import { GuestMemoryError, sliceRange } from "@ts-vmm/vm-memory";
 import { VirtqueueError, type DescriptorChain, type Queue } from "@ts-vmm/virtio-queue";
 import { VIRTIO_ID_RNG } from "./constants.js";
@@ -80,7 +80,7 @@ export class VirtioRng implements VirtioDevice {
         }
         let written = 0;
         for (const v of views) {
-          randomFillSync(v);
+          randomFill(v);
           written += v.length;
         }
         for (const [addr, n] of dirty) mem.markDirty?.(addr, n);

@@ -12,15 +12,17 @@
 import "./prestart.js";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { cacheHeader, runCachedBundle } from "./code-cache.js";
+import { readBundle, runCachedBundle } from "./code-cache.js";
 import { mark } from "./startup-trace.js";
 import { VCPU_WORKER_BUNDLE, handWorkersTheirBundle } from "./worker-pool.js";
 
-// The prestarted workers' bundle, read and hashed here (they would each load node:crypto for it).
+// The prestarted workers' bundle, read here with its cache header (hashed, loading node:crypto,
+// only where no stamp matches: code-cache.ts), so they neither read it nor load node:crypto.
 handWorkersTheirBundle(() => {
   if (VCPU_WORKER_BUNDLE === null) return null;
-  const bytes = readFileSync(VCPU_WORKER_BUNDLE);
-  return { bytes, header: cacheHeader(bytes) };
+  if (process.env["TS_VMM_CODE_CACHE"] === "0") return { bytes: readFileSync(VCPU_WORKER_BUNDLE), header: Buffer.alloc(0) };
+  const { bytes, header } = readBundle(VCPU_WORKER_BUNDLE);
+  return { bytes, header };
 });
 mark("ts-vmm binary loaded");
 type Cli = typeof import("./cli.js");

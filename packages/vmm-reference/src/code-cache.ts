@@ -22,7 +22,23 @@
 // by group or others is ignored: its bytecode would run as ours. Every failure
 // to read or write a cache is silent: the bundle then runs without one.
 // TS_VMM_CODE_CACHE=0 turns all of it off.
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+//
+// Hashing the bundle costs loading node:crypto (~3 ms here) and SHA-256 of 1.3 MB
+// (~1.6 ms) on every start, so a verified hash is remembered in a stamp file in the
+// cache directory (`<bundle name>-<dev>-<ino>.stamp`: size, mtime and ctime in ns, and
+// the SHA-256), and a start whose bundle, fstat'ed before and after its bytes are read
+// through the same descriptor, has exactly those values takes the hash from the stamp.
+// Why a changed bundle still never runs stale bytecode: any write to a file sets its
+// mtime and ctime to the writer's current time, and ctime cannot be set by a user
+// (utimes sets ctime to now too); a file renamed over it is another inode, or, with a
+// reused inode number, one with a new ctime. A stamp is written only when both times are
+// at least STAMP_MIN_AGE_MS old, so a later write lands on a strictly later timestamp even
+// on a filesystem with coarse timestamps (FAT's 2 s) or a coarse kernel clock (git's
+// "racy timestamp" rule); a file with a zero time gets no stamp. Stamps are trusted as cache
+// files are (owner, mode). What is left is someone setting the system clock back to the
+// bundle's old times while rewriting it with the same length: root, who could replace
+// the bundle anyway.
+import { type BigIntStats, closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
@@ -68,16 +84,82 @@ export interface CachedBundleOptions {
    * read the file nor load node:crypto. Default: read `file` and hash it here.
    */
   readonly source?: { readonly bytes: Uint8Array; readonly header: Buffer };
+  /** How old the bundle's mtime and ctime must be before its hash is stamped (default {@link STAMP_MIN_AGE_MS}; tests pass 0). */
+  readonly stampMinAgeMs?: number;
 }
+
+/** A bundle's bytes and the cache header they need (see {@link readBundle}). */
+export interface BundleBytes {
+  readonly bytes: Buffer;
+  readonly header: Buffer;
+  /** Whether the bytes were hashed (false: the hash came from a matching stamp). */
+  readonly hashed: boolean;
+}
+
+/** How old a bundle's mtime and ctime must be, in ms, before its hash is stamped. */
+export const STAMP_MIN_AGE_MS = 3000;
 
 const MAGIC = "TSVMMJSC1";
 
+const STAMP_MAGIC = "TSVMMSTAMP1";
+
+/** The SHA-256 of `bundle`, as hex. */
+function sha256(bundle: Uint8Array): string {
+  // node:crypto loads on first use (~3 ms): a start whose bundles have stamps never loads it.
+  const { createHash } = createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto");
+  return createHash("sha256").update(bundle).digest("hex");
+}
+
+const headerOf = (sha: string): Buffer => Buffer.from(`${MAGIC} ${sha} ${process.version} ${process.arch}\n`, "latin1");
+
 /** The header a cache file of a bundle with these bytes must start with. */
 export function cacheHeader(bundle: Uint8Array): Buffer {
-  // node:crypto loads on first use (~2 ms): a vCPU worker whose bundle the main thread hashed never loads it.
-  const { createHash } = createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto");
-  const sha = createHash("sha256").update(bundle).digest("hex");
-  return Buffer.from(`${MAGIC} ${sha} ${process.version} ${process.arch}\n`, "latin1");
+  return headerOf(sha256(bundle));
+}
+
+/**
+ * Reads the bundle `file` and returns its bytes with their cache header, taking the SHA-256
+ * from a stamp in `cacheDir` where the file's dev, inode, size, mtime and ctime, before and
+ * after the read, are the stamp's, else hashing the bytes and stamping them where the file's
+ * times are old enough (see the module comment for why that is safe). Stamp problems are
+ * silent; errors reading the bundle propagate.
+ */
+export function readBundle(file: string, cacheDir: string | null = defaultCacheDir(), stampMinAgeMs = STAMP_MIN_AGE_MS): BundleBytes {
+  const fd = openSync(file, "r");
+  let bytes: Buffer;
+  let before: BigIntStats;
+  let after: BigIntStats;
+  try {
+    before = fstatSync(fd, { bigint: true });
+    const size = Number(before.size);
+    bytes = Buffer.allocUnsafe(size);
+    let n = 0;
+    while (n < size) {
+      const got = readSync(fd, bytes, n, size - n, n);
+      if (got === 0) break;
+      n += got;
+    }
+    if (n < size) bytes = bytes.subarray(0, n);
+    after = fstatSync(fd, { bigint: true });
+  } finally {
+    closeSync(fd);
+  }
+  const same = (a: BigIntStats, b: BigIntStats): boolean =>
+    a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+  const stable = same(before, after) && after.size === BigInt(bytes.length);
+  const stamp = cacheDir === null || !stable ? null : join(cacheDir, `${basename(file)}-${after.dev}-${after.ino}.stamp`);
+  const line = (sha: string): string => `${STAMP_MAGIC} ${after.size} ${after.mtimeNs} ${after.ctimeNs} ${sha}\n`;
+  if (stamp !== null) {
+    const text = readTrusted(stamp, 256)?.toString("latin1");
+    const sha = text?.split(" ")[4]?.trimEnd();
+    if (sha !== undefined && /^[0-9a-f]{64}$/.test(sha) && text === line(sha)) return { bytes, header: headerOf(sha), hashed: false };
+  }
+  const sha = sha256(bytes);
+  const oldest = BigInt(Date.now() - stampMinAgeMs) * 1_000_000n;
+  if (stamp !== null && after.mtimeNs > 0n && after.ctimeNs > 0n && after.mtimeNs <= oldest && after.ctimeNs <= oldest) {
+    writeAtomically(stamp, Buffer.from(line(sha), "latin1"));
+  }
+  return { bytes, header: headerOf(sha), hashed: true };
 }
 
 /** The per-user cache directory the environment names, or null when there is no home. */
@@ -93,6 +175,24 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string | 
     return null;
   }
   return home.startsWith("/") ? join(home, ".cache", "ts-vmm", "code-cache") : null;
+}
+
+/** The contents of a trusted file (a regular file of this user or root, not writable by group or others) of at most `limit` bytes, or undefined. */
+function readTrusted(path: string, limit: number): Buffer | undefined {
+  let fd = -1;
+  try {
+    fd = openSync(path, "r");
+    const st = fstatSync(fd);
+    const uid = process.getuid?.() ?? 0;
+    if (!st.isFile() || (st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0 || st.size > limit) return undefined;
+    const data = Buffer.alloc(st.size);
+    if (readSync(fd, data, 0, data.length, 0) !== data.length) return undefined;
+    return data;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
 }
 
 /** The V8 data of a trusted cache file with this header, or undefined (absent, stale, untrusted, unreadable). */
@@ -116,12 +216,17 @@ function readCache(path: string, header: Buffer): Buffer | undefined {
   }
 }
 
-/** Writes header + data to `path` atomically (a temporary file renamed over it); false on any failure. */
+/** Writes header + data to `path` atomically; false on any failure. */
 function writeCache(path: string, header: Buffer, data: Buffer): boolean {
+  return writeAtomically(path, Buffer.concat([header, data]));
+}
+
+/** Writes `data` to `path` atomically (a temporary file renamed over it); false on any failure. */
+function writeAtomically(path: string, data: Buffer): boolean {
   const tmp = `${path}.${process.pid}.tmp`;
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    writeFileSync(tmp, Buffer.concat([header, data]), { mode: 0o644, flag: "wx" });
+    writeFileSync(tmp, data, { mode: 0o644, flag: "wx" });
     renameSync(tmp, path);
     return true;
   } catch {
@@ -146,16 +251,25 @@ export function runCachedBundle(file: string, options: CachedBundleOptions = {})
   const trainTo = (options.train ?? env["TS_VMM_CODE_CACHE_TRAIN"] === "1") ? `${file}.jsc` : undefined;
   const disabled = options.disabled ?? env["TS_VMM_CODE_CACHE"] === "0";
   const given = options.source;
-  const bytes = given?.bytes ?? readFileSync(file);
+  const cacheDir = options.cacheDir === undefined ? defaultCacheDir(env) : options.cacheDir;
+  let bytes: Uint8Array;
+  let header: Buffer | null;
+  if (given !== undefined) {
+    bytes = given.bytes;
+    header = disabled ? null : given.header;
+  } else if (disabled) {
+    bytes = readFileSync(file);
+    header = null;
+  } else {
+    ({ bytes, header } = readBundle(file, cacheDir, options.stampMinAgeMs));
+  }
   let source = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
   // A shebang line is not JavaScript inside the wrapper: comment it out (same length, same positions).
   if (source.startsWith("#!")) source = `//${source.slice(2)}`;
-  const header = disabled ? null : given?.header ?? cacheHeader(bytes);
 
   let outcome: CodeCacheOutcome = disabled || trainTo !== undefined ? "disabled" : "none";
   let readFrom: string | null = null;
   let cachedData: Buffer | undefined;
-  const cacheDir = options.cacheDir === undefined ? defaultCacheDir(env) : options.cacheDir;
   const userFile = header === null || cacheDir === null ? null : join(cacheDir, `${basename(file)}-${header.toString("latin1", MAGIC.length + 1, MAGIC.length + 17)}-${process.version}-${process.arch}.jsc`);
   if (outcome === "none" && header !== null) {
     for (const p of [`${file}.jsc`, userFile]) {

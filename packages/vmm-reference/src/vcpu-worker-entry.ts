@@ -4,8 +4,8 @@
 // bundles this file as dist/vcpu-worker.entry.cjs, so the worker's isolate
 // starts without Node's ES module loader too (worker-pool.ts starts it).
 // A worker the `ts-vmm` binary prestarted with `bundleFromParent` (worker-pool.ts) first waits for
-// the bundle's bytes and cache header from the main thread, which hashes them with the
-// node:crypto it has loaded anyway: ~2 ms less on the way to the first KVM_RUN here.
+// the bundle's bytes and cache header from the main thread (which takes the hash from a
+// stamp or computes it, code-cache.ts): ~2 ms less on the way to the first KVM_RUN here.
 import { fileURLToPath } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
 import { runCachedBundle } from "./code-cache.js";

@@ -1,11 +1,11 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describeWith } from "@ts-vmm/test-utils";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { cacheHeader, defaultCacheDir } from "../src/code-cache.js";
+import { cacheHeader, defaultCacheDir, readBundle } from "../src/code-cache.js";
 
 const CODE_CACHE = fileURLToPath(new URL("../dist/code-cache.js", import.meta.url));
 const BIN = fileURLToPath(new URL("../dist/bin.cjs", import.meta.url));
@@ -62,6 +62,44 @@ describe("code cache of the CLI's run bundle", () => {
     const b = runBundle(bundle, cacheDir);
     expect(b.outcome).toBe("none");
     expect(b.value).toBe("two file:");
+  });
+
+  it("readBundle stamps a verified hash and takes it from the stamp while the file is unchanged; a rewrite of the same length is hashed again", async () => {
+    const one = readBundle(bundle, cacheDir, 0);
+    expect(one.hashed).toBe(true);
+    expect(one.header.equals(cacheHeader(Buffer.from(bundleSource("one"))))).toBe(true);
+    expect(one.bytes.toString()).toBe(bundleSource("one"));
+    const st = statSync(bundle);
+    const stamp = join(cacheDir, `b.cjs-${st.dev}-${st.ino}.stamp`);
+    expect(readFileSync(stamp, "latin1").startsWith(`TSVMMSTAMP1 ${st.size} `)).toBe(true);
+    const again = readBundle(bundle, cacheDir, 0);
+    expect(again.hashed).toBe(false);
+    expect(again.header.equals(one.header)).toBe(true);
+    // In place (same inode, same length), a few kernel clock ticks later: new mtime and ctime.
+    await new Promise((r) => setTimeout(r, 30));
+    writeFileSync(bundle, bundleSource("two"));
+    expect(statSync(bundle).ino).toBe(st.ino);
+    const two = readBundle(bundle, cacheDir, 0);
+    expect(two.hashed).toBe(true);
+    expect(two.header.equals(cacheHeader(Buffer.from(bundleSource("two"))))).toBe(true);
+    expect(two.header.equals(one.header)).toBe(false);
+  });
+
+  it("readBundle writes no stamp for a file changed within the last STAMP_MIN_AGE_MS, and ignores a stamp writable by others", () => {
+    expect(readBundle(bundle, cacheDir).hashed).toBe(true);
+    expect(existsSync(cacheDir) ? readdirSync(cacheDir) : []).toEqual([]);
+    readBundle(bundle, cacheDir, 0);
+    const [name] = readdirSync(cacheDir);
+    chmodSync(join(cacheDir, name!), 0o666);
+    expect(readBundle(bundle, cacheDir, 0).hashed).toBe(true);
+  });
+
+  it("a bundle whose hash comes from its stamp runs with its cache, and runs its own code", () => {
+    const a = runBundle(bundle, cacheDir);
+    expect(a.outcome).toBe("none");
+    readBundle(bundle, cacheDir, 0); // the stamp
+    expect(readBundle(bundle, cacheDir).hashed).toBe(false);
+    expect(runBundle(bundle, cacheDir)).toEqual({ outcome: "accepted", readFrom: a.writeTo, writeTo: null, value: "one file:" });
   });
 
   it("a cache V8 refuses (corrupt data under a valid header) is reported rejected, the bundle still runs and a fresh cache replaces it", () => {

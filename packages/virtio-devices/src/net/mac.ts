@@ -1,4 +1,4 @@
-import { randomFillSync } from "node:crypto";
+import { randomFill } from "../random.js";
 import { VirtioDeviceError } from "../errors.js";
 
 /**
@@ -20,7 +20,7 @@ export function formatMac(b: Uint8Array): string {
 
 /** A random unicast, locally administered MAC address (first byte `x2`, `x6`, `xa` or `xe`). */
 export function randomMac(): Uint8Array {
-  const b = randomFillSync(new Uint8Array(6));
+  const b = randomFill(new Uint8Array(6));
   b[0] = (b[0]! & 0xfc) | 0x02;
   return b;
 }

@@ -9,32 +9,42 @@
 const POLY_LO = 0xd7870f42;
 const POLY_HI = 0xc96c5795;
 
-/** TABLE_LO/HI[k * 256 + i]: the low/high half of table k's entry i. */
-const TABLE_LO = new Uint32Array(8 * 256);
-const TABLE_HI = new Uint32Array(8 * 256);
-for (let i = 0; i < 256; i++) {
-  let lo = i >>> 0;
-  let hi = 0;
-  for (let k = 0; k < 8; k++) {
-    const carry = lo & 1;
-    lo = ((lo >>> 1) | ((hi & 1) << 31)) >>> 0;
-    hi = hi >>> 1;
-    if (carry) {
-      lo = (lo ^ POLY_LO) >>> 0;
-      hi = (hi ^ POLY_HI) >>> 0;
+/**
+ * TABLE_LO/HI[k * 256 + i]: the low/high half of table k's entry i. Built on the first
+ * {@link crc64} call, not at load: only snapshots use it, and at the top level of the CLI's
+ * run bundle its ~4,000 interpreted steps (u32 values above 2^31 are heap numbers there)
+ * cost every start of `ts-vmm run` ~1.5 ms here (DESIGN.md, start-up).
+ */
+let tables: { readonly lo: Uint32Array; readonly hi: Uint32Array } | undefined;
+
+function buildTables(): { readonly lo: Uint32Array; readonly hi: Uint32Array } {
+  const TABLE_LO = new Uint32Array(8 * 256);
+  const TABLE_HI = new Uint32Array(8 * 256);
+  for (let i = 0; i < 256; i++) {
+    let lo = i >>> 0;
+    let hi = 0;
+    for (let k = 0; k < 8; k++) {
+      const carry = lo & 1;
+      lo = ((lo >>> 1) | ((hi & 1) << 31)) >>> 0;
+      hi = hi >>> 1;
+      if (carry) {
+        lo = (lo ^ POLY_LO) >>> 0;
+        hi = (hi ^ POLY_HI) >>> 0;
+      }
+    }
+    TABLE_LO[i] = lo;
+    TABLE_HI[i] = hi;
+  }
+  for (let k = 1; k < 8; k++) {
+    for (let i = 0; i < 256; i++) {
+      // T_k[i] = (T_{k-1}[i] >> 8) ^ T_0[T_{k-1}[i] & 0xff]
+      const plo = TABLE_LO[(k - 1) * 256 + i]!, phi = TABLE_HI[(k - 1) * 256 + i]!;
+      const t = plo & 0xff;
+      TABLE_LO[k * 256 + i] = (((plo >>> 8) | ((phi & 0xff) << 24)) ^ TABLE_LO[t]!) >>> 0;
+      TABLE_HI[k * 256 + i] = ((phi >>> 8) ^ TABLE_HI[t]!) >>> 0;
     }
   }
-  TABLE_LO[i] = lo;
-  TABLE_HI[i] = hi;
-}
-for (let k = 1; k < 8; k++) {
-  for (let i = 0; i < 256; i++) {
-    // T_k[i] = (T_{k-1}[i] >> 8) ^ T_0[T_{k-1}[i] & 0xff]
-    const plo = TABLE_LO[(k - 1) * 256 + i]!, phi = TABLE_HI[(k - 1) * 256 + i]!;
-    const t = plo & 0xff;
-    TABLE_LO[k * 256 + i] = (((plo >>> 8) | ((phi & 0xff) << 24)) ^ TABLE_LO[t]!) >>> 0;
-    TABLE_HI[k * 256 + i] = ((phi >>> 8) ^ TABLE_HI[t]!) >>> 0;
-  }
+  return { lo: TABLE_LO, hi: TABLE_HI };
 }
 
 /**
@@ -45,7 +55,8 @@ export function crc64(data: Uint8Array, prev = 0n): bigint {
   let lo = Number(~prev & 0xffff_ffffn) >>> 0;
   let hi = Number((~prev >> 32n) & 0xffff_ffffn) >>> 0;
   const n = data.length;
-  const TL = TABLE_LO, TH = TABLE_HI;
+  tables ??= buildTables();
+  const TL = tables.lo, TH = tables.hi;
   let i = 0;
   for (; i + 8 <= n; i += 8) {
     const a = (lo ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24))) >>> 0;
