@@ -43,8 +43,9 @@ import type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
 import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
-import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
-import { mark } from "./startup-trace.js";
+import type { VcpuWorkerMessage } from "./vcpu-worker.js";
+import { EarlyHandover, IntrAction, VcpuLoop, type VcpuWorkerData } from "./vcpu-loop.js";
+import { absoluteNow, mark } from "./startup-trace.js";
 import { takeVcpuWorker } from "./worker-pool.js";
 import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-config.js";
 import { readMemoryHostFacts } from "./machine/memory-host.js";
@@ -55,7 +56,7 @@ import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
 import { ClockRestore, restoreVmState, takeSnapshot } from "./snapshot/take.js";
 import { readSnapshotCached } from "./snapshot/state-cache.js";
-import { exitCountersBytes } from "./metrics/exit-counters.js";
+import { exitCountersBytes, readExitCounters } from "./metrics/exit-counters.js";
 import { KvmStatsSource } from "./metrics/kvm-stats.js";
 import { collectMetrics, type RunClock } from "./metrics/collect.js";
 import type { VmmMetrics } from "./metrics/types.js";
@@ -172,7 +173,40 @@ export interface VmConfig {
    * so Linux does not look for one (it then takes the time from kvmclock only).
    */
   readonly cmos?: boolean;
+  /**
+   * vCPU 0's early window (DESIGN.md, start-up): at the first start (not a restore),
+   * {@link Vmm.run} runs vCPU 0 on the calling thread until its worker is ready (at most
+   * {@link EARLY_WINDOW_MAX_MS} ms when the guest exits to the VMM meanwhile), then hands
+   * it to the worker; the event loop is blocked meanwhile. Default true, unless the
+   * environment has `TS_VMM_EARLY_VCPU=0`.
+   */
+  readonly earlyVcpu?: boolean;
+  /** The early window's bound in ms (default {@link EARLY_WINDOW_MAX_MS}, 1 to 10000; see there). */
+  readonly earlyVcpuMaxMs?: number;
 }
+
+/** How vCPU 0's early window went ({@link Vmm.earlyWindow}). */
+export interface EarlyWindowReport {
+  /**
+   * `handed`: the worker said it was ready and took the vCPU over; `given-up`: the main
+   * thread left first (the bound passed at an exit, or an Intr not of the worker's: a
+   * signal, a stop or pause asked from an io.serial callback), and the worker starts the
+   * vCPU when it is ready; `ended`: the run ended in the window (the guest's exit, a
+   * failure, or stop()), the worker never ran the vCPU.
+   */
+  readonly outcome: "handed" | "given-up" | "ended";
+  /** Exits of vCPU 0 served on the main thread (they are in the run's counters too). */
+  readonly exits: number;
+  /** First KVM_RUN on the main thread to the handover (or the end), ms. */
+  readonly durationMs: number;
+}
+
+/**
+ * The longest vCPU 0's early window lasts when the guest exits to the VMM (checked after
+ * each exit); a guest that makes no exits stays on the main thread until its worker is
+ * ready, or any signal reaches the main thread (DESIGN.md, start-up).
+ */
+export const EARLY_WINDOW_MAX_MS = 50;
 
 /** Where a {@link Vmm} is in its life: created, running, paused (vCPUs parked, devices quiet), or ended. */
 export type VmmRunState = "NotStarted" | "Running" | "Paused" | "Stopped";
@@ -394,6 +428,9 @@ export class Vmm {
   readonly #mmioWindowNames: readonly string[];
   /** Each vCPU's exit counters (src/metrics/exit-counters.ts), written by its worker. */
   readonly #exitCounters: readonly SharedArrayBuffer[];
+  /** run() starts vCPU 0 on this thread until its worker is ready (VmConfig.earlyVcpu), for at most this many ms; 0: no early window. */
+  readonly #earlyVcpuMaxMs: number;
+  #earlyReport: EarlyWindowReport | undefined;
   /** KVM's binary stats of the VM and its vCPUs. */
   readonly #kvmStats: KvmStatsSource;
   /** Settles when vCPU 0 first enters KVM_RUN (see whenRunning). */
@@ -401,8 +438,9 @@ export class Vmm {
   /** When run() started and ended (performance.now()), for the metrics' uptime. */
   readonly #clock: RunClock = { startedAt: undefined, endedAt: undefined };
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean, cmos: boolean) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean, cmos: boolean, earlyVcpuMaxMs: number) {
     this.#machine = machine;
+    this.#earlyVcpuMaxMs = earlyVcpuMaxMs;
     this.#cmosState = cmos ? cmosState() : undefined;
     this.#cmos = this.#cmosState ? new CmosRtc(this.#cmosState, { canWait: false }) : undefined;
     this.#diff = diff;
@@ -471,6 +509,10 @@ export class Vmm {
     if (irqchip !== "split" && irqchip !== "full") throw new VmmError("InvalidConfig", `irqchip must be "split" or "full", got ${JSON.stringify(irqchip)}`);
     if (irqchip === "full" && (config.vcpus ?? 1) > MAX_XAPIC_VCPUS) {
       throw new VmmError("InvalidConfig", `${String(config.vcpus)} vCPUs need APIC ids above ${MAX_XAPIC_VCPUS}, which KVM's in-kernel I/O APIC cannot address: use the split irqchip`);
+    }
+    const earlyMaxMs = config.earlyVcpuMaxMs ?? EARLY_WINDOW_MAX_MS;
+    if (typeof earlyMaxMs !== "number" || !Number.isFinite(earlyMaxMs) || earlyMaxMs < 1 || earlyMaxMs > 10_000) {
+      throw new VmmError("InvalidConfig", `earlyVcpuMaxMs must be a number from 1 to 10000, got ${String(earlyMaxMs)}`);
     }
     const memMiB = config.memMiB ?? 256;
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
@@ -654,7 +696,9 @@ export class Vmm {
       mark("vcpus set up");
       if (restore) restoreVmState(vm, ioapic, restore.state);
       const machine = { memMiB, vcpus: vcpuCount, irqchip, serialBacklogBytes: backlog, virtio: config.virtio ?? [], x2apicIds };
-      const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false, cmos);
+      const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false, cmos,
+        // Not for a restore: its vCPU 0 continues mid-run, where the start-up gain does not apply.
+        restore === undefined && (config.earlyVcpu ?? process.env["TS_VMM_EARLY_VCPU"] !== "0") ? earlyMaxMs : 0);
       if (restore) {
         vmm.#serial.restoreState(restore.state.devices.serial);
         vmm.#i8042.restoreState(restore.state.devices.i8042);
@@ -786,11 +830,8 @@ export class Vmm {
       let drainTimer: ReturnType<typeof setTimeout> | undefined;
       let firstOutput = false;
       let lastDrainAt = -Infinity;
-      const drain = (): void => {
-        lastDrainAt = performance.now();
-        // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
-        const bytes = this.#serialOut.drain();
-        if (bytes === undefined || ioError !== undefined) return;
+      const deliver = (bytes: Uint8Array): void => {
+        if (ioError !== undefined) return;
         if (!firstOutput) {
           firstOutput = true;
           mark("first serial output on the main thread");
@@ -801,6 +842,12 @@ export class Vmm {
           ioError = e ?? new Error(String(e));
           this.stop();
         }
+      };
+      const drain = (): void => {
+        lastDrainAt = performance.now();
+        // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
+        const bytes = this.#serialOut.drain();
+        if (bytes !== undefined) deliver(bytes);
       };
       const vcpuEnded = (id: number, r: RunResult): void => {
         if (this.#done[id]) return;
@@ -827,6 +874,9 @@ export class Vmm {
           : first;
         resolve({ ...base, exits, vcpus: states.sort((a, b) => a.id - b.id) });
       };
+      // vCPU 0's early window: its worker gets the handover cell and waits for the vCPU.
+      const handover = this.#earlyVcpuMaxMs > 0 ? new SharedArrayBuffer(4) : undefined;
+      let data0: VcpuWorkerData | undefined;
       this.#vcpus.forEach((vcpu, id) => {
         const data: VcpuWorkerData = {
           vcpu: vcpu.toTransferable(),
@@ -843,7 +893,9 @@ export class Vmm {
           interruptCells: this.virtio.interruptCells,
           mmioWindows: this.#mmioWindows,
           exitCounters: this.#exitCounters[id]!,
+          ...(id === 0 && handover ? { handover } : {}),
         };
+        if (id === 0) data0 = data;
         this.virtio.serve(this.#mmioMailboxes[id]!, this.ioapic ? (r) => this.#ioapicAccess(r) : undefined);
         // Prestarted (prestartVcpuWorkers) or new; either way compiled JS from dist/.
         const worker = takeVcpuWorker(data);
@@ -874,7 +926,67 @@ export class Vmm {
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
         worker.on("exit", (code) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker exited with ${code} before the VM stopped`, exits: {} }));
       });
+      if (handover && data0) this.#earlyWindow(data0, new Int32Array(handover), drain, deliver, (r) => vcpuEnded(0, r));
     });
+  }
+
+  /**
+   * vCPU 0's early window (DESIGN.md, start-up): runs it here, with the same loop and
+   * port I/O devices as its worker (vcpu-loop.ts), serial output delivered at once and
+   * MMIO served inline, until the worker says it is ready (it kicks the vCPU), any other
+   * Intr (a signal for this thread, a stop or pause asked from an io.serial callback), an
+   * exit after {@link EARLY_WINDOW_MAX_MS}, or the vCPU's end. Then hands it over, or, if
+   * the run ended here, reports the end through `ended`.
+   */
+  #earlyWindow(data: VcpuWorkerData, cell: Int32Array, drain: () => void, deliver: (bytes: Uint8Array) => void, ended: (r: RunResult) => void): void {
+    const vcpu = this.#vcpus[0]!;
+    const stop = new Int32Array(this.#stop);
+    const control = new Int32Array(this.#control);
+    const ioapic = this.ioapic ? (r: MmioRequest): boolean => this.#ioapicAccess(r) : undefined;
+    const loop = new VcpuLoop(vcpu, data, {
+      // What the other vCPUs put in the ring comes first; the main thread is its consumer.
+      output: (out, length) => {
+        drain();
+        deliver(out.slice(0, length));
+      },
+      rxSpace: () => this.#feed(),
+      mmio: (address, write, bytes) => {
+        const r: MmioRequest = { address, write, data: bytes };
+        try {
+          if (ioapic?.(r) !== true) this.virtio.handle(r);
+        } catch {
+          if (!write) bytes.fill(0xff);
+        }
+      },
+      interrupted: () => (Atomics.load(stop, 0) !== 0 ? IntrAction.Stop : IntrAction.Leave),
+    }, false);
+    mark("vCPU 0: first KVM_RUN, on the main thread");
+    this.#firstRun.resolve(absoluteNow());
+    const counters = this.#exitCounters[0]!;
+    const exitsBefore = readExitCounters(counters, this.#mmioWindowNames).total;
+    const startedAt = performance.now();
+    const end = loop.run(startedAt + this.#earlyVcpuMaxMs);
+    const report = (outcome: EarlyWindowReport["outcome"]): void => {
+      this.#earlyReport = { outcome, exits: readExitCounters(counters, this.#mmioWindowNames).total - exitsBefore, durationMs: performance.now() - startedAt };
+    };
+    if (end !== null) {
+      Atomics.store(cell, 0, EarlyHandover.Ended);
+      Atomics.notify(cell, 0);
+      mark("vCPU 0 ended in the early window");
+      report("ended");
+      const state = loop.endState();
+      ended({ ...end, exits: state.exits, vcpus: [state] });
+      return;
+    }
+    // Out of KVM_RUN, every exit completed (KVM finishes a pending one on the worker's first
+    // KVM_RUN). Forget this thread as the kick target: a kick before the worker's first
+    // KVM_RUN sets immediate_exit only. A pause asked meanwhile parks the worker at once.
+    Atomics.store(new Int32Array(vcpu.toTransferable().tid), 0, 0);
+    if (Atomics.load(control, 0) === 1) vcpu.setImmediateExit(true);
+    const ready = Atomics.exchange(cell, 0, EarlyHandover.Handed) === EarlyHandover.Ready;
+    Atomics.notify(cell, 0);
+    report(ready ? "handed" : "given-up");
+    mark(ready ? "vCPU 0 handed to its worker" : "vCPU 0's early window given up before its worker was ready");
   }
 
   /**
@@ -908,6 +1020,14 @@ export class Vmm {
    */
   whenRunning(): Promise<number> {
     return this.#firstRun.promise;
+  }
+
+  /**
+   * How vCPU 0's early window went (see {@link VmConfig.earlyVcpu}): undefined before
+   * {@link Vmm.run}, without a window (turned off, or a restored VM), or while it lasts.
+   */
+  get earlyWindow(): EarlyWindowReport | undefined {
+    return this.#earlyReport;
   }
 
   /** Serves an MMIO access if it is in the I/O APIC's window. */
