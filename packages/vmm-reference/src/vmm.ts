@@ -46,7 +46,7 @@ import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templ
 import type { VcpuWorkerMessage } from "./vcpu-worker.js";
 import { EarlyHandover, IntrAction, VcpuLoop, type VcpuWorkerData } from "./vcpu-loop.js";
 import { absoluteNow, mark } from "./startup-trace.js";
-import { takeVcpuWorker } from "./worker-pool.js";
+import { prestartedVcpuWorkers, takeVcpuWorker } from "./worker-pool.js";
 import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-config.js";
 import { readMemoryHostFacts } from "./machine/memory-host.js";
 import { memoryRequestProblem, planGuestMemory, type MemoryPlan } from "./machine/memory-plan.js";
@@ -177,8 +177,11 @@ export interface VmConfig {
    * vCPU 0's early window (DESIGN.md, start-up): at the first start (not a restore),
    * {@link Vmm.run} runs vCPU 0 on the calling thread until its worker is ready (at most
    * {@link EARLY_WINDOW_MAX_MS} ms when the guest exits to the VMM meanwhile), then hands
-   * it to the worker; the event loop is blocked meanwhile. Default true, unless the
-   * environment has `TS_VMM_EARLY_VCPU=0`.
+   * it to the worker; the event loop is blocked meanwhile. `true`: always; `false`: never
+   * (vCPU 0 starts in its worker); default: when vCPU 0's worker is one prestarted by
+   * `prestartVcpuWorkers` (the `ts-vmm` binary's `run`), whose start overlapped this
+   * thread's, so the window is short — unless the environment has `TS_VMM_EARLY_VCPU=0`
+   * (never) or `TS_VMM_EARLY_VCPU=1` (always).
    */
   readonly earlyVcpu?: boolean;
   /** The early window's bound in ms (default {@link EARLY_WINDOW_MAX_MS}, 1 to 10000; see there). */
@@ -207,6 +210,12 @@ export interface EarlyWindowReport {
  * ready, or any signal reaches the main thread (DESIGN.md, start-up).
  */
 export const EARLY_WINDOW_MAX_MS = 50;
+
+/** VmConfig.earlyVcpu's default: `TS_VMM_EARLY_VCPU=0` never, `=1` always, else with a prestarted worker. */
+function earlyVcpuFromEnv(): boolean | "prestarted" {
+  const v = process.env["TS_VMM_EARLY_VCPU"];
+  return v === "0" ? false : v === "1" ? true : "prestarted";
+}
 
 /** Where a {@link Vmm} is in its life: created, running, paused (vCPUs parked, devices quiet), or ended. */
 export type VmmRunState = "NotStarted" | "Running" | "Paused" | "Stopped";
@@ -428,7 +437,9 @@ export class Vmm {
   readonly #mmioWindowNames: readonly string[];
   /** Each vCPU's exit counters (src/metrics/exit-counters.ts), written by its worker. */
   readonly #exitCounters: readonly SharedArrayBuffer[];
-  /** run() starts vCPU 0 on this thread until its worker is ready (VmConfig.earlyVcpu), for at most this many ms; 0: no early window. */
+  /** run() starts vCPU 0 on this thread until its worker is ready (VmConfig.earlyVcpu): always, never, or if its worker is prestarted. */
+  readonly #earlyVcpu: boolean | "prestarted";
+  /** The early window's bound (VmConfig.earlyVcpuMaxMs). */
   readonly #earlyVcpuMaxMs: number;
   #earlyReport: EarlyWindowReport | undefined;
   /** KVM's binary stats of the VM and its vCPUs. */
@@ -438,8 +449,9 @@ export class Vmm {
   /** When run() started and ended (performance.now()), for the metrics' uptime. */
   readonly #clock: RunClock = { startedAt: undefined, endedAt: undefined };
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean, cmos: boolean, earlyVcpuMaxMs: number) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean, cmos: boolean, earlyVcpu: boolean | "prestarted", earlyVcpuMaxMs: number) {
     this.#machine = machine;
+    this.#earlyVcpu = earlyVcpu;
     this.#earlyVcpuMaxMs = earlyVcpuMaxMs;
     this.#cmosState = cmos ? cmosState() : undefined;
     this.#cmos = this.#cmosState ? new CmosRtc(this.#cmosState, { canWait: false }) : undefined;
@@ -698,7 +710,7 @@ export class Vmm {
       const machine = { memMiB, vcpus: vcpuCount, irqchip, serialBacklogBytes: backlog, virtio: config.virtio ?? [], x2apicIds };
       const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false, cmos,
         // Not for a restore: its vCPU 0 continues mid-run, where the start-up gain does not apply.
-        restore === undefined && (config.earlyVcpu ?? process.env["TS_VMM_EARLY_VCPU"] !== "0") ? earlyMaxMs : 0);
+        restore === undefined && (config.earlyVcpu ?? earlyVcpuFromEnv()), earlyMaxMs);
       if (restore) {
         vmm.#serial.restoreState(restore.state.devices.serial);
         vmm.#i8042.restoreState(restore.state.devices.i8042);
@@ -807,7 +819,10 @@ export class Vmm {
    * powers off or resets, a vCPU fails, or {@link Vmm.stop} is called; then
    * every vCPU is stopped and the first vCPU's reason is the result. Serial
    * output goes to `io`; if `io.serial` throws, the VM is stopped and the run
-   * ends with reason `Error`.
+   * ends with reason `Error`. At the first start this returns only after vCPU 0's early
+   * window ({@link VmConfig.earlyVcpu}): vCPU 0 runs on the calling thread until its
+   * worker is ready, `io.serial` is called from inside this call meanwhile, and the run
+   * may even have ended when it returns (the promise is then settled).
    * @throws {@link VmmError} `InvalidState` if the VM already ran or was closed.
    */
   run(io: VmIo): Promise<RunResult> {
@@ -875,7 +890,8 @@ export class Vmm {
         resolve({ ...base, exits, vcpus: states.sort((a, b) => a.id - b.id) });
       };
       // vCPU 0's early window: its worker gets the handover cell and waits for the vCPU.
-      const handover = this.#earlyVcpuMaxMs > 0 ? new SharedArrayBuffer(4) : undefined;
+      const early = this.#earlyVcpu === "prestarted" ? prestartedVcpuWorkers() > 0 : this.#earlyVcpu;
+      const handover = early ? new SharedArrayBuffer(4) : undefined;
       let data0: VcpuWorkerData | undefined;
       this.#vcpus.forEach((vcpu, id) => {
         const data: VcpuWorkerData = {
