@@ -819,8 +819,8 @@ export class Vmm {
    * powers off or resets, a vCPU fails, or {@link Vmm.stop} is called; then
    * every vCPU is stopped and the first vCPU's reason is the result. Serial
    * output goes to `io`; if `io.serial` throws, the VM is stopped and the run
-   * ends with reason `Error`. At the first start this returns only after vCPU 0's early
-   * window ({@link VmConfig.earlyVcpu}): vCPU 0 runs on the calling thread until its
+   * ends with reason `Error`. With vCPU 0's early window ({@link VmConfig.earlyVcpu}: by
+   * default when its worker was prestarted) this returns only after the window: vCPU 0 runs on the calling thread until its
    * worker is ready, `io.serial` is called from inside this call meanwhile, and the run
    * may even have ended when it returns (the promise is then settled).
    * @throws {@link VmmError} `InvalidState` if the VM already ran or was closed.
