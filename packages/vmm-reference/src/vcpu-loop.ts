@@ -84,9 +84,10 @@ export interface VcpuWorkerData {
  * main thread runs the vCPU; the worker, once ready, sets `Ready` and kicks the vCPU; the
  * main thread, out of KVM_RUN with every exit completed, sets `Handed` (also when it gives
  * the window up on its own: the worker then starts as soon as it is ready) or `Ended` (the
- * run ended in the window: the worker does not run the vCPU).
+ * run ended in the window: the worker does not run the vCPU). A worker whose setup threw
+ * sets `Failed` (and kicks): the main thread leaves and reports the window `given-up`.
  */
-export const EarlyHandover = { Window: 0, Ready: 1, Handed: 2, Ended: 3 } as const;
+export const EarlyHandover = { Window: 0, Ready: 1, Handed: 2, Ended: 3, Failed: 4 } as const;
 
 /** What the loop does after an Intr exit (or EAGAIN): run again, end the run `Stopped`, or return without ending (the early window's handover). */
 export const IntrAction = { Run: 0, Stop: 1, Leave: 2 } as const;

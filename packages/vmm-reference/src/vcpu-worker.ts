@@ -57,11 +57,11 @@ function takeOver(data: VcpuWorkerData): boolean {
 /** Tells a main thread that waits for this worker in the early window that it never will be ready. */
 function giveUpWindow(data: VcpuWorkerData): void {
   if (data.handover === undefined) return;
-  if (Atomics.compareExchange(new Int32Array(data.handover), 0, EarlyHandover.Window, EarlyHandover.Ready) === EarlyHandover.Window) {
+  if (Atomics.compareExchange(new Int32Array(data.handover), 0, EarlyHandover.Window, EarlyHandover.Failed) === EarlyHandover.Window) {
     try {
       new VcpuKicker(data.vcpu).kick();
     } catch {
-      // nothing more to do: the main thread leaves at its next Intr or the window's deadline
+      // nothing more to do: the main thread leaves at the window's bound (its own timer)
     }
   }
 }

@@ -14,7 +14,7 @@ import {
 } from "@ts-vmm/kvm-ioctls";
 import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import type { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
-import { EventFd } from "@ts-vmm/vmm-sys-util";
+import { EventFd, ThreadTimer } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
 import { cpuidReadBack, supportedCpuid } from "./cpu/kvm-cpuid-cache.js";
 import type { BalloonMetrics, BalloonStats } from "@ts-vmm/virtio-devices";
@@ -179,9 +179,11 @@ export interface VmConfig {
    * {@link EARLY_WINDOW_MAX_MS} ms when the guest exits to the VMM meanwhile), then hands
    * it to the worker; the event loop is blocked meanwhile. `true`: always; `false`: never
    * (vCPU 0 starts in its worker); default: when vCPU 0's worker is one prestarted by
-   * `prestartVcpuWorkers` (the `ts-vmm` binary's `run`), whose start overlapped this
-   * thread's, so the window is short — unless the environment has `TS_VMM_EARLY_VCPU=0`
-   * (never) or `TS_VMM_EARLY_VCPU=1` (always).
+   * `prestartVcpuWorkers` (the `ts-vmm` binary's `run`, whose worker's start overlapped
+   * this thread's) — unless the environment has `TS_VMM_EARLY_VCPU=0` (never) or
+   * `TS_VMM_EARLY_VCPU=1` (always). What limits the block is the bound
+   * ({@link VmConfig.earlyVcpuMaxMs}, a hard one): a worker prestarted just before `run()`
+   * (an embedder's, a pool's) still loading can make the window last all of it.
    */
   readonly earlyVcpu?: boolean;
   /** The early window's bound in ms (default {@link EARLY_WINDOW_MAX_MS}, 1 to 10000; see there). */
@@ -192,10 +194,11 @@ export interface VmConfig {
 export interface EarlyWindowReport {
   /**
    * `handed`: the worker said it was ready and took the vCPU over; `given-up`: the main
-   * thread left first (the bound passed at an exit, or an Intr not of the worker's: a
-   * signal, a stop or pause asked from an io.serial callback), and the worker starts the
-   * vCPU when it is ready; `ended`: the run ended in the window (the guest's exit, a
-   * failure, or stop()), the worker never ran the vCPU.
+   * thread left first (the bound passed, or an Intr not of the worker's: a signal, a stop
+   * or pause asked from an io.serial callback, or the worker's setup failed), and the
+   * worker starts the vCPU when it is ready (a failed one ends the run with its error);
+   * `ended`: the run ended in the window (the guest's exit, a failure, or stop()), the
+   * worker never ran the vCPU.
    */
   readonly outcome: "handed" | "given-up" | "ended";
   /** Exits of vCPU 0 served on the main thread (they are in the run's counters too). */
@@ -205,9 +208,10 @@ export interface EarlyWindowReport {
 }
 
 /**
- * The longest vCPU 0's early window lasts when the guest exits to the VMM (checked after
- * each exit); a guest that makes no exits stays on the main thread until its worker is
- * ready, or any signal reaches the main thread (DESIGN.md, start-up).
+ * The longest vCPU 0's early window lasts, in ms (DESIGN.md, start-up): checked after each
+ * exit, and a timer of the main thread's (ThreadTimer, the kick signal at the bound, then
+ * every millisecond) gets a guest that makes no exits out of KVM_RUN, so the event loop is
+ * blocked at most the bound + ~1 ms + the service of one exit.
  */
 export const EARLY_WINDOW_MAX_MS = 50;
 
@@ -955,6 +959,22 @@ export class Vmm {
    * the run ended here, reports the end through `ended`.
    */
   #earlyWindow(data: VcpuWorkerData, cell: Int32Array, drain: () => void, deliver: (bytes: Uint8Array) => void, ended: (r: RunResult) => void): void {
+    const startedAt = performance.now();
+    try {
+      this.#earlyWindowBody(data, cell, drain, deliver, ended, startedAt);
+    } catch (e) {
+      // Whatever threw (the loop's host callbacks are guarded; this is the timer, a counter
+      // read, a bug): the worker must not run the vCPU, and the run ends through the same
+      // path as any vCPU's end, so the other vCPUs stop and close() works.
+      Atomics.store(cell, 0, EarlyHandover.Ended);
+      Atomics.notify(cell, 0);
+      this.#earlyReport = { outcome: "ended", exits: 0, durationMs: performance.now() - startedAt };
+      mark("vCPU 0's early window failed");
+      ended({ reason: "Error", guestExitValue: null, detail: `vCPU 0 (early window): ${e instanceof Error ? e.message : String(e)}`, exits: {} });
+    }
+  }
+
+  #earlyWindowBody(data: VcpuWorkerData, cell: Int32Array, drain: () => void, deliver: (bytes: Uint8Array) => void, ended: (r: RunResult) => void, startedAt: number): void {
     const vcpu = this.#vcpus[0]!;
     const stop = new Int32Array(this.#stop);
     const control = new Int32Array(this.#control);
@@ -980,8 +1000,18 @@ export class Vmm {
     this.#firstRun.resolve(absoluteNow());
     const counters = this.#exitCounters[0]!;
     const exitsBefore = readExitCounters(counters, this.#mmioWindowNames).total;
-    const startedAt = performance.now();
-    const end = loop.run(startedAt + this.#earlyVcpuMaxMs);
+    // The hard bound, for a guest that makes no exits and a worker that never kicks (it died
+    // loading): this thread's own timer sends it the kick signal at the bound, then every
+    // millisecond (a tick outside KVM_RUN is absorbed by the no-op handler; the next one, or
+    // the deadline check after an exit, ends the window).
+    const timer = ThreadTimer.create(data.vcpu.kickSignal);
+    let end: ReturnType<VcpuLoop["run"]>;
+    try {
+      timer.arm(this.#earlyVcpuMaxMs, 1);
+      end = loop.run(startedAt + this.#earlyVcpuMaxMs);
+    } finally {
+      timer.close();
+    }
     const report = (outcome: EarlyWindowReport["outcome"]): void => {
       this.#earlyReport = { outcome, exits: readExitCounters(counters, this.#mmioWindowNames).total - exitsBefore, durationMs: performance.now() - startedAt };
     };

@@ -115,6 +115,8 @@ describeWith({ kvm: true }, "vCPU 0's early window", () => {
     const t0 = performance.now();
     const p = vmm.run({ serial: () => {} });
     // run() returns after the window: the worker's kick got the main thread out of KVM_RUN.
+    // Were the kick broken, the window's hard bound (10 s here) would end it given-up: this
+    // fails instead of hanging (early-vcpu-bound.test.ts covers the bound itself).
     const windowMs = performance.now() - t0;
     expect(vmm.earlyWindow?.outcome).toBe("handed");
     expect(windowMs).toBeLessThan(5_000);
