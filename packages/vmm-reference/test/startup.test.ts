@@ -94,4 +94,22 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "start-up: prestarted workers 
     }
     else expect(endedEarly || phases.some((p) => p.startsWith("vCPU 0's early window given up")), r.stderr).toBe(true);
   });
+
+  it("with TS_VMM_EARLY_VCPU=0 vCPU 0 runs in its prestarted worker from the start, and the trace has all of that worker's phases in order", () => {
+    const r = spawnSync(process.execPath, [BIN, "run", "--kernel", elf, "--cmdline", "mode=hello", "--mem", "64"], {
+      env: { ...process.env, TS_VMM_TRACE_STARTUP: "1", TS_VMM_EARLY_VCPU: "0" }, encoding: "utf8", timeout: 30_000,
+    });
+    expect(r.stdout, r.stderr).toContain("hello from the ts-vmm micro-guest");
+    expect(r.status, r.stderr).toBe(1);
+    const phases = r.stderr.split("\n").filter((l) => l.startsWith("ts-vmm: startup +")).map((l) => l.replace(/^ts-vmm: startup \+[\d.]+ ms /, ""));
+    const at = (p: string): number => Number(/\+([\d.]+) ms/.exec(r.stderr.split("\n").find((l) => l.endsWith(` ${p}`))!)![1]);
+    const worker0 = ["vCPU 0 worker spawned", "vCPU 0: worker thread started", "vCPU 0: worker modules loaded", "vCPU 0: start message received", "vCPU 0: first KVM_RUN", "first serial output on the main thread"];
+    for (const p of worker0) expect(phases, r.stderr).toContain(p);
+    expect(phases.some((p) => p.startsWith("vCPU 0: first KVM_RUN, on the main thread")), r.stderr).toBe(false);
+    expect(phases.some((p) => p.includes("early window")), r.stderr).toBe(false);
+    // The worker's own phases are in order, and it ran the guest before the first byte came out.
+    expect(at("vCPU 0: worker thread started")).toBeLessThan(at("vCPU 0: worker modules loaded"));
+    expect(at("vCPU 0: start message received")).toBeLessThan(at("vCPU 0: first KVM_RUN"));
+    expect(at("vCPU 0: first KVM_RUN")).toBeLessThan(at("first serial output on the main thread"));
+  });
 });
