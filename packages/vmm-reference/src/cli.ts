@@ -499,8 +499,10 @@ async function superviseRun(
     const running = vmm.run({ serial: (b) => { if (!outputError) stdout.write(b); } });
     // The streams are set up while the guest starts: the binary passes process.stdout and
     // process.stdin lazily, and their first use loads Node's stream modules (~3 ms here,
-    // DESIGN.md, start-up). Serial output and stdin's data come in later events, so nothing
-    // is missed: the first byte is written after this ran.
+    // DESIGN.md, start-up). With vCPU 0's early window, run() has already written the
+    // window's serial output (io.serial is called inline there, which loads stdout then);
+    // the workers' output and stdin's data come in later events, so nothing is missed (a
+    // write error of the window's is emitted asynchronously, after the handler below is on).
     stdout.on?.("error", onOutputError);
     tty = input?.isTTY === true && input.setRawMode !== undefined ? input : undefined;
     if (tty) {

@@ -6,8 +6,8 @@
  * @module
  * @mergeModuleWith <project>
  */
-export { Vmm } from "./vmm.js";
-export type { VmConfig, VmIo, VcpuSetup, IrqchipMode } from "./vmm.js";
+export { Vmm, EARLY_WINDOW_MAX_MS } from "./vmm.js";
+export type { VmConfig, VmIo, VcpuSetup, IrqchipMode, EarlyWindowReport } from "./vmm.js";
 export type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 export { VmmError } from "./error.js";
 export type { VmmErrorCode } from "./error.js";

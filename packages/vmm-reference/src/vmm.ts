@@ -14,7 +14,7 @@ import {
 } from "@ts-vmm/kvm-ioctls";
 import { IOAPIC_ID, loadLinux, ramRegions, type LinuxBoot } from "@ts-vmm/linux-loader";
 import type { GuestMemoryMmap } from "@ts-vmm/vm-memory/mmap";
-import { EventFd } from "@ts-vmm/vmm-sys-util";
+import { EventFd, ThreadTimer } from "@ts-vmm/vmm-sys-util";
 import { normalizeCpuid } from "./cpu/normalize.js";
 import { cpuidReadBack, supportedCpuid } from "./cpu/kvm-cpuid-cache.js";
 import type { BalloonMetrics, BalloonStats } from "@ts-vmm/virtio-devices";
@@ -43,9 +43,10 @@ import type { RunResult, StopReason, VcpuEndState } from "./run-result.js";
 import type { InterruptConfig } from "./cpu/inhibits.js";
 import { applyCpuPolicy, parseFeatureSwitches, type FeatureSwitch } from "./cpu/policy.js";
 import { loadCpuTemplate, parseCpuTemplate, type CpuTemplate } from "./cpu/templates.js";
-import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
-import { mark } from "./startup-trace.js";
-import { takeVcpuWorker } from "./worker-pool.js";
+import type { VcpuWorkerMessage } from "./vcpu-worker.js";
+import { EarlyHandover, IntrAction, VcpuLoop, type VcpuWorkerData } from "./vcpu-loop.js";
+import { absoluteNow, mark } from "./startup-trace.js";
+import { prestartedVcpuWorkers, takeVcpuWorker } from "./worker-pool.js";
 import { checkMemoryOptions, type GuestMemoryOptions } from "./machine/memory-config.js";
 import { readMemoryHostFacts } from "./machine/memory-host.js";
 import { memoryRequestProblem, planGuestMemory, type MemoryPlan } from "./machine/memory-plan.js";
@@ -55,7 +56,7 @@ import { restoreVcpu } from "./snapshot/vcpu-state.js";
 import type { SnapshotState } from "./snapshot/state.js";
 import { ClockRestore, restoreVmState, takeSnapshot } from "./snapshot/take.js";
 import { readSnapshotCached } from "./snapshot/state-cache.js";
-import { exitCountersBytes } from "./metrics/exit-counters.js";
+import { exitCountersBytes, readExitCounters } from "./metrics/exit-counters.js";
 import { KvmStatsSource } from "./metrics/kvm-stats.js";
 import { collectMetrics, type RunClock } from "./metrics/collect.js";
 import type { VmmMetrics } from "./metrics/types.js";
@@ -172,6 +173,52 @@ export interface VmConfig {
    * so Linux does not look for one (it then takes the time from kvmclock only).
    */
   readonly cmos?: boolean;
+  /**
+   * vCPU 0's early window (DESIGN.md, start-up): at the first start (not a restore),
+   * {@link Vmm.run} runs vCPU 0 on the calling thread until its worker is ready (at most
+   * {@link EARLY_WINDOW_MAX_MS} ms when the guest exits to the VMM meanwhile), then hands
+   * it to the worker; the event loop is blocked meanwhile. `true`: always; `false`: never
+   * (vCPU 0 starts in its worker); default: when vCPU 0's worker is one prestarted by
+   * `prestartVcpuWorkers` (the `ts-vmm` binary's `run`, whose worker's start overlapped
+   * this thread's) — unless the environment has `TS_VMM_EARLY_VCPU=0` (never) or
+   * `TS_VMM_EARLY_VCPU=1` (always). What limits the block is the bound
+   * ({@link VmConfig.earlyVcpuMaxMs}, a hard one): a worker prestarted just before `run()`
+   * (an embedder's, a pool's) still loading can make the window last all of it.
+   */
+  readonly earlyVcpu?: boolean;
+  /** The early window's bound in ms (default {@link EARLY_WINDOW_MAX_MS}, 1 to 10000; see there). */
+  readonly earlyVcpuMaxMs?: number;
+}
+
+/** How vCPU 0's early window went ({@link Vmm.earlyWindow}). */
+export interface EarlyWindowReport {
+  /**
+   * `handed`: the worker said it was ready and took the vCPU over; `given-up`: the main
+   * thread left first (the bound passed, or an Intr not of the worker's: a signal, a stop
+   * or pause asked from an io.serial callback, or the worker's setup failed), and the
+   * worker starts the vCPU when it is ready (a failed one ends the run with its error);
+   * `ended`: the run ended in the window (the guest's exit, a failure, or stop()), the
+   * worker never ran the vCPU.
+   */
+  readonly outcome: "handed" | "given-up" | "ended";
+  /** Exits of vCPU 0 served on the main thread (they are in the run's counters too). */
+  readonly exits: number;
+  /** First KVM_RUN on the main thread to the handover (or the end), ms. */
+  readonly durationMs: number;
+}
+
+/**
+ * The longest vCPU 0's early window lasts, in ms (DESIGN.md, start-up): checked after each
+ * exit, and a timer of the main thread's (ThreadTimer, the kick signal at the bound, then
+ * every millisecond) gets a guest that makes no exits out of KVM_RUN, so the event loop is
+ * blocked at most the bound + ~1 ms + the service of one exit.
+ */
+export const EARLY_WINDOW_MAX_MS = 50;
+
+/** VmConfig.earlyVcpu's default: `TS_VMM_EARLY_VCPU=0` never, `=1` always, else with a prestarted worker. */
+function earlyVcpuFromEnv(): boolean | "prestarted" {
+  const v = process.env["TS_VMM_EARLY_VCPU"];
+  return v === "0" ? false : v === "1" ? true : "prestarted";
 }
 
 /** Where a {@link Vmm} is in its life: created, running, paused (vCPUs parked, devices quiet), or ended. */
@@ -394,6 +441,11 @@ export class Vmm {
   readonly #mmioWindowNames: readonly string[];
   /** Each vCPU's exit counters (src/metrics/exit-counters.ts), written by its worker. */
   readonly #exitCounters: readonly SharedArrayBuffer[];
+  /** run() starts vCPU 0 on this thread until its worker is ready (VmConfig.earlyVcpu): always, never, or if its worker is prestarted. */
+  readonly #earlyVcpu: boolean | "prestarted";
+  /** The early window's bound (VmConfig.earlyVcpuMaxMs). */
+  readonly #earlyVcpuMaxMs: number;
+  #earlyReport: EarlyWindowReport | undefined;
   /** KVM's binary stats of the VM and its vCPUs. */
   readonly #kvmStats: KvmStatsSource;
   /** Settles when vCPU 0 first enters KVM_RUN (see whenRunning). */
@@ -401,8 +453,10 @@ export class Vmm {
   /** When run() started and ended (performance.now()), for the metrics' uptime. */
   readonly #clock: RunClock = { startedAt: undefined, endedAt: undefined };
 
-  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean, cmos: boolean) {
+  private constructor(kvm: Kvm, vm: VmFd, mem: BuiltGuestMemory, plan: MemoryPlan, vcpus: VcpuFd[], irqs: EventFd[], boot: LinuxBoot, setup: VcpuSetup[], backlog: number, virtio: VirtioManager, ioapic: Ioapic | undefined, interruptErrors: string[], machine: SnapshotState["config"], diff: boolean, cmos: boolean, earlyVcpu: boolean | "prestarted", earlyVcpuMaxMs: number) {
     this.#machine = machine;
+    this.#earlyVcpu = earlyVcpu;
+    this.#earlyVcpuMaxMs = earlyVcpuMaxMs;
     this.#cmosState = cmos ? cmosState() : undefined;
     this.#cmos = this.#cmosState ? new CmosRtc(this.#cmosState, { canWait: false }) : undefined;
     this.#diff = diff;
@@ -471,6 +525,10 @@ export class Vmm {
     if (irqchip !== "split" && irqchip !== "full") throw new VmmError("InvalidConfig", `irqchip must be "split" or "full", got ${JSON.stringify(irqchip)}`);
     if (irqchip === "full" && (config.vcpus ?? 1) > MAX_XAPIC_VCPUS) {
       throw new VmmError("InvalidConfig", `${String(config.vcpus)} vCPUs need APIC ids above ${MAX_XAPIC_VCPUS}, which KVM's in-kernel I/O APIC cannot address: use the split irqchip`);
+    }
+    const earlyMaxMs = config.earlyVcpuMaxMs ?? EARLY_WINDOW_MAX_MS;
+    if (typeof earlyMaxMs !== "number" || !Number.isFinite(earlyMaxMs) || earlyMaxMs < 1 || earlyMaxMs > 10_000) {
+      throw new VmmError("InvalidConfig", `earlyVcpuMaxMs must be a number from 1 to 10000, got ${String(earlyMaxMs)}`);
     }
     const memMiB = config.memMiB ?? 256;
     if (!Number.isInteger(memMiB) || memMiB < 2 || memMiB > 1024 * 1024) {
@@ -654,7 +712,9 @@ export class Vmm {
       mark("vcpus set up");
       if (restore) restoreVmState(vm, ioapic, restore.state);
       const machine = { memMiB, vcpus: vcpuCount, irqchip, serialBacklogBytes: backlog, virtio: config.virtio ?? [], x2apicIds };
-      const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false, cmos);
+      const vmm = new Vmm(kvm, vm, mem, planned.plan, vcpus, irqs, boot, setup, backlog, virtio, ioapic, interruptErrors, machine, config.enableDiffSnapshots ?? false, cmos,
+        // Not for a restore: its vCPU 0 continues mid-run, where the start-up gain does not apply.
+        restore === undefined && (config.earlyVcpu ?? earlyVcpuFromEnv()), earlyMaxMs);
       if (restore) {
         vmm.#serial.restoreState(restore.state.devices.serial);
         vmm.#i8042.restoreState(restore.state.devices.i8042);
@@ -763,7 +823,10 @@ export class Vmm {
    * powers off or resets, a vCPU fails, or {@link Vmm.stop} is called; then
    * every vCPU is stopped and the first vCPU's reason is the result. Serial
    * output goes to `io`; if `io.serial` throws, the VM is stopped and the run
-   * ends with reason `Error`.
+   * ends with reason `Error`. With vCPU 0's early window ({@link VmConfig.earlyVcpu}: by
+   * default when its worker was prestarted) this returns only after the window: vCPU 0 runs on the calling thread until its
+   * worker is ready, `io.serial` is called from inside this call meanwhile, and the run
+   * may even have ended when it returns (the promise is then settled).
    * @throws {@link VmmError} `InvalidState` if the VM already ran or was closed.
    */
   run(io: VmIo): Promise<RunResult> {
@@ -786,11 +849,8 @@ export class Vmm {
       let drainTimer: ReturnType<typeof setTimeout> | undefined;
       let firstOutput = false;
       let lastDrainAt = -Infinity;
-      const drain = (): void => {
-        lastDrainAt = performance.now();
-        // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
-        const bytes = this.#serialOut.drain();
-        if (bytes === undefined || ioError !== undefined) return;
+      const deliver = (bytes: Uint8Array): void => {
+        if (ioError !== undefined) return;
         if (!firstOutput) {
           firstOutput = true;
           mark("first serial output on the main thread");
@@ -801,6 +861,12 @@ export class Vmm {
           ioError = e ?? new Error(String(e));
           this.stop();
         }
+      };
+      const drain = (): void => {
+        lastDrainAt = performance.now();
+        // Always take the bytes (a full ring pauses the vCPUs); hand them on unless io.serial failed.
+        const bytes = this.#serialOut.drain();
+        if (bytes !== undefined) deliver(bytes);
       };
       const vcpuEnded = (id: number, r: RunResult): void => {
         if (this.#done[id]) return;
@@ -827,6 +893,10 @@ export class Vmm {
           : first;
         resolve({ ...base, exits, vcpus: states.sort((a, b) => a.id - b.id) });
       };
+      // vCPU 0's early window: its worker gets the handover cell and waits for the vCPU.
+      const early = this.#earlyVcpu === "prestarted" ? prestartedVcpuWorkers() > 0 : this.#earlyVcpu;
+      const handover = early ? new SharedArrayBuffer(4) : undefined;
+      let data0: VcpuWorkerData | undefined;
       this.#vcpus.forEach((vcpu, id) => {
         const data: VcpuWorkerData = {
           vcpu: vcpu.toTransferable(),
@@ -843,7 +913,9 @@ export class Vmm {
           interruptCells: this.virtio.interruptCells,
           mmioWindows: this.#mmioWindows,
           exitCounters: this.#exitCounters[id]!,
+          ...(id === 0 && handover ? { handover } : {}),
         };
+        if (id === 0) data0 = data;
         this.virtio.serve(this.#mmioMailboxes[id]!, this.ioapic ? (r) => this.#ioapicAccess(r) : undefined);
         // Prestarted (prestartVcpuWorkers) or new; either way compiled JS from dist/.
         const worker = takeVcpuWorker(data);
@@ -874,7 +946,93 @@ export class Vmm {
         worker.on("error", (e) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker failed: ${e.message}`, exits: {} }));
         worker.on("exit", (code) => vcpuEnded(id, { reason: "Error", guestExitValue: null, detail: `vCPU ${id} worker exited with ${code} before the VM stopped`, exits: {} }));
       });
+      if (handover && data0) this.#earlyWindow(data0, new Int32Array(handover), drain, deliver, (r) => vcpuEnded(0, r));
     });
+  }
+
+  /**
+   * vCPU 0's early window (DESIGN.md, start-up): runs it here, with the same loop and
+   * port I/O devices as its worker (vcpu-loop.ts), serial output delivered at once and
+   * MMIO served inline, until the worker says it is ready (it kicks the vCPU), any other
+   * Intr (a signal for this thread, a stop or pause asked from an io.serial callback), an
+   * exit after {@link EARLY_WINDOW_MAX_MS}, or the vCPU's end. Then hands it over, or, if
+   * the run ended here, reports the end through `ended`.
+   */
+  #earlyWindow(data: VcpuWorkerData, cell: Int32Array, drain: () => void, deliver: (bytes: Uint8Array) => void, ended: (r: RunResult) => void): void {
+    const startedAt = performance.now();
+    try {
+      this.#earlyWindowBody(data, cell, drain, deliver, ended, startedAt);
+    } catch (e) {
+      // Whatever threw (the loop's host callbacks are guarded; this is the timer, a counter
+      // read, a bug): the worker must not run the vCPU, and the run ends through the same
+      // path as any vCPU's end, so the other vCPUs stop and close() works.
+      Atomics.store(cell, 0, EarlyHandover.Ended);
+      Atomics.notify(cell, 0);
+      this.#earlyReport = { outcome: "ended", exits: 0, durationMs: performance.now() - startedAt };
+      mark("vCPU 0's early window failed");
+      ended({ reason: "Error", guestExitValue: null, detail: `vCPU 0 (early window): ${e instanceof Error ? e.message : String(e)}`, exits: {} });
+    }
+  }
+
+  #earlyWindowBody(data: VcpuWorkerData, cell: Int32Array, drain: () => void, deliver: (bytes: Uint8Array) => void, ended: (r: RunResult) => void, startedAt: number): void {
+    const vcpu = this.#vcpus[0]!;
+    const stop = new Int32Array(this.#stop);
+    const control = new Int32Array(this.#control);
+    const ioapic = this.ioapic ? (r: MmioRequest): boolean => this.#ioapicAccess(r) : undefined;
+    const loop = new VcpuLoop(vcpu, data, {
+      // What the other vCPUs put in the ring comes first; the main thread is its consumer.
+      output: (out, length) => {
+        drain();
+        deliver(out.slice(0, length));
+      },
+      rxSpace: () => this.#feed(),
+      mmio: (address, write, bytes) => {
+        const r: MmioRequest = { address, write, data: bytes };
+        try {
+          if (ioapic?.(r) !== true) this.virtio.handle(r);
+        } catch {
+          if (!write) bytes.fill(0xff);
+        }
+      },
+      interrupted: () => (Atomics.load(stop, 0) !== 0 ? IntrAction.Stop : IntrAction.Leave),
+    }, false);
+    mark("vCPU 0: first KVM_RUN, on the main thread");
+    this.#firstRun.resolve(absoluteNow());
+    const counters = this.#exitCounters[0]!;
+    const exitsBefore = readExitCounters(counters, this.#mmioWindowNames).total;
+    // The hard bound, for a guest that makes no exits and a worker that never kicks (it died
+    // loading): this thread's own timer sends it the kick signal at the bound, then every
+    // millisecond (a tick outside KVM_RUN is absorbed by the no-op handler; the next one, or
+    // the deadline check after an exit, ends the window).
+    const timer = ThreadTimer.create(data.vcpu.kickSignal);
+    let end: ReturnType<VcpuLoop["run"]>;
+    try {
+      timer.arm(this.#earlyVcpuMaxMs, 1);
+      end = loop.run(startedAt + this.#earlyVcpuMaxMs);
+    } finally {
+      timer.close();
+    }
+    const report = (outcome: EarlyWindowReport["outcome"]): void => {
+      this.#earlyReport = { outcome, exits: readExitCounters(counters, this.#mmioWindowNames).total - exitsBefore, durationMs: performance.now() - startedAt };
+    };
+    if (end !== null) {
+      Atomics.store(cell, 0, EarlyHandover.Ended);
+      Atomics.notify(cell, 0);
+      mark("vCPU 0 ended in the early window");
+      report("ended");
+      const state = loop.endState();
+      ended({ ...end, exits: state.exits, vcpus: [state] });
+      return;
+    }
+    // Out of KVM_RUN, every exit completed (KVM finishes a pending one on the worker's first
+    // KVM_RUN). Forget this thread as the kick target: a kick before the worker's first
+    // KVM_RUN sets immediate_exit only. A pause asked meanwhile parks the worker at once.
+    Atomics.store(new Int32Array(vcpu.toTransferable().tid), 0, 0);
+    if (Atomics.load(control, 0) === 1) vcpu.setImmediateExit(true);
+    const ready = Atomics.exchange(cell, 0, EarlyHandover.Handed) === EarlyHandover.Ready;
+    Atomics.notify(cell, 0);
+    report(ready ? "handed" : "given-up");
+    mark(ready ? "vCPU 0 handed to its worker" : "vCPU 0's early window given up before its worker was ready");
   }
 
   /**
@@ -908,6 +1066,14 @@ export class Vmm {
    */
   whenRunning(): Promise<number> {
     return this.#firstRun.promise;
+  }
+
+  /**
+   * How vCPU 0's early window went (see {@link VmConfig.earlyVcpu}): undefined before
+   * {@link Vmm.run}, without a window (turned off, or a restored VM), or while it lasts.
+   */
+  get earlyWindow(): EarlyWindowReport | undefined {
+    return this.#earlyReport;
   }
 
   /** Serves an MMIO access if it is in the I/O APIC's window. */
