@@ -102,7 +102,7 @@ describeWith({ kvm: true, tools: ["gcc", "ld"] }, "virtio-balloon on the referen
     });
     expect(selftestProblems(r, ["balloon"]), explain(r)).toEqual([]);
     expect(w.problems(r), JSON.stringify(w.samples)).toEqual([]);
-    console.log(`[ours] balloon: RSS ${w.samples.touched} -> ${w.samples.inflated} bytes around a 16 MiB inflate`);
+    console.log(`[ours] balloon: RSS ${w.samples.touched} -> ${w.samples.inflated} bytes (RssShmem ${w.samples.touchedShmem} -> ${w.samples.inflatedShmem}) around a 16 MiB inflate`);
   });
 
   it("a target change while the guest runs (Vmm.setBalloonTarget, what the API calls) arrives as a config-change interrupt and num_pages follows", async () => {
