@@ -10,7 +10,7 @@ function pollOnce(efd: EventFd, timeoutMs: number): { how: string; ms: number } 
   try {
     how = pollFd(efd.fd, { readable: true }, timeoutMs).timedOut ? "timeout" : "ready";
   } catch (e) {
-    how = codeOf(() => { throw e; });
+    how = codeOf(() => { throw e; }) ?? "no code";
   }
   return { how, ms: performance.now() - t0 };
 }
