@@ -44,12 +44,12 @@ export function consoleProblems(run: GuestRun, received: Buffer): string[] {
 
 /** VmRSS of a process in bytes, from /proc/<pid>/status. */
 export function processRss(pid: number): number {
-  return statusKb(pid, "VmRSS");
+  return statusKb(readFileSync(`/proc/${pid}/status`, "utf8"), "VmRSS", pid);
 }
 
-/** A `Name: N kB` line of /proc/<pid>/status, in bytes. */
-function statusKb(pid: number, name: string): number {
-  const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+/** A `Name: N kB` line of a /proc/<pid>/status text, in bytes. */
+function statusKb(status: string, name: string, pid: number): number {
+  const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(status);
   if (!m) throw new Error(`no ${name} in /proc/${pid}/status`);
   return Number(m[1]) * 1024;
 }
@@ -105,8 +105,10 @@ export function watchBalloon(marker: string): BalloonWatch {
       errors.push(`no process with ${marker} in its command line`);
       return;
     }
-    samples[at] = processRss(pid);
-    samples[at === "touched" ? "touchedShmem" : "inflatedShmem"] = statusKb(pid, "RssShmem");
+    // One read of the status, so both figures are of the same moment.
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    samples[at] = statusKb(status, "VmRSS", pid);
+    samples[at === "touched" ? "touchedShmem" : "inflatedShmem"] = statusKb(status, "RssShmem", pid);
   };
   return {
     samples,

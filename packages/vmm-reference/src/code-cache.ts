@@ -177,17 +177,18 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string | 
   return home.startsWith("/") ? join(home, ".cache", "ts-vmm", "code-cache") : null;
 }
 
-/** The contents of a trusted file (a regular file of this user or root, not writable by group or others) of at most `limit` bytes, or undefined. */
-function readTrusted(path: string, limit: number): Buffer | undefined {
+/**
+ * Opens `path` if it is a trusted file (a regular file of this user or root, not writable by
+ * group or others) and passes its fd and size to `read`; undefined if it is not, or on any error.
+ */
+function readIfTrusted<T>(path: string, read: (fd: number, size: number) => T | undefined): T | undefined {
   let fd = -1;
   try {
     fd = openSync(path, "r");
     const st = fstatSync(fd);
     const uid = process.getuid?.() ?? 0;
-    if (!st.isFile() || (st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0 || st.size > limit) return undefined;
-    const data = Buffer.alloc(st.size);
-    if (readSync(fd, data, 0, data.length, 0) !== data.length) return undefined;
-    return data;
+    if (!st.isFile() || (st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0) return undefined;
+    return read(fd, st.size);
   } catch {
     return undefined;
   } finally {
@@ -195,25 +196,24 @@ function readTrusted(path: string, limit: number): Buffer | undefined {
   }
 }
 
+/** The contents of a trusted file (see {@link readIfTrusted}) of at most `limit` bytes, or undefined. */
+function readTrusted(path: string, limit: number): Buffer | undefined {
+  return readIfTrusted(path, (fd, size) => {
+    if (size > limit) return undefined;
+    const data = Buffer.alloc(size);
+    return readSync(fd, data, 0, data.length, 0) === data.length ? data : undefined;
+  });
+}
+
 /** The V8 data of a trusted cache file with this header, or undefined (absent, stale, untrusted, unreadable). */
 function readCache(path: string, header: Buffer): Buffer | undefined {
-  let fd = -1;
-  try {
-    fd = openSync(path, "r");
-    const st = fstatSync(fd);
-    const uid = process.getuid?.() ?? 0;
-    if (!st.isFile() || (st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0) return undefined;
-    if (st.size <= header.length || st.size > 256 * 1024 * 1024) return undefined;
+  return readIfTrusted(path, (fd, size) => {
+    if (size <= header.length || size > 256 * 1024 * 1024) return undefined;
     const head = Buffer.alloc(header.length);
     if (readSync(fd, head, 0, head.length, 0) !== head.length || !head.equals(header)) return undefined;
-    const data = Buffer.alloc(st.size - header.length);
-    if (readSync(fd, data, 0, data.length, header.length) !== data.length) return undefined;
-    return data;
-  } catch {
-    return undefined;
-  } finally {
-    if (fd >= 0) closeSync(fd);
-  }
+    const data = Buffer.alloc(size - header.length);
+    return readSync(fd, data, 0, data.length, header.length) === data.length ? data : undefined;
+  });
 }
 
 /** Writes header + data to `path` atomically; false on any failure. */

@@ -70,6 +70,17 @@ Napi::Value UnblockSignal(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), 0);
 }
 
+// Whether a real-time signal still has its default disposition (it would end the process).
+bool DefaultDisposition(int signo, bool* out, int* err) {
+  struct sigaction old;
+  if (sigaction(signo, nullptr, &old) != 0) {
+    *err = errno;
+    return false;
+  }
+  *out = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL;
+  return true;
+}
+
 // tgkill(tid, signo) -> 0 | -errno: signals one thread of this process (tgid = getpid()).
 Napi::Value Tgkill(const Napi::CallbackInfo& info) {
   int64_t tid;
@@ -85,23 +96,13 @@ Napi::Value Tgkill(const Napi::CallbackInfo& info) {
   // refuse it (-EINVAL, which tgkill itself cannot return for a valid signal) until a
   // handler is installed (installNoopHandler, or anyone else's).
   if (signo != 0) {
-    struct sigaction old;
-    if (sigaction(signo, nullptr, &old) != 0) return Errno(info.Env(), errno);
-    if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL) return Errno(info.Env(), EINVAL);
+    bool dfl;
+    int err;
+    if (!DefaultDisposition(signo, &dfl, &err)) return Errno(info.Env(), err);
+    if (dfl) return Errno(info.Env(), EINVAL);
   }
   if (syscall(SYS_tgkill, getpid(), static_cast<pid_t>(tid), signo) != 0) return Errno(info.Env(), errno);
   return Napi::Number::New(info.Env(), 0);
-}
-
-// Whether a real-time signal still has its default disposition (it would end the process).
-bool DefaultDisposition(int signo, bool* out, int* err) {
-  struct sigaction old;
-  if (sigaction(signo, nullptr, &old) != 0) {
-    *err = errno;
-    return false;
-  }
-  *out = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL;
-  return true;
 }
 
 // Timers made here (kernel timer ids): only these are armed or deleted, so a wrong id from
