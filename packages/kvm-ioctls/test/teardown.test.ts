@@ -3,7 +3,7 @@
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describeKvm } from "@ts-vmm/test-utils";
-import { expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 const script = fileURLToPath(new URL("./fixtures/exit-while-running.mjs", import.meta.url));
 
@@ -18,4 +18,13 @@ describeKvm("teardown with a vCPU inside KVM_RUN", () => {
       expect(ms).toBeLessThan(10_000);
     });
   }
+});
+
+describe("worker.terminate() inside the addon's init", () => {
+  it("ends only the worker, never the process (no fatal error from a failed Node-API call)", () => {
+    const fixture = fileURLToPath(new URL("./fixtures/terminate-in-init.mjs", import.meta.url));
+    const r = spawnSync(process.execPath, [fixture, "30"], { encoding: "utf8", timeout: 60_000 });
+    expect({ status: r.status, signal: r.signal, stderr: r.stderr.slice(0, 2000) }).toEqual({ status: 0, signal: null, stderr: "" });
+    expect(r.stdout.trim()).toBe("done 30");
+  });
 });
