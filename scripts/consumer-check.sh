@@ -38,6 +38,11 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/ts-vmm-consumer.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/tarballs"
 log="$scratch/log"
+# A failed example's output: the end of its stdout and the start of its stderr (a fatal
+# error's message and native stack come first there; a tail kept only the JS frames).
+show_failed() {
+  { echo "--- stdout (last 20 lines)"; tail -20 "$1/out"; echo "--- stderr (first 60 lines)"; head -60 "$1/err"; } | sed 's/^/    /' >&2
+}
 fail() { echo "consumer-check: $*" >&2; [ -s "$log" ] && tail -40 "$log" >&2; exit 1; }
 
 # 0. The example files are the READMEs' code blocks.
@@ -148,7 +153,7 @@ JSON
       else
         v_failed=$((v_failed + 1))
         echo "consumer-check: Node $version: FAIL $name" >&2
-        cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+        show_failed "$scratch"
       fi
     done
     # The installed `ts-vmm` binary (vmm-reference's bin: the shell launcher dist/ts-vmm, which runs dist/bin.cjs and its one-file bundles, whose
@@ -164,7 +169,7 @@ JSON
     else
       v_failed=$((v_failed + 1))
       echo "consumer-check: Node $version: FAIL ts-vmm run (the installed binary): status $status" >&2
-      cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+      show_failed "$scratch"
     fi
     # `ts-vmm demo` boots the micro-guest the vmm-reference tarball ships (dist/guest/micro-guest.elf):
     # run from an empty folder, so no guest.elf of ours can be what it boots.
@@ -180,7 +185,7 @@ JSON
     else
       v_failed=$((v_failed + 1))
       echo "consumer-check: Node $version: FAIL ts-vmm demo (the micro-guest in the tarball): status $status" >&2
-      cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+      show_failed "$scratch"
     fi
   fi
   cd "$root"
@@ -244,7 +249,7 @@ check_pure() {
     pure_passed=$((pure_passed + 1))
   else
     echo "consumer-check: pure $name: FAIL $example" >&2
-    cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+    show_failed "$scratch"
     pure_failed=$((pure_failed + 1))
   fi
   cd "$root"
@@ -291,7 +296,7 @@ check_yarn() {
     yarn_passed=$((yarn_passed + 1)); echo "consumer-check: yarn $yarn_version: ok   kvm-ioctls.mjs" >&2
   else
     yarn_failed=$((yarn_failed + 1)); echo "consumer-check: yarn $yarn_version: FAIL kvm-ioctls.mjs" >&2
-    cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+    show_failed "$scratch"
   fi
   set +e
   PATH="$bin:$PATH" timeout 60 node_modules/.bin/ts-vmm demo --mem 64 >"$scratch/out" 2>"$scratch/err"
@@ -301,7 +306,7 @@ check_yarn() {
     yarn_passed=$((yarn_passed + 1)); echo "consumer-check: yarn $yarn_version: ok   ts-vmm demo" >&2
   else
     yarn_failed=$((yarn_failed + 1)); echo "consumer-check: yarn $yarn_version: FAIL ts-vmm demo: status $status" >&2
-    cat "$scratch/out" "$scratch/err" | tail -20 | sed 's/^/    /' >&2
+    show_failed "$scratch"
   fi
   cd "$root"
   rm -rf "$project"
