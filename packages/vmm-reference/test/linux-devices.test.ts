@@ -22,7 +22,7 @@ import {
   type VmmLauncher,
 } from "@ts-vmm/test-guests";
 import { beforeAll, describe, expect, it } from "vitest";
-import { NESTED_CPU_ARGS, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
+import { NESTED_CPU_ARGS, nestedJudge, PACKAGE_DIR, QUIET_CMDLINE } from "./nested-linux.js";
 import { oursNodeLauncher } from "./ours-launcher.js";
 
 /*
@@ -98,8 +98,9 @@ function body(): void {
     const g = await linuxGuest();
     const rg = await linuxRtcGuest();
     t = linuxDeviceTest({ net: true, vsock: true, balloon: { amountMiB: 64 } });
-    // Retried once only for the environment: an L1 problem, or the emulator handing our vCPU
-    // L1's state (guestHasL1State). Any other failure of ours is reported as it is.
+    // Retried once only for the environment: an L1 problem, the emulator handing our vCPU
+    // L1's state (guestHasL1State), or a triple fault of ours (nestedJudge says why). Any other
+    // failure of ours is reported as it is.
     hostStartS = Date.now() / 1000;
     const { run: r, discarded } = await runNestedUntilSound(
       {
@@ -113,7 +114,7 @@ function body(): void {
           memMiB: 256, vcpus: 1, devices: [{ kind: "rtc" }], timeoutMs: L2_TIMEOUT_MS, extraArgs: NESTED_CPU_ARGS,
         }],
       },
-      (x) => x.problem ?? x.guests.map((y) => guestHasL1State(x, y)).find((why) => why !== null) ?? null,
+      nestedJudge((x) => x.problem ?? x.guests.map((y) => guestHasL1State(x, y)).find((why) => why !== null) ?? null, (x) => x.guests),
       2,
     );
     if (discarded.length > 0) console.warn(`[nested devices] discarded runs: ${discarded.join("; ")}`);
