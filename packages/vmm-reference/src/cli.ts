@@ -556,6 +556,9 @@ async function superviseRun(
       return 0;
     case "Shutdown":
       stderr.write(`ts-vmm: ${result.detail ?? "the guest shut down (triple fault)"}\n`);
+      // Where the other vCPUs were and how many exits each had: what is left to go on (on AMD,
+      // KVM has reset the faulting vCPU's registers before it reports the fault).
+      writeVcpuStates(stderr, result.vcpus);
       return 4;
     case "Stopped":
       if (signal) {
@@ -578,7 +581,7 @@ async function superviseRun(
 
 const MP_STATES = ["runnable", "uninitialized", "init-received", "halted", "sipi-received", "stopped", "check-stop", "operating", "load"];
 
-/** After a stop from outside (signal, timeout): one line per vCPU saying where it was, for a guest that hung. */
+/** After a stop from outside (signal, timeout) or a triple fault: one line per vCPU saying where it was. */
 function writeVcpuStates(stderr: { write(s: string): unknown }, states: RunResult["vcpus"]): void {
   for (const v of states ?? []) {
     const exits = Object.entries(v.exits).map(([k, n]) => `${k}=${n}`).join(" ");

@@ -127,6 +127,8 @@ describeKvm("ts-vmm with KVM", () => {
     const r = await cli("run", "--kernel", tf, "--memory", "16");
     expect(r.code).toBe(4);
     expect(r.err).toMatch(/triple fault/);
+    // and one line per vCPU with where it ended and its exits
+    expect(r.err).toMatch(/^ts-vmm: vCPU 0: rip=\S+ rflags=\S+ cr0=\S+ mp_state=\S+; exits: /m);
   }, 30_000);
   it("cpu-features --json: every feature with its three columns, the module parameters and the inhibits", async () => {
     const r = await cli("cpu-features", "--json");
