@@ -38,10 +38,16 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/ts-vmm-consumer.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/tarballs"
 log="$scratch/log"
-# A failed example's output: the end of its stdout and the start of its stderr (a fatal
-# error's message and native stack come first there; a tail kept only the JS frames).
+# A failed example's output: the end of its stdout and its stderr, whole or its start and end
+# (a fatal error's message and native stack come first there; a tail kept only the JS frames).
 show_failed() {
-  { echo "--- stdout (last 20 lines)"; tail -20 "$1/out"; echo "--- stderr (first 60 lines)"; head -60 "$1/err"; } | sed 's/^/    /' >&2
+  local n
+  n=$(wc -l <"$1/err")
+  {
+    echo "--- stdout (last 20 lines)"; tail -20 "$1/out"
+    if [ "$n" -le 80 ]; then echo "--- stderr"; cat "$1/err"
+    else echo "--- stderr (first 60 and last 20 of $n lines)"; head -60 "$1/err"; echo "[...]"; tail -20 "$1/err"; fi
+  } | sed 's/^/    /' >&2
 }
 fail() { echo "consumer-check: $*" >&2; [ -s "$log" ] && tail -40 "$log" >&2; exit 1; }
 

@@ -3,7 +3,8 @@
 // and publint and attw (are the types wrong, esm-only profile) on what each published package would ship,
 // then the consumer check (scripts/consumer-check.sh: install and examples on every supported Node),
 // then the docs site in headless Chromium (scripts/docs-check.mjs),
-// then the addon packages' tests on the other Node versions (scripts/test-other-nodes.mjs), then prints one closing line with the totals from each package's vitest JSON report:
+// then the addon packages' tests on the other Node versions (scripts/test-other-nodes.mjs), then the failures, the nested
+// runs that were discarded and run again, and one closing line with the totals from each package's vitest JSON report:
 // "tests: N passed, N failed, N skipped".
 // Exits non-zero if any test failed, any turbo task failed, or no test ran.
 import { spawnSync } from "node:child_process";
@@ -17,6 +18,11 @@ const isReport = (f) => /^\.vitest-report(\.node\d+)?\.json$/.test(f);
 for (const p of packages) for (const f of readdirSync(join(pkgsDir, p)).filter(isReport)) rmSync(join(pkgsDir, p, f), { force: true });
 
 const cache = process.env.TS_VMM_CACHE ?? join(process.env.HOME ?? "/root", ".cache", "ts-vmm");
+// The nested tests' discarded L1 runs (test-guests' runNestedUntilSound appends a line for each:
+// the emulated tier failed, or a triple fault of ours was retried once): listed in the summary,
+// so a pass that needed a retry says so.
+const discardLog = join(cache, "nested", "discards.log");
+rmSync(discardLog, { force: true });
 const run = spawnSync(
   "pnpm",
   ["exec", "turbo", "run", "typecheck", "test", "docs:api", "publint", `--cache-dir=${cache}/turbo`, "--concurrency=1", "--continue", ...process.argv.slice(2)],
@@ -105,6 +111,8 @@ if (others.status !== 0 && failed === failedBefore) {
   rows.push(`  ${"other-nodes".padEnd(20)} failed outside any test (scripts/test-other-nodes.mjs)`);
 }
 if (failures.length > 0) console.log("\nfailed:\n" + failures.join("\n"));
+const discards = existsSync(discardLog) ? readFileSync(discardLog, "utf8").split("\n").filter((l) => l !== "") : [];
+if (discards.length > 0) console.log(`\nnested runs discarded and run again (${discards.length}):\n` + discards.map((l) => `  ${l}`).join("\n"));
 console.log("\nper package:\n" + rows.join("\n"));
 console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 const ok = run.status === 0 && others.status === 0 && failed === 0 && passed > 0;

@@ -700,8 +700,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // A napi_value is a v8::Local's slot pointer in Node's implementation
   // (v8impl::JsValueFromV8LocalValue); vmm-sys-util relies on the same.
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
-  v8::Local<v8::Function> run =
-      v8::FunctionTemplate::New(isolate, RunV8)->GetFunction(isolate->GetCurrentContext()).ToLocalChecked();
+  v8::Local<v8::Function> run;
+  // Empty only when the isolate cannot run (a worker being terminated during this init):
+  // return without `run`, as a failed Node-API call above would, instead of aborting.
+  if (!v8::FunctionTemplate::New(isolate, RunV8)->GetFunction(isolate->GetCurrentContext()).ToLocal(&run)) return exports;
   run->SetName(v8::String::NewFromUtf8Literal(isolate, "run"));
   exports.Set("run", Napi::Value(env, reinterpret_cast<napi_value>(*run)));
   return exports;

@@ -74,6 +74,7 @@ export {
   NESTED_MARKERS,
   nestedCacheDir,
   runNested,
+  NESTED_DISCARD_LOG,
   runNestedUntilSound,
   serialCopies,
   serialTransportLoss,

@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -192,7 +192,8 @@ export const L1_KERNEL_FAULT = /Hardware name: QEMU Standard PC \(i440FX[^\n]*/;
 
 /**
  * Whether a guest run shows the emulator handing it L1's state: the VMM (ours
- * prints where each vCPU was when it stopped on a signal or timeout) reports
+ * prints where each vCPU was when it stopped on a signal or timeout, or after
+ * a triple fault of one of them) reports
  * a vCPU RIP inside one of L1's modules, code the guest cannot have. Seen
  * under QEMU 7.2's multi-threaded TCG with two L2 vCPUs running at once:
  * the L2 vCPU resumed at an address in L1's kvm_amd. Returns the line that
@@ -1128,6 +1129,17 @@ export async function runNested(options: NestedOptions): Promise<NestedRun> {
   }
 }
 
+/** Where {@link runNestedUntilSound} lists the runs it discarded: the repo's `npm test` prints them in its summary. */
+export const NESTED_DISCARD_LOG = "discards.log";
+
+function recordDiscard(why: string): void {
+  try {
+    appendFileSync(join(nestedCacheDir(), NESTED_DISCARD_LOG), `${new Date().toISOString()} ${why.replace(/\s+/g, " ").slice(0, 400)}\n`);
+  } catch {
+    // only a report: the warning above has it too
+  }
+}
+
 /**
  * Runs {@link runNested} up to `attempts` times (default 2) until `unsound`
  * returns null, and returns the last run with the reasons of the runs it
@@ -1150,6 +1162,7 @@ export async function runNestedUntilSound(
     if (why === null || i >= attempts) return { run, discarded };
     discarded.push(why);
     console.warn(`[nested] attempt ${i} discarded (the emulated tier, not the VMM under test): ${why}`);
+    recordDiscard(why);
   }
 }
 

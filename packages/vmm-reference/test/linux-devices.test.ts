@@ -98,9 +98,9 @@ function body(): void {
     const g = await linuxGuest();
     const rg = await linuxRtcGuest();
     t = linuxDeviceTest({ net: true, vsock: true, balloon: { amountMiB: 64 } });
-    // Retried once only for the environment: an L1 problem, the emulator handing our vCPU
-    // L1's state (guestHasL1State), or a triple fault of ours (nestedJudge says why). Any other
-    // failure of ours is reported as it is.
+    // Retried (three L1 runs at most) only for the environment: an L1 problem, the emulator
+    // handing our vCPU L1's state (guestHasL1State), or, once, a triple fault of ours
+    // (nestedJudge says why). Any other failure of ours is reported as it is.
     hostStartS = Date.now() / 1000;
     const { run: r, discarded } = await runNestedUntilSound(
       {
@@ -115,12 +115,12 @@ function body(): void {
         }],
       },
       nestedJudge((x) => x.problem ?? x.guests.map((y) => guestHasL1State(x, y)).find((why) => why !== null) ?? null, (x) => x.guests),
-      2,
+      3,
     );
     if (discarded.length > 0) console.warn(`[nested devices] discarded runs: ${discarded.join("; ")}`);
     run = r;
     hostEndS = Date.now() / 1000;
-  }, 2 * (150_000 + 2 * L2_TIMEOUT_MS + 30_000));
+  }, 3 * (150_000 + 2 * L2_TIMEOUT_MS + 30_000)); // at most three L1 runs
 
   it("one L1 run: the guest reaches its shell, every device check holds on both sides, and poweroff ends the VMM with 0", () => {
     expect(run.problem, `L1 problem; L1 console:\n${run.l1Serial.slice(-3000)}\n--- L1 qemu:\n${run.l1Log}`).toBeNull();

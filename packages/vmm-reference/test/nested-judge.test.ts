@@ -2,17 +2,23 @@
 // hand-made run records: the real runs are the nested tests themselves.
 import type { NestedRun } from "@ts-vmm/test-guests";
 import { describe, expect, it } from "vitest";
+import { terminalExit } from "../src/machine/exit-reason.js";
 import { nestedJudge, oursTripleFault } from "./nested-linux.js";
 
-const TF = "ts-vmm: vCPU 1: triple fault (KVM_EXIT_SHUTDOWN) (RIP reads 0xfff0: KVM reset the vCPU before reporting it, as it does on AMD)\n";
+// The lines our CLI writes (cli.ts: `ts-vmm: ${detail}`), from the code that words them.
+const detail = (rip: string): string => terminalExit(1, { kind: "Shutdown" }, () => rip)?.detail ?? "";
+const TF = `ts-vmm: ${detail("0xfff0")}\n`;
+const TF_AT = `ts-vmm: ${detail("0xffffffff81000123")}\n`;
 const run = (problem: string | null, logs: readonly string[]): NestedRun =>
   ({ problem, guests: logs.map((vmmLog, i) => ({ name: `ours-${i + 1}`, vmmLog })) }) as unknown as NestedRun;
 
 describe("nestedJudge", () => {
   it("reads our CLI's triple-fault line, and nothing else, as a triple fault", () => {
-    expect(oursTripleFault({ vmmLog: `noise\n${TF}` })).toBe("vCPU 1: triple fault (KVM_EXIT_SHUTDOWN) (RIP reads 0xfff0: KVM reset the vCPU before reporting it, as it does on AMD)");
+    expect(oursTripleFault({ vmmLog: `noise\n${TF}` })).toBe(detail("0xfff0"));
+    expect(oursTripleFault({ vmmLog: TF_AT })).toBe(detail("0xffffffff81000123"));
     expect(oursTripleFault({ vmmLog: "ts-vmm: vCPU 0: KVM_EXIT_INTERNAL_ERROR at RIP 0x1000\n" })).toBeNull();
     expect(oursTripleFault({ vmmLog: "" })).toBeNull();
+    expect(detail("0xfff0")).toContain("triple fault");
   });
 
   it("discards an environment problem every time, a triple fault of ours only once, and a clean run never", () => {

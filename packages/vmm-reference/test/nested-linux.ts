@@ -63,7 +63,13 @@ export function oursTripleFault(vmm: { readonly vmmLog: string }): string | null
  * reference did not reach the shell"). Quiet boots make it rare: 0 of 36 2-vCPU boots in
  * soaks on 2026-12-07 (bench/nested-soak.ts), and one (vCPU 1, after /init's first markers) in
  * CI's run of 2026-12-05. A VMM bug that triple-faults every time still fails, as does one
- * that does so in two runs; on hosts with VMX/SVM the host-tier test retries nothing.
+ * that does so in two runs of one test; on hosts with VMX/SVM the host-tier test retries
+ * nothing. What this cannot tell apart: the evidence for the tier is from 1-vCPU boots and
+ * QEMU's guest, so a rare SMP bug of ours that triple-faults a 2-vCPU boot now and then would
+ * pass most runs. Hence every retry is listed in `npm test`'s summary ("nested runs discarded
+ * and run again", from test-guests' discard log): one that recurs across CI runs is a bug to
+ * chase, not the tier. (A triple fault whose other vCPUs' printed RIPs lie in L1's modules is
+ * the L1-state signature, guestHasL1State, and is retried as the environment.)
  */
 export function nestedJudge(
   environment: (run: NestedRun) => string | null,
