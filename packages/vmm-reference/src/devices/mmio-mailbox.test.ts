@@ -1,6 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { describe, expect, it } from "vitest";
-import { MMIO_MAILBOX_BYTES, MmioMailboxServer, type MmioRequest } from "./mmio-mailbox.js";
+import { defaultMailboxSpinMs, MMIO_MAILBOX_BYTES, MMIO_MAILBOX_SPIN_MS, MmioMailboxClient, MmioMailboxServer, type MmioRequest } from "./mmio-mailbox.js";
 
 // The client runs in a real worker thread (as in the VMM) from the compiled dist/.
 const CLIENT = new URL("../../dist/devices/mmio-mailbox.js", import.meta.url).href;
@@ -9,8 +9,8 @@ function worker(script: string, data: unknown): Promise<unknown> {
   const w = new Worker(
     `import { workerData, parentPort } from "node:worker_threads";
      import { MmioMailboxClient } from ${JSON.stringify(CLIENT)};
-     const { sab, stop } = workerData;
-     const c = new MmioMailboxClient(sab, new Int32Array(stop));
+     const { sab, stop, spinMs } = workerData;
+     const c = new MmioMailboxClient(sab, new Int32Array(stop), spinMs);
      ${script}`,
     { eval: true, workerData: data },
   );
@@ -53,6 +53,40 @@ describe("MMIO mailbox between a worker and the device owner", () => {
     expect(seen[1]).toMatchObject({ address: 0xd000_1000, write: true });
     expect([...seen[399]!.data]).toEqual(new Array(8).fill(199));
     expect(server.served).toBe(400);
+  });
+
+  for (const spinMs of [0, 0.1, 5]) {
+    it(`with a spin of ${spinMs} ms before sleeping, every answer arrives and matches its request`, async () => {
+      const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
+      const stop = new SharedArrayBuffer(4);
+      let n = 0;
+      const server = new MmioMailboxServer(sab, (r) => {
+        n++;
+        // Some answers come at once, some after the spin is over (a timer turn of the loop).
+        if (!r.write) new DataView(r.data.buffer, r.data.byteOffset, r.data.byteLength).setUint32(0, r.address >>> 0, true);
+      });
+      const out = (await worker(
+        `const got = [];
+         for (let i = 0; i < 300; i++) { const d = new Uint8Array(4); c.call(0xd000_0000 + i * 4, false, d); got.push(new DataView(d.buffer).getUint32(0, true)); }
+         parentPort.postMessage({ got, spin: c.spinMs });`,
+        { sab, stop, spinMs },
+      )) as { got: number[]; spin: number };
+      server.close();
+      expect(out.spin).toBe(spinMs);
+      expect(out.got).toEqual(Array.from({ length: 300 }, (_, i) => 0xd000_0000 + i * 4));
+      expect(n).toBe(300);
+    });
+  }
+
+  it("the spin's default: TS_VMM_MAILBOX_SPIN_MS if valid, else MMIO_MAILBOX_SPIN_MS with more than one CPU, else 0; a bad spin is a RangeError", () => {
+    expect(defaultMailboxSpinMs({}, 2)).toBe(MMIO_MAILBOX_SPIN_MS);
+    expect(defaultMailboxSpinMs({}, 1)).toBe(0);
+    expect(defaultMailboxSpinMs({ TS_VMM_MAILBOX_SPIN_MS: "0" }, 8)).toBe(0);
+    expect(defaultMailboxSpinMs({ TS_VMM_MAILBOX_SPIN_MS: "0.5" }, 1)).toBe(0.5);
+    for (const bad of ["-1", "nope", "11", "Infinity"]) expect(defaultMailboxSpinMs({ TS_VMM_MAILBOX_SPIN_MS: bad }, 2)).toBe(MMIO_MAILBOX_SPIN_MS);
+    const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
+    for (const bad of [-0.1, 10.5, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => new MmioMailboxClient(sab, new Int32Array(4), bad)).toThrow(RangeError);
+    expect(new MmioMailboxClient(sab, new Int32Array(4), 0).spinMs).toBe(0);
   });
 
   it("a worker whose owner stopped answering gives up once the VM is stopping (reads float high)", async () => {
