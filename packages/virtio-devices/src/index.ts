@@ -10,7 +10,7 @@ export type { ActivateContext, DeviceState, IrqLine, VirtioDevice, VirtioInterru
 export { VirtioDeviceError } from "./errors.js";
 export type { VirtioDeviceErrorCode } from "./errors.js";
 export { EventFdIrqLine } from "./irq.js";
-export { MmioTransport, serveInterruptRegister } from "./mmio-transport.js";
+export { MmioTransport, REGISTER_CELL_BYTES, serveInterruptRegister } from "./mmio-transport.js";
 export type { MmioTransportOptions } from "./mmio-transport.js";
 export type { MmioTransportState } from "./mmio-state.js";
 export {

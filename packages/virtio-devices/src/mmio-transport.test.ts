@@ -7,6 +7,7 @@ import {
   MMIO,
   MMIO_MAGIC,
   MmioTransport,
+  REGISTER_CELL_BYTES,
   serveInterruptRegister,
   STATUS_ACKNOWLEDGE,
   STATUS_DEVICE_NEEDS_RESET,
@@ -318,6 +319,47 @@ describe("MmioTransport InterruptStatus cell (served on other threads)", () => {
     // Reset clears the cell too.
     wr(r.t, MMIO.Status, 0);
     expect(Atomics.load(cell, 0)).toBe(0);
+  });
+
+  it("ConfigGeneration, DeviceID and the constant ID registers are served from the cells with the transport's own values", () => {
+    const dev = new ProbeDevice();
+    const r = rig(dev);
+    bringUp(r);
+    expect(r.t.interruptState.byteLength).toBe(REGISTER_CELL_BYTES);
+    const cell = new Int32Array(r.t.interruptState);
+    const served = (offset: number): number | null => {
+      const d = new Uint8Array(4);
+      return serveInterruptRegister(cell, offset, false, d) ? new DataView(d.buffer).getUint32(0, true) : null;
+    };
+    for (const reg of [MMIO.MagicValue, MMIO.Version, MMIO.DeviceId, MMIO.VendorId, MMIO.ConfigGeneration]) expect(served(reg), `register 0x${reg.toString(16)}`).toBe(rd(r.t, reg));
+    expect(served(MMIO.DeviceId)).toBe(42);
+    // A config change bumps the generation in the cell in the same turn, before the interrupt.
+    const g = served(MMIO.ConfigGeneration)!;
+    let inIrq: number | null = null;
+    const trigger = r.irq.trigger.bind(r.irq);
+    r.irq.trigger = () => { inIrq = served(MMIO.ConfigGeneration); trigger(); };
+    dev.activations[0]!.interrupt.signalConfigChange();
+    expect(inIrq).toBe(g + 1);
+    expect(served(MMIO.ConfigGeneration)).toBe(g + 1);
+    expect(rd(r.t, MMIO.ConfigGeneration)).toBe(g + 1);
+    // Its saved state carries the generation, and a restored transport's cells have it.
+    const t2 = MmioTransport.fromState(JSON.parse(JSON.stringify(r.t.state())) as ReturnType<typeof r.t.state>, new ProbeDevice(), { mem: r.mem, irq: r.irq });
+    const cell2 = new Int32Array(t2.interruptState);
+    const d = new Uint8Array(4);
+    expect(serveInterruptRegister(cell2, MMIO.ConfigGeneration, false, d)).toBe(true);
+    expect(new DataView(d.buffer).getUint32(0, true)).toBe(g + 1);
+    expect(serveInterruptRegister(cell2, MMIO.DeviceId, false, d)).toBe(true);
+    expect(d[0]).toBe(42);
+    // Registers that depend on the transport's state, device config, writes to read-only
+    // registers and other widths still go to the transport; so do the generation and the
+    // device ID for a 4-byte cell (InterruptStatus only, as older transports had).
+    for (const reg of [MMIO.Status, MMIO.DeviceFeatures, MMIO.QueueNumMax, MMIO.QueueReady, MMIO.Config]) expect(served(reg)).toBeNull();
+    expect(serveInterruptRegister(cell, MMIO.ConfigGeneration, true, new Uint8Array(4))).toBe(false);
+    expect(serveInterruptRegister(cell, MMIO.MagicValue, false, new Uint8Array(2))).toBe(false);
+    const old = new Int32Array(new SharedArrayBuffer(4));
+    expect(serveInterruptRegister(old, MMIO.ConfigGeneration, false, new Uint8Array(4))).toBe(false);
+    expect(serveInterruptRegister(old, MMIO.DeviceId, false, new Uint8Array(4))).toBe(false);
+    expect(serveInterruptRegister(old, MMIO.InterruptStatus, false, new Uint8Array(4))).toBe(true);
   });
 });
 

@@ -25,6 +25,9 @@ import { checkTransportState, KNOWN_STATUS, type MmioTransportState } from "./mm
 
 const U32 = 0xffff_ffffn;
 
+/** Bytes of {@link MmioTransport.interruptState}: InterruptStatus, ConfigGeneration, DeviceID and one spare Int32 cell. */
+export const REGISTER_CELL_BYTES = 16;
+
 /** Options of {@link MmioTransport}. */
 export interface MmioTransportOptions {
   /** Guest memory the queues live in. */
@@ -64,9 +67,12 @@ export class MmioTransport {
   #deviceFeaturesSel = 0;
   #driverFeaturesSel = 0;
   #queueSel = 0;
-  /** InterruptStatus, in shared memory: a vCPU thread may serve InterruptStatus/InterruptAck itself ({@link serveInterruptRegister}). */
-  readonly #isr = new Int32Array(new SharedArrayBuffer(4));
-  #configGeneration = 0;
+  /**
+   * Shared memory a vCPU thread serves registers from ({@link serveInterruptRegister}):
+   * [0] InterruptStatus, [1] ConfigGeneration, [2] DeviceID. This thread is the only
+   * writer of [1] and [2]; [0] takes Atomics.or here and Atomics.and from an ACK anywhere.
+   */
+  readonly #isr = new Int32Array(new SharedArrayBuffer(REGISTER_CELL_BYTES));
   #activated = false;
   /** Increments on every reset: interrupts from an older activation are dropped. */
   #epoch = 0;
@@ -95,6 +101,15 @@ export class MmioTransport {
       throw new VirtioDeviceError("InvalidArgument", `device queue sizes ${device.queueMaxSizes.join(",")}: ${(e as Error).message}`, { cause: e });
     }
     this.#queueConfigErrors = this.#queues.map(() => false);
+    Atomics.store(this.#isr, 2, device.deviceType | 0);
+  }
+
+  get #configGeneration(): number {
+    return Atomics.load(this.#isr, 1) >>> 0;
+  }
+
+  set #configGeneration(v: number) {
+    Atomics.store(this.#isr, 1, v | 0);
   }
 
   /** Size of the register window in bytes. */
@@ -135,12 +150,18 @@ export class MmioTransport {
     return Atomics.load(this.#isr, 0);
   }
   /**
-   * The 4-byte cell that holds InterruptStatus. A VMM whose MMIO exits arrive
-   * on other threads (vCPU workers) passes it to them, and they serve the
-   * guest's InterruptStatus reads and InterruptAck writes with
-   * {@link serveInterruptRegister} without a round trip to this transport's
-   * thread (a Linux driver does both on every interrupt). The transport sets
-   * bits with Atomics.or before it raises the line; ACK clears with Atomics.and.
+   * The shared cells ({@link REGISTER_CELL_BYTES} bytes, Int32) that hold
+   * InterruptStatus [0], ConfigGeneration [1] and DeviceID [2]. A VMM whose MMIO
+   * exits arrive on other threads (vCPU workers) passes it to them, and they
+   * serve the guest's InterruptStatus reads and InterruptAck writes (a Linux
+   * driver does both on every interrupt), ConfigGeneration reads (around every
+   * multi-word config read) and the ID registers with
+   * {@link serveInterruptRegister}, without a round trip to this transport's
+   * thread. The transport sets interrupt bits with Atomics.or before it raises
+   * the line; ACK clears with Atomics.and. It bumps ConfigGeneration (Atomics.store)
+   * in the same turn as the device changes its config, before the change
+   * interrupt, so a driver's read of the generation before and after a config
+   * read served here sees any change made in between.
    */
   get interruptState(): SharedArrayBuffer {
     return this.#isr.buffer as SharedArrayBuffer;
@@ -609,11 +630,15 @@ export class MmioTransport {
 }
 
 /**
- * Serves a guest access to InterruptStatus (read) or InterruptAck (write) of a
- * virtio-mmio window straight on the cell of {@link MmioTransport.interruptState},
- * on any thread. Returns false for every other access (offset, direction or a
- * width other than 4), which must go to {@link MmioTransport.read} /
- * {@link MmioTransport.write} as before. Never throws.
+ * Serves, on any thread, the guest accesses of a virtio-mmio window that need
+ * no round trip to the transport's thread, on the cells of
+ * {@link MmioTransport.interruptState}: InterruptStatus reads and InterruptAck
+ * writes, ConfigGeneration reads, and reads of MagicValue, Version, DeviceID and
+ * VendorID (constant for the transport's life). Returns false for every other
+ * access (offset, direction or a width other than 4), which must go to
+ * {@link MmioTransport.read} / {@link MmioTransport.write} as before; also for
+ * ConfigGeneration and DeviceID when `cell` is shorter than the transport's (a
+ * 4-byte InterruptStatus cell of an older transport). Never throws.
  * @param cell - an Int32Array over the transport's interruptState.
  * @param offset - the offset in the window.
  * @param write - whether the guest writes.
@@ -621,18 +646,40 @@ export class MmioTransport {
  */
 export function serveInterruptRegister(cell: Int32Array, offset: number, write: boolean, data: Uint8Array): boolean {
   if (data.length !== 4) return false;
-  if (!write && offset === MMIO.InterruptStatus) {
-    const v = Atomics.load(cell, 0);
-    data[0] = v & 0xff;
-    data[1] = (v >>> 8) & 0xff;
-    data[2] = (v >>> 16) & 0xff;
-    data[3] = (v >>> 24) & 0xff;
-    return true;
-  }
-  if (write && offset === MMIO.InterruptAck) {
+  if (write) {
+    if (offset !== MMIO.InterruptAck) return false;
     const v = data[0]! | (data[1]! << 8) | (data[2]! << 16) | (data[3]! << 24);
     Atomics.and(cell, 0, ~v);
     return true;
   }
-  return false;
+  let v: number;
+  switch (offset) {
+    case MMIO.InterruptStatus:
+      v = Atomics.load(cell, 0);
+      break;
+    case MMIO.ConfigGeneration:
+      if (cell.length < 3) return false;
+      v = Atomics.load(cell, 1);
+      break;
+    case MMIO.DeviceId:
+      if (cell.length < 3) return false;
+      v = Atomics.load(cell, 2);
+      break;
+    case MMIO.MagicValue:
+      v = MMIO_MAGIC;
+      break;
+    case MMIO.Version:
+      v = MMIO_VERSION;
+      break;
+    case MMIO.VendorId:
+      v = MMIO_VENDOR_ID;
+      break;
+    default:
+      return false;
+  }
+  data[0] = v & 0xff;
+  data[1] = (v >>> 8) & 0xff;
+  data[2] = (v >>> 16) & 0xff;
+  data[3] = (v >>> 24) & 0xff;
+  return true;
 }

@@ -59,10 +59,11 @@ export interface VcpuWorkerData {
   /** MMIO exits inside `mmioWindows` go to the main thread through this mailbox (one per vCPU). */
   readonly mmioMailbox?: SharedArrayBuffer;
   /**
-   * virtio-mmio windows whose InterruptStatus reads and InterruptAck writes this
-   * worker serves itself on the transport's cell (serveInterruptRegister): a
-   * Linux driver does both on every interrupt, and each would otherwise cost a
-   * round trip to the main thread.
+   * virtio-mmio windows whose InterruptStatus reads and InterruptAck writes,
+   * ConfigGeneration reads and ID register reads this worker serves itself on
+   * the transport's cells (serveInterruptRegister): a Linux driver does the first
+   * two on every interrupt and reads the generation around every multi-word config
+   * read, and each would otherwise cost a round trip to the main thread.
    */
   readonly interruptCells?: readonly { readonly base: number; readonly cell: SharedArrayBuffer }[];
   /** `[start, end)` guest ranges served by the main thread (virtio-mmio windows, the split irqchip's I/O APIC). */
@@ -193,7 +194,7 @@ export class VcpuLoop {
     this.#outLen = 0;
   }
 
-  // InterruptStatus / InterruptAck of a virtio window, served here; false for anything else.
+  // InterruptStatus / InterruptAck, ConfigGeneration and the ID registers of a virtio window, served here; false for anything else.
   #interruptRegister(win: number, addr: number, write: boolean, bytes: Uint8Array): boolean {
     const c = win >= 0 ? this.#windowCell[win] : undefined;
     if (c !== undefined) {
