@@ -18,7 +18,12 @@ export interface IrqLine {
 export interface VirtioInterrupt {
   /** Used buffers were returned on queue `index` (call only when the queue asks for a notification). */
   signalUsedQueue(index: number): void;
-  /** The device configuration changed (the transport bumps the config generation). */
+  /**
+   * The device configuration changed (the transport bumps the config generation). Call it in
+   * the same synchronous turn as the change, on the transport's thread: other threads serve
+   * ConfigGeneration reads from shared memory (`serveInterruptRegister`), and a driver
+   * re-reads the config only if the generation moved between its two reads.
+   */
   signalConfigChange(): void;
   /**
    * The driver broke a rule the device cannot recover from: the transport

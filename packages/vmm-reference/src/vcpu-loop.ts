@@ -26,7 +26,7 @@ import {
   PioBus,
   Serial16550,
 } from "@ts-vmm/virtio-devices/legacy";
-import { serveInterruptRegister } from "@ts-vmm/virtio-devices";
+import { MMIO, serveInterruptRegister } from "@ts-vmm/virtio-devices";
 import { ExitCounterWriter, exitCountersBytes } from "./metrics/exit-counters.js";
 import { terminalExit } from "./machine/exit-reason.js";
 import type { RunResult, VcpuEndState } from "./run-result.js";
@@ -58,6 +58,8 @@ export interface VcpuWorkerData {
   readonly kbdIrqFd: number;
   /** MMIO exits inside `mmioWindows` go to the main thread through this mailbox (one per vCPU). */
   readonly mmioMailbox?: SharedArrayBuffer;
+  /** How long the mailbox's client spins for an answer before it sleeps (ms; defaultMailboxSpinMs for the VM's vCPUs). */
+  readonly mailboxSpinMs?: number;
   /**
    * virtio-mmio windows whose InterruptStatus reads and InterruptAck writes,
    * ConfigGeneration reads and ID register reads this worker serves itself on
@@ -117,6 +119,9 @@ const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 const hex = (v: number | bigint): string => `0x${v.toString(16)}`;
 
+/** InterruptStatus and InterruptAck: 1; the other registers serveInterruptRegister answers: 2. */
+const servedKind = (offset: number): 1 | 2 => (offset === MMIO.InterruptStatus || offset === MMIO.InterruptAck ? 1 : 2);
+
 /**
  * One vCPU's exit loop over its port I/O devices (built once per thread from `data`).
  * `canWait`: whether the device views may sleep on a contended lock (a worker) or only
@@ -135,7 +140,7 @@ export class VcpuLoop {
   #pmEvent: AcpiPmEvent | null = null;
   #pmSource = "";
   readonly #mmioServed: boolean;
-  /** The interrupt cell inside each window (by the index counters.mmioExit() returns), if any. */
+  /** The register cells inside each window (by the index counters.mmioExit() returns), if any. */
   readonly #windowCell: ({ base: number; cell: Int32Array } | undefined)[];
   /** Cells outside every window (none in this VMM), looked at only for addresses outside all windows. */
   readonly #strayCells: { base: number; cell: Int32Array }[] = [];
@@ -194,15 +199,18 @@ export class VcpuLoop {
     this.#outLen = 0;
   }
 
-  // InterruptStatus / InterruptAck, ConfigGeneration and the ID registers of a virtio window, served here; false for anything else.
-  #interruptRegister(win: number, addr: number, write: boolean, bytes: Uint8Array): boolean {
+  // InterruptStatus / InterruptAck, ConfigGeneration and the ID registers of a virtio window,
+  // served here: 1 for the two interrupt registers, 2 for the others; 0 for anything else.
+  #servedRegister(win: number, addr: number, write: boolean, bytes: Uint8Array): 0 | 1 | 2 {
     const c = win >= 0 ? this.#windowCell[win] : undefined;
     if (c !== undefined) {
       const o = addr - c.base;
-      if (o >= 0 && o < 0x100) return serveInterruptRegister(c.cell, o, write, bytes);
+      if (o >= 0 && o < 0x100) return serveInterruptRegister(c.cell, o, write, bytes) ? servedKind(o) : 0;
     }
-    for (const s of this.#strayCells) if (addr >= s.base && addr < s.base + 0x100) return serveInterruptRegister(s.cell, addr - s.base, write, bytes);
-    return false;
+    for (const s of this.#strayCells) {
+      if (addr >= s.base && addr < s.base + 0x100) return serveInterruptRegister(s.cell, addr - s.base, write, bytes) ? servedKind(addr - s.base) : 0;
+    }
+    return 0;
   }
 
   /** The vCPU's registers and counters as it ends (what can be read). */
@@ -296,8 +304,12 @@ export class VcpuLoop {
           const write = exit.kind === "MmioWrite";
           const addr = exit.address;
           const win = counters.mmioExit(write, addr);
-          if (this.#interruptRegister(win, addr, write, exit.data)) counters.interruptRegister();
-          else if (this.#mmioServed && win >= 0) {
+          const served = this.#servedRegister(win, addr, write, exit.data);
+          // MmioInterruptRegister counts InterruptStatus/ACK only; the ID and generation reads served
+          // here are counted under their kind (MmioRead) alone.
+          if (served !== 0) {
+            if (served === 1) counters.interruptRegister();
+          } else if (this.#mmioServed && win >= 0) {
             host.mmio(addr, write, exit.data);
             if (host.mailboxTimeouts) counters.mailboxTimeouts(host.mailboxTimeouts());
           }

@@ -88,7 +88,7 @@ function main(port: NonNullable<typeof parentPort>, data: VcpuWorkerData): void 
     const ring = new SerialOutputRing(data.serialOut, true);
     const wake = (): void => port.postMessage({ type: "serialWake" } satisfies VcpuWorkerMessage);
     const windows = data.mmioWindows ?? [];
-    const mb = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop) : undefined;
+    const mb = data.mmioMailbox && windows.length > 0 ? new MmioMailboxClient(data.mmioMailbox, stop, data.mailboxSpinMs) : undefined;
     loop = new VcpuLoop(vcpu, data, {
       // Flow control: waits while the ring is full (the vCPU pauses), unless the VM is stopping.
       output: (out, length) => ring.write(out, length, stopping, wake),

@@ -35,7 +35,7 @@ import {
   type IoapicRoute,
 } from "@ts-vmm/virtio-devices/legacy";
 import { SerialOutputRing } from "./devices/serial-output.js";
-import { MMIO_MAILBOX_BYTES, type MmioRequest } from "./devices/mmio-mailbox.js";
+import { defaultMailboxSpinMs, MMIO_MAILBOX_BYTES, type MmioRequest } from "./devices/mmio-mailbox.js";
 import { VirtioManager, type VirtioDeviceConfig } from "./devices/virtio-manager.js";
 import { VmmError } from "./error.js";
 import { BOOT_MSRS, COM1_IRQ, KBD_IRQ, MAX_VCPUS, MAX_XAPIC_VCPUS, TSS_ADDR } from "./machine/layout.js";
@@ -897,6 +897,7 @@ export class Vmm {
       const early = this.#earlyVcpu === "prestarted" ? prestartedVcpuWorkers() > 0 : this.#earlyVcpu;
       const handover = early ? new SharedArrayBuffer(4) : undefined;
       let data0: VcpuWorkerData | undefined;
+      const mailboxSpinMs = defaultMailboxSpinMs(this.#vcpus.length);
       this.#vcpus.forEach((vcpu, id) => {
         const data: VcpuWorkerData = {
           vcpu: vcpu.toTransferable(),
@@ -910,6 +911,7 @@ export class Vmm {
           serialIrqFd: this.#irqs[0]!.fd,
           kbdIrqFd: this.#irqs[1]!.fd,
           mmioMailbox: this.#mmioMailboxes[id]!,
+          mailboxSpinMs,
           interruptCells: this.virtio.interruptCells,
           mmioWindows: this.#mmioWindows,
           exitCounters: this.#exitCounters[id]!,

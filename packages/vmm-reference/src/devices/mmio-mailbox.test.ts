@@ -62,7 +62,7 @@ describe("MMIO mailbox between a worker and the device owner", () => {
       let n = 0;
       const server = new MmioMailboxServer(sab, (r) => {
         n++;
-        // Some answers come at once, some after the spin is over (a timer turn of the loop).
+        // Answered in the owner's turn: with a spin the vCPU sees it while spinning.
         if (!r.write) new DataView(r.data.buffer, r.data.byteOffset, r.data.byteLength).setUint32(0, r.address >>> 0, true);
       });
       const out = (await worker(
@@ -78,12 +78,34 @@ describe("MMIO mailbox between a worker and the device owner", () => {
     });
   }
 
-  it("the spin's default: TS_VMM_MAILBOX_SPIN_MS if valid, else MMIO_MAILBOX_SPIN_MS with more than one CPU, else 0; a bad spin is a RangeError", () => {
-    expect(defaultMailboxSpinMs({}, 2)).toBe(MMIO_MAILBOX_SPIN_MS);
-    expect(defaultMailboxSpinMs({}, 1)).toBe(0);
-    expect(defaultMailboxSpinMs({ TS_VMM_MAILBOX_SPIN_MS: "0" }, 8)).toBe(0);
-    expect(defaultMailboxSpinMs({ TS_VMM_MAILBOX_SPIN_MS: "0.5" }, 1)).toBe(0.5);
-    for (const bad of ["-1", "nope", "11", "Infinity"]) expect(defaultMailboxSpinMs({ TS_VMM_MAILBOX_SPIN_MS: bad }, 2)).toBe(MMIO_MAILBOX_SPIN_MS);
+  it("an answer later than the spin still arrives (the vCPU went on to sleep in Atomics.wait)", async () => {
+    const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
+    const stop = new SharedArrayBuffer(4);
+    const server = new MmioMailboxServer(sab, (r) => {
+      // Busy for 30 ms on the owner's thread: longer than the 5 ms spin.
+      const until = Date.now() + 30;
+      while (Date.now() < until);
+      if (!r.write) r.data.fill(0x5a);
+    });
+    const out = (await worker(
+      `const d = new Uint8Array(4); const t0 = performance.now(); c.call(0xd000_0000, false, d);
+       parentPort.postMessage({ bytes: [...d], ms: performance.now() - t0, timeouts: c.timeouts });`,
+      { sab, stop, spinMs: 5 },
+    )) as { bytes: number[]; ms: number; timeouts: number };
+    server.close();
+    expect(out.bytes).toEqual([0x5a, 0x5a, 0x5a, 0x5a]);
+    expect(out.ms).toBeGreaterThanOrEqual(29);
+    expect(out.timeouts).toBe(0);
+  });
+
+  it("the spin's default: TS_VMM_MAILBOX_SPIN_MS if valid, else MMIO_MAILBOX_SPIN_MS with more CPUs than vCPUs, else 0; a bad spin is a RangeError", () => {
+    expect(defaultMailboxSpinMs(1, {}, 2)).toBe(MMIO_MAILBOX_SPIN_MS);
+    expect(defaultMailboxSpinMs(2, {}, 2)).toBe(0);
+    expect(defaultMailboxSpinMs(1, {}, 1)).toBe(0);
+    expect(defaultMailboxSpinMs(4, {}, 8)).toBe(MMIO_MAILBOX_SPIN_MS);
+    expect(defaultMailboxSpinMs(8, { TS_VMM_MAILBOX_SPIN_MS: "0" }, 8)).toBe(0);
+    expect(defaultMailboxSpinMs(1, { TS_VMM_MAILBOX_SPIN_MS: "0.5" }, 1)).toBe(0.5);
+    for (const bad of ["-1", "nope", "11", "Infinity"]) expect(defaultMailboxSpinMs(1, { TS_VMM_MAILBOX_SPIN_MS: bad }, 2)).toBe(MMIO_MAILBOX_SPIN_MS);
     const sab = new SharedArrayBuffer(MMIO_MAILBOX_BYTES);
     for (const bad of [-0.1, 10.5, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => new MmioMailboxClient(sab, new Int32Array(4), bad)).toThrow(RangeError);
     expect(new MmioMailboxClient(sab, new Int32Array(4), 0).spinMs).toBe(0);

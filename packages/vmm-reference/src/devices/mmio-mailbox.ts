@@ -23,22 +23,27 @@ const waitAsync = (Atomics as unknown as {
 
 /**
  * How long a vCPU spins on the slot for the owner's answer before it sleeps in
- * Atomics.wait, in ms, when the process may use more than one CPU (0 otherwise: a
- * spinning vCPU would only keep the owner off the one CPU). The owner's answer comes
+ * Atomics.wait, in ms, when the process may use more CPUs than the VM has vCPUs (0
+ * otherwise: spinning vCPUs could keep the owner off the CPUs it needs to answer on).
+ * The owner's answer comes
  * through its event loop, ~50 µs here; a futex sleep and wake-up of the vCPU on top
  * cost as much again on a nested host (bench:peer, 2026-12-07: a config-space read
  * 152 µs with no spin, 98–110 µs with 0.1–0.5 ms). `TS_VMM_MAILBOX_SPIN_MS` overrides it.
  */
 export const MMIO_MAILBOX_SPIN_MS = 0.1;
 
-/** The spin a client gets when its constructor is given none: TS_VMM_MAILBOX_SPIN_MS, else {@link MMIO_MAILBOX_SPIN_MS} with more than one CPU, else 0. */
-export function defaultMailboxSpinMs(env: NodeJS.ProcessEnv = process.env, cpus: number = availableParallelism()): number {
+/**
+ * The spin for the clients of a VM with `vcpus` vCPUs: `TS_VMM_MAILBOX_SPIN_MS` when it is a
+ * number from 0 to 10 (any other value is ignored), else {@link MMIO_MAILBOX_SPIN_MS} when
+ * the process may use more CPUs than `vcpus` (os.availableParallelism()), else 0.
+ */
+export function defaultMailboxSpinMs(vcpus = 1, env: NodeJS.ProcessEnv = process.env, cpus: number = availableParallelism()): number {
   const v = env["TS_VMM_MAILBOX_SPIN_MS"];
   if (v !== undefined && v !== "") {
     const n = Number(v);
     if (Number.isFinite(n) && n >= 0 && n <= 10) return n;
   }
-  return cpus > 1 ? MMIO_MAILBOX_SPIN_MS : 0;
+  return cpus > vcpus ? MMIO_MAILBOX_SPIN_MS : 0;
 }
 
 /** Bytes of the SharedArrayBuffer a mailbox needs. */
@@ -66,7 +71,7 @@ export class MmioMailboxClient {
   /**
    * @param sab - the mailbox (MMIO_MAILBOX_BYTES).
    * @param stop - the VM's stop cell: a non-zero value ends a wait for the owner.
-   * @param spinMs - how long to spin for the answer before sleeping (0 to 10 ms; default {@link defaultMailboxSpinMs}).
+   * @param spinMs - how long to spin for the answer before sleeping (0 to 10 ms; default {@link defaultMailboxSpinMs} for one vCPU).
    */
   constructor(sab: SharedArrayBuffer, stop: Int32Array, spinMs: number = defaultMailboxSpinMs()) {
     if (!Number.isFinite(spinMs) || spinMs < 0 || spinMs > 10) throw new RangeError(`spinMs must be 0 to 10 ms, got ${spinMs}`);

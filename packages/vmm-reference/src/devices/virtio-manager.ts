@@ -320,7 +320,7 @@ export class VirtioManager {
     return this.#slots.map((s) => ({ addr: s.base, size: VIRTIO_MMIO_STRIDE, irq: s.gsi }));
   }
 
-  /** Each window's base and its transport's InterruptStatus cell, for the vCPU workers to serve InterruptStatus/InterruptAck themselves. */
+  /** Each window's base and its transport's register cells, for the vCPU workers to serve InterruptStatus/InterruptAck, ConfigGeneration and the ID registers themselves. */
   get interruptCells(): { readonly base: number; readonly cell: SharedArrayBuffer }[] {
     return this.#slots.map((s) => ({ base: s.base, cell: s.transport.interruptState }));
   }

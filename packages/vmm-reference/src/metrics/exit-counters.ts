@@ -27,9 +27,9 @@ const EXIT_KINDS: Record<VcpuExitKind, true> = {
  * What the exit counters count by reason: every {@link VcpuExitKind} (one per
  * KVM_RUN that returned), then three that are not exits of their own:
  * `Again` (KVM_RUN returned EAGAIN, an AP waiting for SIPI), `MmioInterruptRegister`
- * (MmioRead/MmioWrite exits the vCPU's thread served on a virtio register itself:
- * InterruptStatus/ACK, ConfigGeneration and the ID registers, serveInterruptRegister;
- * also counted under their kind) and `MmioMailboxTimeouts`
+ * (MmioRead/MmioWrite exits the worker served on a virtio InterruptStatus/ACK
+ * register itself; also counted under their kind; ConfigGeneration and ID register
+ * reads, also served there, count only under their kind) and `MmioMailboxTimeouts`
  * (forwarded MMIO accesses that waited 50 ms for the main thread).
  */
 export const EXIT_REASONS: readonly string[] = [...Object.keys(EXIT_KINDS), "Again", "MmioInterruptRegister", "MmioMailboxTimeouts"];

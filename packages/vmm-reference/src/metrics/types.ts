@@ -14,10 +14,9 @@ export interface ExitMetrics {
   readonly total: number;
   /**
    * Non-zero counts by exit kind (`IoOut`, `MmioWrite`, `Hlt`, `Intr`, …), plus `Again`
-   * (KVM_RUN answered EAGAIN), `MmioInterruptRegister` (MMIO exits the vCPU's thread served
-   * on a virtio register itself — InterruptStatus/ACK, ConfigGeneration, the ID registers —
-   * with no hop to the main thread; also counted under their kind; the name is from when
-   * only the interrupt registers were) and
+   * (KVM_RUN answered EAGAIN), `MmioInterruptRegister` (MMIO exits the worker served on a
+   * virtio InterruptStatus/ACK register; also counted under their kind; the ConfigGeneration
+   * and ID register reads it also serves count only under their kind) and
    * `MmioMailboxTimeouts` (forwarded accesses that waited 50 ms for the main thread).
    */
   readonly byReason: Record<string, number>;
