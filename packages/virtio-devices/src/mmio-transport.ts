@@ -25,6 +25,14 @@ import { checkTransportState, KNOWN_STATUS, type MmioTransportState } from "./mm
 
 const U32 = 0xffff_ffffn;
 
+/** A 32-bit register value into the 4 bytes of a guest read, little-endian (as every register is). */
+function putU32(data: Uint8Array, v: number): void {
+  data[0] = v & 0xff;
+  data[1] = (v >>> 8) & 0xff;
+  data[2] = (v >>> 16) & 0xff;
+  data[3] = (v >>> 24) & 0xff;
+}
+
 /** Bytes of {@link MmioTransport.interruptState}: InterruptStatus, ConfigGeneration, DeviceID and one spare Int32 cell. */
 export const REGISTER_CELL_BYTES = 16;
 
@@ -254,11 +262,7 @@ export class MmioTransport {
       this.#violation(`read of ${data.length} bytes at register 0x${offset.toString(16)}`, false);
       return;
     }
-    const v = this.#readRegister(offset);
-    data[0] = v & 0xff;
-    data[1] = (v >>> 8) & 0xff;
-    data[2] = (v >>> 16) & 0xff;
-    data[3] = (v >>> 24) & 0xff;
+    putU32(data, this.#readRegister(offset));
   }
 
   #readRegister(offset: number): number {
@@ -677,9 +681,6 @@ export function serveInterruptRegister(cell: Int32Array, offset: number, write: 
     default:
       return false;
   }
-  data[0] = v & 0xff;
-  data[1] = (v >>> 8) & 0xff;
-  data[2] = (v >>> 16) & 0xff;
-  data[3] = (v >>> 24) & 0xff;
+  putU32(data, v);
   return true;
 }
