@@ -12,6 +12,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
 namespace vsu {
@@ -99,14 +101,16 @@ int Gather(const v8::FunctionCallbackInfo<v8::Value>& info, int* fd, struct iove
 
 // The vectored call behind readv and writev: Op(fd, iov, n) over the views gathered from the
 // arguments, EINTR retried; returns bytes moved or -errno (-EAGAIN when a non-blocking fd has nothing).
-template <ssize_t (*Op)(int, const struct iovec*, int)>
+using GatherFn = int (*)(const v8::FunctionCallbackInfo<v8::Value>&, int*, struct iovec*, std::vector<struct iovec>*, struct iovec**, uint32_t*);
+
+template <ssize_t (*Op)(int, const struct iovec*, int), GatherFn G>
 void Vectored(const v8::FunctionCallbackInfo<v8::Value>& info) {
   int fd;
   struct iovec stack[kStackPieces];
   std::vector<struct iovec> heap;
   struct iovec* iov;
   uint32_t n;
-  int bad = Gather(info, &fd, stack, &heap, &iov, &n);
+  int bad = G(info, &fd, stack, &heap, &iov, &n);
   if (bad != 0) {
     info.GetReturnValue().Set(bad);
     return;
@@ -114,14 +118,161 @@ void Vectored(const v8::FunctionCallbackInfo<v8::Value>& info) {
   ssize_t r;
   do r = Op(fd, iov, static_cast<int>(n));
   while (r < 0 && errno == EINTR);
-  info.GetReturnValue().Set(r < 0 ? -static_cast<double>(errno) : static_cast<double>(r));
+  // An int32 result (every frame, every short read) skips a HeapNumber check in Number::New.
+  if (r < 0) info.GetReturnValue().Set(-static_cast<int32_t>(errno));
+  else if (r <= INT32_MAX) info.GetReturnValue().Set(static_cast<int32_t>(r));
+  else info.GetReturnValue().Set(static_cast<double>(r));
 }
 
 // readv(fd, views[, count]) or readv(fd, view, ...) -> bytes read | -errno, into the views in order.
-void Readv(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::readv>(info); }
+void Readv(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::readv, Gather>(info); }
 
 // writev(fd, views[, count]) or writev(fd, view, ...) -> bytes written | -errno, as readv.
-void Writev(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::writev>(info); }
+void Writev(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::writev, Gather>(info); }
+
+// ---- IovTable: views registered once, pieces named per call -------------------------------
+//
+// A table holds the base pointer and length of up to kMaxTableViews byte views over
+// SharedArrayBuffers and of a Float64Array of spans (over a SharedArrayBuffer too), all
+// checked once, when the table is made. A call then names only the table and a span count: no
+// view is looked at per call (ArrayBufferView::Buffer / ByteOffset / ByteLength cost more
+// than the rest of a call with views as arguments). The table holds a reference to each
+// buffer's BackingStore, so the memory its pointers point into lives as long as the table,
+// whatever JS does with the buffers; SharedArrayBuffers cannot be detached, and a resizable
+// one (it could shrink under the pointers) is refused.
+//
+// A table is named by a number: an id from a per-thread counter, never reused, looked up in a
+// per-thread map (a worker's tables are its own; a thread's are freed when it exits). No
+// object is unwrapped, so nothing a caller passes is ever read as a pointer.
+
+constexpr uint32_t kMaxTableViews = 8;
+
+struct Table {
+  uint32_t nviews = 0;
+  uint32_t max_spans = 0;
+  uint8_t* base[kMaxTableViews] = {};
+  uint64_t size[kMaxTableViews] = {};
+  const uint8_t* spans = nullptr;
+  // The buffers' backing stores (spans' last): the memory stays mapped while the table lives.
+  std::vector<std::shared_ptr<v8::BackingStore>> keep;
+};
+
+struct Tables {
+  uint32_t next = 1;
+  std::unordered_map<uint32_t, std::unique_ptr<Table>> by_id;
+};
+thread_local Tables tables;
+
+// A view over a non-resizable SharedArrayBuffer: its bytes into data/len and its store into
+// keep. 0, -EINVAL (another kind of buffer) or -ERANGE (outside its buffer).
+int SharedView(v8::Local<v8::ArrayBufferView> view, uint8_t** data, uint64_t* len, std::vector<std::shared_ptr<v8::BackingStore>>* keep) {
+  v8::Local<v8::ArrayBuffer> buffer = view->Buffer();
+  std::shared_ptr<v8::BackingStore> store = buffer->GetBackingStore();
+  if (!store || !store->IsShared() || store->IsResizableByUserJavaScript()) return -EINVAL;
+  if (!ViewBytes(view, data, len)) return -ERANGE;
+  keep->push_back(std::move(store));
+  return 0;
+}
+
+// iovTable(spans: Float64Array, view0[, view1 ...]) -> a table id (> 0), or -EINVAL (spans
+// not a Float64Array over a SharedArrayBuffer, no view or more than kMaxTableViews, a view
+// that is not a Uint8Array over a SharedArrayBuffer, a resizable buffer), -ERANGE (a view
+// outside its buffer) or -ENOSPC (the thread's ids ran out).
+void CreateTable(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  int nviews = info.Length() - 1;
+  if (nviews < 1 || static_cast<uint32_t>(nviews) > kMaxTableViews || !info[0]->IsFloat64Array()) {
+    info.GetReturnValue().Set(-EINVAL);
+    return;
+  }
+  if (tables.next == 0 || tables.next > INT32_MAX) {
+    info.GetReturnValue().Set(-ENOSPC);
+    return;
+  }
+  auto t = std::make_unique<Table>();
+  t->keep.reserve(static_cast<size_t>(nviews) + 1);
+  t->nviews = static_cast<uint32_t>(nviews);
+  for (int v = 0; v < nviews; v++) {
+    v8::Local<v8::Value> view = info[v + 1];
+    if (!view->IsUint8Array()) {
+      info.GetReturnValue().Set(-EINVAL);
+      return;
+    }
+    int bad = SharedView(view.As<v8::ArrayBufferView>(), &t->base[v], &t->size[v], &t->keep);
+    if (bad != 0) {
+      info.GetReturnValue().Set(bad);
+      return;
+    }
+  }
+  uint8_t* spans_bytes;
+  uint64_t spans_len;
+  int bad = SharedView(info[0].As<v8::ArrayBufferView>(), &spans_bytes, &spans_len, &t->keep);
+  if (bad != 0) {
+    info.GetReturnValue().Set(bad);
+    return;
+  }
+  t->spans = spans_bytes;
+  uint64_t triples = spans_len / (3 * sizeof(double));
+  t->max_spans = static_cast<uint32_t>(triples < IOV_MAX ? triples : IOV_MAX);
+  uint32_t id = tables.next++;
+  tables.by_id.emplace(id, std::move(t));
+  info.GetReturnValue().Set(static_cast<int32_t>(id));
+}
+
+// iovTableFree(id) -> 0, or -EINVAL for an id this thread has no table for. The buffers'
+// stores are released with it.
+void FreeTable(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  if (info.Length() < 1 || !info[0]->IsUint32()) {
+    info.GetReturnValue().Set(-EINVAL);
+    return;
+  }
+  info.GetReturnValue().Set(tables.by_id.erase(info[0].As<v8::Uint32>()->Value()) == 1 ? 0 : -EINVAL);
+}
+
+// The table form: (fd, id, count) over the first `count` triples of the table's spans, each
+// read once into locals and checked against the table's views. 0, -EINVAL (a bad fd, no such
+// table on this thread, count not an integer in [0, the table's spans], a bad triple) or
+// -ERANGE (a piece outside its view).
+int GatherTable(const v8::FunctionCallbackInfo<v8::Value>& info, int* fd, struct iovec* stack, std::vector<struct iovec>* heap,
+                struct iovec** iov, uint32_t* count) {
+  if (info.Length() < 3 || !info[0]->IsInt32() || !info[1]->IsUint32() || !info[2]->IsUint32()) return -EINVAL;
+  int32_t f = info[0].As<v8::Int32>()->Value();
+  if (f < 0) return -EINVAL;
+  auto it = tables.by_id.find(info[1].As<v8::Uint32>()->Value());
+  if (it == tables.by_id.end()) return -EINVAL;
+  const Table* t = it->second.get();
+  uint32_t n = info[2].As<v8::Uint32>()->Value();
+  if (n > t->max_spans) return -EINVAL;
+  struct iovec* out = stack;
+  if (n > kStackPieces) {
+    heap->resize(n);
+    out = heap->data();
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    double tr[3];
+    std::memcpy(tr, t->spans + static_cast<size_t>(i) * sizeof(tr), sizeof(tr));
+    double vi = tr[0], off = tr[1], len = tr[2];
+    if (!(vi >= 0 && vi < t->nviews && vi == static_cast<double>(static_cast<uint32_t>(vi)))) return -EINVAL;
+    if (!(off >= 0 && off <= kMaxSafeInteger && off == static_cast<double>(static_cast<uint64_t>(off)))) return -EINVAL;
+    if (!(len >= 0 && len <= kMaxSafeInteger && len == static_cast<double>(static_cast<uint64_t>(len)))) return -EINVAL;
+    uint32_t v = static_cast<uint32_t>(vi);
+    uint64_t o = static_cast<uint64_t>(off), l = static_cast<uint64_t>(len);
+    if (o > t->size[v] || l > t->size[v] - o) return -ERANGE;
+    out[i].iov_base = t->base[v] + o;
+    out[i].iov_len = static_cast<size_t>(l);
+  }
+  *fd = f;
+  *iov = out;
+  *count = n;
+  return 0;
+}
+
+// The environment's teardown (a worker's, or the process's) drops the thread's tables while
+// V8 still runs: the last references to their backing stores are released before the
+// isolate and its allocator go, not by the thread_local's destructor after them.
+void ClearTables(void*) { tables.by_id.clear(); }
+
+void ReadvTable(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::readv, GatherTable>(info); }
+void WritevTable(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::writev, GatherTable>(info); }
 
 void Export(Napi::Env env, Napi::Object exports, const char* name, v8::FunctionCallback cb) {
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
@@ -135,6 +286,11 @@ void Export(Napi::Env env, Napi::Object exports, const char* name, v8::FunctionC
 void InitIov(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "readv", Readv);
   Export(env, exports, "writev", Writev);
+  Export(env, exports, "readvTable", ReadvTable);
+  Export(env, exports, "writevTable", WritevTable);
+  Export(env, exports, "iovTable", CreateTable);
+  Export(env, exports, "iovTableFree", FreeTable);
+  napi_add_env_cleanup_hook(env, ClearTables, nullptr);
 }
 
 }  // namespace vsu

@@ -7,10 +7,28 @@ import { constants } from "node:os";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { EventFd, MmapRegion, nativeReadv, nativeWritev, readvFd, writevFd, type NativeIov } from "./index.js";
-import { codeOf } from "../test/code-of.js";
+import { EventFd, IovTable, MmapRegion, liveMappingCount, nativeReadv, nativeWritev, readvFd, writevFd, type NativeIov } from "./index.js";
+import { native as nativeAddon } from "./native.js";
 
-const { EAGAIN, EBADF, EINVAL } = constants.errno;
+const nativeRaw = (): { iovTable(...a: unknown[]): unknown; writevTable(fd: number, t: unknown, n: number): number } =>
+  nativeAddon() as unknown as { iovTable(...a: unknown[]): unknown; writevTable(fd: number, t: unknown, n: number): number };
+
+/** liveMappingCount() once full GCs stop changing it. */
+async function settledMappings(): Promise<number> {
+  let last = -1;
+  let stable = 0;
+  await gcUntil(() => {
+    const n = liveMappingCount();
+    stable = n === last ? stable + 1 : 0;
+    last = n;
+    return stable >= 3;
+  });
+  return last;
+}
+import { codeOf } from "../test/code-of.js";
+import { gcUntil } from "../test/fixtures/gc.js";
+
+const { EAGAIN, EBADF, EINVAL, ERANGE } = constants.errno;
 
 interface ResizableArrayBuffer extends ArrayBuffer {
   resize(n: number): void;
@@ -158,5 +176,149 @@ describe("readv / writev errors", () => {
     expect(nativeReadv()(fd, new Uint8Array(8))).toBe(-EBADF);
     expect(codeOf(() => readvFd(fd, [new Uint8Array(8)]))).toBe("EBADF");
     expect(codeOf(() => writevFd(fd, [new Uint8Array(8)]))).toBe("EBADF");
+  });
+});
+
+describe("IovTable: views registered once, (view, offset, length) triples per call", () => {
+  let dir: string;
+  let fd: number;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "vsu-iov-table-"));
+    const path = join(dir, "fifo");
+    execFileSync("mkfifo", [path]);
+    fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+  });
+  afterEach(() => {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const shared = (n: number, seed = 1): Uint8Array => {
+    const v = new Uint8Array(new SharedArrayBuffer(n));
+    v.set(pattern(n, seed));
+    return v;
+  };
+
+  it("writes the pieces of guest memory and a header copy in the order of the triples, and reads them back", () => {
+    const region = MmapRegion.anonymous(65536);
+    try {
+      const guest = new Uint8Array(region.buffer);
+      guest.set(pattern(4000, 3));
+      const hdr = shared(12, 5);
+      const t = IovTable.create([hdr, guest], 8);
+      expect(t.spans.length).toBe(24);
+      // hdr, guest [100, +1500), guest [3000, +7), an empty piece, hdr [4, +2); a sixth triple unused
+      t.spans.set([0, 0, 12, 1, 100, 1500, 1, 3000, 7, 1, 50, 0, 0, 4, 2, 9, 9, 9]);
+      expect(t.writev(fd, 5)).toBe(1521);
+      const want = concat([hdr, guest.subarray(100, 1600), guest.subarray(3000, 3007), hdr.subarray(4, 6)]);
+      const into = shared(4096);
+      const r = IovTable.create([into], 2);
+      // Scatter into [2000, +21) then [10, +1500) of one view: the triples decide the order.
+      r.spans.set([0, 2000, 21, 0, 10, 1500]);
+      expect(r.readv(fd, 2)).toBe(1521);
+      expect(concat([into.subarray(2000, 2021), into.subarray(10, 1510)])).toEqual(want);
+      expect(r.readv(fd, 1)).toBe(-EAGAIN);
+    } finally {
+      region.close();
+    }
+  });
+
+  it("checks every triple on every call: -EINVAL or -ERANGE, and no byte moves", () => {
+    const v = shared(64, 1);
+    const t = IovTable.create([v, v.subarray(10, 20)], 4);
+    const bad: [string, number[], number, number][] = [
+      ["count past the table", [0, 0, 1], 5, -EINVAL],
+      ["view index past the views", [2, 0, 1], 1, -EINVAL],
+      ["negative view index", [-1, 0, 1], 1, -EINVAL],
+      ["fractional view index", [0.5, 0, 1], 1, -EINVAL],
+      ["NaN offset", [0, Number.NaN, 1], 1, -EINVAL],
+      ["negative length", [0, 0, -1], 1, -EINVAL],
+      ["fractional length", [0, 0, 1.5], 1, -EINVAL],
+      ["infinite offset", [0, Infinity, 0], 1, -EINVAL],
+      ["offset past the view", [0, 65, 0], 1, -ERANGE],
+      ["piece past the view's end", [0, 60, 5], 1, -ERANGE],
+      ["piece past a sub-view's end (its own length counts)", [1, 5, 6], 1, -ERANGE],
+      ["huge length", [0, 1, 2 ** 53 - 1], 1, -ERANGE],
+      ["a later triple bad", [0, 0, 8, 0, 0, 65], 2, -ERANGE],
+    ];
+    for (const [what, triples, count, want] of bad) {
+      t.spans.fill(0);
+      t.spans.set(triples);
+      expect([what, t.writev(fd, count)]).toEqual([what, want]);
+    }
+    t.spans.set([0, 0, 1]);
+    expect(t.writev(-1, 1)).toBe(-EINVAL);
+    expect(t.writev(fd, -1)).toBe(-EINVAL);
+    expect(t.writev(fd, 1.5)).toBe(-EINVAL);
+    // Nothing reached the FIFO.
+    expect(readvFd(fd, [new Uint8Array(1)])).toBe("again");
+    // count 0 writes nothing; a sub-view's offsets are its own.
+    expect(t.writev(fd, 0)).toBe(0);
+    t.spans.set([1, 2, 2]);
+    expect(t.writev(fd, 1)).toBe(2);
+    const got = new Uint8Array(2);
+    expect(readvFd(fd, [got])).toBe(2);
+    expect(got).toEqual(v.subarray(12, 14));
+  });
+
+  it("refuses a view that could be detached or shrink, and ids that name no table of this thread", () => {
+    const v = shared(16);
+    // A growable SharedArrayBuffer is refused too: V8 calls it resizable, whatever it does to its memory.
+    const growable = new Uint8Array(new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(16, { maxByteLength: 64 }));
+    for (const views of [[new Uint8Array(16)], [Buffer.alloc(16)], [new Uint16Array(new SharedArrayBuffer(16))], [new Uint8Array(new RAB(16, { maxByteLength: 32 }))], [growable], [], Array.from({ length: 9 }, () => v)]) {
+      expect(codeOf(() => IovTable.create(views as Uint8Array[]))).toBe("InvalidArgument");
+    }
+    for (const m of [0, 1025, 1.5, Number.NaN]) expect(codeOf(() => IovTable.create([v], m))).toBe("InvalidArgument");
+    const raw = nativeRaw();
+    expect(raw.iovTable(new Float64Array(3), v)).toBe(-EINVAL); // spans over an ArrayBuffer
+    const t = IovTable.create([v], 1);
+    t.spans.set([0, 0, 4]);
+    for (const notTable of [0, 2 ** 31, 0x7fff_ffff, -1, 1.5, "1", {}, null]) expect(raw.writevTable(fd, notTable, 1)).toBe(-EINVAL);
+    t.close();
+    expect(t.closed).toBe(true);
+    expect(t.writev(fd, 1)).toBe(-EINVAL);
+    t.close(); // idempotent
+    expect(readvFd(fd, [new Uint8Array(1)])).toBe("again");
+  });
+
+  it("holds its buffers' memory: a mapping outlives the region and every view while the table lives", async () => {
+    const before = await settledMappings();
+    let region: MmapRegion | undefined = MmapRegion.anonymous(65536);
+    new Uint8Array(region.buffer).set(pattern(4096, 9), 1000);
+    const t = IovTable.create([new Uint8Array(region.buffer)], 1);
+    region.close();
+    region = undefined;
+    // Nothing but the table refers to the mapping: it stays, and its bytes are still there.
+    expect(await settledMappings()).toBe(before + 1);
+    t.spans.set([0, 1100, 50]);
+    expect(t.writev(fd, 1)).toBe(50);
+    const got = new Uint8Array(50);
+    expect(readvFd(fd, [got])).toBe(50);
+    expect(got).toEqual(pattern(4096, 9).subarray(100, 150));
+    // close() lets it go (once the buffer object is collected too); so does a dropped table.
+    t.close();
+    expect(await settledMappings()).toBe(before);
+    let t2: IovTable | undefined = IovTable.create([new Uint8Array(MmapRegion.anonymous(4096).buffer)], 1);
+    expect(liveMappingCount()).toBe(before + 1);
+    t2 = undefined;
+    expect(await settledMappings()).toBe(before);
+  });
+
+  it("knows only the ids it made: any other number is refused", () => {
+    const mine = IovTable.create([shared(8)], 1);
+    mine.spans.set([0, 0, 8]);
+    expect(mine.writev(fd, 1)).toBe(8);
+    expect(readvFd(fd, [new Uint8Array(8)])).toBe(8);
+    expect(nativeRaw().writevTable(fd, 1_000_000, 0)).toBe(-EINVAL);
+    mine.close();
+  });
+
+  it("answers the system call's errno (EBADF)", () => {
+    const e = new EventFd();
+    const closed = e.fd;
+    e.close();
+    const t = IovTable.create([shared(8)], 1);
+    t.spans.set([0, 0, 8]);
+    expect(t.writev(closed, 1)).toBe(-EBADF);
+    expect(t.readv(closed, 1)).toBe(-EBADF);
   });
 });

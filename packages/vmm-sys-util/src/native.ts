@@ -161,6 +161,14 @@ export interface NativeBinding {
   readv: NativeIov;
   /** writev(2) of views (an array and a count, or arguments) to fd → bytes, or -errno / -EINVAL / -ERANGE for bad arguments. Never throws. */
   writev: NativeIov;
+  /** A table over a spans Float64Array and 1–8 views, all over non-resizable SharedArrayBuffers → its id (> 0, this thread's), or -EINVAL / -ERANGE / -ENOSPC. */
+  iovTable(spans: Float64Array, ...views: Uint8Array[]): number;
+  /** Frees table `id` (and its references to the buffers) → 0, or -EINVAL if this thread has no such table. */
+  iovTableFree(id: number): number;
+  /** readv(2) of fd into the first `count` spans of table `id` → bytes, or -errno / -EINVAL / -ERANGE. Never throws. */
+  readvTable(fd: number, id: number, count: number): number;
+  /** writev(2) of the first `count` spans of table `id` to fd → bytes, or -errno / -EINVAL / -ERANGE. Never throws. */
+  writevTable(fd: number, id: number, count: number): number;
   /** sys/mman.h constants. */
   readonly mmapConstants: MmapConstants;
   /** memfd_create(2) → fd. */

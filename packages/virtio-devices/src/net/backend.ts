@@ -1,6 +1,6 @@
 import { closeSync } from "node:fs";
 import { constants } from "node:os";
-import { FdWatcher, TUN_F, VmmSysError, nativeReadv, nativeWritev, openTap, tapSetOffload, tapSetVnetHdrSize, type NativeIov } from "@ts-vmm/vmm-sys-util";
+import { FdWatcher, TUN_F, VmmSysError, nativeReadv, nativeWritev, openTap, tapSetOffload, tapSetVnetHdrSize, type IovTable, type NativeIov } from "@ts-vmm/vmm-sys-util";
 import { VirtioDeviceError } from "../errors.js";
 import { NET_HDR_SIZE } from "./constants.js";
 
@@ -52,6 +52,15 @@ export interface NetBackend {
    * @throws {@link VirtioDeviceError} `"Io"` if the frame is refused (a bad header) or the write fails.
    */
   write(pieces: readonly Uint8Array[]): number | "again";
+  /**
+   * Writes one frame as {@link NetBackend.write}, its pieces the first `count` triples of
+   * `table` (whose views the device made: its header copy, then guest memory's regions), so
+   * the device builds no view per piece. Optional: without it every frame goes through
+   * {@link NetBackend.write}.
+   * @returns as {@link NetBackend.write}
+   * @throws as {@link NetBackend.write}
+   */
+  writeTable?(table: IovTable, count: number): number | "again";
   /**
    * Calls `cb` on the event loop while what `events` asks for is ready
    * (level-triggered), replacing any earlier watch; both false stops watching.
@@ -192,6 +201,13 @@ export class TapBackend implements NetBackend {
   write(pieces: readonly Uint8Array[]): number | "again" {
     if (this.#closed) return this.#failed("write", 0);
     const n = iov(this.#writev, this.fd, pieces);
+    return n >= 0 ? n : this.#failed("write", n);
+  }
+
+  /** {@inheritDoc NetBackend.writeTable} */
+  writeTable(table: IovTable, count: number): number | "again" {
+    if (this.#closed) return this.#failed("write", 0);
+    const n = table.writev(this.fd, count);
     return n >= 0 ? n : this.#failed("write", n);
   }
 

@@ -1,6 +1,6 @@
-import { GuestMemoryError, type GuestMemory } from "@ts-vmm/vm-memory";
+import { GuestMemoryError, type GuestMemory, type GuestMemoryRegion } from "@ts-vmm/vm-memory";
 import { ReusableChain, VirtqueueError, type Queue } from "@ts-vmm/virtio-queue";
-import { TUN_F } from "@ts-vmm/vmm-sys-util";
+import { IovTable, TUN_F } from "@ts-vmm/vmm-sys-util";
 import { VIRTIO_ID_NET } from "../constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "../device.js";
 import { VirtioDeviceError } from "../errors.js";
@@ -25,7 +25,7 @@ import {
   VIRTIO_NET_S_LINK_UP,
 } from "./constants.js";
 import { NetEventHandler } from "./event-handler.js";
-import { IOV_MAX, RX_TOO_MANY_PIECES, rxChainProblem, rxChainViews, tunOffloadFlags, txFrameViews, txHeaderProblem } from "./frame.js";
+import { IOV_MAX, RX_TOO_MANY_PIECES, TX_NOT_ONE_REGION, rxChainProblem, rxChainViews, tunOffloadFlags, txFrameSpans, txFrameViews, txHeaderProblem, txOffloadMask } from "./frame.js";
 import { formatMac, parseMac, randomMac } from "./mac.js";
 import { NetMetrics } from "./metrics.js";
 import { checkNetState, type VirtioNetState } from "./persist.js";
@@ -67,7 +67,16 @@ interface Active {
   broken: boolean;
   /** Whether the receive queue asks the driver for notifications (set when the ring ran dry). */
   rxNotify: boolean;
+  /** The negotiated transmit offloads as {@link txOffloadMask} bits. */
+  readonly txOffloads: number;
+  /** Guest memory's regions, in the order of `txTable`'s views after the header. */
+  readonly regions: readonly GuestMemoryRegion[];
+  /** The header copy and every region as one IovTable, when the backend has writeTable and memory is shared. */
+  readonly txTable: IovTable | undefined;
 }
+
+/** Most regions a transmit table covers (an IovTable takes eight views; the header copy is one). */
+const TABLE_REGIONS = 7;
 
 type Delivery = "done" | "wait" | "broken";
 
@@ -114,7 +123,7 @@ export class VirtioNet implements VirtioDevice {
   readonly #frame = new Uint8Array(NET_MAX_BUFFER + 1);
   #pendingLen = 0;
   /** The checked copy of a transmit header (a turn reads it before the writev). */
-  readonly #txHdr = new Uint8Array(NET_HDR_SIZE);
+  readonly #txHdr = new Uint8Array(new SharedArrayBuffer(NET_HDR_SIZE)); // shared: view 0 of the transmit IovTable
   /** The writev pieces of one transmit frame, `#txHdr` first; reused (the backend does not keep them). */
   readonly #iov: Uint8Array[] = [];
   /** The readv pieces of one received frame: a receive chain's views, then `#frame` as the spare; reused. */
@@ -222,7 +231,9 @@ export class VirtioNet implements VirtioDevice {
   activate(ctx: ActivateContext): void {
     const [rx, tx] = ctx.queues;
     if (rx === undefined || tx === undefined || this.#closed) return;
-    const a: Active = { ctx, rx, tx, mrg: (ctx.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n, broken: false, rxNotify: true };
+    const regions = ctx.mem.regions;
+    const a: Active = { ctx, rx, tx, mrg: (ctx.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n, broken: false, rxNotify: true, txOffloads: txOffloadMask(ctx.features), regions, txTable: this.#tableFor(regions) };
+    this.#active?.txTable?.close(); // activated again without a reset
     this.#active = a;
     try {
       this.#backend.setOffload(tunOffloadFlags(ctx.features));
@@ -237,6 +248,7 @@ export class VirtioNet implements VirtioDevice {
 
   /** Stops the data path; a frame waiting for receive buffers is dropped (counted in `rxDroppedReset`). */
   reset(): void {
+    this.#active?.txTable?.close(); // its hold on the old guest memory
     this.#active = undefined;
     this.#rxIov1[0] = this.#frame; // no view of the old guest memory kept
     this.rxRateLimiter?.cancel();
@@ -735,10 +747,32 @@ export class VirtioNet implements VirtioDevice {
 
   // ---- transmit ----
 
+  /**
+   * The transmit IovTable over the header copy and guest memory's regions, or undefined (the
+   * views path) when the backend has no writeTable, memory is not fixed-length
+   * SharedArrayBuffers or has more than {@link TABLE_REGIONS} regions.
+   */
+  #tableFor(regions: readonly GuestMemoryRegion[]): IovTable | undefined {
+    if (typeof this.#backend.writeTable !== "function") return undefined;
+    if (regions.length > TABLE_REGIONS || !regions.every((r) => r.bytes.buffer instanceof SharedArrayBuffer)) return undefined;
+    try {
+      return IovTable.create([this.#txHdr, ...regions.map((r) => r.bytes)], IOV_MAX);
+    } catch {
+      return undefined; // a growable buffer, or no addon: frames go through views
+    }
+  }
+
+  /** Writes the first `count` triples of `table` through the backend's writeTable (the table exists only when it has one). */
+  #writeTable(table: IovTable, count: number): number | "again" {
+    const b = this.#backend;
+    if (b.writeTable === undefined) throw new VirtioDeviceError("Io", `backend ${b.name} has no writeTable any more`);
+    return b.writeTable(table, count);
+  }
+
   #txTurn(): void {
     const a = this.#usable();
     if (a === undefined || !a.tx.ready) return;
-    const { tx, ctx } = a;
+    const { tx, ctx, txTable: table } = a;
     const mem = ctx.mem;
     const hdr = this.#txHdr;
     this.#iov[0] = hdr;
@@ -773,13 +807,21 @@ export class VirtioNet implements VirtioDevice {
         }
         frames++;
         bytes += c.readableLength;
-        const iov = this.#iov;
-        iov.length = 1; // iov[0] is hdr
-        let problem = txFrameViews(mem, c, iov);
-        if (problem === undefined) {
-          c.readInto(mem, hdr);
-          problem = txHeaderProblem(hdr, ctx.features);
+        // Triples of the IovTable for a chain in one region (no view per piece), else views.
+        let problem: string | undefined;
+        let count = TX_NOT_ONE_REGION;
+        if (table !== undefined) {
+          const r = txFrameSpans(a.regions, c, hdr, table.spans);
+          if (typeof r === "string") problem = r;
+          else count = r;
         }
+        if (count === TX_NOT_ONE_REGION && problem === undefined) {
+          const iov = this.#iov;
+          iov.length = 1; // iov[0] is hdr
+          problem = txFrameViews(mem, c, iov);
+          if (problem === undefined) c.readInto(mem, hdr);
+        }
+        if (problem === undefined) problem = txHeaderProblem(hdr, a.txOffloads);
         if (problem !== undefined) {
           if (c.readableLength > NET_MAX_BUFFER && c.writableLength === 0) this.metrics.txOversize++;
           else this.metrics.txMalformed++;
@@ -797,19 +839,20 @@ export class VirtioNet implements VirtioDevice {
         hdr[11] = 0;
         let w: number | "again";
         try {
-          w = this.#backend.write(iov);
+          w = table !== undefined && count > 0 ? this.#writeTable(table, count) : this.#backend.write(this.#iov);
         } catch (e) {
           this.metrics.txTapErrors++;
           this.#violation((e as Error).message);
           w = -1;
         }
-        if (w === "again") {
+        if (typeof w !== "number") {
           this.metrics.txTapFull++;
           tx.undoPop(c);
           this.#txWaitsForBackend = true;
           break;
         }
         if (w >= 0) {
+          if (count > 0) this.metrics.txTable++;
           this.metrics.txFrames++;
           this.metrics.txBytes += c.readableLength - NET_HDR_SIZE;
         }

@@ -1,7 +1,7 @@
 // Pure checks of virtio-net's data path: what a transmit header may ask for
 // given the negotiated features, which receive chains are usable, and the tap
 // offloads that the negotiated receive features allow.
-import { sliceRange, type GuestMemory } from "@ts-vmm/vm-memory";
+import { sliceRange, type GuestMemory, type GuestMemoryRegion } from "@ts-vmm/vm-memory";
 import type { ReusableChain } from "@ts-vmm/virtio-queue";
 import { TUN_F } from "@ts-vmm/vmm-sys-util";
 import {
@@ -44,22 +44,48 @@ export function tunOffloadFlags(features: bigint): number {
   return f;
 }
 
+/** Bits of {@link txOffloadMask}: the transmit offloads a driver negotiated, as a small number. @internal */
+export const TX_CSUM = 1;
+/** @internal */
+export const TX_TSO4 = 2;
+/** @internal */
+export const TX_TSO6 = 4;
+/** @internal */
+export const TX_ECN = 8;
+
+/**
+ * The transmit offloads in `features` (VIRTIO_NET_F_CSUM, HOST_TSO4, HOST_TSO6, HOST_ECN) as
+ * {@link TX_CSUM} | … bits, computed once per activation so that checking a frame's header
+ * costs no BigInt operation.
+ * @internal
+ */
+export function txOffloadMask(features: bigint): number {
+  let m = 0;
+  if (features & VIRTIO_NET_F_CSUM) m |= TX_CSUM;
+  if (features & VIRTIO_NET_F_HOST_TSO4) m |= TX_TSO4;
+  if (features & VIRTIO_NET_F_HOST_TSO6) m |= TX_TSO6;
+  if (features & VIRTIO_NET_F_HOST_ECN) m |= TX_ECN;
+  return m;
+}
+
 /**
  * Why a transmit header asks for something the driver did not negotiate (or
- * that does not exist), or undefined if it is acceptable. Lengths and offsets
+ * that does not exist), or undefined if it is acceptable; `offloads` is
+ * {@link txOffloadMask} of the negotiated features. Lengths and offsets
  * inside it are the kernel's to check (it refuses a bad one with EINVAL).
  * @internal
  */
-export function txHeaderProblem(hdr: Uint8Array, features: bigint): string | undefined {
+export function txHeaderProblem(hdr: Uint8Array, offloads: number): string | undefined {
   const flags = hdr[0] as number;
   const gso = hdr[1] as number;
+  if ((flags | gso) === 0) return undefined; // no offload asked for: every frame of a driver without them
   if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return `header flags 0x${flags.toString(16)} (only NEEDS_CSUM is for transmit)`;
-  if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM && !(features & VIRTIO_NET_F_CSUM)) return "NEEDS_CSUM without VIRTIO_NET_F_CSUM";
+  if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM && !(offloads & TX_CSUM)) return "NEEDS_CSUM without VIRTIO_NET_F_CSUM";
   const type = gso & ~VIRTIO_NET_HDR_GSO_ECN;
-  if (gso & VIRTIO_NET_HDR_GSO_ECN && (type === VIRTIO_NET_HDR_GSO_NONE || !(features & VIRTIO_NET_F_HOST_ECN))) return "GSO ECN without VIRTIO_NET_F_HOST_ECN";
+  if (gso & VIRTIO_NET_HDR_GSO_ECN && (type === VIRTIO_NET_HDR_GSO_NONE || !(offloads & TX_ECN))) return "GSO ECN without VIRTIO_NET_F_HOST_ECN";
   if (type === VIRTIO_NET_HDR_GSO_NONE) return undefined;
-  if (type === VIRTIO_NET_HDR_GSO_TCPV4 && features & VIRTIO_NET_F_HOST_TSO4) return undefined;
-  if (type === VIRTIO_NET_HDR_GSO_TCPV6 && features & VIRTIO_NET_F_HOST_TSO6) return undefined;
+  if (type === VIRTIO_NET_HDR_GSO_TCPV4 && offloads & TX_TSO4) return undefined;
+  if (type === VIRTIO_NET_HDR_GSO_TCPV6 && offloads & TX_TSO6) return undefined;
   return `gso_type ${gso} not negotiated`;
 }
 
@@ -106,6 +132,69 @@ export function txFrameViews(mem: GuestMemory, chain: ReusableChain, out: Uint8A
   }
   if (out.length > IOV_MAX) return `transmit chain needs ${out.length - 1} pieces, over IOV_MAX`;
   return undefined;
+}
+
+/** What {@link txFrameSpans} answers for a chain not in one region (the caller uses {@link txFrameViews}). @internal */
+export const TX_NOT_ONE_REGION = -1;
+
+/**
+ * As {@link txFrameViews} for a chain whose buffers all lie in one memory region (nearly every
+ * frame), into the triples of an {@link IovTable} whose view 0 is `hdr` and view `1 + i` is
+ * `regions[i].bytes`: copies the 12-byte header into `hdr` (each byte read once from guest
+ * memory) and writes one (view, offset, length) triple for it and one for each buffer's frame
+ * bytes into `spans`. Returns the number of triples, why the chain cannot be sent, or
+ * {@link TX_NOT_ONE_REGION} — a buffer outside the first buffer's region, or outside `regions`
+ * — for the caller to retry with {@link txFrameViews}, which tells the guest's error from a
+ * chain across regions. Allocates nothing.
+ * @internal
+ */
+export function txFrameSpans(regions: readonly GuestMemoryRegion[], chain: ReusableChain, hdr: Uint8Array, spans: Float64Array): number | string {
+  const len = chain.readableLength;
+  if (chain.writableLength > 0) return "transmit chain has device-writable buffers";
+  if (len > NET_MAX_BUFFER) return `transmit chain of ${len} bytes is over ${NET_MAX_BUFFER}`;
+  if (len < NET_HDR_SIZE + ETH_HLEN) return `transmit chain of ${len} bytes is shorter than header + Ethernet header`;
+  const n = chain.length;
+  spans[0] = 0;
+  spans[1] = 0;
+  spans[2] = NET_HDR_SIZE;
+  let k = 1;
+  let view = -1;
+  let start = 0;
+  let end = 0;
+  let bytes: Uint8Array | undefined;
+  let h = 0; // header bytes copied
+  for (let i = 0; i < n; i++) {
+    const dlen = chain.lenAt(i);
+    if (dlen === 0) continue;
+    const addr = chain.addrAt(i);
+    if (bytes === undefined) {
+      for (let r = 0; r < regions.length; r++) {
+        const g = regions[r] as GuestMemoryRegion;
+        if (addr >= g.start && addr < g.end) {
+          view = r + 1;
+          start = g.start;
+          end = g.end;
+          bytes = g.bytes;
+          break;
+        }
+      }
+      if (bytes === undefined) return TX_NOT_ONE_REGION;
+    }
+    if (!(addr >= start && addr + dlen <= end)) return TX_NOT_ONE_REGION;
+    let off = addr - start;
+    let left = dlen;
+    while (h < NET_HDR_SIZE && left > 0) {
+      hdr[h++] = bytes[off++] as number;
+      left--;
+    }
+    if (left === 0) continue;
+    if (3 * k >= spans.length) return `transmit chain needs ${n} pieces or more, over IOV_MAX`;
+    const j = 3 * k++;
+    spans[j] = view;
+    spans[j + 1] = off;
+    spans[j + 2] = left;
+  }
+  return k;
 }
 
 /**

@@ -30,6 +30,8 @@ export class NetMetrics {
   txFrames = 0;
   /** Bytes sent to the tap (frames, without the vnet header). */
   txBytes = 0;
+  /** Of `txFrames`, those written through the device's IovTable (guest memory in SharedArrayBuffers, the chain in one region): no view made per piece. */
+  txTable = 0;
   /** Transmit chains dropped as malformed: shorter than header + 14, device-writable parts, buffers outside guest memory, a header with flags or GSO the driver did not negotiate. */
   txMalformed = 0;
   /** Transmit chains dropped because they were larger than 12 + 64 KiB + 14 bytes. */
