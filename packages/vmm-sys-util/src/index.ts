@@ -11,7 +11,7 @@ export { MmapRegion, pageSize, liveMappingCount } from "./mmap-region.js";
 export { copyBytes, nativeCopyBytes } from "./copy-bytes.js";
 export type { NativeCopyBytes } from "./copy-bytes.js";
 // Scatter-gather I/O
-export { IovTable, readvFd, writevFd, nativeReadv, nativeWritev } from "./iov.js";
+export { IOV_BATCH_MAX, IovTable, iovBatchRing, readvFd, writevFd, nativeReadv, nativeWritev } from "./iov.js";
 export type { NativeIov } from "./iov.js";
 export type { AnonymousRegionOptions, MemfdRegionOptions, FdRegionOptions, MadviseAdvice } from "./mmap-region.js";
 // Threads and signals

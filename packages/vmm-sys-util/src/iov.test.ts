@@ -2,12 +2,12 @@
 // O_NONBLOCK (one fd both ends, so an empty one answers EAGAIN) and an eventfd. Every case
 // checks the bytes that moved, not only the return value.
 import { execFileSync } from "node:child_process";
-import { closeSync, constants as fsConstants, mkdtempSync, openSync, rmSync } from "node:fs";
+import { closeSync, existsSync, constants as fsConstants, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { constants } from "node:os";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { EventFd, IovTable, MmapRegion, liveMappingCount, nativeReadv, nativeWritev, readvFd, writevFd, type NativeIov } from "./index.js";
+import { EventFd, IOV_BATCH_MAX, IovTable, MmapRegion, iovBatchRing, liveMappingCount, nativeReadv, nativeWritev, readvFd, writevFd, type NativeIov } from "./index.js";
 import { native as nativeAddon } from "./native.js";
 
 const nativeRaw = (): { iovTable(...a: unknown[]): unknown; writevTable(fd: number, t: unknown, n: number): number } =>
@@ -28,7 +28,7 @@ async function settledMappings(): Promise<number> {
 import { codeOf } from "../test/code-of.js";
 import { gcUntil } from "../test/fixtures/gc.js";
 
-const { EAGAIN, EBADF, EINVAL, ERANGE } = constants.errno;
+const { EAGAIN, EBADF, ECANCELED, EINVAL, ERANGE } = constants.errno;
 
 interface ResizableArrayBuffer extends ArrayBuffer {
   resize(n: number): void;
@@ -322,3 +322,103 @@ describe("IovTable: views registered once, (view, offset, length) triples per ca
     expect(t.readv(closed, 1)).toBe(-EBADF);
   });
 });
+
+for (const ring of [true, false]) {
+  describe(`IovTable.writevBatch: several writes in one call (${ring ? "io_uring where the kernel allows it" : "the writev loop"})`, () => {
+    let dir: string;
+    let fd: number;
+    beforeEach(() => {
+      dir = mkdtempSync(join(tmpdir(), "vsu-iov-batch-"));
+      const path = join(dir, "fifo");
+      execFileSync("mkfifo", [path]);
+      fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+      iovBatchRing(ring);
+    });
+    afterEach(() => {
+      iovBatchRing(true);
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const shared = (n: number, seed = 1): Uint8Array => {
+      const v = new Uint8Array(new SharedArrayBuffer(n));
+      v.set(pattern(n, seed));
+      return v;
+    };
+
+    it(`${ring ? "submits through io_uring on this kernel" : "loops when turned off"}, and the messages go out in order, each its pieces`, () => {
+      // A kernel with io_uring on (io_uring_disabled 0, as CI's) must give a ring; one with it off, none.
+      const disabled = existsSync("/proc/sys/kernel/io_uring_disabled") ? Number(readFileSync("/proc/sys/kernel/io_uring_disabled", "utf8")) : 0;
+      expect(iovBatchRing()).toBe(ring && disabled === 0);
+      const hdr = shared(36, 7);
+      const guest = shared(8192, 3);
+      const t = IovTable.create([hdr, guest], 16);
+      // Three messages: hdr[0,12) + guest[100,+1000); hdr[12,24) + guest[5000,+7) + guest[10,+3); hdr[24,36).
+      t.spans.set([0, 0, 12, 1, 100, 1000, 0, 12, 12, 1, 5000, 7, 1, 10, 3, 0, 24, 12]);
+      const io = new Int32Array([2, 3, 1]);
+      expect(t.writevBatch(fd, 3, io)).toBe(0);
+      expect([...io]).toEqual([1012, 22, 12]);
+      const got = new Uint8Array(2000);
+      expect(readvFd(fd, [got])).toBe(1046);
+      const want = concat([hdr.subarray(0, 12), guest.subarray(100, 1100), hdr.subarray(12, 24), guest.subarray(5000, 5007), guest.subarray(10, 13), hdr.subarray(24, 36)]);
+      expect(got.subarray(0, 1046)).toEqual(want);
+      t.close();
+    });
+
+    it("stops at the first failed write: it has its errno, later ones -ECANCELED and not written", () => {
+      const e = new EventFd();
+      try {
+        const v = new Uint8Array(new SharedArrayBuffer(24));
+        new DataView(v.buffer).setBigUint64(0, 5n, true);
+        new DataView(v.buffer).setBigUint64(16, 7n, true);
+        const t = IovTable.create([v], 4);
+        // An eventfd takes 8-byte writes: 5, then 4 bytes (EINVAL), then 7 (not written).
+        t.spans.set([0, 0, 8, 0, 8, 4, 0, 16, 8]);
+        const io = new Int32Array([1, 1, 1]);
+        expect(t.writevBatch(e.fd, 3, io)).toBe(0);
+        expect([...io]).toEqual([8, -EINVAL, -ECANCELED]);
+        expect(e.read()).toBe(5n);
+        t.close();
+      } finally {
+        e.close();
+      }
+    });
+
+    it("a full pipe: -EAGAIN for the first message that does not fit, the rest -ECANCELED (no wait for room)", () => {
+      const filler = new Uint8Array(4096);
+      while (writevFd(fd, [filler]) !== "again");
+      const t = IovTable.create([shared(64)], 4);
+      t.spans.set([0, 0, 64, 0, 0, 64, 0, 0, 64]); // three: the ring takes batches of three and more
+      const io = new Int32Array([1, 1, 1]);
+      expect(t.writevBatch(fd, 3, io)).toBe(0);
+      expect([...io]).toEqual([-EAGAIN, -ECANCELED, -ECANCELED]);
+      t.close();
+    });
+
+    it("checks every count and triple before it writes anything: -EINVAL or -ERANGE, io unchanged", () => {
+      const t = IovTable.create([shared(64)], 4);
+      t.spans.set([0, 0, 8, 0, 8, 8, 0, 60, 8]); // the third triple runs past the view
+      const cases: [string, number, number[], number][] = [
+        ["n 0", 0, [1], -EINVAL],
+        ["n over the batch maximum", IOV_BATCH_MAX + 1, [1], -EINVAL],
+        ["n over io's length", 3, [1, 1], -EINVAL],
+        ["a count of 0", 2, [1, 0], -EINVAL],
+        ["a negative count", 1, [-1], -EINVAL],
+        ["counts past the table's spans", 2, [3, 2], -EINVAL],
+        ["a bad triple in a later message", 2, [1, 2], -ERANGE],
+      ];
+      for (const [what, n, counts, want] of cases) {
+        const io = new Int32Array(counts);
+        expect([what, t.writevBatch(fd, n, io)]).toEqual([what, want]);
+        expect([what, [...io]]).toEqual([what, counts]);
+      }
+      expect(t.writevBatch(-1, 1, new Int32Array([1]))).toBe(-EINVAL);
+      const raw = nativeAddon() as unknown as { writevTableBatch(...a: unknown[]): number };
+      expect(raw.writevTableBatch(fd, 999_999, 1, new Int32Array([1]))).toBe(-EINVAL);
+      expect(raw.writevTableBatch(fd, 1, 1, [1])).toBe(-EINVAL);
+      expect(raw.writevTableBatch(fd, 1, 1, new Uint32Array([1]))).toBe(-EINVAL);
+      expect(readvFd(fd, [new Uint8Array(1)])).toBe("again"); // nothing was written
+      t.close();
+      expect(t.writevBatch(fd, 1, new Int32Array([1]))).toBe(-EINVAL);
+    });
+  });
+}

@@ -63,6 +63,7 @@ export class IovTable {
   #id: number;
   readonly #readv: (fd: number, id: number, count: number) => number;
   readonly #writev: (fd: number, id: number, count: number) => number;
+  readonly #writevBatch: (fd: number, id: number, n: number, io: Int32Array) => number;
 
   private constructor(spans: Float64Array, id: number) {
     this.spans = spans;
@@ -70,6 +71,7 @@ export class IovTable {
     const n = native();
     this.#readv = n.readvTable;
     this.#writev = n.writevTable;
+    this.#writevBatch = n.writevTableBatch;
     tablesDropped.register(this, id, this);
   }
 
@@ -110,6 +112,24 @@ export class IovTable {
   }
 
   /**
+   * Several `writev(2)` calls in one system call: message `i` (a tap frame) is the next `io[i]`
+   * pieces of {@link IovTable.spans} (message 0 from triple 0, message 1 right after it, …),
+   * written in order; on return `io[i]` is its result, the bytes written or a negative errno.
+   * The batch stops at the first message that fails or is written short: every later one is
+   * `-ECANCELED`, not written. Three messages or more go as one io_uring submission of linked
+   * writes, each with RWF_NOWAIT (a full fd answers `-EAGAIN` at once, as a non-blocking
+   * writev does), on kernels that allow it (see {@link iovBatchRing}); fewer, or without a
+   * ring, a writev loop with the same results (one or two writes cost less that way).
+   * @param n - messages, 1 to {@link IOV_BATCH_MAX}; their pieces together at most the table's `maxSpans`
+   * @param io - `n` piece counts in (each 1 to 1024), results out
+   * @returns 0, or a negative errno with `io` unchanged (`-EINVAL` for a bad fd, `n` or count,
+   *   a bad triple, a closed table; `-ERANGE` for a piece outside its view). Never throws.
+   */
+  writevBatch(fd: number, n: number, io: Int32Array): number {
+    return this.#writevBatch(fd, this.#id, n, io);
+  }
+
+  /**
    * `readv(2)` of `fd` into the first `count` pieces, in order.
    * @returns the bytes read, or a negative errno as {@link IovTable.writev}. Never throws.
    */
@@ -124,6 +144,20 @@ export class IovTable {
     native().iovTableFree(this.#id);
     this.#id = 0;
   }
+}
+
+/** Most messages one {@link IovTable.writevBatch} takes. */
+export const IOV_BATCH_MAX = 256;
+
+/**
+ * Whether {@link IovTable.writevBatch} on this thread submits through io_uring (true) or
+ * loops over writev(2) (false: io_uring refused by the kernel, or turned off here). `on`
+ * turns the ring off (false) or back on (true) first, for this thread: a test of the loop, or
+ * a host whose io_uring misbehaves.
+ * @throws VmmSysError `Unsupported` if the addon does not load
+ */
+export function iovBatchRing(on?: boolean): boolean {
+  return native().iovBatchRing(on) === 1;
 }
 
 /**

@@ -169,6 +169,10 @@ export interface NativeBinding {
   readvTable(fd: number, id: number, count: number): number;
   /** writev(2) of the first `count` spans of table `id` to fd → bytes, or -errno / -EINVAL / -ERANGE. Never throws. */
   writevTable(fd: number, id: number, count: number): number;
+  /** Several writev(2) over a table's triples in one io_uring submission (or a loop): 0 with `io` holding results, or -errno. */
+  writevTableBatch(fd: number, id: number, n: number, io: Int32Array): number;
+  /** Whether this thread's batches use io_uring, after turning it off or on. */
+  iovBatchRing(on?: boolean): number;
   /** sys/mman.h constants. */
   readonly mmapConstants: MmapConstants;
   /** memfd_create(2) → fd. */

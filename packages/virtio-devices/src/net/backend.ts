@@ -45,6 +45,15 @@ export interface NetBackend {
    */
   readv?(pieces: readonly Uint8Array[]): number | "again";
   /**
+   * Reads one frame as {@link NetBackend.readv}, its pieces the first `count` triples of
+   * `table` (whose views the device made: its spare buffer, then guest memory's regions), so
+   * the device builds no view per frame. Optional: without it frames go through
+   * {@link NetBackend.readv}.
+   * @returns as {@link NetBackend.readv}
+   * @throws as {@link NetBackend.readv}
+   */
+  readTable?(table: IovTable, count: number): number | "again";
+  /**
    * Writes one frame given in pieces, header first. The array and the views
    * (of guest memory) are the caller's and valid only during the call: copy
    * what must outlive it (the device reuses the array for the next frame).
@@ -61,6 +70,15 @@ export interface NetBackend {
    * @throws as {@link NetBackend.write}
    */
   writeTable?(table: IovTable, count: number): number | "again";
+  /**
+   * Writes `n` frames as {@link NetBackend.writeTable} in one call (io_uring, or a loop):
+   * frame `i` is the next `io[i]` triples of `table`, from triple 0; on return `io[i]` is its
+   * result, the bytes written or a negative errno (`-EAGAIN` no room: watch for `writable`).
+   * The batch stops at the first frame that fails: the later ones are `-ECANCELED`, not sent.
+   * Optional: without it frames go one by one.
+   * @throws {@link VirtioDeviceError} `"Io"` if the batch is refused as a whole (a closed backend, bad arguments): no frame was sent.
+   */
+  writeTableBatch?(table: IovTable, n: number, io: Int32Array): void;
   /**
    * Calls `cb` on the event loop while what `events` asks for is ready
    * (level-triggered), replacing any earlier watch; both false stops watching.
@@ -197,6 +215,13 @@ export class TapBackend implements NetBackend {
     return n >= 0 ? n : this.#failed("read", n);
   }
 
+  /** {@inheritDoc NetBackend.readTable} */
+  readTable(table: IovTable, count: number): number | "again" {
+    if (this.#closed) return this.#failed("read", 0);
+    const n = table.readv(this.fd, count);
+    return n >= 0 ? n : this.#failed("read", n);
+  }
+
   /** {@inheritDoc NetBackend.write} */
   write(pieces: readonly Uint8Array[]): number | "again" {
     if (this.#closed) return this.#failed("write", 0);
@@ -209,6 +234,13 @@ export class TapBackend implements NetBackend {
     if (this.#closed) return this.#failed("write", 0);
     const n = table.writev(this.fd, count);
     return n >= 0 ? n : this.#failed("write", n);
+  }
+
+  /** {@inheritDoc NetBackend.writeTableBatch} */
+  writeTableBatch(table: IovTable, n: number, io: Int32Array): void {
+    if (this.#closed) this.#failed("write", 0);
+    const r = table.writevBatch(this.fd, n, io);
+    if (r < 0) throw ioError(`tap ${this.name}: write`, VmmSysError.fromErrno("writev", -r));
   }
 
   /** A negative status of the addon's readv/writev (0: the backend is closed): `"again"` for EAGAIN, else the error. */

@@ -1,3 +1,4 @@
+import { constants } from "node:os";
 import { describeWith } from "@ts-vmm/test-utils";
 import { NetNamespace, uniqueIfName } from "@ts-vmm/test-utils/node";
 import { TUN_F } from "@ts-vmm/vmm-sys-util";
@@ -26,8 +27,11 @@ import {
   VIRTIO_NET_F_STATUS,
   VirtioNet,
   type MmioTransportState,
+  type NetBackend,
   type VirtioNetOptions,
 } from "../index.js";
+
+const { EAGAIN, ECANCELED } = constants.errno;
 
 const MRG = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_NET_F_MRG_RXBUF;
 const PLAIN = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC;
@@ -99,6 +103,7 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
     expect(reply.len).toBe(12 + 42);
     expect(reply.bytes[10]! | (reply.bytes[11]! << 8)).toBe(1); // num_buffers
     expect(n.dev.metrics.rxFrames).toBeGreaterThanOrEqual(1);
+    expect(n.dev.metrics.rxTable).toBe(shared ? n.dev.metrics.rxFrames : 0);
     expect(n.irq.count).toBeGreaterThan(0);
     expect(n.violations).toEqual([]);
   });
@@ -140,6 +145,7 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
     expect(bytes[10]! | (bytes[11]! << 8)).toBe(1); // num_buffers, in the second buffer
     expect(arpReplyFrom(bytes.subarray(12))).toBeDefined();
     expect(n.dev.metrics.rxZeroCopy).toBe(n.dev.metrics.rxFrames);
+    expect(n.dev.metrics.rxTable).toBe(shared ? n.dev.metrics.rxFrames : 0);
     expect(n.violations).toEqual([]);
   });
 
@@ -178,7 +184,7 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
     ns.adopt(tap);
     const dev = new VirtioNet({ backend, mac: "52:54:00:12:34:56" });
     open.push(dev);
-    const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x100_0000 }], { shared: false, dirtyTracking: true });
+    const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x100_0000 }], { shared, dirtyTracking: true });
     const r = rigOn(dev, mem);
     const [rxq, txq] = bringUp(r, PLAIN);
     const g = new GuestNet(r, rxq!, txq!);
@@ -203,6 +209,7 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
     frame.set(mem.slice(0x92_0000, 42), 12);
     expect(arpReplyFrom(frame.subarray(12))).toBeDefined();
     expect(dev.metrics.rxZeroCopy).toBe(dev.metrics.rxFrames);
+    expect(dev.metrics.rxTable).toBe(shared ? dev.metrics.rxFrames : 0);
     const dirty = new Set(mem.dirtyPages());
     for (const page of [0x90_0000, 0x91_0000, 0x92_0000]) expect(dirty.has(page), `page 0x${page.toString(16)} dirty`).toBe(true);
   });
@@ -365,6 +372,32 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
     expect([n.dev.metrics.txFrames, n.dev.metrics.txTable]).toEqual([3, shared ? 1 : 0]);
   });
 
+  it("receive chains and memory regions: buffers in two regions take a frame through the table, a buffer across the boundary through views", async () => {
+    const mem = GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x80_0000 }, { start: 0x80_0000, size: 0x80_0000 }], { shared });
+    const n = net(PLAIN, {}, undefined, mem);
+    // Chain 0: the header and 8 bytes in region 0, 2000 bytes in region 1. Chain 1: one buffer of
+    // 2048 bytes from 16 bytes before the boundary.
+    const a = n.g.postChain([{ addr: 0x70_0000, len: 20, writable: true }, { addr: 0x80_1000, len: 2000, writable: true }], false);
+    const b = n.g.postChain([{ addr: 0x7f_fff0, len: 2048, writable: true }], false);
+    n.t.notify(0);
+    n.g.send(arpRequest());
+    n.g.send(arpRequest());
+    const used: { id: number; len: number }[] = [];
+    await until(() => (used.push(...n.g.rxq.takeUsed()), used.length >= 2), 3000, "two used receive chains");
+    expect(used.slice(0, 2)).toEqual([{ id: a, len: 54 }, { id: b, len: 54 }]);
+    const first = new Uint8Array(54);
+    first.set(mem.slice(0x70_0000, 20), 0);
+    first.set(mem.slice(0x80_1000, 34), 20);
+    const second = new Uint8Array(54);
+    mem.read(0x7f_fff0, second);
+    for (const f of [first, second]) {
+      expect(f[10]! | (f[11]! << 8)).toBe(1); // num_buffers
+      expect(arpReplyFrom(f.subarray(12))).toBeDefined();
+    }
+    expect([n.dev.metrics.rxFrames, n.dev.metrics.rxZeroCopy, n.dev.metrics.rxTable]).toEqual([2, 2, shared ? 1 : 0]);
+    expect(n.violations).toEqual([]);
+  });
+
   it("bad receive buffers are returned unused and counted: read-only, under 12 bytes, outside memory", async () => {
     const n = net();
     const ro = n.g.postChain([{ addr: 0x90_0000, len: 2048 }], false);
@@ -433,6 +466,78 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
     expect(n.dev.metrics.txTapErrors).toBe(1);
     expect(n.g.txq.takeUsed().length).toBe(3);
   });
+
+  it("a frame the kernel refuses among others sent at once is dropped and counted; the ones after it go out", async () => {
+    const f = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4;
+    const n = net(f);
+    const before = ns.linkStats(n.tap).rxPackets;
+    // Five chains, one notification: a batch of five with the shared memory's table. The third
+    // has a GSO header the kernel refuses (gso_size 0); the ones after it were cancelled behind
+    // it and go again.
+    n.g.send(arpRequest(), vnetHeader(), false);
+    n.g.send(arpRequest(), vnetHeader(), false);
+    n.g.send(tcpSegment(GUEST_MAC, 3000, 1), vnetHeader({ flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 0, csumStart: 34, csumOffset: 16 }), false);
+    n.g.send(arpRequest(), vnetHeader(), false);
+    n.g.send(arpRequest(), vnetHeader(), false);
+    n.t.notify(1);
+    expect(n.g.txq.takeUsed().length).toBe(5);
+    expect([n.dev.metrics.txFrames, n.dev.metrics.txTapErrors, n.dev.metrics.txTable, n.dev.metrics.txDroppedNoRoom]).toEqual([4, 1, shared ? 4 : 0, 0]);
+    expect(n.violations.length).toBe(1);
+    await until(() => ns.linkStats(n.tap).rxPackets - before >= 4, 3000, "four frames at the kernel");
+    expect(ns.linkStats(n.tap).rxPackets - before).toBe(4);
+  });
+
+  if (shared) {
+    it("a batch the tap takes in part (no room from the third frame): the rest go back to the ring, and out once it is writable", async () => {
+      const tap = uniqueIfName("tsvn");
+      const real = TapBackend.open({ name: tap });
+      ns.adopt(tap);
+      let cutAt: number | undefined = 2;
+      const batches: number[] = [];
+      const backend: NetBackend = {
+        name: real.name,
+        offloads: real.offloads,
+        setOffload: (flags) => real.setOffload(flags),
+        read: (buf) => real.read(buf),
+        readv: (pieces) => real.readv(pieces),
+        readTable: (table, count) => real.readTable(table, count),
+        write: (pieces) => real.write(pieces),
+        writeTable: (table, count) => real.writeTable(table, count),
+        writeTableBatch(table, n, io) {
+          batches.push(n);
+          const k = cutAt;
+          if (k === undefined || k >= n) return real.writeTableBatch(table, n, io);
+          cutAt = undefined;
+          // The first k frames really go; the tap "has no room" for the rest.
+          if (k > 0) real.writeTableBatch(table, k, io);
+          io[k] = -EAGAIN;
+          for (let i = k + 1; i < n; i++) io[i] = -ECANCELED;
+        },
+        watch: (events, cb) => real.watch(events, cb),
+        close: () => real.close(),
+      };
+      const violations: string[] = [];
+      const dev = new VirtioNet({ backend, mac: "52:54:00:12:34:56", onViolation: (v) => violations.push(v) });
+      open.push(dev);
+      const r = rigOn(dev, GuestMemoryArrayBuffer.fromRanges([{ start: 0, size: 0x100_0000 }], { shared })) as Rig;
+      const [rxq, txq] = bringUp(r, PLAIN);
+      const g = new GuestNet(r, rxq!, txq!);
+      const before = ns.linkStats(tap).rxPackets;
+      for (let i = 0; i < 6; i++) g.send(arpRequest(), vnetHeader(), false);
+      r.t.notify(1);
+      expect(batches).toEqual([6]);
+      expect(g.txq.takeUsed().length).toBe(2);
+      expect([dev.metrics.txFrames, dev.metrics.txTapFull]).toEqual([2, 1]);
+      // The tap is writable at once: the watch brings the four back.
+      const used: unknown[] = [];
+      await until(() => (used.push(...g.txq.takeUsed()), used.length >= 4), 3000, "the other four chains");
+      expect(batches).toEqual([6, 4]);
+      expect([dev.metrics.txFrames, dev.metrics.txTable, dev.metrics.txTapErrors, dev.metrics.txDroppedNoRoom]).toEqual([6, 6, 0, 0]);
+      await until(() => ns.linkStats(tap).rxPackets - before >= 6, 3000, "six frames at the kernel");
+      expect(ns.linkStats(tap).rxPackets - before).toBe(6);
+      expect(violations).toEqual([]);
+    });
+  }
 
   it("receive offloads follow the negotiated features (TUNSETOFFLOAD at DRIVER_OK, off at reset)", () => {
     const calls: number[] = [];

@@ -1,6 +1,7 @@
+import { constants } from "node:os";
 import { GuestMemoryError, type GuestMemory, type GuestMemoryRegion } from "@ts-vmm/vm-memory";
 import { ReusableChain, VirtqueueError, type Queue } from "@ts-vmm/virtio-queue";
-import { IovTable, TUN_F } from "@ts-vmm/vmm-sys-util";
+import { IovTable, TUN_F, VmmSysError } from "@ts-vmm/vmm-sys-util";
 import { VIRTIO_ID_NET } from "../constants.js";
 import type { ActivateContext, DeviceState, VirtioDevice } from "../device.js";
 import { VirtioDeviceError } from "../errors.js";
@@ -25,7 +26,7 @@ import {
   VIRTIO_NET_S_LINK_UP,
 } from "./constants.js";
 import { NetEventHandler } from "./event-handler.js";
-import { IOV_MAX, RX_TOO_MANY_PIECES, TX_NOT_ONE_REGION, rxChainProblem, rxChainViews, tunOffloadFlags, txFrameSpans, txFrameViews, txHeaderProblem, txOffloadMask } from "./frame.js";
+import { IOV_MAX, RX_NOT_ONE_REGION, RX_TOO_MANY_PIECES, TX_NOT_ONE_REGION, rxChainProblem, rxChainSpans, rxChainViews, tunOffloadFlags, txFrameSpans, txFrameViews, txHeaderProblem, txOffloadMask } from "./frame.js";
 import { formatMac, parseMac, randomMac } from "./mac.js";
 import { NetMetrics } from "./metrics.js";
 import { checkNetState, type VirtioNetState } from "./persist.js";
@@ -73,10 +74,14 @@ interface Active {
   readonly regions: readonly GuestMemoryRegion[];
   /** The header copy and every region as one IovTable, when the backend has writeTable and memory is shared. */
   readonly txTable: IovTable | undefined;
+  /** The receive spare and every region as one IovTable, when the backend has readTable and memory is shared. */
+  readonly rxTable: IovTable | undefined;
 }
 
-/** Most regions a transmit table covers (an IovTable takes eight views; the header copy is one). */
+/** Most regions a transmit or receive table covers (an IovTable takes eight views; the header copy or the spare is one). */
 const TABLE_REGIONS = 7;
+
+const { EAGAIN, ECANCELED, EIO } = constants.errno;
 
 type Delivery = "done" | "wait" | "broken";
 
@@ -123,9 +128,23 @@ export class VirtioNet implements VirtioDevice {
   readonly #frame = new Uint8Array(NET_MAX_BUFFER + 1);
   #pendingLen = 0;
   /** The checked copy of a transmit header (a turn reads it before the writev). */
-  readonly #txHdr = new Uint8Array(new SharedArrayBuffer(NET_HDR_SIZE)); // shared: view 0 of the transmit IovTable
+  /** Header slots of a transmit batch, 12 bytes each (shared: view 0 of the transmit IovTable). */
+  readonly #txHdr = new Uint8Array(new SharedArrayBuffer(NET_HDR_SIZE * NET_BATCH_FRAMES));
+  /** Slot 0 alone: the header piece of a frame sent through views. */
+  readonly #txHdr0 = this.#txHdr.subarray(0, NET_HDR_SIZE);
+  /** A transmit batch: each frame's triple count in, its result out (IovTable.writevBatch). */
+  readonly #txIo = new Int32Array(NET_BATCH_FRAMES);
+  /** A transmit batch: each frame's chain head and readable length. */
+  readonly #txHeads = new Uint16Array(NET_BATCH_FRAMES);
+  readonly #txLens = new Uint32Array(NET_BATCH_FRAMES);
+  /** Whether a transmit flush of this turn returned chains (their used entries wait for publication). */
+  #txReturned = false;
+  /** Whether the last transmit flush gave chains back to the ring (to be sent again). */
+  #txGaveBack = false;
   /** The writev pieces of one transmit frame, `#txHdr` first; reused (the backend does not keep them). */
   readonly #iov: Uint8Array[] = [];
+  /** Where a receive through `rxTable` puts what its chain cannot hold (view 0 of that table). */
+  readonly #rxSpare = new Uint8Array(new SharedArrayBuffer(NET_MAX_BUFFER + 1));
   /** The readv pieces of one received frame: a receive chain's views, then `#frame` as the spare; reused. */
   readonly #rxIov: Uint8Array[] = [];
   /** The readv pieces for a receive chain of one buffer: its view, then `#frame`. */
@@ -232,8 +251,8 @@ export class VirtioNet implements VirtioDevice {
     const [rx, tx] = ctx.queues;
     if (rx === undefined || tx === undefined || this.#closed) return;
     const regions = ctx.mem.regions;
-    const a: Active = { ctx, rx, tx, mrg: (ctx.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n, broken: false, rxNotify: true, txOffloads: txOffloadMask(ctx.features), regions, txTable: this.#tableFor(regions) };
-    this.#active?.txTable?.close(); // activated again without a reset
+    const a: Active = { ctx, rx, tx, mrg: (ctx.features & VIRTIO_NET_F_MRG_RXBUF) !== 0n, broken: false, rxNotify: true, txOffloads: txOffloadMask(ctx.features), regions, txTable: this.#tableFor(this.#txHdr, regions, "writeTable"), rxTable: this.#tableFor(this.#rxSpare, regions, "readTable") };
+    this.#closeTables(); // activated again without a reset
     this.#active = a;
     try {
       this.#backend.setOffload(tunOffloadFlags(ctx.features));
@@ -248,7 +267,7 @@ export class VirtioNet implements VirtioDevice {
 
   /** Stops the data path; a frame waiting for receive buffers is dropped (counted in `rxDroppedReset`). */
   reset(): void {
-    this.#active?.txTable?.close(); // its hold on the old guest memory
+    this.#closeTables(); // their hold on the old guest memory
     this.#active = undefined;
     this.#rxIov1[0] = this.#frame; // no view of the old guest memory kept
     this.rxRateLimiter?.cancel();
@@ -447,14 +466,15 @@ export class VirtioNet implements VirtioDevice {
   }
 
   /**
-   * Reads the next frame straight into the next receive chain (readv over its
-   * views, then `#frame` for whatever does not fit). @returns the frame's length
-   * when it was delivered; `0` when the copying path must go on (no chain, a chain
-   * in too many pieces, or a frame longer than the chain, left in `#frame` as the
-   * pending frame); `"again"` when the backend has no frame; `"broken"`.
+   * Reads the next frame straight into the next receive chain (readv over the triples of
+   * `rxTable` when the chain's buffers each lie in one region, else over views of them, with a
+   * spare buffer for whatever does not fit). @returns the frame's length when it was delivered;
+   * `0` when the copying path must go on (no chain, a chain in too many pieces, or a frame
+   * longer than the chain, left in `#frame` as the pending frame); `"again"` when the backend
+   * has no frame; `"broken"`.
    */
   #receiveDirect(a: Active): number | "again" | "broken" {
-    const { rx, ctx } = a;
+    const { rx, ctx, rxTable: table } = a;
     const mem = ctx.mem;
     const readv = this.#backend.readv as (pieces: readonly Uint8Array[]) => number | "again";
     for (let tries = 0; tries < NET_BATCH_FRAMES; tries++) {
@@ -462,26 +482,33 @@ export class VirtioNet implements VirtioDevice {
       if (c === "broken") return "broken";
       if (c === "malformed") continue;
       if (c === undefined) return 0;
+      let problem: string | undefined;
+      let count = RX_NOT_ONE_REGION;
+      if (table !== undefined) {
+        const r = rxChainSpans(a.regions, c, table.spans, this.#rxSpare.length);
+        if (typeof r === "string") problem = r;
+        else count = r;
+      }
+      // Views: no table, or a chain the table cannot name (the views path says what is wrong).
       // One buffer in one region (what drivers post): a fixed two-piece array, no array churn.
       const one = this.#rxIov1;
       const single = c.length === 1 && c.readableCount === 0;
       let v0: Uint8Array | undefined;
-      if (single && c.lenAt(0) >= NET_HDR_SIZE) {
-        try {
-          v0 = mem.slice(c.addrAt(0), c.lenAt(0)); // checked: inside one region, exactly that many bytes
-        } catch {
-          v0 = undefined; // not inside one region: the general path below says what is wrong
+      let iov = one;
+      if (count === RX_NOT_ONE_REGION && problem === undefined) {
+        if (single && c.lenAt(0) >= NET_HDR_SIZE) {
+          try {
+            v0 = mem.slice(c.addrAt(0), c.lenAt(0)); // checked: inside one region, exactly that many bytes
+          } catch {
+            v0 = undefined; // not inside one region: the general path below says what is wrong
+          }
         }
-      }
-      let iov: Uint8Array[];
-      let problem: string | undefined;
-      if (v0 !== undefined) {
-        one[0] = v0;
-        iov = one;
-      } else {
-        iov = this.#rxIov;
-        iov.length = 0;
-        problem = rxChainViews(mem, c, iov, IOV_MAX - 1);
+        if (v0 !== undefined) one[0] = v0;
+        else {
+          iov = this.#rxIov;
+          iov.length = 0;
+          problem = rxChainViews(mem, c, iov, IOV_MAX - 1);
+        }
       }
       if (problem !== undefined) {
         if (iov !== one) iov.length = 0;
@@ -498,7 +525,7 @@ export class VirtioNet implements VirtioDevice {
       if (iov !== one) iov.push(this.#frame);
       let n: number | "again";
       try {
-        n = readv.call(this.#backend, iov);
+        n = table !== undefined && count > 0 ? this.#readTable(table, count) : readv.call(this.#backend, iov);
       } catch (e) {
         if (iov !== one) iov.length = 0;
         rx.undoPop(c);
@@ -506,7 +533,7 @@ export class VirtioNet implements VirtioDevice {
         this.#violation((e as Error).message);
         return "again";
       }
-      if (n === "again") {
+      if (typeof n !== "number") {
         if (iov !== one) iov.length = 0;
         rx.undoPop(c);
         return "again";
@@ -520,14 +547,17 @@ export class VirtioNet implements VirtioDevice {
       }
       if (n <= cap) {
         // num_buffers (header bytes 10–11): one chain. The tap skips those bytes.
-        if (v0 !== undefined) {
+        if (count > 0) {
+          setSpanByte(a.regions, (table as IovTable).spans, 10, 1);
+          setSpanByte(a.regions, (table as IovTable).spans, 11, 0);
+        } else if (v0 !== undefined) {
           v0[10] = 1; // v0 holds at least the 12-byte header
           v0[11] = 0;
         } else {
           setIovByte(iov, 10, 1);
           setIovByte(iov, 11, 0);
         }
-        // Views of guest memory are not dirty-tracked: log what the tap wrote (diff snapshots).
+        // Writes through views are not dirty-tracked: log what the tap wrote (diff snapshots).
         if (mem.markDirty !== undefined) {
           if (single) mem.markDirty(c.addrAt(0), n);
           else markChainDirty(mem, c, n);
@@ -542,18 +572,34 @@ export class VirtioNet implements VirtioDevice {
         this.#rxUsed++;
         this.metrics.rxFrames++;
         this.metrics.rxZeroCopy++;
+        if (count > 0) this.metrics.rxTable++;
         this.metrics.rxBytes += n - NET_HDR_SIZE;
         return n;
       }
-      // Longer than the chain: the tail went to `#frame` from 0. Put the whole frame there, in
-      // order, and give the chain back for the copying path (merged buffers, or the drop).
+      // Longer than the chain: the tail went to the spare from 0. Put the whole frame in
+      // `#frame`, in order, and give the chain back for the copying path (merged buffers, or
+      // the drop).
       const frame = this.#frame;
-      frame.copyWithin(cap, 0, n - cap);
-      let off = 0;
-      for (let i = 0; i < iov.length - 1; i++) {
-        const v = iov[i] as Uint8Array;
-        frame.set(v, off);
-        off += v.length;
+      if (count > 0) {
+        const spans = (table as IovTable).spans;
+        frame.set(this.#rxSpare.subarray(0, n - cap), cap);
+        let off = 0;
+        for (let k = 0; k < count - 1; k++) {
+          const j = 3 * k;
+          const bytes = (a.regions[(spans[j] as number) - 1] as GuestMemoryRegion).bytes;
+          const o = spans[j + 1] as number;
+          const len = spans[j + 2] as number;
+          frame.set(bytes.subarray(o, o + len), off);
+          off += len;
+        }
+      } else {
+        frame.copyWithin(cap, 0, n - cap);
+        let off = 0;
+        for (let i = 0; i < iov.length - 1; i++) {
+          const v = iov[i] as Uint8Array;
+          frame.set(v, off);
+          off += v.length;
+        }
       }
       if (iov !== one) iov.length = 0;
       rx.undoPop(c);
@@ -748,18 +794,30 @@ export class VirtioNet implements VirtioDevice {
   // ---- transmit ----
 
   /**
-   * The transmit IovTable over the header copy and guest memory's regions, or undefined (the
-   * views path) when the backend has no writeTable, memory is not fixed-length
-   * SharedArrayBuffers or has more than {@link TABLE_REGIONS} regions.
+   * An IovTable over `first` (the transmit header copy or the receive spare) and guest memory's
+   * regions, or undefined (the views path) when the backend has no `method`, memory is not
+   * fixed-length SharedArrayBuffers or has more than {@link TABLE_REGIONS} regions.
    */
-  #tableFor(regions: readonly GuestMemoryRegion[]): IovTable | undefined {
-    if (typeof this.#backend.writeTable !== "function") return undefined;
+  #tableFor(first: Uint8Array, regions: readonly GuestMemoryRegion[], method: "readTable" | "writeTable"): IovTable | undefined {
+    if (typeof this.#backend[method] !== "function") return undefined;
     if (regions.length > TABLE_REGIONS || !regions.every((r) => r.bytes.buffer instanceof SharedArrayBuffer)) return undefined;
     try {
-      return IovTable.create([this.#txHdr, ...regions.map((r) => r.bytes)], IOV_MAX);
+      return IovTable.create([first, ...regions.map((r) => r.bytes)], IOV_MAX);
     } catch {
       return undefined; // a growable buffer, or no addon: frames go through views
     }
+  }
+
+  #closeTables(): void {
+    this.#active?.txTable?.close();
+    this.#active?.rxTable?.close();
+  }
+
+  /** Reads into the first `count` triples of `table` through the backend's readTable (the table exists only when it has one). */
+  #readTable(table: IovTable, count: number): number | "again" {
+    const b = this.#backend;
+    if (b.readTable === undefined) throw new VirtioDeviceError("Io", `backend ${b.name} has no readTable any more`);
+    return b.readTable(table, count);
   }
 
   /** Writes the first `count` triples of `table` through the backend's writeTable (the table exists only when it has one). */
@@ -774,11 +832,20 @@ export class VirtioNet implements VirtioDevice {
     if (a === undefined || !a.tx.ready) return;
     const { tx, ctx, txTable: table } = a;
     const mem = ctx.mem;
-    const hdr = this.#txHdr;
+    const hdrs = this.#txHdr;
+    const hdr = this.#txHdr0;
     this.#iov[0] = hdr;
+    // Frames in one region go out in batches (one system call for the turn's frames) when the
+    // backend takes them; a batch holds at most IOV_MAX triples, and a chain of the queue's
+    // size must fit after the ones before it.
+    const batching = table !== undefined && typeof this.#backend.writeTableBatch === "function";
+    const roomBefore = table !== undefined ? table.spans.length / 3 - (tx.size + 1) : 0;
     let frames = 0;
     let bytes = 0;
     let used = false;
+    let n = 0; // frames in the batch
+    let base = 0; // their triples
+    this.#txReturned = false;
     try {
       for (;;) {
         if (frames >= NET_BATCH_FRAMES || bytes >= NET_BATCH_BYTES) {
@@ -792,13 +859,26 @@ export class VirtioNet implements VirtioDevice {
           c = tx.popDescriptorChainInto(mem, this.#txChain) ? this.#txChain : undefined;
         } catch (e) {
           if (!(e instanceof VirtqueueError) || e.head === undefined) throw e;
+          // Out of order with the batch's chains: the batch goes first.
+          const go = n === 0 || this.#flushTx(a, table as IovTable, n);
+          n = 0;
+          base = 0;
           this.metrics.txMalformed++;
           this.#violation(`transmit chain ${e.head}: ${e.code}`);
           tx.addUsedDeferred(mem, e.head, 0);
           used = true;
+          if (!go) break;
           continue;
         }
         if (c === undefined) {
+          if (n > 0) {
+            // The ring is empty: the batch goes; frames it gave back are popped again.
+            const go = this.#flushTx(a, table as IovTable, n);
+            n = 0;
+            base = 0;
+            if (!go) break;
+            if (this.#txGaveBack) continue;
+          }
           if (tx.eventIdx && tx.enableNotification(mem)) continue;
           // A guest that sent something is likely refilling: look once more on the next turn
           // of the loop before waiting for its notification (a turn that finds nothing stops).
@@ -810,18 +890,33 @@ export class VirtioNet implements VirtioDevice {
         // Triples of the IovTable for a chain in one region (no view per piece), else views.
         let problem: string | undefined;
         let count = TX_NOT_ONE_REGION;
+        const slot = batching ? n : 0;
         if (table !== undefined) {
-          const r = txFrameSpans(a.regions, c, hdr, table.spans);
+          const r = txFrameSpans(a.regions, c, hdrs, table.spans, slot, batching ? base : 0);
           if (typeof r === "string") problem = r;
           else count = r;
+        }
+        if (problem === undefined && count > 0) problem = txHeaderProblem(hdrs, a.txOffloads, NET_HDR_SIZE * slot);
+        if (n > 0 && (problem !== undefined || count === TX_NOT_ONE_REGION)) {
+          // Anything but a batch frame: the batch goes first, then this chain from the ring again.
+          tx.undoPop(c);
+          frames--;
+          bytes -= c.readableLength;
+          const go = this.#flushTx(a, table as IovTable, n);
+          n = 0;
+          base = 0;
+          if (!go) break;
+          continue;
         }
         if (count === TX_NOT_ONE_REGION && problem === undefined) {
           const iov = this.#iov;
           iov.length = 1; // iov[0] is hdr
           problem = txFrameViews(mem, c, iov);
-          if (problem === undefined) c.readInto(mem, hdr);
+          if (problem === undefined) {
+            c.readInto(mem, hdr);
+            problem = txHeaderProblem(hdr, a.txOffloads);
+          }
         }
-        if (problem === undefined) problem = txHeaderProblem(hdr, a.txOffloads);
         if (problem !== undefined) {
           if (c.readableLength > NET_MAX_BUFFER && c.writableLength === 0) this.metrics.txOversize++;
           else this.metrics.txMalformed++;
@@ -835,8 +930,23 @@ export class VirtioNet implements VirtioDevice {
           tx.undoPop(c); // stays in the ring until the limiter's timer
           break;
         }
-        hdr[10] = 0; // num_buffers is not the driver's to set on transmit
-        hdr[11] = 0;
+        // num_buffers is not the driver's to set on transmit
+        hdrs[NET_HDR_SIZE * slot + 10] = 0;
+        hdrs[NET_HDR_SIZE * slot + 11] = 0;
+        if (batching && count > 0) {
+          this.#txIo[n] = count;
+          this.#txHeads[n] = c.head;
+          this.#txLens[n] = c.readableLength;
+          n++;
+          base += count;
+          if (n === NET_BATCH_FRAMES || base > roomBefore) {
+            const go = this.#flushTx(a, table as IovTable, n);
+            n = 0;
+            base = 0;
+            if (!go) break;
+          }
+          continue;
+        }
         let w: number | "again";
         try {
           w = table !== undefined && count > 0 ? this.#writeTable(table, count) : this.#backend.write(this.#iov);
@@ -859,8 +969,10 @@ export class VirtioNet implements VirtioDevice {
         tx.addUsedDeferred(mem, c.head, 0);
         used = true;
       }
+      // Frames given back behind a refused one: another turn sends them.
+      if (n > 0 && this.#flushTx(a, table as IovTable, n) && this.#txGaveBack) this.#scheduleTx();
       // Publishes the used index too (the chains above were returned unpublished).
-      if (used && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
+      if ((used || this.#txReturned) && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
     } catch (e) {
       try {
         tx.publishUsed(mem);
@@ -871,6 +983,72 @@ export class VirtioNet implements VirtioDevice {
       return;
     }
     this.#updateWatch();
+  }
+
+  /**
+   * Writes the batch's `n` frames (the first triples of `table`, `#txIo` their counts) in one
+   * backend call and returns their chains: sent ones and ones the tap refused (counted in
+   * `txTapErrors`, dropped as a lone frame is). The frames after the first that was not sent
+   * (no room, or cancelled behind a refused one) go back to the ring, newest first, for a later
+   * turn; one that cannot go back (a malformed chain popped since ended the queue's memory of
+   * it) is returned unsent and counted in `txDroppedNoRoom`; `#txGaveBack` says whether any
+   * went back. @returns whether the turn may go on: false when the tap had no room (the device
+   * waits for it to be writable).
+   */
+  #flushTx(a: Active, table: IovTable, n: number): boolean {
+    const { tx, ctx } = a;
+    const mem = ctx.mem;
+    const io = this.#txIo;
+    const b = this.#backend;
+    try {
+      if (b.writeTableBatch === undefined) throw new VirtioDeviceError("Io", `backend ${b.name} has no writeTableBatch any more`);
+      b.writeTableBatch(table, n, io);
+    } catch (e) {
+      // Refused as a whole (a closed backend): every frame of it is lost, as a lone frame is.
+      this.#violation((e as Error).message);
+      for (let i = 0; i < n; i++) io[i] = -EIO;
+    }
+    this.#txGaveBack = false;
+    let back = n; // the first frame that goes back to the ring
+    for (let i = 0; i < n; i++) {
+      const r = io[i] as number;
+      if (r === -EAGAIN || r === -ECANCELED) {
+        back = i;
+        break;
+      }
+      if (r >= 0) {
+        this.metrics.txTable++;
+        this.metrics.txFrames++;
+        this.metrics.txBytes += (this.#txLens[i] as number) - NET_HDR_SIZE;
+      } else {
+        this.metrics.txTapErrors++;
+        this.#violation(`tap ${b.name}: write: ${VmmSysError.fromErrno("writev", -r).message}`);
+      }
+      tx.addUsedDeferred(mem, this.#txHeads[i] as number, 0);
+      this.#txReturned = true;
+    }
+    if (back === n) return true;
+    const full = io[back] === -EAGAIN;
+    this.#txGaveBack = true;
+    for (let i = n - 1; i >= back; i--) {
+      try {
+        tx.undoPop(this.#txChain);
+      } catch {
+        // The queue cannot rewind past this chain (or any older one): they are returned unsent.
+        for (let j = back; j <= i; j++) {
+          this.metrics.txDroppedNoRoom++;
+          tx.addUsedDeferred(mem, this.#txHeads[j] as number, 0);
+        }
+        this.#txReturned = true;
+        break;
+      }
+    }
+    if (full) {
+      this.metrics.txTapFull++;
+      this.#txWaitsForBackend = true;
+      return false;
+    }
+    return true;
   }
 }
 
@@ -883,6 +1061,21 @@ function setIovByte(iov: readonly Uint8Array[], pos: number, value: number): voi
       return;
     }
     pos -= v.length;
+  }
+}
+
+/**
+ * Sets byte `pos` of the bytes that an {@link IovTable}'s triples name in order (view 0 the
+ * spare, `1 + i` `regions[i]`; pos is inside the chain's buffers, which come before the spare).
+ */
+function setSpanByte(regions: readonly GuestMemoryRegion[], spans: Float64Array, pos: number, value: number): void {
+  for (let j = 0; j + 2 < spans.length && spans[j] !== 0; j += 3) {
+    const len = spans[j + 2] as number;
+    if (pos < len) {
+      (regions[(spans[j] as number) - 1] as GuestMemoryRegion).bytes[(spans[j + 1] as number) + pos] = value;
+      return;
+    }
+    pos -= len;
   }
 }
 

@@ -71,13 +71,13 @@ export function txOffloadMask(features: bigint): number {
 /**
  * Why a transmit header asks for something the driver did not negotiate (or
  * that does not exist), or undefined if it is acceptable; `offloads` is
- * {@link txOffloadMask} of the negotiated features. Lengths and offsets
+ * {@link txOffloadMask} of the negotiated features; the header is the 12 bytes of `hdr` from `at`. Lengths and offsets
  * inside it are the kernel's to check (it refuses a bad one with EINVAL).
  * @internal
  */
-export function txHeaderProblem(hdr: Uint8Array, offloads: number): string | undefined {
-  const flags = hdr[0] as number;
-  const gso = hdr[1] as number;
+export function txHeaderProblem(hdr: Uint8Array, offloads: number, at = 0): string | undefined {
+  const flags = hdr[at] as number;
+  const gso = hdr[at + 1] as number;
   if ((flags | gso) === 0) return undefined; // no offload asked for: every frame of a driver without them
   if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return `header flags 0x${flags.toString(16)} (only NEEDS_CSUM is for transmit)`;
   if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM && !(offloads & TX_CSUM)) return "NEEDS_CSUM without VIRTIO_NET_F_CSUM";
@@ -134,67 +134,115 @@ export function txFrameViews(mem: GuestMemory, chain: ReusableChain, out: Uint8A
   return undefined;
 }
 
+/** The index of the region of `regions` that holds `addr`, or -1 (a linear search: a VMM has a few). */
+function regionIndex(regions: readonly GuestMemoryRegion[], addr: number): number {
+  for (let r = 0; r < regions.length; r++) {
+    const g = regions[r] as GuestMemoryRegion;
+    if (addr >= g.start && addr < g.end) return r;
+  }
+  return -1;
+}
+
 /** What {@link txFrameSpans} answers for a chain not in one region (the caller uses {@link txFrameViews}). @internal */
 export const TX_NOT_ONE_REGION = -1;
 
 /**
  * As {@link txFrameViews} for a chain whose buffers all lie in one memory region (nearly every
  * frame), into the triples of an {@link IovTable} whose view 0 is `hdr` and view `1 + i` is
- * `regions[i].bytes`: copies the 12-byte header into `hdr` (each byte read once from guest
- * memory) and writes one (view, offset, length) triple for it and one for each buffer's frame
- * bytes into `spans`. Returns the number of triples, why the chain cannot be sent, or
+ * `regions[i].bytes`: copies the 12-byte header into header slot `slot` of `hdr` (bytes
+ * `[12 * slot, +12)`, each read once from guest memory) and writes one (view, offset, length)
+ * triple for it and one for each buffer's frame bytes into `spans`, from triple `base` (a batch
+ * of frames lies in one table; the caller leaves room for a chain of the queue's size). Returns the number of triples, why the chain cannot be sent, or
  * {@link TX_NOT_ONE_REGION} — a buffer outside the first buffer's region, or outside `regions`
  * — for the caller to retry with {@link txFrameViews}, which tells the guest's error from a
  * chain across regions. Allocates nothing.
  * @internal
  */
-export function txFrameSpans(regions: readonly GuestMemoryRegion[], chain: ReusableChain, hdr: Uint8Array, spans: Float64Array): number | string {
+export function txFrameSpans(regions: readonly GuestMemoryRegion[], chain: ReusableChain, hdr: Uint8Array, spans: Float64Array, slot = 0, base = 0): number | string {
   const len = chain.readableLength;
   if (chain.writableLength > 0) return "transmit chain has device-writable buffers";
   if (len > NET_MAX_BUFFER) return `transmit chain of ${len} bytes is over ${NET_MAX_BUFFER}`;
   if (len < NET_HDR_SIZE + ETH_HLEN) return `transmit chain of ${len} bytes is shorter than header + Ethernet header`;
   const n = chain.length;
-  spans[0] = 0;
-  spans[1] = 0;
-  spans[2] = NET_HDR_SIZE;
+  let h = NET_HDR_SIZE * slot; // where the next header byte goes
+  const hEnd = h + NET_HDR_SIZE;
+  spans[3 * base] = 0;
+  spans[3 * base + 1] = h;
+  spans[3 * base + 2] = NET_HDR_SIZE;
   let k = 1;
   let view = -1;
   let start = 0;
   let end = 0;
   let bytes: Uint8Array | undefined;
-  let h = 0; // header bytes copied
   for (let i = 0; i < n; i++) {
     const dlen = chain.lenAt(i);
     if (dlen === 0) continue;
     const addr = chain.addrAt(i);
     if (bytes === undefined) {
-      for (let r = 0; r < regions.length; r++) {
-        const g = regions[r] as GuestMemoryRegion;
-        if (addr >= g.start && addr < g.end) {
-          view = r + 1;
-          start = g.start;
-          end = g.end;
-          bytes = g.bytes;
-          break;
-        }
-      }
-      if (bytes === undefined) return TX_NOT_ONE_REGION;
+      const r = regionIndex(regions, addr);
+      if (r < 0) return TX_NOT_ONE_REGION;
+      const g = regions[r] as GuestMemoryRegion;
+      view = r + 1;
+      start = g.start;
+      end = g.end;
+      bytes = g.bytes;
     }
     if (!(addr >= start && addr + dlen <= end)) return TX_NOT_ONE_REGION;
     let off = addr - start;
     let left = dlen;
-    while (h < NET_HDR_SIZE && left > 0) {
+    while (h < hEnd && left > 0) {
       hdr[h++] = bytes[off++] as number;
       left--;
     }
     if (left === 0) continue;
-    if (3 * k >= spans.length) return `transmit chain needs ${n} pieces or more, over IOV_MAX`;
-    const j = 3 * k++;
+    if (3 * (base + k) >= spans.length) return `transmit chain needs ${n} pieces or more, over IOV_MAX`;
+    const j = 3 * (base + k++);
     spans[j] = view;
     spans[j + 1] = off;
     spans[j + 2] = left;
   }
   return k;
+}
+
+/** What {@link rxChainSpans} answers for a chain with a buffer outside every region or across two (the caller uses {@link rxChainViews}). @internal */
+export const RX_NOT_ONE_REGION = -1;
+
+/**
+ * As {@link rxChainViews} for a receive chain each of whose buffers lies inside one memory
+ * region (nearly every chain), into the triples of an {@link IovTable} whose view 0 is the
+ * device's spare buffer and view `1 + i` is `regions[i].bytes`: one (view, offset, length)
+ * triple per non-empty buffer, in order, then `(0, 0, spare)` for the bytes that do not fit.
+ * Returns the number of triples, why the chain cannot take a frame, {@link RX_TOO_MANY_PIECES}
+ * (more buffers than the table holds beside the spare), or {@link RX_NOT_ONE_REGION} — for the
+ * caller to retry with {@link rxChainViews}, which tells the guest's error from a buffer across
+ * regions. Allocates nothing.
+ * @internal
+ */
+export function rxChainSpans(regions: readonly GuestMemoryRegion[], chain: ReusableChain, spans: Float64Array, spare: number): number | string {
+  if (chain.readableCount > 0) return "receive chain has device-readable buffers";
+  if (chain.writableLength < NET_HDR_SIZE) return `receive chain of ${chain.writableLength} bytes cannot hold the 12-byte header`;
+  const n = chain.length;
+  const last = Math.floor(spans.length / 3) - 1; // the spare's triple
+  let k = 0;
+  for (let i = 0; i < n; i++) {
+    const dlen = chain.lenAt(i);
+    if (dlen === 0) continue;
+    const addr = chain.addrAt(i);
+    const r = regionIndex(regions, addr);
+    if (r < 0) return RX_NOT_ONE_REGION;
+    const g = regions[r] as GuestMemoryRegion;
+    if (addr + dlen > g.end) return RX_NOT_ONE_REGION;
+    if (k >= last) return RX_TOO_MANY_PIECES;
+    const j = 3 * k++;
+    spans[j] = r + 1;
+    spans[j + 1] = addr - g.start;
+    spans[j + 2] = dlen;
+  }
+  const j = 3 * k;
+  spans[j] = 0;
+  spans[j + 1] = 0;
+  spans[j + 2] = spare;
+  return k + 1;
 }
 
 /**

@@ -10,6 +10,8 @@ export class NetMetrics {
   rxBytes = 0;
   /** Of `rxFrames`, those read from the backend straight into the guest's buffer (readv, no copy). */
   rxZeroCopy = 0;
+  /** Of `rxZeroCopy`, those read through the device's IovTable (guest memory in SharedArrayBuffers, each buffer inside one region): no view made per frame. */
+  rxTable = 0;
   /** Frames from the tap dropped because they were larger than any buffer the guest posted (one chain without MRG_RXBUF, the whole ring with it). */
   rxDroppedTooLarge = 0;
   /** Frames from the tap dropped because they were truncated (longer than 64 KiB + 14) or shorter than the vnet header. */
@@ -36,6 +38,8 @@ export class NetMetrics {
   txMalformed = 0;
   /** Transmit chains dropped because they were larger than 12 + 64 KiB + 14 bytes. */
   txOversize = 0;
+  /** Frames of a transmit batch the tap had no room for that could not go back to the ring (a malformed chain popped after them ended the queue's memory of them): returned unsent. */
+  txDroppedNoRoom = 0;
   /** Frames the tap refused (EINVAL for a bad vnet header, EIO, ...): dropped. */
   txTapErrors = 0;
   /** Times the tap was full (EAGAIN): the chain went back to the ring until the tap is writable. */
