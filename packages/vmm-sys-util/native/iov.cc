@@ -297,8 +297,8 @@ void WritevTable(const v8::FunctionCallbackInfo<v8::Value>& info) { Vectored<::w
 // submission of n linked IORING_OP_WRITEV requests (a failed or short write cancels the rest,
 // as the loop would stop), waited for in the same io_uring_enter: the kernel writes to a
 // non-blocking fd inline, so the wait is the writes themselves. Where io_uring is refused
-// (ENOSYS, EPERM under io_uring_disabled or a seccomp filter) or turned off with
-// iovBatchRing(false), a writev loop with the same results. Each write carries RWF_NOWAIT: a
+// (ENOSYS, EPERM under io_uring_disabled or a seccomp filter; kernels before 5.5) or turned
+// off with iovBatchRing(false), a loop with the same results. Each write carries RWF_NOWAIT: a
 // full fd answers -EAGAIN as writev(2) on a non-blocking fd does, where io_uring would otherwise
 // wait for room (and this call with it); a file that does not take RWF_NOWAIT goes through the loop.
 
@@ -313,6 +313,9 @@ struct Ring {
   int fd = -1;
   bool tried = false;
   bool enabled = true;
+  // Set when the kernel may still hold requests of a batch this thread gave up waiting for:
+  // the ring is never used again (iovBatchRing(true) does not clear it).
+  bool poisoned = false;
   unsigned char* sq = nullptr;
   size_t sq_len = 0;
   unsigned char* cq = nullptr;
@@ -325,7 +328,7 @@ struct Ring {
   std::vector<struct iovec> iov;
 
   bool Ready() {
-    if (!enabled) return false;
+    if (!enabled || poisoned) return false;
     if (tried) return fd >= 0;
     tried = true;
     struct io_uring_params p;
@@ -340,7 +343,9 @@ struct Ring {
     void* b = single ? a : mmap(nullptr, cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, f, IORING_OFF_CQ_RING);
     sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
     void* c = mmap(nullptr, sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, f, IORING_OFF_SQES);
-    if (a == MAP_FAILED || b == MAP_FAILED || c == MAP_FAILED || p.sq_entries < kMaxBatch || p.cq_entries < kMaxBatch) {
+    // Linked writes with RWF_NOWAIT and completions never dropped: Linux 5.5 and later.
+    constexpr unsigned kNeeded = IORING_FEAT_NODROP | IORING_FEAT_SUBMIT_STABLE;
+    if (a == MAP_FAILED || b == MAP_FAILED || c == MAP_FAILED || p.sq_entries < kMaxBatch || p.cq_entries < kMaxBatch || (p.features & kNeeded) != kNeeded) {
       if (a != MAP_FAILED) munmap(a, sq_len);
       if (!single && b != MAP_FAILED) munmap(b, cq_len);
       if (c != MAP_FAILED) munmap(c, sqes_len);
@@ -372,8 +377,13 @@ struct Ring {
 };
 thread_local Ring ring;
 
-// The n writes through the ring; false if the kernel took none (the caller loops instead).
-bool RingWrite(int fd, const uint32_t* counts, const size_t* first, uint32_t n, int32_t* io) {
+// The n writes through the ring. Returns the first message the caller's loop must write: n
+// when the ring answered for every message; 0 when the kernel took none; `k` when it took only
+// the first k (a shortage of its request memory) and all of them were written whole, so the
+// loop goes on from there (if one of them failed, the later ones are cancelled: n). A message
+// the kernel took but this thread could not see complete (a wait that failed for good) is
+// -EIO, an unknown outcome the caller must not write again, and the ring is poisoned.
+uint32_t RingWrite(int fd, const uint32_t* counts, const size_t* first, const size_t* want, uint32_t n, int32_t* io) {
   unsigned tail = *ring.sq_tail;  // only this thread writes it
   unsigned mask = *ring.sq_mask;
   for (uint32_t i = 0; i < n; i++) {
@@ -390,36 +400,45 @@ bool RingWrite(int fd, const uint32_t* counts, const size_t* first, uint32_t n, 
     ring.sq_array[idx] = idx;
   }
   std::atomic_ref<unsigned>(*ring.sq_tail).store(tail + n, std::memory_order_release);
-  uint32_t submitted = 0, done = 0;
-  auto harvest = [&]() {
+  uint32_t done = 0;
+  auto harvest = [&](uint32_t limit) {
     unsigned head = *ring.cq_head;
     unsigned ctail = std::atomic_ref<unsigned>(*ring.cq_tail).load(std::memory_order_acquire);
     for (; head != ctail; head++) {
       const struct io_uring_cqe* c = &ring.cqes[head & *ring.cq_mask];
-      if (c->user_data < n) io[c->user_data] = c->res;
+      if (c->user_data < limit) io[c->user_data] = c->res;
       done++;
     }
     std::atomic_ref<unsigned>(*ring.cq_head).store(head, std::memory_order_release);
   };
-  while (done < n) {
-    long r = syscall(__NR_io_uring_enter, ring.fd, n - submitted, n - done, IORING_ENTER_GETEVENTS, nullptr, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 || (r == 0 && submitted < n)) {
-      if (submitted == 0) {
-        // The kernel took none: take the entries back and let the caller loop.
-        std::atomic_ref<unsigned>(*ring.sq_tail).store(tail, std::memory_order_release);
-        return false;
-      }
-      // The kernel holds part of a batch it will not finish or report now: leave this ring for
-      // good (the writes not seen complete stay -ECANCELED).
-      ring.enabled = false;
-      harvest();
-      return true;
-    }
-    submitted += static_cast<uint32_t>(r);
-    harvest();
+  long r;
+  do r = syscall(__NR_io_uring_enter, ring.fd, n, n, IORING_ENTER_GETEVENTS, nullptr, 0);
+  while (r < 0 && errno == EINTR);  // EINTR only when nothing was taken (else the count comes back)
+  if (r <= 0) {
+    // The kernel took none: take the entries back and let the caller loop.
+    std::atomic_ref<unsigned>(*ring.sq_tail).store(tail, std::memory_order_release);
+    return 0;
   }
-  return true;
+  uint32_t submitted = static_cast<uint32_t>(r) < n ? static_cast<uint32_t>(r) : n;
+  // Entries the kernel did not take are taken back (no SQPOLL: it reads them only in enter).
+  if (submitted < n) std::atomic_ref<unsigned>(*ring.sq_tail).store(tail + submitted, std::memory_order_release);
+  harvest(submitted);
+  while (done < submitted) {
+    long w = syscall(__NR_io_uring_enter, ring.fd, 0, submitted - done, IORING_ENTER_GETEVENTS, nullptr, 0);
+    if (w < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) break;
+    harvest(submitted);
+  }
+  if (done < submitted) {
+    // Some may still complete later: their outcome is unknown, and this ring is not used again.
+    ring.poisoned = true;
+    for (uint32_t i = 0; i < submitted; i++)
+      if (io[i] == -ECANCELED) io[i] = -EIO;
+    return n;
+  }
+  if (submitted == n) return n;
+  for (uint32_t i = 0; i < submitted; i++)
+    if (io[i] < 0 || static_cast<size_t>(io[i]) != want[i]) return n;
+  return submitted;
 }
 
 void WritevTableBatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
@@ -439,6 +458,7 @@ void WritevTableBatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
   // Every count and every triple checked before anything is written.
   uint32_t counts[kMaxBatch];
   size_t first[kMaxBatch];
+  size_t want[kMaxBatch];
   size_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     int32_t c = io[i];
@@ -452,23 +472,39 @@ void WritevTableBatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
     int bad = Triple(t, static_cast<uint32_t>(k), &ring.iov[k]);
     if (bad != 0) return ret(bad);
   }
+  for (uint32_t i = 0; i < n; i++) {
+    want[i] = 0;
+    for (uint32_t k = 0; k < counts[i]; k++) want[i] += ring.iov[first[i] + k].iov_len;
+  }
   for (uint32_t i = 0; i < n; i++) io[i] = -ECANCELED;
   uint32_t from = 0;
-  if (n >= kRingMin && ring.Ready() && RingWrite(fd, counts, first, n, io)) {
+  if (n >= kRingMin && ring.Ready()) {
+    from = RingWrite(fd, counts, first, want, n, io);
     // A file that cannot say "no room" without waiting (no FMODE_NOWAIT) refuses RWF_NOWAIT
     // before anything is written: the loop writes from that message on.
-    while (from < n && io[from] >= 0) from++;
-    if (from == n || io[from] != -EOPNOTSUPP) return ret(0);
-    for (uint32_t i = from; i < n; i++) io[i] = -ECANCELED;
+    if (from == n) {
+      from = 0;
+      while (from < n && io[from] >= 0) from++;
+      if (from == n || io[from] != -EOPNOTSUPP) return ret(0);
+      for (uint32_t i = from; i < n; i++) io[i] = -ECANCELED;
+    }
   }
+  // The loop: pwritev2 with RWF_NOWAIT as the ring's writes (a blocking fd answers -EAGAIN
+  // too), plain writev for a file that refuses the flag.
+  bool nowait = true;
   for (uint32_t i = from; i < n; i++) {
-    size_t want = 0;
-    for (uint32_t k = 0; k < counts[i]; k++) want += ring.iov[first[i] + k].iov_len;
+    const struct iovec* v = ring.iov.data() + first[i];
+    int c = static_cast<int>(counts[i]);
     ssize_t r;
-    do r = ::writev(fd, ring.iov.data() + first[i], static_cast<int>(counts[i]));
+    do r = nowait ? ::pwritev2(fd, v, c, -1, RWF_NOWAIT) : ::writev(fd, v, c);
     while (r < 0 && errno == EINTR);
+    if (r < 0 && nowait && errno == EOPNOTSUPP) {
+      nowait = false;  // this message and the rest without the flag
+      do r = ::writev(fd, v, c);
+      while (r < 0 && errno == EINTR);
+    }
     io[i] = r < 0 ? -static_cast<int32_t>(errno) : static_cast<int32_t>(r);
-    if (r < 0 || static_cast<size_t>(r) != want) break;
+    if (r < 0 || static_cast<size_t>(r) != want[i]) break;
   }
   ret(0);
 }

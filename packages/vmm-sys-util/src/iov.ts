@@ -118,8 +118,12 @@ export class IovTable {
    * The batch stops at the first message that fails or is written short: every later one is
    * `-ECANCELED`, not written. Three messages or more go as one io_uring submission of linked
    * writes, each with RWF_NOWAIT (a full fd answers `-EAGAIN` at once, as a non-blocking
-   * writev does), on kernels that allow it (see {@link iovBatchRing}); fewer, or without a
-   * ring, a writev loop with the same results (one or two writes cost less that way).
+   * writev does), on kernels that allow it (Linux 5.5+; see {@link iovBatchRing}); fewer, or
+   * without a ring, a loop of `pwritev2(RWF_NOWAIT)` with the same results (one or two writes
+   * cost less that way). A file that refuses RWF_NOWAIT (no `FMODE_NOWAIT`: a pipe opened
+   * blocking, say) is written with plain writev(2), which blocks on a blocking fd as writev
+   * does: pass a non-blocking fd (a tap opened by `TapBackend` is). A message the kernel took but
+   * whose completion could not be seen is `-EIO`: its outcome is unknown, do not write it again.
    * @param n - messages, 1 to {@link IOV_BATCH_MAX}; their pieces together at most the table's `maxSpans`
    * @param io - `n` piece counts in (each 1 to 1024), results out
    * @returns 0, or a negative errno with `io` unchanged (`-EINVAL` for a bad fd, `n` or count,

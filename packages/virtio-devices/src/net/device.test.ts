@@ -31,7 +31,7 @@ import {
   type VirtioNetOptions,
 } from "../index.js";
 
-const { EAGAIN, ECANCELED } = constants.errno;
+const { EAGAIN, ECANCELED, EINVAL } = constants.errno;
 
 const MRG = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_NET_F_MRG_RXBUF;
 const PLAIN = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC;
@@ -488,11 +488,12 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
   });
 
   if (shared) {
-    it("a batch the tap takes in part (no room from the third frame): the rest go back to the ring, and out once it is writable", async () => {
+    it("a batch the tap takes in part (no room from the third frame): the rest go back to the ring, and out once it is writable; behind a refused frame, the rest at once", async () => {
       const tap = uniqueIfName("tsvn");
       const real = TapBackend.open({ name: tap });
       ns.adopt(tap);
       let cutAt: number | undefined = 2;
+      let refuseAt: number | undefined;
       const batches: number[] = [];
       const backend: NetBackend = {
         name: real.name,
@@ -505,6 +506,15 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
         writeTable: (table, count) => real.writeTable(table, count),
         writeTableBatch(table, n, io) {
           batches.push(n);
+          const bad = refuseAt;
+          if (bad !== undefined && bad < n) {
+            // Frames before `bad` go; `bad` is refused as the kernel refuses a bad header; the rest cancelled.
+            refuseAt = undefined;
+            if (bad > 0) real.writeTableBatch(table, bad, io);
+            io[bad] = -EINVAL;
+            for (let i = bad + 1; i < n; i++) io[i] = -ECANCELED;
+            return;
+          }
           const k = cutAt;
           if (k === undefined || k >= n) return real.writeTableBatch(table, n, io);
           cutAt = undefined;
@@ -536,6 +546,18 @@ for (const shared of [false, true]) describeWith({ root: true, tools: ["ip"] }, 
       await until(() => ns.linkStats(tap).rxPackets - before >= 6, 3000, "six frames at the kernel");
       expect(ns.linkStats(tap).rxPackets - before).toBe(6);
       expect(violations).toEqual([]);
+      // A frame refused (EINVAL) second of five: dropped, and the three behind it written again at
+      // once from the same batch (no pop again): two calls in the same turn, all five returned.
+      refuseAt = 1;
+      batches.length = 0;
+      for (let i = 0; i < 5; i++) g.send(arpRequest(), vnetHeader(), false);
+      r.t.notify(1);
+      expect(batches).toEqual([5, 3]);
+      expect(g.txq.takeUsed().length).toBe(5);
+      expect([dev.metrics.txFrames, dev.metrics.txTapErrors, dev.metrics.txTapFull]).toEqual([10, 1, 1]);
+      expect(violations.length).toBe(1);
+      await until(() => ns.linkStats(tap).rxPackets - before >= 10, 3000, "ten frames at the kernel");
+      expect(ns.linkStats(tap).rxPackets - before).toBe(10);
     });
   }
 

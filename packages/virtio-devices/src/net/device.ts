@@ -132,15 +132,14 @@ export class VirtioNet implements VirtioDevice {
   readonly #txHdr = new Uint8Array(new SharedArrayBuffer(NET_HDR_SIZE * NET_BATCH_FRAMES));
   /** Slot 0 alone: the header piece of a frame sent through views. */
   readonly #txHdr0 = this.#txHdr.subarray(0, NET_HDR_SIZE);
-  /** A transmit batch: each frame's triple count in, its result out (IovTable.writevBatch). */
+  /** A transmit batch: each frame's triple count, and the counts in / results out of one writeTableBatch. */
+  readonly #txCounts = new Uint16Array(NET_BATCH_FRAMES);
   readonly #txIo = new Int32Array(NET_BATCH_FRAMES);
   /** A transmit batch: each frame's chain head and readable length. */
   readonly #txHeads = new Uint16Array(NET_BATCH_FRAMES);
   readonly #txLens = new Uint32Array(NET_BATCH_FRAMES);
   /** Whether a transmit flush of this turn returned chains (their used entries wait for publication). */
   #txReturned = false;
-  /** Whether the last transmit flush gave chains back to the ring (to be sent again). */
-  #txGaveBack = false;
   /** The writev pieces of one transmit frame, `#txHdr` first; reused (the backend does not keep them). */
   readonly #iov: Uint8Array[] = [];
   /** Where a receive through `rxTable` puts what its chain cannot hold (view 0 of that table). */
@@ -838,7 +837,8 @@ export class VirtioNet implements VirtioDevice {
     // Frames in one region go out in batches (one system call for the turn's frames) when the
     // backend takes them; a batch holds at most IOV_MAX triples, and a chain of the queue's
     // size must fit after the ones before it.
-    const batching = table !== undefined && typeof this.#backend.writeTableBatch === "function";
+    // Not with a transmit limiter: frames a full tap sends back to the ring would be charged again.
+    const batching = table !== undefined && typeof this.#backend.writeTableBatch === "function" && this.txRateLimiter === undefined;
     const roomBefore = table !== undefined ? table.spans.length / 3 - (tx.size + 1) : 0;
     let frames = 0;
     let bytes = 0;
@@ -858,9 +858,15 @@ export class VirtioNet implements VirtioDevice {
         try {
           c = tx.popDescriptorChainInto(mem, this.#txChain) ? this.#txChain : undefined;
         } catch (e) {
-          if (!(e instanceof VirtqueueError) || e.head === undefined) throw e;
+          if (!(e instanceof VirtqueueError) || e.head === undefined) {
+            // The queue is broken: what the batch holds still goes, as it would have one by one.
+            if (n > 0) this.#flushTx(a, table as IovTable, n, base);
+            n = 0;
+            throw e;
+          }
+          frames++; // a guest republishing bad chains gets a bounded turn too
           // Out of order with the batch's chains: the batch goes first.
-          const go = n === 0 || this.#flushTx(a, table as IovTable, n);
+          const go = n === 0 || this.#flushTx(a, table as IovTable, n, base);
           n = 0;
           base = 0;
           this.metrics.txMalformed++;
@@ -872,12 +878,11 @@ export class VirtioNet implements VirtioDevice {
         }
         if (c === undefined) {
           if (n > 0) {
-            // The ring is empty: the batch goes; frames it gave back are popped again.
-            const go = this.#flushTx(a, table as IovTable, n);
+            // The ring is empty: the batch goes.
+            const go = this.#flushTx(a, table as IovTable, n, base);
             n = 0;
             base = 0;
             if (!go) break;
-            if (this.#txGaveBack) continue;
           }
           if (tx.eventIdx && tx.enableNotification(mem)) continue;
           // A guest that sent something is likely refilling: look once more on the next turn
@@ -902,7 +907,7 @@ export class VirtioNet implements VirtioDevice {
           tx.undoPop(c);
           frames--;
           bytes -= c.readableLength;
-          const go = this.#flushTx(a, table as IovTable, n);
+          const go = this.#flushTx(a, table as IovTable, n, base);
           n = 0;
           base = 0;
           if (!go) break;
@@ -934,13 +939,13 @@ export class VirtioNet implements VirtioDevice {
         hdrs[NET_HDR_SIZE * slot + 10] = 0;
         hdrs[NET_HDR_SIZE * slot + 11] = 0;
         if (batching && count > 0) {
-          this.#txIo[n] = count;
+          this.#txCounts[n] = count;
           this.#txHeads[n] = c.head;
           this.#txLens[n] = c.readableLength;
           n++;
           base += count;
           if (n === NET_BATCH_FRAMES || base > roomBefore) {
-            const go = this.#flushTx(a, table as IovTable, n);
+            const go = this.#flushTx(a, table as IovTable, n, base);
             n = 0;
             base = 0;
             if (!go) break;
@@ -969,8 +974,7 @@ export class VirtioNet implements VirtioDevice {
         tx.addUsedDeferred(mem, c.head, 0);
         used = true;
       }
-      // Frames given back behind a refused one: another turn sends them.
-      if (n > 0 && this.#flushTx(a, table as IovTable, n) && this.#txGaveBack) this.#scheduleTx();
+      if (n > 0) this.#flushTx(a, table as IovTable, n, base);
       // Publishes the used index too (the chains above were returned unpublished).
       if ((used || this.#txReturned) && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
     } catch (e) {
@@ -986,69 +990,92 @@ export class VirtioNet implements VirtioDevice {
   }
 
   /**
-   * Writes the batch's `n` frames (the first triples of `table`, `#txIo` their counts) in one
-   * backend call and returns their chains: sent ones and ones the tap refused (counted in
-   * `txTapErrors`, dropped as a lone frame is). The frames after the first that was not sent
-   * (no room, or cancelled behind a refused one) go back to the ring, newest first, for a later
-   * turn; one that cannot go back (a malformed chain popped since ended the queue's memory of
-   * it) is returned unsent and counted in `txDroppedNoRoom`; `#txGaveBack` says whether any
-   * went back. @returns whether the turn may go on: false when the tap had no room (the device
-   * waits for it to be writable).
+   * Writes the batch's `n` frames (their `total` triples first in `table`, `#txCounts` their
+   * counts) through the backend's writeTableBatch and returns their chains: sent ones, and ones
+   * the tap refused or whose outcome is unknown (dropped and counted in `txTapErrors`, as a
+   * lone frame is). The frames cancelled behind a refused one are written again at once (their
+   * triples moved to the table's front; the header triples name slots, which stay). At EAGAIN
+   * the frames not sent go back to the ring, newest first; one that cannot (a malformed chain
+   * popped since ended the queue's memory of it) is returned unsent and counted in
+   * `txDroppedNoRoom`. @returns false when the tap had no room (the device waits for it to be
+   * writable), else true.
    */
-  #flushTx(a: Active, table: IovTable, n: number): boolean {
+  #flushTx(a: Active, table: IovTable, n: number, total: number): boolean {
     const { tx, ctx } = a;
     const mem = ctx.mem;
     const io = this.#txIo;
+    const counts = this.#txCounts;
     const b = this.#backend;
-    try {
-      if (b.writeTableBatch === undefined) throw new VirtioDeviceError("Io", `backend ${b.name} has no writeTableBatch any more`);
-      b.writeTableBatch(table, n, io);
-    } catch (e) {
-      // Refused as a whole (a closed backend): every frame of it is lost, as a lone frame is.
-      this.#violation((e as Error).message);
-      for (let i = 0; i < n; i++) io[i] = -EIO;
-    }
-    this.#txGaveBack = false;
-    let back = n; // the first frame that goes back to the ring
-    for (let i = 0; i < n; i++) {
-      const r = io[i] as number;
-      if (r === -EAGAIN || r === -ECANCELED) {
-        back = i;
-        break;
+    let start = 0; // the first frame not yet sent or dropped; its triples are the table's first
+    while (start < n) {
+      const m = n - start;
+      for (let k = 0; k < m; k++) io[k] = counts[start + k] as number;
+      try {
+        if (b.writeTableBatch === undefined) throw new VirtioDeviceError("Io", `backend ${b.name} has no writeTableBatch any more`);
+        b.writeTableBatch(table, m, io);
+      } catch (e) {
+        // Refused as a whole (a closed backend): every frame of it is lost, as a lone frame is.
+        this.#violation((e as Error).message);
+        for (let k = 0; k < m; k++) io[k] = -EIO;
       }
-      if (r >= 0) {
-        this.metrics.txTable++;
-        this.metrics.txFrames++;
-        this.metrics.txBytes += (this.#txLens[i] as number) - NET_HDR_SIZE;
-      } else {
+      let k = 0;
+      for (; k < m; k++) {
+        const r = io[k] as number;
+        if (r === -EAGAIN || r === -ECANCELED) break;
+        const i = start + k;
+        if (r >= 0) {
+          this.metrics.txTable++;
+          this.metrics.txFrames++;
+          this.metrics.txBytes += (this.#txLens[i] as number) - NET_HDR_SIZE;
+        } else {
+          this.metrics.txTapErrors++;
+          this.#violation(`tap ${b.name}: write: ${VmmSysError.fromErrno("writev", -r).message}`);
+        }
+        tx.addUsedDeferred(mem, this.#txHeads[i] as number, 0);
+        this.#txReturned = true;
+      }
+      if (k === m) return true;
+      if (io[k] === -EAGAIN) {
+        this.#giveBackTx(a, start + k, n);
+        this.metrics.txTapFull++;
+        this.#txWaitsForBackend = true;
+        return false;
+      }
+      if (k === 0) {
+        // Cancelled with nothing before it (a backend breaking its contract): dropped, so the loop ends.
         this.metrics.txTapErrors++;
-        this.#violation(`tap ${b.name}: write: ${VmmSysError.fromErrno("writev", -r).message}`);
+        this.#violation(`tap ${b.name}: write: cancelled`);
+        tx.addUsedDeferred(mem, this.#txHeads[start] as number, 0);
+        this.#txReturned = true;
+        k = 1;
       }
-      tx.addUsedDeferred(mem, this.#txHeads[i] as number, 0);
-      this.#txReturned = true;
+      // Cancelled behind a refused frame: the rest again, their triples moved to the front.
+      let done = 0;
+      for (let j = start; j < start + k; j++) done += counts[j] as number;
+      table.spans.copyWithin(0, 3 * done, 3 * total);
+      total -= done;
+      start += k;
     }
-    if (back === n) return true;
-    const full = io[back] === -EAGAIN;
-    this.#txGaveBack = true;
-    for (let i = n - 1; i >= back; i--) {
+    return true;
+  }
+
+  /** Gives the batch's frames `from`..`n - 1` back to the ring, newest first (see {@link #flushTx}). */
+  #giveBackTx(a: Active, from: number, n: number): void {
+    const { tx, ctx } = a;
+    for (let i = n - 1; i >= from; i--) {
       try {
         tx.undoPop(this.#txChain);
       } catch {
         // The queue cannot rewind past this chain (or any older one): they are returned unsent.
-        for (let j = back; j <= i; j++) {
+        this.#violation(`${i - from + 1} transmit frame(s) returned unsent: the tap had no room, and a malformed chain popped after them keeps them from going back to the ring`);
+        for (let j = from; j <= i; j++) {
           this.metrics.txDroppedNoRoom++;
-          tx.addUsedDeferred(mem, this.#txHeads[j] as number, 0);
+          tx.addUsedDeferred(ctx.mem, this.#txHeads[j] as number, 0);
         }
         this.#txReturned = true;
-        break;
+        return;
       }
     }
-    if (full) {
-      this.metrics.txTapFull++;
-      this.#txWaitsForBackend = true;
-      return false;
-    }
-    return true;
   }
 }
 
