@@ -32,16 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int cmp(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return x < y ? -1 : x > y;
-}
+#include "c-bench.h"
 
 static int packet_socket(const char* ifname, struct sockaddr_ll* to) {
   int s = socket(AF_PACKET, SOCK_RAW, 0);
@@ -96,15 +87,8 @@ int main(int argc, char** argv) {
     return serve(s, &to, frame, size, batch, in, out);
   }
 
-  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK);
-  if (fd < 0) return perror("open /dev/net/tun"), 1;
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-  strncpy(ifr.ifr_name, argv[2], IFNAMSIZ - 1);
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) return perror("TUNSETIFF"), 1;
-  int hdrsz = 12;
-  if (ioctl(fd, TUNSETVNETHDRSZ, &hdrsz) < 0) return perror("TUNSETVNETHDRSZ"), 1;
+  int fd = open_tap(argv[2], O_NONBLOCK);
+  if (fd < 0) return 1;
   // The buffers as the device has them: 64 of them 4 KiB apart in a shared memfd mapping (guest
   // memory), filled in turn, not one buffer that stays in the cache.
   int mfd = memfd_create("tap-rx", 0);
@@ -147,7 +131,6 @@ int main(int argc, char** argv) {
   }
   close(go[1]);
   waitpid(child, NULL, 0);
-  qsort(r, 5, sizeof r[0], cmp);
-  printf("c_ns_per_frame %.1f\n", r[2]);
+  print_median_of_5(r);
   return 0;
 }

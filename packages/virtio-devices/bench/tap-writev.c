@@ -13,16 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int cmp(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return x < y ? -1 : x > y;
-}
+#include "c-bench.h"
 
 int main(int argc, char** argv) {
   if (argc != 5) {
@@ -31,15 +22,8 @@ int main(int argc, char** argv) {
   }
   long n = atol(argv[2]), warm = atol(argv[3]), size = atol(argv[4]);
   if (n <= 0 || warm < 0 || size < 14 || size > 65535) return 2;
-  int fd = open("/dev/net/tun", O_RDWR);
-  if (fd < 0) return perror("open /dev/net/tun"), 1;
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-  strncpy(ifr.ifr_name, argv[1], IFNAMSIZ - 1);
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) return perror("TUNSETIFF"), 1;
-  int hdrsz = 12;
-  if (ioctl(fd, TUNSETVNETHDRSZ, &hdrsz) < 0) return perror("TUNSETVNETHDRSZ"), 1;
+  int fd = open_tap(argv[1], 0);
+  if (fd < 0) return 1;
   unsigned char hdr[12] = {0};
   unsigned char* frame = calloc(1, size);
   memset(frame, 0xff, 6);                      // broadcast
@@ -55,7 +39,6 @@ int main(int argc, char** argv) {
       if (writev(fd, iov, 2) < 0) return perror("writev"), 1;
     r[k] = (now_ns() - t0) / n;
   }
-  qsort(r, 5, sizeof r[0], cmp);
-  printf("c_ns_per_frame %.1f\n", r[2]);
+  print_median_of_5(r);
   return 0;
 }

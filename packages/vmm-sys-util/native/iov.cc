@@ -489,8 +489,8 @@ void WritevTableBatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
       for (uint32_t i = from; i < n; i++) io[i] = -ECANCELED;
     }
   }
-  // The loop: pwritev2 with RWF_NOWAIT as the ring's writes (a blocking fd answers -EAGAIN
-  // too), plain writev for a file that refuses the flag.
+  // The loop: pwritev2 with RWF_NOWAIT as the ring's writes (a full fd answers -EAGAIN at
+  // once), plain writev for a file that refuses the flag (which blocks on a blocking fd).
   bool nowait = true;
   for (uint32_t i = from; i < n; i++) {
     const struct iovec* v = ring.iov.data() + first[i];

@@ -51,19 +51,36 @@ const concat = (views: readonly Uint8Array[]): Uint8Array => {
   return out;
 };
 
-describe("readv / writev on a FIFO", () => {
-  let dir: string;
-  let fd: number;
+/**
+ * A FIFO opened O_RDWR | O_NONBLOCK (one fd both ends, so an empty one answers EAGAIN) in a new
+ * directory for each test of the block: `set` gets its fd.
+ */
+function fifoEachTest(prefix: string, set: (fd: number) => void): void {
+  let dir = "";
+  let fd = -1;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "vsu-iov-"));
+    dir = mkdtempSync(join(tmpdir(), prefix));
     const path = join(dir, "fifo");
     execFileSync("mkfifo", [path]);
     fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+    set(fd);
   });
   afterEach(() => {
     closeSync(fd);
     rmSync(dir, { recursive: true, force: true });
   });
+}
+
+/** `n` bytes of pattern(n, seed) in a SharedArrayBuffer. */
+const shared = (n: number, seed = 1): Uint8Array => {
+  const v = new Uint8Array(new SharedArrayBuffer(n));
+  v.set(pattern(n, seed));
+  return v;
+};
+
+describe("readv / writev on a FIFO", () => {
+  let fd: number;
+  fifoEachTest("vsu-iov-", (f) => (fd = f));
 
   it("gathers pieces in order and scatters them back (arrays, arguments, shared and guest memory)", () => {
     const region = MmapRegion.anonymous(65536);
@@ -180,23 +197,8 @@ describe("readv / writev errors", () => {
 });
 
 describe("IovTable: views registered once, (view, offset, length) triples per call", () => {
-  let dir: string;
   let fd: number;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "vsu-iov-table-"));
-    const path = join(dir, "fifo");
-    execFileSync("mkfifo", [path]);
-    fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
-  });
-  afterEach(() => {
-    closeSync(fd);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const shared = (n: number, seed = 1): Uint8Array => {
-    const v = new Uint8Array(new SharedArrayBuffer(n));
-    v.set(pattern(n, seed));
-    return v;
-  };
+  fifoEachTest("vsu-iov-table-", (f) => (fd = f));
 
   it("writes the pieces of guest memory and a header copy in the order of the triples, and reads them back", () => {
     const region = MmapRegion.anonymous(65536);
@@ -325,25 +327,14 @@ describe("IovTable: views registered once, (view, offset, length) triples per ca
 
 for (const ring of [true, false]) {
   describe(`IovTable.writevBatch: several writes in one call (${ring ? "io_uring where the kernel allows it" : "the writev loop"})`, () => {
-    let dir: string;
     let fd: number;
+    fifoEachTest("vsu-iov-batch-", (f) => (fd = f));
     beforeEach(() => {
-      dir = mkdtempSync(join(tmpdir(), "vsu-iov-batch-"));
-      const path = join(dir, "fifo");
-      execFileSync("mkfifo", [path]);
-      fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
       iovBatchRing(ring);
     });
     afterEach(() => {
       iovBatchRing(true);
-      closeSync(fd);
-      rmSync(dir, { recursive: true, force: true });
     });
-    const shared = (n: number, seed = 1): Uint8Array => {
-      const v = new Uint8Array(new SharedArrayBuffer(n));
-      v.set(pattern(n, seed));
-      return v;
-    };
 
     it(`${ring ? "submits through io_uring on this kernel" : "loops when turned off"}, and the messages go out in order, each its pieces`, () => {
       // A kernel with io_uring on (io_uring_disabled 0, as CI's) must give a ring; one with it off, none.

@@ -127,8 +127,7 @@ export class VirtioNet implements VirtioDevice {
   /** The frame being delivered, header first; `#pendingLen` bytes of it are valid. */
   readonly #frame = new Uint8Array(NET_MAX_BUFFER + 1);
   #pendingLen = 0;
-  /** The checked copy of a transmit header (a turn reads it before the writev). */
-  /** Header slots of a transmit batch, 12 bytes each (shared: view 0 of the transmit IovTable). */
+  /** The checked copies of transmit headers: a batch's slots, 12 bytes each (shared: view 0 of the transmit IovTable). */
   readonly #txHdr = new Uint8Array(new SharedArrayBuffer(NET_HDR_SIZE * NET_BATCH_FRAMES));
   /** Slot 0 alone: the header piece of a frame sent through views. */
   readonly #txHdr0 = this.#txHdr.subarray(0, NET_HDR_SIZE);
@@ -138,7 +137,7 @@ export class VirtioNet implements VirtioDevice {
   /** A transmit batch: each frame's chain head and readable length. */
   readonly #txHeads = new Uint16Array(NET_BATCH_FRAMES);
   readonly #txLens = new Uint32Array(NET_BATCH_FRAMES);
-  /** Whether a transmit flush of this turn returned chains (their used entries wait for publication). */
+  /** Whether this transmit turn returned chains (their used entries wait for publication); set by the turn and its flushes. */
   #txReturned = false;
   /** The writev pieces of one transmit frame, `#txHdr` first; reused (the backend does not keep them). */
   readonly #iov: Uint8Array[] = [];
@@ -842,7 +841,6 @@ export class VirtioNet implements VirtioDevice {
     const roomBefore = table !== undefined ? table.spans.length / 3 - (tx.size + 1) : 0;
     let frames = 0;
     let bytes = 0;
-    let used = false;
     let n = 0; // frames in the batch
     let base = 0; // their triples
     this.#txReturned = false;
@@ -861,7 +859,6 @@ export class VirtioNet implements VirtioDevice {
           if (!(e instanceof VirtqueueError) || e.head === undefined) {
             // The queue is broken: what the batch holds still goes, as it would have one by one.
             if (n > 0) this.#flushTx(a, table as IovTable, n, base);
-            n = 0;
             throw e;
           }
           frames++; // a guest republishing bad chains gets a bounded turn too
@@ -872,7 +869,7 @@ export class VirtioNet implements VirtioDevice {
           this.metrics.txMalformed++;
           this.#violation(`transmit chain ${e.head}: ${e.code}`);
           tx.addUsedDeferred(mem, e.head, 0);
-          used = true;
+          this.#txReturned = true;
           if (!go) break;
           continue;
         }
@@ -927,7 +924,7 @@ export class VirtioNet implements VirtioDevice {
           else this.metrics.txMalformed++;
           this.#violation(problem);
           tx.addUsedDeferred(mem, c.head, 0);
-          used = true;
+          this.#txReturned = true;
           continue;
         }
         if (this.txRateLimiter !== undefined && !this.txRateLimiter.consume(c.readableLength, 1)) {
@@ -972,11 +969,11 @@ export class VirtioNet implements VirtioDevice {
           this.metrics.txBytes += c.readableLength - NET_HDR_SIZE;
         }
         tx.addUsedDeferred(mem, c.head, 0);
-        used = true;
+        this.#txReturned = true;
       }
       if (n > 0) this.#flushTx(a, table as IovTable, n, base);
       // Publishes the used index too (the chains above were returned unpublished).
-      if ((used || this.#txReturned) && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
+      if (this.#txReturned && tx.needsNotification(mem)) ctx.interrupt.signalUsedQueue(1);
     } catch (e) {
       try {
         tx.publishUsed(mem);

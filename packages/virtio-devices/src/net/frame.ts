@@ -71,8 +71,9 @@ export function txOffloadMask(features: bigint): number {
 /**
  * Why a transmit header asks for something the driver did not negotiate (or
  * that does not exist), or undefined if it is acceptable; `offloads` is
- * {@link txOffloadMask} of the negotiated features; the header is the 12 bytes of `hdr` from `at`. Lengths and offsets
- * inside it are the kernel's to check (it refuses a bad one with EINVAL).
+ * {@link txOffloadMask} of the negotiated features; the header is the 12 bytes of `hdr` from
+ * `at`. Lengths and offsets inside it are the kernel's to check (it refuses a bad one with
+ * EINVAL).
  * @internal
  */
 export function txHeaderProblem(hdr: Uint8Array, offloads: number, at = 0): string | undefined {
@@ -152,10 +153,11 @@ export const TX_NOT_ONE_REGION = -1;
  * `regions[i].bytes`: copies the 12-byte header into header slot `slot` of `hdr` (bytes
  * `[12 * slot, +12)`, each read once from guest memory) and writes one (view, offset, length)
  * triple for it and one for each buffer's frame bytes into `spans`, from triple `base` (a batch
- * of frames lies in one table; the caller leaves room for a chain of the queue's size). Returns the number of triples, why the chain cannot be sent, or
- * {@link TX_NOT_ONE_REGION} — a buffer outside the first buffer's region, or outside `regions`
- * — for the caller to retry with {@link txFrameViews}, which tells the guest's error from a
- * chain across regions. Allocates nothing.
+ * of frames lies in one table; the caller leaves room for a chain of the queue's size). Returns
+ * the number of triples, why the chain cannot be sent, or {@link TX_NOT_ONE_REGION} — a
+ * buffer outside the first buffer's region, or outside `regions` — for the caller to retry
+ * with {@link txFrameViews}, which tells the guest's error from a chain across regions.
+ * Allocates nothing.
  * @internal
  */
 export function txFrameSpans(regions: readonly GuestMemoryRegion[], chain: ReusableChain, hdr: Uint8Array, spans: Float64Array, slot = 0, base = 0): number | string {
